@@ -1,0 +1,111 @@
+/**
+ * Open file handles for reading entries by exact byte range (pread). Handles are reference
+ * counted so a read in flight never sees its descriptor closed under it, and unreferenced ones
+ * are closed least-recently-used first to stay within a descriptor budget.
+ */
+import fs from 'node:fs/promises';
+import { ioError } from '../lib/errors.js';
+
+interface Slot {
+  handle: fs.FileHandle;
+  refs: number;
+  pinned: boolean;
+}
+
+export class FileCache {
+  readonly #slots = new Map<string, Slot>();
+  readonly #opening = new Map<string, Promise<Slot>>();
+  readonly #max: number;
+
+  constructor(maxOpen = 128) {
+    this.#max = maxOpen;
+  }
+
+  /** Registers an already open handle (an open block being written) under `name`, pinned. */
+  adopt(name: string, handle: fs.FileHandle): void {
+    this.#slots.set(name, { handle, refs: 0, pinned: true });
+  }
+
+  /** Gives `name`'s handle a second name (a sealed block keeps its open block's descriptor). */
+  alias(from: string, to: string): void {
+    const slot = this.#slots.get(from);
+    if (slot) this.#slots.set(to, slot);
+  }
+
+  unpin(name: string): void {
+    const slot = this.#slots.get(name);
+    if (slot) slot.pinned = false;
+  }
+
+  forget(name: string): void {
+    this.#slots.delete(name);
+  }
+
+  async #acquire(name: string, path: string): Promise<Slot> {
+    let slot = this.#slots.get(name);
+    if (!slot) {
+      let opening = this.#opening.get(name);
+      if (!opening) {
+        opening = fs.open(path, 'r').then(
+          (handle) => {
+            const s: Slot = { handle, refs: 0, pinned: false };
+            this.#slots.set(name, s);
+            this.#opening.delete(name);
+            return s;
+          },
+          (err: unknown) => {
+            this.#opening.delete(name);
+            throw ioError(`open ${path}`, err);
+          },
+        );
+        this.#opening.set(name, opening);
+      }
+      slot = await opening;
+    } else {
+      // refresh LRU position
+      this.#slots.delete(name);
+      this.#slots.set(name, slot);
+    }
+    slot.refs++;
+    return slot;
+  }
+
+  /** Reads exactly `length` bytes at `offset` of the file `name` (opened from `path` if needed). */
+  async read(name: string, path: string, offset: number, length: number): Promise<Buffer> {
+    const slot = await this.#acquire(name, path);
+    try {
+      const buf = Buffer.allocUnsafeSlow(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await slot.handle.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === length ? buf : buf.subarray(0, done);
+    } catch (err) {
+      throw ioError(`read ${path}@${offset}`, err);
+    } finally {
+      slot.refs--;
+      this.#evict();
+    }
+  }
+
+  #evict(): void {
+    if (this.#slots.size <= this.#max) return;
+    const seen = new Set<Slot>();
+    for (const [name, slot] of this.#slots) {
+      if (this.#slots.size <= this.#max) break;
+      if (slot.refs > 0 || slot.pinned || seen.has(slot)) continue;
+      seen.add(slot);
+      for (const [n, s] of this.#slots) if (s === slot) this.#slots.delete(n);
+      void slot.handle.close().catch(() => {});
+      void name;
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const handles = new Set([...this.#slots.values()].map((s) => s.handle));
+    this.#slots.clear();
+    await Promise.all([...handles].map((h) => h.close().catch(() => {})));
+  }
+}

@@ -1,0 +1,376 @@
+/**
+ * The blockstore directory:
+ *   open/<seq as 16 hex digits>.open   blocks still being appended to (at most a few)
+ *   blocks/<id[0..2]>/<id>.blk         sealed, immutable blocks, named by their id
+ *
+ * Sealing (OpenBlock.seal) follows this order, and recovery (OuroDB.open) relies on it:
+ *   1. append the footer and trailer to the open file
+ *   2. fsync the file                       -> the whole block is durable under its open name
+ *   3. rename open/<seq>.open -> blocks/<aa>/<id>.blk
+ *   4. fsync blocks/<aa>/ and open/         -> the rename is durable
+ *   5. (caller) register the block and switch its entries' locations in one synced LevelDB
+ *      batch that also deletes their WAL records.
+ * A crash before 3 leaves an open file: recovery cuts it back to its last WAL-recorded entry.
+ * A crash between 3 and 5 leaves a block nobody registered: recovery verifies and registers it.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { toHex } from '../lib/bytes.js';
+import { CorruptionError, ioError } from '../lib/errors.js';
+import { failpoint } from '../lib/failpoints.js';
+import { ensureDir, fsyncDir } from '../lib/fsutil.js';
+import {
+  type EntryRow,
+  FOOTER_ROW_BYTES,
+  HEADER_BYTES,
+  TRAILER_BYTES,
+  decodeFooterRow,
+  decodeHeader,
+  decodeTrailer,
+  encodeFooter,
+  encodeHeader,
+} from './format.js';
+
+export interface SealedBlock {
+  id: Buffer;
+  path: string;
+  size: number;
+  seq: number;
+  rows: EntryRow[];
+}
+
+async function writeAll(handle: fs.FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Callers await it; this keeps a failed write that nobody awaited yet from crashing the process.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+async function writevAll(handle: fs.FileHandle, bufs: Buffer[], position: number): Promise<void> {
+  let pending = bufs;
+  let pos = position;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending, pos);
+    pos += bytesWritten;
+    // A short write: drop what was written and continue with the rest.
+    const rest: Buffer[] = [];
+    for (const b of pending) {
+      if (bytesWritten >= b.length) bytesWritten -= b.length;
+      else {
+        rest.push(bytesWritten > 0 ? b.subarray(bytesWritten) : b);
+        bytesWritten = 0;
+      }
+    }
+    pending = rest;
+  }
+}
+
+export class OpenBlock {
+  readonly seq: number;
+  readonly path: string;
+  readonly handle: fs.FileHandle;
+  readonly rows: EntryRow[];
+  readonly #header: Buffer;
+  #size: number;
+  #next: { bufs: Buffer[]; start: number; bytes: number; done: Deferred } | undefined;
+  #writing: Promise<void> | undefined;
+  #backlog = 0;
+
+  constructor(seq: number, file: string, handle: fs.FileHandle, header: Buffer, size: number, rows: EntryRow[]) {
+    this.seq = seq;
+    this.path = file;
+    this.handle = handle;
+    this.#header = header;
+    this.#size = size;
+    this.rows = rows;
+  }
+
+  /** Bytes in the file so far (header and appended entries). */
+  get size(): number {
+    return this.#size;
+  }
+
+  get entryBytes(): number {
+    return this.#size - HEADER_BYTES;
+  }
+
+  /**
+   * Reserves the next `bytes.length` bytes and queues them for writing. The offset is reserved
+   * synchronously, so the order of append() calls is the order of entries in the file. Appends
+   * made while a write is in flight are coalesced into one positional writev, so concurrent small
+   * puts share a system call as they share an fsync. `written` resolves once the bytes reached
+   * the OS (not yet durable: see sync()).
+   */
+  append(bytes: Buffer, row: Omit<EntryRow, 'offset'>): { offset: number; written: Promise<void> } {
+    const offset = this.#size;
+    this.#size += bytes.length;
+    this.rows.push({ ...row, offset });
+    if (!this.#next) this.#next = { bufs: [], start: offset, bytes: 0, done: deferred() };
+    this.#next.bufs.push(bytes);
+    this.#next.bytes += bytes.length;
+    this.#backlog += bytes.length;
+    const written = this.#next.done.promise;
+    if (!this.#writing) this.#writing = this.#writeLoop();
+    return { offset, written };
+  }
+
+  /** Bytes appended but not yet handed to the OS: callers wait on drain() when this grows. */
+  get backlog(): number {
+    return this.#backlog;
+  }
+
+  /** Resolves when everything appended so far has been written (or a write failed). */
+  async drain(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
+  async #writeLoop(): Promise<void> {
+    while (this.#next) {
+      const batch = this.#next;
+      this.#next = undefined;
+      try {
+        await writevAll(this.handle, batch.bufs, batch.start);
+        batch.done.resolve();
+      } catch (err) {
+        batch.done.reject(ioError(`write ${this.path}@${batch.start}`, err));
+      } finally {
+        this.#backlog -= batch.bytes;
+      }
+    }
+    this.#writing = undefined;
+  }
+
+  /** fdatasync: makes every completed write durable (the file's size included). */
+  async sync(): Promise<void> {
+    try {
+      await this.handle.datasync();
+    } catch (err) {
+      throw ioError(`fdatasync ${this.path}`, err);
+    }
+  }
+
+  /** Steps 1-4 of the seal protocol (see the top of this file). */
+  async seal(store: BlockStore): Promise<SealedBlock> {
+    await this.drain();
+    const footerOffset = this.#size;
+    const footer = encodeFooter(this.rows, footerOffset);
+    failpoint('seal.before-footer');
+    await writeAll(this.handle, footer, footerOffset).catch((err: unknown) => {
+      throw ioError(`write footer ${this.path}`, err);
+    });
+    failpoint('seal.after-footer');
+    try {
+      await this.handle.sync();
+    } catch (err) {
+      throw ioError(`fsync ${this.path}`, err);
+    }
+    failpoint('seal.after-fsync');
+    const id = crypto.createHash('sha256').update(this.#header).update(footer).digest();
+    const dest = store.blockPath(id);
+    await ensureDir(path.dirname(dest));
+    try {
+      await fs.rename(this.path, dest);
+    } catch (err) {
+      throw ioError(`rename ${this.path} -> ${dest}`, err);
+    }
+    failpoint('seal.after-rename');
+    await fsyncDir(path.dirname(dest));
+    await fsyncDir(path.dirname(this.path));
+    failpoint('seal.after-dir-fsync');
+    return { id, path: dest, size: footerOffset + footer.length, seq: this.seq, rows: this.rows };
+  }
+}
+
+export class BlockStore {
+  readonly dir: string;
+  readonly openDir: string;
+  readonly blocksDir: string;
+  readonly databaseId: Buffer;
+
+  constructor(dir: string, databaseId: Buffer) {
+    this.dir = dir;
+    this.openDir = path.join(dir, 'open');
+    this.blocksDir = path.join(dir, 'blocks');
+    this.databaseId = databaseId;
+  }
+
+  async init(): Promise<void> {
+    await ensureDir(this.openDir);
+    await ensureDir(this.blocksDir);
+  }
+
+  openPath(seq: number): string {
+    return path.join(this.openDir, `${seq.toString(16).padStart(16, '0')}.open`);
+  }
+
+  blockPath(id: Uint8Array): string {
+    const hex = toHex(id);
+    return path.join(this.blocksDir, hex.slice(0, 2), `${hex}.blk`);
+  }
+
+  async listOpen(): Promise<number[]> {
+    const names = await fs.readdir(this.openDir).catch((err: unknown) => {
+      throw ioError(`readdir ${this.openDir}`, err);
+    });
+    return names.filter((n) => /^[0-9a-f]{16}\.open$/.test(n)).map((n) => parseInt(n.slice(0, 16), 16)).sort((a, b) => a - b);
+  }
+
+  /** Every sealed block file present, as [id hex, path]. */
+  async listSealed(): Promise<Array<{ idHex: string; path: string }>> {
+    const out: Array<{ idHex: string; path: string }> = [];
+    const shards = await fs.readdir(this.blocksDir).catch((err: unknown) => {
+      throw ioError(`readdir ${this.blocksDir}`, err);
+    });
+    for (const shard of shards) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      for (const name of await fs.readdir(path.join(this.blocksDir, shard))) {
+        const m = /^([0-9a-f]{64})\.blk$/.exec(name);
+        if (m && m[1]!.startsWith(shard)) out.push({ idHex: m[1]!, path: path.join(this.blocksDir, shard, name) });
+      }
+    }
+    return out;
+  }
+
+  /** Creates open/<seq>.open with its header and makes the directory entry durable. */
+  async createOpen(seq: number): Promise<OpenBlock> {
+    const file = this.openPath(seq);
+    const header = encodeHeader({ seq, databaseId: this.databaseId });
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'wx+', 0o600);
+      await writeAll(handle, header, 0);
+    } catch (err) {
+      throw ioError(`create ${file}`, err);
+    }
+    await fsyncDir(this.openDir);
+    return new OpenBlock(seq, file, handle, header, HEADER_BYTES, []);
+  }
+
+  /**
+   * Reopens open block `seq` after a crash. `rows` are its WAL records (the entries that were
+   * acknowledged), in offset order. Checks they tile the file from the header on and that each
+   * entry's bytes still hash to what the WAL recorded, then cuts off anything after the last one
+   * (bytes written but never acknowledged, or a footer whose seal never completed).
+   */
+  async recoverOpen(seq: number, rows: EntryRow[]): Promise<OpenBlock> {
+    const file = this.openPath(seq);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r+');
+    } catch (err) {
+      throw ioError(`open ${file}`, err);
+    }
+    try {
+      const { size } = await handle.stat();
+      const header = Buffer.alloc(HEADER_BYTES);
+      await handle.read(header, 0, HEADER_BYTES, 0);
+      const h = decodeHeader(header, file);
+      if (h.seq !== seq || !h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: header names another block or database`, { location: { file } });
+      let end = HEADER_BYTES;
+      for (const row of rows) {
+        if (row.offset !== end) throw new CorruptionError(`${file}: WAL records do not tile the file at ${end}`, { location: { file, offset: end } });
+        end += row.length;
+      }
+      if (end > size) throw new CorruptionError(`${file}: acknowledged entries end at ${end} but the file has ${size} bytes`, { location: { file, offset: size } });
+      for (const row of rows) {
+        const bytes = Buffer.allocUnsafe(row.length);
+        await handle.read(bytes, 0, row.length, row.offset);
+        if (!crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
+          throw new CorruptionError(`${file}@${row.offset}: entry does not match its WAL record`, { location: { file, offset: row.offset, id: toHex(row.id) } });
+        }
+      }
+      if (end < size) {
+        await handle.truncate(end);
+        await handle.sync();
+      }
+      return new OpenBlock(seq, file, handle, header, end, rows);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw ioError(`recover ${file}`, err);
+    }
+  }
+
+  /**
+   * Reads and checks a sealed block's header, trailer and footer, and recomputes its id. Entry
+   * bytes are not read (see verifyEntries). Throws CorruptionError on any mismatch.
+   */
+  async readIndex(file: string): Promise<{ id: Buffer; seq: number; size: number; rows: EntryRow[] }> {
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (err) {
+      throw ioError(`open ${file}`, err);
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size < HEADER_BYTES + TRAILER_BYTES) throw new CorruptionError(`${file}: too short to be a block`, { location: { file } });
+      const header = Buffer.alloc(HEADER_BYTES);
+      await handle.read(header, 0, HEADER_BYTES, 0);
+      const h = decodeHeader(header, file);
+      if (!h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: block belongs to another database`, { location: { file } });
+      const trailerBytes = Buffer.alloc(TRAILER_BYTES);
+      await handle.read(trailerBytes, 0, TRAILER_BYTES, size - TRAILER_BYTES);
+      const t = decodeTrailer(trailerBytes, size, file);
+      const footer = Buffer.alloc(t.count * FOOTER_ROW_BYTES + TRAILER_BYTES);
+      await handle.read(footer, 0, footer.length, t.footerOffset);
+      if (zlib.crc32(footer.subarray(0, t.count * FOOTER_ROW_BYTES)) !== t.footerCrc) throw new CorruptionError(`${file}: footer checksum mismatch`, { location: { file, offset: t.footerOffset } });
+      const rows: EntryRow[] = [];
+      let end = HEADER_BYTES;
+      for (let i = 0; i < t.count; i++) {
+        const row = decodeFooterRow(footer, i * FOOTER_ROW_BYTES);
+        if (row.offset !== end) throw new CorruptionError(`${file}: footer rows do not tile the entries at ${end}`, { location: { file, offset: end } });
+        end += row.length;
+        rows.push(row);
+      }
+      if (end !== t.footerOffset) throw new CorruptionError(`${file}: entries end at ${end}, footer starts at ${t.footerOffset}`, { location: { file } });
+      const id = crypto.createHash('sha256').update(header).update(footer).digest();
+      return { id, seq: h.seq, size, rows };
+    } catch (err) {
+      throw ioError(`read block ${file}`, err);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  /** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
+  async verifyEntries(file: string, rows: EntryRow[]): Promise<EntryRow[]> {
+    const bad: EntryRow[] = [];
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (err) {
+      throw ioError(`open ${file}`, err);
+    }
+    try {
+      for (const row of rows) {
+        const bytes = Buffer.allocUnsafe(row.length);
+        const { bytesRead } = await handle.read(bytes, 0, row.length, row.offset);
+        if (bytesRead !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) bad.push(row);
+      }
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    return bad;
+  }
+}

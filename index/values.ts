@@ -1,0 +1,89 @@
+/**
+ * Values of the index keyspaces (keys in index/keys.ts). Fixed binary layouts, little-endian,
+ * each starting with a version byte so a layout can change without ambiguity.
+ *
+ * Location (prefixes 'c' and 'o'): where an entry's bytes are.
+ *   0   1  version (1)
+ *   1   1  state: 0 = in open block `seq` (not sealed yet), 1 = in sealed block `blockId`
+ *   2   1  entry kind
+ *   3   1  entry flags
+ *   4   4  entry length (header + payload)
+ *   8   4  plaintext length
+ *   12  8  offset of the entry in the file
+ *   20  8  seq: the open-block sequence the entry was written under (kept after sealing)
+ *   28  32 block id (state 1 only; absent for state 0)
+ *
+ * Block info (prefix 'b'):
+ *   0   1  version (1)
+ *   1   7  reserved
+ *   8   8  seq
+ *   16  8  file size
+ *   24  4  entry count
+ *   28  4  reserved
+ *   32  8  live bytes (entry bytes still referenced)
+ */
+import type { EntryKind } from '../blockstore/format.js';
+import { CorruptionError, UnsupportedVersionError } from '../lib/errors.js';
+
+export interface Location {
+  kind: EntryKind;
+  flags: number;
+  length: number;
+  plainLength: number;
+  offset: number;
+  seq: number;
+  /** Present once the entry's block is sealed and registered. */
+  blockId?: Buffer;
+}
+
+export function encodeLocation(l: Location): Buffer {
+  const b = Buffer.alloc(l.blockId ? 60 : 28);
+  b[0] = 1;
+  b[1] = l.blockId ? 1 : 0;
+  b[2] = l.kind;
+  b[3] = l.flags;
+  b.writeUInt32LE(l.length, 4);
+  b.writeUInt32LE(l.plainLength, 8);
+  b.writeBigUInt64LE(BigInt(l.offset), 12);
+  b.writeBigUInt64LE(BigInt(l.seq), 20);
+  l.blockId?.copy(b, 28);
+  return b;
+}
+
+export function decodeLocation(b: Buffer): Location {
+  if (b[0] !== 1) throw new UnsupportedVersionError(`index location version ${b[0]}`);
+  const sealed = b[1] === 1;
+  if (b.length !== (sealed ? 60 : 28)) throw new CorruptionError('index location has the wrong length');
+  const l: Location = {
+    kind: b[2] as EntryKind,
+    flags: b[3]!,
+    length: b.readUInt32LE(4),
+    plainLength: b.readUInt32LE(8),
+    offset: Number(b.readBigUInt64LE(12)),
+    seq: Number(b.readBigUInt64LE(20)),
+  };
+  if (sealed) l.blockId = Buffer.from(b.subarray(28, 60));
+  return l;
+}
+
+export interface BlockInfo {
+  seq: number;
+  size: number;
+  entries: number;
+  liveBytes: number;
+}
+
+export function encodeBlockInfo(i: BlockInfo): Buffer {
+  const b = Buffer.alloc(40);
+  b[0] = 1;
+  b.writeBigUInt64LE(BigInt(i.seq), 8);
+  b.writeBigUInt64LE(BigInt(i.size), 16);
+  b.writeUInt32LE(i.entries, 24);
+  b.writeBigUInt64LE(BigInt(i.liveBytes), 32);
+  return b;
+}
+
+export function decodeBlockInfo(b: Buffer): BlockInfo {
+  if (b[0] !== 1 || b.length !== 40) throw new CorruptionError('block info is malformed');
+  return { seq: Number(b.readBigUInt64LE(8)), size: Number(b.readBigUInt64LE(16)), entries: b.readUInt32LE(24), liveBytes: Number(b.readBigUInt64LE(32)) };
+}

@@ -1,0 +1,21 @@
+/** Small byte helpers shared by the on-disk formats. All integers on disk are little-endian. */
+
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+const HEX_RE = /^[0-9a-f]*$/;
+
+/** Parses lowercase hex of an exact byte length, or returns undefined. */
+export function fromHex(hex: string, length: number): Buffer | undefined {
+  if (typeof hex !== 'string' || hex.length !== length * 2 || !HEX_RE.test(hex)) return undefined;
+  return Buffer.from(hex, 'hex');
+}
+
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function concatBytes(parts: readonly Uint8Array[]): Buffer {
+  return Buffer.concat(parts.map(asBuffer));
+}

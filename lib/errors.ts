@@ -1,0 +1,88 @@
+/**
+ * Errors are API. Every error OuroDB throws on purpose is an `OuroError` with a stable
+ * uppercase `code` (documented in docs/errors.md; codes never change meaning, messages may)
+ * and, when it wraps a lower-level failure, the original error as `cause`.
+ */
+export type OuroErrorCode =
+  | 'OURO_BAD_ARGUMENT'
+  | 'OURO_NOT_FOUND'
+  | 'OURO_WRONG_KEY'
+  | 'OURO_CORRUPTION'
+  | 'OURO_IO_ERROR'
+  | 'OURO_UNSUPPORTED_VERSION'
+  | 'OURO_LOCKED'
+  | 'OURO_CLOSED'
+  | 'OURO_FAILED';
+
+export class OuroError extends Error {
+  readonly code: OuroErrorCode;
+  constructor(code: OuroErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A caller passed something OuroDB cannot accept (wrong type, size or shape). */
+export class BadArgumentError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_BAD_ARGUMENT', message, options); }
+}
+
+/** The object, chunk or block asked for is not in this database. */
+export class NotFoundError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_NOT_FOUND', message, options); }
+}
+
+/** The passphrase or key does not unlock this database, or data failed authentication under it. */
+export class WrongKeyError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_WRONG_KEY', message, options); }
+}
+
+/**
+ * Bytes on disk are not what was written: a checksum, hash or authentication tag did not match,
+ * or a structure is malformed. OuroDB never returns data that failed these checks.
+ */
+export class CorruptionError extends OuroError {
+  /** Where the damage was found, for reports and repair tools. */
+  readonly location: { file?: string; offset?: number; id?: string } | undefined;
+  constructor(message: string, options?: { cause?: unknown; location?: { file?: string; offset?: number; id?: string } }) {
+    super('OURO_CORRUPTION', message, options);
+    this.location = options?.location;
+  }
+}
+
+/** The operating system refused a file operation (EIO, ENOSPC, EACCES, ...); see `cause`. */
+export class IOError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_IO_ERROR', message, options); }
+}
+
+/** A file was written by a format version this release does not understand. */
+export class UnsupportedVersionError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_UNSUPPORTED_VERSION', message, options); }
+}
+
+/** Another process (or another handle in this one) has the database open. */
+export class LockedError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_LOCKED', message, options); }
+}
+
+/** The handle was closed. */
+export class ClosedError extends OuroError {
+  constructor(message = 'database is closed', options?: { cause?: unknown }) { super('OURO_CLOSED', message, options); }
+}
+
+/**
+ * A write could not be made durable (a failed write or fsync). The handle refuses further
+ * writes because the state of the unsynced bytes is unknown after a failed fsync; what was
+ * acknowledged before is safe, and reopening the database recovers a correct state.
+ */
+export class FailedError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_FAILED', message, options); }
+}
+
+/** Wraps a system error from the file system into an IOError, keeping it as `cause`. */
+export function ioError(what: string, err: unknown): OuroError {
+  if (err instanceof OuroError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return new IOError(`${what}: ${code ?? String(err)}`, { cause: err });
+}

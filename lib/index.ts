@@ -1,0 +1,19 @@
+/** The public API of OuroDB. Everything a library user needs is exported from here. */
+export { OuroDB, INDEX_FORMAT_VERSION } from './db.js';
+export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability } from './db.js';
+export {
+  OuroError,
+  BadArgumentError,
+  NotFoundError,
+  WrongKeyError,
+  CorruptionError,
+  IOError,
+  UnsupportedVersionError,
+  LockedError,
+  ClosedError,
+  FailedError,
+} from './errors.js';
+export type { OuroErrorCode } from './errors.js';
+export type { ChunkSizes } from './chunker.js';
+export { DEFAULT_CHUNK_SIZES } from './chunker.js';
+export type { Argon2Cost } from './keyring.js';

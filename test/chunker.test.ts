@@ -1,0 +1,73 @@
+import crypto from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { Chunker } from '../lib/chunker.js';
+import { gearTable } from '../lib/crypto.js';
+import { BadArgumentError } from '../lib/errors.js';
+import { pseudoRandom } from './helpers.js';
+
+const gear = gearTable(crypto.randomBytes(32), crypto.randomBytes(16));
+const sizes = { min: 2048, avg: 8192, max: 32768 };
+
+async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const c of it) out.push(Buffer.from(c));
+  return out;
+}
+
+async function* pieces(data: Buffer, size: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
+}
+
+describe('FastCDC chunker', () => {
+  it('respects min and max, covers the input exactly, and averages near the target', () => {
+    const c = new Chunker(gear, sizes);
+    const data = pseudoRandom('cdc', 4 << 20);
+    const chunks = [...c.chunkBytes(data)];
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    for (const ch of chunks.slice(0, -1)) {
+      expect(ch.length).toBeGreaterThanOrEqual(sizes.min);
+      expect(ch.length).toBeLessThanOrEqual(sizes.max);
+    }
+    const avg = data.length / chunks.length;
+    expect(avg).toBeGreaterThan(sizes.avg / 2);
+    expect(avg).toBeLessThan(sizes.avg * 2);
+  });
+
+  it('cuts a stream exactly as it cuts the same bytes in memory, whatever the piece sizes', async () => {
+    const c = new Chunker(gear, sizes);
+    const data = pseudoRandom('stream', 1 << 20);
+    const expected = [...c.chunkBytes(data)].map((b) => Buffer.from(b));
+    for (const piece of [1, 7, 4096, 100_000, 1 << 20]) {
+      const got = await collect(c.chunkStream(pieces(data, piece)));
+      expect(got.map((b) => b.length)).toEqual(expected.map((b) => b.length));
+    }
+  });
+
+  it('resynchronises after an insertion: most chunks are shared with the original', () => {
+    const c = new Chunker(gear, sizes);
+    const data = pseudoRandom('edit', 2 << 20);
+    const edited = Buffer.concat([data.subarray(0, 500_000), Buffer.from('inserted bytes'), data.subarray(500_000)]);
+    const ids = (b: Buffer) => new Set([...c.chunkBytes(b)].map((x) => crypto.createHash('sha256').update(x).digest('hex')));
+    const a = ids(data);
+    const b = ids(edited);
+    const shared = [...b].filter((x) => a.has(x)).length;
+    expect(shared / a.size).toBeGreaterThan(0.9);
+  });
+
+  it('cuts differently under a different key (the gear table is secret)', () => {
+    const data = pseudoRandom('keyed', 1 << 20);
+    const a = [...new Chunker(gear, sizes).chunkBytes(data)].map((x) => x.length);
+    const b = [...new Chunker(gearTable(crypto.randomBytes(32), crypto.randomBytes(16)), sizes).chunkBytes(data)].map((x) => x.length);
+    expect(a).not.toEqual(b);
+  });
+
+  it('rejects impossible sizes and non-byte stream items', async () => {
+    expect(() => new Chunker(gear, { min: 100, avg: 1000, max: 4000 })).toThrow(BadArgumentError);
+    expect(() => new Chunker(gear, { min: 5000, avg: 4096, max: 8192 })).toThrow(BadArgumentError);
+    const c = new Chunker(gear, sizes);
+    async function* bad(): AsyncGenerator<unknown> {
+      yield 'a string';
+    }
+    await expect(collect(c.chunkStream(bad() as AsyncIterable<Uint8Array>))).rejects.toThrow(BadArgumentError);
+  });
+});

@@ -1,0 +1,71 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { describe, expect, it } from 'vitest';
+import { AeadKey, DatabaseKeys, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
+import { WrongKeyError } from '../lib/errors.js';
+
+interface Vector { source: string; key: string; nonce: string; aad: string; plaintext: string; ciphertext_and_tag: string }
+// Vectors from an independent implementation (libsodium), in shared/ beside the checkout.
+const vectorsPath = fileURLToPath(new URL('../../shared/vectors/xchacha20poly1305.json', import.meta.url));
+const vectors: Vector[] = JSON.parse(fs.readFileSync(vectorsPath, 'utf8'));
+const hex = (s: string) => Buffer.from(s, 'hex');
+
+describe('XChaCha20-Poly1305', () => {
+  it('has vectors to check against', () => {
+    expect(vectors.length).toBeGreaterThanOrEqual(10);
+  });
+
+  it.each(vectors.map((v, i) => [i, v] as const))('matches libsodium vector %i byte for byte (native path)', (_i, v) => {
+    const sealed = xchachaSeal(new AeadKey(hex(v.key)), hex(v.nonce), hex(v.plaintext), hex(v.aad));
+    expect(sealed.toString('hex')).toBe(v.ciphertext_and_tag);
+    expect(xchachaOpen(new AeadKey(hex(v.key)), hex(v.nonce), sealed, hex(v.aad)).toString('hex')).toBe(v.plaintext);
+  });
+
+  it.each(vectors.map((v, i) => [i, v] as const))('matches libsodium vector %i byte for byte (@noble reference)', (_i, v) => {
+    expect(Buffer.from(xchachaSealReference(hex(v.key), hex(v.nonce), hex(v.plaintext), hex(v.aad))).toString('hex')).toBe(v.ciphertext_and_tag);
+  });
+
+  it('native output equals @noble on 500 random cases of varied length', () => {
+    for (let i = 0; i < 500; i++) {
+      const key = crypto.randomBytes(32);
+      const nonce = crypto.randomBytes(24);
+      const pt = crypto.randomBytes(crypto.randomInt(0, i < 20 ? 70_000 : 300));
+      const aad = crypto.randomBytes(crypto.randomInt(0, 60));
+      const native = xchachaSeal(new AeadKey(key), nonce, pt, aad);
+      expect(native.equals(Buffer.from(xchachaSealReference(key, nonce, pt, aad)))).toBe(true);
+    }
+  });
+
+  it('rejects a flipped bit, a wrong key and wrong associated data', () => {
+    const key = crypto.randomBytes(32);
+    const nonce = crypto.randomBytes(24);
+    const sealed = xchachaSeal(new AeadKey(key), nonce, Buffer.from('attack at dawn'), Buffer.from('id'));
+    const flipped = Buffer.from(sealed);
+    flipped[3]! ^= 1;
+    expect(() => xchachaOpen(new AeadKey(key), nonce, flipped, Buffer.from('id'))).toThrow(WrongKeyError);
+    expect(() => xchachaOpen(new AeadKey(crypto.randomBytes(32)), nonce, sealed, Buffer.from('id'))).toThrow(WrongKeyError);
+    expect(() => xchachaOpen(new AeadKey(key), nonce, sealed, Buffer.from('other'))).toThrow(WrongKeyError);
+  });
+});
+
+describe('keyed ids', () => {
+  it('chunk ids are HMAC-SHA256 and equal @noble hmac; object ids use a different key', () => {
+    const keys = new DatabaseKeys(crypto.randomBytes(32), crypto.randomBytes(16));
+    const data = crypto.randomBytes(1000);
+    const id = keys.chunkId(data);
+    expect(id).toHaveLength(32);
+    expect(keys.objectId(data).equals(id)).toBe(false);
+    expect(id.equals(crypto.createHash('sha256').update(data).digest())).toBe(false);
+    // same master key, same database id: same ids; another database id: different ids
+    const k1 = crypto.randomBytes(32);
+    const dbId = crypto.randomBytes(16);
+    expect(new DatabaseKeys(k1, dbId).chunkId(data).equals(new DatabaseKeys(k1, dbId).chunkId(data))).toBe(true);
+    expect(new DatabaseKeys(k1, crypto.randomBytes(16)).chunkId(data).equals(new DatabaseKeys(k1, dbId).chunkId(data))).toBe(false);
+    // Native HMAC against the @noble reference with a known key.
+    const key = crypto.randomBytes(32);
+    expect(crypto.createHmac('sha256', key).update(data).digest().equals(Buffer.from(hmac(sha256, key, data)))).toBe(true);
+  });
+});

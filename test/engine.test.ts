@@ -1,0 +1,245 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { OuroDB, OuroError } from '../lib/index.js';
+import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
+
+const small = { min: 4096, avg: 16384, max: 65536 };
+
+async function openNew(dir = tempDir(), extra: Record<string, unknown> = {}) {
+  const key = crypto.randomBytes(32);
+  const db = await OuroDB.open(dir, { key, chunkSizes: small, ...extra });
+  return { db, key, dir };
+}
+
+function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'resolved',
+    (e: unknown) => {
+      expect(e).toBeInstanceOf(OuroError);
+      return (e as OuroError).code;
+    },
+  );
+}
+
+describe('round trips', () => {
+  it('stores and reads back empty, 1-byte, chunk-boundary and multi-chunk values', async () => {
+    const { db } = await openNew();
+    const sizes = [0, 1, small.min - 1, small.min, small.min + 1, small.max - 1, small.max, small.max + 1, 3 * small.max + 17, 1_000_000];
+    const stored: Array<[string, Buffer]> = [];
+    for (const n of sizes) {
+      const v = pseudoRandom(`rt${n}`, n);
+      const r = await db.put(v);
+      expect(r.size).toBe(n);
+      expect(r.hash).toMatch(/^[0-9a-f]{64}$/);
+      stored.push([r.hash, v]);
+    }
+    for (const [hash, v] of stored) {
+      expect(Buffer.from(await db.get(hash)).equals(v)).toBe(true);
+      expect((await db.stat(hash)).size).toBe(v.length);
+      expect(await db.has(hash)).toBe(true);
+    }
+    await db.close();
+  });
+
+  it('accepts strings, Readables and async iterables, and streams values back', async () => {
+    const { db } = await openNew();
+    const s = await db.put('héllo wörld');
+    expect(Buffer.from(await db.get(s.hash)).toString('utf8')).toBe('héllo wörld');
+    const data = pseudoRandom('readable', 300_000);
+    const r = await db.put(Readable.from([data.subarray(0, 1000), data.subarray(1000)]));
+    const parts: Uint8Array[] = [];
+    for await (const p of db.stream(r.hash)) parts.push(p);
+    expect(parts.length).toBeGreaterThan(1);
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    await db.close();
+  });
+
+  it('stores a 100 MiB streamed value and reads it back byte-identical', async () => {
+    const { db } = await openNew(tempDir(), { chunkSizes: undefined });
+    const total = 100 << 20;
+    const r = await db.put(pseudoRandomStream('big', total));
+    expect(r.size).toBe(total);
+    const expected = crypto.createHash('sha256');
+    for await (const p of pseudoRandomStream('big', total)) expected.update(p);
+    const got = crypto.createHash('sha256');
+    let n = 0;
+    for await (const p of db.stream(r.hash)) {
+      got.update(p);
+      n += p.length;
+    }
+    expect(n).toBe(total);
+    expect(got.digest('hex')).toBe(expected.digest('hex'));
+    await db.close();
+  });
+
+  it('holds a bounded amount of memory while streaming 300 MiB in (live buffers after GC)', () => {
+    const out = execFileSync(process.execPath, ['--expose-gc', fixture('stream-memory.js'), tempDir(), '300'], { encoding: 'utf8' });
+    const { size, peakArrayBuffers } = JSON.parse(out) as { size: number; peakArrayBuffers: number };
+    expect(size).toBe(300 << 20);
+    // The write backlog limit is 32 MiB and the chunker holds 8 MiB: far below the value's 300 MiB.
+    expect(peakArrayBuffers).toBeLessThan(96 << 20);
+  });
+
+  it('records metadata and the stat of an object', async () => {
+    const { db } = await openNew();
+    const r = await db.put('x', { meta: { b: '2', a: '1' } });
+    const st = await db.stat(r.hash);
+    expect(st).toMatchObject({ hash: r.hash, size: 1, chunks: 1, type: 'value', key: null, parent: null, prev: [], meta: { a: '1', b: '2' } });
+    expect(st.created.getTime()).toBeGreaterThan(Date.now() - 60_000);
+    await db.close();
+  });
+});
+
+describe('deduplication', () => {
+  it('stores repeated data once', async () => {
+    const { db } = await openNew();
+    const data = pseudoRandom('dup', 2_000_000);
+    await db.put(data);
+    const before = await db.stats();
+    const again = await db.put(data);
+    const edited = Buffer.concat([data.subarray(0, 1_000_000), Buffer.from('edit'), data.subarray(1_000_000)]);
+    await db.put(edited);
+    const after = await db.stats();
+    expect(Buffer.from(await db.get(again.hash)).equals(data)).toBe(true);
+    expect(after.objects).toBe(3);
+    expect(after.logicalBytes).toBe(2 * data.length + edited.length);
+    // The identical put added no chunk; the edit added only a few chunks around the change.
+    expect(after.uniqueBytes - before.uniqueBytes).toBeLessThan(5 * small.max);
+    expect(after.dedupRatio).toBeGreaterThan(2.5);
+    await db.close();
+  });
+
+  it('deduplicates concurrent puts of the same value', async () => {
+    const { db } = await openNew();
+    const data = pseudoRandom('concurrent', 500_000);
+    const results = await Promise.all(Array.from({ length: 16 }, () => db.put(data)));
+    const st = await db.stats();
+    expect(st.uniqueBytes).toBe(data.length);
+    for (const r of results) expect(Buffer.from(await db.get(r.hash)).equals(data)).toBe(true);
+    await db.close();
+  });
+
+  it('compresses compressible data and says so in stats', async () => {
+    const { db } = await openNew();
+    const text = Buffer.from('the quick brown fox jumps over the lazy dog. '.repeat(50_000));
+    const r = await db.put(text);
+    expect(Buffer.from(await db.get(r.hash)).equals(text)).toBe(true);
+    const st = await db.stats();
+    expect(st.compressionRatio).toBeGreaterThan(5);
+    expect(st.storedBytes).toBeLessThan(text.length / 5);
+    await db.close();
+  });
+});
+
+describe('keys and errors', () => {
+  it('a wrong key or passphrase fails with OURO_WRONG_KEY and changes nothing on disk', async () => {
+    const dir = tempDir();
+    const db = await OuroDB.open(dir, { passphrase: 'correct horse', kdf: FAST_KDF });
+    const r = await db.put('secret');
+    await db.close();
+    const before = snapshotTree(dir);
+    expect(await codeOf(OuroDB.open(dir, { passphrase: 'wrong horse' }))).toBe('OURO_WRONG_KEY');
+    expect(await codeOf(OuroDB.open(dir, { key: crypto.randomBytes(32) }))).toBe('OURO_WRONG_KEY');
+    expect(snapshotTree(dir)).toEqual(before);
+    const again = await OuroDB.open(dir, { passphrase: 'correct horse' });
+    expect(Buffer.from(await again.get(r.hash)).toString()).toBe('secret');
+    await again.close();
+  });
+
+  it('never writes the master key or plaintext to disk', async () => {
+    const { db, dir } = await openNew();
+    const marker = Buffer.from('PLAINTEXT-MARKER-'.repeat(100));
+    await db.put(marker, { meta: { note: 'META-MARKER-VALUE' } });
+    await db.close();
+    const files = Object.keys(snapshotTree(dir)).map((f) => fs.readFileSync(path.join(dir, f)));
+    for (const f of files) {
+      expect(f.includes(Buffer.from('PLAINTEXT-MARKER-'))).toBe(false);
+      expect(f.includes(Buffer.from('META-MARKER-VALUE'))).toBe(false);
+    }
+  });
+
+  it('a tampered block byte gives OURO_CORRUPTION, never wrong data', async () => {
+    const { db, dir, key } = await openNew();
+    const data = pseudoRandom('tamper', 200_000);
+    const r = await db.put(data);
+    await db.close();
+    const [file] = blockFiles(dir);
+    const bytes = fs.readFileSync(file!);
+    // Flip a bit well inside the first entry's ciphertext (past the 40-byte header and 72-byte entry header).
+    bytes[40 + 72 + 1000]! ^= 0x10;
+    fs.writeFileSync(file!, bytes);
+    const db2 = await OuroDB.open(dir, { key, chunkSizes: small });
+    expect(await codeOf(db2.get(r.hash))).toBe('OURO_CORRUPTION');
+    await db2.close();
+  });
+
+  it('refuses bad arguments, unknown hashes, closed handles and a second opener with typed codes', async () => {
+    const { db, dir, key } = await openNew();
+    expect(await codeOf(db.put(42 as unknown as string))).toBe('OURO_BAD_ARGUMENT');
+    expect(await codeOf(db.put('x', { meta: { a: 1 as unknown as string } }))).toBe('OURO_BAD_ARGUMENT');
+    expect(await codeOf(db.get('zz'))).toBe('OURO_BAD_ARGUMENT');
+    expect(await codeOf(db.get('0'.repeat(64)))).toBe('OURO_NOT_FOUND');
+    expect(await codeOf(db.stat('0'.repeat(64)))).toBe('OURO_NOT_FOUND');
+    expect(await db.has('0'.repeat(64))).toBe(false);
+    expect(await codeOf(OuroDB.open(dir, { key }))).toBe('OURO_LOCKED');
+    expect(await codeOf(OuroDB.open(tempDir(), { key: new Uint8Array(5) }))).toBe('OURO_BAD_ARGUMENT');
+    await db.close();
+    expect(await codeOf(db.put('x'))).toBe('OURO_CLOSED');
+  });
+
+  it('refuses a descriptor or index of an unknown format version', async () => {
+    const { db, dir, key } = await openNew();
+    await db.close();
+    const file = path.join(dir, 'OURODB.json');
+    const d = JSON.parse(fs.readFileSync(file, 'utf8'));
+    fs.writeFileSync(file, JSON.stringify({ ...d, version: 99 }));
+    expect(await codeOf(OuroDB.open(dir, { key }))).toBe('OURO_UNSUPPORTED_VERSION');
+  });
+
+  it('refuses to create a new database over data whose descriptor is missing', async () => {
+    const { db, dir, key } = await openNew();
+    await db.put('x');
+    await db.close();
+    fs.rmSync(path.join(dir, 'OURODB.json'));
+    expect(await codeOf(OuroDB.open(dir, { key }))).toBe('OURO_CORRUPTION');
+  });
+});
+
+describe('group commit, blocks and stats', () => {
+  it('64 concurrent small puts all read back, and blocks seal at the target size', async () => {
+    const { db, dir, key } = await openNew(tempDir(), { blockSize: 64 * 1024 });
+    const values = Array.from({ length: 640 }, (_, i) => pseudoRandom(`small${i}`, 1024));
+    const results: Array<{ hash: string }> = [];
+    for (let i = 0; i < values.length; i += 64) results.push(...(await Promise.all(values.slice(i, i + 64).map((v) => db.put(v)))));
+    const st = await db.stats();
+    expect(st.objects).toBe(640);
+    expect(st.blocks).toBeGreaterThan(5);
+    await db.close();
+    const db2 = await OuroDB.open(dir, { key });
+    for (let i = 0; i < values.length; i++) expect(Buffer.from(await db2.get(results[i]!.hash)).equals(values[i]!)).toBe(true);
+    const st2 = await db2.stats();
+    expect(st2.walRecords).toBe(0);
+    expect(st2.blocks).toBe(blockFiles(dir).length);
+    expect(await db2.countBlocks()).toBe(blockFiles(dir).length);
+    await db2.close();
+  });
+
+  it('flush seals pending entries and empties the WAL; stats add up', async () => {
+    const { db } = await openNew();
+    await db.put(pseudoRandom('f', 100_000));
+    const pending = await db.stats();
+    expect(pending.walRecords).toBeGreaterThan(0);
+    expect(pending.walBytes).toBeGreaterThan(100_000);
+    await db.flush();
+    const sealed = await db.stats();
+    expect(sealed.walRecords).toBe(0);
+    expect(sealed.walBytes).toBe(0);
+    expect(sealed.blocks).toBe(1);
+    expect(sealed.storedBytes).toBeGreaterThan(100_000);
+    await db.close();
+  });
+});

@@ -1,0 +1,61 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach } from 'vitest';
+
+const dirs: string[] = [];
+
+/** A fresh temporary directory, removed after the test. */
+export function tempDir(prefix = 'ourodb-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  dirs.push(dir);
+  return dir;
+}
+
+afterEach(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Deterministic pseudo-random bytes: ChaCha20 keystream of sha256(seed). */
+export function pseudoRandom(seed: string, length: number): Buffer {
+  const key = crypto.createHash('sha256').update(seed).digest();
+  const cipher = crypto.createCipheriv('chacha20', key, Buffer.alloc(16));
+  return cipher.update(Buffer.alloc(length));
+}
+
+/** Yields `total` bytes of pseudoRandom(seed) in pieces of `piece` bytes without holding them all. */
+export async function* pseudoRandomStream(seed: string, total: number, piece = 1 << 20): AsyncGenerator<Uint8Array> {
+  const key = crypto.createHash('sha256').update(seed).digest();
+  const cipher = crypto.createCipheriv('chacha20', key, Buffer.alloc(16));
+  const zeros = Buffer.alloc(piece);
+  for (let done = 0; done < total; done += piece) yield cipher.update(zeros.subarray(0, Math.min(piece, total - done)));
+}
+
+/** Lists every file under dir with its size and SHA-256, to prove something did not change. */
+export function snapshotTree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[path.relative(dir, p)] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+export function blockFiles(dir: string): string[] {
+  const root = path.join(dir, 'blocks');
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).flatMap((shard) => fs.readdirSync(path.join(root, shard)).map((f) => path.join(root, shard, f)));
+}
+
+export const FAST_KDF = { m: 256, t: 1, p: 1 };
+
+/** Path of a compiled fixture script (npm test builds dist/ before running vitest). */
+export function fixture(name: string): string {
+  return fileURLToPath(new URL(`../dist/test/fixtures/${name}`, import.meta.url));
+}

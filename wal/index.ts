@@ -1,0 +1,1 @@
+export { WAL_RECORD_BYTES, WAL_RECORD_VERSION, decodeWalRecord, encodeWalRecord } from './record.js';
