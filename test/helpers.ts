@@ -2,7 +2,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 
 const dirs: string[] = [];
@@ -55,7 +54,4 @@ export function blockFiles(dir: string): string[] {
 
 export const FAST_KDF = { m: 256, t: 1, p: 1 };
 
-/** Path of a compiled fixture script (npm test builds dist/ before running vitest). */
-export function fixture(name: string): string {
-  return fileURLToPath(new URL(`../dist/test/fixtures/${name}`, import.meta.url));
-}
+export { fixture } from './paths.js';
