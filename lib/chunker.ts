@@ -22,7 +22,7 @@ export interface ChunkSizes {
   max: number;
 }
 
-export const DEFAULT_CHUNK_SIZES: ChunkSizes = { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
+export const DEFAULT_CHUNK_SIZES: ChunkSizes = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
 
 export function validateChunkSizes(s: ChunkSizes): ChunkSizes {
   const pow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;

@@ -112,8 +112,21 @@ export function xchachaSealReference(key: Uint8Array, nonce: Uint8Array, plainte
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext);
 }
 
+// Nonces are cut from a pool refilled from the OS CSPRNG 4 KiB at a time: one system call per
+// 170 nonces instead of one each (randomBytes was ~5% of a small put's CPU). Each nonce is a
+// fresh copy of bytes never handed out before, so uniqueness is exactly as with randomBytes(24).
+const NONCE_POOL_BYTES = NONCE_BYTES * 170;
+let noncePool = Buffer.alloc(0);
+let noncePoolAt = 0;
+
 export function randomNonce(): Buffer {
-  return crypto.randomBytes(NONCE_BYTES);
+  if (noncePoolAt + NONCE_BYTES > noncePool.length) {
+    noncePool = crypto.randomBytes(NONCE_POOL_BYTES);
+    noncePoolAt = 0;
+  }
+  const nonce = Buffer.from(noncePool.subarray(noncePoolAt, noncePoolAt + NONCE_BYTES));
+  noncePoolAt += NONCE_BYTES;
+  return nonce;
 }
 
 /** HKDF-SHA256 (RFC 5869). Used once per open to derive the purpose keys below. */

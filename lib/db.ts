@@ -53,7 +53,7 @@ export interface OpenOptions {
   kdf?: Argon2Cost;
   /** Target size of a sealed block in bytes (default 16 MiB). */
   blockSize?: number;
-  /** Content-defined chunking sizes (default min 256 KiB, avg 1 MiB, max 4 MiB). */
+  /** Content-defined chunking sizes (default min 64 KiB, avg 256 KiB, max 1 MiB). */
   chunkSizes?: ChunkSizes;
   /** Try zstd on every chunk and keep it when it saves space (default true). */
   compression?: boolean;

@@ -1,0 +1,158 @@
+/**
+ * `npm run bench [-- --quick] [-- --size-mib N]`: the engine's benchmarks, each next to its peer
+ * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
+ *
+ *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
+ *            peer: raw floor = sequential write of the same bytes to one file + fsync
+ *   read     the same value streamed back
+ *   small    1 KiB puts, 64 concurrent writers, durable
+ *            peer: raw classic-level put({ sync: true }) from 64 concurrent writers
+ *   micro    chunker, chunk id, entry sealing, XChaCha native vs @noble (benchmark package)
+ *
+ * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
+ * here), so generation costs them equally. Results go to stdout and bench/results.json.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import Benchmark from 'benchmark';
+import { ClassicLevel } from 'classic-level';
+import { Chunker } from '../lib/chunker.js';
+import { AeadKey, DatabaseKeys, gearTable, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
+import { sealEntry } from '../lib/entry.js';
+import { OuroDB } from '../lib/index.js';
+import { EntryKind } from '../blockstore/format.js';
+
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' } } });
+const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
+const smallPuts = values.quick ? 10_000 : 40_000;
+const MiB = 1 << 20;
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-'));
+const results: Record<string, unknown> = { machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`, node: process.version, date: new Date().toISOString(), sizeMiB };
+
+function keystream(total: number, seed: Buffer): AsyncGenerator<Buffer> {
+  const cipher = crypto.createCipheriv('chacha20', seed, Buffer.alloc(16));
+  const zeros = Buffer.alloc(MiB);
+  return (async function* () {
+    for (let done = 0; done < total; done += MiB) yield cipher.update(zeros);
+  })();
+}
+
+function peakRss(): { stop: () => number } {
+  let peak = process.memoryUsage().rss;
+  const t = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 25);
+  return { stop: () => (clearInterval(t), peak) };
+}
+
+async function rawFloor(total: number): Promise<number> {
+  const file = path.join(work, 'raw.bin');
+  const started = process.hrtime.bigint();
+  const fh = await fs.promises.open(file, 'w');
+  for await (const piece of keystream(total, crypto.randomBytes(32))) await fh.write(piece);
+  await fh.sync();
+  await fh.close();
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  fs.rmSync(file);
+  return total / MiB / secs;
+}
+
+async function ingestAndRead(total: number): Promise<{ ingest: number; read: number; rssMiB: number }> {
+  const dir = path.join(work, 'ingest');
+  const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
+  const rss = peakRss();
+  let started = process.hrtime.bigint();
+  const r = await db.put(keystream(total, crypto.randomBytes(32)));
+  const ingest = total / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
+  const rssMiB = rss.stop() / MiB;
+  started = process.hrtime.bigint();
+  let n = 0;
+  for await (const p of db.stream(r.hash)) n += p.length;
+  const read = n / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
+  await db.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { ingest, read, rssMiB };
+}
+
+async function concurrent(count: number, writers: number, op: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: writers }, async () => {
+    while (next < count) await op(next++);
+  }));
+  return count / (Number(process.hrtime.bigint() - started) / 1e9);
+}
+
+async function smallValues(): Promise<{ ouro: number; level: number }> {
+  const values1k = Array.from({ length: 1024 }, () => crypto.randomBytes(1024));
+  const value = (i: number) => {
+    const v = Buffer.from(values1k[i % 1024]!);
+    v.writeUInt32LE(i, 0); // every value distinct: no dedup shortcut
+    return v;
+  };
+  const dir = path.join(work, 'small');
+  const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
+  const ouro = await concurrent(smallPuts, 64, (i) => db.put(value(i)));
+  await db.close();
+  const ldb = new ClassicLevel<Buffer, Buffer>(path.join(work, 'level'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  await ldb.open();
+  const level = await concurrent(smallPuts, 64, (i) => ldb.put(crypto.createHash('sha256').update(value(i)).digest(), value(i), { sync: true }));
+  await ldb.close();
+  return { ouro, level };
+}
+
+function micro(): Promise<Array<{ name: string; mibPerSec: number }>> {
+  const keys = new DatabaseKeys(crypto.randomBytes(32), crypto.randomBytes(16));
+  const chunker = new Chunker(gearTable(crypto.randomBytes(32), crypto.randomBytes(16)));
+  const mib = crypto.randomBytes(8 * MiB);
+  const one = mib.subarray(0, MiB);
+  const kib = mib.subarray(0, 1024);
+  const key = crypto.randomBytes(32);
+  const aead = new AeadKey(key);
+  const nonce = crypto.randomBytes(24);
+  const id = keys.chunkId(one);
+  const cases: Array<[string, number, () => void]> = [
+    ['chunker (FastCDC) 8 MiB', 8 * MiB, () => {
+      for (const _ of chunker.chunkBytes(mib)) void _;
+    }],
+    ['chunk id (HMAC-SHA256) 1 MiB', MiB, () => keys.chunkId(one)],
+    ['seal entry (zstd probe + XChaCha + SHA-256) 1 MiB', MiB, () => sealEntry(keys.data, EntryKind.Chunk, id, one)],
+    ['XChaCha20-Poly1305 native 1 MiB', MiB, () => xchachaSeal(aead, nonce, one, id)],
+    ['XChaCha20-Poly1305 @noble 1 MiB', MiB, () => xchachaSealReference(key, nonce, one, id)],
+    ['XChaCha20-Poly1305 native 1 KiB', 1024, () => xchachaSeal(aead, nonce, kib, id)],
+    ['XChaCha20-Poly1305 @noble 1 KiB', 1024, () => xchachaSealReference(key, nonce, kib, id)],
+  ];
+  return new Promise((resolve) => {
+    const suite = new Benchmark.Suite();
+    for (const [name, , fn] of cases) suite.add(name, fn, { maxTime: values.quick ? 0.5 : 2 });
+    const out: Array<{ name: string; mibPerSec: number }> = [];
+    suite.on('cycle', (e: Benchmark.Event) => {
+      const b = e.target as unknown as Benchmark;
+      const bytes = cases.find((c) => c[0] === b.name)![1];
+      out.push({ name: b.name!, mibPerSec: (b.hz! * bytes) / MiB });
+    });
+    suite.on('complete', () => resolve(out));
+    suite.run();
+  });
+}
+
+const fmt = (n: number) => n.toFixed(0).padStart(8);
+console.log(`OuroDB benchmarks: ${results['machine']}, Node ${process.version}, ${sizeMiB} MiB ingest\n`);
+const floor = await rawFloor(sizeMiB * MiB);
+const io = await ingestAndRead(sizeMiB * MiB);
+console.log('ingest, incompressible, durable, encrypted        MiB/s   peer MiB/s  ratio');
+console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingest)}   ${fmt(floor)}   ${(io.ingest / floor).toFixed(2)}`);
+console.log(`  OuroDB stream read-back                      ${fmt(io.read)}`);
+console.log(`  peak RSS while ingesting                     ${fmt(io.rssMiB)} MiB`);
+const small = await smallValues();
+console.log('\nsmall values, 1 KiB, 64 concurrent writers, durable   puts/s   peer puts/s  ratio');
+console.log(`  OuroDB put vs classic-level put({sync:true})  ${fmt(small.ouro)}   ${fmt(small.level)}   ${(small.ouro / small.level).toFixed(2)}`);
+const m = await micro();
+console.log('\nmicro (benchmark package)                              MiB/s');
+for (const c of m) console.log(`  ${c.name.padEnd(52)} ${fmt(c.mibPerSec)}`);
+Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingest, ingestVsFloor: io.ingest / floor, readMiBs: io.read, ingestPeakRssMiB: io.rssMiB, smallPutsPerSec: small.ouro, levelSyncPutsPerSec: small.level, micro: m });
+fs.mkdirSync(path.dirname(values.out!), { recursive: true });
+fs.writeFileSync(values.out!, JSON.stringify(results, null, 2) + '\n');
+fs.rmSync(work, { recursive: true, force: true });
+console.log(`\nwritten ${values.out}`);
