@@ -93,13 +93,12 @@ export class FileCache {
   #evict(): void {
     if (this.#slots.size <= this.#max) return;
     const seen = new Set<Slot>();
-    for (const [name, slot] of this.#slots) {
+    for (const slot of this.#slots.values()) {
       if (this.#slots.size <= this.#max) break;
       if (slot.refs > 0 || slot.pinned || seen.has(slot)) continue;
       seen.add(slot);
       for (const [n, s] of this.#slots) if (s === slot) this.#slots.delete(n);
       void slot.handle.close().catch(() => {});
-      void name;
     }
   }
 
