@@ -9,13 +9,15 @@
  * so the output equals @noble's xchacha20poly1305 and the libsodium vectors (test/crypto.test.ts
  * checks both). Native ChaCha is ~10x faster than the JS one here (see ../docs/design.md).
  *
- * Nonces are 24 random bytes from the OS CSPRNG for every sealed entry. With 192-bit nonces a
- * random collision is negligible even after 2^64 messages under one key, which is why the
- * extended-nonce construction was chosen: no counter has to survive crashes or be coordinated
- * between processes or cluster members.
- *
- * The subkey is wrapped in a KeyObject before createCipheriv: Node 24 spends ~20 us per call
- * importing a raw key Buffer and ~7 us with a fresh KeyObject (measured, see docs/design.md).
+ * Nonces (see nextNonce): a 16-byte prefix drawn from the OS CSPRNG once per thread, followed by
+ * an 8-byte counter. Every nonce a thread hands out is distinct by the counter; two threads,
+ * processes or cluster members collide only if they draw the same 128-bit prefix (probability
+ * ~n^2/2^129 for n prefixes ever drawn), so nothing has to survive a crash or be coordinated.
+ * The extended nonce is what makes a random prefix safe: a 96-bit IETF nonce leaves no room for
+ * one. And because HChaCha20 sees only the prefix, all entries a thread seals share one subkey:
+ * AeadKey caches it as a KeyObject, which removes the per-entry HChaCha and key import (Node 24
+ * spends ~20 us importing a raw key Buffer per call, ~3 us with a cached KeyObject; a 1 KiB put
+ * spent a third of its crypto time there, see docs/design.md).
  */
 import crypto, { type KeyObject } from 'node:crypto';
 import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
@@ -31,20 +33,32 @@ export const ID_BYTES = 32;
 // "expand 32-byte k" as four little-endian words: the ChaCha constants.
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 
+/** Subkeys kept per AeadKey: one per nonce prefix, i.e. per writing thread whose entries are read. */
+const SUBKEY_CACHE_SIZE = 64;
+
 /** A 32-byte AEAD key kept as the eight little-endian words HChaCha consumes. */
 export class AeadKey {
   readonly #words: Uint32Array;
+  readonly #subkeys = new Map<string, KeyObject>();
   constructor(key: Uint8Array) {
     if (key.byteLength !== KEY_BYTES) throw new RangeError('AEAD key must be 32 bytes');
     this.#words = wordsLE(key);
   }
-  /** HChaCha20(key, nonce[0..16]) as a KeyObject for node:crypto. */
+  /** HChaCha20(key, nonce[0..16]) as a KeyObject for node:crypto, cached by prefix. */
   subkey(nonce: Uint8Array): KeyObject {
-    const out = new Uint32Array(8);
-    hchacha(SIGMA, this.#words, wordsLE(nonce.subarray(0, 16)), out);
-    const bytes = Buffer.alloc(32);
-    for (let i = 0; i < 8; i++) bytes.writeUInt32LE(out[i]!, i * 4);
-    return crypto.createSecretKey(bytes);
+    const prefix = Buffer.from(nonce.buffer, nonce.byteOffset, 16).toString('latin1');
+    let key = this.#subkeys.get(prefix);
+    if (key === undefined) {
+      const out = new Uint32Array(8);
+      hchacha(SIGMA, this.#words, wordsLE(nonce.subarray(0, 16)), out);
+      const bytes = Buffer.alloc(32);
+      for (let i = 0; i < 8; i++) bytes.writeUInt32LE(out[i]!, i * 4);
+      key = crypto.createSecretKey(bytes);
+      bytes.fill(0);
+      if (this.#subkeys.size >= SUBKEY_CACHE_SIZE) this.#subkeys.delete(this.#subkeys.keys().next().value!);
+      this.#subkeys.set(prefix, key);
+    }
+    return key;
   }
 }
 
@@ -112,20 +126,22 @@ export function xchachaSealReference(key: Uint8Array, nonce: Uint8Array, plainte
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext);
 }
 
-// Nonces are cut from a pool refilled from the OS CSPRNG 4 KiB at a time: one system call per
-// 170 nonces instead of one each (randomBytes was ~5% of a small put's CPU). Each nonce is a
-// fresh copy of bytes never handed out before, so uniqueness is exactly as with randomBytes(24).
-const NONCE_POOL_BYTES = NONCE_BYTES * 170;
-let noncePool = Buffer.alloc(0);
-let noncePoolAt = 0;
+// This thread's nonce prefix and counter (see the header comment). Module state is per thread:
+// each worker_threads Worker and each process loads the module anew and draws its own prefix.
+const noncePrefix = crypto.randomBytes(16);
+let nonceLow = 0;
+let nonceHigh = 0;
 
-export function randomNonce(): Buffer {
-  if (noncePoolAt + NONCE_BYTES > noncePool.length) {
-    noncePool = crypto.randomBytes(NONCE_POOL_BYTES);
-    noncePoolAt = 0;
+/** The next nonce of this thread: random 16-byte prefix || 64-bit little-endian counter. */
+export function nextNonce(): Buffer {
+  const nonce = Buffer.allocUnsafe(NONCE_BYTES);
+  noncePrefix.copy(nonce, 0);
+  nonce.writeUInt32LE(nonceLow, 16);
+  nonce.writeUInt32LE(nonceHigh, 20);
+  if (++nonceLow === 0x1_0000_0000) {
+    nonceLow = 0;
+    nonceHigh++; // 2^64 entries from one thread would take centuries: no wrap handling needed
   }
-  const nonce = Buffer.from(noncePool.subarray(noncePoolAt, noncePoolAt + NONCE_BYTES));
-  noncePoolAt += NONCE_BYTES;
   return nonce;
 }
 

@@ -39,7 +39,7 @@ import {
 import { failpoint } from './failpoints.js';
 import { ensureDir, exists } from './fsutil.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
-import { type ChunkRef, type ObjectRecord, decodeRecord, encodeRecord } from './record.js';
+import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, decodeRecord, encodeRecord } from './record.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
 export const INDEX_FORMAT_VERSION = 1;
@@ -83,7 +83,10 @@ export interface ObjectStat {
   hash: string;
   type: 'value' | 'tombstone';
   size: number;
+  /** Chunks the value was cut into; 0 when it is stored inline. */
   chunks: number;
+  /** True when the value (at most 4 KiB) is stored inside its object record, not in chunks. */
+  inline: boolean;
   created: Date;
   key: string | null;
   parent: string | null;
@@ -142,6 +145,8 @@ interface PendingEntry {
   reject: (err: unknown) => void;
   /** Logical size added by this entry when it is an object record. */
   objectSize: number;
+  /** Bytes of the value held inline in this object record (0 for chunks and chunked values). */
+  inlineSize: number;
 }
 
 interface BatchOp {
@@ -283,7 +288,7 @@ export class OuroDB {
       if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
       maxSeq = Math.max(maxSeq, index.seq);
       const walRows = await this.#walRows(index.seq);
-      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
+      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows), true);
     }
 
     const walBySeq = new Map<number, EntryRow[]>();
@@ -311,7 +316,7 @@ export class OuroDB {
       this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
     }
     this.#nextSeq = maxSeq + 1;
-    await Promise.all([...this.#unsealed.values()].map(({ block }) => this.#seal(block)));
+    await Promise.all([...this.#unsealed.values()].map(({ block }) => this.#seal(block, true)));
   }
 
   async #walRows(seq: number): Promise<EntryRow[]> {
@@ -329,8 +334,8 @@ export class OuroDB {
     const meta = validateMeta(options.meta);
     const durability = options.durability ?? this.#durability;
     if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
-    const source = this.#chunksOf(value);
-    const op = this.#put(source, meta, durability);
+    const small = smallValue(value);
+    const op = small ? this.#putRecord(small, [], meta, durability) : this.#put(this.#chunksOf(value), meta, durability);
     this.#inflight.add(op);
     try {
       return await op;
@@ -350,17 +355,32 @@ export class OuroDB {
 
   async #put(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, meta: Record<string, string>, durability: Durability): Promise<PutResult> {
     const chunks: ChunkRef[] = [];
-    let size = 0;
+    // A first chunk small enough to go inline is held back until we know whether more follow.
+    let held: Uint8Array | undefined;
     for await (const chunk of source) {
-      const id = this.#keys.chunkId(chunk);
-      chunks.push({ id, size: chunk.byteLength });
-      size += chunk.byteLength;
-      await this.#store_(EntryKind.Chunk, id, chunk, 0);
+      if (held) {
+        await this.#storeChunk(held, chunks);
+        held = undefined;
+      }
+      if (chunks.length === 0 && chunk.byteLength <= INLINE_MAX_BYTES) held = chunk;
+      else await this.#storeChunk(chunk, chunks);
     }
-    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: null, prev: [], created: Date.now(), meta };
+    return this.#putRecord(held ?? null, chunks, meta, durability);
+  }
+
+  async #storeChunk(chunk: Uint8Array, chunks: ChunkRef[]): Promise<void> {
+    const id = this.#keys.chunkId(chunk);
+    chunks.push({ id, size: chunk.byteLength });
+    await this.#store_(EntryKind.Chunk, id, chunk, 0, 0);
+  }
+
+  /** Stores the object record of a value whose chunks are stored (or that goes inline). */
+  async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability): Promise<PutResult> {
+    const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
+    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: null, prev: [], created: Date.now(), meta, inline };
     const bytes = encodeRecord(record);
     const hash = this.#keys.objectId(bytes);
-    const entry = await this.#store_(EntryKind.Object, hash, bytes, size);
+    const entry = await this.#store_(EntryKind.Object, hash, bytes, size, inline ? size : 0);
     if (entry) await (durability === 'durable' ? entry.committed : entry.written);
     return { hash: toHex(hash), size };
   }
@@ -371,12 +391,12 @@ export class OuroDB {
    * Correctness of dedup against an in-flight entry: that entry was queued before this call
    * returns, commits go in queue order, so it commits no later than anything queued after it.
    */
-  async #store_(kind: EntryKind, id: Buffer, plain: Uint8Array, objectSize: number): Promise<PendingEntry | undefined> {
+  async #store_(kind: EntryKind, id: Buffer, plain: Uint8Array, objectSize: number, inlineSize: number): Promise<PendingEntry | undefined> {
     const idHex = toHex(id);
     const inflight = this.#pending.get(idHex);
     if (inflight) return inflight;
     if (this.#ldb.getSync(kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id)) !== undefined) return undefined;
-    const sealed = sealEntry(this.#keys.data, kind, id, plain, this.#compression && kind === EntryKind.Chunk);
+    const sealed = sealEntry(this.#keys.data, kind, id, plain, this.#compression);
     let block = this.#current ?? (await this.#openBlock());
     // The open block may have filled (and been replaced) while we waited, and another put may have
     // queued the same entry: both are re-checked after the last await, before appending.
@@ -393,7 +413,7 @@ export class OuroDB {
       reject = rej;
     });
     committed.catch(() => {});
-    const entry: PendingEntry = { kind, id, block, row, written, committed, resolve, reject, objectSize };
+    const entry: PendingEntry = { kind, id, block, row, written, committed, resolve, reject, objectSize, inlineSize };
     this.#pending.set(idHex, entry);
     this.#unsealed.get(block.seq)!.uncommitted++;
     if (block.size >= this.#blockSize) this.#rotate();
@@ -437,51 +457,43 @@ export class OuroDB {
    * each block file involved, then writes all their WAL records and locations in one synced
    * LevelDB batch. Puts arriving meanwhile form the next group, so N concurrent puts cost about
    * two fsyncs per group instead of two each.
+   *
+   * Two groups are in flight at once: while group N's LevelDB batch is being synced, group N+1's
+   * block bytes are fdatasynced. Safe because each group's batch is issued only after its own
+   * blocks are synced, and batches run strictly in order (#writeBatch), so a group never becomes
+   * durable before the groups queued ahead of it (which its dedup hits may point into).
    */
   async #commitLoop(): Promise<void> {
+    let previous: Promise<void> = Promise.resolve();
     try {
       while (this.#queue.length > 0 && !this.#failed) {
         const group = this.#queue;
         this.#queue = [];
+        let batch: Promise<void>;
         try {
           await Promise.all(group.map((e) => e.written));
           failpoint('commit.after-write');
           const blocks = new Set(group.map((e) => e.block));
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
-          const ops: BatchOp[] = [];
-          const delta: Partial<PersistedStats> = { walRecords: group.length };
-          for (const e of group) {
-            ops.push({ type: 'put', key: keys.wal(e.block.seq, e.row.offset), value: encodeWalRecord(e.row) });
-            const loc = encodeLocation({ kind: e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq });
-            ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
-            add(delta, 'walEntryBytes', e.row.length);
-            add(delta, 'storedBytes', e.row.length);
-            if (e.kind === EntryKind.Chunk) {
-              add(delta, 'chunks', 1);
-              add(delta, 'uniqueBytes', e.row.plainLength);
-              add(delta, 'chunkStoredBytes', e.row.length);
-            } else {
-              add(delta, 'objects', 1);
-              add(delta, 'logicalBytes', e.objectSize);
-            }
-          }
-          ops.push({ type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) });
-          await this.#writeBatch(ops, delta);
-          failpoint('commit.after-wal');
+          batch = this.#writeBatch(...this.#walOps(group));
         } catch (err) {
-          this.#fail(err);
-          for (const e of group) e.reject(this.#failed);
-          break;
+          batch = Promise.reject(err);
         }
-        for (const e of group) {
-          this.#pending.delete(toHex(e.id));
-          e.resolve();
-          const state = this.#unsealed.get(e.block.seq)!;
-          state.uncommitted--;
-          if (state.full && state.uncommitted === 0) this.#startSeal(e.block);
-        }
+        const settled = batch.then(
+          () => {
+            failpoint('commit.after-wal');
+            this.#committed(group);
+          },
+          (err: unknown) => {
+            this.#fail(err);
+            for (const e of group) e.reject(this.#failed);
+          },
+        );
+        await previous;
+        previous = settled;
       }
+      await previous;
     } finally {
       this.#committer = undefined;
       if (this.#failed) {
@@ -493,16 +505,59 @@ export class OuroDB {
     }
   }
 
-  /** Serialises every index batch, so the stats written with each are exact and in order. */
+  /** The index batch that commits a group: a WAL record and a location per entry, plus stats. */
+  #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>] {
+    const ops: BatchOp[] = [];
+    const delta: Partial<PersistedStats> = { walRecords: group.length };
+    for (const e of group) {
+      ops.push({ type: 'put', key: keys.wal(e.block.seq, e.row.offset), value: encodeWalRecord(e.row) });
+      const loc = encodeLocation({ kind: e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq });
+      ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
+      add(delta, 'walEntryBytes', e.row.length);
+      add(delta, 'storedBytes', e.row.length);
+      if (e.kind === EntryKind.Chunk) {
+        add(delta, 'chunks', 1);
+        add(delta, 'uniqueBytes', e.row.plainLength);
+        add(delta, 'chunkStoredBytes', e.row.length);
+      } else {
+        add(delta, 'objects', 1);
+        add(delta, 'logicalBytes', e.objectSize);
+        // An inline value is stored once per object, uncompressed (it is below the compression
+        // threshold), so it counts as unique value bytes stored one to one.
+        add(delta, 'uniqueBytes', e.inlineSize);
+        add(delta, 'chunkStoredBytes', e.inlineSize);
+      }
+    }
+    ops.push({ type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) });
+    return [ops, delta];
+  }
+
+  #committed(group: PendingEntry[]): void {
+    for (const e of group) {
+      this.#pending.delete(toHex(e.id));
+      e.resolve();
+      const state = this.#unsealed.get(e.block.seq)!;
+      state.uncommitted--;
+      if (state.full && state.uncommitted === 0) this.#startSeal(e.block);
+    }
+  }
+
+  /**
+   * Serialises every index batch, so the stats written with each are exact and in order. Once a
+   * batch has failed no later one runs: a later group may depend on entries of the failed one.
+   */
   #writeBatch(ops: BatchOp[], delta: Partial<PersistedStats>): Promise<void> {
     const run = this.#batchChain.then(async () => {
+      if (this.#failed) throw this.#failed;
       const next = { ...this.#stats };
       for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
       ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
       try {
         await this.#ldb.batch(ops as never, { sync: true });
       } catch (err) {
-        throw ioError('index batch', err);
+        const failure = ioError('index batch', err);
+        this.#fail(failure);
+        throw failure;
       }
       this.#stats = next;
     });
@@ -517,22 +572,26 @@ export class OuroDB {
     this.#sealing.add(task);
   }
 
-  async #seal(block: OpenBlock): Promise<void> {
+  async #seal(block: OpenBlock, checkIndex = false): Promise<void> {
     const sealed = await block.seal(this.#store);
     this.#files.alias(openName(block.seq), blockName(sealed.id));
-    await this.#register(sealed, block.rows.length, block.entryBytes);
+    await this.#register(sealed, block.rows.length, block.entryBytes, checkIndex);
     this.#files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
   }
 
-  /** Step 5 of the seal protocol: one synced batch registers the block, moves every entry's
-   * location to it and deletes the block's WAL records. */
-  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number): Promise<void> {
+  /**
+   * Step 5 of the seal protocol: one synced batch registers the block, moves every entry's
+   * location to it and deletes the block's WAL records. A block sealed by this handle holds only
+   * entries whose locations this handle wrote (put dedups before appending), so their locations
+   * move unconditionally. A block found during recovery may hold entries the index has since
+   * located elsewhere: `checkIndex` moves only those the index still places in this block's seq.
+   */
+  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number, checkIndex = false): Promise<void> {
     const ops: BatchOp[] = [{ type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) }];
     for (const row of sealed.rows) {
       const key = row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id);
-      const current = this.#ldb.getSync(key);
-      // Only entries the index points at this block's seq move; anything else was superseded.
+      const current = checkIndex ? this.#ldb.getSync(key) : undefined;
       if (current === undefined || decodeLocation(current).seq === sealed.seq) {
         ops.push({ type: 'put', key, value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq: sealed.seq, blockId: sealed.id }) });
       }
@@ -571,6 +630,10 @@ export class OuroDB {
     this.#checkOpen();
     const id = parseHash(hash);
     const record = await this.#readRecord(id);
+    if (record.inline) {
+      if (record.inline.byteLength > 0) yield record.inline;
+      return;
+    }
     const reads: Promise<Buffer>[] = [];
     let next = 0;
     const refill = () => {
@@ -603,6 +666,7 @@ export class OuroDB {
       type: r.type,
       size: r.size,
       chunks: r.chunks.length,
+      inline: r.inline !== null,
       created: new Date(r.created),
       key: r.key,
       parent: r.parent ? toHex(r.parent) : null,
@@ -709,6 +773,17 @@ function parseHash(hash: string): Buffer {
   const b = fromHex(hash, ID_BYTES);
   if (!b) throw new BadArgumentError('hash must be 64 lowercase hex characters');
   return b;
+}
+
+/** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */
+function smallValue(value: PutValue): Uint8Array | undefined {
+  if (value instanceof Uint8Array) return value.byteLength <= INLINE_MAX_BYTES ? value : undefined;
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit: skip encoding strings that cannot fit.
+  if (typeof value === 'string' && value.length <= INLINE_MAX_BYTES) {
+    const bytes = Buffer.from(value, 'utf8');
+    return bytes.byteLength <= INLINE_MAX_BYTES ? bytes : undefined;
+  }
+  return undefined;
 }
 
 function validateMeta(meta: unknown): Record<string, string> {

@@ -4,7 +4,7 @@
  */
 import zlib from 'node:zlib';
 import { ENTRY_AAD_BYTES, ENTRY_HEADER_BYTES, type EntryKind, FLAG_ZSTD, readEntryHeader, writeEntryHeader } from '../blockstore/format.js';
-import { type AeadKey, TAG_BYTES, randomNonce, sha256Native, xchachaOpen, xchachaSealInto } from './crypto.js';
+import { type AeadKey, TAG_BYTES, nextNonce, sha256Native, xchachaOpen, xchachaSealInto } from './crypto.js';
 import { CorruptionError, UnsupportedVersionError, WrongKeyError } from './errors.js';
 
 export interface SealedEntry {
@@ -45,7 +45,7 @@ export function sealEntry(key: AeadKey, kind: EntryKind, id: Buffer, plain: Uint
   const flags = packed ? FLAG_ZSTD : 0;
   const payloadLength = body.byteLength + TAG_BYTES;
   const bytes = Buffer.allocUnsafeSlow(ENTRY_HEADER_BYTES + payloadLength);
-  const nonce = randomNonce();
+  const nonce = nextNonce();
   writeEntryHeader(bytes, 0, { kind, flags, payloadLength, plainLength: plain.byteLength, id, nonce });
   xchachaSealInto(key, nonce, body, bytes.subarray(0, ENTRY_AAD_BYTES), bytes, ENTRY_HEADER_BYTES);
   return { bytes, kind, id, flags, plainLength: plain.byteLength, hash: sha256Native(bytes) };

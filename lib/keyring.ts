@@ -19,7 +19,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { fromHex, toHex } from './bytes.js';
-import { AeadKey, KEY_BYTES, deriveKey, randomNonce, xchachaOpen, xchachaSeal } from './crypto.js';
+import { AeadKey, KEY_BYTES, deriveKey, NONCE_BYTES, xchachaOpen, xchachaSeal } from './crypto.js';
 import { BadArgumentError, CorruptionError, UnsupportedVersionError, WrongKeyError, ioError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 
@@ -86,7 +86,7 @@ export async function createDescriptor(file: string, creds: Credentials): Promis
   const databaseId = crypto.randomBytes(16);
   const idHex = toHex(databaseId);
   const salt = crypto.randomBytes(16);
-  const nonce = randomNonce();
+  const nonce = crypto.randomBytes(NONCE_BYTES); // the KEK is fresh per slot: a random nonce suffices
   const cost = 'passphrase' in creds ? (creds.kdf ?? DEFAULT_ARGON2) : DEFAULT_ARGON2;
   const type: Slot['type'] = 'key' in creds ? 'key' : 'passphrase';
   const wrapped = xchachaSeal(new AeadKey(await kek(creds, salt, cost)), nonce, masterKey, slotAad(idHex, type));

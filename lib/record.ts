@@ -13,7 +13,11 @@
  *     parent,            bin(32) object hash or nil
  *     prev,              array of bin(32): predecessor versions (0, 1, or 2+ when merging heads)
  *     created,           uint: milliseconds since the Unix epoch
- *     meta ]             array of [str, str] pairs sorted by key (bytewise UTF-8), keys unique
+ *     meta,              array of [str, str] pairs sorted by key (bytewise UTF-8), keys unique
+ *     inline ]           bin: the whole value, or nil. Values of at most INLINE_MAX_BYTES are kept
+ *                        in the record itself (no chunk list): a small put then costs one entry,
+ *                        one encryption and one index location instead of two of each. The
+ *                        price is that equal small values are not shared between objects.
  *
  * The object hash is HMAC-SHA256(objectIdKey, these exact bytes). The encoder is deterministic
  * (same fields, same bytes): MessagePack integers are written in their shortest form and there
@@ -25,6 +29,9 @@ import { ID_BYTES } from './crypto.js';
 import { CorruptionError, UnsupportedVersionError } from './errors.js';
 
 export const RECORD_VERSION = 1;
+const RECORD_FIELDS = 11;
+/** Values up to this size live inside their object record (field 10) instead of in chunks. */
+export const INLINE_MAX_BYTES = 4096;
 
 export type ObjectType = 'value' | 'tombstone';
 
@@ -42,6 +49,8 @@ export interface ObjectRecord {
   prev: Buffer[];
   created: number;
   meta: Record<string, string>;
+  /** The value itself when it is stored inline (then `chunks` is empty), else null. */
+  inline: Uint8Array | null;
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: true });
@@ -65,6 +74,7 @@ export function encodeRecord(r: ObjectRecord): Buffer {
     r.prev,
     r.created,
     meta,
+    r.inline,
   ]);
 }
 
@@ -78,7 +88,8 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   const bad = (why: string) => new CorruptionError(`object record ${where} is malformed: ${why}`, { location: { id: where } });
   if (!Array.isArray(a)) throw bad('not an array');
   if (a[0] !== RECORD_VERSION) throw new UnsupportedVersionError(`object record ${where} has version ${String(a[0])}`);
-  const [, type, size, ids, sizes, key, parent, prev, created, meta] = a as unknown[];
+  if (a.length !== RECORD_FIELDS) throw bad(`${a.length} fields, not ${RECORD_FIELDS}`);
+  const [, type, size, ids, sizes, key, parent, prev, created, meta, inline] = a as unknown[];
   if (type !== 0 && type !== 1) throw bad('type');
   if (!Number.isSafeInteger(size) || (size as number) < 0) throw bad('size');
   if (!(ids instanceof Uint8Array) || ids.byteLength % ID_BYTES !== 0) throw bad('chunk ids');
@@ -88,9 +99,10 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   if (!Array.isArray(prev) || !prev.every((p) => p instanceof Uint8Array && p.byteLength === ID_BYTES)) throw bad('prev');
   if (!Number.isSafeInteger(created)) throw bad('created');
   if (!Array.isArray(meta) || !meta.every((m) => Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string')) throw bad('meta');
+  if (inline !== null && !(inline instanceof Uint8Array && inline.byteLength === size && ids.byteLength === 0)) throw bad('inline value');
   const idBuf = Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength);
   const chunks: ChunkRef[] = (sizes as number[]).map((s, i) => ({ id: idBuf.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), size: s }));
-  if (chunks.reduce((n, c) => n + c.size, 0) !== size) throw bad('chunk sizes do not add up to size');
+  if (inline === null && chunks.reduce((n, c) => n + c.size, 0) !== size) throw bad('chunk sizes do not add up to size');
   const metaObj: Record<string, string> = {};
   for (const [k, v] of meta as [string, string][]) metaObj[k] = v;
   return {
@@ -102,5 +114,6 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
     prev: (prev as Uint8Array[]).map((p) => Buffer.from(p)),
     created: created as number,
     meta: metaObj,
+    inline: inline as Uint8Array | null,
   };
 }

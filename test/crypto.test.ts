@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { AeadKey, DatabaseKeys, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
+import { AeadKey, DatabaseKeys, nextNonce, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
 import { WrongKeyError } from '../lib/errors.js';
 
 interface Vector { source: string; key: string; nonce: string; aad: string; plaintext: string; ciphertext_and_tag: string }
@@ -36,6 +36,26 @@ describe('XChaCha20-Poly1305', () => {
       const aad = crypto.randomBytes(crypto.randomInt(0, 60));
       const native = xchachaSeal(new AeadKey(key), nonce, pt, aad);
       expect(native.equals(Buffer.from(xchachaSealReference(key, nonce, pt, aad)))).toBe(true);
+    }
+  });
+
+  it('nonces of one thread share a random prefix and never repeat; the cached subkey stays exact', () => {
+    const key = crypto.randomBytes(32);
+    const aead = new AeadKey(key);
+    const seen = new Set<string>();
+    const nonces = Array.from({ length: 2000 }, () => nextNonce());
+    for (const n of nonces) {
+      expect(n.length).toBe(24);
+      expect(n.subarray(0, 16).equals(nonces[0]!.subarray(0, 16))).toBe(true);
+      seen.add(n.toString('hex'));
+    }
+    expect(seen.size).toBe(nonces.length);
+    // Interleave this thread's prefix with foreign ones (as reads of other writers' entries do), so
+    // the subkey cache is hit, missed and evicted; every output must still equal @noble's.
+    for (let i = 0; i < 300; i++) {
+      const nonce = i % 3 === 0 ? crypto.randomBytes(24) : nonces[i]!;
+      const pt = crypto.randomBytes(i);
+      expect(xchachaSeal(aead, nonce, pt, nonce).equals(Buffer.from(xchachaSealReference(key, nonce, pt, nonce)))).toBe(true);
     }
   });
 

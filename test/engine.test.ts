@@ -88,9 +88,34 @@ describe('round trips', () => {
     const { db } = await openNew();
     const r = await db.put('x', { meta: { b: '2', a: '1' } });
     const st = await db.stat(r.hash);
-    expect(st).toMatchObject({ hash: r.hash, size: 1, chunks: 1, type: 'value', key: null, parent: null, prev: [], meta: { a: '1', b: '2' } });
+    expect(st).toMatchObject({ hash: r.hash, size: 1, chunks: 0, inline: true, type: 'value', key: null, parent: null, prev: [], meta: { a: '1', b: '2' } });
     expect(st.created.getTime()).toBeGreaterThan(Date.now() - 60_000);
     await db.close();
+  });
+
+  it('keeps values up to 4 KiB inline in their record, whatever their source, and chunks larger ones', async () => {
+    const { db, dir, key } = await openNew();
+    const cases: Array<[string, Buffer, (v: Buffer) => unknown, boolean]> = [
+      ['bytes, 4 KiB', pseudoRandom('in1', 4096), (v) => v, true],
+      ['bytes, 4 KiB + 1', pseudoRandom('in2', 4097), (v) => v, false],
+      ['stream in pieces, 3000 B', pseudoRandom('in3', 3000), (v) => Readable.from([v.subarray(0, 10), v.subarray(10)]), true],
+      ['stream, 200 kB', pseudoRandom('in4', 200_000), (v) => Readable.from([v]), false],
+      ['empty stream', Buffer.alloc(0), () => Readable.from([]), false],
+    ];
+    const hashes: string[] = [];
+    for (const [name, v, as, inline] of cases) {
+      const r = await db.put(as(v) as Buffer);
+      hashes.push(r.hash);
+      const st = await db.stat(r.hash);
+      expect({ name, inline: st.inline, chunked: st.chunks > 0 }).toEqual({ name, inline, chunked: !inline && v.length > 0 });
+    }
+    const stats = await db.stats();
+    // Inline values are stored once per object: they count fully as unique bytes.
+    expect(stats.uniqueBytes).toBe(cases.reduce((n, c) => n + c[1].length, 0));
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes: small });
+    for (let i = 0; i < cases.length; i++) expect(Buffer.from(await again.get(hashes[i]!)).equals(cases[i]![1])).toBe(true);
+    await again.close();
   });
 });
 
