@@ -7,10 +7,15 @@
  *
  *   prefix  key layout                          value (see index/values.ts, wal/record.ts)
  *   'm'     'm' + name (ASCII)                  metadata: index format version, stats, next seq
- *   'w'     'w' + seq u64 BE + offset u64 BE    WAL record: one entry appended to open block `seq`
- *   'c'     'c' + chunk id (32)                 location of the chunk's entry
+ *   'w'     'w' + seq u64 BE + offset u64 BE    WAL records of the entries one group commit appended
+ *                                               to open block `seq`, the first at `offset`
+ *   'c'     'c' + chunk id (32)                 location of the chunk's entry (seq + offset)
  *   'o'     'o' + object hash (32)              location of the object record's entry
  *   'b'     'b' + block id (32)                 sealed block: seq, size, entry count, live bytes
+ *   's'     's' + seq u64 BE                    id of the sealed block written as open block `seq`
+ *
+ * Locations name the block by its seq, not its id: sealing then registers one 's' key instead of
+ * rewriting the location of every entry in the block (half the index writes of a small put).
  *
  * Integers in keys are big-endian so that LevelDB's bytewise order is numeric order.
  */
@@ -19,6 +24,7 @@ export const PREFIX_WAL = 0x77; // 'w'
 export const PREFIX_CHUNK = 0x63; // 'c'
 export const PREFIX_OBJECT = 0x6f; // 'o'
 export const PREFIX_BLOCK = 0x62; // 'b'
+export const PREFIX_SEALED_SEQ = 0x73; // 's'
 
 export type MetaName = 'format' | 'stats' | 'nextSeq';
 
@@ -56,6 +62,12 @@ export const keys = {
   },
   block(id: Uint8Array): Buffer {
     return withPrefix(PREFIX_BLOCK, id);
+  },
+  sealedSeq(seq: number): Buffer {
+    const k = Buffer.allocUnsafe(9);
+    k[0] = PREFIX_SEALED_SEQ;
+    k.writeBigUInt64BE(BigInt(seq), 1);
+    return k;
   },
   range(prefix: number): { gte: Buffer; lt: Buffer } {
     return { gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]) };

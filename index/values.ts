@@ -2,16 +2,16 @@
  * Values of the index keyspaces (keys in index/keys.ts). Fixed binary layouts, little-endian,
  * each starting with a version byte so a layout can change without ambiguity.
  *
- * Location (prefixes 'c' and 'o'): where an entry's bytes are.
+ * Location (prefixes 'c' and 'o'): where an entry's bytes are, 28 bytes.
  *   0   1  version (1)
- *   1   1  state: 0 = in open block `seq` (not sealed yet), 1 = in sealed block `blockId`
+ *   1   1  reserved, zero
  *   2   1  entry kind
  *   3   1  entry flags
  *   4   4  entry length (header + payload)
  *   8   4  plaintext length
  *   12  8  offset of the entry in the file
- *   20  8  seq: the open-block sequence the entry was written under (kept after sealing)
- *   28  32 block id (state 1 only; absent for state 0)
+ *   20  8  seq of the block: open file `open/<seq>.open` until the key 's' + seq names the
+ *          sealed block it became (the offset is the same in both)
  *
  * Block info (prefix 'b'):
  *   0   1  version (1)
@@ -32,29 +32,26 @@ export interface Location {
   plainLength: number;
   offset: number;
   seq: number;
-  /** Present once the entry's block is sealed and registered. */
-  blockId?: Buffer;
 }
 
+export const LOCATION_BYTES = 28;
+
 export function encodeLocation(l: Location): Buffer {
-  const b = Buffer.alloc(l.blockId ? 60 : 28);
+  const b = Buffer.alloc(LOCATION_BYTES);
   b[0] = 1;
-  b[1] = l.blockId ? 1 : 0;
   b[2] = l.kind;
   b[3] = l.flags;
   b.writeUInt32LE(l.length, 4);
   b.writeUInt32LE(l.plainLength, 8);
   b.writeBigUInt64LE(BigInt(l.offset), 12);
   b.writeBigUInt64LE(BigInt(l.seq), 20);
-  l.blockId?.copy(b, 28);
   return b;
 }
 
 export function decodeLocation(b: Buffer): Location {
   if (b[0] !== 1) throw new UnsupportedVersionError(`index location version ${b[0]}`);
-  const sealed = b[1] === 1;
-  if (b.length !== (sealed ? 60 : 28)) throw new CorruptionError('index location has the wrong length');
-  const l: Location = {
+  if (b.length !== LOCATION_BYTES) throw new CorruptionError('index location has the wrong length');
+  return {
     kind: b[2] as EntryKind,
     flags: b[3]!,
     length: b.readUInt32LE(4),
@@ -62,8 +59,6 @@ export function decodeLocation(b: Buffer): Location {
     offset: Number(b.readBigUInt64LE(12)),
     seq: Number(b.readBigUInt64LE(20)),
   };
-  if (sealed) l.blockId = Buffer.from(b.subarray(28, 60));
-  return l;
 }
 
 export interface BlockInfo {

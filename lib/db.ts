@@ -20,7 +20,7 @@ import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type OpenBlock, type SealedBlock } from '../blockstore/store.js';
 import { PREFIX_BLOCK, keys } from '../index/keys.js';
 import { type Location, decodeLocation, encodeBlockInfo, encodeLocation } from '../index/values.js';
-import { WAL_RECORD_BYTES, decodeWalRecord, encodeWalRecord } from '../wal/record.js';
+import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
 import { DatabaseKeys, ID_BYTES, gearTable } from './crypto.js';
@@ -189,6 +189,8 @@ export class OuroDB {
   #batchChain: Promise<void> = Promise.resolve();
   #stats: PersistedStats;
   readonly #inflight = new Set<Promise<unknown>>();
+  /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
+  readonly #sealedSeqs = new Map<number, Buffer>();
 
   private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
     this.dir = dir;
@@ -288,7 +290,7 @@ export class OuroDB {
       if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
       maxSeq = Math.max(maxSeq, index.seq);
       const walRows = await this.#walRows(index.seq);
-      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows), true);
+      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
     }
 
     const walBySeq = new Map<number, EntryRow[]>();
@@ -296,7 +298,7 @@ export class OuroDB {
       const { seq, offset } = keys.decodeWal(k);
       let rows = walBySeq.get(seq);
       if (!rows) walBySeq.set(seq, (rows = []));
-      rows.push(decodeWalRecord(v, offset));
+      rows.push(...decodeWalRecords(v, offset));
     }
     const openSeqs = new Set(await this.#store.listOpen());
     for (const seq of walBySeq.keys()) {
@@ -316,12 +318,12 @@ export class OuroDB {
       this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
     }
     this.#nextSeq = maxSeq + 1;
-    await Promise.all([...this.#unsealed.values()].map(({ block }) => this.#seal(block, true)));
+    await Promise.all([...this.#unsealed.values()].map(({ block }) => this.#seal(block)));
   }
 
   async #walRows(seq: number): Promise<EntryRow[]> {
     const rows: EntryRow[] = [];
-    for await (const [k, v] of this.#ldb.iterator(keys.walRange(seq))) rows.push(decodeWalRecord(v, keys.decodeWal(k).offset));
+    for await (const [k, v] of this.#ldb.iterator(keys.walRange(seq))) rows.push(...decodeWalRecords(v, keys.decodeWal(k).offset));
     return rows;
   }
 
@@ -509,8 +511,16 @@ export class OuroDB {
   #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>] {
     const ops: BatchOp[] = [];
     const delta: Partial<PersistedStats> = { walRecords: group.length };
+    // A group's entries in one block are contiguous (append and queue happen together, in order):
+    // each run of them gets one WAL value.
+    for (let start = 0; start < group.length; ) {
+      let end = start + 1;
+      while (end < group.length && group[end]!.block === group[start]!.block) end++;
+      const run = group.slice(start, end);
+      ops.push({ type: 'put', key: keys.wal(run[0]!.block.seq, run[0]!.row.offset), value: encodeWalRecords(run.map((e) => e.row)) });
+      start = end;
+    }
     for (const e of group) {
-      ops.push({ type: 'put', key: keys.wal(e.block.seq, e.row.offset), value: encodeWalRecord(e.row) });
       const loc = encodeLocation({ kind: e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq });
       ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
       add(delta, 'walEntryBytes', e.row.length);
@@ -572,33 +582,28 @@ export class OuroDB {
     this.#sealing.add(task);
   }
 
-  async #seal(block: OpenBlock, checkIndex = false): Promise<void> {
+  async #seal(block: OpenBlock): Promise<void> {
     const sealed = await block.seal(this.#store);
     this.#files.alias(openName(block.seq), blockName(sealed.id));
-    await this.#register(sealed, block.rows.length, block.entryBytes, checkIndex);
+    await this.#register(sealed, block.rows.length, block.entryBytes);
     this.#files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
   }
 
   /**
-   * Step 5 of the seal protocol: one synced batch registers the block, moves every entry's
-   * location to it and deletes the block's WAL records. A block sealed by this handle holds only
-   * entries whose locations this handle wrote (put dedups before appending), so their locations
-   * move unconditionally. A block found during recovery may hold entries the index has since
-   * located elsewhere: `checkIndex` moves only those the index still places in this block's seq.
+   * Step 5 of the seal protocol: one synced batch registers the block (its info and the 's' key
+   * that sends every location naming its seq to it) and deletes the block's WAL records.
+   * Locations themselves do not change: they name the seq, which the block keeps.
    */
-  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number, checkIndex = false): Promise<void> {
-    const ops: BatchOp[] = [{ type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) }];
-    for (const row of sealed.rows) {
-      const key = row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id);
-      const current = checkIndex ? this.#ldb.getSync(key) : undefined;
-      if (current === undefined || decodeLocation(current).seq === sealed.seq) {
-        ops.push({ type: 'put', key, value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq: sealed.seq, blockId: sealed.id }) });
-      }
-      ops.push({ type: 'del', key: keys.wal(sealed.seq, row.offset) });
-    }
+  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number): Promise<void> {
+    const ops: BatchOp[] = [
+      { type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) },
+      { type: 'put', key: keys.sealedSeq(sealed.seq), value: sealed.id },
+    ];
+    for await (const k of this.#ldb.keys(keys.walRange(sealed.seq))) ops.push({ type: 'del', key: k });
     const overhead = sealed.size - sumLengths(sealed.rows);
     await this.#writeBatch(ops, { blocks: 1, storedBytes: overhead, walRecords: -walRecords, walEntryBytes: -walEntryBytes });
+    this.#sealedSeqs.set(sealed.seq, sealed.id);
     failpoint('seal.after-register');
   }
 
@@ -697,8 +702,19 @@ export class OuroDB {
     });
   }
 
+  /**
+   * The file holding a location's entry: the sealed block its seq became, or the open block file
+   * while the seq is unsealed. An unsealed seq stays in #unsealed (and its file handle pinned in
+   * the FileCache) until #sealedSeqs knows its block, so a read never finds neither.
+   */
   #fileOf(loc: Location): [string, string] {
-    return loc.blockId ? [blockName(loc.blockId), this.#store.blockPath(loc.blockId)] : [openName(loc.seq), this.#store.openPath(loc.seq)];
+    let id = this.#sealedSeqs.get(loc.seq);
+    if (id === undefined && !this.#unsealed.has(loc.seq)) {
+      id = this.#ldb.getSync(keys.sealedSeq(loc.seq));
+      if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
+      this.#sealedSeqs.set(loc.seq, id);
+    }
+    return id ? [blockName(id), this.#store.blockPath(id)] : [openName(loc.seq), this.#store.openPath(loc.seq)];
   }
 
   // ---------------------------------------------------------------- stats and lifecycle

@@ -1,1 +1,1 @@
-export { WAL_RECORD_BYTES, WAL_RECORD_VERSION, decodeWalRecord, encodeWalRecord } from './record.js';
+export { WAL_RECORD_BYTES, WAL_RECORD_VERSION, decodeWalRecords, encodeWalRecords } from './record.js';
