@@ -162,10 +162,13 @@ export function deriveKey(ikm: Uint8Array, salt: Uint8Array, info: string, lengt
  */
 export class DatabaseKeys {
   readonly data: AeadKey;
+  /** What a worker thread of this process needs to derive the same keys (lib/seal-pool.ts). */
+  readonly material: { masterKey: Uint8Array; databaseId: Uint8Array };
   readonly #chunkIdKey: KeyObject;
   readonly #objectIdKey: KeyObject;
 
   constructor(masterKey: Uint8Array, databaseId: Uint8Array) {
+    this.material = { masterKey, databaseId };
     this.data = new AeadKey(deriveKey(masterKey, databaseId, 'ourodb/v1/data'));
     this.#chunkIdKey = crypto.createSecretKey(deriveKey(masterKey, databaseId, 'ourodb/v1/chunk-id'));
     this.#objectIdKey = crypto.createSecretKey(deriveKey(masterKey, databaseId, 'ourodb/v1/object-id'));
@@ -180,10 +183,9 @@ export class DatabaseKeys {
   }
 }
 
-export function sha256Native(...parts: Uint8Array[]): Buffer {
-  const h = crypto.createHash('sha256');
-  for (const p of parts) h.update(p);
-  return h.digest();
+/** SHA-256 in one call (crypto.hash skips the Hash object: ~1.7 vs ~2.6 us for 1 KiB here). */
+export function sha256Native(data: Uint8Array): Buffer {
+  return crypto.hash('sha256', data, 'buffer');
 }
 
 /** The chunker's gear table: 256 words derived from the master key (see lib/chunker.ts for why). */

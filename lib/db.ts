@@ -24,7 +24,8 @@ import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/rec
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
 import { DatabaseKeys, ID_BYTES, gearTable } from './crypto.js';
-import { openEntry, sealEntry } from './entry.js';
+import { type SealedEntry, openEntry, sealEntry } from './entry.js';
+import { OFFLOAD_MIN_BYTES, SealPool } from './seal-pool.js';
 import {
   BadArgumentError,
   ClosedError,
@@ -160,6 +161,9 @@ const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
 const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
+const NO_ID = Buffer.alloc(0);
+/** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
+const SEAL_AHEAD = 8;
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
 
@@ -170,6 +174,7 @@ export class OuroDB {
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
   readonly #files = new FileCache();
+  readonly #sealPool: SealPool;
   readonly #blockSize: number;
   readonly #compression: boolean;
   readonly #durability: Durability;
@@ -203,6 +208,7 @@ export class OuroDB {
     this.#durability = opts.durability ?? 'durable';
     this.#stats = stats;
     this.#nextSeq = nextSeq;
+    this.#sealPool = new SealPool(keys.material);
   }
 
   /**
@@ -337,7 +343,7 @@ export class OuroDB {
     const durability = options.durability ?? this.#durability;
     if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     const small = smallValue(value);
-    const op = small ? this.#putRecord(small, [], meta, durability) : this.#put(this.#chunksOf(value), meta, durability);
+    const op = small ? this.#putRecord(small, [], meta, durability) : this.#put(value, meta, durability);
     this.#inflight.add(op);
     try {
       return await op;
@@ -346,34 +352,63 @@ export class OuroDB {
     }
   }
 
-  #chunksOf(value: PutValue): Iterable<Uint8Array> | AsyncIterable<Uint8Array> {
-    if (typeof value === 'string') return this.#chunker.chunkBytes(Buffer.from(value, 'utf8'));
-    if (value instanceof Uint8Array) return this.#chunker.chunkBytes(value);
+  /**
+   * The value's chunks. `owned` says whether each chunk is a buffer of its own that nobody else
+   * holds (stream chunks are copied out of the source by the chunker) and so may be handed to a
+   * seal worker without a copy; chunks of a caller's Uint8Array are views of it and are not.
+   */
+  #chunksOf(value: PutValue): { source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>; owned: boolean } {
+    if (typeof value === 'string') return { source: this.#chunker.chunkBytes(Buffer.from(value, 'utf8')), owned: false };
+    if (value instanceof Uint8Array) return { source: this.#chunker.chunkBytes(value), owned: false };
     if (value instanceof Readable || (value !== null && typeof value === 'object' && Symbol.asyncIterator in value)) {
-      return this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>);
+      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>), owned: true };
     }
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
 
-  async #put(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, meta: Record<string, string>, durability: Durability): Promise<PutResult> {
+  async #put(value: PutValue, meta: Record<string, string>, durability: Durability): Promise<PutResult> {
+    const { source, owned } = this.#chunksOf(value);
     const chunks: ChunkRef[] = [];
+    // Up to SEAL_AHEAD chunks are being sealed while the next ones are cut and hashed. Every one
+    // is appended (queued for commit) before the object record is, which is what lets the put
+    // wait on the record's commit alone (commits go in queue order).
+    const sealing: Promise<unknown>[] = [];
+    const store = (chunk: Uint8Array) => {
+      const p = this.#storeChunk(chunk, chunks, owned);
+      p.catch(() => {});
+      sealing.push(p);
+    };
     // A first chunk small enough to go inline is held back until we know whether more follow.
     let held: Uint8Array | undefined;
     for await (const chunk of source) {
       if (held) {
-        await this.#storeChunk(held, chunks);
+        store(held);
         held = undefined;
       }
       if (chunks.length === 0 && chunk.byteLength <= INLINE_MAX_BYTES) held = chunk;
-      else await this.#storeChunk(chunk, chunks);
+      else store(chunk);
+      if (sealing.length >= SEAL_AHEAD) await sealing.shift();
     }
+    await Promise.all(sealing);
     return this.#putRecord(held ?? null, chunks, meta, durability);
   }
 
-  async #storeChunk(chunk: Uint8Array, chunks: ChunkRef[]): Promise<void> {
-    const id = this.#keys.chunkId(chunk);
-    chunks.push({ id, size: chunk.byteLength });
-    await this.#store_(EntryKind.Chunk, id, chunk, 0, 0);
+  /**
+   * Stores one chunk. Its place in `chunks` is taken at once, so the list keeps value order
+   * whatever order the seal pool answers in. Large chunks are hashed and sealed on the pool.
+   */
+  #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
+    const size = chunk.byteLength;
+    if (size < OFFLOAD_MIN_BYTES) {
+      const id = this.#keys.chunkId(chunk);
+      chunks.push({ id, size });
+      return this.#store_(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
+    }
+    const at = chunks.push({ id: NO_ID, size }) - 1;
+    return this.#sealPool.identify(chunk, owned).then((ticket) => {
+      chunks[at] = { id: ticket.id, size };
+      return this.#store_(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
+    });
   }
 
   /** Stores the object record of a value whose chunks are stored (or that goes inline). */
@@ -382,7 +417,7 @@ export class OuroDB {
     const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: null, prev: [], created: Date.now(), meta, inline };
     const bytes = encodeRecord(record);
     const hash = this.#keys.objectId(bytes);
-    const entry = await this.#store_(EntryKind.Object, hash, bytes, size, inline ? size : 0);
+    const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), size, inline ? size : 0);
     if (entry) await (durability === 'durable' ? entry.committed : entry.written);
     return { hash: toHex(hash), size };
   }
@@ -393,17 +428,22 @@ export class OuroDB {
    * Correctness of dedup against an in-flight entry: that entry was queued before this call
    * returns, commits go in queue order, so it commits no later than anything queued after it.
    */
-  async #store_(kind: EntryKind, id: Buffer, plain: Uint8Array, objectSize: number, inlineSize: number): Promise<PendingEntry | undefined> {
+  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void): Promise<PendingEntry | undefined> {
     const idHex = toHex(id);
     const inflight = this.#pending.get(idHex);
-    if (inflight) return inflight;
-    if (this.#ldb.getSync(kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id)) !== undefined) return undefined;
-    const sealed = sealEntry(this.#keys.data, kind, id, plain, this.#compression);
+    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
+    if (inflight || this.#ldb.getSync(indexKey) !== undefined) {
+      skip?.();
+      return inflight;
+    }
+    const sealing = seal();
+    const sealed = sealing instanceof Promise ? await sealing : sealing;
     let block = this.#current ?? (await this.#openBlock());
     // The open block may have filled (and been replaced) while we waited, and another put may have
-    // queued the same entry: both are re-checked after the last await, before appending.
+    // queued (or, while a worker sealed, even committed) the same entry: re-checked after the last await.
     const again = this.#pending.get(idHex);
     if (again) return again;
+    if (sealing instanceof Promise && this.#ldb.getSync(indexKey) !== undefined) return undefined;
     if (this.#current !== block) block = this.#current ?? (await this.#openBlock());
     this.#checkWritable();
     const { written } = block.append(sealed.bytes, { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash });
@@ -755,6 +795,7 @@ export class OuroDB {
         if (!this.#failed) await this.#flush();
       } finally {
         this.#closed = true;
+        await this.#sealPool.close();
         await this.#files.closeAll();
         await this.#ldb.close();
       }
