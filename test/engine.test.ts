@@ -5,9 +5,11 @@ import { execFileSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { OuroDB, OuroError } from '../lib/index.js';
+import { SealPool } from '../lib/seal-pool.js';
 import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
 
 const small = { min: 4096, avg: 16384, max: 65536 };
+const DEFAULT = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
 
 async function openNew(dir = tempDir(), extra: Record<string, unknown> = {}) {
   const key = crypto.randomBytes(32);
@@ -116,6 +118,35 @@ describe('round trips', () => {
     const again = await OuroDB.open(dir, { key, chunkSizes: small });
     for (let i = 0; i < cases.length; i++) expect(Buffer.from(await again.get(hashes[i]!)).equals(cases[i]![1])).toBe(true);
     await again.close();
+  });
+});
+
+describe('seal pool (chunk ids and sealing on worker threads)', () => {
+  it("never detaches or changes the caller's buffer, and streams hand chunks over without loss", async () => {
+    const { db } = await openNew(tempDir(), { chunkSizes: DEFAULT });
+    const value = pseudoRandom('pool', 5_000_000);
+    const copy = Buffer.from(value);
+    const r = await db.put(value);
+    // Chunks of a caller's Uint8Array are copied to the workers, never transferred.
+    expect(value.byteLength).toBe(5_000_000);
+    expect(value.equals(copy)).toBe(true);
+    const s = await db.put(Readable.from([value.subarray(0, 123_457), value.subarray(123_457)]));
+    expect((await db.stat(r.hash)).chunks).toBeGreaterThan(4);
+    // Same bytes, same chunk ids whichever path computed them: the stream put added no chunk.
+    const st = await db.stats();
+    expect(st.uniqueBytes).toBe(value.length);
+    expect(Buffer.from(await db.get(r.hash)).equals(copy)).toBe(true);
+    expect(Buffer.from(await db.get(s.hash)).equals(copy)).toBe(true);
+    await db.close();
+  });
+
+  it('a closed pool refuses work with OURO_FAILED', async () => {
+    const pool = new SealPool({ masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) });
+    const ticket = await pool.identify(pseudoRandom('t', 40_000), false);
+    expect(ticket.id.length).toBe(32);
+    await pool.close();
+    expect(await codeOf(pool.seal(ticket, 1, true))).toBe('OURO_FAILED');
+    expect(await codeOf(pool.identify(pseudoRandom('t', 40_000), false))).toBe('OURO_FAILED');
   });
 });
 
