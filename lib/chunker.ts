@@ -66,9 +66,23 @@ export class Chunker {
     const maskL = this.#maskL;
     let h = 0;
     let i = start + min;
+    // Two bytes per iteration, each still checked: the same cuts as the one-byte loop, with half
+    // the loop overhead (cold 256 MiB: ~520-620 -> ~740-1020 MiB/s in one run here).
+    for (; i + 1 < normal; i += 2) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskS) === 0) return i - start + 1;
+      h = ((h << 1) + gear[buf[i + 1]!]!) | 0;
+      if ((h & maskS) === 0) return i - start + 2;
+    }
     for (; i < normal; i++) {
       h = ((h << 1) + gear[buf[i]!]!) | 0;
       if ((h & maskS) === 0) return i - start + 1;
+    }
+    for (; i + 1 < limit; i += 2) {
+      h = ((h << 1) + gear[buf[i]!]!) | 0;
+      if ((h & maskL) === 0) return i - start + 1;
+      h = ((h << 1) + gear[buf[i + 1]!]!) | 0;
+      if ((h & maskL) === 0) return i - start + 2;
     }
     for (; i < limit; i++) {
       h = ((h << 1) + gear[buf[i]!]!) | 0;

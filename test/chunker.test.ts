@@ -33,6 +33,37 @@ describe('FastCDC chunker', () => {
     expect(avg).toBeLessThan(sizes.avg * 2);
   });
 
+  it('cuts exactly where the plain one-byte FastCDC loop does (the fast loop takes two bytes a turn)', () => {
+    // The algorithm as docs/FORMAT.md-independent reference: roll, check the top-bit mask per byte.
+    const reference = (buf: Uint8Array, start: number, end: number, s: typeof sizes): number => {
+      const n = end - start;
+      if (n <= s.min) return n;
+      const bits = Math.log2(s.avg);
+      const maskS = (0xffffffff << (32 - bits - 2)) | 0;
+      const maskL = (0xffffffff << (32 - bits + 2)) | 0;
+      let h = 0;
+      for (let i = start + s.min; i < start + Math.min(s.max, n); i++) {
+        h = ((h << 1) + gear[buf[i]!]!) | 0;
+        if ((h & (i < start + Math.min(s.avg, n) ? maskS : maskL)) === 0) return i - start + 1;
+      }
+      return Math.min(s.max, n);
+    };
+    for (const s of [sizes, { min: 64, avg: 256, max: 1024 }, { min: 4097, avg: 16384, max: 65535 }]) {
+      const c = new Chunker(gear, s);
+      const data = pseudoRandom(`ref${s.min}`, 2 << 20);
+      let cuts = 0;
+      for (let start = 0; start < data.length; ) {
+        // Odd and even ends and starts, so both the paired and the leftover-byte paths run.
+        const end = Math.min(data.length, start + s.max + (cuts % 3));
+        const len = c.cut(data, start, end);
+        expect(len).toBe(reference(data, start, end, s));
+        start += len;
+        cuts++;
+      }
+      expect(cuts).toBeGreaterThan(20);
+    }
+  });
+
   it('cuts a stream exactly as it cuts the same bytes in memory, whatever the piece sizes', async () => {
     const c = new Chunker(gear, sizes);
     const data = pseudoRandom('stream', 1 << 20);
