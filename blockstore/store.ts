@@ -14,6 +14,7 @@
  * A crash between 3 and 5 leaves a block nobody registered: recovery verifies and registers it.
  */
 import crypto from 'node:crypto';
+import fsCallbacks from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -67,11 +68,23 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
+// The append path calls fs's callback API on the FileHandle's descriptor: FileHandle.writev and
+// .datasync cost more per call (1 KiB puts from 64 writers, three interleaved old/new pairs on a
+// noisy machine: +3%, +5%, +17% puts/s, and less CPU per put in each). The FileHandle still owns
+// the descriptor's lifetime; these calls never outlive it (seal and close drain first).
+function writevFd(fd: number, bufs: Buffer[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => fsCallbacks.writev(fd, bufs, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function fdatasyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsCallbacks.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
 async function writevAll(handle: fs.FileHandle, bufs: Buffer[], position: number): Promise<void> {
   let pending = bufs;
   let pos = position;
   while (pending.length > 0) {
-    let { bytesWritten } = await handle.writev(pending, pos);
+    let bytesWritten = await writevFd(handle.fd, pending, pos);
     pos += bytesWritten;
     // A short write: drop what was written and continue with the rest.
     const rest: Buffer[] = [];
@@ -164,7 +177,7 @@ export class OpenBlock {
   /** fdatasync: makes every completed write durable (the file's size included). */
   async sync(): Promise<void> {
     try {
-      await this.handle.datasync();
+      await fdatasyncFd(this.handle.fd);
     } catch (err) {
       throw ioError(`fdatasync ${this.path}`, err);
     }
