@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N]`: the engine's benchmarks, each next to its peer
+ * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro]`: the engine's benchmarks, each next to its peer
  * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
@@ -25,7 +25,10 @@ import { sealEntry } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { EntryKind } from '../blockstore/format.js';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
+const only = values.only;
+if (only !== undefined && !['ingest', 'small', 'micro'].includes(only)) throw new Error('--only takes ingest, small or micro');
+const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
 const smallPuts = values.quick ? 10_000 : 40_000;
 const MiB = 1 << 20;
@@ -139,19 +142,27 @@ function micro(): Promise<Array<{ name: string; mibPerSec: number }>> {
 
 const fmt = (n: number) => n.toFixed(0).padStart(8);
 console.log(`OuroDB benchmarks: ${results['machine']}, Node ${process.version}, ${sizeMiB} MiB ingest\n`);
-const floor = await rawFloor(sizeMiB * MiB);
-const io = await ingestAndRead(sizeMiB * MiB);
-console.log('ingest, incompressible, durable, encrypted        MiB/s   peer MiB/s  ratio');
-console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingest)}   ${fmt(floor)}   ${(io.ingest / floor).toFixed(2)}`);
-console.log(`  OuroDB stream read-back                      ${fmt(io.read)}`);
-console.log(`  peak RSS while ingesting                     ${fmt(io.rssMiB)} MiB`);
-const small = await smallValues();
-console.log('\nsmall values, 1 KiB, 64 concurrent writers, durable   puts/s   peer puts/s  ratio');
-console.log(`  OuroDB put vs classic-level put({sync:true})  ${fmt(small.ouro)}   ${fmt(small.level)}   ${(small.ouro / small.level).toFixed(2)}`);
-const m = await micro();
-console.log('\nmicro (benchmark package)                              MiB/s');
-for (const c of m) console.log(`  ${c.name.padEnd(52)} ${fmt(c.mibPerSec)}`);
-Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingest, ingestVsFloor: io.ingest / floor, readMiBs: io.read, ingestPeakRssMiB: io.rssMiB, smallPutsPerSec: small.ouro, levelSyncPutsPerSec: small.level, micro: m });
+if (runs('ingest')) {
+  const floor = await rawFloor(sizeMiB * MiB);
+  const io = await ingestAndRead(sizeMiB * MiB);
+  console.log('ingest, incompressible, durable, encrypted        MiB/s   peer MiB/s  ratio');
+  console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingest)}   ${fmt(floor)}   ${(io.ingest / floor).toFixed(2)}`);
+  console.log(`  OuroDB stream read-back                      ${fmt(io.read)}`);
+  console.log(`  peak RSS while ingesting                     ${fmt(io.rssMiB)} MiB`);
+  Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingest, ingestVsFloor: io.ingest / floor, readMiBs: io.read, ingestPeakRssMiB: io.rssMiB });
+}
+if (runs('small')) {
+  const small = await smallValues();
+  console.log('\nsmall values, 1 KiB, 64 concurrent writers, durable   puts/s   peer puts/s  ratio');
+  console.log(`  OuroDB put vs classic-level put({sync:true})  ${fmt(small.ouro)}   ${fmt(small.level)}   ${(small.ouro / small.level).toFixed(2)}`);
+  Object.assign(results, { smallPutsPerSec: small.ouro, levelSyncPutsPerSec: small.level });
+}
+if (runs('micro')) {
+  const m = await micro();
+  console.log('\nmicro (benchmark package)                              MiB/s');
+  for (const c of m) console.log(`  ${c.name.padEnd(52)} ${fmt(c.mibPerSec)}`);
+  Object.assign(results, { micro: m });
+}
 fs.mkdirSync(path.dirname(values.out!), { recursive: true });
 fs.writeFileSync(values.out!, JSON.stringify(results, null, 2) + '\n');
 fs.rmSync(work, { recursive: true, force: true });

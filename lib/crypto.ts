@@ -16,8 +16,8 @@
  * The extended nonce is what makes a random prefix safe: a 96-bit IETF nonce leaves no room for
  * one. And because HChaCha20 sees only the prefix, all entries a thread seals share one subkey:
  * AeadKey caches it as a KeyObject, which removes the per-entry HChaCha and key import (Node 24
- * spends ~20 us importing a raw key Buffer per call, ~3 us with a cached KeyObject; a 1 KiB put
- * spent a third of its crypto time there, see docs/design.md).
+ * spends ~27 us importing a raw key Buffer per call, ~3 us with a KeyObject, per the founders' brief; a 1 KiB put
+ * spent about a quarter of its crypto time there in a CPU profile, see docs/design.md).
  */
 import crypto, { type KeyObject } from 'node:crypto';
 import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';

@@ -547,7 +547,7 @@ export class OuroDB {
     }
   }
 
-  /** The index batch that commits a group: a WAL record and a location per entry, plus stats. */
+  /** The index batch that commits a group: a WAL value per block run, a location per entry, stats. */
   #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>] {
     const ops: BatchOp[] = [];
     const delta: Partial<PersistedStats> = { walRecords: group.length };
@@ -572,8 +572,9 @@ export class OuroDB {
       } else {
         add(delta, 'objects', 1);
         add(delta, 'logicalBytes', e.objectSize);
-        // An inline value is stored once per object, uncompressed (it is below the compression
-        // threshold), so it counts as unique value bytes stored one to one.
+        // An inline value is stored once per object, so it counts fully as unique bytes. It counts
+        // one to one in the compression ratio too: when zstd shrinks its record (only records over
+        // 4 KiB are tried), the ratio does not credit it.
         add(delta, 'uniqueBytes', e.inlineSize);
         add(delta, 'chunkStoredBytes', e.inlineSize);
       }
