@@ -10,6 +10,8 @@ interface Slot {
   handle: fs.FileHandle;
   refs: number;
   pinned: boolean;
+  /** Forgotten while reads were in flight: the last of them closes the handle. */
+  closeWhenIdle?: boolean;
 }
 
 export class FileCache {
@@ -39,6 +41,15 @@ export class FileCache {
 
   forget(name: string): void {
     this.#slots.delete(name);
+  }
+
+  /** Drops `name` and every alias of its handle, closing it once no read uses it (gc removed the file). */
+  retire(name: string): void {
+    const slot = this.#slots.get(name);
+    if (!slot) return;
+    for (const [n, s] of this.#slots) if (s === slot) this.#slots.delete(n);
+    if (slot.refs === 0) void slot.handle.close().catch(() => {});
+    else slot.closeWhenIdle = true;
   }
 
   async #acquire(name: string, path: string): Promise<Slot> {
@@ -86,6 +97,7 @@ export class FileCache {
       throw ioError(`read ${path}@${offset}`, err);
     } finally {
       slot.refs--;
+      if (slot.closeWhenIdle && slot.refs === 0) void slot.handle.close().catch(() => {});
       this.#evict();
     }
   }

@@ -13,6 +13,22 @@
  *   'o'     'o' + object hash (32)              location of the object record's entry
  *   'b'     'b' + block id (32)                 sealed block: seq, size, entry count, live bytes
  *   's'     's' + seq u64 BE                    id of the sealed block written as open block `seq`
+ *   'k'     'k' + user key (UTF-8)              the key's heads: object hash + version number each
+ *   'v'     'v' + user key + 0x00               empty; one per version of the key. The version
+ *             + (2^64-1 - n) u64 BE + hash (32)  number n is inverted so that a forward scan
+ *                                               yields the newest version first
+ *   'p'     'p' + parent hash (32)              empty; one per object put with that parent
+ *             + child hash (32)
+ *   'r'     'r' + chunk id (32)                 reference count: live object records naming the
+ *                                               chunk (u32 LE; absent means zero)
+ *   'x'     'x' + seq u64 BE                    dead bytes in block seq (u64 LE): entries no longer
+ *                                               referenced, which gc reclaims by compaction
+ *   'z'     'z' + block id (32)                 a block gc has unregistered and is removing; its
+ *                                               file is deleted on the next open if a crash
+ *                                               interrupted the removal (value: seq u64 LE)
+ *
+ * User keys are UTF-8 with no NUL (lib/keyname.ts), which is what lets 0x00 end the key inside
+ * 'v' keys: every 'v' key of "a" sorts before every 'v' key of "a" + anything.
  *
  * Locations name the block by its seq, not its id: sealing then registers one 's' key instead of
  * rewriting the location of every entry in the block (half the index writes of a small put).
@@ -25,6 +41,13 @@ export const PREFIX_CHUNK = 0x63; // 'c'
 export const PREFIX_OBJECT = 0x6f; // 'o'
 export const PREFIX_BLOCK = 0x62; // 'b'
 export const PREFIX_SEALED_SEQ = 0x73; // 's'
+export const PREFIX_HEADS = 0x6b; // 'k'
+export const PREFIX_VERSION = 0x76; // 'v'
+export const PREFIX_CHILD = 0x70; // 'p'
+export const PREFIX_REFCOUNT = 0x72; // 'r'
+export const PREFIX_DEAD = 0x78; // 'x'
+export const PREFIX_RETIRED = 0x7a; // 'z'
+const MAX_U64 = (1n << 64n) - 1n;
 
 export type MetaName = 'format' | 'stats' | 'nextSeq';
 
@@ -68,6 +91,62 @@ export const keys = {
     k[0] = PREFIX_SEALED_SEQ;
     k.writeBigUInt64BE(BigInt(seq), 1);
     return k;
+  },
+  heads(key: Buffer): Buffer {
+    return withPrefix(PREFIX_HEADS, key);
+  },
+  /** Decodes the user key (UTF-8 bytes) of a 'k' key. */
+  decodeHeads(k: Buffer): Buffer {
+    return k.subarray(1);
+  },
+  version(key: Buffer, n: number, hash: Uint8Array): Buffer {
+    const k = Buffer.allocUnsafe(1 + key.length + 1 + 8 + 32);
+    k[0] = PREFIX_VERSION;
+    key.copy(k, 1);
+    k[1 + key.length] = 0;
+    k.writeBigUInt64BE(MAX_U64 - BigInt(n), 2 + key.length);
+    k.set(hash, 10 + key.length);
+    return k;
+  },
+  decodeVersion(k: Buffer): { key: Buffer; n: number; hash: Buffer } {
+    const end = k.length - 41;
+    return { key: k.subarray(1, end), n: Number(MAX_U64 - k.readBigUInt64BE(end + 1)), hash: k.subarray(end + 9) };
+  },
+  /** Every version of one key, newest first. */
+  versionRange(key: Buffer): { gte: Buffer; lt: Buffer } {
+    const gte = Buffer.allocUnsafe(key.length + 2);
+    gte[0] = PREFIX_VERSION;
+    key.copy(gte, 1);
+    gte[key.length + 1] = 0;
+    const lt = Buffer.from(gte);
+    lt[key.length + 1] = 1;
+    return { gte, lt };
+  },
+  child(parent: Uint8Array, child: Uint8Array): Buffer {
+    const k = Buffer.allocUnsafe(65);
+    k[0] = PREFIX_CHILD;
+    k.set(parent, 1);
+    k.set(child, 33);
+    return k;
+  },
+  childRange(parent: Uint8Array): { gte: Buffer; lt: Buffer } {
+    const gte = withPrefix(PREFIX_CHILD, parent);
+    return { gte, lt: Buffer.concat([gte, Buffer.alloc(32, 0xff), Buffer.from([0xff])]) };
+  },
+  refcount(chunkId: Uint8Array): Buffer {
+    return withPrefix(PREFIX_REFCOUNT, chunkId);
+  },
+  dead(seq: number): Buffer {
+    const k = Buffer.allocUnsafe(9);
+    k[0] = PREFIX_DEAD;
+    k.writeBigUInt64BE(BigInt(seq), 1);
+    return k;
+  },
+  decodeSeqKey(k: Buffer): number {
+    return Number(k.readBigUInt64BE(1));
+  },
+  retired(blockId: Uint8Array): Buffer {
+    return withPrefix(PREFIX_RETIRED, blockId);
   },
   range(prefix: number): { gte: Buffer; lt: Buffer } {
     return { gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]) };

@@ -82,3 +82,62 @@ export function decodeBlockInfo(b: Buffer): BlockInfo {
   if (b[0] !== 1 || b.length !== 40) throw new CorruptionError('block info is malformed');
   return { seq: Number(b.readBigUInt64LE(8)), size: Number(b.readBigUInt64LE(16)), entries: b.readUInt32LE(24), liveBytes: Number(b.readBigUInt64LE(32)) };
 }
+
+/**
+ * Heads (prefix 'k'): the versions of a key that no later version names as its predecessor.
+ * Usually one; two or more after concurrent writers on different members (a put naming them all
+ * merges them back to one).
+ *   0   1  version (1)
+ *   1   1  head count H (1..255)
+ *   then H x 41 bytes, sorted by hash: object hash (32), version number n (u64 LE), record
+ *   type (1: 0 value, 1 tombstone), so that getByKey and list know a deleted key without
+ *   reading its record
+ * Version numbers start at 1; a version's n is one more than the largest n among its predecessors.
+ */
+export interface Head {
+  hash: Buffer;
+  n: number;
+  tombstone: boolean;
+}
+const HEAD_BYTES = 41;
+
+export function encodeHeads(heads: readonly Head[]): Buffer {
+  if (heads.length === 0 || heads.length > 255) throw new RangeError(`a key has 1..255 heads, not ${heads.length}`);
+  const sorted = [...heads].sort((a, b) => Buffer.compare(a.hash, b.hash));
+  const b = Buffer.alloc(2 + HEAD_BYTES * sorted.length);
+  b[0] = 1;
+  b[1] = sorted.length;
+  sorted.forEach((h, i) => {
+    const at = 2 + HEAD_BYTES * i;
+    h.hash.copy(b, at);
+    b.writeBigUInt64LE(BigInt(h.n), at + 32);
+    b[at + 40] = h.tombstone ? 1 : 0;
+  });
+  return b;
+}
+
+export function decodeHeads(b: Buffer): Head[] {
+  if (b[0] !== 1) throw new UnsupportedVersionError(`heads value version ${b[0]}`);
+  if (b.length !== 2 + HEAD_BYTES * b[1]! || b[1] === 0) throw new CorruptionError('heads value is malformed');
+  const heads: Head[] = [];
+  for (let i = 0; i < b[1]!; i++) {
+    const at = 2 + HEAD_BYTES * i;
+    heads.push({ hash: Buffer.from(b.subarray(at, at + 32)), n: Number(b.readBigUInt64LE(at + 32)), tombstone: b[at + 40] === 1 });
+  }
+  return heads;
+}
+
+/** Reference counts ('r', u32 LE) and dead byte counters ('x', u64 LE). */
+export function encodeCount(n: number, bytes: 4 | 8): Buffer {
+  const b = Buffer.alloc(bytes);
+  if (bytes === 4) b.writeUInt32LE(n, 0);
+  else b.writeBigUInt64LE(BigInt(n), 0);
+  return b;
+}
+
+export function decodeCount(b: Buffer | undefined): number {
+  if (b === undefined) return 0;
+  if (b.length === 4) return b.readUInt32LE(0);
+  if (b.length === 8) return Number(b.readBigUInt64LE(0));
+  throw new CorruptionError(`counter value has ${b.length} bytes`);
+}

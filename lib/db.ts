@@ -10,6 +10,7 @@
  * blockstore/store.ts, whose last step registers the block and deletes its WAL records in one
  * synced batch. Opening the database recovers from a crash at any of these steps.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -18,8 +19,9 @@ import { Packr } from 'msgpackr';
 import { EntryKind, type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type OpenBlock, type SealedBlock } from '../blockstore/store.js';
-import { PREFIX_BLOCK, keys } from '../index/keys.js';
-import { type Location, decodeLocation, encodeBlockInfo, encodeLocation } from '../index/values.js';
+import { PREFIX_BLOCK, PREFIX_RETIRED, keys } from '../index/keys.js';
+import { Counters } from '../index/counters.js';
+import { type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
@@ -29,6 +31,7 @@ import { OFFLOAD_MIN_BYTES, SealPool } from './seal-pool.js';
 import {
   BadArgumentError,
   ClosedError,
+  ConflictError,
   CorruptionError,
   FailedError,
   LockedError,
@@ -38,9 +41,11 @@ import {
   ioError,
 } from './errors.js';
 import { failpoint } from './failpoints.js';
-import { ensureDir, exists } from './fsutil.js';
+import { keyBytes, prefixBytes } from './keyname.js';
+import { nextHeads, versionNumber } from './versions.js';
+import { ensureDir, exists, fsyncDir } from './fsutil.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
-import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, decodeRecord, encodeRecord } from './record.js';
+import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, decodeRecord, encodeRecord } from './record.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
 export const INDEX_FORMAT_VERSION = 1;
@@ -65,6 +70,22 @@ export interface OpenOptions {
 export interface PutOptions {
   /** User metadata, stored encrypted in the object record. */
   meta?: Record<string, string>;
+  /** File the value under this key: it becomes the key's head, the old head its predecessor. */
+  key?: string;
+  /** Hash of an existing object this one is a child of (see children/parent). */
+  parent?: string;
+  /**
+   * Compare-and-set on `key`: the put happens only if the key's heads are exactly these (one
+   * hash, or all of them to merge several heads), or, with null, only if the key has no version.
+   * Otherwise it fails with ConflictError (OURO_CONFLICT) and writes nothing.
+   */
+  ifHead?: string | string[] | null;
+  /**
+   * Advanced: the predecessors to record instead of the current heads, as a writer that had not
+   * seen the newer versions would (each must be a version of `key`). The key then has several
+   * heads until a put names them all. Replication uses this model; most callers never need it.
+   */
+  prev?: string[];
   /**
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
@@ -82,7 +103,7 @@ export interface PutResult {
 
 export interface ObjectStat {
   hash: string;
-  type: 'value' | 'tombstone';
+  type: ObjectType;
   size: number;
   /** Chunks the value was cut into; 0 when it is stored inline. */
   chunks: number;
@@ -118,6 +139,81 @@ export interface Stats {
   walBytes: number;
 }
 
+export interface ListOptions {
+  /** Only keys starting with this (default: all keys). */
+  prefix?: string;
+  /** Start after this key (exclusive): pass the last key of one page to get the next. */
+  after?: string;
+  /** At most this many keys (default: no limit). */
+  limit?: number;
+  /** Also list keys whose head is a tombstone (default false). */
+  includeDeleted?: boolean;
+}
+
+export interface ListEntry {
+  key: string;
+  /** The newest head (highest version number; ties by hash). */
+  hash: string;
+  /** Every head, newest first: more than one while concurrent versions are unmerged. */
+  heads: string[];
+  /** True when the newest head is a tombstone (only listed with includeDeleted). */
+  deleted: boolean;
+}
+
+export interface Version {
+  hash: string;
+  /** Version number: 1 for a key's first version, 1 + the largest of its predecessors' after. */
+  version: number;
+  type: ObjectType;
+  size: number;
+  created: Date;
+  meta: Record<string, string>;
+  prev: string[];
+}
+
+export interface GcOptions {
+  /** Compact sealed blocks whose live share of entry bytes is below this (0..1, default 0.5). */
+  threshold?: number;
+}
+
+export interface GcReport {
+  /** Blocks whose live entries were copied out and whose files were removed. */
+  blocksRemoved: number;
+  /** Dead entries (chunks no live object names) dropped from the index. */
+  entriesDropped: number;
+  /** Live entry bytes copied into new blocks. */
+  bytesCopied: number;
+  /** Block file bytes removed from disk. */
+  bytesFreed: number;
+}
+
+export interface CheckOptions {
+  /** Read every entry (or a sample) and authenticate it with the key (default false). */
+  readData?: boolean;
+  /** With readData, the share of entries to authenticate, 0..1 (default 1). */
+  sample?: number;
+}
+
+export interface Problem {
+  /** What is wrong, as a stable word: see docs/errors.md ("check problems"). */
+  kind: string;
+  /** The block file involved (hex id) or open block (`open:<seq>`). */
+  block?: string;
+  /** The chunk id or object hash involved (hex). */
+  id?: string;
+  key?: string;
+  message: string;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  blocks: number;
+  entries: number;
+  /** Entries authenticated with the key (readData). */
+  entriesRead: number;
+  problems: Problem[];
+}
+
 interface PersistedStats {
   objects: number;
   chunks: number;
@@ -148,6 +244,14 @@ interface PendingEntry {
   objectSize: number;
   /** Bytes of the value held inline in this object record (0 for chunks and chunked values). */
   inlineSize: number;
+  /** Index changes that commit with this entry (a keyed version's heads, history, child key). */
+  ops?: BatchOp[];
+  /** Computes more of them inside the batch chain, where the index is exactly current. */
+  prepare?: (ops: BatchOp[], delta: Partial<PersistedStats>) => void;
+  /** A purge marker: an object record, but not an object in stats (it stands for none). */
+  marker?: boolean;
+  /** A live entry gc copied here from block `from`: not new data, so stats count only its bytes. */
+  moved?: { seq: number; offset: number };
 }
 
 interface BatchOp {
@@ -166,6 +270,25 @@ const NO_ID = Buffer.alloc(0);
 const SEAL_AHEAD = 8;
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
+type Snapshot = ReturnType<Ldb['snapshot']>;
+const EMPTY = Buffer.alloc(0);
+
+interface KeyName {
+  name: string;
+  bytes: Buffer;
+}
+
+/** Where a record goes in the key and parent indexes (parsed put options). */
+interface Link {
+  key?: KeyName;
+  parent: Buffer | null;
+  /** Compare-and-set: the heads the key must have (null: no version at all). */
+  ifHead?: Buffer[] | null;
+  /** Explicit predecessors instead of the current heads. */
+  prev?: Buffer[];
+  /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
+  onQueued?: (committed: Promise<void>) => void;
+}
 
 export class OuroDB {
   readonly dir: string;
@@ -196,6 +319,20 @@ export class OuroDB {
   readonly #inflight = new Set<Promise<unknown>>();
   /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
   readonly #sealedSeqs = new Map<number, Buffer>();
+  /** Counter changes of the batch being prepared (set only inside #writeBatch's prepare step). */
+  #counters: Counters | undefined;
+  /** Per-key write locks: the tail of each key's chain of waiting writes. */
+  readonly #keyLocks = new Map<string, Promise<void>>();
+  /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
+  readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
+  /** Chunks that puts in progress reference (hex id -> count): gc must keep them. */
+  readonly #pins = new Map<string, number>();
+  /** Chunks gc has decided to drop, between that decision and its batch landing. */
+  readonly #dying = new Set<string>();
+  /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
+  readonly #readers = new Set<{ snapshot: Snapshot; epoch: number }>();
+  #epoch = 0;
+  #gcRun: Promise<GcReport> | undefined;
 
   private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
     this.dir = dir;
@@ -287,9 +424,15 @@ export class OuroDB {
    */
   async #recover(): Promise<void> {
     let maxSeq = this.#nextSeq - 1;
+    // 0. gc removals a crash interrupted: the block is unregistered, only its file may remain.
+    const retired = new Set<string>();
+    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_RETIRED))) {
+      retired.add(toHex(k.subarray(1)));
+      await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
+    }
     for (const { idHex, path: file } of await this.#store.listSealed()) {
       const id = Buffer.from(idHex, 'hex');
-      if (this.#ldb.getSync(keys.block(id)) !== undefined) continue;
+      if (retired.has(idHex) || this.#ldb.getSync(keys.block(id)) !== undefined) continue;
       const index = await this.#store.readIndex(file);
       if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
       const bad = await this.#store.verifyEntries(file, index.rows);
@@ -342,8 +485,9 @@ export class OuroDB {
     const meta = validateMeta(options.meta);
     const durability = options.durability ?? this.#durability;
     if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
+    const link = this.#link(options);
     const small = smallValue(value);
-    const op = small ? this.#putRecord(small, [], meta, durability) : this.#put(value, meta, durability);
+    const op = small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
     this.#inflight.add(op);
     try {
       return await op;
@@ -366,9 +510,37 @@ export class OuroDB {
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
 
-  async #put(value: PutValue, meta: Record<string, string>, durability: Durability): Promise<PutResult> {
+  async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const { source, owned } = this.#chunksOf(value);
     const chunks: ChunkRef[] = [];
+    // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
+    let settled: Promise<void> = Promise.resolve();
+    link.onQueued = (committed) => (settled = committed);
+    try {
+      return await this.#putChunked(source, owned, chunks, meta, durability, link);
+    } finally {
+      const unpin = () => {
+        for (const c of chunks) if (c.id !== NO_ID) this.#unpin(toHex(c.id));
+      };
+      settled.then(unpin, unpin);
+    }
+  }
+
+  /**
+   * Chunks pinned while a put runs: between the dedup check that finds a chunk stored and the
+   * commit of the record that counts a reference to it, gc must not drop it.
+   */
+  #pin(idHex: string): void {
+    this.#pins.set(idHex, (this.#pins.get(idHex) ?? 0) + 1);
+  }
+
+  #unpin(idHex: string): void {
+    const n = (this.#pins.get(idHex) ?? 0) - 1;
+    if (n > 0) this.#pins.set(idHex, n);
+    else this.#pins.delete(idHex);
+  }
+
+  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     // Up to SEAL_AHEAD chunks are being sealed while the next ones are cut and hashed. Every one
     // is appended (queued for commit) before the object record is, which is what lets the put
     // wait on the record's commit alone (commits go in queue order).
@@ -390,7 +562,7 @@ export class OuroDB {
       if (sealing.length >= SEAL_AHEAD) await sealing.shift();
     }
     await Promise.all(sealing);
-    return this.#putRecord(held ?? null, chunks, meta, durability);
+    return this.#putRecord(held ?? null, chunks, meta, durability, link);
   }
 
   /**
@@ -402,24 +574,71 @@ export class OuroDB {
     if (size < OFFLOAD_MIN_BYTES) {
       const id = this.#keys.chunkId(chunk);
       chunks.push({ id, size });
+      this.#pin(toHex(id));
       return this.#store_(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
     }
     const at = chunks.push({ id: NO_ID, size }) - 1;
     return this.#sealPool.identify(chunk, owned).then((ticket) => {
       chunks[at] = { id: ticket.id, size };
+      this.#pin(toHex(ticket.id));
       return this.#store_(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
     });
   }
 
   /** Stores the object record of a value whose chunks are stored (or that goes inline). */
-  async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability): Promise<PutResult> {
+  async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
-    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: null, prev: [], created: Date.now(), meta, inline };
-    const bytes = encodeRecord(record);
-    const hash = this.#keys.objectId(bytes);
-    const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), size, inline ? size : 0);
-    if (entry) await (durability === 'durable' ? entry.committed : entry.written);
+    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: Date.now(), meta, inline };
+    const hash = await this.#writeRecord(record, link, durability);
     return { hash: toHex(hash), size };
+  }
+
+  /**
+   * Writes an object record with its index changes: chunk references, the parent's child key and,
+   * for a keyed record, the key's heads and history. They commit in the record's own batch, so
+   * after a crash either all of them exist or none. Keyed records are built under the key's lock:
+   * reading the heads, the compare-and-set check and queueing the record happen with no other put
+   * of that key in between.
+   */
+  async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
+    if (link.parent) this.#checkParent(link.parent);
+    const chunkIds = record.chunks.map((c) => c.id);
+    const prepare = chunkIds.length === 0 ? undefined : () => {
+      for (const id of chunkIds) this.#changeRef(id, +1);
+    };
+    const inlineSize = record.inline ? record.inline.byteLength : 0;
+    if (!link.key) {
+      const bytes = encodeRecord(record);
+      const hash = this.#keys.objectId(bytes);
+      const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
+      const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), record.size, inlineSize, undefined, { ops, prepare });
+      if (entry) link.onQueued?.(entry.committed);
+      if (entry) await (durability === 'durable' ? entry.committed : entry.written);
+      return hash;
+    }
+    const key = link.key;
+    const entry = await this.#withKey(key.name, async () => {
+      const current = this.#headsOf(key);
+      if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
+      const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
+      record.key = key.name;
+      record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
+      const bytes = encodeRecord(record);
+      const hash = this.#keys.objectId(bytes);
+      const n = versionNumber(prevHeads);
+      const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
+      const ops: BatchOp[] = [
+        { type: 'put', key: keys.heads(key.bytes), value: encodeHeads(heads) },
+        { type: 'put', key: keys.version(key.bytes, n, hash), value: EMPTY },
+      ];
+      if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
+      const stored = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), record.size, inlineSize, undefined, { ops, prepare });
+      if (stored?.id === hash) this.#overlay(key.name, heads, stored);
+      if (stored) link.onQueued?.(stored.committed);
+      return { hash, stored };
+    });
+    if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
+    return entry.hash;
   }
 
   /**
@@ -427,27 +646,41 @@ export class OuroDB {
    * (this put's or the one it deduplicated against) or undefined when it is already committed.
    * Correctness of dedup against an in-flight entry: that entry was queued before this call
    * returns, commits go in queue order, so it commits no later than anything queued after it.
+   * A chunk gc is dropping (#dying) counts as absent: a fresh copy is written, whose location
+   * lands after gc's delete (batches run in order).
    */
-  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void): Promise<PendingEntry | undefined> {
+  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void, extra?: { ops?: BatchOp[] | undefined; prepare?: PendingEntry['prepare']; marker?: boolean }): Promise<PendingEntry | undefined> {
     const idHex = toHex(id);
     const inflight = this.#pending.get(idHex);
     const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    if (inflight || this.#ldb.getSync(indexKey) !== undefined) {
+    if (inflight || this.#committedEntry(indexKey, idHex)) {
       skip?.();
       return inflight;
     }
     const sealing = seal();
     const sealed = sealing instanceof Promise ? await sealing : sealing;
-    let block = this.#current ?? (await this.#openBlock());
     // The open block may have filled (and been replaced) while we waited, and another put may have
     // queued (or, while a worker sealed, even committed) the same entry: re-checked after the last await.
     const again = this.#pending.get(idHex);
     if (again) return again;
-    if (sealing instanceof Promise && this.#ldb.getSync(indexKey) !== undefined) return undefined;
+    if (sealing instanceof Promise && this.#committedEntry(indexKey, idHex)) return undefined;
+    const row = { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash };
+    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker });
+  }
+
+  #committedEntry(indexKey: Buffer, idHex: string): boolean {
+    return this.#ldb.getSync(indexKey) !== undefined && !this.#dying.has(idHex);
+  }
+
+  /** Appends an entry's bytes to the open block and queues it for the next group commit. */
+  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>): Promise<PendingEntry> {
+    let block = this.#current ?? (await this.#openBlock());
+    const again = this.#pending.get(toHex(row.id));
+    if (again && !extra.moved) return again;
     if (this.#current !== block) block = this.#current ?? (await this.#openBlock());
     this.#checkWritable();
-    const { written } = block.append(sealed.bytes, { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash });
-    const row = block.rows[block.rows.length - 1]!;
+    const { written } = block.append(bytes, row);
+    const appended = block.rows[block.rows.length - 1]!;
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
     const committed = new Promise<void>((res, rej) => {
@@ -455,14 +688,299 @@ export class OuroDB {
       reject = rej;
     });
     committed.catch(() => {});
-    const entry: PendingEntry = { kind, id, block, row, written, committed, resolve, reject, objectSize, inlineSize };
-    this.#pending.set(idHex, entry);
+    const entry: PendingEntry = { kind: row.kind, id: row.id, block, row: appended, written, committed, resolve, reject, ...extra };
+    this.#pending.set(toHex(row.id), entry);
     this.#unsealed.get(block.seq)!.uncommitted++;
     if (block.size >= this.#blockSize) this.#rotate();
     this.#queue.push(entry);
     this.#committer ??= this.#commitLoop();
     if (block.backlog > WRITE_BACKLOG_LIMIT) await block.drain();
     return entry;
+  }
+
+  // ---------------------------------------------------------------- keys and versions
+
+  /** Parses and checks the key, parent and compare-and-set options of a put. */
+  #link(options: PutOptions): Link {
+    const parent = options.parent === undefined ? null : parseHash(options.parent, 'parent');
+    if (options.key === undefined) {
+      if (options.ifHead !== undefined || options.prev !== undefined) throw new BadArgumentError('ifHead and prev need a key');
+      return { parent };
+    }
+    const key = { name: options.key, bytes: keyBytes(options.key) };
+    const link: Link = { key, parent };
+    if (options.ifHead !== undefined) {
+      if (options.ifHead === null) link.ifHead = null;
+      else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
+    }
+    if (options.prev !== undefined) {
+      if (!Array.isArray(options.prev) || options.prev.length === 0) throw new BadArgumentError('prev must be a non-empty array of hashes');
+      link.prev = options.prev.map((h) => parseHash(h, 'prev'));
+    }
+    return link;
+  }
+
+  /** Runs `fn` with no other write of the same key between its start and end. */
+  async #withKey<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prior = this.#keyLocks.get(name);
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    this.#keyLocks.set(name, mine);
+    if (prior) await prior;
+    try {
+      return await fn();
+    } finally {
+      if (this.#keyLocks.get(name) === mine) this.#keyLocks.delete(name);
+      release();
+    }
+  }
+
+  /** The heads a new write of the key builds on: queued but uncommitted versions included. */
+  #headsOf(key: KeyName): Head[] {
+    const pending = this.#headOverlay.get(key.name);
+    if (pending) return pending.heads;
+    const stored = this.#ldb.getSync(keys.heads(key.bytes));
+    return stored ? decodeHeads(stored) : [];
+  }
+
+  #overlay(name: string, heads: Head[], entry: PendingEntry): void {
+    let o = this.#headOverlay.get(name);
+    if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed }));
+    o.heads = heads;
+    o.settled = entry.committed;
+    o.refs++;
+    const state = o;
+    const release = () => {
+      if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
+    };
+    entry.committed.then(release, release);
+  }
+
+  /** Waits until every queued write of the key has committed (so the index alone is current). */
+  async #keySettled(name: string): Promise<void> {
+    for (let o = this.#headOverlay.get(name); o; o = this.#headOverlay.get(name)) await o.settled;
+  }
+
+  /** The versions of `key` named by `hashes`, with their numbers; each must exist. */
+  async #versionsNamed(key: KeyName, hashes: Buffer[]): Promise<Head[]> {
+    await this.#keySettled(key.name);
+    const wanted = new Map(hashes.map((h) => [toHex(h), h]));
+    const found: Head[] = [];
+    for await (const k of this.#ldb.keys(keys.versionRange(key.bytes))) {
+      const v = keys.decodeVersion(k);
+      if (wanted.delete(toHex(v.hash))) found.push({ hash: Buffer.from(v.hash), n: v.n, tombstone: false });
+      if (wanted.size === 0) break;
+    }
+    if (wanted.size > 0) throw new NotFoundError(`prev names ${[...wanted.keys()][0]}, which is not a version of key ${JSON.stringify(key.name)}`);
+    return found;
+  }
+
+  #checkParent(parent: Buffer): void {
+    const hex = toHex(parent);
+    if (this.#pending.has(hex) || this.#ldb.getSync(keys.object(parent)) !== undefined) return;
+    throw new NotFoundError(`parent ${hex} does not exist`);
+  }
+
+  /**
+   * Changes a chunk's reference count inside the batch chain. A count that reaches zero stays
+   * stored as zero ("was referenced, now dead") and adds the chunk's bytes to its block's dead
+   * bytes; a stored zero that rises again takes them back.
+   */
+  #changeRef(id: Buffer, delta: number): void {
+    const c = this.#counters!;
+    const key = keys.refcount(id);
+    const { value, present } = c.get(key, 4);
+    const next = Math.max(0, value + delta);
+    c.set(key, 4, next, next > 0 || present || value > 0);
+    const died = value > 0 && next === 0;
+    const revived = value === 0 && present && next > 0;
+    if (died || revived) {
+      const loc = this.#ldb.getSync(keys.chunk(id));
+      if (loc) {
+        const l = decodeLocation(loc);
+        c.addDead(keys.dead(l.seq), died ? l.length : -l.length);
+      }
+    }
+  }
+
+  /** The value under `key`: its newest head's. A deleted (tombstoned) or unknown key is NotFoundError. */
+  async getByKey(key: string): Promise<Uint8Array> {
+    this.#checkOpen();
+    const head = this.#newestHead(keyBytes(key));
+    if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
+    return this.get(toHex(head.hash));
+  }
+
+  /** The newest head of `key` (a tombstone's hash once deleted), or null if the key has no version. */
+  async head(key: string): Promise<string | null> {
+    this.#checkOpen();
+    const head = this.#newestHead(keyBytes(key));
+    return head ? toHex(head.hash) : null;
+  }
+
+  /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
+  async heads(key: string): Promise<string[]> {
+    this.#checkOpen();
+    const stored = this.#ldb.getSync(keys.heads(keyBytes(key)));
+    return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
+  }
+
+  #newestHead(key: Buffer): Head | undefined {
+    const stored = this.#ldb.getSync(keys.heads(key));
+    return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
+  }
+
+  /**
+   * Keys in byte order of their UTF-8, with their heads. Reads one LevelDB iterator, which sees
+   * a single consistent state however long the listing runs; it streams, so a listing of
+   * millions of keys holds only the current entry.
+   */
+  async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
+    this.#checkOpen();
+    if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
+    const prefix = prefixBytes(options.prefix);
+    const limit = options.limit ?? Infinity;
+    if (limit !== Infinity && !(Number.isSafeInteger(limit) && limit >= 0)) throw new BadArgumentError('limit must be a non-negative integer');
+    const range = { gte: keys.heads(prefix), lt: keys.heads(Buffer.concat([prefix, Buffer.from([0xff])])) };
+    if (prefix.length === 0) range.lt = Buffer.from([keys.heads(prefix)[0]! + 1]);
+    const opts: { gte?: Buffer; gt?: Buffer; lt: Buffer } = { lt: range.lt };
+    const after = options.after === undefined ? undefined : keys.heads(keyBytes(options.after, 'after'));
+    if (after && Buffer.compare(after, range.gte) >= 0) opts.gt = after;
+    else opts.gte = range.gte;
+    if (limit === 0) return;
+    let n = 0;
+    const it = this.#ldb.iterator(opts);
+    try {
+      for await (const [k, v] of it) {
+        const heads = sortHeads(decodeHeads(v));
+        if (heads[0]!.tombstone && !options.includeDeleted) continue;
+        yield { key: keys.decodeHeads(k).toString('utf8'), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
+        if (++n >= limit) break;
+      }
+    } finally {
+      await it.close();
+    }
+  }
+
+  /**
+   * The versions of `key`, newest first (by version number, ties by hash), tombstones included.
+   * Reads from one LevelDB snapshot: versions written meanwhile are not seen, and gc keeps the
+   * block files this snapshot's locations name until the iteration ends.
+   */
+  async *history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
+    this.#checkOpen();
+    const k = keyBytes(key);
+    const limit = options.limit ?? Infinity;
+    const reader = this.#openReader();
+    try {
+      const it = this.#ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
+      let n = 0;
+      try {
+        for await (const [vk] of it) {
+          const v = keys.decodeVersion(vk);
+          const hash = Buffer.from(v.hash);
+          const r = await this.#readRecord(hash, reader.snapshot);
+          yield { hash: toHex(hash), version: v.n, type: r.type, size: r.size, created: new Date(r.created), meta: r.meta, prev: r.prev.map(toHex) };
+          if (++n >= limit) break;
+        }
+      } finally {
+        await it.close();
+      }
+    } finally {
+      await this.#closeReader(reader);
+    }
+  }
+
+  /** Objects put with `parent: hash`, in hash order, a page at a time. */
+  async children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
+    this.#checkOpen();
+    const parent = parseHash(hash);
+    const limit = options.limit ?? 1000;
+    if (!(Number.isSafeInteger(limit) && limit > 0)) throw new BadArgumentError('limit must be a positive integer');
+    const range: { gt?: Buffer; gte?: Buffer; lt: Buffer; limit: number } = { ...keys.childRange(parent), limit };
+    if (options.after !== undefined) {
+      delete range.gte;
+      range.gt = keys.child(parent, parseHash(options.after, 'after'));
+    }
+    const out: string[] = [];
+    for await (const k of this.#ldb.keys(range)) out.push(toHex(k.subarray(33)));
+    return out;
+  }
+
+  /** The parent an object was put with, or null. */
+  async parent(hash: string): Promise<string | null> {
+    const s = await this.stat(hash);
+    return s.parent;
+  }
+
+  /** Writes a tombstone version: the key reads as deleted, its history keeps every version. */
+  async delete(key: string, options: { ifHead?: string | string[] | null; durability?: Durability } = {}): Promise<PutResult> {
+    this.#checkWritable();
+    const link = this.#link({ key, ifHead: options.ifHead });
+    const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: Date.now(), meta: {}, inline: null };
+    const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
+    this.#inflight.add(op);
+    try {
+      return { hash: toHex(await op), size: 0 };
+    } finally {
+      this.#inflight.delete(op);
+    }
+  }
+
+  /**
+   * Forgets `key` and every version of it: the versions stop being readable, their chunks lose
+   * a reference, and gc() can then reclaim their space. A small purge marker stays in the blocks
+   * (so an index rebuilt from them forgets the same versions). Resolves to the number of
+   * versions forgotten (0 when the key had none).
+   */
+  async purge(key: string): Promise<{ versions: number }> {
+    this.#checkWritable();
+    const k = { name: key, bytes: keyBytes(key) };
+    const op = this.#withKey(key, async () => {
+      await this.#keySettled(key);
+      const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
+      for await (const vk of this.#ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
+      if (versions.length === 0) return 0;
+      const records = await Promise.all(versions.map((v) => this.#readRecord(v.hash)));
+      const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }];
+      versions.forEach((v, i) => {
+        ops.push({ type: 'del', key: v.vkey }, { type: 'del', key: keys.object(v.hash) });
+        const parent = records[i]!.parent;
+        if (parent) ops.push({ type: 'del', key: keys.child(parent, v.hash) });
+      });
+      const prepare = (_ops: BatchOp[], delta: Partial<PersistedStats>) => {
+        versions.forEach((v, i) => {
+          const r = records[i]!;
+          const loc = this.#ldb.getSync(keys.object(v.hash));
+          if (loc) {
+            const l = decodeLocation(loc);
+            this.#counters!.addDead(keys.dead(l.seq), l.length);
+          }
+          add(delta, 'objects', -1);
+          add(delta, 'logicalBytes', -r.size);
+          if (r.inline) {
+            add(delta, 'uniqueBytes', -r.inline.byteLength);
+            add(delta, 'chunkStoredBytes', -r.inline.byteLength);
+          }
+          for (const c of r.chunks) this.#changeRef(c.id, -1);
+        });
+      };
+      const marker: ObjectRecord = { type: 'purge', size: 0, chunks: [], key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
+      const bytes = encodeRecord(marker);
+      const hash = this.#keys.objectId(bytes);
+      const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
+      if (entry) {
+        this.#overlay(key, [], entry);
+        await entry.committed;
+      }
+      return versions.length;
+    });
+    this.#inflight.add(op);
+    try {
+      return { versions: await op };
+    } finally {
+      this.#inflight.delete(op);
+    }
   }
 
   async #openBlock(): Promise<OpenBlock> {
@@ -518,7 +1036,8 @@ export class OuroDB {
           const blocks = new Set(group.map((e) => e.block));
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
-          batch = this.#writeBatch(...this.#walOps(group));
+          const [ops, delta, prepares] = this.#walOps(group);
+          batch = this.#writeBatch(ops, delta, prepares);
         } catch (err) {
           batch = Promise.reject(err);
         }
@@ -548,8 +1067,9 @@ export class OuroDB {
   }
 
   /** The index batch that commits a group: a WAL value per block run, a location per entry, stats. */
-  #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>] {
+  #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>, Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void>] {
     const ops: BatchOp[] = [];
+    const prepares: Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = [];
     const delta: Partial<PersistedStats> = { walRecords: group.length };
     // A group's entries in one block are contiguous (append and queue happen together, in order):
     // each run of them gets one WAL value.
@@ -562,15 +1082,21 @@ export class OuroDB {
     }
     for (const e of group) {
       const loc = encodeLocation({ kind: e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq });
-      ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
       add(delta, 'walEntryBytes', e.row.length);
       add(delta, 'storedBytes', e.row.length);
+      if (e.ops) ops.push(...e.ops);
+      if (e.prepare) prepares.push(e.prepare);
+      if (e.moved) {
+        prepares.push((more, d) => this.#switchMoved(e, loc, more, d));
+        continue;
+      }
+      ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
       if (e.kind === EntryKind.Chunk) {
         add(delta, 'chunks', 1);
         add(delta, 'uniqueBytes', e.row.plainLength);
         add(delta, 'chunkStoredBytes', e.row.length);
       } else {
-        add(delta, 'objects', 1);
+        if (!e.marker) add(delta, 'objects', 1);
         add(delta, 'logicalBytes', e.objectSize);
         // An inline value is stored once per object, so it counts fully as unique bytes. It counts
         // one to one in the compression ratio too: when zstd shrinks its record (only records over
@@ -580,7 +1106,7 @@ export class OuroDB {
       }
     }
     ops.push({ type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) });
-    return [ops, delta];
+    return [ops, delta, prepares];
   }
 
   #committed(group: PendingEntry[]): void {
@@ -597,9 +1123,19 @@ export class OuroDB {
    * Serialises every index batch, so the stats written with each are exact and in order. Once a
    * batch has failed no later one runs: a later group may depend on entries of the failed one.
    */
-  #writeBatch(ops: BatchOp[], delta: Partial<PersistedStats>): Promise<void> {
+  #writeBatch(ops: BatchOp[], delta: Partial<PersistedStats>, prepares: ReadonlyArray<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = []): Promise<void> {
     const run = this.#batchChain.then(async () => {
       if (this.#failed) throw this.#failed;
+      // Read-modify-write index changes (reference counts, dead bytes, gc's checks) are computed
+      // here: every earlier batch has landed, so what getSync reads is exactly current.
+      const counters = new Counters(this.#ldb);
+      this.#counters = counters;
+      try {
+        for (const prepare of prepares) prepare(ops, delta);
+      } finally {
+        this.#counters = undefined;
+      }
+      counters.emit(ops);
       const next = { ...this.#stats };
       for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
       ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
@@ -662,6 +1198,178 @@ export class OuroDB {
     if (this.#failed) throw this.#failed;
   }
 
+  // ---------------------------------------------------------------- gc
+
+  #openReader(): { snapshot: Snapshot; epoch: number } {
+    const reader = { snapshot: this.#ldb.snapshot(), epoch: this.#epoch };
+    this.#readers.add(reader);
+    return reader;
+  }
+
+  async #closeReader(reader: { snapshot: Snapshot; epoch: number }): Promise<void> {
+    this.#readers.delete(reader);
+    await reader.snapshot.close();
+  }
+
+  /** Waits until no reader that started before `epoch` is left (they may read older files). */
+  async #readersBefore(epoch: number): Promise<void> {
+    while ([...this.#readers].some((r) => r.epoch < epoch)) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /**
+   * The index switch of an entry gc copied: its location moves to the copy only if it still
+   * names the original (a purge may have dropped the object meanwhile). Otherwise, or if the
+   * chunk died meanwhile, the copy is dead on arrival and counts as dead bytes of its block.
+   */
+  #switchMoved(e: PendingEntry, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
+    const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
+    const cur = this.#ldb.getSync(indexKey);
+    const at = cur ? decodeLocation(cur) : undefined;
+    if (at && at.seq === e.moved!.seq && at.offset === e.moved!.offset) {
+      ops.push({ type: 'put', key: indexKey, value: loc });
+      if (e.kind === EntryKind.Chunk) {
+        const ref = this.#counters!.get(keys.refcount(e.id), 4);
+        if (ref.present && ref.value === 0) this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
+      }
+      return;
+    }
+    this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
+  }
+
+  /**
+   * Reclaims the space of dead entries (chunks no live object names, records of purged versions).
+   * Every sealed block whose live share is below `threshold` is compacted, one at a time:
+   *   1. in the batch chain, decide which of its entries are dead and drop them from the index
+   *      (a chunk a put in progress has pinned is kept);
+   *   2. copy the live entries' bytes (verified against the footer) into the open block, through
+   *      the ordinary group commit, whose batch switches their locations;
+   *   3. in one batch, unregister the block and mark it retired ('z'), then delete the file once
+   *      no reader's snapshot can still name it, then drop the mark.
+   * A crash anywhere leaves either the old location or the new one valid (the old file is
+   * removed only after every location has moved), and a retired file found on open is deleted.
+   * Writers keep writing throughout: gc holds no lock across these steps.
+   */
+  async gc(options: GcOptions = {}): Promise<GcReport> {
+    this.#checkWritable();
+    const threshold = options.threshold ?? 0.5;
+    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
+    while (this.#gcRun) await this.#gcRun.catch(() => {});
+    const run = this.#gc(threshold);
+    this.#gcRun = run;
+    this.#inflight.add(run);
+    try {
+      return await run;
+    } finally {
+      this.#gcRun = undefined;
+      this.#inflight.delete(run);
+    }
+  }
+
+  async #gc(threshold: number): Promise<GcReport> {
+    const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 };
+    const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
+    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
+      const info = decodeBlockInfo(v);
+      const dead = decodeCount(this.#ldb.getSync(keys.dead(info.seq)));
+      if (dead === 0) continue;
+      const entryBytes = Math.max(1, info.liveBytes);
+      if (1 - dead / entryBytes < threshold) candidates.push({ id: Buffer.from(k.subarray(1)), seq: info.seq, size: info.size });
+    }
+    for (const c of candidates) {
+      this.#checkWritable();
+      await this.#compact(c, report);
+    }
+    return report;
+  }
+
+  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
+    const file = this.#store.blockPath(block.id);
+    const name = blockName(block.id);
+    const { rows } = await this.#store.readIndex(file);
+    const here = (row: EntryRow): boolean => {
+      const cur = this.#ldb.getSync(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
+      if (!cur) return false;
+      const at = decodeLocation(cur);
+      return at.seq === block.seq && at.offset === row.offset;
+    };
+
+    // 1. Drop dead chunks from the index.
+    const live: EntryRow[] = [];
+    const dropped: string[] = [];
+    await this.#writeBatch([], {}, [
+      (ops, delta) => {
+        for (const row of rows) {
+          if (!here(row)) continue;
+          const hex = toHex(row.id);
+          if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#counters!.get(keys.refcount(row.id), 4).value === 0) {
+            ops.push({ type: 'del', key: keys.chunk(row.id) });
+            this.#counters!.set(keys.refcount(row.id), 4, 0, false);
+            add(delta, 'chunks', -1);
+            add(delta, 'uniqueBytes', -row.plainLength);
+            add(delta, 'chunkStoredBytes', -row.length);
+            this.#dying.add(hex);
+            dropped.push(hex);
+          } else {
+            live.push(row);
+          }
+        }
+      },
+    ]).finally(() => {
+      for (const hex of dropped) this.#dying.delete(hex);
+    });
+    report.entriesDropped += dropped.length;
+    failpoint('gc.after-drop');
+
+    // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
+    const copies: Promise<void>[] = [];
+    for (const row of live) {
+      if (!here(row) || this.#pending.has(toHex(row.id))) continue;
+      const bytes = await this.#files.read(name, file, row.offset, row.length);
+      if (bytes.length !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
+        throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; gc left the block in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
+      }
+      const { id, kind, flags, length, plainLength, hash } = row;
+      const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset } });
+      copies.push(entry.committed);
+      report.bytesCopied += row.length;
+    }
+    await Promise.all(copies);
+    failpoint('gc.after-copy');
+
+    // 3. Unregister and remove the block, unless something still points into it.
+    let retired = false;
+    await this.#writeBatch([], {}, [
+      (ops, delta) => {
+        if (rows.some(here)) return;
+        retired = true;
+        ops.push({ type: 'del', key: keys.block(block.id) }, { type: 'del', key: keys.sealedSeq(block.seq) }, { type: 'put', key: keys.retired(block.id), value: u64(block.seq) });
+        this.#counters!.set(keys.dead(block.seq), 8, 0, false);
+        add(delta, 'blocks', -1);
+        add(delta, 'storedBytes', -block.size);
+      },
+    ]);
+    if (!retired) return;
+    failpoint('gc.after-unregister');
+    const epoch = ++this.#epoch;
+    await this.#readersBefore(epoch);
+    await this.#removeRetired(block.id, block.seq);
+    report.blocksRemoved++;
+    report.bytesFreed += block.size;
+  }
+
+  /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */
+  async #removeRetired(id: Buffer, seq: number): Promise<void> {
+    const file = this.#store.blockPath(id);
+    this.#files.retire(blockName(id));
+    this.#sealedSeqs.delete(seq);
+    await fs.rm(file, { force: true }).catch((err: unknown) => {
+      throw ioError(`remove ${file}`, err);
+    });
+    await fsyncDir(path.dirname(file));
+    failpoint('gc.after-remove');
+    await this.#writeBatch([{ type: 'del', key: keys.retired(id) }], {});
+  }
+
   // ---------------------------------------------------------------- reads
 
   /** The whole value. For large values prefer stream(). */
@@ -721,15 +1429,30 @@ export class OuroDB {
     };
   }
 
-  async #readRecord(hash: Buffer): Promise<ObjectRecord> {
-    const bytes = await this.#readEntry(EntryKind.Object, hash);
+  async #readRecord(hash: Buffer, snapshot?: Snapshot): Promise<ObjectRecord> {
+    const bytes = await this.#readEntry(EntryKind.Object, hash, snapshot);
     if (!this.#keys.objectId(bytes).equals(hash)) throw new CorruptionError(`object record ${toHex(hash)} does not hash to its id`, { location: { id: toHex(hash) } });
     return decodeRecord(bytes, toHex(hash));
   }
 
-  /** Reads one entry by its id through the index: an exact-range pread, then authenticate. */
-  #readEntry(kind: EntryKind, id: Buffer): Promise<Buffer> {
-    const locBytes = this.#ldb.getSync(kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id));
+  /**
+   * Reads one entry by its id through the index: an exact-range pread, then authenticate. If the
+   * read fails because gc moved the entry and removed its old file between the index lookup and
+   * the read, it is retried once at the entry's new location (same id, so same bytes).
+   */
+  async #readEntry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
+    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
+    const before = this.#ldb.getSync(indexKey, snapshot ? { snapshot } : {});
+    try {
+      return await this.#readAt(kind, id, before);
+    } catch (err) {
+      const now = this.#ldb.getSync(indexKey);
+      if (now === undefined || (before !== undefined && now.equals(before))) throw err;
+      return this.#readAt(kind, id, now);
+    }
+  }
+
+  #readAt(kind: EntryKind, id: Buffer, locBytes: Buffer | undefined): Promise<Buffer> {
     if (locBytes === undefined) {
       return Promise.reject(kind === EntryKind.Object ? new NotFoundError(`no object ${toHex(id)}`) : new CorruptionError(`chunk ${toHex(id)} is referenced but not in the index`, { location: { id: toHex(id) } }));
     }
@@ -827,10 +1550,23 @@ function blockName(id: Uint8Array): string {
   return `blk:${toHex(id)}`;
 }
 
-function parseHash(hash: string): Buffer {
-  const b = fromHex(hash, ID_BYTES);
-  if (!b) throw new BadArgumentError('hash must be 64 lowercase hex characters');
+function parseHash(hash: unknown, what = 'hash'): Buffer {
+  const b = typeof hash === 'string' ? fromHex(hash, ID_BYTES) : undefined;
+  if (!b) throw new BadArgumentError(`${what} must be 64 lowercase hex characters`);
   return b;
+}
+
+/** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
+function sortHeads(heads: Head[]): Head[] {
+  return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
+}
+
+/** The compare-and-set check of `ifHead`: the key's heads must be exactly the ones named. */
+function checkHeads(name: string, expected: Buffer[] | null, current: Head[]): void {
+  const want = (expected ?? []).map(toHex).sort();
+  const have = current.map((h) => toHex(h.hash)).sort();
+  if (want.length === have.length && want.every((h, i) => h === have[i])) return;
+  throw new ConflictError(`key ${JSON.stringify(name)} has heads [${have.join(', ')}], not [${want.join(', ')}]`, want, have);
 }
 
 /** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */

@@ -12,7 +12,8 @@ export type OuroErrorCode =
   | 'OURO_UNSUPPORTED_VERSION'
   | 'OURO_LOCKED'
   | 'OURO_CLOSED'
-  | 'OURO_FAILED';
+  | 'OURO_FAILED'
+  | 'OURO_CONFLICT';
 
 export class OuroError extends Error {
   readonly code: OuroErrorCode;
@@ -78,6 +79,21 @@ export class ClosedError extends OuroError {
  */
 export class FailedError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_FAILED', message, options); }
+}
+
+/**
+ * A compare-and-set put (`ifHead`) found the key's heads moved: another put under the key landed
+ * first. Nothing was written; read the new head and retry.
+ */
+export class ConflictError extends OuroError {
+  /** The heads the caller named and the heads the key has (hex hashes, sorted). */
+  readonly expected: string[];
+  readonly actual: string[];
+  constructor(message: string, expected: string[], actual: string[]) {
+    super('OURO_CONFLICT', message);
+    this.expected = expected;
+    this.actual = actual;
+  }
 }
 
 /** Wraps a system error from the file system into an IOError, keeping it as `cause`. */

@@ -1,6 +1,7 @@
 /** The public API of OuroDB. Everything a library user needs is exported from here. */
 export { OuroDB, INDEX_FORMAT_VERSION } from './db.js';
-export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability } from './db.js';
+export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport } from './db.js';
+export { MAX_KEY_BYTES } from './keyname.js';
 export {
   OuroError,
   BadArgumentError,
@@ -12,6 +13,7 @@ export {
   LockedError,
   ClosedError,
   FailedError,
+  ConflictError,
 } from './errors.js';
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';

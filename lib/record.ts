@@ -5,7 +5,10 @@
  * Encoding (record version 1): one MessagePack array, fields in this fixed order, no maps:
  *
  *   [ 1,                 record version (uint)
- *     type,              0 = value, 1 = tombstone (a deletion marker for a key)
+ *     type,              0 = value, 1 = tombstone (a deletion marker for a key),
+ *                        2 = purge marker: `key` was purged and `prev` lists every version the
+ *                        purge forgot (so an index rebuilt from the blocks forgets them too,
+ *                        even while some of them still sit in blocks gc has not compacted)
  *     size,              total plaintext bytes (uint)
  *     chunkIds,          bin: the 32-byte chunk ids concatenated, in value order
  *     chunkSizes,        array of uint: plaintext size of each chunk, same order
@@ -33,7 +36,9 @@ const RECORD_FIELDS = 11;
 /** Values up to this size live inside their object record (field 10) instead of in chunks. */
 export const INLINE_MAX_BYTES = 4096;
 
-export type ObjectType = 'value' | 'tombstone';
+export type ObjectType = 'value' | 'tombstone' | 'purge';
+const TYPE_CODES: Record<ObjectType, number> = { value: 0, tombstone: 1, purge: 2 };
+const TYPES: ObjectType[] = ['value', 'tombstone', 'purge'];
 
 export interface ChunkRef {
   id: Buffer;
@@ -65,7 +70,7 @@ export function encodeRecord(r: ObjectRecord): Buffer {
   const meta = Object.keys(r.meta).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
   return packr.pack([
     RECORD_VERSION,
-    r.type === 'tombstone' ? 1 : 0,
+    TYPE_CODES[r.type],
     r.size,
     ids,
     r.chunks.map((c) => c.size),
@@ -90,7 +95,7 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   if (a[0] !== RECORD_VERSION) throw new UnsupportedVersionError(`object record ${where} has version ${String(a[0])}`);
   if (a.length !== RECORD_FIELDS) throw bad(`${a.length} fields, not ${RECORD_FIELDS}`);
   const [, type, size, ids, sizes, key, parent, prev, created, meta, inline] = a as unknown[];
-  if (type !== 0 && type !== 1) throw bad('type');
+  if (type !== 0 && type !== 1 && type !== 2) throw bad('type');
   if (!Number.isSafeInteger(size) || (size as number) < 0) throw bad('size');
   if (!(ids instanceof Uint8Array) || ids.byteLength % ID_BYTES !== 0) throw bad('chunk ids');
   if (!Array.isArray(sizes) || sizes.length !== ids.byteLength / ID_BYTES || !sizes.every((s) => Number.isSafeInteger(s) && s >= 0)) throw bad('chunk sizes');
@@ -106,7 +111,7 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   const metaObj: Record<string, string> = {};
   for (const [k, v] of meta as [string, string][]) metaObj[k] = v;
   return {
-    type: type === 1 ? 'tombstone' : 'value',
+    type: TYPES[type]!,
     size: size as number,
     chunks,
     key: key as string | null,
