@@ -49,7 +49,8 @@ export const PREFIX_DEAD = 0x78; // 'x'
 export const PREFIX_RETIRED = 0x7a; // 'z'
 const MAX_U64 = (1n << 64n) - 1n;
 
-export type MetaName = 'format' | 'stats' | 'nextSeq';
+/** 'rebuilding' exists only while rebuildIndex runs: found on open, the rebuild starts over. */
+export type MetaName = 'format' | 'stats' | 'nextSeq' | 'rebuilding';
 
 function withPrefix(prefix: number, body: Uint8Array): Buffer {
   const k = Buffer.allocUnsafe(1 + body.length);

@@ -40,7 +40,9 @@ import {
   UnsupportedVersionError,
   ioError,
 } from './errors.js';
+import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
+import { type RebuildReport, rebuildIndex, scanOpenFile } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { nextHeads, versionNumber } from './versions.js';
 import { ensureDir, exists, fsyncDir } from './fsutil.js';
@@ -332,7 +334,11 @@ export class OuroDB {
   /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
   readonly #readers = new Set<{ snapshot: Snapshot; epoch: number }>();
   #epoch = 0;
+  /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
+  readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
   #gcRun: Promise<GcReport> | undefined;
+  /** Set while rebuildIndex runs: writes wait for it. */
+  #exclusive: Promise<void> | undefined;
 
   private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
     this.dir = dir;
@@ -379,28 +385,24 @@ export class OuroDB {
       databaseId = created.databaseId;
     }
 
-    const ldb: Ldb = new ClassicLevel<Buffer, Buffer>(path.join(root, 'index'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    try {
-      await ldb.open();
-    } catch (err) {
-      const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
-      if (code === 'LEVEL_LOCKED') throw new LockedError(`${root} is open in another process or handle`, { cause: err });
-      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`${root}/index is corrupt`, { cause: err });
-      throw ioError(`opening ${root}/index`, err);
-    }
+    const store = new BlockStore(root, databaseId);
+    await store.init();
+    let { ldb, rebuild } = await openIndex(root);
     try {
       const format = ldb.getSync(keys.meta('format'));
       if (format === undefined) {
+        // A fresh index beside existing blocks: the index directory was lost. Rebuild it.
+        rebuild ||= (await store.listSealed()).length > 0 || (await store.listOpen()).length > 0;
         await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
       } else if (format.readUInt32LE(0) !== INDEX_FORMAT_VERSION) {
         throw new UnsupportedVersionError(`${root}/index has layout version ${format.readUInt32LE(0)}; this release reads ${INDEX_FORMAT_VERSION}`);
       }
+      rebuild ||= ldb.getSync(keys.meta('rebuilding')) !== undefined;
+      const dbKeys = new DatabaseKeys(masterKey, databaseId);
+      if (rebuild) await rebuildFromBlocks(ldb, store, dbKeys);
       const statsBytes = ldb.getSync(keys.meta('stats'));
       const stats: PersistedStats = { ...ZERO_STATS, ...(statsBytes ? (statsCodec.unpack(statsBytes) as Partial<PersistedStats>) : {}) };
       const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
-      const store = new BlockStore(root, databaseId);
-      await store.init();
-      const dbKeys = new DatabaseKeys(masterKey, databaseId);
       const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
       const db = new OuroDB(root, ldb, dbKeys, chunker, store, options, stats, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
       await db.#recover();
@@ -408,6 +410,34 @@ export class OuroDB {
     } catch (err) {
       await ldb.close().catch(() => {});
       throw err;
+    }
+  }
+
+  /**
+   * Rebuilds every index from the block files alone (see lib/rebuild.ts), after sealing what is
+   * pending. Writes wait while it runs. The rebuilt index answers every query as before.
+   */
+  async rebuildIndex(): Promise<RebuildReport> {
+    this.#checkWritable();
+    let release!: () => void;
+    const exclusive = new Promise<void>((r) => (release = r));
+    while (this.#exclusive) await this.#exclusive;
+    this.#exclusive = exclusive;
+    try {
+      while (this.#gcRun) await this.#gcRun.catch(() => {});
+      await this.#flush();
+      await this.#batchChain;
+      const report = await rebuildIndex(this.#ldb, this.#store, this.#keys, this.#nextSeq, (s) => statsCodec.pack(s));
+      this.#stats = { ...report.stats };
+      this.#nextSeq = report.nextSeq;
+      this.#sealedSeqs.clear();
+      return report;
+    } catch (err) {
+      this.#fail(err);
+      throw err;
+    } finally {
+      this.#exclusive = undefined;
+      release();
     }
   }
 
@@ -486,6 +516,7 @@ export class OuroDB {
     const durability = options.durability ?? this.#durability;
     if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     const link = this.#link(options);
+    while (this.#exclusive) await this.#exclusive;
     const small = smallValue(value);
     const op = small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
     this.#inflight.add(op);
@@ -917,6 +948,7 @@ export class OuroDB {
   async delete(key: string, options: { ifHead?: string | string[] | null; durability?: Durability } = {}): Promise<PutResult> {
     this.#checkWritable();
     const link = this.#link({ key, ifHead: options.ifHead });
+    while (this.#exclusive) await this.#exclusive;
     const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: Date.now(), meta: {}, inline: null };
     const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
     this.#inflight.add(op);
@@ -936,6 +968,7 @@ export class OuroDB {
   async purge(key: string): Promise<{ versions: number }> {
     this.#checkWritable();
     const k = { name: key, bytes: keyBytes(key) };
+    while (this.#exclusive) await this.#exclusive;
     const op = this.#withKey(key, async () => {
       await this.#keySettled(key);
       const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
@@ -1198,6 +1231,39 @@ export class OuroDB {
     if (this.#failed) throw this.#failed;
   }
 
+  // ---------------------------------------------------------------- check
+
+  /** Verifies the index against the blocks (see lib/check.ts); problems come back as data. */
+  async check(options: CheckOptions = {}): Promise<CheckReport> {
+    this.#checkOpen();
+    const sample = options.sample ?? 1;
+    if (typeof sample !== 'number' || !(sample >= 0 && sample <= 1)) throw new BadArgumentError('sample must be a number in [0, 1]');
+    const reader = this.#openReader();
+    const indexes = new Map<string, Promise<EntryRow[]>>();
+    try {
+      return await checkDatabase(
+        {
+          ldb: this.#ldb,
+          snapshot: reader.snapshot,
+          store: this.#store,
+          keys: this.#keys,
+          blockOf: async (seq) => {
+            const open = this.#unsealed.get(seq);
+            const id = this.#ldb.getSync(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
+            if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open.block.rows } : undefined;
+            const file = this.#store.blockPath(id);
+            if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
+            return { name: blockName(id), file, rows: await indexes.get(file)! };
+          },
+          read: (name, file, offset, length) => this.#files.read(name, file, offset, length),
+        },
+        { readData: options.readData ?? false, sample },
+      );
+    } finally {
+      await this.#closeReader(reader);
+    }
+  }
+
   // ---------------------------------------------------------------- gc
 
   #openReader(): { snapshot: Snapshot; epoch: number } {
@@ -1209,11 +1275,21 @@ export class OuroDB {
   async #closeReader(reader: { snapshot: Snapshot; epoch: number }): Promise<void> {
     this.#readers.delete(reader);
     await reader.snapshot.close();
+    await this.#removeDeferred();
   }
 
-  /** Waits until no reader that started before `epoch` is left (they may read older files). */
-  async #readersBefore(epoch: number): Promise<void> {
-    while ([...this.#readers].some((r) => r.epoch < epoch)) await new Promise((r) => setTimeout(r, 10));
+  /**
+   * Removes retired block files no open reader can still name. A reader that started before a
+   * block was retired may read it through its snapshot, so the file waits for that reader; gc
+   * itself never waits (a paused iteration would stall it), and the 'z' mark makes the next open
+   * remove the file if this process ends first.
+   */
+  async #removeDeferred(force = false): Promise<void> {
+    for (const r of [...this.#retiredFiles]) {
+      if (!force && [...this.#readers].some((reader) => reader.epoch < r.epoch)) continue;
+      this.#retiredFiles.delete(r);
+      await this.#removeRetired(r.id, r.seq);
+    }
   }
 
   /**
@@ -1253,7 +1329,7 @@ export class OuroDB {
     this.#checkWritable();
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
-    while (this.#gcRun) await this.#gcRun.catch(() => {});
+    while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
     const run = this.#gc(threshold);
     this.#gcRun = run;
     this.#inflight.add(run);
@@ -1350,9 +1426,8 @@ export class OuroDB {
     ]);
     if (!retired) return;
     failpoint('gc.after-unregister');
-    const epoch = ++this.#epoch;
-    await this.#readersBefore(epoch);
-    await this.#removeRetired(block.id, block.seq);
+    this.#retiredFiles.add({ id: block.id, seq: block.seq, epoch: ++this.#epoch });
+    await this.#removeDeferred();
     report.blocksRemoved++;
     report.bytesFreed += block.size;
   }
@@ -1517,6 +1592,10 @@ export class OuroDB {
     this.#closing ??= (async () => {
       try {
         if (!this.#failed) await this.#flush();
+        if (!this.#failed) {
+          for (const r of [...this.#readers]) await this.#closeReader(r);
+          await this.#removeDeferred(true);
+        }
       } finally {
         this.#closed = true;
         await this.#sealPool.close();
@@ -1609,3 +1688,57 @@ function u64(n: number): Buffer {
   return b;
 }
 
+
+/**
+ * Opens the index LevelDB. A corrupt one is moved aside (kept for inspection, never deleted) and
+ * a fresh one created, which the caller then rebuilds from the blocks.
+ */
+async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> {
+  const dir = path.join(root, 'index');
+  for (let attempt = 0; ; attempt++) {
+    const ldb: Ldb = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    try {
+      await ldb.open();
+      return { ldb, rebuild: attempt > 0 };
+    } catch (err) {
+      const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
+      if (code === 'LEVEL_LOCKED') throw new LockedError(`${root} is open in another process or handle`, { cause: err });
+      if (code === 'LEVEL_CORRUPTION' && attempt === 0) {
+        const aside = `${dir}.corrupt-${Date.now()}`;
+        await fs.rename(dir, aside).catch((e: unknown) => {
+          throw ioError(`moving the corrupt index to ${aside}`, e);
+        });
+        await fsyncDir(root);
+        continue;
+      }
+      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`${dir} is corrupt`, { cause: err });
+      throw ioError(`opening ${dir}`, err);
+    }
+  }
+}
+
+/**
+ * Opening with a lost or corrupt index: open block files lost their WAL records with it, so each
+ * keeps the longest prefix of entries that authenticate under the key and is sealed; then every
+ * index is rebuilt from the sealed blocks.
+ */
+async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKeys): Promise<void> {
+  await ldb.put(keys.meta('rebuilding'), Buffer.from([1]), { sync: true });
+  let maxSeq = 0;
+  for (const seq of await store.listOpen()) {
+    const file = store.openPath(seq);
+    const { rows } = await scanOpenFile(file, dbKeys.data, store.databaseId);
+    maxSeq = Math.max(maxSeq, seq);
+    if (rows.length === 0) {
+      await fs.rm(file, { force: true });
+      continue;
+    }
+    const block = await store.recoverOpen(seq, rows);
+    try {
+      await block.seal(store);
+    } finally {
+      await block.handle.close().catch(() => {});
+    }
+  }
+  await rebuildIndex(ldb, store, dbKeys, maxSeq + 1, (s) => statsCodec.pack(s));
+}

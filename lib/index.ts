@@ -2,6 +2,7 @@
 export { OuroDB, INDEX_FORMAT_VERSION } from './db.js';
 export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport } from './db.js';
 export { MAX_KEY_BYTES } from './keyname.js';
+export type { RebuildReport } from './rebuild.js';
 export {
   OuroError,
   BadArgumentError,

@@ -1,0 +1,165 @@
+/**
+ * `db.check()`: verifies the index against the blocks and reports every problem found, as data,
+ * instead of stopping at the first. Reads the index from one snapshot, so writes may continue.
+ *
+ * Always: every registered block's header, footer and trailer (and that its contents hash to its
+ * id), every location against the footer row it names, every head and version against the
+ * object locations. With `readData`: every entry (or a `sample` share of them) is read, checked
+ * against its footer hash and authenticated with the key, and every live object record is
+ * decoded to check its chunks exist and the reference counts match.
+ */
+import crypto from 'node:crypto';
+import type { ClassicLevel } from 'classic-level';
+import { EntryKind, type EntryRow } from '../blockstore/format.js';
+import type { BlockStore } from '../blockstore/store.js';
+import { PREFIX_BLOCK, PREFIX_CHUNK, PREFIX_HEADS, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_VERSION, keys } from '../index/keys.js';
+import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
+import { toHex } from './bytes.js';
+import type { DatabaseKeys } from './crypto.js';
+import { openEntry } from './entry.js';
+import { OuroError } from './errors.js';
+import { decodeRecord } from './record.js';
+
+type Ldb = ClassicLevel<Buffer, Buffer>;
+type Snapshot = ReturnType<Ldb['snapshot']>;
+
+export interface CheckProblem {
+  kind: string;
+  block?: string;
+  id?: string;
+  key?: string;
+  message: string;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  blocks: number;
+  entries: number;
+  entriesRead: number;
+  problems: CheckProblem[];
+}
+
+export interface CheckSource {
+  ldb: Ldb;
+  snapshot: Snapshot;
+  store: BlockStore;
+  keys: DatabaseKeys;
+  /** The file and entry rows of block `seq`, sealed or open, or undefined if there is none. */
+  blockOf(seq: number): Promise<{ name: string; file: string; rows: EntryRow[] } | undefined>;
+  /** Reads `length` bytes at `offset` of a block file. */
+  read(name: string, file: string, offset: number, length: number): Promise<Buffer>;
+}
+
+export async function checkDatabase(src: CheckSource, options: { readData: boolean; sample: number }): Promise<CheckResult> {
+  const { ldb, snapshot } = src;
+  const problems: CheckProblem[] = [];
+  const result: CheckResult = { ok: true, blocks: 0, entries: 0, entriesRead: 0, problems };
+  const iter = (prefix: number) => ldb.iterator({ ...keys.range(prefix), snapshot });
+  const getSync = (k: Buffer) => ldb.getSync(k, { snapshot });
+
+  // Blocks: structure and id. Registered files on disk and registered blocks agree.
+  const registered = new Set<string>();
+  for await (const [k, v] of iter(PREFIX_BLOCK)) {
+    const id = toHex(k.subarray(1));
+    registered.add(id);
+    result.blocks++;
+    const info = decodeBlockInfo(v);
+    const named = getSync(keys.sealedSeq(info.seq));
+    if (!named || toHex(named) !== id) problems.push({ kind: 'seq-mismatch', block: id, message: `block seq ${info.seq} does not map back to ${id}` });
+    try {
+      const index = await src.store.readIndex(src.store.blockPath(k.subarray(1)));
+      if (toHex(index.id) !== id) problems.push({ kind: 'block-corrupt', block: id, message: `contents hash to ${toHex(index.id)}` });
+    } catch (err) {
+      problems.push({ kind: (err as { cause?: { code?: string } }).cause?.code === 'ENOENT' ? 'block-missing' : 'block-corrupt', block: id, message: (err as Error).message });
+    }
+  }
+  for (const { idHex } of await src.store.listSealed()) {
+    if (!registered.has(idHex) && getSync(keys.retired(Buffer.from(idHex, 'hex'))) === undefined) {
+      problems.push({ kind: 'block-unregistered', block: idHex, message: 'a block file the index does not know' });
+    }
+  }
+
+  // Locations against the footer rows they name; with readData, the entries themselves.
+  const rowsBySeq = new Map<number, Map<number, EntryRow> | null>();
+  const rowAt = async (seq: number, offset: number) => {
+    if (!rowsBySeq.has(seq)) {
+      const b = await src.blockOf(seq).catch(() => undefined);
+      rowsBySeq.set(seq, b ? new Map(b.rows.map((r) => [r.offset, r])) : null);
+    }
+    return rowsBySeq.get(seq)?.get(offset);
+  };
+  const liveObjects: Buffer[] = [];
+  for (const prefix of [PREFIX_CHUNK, PREFIX_OBJECT]) {
+    for await (const [k, v] of iter(prefix)) {
+      const id = Buffer.from(k.subarray(1));
+      const loc = decodeLocation(v);
+      result.entries++;
+      if (prefix === PREFIX_OBJECT) liveObjects.push(id);
+      const row = await rowAt(loc.seq, loc.offset);
+      if (!row || !row.id.equals(id) || row.length !== loc.length) {
+        problems.push({ kind: 'location-dangling', id: toHex(id), message: `the index places it at block seq ${loc.seq} offset ${loc.offset}, where there is no such entry` });
+        continue;
+      }
+      if (!options.readData || Math.random() >= options.sample) continue;
+      const block = (await src.blockOf(loc.seq))!;
+      try {
+        const bytes = await src.read(block.name, block.file, loc.offset, loc.length);
+        if (!crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) throw new Error('entry bytes do not match the footer hash');
+        openEntry(src.keys.data, bytes, { id, kind: prefix === PREFIX_CHUNK ? EntryKind.Chunk : EntryKind.Object }, block.file, loc.offset);
+        result.entriesRead++;
+      } catch (err) {
+        problems.push({ kind: 'entry-corrupt', block: block.name, id: toHex(id), message: (err as Error).message });
+      }
+    }
+  }
+
+  // Keys: heads and versions name existing objects.
+  for await (const [k, v] of iter(PREFIX_HEADS)) {
+    const key = k.subarray(1);
+    const name = key.toString('utf8');
+    try {
+      for (const h of decodeHeads(v)) {
+        if (getSync(keys.version(key, h.n, h.hash)) === undefined) problems.push({ kind: 'head-dangling', key: name, id: toHex(h.hash), message: 'a head with no version entry' });
+        if (getSync(keys.object(h.hash)) === undefined) problems.push({ kind: 'head-dangling', key: name, id: toHex(h.hash), message: 'a head whose object is not in the index' });
+      }
+    } catch (err) {
+      problems.push({ kind: 'index-corrupt', key: name, message: (err as Error).message });
+    }
+  }
+  for await (const k of ldb.keys({ ...keys.range(PREFIX_VERSION), snapshot })) {
+    const v = keys.decodeVersion(k);
+    if (getSync(keys.object(v.hash)) === undefined) problems.push({ kind: 'version-dangling', key: v.key.toString('utf8'), id: toHex(v.hash), message: 'a version whose object is not in the index' });
+  }
+
+  // Records: chunks exist and reference counts match (reads every live record).
+  if (options.readData) {
+    const counts = new Map<string, number>();
+    for (const id of liveObjects) {
+      try {
+        const loc = decodeLocation(getSync(keys.object(id))!);
+        const block = await src.blockOf(loc.seq);
+        if (!block) continue;
+        const plain = openEntry(src.keys.data, await src.read(block.name, block.file, loc.offset, loc.length), { id, kind: EntryKind.Object }, block.file, loc.offset);
+        const r = decodeRecord(plain, toHex(id));
+        if (r.type === 'purge') continue;
+        for (const c of r.chunks) {
+          const hex = toHex(c.id);
+          counts.set(hex, (counts.get(hex) ?? 0) + 1);
+          if (getSync(keys.chunk(c.id)) === undefined) problems.push({ kind: 'chunk-missing', id: hex, message: `object ${toHex(id)} names a chunk the index does not have` });
+        }
+      } catch (err) {
+        if (!(err instanceof OuroError)) throw err;
+        problems.push({ kind: 'record-corrupt', id: toHex(id), message: err.message });
+      }
+    }
+    for await (const [k, v] of iter(PREFIX_REFCOUNT)) {
+      const hex = toHex(k.subarray(1));
+      const want = counts.get(hex) ?? 0;
+      counts.delete(hex);
+      if (decodeCount(v) !== want) problems.push({ kind: 'refcount-mismatch', id: hex, message: `stored ${decodeCount(v)}, counted ${want}` });
+    }
+    for (const [hex, want] of counts) problems.push({ kind: 'refcount-mismatch', id: hex, message: `stored 0, counted ${want}` });
+  }
+  result.ok = problems.length === 0;
+  return result;
+}

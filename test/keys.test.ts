@@ -1,0 +1,339 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConflictError, OuroDB } from '../lib/index.js';
+import { FAST_KDF, pseudoRandom, tempDir } from './helpers.js';
+import { dump } from './dump.js';
+
+const key = Buffer.alloc(32, 7);
+const open = (dir: string, blockSize = 64 * 1024) => OuroDB.open(dir, { key, blockSize, kdf: FAST_KDF, chunkSizes: { min: 4096, avg: 16384, max: 65536 } });
+const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+
+describe('keys', () => {
+  it('refuses invalid keys with a typed error', async () => {
+    const db = await open(tempDir());
+    try {
+      for (const bad of ['', 'a\0b', '\ud800', 'x'.repeat(1025), 'é'.repeat(513)]) {
+        await expect(db.put('v', { key: bad })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+      }
+      await expect(db.getByKey('')).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+      await expect(db.put('v', { key: 'é'.repeat(512) })).resolves.toBeTruthy();
+      expect((await db.stats()).objects).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('keeps a head and a history, newest first, with sizes, times and metadata', async () => {
+    const db = await open(tempDir());
+    try {
+      const v1 = await db.put('first', { key: 'doc', meta: { author: 'ann' } });
+      const v2 = await db.put(pseudoRandom('big', 200_000), { key: 'doc' });
+      const v3 = await db.put('third', { key: 'doc', meta: { author: 'bob' } });
+      expect(await db.head('doc')).toBe(v3.hash);
+      expect(await db.heads('doc')).toEqual([v3.hash]);
+      expect(text(await db.getByKey('doc'))).toBe('third');
+      const h = await Array.fromAsync(db.history('doc'));
+      expect(h.map((v) => [v.hash, v.version, v.size])).toEqual([
+        [v3.hash, 3, 5],
+        [v2.hash, 2, 200_000],
+        [v1.hash, 1, 5],
+      ]);
+      expect(h[0]!.meta).toEqual({ author: 'bob' });
+      expect(h[0]!.prev).toEqual([v2.hash]);
+      expect(h[2]!.prev).toEqual([]);
+      expect(h[0]!.created.getTime()).toBeGreaterThanOrEqual(h[2]!.created.getTime());
+      expect(Buffer.from(await db.get(v2.hash)).equals(pseudoRandom('big', 200_000))).toBe(true);
+      expect((await db.stat(v1.hash)).key).toBe('doc');
+      expect(await db.head('nothing')).toBeNull();
+      await expect(db.getByKey('nothing')).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('compare-and-set: ifHead must name the current heads, null means create-only', async () => {
+    const db = await open(tempDir());
+    try {
+      const a = await db.put('a', { key: 'k', ifHead: null });
+      await expect(db.put('b', { key: 'k', ifHead: null })).rejects.toBeInstanceOf(ConflictError);
+      const b = await db.put('b', { key: 'k', ifHead: a.hash });
+      const err = await db.put('c', { key: 'k', ifHead: a.hash }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConflictError);
+      expect(err).toMatchObject({ code: 'OURO_CONFLICT', expected: [a.hash], actual: [b.hash] });
+      expect(await db.head('k')).toBe(b.hash);
+      // Of many concurrent writers naming the same head, exactly one wins.
+      const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) => db.put(`w${i}`, { key: 'k', ifHead: b.hash })));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect(results.filter((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'OURO_CONFLICT')).toHaveLength(15);
+      expect(await Array.fromAsync(db.history('k'))).toHaveLength(3);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('two heads from a concurrent version, merged by a put naming both', async () => {
+    const db = await open(tempDir());
+    try {
+      const v1 = await db.put('base', { key: 'k' });
+      const v2 = await db.put('mine', { key: 'k' });
+      const v2b = await db.put('theirs', { key: 'k', prev: [v1.hash] });
+      const heads = await db.heads('k');
+      expect([...heads].sort()).toEqual([v2.hash, v2b.hash].sort());
+      await expect(db.put('x', { key: 'k', ifHead: v2.hash })).rejects.toMatchObject({ code: 'OURO_CONFLICT' });
+      const merged = await db.put('merged', { key: 'k', ifHead: [v2.hash, v2b.hash] });
+      expect(await db.heads('k')).toEqual([merged.hash]);
+      const st = await db.stat(merged.hash);
+      expect([...st.prev].sort()).toEqual([v2.hash, v2b.hash].sort());
+      expect((await Array.fromAsync(db.history('k')))[0]).toMatchObject({ hash: merged.hash, version: 3 });
+      await expect(db.put('x', { key: 'k', prev: ['0'.repeat(64)] })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('parents and children, paginated; a missing parent is refused', async () => {
+    const db = await open(tempDir());
+    try {
+      const p = await db.put('parent');
+      const kids: string[] = [];
+      for (let i = 0; i < 25; i++) kids.push((await db.put(`child ${i}`, { parent: p.hash, key: i % 2 ? `c${i}` : undefined })).hash);
+      kids.sort();
+      const page1 = await db.children(p.hash, { limit: 10 });
+      const page2 = await db.children(p.hash, { limit: 10, after: page1.at(-1) });
+      const page3 = await db.children(p.hash, { limit: 10, after: page2.at(-1) });
+      expect([...page1, ...page2, ...page3]).toEqual(kids);
+      expect(page3).toHaveLength(5);
+      expect(await db.parent(kids[0]!)).toBe(p.hash);
+      expect(await db.parent(p.hash)).toBeNull();
+      await expect(db.put('orphan', { parent: 'ab'.repeat(32) })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('lists keys in byte order by prefix, after and limit, from one consistent state', async () => {
+    const db = await open(tempDir());
+    try {
+      const names = ['a', 'a/1', 'a/2', 'a/10', 'b', 'b/x', 'é', 'z'];
+      for (const n of names) await db.put(n, { key: n });
+      const all = (await Array.fromAsync(db.list())).map((e) => e.key);
+      expect(all).toEqual([...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))));
+      expect((await Array.fromAsync(db.list({ prefix: 'a/' }))).map((e) => e.key)).toEqual(['a/1', 'a/10', 'a/2']);
+      expect((await Array.fromAsync(db.list({ prefix: 'a/', after: 'a/10' }))).map((e) => e.key)).toEqual(['a/2']);
+      expect((await Array.fromAsync(db.list({ limit: 2, after: 'a/2' }))).map((e) => e.key)).toEqual(['b', 'b/x']);
+      await db.delete('b');
+      expect((await Array.fromAsync(db.list({ prefix: 'b' }))).map((e) => e.key)).toEqual(['b/x']);
+      expect((await Array.fromAsync(db.list({ prefix: 'b', includeDeleted: true }))).map((e) => [e.key, e.deleted])).toEqual([
+        ['b', true],
+        ['b/x', false],
+      ]);
+      // A listing started before more writes does not see them.
+      const it = db.list({ prefix: 'a' });
+      const first = await it.next();
+      for (let i = 0; i < 5; i++) await db.put('late', { key: `a/late${i}` });
+      const rest = await Array.fromAsync({ [Symbol.asyncIterator]: () => it });
+      expect([first.value!.key, ...rest.map((e) => e.key)]).toEqual(['a', 'a/1', 'a/10', 'a/2']);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('delete writes a tombstone that history keeps; purge forgets every version', async () => {
+    const db = await open(tempDir());
+    try {
+      const v1 = await db.put('one', { key: 'k' });
+      const t = await db.delete('k');
+      await expect(db.getByKey('k')).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+      expect(await db.head('k')).toBe(t.hash);
+      expect((await Array.fromAsync(db.history('k'))).map((v) => v.type)).toEqual(['tombstone', 'value']);
+      expect(text(await db.get(v1.hash))).toBe('one');
+      const v3 = await db.put('again', { key: 'k' });
+      expect((await db.stat(v3.hash)).prev).toEqual([t.hash]);
+      expect(await db.purge('k')).toEqual({ versions: 3 });
+      await expect(db.get(v1.hash)).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+      expect(await db.head('k')).toBeNull();
+      expect(await Array.fromAsync(db.history('k'))).toEqual([]);
+      expect(await db.purge('k')).toEqual({ versions: 0 });
+      const fresh = await db.put('new life', { key: 'k' });
+      expect((await db.stat(fresh.hash)).prev).toEqual([]);
+      expect((await db.stats()).objects).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('gc', () => {
+  it('gives the space of purged values back, on disk and in stats, and keeps the rest', async () => {
+    const dir = tempDir();
+    const db = await open(dir, 1 << 20);
+    try {
+      for (let i = 0; i < 24; i++) await db.put(pseudoRandom(`v${i}`, 300_000), { key: `k${i}` });
+      await db.flush();
+      const before = await db.stats();
+      for (let i = 0; i < 20; i++) await db.purge(`k${i}`);
+      const report = await db.gc();
+      const after = await db.stats();
+      expect(report.blocksRemoved).toBeGreaterThan(0);
+      expect(after.storedBytes).toBeLessThan(before.storedBytes * 0.3);
+      expect(after.uniqueBytes).toBe(4 * 300_000);
+      expect(after.objects).toBe(4);
+      expect(diskBytes(path.join(dir, 'blocks'))).toBeLessThan(before.storedBytes * 0.3);
+      for (let i = 20; i < 24; i++) expect(Buffer.from(await db.getByKey(`k${i}`)).equals(pseudoRandom(`v${i}`, 300_000))).toBe(true);
+      expect((await db.check({ readData: true })).problems).toEqual([]);
+    } finally {
+      await db.close();
+    }
+    const again = await open(dir);
+    try {
+      expect(Buffer.from(await again.getByKey('k23')).equals(pseudoRandom('v23', 300_000))).toBe(true);
+      expect((await again.check({ readData: true })).ok).toBe(true);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('runs while writers reuse the chunks it is collecting, and loses none of them', async () => {
+    const dir = tempDir();
+    const db = await open(dir, 256 * 1024);
+    try {
+      const value = (i: number) => pseudoRandom(`shared${i % 10}`, 50_000);
+      for (let i = 0; i < 40; i++) await db.put(value(i), { key: `old${i}` });
+      await db.flush();
+      for (let i = 0; i < 40; i++) await db.purge(`old${i}`);
+      const writes = (async () => {
+        for (let i = 0; i < 40; i++) await db.put(value(i), { key: `new${i}` });
+      })();
+      const gcs = (async () => {
+        for (let r = 0; r < 4; r++) await db.gc({ threshold: 1 });
+      })();
+      await Promise.all([writes, gcs]);
+      await db.flush();
+      await db.gc({ threshold: 1 });
+      for (let i = 0; i < 40; i++) expect(Buffer.from(await db.getByKey(`new${i}`)).equals(value(i))).toBe(true);
+      expect((await db.check({ readData: true })).problems).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a history iteration keeps reading the versions it saw while gc moves them', async () => {
+    const db = await open(tempDir(), 64 * 1024);
+    try {
+      for (let i = 0; i < 6; i++) await db.put(pseudoRandom(`h${i}`, 30_000), { key: 'h' });
+      for (let i = 0; i < 6; i++) await db.put(pseudoRandom(`x${i}`, 30_000), { key: `x${i}` });
+      await db.flush();
+      const it = db.history('h');
+      const first = await it.next();
+      for (let i = 0; i < 6; i++) await db.purge(`x${i}`);
+      await db.gc({ threshold: 1 });
+      const rest = await Array.fromAsync({ [Symbol.asyncIterator]: () => it });
+      expect([first.value!, ...rest].map((v) => v.version)).toEqual([6, 5, 4, 3, 2, 1]);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('check and rebuildIndex', () => {
+  async function populate(db: OuroDB): Promise<void> {
+    const root = await db.put('root');
+    for (let i = 0; i < 30; i++) {
+      await db.put(pseudoRandom(`p${i}`, i % 3 === 0 ? 40_000 : 900), { key: `key/${i % 12}`, parent: i % 4 === 0 ? root.hash : undefined, meta: { i: String(i) } });
+    }
+    await db.put('fork', { key: 'key/1', prev: [(await Array.fromAsync(db.history('key/1'))).at(-1)!.hash] });
+    await db.delete('key/2');
+    await db.purge('key/3');
+    await db.put('unkeyed');
+  }
+
+  it('rebuildIndex answers every query as the original index did', async () => {
+    const dir = tempDir();
+    const db = await open(dir);
+    try {
+      await populate(db);
+      const before = await dump(db);
+      const report = await db.rebuildIndex();
+      expect(report.skipped).toEqual([]);
+      expect(await dump(db)).toEqual(before);
+      expect((await db.check({ readData: true })).problems).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('opening with a lost index directory rebuilds it, open blocks included', async () => {
+    const dir = tempDir();
+    const db = await open(dir, 1 << 20);
+    await populate(db);
+    await db.flush();
+    await db.put('in an open block', { key: 'late' });
+    const before = await dump(db);
+    // Copy the directory while the handle is open: the image a kill -9 leaves (an open block, WAL).
+    const crashed = tempDir();
+    fs.cpSync(dir, crashed, { recursive: true });
+    await db.close();
+    fs.rmSync(path.join(crashed, 'index'), { recursive: true });
+    const reopened = await open(crashed);
+    try {
+      expect(await dump(reopened)).toEqual(before);
+      expect(text(await reopened.getByKey('late'))).toBe('in an open block');
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it('opening with a corrupt index moves it aside and rebuilds', async () => {
+    const dir = tempDir();
+    const db = await open(dir);
+    await populate(db);
+    const before = await dump(db);
+    await db.close();
+    const index = path.join(dir, 'index');
+    for (const f of fs.readdirSync(index).filter((f) => f.startsWith('MANIFEST-'))) fs.writeFileSync(path.join(index, f), Buffer.alloc(200, 0xaa));
+    const reopened = await open(dir);
+    try {
+      expect(await dump(reopened)).toEqual(before);
+      expect(fs.readdirSync(dir).some((f) => f.startsWith('index.corrupt-'))).toBe(true);
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it('check reports damaged entries, missing blocks and wrong counts as data', async () => {
+    const dir = tempDir();
+    const db = await open(dir, 64 * 1024);
+    await populate(db);
+    await db.flush();
+    expect(await db.check({ readData: true })).toMatchObject({ ok: true, problems: [] });
+    await db.close();
+    const blocks = fs.readdirSync(path.join(dir, 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+    // Flip a byte inside the first entry's payload of one block, delete another block.
+    const victim = blocks[0]!;
+    const bytes = fs.readFileSync(victim);
+    bytes[40 + 72 + 3]! ^= 0xff;
+    fs.writeFileSync(victim, bytes);
+    fs.rmSync(blocks[1]!);
+    const reopened = await open(dir);
+    try {
+      const structural = await reopened.check();
+      expect(structural.ok).toBe(false);
+      expect(structural.problems.map((p) => p.kind)).toContain('block-missing');
+      const full = await reopened.check({ readData: true });
+      const kinds = new Set(full.problems.map((p) => p.kind));
+      expect(kinds.has('entry-corrupt')).toBe(true);
+      expect(kinds.has('block-missing')).toBe(true);
+      expect(full.problems.find((p) => p.kind === 'entry-corrupt')!.id).toMatch(/^[0-9a-f]{64}$/);
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+
+function diskBytes(dir: string): number {
+  return fs
+    .readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .reduce((n, e) => n + fs.statSync(path.join(e.parentPath, e.name)).size, 0);
+}
