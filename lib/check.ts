@@ -46,6 +46,8 @@ export interface CheckSource {
   keys: DatabaseKeys;
   /** The file and entry rows of block `seq`, sealed or open, or undefined if there is none. */
   blockOf(seq: number): Promise<{ name: string; file: string; rows: EntryRow[] } | undefined>;
+  /** Whether open block `seq` is being sealed now (its file may be renamed but not registered yet). */
+  sealing(seq: number): boolean;
   /** Reads `length` bytes at `offset` of a block file. */
   read(name: string, file: string, offset: number, length: number): Promise<Buffer>;
 }
@@ -73,10 +75,14 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
       problems.push({ kind: (err as { cause?: { code?: string } }).cause?.code === 'ENOENT' ? 'block-missing' : 'block-corrupt', block: id, message: (err as Error).message });
     }
   }
-  for (const { idHex } of await src.store.listSealed()) {
-    if (!registered.has(idHex) && getSync(keys.retired(Buffer.from(idHex, 'hex'))) === undefined) {
-      problems.push({ kind: 'block-unregistered', block: idHex, message: 'a block file the index does not know' });
-    }
+  for (const { idHex, path: file } of await src.store.listSealed()) {
+    const id = Buffer.from(idHex, 'hex');
+    if (registered.has(idHex) || getSync(keys.retired(id)) !== undefined) continue;
+    // Sealed or retired after the snapshot was taken, or being sealed right now: not a problem.
+    if (ldb.getSync(keys.block(id)) !== undefined || ldb.getSync(keys.retired(id)) !== undefined) continue;
+    const seq = await src.store.readIndex(file).then((i) => i.seq, () => undefined);
+    if (seq !== undefined && src.sealing(seq)) continue;
+    problems.push({ kind: 'block-unregistered', block: idHex, message: 'a block file the index does not know' });
   }
 
   // Locations against the footer rows they name; with readData, the entries themselves.

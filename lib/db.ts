@@ -1255,6 +1255,7 @@ export class OuroDB {
             if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
             return { name: blockName(id), file, rows: await indexes.get(file)! };
           },
+          sealing: (seq) => this.#unsealed.has(seq),
           read: (name, file, offset, length) => this.#files.read(name, file, offset, length),
         },
         { readData: options.readData ?? false, sample },
