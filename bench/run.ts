@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro]`: the engine's benchmarks, each next to its peer
+ * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc]`: the engine's benchmarks, each next to its peer
  * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
@@ -8,6 +8,7 @@
  *   small    1 KiB puts, 64 concurrent writers, durable
  *            peer: raw classic-level put({ sync: true }) from 64 concurrent writers
  *   micro    chunker, chunk id, entry sealing, XChaCha native vs @noble (benchmark package)
+ *   keyed, list, gc: the key model (bench/keys.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -24,10 +25,12 @@ import { AeadKey, DatabaseKeys, gearTable, xchachaSeal, xchachaSealReference } f
 import { sealEntry } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { EntryKind } from '../blockstore/format.js';
+import { gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
 const only = values.only;
-if (only !== undefined && !['ingest', 'small', 'micro'].includes(only)) throw new Error('--only takes ingest, small or micro');
+const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc'];
+if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only takes one of ${PARTS.join(', ')}`);
 const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
 const smallPuts = values.quick ? 10_000 : 40_000;
@@ -156,6 +159,28 @@ if (runs('small')) {
   console.log('\nsmall values, 1 KiB, 64 concurrent writers, durable   puts/s   peer puts/s  ratio');
   console.log(`  OuroDB put vs classic-level put({sync:true})  ${fmt(small.ouro)}   ${fmt(small.level)}   ${(small.ouro / small.level).toFixed(2)}`);
   Object.assign(results, { smallPutsPerSec: small.ouro, levelSyncPutsPerSec: small.level });
+}
+if (runs('keyed')) {
+  const k = await keyedPutsAndReads(work, smallPuts, values.quick ? 20_000 : 100_000);
+  console.log('\nkeyed values, 1 KiB (puts: 64 writers, durable; reads: 16)   ops/s   peer ops/s  ratio');
+  console.log(`  OuroDB put {key} vs classic-level put({sync:true})    ${fmt(k.put)}   ${fmt(k.levelPut)}   ${(k.put / k.levelPut).toFixed(2)}`);
+  console.log(`  OuroDB getByKey vs classic-level get                  ${fmt(k.get)}   ${fmt(k.levelGet)}   ${(k.get / k.levelGet).toFixed(2)}`);
+  Object.assign(results, { keyedPutsPerSec: k.put, levelKeyedPutsPerSec: k.levelPut, getByKeyPerSec: k.get, levelGetPerSec: k.levelGet });
+}
+if (runs('list')) {
+  const count = values.quick ? 100_000 : 1_000_000;
+  const l = await listing(work, count);
+  console.log(`\nlist of ${count} keys                                    keys/s   peer keys/s  ratio`);
+  console.log(`  OuroDB list() vs classic-level iterator              ${fmt(l.keysPerSec)}   ${fmt(l.levelKeysPerSec)}   ${(l.keysPerSec / l.levelKeysPerSec).toFixed(2)}`);
+  console.log(`  (filling the database took ${l.fillSecs.toFixed(0)} s, relaxed durability)`);
+  Object.assign(results, { listKeys: count, listKeysPerSec: l.keysPerSec, levelIterKeysPerSec: l.levelKeysPerSec });
+}
+if (runs('gc')) {
+  const g = await gcReclaim(work, values.quick ? 64 : 256);
+  console.log('\ngc: 3 of 4 values purged, a 16-writer put loop running');
+  console.log(`  freed ${g.freedMiB.toFixed(0)} MiB of block files, copied ${g.copiedMiB.toFixed(0)} MiB of live entries: ${g.reclaimMiBs.toFixed(0)} MiB/s of dead data reclaimed`);
+  console.log(`  stored bytes ${(g.storedBefore / MiB).toFixed(0)} MiB -> ${(g.storedAfter / MiB).toFixed(0)} MiB; writer ${g.writerBefore.toFixed(0)} puts/s before gc, ${g.writerDuring.toFixed(0)} during (ratio ${(g.writerDuring / g.writerBefore).toFixed(2)})`);
+  Object.assign(results, { gc: g });
 }
 if (runs('micro')) {
   const m = await micro();

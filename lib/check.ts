@@ -79,9 +79,10 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
     const id = Buffer.from(idHex, 'hex');
     if (registered.has(idHex) || getSync(keys.retired(id)) !== undefined) continue;
     // Sealed or retired after the snapshot was taken, or being sealed right now: not a problem.
-    if (ldb.getSync(keys.block(id)) !== undefined || ldb.getSync(keys.retired(id)) !== undefined) continue;
     const seq = await src.store.readIndex(file).then((i) => i.seq, () => undefined);
     if (seq !== undefined && src.sealing(seq)) continue;
+    // Checked after the await: a seal may have registered it meanwhile.
+    if (ldb.getSync(keys.block(id)) !== undefined || ldb.getSync(keys.retired(id)) !== undefined) continue;
     problems.push({ kind: 'block-unregistered', block: idHex, message: 'a block file the index does not know' });
   }
 
@@ -146,6 +147,10 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
         const block = await src.blockOf(loc.seq);
         if (!block) continue;
         const plain = openEntry(src.keys.data, await src.read(block.name, block.file, loc.offset, loc.length), { id, kind: EntryKind.Object }, block.file, loc.offset);
+        if (!src.keys.objectId(plain).equals(id)) {
+          problems.push({ kind: 'record-corrupt', id: toHex(id), message: 'the record does not hash to its id' });
+          continue;
+        }
         const r = decodeRecord(plain, toHex(id));
         if (r.type === 'purge') continue;
         for (const c of r.chunks) {

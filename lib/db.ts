@@ -42,6 +42,7 @@ import {
 } from './errors.js';
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
+import { RecordCache } from './record-cache.js';
 import { type RebuildReport, rebuildIndex, scanOpenFile } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { nextHeads, versionNumber } from './versions.js';
@@ -67,6 +68,8 @@ export interface OpenOptions {
   compression?: boolean;
   /** Default durability of put (default 'durable'). */
   durability?: Durability;
+  /** Bytes of decoded small object records kept in memory for reads (default 16 MiB; 0: none). */
+  recordCacheBytes?: number;
 }
 
 export interface PutOptions {
@@ -303,6 +306,7 @@ export class OuroDB {
   readonly #blockSize: number;
   readonly #compression: boolean;
   readonly #durability: Durability;
+  readonly #recordCache: RecordCache;
 
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -321,6 +325,8 @@ export class OuroDB {
   readonly #inflight = new Set<Promise<unknown>>();
   /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
   readonly #sealedSeqs = new Map<number, Buffer>();
+  /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
+  readonly #blockFiles = new Map<number, [string, string]>();
   /** Counter changes of the batch being prepared (set only inside #writeBatch's prepare step). */
   #counters: Counters | undefined;
   /** Per-key write locks: the tail of each key's chain of waiting writes. */
@@ -352,6 +358,7 @@ export class OuroDB {
     this.#stats = stats;
     this.#nextSeq = nextSeq;
     this.#sealPool = new SealPool(keys.material);
+    this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
   }
 
   /**
@@ -365,6 +372,7 @@ export class OuroDB {
       throw new BadArgumentError('blockSize must be an integer between 4 KiB and 1 GiB');
     }
     if (options.durability !== undefined && options.durability !== 'durable' && options.durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
+    if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
     const root = path.resolve(dir);
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
     let masterKey: Uint8Array;
@@ -431,6 +439,8 @@ export class OuroDB {
       this.#stats = { ...report.stats };
       this.#nextSeq = report.nextSeq;
       this.#sealedSeqs.clear();
+      this.#blockFiles.clear();
+      this.#recordCache.clear();
       return report;
     } catch (err) {
       this.#fail(err);
@@ -839,7 +849,11 @@ export class OuroDB {
     this.#checkOpen();
     const head = this.#newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
-    return this.get(toHex(head.hash));
+    const record = await this.#readRecord(head.hash);
+    if (record.inline) return record.inline;
+    const parts: Uint8Array[] = [];
+    for await (const part of this.#streamRecord(record)) parts.push(part);
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   /** The newest head of `key` (a tombstone's hash once deleted), or null if the key has no version. */
@@ -982,6 +996,7 @@ export class OuroDB {
         if (parent) ops.push({ type: 'del', key: keys.child(parent, v.hash) });
       });
       const prepare = (_ops: BatchOp[], delta: Partial<PersistedStats>) => {
+        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
         versions.forEach((v, i) => {
           const r = records[i]!;
           const loc = this.#ldb.getSync(keys.object(v.hash));
@@ -1005,6 +1020,8 @@ export class OuroDB {
       if (entry) {
         this.#overlay(key, [], entry);
         await entry.committed;
+        // Again after the batch landed: a read between prepare and landing may have cached one.
+        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
       }
       return versions.length;
     });
@@ -1438,6 +1455,7 @@ export class OuroDB {
     const file = this.#store.blockPath(id);
     this.#files.retire(blockName(id));
     this.#sealedSeqs.delete(seq);
+    this.#blockFiles.delete(seq);
     await fs.rm(file, { force: true }).catch((err: unknown) => {
       throw ioError(`remove ${file}`, err);
     });
@@ -1459,7 +1477,10 @@ export class OuroDB {
   async *stream(hash: string): AsyncGenerator<Uint8Array> {
     this.#checkOpen();
     const id = parseHash(hash);
-    const record = await this.#readRecord(id);
+    yield* this.#streamRecord(await this.#readRecord(id));
+  }
+
+  async *#streamRecord(record: ObjectRecord): AsyncGenerator<Uint8Array> {
     if (record.inline) {
       if (record.inline.byteLength > 0) yield record.inline;
       return;
@@ -1505,10 +1526,22 @@ export class OuroDB {
     };
   }
 
+  /**
+   * An object record, authenticated: the entry's AEAD binds its bytes to the hash (the id is in
+   * the associated data), so only a holder of the key could have written them under this hash.
+   * Recomputing the HMAC over the record as well would cost a fifth of a small read for no
+   * further assurance; check({ readData }) still does it, to catch a writer that computed a
+   * hash over other bytes than it stored.
+   */
   async #readRecord(hash: Buffer, snapshot?: Snapshot): Promise<ObjectRecord> {
+    const hex = toHex(hash);
+    const cached = this.#recordCache.get(hex);
+    if (cached) return cached;
+    const generation = this.#recordCache.generation;
     const bytes = await this.#readEntry(EntryKind.Object, hash, snapshot);
-    if (!this.#keys.objectId(bytes).equals(hash)) throw new CorruptionError(`object record ${toHex(hash)} does not hash to its id`, { location: { id: toHex(hash) } });
-    return decodeRecord(bytes, toHex(hash));
+    const record = decodeRecord(bytes, hex);
+    this.#recordCache.set(hex, record, bytes.length, generation);
+    return record;
   }
 
   /**
@@ -1548,13 +1581,19 @@ export class OuroDB {
    * the FileCache) until #sealedSeqs knows its block, so a read never finds neither.
    */
   #fileOf(loc: Location): [string, string] {
+    const known = this.#blockFiles.get(loc.seq);
+    if (known && this.#sealedSeqs.has(loc.seq)) return known;
     let id = this.#sealedSeqs.get(loc.seq);
     if (id === undefined && !this.#unsealed.has(loc.seq)) {
       id = this.#ldb.getSync(keys.sealedSeq(loc.seq));
       if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
       this.#sealedSeqs.set(loc.seq, id);
     }
-    return id ? [blockName(id), this.#store.blockPath(id)] : [openName(loc.seq), this.#store.openPath(loc.seq)];
+    if (!id) return [openName(loc.seq), this.#store.openPath(loc.seq)];
+    // Sealed blocks never move: remember their name and path (bounded like #sealedSeqs).
+    const file: [string, string] = [blockName(id), this.#store.blockPath(id)];
+    this.#blockFiles.set(loc.seq, file);
+    return file;
   }
 
   // ---------------------------------------------------------------- stats and lifecycle
