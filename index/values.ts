@@ -99,7 +99,7 @@ export interface Head {
   n: number;
   tombstone: boolean;
 }
-const HEAD_BYTES = 41;
+export const HEAD_BYTES = 41;
 
 export function encodeHeads(heads: readonly Head[]): Buffer {
   if (heads.length === 0 || heads.length > 255) throw new RangeError(`a key has 1..255 heads, not ${heads.length}`);
