@@ -14,6 +14,8 @@ import { fixture } from './paths.js';
 interface Run {
   acks: Map<string, string>;
   purged: Set<string>;
+  /** A key whose purge may have completed without its acknowledgement being printed. */
+  inFlightPurge?: string;
   lines: string[];
   signal: NodeJS.Signals | null;
 }
@@ -45,7 +47,13 @@ function run(script: string, dir: string, key: Buffer, count: number, opts: { fa
         const p = /^purged (\S+)$/.exec(line);
         if (p) purged.add(p[1]!);
       }
-      resolve({ acks, purged, lines, signal });
+      // The writer purges k<i> (i % 4 != 3) in order once every k<i> is acknowledged: the first one
+      // not acknowledged as purged may have been purged just before the kill.
+      let inFlightPurge: string | undefined;
+      if (script === 'gc-writer.js' && Array.from({ length: count }, (_, i) => `k${i}`).every((k) => lines.includes(`ack ${k} ${acks.get(k)}`))) {
+        for (let i = 0; i < count && !inFlightPurge; i++) if (i % 4 !== 3 && !lines.includes(`purged k${i}`)) inFlightPurge = `k${i}`;
+      }
+      resolve({ acks, purged, lines, signal, ...(inFlightPurge ? { inFlightPurge } : {}) });
     });
   });
 }
@@ -54,6 +62,7 @@ async function verify(dir: string, key: Buffer, r: Run, valueOf: (name: string, 
   const db = await OuroDB.open(dir, { key });
   try {
     for (const [name, hash] of r.acks) {
+      if (name === r.inFlightPurge && !(await db.has(hash))) continue;
       if (r.purged.has(name)) {
         await expect(db.getByKey(name)).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
         continue;
