@@ -19,7 +19,7 @@ import { Packr } from 'msgpackr';
 import { EntryKind, type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type OpenBlock, type SealedBlock } from '../blockstore/store.js';
-import { PREFIX_BLOCK, PREFIX_RETIRED, keys } from '../index/keys.js';
+import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
 import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
@@ -70,6 +70,8 @@ export interface OpenOptions {
   durability?: Durability;
   /** Bytes of decoded small object records kept in memory for reads (default 16 MiB; 0: none). */
   recordCacheBytes?: number;
+  /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
+  create?: boolean;
 }
 
 export interface PutOptions {
@@ -89,8 +91,11 @@ export interface PutOptions {
    * Advanced: the predecessors to record instead of the current heads, as a writer that had not
    * seen the newer versions would (each must be a version of `key`). The key then has several
    * heads until a put names them all. Replication uses this model; most callers never need it.
+   * An empty array records a first version (no predecessor), as an importer of a history does.
    */
   prev?: string[];
+  /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
+  created?: Date | number;
   /**
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
@@ -174,6 +179,20 @@ export interface Version {
   created: Date;
   meta: Record<string, string>;
   prev: string[];
+}
+
+/** One object of `db.objects()`: its record's fields and a reader of its value. */
+export interface ExportedObject {
+  hash: string;
+  type: 'value' | 'tombstone';
+  key: string | null;
+  parent: string | null;
+  prev: string[];
+  /** Milliseconds since the Unix epoch. */
+  created: number;
+  meta: Record<string, string>;
+  size: number;
+  data(): AsyncIterable<Uint8Array>;
 }
 
 export interface GcOptions {
@@ -291,6 +310,8 @@ interface Link {
   ifHead?: Buffer[] | null;
   /** Explicit predecessors instead of the current heads. */
   prev?: Buffer[];
+  /** Creation time to record (ms since the epoch), when not now. */
+  created?: number;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
   onQueued?: (committed: Promise<void>) => void;
 }
@@ -382,6 +403,7 @@ export class OuroDB {
       masterKey = await unlock(descriptor, creds);
       databaseId = fromHex(descriptor.databaseId, 16)!;
     } else {
+      if (options.create === false) throw new NotFoundError(`no OuroDB database in ${root}`);
       // A directory with blocks or an index but no descriptor lost its key slots: refuse to
       // create a new database over it, which would make the old data unreadable for good.
       if ((await exists(path.join(root, 'index'))) || (await exists(path.join(root, 'blocks')))) {
@@ -603,6 +625,9 @@ export class OuroDB {
       if (sealing.length >= SEAL_AHEAD) await sealing.shift();
     }
     await Promise.all(sealing);
+    // A value with no bytes at all is an empty inline value, as put(new Uint8Array(0)) makes it:
+    // one value, one record, whatever form it came in.
+    if (!held && chunks.length === 0) held = EMPTY;
     return this.#putRecord(held ?? null, chunks, meta, durability, link);
   }
 
@@ -629,7 +654,7 @@ export class OuroDB {
   /** Stores the object record of a value whose chunks are stored (or that goes inline). */
   async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
-    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: Date.now(), meta, inline };
+    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: link.created ?? Date.now(), meta, inline };
     const hash = await this.#writeRecord(record, link, durability);
     return { hash: toHex(hash), size };
   }
@@ -743,19 +768,19 @@ export class OuroDB {
 
   /** Parses and checks the key, parent and compare-and-set options of a put. */
   #link(options: PutOptions): Link {
-    const parent = options.parent === undefined ? null : parseHash(options.parent, 'parent');
+    const parent = options.parent === undefined || options.parent === null ? null : parseHash(options.parent, 'parent');
     if (options.key === undefined) {
       if (options.ifHead !== undefined || options.prev !== undefined) throw new BadArgumentError('ifHead and prev need a key');
-      return { parent };
+      return { parent, ...created(options.created) };
     }
     const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent };
+    const link: Link = { key, parent, ...created(options.created) };
     if (options.ifHead !== undefined) {
       if (options.ifHead === null) link.ifHead = null;
       else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
     }
     if (options.prev !== undefined) {
-      if (!Array.isArray(options.prev) || options.prev.length === 0) throw new BadArgumentError('prev must be a non-empty array of hashes');
+      if (!Array.isArray(options.prev)) throw new BadArgumentError('prev must be an array of hashes');
       link.prev = options.prev.map((h) => parseHash(h, 'prev'));
     }
     return link;
@@ -804,6 +829,7 @@ export class OuroDB {
 
   /** The versions of `key` named by `hashes`, with their numbers; each must exist. */
   async #versionsNamed(key: KeyName, hashes: Buffer[]): Promise<Head[]> {
+    if (hashes.length === 0) return [];
     await this.#keySettled(key.name);
     const wanted = new Map(hashes.map((h) => [toHex(h), h]));
     const found: Head[] = [];
@@ -973,11 +999,11 @@ export class OuroDB {
   }
 
   /** Writes a tombstone version: the key reads as deleted, its history keeps every version. */
-  async delete(key: string, options: { ifHead?: string | string[] | null; durability?: Durability } = {}): Promise<PutResult> {
+  async delete(key: string, options: Pick<PutOptions, 'ifHead' | 'durability' | 'prev' | 'created'> = {}): Promise<PutResult> {
     this.#checkWritable();
-    const link = this.#link({ key, ifHead: options.ifHead });
+    const link = this.#link({ key, ifHead: options.ifHead, prev: options.prev, created: options.created });
     while (this.#exclusive) await this.#exclusive;
-    const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: Date.now(), meta: {}, inline: null };
+    const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
     const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
     this.#inflight.add(op);
     try {
@@ -1262,6 +1288,64 @@ export class OuroDB {
     if (this.#failed) throw this.#failed;
   }
 
+  // ---------------------------------------------------------------- export
+
+  /**
+   * Every live object (values, tombstones; not purge markers) as of one snapshot, each after its
+   * parent and its predecessors, with a reader of its value from the same snapshot: what an
+   * export needs to be consistent while writes go on. Holds ~100 bytes per object for the order.
+   */
+  async *objects(): AsyncGenerator<ExportedObject> {
+    this.#checkOpen();
+    if (this.#exclusive) await this.#settledIndex();
+    const reader = this.#openReader();
+    const snapshot = reader.snapshot;
+    try {
+      const deps = new Map<string, string[]>();
+      for await (const k of this.#ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
+        const hash = Buffer.from(k.subarray(1));
+        const r = await this.#readRecord(hash, snapshot);
+        if (r.type === 'purge') continue;
+        deps.set(toHex(hash), [...(r.parent ? [toHex(r.parent)] : []), ...r.prev.map(toHex)]);
+      }
+      const done = new Set<string>();
+      for (const start of deps.keys()) {
+        // Iterative depth-first order: dependencies (present in this snapshot) before dependents.
+        const stack = [start];
+        const onStack = new Set(stack);
+        while (stack.length > 0) {
+          const h = stack[stack.length - 1]!;
+          if (done.has(h)) {
+            onStack.delete(stack.pop()!);
+            continue;
+          }
+          const pending = deps.get(h)!.filter((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
+          if (pending.length > 0) {
+            for (const d of pending) onStack.add(d);
+            stack.push(...pending);
+            continue;
+          }
+          onStack.delete(stack.pop()!);
+          done.add(h);
+          const r = await this.#readRecord(fromHex(h, ID_BYTES)!, snapshot);
+          yield {
+            hash: h,
+            type: r.type as 'value' | 'tombstone',
+            key: r.key,
+            parent: r.parent ? toHex(r.parent) : null,
+            prev: r.prev.map(toHex),
+            created: r.created,
+            meta: r.meta,
+            size: r.size,
+            data: () => this.#streamRecord(r, snapshot),
+          };
+        }
+      }
+    } finally {
+      await this.#closeReader(reader);
+    }
+  }
+
   // ---------------------------------------------------------------- check
 
   /** Verifies the index against the blocks (see lib/check.ts); problems come back as data. */
@@ -1495,7 +1579,7 @@ export class OuroDB {
     yield* this.#streamRecord(await this.#readRecord(id));
   }
 
-  async *#streamRecord(record: ObjectRecord): AsyncGenerator<Uint8Array> {
+  async *#streamRecord(record: ObjectRecord, snapshot?: Snapshot): AsyncGenerator<Uint8Array> {
     if (record.inline) {
       if (record.inline.byteLength > 0) yield record.inline;
       return;
@@ -1505,7 +1589,7 @@ export class OuroDB {
     const refill = () => {
       while (reads.length < READ_AHEAD && next < record.chunks.length) {
         const c = record.chunks[next++]!;
-        const p = this.#readEntry(EntryKind.Chunk, c.id);
+        const p = this.#readEntry(EntryKind.Chunk, c.id, snapshot);
         p.catch(() => {});
         reads.push(p);
       }
@@ -1700,6 +1784,13 @@ function parseHash(hash: unknown, what = 'hash'): Buffer {
 /** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
 function sortHeads(heads: Head[]): Head[] {
   return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
+}
+
+function created(value: unknown): { created?: number } {
+  if (value === undefined) return {};
+  const ms = value instanceof Date ? value.getTime() : value;
+  if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 0) throw new BadArgumentError('created must be a Date or a non-negative integer of milliseconds');
+  return { created: ms };
 }
 
 /** The compare-and-set check of `ifHead`: the key's heads must be exactly the ones named. */

@@ -1,6 +1,6 @@
 /** The public API of OuroDB. Everything a library user needs is exported from here. */
 export { OuroDB, INDEX_FORMAT_VERSION } from './db.js';
-export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport } from './db.js';
+export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport, ExportedObject } from './db.js';
 export { MAX_KEY_BYTES } from './keyname.js';
 export type { RebuildReport } from './rebuild.js';
 export {
@@ -20,3 +20,6 @@ export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';
 export { DEFAULT_CHUNK_SIZES } from './chunker.js';
 export type { Argon2Cost } from './keyring.js';
+export { exportArchive, importArchive, ARCHIVE_VERSION } from './archive.js';
+export type { ArchiveProgress, ImportResult } from './archive.js';
+export { inspectWal, inspectBlock, inspectKeys } from './inspect.js';

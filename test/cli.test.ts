@@ -1,0 +1,182 @@
+/**
+ * The `ouro` command line as a user runs it: spawned processes against real directories, exit
+ * codes, --json output parsed, files written, and errors for bad input.
+ */
+import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { OuroDB } from '../lib/index.js';
+import { pseudoRandom, tempDir } from './helpers.js';
+import { repoRoot } from './paths.js';
+
+const OURO = path.join(repoRoot, 'dist', 'bin', 'ouro.js');
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json: () => any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+function ouro(args: string[], opts: { env?: Record<string, string | undefined>; input?: string | Buffer; cwd?: string } = {}): Ran {
+  const env: Record<string, string | undefined> = { ...process.env, OURO_PASSPHRASE: undefined, OURO_ARCHIVE_PASSPHRASE: undefined, ...opts.env };
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  const r = spawnSync(process.execPath, [OURO, ...args], { env: env as NodeJS.ProcessEnv, input: Buffer.from(opts.input ?? ''), cwd: opts.cwd, encoding: 'buffer', maxBuffer: 64 << 20 });
+  const stdout = r.stdout.toString('utf8');
+  return { code: r.status, stdout, stderr: r.stderr.toString('utf8'), json: () => JSON.parse(stdout) };
+}
+
+/** A small tree: nested directories, an empty file, a binary file, a multi-chunk file. */
+function makeTree(root: string): void {
+  fs.mkdirSync(path.join(root, 'src', 'deep'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'README.md'), '# hello\n');
+  fs.writeFileSync(path.join(root, 'empty'), '');
+  fs.writeFileSync(path.join(root, 'src', 'a.bin'), pseudoRandom('a', 5000));
+  fs.writeFileSync(path.join(root, 'src', 'deep', 'big.bin'), pseudoRandom('big', 900_000));
+}
+
+describe('ouro CLI', () => {
+  it('init, put a tree, ls, get, cat, log, children, stats, check', () => {
+    const work = tempDir();
+    const key = path.join(work, 'key');
+    fs.writeFileSync(key, crypto.randomBytes(32).toString('hex') + '\n');
+    const db = path.join(work, 'db');
+    const k = ['--key-file', key];
+    makeTree(path.join(work, 'tree'));
+
+    expect(ouro([...k, 'init', db]).code).toBe(0);
+    expect(ouro([...k, 'init', db])).toMatchObject({ code: 2 });
+
+    const put = ouro([...k, '--json', 'put', db, 'tree'], { cwd: work });
+    expect(put.code).toBe(0);
+    const report = put.json();
+    expect(report).toMatchObject({ files: 4, directories: 3, bytes: 8 + 5000 + 900_000, failed: [] });
+    const keysPut = report.items.map((i: { key: string }) => i.key).sort();
+    expect(keysPut).toEqual(['tree/', 'tree/README.md', 'tree/empty', 'tree/src/', 'tree/src/a.bin', 'tree/src/deep/', 'tree/src/deep/big.bin']);
+
+    expect(ouro([...k, '--json', 'ls', db, 'tree/src/']).json().map((e: { key: string }) => e.key)).toEqual(['tree/src/', 'tree/src/a.bin', 'tree/src/deep/', 'tree/src/deep/big.bin']);
+    const out = path.join(work, 'out.bin');
+    expect(ouro([...k, 'get', db, 'tree/src/deep/big.bin', '-o', out]).code).toBe(0);
+    expect(fs.readFileSync(out).equals(pseudoRandom('big', 900_000))).toBe(true);
+    expect(ouro([...k, 'cat', db, 'tree/README.md']).stdout).toBe('# hello\n');
+    const emptyHash = report.items.find((i: { key: string }) => i.key === 'tree/empty').hash;
+    expect(ouro([...k, 'cat', db, emptyHash])).toMatchObject({ code: 0, stdout: '' });
+
+    // A second version of one file: its history, and the new directory object's children.
+    fs.writeFileSync(path.join(work, 'tree', 'README.md'), '# hello again\n');
+    const put2 = ouro([...k, '--json', 'put', db, 'tree'], { cwd: work }).json();
+    const log = ouro([...k, '--json', 'log', db, 'tree/README.md']).json();
+    expect(log.map((v: { version: number; size: number }) => [v.version, v.size])).toEqual([[2, 14], [1, 8]]);
+    const dir2 = put2.items.find((i: { key: string }) => i.key === 'tree/').hash;
+    const children = ouro([...k, '--json', 'children', db, dir2]).json();
+    const expected = put2.items.filter((i: { key: string }) => ['tree/README.md', 'tree/empty', 'tree/src/'].includes(i.key)).map((i: { hash: string }) => i.hash).sort();
+    expect(children).toEqual(expected);
+
+    const stats = ouro([...k, '--json', 'stats', db]).json();
+    expect(stats.logicalBytes).toBeGreaterThan(2 * 900_000);
+    expect(stats.uniqueBytes).toBeLessThan(1.1 * 905_000);
+    expect(ouro([...k, '--json', 'check', db, '--read-data']).json()).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it('rm, rm --purge and gc give space back; check finds damage and exits 5', () => {
+    const work = tempDir();
+    const key = path.join(work, 'key');
+    fs.writeFileSync(key, crypto.randomBytes(32));
+    const db = path.join(work, 'db');
+    const k = ['--key-file', key];
+    ouro([...k, 'init', db]);
+    for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(work, `f${i}`), pseudoRandom(`f${i}`, 400_000));
+    ouro([...k, 'put', db, 'f0', 'f1', 'f2'], { cwd: work });
+    expect(ouro([...k, 'rm', db, 'f0']).code).toBe(0);
+    expect(ouro([...k, 'get', db, 'f0']).code).toBe(3);
+    expect(ouro([...k, '--json', 'log', db, 'f0']).json()[0].type).toBe('tombstone');
+    expect(ouro([...k, '--json', 'rm', db, 'f1', '--purge']).json()).toEqual({ key: 'f1', purged: 1 });
+    expect(ouro([...k, 'rm', db, 'nothing']).code).toBe(3);
+    ouro([...k, 'rm', db, 'f0', '--purge']);
+    const gc = ouro([...k, '--json', 'gc', db, '--threshold', '1']).json();
+    expect(gc.storedBytesAfter).toBeLessThan(gc.storedBytesBefore / 2);
+    expect(ouro([...k, 'cat', db, 'f2']).stdout.length).toBeGreaterThan(0);
+
+    const blocks = fs.readdirSync(path.join(db, 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    const file = path.join(blocks[0]!.parentPath, blocks[0]!.name);
+    const bytes = fs.readFileSync(file);
+    bytes[200]! ^= 1;
+    fs.writeFileSync(file, bytes);
+    const check = ouro([...k, '--json', 'check', db, '--read-data']);
+    expect(check.code).toBe(5);
+    expect(check.json().problems[0].kind).toBe('entry-corrupt');
+    expect(ouro([...k, 'check', db]).code).toBe(0); // structure alone is intact
+  });
+
+  it('reports bad input as one line with the error code and a documented exit code', () => {
+    const work = tempDir();
+    const db = path.join(work, 'db');
+    const fast = ['--kdf-memory', '256', '--kdf-passes', '1'];
+    expect(ouro(['init', db, ...fast], { env: { OURO_PASSPHRASE: 'right' } }).code).toBe(0);
+    const wrong = ouro(['ls', db], { env: { OURO_PASSPHRASE: 'wrong' } });
+    expect(wrong.code).toBe(4);
+    expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    expect(wrong.stderr).toContain('[OURO_WRONG_KEY]');
+    expect(wrong.stderr).not.toContain('    at ');
+    expect(ouro(['ls', db, '--debug'], { env: { OURO_PASSPHRASE: 'wrong' } }).stderr).toContain('    at ');
+    const none = ouro(['ls', db]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('OURO_PASSPHRASE');
+    const env = { env: { OURO_PASSPHRASE: 'right' } };
+    expect(ouro(['ls', path.join(work, 'no-such-db')], env)).toMatchObject({ code: 3 });
+    expect(fs.existsSync(path.join(work, 'no-such-db'))).toBe(false);
+    expect(ouro(['get', db, 'unknown/key'], env)).toMatchObject({ code: 3 });
+    const missing = ouro(['put', db, path.join(work, 'does', 'not', 'exist')], env);
+    expect(missing.code).toBe(3);
+    expect(missing.stderr).toContain('ENOENT');
+    fs.mkdirSync(path.join(work, 'adir'));
+    expect(ouro(['--key-file', path.join(work, 'adir'), 'ls', db])).toMatchObject({ code: 2 });
+    expect(ouro(['put', db, '-'], env)).toMatchObject({ code: 2 });
+    expect(ouro(['frobnicate'], env)).toMatchObject({ code: 2 });
+    expect(ouro(['--help'])).toMatchObject({ code: 0 });
+    expect(ouro(['put', '--help']).stdout).toContain('--key <key>');
+    const fromStdin = ouro(['--json', 'put', db, '-', '--key', 'piped'], { ...env, input: 'from stdin' });
+    expect(fromStdin.json().items[0]).toMatchObject({ key: 'piped', size: 10 });
+    expect(ouro(['cat', db, 'piped'], env).stdout).toBe('from stdin');
+  });
+
+  it('inspect dumps WAL records, block footers and index keys without the key', async () => {
+    const work = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(path.join(work, 'db'), { key });
+    await db.put(pseudoRandom('x', 100_000), { key: 'x' });
+    await db.flush();
+    await db.put('pending', { key: 'y' });
+    // Leave the last put in the WAL: copy the directory while open (the image a crash leaves).
+    fs.cpSync(path.join(work, 'db'), path.join(work, 'image'), { recursive: true });
+    await db.close();
+    const wal = ouro(['--json', 'inspect', path.join(work, 'image'), 'wal']).json();
+    expect(wal.length).toBeGreaterThan(0);
+    expect(wal[0]).toMatchObject({ kind: 'object' });
+    const keys = ouro(['--json', 'inspect', path.join(work, 'db'), 'keys', 'keys']).json();
+    expect(keys.map((r: { key: string }) => r.key)).toEqual(['x', 'y']);
+    const registered = ouro(['--json', 'inspect', path.join(work, 'db'), 'keys', 'block']).json() as Array<{ id: string; entries: number }>;
+    const blockId = registered.sort((a, b) => b.entries - a.entries)[0]!.id;
+    const block = ouro(['--json', 'inspect', path.join(work, 'db'), 'block', blockId.slice(0, 8)]).json();
+    expect(block.entries.length).toBeGreaterThan(1);
+    expect(block.entries[0].record).toBeUndefined();
+    fs.writeFileSync(path.join(work, 'key'), key);
+    const decrypted = ouro(['--json', '--key-file', path.join(work, 'key'), 'inspect', path.join(work, 'db'), 'block', blockId, '--decrypt']).json();
+    expect(decrypted.entries.some((e: { record?: { key: string } }) => e.record?.key === 'x')).toBe(true);
+  });
+
+  it('emits JSON progress lines on stderr with --json when stderr is not a terminal', () => {
+    const work = tempDir();
+    const key = path.join(work, 'key');
+    fs.writeFileSync(key, crypto.randomBytes(32));
+    ouro(['--key-file', key, 'init', path.join(work, 'db')]);
+    fs.writeFileSync(path.join(work, 'f'), pseudoRandom('f', 3 << 20));
+    const r = ouro(['--key-file', key, '--json', 'put', path.join(work, 'db'), 'f'], { cwd: work });
+    const lines = r.stderr.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.at(-1).progress).toMatchObject({ op: 'put', bytes: 3 << 20, items: 1 });
+    expect(ouro(['--key-file', key, 'put', path.join(work, 'db'), 'f'], { cwd: work }).stderr).toBe('');
+  });
+});
