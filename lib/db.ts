@@ -359,7 +359,7 @@ export class OuroDB {
   /** Chunks gc has decided to drop, between that decision and its batch landing. */
   readonly #dying = new Set<string>();
   /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
-  readonly #readers = new Set<{ snapshot: Snapshot; epoch: number }>();
+  readonly #readers = new Set<{ snapshot: Snapshot; epoch: number; open: boolean }>();
   #epoch = 0;
   /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
   readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
@@ -1337,7 +1337,10 @@ export class OuroDB {
             created: r.created,
             meta: r.meta,
             size: r.size,
-            data: () => this.#streamRecord(r, snapshot),
+            data: () => {
+              if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
+              return this.#streamRecord(r, snapshot);
+            },
           };
         }
       }
@@ -1382,13 +1385,14 @@ export class OuroDB {
 
   // ---------------------------------------------------------------- gc
 
-  #openReader(): { snapshot: Snapshot; epoch: number } {
-    const reader = { snapshot: this.#ldb.snapshot(), epoch: this.#epoch };
+  #openReader(): { snapshot: Snapshot; epoch: number; open: boolean } {
+    const reader = { snapshot: this.#ldb.snapshot(), epoch: this.#epoch, open: true };
     this.#readers.add(reader);
     return reader;
   }
 
-  async #closeReader(reader: { snapshot: Snapshot; epoch: number }): Promise<void> {
+  async #closeReader(reader: { snapshot: Snapshot; epoch: number; open: boolean }): Promise<void> {
+    reader.open = false;
     this.#readers.delete(reader);
     await reader.snapshot.close();
     await this.#removeDeferred();
