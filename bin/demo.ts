@@ -1,8 +1,9 @@
 /**
  * `npm run demo`: the main job on an embedded default. Creates a database in a temp directory,
- * stores a real directory tree (TypeScript's own lib/, ~20 MB of files), stores it again after
- * changing one file, shows what deduplication saved, reopens the database and verifies every
- * file byte for byte.
+ * stores a real directory tree (TypeScript's own lib/, ~20 MB of files) with each file under its
+ * path as key, stores it again after changing one file, shows what deduplication saved and the
+ * changed file's history, reopens the database, verifies every file of both versions byte for
+ * byte and runs a full check.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -31,7 +32,7 @@ async function storeTree(db: OuroDB, root: string, edit?: (rel: string, data: Bu
       const rel = path.relative(root, file);
       let data: Buffer = fs.readFileSync(file);
       if (edit) data = edit(rel, data);
-      const r = await db.put(data, { meta: { path: rel } });
+      const r = await db.put(data, { key: rel, meta: { path: rel } });
       bytes += data.length;
       out.set(rel, { hash: r.hash, sha: crypto.createHash('sha256').update(data).digest('hex') });
     }));
@@ -70,6 +71,13 @@ for (const version of [v1, v2]) {
 }
 const edited = await db.stat(v2.get(changed)!.hash);
 console.log(`  ${ok} objects verified; the edited file is object ${edited.hash.slice(0, 16)}... (${edited.size} bytes, ${edited.chunks} chunks)`);
+console.log(`  history of ${changed}, newest first:`);
+for await (const v of db.history(changed)) console.log(`    version ${v.version}  ${v.hash.slice(0, 16)}...  ${v.size} bytes  ${v.created.toISOString()}`);
+const head = await db.getByKey(changed);
+if (crypto.createHash('sha256').update(head).digest('hex') !== v2.get(changed)!.sha) throw new Error('getByKey did not return the newest version');
+const check = await db.check({ readData: true });
+if (!check.ok) throw new Error(`check found problems: ${JSON.stringify(check.problems)}`);
+console.log(`  check: ${check.blocks} blocks, ${check.entries} entries, all ${check.entriesRead} authenticated, no problems`);
 await db.close();
 
 console.log('\n4. a wrong passphrase is refused, and nothing on disk changes');
