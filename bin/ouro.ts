@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { NotFoundError, OuroDB, OuroError, type Version, exportArchive, importArchive, inspectBlock, inspectKeys, inspectWal } from '../lib/index.js';
-import { putPaths } from './cli/put.js';
+import { putPaths, restoreTree } from './cli/put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './cli/support.js';
 
 // A reader that stops early (`ouro ls | head`) closes the pipe: that ends the command, quietly.
@@ -72,12 +72,18 @@ async function readValue(db: OuroDB, ref: string, asKey: boolean): Promise<Async
 
 program
   .command('get')
-  .description('write a value (by key, or by 64-hex-digit hash) to a file or stdout')
+  .description('write a value (by key, or by 64-hex-digit hash) to a file or stdout; a key ending in / restores every file under it into -o DIRECTORY')
   .argument('<dir>', 'database directory')
   .argument('<ref>', 'key or hash')
   .option('-o, --output <file>', 'write to this file (atomically) instead of stdout')
   .option('--key', 'treat <ref> as a key even if it looks like a hash')
   .action(async (dir: string, ref: string, o: { output?: string; key?: boolean }) => {
+    if (ref.endsWith('/')) {
+      if (!o.output) throw new UsageError(`${ref} names a tree (it ends in /): give -o DIRECTORY to restore it into`);
+      const report = await withDb(dir, g(), (db) => restoreTree(db, ref, o.output!, g()));
+      output(g(), report, () => `restored ${report.files} files, ${mib(report.bytes)} into ${o.output}`);
+      return;
+    }
     await withDb(dir, g(), async (db) => {
       const source = await readValue(db, ref, o.key === true);
       if (!o.output) {

@@ -74,6 +74,12 @@ describe('ouro CLI', () => {
     const expected = put2.items.filter((i: { key: string }) => ['tree/README.md', 'tree/empty', 'tree/src/'].includes(i.key)).map((i: { hash: string }) => i.hash).sort();
     expect(children).toEqual(expected);
 
+    // A key ending in / restores the tree under it.
+    const restored = path.join(work, 'restored');
+    expect(ouro([...k, '--json', 'get', db, 'tree/', '-o', restored]).json()).toMatchObject({ files: 4, bytes: 14 + 5000 + 900_000 });
+    for (const f of ['README.md', 'empty', 'src/a.bin', 'src/deep/big.bin']) expect(fs.readFileSync(path.join(restored, f)).equals(fs.readFileSync(path.join(work, 'tree', f)))).toBe(true);
+    expect(ouro([...k, 'get', db, 'tree/'])).toMatchObject({ code: 2 });
+
     const stats = ouro([...k, '--json', 'stats', db]).json();
     expect(stats.logicalBytes).toBeGreaterThan(2 * 900_000);
     expect(stats.uniqueBytes).toBeLessThan(1.1 * 905_000);

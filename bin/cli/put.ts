@@ -107,3 +107,38 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, st
   progress.done();
   return report;
 }
+
+/**
+ * Restores every file whose key starts with `prefix` (newest heads; deleted keys and directory
+ * objects skipped) into `target`, at its key's path below the prefix. Each file is written to a
+ * temporary name and renamed; files are not fsynced one by one (a restore is redone, not resumed).
+ */
+export async function restoreTree(db: OuroDB, prefix: string, target: string, g: GlobalOptions): Promise<{ files: number; bytes: number }> {
+  const progress = new Progress('restore', g);
+  let files = 0;
+  let bytes = 0;
+  const root = path.resolve(target);
+  const pending: Promise<void>[] = [];
+  const restoreOne = async (key: string, hash: string) => {
+    const rel = key.slice(prefix.length);
+    const dest = path.resolve(root, rel);
+    if (dest !== root && !dest.startsWith(root + path.sep)) throw new UsageError(`key ${key} would restore outside ${target}`);
+    await fs.promises.mkdir(path.dirname(dest), { recursive: true });
+    const tmp = `${dest}.ouro-tmp-${process.pid}`;
+    const out = fs.createWriteStream(tmp);
+    const { pipeline } = await import('node:stream/promises');
+    await pipeline(db.stream(hash), out);
+    await fs.promises.rename(tmp, dest);
+    files++;
+    bytes += out.bytesWritten;
+    progress.update(bytes, files);
+  };
+  for await (const e of db.list({ prefix })) {
+    if (e.key.endsWith('/')) continue;
+    pending.push(restoreOne(e.key, e.hash));
+    if (pending.length >= CONCURRENCY) await Promise.all(pending.splice(0));
+  }
+  await Promise.all(pending);
+  progress.done();
+  return { files, bytes };
+}
