@@ -105,10 +105,11 @@ describe('ouro CLI', () => {
     expect(gc.storedBytesAfter).toBeLessThan(gc.storedBytesBefore / 2);
     expect(ouro([...k, 'cat', db, 'f2']).stdout.length).toBeGreaterThan(0);
 
-    const blocks = fs.readdirSync(path.join(db, 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
-    const file = path.join(blocks[0]!.parentPath, blocks[0]!.name);
+    // Flip a byte inside the first entry's payload of the largest block (f2's data).
+    const blocks = fs.readdirSync(path.join(db, 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+    const file = blocks.sort((x, y) => fs.statSync(y).size - fs.statSync(x).size)[0]!;
     const bytes = fs.readFileSync(file);
-    bytes[200]! ^= 1;
+    bytes[40 + 72 + 10]! ^= 1;
     fs.writeFileSync(file, bytes);
     const check = ouro([...k, '--json', 'check', db, '--read-data']);
     expect(check.code).toBe(5);
