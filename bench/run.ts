@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc]`: the engine's benchmarks, each next to its peer
+ * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree]`: the engine's benchmarks, each next to its peer
  * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
@@ -9,6 +9,8 @@
  *            peer: raw classic-level put({ sync: true }) from 64 concurrent writers
  *   micro    chunker, chunk id, entry sealing, XChaCha native vs @noble (benchmark package)
  *   keyed, list, gc: the key model (bench/keys.ts)
+ *   tree     `ouro put` of a many-file source tree, version after version, beside restic and borg;
+ *            export/import throughput (bench/tree.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -26,10 +28,11 @@ import { sealEntry } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { EntryKind } from '../blockstore/format.js';
 import { gcReclaim, keyedPutsAndReads, listing } from './keys.js';
+import { TREE_VERSIONS, treeBench } from './tree.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
 const only = values.only;
-const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc'];
+const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree'];
 if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only takes one of ${PARTS.join(', ')}`);
 const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
@@ -181,6 +184,15 @@ if (runs('gc')) {
   console.log(`  freed ${g.freedMiB.toFixed(0)} MiB of block files, copied ${g.copiedMiB.toFixed(0)} MiB of live entries: ${g.reclaimMiBs.toFixed(0)} MiB/s of dead data reclaimed`);
   console.log(`  stored bytes ${(g.storedBefore / MiB).toFixed(0)} MiB -> ${(g.storedAfter / MiB).toFixed(0)} MiB; writer ${g.writerBefore.toFixed(0)} puts/s before gc, ${g.writerDuring.toFixed(0)} during (ratio ${(g.writerDuring / g.writerBefore).toFixed(2)})`);
   Object.assign(results, { gc: g });
+}
+if (runs('tree')) {
+  const t = treeBench(work);
+  console.log(`\nsource tree: ${TREE_VERSIONS.length} versions of date-fns (${t.files} files, ${(t.logicalBytes / MiB).toFixed(0)} MiB in all), backed up one after another`);
+  console.log('  tool                 backups (s)   on disk (MiB)   restore last (s)');
+  for (const r of t.results) console.log(`  ${r.tool.padEnd(20)} ${r.backupSecs.toFixed(2).padStart(11)}   ${(r.storedBytes / MiB).toFixed(1).padStart(13)}   ${r.restoreSecs.toFixed(2).padStart(16)}`);
+  for (const s of t.skipped) console.log(`  (skipped ${s})`);
+  console.log(`  ouro export ${t.exportMiBs.toFixed(0)} MiB/s, import ${t.importMiBs.toFixed(0)} MiB/s of logical data (archive ${(t.archiveBytes / MiB).toFixed(1)} MiB)`);
+  Object.assign(results, { tree: t });
 }
 if (runs('micro')) {
   const m = await micro();

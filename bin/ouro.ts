@@ -49,11 +49,12 @@ program
   .argument('<dir>', 'database directory')
   .argument('<paths...>', 'files, directories, or - for stdin')
   .option('--key <key>', 'the key for stdin (-)')
-  .action(async (dir: string, paths: string[], o: { key?: string }) => {
-    const report = await withDb(dir, g(), (db) => putPaths(db, paths, g(), o.key));
+  .option('--always', 'write a new version of every file, even one equal to its current version')
+  .action(async (dir: string, paths: string[], o: { key?: string; always?: boolean }) => {
+    const report = await withDb(dir, g(), (db) => putPaths(db, paths, g(), { stdinKey: o.key, always: o.always === true }));
     output(g(), report, () => {
       const lines = report.items.filter((i) => i.type !== 'directory').map((i) => `${i.hash}  ${i.key}`);
-      lines.push(`stored ${report.files} files, ${report.directories} directories, ${mib(report.bytes)}`);
+      lines.push(`stored ${report.files} files (${report.unchanged} unchanged), ${report.directories} directories, ${mib(report.bytes)}`);
       for (const s of report.skipped) lines.push(`skipped ${s.path}: ${s.reason}`);
       return lines.join('\n');
     });

@@ -23,6 +23,7 @@
  *     prev (array of hex), created (ms), meta (array of [k, v] pairs), size] (hashes as the
  *     exporting database named them, 64 lowercase hex characters)
  *   2 data: the next bytes of the current object's value (frames of at most 1 MiB)
+ *   5 compressed data: the same, as one zstd frame (written when zstd saves at least 1/32)
  *   3 object end: SHA-256 of the whole value (32 bytes)
  *   4 archive end: object count (u64)
  * Objects come in dependency order: each after its parent and its predecessors.
@@ -39,6 +40,7 @@ import zlib from 'node:zlib';
 import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { Packr } from 'msgpackr';
 import { AeadKey, deriveKey, nextNonce, xchachaOpen, xchachaSeal } from './crypto.js';
+import { maybeCompress } from './entry.js';
 import type { OuroDB } from './db.js';
 import { BadArgumentError, CorruptionError, UnsupportedVersionError, WrongKeyError } from './errors.js';
 import { type Argon2Cost, type Credentials, DEFAULT_ARGON2 } from './keyring.js';
@@ -54,6 +56,9 @@ const T_OBJECT = 1;
 const T_DATA = 2;
 const T_OBJECT_END = 3;
 const T_END = 4;
+const T_DATA_ZSTD = 5;
+/** Objects imported at once (their puts share group commits); larger values go one at a time. */
+const IMPORT_WINDOW = 64;
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
 export interface ArchiveProgress {
@@ -120,7 +125,8 @@ export async function exportArchive(db: OuroDB, out: Writable, creds: Credential
       for (let at = 0; at < part.byteLength; at += DATA_PIECE) {
         const piece = part.subarray(at, at + DATA_PIECE);
         sha.update(piece);
-        await emit(T_DATA, piece);
+        const packed = maybeCompress(piece);
+        await emit(packed ? T_DATA_ZSTD : T_DATA, packed ?? piece);
         progress.bytes += piece.byteLength;
       }
     }
@@ -208,52 +214,116 @@ export async function importArchive(db: OuroDB, input: Readable, creds: Credenti
     return { type: plain[0]!, body: plain.subarray(1) };
   };
 
-  const hashes = new Map<string, string>();
+  const hashes = new Map<string, Promise<string>>();
   const progress: ArchiveProgress = { objects: 0, bytes: 0 };
   const mapped = (h: string) => {
     const to = hashes.get(h);
     if (!to) throw new CorruptionError(`archive names object ${h} before it was imported`);
     return to;
   };
-  for (;;) {
-    const f = await next();
-    if (f.type === T_END) {
-      if (Number(f.body.readBigUInt64LE(0)) !== progress.objects) throw new CorruptionError('archive end frame counts a different number of objects');
-      if ((await r.read(1)).length !== 0) throw new CorruptionError('bytes after the archive end frame');
-      return { ...progress, hashes };
-    }
-    if (f.type !== T_OBJECT) throw new CorruptionError(`archive frame ${frame - 1n} has type ${f.type}, expected an object`);
-    const [hash, type, objKey, parent, prev, created, meta, size] = packr.unpack(f.body) as [string, number, string | null, string | null, string[], number, [string, string][], number];
-    const sha = crypto.createHash('sha256');
-    let received = 0;
-    let ended = false;
-    // The value streams from the archive straight into put: bounded memory for any size.
-    async function* value(): AsyncGenerator<Uint8Array> {
-      for (;;) {
-        const d = await next();
-        if (d.type === T_OBJECT_END) {
-          if (!sha.digest().equals(d.body) || received !== size) throw new CorruptionError(`archive object ${hash}: value does not match its digest`);
-          ended = true;
-          return;
-        }
-        if (d.type !== T_DATA) throw new CorruptionError(`archive frame ${frame - 1n}: expected data of object ${hash}`);
-        sha.update(d.body);
-        received += d.body.length;
-        progress.bytes += d.body.length;
-        yield d.body;
+  // Puts in flight: each object's put waits only for the objects it names (parent, prev), so
+  // independent objects are imported together and share group commits.
+  const inflight = new Set<Promise<unknown>>();
+  const settle = async (limit: number) => {
+    while (inflight.size > limit) await Promise.race(inflight);
+  };
+  let failure: unknown;
+  const dataOf = (d: { type: number; body: Buffer }, hash: string): Buffer => {
+    if (d.type === T_DATA) return d.body;
+    if (d.type === T_DATA_ZSTD) {
+      try {
+        return zlib.zstdDecompressSync(d.body, { maxOutputLength: DATA_PIECE });
+      } catch (err) {
+        throw new CorruptionError(`archive object ${hash}: a data frame does not decompress`, { cause: err });
       }
     }
-    const common = { created, ...(objKey !== null ? { key: objKey, prev: prev.map(mapped) } : {}) };
-    let result: { hash: string };
-    if (type === 1) {
-      for await (const _ of value()) throw new CorruptionError(`archive tombstone ${hash} carries data`);
-      result = await db.delete(objKey!, common);
-    } else {
-      result = await db.put(value(), { ...common, meta: Object.fromEntries(meta), ...(parent !== null ? { parent: mapped(parent) } : {}) });
+    throw new CorruptionError(`archive frame ${frame - 1n}: expected data of object ${hash}`);
+  };
+  try {
+    for (;;) {
+      if (failure) throw failure;
+      const f = await next();
+      if (f.type === T_END) {
+        await settle(0);
+        if (failure) throw failure;
+        if (Number(f.body.readBigUInt64LE(0)) !== progress.objects) throw new CorruptionError('archive end frame counts a different number of objects');
+        if ((await r.read(1)).length !== 0) throw new CorruptionError('bytes after the archive end frame');
+        const resolved = new Map<string, string>();
+        for (const [k, v] of hashes) resolved.set(k, await v);
+        return { ...progress, hashes: resolved };
+      }
+      if (f.type !== T_OBJECT) throw new CorruptionError(`archive frame ${frame - 1n} has type ${f.type}, expected an object`);
+      const [hash, type, objKey, parent, prev, created, meta, size] = packr.unpack(f.body) as [string, number, string | null, string | null, string[], number, [string, string][], number];
+      const sha = crypto.createHash('sha256');
+      let received = 0;
+      const checkEnd = (d: { type: number; body: Buffer }) => {
+        if (!sha.digest().equals(d.body) || received !== size) throw new CorruptionError(`archive object ${hash}: value does not match its digest`);
+      };
+      // Looked up now: the archive lists every object after those it names.
+      const parentDep = parent !== null ? mapped(parent) : undefined;
+      const prevDeps = prev.map(mapped);
+      const store = async (value: AsyncIterable<Uint8Array> | Uint8Array): Promise<string> => {
+        const parentTo = await parentDep;
+        const prevTo = await Promise.all(prevDeps);
+        const common = { created, ...(objKey !== null ? { key: objKey, prev: prevTo } : {}) };
+        if (type === 1) return (await db.delete(objKey!, common)).hash;
+        return (await db.put(value, { ...common, meta: Object.fromEntries(meta), ...(parent !== null ? { parent: parentTo! } : {}) })).hash;
+      };
+      let done: Promise<string>;
+      if (size <= DATA_PIECE) {
+        // Small: read the whole value now, put it in the background.
+        const parts: Buffer[] = [];
+        for (let d = await next(); ; d = await next()) {
+          if (d.type === T_OBJECT_END) {
+            checkEnd(d);
+            break;
+          }
+          const bytes = dataOf(d, hash);
+          sha.update(bytes);
+          received += bytes.length;
+          parts.push(bytes);
+        }
+        if (type === 1 && received > 0) throw new CorruptionError(`archive tombstone ${hash} carries data`);
+        done = store(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      } else {
+        // Large: stream it from the archive straight into put (bounded memory), then go on.
+        let ended = false;
+        const value = async function* (): AsyncGenerator<Uint8Array> {
+          for (;;) {
+            const d = await next();
+            if (d.type === T_OBJECT_END) {
+              checkEnd(d);
+              ended = true;
+              return;
+            }
+            const bytes = dataOf(d, hash);
+            sha.update(bytes);
+            received += bytes.length;
+            yield bytes;
+          }
+        };
+        done = store(value());
+        await done;
+        if (!ended) throw new CorruptionError(`archive object ${hash} has no end frame`);
+      }
+      hashes.set(hash, done);
+      const tracked = done.then(
+        () => {
+          progress.objects++;
+          progress.bytes += received;
+          onProgress?.({ ...progress, archiveBytes: r.consumed });
+        },
+        (err: unknown) => {
+          failure ??= err;
+        },
+      );
+      inflight.add(tracked);
+      void tracked.finally(() => inflight.delete(tracked));
+      await settle(IMPORT_WINDOW);
     }
-    if (!ended) throw new CorruptionError(`archive object ${hash} has no end frame`);
-    hashes.set(hash, result.hash);
-    progress.objects++;
-    onProgress?.({ ...progress, archiveBytes: r.consumed });
+  } catch (err) {
+    // Let the puts already started finish (each is atomic), then report the first failure.
+    await Promise.allSettled(inflight);
+    throw failure ?? err;
   }
 }

@@ -97,6 +97,12 @@ export interface PutOptions {
   /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
   created?: Date | number;
   /**
+   * With `key`: write a new version only if it would differ from the key's head (value, metadata
+   * or parent); otherwise resolve to the head's hash and write nothing, as a backup of an
+   * unchanged file should. Only applies when the key has exactly one head, a value.
+   */
+  ifChanged?: boolean;
+  /**
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
    * milliseconds, but a crash before it may lose this put (never half of it).
@@ -312,6 +318,8 @@ interface Link {
   prev?: Buffer[];
   /** Creation time to record (ms since the epoch), when not now. */
   created?: number;
+  /** Skip the write when the record would equal the key's single head but for time and prev. */
+  ifChanged?: boolean;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
   onQueued?: (committed: Promise<void>) => void;
 }
@@ -686,6 +694,11 @@ export class OuroDB {
     const entry = await this.#withKey(key.name, async () => {
       const current = this.#headsOf(key);
       if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
+      if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
+        const head = current[0]!;
+        await this.#keySettled(key.name);
+        if (sameContent(await this.#readRecord(head.hash), record)) return { hash: head.hash, stored: undefined };
+      }
       const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
@@ -774,7 +787,7 @@ export class OuroDB {
       return { parent, ...created(options.created) };
     }
     const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent, ...created(options.created) };
+    const link: Link = { key, parent, ...created(options.created), ...(options.ifChanged ? { ifChanged: true } : {}) };
     if (options.ifHead !== undefined) {
       if (options.ifHead === null) link.ifHead = null;
       else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
@@ -1189,8 +1202,8 @@ export class OuroDB {
         if (!e.marker) add(delta, 'objects', 1);
         add(delta, 'logicalBytes', e.objectSize);
         // An inline value is stored once per object, so it counts fully as unique bytes. It counts
-        // one to one in the compression ratio too: when zstd shrinks its record (only records over
-        // 4 KiB are tried), the ratio does not credit it.
+        // one to one in the compression ratio too: when zstd shrinks its record, the ratio does not
+        // credit it (storedBytes, the real size on disk, does).
         add(delta, 'uniqueBytes', e.inlineSize);
         add(delta, 'chunkStoredBytes', e.inlineSize);
       }
@@ -1788,6 +1801,16 @@ function parseHash(hash: unknown, what = 'hash'): Buffer {
 /** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
 function sortHeads(heads: Head[]): Head[] {
   return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
+}
+
+/** Whether two records store the same value, metadata and parent (time, key history aside). */
+function sameContent(a: ObjectRecord, b: ObjectRecord): boolean {
+  if (a.type !== b.type || a.size !== b.size || a.chunks.length !== b.chunks.length) return false;
+  if ((a.parent === null) !== (b.parent === null) || (a.parent && !a.parent.equals(b.parent!))) return false;
+  if ((a.inline === null) !== (b.inline === null) || (a.inline && !Buffer.from(a.inline).equals(b.inline!))) return false;
+  if (!a.chunks.every((c, i) => c.size === b.chunks[i]!.size && c.id.equals(b.chunks[i]!.id))) return false;
+  const ak = Object.keys(a.meta);
+  return ak.length === Object.keys(b.meta).length && ak.every((k) => b.meta[k] === a.meta[k]);
 }
 
 function created(value: unknown): { created?: number } {

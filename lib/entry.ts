@@ -19,9 +19,29 @@ export interface SealedEntry {
 
 const HAS_ZSTD = typeof zlib.zstdCompressSync === 'function';
 const SAMPLE_BYTES = 16 * 1024;
-// Below this, zstd's per-call context set-up costs more than the few bytes it could save (measured
-// with bench/run.ts small puts: ~8% of a 1 KiB put's CPU went to zstd).
-const MIN_COMPRESS_BYTES = 4096;
+/** Below this, zstd cannot save enough to pay for its frame header and per-call set-up. */
+const MIN_COMPRESS_BYTES = 256;
+/** Up to this size, a byte histogram decides whether zstd is worth calling at all. */
+const PROBE_MAX_BYTES = 4096;
+const counts = new Uint16Array(256);
+
+/**
+ * Whether a small value looks compressible: its order-0 byte entropy is under 7 bits per byte.
+ * Random or encrypted data measures ~7.7-8 on a few KiB, text and code ~4.5-6. The histogram
+ * costs ~1 us per KiB, where a zstd call that saves nothing cost ~8% of a 1 KiB put's CPU
+ * (bench/run.ts small puts), so incompressible small values skip zstd and text gets it.
+ */
+function looksCompressible(plain: Uint8Array): boolean {
+  counts.fill(0);
+  for (let i = 0; i < plain.length; i++) counts[plain[i]!]!++;
+  let bits = 0;
+  const n = plain.length;
+  for (let b = 0; b < 256; b++) {
+    const c = counts[b]!;
+    if (c !== 0) bits -= c * Math.log2(c / n);
+  }
+  return bits / n < 7;
+}
 
 /**
  * zstd level 3 when it saves at least 1/32 of the bytes. To keep incompressible data (media,
@@ -29,8 +49,9 @@ const MIN_COMPRESS_BYTES = 4096;
  * and the whole chunk only when the sample saved 1/16 or more. zstd runs at ~1.4 GiB/s on random
  * data here, so the sample costs ~5% of a 1 MiB chunk's encryption (docs/design.md).
  */
-function maybeCompress(plain: Uint8Array): Buffer | undefined {
+export function maybeCompress(plain: Uint8Array): Buffer | undefined {
   if (!HAS_ZSTD || plain.byteLength < MIN_COMPRESS_BYTES) return undefined;
+  if (plain.byteLength <= PROBE_MAX_BYTES && !looksCompressible(plain)) return undefined;
   if (plain.byteLength > SAMPLE_BYTES) {
     const sample = zlib.zstdCompressSync(plain.subarray(0, SAMPLE_BYTES), { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } });
     if (sample.length > SAMPLE_BYTES - SAMPLE_BYTES / 16) return undefined;

@@ -69,10 +69,18 @@ describe('ouro CLI', () => {
     const put2 = ouro([...k, '--json', 'put', db, 'tree'], { cwd: work }).json();
     const log = ouro([...k, '--json', 'log', db, 'tree/README.md']).json();
     expect(log.map((v: { version: number; size: number }) => [v.version, v.size])).toEqual([[2, 14], [1, 8]]);
-    const dir2 = put2.items.find((i: { key: string }) => i.key === 'tree/').hash;
-    const children = ouro([...k, '--json', 'children', db, dir2]).json();
-    const expected = put2.items.filter((i: { key: string }) => ['tree/README.md', 'tree/empty', 'tree/src/'].includes(i.key)).map((i: { hash: string }) => i.hash).sort();
+    // Only the changed file got a new version; the directory object is the same one, so its
+    // children are both versions of README.md and the unchanged entries.
+    expect(put2).toMatchObject({ files: 4, unchanged: 3 });
+    const dir = report.items.find((i: { key: string }) => i.key === 'tree/').hash;
+    expect(put2.items.find((i: { key: string }) => i.key === 'tree/').hash).toBe(dir);
+    const children = ouro([...k, '--json', 'children', db, dir]).json();
+    const readmes = [report, put2].map((r) => r.items.find((i: { key: string }) => i.key === 'tree/README.md').hash);
+    const expected = [...readmes, ...put2.items.filter((i: { key: string }) => ['tree/empty', 'tree/src/'].includes(i.key)).map((i: { hash: string }) => i.hash)].sort();
     expect(children).toEqual(expected);
+    expect(ouro([...k, '--json', 'log', db, 'tree/src/a.bin']).json()).toHaveLength(1);
+    expect(ouro([...k, '--json', 'put', db, 'tree', '--always'], { cwd: work }).json()).toMatchObject({ unchanged: 0 });
+    expect(ouro([...k, '--json', 'log', db, 'tree/src/a.bin']).json()).toHaveLength(2);
 
     // A key ending in / restores the tree under it.
     const restored = path.join(work, 'restored');

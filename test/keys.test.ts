@@ -92,6 +92,25 @@ describe('keys', () => {
     }
   });
 
+  it('ifChanged writes a version only when value, metadata or parent differ from the head', async () => {
+    const db = await open(tempDir());
+    try {
+      const big = pseudoRandom('same', 100_000);
+      const v1 = await db.put(big, { key: 'k', meta: { a: '1' }, ifChanged: true });
+      expect((await db.put(Buffer.from(big), { key: 'k', meta: { a: '1' }, ifChanged: true })).hash).toBe(v1.hash);
+      const v2 = await db.put(big, { key: 'k', meta: { a: '2' }, ifChanged: true });
+      expect(v2.hash).not.toBe(v1.hash);
+      const v3 = await db.put('small', { key: 'k', ifChanged: true });
+      expect((await db.put('small', { key: 'k', ifChanged: true })).hash).toBe(v3.hash);
+      expect((await db.put('small', { key: 'k', parent: v1.hash, ifChanged: true })).hash).not.toBe(v3.hash);
+      expect(await Array.fromAsync(db.history('k'))).toHaveLength(4);
+      await db.delete('k');
+      expect((await db.put('small', { key: 'k', ifChanged: true })).hash).not.toBe(v3.hash);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('parents and children, paginated; a missing parent is refused', async () => {
     const db = await open(tempDir());
     try {

@@ -1,0 +1,158 @@
+/**
+ * `npm run bench -- --only tree`: backing up a real source tree with many small files, version
+ * after version, with `ouro put` beside restic and borg (when installed; Debian packages `restic`,
+ * `borgbackup`), plus export/import throughput. Versions of the `date-fns` npm package (~4,800
+ * files each) are fetched with `npm pack` into bench/.cache and unpacked one after another into
+ * the same directory, which each tool then backs up, as a nightly backup of a changing tree would.
+ * Figures: wall time of all backups, bytes on disk afterwards (dedup + compression), and the time
+ * to restore the last version (checked byte for byte against the tree).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const TREE_VERSIONS = ['3.3.1', '3.4.0', '3.5.0', '3.6.0'];
+const PACKAGE = 'date-fns';
+const ouroBin = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'bin', 'ouro.js');
+
+export interface ToolResult {
+  tool: string;
+  backupSecs: number;
+  storedBytes: number;
+  restoreSecs: number;
+}
+
+function fetchVersions(): string[] {
+  const cache = path.resolve('bench', '.cache');
+  fs.mkdirSync(cache, { recursive: true });
+  return TREE_VERSIONS.map((v) => {
+    const file = path.join(cache, `${PACKAGE}-${v}.tgz`);
+    if (!fs.existsSync(file)) execFileSync('npm', ['pack', `${PACKAGE}@${v}`, '--silent'], { cwd: cache, stdio: ['ignore', 'ignore', 'inherit'] });
+    return file;
+  });
+}
+
+function unpack(tgz: string, into: string): void {
+  fs.rmSync(into, { recursive: true, force: true });
+  fs.mkdirSync(into, { recursive: true });
+  execFileSync('tar', ['xzf', tgz, '-C', into, '--strip-components=1']);
+}
+
+function du(dir: string): number {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + fs.statSync(path.join(e.parentPath, e.name)).size, 0);
+}
+
+/** SHA-256 over every file's relative path and contents, in path order. */
+function treeDigest(dir: string): string {
+  const h = crypto.createHash('sha256');
+  const files = fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)).sort();
+  for (const f of files) h.update(path.relative(dir, f)).update('\0').update(fs.readFileSync(f));
+  return h.digest('hex');
+}
+
+function timed(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): number {
+  const t = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+function installed(cmd: string, versionArgs: string[]): boolean {
+  return spawnSync(cmd, versionArgs, { stdio: 'ignore' }).status === 0;
+}
+
+export function treeBench(work: string): { results: ToolResult[]; logicalBytes: number; files: number; exportMiBs: number; importMiBs: number; archiveBytes: number; skipped: string[] } {
+  const tgzs = fetchVersions();
+  const tree = path.join(work, 'tree');
+  const key = path.join(work, 'key');
+  fs.writeFileSync(key, crypto.randomBytes(32));
+  const results: ToolResult[] = [];
+  const skipped: string[] = [];
+  let logicalBytes = 0;
+  let files = 0;
+  for (const t of tgzs) {
+    unpack(t, tree);
+    logicalBytes += du(tree);
+    files += fs.readdirSync(tree, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length;
+  }
+  const node = process.execPath;
+  const tools: Array<{ name: string; available: boolean; init: () => void; backup: () => number; restore: (out: string) => number; repo: string }> = [
+    {
+      name: 'OuroDB (ouro put)',
+      available: true,
+      repo: path.join(work, 'ouro'),
+      init() {
+        timed(node, [ouroBin, '--key-file', key, 'init', this.repo], { cwd: work });
+      },
+      backup() {
+        return timed(node, [ouroBin, '--key-file', key, 'put', this.repo, 'tree'], { cwd: work });
+      },
+      restore(out) {
+        return timed(node, [ouroBin, '--key-file', key, 'get', this.repo, 'tree/', '-o', out], { cwd: work });
+      },
+    },
+    {
+      name: 'restic',
+      available: installed('restic', ['version']),
+      repo: path.join(work, 'restic'),
+      init() {
+        timed('restic', ['init', '--repo', this.repo], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+      },
+      backup() {
+        return timed('restic', ['--repo', this.repo, 'backup', '--quiet', 'tree'], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+      },
+      restore(out) {
+        const secs = timed('restic', ['--repo', this.repo, 'restore', 'latest', '--target', out], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+        fs.renameSync(path.join(out, 'tree'), `${out}.tmp`);
+        fs.rmSync(out, { recursive: true });
+        fs.renameSync(`${out}.tmp`, out);
+        return secs;
+      },
+    },
+    {
+      name: 'borg',
+      available: installed('borg', ['--version']),
+      repo: path.join(work, 'borg'),
+      init() {
+        timed('borg', ['init', '--encryption', 'repokey', this.repo], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
+      },
+      backup() {
+        return timed('borg', ['create', `${this.repo}::v${Date.now()}`, 'tree'], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
+      },
+      restore(out) {
+        fs.mkdirSync(out, { recursive: true });
+        const last = execFileSync('borg', ['list', '--last', '1', '--format', '{archive}', this.repo], { env: { ...process.env, BORG_PASSPHRASE: 'bench' } }).toString().trim();
+        const secs = timed('borg', ['extract', `${this.repo}::${last}`], { cwd: out, env: { BORG_PASSPHRASE: 'bench' } });
+        fs.renameSync(path.join(out, 'tree'), `${out}.tmp`);
+        fs.rmSync(out, { recursive: true });
+        fs.renameSync(`${out}.tmp`, out);
+        return secs;
+      },
+    },
+  ];
+  for (const tool of tools) {
+    if (!tool.available) {
+      skipped.push(`${tool.name}: not installed`);
+      continue;
+    }
+    tool.init();
+    let backupSecs = 0;
+    for (const t of tgzs) {
+      unpack(t, tree);
+      backupSecs += tool.backup();
+    }
+    const want = treeDigest(tree);
+    const out = path.join(work, `restore-${results.length}`);
+    const restoreSecs = tool.restore(out);
+    if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different tree`);
+    fs.rmSync(out, { recursive: true });
+    results.push({ tool: tool.name, backupSecs, storedBytes: du(tool.repo), restoreSecs });
+  }
+  // Export and import throughput of the OuroDB database holding all versions.
+  const archive = path.join(work, 'all.ouro');
+  const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro'), archive], { cwd: work });
+  timed(node, [ouroBin, '--key-file', key, 'init', path.join(work, 'ouro2')], { cwd: work });
+  const importSecs = timed(node, [ouroBin, '--key-file', key, 'import', path.join(work, 'ouro2'), archive], { cwd: work });
+  return { results, logicalBytes, files, exportMiBs: logicalBytes / 2 ** 20 / exportSecs, importMiBs: logicalBytes / 2 ** 20 / importSecs, archiveBytes: fs.statSync(archive).size, skipped };
+}
