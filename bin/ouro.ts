@@ -22,6 +22,7 @@ const program = new Command('ouro')
   .option('--json', 'print results as JSON (and progress as JSON lines on stderr when it is not a terminal)')
   .option('--key-file <file>', 'use the 32-byte key in this file (raw or 64 hex digits) instead of a passphrase')
   .option('--debug', 'print stack traces of errors')
+  .version((JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version, '--version', 'print the version')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 

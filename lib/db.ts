@@ -1332,10 +1332,12 @@ export class OuroDB {
             onStack.delete(stack.pop()!);
             continue;
           }
-          const pending = deps.get(h)!.filter((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
-          if (pending.length > 0) {
-            for (const d of pending) onStack.add(d);
-            stack.push(...pending);
+          // One dependency at a time, so the stack is always a path of dependents (a node on it
+          // is an ancestor; hashes cannot form a cycle, and onStack guards against one anyway).
+          const pending = deps.get(h)!.find((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
+          if (pending !== undefined) {
+            onStack.add(pending);
+            stack.push(pending);
             continue;
           }
           onStack.delete(stack.pop()!);

@@ -23,6 +23,12 @@ async function populate(db: OuroDB): Promise<void> {
   await db.delete('k/2');
   await db.purge('k/3');
   await db.put(pseudoRandom('unkeyed', 200_000));
+  // Versions whose predecessor has the same parent: the export must still put that parent first
+  // (a depth-first order that pushed all dependencies at once got this wrong).
+  for (let i = 0; i < 12; i++) {
+    const dir = await db.put('', { key: `dir${i}/`, meta: { type: 'directory' } });
+    for (let v = 0; v < 3; v++) await db.put(`file ${i} v${v}`, { key: `dir${i}/f`, parent: dir.hash });
+  }
 }
 
 async function exportTo(db: OuroDB, file: string, key: Buffer): Promise<void> {

@@ -6,11 +6,14 @@
  * that their parent exists. It stays the same object as long as its own parent does: a listing
  * that changes (a file added) must not give every file below it a new parent, hence a new version.
  * `children(dir)` lists every version of every file put in it; `ls DIR dir/` lists what is there now.
- * A file or directory equal to its key's head (same bytes, metadata and parent) gets no new
- * version (put's ifChanged), unless --always: putting a tree again stores only what changed.
+ * A file is stored with metadata `type: file` and `mtime` (ms). One whose size, mtime and
+ * parent equal its key's head is taken as unchanged without being read, as restic and borg do; one
+ * read but equal to its head in bytes gets no new version either (put's ifChanged). --always
+ * writes every file anew. Putting a tree again therefore stores only what changed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { OuroDB } from '../../lib/index.js';
 import { type GlobalOptions, Progress, UsageError } from './support.js';
 
@@ -41,7 +44,6 @@ export function keyForPath(p: string): string {
   return key === '' ? '/' : key;
 }
 
-const CONCURRENCY = 16;
 /** Files up to this size are read whole (one exact-size buffer); larger ones stream. */
 const READ_WHOLE_MAX_BYTES = 4 << 20;
 
@@ -112,8 +114,23 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   const putFile = async (file: string, parent: string | undefined) => {
     const key = keyForPath(file);
     try {
+      const st = await fs.promises.stat(file);
+      const meta = { type: 'file', mtime: String(Math.trunc(st.mtimeMs)) };
       const before = opts.always ? null : await headOf(key);
-      const r = await db.put(await fileValue(file), { key, meta: { type: 'file' }, ...ifChanged, ...(parent ? { parent } : {}) });
+      if (before) {
+        // Same size, modification time and parent as the head: unchanged, not even read (as
+        // restic and borg decide). --always writes every file anew.
+        const head = await db.stat(before);
+        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['mtime'] === meta.mtime && head.meta['type'] === 'file') {
+          report.items.push({ key, hash: before, size: head.size, type: 'file' });
+          report.files++;
+          report.bytes += head.size;
+          report.unchanged++;
+          tick();
+          return;
+        }
+      }
+      const r = await db.put(await fileValue(file), { key, meta, ...ifChanged, ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
@@ -198,18 +215,21 @@ export async function restoreTree(db: OuroDB, prefix: string, target: string, g:
     if (dest !== root && !dest.startsWith(root + path.sep)) throw new UsageError(`key ${key} would restore outside ${target}`);
     await fs.promises.mkdir(path.dirname(dest), { recursive: true });
     const tmp = `${dest}.ouro-tmp-${process.pid}`;
-    const out = fs.createWriteStream(tmp);
-    const { pipeline } = await import('node:stream/promises');
-    await pipeline(db.stream(hash), out);
+    const st = await db.stat(hash);
+    // Small values in one write, large ones streamed (bounded memory).
+    if (st.size <= READ_WHOLE_MAX_BYTES) await fs.promises.writeFile(tmp, await db.get(hash));
+    else await pipeline(db.stream(hash), fs.createWriteStream(tmp));
+    const mtime = Number(st.meta['mtime']);
+    if (Number.isFinite(mtime) && mtime > 0) await fs.promises.utimes(tmp, new Date(mtime), new Date(mtime));
     await fs.promises.rename(tmp, dest);
     files++;
-    bytes += out.bytesWritten;
+    bytes += st.size;
     progress.update(bytes, files);
   };
   for await (const e of db.list({ prefix })) {
     if (e.key.endsWith('/')) continue;
     pending.push(restoreOne(e.key, e.hash));
-    if (pending.length >= CONCURRENCY) await Promise.all(pending.splice(0));
+    if (pending.length >= PUTS_IN_FLIGHT) await Promise.all(pending.splice(0));
   }
   await Promise.all(pending);
   progress.done();
