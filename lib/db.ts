@@ -97,6 +97,11 @@ export interface PutOptions {
   /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
   created?: Date | number;
   /**
+   * Cancels the put: it rejects with the signal's reason and writes no object record (chunks it
+   * already stored stay unreferenced until gc collects them).
+   */
+  signal?: AbortSignal;
+  /**
    * With `key`: write a new version only if it would differ from the key's head (value, metadata
    * or parent); otherwise resolve to the head's hash and write nothing, as a backup of an
    * unchanged file should. Only applies when the key has exactly one head, a value.
@@ -320,6 +325,8 @@ interface Link {
   created?: number;
   /** Skip the write when the record would equal the key's single head but for time and prev. */
   ifChanged?: boolean;
+  /** Checked between chunks and before the record is written. */
+  signal?: AbortSignal | undefined;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
   onQueued?: (committed: Promise<void>) => void;
 }
@@ -556,6 +563,9 @@ export class OuroDB {
     const durability = options.durability ?? this.#durability;
     if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     const link = this.#link(options);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new BadArgumentError('signal must be an AbortSignal');
+    link.signal = options.signal;
+    link.signal?.throwIfAborted();
     while (this.#exclusive) await this.#exclusive;
     const small = smallValue(value);
     const op = small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
@@ -624,6 +634,7 @@ export class OuroDB {
     // A first chunk small enough to go inline is held back until we know whether more follow.
     let held: Uint8Array | undefined;
     for await (const chunk of source) {
+      link.signal?.throwIfAborted();
       if (held) {
         store(held);
         held = undefined;
@@ -675,6 +686,7 @@ export class OuroDB {
    * of that key in between.
    */
   async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
+    link.signal?.throwIfAborted();
     if (link.parent) this.#checkParent(link.parent);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
