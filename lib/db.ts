@@ -769,7 +769,7 @@ export class OuroDB {
     const again = this.#pending.get(toHex(row.id));
     if (again && !extra.moved) return again;
     if (this.#current !== block) block = this.#current ?? (await this.#openBlock());
-    this.#checkWritable();
+    this.#checkAlive();
     const { written } = block.append(bytes, row);
     const appended = block.rows[block.rows.length - 1]!;
     let resolve!: () => void;
@@ -1499,7 +1499,9 @@ export class OuroDB {
       if (1 - dead / entryBytes < threshold) candidates.push({ id: Buffer.from(k.subarray(1)), seq: info.seq, size: info.size });
     }
     for (const c of candidates) {
-      this.#checkWritable();
+      // Between blocks, gc gives way to close(): what it compacted so far stays compacted.
+      if (this.#closing) break;
+      this.#checkAlive();
       await this.#compact(c, report);
     }
     return report;
@@ -1790,6 +1792,15 @@ export class OuroDB {
 
   #checkOpen(): void {
     if (this.#closed || this.#closing) throw new ClosedError();
+  }
+
+  /**
+   * For work already under way (a put that started before close() was called): close() waits for
+   * it, so only a closed or failed handle stops it. New operations check #checkWritable.
+   */
+  #checkAlive(): void {
+    if (this.#closed) throw new ClosedError();
+    if (this.#failed) throw this.#failed;
   }
 
   #checkWritable(): void {
