@@ -14,7 +14,8 @@ import { OuroDB } from '../lib/index.js';
 
 const MiB = 1 << 20;
 
-async function concurrent(count: number, width: number, op: (i: number) => Promise<unknown>): Promise<number> {
+/** Runs `count` operations from `width` concurrent loops; returns operations per second. */
+export async function concurrent(count: number, width: number, op: (i: number) => Promise<unknown>): Promise<number> {
   let next = 0;
   const started = process.hrtime.bigint();
   await Promise.all(Array.from({ length: width }, async () => {

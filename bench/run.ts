@@ -27,7 +27,7 @@ import { AeadKey, DatabaseKeys, gearTable, xchachaSeal, xchachaSealReference } f
 import { sealEntry } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { EntryKind } from '../blockstore/format.js';
-import { gcReclaim, keyedPutsAndReads, listing } from './keys.js';
+import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, treeBench } from './tree.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -82,15 +82,6 @@ async function ingestAndRead(total: number): Promise<{ ingest: number; read: num
   await db.close();
   fs.rmSync(dir, { recursive: true, force: true });
   return { ingest, read, rssMiB };
-}
-
-async function concurrent(count: number, writers: number, op: (i: number) => Promise<unknown>): Promise<number> {
-  let next = 0;
-  const started = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: writers }, async () => {
-    while (next < count) await op(next++);
-  }));
-  return count / (Number(process.hrtime.bigint() - started) / 1e9);
 }
 
 async function smallValues(): Promise<{ ouro: number; level: number }> {

@@ -43,7 +43,7 @@ import {
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
-import { type RebuildReport, rebuildIndex, scanOpenFile } from './rebuild.js';
+import { type PersistedStats, type RebuildReport, rebuildIndex, scanOpenFile } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { nextHeads, versionNumber } from './versions.js';
 import { ensureDir, exists, fsyncDir } from './fsutil.js';
@@ -247,18 +247,6 @@ export interface CheckReport {
   /** Entries authenticated with the key (readData). */
   entriesRead: number;
   problems: Problem[];
-}
-
-interface PersistedStats {
-  objects: number;
-  chunks: number;
-  logicalBytes: number;
-  uniqueBytes: number;
-  chunkStoredBytes: number;
-  storedBytes: number;
-  blocks: number;
-  walRecords: number;
-  walEntryBytes: number;
 }
 
 const ZERO_STATS: PersistedStats = { objects: 0, chunks: 0, logicalBytes: 0, uniqueBytes: 0, chunkStoredBytes: 0, storedBytes: 0, blocks: 0, walRecords: 0, walEntryBytes: 0 };

@@ -28,7 +28,8 @@ type Op = { type: 'put' | 'del'; key: Buffer; value?: Buffer };
 /** The prefixes a rebuild clears and rewrites (everything but the format version). */
 const REBUILT_PREFIXES = 'cobskvprxzw'.split('').map((c) => c.charCodeAt(0));
 
-export interface RebuiltStats {
+/** The counters persisted under 'm' "stats" (db.ts keeps them current; a rebuild recounts them). */
+export interface PersistedStats {
   objects: number;
   chunks: number;
   logicalBytes: number;
@@ -47,7 +48,7 @@ export interface RebuildReport {
   keys: number;
   /** Block files left out because they failed their checks (their entries are not indexed). */
   skipped: Array<{ file: string; error: string }>;
-  stats: RebuiltStats;
+  stats: PersistedStats;
   nextSeq: number;
 }
 
@@ -107,7 +108,7 @@ interface Found {
  * sealed first). Marked in the index while it runs ('m' 'rebuilding'), so a crash part way makes
  * the next open start it over.
  */
-export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKeys, minNextSeq: number, encodeStats: (s: RebuiltStats) => Buffer): Promise<RebuildReport> {
+export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKeys, minNextSeq: number, encodeStats: (s: PersistedStats) => Buffer): Promise<RebuildReport> {
   await ldb.put(keys.meta('rebuilding'), Buffer.from([1]), { sync: true });
   for (const p of REBUILT_PREFIXES) await ldb.clear(keys.range(p));
   await ldb.del(keys.meta('stats'));

@@ -27,12 +27,26 @@ export interface RunResult {
  * Runs the writer until it finishes, dies at its failpoint (env OURO_FAILPOINT), or is killed
  * with SIGKILL after `killAfterMs`.
  */
-export function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number }): Promise<RunResult> {
+export async function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number }): Promise<RunResult> {
+  const { out, err, signal } = await runChild(writerPath, [opts.dir, opts.key.toString('hex'), opts.seed, String(opts.count), String(opts.concurrency)], opts);
+  const acks: Ack[] = [];
+  for (const line of out.split('\n')) {
+    const m = /^ack (\S+) (\d+) ([0-9a-f]{64})$/.exec(line);
+    if (m) acks.push({ seed: m[1]!, i: Number(m[2]), hash: m[3]! });
+  }
+  return { acks, signal, finished: out.includes('done\n'), stderr: err };
+}
+
+/**
+ * Runs a fixture script in a child process until it exits, dies at its failpoint (env
+ * OURO_FAILPOINT) or is killed with SIGKILL after `killAfterMs`. A non-zero exit is an error.
+ */
+function runChild(script: string, args: string[], opts: { failpoint?: string | undefined; killAfterMs?: number | undefined }): Promise<{ out: string; err: string; signal: NodeJS.Signals | null }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     if (opts.failpoint) env['OURO_FAILPOINT'] = opts.failpoint;
     else delete env['OURO_FAILPOINT'];
-    const child = spawn(process.execPath, [writerPath, opts.dir, opts.key.toString('hex'), opts.seed, String(opts.count), String(opts.concurrency)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -41,13 +55,8 @@ export function runWriter(opts: { dir: string; key: Buffer; seed: string; count:
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
-      const acks: Ack[] = [];
-      for (const line of out.split('\n')) {
-        const m = /^ack (\S+) (\d+) ([0-9a-f]{64})$/.exec(line);
-        if (m) acks.push({ seed: m[1]!, i: Number(m[2]), hash: m[3]! });
-      }
-      if (code !== 0 && code !== null) reject(new Error(`writer exited with ${code}: ${err}`));
-      else resolve({ acks, signal, finished: out.includes('done\n'), stderr: err });
+      if (code !== 0 && code !== null) reject(new Error(`${script} exited with ${code}: ${err}`));
+      else resolve({ out, err, signal });
     });
   });
 }
@@ -85,42 +94,27 @@ export interface KeyedRun {
   signal: NodeJS.Signals | null;
 }
 
-export function runKeyedWriter(script: string, dir: string, key: Buffer, count: number, opts: { failpoint?: string; killAfterMs?: number }): Promise<KeyedRun> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env['OURO_FAILPOINT'];
-    if (opts.failpoint) env['OURO_FAILPOINT'] = opts.failpoint;
-    const child = spawn(process.execPath, [fixture(script), dir, key.toString('hex'), String(count)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = opts.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), opts.killAfterMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (code !== 0 && code !== null) return reject(new Error(`${script} exited with ${code}: ${err}`));
-      const acks = new Map<string, string>();
-      const purged = new Set<string>();
-      const lines = out.split('\n');
-      for (const line of lines) {
-        const a = /^ack (\S+) ([0-9a-f]{64})$/.exec(line);
-        if (a) {
-          acks.set(a[1]!, a[2]!);
-          purged.delete(a[1]!);
-        }
-        const p = /^purged (\S+)$/.exec(line);
-        if (p) purged.add(p[1]!);
-      }
-      // gc-writer purges k<i> (i % 4 != 3) in order once every k<i> is acknowledged: the first one
-      // not acknowledged as purged may have been purged just before the kill.
-      let inFlightPurge: string | undefined;
-      if (script === 'gc-writer.js' && Array.from({ length: count }, (_, i) => `k${i}`).every((k) => lines.includes(`ack ${k} ${acks.get(k)}`))) {
-        for (let i = 0; i < count && !inFlightPurge; i++) if (i % 4 !== 3 && !lines.includes(`purged k${i}`)) inFlightPurge = `k${i}`;
-      }
-      resolve({ acks, purged, lines, signal, ...(inFlightPurge ? { inFlightPurge } : {}) });
-    });
-  });
+export async function runKeyedWriter(script: string, dir: string, key: Buffer, count: number, opts: { failpoint?: string; killAfterMs?: number }): Promise<KeyedRun> {
+  const { out, signal } = await runChild(fixture(script), [dir, key.toString('hex'), String(count)], opts);
+  const acks = new Map<string, string>();
+  const purged = new Set<string>();
+  const lines = out.split('\n');
+  for (const line of lines) {
+    const a = /^ack (\S+) ([0-9a-f]{64})$/.exec(line);
+    if (a) {
+      acks.set(a[1]!, a[2]!);
+      purged.delete(a[1]!);
+    }
+    const p = /^purged (\S+)$/.exec(line);
+    if (p) purged.add(p[1]!);
+  }
+  // gc-writer purges k<i> (i % 4 != 3) in order once every k<i> is acknowledged: the first one
+  // not acknowledged as purged may have been purged just before the kill.
+  let inFlightPurge: string | undefined;
+  if (script === 'gc-writer.js' && Array.from({ length: count }, (_, i) => `k${i}`).every((k) => lines.includes(`ack ${k} ${acks.get(k)}`))) {
+    for (let i = 0; i < count && !inFlightPurge; i++) if (i % 4 !== 3 && !lines.includes(`purged k${i}`)) inFlightPurge = `k${i}`;
+  }
+  return { acks, purged, lines, signal, ...(inFlightPurge ? { inFlightPurge } : {}) };
 }
 
 /** The value gc-writer stored under `name` (n<i> keys hold k<i>'s value). */
