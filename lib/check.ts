@@ -115,7 +115,7 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
         openEntry(src.keys.data, bytes, { id, kind: prefix === PREFIX_CHUNK ? EntryKind.Chunk : EntryKind.Object }, block.file, loc.offset);
         result.entriesRead++;
       } catch (err) {
-        problems.push({ kind: 'entry-corrupt', block: block.name, id: toHex(id), message: (err as Error).message });
+        problems.push({ kind: 'entry-corrupt', block: block.name.replace(/^blk:/, ''), id: toHex(id), message: (err as Error).message });
       }
     }
   }
