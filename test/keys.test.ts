@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConflictError, OuroDB } from '../lib/index.js';
+import { ConflictError, OuroDB, inspectKeys } from '../lib/index.js';
 import { FAST_KDF, pseudoRandom, tempDir } from './helpers.js';
 import { dump } from './dump.js';
 
@@ -327,13 +327,16 @@ describe('check and rebuildIndex', () => {
     await db.flush();
     expect(await db.check({ readData: true })).toMatchObject({ ok: true, problems: [] });
     await db.close();
-    const blocks = fs.readdirSync(path.join(dir, 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
-    // Flip a byte inside the first entry's payload of one block, delete another block.
-    const victim = blocks[0]!;
+    // Flip a byte inside a live object's entry (found through the index), delete another block.
+    const objects = (await inspectKeys(dir, 'object')) as Array<{ hash: string; location: { seq: number; offset: number } }>;
+    const seqs = new Map(((await inspectKeys(dir, 'sealed-seq')) as Array<{ seq: number; block: string }>).map((r) => [r.seq, r.block]));
+    const target = objects[0]!;
+    const blockFile = (id: string) => path.join(dir, 'blocks', id.slice(0, 2), `${id}.blk`);
+    const victim = blockFile(seqs.get(target.location.seq)!);
     const bytes = fs.readFileSync(victim);
-    bytes[40 + 72 + 3]! ^= 0xff;
+    bytes[target.location.offset + 72 + 3]! ^= 0xff;
     fs.writeFileSync(victim, bytes);
-    fs.rmSync(blocks[1]!);
+    fs.rmSync(blockFile([...seqs.values()].find((id) => blockFile(id) !== victim)!));
     const reopened = await open(dir);
     try {
       const structural = await reopened.check();
@@ -343,7 +346,7 @@ describe('check and rebuildIndex', () => {
       const kinds = new Set(full.problems.map((p) => p.kind));
       expect(kinds.has('entry-corrupt')).toBe(true);
       expect(kinds.has('block-missing')).toBe(true);
-      expect(full.problems.find((p) => p.kind === 'entry-corrupt')!.id).toMatch(/^[0-9a-f]{64}$/);
+      expect(full.problems.find((p) => p.kind === 'entry-corrupt')).toMatchObject({ id: target.hash, block: seqs.get(target.location.seq) });
     } finally {
       await reopened.close();
     }
