@@ -497,7 +497,7 @@ export class OuroDB {
     }
     for (const { idHex, path: file } of await this.#store.listSealed()) {
       const id = Buffer.from(idHex, 'hex');
-      if (retired.has(idHex) || this.#ldb.getSync(keys.block(id)) !== undefined) continue;
+      if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined) continue;
       const index = await this.#store.readIndex(file);
       if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
       const bad = await this.#store.verifyEntries(file, index.rows);
@@ -748,7 +748,7 @@ export class OuroDB {
   }
 
   #committedEntry(indexKey: Buffer, idHex: string): boolean {
-    return this.#ldb.getSync(indexKey) !== undefined && !this.#dying.has(idHex);
+    return this.#get(indexKey) !== undefined && !this.#dying.has(idHex);
   }
 
   /** Appends an entry's bytes to the open block and queues it for the next group commit. */
@@ -818,7 +818,7 @@ export class OuroDB {
   #headsOf(key: KeyName): Head[] {
     const pending = this.#headOverlay.get(key.name);
     if (pending) return pending.heads;
-    const stored = this.#ldb.getSync(keys.heads(key.bytes));
+    const stored = this.#get(keys.heads(key.bytes));
     return stored ? decodeHeads(stored) : [];
   }
 
@@ -857,7 +857,7 @@ export class OuroDB {
 
   #checkParent(parent: Buffer): void {
     const hex = toHex(parent);
-    if (this.#pending.has(hex) || this.#ldb.getSync(keys.object(parent)) !== undefined) return;
+    if (this.#pending.has(hex) || this.#get(keys.object(parent)) !== undefined) return;
     throw new NotFoundError(`parent ${hex} does not exist`);
   }
 
@@ -875,7 +875,7 @@ export class OuroDB {
     const died = value > 0 && next === 0;
     const revived = value === 0 && present && next > 0;
     if (died || revived) {
-      const loc = this.#ldb.getSync(keys.chunk(id));
+      const loc = this.#get(keys.chunk(id));
       if (loc) {
         const l = decodeLocation(loc);
         c.addDead(keys.dead(l.seq), died ? l.length : -l.length);
@@ -908,12 +908,12 @@ export class OuroDB {
   async heads(key: string): Promise<string[]> {
     this.#checkOpen();
     if (this.#exclusive) await this.#settledIndex();
-    const stored = this.#ldb.getSync(keys.heads(keyBytes(key)));
+    const stored = this.#get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
   }
 
   #newestHead(key: Buffer): Head | undefined {
-    const stored = this.#ldb.getSync(keys.heads(key));
+    const stored = this.#get(keys.heads(key));
     return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
   }
 
@@ -1052,7 +1052,7 @@ export class OuroDB {
         this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
         versions.forEach((v, i) => {
           const r = records[i]!;
-          const loc = this.#ldb.getSync(keys.object(v.hash));
+          const loc = this.#get(keys.object(v.hash));
           if (loc) {
             const l = decodeLocation(loc);
             this.#counters!.addDead(keys.dead(l.seq), l.length);
@@ -1382,7 +1382,7 @@ export class OuroDB {
           keys: this.#keys,
           blockOf: async (seq) => {
             const open = this.#unsealed.get(seq);
-            const id = this.#ldb.getSync(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
+            const id = this.#get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
             if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open.block.rows } : undefined;
             const file = this.#store.blockPath(id);
             if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
@@ -1434,7 +1434,7 @@ export class OuroDB {
    */
   #switchMoved(e: PendingEntry, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
     const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
-    const cur = this.#ldb.getSync(indexKey);
+    const cur = this.#get(indexKey);
     const at = cur ? decodeLocation(cur) : undefined;
     if (at && at.seq === e.moved!.seq && at.offset === e.moved!.offset) {
       ops.push({ type: 'put', key: indexKey, value: loc });
@@ -1481,7 +1481,7 @@ export class OuroDB {
     const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
     for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
-      const dead = decodeCount(this.#ldb.getSync(keys.dead(info.seq)));
+      const dead = decodeCount(this.#get(keys.dead(info.seq)));
       if (dead === 0) continue;
       const entryBytes = Math.max(1, info.liveBytes);
       if (1 - dead / entryBytes < threshold) candidates.push({ id: Buffer.from(k.subarray(1)), seq: info.seq, size: info.size });
@@ -1500,7 +1500,7 @@ export class OuroDB {
     const name = blockName(block.id);
     const { rows } = await this.#store.readIndex(file);
     const here = (row: EntryRow): boolean => {
-      const cur = this.#ldb.getSync(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
+      const cur = this.#get(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
       if (!cur) return false;
       const at = decodeLocation(cur);
       return at.seq === block.seq && at.offset === row.offset;
@@ -1626,7 +1626,7 @@ export class OuroDB {
   async has(hash: string): Promise<boolean> {
     this.#checkOpen();
     if (this.#exclusive) await this.#settledIndex();
-    return this.#ldb.getSync(keys.object(parseHash(hash))) !== undefined;
+    return this.#get(keys.object(parseHash(hash))) !== undefined;
   }
 
   async stat(hash: string): Promise<ObjectStat> {
@@ -1673,11 +1673,11 @@ export class OuroDB {
    */
   async #readEntry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
     const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    const before = this.#ldb.getSync(indexKey, snapshot ? { snapshot } : {});
+    const before = this.#get(indexKey, snapshot ? { snapshot } : {});
     try {
       return await this.#readAt(kind, id, before);
     } catch (err) {
-      const now = this.#ldb.getSync(indexKey);
+      const now = this.#get(indexKey);
       if (now === undefined || (before !== undefined && now.equals(before))) throw err;
       return this.#readAt(kind, id, now);
     }
@@ -1707,7 +1707,7 @@ export class OuroDB {
     if (known && this.#sealedSeqs.has(loc.seq)) return known;
     let id = this.#sealedSeqs.get(loc.seq);
     if (id === undefined && !this.#unsealed.has(loc.seq)) {
-      id = this.#ldb.getSync(keys.sealedSeq(loc.seq));
+      id = this.#get(keys.sealedSeq(loc.seq));
       if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
       this.#sealedSeqs.set(loc.seq, id);
     }
@@ -1771,6 +1771,20 @@ export class OuroDB {
   #fail(err: unknown): void {
     if (this.#failed) return;
     this.#failed = new FailedError(`a write could not be made durable; reopen the database to recover (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  }
+
+  /**
+   * One index read. LevelDB's own errors (a damaged table it notices, an I/O error) become typed
+   * errors here, so no raw LevelDB error reaches a caller.
+   */
+  #get(key: Buffer, options: { snapshot?: Snapshot } = {}): Buffer | undefined {
+    try {
+      return this.#ldb.getSync(key, options);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`the index is damaged (${(err as Error).message}); rebuildIndex() or 'ouro repair --rebuild-index' rebuilds it`, { cause: err });
+      throw ioError('index read', err);
+    }
   }
 
   /** Reads wait while rebuildIndex runs: the index is incomplete until it ends. */
@@ -1896,7 +1910,9 @@ async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> 
     } catch (err) {
       const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
       if (code === 'LEVEL_LOCKED') throw new LockedError(`${root} is open in another process or handle`, { cause: err });
-      if (code === 'LEVEL_CORRUPTION' && attempt === 0) {
+      // LevelDB reports a CURRENT file that names no manifest as an I/O error: that is damage too.
+      const damaged = code === 'LEVEL_CORRUPTION' || (code === 'LEVEL_IO_ERROR' && !(await currentNamesManifest(dir)));
+      if (damaged && attempt === 0) {
         const aside = `${dir}.corrupt-${Date.now()}`;
         await fs.rename(dir, aside).catch((e: unknown) => {
           throw ioError(`moving the corrupt index to ${aside}`, e);
@@ -1904,9 +1920,19 @@ async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> 
         await fsyncDir(root);
         continue;
       }
-      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`${dir} is corrupt`, { cause: err });
+      if (damaged) throw new CorruptionError(`${dir} is corrupt`, { cause: err });
       throw ioError(`opening ${dir}`, err);
     }
+  }
+}
+
+/** Whether the index's CURRENT file names a manifest that exists (LevelDB's entry point). */
+async function currentNamesManifest(dir: string): Promise<boolean> {
+  try {
+    const name = (await fs.readFile(path.join(dir, 'CURRENT'), 'latin1')).trim();
+    return /^MANIFEST-[0-9]+$/.test(name) && (await exists(path.join(dir, name)));
+  } catch {
+    return false;
   }
 }
 
