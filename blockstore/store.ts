@@ -32,6 +32,8 @@ import {
   decodeTrailer,
   encodeFooter,
   encodeHeader,
+  ENTRY_HEADER_BYTES,
+  readEntryHeader,
 } from './format.js';
 
 export interface SealedBlock {
@@ -286,11 +288,12 @@ export class BlockStore {
    * entry's bytes still hash to what the WAL recorded, then cuts off anything after the last one
    * (bytes written but never acknowledged, or a footer whose seal never completed).
    */
-  async recoverOpen(seq: number, rows: EntryRow[]): Promise<OpenBlock> {
+  /** Opens open block `seq`'s file and checks its header names that seq and this database. */
+  async #openOpenFile(seq: number, flags: 'r' | 'r+'): Promise<{ file: string; handle: fs.FileHandle; size: number; header: Buffer }> {
     const file = this.openPath(seq);
     let handle: fs.FileHandle;
     try {
-      handle = await fs.open(file, 'r+');
+      handle = await fs.open(file, flags);
     } catch (err) {
       throw ioError(`open ${file}`, err);
     }
@@ -300,6 +303,48 @@ export class BlockStore {
       await handle.read(header, 0, HEADER_BYTES, 0);
       const h = decodeHeader(header, file);
       if (h.seq !== seq || !h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: header names another block or database`, { location: { file } });
+      return { file, handle, size, header };
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw ioError(`open ${file}`, err);
+    }
+  }
+
+  /**
+   * The entries of open block `seq` when its WAL records are lost (the index was): the longest
+   * run from the start that are whole and that `accept` (which authenticates them) takes. A torn
+   * or damaged entry ends the run: nothing after it can be trusted to be where the run says.
+   */
+  async scanOpen(seq: number, accept: (entry: Buffer, offset: number) => boolean): Promise<EntryRow[]> {
+    const { file, handle, size } = await this.#openOpenFile(seq, 'r');
+    try {
+      const rows: EntryRow[] = [];
+      const head = Buffer.alloc(ENTRY_HEADER_BYTES);
+      for (let at = HEADER_BYTES; at + ENTRY_HEADER_BYTES <= size; ) {
+        await handle.read(head, 0, ENTRY_HEADER_BYTES, at);
+        let eh;
+        try {
+          eh = readEntryHeader(head, 0, file, at);
+        } catch {
+          break;
+        }
+        const length = ENTRY_HEADER_BYTES + eh.payloadLength;
+        if (at + length > size) break;
+        const bytes = Buffer.allocUnsafe(length);
+        await handle.read(bytes, 0, length, at);
+        if (!accept(bytes, at)) break;
+        rows.push({ id: eh.id, kind: eh.kind, flags: eh.flags, length, plainLength: eh.plainLength, offset: at, hash: crypto.createHash('sha256').update(bytes).digest() });
+        at += length;
+      }
+      return rows;
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  async recoverOpen(seq: number, rows: EntryRow[]): Promise<OpenBlock> {
+    const { file, handle, size, header } = await this.#openOpenFile(seq, 'r+');
+    try {
       let end = HEADER_BYTES;
       for (const row of rows) {
         if (row.offset !== end) throw new CorruptionError(`${file}: WAL records do not tile the file at ${end}`, { location: { file, offset: end } });

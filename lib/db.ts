@@ -43,7 +43,7 @@ import {
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
-import { type PersistedStats, type RebuildReport, rebuildIndex, scanOpenFile } from './rebuild.js';
+import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { nextHeads, versionNumber } from './versions.js';
 import { ensureDir, exists, fsyncDir } from './fsutil.js';
@@ -1946,7 +1946,14 @@ async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKe
   let maxSeq = 0;
   for (const seq of await store.listOpen()) {
     const file = store.openPath(seq);
-    const { rows } = await scanOpenFile(file, dbKeys.data, store.databaseId);
+    const rows = await store.scanOpen(seq, (entry, offset) => {
+      try {
+        openEntry(dbKeys.data, entry, { id: entry.subarray(12, 44), kind: entry[0] as EntryKind }, file, offset);
+        return true;
+      } catch {
+        return false;
+      }
+    });
     maxSeq = Math.max(maxSeq, seq);
     if (rows.length === 0) {
       await fs.rm(file, { force: true });

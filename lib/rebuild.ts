@@ -7,17 +7,16 @@
  * Memory: one small entry per distinct chunk and object (tens of bytes) plus every object record
  * while it is being indexed; databases of a few million entries rebuild in a few hundred MiB.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { ClassicLevel } from 'classic-level';
-import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, HEADER_BYTES, decodeHeader, readEntryHeader } from '../blockstore/format.js';
+import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
 import { keys } from '../index/keys.js';
 import { encodeBlockInfo, encodeCount, encodeHeads, encodeLocation } from '../index/values.js';
 import { toHex } from './bytes.js';
 import type { DatabaseKeys } from './crypto.js';
 import { openEntry } from './entry.js';
-import { CorruptionError, OuroError, ioError } from './errors.js';
+import { CorruptionError, OuroError } from './errors.js';
 import { failpoint } from './failpoints.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { rebuildVersions } from './versions.js';
@@ -50,52 +49,6 @@ export interface RebuildReport {
   skipped: Array<{ file: string; error: string }>;
   stats: PersistedStats;
   nextSeq: number;
-}
-
-/**
- * The longest run of entries at the start of an open block file that are whole and authenticate
- * under the key: what survives of it when its WAL records were lost with the index. A torn or
- * damaged entry ends the run (nothing after it can be trusted to be where the run says).
- */
-export async function scanOpenFile(file: string, dataKey: DatabaseKeys['data'], databaseId: Buffer): Promise<{ seq: number; rows: EntryRow[] }> {
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(file, 'r');
-  } catch (err) {
-    throw ioError(`open ${file}`, err);
-  }
-  try {
-    const { size } = await handle.stat();
-    const header = Buffer.alloc(HEADER_BYTES);
-    await handle.read(header, 0, HEADER_BYTES, 0);
-    const h = decodeHeader(header, file);
-    if (!h.databaseId.equals(databaseId)) throw new CorruptionError(`${file}: header names another database`, { location: { file } });
-    const rows: EntryRow[] = [];
-    const head = Buffer.alloc(ENTRY_HEADER_BYTES);
-    for (let at = HEADER_BYTES; at + ENTRY_HEADER_BYTES <= size; ) {
-      await handle.read(head, 0, ENTRY_HEADER_BYTES, at);
-      let eh;
-      try {
-        eh = readEntryHeader(head, 0, file, at);
-      } catch {
-        break;
-      }
-      const length = ENTRY_HEADER_BYTES + eh.payloadLength;
-      if (at + length > size) break;
-      const bytes = Buffer.allocUnsafe(length);
-      await handle.read(bytes, 0, length, at);
-      try {
-        openEntry(dataKey, bytes, { id: eh.id, kind: eh.kind }, file, at);
-      } catch {
-        break;
-      }
-      rows.push({ id: eh.id, kind: eh.kind, flags: eh.flags, length, plainLength: eh.plainLength, offset: at, hash: crypto.createHash('sha256').update(bytes).digest() });
-      at += length;
-    }
-    return { seq: h.seq, rows };
-  } finally {
-    await handle.close().catch(() => {});
-  }
 }
 
 interface Found {
