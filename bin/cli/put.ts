@@ -209,11 +209,14 @@ export async function restoreTree(db: OuroDB, prefix: string, target: string, g:
   let bytes = 0;
   const root = path.resolve(target);
   const pending: Promise<void>[] = [];
+  const made = new Map<string, Promise<unknown>>();
   const restoreOne = async (key: string, hash: string) => {
     const rel = key.slice(prefix.length);
     const dest = path.resolve(root, rel);
     if (dest !== root && !dest.startsWith(root + path.sep)) throw new UsageError(`key ${key} would restore outside ${target}`);
-    await fs.promises.mkdir(path.dirname(dest), { recursive: true });
+    const parentDir = path.dirname(dest);
+    if (!made.has(parentDir)) made.set(parentDir, fs.promises.mkdir(parentDir, { recursive: true }));
+    await made.get(parentDir);
     const tmp = `${dest}.ouro-tmp-${process.pid}`;
     const st = await db.stat(hash);
     // Small values in one write, large ones streamed (bounded memory).
