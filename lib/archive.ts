@@ -140,6 +140,35 @@ export async function exportArchive(db: OuroDB, out: Writable, creds: Credential
   return progress;
 }
 
+type ObjectFrame = [hash: string, type: 0 | 1, key: string | null, parent: string | null, prev: string[], created: number, meta: [string, string][], size: number];
+
+/**
+ * An object frame's fields, checked: a frame authenticates only under the archive key, but whoever
+ * holds that key could still write a malformed one, and that must be a typed error too.
+ */
+function decodeObjectFrame(body: Buffer, frame: bigint): ObjectFrame {
+  const bad = (why: string, cause?: unknown) => new CorruptionError(`archive frame ${frame}: malformed object (${why})`, cause === undefined ? undefined : { cause });
+  let a: unknown;
+  try {
+    a = packr.unpack(body);
+  } catch (err) {
+    throw bad('not MessagePack', err);
+  }
+  const hex = (v: unknown) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+  if (!Array.isArray(a) || a.length !== 8) throw bad('not an 8-field array');
+  const [hash, type, key, parent, prev, created, meta, size] = a as unknown[];
+  if (!hex(hash)) throw bad('hash');
+  if (type !== 0 && type !== 1) throw bad('type');
+  if (key !== null && typeof key !== 'string') throw bad('key');
+  if (parent !== null && !hex(parent)) throw bad('parent');
+  if (!Array.isArray(prev) || !prev.every(hex)) throw bad('prev');
+  if (!Number.isSafeInteger(created) || (created as number) < 0) throw bad('created');
+  if (!Array.isArray(meta) || !meta.every((m) => Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string')) throw bad('meta');
+  if (!Number.isSafeInteger(size) || (size as number) < 0) throw bad('size');
+  if (type === 1 && key === null) throw bad('a tombstone without a key');
+  return a as ObjectFrame;
+}
+
 function frameAad(id: Buffer, frame: bigint, length: number): Buffer {
   const aad = Buffer.allocUnsafe(28);
   id.copy(aad, 0);
@@ -253,7 +282,7 @@ export async function importArchive(db: OuroDB, input: Readable, creds: Credenti
         return { ...progress, hashes: resolved };
       }
       if (f.type !== T_OBJECT) throw new CorruptionError(`archive frame ${frame - 1n} has type ${f.type}, expected an object`);
-      const [hash, type, objKey, parent, prev, created, meta, size] = packr.unpack(f.body) as [string, number, string | null, string | null, string[], number, [string, string][], number];
+      const [hash, type, objKey, parent, prev, created, meta, size] = decodeObjectFrame(f.body, frame - 1n);
       const sha = crypto.createHash('sha256');
       let received = 0;
       const checkEnd = (d: { type: number; body: Buffer }) => {

@@ -12,7 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { EntryKind, readEntryHeader } from '../blockstore/format.js';
 import { BlockStore } from '../blockstore/store.js';
 import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
-import { AeadKey } from '../lib/crypto.js';
+import zlib from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { AeadKey, deriveKey, xchachaSeal } from '../lib/crypto.js';
 import { openEntry, sealEntry } from '../lib/entry.js';
 import { OuroDB, OuroError, exportArchive, importArchive } from '../lib/index.js';
 import { decodeRecord, encodeRecord } from '../lib/record.js';
@@ -152,6 +154,69 @@ describe('decoders on hostile bytes', () => {
     const db = await OuroDB.open(path.join(work, 'huge'), { key });
     await expect(importArchive(db, Readable.from([huge]), { key })).rejects.toMatchObject({ code: 'OURO_CORRUPTION' });
     await db.close();
+  });
+});
+
+describe('archives written from the documented format (an independent writer)', () => {
+  /** An archive built from docs/FORMAT.md alone, with the given frame plaintexts. */
+  function archive(key: Buffer, frames: Buffer[]): Buffer {
+    const header = Buffer.alloc(64);
+    header.write('OUROARC\0', 0, 'latin1');
+    header.writeUInt16LE(1, 8);
+    header.writeUInt16LE(64, 10);
+    const id = crypto.randomBytes(16);
+    id.copy(header, 12);
+    header[28] = 2;
+    const salt = crypto.randomBytes(16);
+    salt.copy(header, 32);
+    header.writeUInt32LE(zlib.crc32(header.subarray(0, 60)), 60);
+    const aead = new AeadKey(deriveKey(key, salt, 'ourodb/v1/archive'));
+    const out: Buffer[] = [header];
+    frames.forEach((plain, n) => {
+      const head = Buffer.alloc(28);
+      head.writeUInt32LE(plain.length, 0);
+      const nonce = crypto.randomBytes(24);
+      nonce.copy(head, 4);
+      const aad = Buffer.alloc(28);
+      id.copy(aad, 0);
+      aad.writeBigUInt64LE(BigInt(n), 16);
+      aad.writeUInt32LE(plain.length, 24);
+      out.push(head, xchachaSeal(aead, nonce, plain, aad));
+    });
+    return Buffer.concat(out);
+  }
+  const frame = (type: number, body: Uint8Array) => Buffer.concat([Buffer.from([type]), body]);
+
+  it('imports a well-formed one, and refuses authenticated but malformed frames with typed errors', async () => {
+    const key = Buffer.alloc(32, 3);
+    const value = Buffer.from('written by hand');
+    const good = archive(key, [
+      frame(1, new Packr({ useRecords: false }).pack(['a'.repeat(64), 0, 'hand/made', null, [], 1_700_000_000_000, [['by', 'test']], value.length])),
+      frame(2, value),
+      frame(3, crypto.createHash('sha256').update(value).digest()),
+      frame(4, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])),
+    ]);
+    const work = tempDir();
+    const db = await OuroDB.open(path.join(work, 'db'), { key });
+    try {
+      await importArchive(db, Readable.from([good]), { key });
+      expect(Buffer.from(await db.getByKey('hand/made')).toString()).toBe('written by hand');
+      expect((await db.stat((await db.head('hand/made'))!)).meta).toEqual({ by: 'test' });
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 64 }).map((u) => Buffer.from(u)), fc.anything().map((v) => Buffer.from(new Packr({ useRecords: false }).pack(v)))), async (body) => {
+          const target = await OuroDB.open(path.join(work, `m${n++}`), { key });
+          try {
+            return await typedOnlyAsync(() => importArchive(target, Readable.from([archive(key, [frame(1, body), frame(4, Buffer.alloc(8))])]), { key }));
+          } finally {
+            await target.close();
+          }
+        }),
+        { numRuns: 40 },
+      );
+    } finally {
+      await db.close();
+    }
   });
 });
 
