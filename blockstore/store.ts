@@ -179,6 +179,8 @@ export class OpenBlock {
   /** fdatasync: makes every completed write durable (the file's size included). */
   async sync(): Promise<void> {
     try {
+      // In-process tests inject a failing fdatasync here (an EIO, as a dying disk gives).
+      failpoint('block.fdatasync');
       await fdatasyncFd(this.handle.fd);
     } catch (err) {
       throw ioError(`fdatasync ${this.path}`, err);

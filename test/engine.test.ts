@@ -299,3 +299,38 @@ describe('group commit, blocks and stats', () => {
     await db.close();
   });
 });
+
+describe('a failed fsync (the "fsyncgate" lesson)', () => {
+  it('is fatal to the handle, not to the data: writes stop with OURO_FAILED, reads go on, reopening recovers', async () => {
+    const { setFailpoint } = await import('../lib/failpoints.js');
+    const { db, dir, key } = await openNew();
+    const acknowledged: Array<[string, Buffer]> = [];
+    for (let i = 0; i < 20; i++) {
+      const v = pseudoRandom(`ok${i}`, 2000 + i);
+      acknowledged.push([(await db.put(v)).hash, v]);
+    }
+    setFailpoint('block.fdatasync', () => {
+      throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    });
+    try {
+      const failed = await db.put(pseudoRandom('lost', 3000)).catch((err: unknown) => err);
+      expect(failed).toMatchObject({ code: 'OURO_FAILED' });
+      expect(String((failed as Error).cause)).toContain('EIO');
+    } finally {
+      setFailpoint('block.fdatasync', undefined);
+    }
+    // The handle refuses writes even now that fsync would work: the unsynced bytes' state is unknown.
+    expect(await codeOf(db.put('after'))).toBe('OURO_FAILED');
+    for (const [hash, v] of acknowledged) expect(Buffer.from(await db.get(hash)).equals(v)).toBe(true);
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes: small });
+    try {
+      for (const [hash, v] of acknowledged) expect(Buffer.from(await again.get(hash)).equals(v)).toBe(true);
+      const r = await again.put('works again');
+      expect(Buffer.from(await again.get(r.hash)).toString()).toBe('works again');
+      expect((await again.check({ readData: true })).problems).toEqual([]);
+    } finally {
+      await again.close();
+    }
+  });
+});
