@@ -192,7 +192,7 @@ program
     await withDb(dir, g(), async (db) => {
       const before = await db.stats();
       const progress = new Progress('gc', g());
-      const report = await db.gc({ threshold: Number(o.threshold) });
+      const report = await db.gc({ threshold: Number(o.threshold), onProgress: (r) => progress.update(r.bytesFreed, r.blocksRemoved) });
       progress.done();
       const after = await db.stats();
       output(g(), { ...report, storedBytesBefore: before.storedBytes, storedBytesAfter: after.storedBytes }, () => `removed ${report.blocksRemoved} blocks, freed ${mib(report.bytesFreed)} (copied ${mib(report.bytesCopied)} of live data); stored ${mib(before.storedBytes)} -> ${mib(after.storedBytes)}`);
@@ -210,7 +210,7 @@ program
       const pct = Number(o.sample);
       if (!(pct >= 0 && pct <= 100)) throw new UsageError('--sample takes a percentage, 0 to 100');
       const progress = new Progress('check', g());
-      const report = await db.check({ readData: o.readData === true, sample: pct / 100 });
+      const report = await db.check({ readData: o.readData === true, sample: pct / 100, onProgress: (entries, bytes) => progress.update(bytes, entries) });
       progress.done();
       output(g(), report, () => [`${report.ok ? 'ok' : 'PROBLEMS'}: ${report.blocks} blocks, ${report.entries} entries, ${report.entriesRead} read`, ...report.problems.map((p) => `  ${p.kind}: ${[p.block, p.id, p.key].filter(Boolean).join(' ')} ${p.message}`)].join('\n'));
       if (!report.ok) process.exitCode = EXIT.corruption;

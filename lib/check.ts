@@ -52,7 +52,8 @@ export interface CheckSource {
   read(name: string, file: string, offset: number, length: number): Promise<Buffer>;
 }
 
-export async function checkDatabase(src: CheckSource, options: { readData: boolean; sample: number }): Promise<CheckResult> {
+export async function checkDatabase(src: CheckSource, options: { readData: boolean; sample: number; onProgress?: (entries: number, bytesRead: number) => void }): Promise<CheckResult> {
+  let bytesRead = 0;
   const { ldb, snapshot } = src;
   const problems: CheckProblem[] = [];
   const result: CheckResult = { ok: true, blocks: 0, entries: 0, entriesRead: 0, problems };
@@ -101,6 +102,7 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
       const id = Buffer.from(k.subarray(1));
       const loc = decodeLocation(v);
       result.entries++;
+      if (result.entries % 256 === 0) options.onProgress?.(result.entries, bytesRead);
       if (prefix === PREFIX_OBJECT) liveObjects.push(id);
       const row = await rowAt(loc.seq, loc.offset);
       if (!row || !row.id.equals(id) || row.length !== loc.length) {
@@ -114,6 +116,7 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
         if (!crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) throw new Error('entry bytes do not match the footer hash');
         openEntry(src.keys.data, bytes, { id, kind: prefix === PREFIX_CHUNK ? EntryKind.Chunk : EntryKind.Object }, block.file, loc.offset);
         result.entriesRead++;
+        bytesRead += bytes.length;
       } catch (err) {
         problems.push({ kind: 'entry-corrupt', block: block.name.replace(/^blk:/, ''), id: toHex(id), message: (err as Error).message });
       }
@@ -171,6 +174,7 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
     }
     for (const [hex, want] of counts) problems.push({ kind: 'refcount-mismatch', id: hex, message: `stored 0, counted ${want}` });
   }
+  options.onProgress?.(result.entries, bytesRead);
   result.ok = problems.length === 0;
   return result;
 }

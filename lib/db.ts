@@ -209,6 +209,8 @@ export interface ExportedObject {
 export interface GcOptions {
   /** Compact sealed blocks whose live share of entry bytes is below this (0..1, default 0.5). */
   threshold?: number;
+  /** Called after each block: the report so far and the number of candidate blocks. */
+  onProgress?: (report: GcReport, candidates: number) => void;
 }
 
 export interface GcReport {
@@ -227,6 +229,8 @@ export interface CheckOptions {
   readData?: boolean;
   /** With readData, the share of entries to authenticate, 0..1 (default 1). */
   sample?: number;
+  /** Called now and then with the entries checked and the entry bytes read so far. */
+  onProgress?: (entries: number, bytesRead: number) => void;
 }
 
 export interface Problem {
@@ -1391,7 +1395,7 @@ export class OuroDB {
           sealing: (seq) => this.#unsealed.has(seq),
           read: (name, file, offset, length) => this.#files.read(name, file, offset, length),
         },
-        { readData: options.readData ?? false, sample },
+        { readData: options.readData ?? false, sample, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
       );
     } finally {
       await this.#closeReader(reader);
@@ -1465,7 +1469,7 @@ export class OuroDB {
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
     while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
-    const run = this.#gc(threshold);
+    const run = this.#gc(threshold, options.onProgress);
     this.#gcRun = run;
     this.#inflight.add(run);
     try {
@@ -1476,7 +1480,7 @@ export class OuroDB {
     }
   }
 
-  async #gc(threshold: number): Promise<GcReport> {
+  async #gc(threshold: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
     const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 };
     const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
     for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
@@ -1491,6 +1495,7 @@ export class OuroDB {
       if (this.#closing) break;
       this.#checkAlive();
       await this.#compact(c, report);
+      onProgress?.({ ...report }, candidates.length);
     }
     return report;
   }

@@ -193,5 +193,7 @@ describe('ouro CLI', () => {
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.at(-1).progress).toMatchObject({ op: 'put', bytes: 3 << 20, items: 1 });
     expect(ouro(['--key-file', key, 'put', path.join(work, 'db'), 'f'], { cwd: work }).stderr).toBe('');
+    const check = ouro(['--key-file', key, '--json', 'check', path.join(work, 'db'), '--read-data']);
+    expect(JSON.parse(check.stderr.trim().split('\n').at(-1)!).progress).toMatchObject({ op: 'check', items: check.json().entries });
   });
 });
