@@ -187,11 +187,11 @@ describe('ouro CLI', () => {
     const key = path.join(work, 'key');
     fs.writeFileSync(key, crypto.randomBytes(32));
     ouro(['--key-file', key, 'init', path.join(work, 'db')]);
-    fs.writeFileSync(path.join(work, 'f'), pseudoRandom('f', 3 << 20));
+    fs.writeFileSync(path.join(work, 'f'), pseudoRandom('f', 5 << 20)); // over 4 MiB: the streamed path
     const r = ouro(['--key-file', key, '--json', 'put', path.join(work, 'db'), 'f'], { cwd: work });
     const lines = r.stderr.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
     expect(lines.length).toBeGreaterThan(0);
-    expect(lines.at(-1).progress).toMatchObject({ op: 'put', bytes: 3 << 20, items: 1 });
+    expect(lines.at(-1).progress).toMatchObject({ op: 'put', bytes: 5 << 20, items: 1 });
     expect(ouro(['--key-file', key, 'put', path.join(work, 'db'), 'f'], { cwd: work }).stderr).toBe('');
     const check = ouro(['--key-file', key, '--json', 'check', path.join(work, 'db'), '--read-data']);
     expect(JSON.parse(check.stderr.trim().split('\n').at(-1)!).progress).toMatchObject({ op: 'check', items: check.json().entries });

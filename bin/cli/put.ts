@@ -48,27 +48,40 @@ export function keyForPath(p: string): string {
 const READ_WHOLE_MAX_BYTES = 4 << 20;
 
 /**
- * A file's contents for put. Most files of a source tree are a few KiB: reading them whole costs
- * one buffer of their size, where a read stream allocates 64 KiB per file and its machinery costs
- * more than the read (a profile of `ouro put` on 4,800 small files spent a quarter of its time
- * in allocation and garbage collection). Large files stream, so memory stays bounded.
+ * A file's contents for put, with its modification time. Most files of a source tree are a few
+ * KiB: they are read whole, into one buffer of their size, through the callback API on the
+ * descriptor (open, fstat, read, close). On 4,361 small files that took about half the CPU of the
+ * same reads through FileHandle (75-140 vs 157-275 ms, three runs each), and a read stream per
+ * file, 64 KiB buffer and all, cost more again. Large files stream, so memory stays bounded.
  */
-async function fileValue(file: string): Promise<Buffer | fs.ReadStream> {
-  const handle = await fs.promises.open(file, 'r');
-  try {
-    const { size } = await handle.stat();
-    if (size > READ_WHOLE_MAX_BYTES) {
-      const stream = handle.createReadStream();
-      return stream; // the stream closes the handle when it ends
-    }
-    const data = await handle.readFile();
-    await handle.close();
-    return data;
-  } catch (err) {
-    await handle.close().catch(() => {});
-    throw err;
-  }
+function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; mtimeMs: number }> {
+  return new Promise((resolve, reject) => {
+    fs.open(file, 'r', (err, fd) => {
+      if (err) return reject(err);
+      const fail = (e: Error) => fs.close(fd, () => reject(e));
+      fs.fstat(fd, (err2, st) => {
+        if (err2) return fail(err2);
+        if (st.size > READ_WHOLE_MAX_BYTES) return resolve({ value: fs.createReadStream('', { fd }), mtimeMs: st.mtimeMs }); // closes fd at its end
+        const buf = Buffer.allocUnsafe(st.size);
+        const readFrom = (at: number): void => {
+          if (at === buf.length) return fs.close(fd, (err4) => (err4 ? reject(err4) : resolve({ value: buf, mtimeMs: st.mtimeMs })));
+          fs.read(fd, buf, at, buf.length - at, at, (err3, n) => {
+            if (err3) return fail(err3);
+            // A file that shrank while being read: keep what it has now, as a read of it would.
+            if (n === 0) return fs.close(fd, () => resolve({ value: buf.subarray(0, at), mtimeMs: st.mtimeMs }));
+            readFrom(at + n);
+          });
+        };
+        readFrom(0);
+      });
+    });
+  });
 }
+
+function statFile(file: string): Promise<fs.Stats> {
+  return new Promise((resolve, reject) => fs.stat(file, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
 
@@ -114,14 +127,13 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   const putFile = async (file: string, parent: string | undefined) => {
     const key = keyForPath(file);
     try {
-      const st = await fs.promises.stat(file);
-      const meta = { type: 'file', mtime: String(Math.trunc(st.mtimeMs)) };
       const before = opts.always ? null : await headOf(key);
       if (before) {
         // Same size, modification time and parent as the head: unchanged, not even read (as
-        // restic and borg decide). --always writes every file anew.
-        const head = await db.stat(before);
-        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['mtime'] === meta.mtime && head.meta['type'] === 'file') {
+        // restic and borg decide). --always writes every file anew. A new key needs no such
+        // stat: the descriptor opened to read the file gives its mtime.
+        const [st, head] = await Promise.all([statFile(file), db.stat(before)]);
+        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['mtime'] === String(Math.trunc(st.mtimeMs)) && head.meta['type'] === 'file') {
           report.items.push({ key, hash: before, size: head.size, type: 'file' });
           report.files++;
           report.bytes += head.size;
@@ -130,7 +142,9 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
           return;
         }
       }
-      const r = await db.put(await fileValue(file), { key, meta, ...ifChanged, ...(parent ? { parent } : {}) });
+      const { value, mtimeMs } = await fileValue(file);
+      const meta = { type: 'file', mtime: String(Math.trunc(mtimeMs)) };
+      const r = await db.put(value, { key, meta, ...ifChanged, ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
