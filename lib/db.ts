@@ -288,8 +288,6 @@ interface BatchOp {
 }
 
 const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
-/** close() compacts the index of a session that wrote when it is at most this big (~0.1-0.3 s). */
-const COMPACT_ON_CLOSE_MAX_BYTES = 32 * 1024 * 1024;
 /** How many bytes may wait to be written before put() waits: bounds memory while streaming. */
 const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 /** Chunks read ahead while streaming a value out. */
@@ -373,8 +371,6 @@ export class OuroDB {
   /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
   readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
   #gcRun: Promise<GcReport> | undefined;
-  /** Whether this session wrote to the index (close compacts a small index only then). */
-  #wrote = false;
   /** Set while rebuildIndex runs: writes wait for it. */
   #exclusive: Promise<void> | undefined;
 
@@ -1261,7 +1257,6 @@ export class OuroDB {
       ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
       try {
         await this.#ldb.batch(ops as never, { sync: true });
-        this.#wrote = true;
       } catch (err) {
         const failure = ioError('index batch', err);
         this.#fail(failure);
@@ -1776,7 +1771,6 @@ export class OuroDB {
         if (!this.#failed) {
           for (const r of [...this.#readers]) await this.#closeReader(r);
           await this.#removeDeferred(true);
-          await this.#compactSmallIndex();
         }
       } finally {
         this.#closed = true;
@@ -1793,23 +1787,6 @@ export class OuroDB {
     this.#closed = true;
     await this.#sealPool.close();
     await this.#files.closeAll();
-  }
-
-  /**
-   * After a session that wrote, a small index (under COMPACT_ON_CLOSE_MAX_BYTES) is compacted
-   * whole: LevelDB otherwise leaves overlapping level-0 tables and its log behind, which for a
-   * database holding a few thousand small files was half the index directory (2.15 MB where the
-   * compacted index took ~1 MB). A bounded amount of work, and only when it pays.
-   */
-  async #compactSmallIndex(): Promise<void> {
-    if (!this.#wrote) return;
-    let bytes = 0;
-    const dir = path.join(this.dir, 'index');
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) bytes += (await fs.stat(path.join(dir, name)).catch(() => ({ size: 0 }))).size;
-    if (bytes > COMPACT_ON_CLOSE_MAX_BYTES) return;
-    await this.#ldb.compactRange(Buffer.from([0]), Buffer.from([0xff])).catch((err: unknown) => {
-      throw ioError('compacting the index', err);
-    });
   }
 
   #fail(err: unknown): void {
