@@ -96,10 +96,6 @@ export const keys = {
   heads(key: Buffer): Buffer {
     return withPrefix(PREFIX_HEADS, key);
   },
-  /** Decodes the user key (UTF-8 bytes) of a 'k' key. */
-  decodeHeads(k: Buffer): Buffer {
-    return k.subarray(1);
-  },
   version(key: Buffer, n: number, hash: Uint8Array): Buffer {
     const k = Buffer.allocUnsafe(1 + key.length + 1 + 8 + 32);
     k[0] = PREFIX_VERSION;
