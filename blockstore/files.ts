@@ -3,15 +3,14 @@
  * counted so a read in flight never sees its descriptor closed under it, and unreferenced ones
  * are closed least-recently-used first to stay within a descriptor budget.
  */
-import fsCallback from 'node:fs';
-import fs from 'node:fs/promises';
 import { ioError } from '../lib/errors.js';
+import type { Vfs, VfsFile } from '../lib/vfs/vfs.js';
 
 /** Reads up to this size are synchronous (see #readSync). */
 const SYNC_READ_MAX_BYTES = 16 * 1024;
 
 interface Slot {
-  handle: fs.FileHandle;
+  handle: VfsFile;
   refs: number;
   pinned: boolean;
   /** Forgotten while reads were in flight: the last of them closes the handle. */
@@ -22,13 +21,15 @@ export class FileCache {
   readonly #slots = new Map<string, Slot>();
   readonly #opening = new Map<string, Promise<Slot>>();
   readonly #max: number;
+  readonly #vfs: Vfs;
 
-  constructor(maxOpen = 128) {
+  constructor(vfs: Vfs, maxOpen = 128) {
+    this.#vfs = vfs;
     this.#max = maxOpen;
   }
 
   /** Registers an already open handle (an open block being written) under `name`, pinned. */
-  adopt(name: string, handle: fs.FileHandle): void {
+  adopt(name: string, handle: VfsFile): void {
     this.#slots.set(name, { handle, refs: 0, pinned: true });
   }
 
@@ -61,7 +62,7 @@ export class FileCache {
     if (!slot) {
       let opening = this.#opening.get(name);
       if (!opening) {
-        opening = fs.open(path, 'r').then(
+        opening = this.#vfs.open(path, 'r').then(
           (handle) => {
             const s: Slot = { handle, refs: 0, pinned: false };
             this.#slots.set(name, s);
@@ -98,7 +99,7 @@ export class FileCache {
       const buf = Buffer.allocUnsafeSlow(length);
       let done = 0;
       while (done < length) {
-        const bytesRead = await preadFd(slot.handle.fd, buf, done, length - done, offset + done);
+        const bytesRead = await slot.handle.read(buf, done, length - done, offset + done);
         if (bytesRead === 0) break;
         done += bytesRead;
       }
@@ -128,7 +129,7 @@ export class FileCache {
     let done = 0;
     try {
       while (done < length) {
-        const n = fsCallback.readSync(slot.handle.fd, buf, done, length - done, offset + done);
+        const n = slot.handle.readSync(buf, done, length - done, offset + done);
         if (n === 0) break;
         done += n;
       }
@@ -157,15 +158,4 @@ export class FileCache {
     this.#slots.clear();
     await Promise.all([...handles].map((h) => h.close().catch(() => {})));
   }
-}
-
-/**
- * pread through the callback API on the descriptor: a small read costs noticeably less than
- * FileHandle.read (no promise-based handle bookkeeping), which is most of a 1 KiB read's I/O cost.
- * The handle stays open (the slot's reference count guarantees it) while the read runs.
- */
-function preadFd(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fsCallback.read(fd, buf, at, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
-  });
 }

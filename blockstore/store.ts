@@ -14,14 +14,13 @@
  * A crash between 3 and 5 leaves a block nobody registered: recovery verifies and registers it.
  */
 import crypto from 'node:crypto';
-import fsCallbacks from 'node:fs';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { toHex } from '../lib/bytes.js';
-import { CorruptionError, ioError } from '../lib/errors.js';
+import { CorruptionError, ioError, syncFailure } from '../lib/errors.js';
 import { failpoint } from '../lib/failpoints.js';
 import { ensureDir, fsyncDir } from '../lib/fsutil.js';
+import { type Vfs, type VfsFile, readFully, writevAll } from '../lib/vfs/vfs.js';
 import {
   type EntryRow,
   FOOTER_ROW_BYTES,
@@ -44,14 +43,6 @@ export interface SealedBlock {
   rows: EntryRow[];
 }
 
-async function writeAll(handle: fs.FileHandle, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
 interface Deferred {
   promise: Promise<void>;
   resolve: () => void;
@@ -70,49 +61,24 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
-// The append path calls fs's callback API on the FileHandle's descriptor: FileHandle.writev and
-// .datasync cost more per call (1 KiB puts from 64 writers, three interleaved old/new pairs on a
-// noisy machine: +3%, +5%, +17% puts/s, and less CPU per put in each). The FileHandle still owns
-// the descriptor's lifetime; these calls never outlive it (seal and close drain first).
-function writevFd(fd: number, bufs: Buffer[], position: number): Promise<number> {
-  return new Promise((resolve, reject) => fsCallbacks.writev(fd, bufs, position, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-function fdatasyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsCallbacks.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-async function writevAll(handle: fs.FileHandle, bufs: Buffer[], position: number): Promise<void> {
-  let pending = bufs;
-  let pos = position;
-  while (pending.length > 0) {
-    let bytesWritten = await writevFd(handle.fd, pending, pos);
-    pos += bytesWritten;
-    // A short write: drop what was written and continue with the rest.
-    const rest: Buffer[] = [];
-    for (const b of pending) {
-      if (bytesWritten >= b.length) bytesWritten -= b.length;
-      else {
-        rest.push(bytesWritten > 0 ? b.subarray(bytesWritten) : b);
-        bytesWritten = 0;
-      }
-    }
-    pending = rest;
-  }
-}
-
 export class OpenBlock {
   readonly seq: number;
   readonly path: string;
-  readonly handle: fs.FileHandle;
-  readonly rows: EntryRow[];
+  readonly handle: VfsFile;
+  rows: EntryRow[];
+  readonly #vfs: Vfs;
   readonly #header: Buffer;
   #size: number;
   #next: { bufs: Buffer[]; start: number; bytes: number; done: Deferred } | undefined;
   #writing: Promise<void> | undefined;
   #backlog = 0;
+  /** The first write that failed: every write after it fails too, so no entry lands past a hole. */
+  #writeError: unknown;
+  /** The file may hold bytes past #size (a cut left them): seal truncates before its footer. */
+  #tail = false;
 
-  constructor(seq: number, file: string, handle: fs.FileHandle, header: Buffer, size: number, rows: EntryRow[]) {
+  constructor(vfs: Vfs, seq: number, file: string, handle: VfsFile, header: Buffer, size: number, rows: EntryRow[]) {
+    this.#vfs = vfs;
     this.seq = seq;
     this.path = file;
     this.handle = handle;
@@ -128,6 +94,11 @@ export class OpenBlock {
 
   get entryBytes(): number {
     return this.#size - HEADER_BYTES;
+  }
+
+  /** Whether a write to this block failed: it takes no more entries (see cut()). */
+  get broken(): boolean {
+    return this.#writeError !== undefined;
   }
 
   /**
@@ -165,10 +136,13 @@ export class OpenBlock {
       const batch = this.#next;
       this.#next = undefined;
       try {
+        if (this.#writeError !== undefined) throw this.#writeError;
         await writevAll(this.handle, batch.bufs, batch.start);
         batch.done.resolve();
       } catch (err) {
-        batch.done.reject(ioError(`write ${this.path}@${batch.start}`, err));
+        const failure = ioError(`write ${this.path}@${batch.start}`, err);
+        this.#writeError ??= failure;
+        batch.done.reject(failure);
       } finally {
         this.#backlog -= batch.bytes;
       }
@@ -176,44 +150,74 @@ export class OpenBlock {
     this.#writing = undefined;
   }
 
-  /** fdatasync: makes every completed write durable (the file's size included). */
+  /**
+   * Forgets every entry at or after `offset` (their writes failed, or depend on one that did):
+   * the block ends there and takes no more entries. Entries before it are unaffected. Bytes that
+   * did reach the file past the cut are cut off when the block is sealed.
+   */
+  cut(offset: number): void {
+    this.#writeError ??= new Error('block was cut');
+    if (offset >= this.#size) return;
+    this.rows = this.rows.filter((r) => r.offset < offset);
+    this.#size = offset;
+    this.#tail = true;
+  }
+
+  /**
+   * fdatasync: makes every completed write durable (the file's size included). A failure is
+   * fatal to the handle (FailedError): after a failed fsync the kernel may have dropped the dirty
+   * pages, so what the file holds is unknown until recovery reads it back (the fsyncgate lesson).
+   */
   async sync(): Promise<void> {
     try {
       // In-process tests inject a failing fdatasync here (an EIO, as a dying disk gives).
       failpoint('block.fdatasync');
-      await fdatasyncFd(this.handle.fd);
+      await this.handle.datasync();
     } catch (err) {
-      throw ioError(`fdatasync ${this.path}`, err);
+      throw syncFailure(`fdatasync ${this.path}`, err);
     }
   }
 
-  /** Steps 1-4 of the seal protocol (see the top of this file). */
+  /**
+   * Steps 1-4 of the seal protocol (see the top of this file). A full disk before the rename
+   * (writing the footer, making the shard directory, renaming) throws DiskFullError and leaves
+   * the block as it was, to be sealed again later; a failed fsync throws FailedError.
+   */
   async seal(store: BlockStore): Promise<SealedBlock> {
     await this.drain();
     const footerOffset = this.#size;
     const footer = encodeFooter(this.rows, footerOffset);
     failpoint('seal.before-footer');
-    await writeAll(this.handle, footer, footerOffset).catch((err: unknown) => {
+    try {
+      if (this.#tail) await this.handle.truncate(footerOffset);
+      this.#tail = false;
+      await writevAll(this.handle, [footer], footerOffset);
+    } catch (err) {
+      this.#tail = true;
       throw ioError(`write footer ${this.path}`, err);
-    });
+    }
     failpoint('seal.after-footer');
     try {
       await this.handle.sync();
     } catch (err) {
-      throw ioError(`fsync ${this.path}`, err);
+      throw syncFailure(`fsync ${this.path}`, err);
     }
     failpoint('seal.after-fsync');
     const id = crypto.createHash('sha256').update(this.#header).update(footer).digest();
     const dest = store.blockPath(id);
-    await ensureDir(path.dirname(dest));
+    await ensureDir(this.#vfs, path.dirname(dest));
     try {
-      await fs.rename(this.path, dest);
+      await this.#vfs.rename(this.path, dest);
     } catch (err) {
       throw ioError(`rename ${this.path} -> ${dest}`, err);
     }
     failpoint('seal.after-rename');
-    await fsyncDir(path.dirname(dest));
-    await fsyncDir(path.dirname(this.path));
+    await fsyncDir(this.#vfs, path.dirname(dest)).catch((err: unknown) => {
+      throw syncFailure(`fsync ${path.dirname(dest)}`, err);
+    });
+    await fsyncDir(this.#vfs, path.dirname(this.path)).catch((err: unknown) => {
+      throw syncFailure(`fsync ${path.dirname(this.path)}`, err);
+    });
     failpoint('seal.after-dir-fsync');
     return { id, path: dest, size: footerOffset + footer.length, seq: this.seq, rows: this.rows };
   }
@@ -224,8 +228,10 @@ export class BlockStore {
   readonly openDir: string;
   readonly blocksDir: string;
   readonly databaseId: Buffer;
+  readonly vfs: Vfs;
 
-  constructor(dir: string, databaseId: Buffer) {
+  constructor(vfs: Vfs, dir: string, databaseId: Buffer) {
+    this.vfs = vfs;
     this.dir = dir;
     this.openDir = path.join(dir, 'open');
     this.blocksDir = path.join(dir, 'blocks');
@@ -233,8 +239,8 @@ export class BlockStore {
   }
 
   async init(): Promise<void> {
-    await ensureDir(this.openDir);
-    await ensureDir(this.blocksDir);
+    await ensureDir(this.vfs, this.openDir);
+    await ensureDir(this.vfs, this.blocksDir);
   }
 
   openPath(seq: number): string {
@@ -246,22 +252,25 @@ export class BlockStore {
     return path.join(this.blocksDir, hex.slice(0, 2), `${hex}.blk`);
   }
 
+  async #readdir(dir: string): Promise<string[]> {
+    try {
+      return await this.vfs.readdir(dir);
+    } catch (err) {
+      throw ioError(`readdir ${dir}`, err);
+    }
+  }
+
   async listOpen(): Promise<number[]> {
-    const names = await fs.readdir(this.openDir).catch((err: unknown) => {
-      throw ioError(`readdir ${this.openDir}`, err);
-    });
+    const names = await this.#readdir(this.openDir);
     return names.filter((n) => /^[0-9a-f]{16}\.open$/.test(n)).map((n) => parseInt(n.slice(0, 16), 16)).sort((a, b) => a - b);
   }
 
   /** Every sealed block file present, as [id hex, path]. */
   async listSealed(): Promise<Array<{ idHex: string; path: string }>> {
     const out: Array<{ idHex: string; path: string }> = [];
-    const shards = await fs.readdir(this.blocksDir).catch((err: unknown) => {
-      throw ioError(`readdir ${this.blocksDir}`, err);
-    });
-    for (const shard of shards) {
+    for (const shard of await this.#readdir(this.blocksDir)) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
-      for (const name of await fs.readdir(path.join(this.blocksDir, shard))) {
+      for (const name of await this.#readdir(path.join(this.blocksDir, shard))) {
         const m = /^([0-9a-f]{64})\.blk$/.exec(name);
         if (m && m[1]!.startsWith(shard)) out.push({ idHex: m[1]!, path: path.join(this.blocksDir, shard, name) });
       }
@@ -269,40 +278,56 @@ export class BlockStore {
     return out;
   }
 
-  /** Creates open/<seq>.open with its header and makes the directory entry durable. */
+  /**
+   * Creates open/<seq>.open with its header and makes the directory entry durable. On failure
+   * (a full disk) the partial file is removed again: it holds no entry.
+   */
   async createOpen(seq: number): Promise<OpenBlock> {
     const file = this.openPath(seq);
     const header = encodeHeader({ seq, databaseId: this.databaseId });
-    let handle: fs.FileHandle;
+    let handle: VfsFile | undefined;
     try {
-      handle = await fs.open(file, 'wx+', 0o600);
-      await writeAll(handle, header, 0);
+      handle = await this.vfs.create(file, { exclusive: true });
+      await writevAll(handle, [header], 0);
     } catch (err) {
+      if (handle) {
+        await handle.close().catch(() => {});
+        await this.vfs.remove(file).catch(() => {});
+      }
       throw ioError(`create ${file}`, err);
     }
-    await fsyncDir(this.openDir);
-    return new OpenBlock(seq, file, handle, header, HEADER_BYTES, []);
+    try {
+      await fsyncDir(this.vfs, this.openDir);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw syncFailure(`fsync ${this.openDir}`, err);
+    }
+    return new OpenBlock(this.vfs, seq, file, handle, header, HEADER_BYTES, []);
   }
 
-  /**
-   * Reopens open block `seq` after a crash. `rows` are its WAL records (the entries that were
-   * acknowledged), in offset order. Checks they tile the file from the header on and that each
-   * entry's bytes still hash to what the WAL recorded, then cuts off anything after the last one
-   * (bytes written but never acknowledged, or a footer whose seal never completed).
-   */
-  /** Opens open block `seq`'s file and checks its header names that seq and this database. */
-  async #openOpenFile(seq: number, flags: 'r' | 'r+'): Promise<{ file: string; handle: fs.FileHandle; size: number; header: Buffer }> {
+  /** Removes an open block file that holds no acknowledged entry. */
+  async removeOpen(seq: number): Promise<void> {
     const file = this.openPath(seq);
-    let handle: fs.FileHandle;
     try {
-      handle = await fs.open(file, flags);
+      await this.vfs.remove(file);
+    } catch (err) {
+      throw ioError(`remove ${file}`, err);
+    }
+  }
+
+  /** Opens open block `seq`'s file and checks its header names that seq and this database. */
+  async #openOpenFile(seq: number, flags: 'r' | 'r+'): Promise<{ file: string; handle: VfsFile; size: number; header: Buffer }> {
+    const file = this.openPath(seq);
+    let handle: VfsFile;
+    try {
+      handle = await this.vfs.open(file, flags);
     } catch (err) {
       throw ioError(`open ${file}`, err);
     }
     try {
-      const { size } = await handle.stat();
+      const size = await handle.size();
       const header = Buffer.alloc(HEADER_BYTES);
-      await handle.read(header, 0, HEADER_BYTES, 0);
+      await readFully(handle, header, 0, HEADER_BYTES, 0);
       const h = decodeHeader(header, file);
       if (h.seq !== seq || !h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: header names another block or database`, { location: { file } });
       return { file, handle, size, header };
@@ -323,7 +348,7 @@ export class BlockStore {
       const rows: EntryRow[] = [];
       const head = Buffer.alloc(ENTRY_HEADER_BYTES);
       for (let at = HEADER_BYTES; at + ENTRY_HEADER_BYTES <= size; ) {
-        await handle.read(head, 0, ENTRY_HEADER_BYTES, at);
+        await readFully(handle, head, 0, ENTRY_HEADER_BYTES, at);
         let eh;
         try {
           eh = readEntryHeader(head, 0, file, at);
@@ -333,7 +358,7 @@ export class BlockStore {
         const length = ENTRY_HEADER_BYTES + eh.payloadLength;
         if (at + length > size) break;
         const bytes = Buffer.allocUnsafe(length);
-        await handle.read(bytes, 0, length, at);
+        if ((await readFully(handle, bytes, 0, length, at)) !== length) break;
         if (!accept(bytes, at)) break;
         rows.push({ id: eh.id, kind: eh.kind, flags: eh.flags, length, plainLength: eh.plainLength, offset: at, hash: crypto.createHash('sha256').update(bytes).digest() });
         at += length;
@@ -344,6 +369,12 @@ export class BlockStore {
     }
   }
 
+  /**
+   * Reopens open block `seq` after a crash. `rows` are its WAL records (the entries that were
+   * acknowledged), in offset order. Checks they tile the file from the header on and that each
+   * entry's bytes still hash to what the WAL recorded, then cuts off anything after the last one
+   * (bytes written but never acknowledged, or a footer whose seal never completed).
+   */
   async recoverOpen(seq: number, rows: EntryRow[]): Promise<OpenBlock> {
     const { file, handle, size, header } = await this.#openOpenFile(seq, 'r+');
     try {
@@ -355,16 +386,15 @@ export class BlockStore {
       if (end > size) throw new CorruptionError(`${file}: acknowledged entries end at ${end} but the file has ${size} bytes`, { location: { file, offset: size } });
       for (const row of rows) {
         const bytes = Buffer.allocUnsafe(row.length);
-        await handle.read(bytes, 0, row.length, row.offset);
-        if (!crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
+        const n = await readFully(handle, bytes, 0, row.length, row.offset);
+        if (n !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
           throw new CorruptionError(`${file}@${row.offset}: entry does not match its WAL record`, { location: { file, offset: row.offset, id: toHex(row.id) } });
         }
       }
-      if (end < size) {
-        await handle.truncate(end);
-        await handle.sync();
-      }
-      return new OpenBlock(seq, file, handle, header, end, rows);
+      const block = new OpenBlock(this.vfs, seq, file, handle, header, size, rows);
+      // Bytes past the last acknowledged entry are cut off when the block is sealed.
+      block.cut(end);
+      return block;
     } catch (err) {
       await handle.close().catch(() => {});
       throw ioError(`recover ${file}`, err);
@@ -376,24 +406,24 @@ export class BlockStore {
    * bytes are not read (see verifyEntries). Throws CorruptionError on any mismatch.
    */
   async readIndex(file: string): Promise<{ id: Buffer; seq: number; size: number; rows: EntryRow[] }> {
-    let handle: fs.FileHandle;
+    let handle: VfsFile;
     try {
-      handle = await fs.open(file, 'r');
+      handle = await this.vfs.open(file, 'r');
     } catch (err) {
       throw ioError(`open ${file}`, err);
     }
     try {
-      const { size } = await handle.stat();
+      const size = await handle.size();
       if (size < HEADER_BYTES + TRAILER_BYTES) throw new CorruptionError(`${file}: too short to be a block`, { location: { file } });
       const header = Buffer.alloc(HEADER_BYTES);
-      await handle.read(header, 0, HEADER_BYTES, 0);
+      await readFully(handle, header, 0, HEADER_BYTES, 0);
       const h = decodeHeader(header, file);
       if (!h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: block belongs to another database`, { location: { file } });
       const trailerBytes = Buffer.alloc(TRAILER_BYTES);
-      await handle.read(trailerBytes, 0, TRAILER_BYTES, size - TRAILER_BYTES);
+      await readFully(handle, trailerBytes, 0, TRAILER_BYTES, size - TRAILER_BYTES);
       const t = decodeTrailer(trailerBytes, size, file);
       const footer = Buffer.alloc(t.count * FOOTER_ROW_BYTES + TRAILER_BYTES);
-      await handle.read(footer, 0, footer.length, t.footerOffset);
+      await readFully(handle, footer, 0, footer.length, t.footerOffset);
       if (zlib.crc32(footer.subarray(0, t.count * FOOTER_ROW_BYTES)) !== t.footerCrc) throw new CorruptionError(`${file}: footer checksum mismatch`, { location: { file, offset: t.footerOffset } });
       const rows: EntryRow[] = [];
       let end = HEADER_BYTES;
@@ -416,18 +446,20 @@ export class BlockStore {
   /** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
   async verifyEntries(file: string, rows: EntryRow[]): Promise<EntryRow[]> {
     const bad: EntryRow[] = [];
-    let handle: fs.FileHandle;
+    let handle: VfsFile;
     try {
-      handle = await fs.open(file, 'r');
+      handle = await this.vfs.open(file, 'r');
     } catch (err) {
       throw ioError(`open ${file}`, err);
     }
     try {
       for (const row of rows) {
         const bytes = Buffer.allocUnsafe(row.length);
-        const { bytesRead } = await handle.read(bytes, 0, row.length, row.offset);
+        const bytesRead = await readFully(handle, bytes, 0, row.length, row.offset);
         if (bytesRead !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) bad.push(row);
       }
+    } catch (err) {
+      throw ioError(`read ${file}`, err);
     } finally {
       await handle.close().catch(() => {});
     }

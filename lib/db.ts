@@ -46,7 +46,8 @@ import { RecordCache } from './record-cache.js';
 import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { nextHeads, versionNumber } from './versions.js';
-import { ensureDir, exists, fsyncDir } from './fsutil.js';
+import { ensureDir, fsyncDir } from './fsutil.js';
+import { type Vfs, nodeVfs } from './vfs/vfs.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
 import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, decodeRecord, encodeRecord } from './record.js';
 
@@ -72,6 +73,12 @@ export interface OpenOptions {
   recordCacheBytes?: number;
   /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
   create?: boolean;
+  /**
+   * The file system for every file OuroDB writes itself (descriptor, blocks); default the real
+   * one. Tests pass a crashable or error-injecting one (lib/vfs). The index directory is always
+   * LevelDB's, on the real disk.
+   */
+  fs?: Vfs;
 }
 
 export interface PutOptions {
@@ -329,7 +336,7 @@ export class OuroDB {
   readonly #keys: DatabaseKeys;
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
-  readonly #files = new FileCache();
+  readonly #files: FileCache;
   readonly #sealPool: SealPool;
   readonly #blockSize: number;
   readonly #compression: boolean;
@@ -387,6 +394,7 @@ export class OuroDB {
     this.#nextSeq = nextSeq;
     this.#sealPool = new SealPool(keys.material);
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
+    this.#files = new FileCache(store.vfs);
   }
 
   /**
@@ -402,27 +410,28 @@ export class OuroDB {
     if (options.durability !== undefined && options.durability !== 'durable' && options.durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
     const root = path.resolve(dir);
+    const vfs = options.fs ?? nodeVfs;
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
     let masterKey: Uint8Array;
     let databaseId: Buffer;
-    if (await exists(descriptorFile)) {
-      const descriptor = await readDescriptor(descriptorFile);
+    if (await vfs.exists(descriptorFile)) {
+      const descriptor = await readDescriptor(descriptorFile, vfs);
       masterKey = await unlock(descriptor, creds);
       databaseId = fromHex(descriptor.databaseId, 16)!;
     } else {
       if (options.create === false) throw new NotFoundError(`no OuroDB database in ${root}`);
       // A directory with blocks or an index but no descriptor lost its key slots: refuse to
       // create a new database over it, which would make the old data unreadable for good.
-      if ((await exists(path.join(root, 'index'))) || (await exists(path.join(root, 'blocks')))) {
+      if ((await exists(path.join(root, 'index'))) || (await vfs.exists(path.join(root, 'blocks')))) {
         throw new CorruptionError(`${root} holds OuroDB data but no ${DESCRIPTOR_FILE}`, { location: { file: descriptorFile } });
       }
-      await ensureDir(root);
-      const created = await createDescriptor(descriptorFile, creds);
+      await ensureDir(vfs, root);
+      const created = await createDescriptor(descriptorFile, creds, vfs);
       masterKey = created.masterKey;
       databaseId = created.databaseId;
     }
 
-    const store = new BlockStore(root, databaseId);
+    const store = new BlockStore(vfs, root, databaseId);
     await store.init();
     const dbKeys = new DatabaseKeys(masterKey, databaseId);
     let { ldb, rebuild } = await openIndex(root);
@@ -535,9 +544,7 @@ export class OuroDB {
       maxSeq = Math.max(maxSeq, seq);
       const rows = walBySeq.get(seq) ?? [];
       if (rows.length === 0) {
-        await fs.rm(this.#store.openPath(seq), { force: true }).catch((err: unknown) => {
-          throw ioError(`remove ${this.#store.openPath(seq)}`, err);
-        });
+        await this.#store.removeOpen(seq);
         continue;
       }
       const block = await this.#store.recoverOpen(seq, rows);
@@ -1589,10 +1596,10 @@ export class OuroDB {
     this.#files.retire(blockName(id));
     this.#sealedSeqs.delete(seq);
     this.#blockFiles.delete(seq);
-    await fs.rm(file, { force: true }).catch((err: unknown) => {
+    await this.#store.vfs.remove(file).catch((err: unknown) => {
       throw ioError(`remove ${file}`, err);
     });
-    await fsyncDir(path.dirname(file));
+    await fsyncDir(this.#store.vfs, path.dirname(file));
     failpoint('gc.after-remove');
     await this.#writeBatch([{ type: 'del', key: keys.retired(id) }], {});
   }
@@ -1791,6 +1798,10 @@ export class OuroDB {
 
   #fail(err: unknown): void {
     if (this.#failed) return;
+    if (err instanceof FailedError) {
+      this.#failed = err;
+      return;
+    }
     this.#failed = new FailedError(`a write could not be made durable; reopen the database to recover (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
 
@@ -1923,6 +1934,9 @@ function u64(n: number): Buffer {
  */
 async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> {
   const dir = path.join(root, 'index');
+  // LevelDB creates only the last directory; with a Vfs other than the real one, `root` may
+  // exist only there.
+  await fs.mkdir(root, { recursive: true, mode: 0o700 });
   for (let attempt = 0; ; attempt++) {
     const ldb: Ldb = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
     try {
@@ -1950,13 +1964,18 @@ async function setIndexAside(root: string): Promise<void> {
   await fs.rename(dir, aside).catch((e: unknown) => {
     throw ioError(`moving the corrupt index to ${aside}`, e);
   });
-  await fsyncDir(root);
+  await fsyncDir(nodeVfs, root);
 }
 
 /** Whether an error says LevelDB found its own files damaged (raw, or wrapped by #get). */
 function indexDamage(err: unknown): boolean {
   const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
   return code(err) === 'LEVEL_CORRUPTION' || (err instanceof CorruptionError && code(err.cause) === 'LEVEL_CORRUPTION');
+}
+
+/** Whether a path exists on the real disk (LevelDB's index directory lives there). */
+async function exists(p: string): Promise<boolean> {
+  return nodeVfs.exists(p);
 }
 
 /** Whether the index's CURRENT file names a manifest that exists (LevelDB's entry point). */
@@ -1989,7 +2008,7 @@ async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKe
     });
     maxSeq = Math.max(maxSeq, seq);
     if (rows.length === 0) {
-      await fs.rm(file, { force: true });
+      await store.removeOpen(seq);
       continue;
     }
     const block = await store.recoverOpen(seq, rows);

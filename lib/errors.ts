@@ -13,7 +13,8 @@ export type OuroErrorCode =
   | 'OURO_LOCKED'
   | 'OURO_CLOSED'
   | 'OURO_FAILED'
-  | 'OURO_CONFLICT';
+  | 'OURO_CONFLICT'
+  | 'OURO_DISK_FULL';
 
 export class OuroError extends Error {
   readonly code: OuroErrorCode;
@@ -57,6 +58,16 @@ export class IOError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_IO_ERROR', message, options); }
 }
 
+/**
+ * The file system is out of space or over quota (ENOSPC, EDQUOT; `cause` holds the errno error).
+ * The operation that hit it failed and wrote nothing visible; everything acknowledged before is
+ * safe, reads go on, and writes succeed again once space is freed (no reopen needed), unless the
+ * failure hit an fsync or the index, which makes the handle fail (FailedError) instead.
+ */
+export class DiskFullError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_DISK_FULL', message, options); }
+}
+
 /** A file was written by a format version this release does not understand. */
 export class UnsupportedVersionError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_UNSUPPORTED_VERSION', message, options); }
@@ -96,9 +107,34 @@ export class ConflictError extends OuroError {
   }
 }
 
-/** Wraps a system error from the file system into an IOError, keeping it as `cause`. */
+const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT']);
+
+/** Whether a system error (or LevelDB's report of one) says the disk is full. */
+export function isDiskFull(err: unknown): boolean {
+  if (err instanceof DiskFullError) return true;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined && DISK_FULL_CODES.has(code)) return true;
+  // LevelDB reports errno only in its message ("IO error: ...: No space left on device").
+  return code === 'LEVEL_IO_ERROR' && /No space left|Disk quota exceeded/i.test(String((err as Error).message));
+}
+
+/**
+ * Wraps a system error from the file system into a typed error, keeping it as `cause`:
+ * DiskFullError for ENOSPC and EDQUOT, IOError for the rest.
+ */
 export function ioError(what: string, err: unknown): OuroError {
   if (err instanceof OuroError) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (isDiskFull(err)) return new DiskFullError(`${what}: ${code === 'LEVEL_IO_ERROR' ? 'no space left on device' : code}`, { cause: err });
   return new IOError(`${what}: ${code ?? String(err)}`, { cause: err });
+}
+
+/**
+ * A failed fsync or fdatasync. Fatal to the handle whatever the errno (a full disk included):
+ * the kernel may already have dropped the pages it could not write, so a retry that succeeds
+ * proves nothing. Reopening recovers from what the files really hold.
+ */
+export function syncFailure(what: string, err: unknown): FailedError {
+  if (err instanceof FailedError) return err;
+  return new FailedError(`${what} failed; reopen the database to recover`, { cause: ioError(what, err) });
 }

@@ -1,18 +1,14 @@
 /** File helpers whose durability ordering matters; every caller relies on the fsyncs here. */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ioError } from './errors.js';
+import type { Vfs } from './vfs/vfs.js';
 
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
-  let handle: fs.FileHandle | undefined;
+export async function fsyncDir(vfs: Vfs, dir: string): Promise<void> {
   try {
-    handle = await fs.open(dir, 'r');
-    await handle.sync();
+    await vfs.syncDir(dir);
   } catch (err) {
     throw ioError(`fsync of directory ${dir}`, err);
-  } finally {
-    await handle?.close().catch(() => {});
   }
 }
 
@@ -20,39 +16,42 @@ export async function fsyncDir(dir: string): Promise<void> {
  * Replaces `file` with `data` so that after a crash it holds either the old or the new
  * contents, never a mix: write a temp file, fsync it, rename over, fsync the directory.
  */
-export async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
+export async function writeFileAtomic(vfs: Vfs, file: string, data: Uint8Array | string): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
-  let handle: fs.FileHandle | undefined;
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   try {
-    handle = await fs.open(tmp, 'w', 0o600);
-    await handle.writeFile(data);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await fs.rename(tmp, file);
+    const handle = await vfs.create(tmp, { exclusive: false });
+    try {
+      let done = 0;
+      while (done < bytes.length) done += await handle.writev([bytes.subarray(done)], done);
+      await handle.sync();
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    await vfs.rename(tmp, file);
   } catch (err) {
-    await handle?.close().catch(() => {});
-    await fs.rm(tmp, { force: true }).catch(() => {});
+    await vfs.remove(tmp).catch(() => {});
     throw ioError(`atomic write of ${file}`, err);
   }
-  await fsyncDir(path.dirname(file));
+  await fsyncDir(vfs, path.dirname(file));
 }
 
-/** mkdir -p, then fsync the parent so the new directory entry is durable. */
-export async function ensureDir(dir: string): Promise<void> {
-  try {
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw ioError(`mkdir ${dir}`, err);
+/**
+ * mkdir -p where every directory it creates is durable: each new directory's parent is fsynced
+ * after it (a directory whose parent was never synced can vanish in a crash, with all it holds).
+ */
+export async function ensureDir(vfs: Vfs, dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = dir; !(await vfs.exists(d)); d = path.dirname(d)) {
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
   }
-  await fsyncDir(path.dirname(dir));
-}
-
-export async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p);
-    return true;
-  } catch {
-    return false;
+  for (const d of missing) {
+    try {
+      await vfs.mkdirp(d);
+    } catch (err) {
+      throw ioError(`mkdir ${d}`, err);
+    }
+    await fsyncDir(vfs, path.dirname(d));
   }
 }

@@ -13,6 +13,7 @@ import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../in
 import { decodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { DatabaseKeys } from './crypto.js';
+import { nodeVfs } from './vfs/vfs.js';
 import { openEntry } from './entry.js';
 import { BadArgumentError, CorruptionError, LockedError, NotFoundError, OuroError, ioError } from './errors.js';
 import { type Credentials, DESCRIPTOR_FILE, readDescriptor, unlock } from './keyring.js';
@@ -76,7 +77,7 @@ export interface BlockView {
 export async function inspectBlock(dir: string, idPrefix: string, creds?: Credentials): Promise<BlockView> {
   if (!/^[0-9a-f]{2,64}$/.test(idPrefix)) throw new BadArgumentError('a block id (or a prefix of at least 2 hex digits) is needed');
   const descriptor = await readDescriptor(path.join(dir, DESCRIPTOR_FILE));
-  const store = new BlockStore(dir, fromHex(descriptor.databaseId, 16)!);
+  const store = new BlockStore(nodeVfs, dir, fromHex(descriptor.databaseId, 16)!);
   const matches = (await store.listSealed()).filter((b) => b.idHex.startsWith(idPrefix));
   if (matches.length === 0) throw new NotFoundError(`no block ${idPrefix}`);
   if (matches.length > 1) throw new BadArgumentError(`block prefix ${idPrefix} names ${matches.length} blocks`);

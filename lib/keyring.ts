@@ -16,12 +16,12 @@
  * raises WrongKeyError before anything else in the directory is opened, so nothing changes on disk.
  */
 import crypto from 'node:crypto';
-import fs from 'node:fs/promises';
 import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { fromHex, toHex } from './bytes.js';
 import { AeadKey, KEY_BYTES, deriveKey, NONCE_BYTES, xchachaOpen, xchachaSeal } from './crypto.js';
 import { BadArgumentError, CorruptionError, UnsupportedVersionError, WrongKeyError, ioError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
+import { type Vfs, nodeVfs } from './vfs/vfs.js';
 
 /** Part of the on-disk format. Raise it (with a migration) when the descriptor changes; never reuse. */
 export const DESCRIPTOR_VERSION = 1;
@@ -81,7 +81,7 @@ async function kek(creds: Credentials, salt: Uint8Array, cost: Argon2Cost): Prom
 }
 
 /** Creates a new descriptor with a fresh master key wrapped under `creds`. Returns both. */
-export async function createDescriptor(file: string, creds: Credentials): Promise<{ descriptor: Descriptor; masterKey: Uint8Array; databaseId: Buffer }> {
+export async function createDescriptor(file: string, creds: Credentials, vfs: Vfs = nodeVfs): Promise<{ descriptor: Descriptor; masterKey: Uint8Array; databaseId: Buffer }> {
   const masterKey = crypto.randomBytes(KEY_BYTES);
   const databaseId = crypto.randomBytes(16);
   const idHex = toHex(databaseId);
@@ -93,14 +93,14 @@ export async function createDescriptor(file: string, creds: Credentials): Promis
   const common = { salt: toHex(salt), nonce: toHex(nonce), wrapped: toHex(wrapped) };
   const slot: Slot = type === 'key' ? { type, ...common } : { type, kdf: 'argon2id', ...cost, ...common };
   const descriptor: Descriptor = { format: 'ourodb', version: DESCRIPTOR_VERSION, databaseId: idHex, createdAt: new Date().toISOString(), keySlots: [slot] };
-  await writeFileAtomic(file, JSON.stringify(descriptor, null, 2) + '\n');
+  await writeFileAtomic(vfs, file, JSON.stringify(descriptor, null, 2) + '\n');
   return { descriptor, masterKey, databaseId: Buffer.from(databaseId) };
 }
 
-export async function readDescriptor(file: string): Promise<Descriptor> {
+export async function readDescriptor(file: string, vfs: Vfs = nodeVfs): Promise<Descriptor> {
   let text: string;
   try {
-    text = await fs.readFile(file, 'utf8');
+    text = (await vfs.readFile(file)).toString('utf8');
   } catch (err) {
     throw ioError(`reading ${file}`, err);
   }

@@ -7,7 +7,6 @@
  * Memory: one small entry per distinct chunk and object (tens of bytes) plus every object record
  * while it is being indexed; databases of a few million entries rebuild in a few hundred MiB.
  */
-import fs from 'node:fs/promises';
 import type { ClassicLevel } from 'classic-level';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
@@ -20,6 +19,7 @@ import { CorruptionError, OuroError } from './errors.js';
 import { failpoint } from './failpoints.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { rebuildVersions } from './versions.js';
+import { type VfsFile, readFully } from './vfs/vfs.js';
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
 type Op = { type: 'put' | 'del'; key: Buffer; value?: Buffer };
@@ -114,13 +114,13 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
   // 2. Every object record, authenticated; purge markers say which versions are forgotten.
   const records = new Map<string, ObjectRecord>();
   const purged = new Set<string>();
-  const handles = new Map<number, fs.FileHandle>();
+  const handles = new Map<number, VfsFile>();
   try {
     for (const [hex, f] of objects) {
       let h = handles.get(f.seq);
-      if (!h) handles.set(f.seq, (h = await fs.open(blockFiles.get(f.seq)!, 'r')));
+      if (!h) handles.set(f.seq, (h = await store.vfs.open(blockFiles.get(f.seq)!, 'r')));
       const bytes = Buffer.allocUnsafe(f.row.length);
-      await h.read(bytes, 0, f.row.length, f.row.offset);
+      await readFully(h, bytes, 0, f.row.length, f.row.offset);
       const plain = openEntry(dbKeys.data, bytes, { id: f.row.id, kind: EntryKind.Object }, blockFiles.get(f.seq)!, f.row.offset);
       if (!dbKeys.objectId(plain).equals(f.row.id)) throw new CorruptionError(`object record ${hex} does not hash to its id`, { location: { id: hex } });
       const r = decodeRecord(plain, hex);

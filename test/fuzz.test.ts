@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { EntryKind, readEntryHeader } from '../blockstore/format.js';
 import { BlockStore } from '../blockstore/store.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
 import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
 import zlib from 'node:zlib';
 import { Packr } from 'msgpackr';
@@ -101,7 +102,7 @@ describe('decoders on hostile bytes', () => {
     const blocksDir = path.join(dir, 'blocks');
     const file = fs.readdirSync(blocksDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name))[0]!;
     const good = fs.readFileSync(file);
-    const store = new BlockStore(dir, Buffer.from(JSON.parse(fs.readFileSync(path.join(dir, 'OURODB.json'), 'utf8')).databaseId, 'hex'));
+    const store = new BlockStore(nodeVfs, dir, Buffer.from(JSON.parse(fs.readFileSync(path.join(dir, 'OURODB.json'), 'utf8')).databaseId, 'hex'));
     const probe = path.join(dir, 'probe.blk');
     const goodId = (await store.readIndex(file)).id;
     await fc.assert(
