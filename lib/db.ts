@@ -435,6 +435,8 @@ export class OuroDB {
     await store.init();
     const dbKeys = new DatabaseKeys(masterKey, databaseId);
     let { ldb, rebuild } = await openIndex(root);
+    // A test file system that "loses power" takes the process with it: release the index at once.
+    vfs.crashed?.then(() => ldb.close().catch(() => {}));
     for (let attempt = 0; ; attempt++) {
       let db: OuroDB | undefined;
       try {
@@ -453,6 +455,8 @@ export class OuroDB {
         const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
         const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
         db = new OuroDB(root, ldb, dbKeys, chunker, store, options, stats, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
+        const opened = db;
+        vfs.crashed?.then(() => opened.#lost());
         await db.#recover();
         return db;
       } catch (err) {
@@ -1787,6 +1791,16 @@ export class OuroDB {
       }
     })();
     return this.#closing;
+  }
+
+  /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
+  #lost(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#failed ??= new FailedError('the file system was lost');
+    void this.#sealPool.close().catch(() => {});
+    void this.#files.closeAll();
+    void this.#ldb.close().catch(() => {});
   }
 
   /** Releases what a half-opened handle holds (worker threads, file handles), writing nothing. */

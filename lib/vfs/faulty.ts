@@ -41,6 +41,10 @@ export class FaultyFs implements Vfs {
     this.inner = inner;
   }
 
+  get crashed(): Promise<void> | undefined {
+    return this.inner.crashed;
+  }
+
   inject(fault: Fault): this {
     this.#faults.push({ ...fault, seen: 0, fired: 0 });
     return this;

@@ -52,6 +52,12 @@ export interface Vfs {
   syncDir(path: string): Promise<void>;
   exists(path: string): Promise<boolean>;
   readFile(path: string): Promise<Buffer>;
+  /**
+   * Test file systems only: resolves when the file system "lost power" (lib/vfs/crash.ts). A
+   * handle on it then stops at once as a killed process would: it releases the index (so the
+   * test can reopen the directory in the same process) and does nothing more.
+   */
+  readonly crashed?: Promise<void>;
 }
 
 /**
