@@ -112,6 +112,13 @@ export class OpenBlock {
     const offset = this.#size;
     this.#size += bytes.length;
     this.rows.push({ ...row, offset });
+    if (this.#writeError !== undefined) {
+      // Broken: fail at once. (Not through #writeLoop, which would then finish synchronously,
+      // before append() could record it as running.)
+      const written = Promise.reject(this.#writeError);
+      written.catch(() => {});
+      return { offset, written };
+    }
     if (!this.#next) this.#next = { bufs: [], start: offset, bytes: 0, done: deferred() };
     this.#next.bufs.push(bytes);
     this.#next.bytes += bytes.length;

@@ -33,12 +33,14 @@ import {
   ClosedError,
   ConflictError,
   CorruptionError,
+  DiskFullError,
   FailedError,
   LockedError,
   NotFoundError,
   OuroError,
   UnsupportedVersionError,
   ioError,
+  isDiskFull,
 } from './errors.js';
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
@@ -73,6 +75,13 @@ export interface OpenOptions {
   recordCacheBytes?: number;
   /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
   create?: boolean;
+  /**
+   * Free space to leave on the disk (default: twice the block size, at least 16 MiB). A new
+   * block is not started with less than this plus a block free: the put fails with
+   * OURO_DISK_FULL while LevelDB still has room for its log and compactions, so the handle goes
+   * on once space is freed (a LevelDB write that hits a full disk stops the handle). 0: no guard.
+   */
+  reserveBytes?: number;
   /**
    * The file system for every file OuroDB writes itself (descriptor, blocks); default the real
    * one. Tests pass a crashable or error-injecting one (lib/vfs). The index directory is always
@@ -328,6 +337,19 @@ interface Link {
   signal?: AbortSignal | undefined;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
   onQueued?: (committed: Promise<void>) => void;
+  /** #diskFullEpoch when the put began: a disk-full failure since may have taken its chunks. */
+  epoch?: number;
+}
+
+/** An open block not yet sealed: how many of its entries await commit, and its seal's state. */
+interface UnsealedBlock {
+  block: OpenBlock;
+  uncommitted: number;
+  /** Takes no more entries; sealed once `uncommitted` is 0. */
+  full: boolean;
+  sealing?: Promise<void>;
+  /** The last seal attempt ran out of disk space: #flush and #rotate try again. */
+  sealError?: unknown;
 }
 
 export class OuroDB {
@@ -342,6 +364,7 @@ export class OuroDB {
   readonly #compression: boolean;
   readonly #durability: Durability;
   readonly #recordCache: RecordCache;
+  readonly #reserveBytes: number;
 
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -350,7 +373,9 @@ export class OuroDB {
   #current: OpenBlock | undefined;
   #creating: Promise<OpenBlock> | undefined;
   /** Open blocks not yet sealed, by seq, with how many of their entries await commit. */
-  readonly #unsealed = new Map<number, { block: OpenBlock; uncommitted: number; full: boolean }>();
+  readonly #unsealed = new Map<number, UnsealedBlock>();
+  /** Counts disk-full write failures: a put that sees it change may have lost a chunk to one. */
+  #diskFullEpoch = 0;
   readonly #sealing = new Set<Promise<void>>();
   readonly #pending = new Map<string, PendingEntry>();
   #queue: PendingEntry[] = [];
@@ -395,6 +420,7 @@ export class OuroDB {
     this.#sealPool = new SealPool(keys.material);
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
     this.#files = new FileCache(store.vfs);
+    this.#reserveBytes = opts.reserveBytes ?? Math.max(2 * this.#blockSize, 16 * 1024 * 1024);
   }
 
   /**
@@ -409,6 +435,7 @@ export class OuroDB {
     }
     if (options.durability !== undefined && options.durability !== 'durable' && options.durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
+    if (options.reserveBytes !== undefined && !(Number.isSafeInteger(options.reserveBytes) && options.reserveBytes >= 0)) throw new BadArgumentError('reserveBytes must be a non-negative integer');
     const root = path.resolve(dir);
     const vfs = options.fs ?? nodeVfs;
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
@@ -556,7 +583,18 @@ export class OuroDB {
       this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
     }
     this.#nextSeq = maxSeq + 1;
-    await Promise.all([...this.#unsealed.values()].map(({ block }) => this.#seal(block)));
+    // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
+    // once there is room: opening must not need free space.
+    await Promise.all(
+      [...this.#unsealed.values()].map(async (state) => {
+        try {
+          await this.#seal(state.block);
+        } catch (err) {
+          if (!isDiskFull(err)) throw err;
+          state.sealError = err;
+        }
+      }),
+    );
   }
 
   async #walRows(seq: number): Promise<EntryRow[]> {
@@ -604,6 +642,7 @@ export class OuroDB {
   }
 
   async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
+    link.epoch = this.#diskFullEpoch;
     const { source, owned } = this.#chunksOf(value);
     const chunks: ChunkRef[] = [];
     // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
@@ -699,6 +738,10 @@ export class OuroDB {
    */
   async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
     link.signal?.throwIfAborted();
+    // A chunk this value shares with a write that failed for lack of space may be gone with it.
+    // Rather than trace which, a put that saw such a failure fails too (records after a failed
+    // entry in the queue are rejected with it the same way; see #rejectFrom).
+    if (link.epoch !== undefined && link.epoch !== this.#diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
     if (link.parent) this.#checkParent(link.parent);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
@@ -736,7 +779,7 @@ export class OuroDB {
       ];
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
       const stored = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), record.size, inlineSize, undefined, { ops, prepare });
-      if (stored?.id === hash) this.#overlay(key.name, heads, stored);
+      if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
     });
@@ -780,7 +823,7 @@ export class OuroDB {
     let block = this.#current ?? (await this.#openBlock());
     const again = this.#pending.get(toHex(row.id));
     if (again && !extra.moved) return again;
-    if (this.#current !== block) block = this.#current ?? (await this.#openBlock());
+    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
     this.#checkAlive();
     const { written } = block.append(bytes, row);
     const appended = block.rows[block.rows.length - 1]!;
@@ -846,7 +889,7 @@ export class OuroDB {
     return stored ? decodeHeads(stored) : [];
   }
 
-  #overlay(name: string, heads: Head[], entry: PendingEntry): void {
+  #overlay(name: string, heads: Head[], before: Head[], entry: PendingEntry): void {
     let o = this.#headOverlay.get(name);
     if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed }));
     o.heads = heads;
@@ -856,7 +899,12 @@ export class OuroDB {
     const release = () => {
       if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
     };
-    entry.committed.then(release, release);
+    // A rejected version (a full disk; #rejectFrom rejects newest first) takes its heads back.
+    const unwind = () => {
+      if (state.heads === heads) state.heads = before;
+      release();
+    };
+    entry.committed.then(release, unwind);
   }
 
   /** Waits until every queued write of the key has committed (so the index alone is current). */
@@ -1062,6 +1110,7 @@ export class OuroDB {
     while (this.#exclusive) await this.#exclusive;
     const op = this.#withKey(key, async () => {
       await this.#keySettled(key);
+      const before = this.#headsOf(k);
       const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
       for await (const vk of this.#ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
       if (versions.length === 0) return 0;
@@ -1095,7 +1144,7 @@ export class OuroDB {
       const hash = this.#keys.objectId(bytes);
       const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
       if (entry) {
-        this.#overlay(key, [], entry);
+        this.#overlay(key, [], before, entry);
         await entry.committed;
         // Again after the batch landed: a read between prepare and landing may have cached one.
         this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
@@ -1113,6 +1162,7 @@ export class OuroDB {
   async #openBlock(): Promise<OpenBlock> {
     this.#creating ??= (async () => {
       try {
+        await this.#checkFreeSpace();
         const seq = this.#nextSeq++;
         const block = await this.#store.createOpen(seq);
         this.#files.adopt(openName(seq), block.handle);
@@ -1120,6 +1170,7 @@ export class OuroDB {
         this.#current = block;
         return block;
       } catch (err) {
+        if (isDiskFull(err)) throw err;
         this.#fail(err);
         throw this.#failed!;
       } finally {
@@ -1129,14 +1180,33 @@ export class OuroDB {
     return this.#creating;
   }
 
+  /**
+   * Refuses a new block when the disk would keep less than reserveBytes free once it is full,
+   * so that a full disk stops puts before it stops LevelDB (see OpenOptions.reserveBytes).
+   */
+  async #checkFreeSpace(): Promise<void> {
+    const vfs = this.#store.vfs;
+    if (this.#reserveBytes === 0 || !vfs.freeBytes) return;
+    let free: number;
+    try {
+      free = await vfs.freeBytes(this.dir);
+    } catch {
+      return; // a file system without statfs: rely on ENOSPC alone
+    }
+    if (free < this.#reserveBytes + this.#blockSize) {
+      throw new DiskFullError(`${free} bytes free on the disk of ${this.dir}; OuroDB keeps ${this.#reserveBytes} free (reserveBytes) beside the block it writes`, { cause: Object.assign(new Error('ENOSPC: below reserve'), { code: 'ENOSPC' }) });
+    }
+  }
+
   /** Stops appending to the current block; it is sealed once all its entries are committed. */
   #rotate(): void {
     const block = this.#current;
-    if (!block) return;
     this.#current = undefined;
-    const state = this.#unsealed.get(block.seq)!;
-    state.full = true;
-    if (state.uncommitted === 0) this.#startSeal(block);
+    // Seals that a full disk stopped are tried again whenever a block fills.
+    for (const state of this.#unsealed.values()) {
+      if (state.block === block) state.full = true;
+      if (state.full && state.uncommitted === 0 && !state.sealing) this.#startSeal(state);
+    }
   }
 
   /**
@@ -1154,15 +1224,27 @@ export class OuroDB {
     let previous: Promise<void> = Promise.resolve();
     try {
       while (this.#queue.length > 0 && !this.#failed) {
-        const group = this.#queue;
+        let group = this.#queue;
         this.#queue = [];
         let batch: Promise<void>;
         try {
-          await Promise.all(group.map((e) => e.written));
+          const writes = await Promise.allSettled(group.map((e) => e.written));
+          const bad = writes.findIndex((w) => w.status === 'rejected');
+          if (bad >= 0) {
+            const reason = (writes[bad] as PromiseRejectedResult).reason;
+            if (!isDiskFull(reason)) throw reason;
+            // Out of space: what was queued before the failed entry commits; it and everything
+            // queued after it (which may share its chunks) fail, and the handle goes on.
+            const rejected = [...group.slice(bad), ...this.#queue];
+            this.#queue = [];
+            group = group.slice(0, bad);
+            this.#rejectFrom(rejected, reason);
+          }
           failpoint('commit.after-write');
           const blocks = new Set(group.map((e) => e.block));
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
+          if (group.length === 0) continue;
           const [ops, delta, prepares] = this.#walOps(group);
           batch = this.#writeBatch(ops, delta, prepares);
         } catch (err) {
@@ -1242,7 +1324,36 @@ export class OuroDB {
       e.resolve();
       const state = this.#unsealed.get(e.block.seq)!;
       state.uncommitted--;
-      if (state.full && state.uncommitted === 0) this.#startSeal(e.block);
+      if (state.full && state.uncommitted === 0) this.#startSeal(state);
+    }
+  }
+
+  /**
+   * A write failed for lack of space: fails `entries` (the failed one and everything queued
+   * after it, in queue order) with a DiskFullError. Each block they were in ends before the
+   * first of them (OpenBlock.cut) and takes no more entries: its committed entries are sealed
+   * as usual and new writes go to a new block. Nothing is fatal; what committed before stays.
+   */
+  #rejectFrom(entries: PendingEntry[], reason: unknown): void {
+    const failure = ioError('write', reason);
+    this.#diskFullEpoch++;
+    const cuts = new Map<OpenBlock, number>();
+    for (const e of entries) if (!cuts.has(e.block)) cuts.set(e.block, e.row.offset);
+    for (const [block, offset] of cuts) {
+      block.cut(offset);
+      if (this.#current === block) this.#current = undefined;
+      this.#unsealed.get(block.seq)!.full = true;
+    }
+    // Newest first, so that each key's heads overlay unwinds version by version (#overlay).
+    for (const e of [...entries].reverse()) {
+      const hex = toHex(e.id);
+      if (this.#pending.get(hex) === e) this.#pending.delete(hex);
+      this.#unsealed.get(e.block.seq)!.uncommitted--;
+      e.reject(failure);
+    }
+    for (const block of cuts.keys()) {
+      const state = this.#unsealed.get(block.seq)!;
+      if (state.uncommitted === 0 && !state.sealing) this.#startSeal(state);
     }
   }
 
@@ -1279,19 +1390,44 @@ export class OuroDB {
     return run;
   }
 
-  #startSeal(block: OpenBlock): void {
-    const task = this.#seal(block)
-      .catch((err: unknown) => this.#fail(err))
-      .finally(() => this.#sealing.delete(task));
+  /**
+   * Seals a full block whose entries are all committed. A full disk leaves it open (readable,
+   * WAL records kept) with `sealError` set, for #rotate or #flush to try again; other failures
+   * are fatal to the handle.
+   */
+  #startSeal(state: UnsealedBlock): void {
+    if (state.sealing) return;
+    const task = this.#seal(state.block)
+      .then(
+        () => (state.sealError = undefined),
+        (err: unknown) => {
+          if (isDiskFull(err)) state.sealError = err;
+          else this.#fail(err);
+        },
+      )
+      .finally(() => {
+        state.sealing = undefined;
+        this.#sealing.delete(task);
+      });
+    state.sealing = task;
     this.#sealing.add(task);
   }
 
   async #seal(block: OpenBlock): Promise<void> {
+    if (block.rows.length === 0) return this.#dropEmpty(block);
     const sealed = await block.seal(this.#store);
     this.#files.alias(openName(block.seq), blockName(sealed.id));
     await this.#register(sealed, block.rows.length, block.entryBytes);
     this.#files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
+  }
+
+  /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
+  async #dropEmpty(block: OpenBlock): Promise<void> {
+    await block.drain();
+    this.#unsealed.delete(block.seq);
+    this.#files.retire(openName(block.seq));
+    await this.#store.removeOpen(block.seq);
   }
 
   /**
@@ -1323,6 +1459,8 @@ export class OuroDB {
     while (this.#committer) await this.#committer;
     while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
     if (this.#failed) throw this.#failed;
+    const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
+    if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);
   }
 
   // ---------------------------------------------------------------- export
@@ -1778,7 +1916,11 @@ export class OuroDB {
   async close(): Promise<void> {
     this.#closing ??= (async () => {
       try {
-        if (!this.#failed) await this.#flush();
+        // A block a full disk keeps from sealing stays open with its WAL records: the next open
+        // seals it. Closing must not need free space.
+        if (!this.#failed) await this.#flush().catch((err: unknown) => {
+          if (!isDiskFull(err)) throw err;
+        });
         if (!this.#failed) {
           for (const r of [...this.#readers]) await this.#closeReader(r);
           await this.#removeDeferred(true);

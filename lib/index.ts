@@ -15,6 +15,7 @@ export {
   ClosedError,
   FailedError,
   ConflictError,
+  DiskFullError,
 } from './errors.js';
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';
@@ -23,3 +24,6 @@ export type { Argon2Cost } from './keyring.js';
 export { exportArchive, importArchive, ARCHIVE_VERSION } from './archive.js';
 export type { ArchiveProgress, ImportResult } from './archive.js';
 export { inspectWal, inspectBlock, inspectKeys } from './inspect.js';
+// The file-system seam, and the crashable and error-injecting file systems for tests.
+export { NodeVfs, CrashableFs, FaultyFs } from './vfs/index.js';
+export type { Vfs, VfsFile, CrashImage, Fault, FsOp } from './vfs/index.js';

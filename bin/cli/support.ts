@@ -15,6 +15,7 @@ export const EXIT = {
   corruption: 5,
   conflict: 6,
   locked: 7,
+  diskFull: 8,
 } as const;
 
 /** A usage problem found by a command itself (the parser reports its own with exit code 2). */
@@ -30,6 +31,7 @@ export function exitCodeOf(err: unknown): number {
     case 'OURO_CORRUPTION': case 'OURO_UNSUPPORTED_VERSION': return EXIT.corruption;
     case 'OURO_CONFLICT': return EXIT.conflict;
     case 'OURO_LOCKED': return EXIT.locked;
+    case 'OURO_DISK_FULL': return EXIT.diskFull;
     default: return EXIT.failure;
   }
 }

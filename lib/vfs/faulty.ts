@@ -36,6 +36,8 @@ export class FaultyFs implements Vfs {
   readonly counts = new Map<FsOp, number>();
   /** How many operations were failed or shortened. */
   injected = 0;
+  /** When set, what freeBytes() reports (a disk that is nearly full, without filling one). */
+  free: number | undefined;
 
   constructor(inner: Vfs) {
     this.inner = inner;
@@ -129,6 +131,11 @@ export class FaultyFs implements Vfs {
 
   readFile(p: string): Promise<Buffer> {
     return this.run('read', p, () => this.inner.readFile(p));
+  }
+
+  async freeBytes(p: string): Promise<number> {
+    if (this.free !== undefined) return this.free;
+    return this.inner.freeBytes ? this.inner.freeBytes(p) : Infinity;
   }
 }
 

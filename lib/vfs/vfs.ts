@@ -52,6 +52,8 @@ export interface Vfs {
   syncDir(path: string): Promise<void>;
   exists(path: string): Promise<boolean>;
   readFile(path: string): Promise<Buffer>;
+  /** Bytes an unprivileged writer may still use on the file system holding `path` (statfs). */
+  freeBytes?(path: string): Promise<number>;
   /**
    * Test file systems only: resolves when the file system "lost power" (lib/vfs/crash.ts). A
    * handle on it then stops at once as a killed process would: it releases the index (so the
@@ -153,6 +155,11 @@ export class NodeVfs implements Vfs {
 
   readFile(path: string): Promise<Buffer> {
     return fs.readFile(path);
+  }
+
+  async freeBytes(path: string): Promise<number> {
+    const st = await fs.statfs(path);
+    return st.bavail * st.bsize;
   }
 }
 
