@@ -1,7 +1,7 @@
 /** File helpers whose durability ordering matters; every caller relies on the fsyncs here. */
 import path from 'node:path';
 import { ioError } from './errors.js';
-import type { Vfs } from './vfs/vfs.js';
+import { type Vfs, writevAll } from './vfs/vfs.js';
 
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(vfs: Vfs, dir: string): Promise<void> {
@@ -22,8 +22,7 @@ export async function writeFileAtomic(vfs: Vfs, file: string, data: Uint8Array |
   try {
     const handle = await vfs.create(tmp, { exclusive: false });
     try {
-      let done = 0;
-      while (done < bytes.length) done += await handle.writev([bytes.subarray(done)], done);
+      await writevAll(handle, [bytes], 0);
       await handle.sync();
     } finally {
       await handle.close().catch(() => {});
