@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree]`: the engine's benchmarks, each next to its peer
+ * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree|carrier]`: the engine's benchmarks, each next to its peer
  * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
@@ -11,6 +11,8 @@
  *   keyed, list, gc: the key model (bench/keys.ts)
  *   tree     `ouro put` of a many-file source tree, version after version, beside restic and borg;
  *            export/import throughput (bench/tree.ts)
+ *   carrier  QUIC raw stream vs carrier requests, throughput and round trips, 4 KiB vs 64 KiB
+ *            QUIC reads (bench/carrier.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -29,10 +31,11 @@ import { OuroDB } from '../lib/index.js';
 import { EntryKind } from '../blockstore/format.js';
 import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, treeBench } from './tree.js';
+import { carrierBench } from './carrier.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
 const only = values.only;
-const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree'];
+const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree', 'carrier'];
 if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only takes one of ${PARTS.join(', ')}`);
 const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
@@ -185,6 +188,8 @@ if (runs('tree')) {
   console.log(`  ouro export ${t.exportMiBs.toFixed(0)} MiB/s, import ${t.importMiBs.toFixed(0)} MiB/s of logical data (archive ${(t.archiveBytes / MiB).toFixed(1)} MiB)`);
   Object.assign(results, { tree: t });
 }
+
+if (runs('carrier')) Object.assign(results, { carrier: await carrierBench(values.quick) });
 if (runs('micro')) {
   const m = await micro();
   console.log('\nmicro (benchmark package)                              MiB/s');

@@ -1,5 +1,5 @@
-/**
- * The cluster carrier (libp2p over QUIC) arrives with the cluster issues; this module is its
- * place in the layout. Nothing is exported yet.
- */
-export {};
+/** The cluster carrier: libp2p over QUIC, framed request/response, node identity. */
+export { Carrier, DEFAULT_LISTEN, protocolId } from './carrier.js';
+export type { CarrierOptions, Handler, HandlerContext, RequestOptions } from './carrier.js';
+export { DEFAULT_MAX_FRAME_BYTES, FRAME_HEAD_BYTES, decodeFrames, encodeFrame } from './frames.js';
+export { IDENTITY_FILE, loadIdentity } from './identity.js';

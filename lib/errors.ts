@@ -14,7 +14,9 @@ export type OuroErrorCode =
   | 'OURO_CLOSED'
   | 'OURO_FAILED'
   | 'OURO_CONFLICT'
-  | 'OURO_DISK_FULL';
+  | 'OURO_DISK_FULL'
+  | 'OURO_PROTOCOL'
+  | 'OURO_TIMEOUT';
 
 export class OuroError extends Error {
   readonly code: OuroErrorCode;
@@ -66,6 +68,20 @@ export class IOError extends OuroError {
  */
 export class DiskFullError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_DISK_FULL', message, options); }
+}
+
+/**
+ * A peer sent something the protocol does not allow: a frame longer than the maximum, bytes that
+ * do not decode, a message of the wrong shape, a stream that ended mid-frame. The stream is
+ * closed; the node goes on.
+ */
+export class ProtocolError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_PROTOCOL', message, options); }
+}
+
+/** A network request got no answer within its time limit. */
+export class TimeoutError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_TIMEOUT', message, options); }
 }
 
 /** A file was written by a format version this release does not understand. */

@@ -16,6 +16,8 @@ export {
   FailedError,
   ConflictError,
   DiskFullError,
+  ProtocolError,
+  TimeoutError,
 } from './errors.js';
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';

@@ -16,9 +16,10 @@ for (const [path, entry] of Object.entries(packages)) {
   for (const [name, version] of Object.entries(entry.optionalDependencies ?? {})) {
     const target = `node_modules/${name}`;
     if (packages[target] !== undefined) continue;
-    const platform = /-(darwin|linux|win32|freebsd)-(x64|arm64|arm|ia32)$/.exec(name);
+    // name-<os>-<cpu>, optionally with a libc or toolchain suffix (@chainsafe/libp2p-quic-linux-x64-gnu).
+    const platform = /-(darwin|linux|win32|freebsd)-(x64|arm64|arm|ia32)(?:-(gnu|musl|msvc))?$/.exec(name);
     if (platform === null) throw new Error(`${path}: optional ${name} is missing and is not a platform build`);
-    packages[target] = { version, cpu: [platform[2]], license: entry.license, optional: true, os: [platform[1]] };
+    packages[target] = { version, cpu: [platform[2]], license: entry.license, optional: true, os: [platform[1]], ...(platform[3] === 'gnu' || platform[3] === 'musl' ? { libc: [platform[3] === 'gnu' ? 'glibc' : 'musl'] } : {}) };
     added++;
   }
 }

@@ -1,0 +1,112 @@
+/**
+ * Carrier benchmarks (`npm run bench -- --only carrier`): over QUIC on loopback, between this
+ * process and a peer process, in one run:
+ *   - one raw libp2p stream: MiB/s of 64 KiB writes to a sink (the floor the carrier sits on);
+ *   - the carrier: MiB/s of 1 MiB request frames, one stream per request;
+ *   - round trips: a 1-byte echo on one open raw stream, and a small carrier request (p50, p99);
+ * each against a peer whose QUIC reads are 4 KiB pieces (the package's default) and one whose
+ * reads are 64 KiB (our patch; patches/README.md).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { multiaddr } from '@multiformats/multiaddr';
+import { Carrier, protocolId } from '../carrier/index.js';
+
+const MiB = 1 << 20;
+
+async function startPeer(readBytes: number): Promise<{ child: ChildProcess; address: string }> {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'carrier-peer.js');
+  const child = spawn(process.execPath, [script, fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-peer-'))], { env: { ...process.env, OURO_QUIC_READ_BYTES: String(readBytes) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve) => readline.createInterface({ input: child.stdout! }).once('line', resolve));
+  return { child, address: (JSON.parse(line) as { address: string }).address };
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+async function rawThroughput(c: Carrier, address: string, total: number): Promise<number> {
+  const stream = await c.node.dialProtocol(multiaddr(address), '/ouro-bench/raw-sink/1');
+  const piece = new Uint8Array(64 * 1024).fill(7);
+  // Listen from the start: libp2p 3 tells only readers already listening that the peer closed.
+  const answered = Array.fromAsync(stream, (p) => p.subarray());
+  const started = performance.now();
+  for (let sent = 0; sent < total; sent += piece.length) if (!stream.send(piece)) await stream.onDrain();
+  await stream.close();
+  const answer = Buffer.concat(await answered);
+  const seconds = (performance.now() - started) / 1000;
+  if (Number(answer.readBigUInt64BE(0)) !== total) throw new Error('raw sink lost bytes');
+  return total / MiB / seconds;
+}
+
+async function carrierThroughput(c: Carrier, address: string, total: number): Promise<number> {
+  const frame = new Uint8Array(MiB).fill(3);
+  const started = performance.now();
+  for (let sent = 0; sent < total; sent += MiB) if ((await c.request(address, protocolId('bench-sink'), frame)) !== MiB) throw new Error('sink lost bytes');
+  return total / MiB / ((performance.now() - started) / 1000);
+}
+
+async function rawRoundTrips(c: Carrier, address: string, n: number): Promise<number[]> {
+  const stream = await c.node.dialProtocol(multiaddr(address), '/ouro-bench/raw-echo/1');
+  const it = stream[Symbol.asyncIterator]();
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    stream.send(new Uint8Array([i & 255]));
+    await it.next();
+    times.push(performance.now() - t);
+  }
+  await stream.close();
+  return times.sort((a, b) => a - b);
+}
+
+async function carrierRoundTrips(c: Carrier, address: string, n: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await c.request(address, protocolId('bench-echo'), { i });
+    times.push(performance.now() - t);
+  }
+  return times.sort((a, b) => a - b);
+}
+
+export async function carrierBench(quick: boolean): Promise<Record<string, unknown>> {
+  const total = (quick ? 64 : 256) * MiB;
+  const trips = quick ? 200 : 1000;
+  const out: Record<string, unknown> = {};
+  const client = await Carrier.start({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-client-')), maxFrameBytes: 8 * MiB });
+  console.log(`\ncarrier over QUIC, loopback, peer in another process (${total / MiB} MiB per throughput run)`);
+  console.log('  peer QUIC read size   raw stream MiB/s   carrier 1 MiB requests MiB/s   ratio   raw RTT p50/p99 ms   carrier RTT p50/p99 ms');
+  try {
+    for (const readBytes of [4096, 65536]) {
+      const peer = await startPeer(readBytes);
+      try {
+        await c0(client, peer.address);
+        const raw = await rawThroughput(client, peer.address, total);
+        const framed = await carrierThroughput(client, peer.address, total);
+        const rawRtt = await rawRoundTrips(client, peer.address, trips);
+        const reqRtt = await carrierRoundTrips(client, peer.address, trips);
+        const row = { rawMiBs: raw, carrierMiBs: framed, ratio: framed / raw, rawRttP50: quantile(rawRtt, 0.5), rawRttP99: quantile(rawRtt, 0.99), carrierRttP50: quantile(reqRtt, 0.5), carrierRttP99: quantile(reqRtt, 0.99) };
+        out[`read${readBytes}`] = row;
+        console.log(`  ${String(readBytes).padStart(8)} B ${raw.toFixed(1).padStart(20)} ${framed.toFixed(1).padStart(26)} ${row.ratio.toFixed(2).padStart(13)} ${`${row.rawRttP50.toFixed(2)}/${row.rawRttP99.toFixed(2)}`.padStart(20)} ${`${row.carrierRttP50.toFixed(2)}/${row.carrierRttP99.toFixed(2)}`.padStart(22)}`);
+      } finally {
+        peer.child.kill('SIGTERM');
+        await client.node.hangUp(multiaddr(peer.address)).catch(() => {});
+      }
+    }
+    const a = out['read4096'] as { rawMiBs: number }, b = out['read65536'] as { rawMiBs: number };
+    console.log(`  64 KiB reads vs 4 KiB reads, raw stream: ${(b.rawMiBs / a.rawMiBs).toFixed(2)}x`);
+  } finally {
+    await client.stop();
+  }
+  return out;
+}
+
+/** Warms the connection (dial, TLS handshake) so that it is not timed. */
+async function c0(c: Carrier, address: string): Promise<void> {
+  await c.request(address, protocolId('bench-echo'), 0);
+}

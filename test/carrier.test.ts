@@ -1,0 +1,109 @@
+/**
+ * The carrier between real processes over real QUIC on loopback: request/response, typed errors
+ * from handlers, time limits and aborts, refused peers, unknown protocols, and malformed or
+ * oversized frames from a raw libp2p node, none of which may take the serving process down.
+ * Identity: persistent, owner-only, sealed under a key when one is given.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Carrier, IDENTITY_FILE, decodeFrames, encodeFrame, loadIdentity, protocolId } from '../carrier/index.js';
+import { fixture } from './paths.js';
+import { tempDir } from './helpers.js';
+
+const children = new Set<ChildProcess>();
+const carriers = new Set<Carrier>();
+afterEach(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  children.clear();
+  await Promise.all([...carriers].map((c) => c.stop().catch(() => {})));
+  carriers.clear();
+});
+
+async function startServer(env: Record<string, string> = {}): Promise<{ child: ChildProcess; address: string; peerId: string }> {
+  const child = spawn(process.execPath, [fixture('carrier-server.js'), tempDir()], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  const line = await new Promise<string>((resolve, reject) => {
+    readline.createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`carrier server exited with ${code}`)));
+  });
+  return { child, ...(JSON.parse(line) as { address: string; peerId: string }) };
+}
+
+async function client(options: { maxFrameBytes?: number } = {}): Promise<Carrier> {
+  const c = await Carrier.start({ dir: tempDir(), ...options });
+  carriers.add(c);
+  return c;
+}
+
+describe('carrier over QUIC between processes', () => {
+  it('answers requests, passes typed errors back, and stops cleanly on SIGTERM', async () => {
+    const server = await startServer();
+    const c = await client();
+    expect(await c.request(server.address, protocolId('echo'), { hello: 'world', bytes: new Uint8Array([1, 2, 3]) })).toEqual({ echo: { hello: 'world', bytes: new Uint8Array([1, 2, 3]) }, from: c.peerId });
+    const big = new Uint8Array(900 * 1024).map((_, i) => i % 251);
+    expect(((await c.request(server.address, protocolId('echo'), big)) as { echo: Uint8Array }).echo).toEqual(big);
+    await expect(c.request(server.address, protocolId('missing'), {})).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    const exited = new Promise<number | null>((r) => server.child.once('exit', r));
+    server.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('a request has a time limit and honours an AbortSignal', async () => {
+    const server = await startServer();
+    const c = await client();
+    await expect(c.request(server.address, protocolId('slow'), {}, { timeoutMs: 300 })).rejects.toMatchObject({ code: 'OURO_TIMEOUT' });
+    const ac = new AbortController();
+    const pending = c.request(server.address, protocolId('slow'), {}, { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('caller gave up')), 100);
+    await expect(pending).rejects.toThrow('caller gave up');
+    expect(await c.request(server.address, protocolId('echo'), 1)).toMatchObject({ echo: 1 });
+  });
+
+  it('unknown protocols, refused peers, and malformed or oversized frames get clean errors; the server lives on', async () => {
+    const allowed = await client();
+    const server = await startServer({ ALLOW: allowed.peerId });
+    const stranger = await client({ maxFrameBytes: 8 * 1024 * 1024 });
+    await expect(stranger.request(server.address, '/ouro/nope/1', {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    await expect(stranger.request(server.address, protocolId('echo'), {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // Larger than the server's 1 MiB frame limit: refused from the length alone.
+    await expect(stranger.request(server.address, protocolId('slow'), new Uint8Array(2 * 1024 * 1024))).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+
+    // Raw bytes from a plain libp2p stream: a length of 4 GiB, then bytes that are not msgpack.
+    for (const bytes of [Uint8Array.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), Uint8Array.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), Uint8Array.from([0, 0, 0, 9, 1])]) {
+      const stream = await stranger.node.dialProtocol(stranger.node.getConnections()[0]!.remotePeer, protocolId('slow'));
+      // Listen before writing: libp2p 3 tells only readers already listening that the peer closed.
+      const replies = Array.fromAsync(decodeFrames(stream));
+      stream.send(bytes);
+      await stream.close();
+      expect(await replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
+    }
+    expect(await allowed.request(server.address, protocolId('echo'), 'still here')).toMatchObject({ echo: 'still here' });
+    expect(server.child.exitCode).toBe(null);
+  });
+});
+
+describe('node identity', () => {
+  it('persists across restarts, is owner-only, and is sealed under a key when one is given', async () => {
+    const dir = tempDir();
+    const first = await loadIdentity(dir);
+    expect((await loadIdentity(dir)).equals(first)).toBe(true);
+    expect(fs.statSync(path.join(dir, IDENTITY_FILE)).mode & 0o777).toBe(0o600);
+
+    const sealedDir = tempDir();
+    const key = new Uint8Array(32).fill(5);
+    const sealed = await loadIdentity(sealedDir, key);
+    expect((await loadIdentity(sealedDir, key)).equals(sealed)).toBe(true);
+    expect(fs.readFileSync(path.join(sealedDir, IDENTITY_FILE), 'utf8')).toContain('"sealed"');
+    await expect(loadIdentity(sealedDir, new Uint8Array(32).fill(6))).rejects.toMatchObject({ code: 'OURO_WRONG_KEY' });
+    await expect(loadIdentity(sealedDir)).rejects.toMatchObject({ code: 'OURO_WRONG_KEY' });
+    fs.writeFileSync(path.join(sealedDir, IDENTITY_FILE), '{"version": 9}');
+    await expect(loadIdentity(sealedDir, key)).rejects.toMatchObject({ code: 'OURO_UNSUPPORTED_VERSION' });
+  });
+
+  it('encodes frames it would refuse to receive only up to the limit', () => {
+    expect(() => encodeFrame(new Uint8Array(100), 50)).toThrow(expect.objectContaining({ code: 'OURO_PROTOCOL' }));
+  });
+});
