@@ -1,0 +1,240 @@
+/**
+ * The cluster's member list (docs/FORMAT.md, "Member list"): versioned by an epoch that only
+ * grows, signed by the member that made each change, and merged so that every member converges
+ * on the same list whatever order changes reach it in (heartbeats spread it).
+ *
+ * Trust does not come from whoever sent a list but from certificates inside it:
+ * - the cluster id is derived from its founder's peer id and a random salt, so it names one founder;
+ * - every member carries an approval signed by a member (the founder approves itself), so each one
+ *   chains back to the founder; a list from a stranger cannot add anyone;
+ * - a revocation is signed by a member (or by the leaving member itself) and is permanent: a
+ *   revoked peer id never returns (a node that should rejoin gets a new identity).
+ * Known gap: certificates carry no time, so a revoked member that kept its key can still sign
+ * approvals that others accept; voiding a revoked member's later approvals needs approvals bound
+ * to an epoch the revocation names (next work).
+ * Content is the union of certificates, so two members approving two nodes at once both count and
+ * a revocation beats any approval. A merge whose content neither side had is signed anew at the
+ * next epoch; equal content at different epochs settles on the highest (epoch, signer).
+ */
+import crypto from 'node:crypto';
+import type { PrivateKey } from '@libp2p/interface';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import { Packr } from 'msgpackr';
+import { BadArgumentError, ProtocolError } from '../lib/errors.js';
+
+export const MEMBER_LIST_VERSION = 1;
+
+export interface Approval {
+  peerId: string;
+  approvedBy: string;
+  /** Hex Ed25519 signature of approvedBy over approvalBytes(). */
+  sig: string;
+}
+
+export interface Revocation {
+  peerId: string;
+  by: string;
+  sig: string;
+}
+
+export interface MemberList {
+  version: number;
+  clusterId: string;
+  founder: string;
+  /** Hex; clusterId = first 16 bytes of SHA-256("ourodb cluster v1" | founder | salt). */
+  salt: string;
+  epoch: number;
+  /** One per peer, sorted by peer id; revoked peers keep theirs (others chain through them). */
+  approvals: Approval[];
+  /** One per peer, sorted by peer id. */
+  revocations: Revocation[];
+  /** Last announced listen addresses per member (not certified: any member may update them). */
+  addresses: Record<string, string[]>;
+  signer: string;
+  signature: string;
+}
+
+type Content = Omit<MemberList, 'signer' | 'signature'>;
+
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+const enc = (v: unknown) => packr.pack(v);
+
+export function clusterIdOf(founder: string, salt: string): string {
+  return crypto.createHash('sha256').update('ourodb cluster v1').update(founder).update(Buffer.from(salt, 'hex')).digest('hex').slice(0, 32);
+}
+
+function approvalBytes(clusterId: string, peerId: string, approvedBy: string): Uint8Array {
+  return enc(['ourodb member approval', clusterId, peerId, approvedBy]);
+}
+
+function revocationBytes(clusterId: string, peerId: string, by: string): Uint8Array {
+  return enc(['ourodb member revocation', clusterId, peerId, by]);
+}
+
+/** What a list's signature covers: every field but the signature, in a fixed order. */
+export function signedBytes(l: Content & { signer: string }): Uint8Array {
+  const addresses = Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]]);
+  return enc(['ourodb member list', l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig]), addresses, l.signer]);
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const byPeer = <T extends { peerId: string }>(a: T, b: T) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0);
+
+async function signList(content: Content, key: PrivateKey): Promise<MemberList> {
+  const signer = peerIdFromPrivateKey(key).toString();
+  const unsigned = { ...content, approvals: [...content.approvals].sort(byPeer), revocations: [...content.revocations].sort(byPeer), signer };
+  return { ...unsigned, signature: hex(await key.sign(signedBytes(unsigned))) };
+}
+
+/** Members: approved and not revoked. */
+export function members(list: MemberList): string[] {
+  const revoked = new Set(list.revocations.map((r) => r.peerId));
+  return list.approvals.map((a) => a.peerId).filter((p) => !revoked.has(p));
+}
+
+export function isMember(list: MemberList, peerId: string): boolean {
+  return members(list).includes(peerId);
+}
+
+/** A new cluster whose only member (and founder) is the node holding `key`. */
+export async function newCluster(key: PrivateKey, addresses: string[]): Promise<MemberList> {
+  const founder = peerIdFromPrivateKey(key).toString();
+  const salt = crypto.randomBytes(16).toString('hex');
+  const clusterId = clusterIdOf(founder, salt);
+  const approval = { peerId: founder, approvedBy: founder, sig: hex(await key.sign(approvalBytes(clusterId, founder, founder))) };
+  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], addresses: { [founder]: addresses } }, key);
+}
+
+/**
+ * A change by the member holding `key`: approve nodes, revoke members, update its own addresses,
+ * or leave (revoke itself). Returns the next epoch, signed.
+ */
+export async function change(list: MemberList, key: PrivateKey, edit: { approve?: Array<{ peerId: string; addresses: string[] }>; revoke?: string[]; leave?: boolean; addresses?: string[] }): Promise<MemberList> {
+  const self = peerIdFromPrivateKey(key).toString();
+  if (!isMember(list, self)) throw new BadArgumentError(`${self} is not a member of cluster ${list.clusterId}`);
+  const revoked = new Set(list.revocations.map((r) => r.peerId));
+  const approvals = new Map(list.approvals.map((a) => [a.peerId, a]));
+  const revocations = new Map(list.revocations.map((r) => [r.peerId, r]));
+  const addresses = { ...list.addresses };
+  for (const m of edit.approve ?? []) {
+    if (revoked.has(m.peerId)) throw new BadArgumentError(`${m.peerId} was revoked; a node rejoins with a new identity`);
+    peerIdFromString(m.peerId); // must parse
+    if (!approvals.has(m.peerId)) approvals.set(m.peerId, { peerId: m.peerId, approvedBy: self, sig: hex(await key.sign(approvalBytes(list.clusterId, m.peerId, self))) });
+    addresses[m.peerId] = [...m.addresses];
+  }
+  for (const p of [...(edit.revoke ?? []), ...(edit.leave ? [self] : [])]) {
+    if (!approvals.has(p)) throw new BadArgumentError(`${p} is not a member of cluster ${list.clusterId}`);
+    if (!revocations.has(p)) revocations.set(p, { peerId: p, by: self, sig: hex(await key.sign(revocationBytes(list.clusterId, p, self))) });
+  }
+  if (edit.addresses) addresses[self] = [...edit.addresses];
+  for (const p of revocations.keys()) delete addresses[p];
+  return signList({ ...list, epoch: list.epoch + 1, approvals: [...approvals.values()], revocations: [...revocations.values()], addresses }, key);
+}
+
+async function verifySig(signer: string, bytes: Uint8Array, sig: string): Promise<boolean> {
+  try {
+    const publicKey = peerIdFromString(signer).publicKey;
+    return publicKey !== undefined && /^([0-9a-f]{2})+$/.test(sig) && (await publicKey.verify(bytes, Buffer.from(sig, 'hex')));
+  } catch {
+    return false;
+  }
+}
+
+function wellFormed(l: MemberList): boolean {
+  const str = (v: unknown) => typeof v === 'string' && v.length > 0 && v.length < 200;
+  return (
+    l !== null &&
+    typeof l === 'object' &&
+    l.version === MEMBER_LIST_VERSION &&
+    typeof l.clusterId === 'string' &&
+    /^[0-9a-f]{32}$/.test(l.clusterId) &&
+    str(l.founder) &&
+    typeof l.salt === 'string' &&
+    /^[0-9a-f]{32}$/.test(l.salt) &&
+    Number.isSafeInteger(l.epoch) &&
+    l.epoch >= 1 &&
+    Array.isArray(l.approvals) &&
+    l.approvals.every((a) => a !== null && typeof a === 'object' && str(a.peerId) && str(a.approvedBy) && typeof a.sig === 'string') &&
+    new Set(l.approvals.map((a) => a.peerId)).size === l.approvals.length &&
+    Array.isArray(l.revocations) &&
+    l.revocations.every((r) => r !== null && typeof r === 'object' && str(r.peerId) && str(r.by) && typeof r.sig === 'string') &&
+    new Set(l.revocations.map((r) => r.peerId)).size === l.revocations.length &&
+    l.addresses !== null &&
+    typeof l.addresses === 'object' &&
+    Object.values(l.addresses).every((a) => Array.isArray(a) && a.every((s) => typeof s === 'string')) &&
+    str(l.signer) &&
+    typeof l.signature === 'string'
+  );
+}
+
+/**
+ * Checks a list from the network: shape, cluster id, every approval chaining back to the
+ * founder, every revocation, and the list's own signature by a member (or by a member leaving
+ * in it). Throws ProtocolError otherwise.
+ */
+export async function verify(list: unknown): Promise<MemberList> {
+  const l = list as MemberList;
+  if (!wellFormed(l)) throw new ProtocolError('malformed member list');
+  if (clusterIdOf(l.founder, l.salt) !== l.clusterId) throw new ProtocolError(`member list: cluster id ${l.clusterId} does not belong to founder ${l.founder}`);
+  const approved = new Set<string>();
+  // Approvals in chain order: each pass admits those whose approver is already admitted.
+  for (let progress = true; progress; ) {
+    progress = false;
+    for (const a of l.approvals) {
+      if (approved.has(a.peerId)) continue;
+      const rooted = a.peerId === l.founder ? a.approvedBy === l.founder : approved.has(a.approvedBy);
+      if (rooted && (await verifySig(a.approvedBy, approvalBytes(l.clusterId, a.peerId, a.approvedBy), a.sig))) {
+        approved.add(a.peerId);
+        progress = true;
+      }
+    }
+  }
+  if (approved.size !== l.approvals.length) throw new ProtocolError(`member list epoch ${l.epoch}: an approval does not chain back to the founder`);
+  for (const r of l.revocations) {
+    if (!approved.has(r.peerId) || !approved.has(r.by) || !(await verifySig(r.by, revocationBytes(l.clusterId, r.peerId, r.by), r.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a revocation of ${r.peerId} is not valid`);
+  }
+  const leaving = l.revocations.some((r) => r.peerId === l.signer && r.by === l.signer);
+  if (!isMember(l, l.signer) && !leaving) throw new ProtocolError(`member list epoch ${l.epoch} is signed by ${l.signer}, who is not a member`);
+  if (!(await verifySig(l.signer, signedBytes(l), l.signature))) throw new ProtocolError(`member list epoch ${l.epoch}: bad signature by ${l.signer}`);
+  return l;
+}
+
+function contentKey(l: Content): string {
+  return JSON.stringify([l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]])]);
+}
+
+/**
+ * Merges a list from a peer (already verified) into ours; `key` signs a merge when one is
+ * needed. The result's content is a function of the union of both lists' certificates alone, so
+ * members converge whatever order lists reach them in. Returns the list to keep and whether it
+ * differs from ours.
+ */
+export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKey): Promise<{ list: MemberList; changed: boolean }> {
+  if (theirs.clusterId !== ours.clusterId) throw new ProtocolError(`member list of cluster ${theirs.clusterId}, not ${ours.clusterId}`);
+  const revocations = new Map(ours.revocations.map((r) => [r.peerId, r]));
+  for (const r of theirs.revocations) if (!revocations.has(r.peerId) || r.by < revocations.get(r.peerId)!.by) revocations.set(r.peerId, r);
+  const approvals = new Map(ours.approvals.map((a) => [a.peerId, a]));
+  for (const a of theirs.approvals) {
+    const mine = approvals.get(a.peerId);
+    // One certificate per peer, the same on every member: the one by the lowest approver id.
+    if (!mine || a.approvedBy < mine.approvedBy) approvals.set(a.peerId, a);
+  }
+  // Addresses: the newer list's word for each member; none for revoked ones.
+  const [older, newer] = theirs.epoch > ours.epoch || (theirs.epoch === ours.epoch && theirs.signer > ours.signer) ? [ours, theirs] : [theirs, ours];
+  const addresses: Record<string, string[]> = { ...older.addresses, ...newer.addresses };
+  for (const p of revocations.keys()) delete addresses[p];
+  for (const p of Object.keys(addresses)) if (!approvals.has(p)) delete addresses[p];
+  const union: Content = { version: MEMBER_LIST_VERSION, clusterId: ours.clusterId, founder: ours.founder, salt: ours.salt, epoch: Math.max(ours.epoch, theirs.epoch), approvals: [...approvals.values()].sort(byPeer), revocations: [...revocations.values()].sort(byPeer), addresses };
+  const u = contentKey(union);
+  const newerWord = (a: MemberList, b: MemberList) => a.epoch > b.epoch || (a.epoch === b.epoch && a.signer > b.signer);
+  if (u === contentKey(ours) && u === contentKey(theirs)) {
+    const pick = newerWord(theirs, ours) ? theirs : ours;
+    return { list: pick, changed: pick !== ours };
+  }
+  if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true };
+  if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false };
+  const self = peerIdFromPrivateKey(key).toString();
+  if (!revocations.has(self) && approvals.has(self)) return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true };
+  // We were revoked: we may not sign; keep their word.
+  return { list: theirs, changed: theirs !== ours };
+}
