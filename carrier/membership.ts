@@ -234,7 +234,8 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
   if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true };
   if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false };
   const self = peerIdFromPrivateKey(key).toString();
-  if (!revocations.has(self) && approvals.has(self)) return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true };
-  // We were revoked: we may not sign; keep their word.
-  return { list: theirs, changed: theirs !== ours };
+  // A revoked member may sign nothing more: it keeps its last list (which others may still merge,
+  // so what it did before it learned of its revocation is not lost) and is out of the cluster.
+  if (revocations.has(self) || !approvals.has(self)) return { list: ours, changed: false };
+  return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true };
 }
