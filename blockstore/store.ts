@@ -66,7 +66,6 @@ export class OpenBlock {
   readonly path: string;
   readonly handle: VfsFile;
   rows: EntryRow[];
-  readonly #vfs: Vfs;
   readonly #header: Buffer;
   #size: number;
   #next: { bufs: Buffer[]; start: number; bytes: number; done: Deferred } | undefined;
@@ -77,8 +76,7 @@ export class OpenBlock {
   /** The file may hold bytes past #size (a cut left them): seal truncates before its footer. */
   #tail = false;
 
-  constructor(vfs: Vfs, seq: number, file: string, handle: VfsFile, header: Buffer, size: number, rows: EntryRow[]) {
-    this.#vfs = vfs;
+  constructor(seq: number, file: string, handle: VfsFile, header: Buffer, size: number, rows: EntryRow[]) {
     this.seq = seq;
     this.path = file;
     this.handle = handle;
@@ -162,8 +160,8 @@ export class OpenBlock {
    * the block ends there and takes no more entries. Entries before it are unaffected. Bytes that
    * did reach the file past the cut are cut off when the block is sealed.
    */
-  cut(offset: number): void {
-    this.#writeError ??= new Error('block was cut');
+  cut(offset: number, reason: unknown): void {
+    this.#writeError ??= reason;
     if (offset >= this.#size) return;
     this.rows = this.rows.filter((r) => r.offset < offset);
     this.#size = offset;
@@ -212,17 +210,17 @@ export class OpenBlock {
     failpoint('seal.after-fsync');
     const id = crypto.createHash('sha256').update(this.#header).update(footer).digest();
     const dest = store.blockPath(id);
-    await ensureDir(this.#vfs, path.dirname(dest));
+    await ensureDir(store.vfs, path.dirname(dest));
     try {
-      await this.#vfs.rename(this.path, dest);
+      await store.vfs.rename(this.path, dest);
     } catch (err) {
       throw ioError(`rename ${this.path} -> ${dest}`, err);
     }
     failpoint('seal.after-rename');
-    await fsyncDir(this.#vfs, path.dirname(dest)).catch((err: unknown) => {
+    await fsyncDir(store.vfs, path.dirname(dest)).catch((err: unknown) => {
       throw syncFailure(`fsync ${path.dirname(dest)}`, err);
     });
-    await fsyncDir(this.#vfs, path.dirname(this.path)).catch((err: unknown) => {
+    await fsyncDir(store.vfs, path.dirname(this.path)).catch((err: unknown) => {
       throw syncFailure(`fsync ${path.dirname(this.path)}`, err);
     });
     failpoint('seal.after-dir-fsync');
@@ -309,7 +307,7 @@ export class BlockStore {
       await handle.close().catch(() => {});
       throw syncFailure(`fsync ${this.openDir}`, err);
     }
-    return new OpenBlock(this.vfs, seq, file, handle, header, HEADER_BYTES, []);
+    return new OpenBlock(seq, file, handle, header, HEADER_BYTES, []);
   }
 
   /** Removes an open block file that holds no acknowledged entry. */
@@ -398,9 +396,10 @@ export class BlockStore {
           throw new CorruptionError(`${file}@${row.offset}: entry does not match its WAL record`, { location: { file, offset: row.offset, id: toHex(row.id) } });
         }
       }
-      const block = new OpenBlock(this.vfs, seq, file, handle, header, size, rows);
-      // Bytes past the last acknowledged entry are cut off when the block is sealed.
-      block.cut(end);
+      const block = new OpenBlock(seq, file, handle, header, size, rows);
+      // Bytes past the last acknowledged entry are cut off when the block is sealed; the block
+      // takes no new entries (it is sealed as soon as the database opens).
+      block.cut(end, new Error(`recovered block ${seq} takes no new entries`));
       return block;
     } catch (err) {
       await handle.close().catch(() => {});

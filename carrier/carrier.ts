@@ -16,7 +16,7 @@ import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { type Libp2p, createLibp2p } from 'libp2p';
-import { BadArgumentError, OuroError, ProtocolError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
+import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, decodeFrames, encodeFrame } from './frames.js';
 import { loadIdentity } from './identity.js';
 
@@ -192,7 +192,7 @@ async function firstFrame(stream: Stream, maxFrameBytes: number, signal?: AbortS
   throw new ProtocolError('stream ended before a frame');
 }
 
-const KNOWN_CODES = new Set<string>(['OURO_BAD_ARGUMENT', 'OURO_NOT_FOUND', 'OURO_WRONG_KEY', 'OURO_CORRUPTION', 'OURO_IO_ERROR', 'OURO_UNSUPPORTED_VERSION', 'OURO_LOCKED', 'OURO_CLOSED', 'OURO_FAILED', 'OURO_CONFLICT', 'OURO_DISK_FULL', 'OURO_PROTOCOL', 'OURO_TIMEOUT']);
+const KNOWN_CODES = new Set<string>(OURO_ERROR_CODES);
 
 /** A typed error for a code a peer sent back (unknown codes become OURO_PROTOCOL). */
 function remoteError(code: string, message: string): OuroError {

@@ -28,7 +28,7 @@ export function encodeFrame(message: unknown, maxBytes = DEFAULT_MAX_FRAME_BYTES
  * or an end in the middle of a frame.
  */
 export async function* decodeFrames(source: AsyncIterable<Uint8Array | { subarray(): Uint8Array }>, maxBytes = DEFAULT_MAX_FRAME_BYTES): AsyncGenerator<unknown> {
-  let pending: Uint8Array[] = [];
+  const pending: Uint8Array[] = [];
   let pendingBytes = 0;
   let need = -1; // body length of the frame being read, or -1 while reading its head
   const take = (n: number): Uint8Array => {
@@ -70,5 +70,4 @@ export async function* decodeFrames(source: AsyncIterable<Uint8Array | { subarra
     }
   }
   if (need >= 0 || pendingBytes > 0) throw new ProtocolError('stream ended in the middle of a frame');
-  pending = [];
 }

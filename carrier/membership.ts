@@ -199,6 +199,11 @@ export async function verify(list: unknown): Promise<MemberList> {
   return l;
 }
 
+/** Whether `a` is the later word: a higher epoch, or the same epoch and a higher signer id. */
+function newerWord(a: MemberList, b: MemberList): boolean {
+  return a.epoch > b.epoch || (a.epoch === b.epoch && a.signer > b.signer);
+}
+
 function contentKey(l: Content): string {
   return JSON.stringify([l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]])]);
 }
@@ -220,13 +225,12 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
     if (!mine || a.approvedBy < mine.approvedBy) approvals.set(a.peerId, a);
   }
   // Addresses: the newer list's word for each member; none for revoked ones.
-  const [older, newer] = theirs.epoch > ours.epoch || (theirs.epoch === ours.epoch && theirs.signer > ours.signer) ? [ours, theirs] : [theirs, ours];
+  const [older, newer] = newerWord(theirs, ours) ? [ours, theirs] : [theirs, ours];
   const addresses: Record<string, string[]> = { ...older.addresses, ...newer.addresses };
   for (const p of revocations.keys()) delete addresses[p];
   for (const p of Object.keys(addresses)) if (!approvals.has(p)) delete addresses[p];
   const union: Content = { version: MEMBER_LIST_VERSION, clusterId: ours.clusterId, founder: ours.founder, salt: ours.salt, epoch: Math.max(ours.epoch, theirs.epoch), approvals: [...approvals.values()].sort(byPeer), revocations: [...revocations.values()].sort(byPeer), addresses };
   const u = contentKey(union);
-  const newerWord = (a: MemberList, b: MemberList) => a.epoch > b.epoch || (a.epoch === b.epoch && a.signer > b.signer);
   if (u === contentKey(ours) && u === contentKey(theirs)) {
     const pick = newerWord(theirs, ours) ? theirs : ours;
     return { list: pick, changed: pick !== ours };

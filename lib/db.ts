@@ -1194,7 +1194,7 @@ export class OuroDB {
       return; // a file system without statfs: rely on ENOSPC alone
     }
     if (free < this.#reserveBytes + this.#blockSize) {
-      throw new DiskFullError(`${free} bytes free on the disk of ${this.dir}; OuroDB keeps ${this.#reserveBytes} free (reserveBytes) beside the block it writes`, { cause: Object.assign(new Error('ENOSPC: below reserve'), { code: 'ENOSPC' }) });
+      throw new DiskFullError(`${free} bytes free on the disk of ${this.dir}; OuroDB keeps ${this.#reserveBytes} free (reserveBytes) beside the block it writes`);
     }
   }
 
@@ -1205,7 +1205,7 @@ export class OuroDB {
     // Seals that a full disk stopped are tried again whenever a block fills.
     for (const state of this.#unsealed.values()) {
       if (state.block === block) state.full = true;
-      if (state.full && state.uncommitted === 0 && !state.sealing) this.#startSeal(state);
+      if (state.full && state.uncommitted === 0) this.#startSeal(state);
     }
   }
 
@@ -1239,12 +1239,12 @@ export class OuroDB {
             this.#queue = [];
             group = group.slice(0, bad);
             this.#rejectFrom(rejected, reason);
+            if (group.length === 0) continue;
           }
           failpoint('commit.after-write');
           const blocks = new Set(group.map((e) => e.block));
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
-          if (group.length === 0) continue;
           const [ops, delta, prepares] = this.#walOps(group);
           batch = this.#writeBatch(ops, delta, prepares);
         } catch (err) {
@@ -1340,7 +1340,7 @@ export class OuroDB {
     const cuts = new Map<OpenBlock, number>();
     for (const e of entries) if (!cuts.has(e.block)) cuts.set(e.block, e.row.offset);
     for (const [block, offset] of cuts) {
-      block.cut(offset);
+      block.cut(offset, failure);
       if (this.#current === block) this.#current = undefined;
       this.#unsealed.get(block.seq)!.full = true;
     }
@@ -1353,7 +1353,7 @@ export class OuroDB {
     }
     for (const block of cuts.keys()) {
       const state = this.#unsealed.get(block.seq)!;
-      if (state.uncommitted === 0 && !state.sealing) this.#startSeal(state);
+      if (state.uncommitted === 0) this.#startSeal(state);
     }
   }
 
@@ -1396,7 +1396,7 @@ export class OuroDB {
    * are fatal to the handle.
    */
   #startSeal(state: UnsealedBlock): void {
-    if (state.sealing) return;
+    if (state.sealing) return; // already under way
     const task = this.#seal(state.block)
       .then(
         () => (state.sealError = undefined),
@@ -1938,10 +1938,8 @@ export class OuroDB {
   /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
   #lost(): void {
     if (this.#closed) return;
-    this.#closed = true;
     this.#failed ??= new FailedError('the file system was lost');
-    void this.#sealPool.close().catch(() => {});
-    void this.#files.closeAll();
+    void this.#abandon().catch(() => {});
     void this.#ldb.close().catch(() => {});
   }
 

@@ -3,20 +3,23 @@
  * uppercase `code` (documented in docs/errors.md; codes never change meaning, messages may)
  * and, when it wraps a lower-level failure, the original error as `cause`.
  */
-export type OuroErrorCode =
-  | 'OURO_BAD_ARGUMENT'
-  | 'OURO_NOT_FOUND'
-  | 'OURO_WRONG_KEY'
-  | 'OURO_CORRUPTION'
-  | 'OURO_IO_ERROR'
-  | 'OURO_UNSUPPORTED_VERSION'
-  | 'OURO_LOCKED'
-  | 'OURO_CLOSED'
-  | 'OURO_FAILED'
-  | 'OURO_CONFLICT'
-  | 'OURO_DISK_FULL'
-  | 'OURO_PROTOCOL'
-  | 'OURO_TIMEOUT';
+export const OURO_ERROR_CODES = [
+  'OURO_BAD_ARGUMENT',
+  'OURO_NOT_FOUND',
+  'OURO_WRONG_KEY',
+  'OURO_CORRUPTION',
+  'OURO_IO_ERROR',
+  'OURO_UNSUPPORTED_VERSION',
+  'OURO_LOCKED',
+  'OURO_CLOSED',
+  'OURO_FAILED',
+  'OURO_CONFLICT',
+  'OURO_DISK_FULL',
+  'OURO_PROTOCOL',
+  'OURO_TIMEOUT',
+] as const;
+
+export type OuroErrorCode = (typeof OURO_ERROR_CODES)[number];
 
 export class OuroError extends Error {
   readonly code: OuroErrorCode;

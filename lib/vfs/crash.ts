@@ -234,12 +234,6 @@ export class CrashableFs implements Vfs {
     return this.#write(fn);
   }
 
-  /** Current contents of a file (for tests that look at what was written). */
-  contents(p: string): Buffer | undefined {
-    const inode = this.#dirs.get(path.dirname(p))?.get(path.basename(p));
-    return inode ? Buffer.from(inode.data.subarray(0, inode.size)) : undefined;
-  }
-
   /**
    * The disk after the crash: durable directory operations, a random prefix of the others, and
    * in each file its synced bytes plus a random, torn prefix of its later writes.

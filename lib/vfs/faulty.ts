@@ -32,8 +32,6 @@ interface ArmedFault extends Fault {
 export class FaultyFs implements Vfs {
   readonly inner: Vfs;
   #faults: ArmedFault[] = [];
-  /** How many operations of each kind ran (failed ones included). */
-  readonly counts = new Map<FsOp, number>();
   /** How many operations were failed or shortened. */
   injected = 0;
   /** When set, what freeBytes() reports (a disk that is nearly full, without filling one). */
@@ -57,9 +55,8 @@ export class FaultyFs implements Vfs {
     this.#faults = [];
   }
 
-  /** Whether this operation fails ('fail'), writes short ('short') or runs normally. */
+  /** The fault this operation hits (it fails, or writes short when the fault says so), if any. */
   #decide(op: FsOp, p: string): { fault: ArmedFault } | undefined {
-    this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
     for (const f of this.#faults) {
       const ops = Array.isArray(f.op) ? f.op : [f.op];
       if (!ops.includes(op)) continue;
