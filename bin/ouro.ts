@@ -8,6 +8,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { NotFoundError, OuroDB, OuroError, type Version, exportArchive, importArchive, inspectBlock, inspectKeys, inspectWal } from '../lib/index.js';
+import { registerNodeCommands } from './cli/node.js';
 import { putPaths, restoreTree } from './cli/put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './cli/support.js';
 
@@ -330,6 +331,8 @@ program
       throw new UsageError(`inspect takes wal, block or keys, not ${what}`);
     }
   });
+
+registerNodeCommands(program, g);
 
 function int(text: string, what: string): number {
   const n = Number(text);

@@ -9,14 +9,15 @@
  * nothing else. A handler's typed error travels back to the requester as the same code.
  *
  * Access control: `handle(..., { allow })` runs before a frame is read; a peer it refuses gets
- * its stream reset (the cluster's membership check plugs in here).
+ * one OURO_REFUSED reply and the stream is closed both ways without reading its request (the
+ * cluster's membership check plugs in here).
  */
 import { quic } from '@chainsafe/libp2p-quic';
 import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { type Libp2p, createLibp2p } from 'libp2p';
-import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
+import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, decodeFrames, encodeFrame } from './frames.js';
 import { loadIdentity } from './identity.js';
 
@@ -31,6 +32,16 @@ export interface CarrierOptions {
   maxFrameBytes?: number;
   /** Default time limit of a request, in ms (default 10 s). */
   requestTimeoutMs?: number;
+  /** Called once per finished request, served or sent (metrics plug in here). */
+  observe?: (event: RequestEvent) => void;
+}
+
+export interface RequestEvent {
+  protocol: string;
+  direction: 'in' | 'out';
+  /** `ok`, `refused`, or the error code the request ended with. */
+  outcome: string;
+  seconds: number;
 }
 
 export interface RequestOptions {
@@ -62,9 +73,11 @@ export class Carrier {
   readonly #maxFrameBytes: number;
   readonly #timeoutMs: number;
   readonly #stopping = new AbortController();
+  readonly #observe: (event: RequestEvent) => void;
 
   private constructor(node: Libp2p, options: CarrierOptions) {
     this.node = node;
+    this.#observe = options.observe ?? (() => {});
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#timeoutMs = options.requestTimeoutMs ?? 10_000;
   }
@@ -97,22 +110,39 @@ export class Carrier {
       protocol,
       async (stream: Stream, connection: Connection) => {
         const peer = connection.remotePeer.toString();
+        const started = performance.now();
         if (options.allow && !options.allow(peer)) {
-          stream.abort(new ProtocolError(`peer ${peer} may not use ${protocol}`));
+          await this.#refuse(stream, peer, protocol);
+          this.#observe({ protocol, direction: 'in', outcome: 'refused', seconds: (performance.now() - started) / 1000 });
           return;
         }
-        await this.#serve(stream, peer, handler);
+        const outcome = await this.#serve(stream, peer, handler);
+        this.#observe({ protocol, direction: 'in', outcome, seconds: (performance.now() - started) / 1000 });
       },
       { maxInboundStreams: options.maxInboundStreams ?? 64 },
     );
   }
 
-  async #serve(stream: Stream, peer: string, handler: Handler): Promise<void> {
+  /** One OURO_REFUSED reply, then the stream is closed both ways; the request is never read. */
+  async #refuse(stream: Stream, peer: string, protocol: string): Promise<void> {
+    const reply: Reply = { ok: false, code: 'OURO_REFUSED', message: `peer ${peer} is not an approved member and may not use ${protocol}` };
+    const signal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(this.#timeoutMs)]);
+    try {
+      await send(stream, encodeFrame(reply, this.#maxFrameBytes), signal);
+      await stream.close({ signal });
+      await stream.closeRead({ signal });
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  async #serve(stream: Stream, peer: string, handler: Handler): Promise<string> {
     const signal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(this.#timeoutMs)]);
     // A peer that opens a stream and never finishes its frame holds it only until the time limit.
     const onAbort = () => stream.abort(new TimeoutError(`request from ${peer} not answered within ${this.#timeoutMs} ms`));
     signal.addEventListener('abort', onAbort, { once: true });
     let reply: Reply;
+    let outcome = 'ok';
     try {
       const request = await firstFrame(stream, this.#maxFrameBytes);
       try {
@@ -129,13 +159,32 @@ export class Carrier {
       await stream.close({ signal });
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
+      reply = { ok: false, code: 'OURO_PROTOCOL', message: 'reply not delivered' };
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
+    if (!reply.ok) outcome = reply.code;
+    return outcome;
   }
 
-  /** Sends `message` to `peer` (a multiaddr with /p2p/, or a peer id already connected) and returns its answer. */
-  async request(peer: string, protocol: string, message: unknown, options: RequestOptions = {}): Promise<unknown> {
+  /**
+   * Sends `message` to `peer` and returns its answer. `peer` is a multiaddr ending in /p2p/<id>,
+   * a list of them (tried in turn), or the id of a peer already connected.
+   */
+  async request(peer: string | string[], protocol: string, message: unknown, options: RequestOptions = {}): Promise<unknown> {
+    const started = performance.now();
+    let outcome = 'ok';
+    try {
+      return await this.#request(peer, protocol, message, options);
+    } catch (err) {
+      outcome = err instanceof OuroError ? err.code : 'error';
+      throw err;
+    } finally {
+      this.#observe({ protocol, direction: 'out', outcome, seconds: (performance.now() - started) / 1000 });
+    }
+  }
+
+  async #request(peer: string | string[], protocol: string, message: unknown, options: RequestOptions): Promise<unknown> {
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
     const signals = [AbortSignal.timeout(timeoutMs), this.#stopping.signal];
     if (options.signal) signals.push(options.signal);
@@ -174,7 +223,11 @@ export class Carrier {
   }
 }
 
-function target(peer: string): Multiaddr | ReturnType<typeof peerIdFromString> {
+function target(peer: string | string[]): Multiaddr | Multiaddr[] | ReturnType<typeof peerIdFromString> {
+  if (Array.isArray(peer)) {
+    if (peer.length === 0) throw new BadArgumentError('no address to dial');
+    return peer.map((a) => multiaddr(a));
+  }
   return peer.startsWith('/') ? multiaddr(peer) : peerIdFromString(peer);
 }
 
@@ -196,5 +249,6 @@ const KNOWN_CODES = new Set<string>(OURO_ERROR_CODES);
 
 /** A typed error for a code a peer sent back (unknown codes become OURO_PROTOCOL). */
 function remoteError(code: string, message: string): OuroError {
+  if (code === 'OURO_REFUSED') return new RefusedError(message);
   return new OuroError((KNOWN_CODES.has(code) ? code : 'OURO_PROTOCOL') as OuroErrorCode, message);
 }

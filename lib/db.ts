@@ -25,7 +25,7 @@ import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, dec
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
-import { DatabaseKeys, ID_BYTES, gearTable } from './crypto.js';
+import { DatabaseKeys, ID_BYTES, deriveKey, gearTable } from './crypto.js';
 import { type SealedEntry, openEntry, sealEntry } from './entry.js';
 import { OFFLOAD_MIN_BYTES, SealPool } from './seal-pool.js';
 import {
@@ -1882,6 +1882,17 @@ export class OuroDB {
   }
 
   // ---------------------------------------------------------------- stats and lifecycle
+
+  /**
+   * A 32-byte key for a component that keeps its own secrets under this database's credential
+   * (the cluster node seals its identity with `deriveKey('node-identity')`): HKDF-SHA256 of the
+   * master key, salted with the database id, info `ourodb/v1/derived/<purpose>`. Distinct from
+   * every key the database uses itself, and from each other purpose's.
+   */
+  deriveKey(purpose: string): Uint8Array {
+    if (!/^[a-z][a-z0-9-]{0,63}$/.test(purpose)) throw new BadArgumentError('purpose must be lowercase letters, digits and dashes');
+    return deriveKey(this.#keys.material.masterKey, this.#keys.material.databaseId, `ourodb/v1/derived/${purpose}`);
+  }
 
   async stats(): Promise<Stats> {
     this.#checkOpen();

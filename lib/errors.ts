@@ -17,6 +17,8 @@ export const OURO_ERROR_CODES = [
   'OURO_DISK_FULL',
   'OURO_PROTOCOL',
   'OURO_TIMEOUT',
+  'OURO_BAD_CONFIG',
+  'OURO_REFUSED',
 ] as const;
 
 export type OuroErrorCode = (typeof OURO_ERROR_CODES)[number];
@@ -85,6 +87,26 @@ export class ProtocolError extends OuroError {
 /** A network request got no answer within its time limit. */
 export class TimeoutError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_TIMEOUT', message, options); }
+}
+
+/**
+ * A node's configuration (file or flags) is invalid; `field` names the bad field as a dotted
+ * path (`heartbeat.intervalMs`). Nothing was started.
+ */
+export class ConfigError extends OuroError {
+  readonly field: string;
+  constructor(message: string, field: string, options?: { cause?: unknown }) {
+    super('OURO_BAD_CONFIG', message, options);
+    this.field = field;
+  }
+}
+
+/**
+ * A cluster peer refused the request: the requester is not an approved member (never approved,
+ * rejected, or revoked), so only the join protocol is open to it.
+ */
+export class RefusedError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_REFUSED', message, options); }
 }
 
 /** A file was written by a format version this release does not understand. */

@@ -18,6 +18,8 @@ export {
   DiskFullError,
   ProtocolError,
   TimeoutError,
+  ConfigError,
+  RefusedError,
 } from './errors.js';
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';

@@ -67,7 +67,8 @@ describe('carrier over QUIC between processes', () => {
     const server = await startServer({ ALLOW: allowed.peerId });
     const stranger = await client({ maxFrameBytes: 8 * 1024 * 1024 });
     await expect(stranger.request(server.address, '/ouro/nope/1', {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
-    await expect(stranger.request(server.address, protocolId('echo'), {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // Refused before its request is read: one OURO_REFUSED reply, then the stream is closed.
+    await expect(stranger.request(server.address, protocolId('echo'), new Uint8Array(512 * 1024))).rejects.toMatchObject({ code: 'OURO_REFUSED', name: 'RefusedError' });
     // Larger than the server's 1 MiB frame limit: refused from the length alone.
     await expect(stranger.request(server.address, protocolId('slow'), new Uint8Array(2 * 1024 * 1024))).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
 

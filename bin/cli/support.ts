@@ -16,6 +16,7 @@ export const EXIT = {
   conflict: 6,
   locked: 7,
   diskFull: 8,
+  refused: 9,
 } as const;
 
 /** A usage problem found by a command itself (the parser reports its own with exit code 2). */
@@ -25,13 +26,14 @@ export function exitCodeOf(err: unknown): number {
   if (err instanceof UsageError) return EXIT.usage;
   if (!(err instanceof OuroError)) return EXIT.failure;
   switch (err.code) {
-    case 'OURO_BAD_ARGUMENT': return EXIT.usage;
+    case 'OURO_BAD_ARGUMENT': case 'OURO_BAD_CONFIG': return EXIT.usage;
     case 'OURO_NOT_FOUND': return EXIT.notFound;
     case 'OURO_WRONG_KEY': return EXIT.wrongKey;
     case 'OURO_CORRUPTION': case 'OURO_UNSUPPORTED_VERSION': return EXIT.corruption;
     case 'OURO_CONFLICT': return EXIT.conflict;
     case 'OURO_LOCKED': return EXIT.locked;
     case 'OURO_DISK_FULL': return EXIT.diskFull;
+    case 'OURO_REFUSED': return EXIT.refused;
     default: return EXIT.failure;
   }
 }

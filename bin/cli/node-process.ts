@@ -1,0 +1,56 @@
+/**
+ * The `ouro node start` process: a Node with its admin API, JSON log lines on stdout, and a clean
+ * stop on SIGTERM or SIGINT (in-flight requests finish, the database seals and closes, exit 0).
+ * The config file is read once; a change to it while running is logged as needing a restart,
+ * never applied silently.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { AdminServer } from '../../carrier/admin.js';
+import { CONFIG_FILE, type NodeConfigPatch, loadConfig } from '../../carrier/config.js';
+import { Node } from '../../carrier/node.js';
+import type { OpenOptions } from '../../lib/index.js';
+
+export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenOptions | undefined): Promise<void> {
+  const config = await loadConfig(dir, patch);
+  // Synchronous writes: every line is out before the process exits, also on a fatal error.
+  const log = pino({ level: config.log.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 1, sync: true }));
+  const node = await Node.start({ dir, config: patch, dbOpen, logger: log });
+  let admin: AdminServer;
+  try {
+    admin = await AdminServer.start(node);
+  } catch (err) {
+    await node.stop();
+    throw err;
+  }
+  log.info({ event: 'admin', url: admin.url, open: config.admin.host }, 'admin API listening');
+
+  const configFile = path.join(dir, CONFIG_FILE);
+  fs.watchFile(configFile, { interval: 2000, persistent: false }, (now, before) => {
+    if (now.mtimeMs !== before.mtimeMs) log.warn({ event: 'config-changed', file: configFile }, 'the config file changed; restart the node to apply it (nothing was reloaded)');
+  });
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ event: 'signal', signal }, 'stopping');
+      fs.unwatchFile(configFile);
+      void (async () => {
+        try {
+          await admin.stop();
+          await node.stop();
+          process.exitCode = 0;
+        } catch (err) {
+          log.error({ event: 'stop-failed', err: err instanceof Error ? err.message : String(err) }, 'stop failed');
+          process.exitCode = 1;
+        }
+        resolve();
+      })();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}

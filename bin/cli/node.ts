@@ -1,0 +1,213 @@
+/**
+ * `ouro node ...` and `ouro cluster ...`: running a cluster member and operating on it
+ * (docs/node.md). The cluster code (libp2p, QUIC) is loaded only by these commands, so the
+ * database commands start as fast as before and without it.
+ *
+ * `node start` is the process: JSON log lines on stdout, SIGTERM/SIGINT finish in-flight work,
+ * seal and close, exit 0. The `cluster` commands talk to a running node through its admin API,
+ * found in `<dir>/node.run.json`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import type { NodeConfigPatch } from '../../carrier/config.js';
+import { NotFoundError, OuroError, type OuroErrorCode, RefusedError } from '../../lib/errors.js';
+import type { OpenOptions } from '../../lib/index.js';
+import { type GlobalOptions, UsageError, credentials, output } from './support.js';
+
+interface ConfigFlags {
+  listen?: string[];
+  adminHost?: string;
+  adminPort?: string;
+  heartbeatMs?: string;
+  suspectAfterMs?: string;
+  deadAfterMs?: string;
+  logLevel?: string;
+  database?: boolean;
+  maxFrameBytes?: string;
+  requestTimeoutMs?: string;
+}
+
+const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : Number.NaN);
+
+/** Flags as a config patch (validation, with the field named, happens in resolveConfig). */
+function patchOf(o: ConfigFlags): NodeConfigPatch {
+  const heartbeat = { intervalMs: num(o.heartbeatMs), suspectAfterMs: num(o.suspectAfterMs), deadAfterMs: num(o.deadAfterMs) };
+  const admin = { host: o.adminHost, port: num(o.adminPort) };
+  const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
+  return {
+    listen: o.listen,
+    maxFrameBytes: num(o.maxFrameBytes),
+    requestTimeoutMs: num(o.requestTimeoutMs),
+    ...(Object.keys(clean(heartbeat)).length ? { heartbeat: clean(heartbeat) } : {}),
+    ...(Object.keys(clean(admin)).length ? { admin: clean(admin) } : {}),
+    ...(o.logLevel !== undefined ? { log: { level: o.logLevel as 'info' } } : {}),
+    ...(o.database !== undefined ? { database: { enabled: o.database } } : {}),
+  };
+}
+
+function configOptions(cmd: Command): Command {
+  return cmd
+    .option('--listen <multiaddr...>', 'QUIC addresses to listen on (config: listen)')
+    .option('--admin-host <host>', 'admin API host (config: admin.host)')
+    .option('--admin-port <port>', 'admin API port, 0 for any free one (config: admin.port)')
+    .option('--heartbeat-ms <ms>', 'heartbeat interval (config: heartbeat.intervalMs)')
+    .option('--suspect-after-ms <ms>', 'silence before a member is suspect (config: heartbeat.suspectAfterMs)')
+    .option('--dead-after-ms <ms>', 'silence before a member is dead (config: heartbeat.deadAfterMs)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (config: log.level)')
+    .option('--max-frame-bytes <n>', 'largest carrier frame (config: maxFrameBytes)')
+    .option('--request-timeout-ms <ms>', 'default request time limit (config: requestTimeoutMs)')
+    .option('--database', 'open the embedded database in <dir>/db with the node (config: database.enabled)')
+    .option('--no-database', 'run without the database');
+}
+
+/** Credentials for the node's database, when its config enables one. */
+async function dbOpenOf(g: GlobalOptions, enabled: boolean, create: boolean): Promise<OpenOptions | undefined> {
+  if (!enabled) return undefined;
+  return { ...(await credentials(g, create)), create };
+}
+
+export function registerNodeCommands(program: Command, g: () => GlobalOptions): void {
+  const node = program.command('node').description('run a cluster member (docs/node.md)');
+
+  configOptions(
+    node
+      .command('init')
+      .description('prepare a node directory (identity, config); --new-cluster makes a new cluster with this node as founder')
+      .argument('<dir>', 'node directory')
+      .option('--new-cluster', 'create a new cluster'),
+  ).action(async (dir: string, o: ConfigFlags & { newCluster?: boolean }) => {
+    const { Node } = await import('../../carrier/node.js');
+    const { loadConfig } = await import('../../carrier/config.js');
+    const config = await loadConfig(dir, patchOf(o));
+    const identityKey = await identityKeyOf(dir, g(), config.database, true);
+    const r = await Node.init(dir, { newCluster: o.newCluster === true, config: patchOf(o), identityKey });
+    output(g(), { dir: path.resolve(dir), ...r }, () => (r.clusterId ? `created cluster ${r.clusterId}\nnode ${r.peerId}` : `node ${r.peerId} (in no cluster yet: ouro node join ${dir} --peer ADDR)`));
+  });
+
+  configOptions(
+    node
+      .command('join')
+      .description('ask a member to admit this node; waits for the answer (approval by an operator, or at once with a token)')
+      .argument('<dir>', 'node directory (prepared if new)')
+      .requiredOption('--peer <multiaddr...>', "a member's QUIC address ending in /p2p/<peer id>")
+      .option('--token <token>', 'a join token from `ouro cluster token` (admits at once)')
+      .option('--wait <seconds>', 'how long to wait for approval; a node started later keeps asking', '10'),
+  ).action(async (dir: string, o: ConfigFlags & { peer: string[]; token?: string; wait: string }) => {
+    const { Node } = await import('../../carrier/node.js');
+    const { loadConfig } = await import('../../carrier/config.js');
+    const patch = patchOf(o);
+    const config = await loadConfig(dir, patch);
+    const identityKey = await identityKeyOf(dir, g(), config.database, true);
+    await Node.init(dir, { config: patch, identityKey });
+    await Node.requestJoin(dir, o.peer, o.token);
+    const running = await Node.start({ dir, config: patch, dbOpen: await dbOpenOf(g(), config.database.enabled, false) });
+    try {
+      const waitMs = Number(o.wait) * 1000;
+      if (!Number.isFinite(waitMs) || waitMs < 0) throw new UsageError('--wait takes seconds');
+      // Wait for the first answer at least (bounded by the request time limit), then up to --wait for approval.
+      const firstBy = Date.now() + running.config.requestTimeoutMs + 1000;
+      const until = Date.now() + waitMs;
+      while (running.role === 'joining' && (running.lastJoinAnswer === null ? Date.now() < firstBy : Date.now() < until)) await new Promise((r) => setTimeout(r, 100));
+      const status = running.role === 'member' ? 'joined' : running.role === 'rejected' ? 'rejected' : running.lastJoinAnswer === 'pending' ? 'pending' : 'unanswered';
+      output(g(), { peerId: running.peerId, status, clusterId: running.clusterId ?? null }, () =>
+        status === 'joined' ? `joined cluster ${running.clusterId} as ${running.peerId}` : status === 'rejected' ? `join rejected` : `join ${status}: an operator runs \`ouro cluster approve ${running.peerId}\` on that member; \`ouro node start ${dir}\` keeps asking`,
+      );
+      if (status === 'rejected') throw new RefusedError(`${running.peerId} was refused by the cluster`);
+    } finally {
+      await running.stop();
+    }
+  });
+
+  configOptions(
+    node
+      .command('start')
+      .description('run a member: QUIC carrier, heartbeats, admin API; JSON logs on stdout; SIGTERM stops it cleanly')
+      .argument('<dir>', 'node directory'),
+  ).action(async (dir: string, o: ConfigFlags) => {
+    const { runNode } = await import('./node-process.js');
+    const { loadConfig } = await import('../../carrier/config.js');
+    const config = await loadConfig(dir, patchOf(o));
+    await runNode(dir, patchOf(o), await dbOpenOf(g(), config.database.enabled, false));
+    // Whatever a library left scheduled, a stopped node's process ends here.
+    process.exit(process.exitCode ?? 0);
+  });
+
+  const cluster = program
+    .command('cluster')
+    .description('operate on the cluster through a running node (its admin API)')
+    .option('--dir <dir>', 'the running node\'s directory (default $OURO_NODE_DIR)');
+  const dirOf = () => cluster.opts<{ dir?: string }>().dir ?? process.env.OURO_NODE_DIR ?? (() => { throw new UsageError('name the node with --dir DIR (or OURO_NODE_DIR)'); })();
+
+  cluster.command('members').description('members and their states').action(async () => {
+    const r = (await admin(dirOf(), 'GET', '/members')) as { clusterId: string; epoch: number; members: Array<{ peerId: string; status: string; state: string | null; self: boolean }> };
+    output(g(), r, () => [`cluster ${r.clusterId} epoch ${r.epoch}`, ...r.members.map((m) => `${m.peerId}  ${m.status === 'revoked' ? 'revoked' : m.state}${m.self ? '  (this node)' : ''}`)].join('\n'));
+  });
+  cluster.command('status').description('the node\'s status').action(async () => {
+    const r = await admin(dirOf(), 'GET', '/status');
+    output(g(), r, () => JSON.stringify(r, null, 2));
+  });
+  cluster.command('pending').description('join requests waiting on this node').action(async () => {
+    const r = (await admin(dirOf(), 'GET', '/cluster/pending')) as { pending: Array<{ peerId: string; addresses: string[]; at: number }> };
+    output(g(), r, () => (r.pending.length ? r.pending.map((p) => `${p.peerId}  ${new Date(p.at).toISOString()}  ${p.addresses.join(' ')}`).join('\n') : '(no pending join requests)'));
+  });
+  for (const [verb, help] of [['approve', 'admit a pending peer'], ['reject', 'turn a pending peer away'], ['revoke', 'remove a member for good (it is cut off at once)']] as const) {
+    cluster
+      .command(verb)
+      .description(help)
+      .argument('<peerId>', 'peer id')
+      .action(async (peerId: string) => {
+        const r = await admin(dirOf(), 'POST', `/cluster/${verb}`, { peerId });
+        output(g(), r, () => `${verb}d ${peerId}`.replace('eed', 'ed'));
+      });
+  }
+  cluster
+    .command('token')
+    .description('a one-time join token (`ouro node join DIR --peer ADDR --token T` admits at once)')
+    .option('--ttl <duration>', 'validity: 90s, 15m, 2h, 1d', '15m')
+    .action(async (o: { ttl: string }) => {
+      const r = (await admin(dirOf(), 'POST', '/cluster/token', { ttlSec: durationSec(o.ttl) })) as { token: string; expiresAt: number };
+      output(g(), r, () => `${r.token}\n(valid until ${new Date(r.expiresAt).toISOString()}, once)`);
+    });
+  cluster.command('leave').description('this node leaves the cluster (announced to the members)').action(async () => {
+    const r = await admin(dirOf(), 'POST', '/cluster/leave');
+    output(g(), r, () => 'left the cluster');
+  });
+}
+
+function durationSec(text: string): number {
+  const m = /^(\d+)(s|m|h|d)?$/.exec(text);
+  if (!m) throw new UsageError(`--ttl takes a duration such as 90s, 15m, 2h or 1d, not ${text}`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's'];
+}
+
+/** The key the identity is sealed with: derived from the database's, where the node has one. */
+async function identityKeyOf(dir: string, g: GlobalOptions, database: { enabled: boolean; path: string }, create: boolean): Promise<Uint8Array | undefined> {
+  if (!database.enabled) return undefined;
+  const { OuroDB } = await import('../../lib/index.js');
+  const db = await OuroDB.open(path.join(dir, database.path), { ...(await credentials(g, create && !fs.existsSync(path.join(dir, database.path, 'OURODB.json')))), create });
+  try {
+    return db.deriveKey('node-identity');
+  } finally {
+    await db.close();
+  }
+}
+
+/** One admin API call to the node running in `dir`. */
+async function admin(dir: string, method: string, route: string, body?: unknown): Promise<unknown> {
+  const { readRunInfo } = await import('../../carrier/admin.js');
+  const run = await readRunInfo(dir);
+  if (!run) throw new NotFoundError(`no node is running in ${dir} (no node.run.json): start it with \`ouro node start ${dir}\``);
+  let res: Response;
+  try {
+    res = await fetch(`${run.admin}${route}`, { method, headers: { authorization: `Bearer ${run.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  } catch (err) {
+    throw new NotFoundError(`the node in ${dir} does not answer at ${run.admin} (stopped without cleaning up?)`, { cause: err });
+  }
+  const answer = (await res.json()) as { error?: { code: string; message: string } };
+  if (answer.error) {
+    const code = answer.error.code.startsWith('OURO_') ? (answer.error.code as OuroErrorCode) : 'OURO_BAD_ARGUMENT';
+    throw new OuroError(code, answer.error.message);
+  }
+  return answer;
+}

@@ -1,0 +1,108 @@
+/**
+ * A node's configuration: one JSON file per node, `<dir>/ouro-node.json` (docs/node.md lists
+ * every field), with command-line flags laid over it. Validation is strict: an unknown field, a
+ * wrong type or an impossible combination fails with ConfigError naming the field, before the
+ * node touches anything. The file is read once at start; a node never reloads it (a change on
+ * disk is logged as needing a restart).
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { ConfigError, ioError } from '../lib/errors.js';
+import { writeFileAtomic } from '../lib/fsutil.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
+
+export const CONFIG_FILE = 'ouro-node.json';
+export const CONFIG_VERSION = 1;
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+export const isLoopback = (host: string) => LOOPBACK.has(host) || host.startsWith('127.');
+
+const ms = (min: number) => z.number().int().min(min).max(24 * 3600_000);
+
+const schema = z
+  .strictObject({
+    version: z.literal(CONFIG_VERSION),
+    /** QUIC multiaddrs to listen on. */
+    listen: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/\d+\/quic-v1$/, 'a QUIC multiaddr such as /ip4/0.0.0.0/udp/4100/quic-v1')).min(1),
+    admin: z.strictObject({
+      host: z.string().min(1),
+      port: z.number().int().min(0).max(65535),
+      /** Bearer token for the admin API; required when host is not a loopback address. */
+      token: z.string().min(16, 'at least 16 characters').nullable(),
+    }),
+    heartbeat: z.strictObject({
+      intervalMs: ms(50),
+      suspectAfterMs: ms(100),
+      deadAfterMs: ms(200),
+    }),
+    maxFrameBytes: z.number().int().min(1024).max(64 * 1024 * 1024),
+    requestTimeoutMs: ms(100),
+    log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']) }),
+    database: z.strictObject({
+      /** Open the embedded database in `path` (relative to the node directory) with the node. */
+      enabled: z.boolean(),
+      path: z.string().min(1),
+    }),
+  })
+  .superRefine((c, ctx) => {
+    if (c.heartbeat.suspectAfterMs <= c.heartbeat.intervalMs) ctx.addIssue({ code: 'custom', path: ['heartbeat', 'suspectAfterMs'], message: 'must be longer than heartbeat.intervalMs' });
+    if (c.heartbeat.deadAfterMs <= c.heartbeat.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['heartbeat', 'deadAfterMs'], message: 'must be longer than heartbeat.suspectAfterMs' });
+    if (!isLoopback(c.admin.host) && c.admin.token === null) ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `is required when admin.host (${c.admin.host}) is not a loopback address` });
+  });
+
+export type NodeConfig = z.infer<typeof schema>;
+
+/** A partial config, as flags or a caller give it: any field may be left out. */
+export type NodeConfigPatch = { [K in keyof NodeConfig]?: NodeConfig[K] extends unknown[] ? NodeConfig[K] : NodeConfig[K] extends object ? Partial<NodeConfig[K]> : NodeConfig[K] };
+
+export const DEFAULT_CONFIG: NodeConfig = {
+  version: CONFIG_VERSION,
+  listen: ['/ip4/127.0.0.1/udp/0/quic-v1'],
+  admin: { host: '127.0.0.1', port: 0, token: null },
+  heartbeat: { intervalMs: 1000, suspectAfterMs: 3000, deadAfterMs: 10_000 },
+  maxFrameBytes: 4 * 1024 * 1024,
+  requestTimeoutMs: 10_000,
+  log: { level: 'info' },
+  database: { enabled: false, path: 'db' },
+};
+
+/** Lays `patch` over `base` one level deep (the config's sections), then validates. */
+export function resolveConfig(base: unknown, patch: NodeConfigPatch = {}, source = 'config'): NodeConfig {
+  const merged: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === undefined) continue;
+    const b = merged[k];
+    merged[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && b !== null && typeof b === 'object' && !Array.isArray(b) ? { ...b, ...v } : v;
+  }
+  const parsed = schema.safeParse(merged);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const field = issue.path.join('.') || '(root)';
+  throw new ConfigError(`${source}: ${field} ${issue.message.replace(/^Invalid input: /, '')}`, field);
+}
+
+/** Reads `<dir>/ouro-node.json` (defaults where the file is missing) and applies `patch`. */
+export async function loadConfig(dir: string, patch: NodeConfigPatch = {}): Promise<NodeConfig> {
+  const file = path.join(dir, CONFIG_FILE);
+  let base: unknown = DEFAULT_CONFIG;
+  try {
+    const text = await fs.readFile(file, 'utf8');
+    try {
+      base = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(`${file} is not valid JSON: ${(err as Error).message}`, '(file)', { cause: err });
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(`reading ${file}`, err);
+  }
+  return resolveConfig(base, patch, file);
+}
+
+/** Writes a validated config to `<dir>/ouro-node.json`. */
+export async function saveConfig(dir: string, config: NodeConfig): Promise<void> {
+  const valid = resolveConfig(config);
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(nodeVfs, path.join(dir, CONFIG_FILE), JSON.stringify(valid, null, 2) + '\n');
+}

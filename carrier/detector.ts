@@ -1,0 +1,95 @@
+/**
+ * Failure detection by heartbeat timeouts (docs/node.md, "Failure detection"). A member is
+ * `alive` while it was heard from within `suspectAfterMs`, `suspect` until `deadAfterMs`, then
+ * `dead`. Hearing from it again (any heartbeat, sent or answered) makes it `alive` at once.
+ *
+ * A member this node has not heard from yet counts from when it learned of it (its own start, or
+ * the list that brought the member), so a member that is down when this node starts is declared
+ * dead after `deadAfterMs` like any other. `dead` is an observation, not a verdict: the member
+ * stays in the list until an operator revokes it.
+ */
+
+export type MemberState = 'alive' | 'suspect' | 'dead';
+
+export interface Transition {
+  peer: string;
+  from: MemberState;
+  to: MemberState;
+  /** Milliseconds since the member was last heard from. */
+  silentMs: number;
+}
+
+export interface MemberHealth {
+  state: MemberState;
+  /** When the state was entered (ms since the epoch). */
+  since: number;
+  /** When the member was last heard from, or null if never since this node started. */
+  lastHeard: number | null;
+}
+
+interface Entry extends MemberHealth {
+  /** Start of the silence the timeouts count from. */
+  reference: number;
+}
+
+export class FailureDetector {
+  readonly #suspectAfterMs: number;
+  readonly #deadAfterMs: number;
+  readonly #now: () => number;
+  readonly #members = new Map<string, Entry>();
+
+  constructor(options: { suspectAfterMs: number; deadAfterMs: number; now?: () => number }) {
+    this.#suspectAfterMs = options.suspectAfterMs;
+    this.#deadAfterMs = options.deadAfterMs;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Makes the tracked set exactly `peers`: new ones start `alive`, missing ones are dropped. */
+  track(peers: Iterable<string>): void {
+    const now = this.#now();
+    const wanted = new Set(peers);
+    for (const p of this.#members.keys()) if (!wanted.has(p)) this.#members.delete(p);
+    for (const p of wanted) if (!this.#members.has(p)) this.#members.set(p, { state: 'alive', since: now, lastHeard: null, reference: now });
+  }
+
+  /** The member answered or sent a heartbeat. Returns the transition to `alive`, if any. */
+  heard(peer: string): Transition | undefined {
+    const e = this.#members.get(peer);
+    if (!e) return undefined;
+    const now = this.#now();
+    const silentMs = now - e.reference;
+    e.lastHeard = now;
+    e.reference = now;
+    if (e.state === 'alive') return undefined;
+    const t: Transition = { peer, from: e.state, to: 'alive', silentMs };
+    e.state = 'alive';
+    e.since = now;
+    return t;
+  }
+
+  /** Applies the timeouts as of now; returns the transitions made. */
+  tick(): Transition[] {
+    const now = this.#now();
+    const out: Transition[] = [];
+    for (const [peer, e] of this.#members) {
+      const silentMs = now - e.reference;
+      const state: MemberState = silentMs >= this.#deadAfterMs ? 'dead' : silentMs >= this.#suspectAfterMs ? 'suspect' : 'alive';
+      if (state === e.state || state === 'alive') continue; // only hearing revives
+      out.push({ peer, from: e.state, to: state, silentMs });
+      e.state = state;
+      e.since = now;
+    }
+    return out;
+  }
+
+  health(peer: string): MemberHealth | undefined {
+    const e = this.#members.get(peer);
+    return e ? { state: e.state, since: e.since, lastHeard: e.lastHeard } : undefined;
+  }
+
+  counts(): Record<MemberState, number> {
+    const c = { alive: 0, suspect: 0, dead: 0 };
+    for (const e of this.#members.values()) c[e.state]++;
+    return c;
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * A node's Prometheus metrics (prom-client), in a registry of its own so that two nodes in one
+ * process do not mix. docs/node.md lists them. Gauges that mirror state (members by state, list
+ * epoch, database figures) are read when scraped, so they are never stale.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RequestEvent } from './carrier.js';
+import type { Node } from './node.js';
+
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<'protocol' | 'direction' | 'outcome'>;
+  readonly #requestSeconds: Histogram<'protocol' | 'direction'>;
+  readonly #heartbeats: Counter<'result'>;
+  readonly #transitions: Counter<'to'>;
+  readonly #joins: Counter<'outcome'>;
+  readonly #listChanges: Counter;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'ouro_' });
+    this.#requests = new Counter({ name: 'ouro_carrier_requests_total', help: 'Carrier requests finished, by protocol, direction (in: served, out: sent) and outcome (ok, refused, or an error code)', labelNames: ['protocol', 'direction', 'outcome'], registers });
+    this.#requestSeconds = new Histogram({ name: 'ouro_carrier_request_seconds', help: 'Carrier request duration', labelNames: ['protocol', 'direction'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers });
+    this.#heartbeats = new Counter({ name: 'ouro_heartbeats_sent_total', help: 'Heartbeats sent, by result (ok, failed)', labelNames: ['result'], registers });
+    this.#transitions = new Counter({ name: 'ouro_member_transitions_total', help: 'Failure detector transitions, by the state entered', labelNames: ['to'], registers });
+    this.#joins = new Counter({ name: 'ouro_join_requests_total', help: 'Join requests answered, by outcome (approved, pending, rejected)', labelNames: ['outcome'], registers });
+    this.#listChanges = new Counter({ name: 'ouro_member_list_changes_total', help: 'Member lists adopted (made here or merged from peers)', registers });
+  }
+
+  /** Adds the gauges that read the node's state when scraped. */
+  bind(node: Node): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'ouro_cluster_members',
+      help: 'Members of the cluster other than this node, by failure detector state',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        for (const [state, n] of Object.entries(node.stateCounts())) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'ouro_member_list_epoch',
+      help: 'Epoch of the member list this node holds',
+      registers,
+      collect() {
+        this.set(node.list?.epoch ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'ouro_node_member',
+      help: '1 while this node is a member of its cluster, 0 while joining, rejected, revoked or after leaving',
+      registers,
+      collect() {
+        this.set(node.role === 'member' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ouro_pending_joins',
+      help: 'Join requests waiting for an operator on this node',
+      registers,
+      collect() {
+        this.set(node.pending().length);
+      },
+    });
+    if (node.db) {
+      const db = node.db;
+      new Gauge({
+        name: 'ouro_db_bytes',
+        help: 'Database bytes by kind: logical (as stored by applications), unique (after dedup), stored (block files), wal (not yet sealed)',
+        labelNames: ['kind'],
+        registers,
+        async collect() {
+          const s = await db.stats();
+          this.set({ kind: 'logical' }, s.logicalBytes);
+          this.set({ kind: 'unique' }, s.uniqueBytes);
+          this.set({ kind: 'stored' }, s.storedBytes);
+          this.set({ kind: 'wal' }, s.walBytes);
+        },
+      });
+      new Gauge({
+        name: 'ouro_db_items',
+        help: 'Database counts by kind: objects, chunks, blocks (sealed), wal_records',
+        labelNames: ['kind'],
+        registers,
+        async collect() {
+          const s = await db.stats();
+          this.set({ kind: 'objects' }, s.objects);
+          this.set({ kind: 'chunks' }, s.chunks);
+          this.set({ kind: 'blocks' }, s.blocks);
+          this.set({ kind: 'wal_records' }, s.walRecords);
+        },
+      });
+    }
+  }
+
+  request(e: RequestEvent): void {
+    this.#requests.inc({ protocol: e.protocol, direction: e.direction, outcome: e.outcome });
+    this.#requestSeconds.observe({ protocol: e.protocol, direction: e.direction }, e.seconds);
+  }
+
+  heartbeat(result: 'ok' | 'failed'): void {
+    this.#heartbeats.inc({ result });
+  }
+
+  transition(to: string): void {
+    this.#transitions.inc({ to });
+  }
+
+  join(outcome: string): void {
+    this.#joins.inc({ outcome });
+  }
+
+  listChanged(): void {
+    this.#listChanges.inc();
+  }
+}

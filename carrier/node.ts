@@ -1,0 +1,604 @@
+/**
+ * A cluster member (docs/node.md): the carrier, the member list, joins, heartbeats and failure
+ * detection, and optionally the embedded database, in one object. `ouro node start` runs one
+ * in its own process; an application can run one beside its own code with `Node.start`.
+ *
+ * Access: the join protocol is open to any peer; every other protocol, heartbeats included and
+ * whatever later issues register with `handle`, is open only to members of this node's current
+ * list. A peer that is not one gets an OURO_REFUSED reply and its stream closed. When a list
+ * revokes a member, its connections are hung up at once.
+ *
+ * Order of effects: a member list is saved (fsync) before this node acts on it or tells anyone;
+ * a token is spent on disk before the approval it pays for is announced.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import type { PrivateKey } from '@libp2p/interface';
+import { pino, type Logger } from 'pino';
+import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
+import type { OpenOptions, OuroDB } from '../lib/db.js';
+import { OuroDB as Database } from '../lib/db.js';
+import { Carrier, type Handler, type RequestEvent, protocolId } from './carrier.js';
+import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
+import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
+import { FailureDetector, type MemberState, type Transition } from './detector.js';
+import { loadIdentity } from './identity.js';
+import { type MemberList, change, isMember, members, merge, newCluster, verify } from './membership.js';
+import { NodeMetrics } from './metrics.js';
+
+export const JOIN_PROTOCOL = protocolId('join');
+export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
+export const PING_PROTOCOL = protocolId('ping');
+
+/** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
+const MAX_PENDING = 100;
+const TOKEN_PREFIX = 'ouro-join-v1';
+
+export type NodeRole = 'member' | 'joining' | 'rejected' | 'revoked' | 'left';
+
+export interface NodeOptions {
+  /** The node's directory: identity, config, cluster files, and the database if it has one. */
+  dir: string;
+  /** Laid over the config file (flags do this). */
+  config?: NodeConfigPatch;
+  /** An open database the application owns: the node serves it and leaves closing it to the caller. */
+  db?: OuroDB;
+  /** Credentials to open `<dir>/<database.path>` when the config enables the database (the node then owns and closes it). */
+  dbOpen?: OpenOptions;
+  /** Where structured logs go (default: none). `ouro node start` passes JSON lines on stdout. */
+  logger?: Logger;
+}
+
+export interface MemberView {
+  peerId: string;
+  self: boolean;
+  status: 'member' | 'revoked';
+  /** Failure detector state (self is always alive); null for revoked members. */
+  state: MemberState | null;
+  since: number | null;
+  lastHeard: number | null;
+  addresses: string[];
+  approvedBy: string;
+  revokedBy: string | null;
+}
+
+export interface JoinAnswer {
+  status: 'approved' | 'pending' | 'rejected';
+  clusterId?: string;
+  reason?: string;
+  list?: MemberList;
+}
+
+interface JoinRequest {
+  v: number;
+  addresses: string[];
+  token?: string;
+}
+
+const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
+
+/** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
+function dialable(peer: string, addresses: string[]): string[] {
+  return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
+}
+
+export class Node {
+  readonly dir: string;
+  readonly config: NodeConfig;
+  readonly carrier: Carrier;
+  readonly log: Logger;
+  readonly metrics: NodeMetrics;
+  readonly db: OuroDB | undefined;
+  readonly startedAt = Date.now();
+  readonly #ownsDb: boolean;
+  readonly #key: PrivateKey;
+  readonly #files: ClusterFiles;
+  readonly #detector: FailureDetector;
+  #list: MemberList | undefined;
+  #joins: JoinState;
+  #role: NodeRole;
+  #joinTarget: { peer: string[]; token?: string } | undefined;
+  /** List and join-state changes run one at a time, in order. */
+  #serial: Promise<unknown> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+  readonly #inFlight = new Set<string>();
+  readonly #handling = new Set<Promise<unknown>>();
+  #stopping = false;
+  #lastJoinAnswer: JoinAnswer['status'] | null = null;
+
+  private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined }) {
+    this.dir = args.dir;
+    this.config = args.config;
+    this.carrier = args.carrier;
+    this.log = args.log;
+    this.metrics = args.metrics;
+    this.db = args.db;
+    this.#ownsDb = args.ownsDb;
+    this.#key = args.key;
+    this.#files = args.files;
+    this.#list = args.list;
+    this.#joins = args.joins;
+    this.#joinTarget = args.joinTarget;
+    this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
+    this.#detector = new FailureDetector(args.config.heartbeat);
+  }
+
+  /**
+   * Prepares a node directory: identity and config, and with `newCluster` a new cluster whose
+   * only member is this node. Refuses a directory that already belongs to a cluster.
+   */
+  static async init(dir: string, options: { newCluster?: boolean; config?: NodeConfigPatch; identityKey?: Uint8Array } = {}): Promise<{ peerId: string; clusterId: string | null }> {
+    const files = new ClusterFiles(dir);
+    if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
+    const config = await loadConfig(dir, options.config);
+    await saveConfig(dir, config);
+    const key = await loadIdentity(dir, options.identityKey);
+    const peerId = peerIdFromPrivateKey(key).toString();
+    if (!options.newCluster) return { peerId, clusterId: null };
+    const list = await newCluster(key, []);
+    await files.writeList(list);
+    return { peerId, clusterId: list.clusterId };
+  }
+
+  /**
+   * Records whom to ask to join (`ouro node join`); a node started with no member list asks
+   * there until an operator approves or rejects it, or at once with a token.
+   */
+  static async requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+    const files = new ClusterFiles(dir);
+    if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
+    for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
+    await files.writeJoinTarget(peer, token);
+  }
+
+  static async start(options: NodeOptions): Promise<Node> {
+    const dir = path.resolve(options.dir);
+    const config = await loadConfig(dir, options.config);
+    const log = options.logger ?? pino({ level: 'silent' });
+    let db = options.db;
+    const ownsDb = db === undefined && config.database.enabled;
+    if (ownsDb) {
+      if (!options.dbOpen) throw new BadArgumentError('the config enables the database: give its credentials (dbOpen)');
+      db = await Database.open(path.join(dir, config.database.path), options.dbOpen);
+    }
+    try {
+      const files = new ClusterFiles(dir);
+      const key = await loadIdentity(dir, db?.deriveKey('node-identity'));
+      const list = await files.readList();
+      const target = list ? undefined : await files.readJoinTarget();
+      if (!list && !target) throw new BadArgumentError(`${dir} is in no cluster: run \`ouro node init ${dir} --new-cluster\` or \`ouro node join ${dir} --peer ADDR\``);
+      const metrics = new NodeMetrics();
+      const carrier = await Carrier.start({
+        dir,
+        listen: config.listen,
+        identityKey: db?.deriveKey('node-identity'),
+        maxFrameBytes: config.maxFrameBytes,
+        requestTimeoutMs: config.requestTimeoutMs,
+        observe: (e: RequestEvent) => metrics.request(e),
+      });
+      const node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target });
+      metrics.bind(node);
+      await node.#begin();
+      return node;
+    } catch (err) {
+      if (ownsDb) await db!.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  get peerId(): string {
+    return this.carrier.peerId;
+  }
+
+  get role(): NodeRole {
+    return this.#role;
+  }
+
+  /** The answer to this node's latest join request (null before one arrives). */
+  get lastJoinAnswer(): JoinAnswer['status'] | null {
+    return this.#lastJoinAnswer;
+  }
+
+  get list(): MemberList | undefined {
+    return this.#list;
+  }
+
+  get clusterId(): string | undefined {
+    return this.#list?.clusterId;
+  }
+
+  async #begin(): Promise<void> {
+    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#onJoin(m, ctx.peer), { maxInboundStreams: 256 });
+    await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
+    await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
+    this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
+    if (this.#list && this.#role === 'member') {
+      this.#detector.track(this.#others());
+      // Announce where this node listens now (ports may change across restarts).
+      const mine = this.#list.addresses[this.peerId] ?? [];
+      if (JSON.stringify(mine) !== JSON.stringify(this.carrier.addresses)) await this.#serially(async () => this.#adopt(await change(this.#list!, this.#key, { addresses: this.carrier.addresses }), 'addresses'));
+    } else if (this.#list) {
+      this.log.warn({ event: 'revoked', clusterId: this.clusterId }, 'this node was revoked from its cluster; it serves nothing to the cluster');
+    }
+    this.#timer = setInterval(() => void this.#tick(), this.config.heartbeat.intervalMs);
+    this.#timer.unref();
+    void this.#tick();
+  }
+
+  /**
+   * Serves a protocol open only to members of the current list (the rule for everything but
+   * joining). `name` becomes `/ouro/<name>/<major>`.
+   */
+  async handle(name: string, handler: Handler, options: { major?: number; maxInboundStreams?: number } = {}): Promise<void> {
+    await this.carrier.handle(
+      protocolId(name, options.major),
+      (message, ctx) => this.#track(handler(message, ctx)),
+      { allow: (peer) => this.#role === 'member' && this.#list !== undefined && isMember(this.#list, peer), maxInboundStreams: options.maxInboundStreams },
+    );
+  }
+
+  /** Sends a request to a member by peer id, dialing its listed addresses. */
+  request(peer: string, name: string, message: unknown, options: { major?: number; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+    return this.carrier.request(this.#route(peer), protocolId(name, options.major), message, options);
+  }
+
+  /** The open connection if there is one (the peer may have dialed us from a new port), else its listed addresses. */
+  #route(peer: string): string | string[] {
+    if (this.carrier.node.getConnections(peerIdFromString(peer)).length > 0) return peer;
+    const addresses = this.#list?.addresses[peer] ?? [];
+    return addresses.length > 0 ? dialable(peer, addresses) : peer;
+  }
+
+  #track<T>(p: Promise<T> | T): Promise<T> {
+    const promise = Promise.resolve(p);
+    this.#handling.add(promise);
+    void promise.finally(() => this.#handling.delete(promise)).catch(() => {});
+    return promise;
+  }
+
+  #serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#serial.then(fn, fn);
+    this.#serial = run.catch(() => {});
+    return run;
+  }
+
+  /** Members other than this node. */
+  #others(): string[] {
+    return this.#list ? members(this.#list).filter((p) => p !== this.peerId) : [];
+  }
+
+  // ------------------------------------------------------------------ member list
+
+  /** Saves `list`, then acts on it: tracking, hang-ups, role, logs. */
+  async #adopt(list: MemberList, why: string, spare?: string): Promise<void> {
+    const before = this.#list;
+    await this.#files.writeList(list);
+    this.#list = list;
+    this.metrics.listChanged();
+    const was = new Set(before ? members(before) : []);
+    const now = new Set(members(list));
+    for (const p of now) if (!was.has(p)) this.log.info({ event: 'member-added', peer: p, epoch: list.epoch }, 'member added');
+    for (const r of list.revocations) {
+      if (!was.has(r.peerId)) continue;
+      const left = r.by === r.peerId;
+      this.log.info({ event: left ? 'member-left' : 'member-revoked', peer: r.peerId, by: r.by, epoch: list.epoch }, left ? 'member left' : 'member revoked');
+      // Cut off at once: whatever streams it has open here end now.
+      if (r.peerId !== this.peerId && r.peerId !== spare) await this.carrier.node.hangUp(peerIdFromString(r.peerId)).catch(() => {});
+    }
+    this.log.debug({ event: 'member-list', epoch: list.epoch, signer: list.signer, why }, 'member list adopted');
+    if (isMember(list, this.peerId)) {
+      this.#role = 'member';
+      this.#detector.track(this.#others());
+    } else if (this.#role === 'member') {
+      const selfLeft = list.revocations.some((r) => r.peerId === this.peerId && r.by === this.peerId);
+      this.#role = selfLeft ? 'left' : 'revoked';
+      this.#detector.track([]);
+      this.log.warn({ event: this.#role, epoch: list.epoch }, selfLeft ? 'this node left the cluster' : 'this node was revoked from the cluster');
+    }
+  }
+
+  /** Merges a list a peer sent (verified here), returns whether ours changed. */
+  async #mergeFrom(theirs: unknown, from: string): Promise<boolean> {
+    const ours = this.#list;
+    if (!ours) return false;
+    if ((theirs as MemberList | undefined)?.signature === ours.signature) return false;
+    const verified = await verify(theirs);
+    return this.#serially(async () => {
+      const current = this.#list!;
+      if (verified.signature === current.signature) return false;
+      const { list, changed } = await merge(current, verified, this.#key);
+      if (changed) {
+        await this.#adopt(list, `merge from ${from}`);
+        return true;
+      }
+      // A revoked member signs nothing (merge keeps its list), but it must still learn the news.
+      if (!isMember(verified, this.peerId) && verified.revocations.some((r) => r.peerId === this.peerId)) {
+        await this.#adopt(verified, `revocation told by ${from}`);
+        return true;
+      }
+      return false;
+    });
+  }
+
+  /** Revoked and left members have their own lists; only members sign changes. */
+  #requireMember(): MemberList {
+    if (this.#role !== 'member' || !this.#list) throw new RefusedError(`this node is not a member (${this.#role})`);
+    return this.#list;
+  }
+
+  // ------------------------------------------------------------------ heartbeats
+
+  async #tick(): Promise<void> {
+    if (this.#stopping) return;
+    for (const t of this.#detector.tick()) this.#transition(t);
+    if (this.#role === 'joining') {
+      await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errText(err) }, 'join request failed; retrying'));
+      return;
+    }
+    if (this.#role !== 'member') return;
+    for (const peer of this.#others()) {
+      if (this.#inFlight.has(peer)) continue;
+      this.#inFlight.add(peer);
+      void this.#heartbeat(peer).finally(() => this.#inFlight.delete(peer));
+    }
+  }
+
+  #transition(t: Transition): void {
+    this.metrics.transition(t.to);
+    const level = t.to === 'alive' ? 'info' : 'warn';
+    this.log[level]({ event: 'member-state', peer: t.peer, from: t.from, to: t.to, silentMs: t.silentMs }, `member ${t.to}`);
+  }
+
+  async #heartbeat(peer: string): Promise<void> {
+    const list = this.#list!;
+    try {
+      const reply = (await this.carrier.request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as { list?: unknown } | null;
+      this.metrics.heartbeat('ok');
+      const t = this.#detector.heard(peer);
+      if (t) this.#transition(t);
+      if (reply && reply.list !== undefined) await this.#mergeFrom(reply.list, peer);
+    } catch (err) {
+      this.metrics.heartbeat('failed');
+      this.log.debug({ event: 'heartbeat-failed', peer, err: errText(err) }, 'heartbeat failed');
+    }
+  }
+
+  async #onHeartbeat(message: unknown, peer: string): Promise<{ list?: MemberList }> {
+    const m = message as { v?: unknown; list?: unknown } | null;
+    if (m === null || typeof m !== 'object' || m.v !== 1 || m.list === undefined) throw new ProtocolError('malformed heartbeat');
+    const t = this.#detector.heard(peer);
+    if (t) this.#transition(t);
+    await this.#mergeFrom(m.list, peer);
+    const ours = this.#list!;
+    return (m.list as MemberList).signature === ours.signature ? {} : { list: ours };
+  }
+
+  /** Sends the current list to `peers` now (after a change an operator made), best effort. */
+  async #announce(peers: string[]): Promise<void> {
+    const list = this.#list!;
+    await Promise.all(
+      peers.map((peer) =>
+        this.carrier
+          .request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 2000) })
+          .then((reply) => (reply as { list?: unknown } | null)?.list)
+          .then((l) => (l !== undefined && this.#role === 'member' ? this.#mergeFrom(l, peer) : false))
+          .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errText(err) }, 'announce failed')),
+      ),
+    );
+  }
+
+  // ------------------------------------------------------------------ joining
+
+  /** The joining side: asks the member named in join.json. */
+  async #askToJoin(): Promise<void> {
+    const target = this.#joinTarget!;
+    const answer = (await this.carrier.request(target.peer, JOIN_PROTOCOL, { v: 1, addresses: this.carrier.addresses, ...(target.token ? { token: target.token } : {}) } satisfies JoinRequest)) as JoinAnswer;
+    if (answer !== null && typeof answer === 'object' && ['approved', 'pending', 'rejected'].includes(answer.status)) this.#lastJoinAnswer = answer.status;
+    if (answer?.status === 'approved' && answer.list) {
+      const list = await verify(answer.list);
+      if (!isMember(list, this.peerId)) throw new ProtocolError('join approved with a list that does not name this node');
+      await this.#serially(async () => {
+        await this.#adopt(list, 'joined');
+        await this.#files.removeJoinTarget();
+      });
+      this.#joinTarget = undefined;
+      this.log.info({ event: 'joined', clusterId: list.clusterId, epoch: list.epoch }, 'joined the cluster');
+      void this.#tick();
+    } else if (answer?.status === 'rejected') {
+      this.#role = 'rejected';
+      this.log.error({ event: 'join-rejected', reason: answer.reason ?? null }, 'join request rejected');
+    } else if (answer?.status === 'pending') {
+      this.log.info({ event: 'join-pending', clusterId: answer.clusterId ?? null }, 'join request pending: an operator of the member must approve it');
+    } else {
+      throw new ProtocolError('malformed join answer');
+    }
+  }
+
+  /** The member side of the join protocol (open to any peer). */
+  async #onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
+    const m = message as JoinRequest | null;
+    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string')) throw new ProtocolError('malformed join request');
+    if (this.#role !== 'member' || !this.#list) throw new RefusedError(`this node is not a member of a cluster (${this.#role})`);
+    return this.#serially(async () => {
+      const list = this.#list!;
+      if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
+      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked' });
+      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
+      if (m.token !== undefined) {
+        const [prefix, clusterId, secret] = m.token.split('.');
+        const now = Date.now();
+        const hash = secret !== undefined ? hashToken(secret) : '';
+        const i = this.#joins.tokens.findIndex((t) => t.expiresAt > now && t.hash.length === hash.length && crypto.timingSafeEqual(Buffer.from(t.hash), Buffer.from(hash)));
+        if (prefix !== TOKEN_PREFIX || clusterId !== list.clusterId || i < 0) return this.#joinOutcome({ status: 'rejected', reason: 'the token is not valid here, expired, or used' });
+        // Spend the token before the approval it pays for exists anywhere.
+        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((_, k) => k !== i), pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
+        await this.#files.writeJoins(this.#joins);
+        await this.#adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
+        this.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
+        void this.#announce(this.#others().filter((p) => p !== peer));
+        return this.#joinOutcome({ status: 'approved', list: this.#list! });
+      }
+      const pending = this.#joins.pending.filter((p) => p.peerId !== peer);
+      const isNew = pending.length === this.#joins.pending.length;
+      pending.push({ peerId: peer, addresses: m.addresses, at: Date.now() });
+      while (pending.length > MAX_PENDING) pending.shift();
+      this.#joins = { ...this.#joins, pending };
+      await this.#files.writeJoins(this.#joins);
+      if (isNew) this.log.info({ event: 'join-pending', peer, addresses: m.addresses }, 'join request waiting for approval');
+      return this.#joinOutcome({ status: 'pending', clusterId: list.clusterId });
+    });
+  }
+
+  #joinOutcome(a: JoinAnswer): JoinAnswer {
+    this.metrics.join(a.status);
+    return a;
+  }
+
+  // ------------------------------------------------------------------ operator actions
+
+  pending(): PendingJoin[] {
+    return this.#joins.pending.map((p) => ({ ...p, addresses: [...p.addresses] }));
+  }
+
+  /** Approves a pending join request; the joiner learns it on its next request. */
+  approve(peerId: string): Promise<MemberList> {
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      const request = this.#joins.pending.find((p) => p.peerId === peerId);
+      if (!request) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
+      await this.#adopt(await change(list, this.#key, { approve: [{ peerId, addresses: request.addresses }] }), `approval of ${peerId}`);
+      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId) };
+      await this.#files.writeJoins(this.#joins);
+      this.log.info({ event: 'join-approved', peer: peerId, by: 'operator' }, 'join approved');
+      void this.#announce(this.#others().filter((p) => p !== peerId));
+      return this.#list!;
+    });
+  }
+
+  /** Rejects a pending join request; that peer's later requests are rejected too. */
+  reject(peerId: string): Promise<void> {
+    return this.#serially(async () => {
+      this.#requireMember();
+      if (!this.#joins.pending.some((p) => p.peerId === peerId)) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
+      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId), rejected: [...this.#joins.rejected.filter((r) => r.peerId !== peerId), { peerId, at: Date.now() }] };
+      await this.#files.writeJoins(this.#joins);
+      this.log.info({ event: 'join-rejected', peer: peerId }, 'join rejected');
+    });
+  }
+
+  /** Revokes a member: saved, told to the revoked peer, then its connections here end; others learn by heartbeat. */
+  revoke(peerId: string): Promise<MemberList> {
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      if (peerId === this.peerId) throw new BadArgumentError('a node does not revoke itself: use leave');
+      if (!isMember(list, peerId)) throw new NotFoundError(`${peerId} is not a member`);
+      const others = this.#others();
+      await this.#adopt(await change(list, this.#key, { revoke: [peerId] }), `revocation of ${peerId}`, peerId);
+      // The revoked peer hears it from us (so it stops), then is cut off.
+      await this.#announce([peerId]);
+      await this.carrier.node.hangUp(peerIdFromString(peerId)).catch(() => {});
+      void this.#announce(others.filter((p) => p !== peerId));
+      return this.#list!;
+    });
+  }
+
+  /** Leaves the cluster: the revocation of itself, announced to every member before returning. */
+  leave(): Promise<void> {
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      const others = this.#others();
+      await this.#adopt(await change(list, this.#key, { leave: true }), 'leave');
+      await this.#announce(others);
+    });
+  }
+
+  /** A one-time join token valid for `ttlMs`; only its hash is kept. */
+  createToken(ttlMs: number): Promise<{ token: string; expiresAt: number }> {
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1000 || ttlMs > 30 * 24 * 3600_000) throw new BadArgumentError('token ttl must be between 1 s and 30 days');
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      const secret = crypto.randomBytes(32).toString('base64url');
+      const now = Date.now();
+      const expiresAt = now + ttlMs;
+      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now), { hash: hashToken(secret), expiresAt }] };
+      await this.#files.writeJoins(this.#joins);
+      this.log.info({ event: 'token-created', expiresAt }, 'join token created');
+      return { token: `${TOKEN_PREFIX}.${list.clusterId}.${secret}`, expiresAt };
+    });
+  }
+
+  // ------------------------------------------------------------------ views
+
+  memberViews(): MemberView[] {
+    const list = this.#list;
+    if (!list) return [];
+    const revokedBy = new Map(list.revocations.map((r) => [r.peerId, r.by]));
+    return list.approvals.map((a) => {
+      const self = a.peerId === this.peerId;
+      const revoked = revokedBy.has(a.peerId);
+      const h = self || revoked ? undefined : this.#detector.health(a.peerId);
+      return {
+        peerId: a.peerId,
+        self,
+        status: revoked ? 'revoked' : 'member',
+        state: revoked ? null : self ? 'alive' : (h?.state ?? null),
+        since: self ? this.startedAt : (h?.since ?? null),
+        lastHeard: self ? Date.now() : (h?.lastHeard ?? null),
+        addresses: list.addresses[a.peerId] ?? [],
+        approvedBy: a.approvedBy,
+        revokedBy: revokedBy.get(a.peerId) ?? null,
+      };
+    });
+  }
+
+  stateCounts(): Record<MemberState, number> {
+    return this.#detector.counts();
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    return {
+      peerId: this.peerId,
+      role: this.#role,
+      clusterId: this.clusterId ?? null,
+      epoch: this.#list?.epoch ?? null,
+      addresses: this.carrier.addresses,
+      startedAt: this.startedAt,
+      uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+      members: this.#detector.counts(),
+      pendingJoins: this.#joins.pending.length,
+      database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
+    };
+  }
+
+  // ------------------------------------------------------------------ stopping
+
+  /**
+   * Stops: no new heartbeats, in-flight requests finish (up to the request time limit), the
+   * database is sealed and closed if the node owns it, the carrier stops. Not a leave: the node
+   * stays a member and is `dead` to the others until it returns.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#timer);
+    const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
+    await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
+    await this.#serial;
+    await this.carrier.stop();
+    if (this.#ownsDb) await this.db!.close();
+    this.log.info({ event: 'stop', peerId: this.peerId }, 'node stopped');
+  }
+}
+
+function errText(err: unknown): string {
+  return err instanceof OuroError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+}
+
+/** Reads a node directory's peer id without starting it. */
+export async function nodePeerId(dir: string, identityKey?: Uint8Array): Promise<string> {
+  await fs.access(dir);
+  const key = await loadIdentity(dir, identityKey);
+  return peerIdFromPrivateKey(key).toString();
+}

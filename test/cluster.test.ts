@@ -1,0 +1,212 @@
+/**
+ * The cluster between real `ouro node` processes on loopback QUIC (issue 6): joins by token and
+ * by approval, rejection, revocation cutting a peer off (checked with a real libp2p node holding
+ * the revoked identity), convergence after concurrent approvals and after a restart, a killed
+ * member declared dead within the documented time, hostile frames that change nothing, the
+ * admin API's token rule, and the node's clean SIGTERM. Processes are always killed afterwards
+ * (test/cluster-harness.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Carrier, decodeFrames, protocolId } from '../carrier/index.js';
+import { FAST, FAST_FLAGS, type NodeProc, converged, founder, joinByToken, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { tempDir } from './helpers.js';
+
+const carriers = new Set<Carrier>();
+afterEach(async () => {
+  await Promise.all([...carriers].map((c) => c.stop().catch(() => {})));
+  carriers.clear();
+});
+
+/** A plain libp2p node in this process with the identity kept in `dir` (new if empty). */
+async function stranger(dir = tempDir()): Promise<Carrier> {
+  const c = await Carrier.start({ dir });
+  carriers.add(c);
+  return c;
+}
+
+const ids = (nodes: NodeProc[]) => nodes.map((n) => n.peerId);
+
+describe('cluster of node processes', () => {
+  it('three nodes: a token admits at once, a request waits for approval, a rejected peer stays out; all agree', async () => {
+    const a = await founder();
+    // A token admits at once, and only once.
+    const { token } = await ouroJson<{ token: string }>(['cluster', '--dir', a.dir, 'token', '--ttl', '5m']);
+    const bDir = tempDir();
+    expect((await ouroJson<{ status: string }>(['node', 'join', bDir, '--peer', a.address, '--token', token, ...FAST_FLAGS])).status).toBe('joined');
+    const b = await startNode(bDir);
+    const reused = await ouro(['node', 'join', tempDir(), '--peer', a.address, '--token', token, ...FAST_FLAGS]);
+    expect(reused.code).toBe(9);
+    expect(reused.stderr).toContain('OURO_REFUSED');
+
+    // Without a token: pending until an operator approves; the started node keeps asking.
+    const cDir = tempDir();
+    const asked = await ouroJson<{ status: string; peerId: string }>(['node', 'join', cDir, '--peer', b.address, '--wait', '0', ...FAST_FLAGS]);
+    expect(asked.status).toBe('pending');
+    const c = await startNode(cDir);
+    expect((await b.members()).members.map((m) => m.peerId)).not.toContain(c.peerId);
+    const pending = await ouroJson<{ pending: Array<{ peerId: string }> }>(['cluster', '--dir', b.dir, 'pending']);
+    expect(pending.pending.map((p) => p.peerId)).toEqual([c.peerId]);
+    await ouroJson(['cluster', '--dir', b.dir, 'approve', c.peerId]);
+    await waitFor(() => converged([a, b, c], ids([a, b, c])), 20_000, 'three nodes to agree');
+    await waitFor(() => c.logs.some((l) => l.event === 'joined'));
+
+    // Rejected: its requests are refused from then on, and it reaches no member-only protocol.
+    const dDir = tempDir();
+    const d = await ouroJson<{ peerId: string; status: string }>(['node', 'join', dDir, '--peer', a.address, '--wait', '0', ...FAST_FLAGS]);
+    expect(d.status).toBe('pending');
+    await ouroJson(['cluster', '--dir', a.dir, 'reject', d.peerId]);
+    const again = await ouro(['node', 'join', dDir, '--peer', a.address, '--wait', '0', ...FAST_FLAGS]);
+    expect(again.code).toBe(9);
+    const rejected = await stranger(dDir);
+    expect(rejected.peerId).toBe(d.peerId);
+    await expect(rejected.request(a.address, protocolId('ping'), {})).rejects.toMatchObject({ code: 'OURO_REFUSED' });
+    await expect(rejected.request(a.address, protocolId('heartbeat'), { v: 1, list: {} })).rejects.toMatchObject({ code: 'OURO_REFUSED' });
+    expect(a.logs.filter((l) => l.event === 'join-rejected').map((l) => l.peer)).toEqual([d.peerId]);
+
+    // Members reach the member-only protocols.
+    for (const n of [a, b, c]) expect((await n.get<{ role: string }>('/status')).role).toBe('member');
+  });
+
+  it('a revoked member is cut off at once, told so, and refused by every member', async () => {
+    const a = await founder();
+    const b = await joinByToken(a);
+    const c = await joinByToken(b);
+    const all = [a, b, c];
+    await waitFor(() => converged(all, ids(all)), 20_000, 'three nodes to agree');
+
+    const r = await ouroJson<{ revoked: string }>(['cluster', '--dir', a.dir, 'revoke', c.peerId]);
+    expect(r.revoked).toBe(c.peerId);
+    // The revoked node heard it from the revoker and stopped taking part.
+    await waitFor(async () => (await c.get<{ role: string }>('/status')).role === 'revoked', 5000, 'c to learn it was revoked');
+    expect((await fetch(`${c.run.admin}/health`)).status).toBe(503);
+    await waitFor(async () => (await b.members()).members.find((m) => m.peerId === c.peerId)?.status === 'revoked', 10_000, 'b to learn of the revocation');
+    await waitFor(() => converged([a, b], ids([a, b])));
+
+    // With c's own identity, a real libp2p node gets nothing but refusals.
+    expect(await c.stop()).toBe(0);
+    const impostor = await stranger(c.dir);
+    expect(impostor.peerId).toBe(c.peerId);
+    for (const n of [a, b]) {
+      await expect(impostor.request(n.address, protocolId('ping'), {})).rejects.toMatchObject({ code: 'OURO_REFUSED' });
+      await expect(impostor.request(n.address, protocolId('heartbeat'), { v: 1, list: {} })).rejects.toMatchObject({ code: 'OURO_REFUSED' });
+      const join = (await impostor.request(n.address, protocolId('join'), { v: 1, addresses: [] })) as { status: string; reason: string };
+      expect(join).toMatchObject({ status: 'rejected', reason: 'revoked' });
+    }
+    // Revoked stays revoked: approving it again is refused.
+    const readmit = await a.post('/cluster/approve', { peerId: c.peerId });
+    expect(readmit.status).toBe(404);
+
+    // Leaving is announced: the others see the member gone at once, by its own word.
+    await ouroJson(['cluster', '--dir', b.dir, 'leave']);
+    expect((await b.get<{ role: string }>('/status')).role).toBe('left');
+    const view = await a.members();
+    expect(view.members.find((m) => m.peerId === b.peerId)).toMatchObject({ status: 'revoked', revokedBy: b.peerId });
+    expect(a.logs.some((l) => l.event === 'member-left' && l.peer === b.peerId)).toBe(true);
+  });
+
+  it('five nodes converge after concurrent approvals and after a restart; a killed member is dead within the documented time', async () => {
+    const a = await founder();
+    const b = await joinByToken(a);
+    await waitFor(() => converged([a, b], ids([a, b])));
+    // Two requests to two different members, approved at the same moment.
+    const dirs = [tempDir(), tempDir()];
+    const asked = await Promise.all([
+      ouroJson<{ peerId: string; status: string }>(['node', 'join', dirs[0]!, '--peer', a.address, '--wait', '0', ...FAST_FLAGS]),
+      ouroJson<{ peerId: string; status: string }>(['node', 'join', dirs[1]!, '--peer', b.address, '--wait', '0', ...FAST_FLAGS]),
+    ]);
+    expect(asked.map((x) => x.status)).toEqual(['pending', 'pending']);
+    const [c, d] = await Promise.all(dirs.map((dir) => startNode(dir)));
+    await Promise.all([ouroJson(['cluster', '--dir', a.dir, 'approve', c!.peerId]), ouroJson(['cluster', '--dir', b.dir, 'approve', d!.peerId])]);
+    const e = await joinByToken(d!);
+    let all = [a, b, c!, d!, e];
+    await waitFor(() => converged(all, ids(all)), 30_000, 'five nodes to agree after concurrent approvals');
+
+    // d restarts (on a new port); while it is down, e is revoked. It comes back and catches up.
+    expect(await d!.stop()).toBe(0);
+    expect(d!.logs.some((l) => l.event === 'stop')).toBe(true);
+    await ouroJson(['cluster', '--dir', a.dir, 'revoke', e.peerId]);
+    const d2 = await startNode(d!.dir);
+    all = [a, b, c!, d2];
+    await waitFor(() => converged(all, ids(all)), 30_000, 'four nodes to agree after the restart');
+    expect((await d2.members()).members.find((m) => m.peerId === e.peerId)?.status).toBe('revoked');
+
+    // kill -9: the others see suspect, then dead, within deadAfterMs plus a heartbeat round.
+    const killedAt = Date.now();
+    await c!.kill9();
+    const others = [a, b, d2];
+    await waitFor(async () => (await Promise.all(others.map((n) => n.members()))).every((v) => v.members.find((m) => m.peerId === c!.peerId)?.state === 'dead'), FAST.deadAfterMs + 10_000, 'c to be dead everywhere');
+    for (const n of others) {
+      const seen = n.logs.filter((l) => l.event === 'member-state' && l.peer === c!.peerId);
+      const dead = seen.find((l) => l.to === 'dead' && Date.parse(l.time as string) >= killedAt - 50);
+      expect(seen.some((l) => l.to === 'suspect')).toBe(true);
+      // Declared no earlier than the timeout allows, and no later than the timeout plus two heartbeat rounds and scheduling slack.
+      expect(dead).toBeDefined();
+      expect(dead!.silentMs as number).toBeGreaterThanOrEqual(FAST.deadAfterMs);
+      expect(Date.parse(dead!.time as string) - killedAt).toBeLessThanOrEqual(FAST.deadAfterMs + 2 * FAST.intervalMs + 1500);
+    }
+    const metrics = await (await fetch(`${a.run.admin}/metrics`)).text();
+    expect(metrics).toMatch(/ouro_cluster_members\{state="dead"\} 1/);
+    expect(metrics).toMatch(/ouro_member_transitions_total\{to="dead"\} [1-9]/);
+  });
+
+  it('malformed, oversized and unknown-protocol frames get clean errors and do not crash a member', async () => {
+    const a = await founder();
+    const b = await joinByToken(a);
+    const s = await stranger();
+    await s.node.dial((await import('@multiformats/multiaddr')).multiaddr(a.address));
+    await expect(s.request(a.address, '/ouro/nope/1', {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // The join protocol is open to strangers, so it reads their frames: each bad one gets OURO_PROTOCOL.
+    for (const bytes of [Uint8Array.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), Uint8Array.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), Uint8Array.from([0, 0, 0, 9, 1])]) {
+      const stream = await s.node.dialProtocol(s.node.getConnections()[0]!.remotePeer, protocolId('join'));
+      const replies = Array.fromAsync(decodeFrames(stream));
+      stream.send(bytes);
+      await stream.close();
+      expect(await replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
+    }
+    // Well-framed but wrong shapes.
+    for (const message of [null, 42, { v: 2, addresses: [] }, { v: 1, addresses: 'x' }, { v: 1, addresses: Array(100).fill('/ip4/1.2.3.4') }]) {
+      await expect(s.request(a.address, protocolId('join'), message)).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    }
+    // Over the member's 4 MiB limit, from its length alone.
+    const big = await Carrier.start({ dir: tempDir(), maxFrameBytes: 16 * 1024 * 1024 });
+    carriers.add(big);
+    await expect(big.request(a.address, protocolId('join'), new Uint8Array(5 * 1024 * 1024))).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // A member sending a forged list in a heartbeat gets an error; nothing changes.
+    expect(a.child.exitCode).toBe(null);
+    expect((await a.get<{ status: string }>('/health')).status).toBe('ok');
+    await waitFor(() => converged([a, b], ids([a, b])));
+    expect((await s.request(a.address, protocolId('join'), { v: 1, addresses: [] })) as { status: string }).toMatchObject({ status: 'pending' });
+  });
+
+  it('admin API: reads are open on loopback, changes need the token; off loopback everything needs it; SIGTERM exits 0', async () => {
+    const a = await founder();
+    const unauth = await fetch(`${a.run.admin}/cluster/token`, { method: 'POST', body: JSON.stringify({ ttlSec: 60 }) });
+    expect(unauth.status).toBe(401);
+    expect((await a.post('/cluster/token', { ttlSec: 60 })).status).toBe(200);
+    expect((await a.post('/cluster/approve', {})).body).toMatchObject({ error: { code: 'OURO_BAD_ARGUMENT' } });
+    const metrics = await (await fetch(`${a.run.admin}/metrics`)).text();
+    expect(metrics).toContain('ouro_member_list_epoch');
+    expect(metrics).toContain('ouro_process_cpu_user_seconds_total');
+    expect(await a.stop()).toBe(0);
+
+    // Bound to every interface: the config must carry a token, and every request needs it.
+    const bare = await ouro(['node', 'start', a.dir, '--admin-host', '0.0.0.0']);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('admin.token');
+    const config = JSON.parse(fs.readFileSync(path.join(a.dir, 'ouro-node.json'), 'utf8')) as { admin: { token: string | null } };
+    config.admin.token = 'a-long-enough-admin-token';
+    fs.writeFileSync(path.join(a.dir, 'ouro-node.json'), JSON.stringify(config));
+    const open = await startNode(a.dir, ['--admin-host', '0.0.0.0']);
+    expect(open.run.token).toBe('a-long-enough-admin-token');
+    expect((await fetch(`${open.run.admin}/members`)).status).toBe(401);
+    expect((await fetch(`${open.run.admin}/members`, { headers: { authorization: 'Bearer a-long-enough-admin-token' } })).status).toBe(200);
+    // A config change while running is logged, never applied.
+    fs.writeFileSync(path.join(a.dir, 'ouro-node.json'), JSON.stringify({ ...config, log: { level: 'debug' } }));
+    await waitFor(() => open.logs.some((l) => l.event === 'config-changed'), 10_000, 'the config change to be logged');
+    expect(open.logs.some((l) => l.event === 'heartbeat-failed' || l.level === 20)).toBe(false);
+    expect(await open.stop()).toBe(0);
+    expect(fs.existsSync(path.join(a.dir, 'node.run.json'))).toBe(false);
+  });
+});

@@ -1,0 +1,114 @@
+/**
+ * The node's config (typed errors naming the field; flags over the file), the failure
+ * detector's timeouts on a fake clock, and a node embedded in an application's process beside
+ * its database (library use, identity sealed under the database's key).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CONFIG_FILE, DEFAULT_CONFIG, loadConfig, resolveConfig } from '../carrier/config.js';
+import { FailureDetector } from '../carrier/detector.js';
+import { IDENTITY_FILE } from '../carrier/identity.js';
+import { Node } from '../carrier/node.js';
+import { ConfigError, OuroDB, WrongKeyError } from '../lib/index.js';
+import { tempDir } from './helpers.js';
+
+const KEY = new Uint8Array(32).fill(9);
+
+describe('node config', () => {
+  it('defaults are valid and flags override the file field by field', async () => {
+    expect(resolveConfig(DEFAULT_CONFIG)).toEqual(DEFAULT_CONFIG);
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, CONFIG_FILE), JSON.stringify({ ...DEFAULT_CONFIG, heartbeat: { intervalMs: 500, suspectAfterMs: 2000, deadAfterMs: 6000 } }));
+    const c = await loadConfig(dir, { heartbeat: { intervalMs: 250 }, admin: { port: 7000 } });
+    expect(c.heartbeat).toEqual({ intervalMs: 250, suspectAfterMs: 2000, deadAfterMs: 6000 });
+    expect(c.admin).toEqual({ host: '127.0.0.1', port: 7000, token: null });
+  });
+
+  it.each([
+    [{ heartbeat: { intervalMs: 'fast' } }, 'heartbeat.intervalMs'],
+    [{ heartbeat: { intervalMs: 5000 } }, 'heartbeat.suspectAfterMs'],
+    [{ heartbeat: { deadAfterMs: 3000 } }, 'heartbeat.deadAfterMs'],
+    [{ admin: { host: '0.0.0.0' } }, 'admin.token'],
+    [{ admin: { host: '0.0.0.0', token: 'short' } }, 'admin.token'],
+    [{ admin: { port: 70000 } }, 'admin.port'],
+    [{ listen: ['/ip4/127.0.0.1/tcp/4000'] }, 'listen.0'],
+    [{ log: { level: 'loud' } }, 'log.level'],
+    [{ colour: 'blue' }, '(root)'],
+    [{ version: 2 }, 'version'],
+  ])('rejects %j naming %s', (patch, field) => {
+    let err: unknown;
+    try {
+      resolveConfig(DEFAULT_CONFIG, patch as never);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toMatchObject({ code: 'OURO_BAD_CONFIG', field });
+    expect((err as Error).message).toContain(field === '(root)' ? 'colour' : field);
+  });
+
+  it('a config file that is not JSON is a ConfigError', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, CONFIG_FILE), '{ "version": 1,');
+    await expect(loadConfig(dir)).rejects.toMatchObject({ code: 'OURO_BAD_CONFIG', field: '(file)' });
+  });
+});
+
+describe('failure detector', () => {
+  it('alive, suspect, dead by the timeouts; hearing revives; only transitions are reported', () => {
+    let now = 1000;
+    const d = new FailureDetector({ suspectAfterMs: 300, deadAfterMs: 1000, now: () => now });
+    d.track(['p', 'q']);
+    now += 299;
+    expect(d.tick()).toEqual([]);
+    now += 1;
+    expect(d.tick().map((t) => [t.peer, t.from, t.to])).toEqual([['p', 'alive', 'suspect'], ['q', 'alive', 'suspect']]);
+    expect(d.heard('q')).toMatchObject({ peer: 'q', from: 'suspect', to: 'alive', silentMs: 300 });
+    now += 700;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700 }]);
+    expect(d.tick()).toEqual([]);
+    expect(d.counts()).toEqual({ alive: 0, suspect: 1, dead: 1 });
+    expect(d.health('p')).toEqual({ state: 'dead', since: now, lastHeard: null });
+    // A member dropped from the list is forgotten; a new one starts alive from now.
+    d.track(['q', 'r']);
+    expect(d.health('p')).toBeUndefined();
+    expect(d.health('r')).toMatchObject({ state: 'alive', lastHeard: null });
+    expect(d.heard('p')).toBeUndefined();
+  });
+});
+
+describe('a node inside an application', () => {
+  it('serves beside the database it opens, seals its identity with a key derived from the database, and closes it on stop', async () => {
+    const dir = tempDir();
+    await Node.init(dir, { newCluster: true });
+    // The identity from init is plain: start it with a database to see the sealed variant made on a fresh directory instead.
+    const sealedDir = tempDir();
+    fs.writeFileSync(path.join(sealedDir, CONFIG_FILE), JSON.stringify({ ...DEFAULT_CONFIG, database: { enabled: true, path: 'db' } }));
+    const db0 = await OuroDB.open(path.join(sealedDir, 'db'), { key: KEY });
+    await Node.init(sealedDir, { newCluster: true, identityKey: db0.deriveKey('node-identity') });
+    await db0.close();
+    const node = await Node.start({ dir: sealedDir, dbOpen: { key: KEY } });
+    try {
+      expect(node.role).toBe('member');
+      const h = await node.db!.put(new TextEncoder().encode('hello from the app'));
+      const status = await node.status();
+      expect(status).toMatchObject({ role: 'member', database: { objects: 1 } });
+      expect(JSON.parse(fs.readFileSync(path.join(sealedDir, IDENTITY_FILE), 'utf8'))).toHaveProperty('sealed');
+      expect(new TextDecoder().decode(await node.db!.get(h.hash))).toBe('hello from the app');
+    } finally {
+      await node.stop();
+    }
+    // The node closed the database it opened: it opens again here.
+    const again = await OuroDB.open(path.join(sealedDir, 'db'), { key: KEY });
+    await again.close();
+    // Another key cannot unseal the identity.
+    await expect(Node.start({ dir: sealedDir, dbOpen: { key: new Uint8Array(32).fill(1) } })).rejects.toBeInstanceOf(WrongKeyError);
+    // An application that owns its database passes it in; the node leaves it open.
+    const appDb = await OuroDB.open(path.join(dir, 'appdb'), { key: KEY });
+    const n2 = await Node.start({ dir, db: appDb });
+    await n2.stop();
+    expect((await appDb.stats()).objects).toBe(0);
+    await appDb.close();
+  });
+});
