@@ -210,7 +210,7 @@ export class Node {
   }
 
   async #begin(): Promise<void> {
-    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#onJoin(m, ctx.peer), { maxInboundStreams: 256 });
+    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
