@@ -3,7 +3,8 @@
  * process and a peer process, in one run:
  *   - one raw libp2p stream: MiB/s of 64 KiB writes to a sink (the floor the carrier sits on);
  *   - the carrier: MiB/s of 1 MiB request frames, one stream per request;
- *   - round trips: a 1-byte echo on one open raw stream, and a small carrier request (p50, p99);
+ *   - round trips: a 1-byte echo on one open raw stream, and a small carrier request on a stream of
+ *     its own and on the shared session stream (carrier/session.ts) (p50, p99);
  * each against a peer whose QUIC reads are 4 KiB pieces (the package's default) and one whose
  * reads are 64 KiB (our patch; patches/README.md).
  */
@@ -64,11 +65,11 @@ async function rawRoundTrips(c: Carrier, address: string, n: number): Promise<nu
   return times.sort((a, b) => a - b);
 }
 
-async function carrierRoundTrips(c: Carrier, address: string, n: number): Promise<number[]> {
+async function carrierRoundTrips(c: Carrier, address: string, n: number, reuse: boolean): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < n; i++) {
     const t = performance.now();
-    await c.request(address, protocolId('bench-echo'), { i });
+    await c.request(address, protocolId('bench-echo'), { i }, { reuse });
     times.push(performance.now() - t);
   }
   return times.sort((a, b) => a - b);
@@ -80,7 +81,7 @@ export async function carrierBench(quick: boolean): Promise<Record<string, unkno
   const out: Record<string, unknown> = {};
   const client = await Carrier.start({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-client-')), maxFrameBytes: 8 * MiB });
   console.log(`\ncarrier over QUIC, loopback, peer in another process (${total / MiB} MiB per throughput run)`);
-  console.log('  peer QUIC read size   raw stream MiB/s   carrier 1 MiB requests MiB/s   ratio   raw RTT p50/p99 ms   carrier RTT p50/p99 ms');
+  console.log('  peer QUIC read size   raw stream MiB/s   carrier 1 MiB requests MiB/s   ratio   raw RTT p50/p99 ms   request, own stream p50/p99 ms   request, session p50/p99 ms');
   try {
     for (const readBytes of [4096, 65536]) {
       const peer = await startPeer(readBytes);
@@ -89,10 +90,12 @@ export async function carrierBench(quick: boolean): Promise<Record<string, unkno
         const raw = await rawThroughput(client, peer.address, total);
         const framed = await carrierThroughput(client, peer.address, total);
         const rawRtt = await rawRoundTrips(client, peer.address, trips);
-        const reqRtt = await carrierRoundTrips(client, peer.address, trips);
-        const row = { rawMiBs: raw, carrierMiBs: framed, ratio: framed / raw, rawRttP50: quantile(rawRtt, 0.5), rawRttP99: quantile(rawRtt, 0.99), carrierRttP50: quantile(reqRtt, 0.5), carrierRttP99: quantile(reqRtt, 0.99) };
+        const reqRtt = await carrierRoundTrips(client, peer.address, trips, false);
+        const sesRtt = await carrierRoundTrips(client, peer.address, trips, true);
+        const row = { rawMiBs: raw, carrierMiBs: framed, ratio: framed / raw, rawRttP50: quantile(rawRtt, 0.5), rawRttP99: quantile(rawRtt, 0.99), carrierRttP50: quantile(reqRtt, 0.5), carrierRttP99: quantile(reqRtt, 0.99), sessionRttP50: quantile(sesRtt, 0.5), sessionRttP99: quantile(sesRtt, 0.99) };
         out[`read${readBytes}`] = row;
-        console.log(`  ${String(readBytes).padStart(8)} B ${raw.toFixed(1).padStart(20)} ${framed.toFixed(1).padStart(26)} ${row.ratio.toFixed(2).padStart(13)} ${`${row.rawRttP50.toFixed(2)}/${row.rawRttP99.toFixed(2)}`.padStart(20)} ${`${row.carrierRttP50.toFixed(2)}/${row.carrierRttP99.toFixed(2)}`.padStart(22)}`);
+        const pair = (a: number, b: number) => `${a.toFixed(2)}/${b.toFixed(2)}`;
+        console.log(`  ${String(readBytes).padStart(8)} B ${raw.toFixed(1).padStart(20)} ${framed.toFixed(1).padStart(26)} ${row.ratio.toFixed(2).padStart(13)} ${pair(row.rawRttP50, row.rawRttP99).padStart(20)} ${pair(row.carrierRttP50, row.carrierRttP99).padStart(32)} ${pair(row.sessionRttP50, row.sessionRttP99).padStart(29)}`);
       } finally {
         peer.child.kill('SIGTERM');
         await client.node.hangUp(multiaddr(peer.address)).catch(() => {});
@@ -100,6 +103,8 @@ export async function carrierBench(quick: boolean): Promise<Record<string, unkno
     }
     const a = out['read4096'] as { rawMiBs: number }, b = out['read65536'] as { rawMiBs: number };
     console.log(`  64 KiB reads vs 4 KiB reads, raw stream: ${(b.rawMiBs / a.rawMiBs).toFixed(2)}x`);
+    const c = out['read65536'] as { carrierRttP50: number; sessionRttP50: number; rawRttP50: number };
+    console.log(`  small request p50, own stream vs shared session: ${(c.carrierRttP50 / c.sessionRttP50).toFixed(2)}x; session vs raw round trip: ${(c.sessionRttP50 / c.rawRttP50).toFixed(2)}x`);
   } finally {
     await client.stop();
   }

@@ -20,6 +20,7 @@ import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, decodeFrames, encodeFrame } from './frames.js';
 import { loadIdentity } from './identity.js';
+import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
 export interface CarrierOptions {
   /** The node's data directory: its identity lives here. */
@@ -47,6 +48,11 @@ export interface RequestEvent {
 export interface RequestOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Send over the peer's shared session stream (default true; carrier/session.ts). A request
+   * whose frame is over 64 KiB, or to a peer named without /p2p/, always gets its own stream.
+   */
+  reuse?: boolean;
 }
 
 export interface HandlerContext {
@@ -59,6 +65,15 @@ export type Handler = (message: unknown, ctx: HandlerContext) => Promise<unknown
 
 /** The envelope of every response frame. */
 type Reply = { ok: true; body: unknown } | { ok: false; code: string; message: string };
+
+/** The peer id a target names, if it names one. */
+function peerKey(peer: string | string[]): string | undefined {
+  const first = Array.isArray(peer) ? peer[0] : peer;
+  if (first === undefined) return undefined;
+  if (!first.startsWith('/')) return first;
+  const m = /\/p2p\/([^/]+)$/.exec(first);
+  return m?.[1];
+}
 
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/udp/0/quic-v1'];
 
@@ -74,6 +89,8 @@ export class Carrier {
   readonly #timeoutMs: number;
   readonly #stopping = new AbortController();
   readonly #observe: (event: RequestEvent) => void;
+  readonly #served = new Map<string, Served>();
+  readonly #sessions = new Map<string, Promise<ClientSession>>();
 
   private constructor(node: Libp2p, options: CarrierOptions) {
     this.node = node;
@@ -89,7 +106,20 @@ export class Carrier {
       addresses: { listen: options.listen ?? DEFAULT_LISTEN },
       transports: [quic()],
     });
-    return new Carrier(node, options);
+    const carrier = new Carrier(node, options);
+    await node.handle(
+      SESSION_PROTOCOL,
+      (stream: Stream, connection: Connection) =>
+        serveSession(stream, connection.remotePeer.toString(), {
+          maxFrameBytes: carrier.#maxFrameBytes,
+          timeoutMs: carrier.#timeoutMs,
+          stopping: carrier.#stopping.signal,
+          lookup: (protocol) => carrier.#served.get(protocol),
+          observe: (protocol, outcome, seconds) => carrier.#observe({ protocol, direction: 'in', outcome, seconds }),
+        }),
+      { maxInboundStreams: 16 },
+    );
+    return carrier;
   }
 
   get peerId(): string {
@@ -106,6 +136,7 @@ export class Carrier {
    * is sent back. `allow` decides per peer before anything is read.
    */
   async handle(protocol: string, handler: Handler, options: { allow?: (peer: string) => boolean; maxInboundStreams?: number } = {}): Promise<void> {
+    this.#served.set(protocol, { handler, allow: options.allow });
     await this.node.handle(
       protocol,
       async (stream: Stream, connection: Connection) => {
@@ -190,6 +221,8 @@ export class Carrier {
     if (options.signal) signals.push(options.signal);
     const signal = AbortSignal.any(signals);
     const frame = encodeFrame(message, this.#maxFrameBytes);
+    const key = peerKey(peer);
+    if (options.reuse !== false && key !== undefined && frame.length <= SESSION_MAX_REQUEST_BYTES) return this.#sessionRequest(key, peer, protocol, message, signal, timeoutMs, options.signal);
     let stream: Stream | undefined;
     // Reading a stream does not watch the signal: abort the stream itself when it fires.
     const onAbort = () => stream?.abort(new Error('request aborted'));
@@ -217,10 +250,61 @@ export class Carrier {
     }
   }
 
+  /** A request over the shared session to `key` (opened on first use, reopened after it failed). */
+  async #sessionRequest(key: string, peer: string | string[], protocol: string, message: unknown, signal: AbortSignal, timeoutMs: number, callerSignal: AbortSignal | undefined): Promise<unknown> {
+    let reply: Reply;
+    try {
+      let session = this.#sessions.get(key);
+      if (!session || (await session.catch(() => undefined))?.closed !== false) {
+        // The session outlives this request, so the caller's signal does not end its dial; but
+        // the dial has this request's time limit, so that one to an address that went stale (a
+        // peer restarted on a new port) fails as fast as the request would, and the next request
+        // dials the addresses known by then instead of waiting behind it.
+        const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
+        const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
+        session = opened;
+        this.#sessions.set(key, opened);
+        const forget = () => {
+          if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
+        };
+        opened.then((s) => s.done.then(forget), forget);
+      }
+      const open = await untilAborted(session, signal);
+      try {
+        reply = await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
+      } catch (err) {
+        // No answer in time: the connection under the session may be dead without either side
+        // having noticed (a peer process that was killed). Drop it; the next request dials anew.
+        if (signal.aborted && !callerSignal?.aborted) open.close();
+        throw err;
+      }
+    } catch (err) {
+      if (callerSignal?.aborted) throw callerSignal.reason;
+      if (signal.aborted && !this.#stopping.signal.aborted) throw new TimeoutError(`${protocol} to ${key}: no answer within ${timeoutMs} ms`, { cause: err });
+      if (err instanceof OuroError) throw err;
+      throw new ProtocolError(`${protocol} to ${key} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    if (!reply.ok) throw remoteError(reply.code, `${protocol} at ${key}: ${reply.message}`);
+    return reply.body;
+  }
+
   async stop(): Promise<void> {
     this.#stopping.abort(new Error('carrier stopped'));
+    for (const s of this.#sessions.values()) void s.then((x) => x.close()).catch(() => {});
+    this.#sessions.clear();
     await this.node.stop();
   }
+}
+
+/** `p`, or the signal's reason if it fires first (`p` goes on; its failure is left handled). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  p.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function target(peer: string | string[]): Multiaddr | Multiaddr[] | ReturnType<typeof peerIdFromString> {

@@ -382,8 +382,12 @@ export class Node {
       peers.map((peer) =>
         this.carrier
           .request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 2000) })
-          .then((reply) => (reply as { list?: unknown } | null)?.list)
-          .then((l) => (l !== undefined && this.#role === 'member' ? this.#mergeFrom(l, peer) : false))
+          .then((reply) => {
+            this.log.debug({ event: 'announced', peer, epoch: list.epoch }, 'member list announced');
+            const theirs = (reply as { list?: unknown } | null)?.list;
+            // Not awaited: an announce runs inside a list change, and a merge waits for that change to end.
+            if (theirs !== undefined && this.#role === 'member') void this.#mergeFrom(theirs, peer).catch((err: unknown) => this.log.warn({ event: 'merge-failed', peer, err: errText(err) }, 'a list from a peer did not merge'));
+          })
           .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errText(err) }, 'announce failed')),
       ),
     );

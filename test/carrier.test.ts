@@ -51,6 +51,27 @@ describe('carrier over QUIC between processes', () => {
     expect(await exited).toBe(0);
   });
 
+  it('small requests share one session stream and are answered out of order; large ones get their own', async () => {
+    const server = await startServer();
+    const c = await client({ maxFrameBytes: 4 * 1024 * 1024 });
+    const order: string[] = [];
+    const slow = c.request(server.address, protocolId('delay'), { ms: 400, tag: 'slow' }).then((r) => order.push((r as { tag: string }).tag));
+    await new Promise((r) => setTimeout(r, 50));
+    const fast = Promise.all(Array.from({ length: 20 }, (_, i) => c.request(server.address, protocolId('delay'), { ms: 0, tag: `fast${i}` }).then((r) => order.push((r as { tag: string }).tag))));
+    await Promise.all([slow, fast]);
+    expect(order.at(-1)).toBe('slow');
+    expect(order).toHaveLength(21);
+    const streams = c.node.getConnections().flatMap((conn) => conn.streams.map((s) => s.protocol));
+    expect(streams.filter((p) => p === '/ouro/session/1')).toHaveLength(1);
+    // A 900 KiB frame is over the session's 64 KiB limit: a stream of its own, then gone.
+    const big = new Uint8Array(900 * 1024).fill(5);
+    expect(((await c.request(server.address, protocolId('echo'), big)) as { echo: Uint8Array }).echo).toEqual(big);
+    // Typed errors and time limits work the same on a session; a timed-out session is replaced.
+    await expect(c.request(server.address, protocolId('missing'), {})).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    await expect(c.request(server.address, protocolId('delay'), { ms: 2000 }, { timeoutMs: 200 })).rejects.toMatchObject({ code: 'OURO_TIMEOUT' });
+    expect(await c.request(server.address, protocolId('echo'), 'after')).toMatchObject({ echo: 'after' });
+  });
+
   it('a request has a time limit and honours an AbortSignal', async () => {
     const server = await startServer();
     const c = await client();
@@ -80,6 +101,15 @@ describe('carrier over QUIC between processes', () => {
       stream.send(bytes);
       await stream.close();
       expect(await replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
+    }
+    // On the session protocol: a frame that is not a session request ends that session, nothing else.
+    for (const bytes of [encodeFrame({ nonsense: true }), Uint8Array.from([0xff, 0xff, 0xff, 0xff])]) {
+      const session = await stranger.node.dialProtocol(stranger.node.getConnections()[0]!.remotePeer, '/ouro/session/1');
+      const replies = Array.fromAsync(decodeFrames(session)).catch((err: unknown) => err);
+      session.send(bytes);
+      await session.close().catch(() => {});
+      const r = await replies;
+      expect(Array.isArray(r) ? r : []).toEqual([]);
     }
     expect(await allowed.request(server.address, protocolId('echo'), 'still here')).toMatchObject({ echo: 'still here' });
     expect(server.child.exitCode).toBe(null);

@@ -16,6 +16,8 @@ export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenO
   const config = await loadConfig(dir, patch);
   // Synchronous writes: every line is out before the process exits, also on a fatal error.
   const log = pino({ level: config.log.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 1, sync: true }));
+  // A bug that escapes is fatal (the process exits; a restart recovers from the files), but it is logged first.
+  process.on('uncaughtExceptionMonitor', (err, origin) => log.fatal({ event: 'crash', origin, err: err instanceof Error ? err.stack : String(err) }, 'uncaught error; exiting'));
   const node = await Node.start({ dir, config: patch, dbOpen, logger: log });
   let admin: AdminServer;
   try {

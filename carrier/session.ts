@@ -1,0 +1,172 @@
+/**
+ * Stream reuse: one long-lived stream per peer (`/ouro/session/1`) carrying many small requests
+ * of any carrier protocol, each tagged with an id, answered in any order. Opening a QUIC stream
+ * through libp2p costs ~2 ms here against ~0.3 ms for a round trip on an open one
+ * (bench/carrier.ts), so requests with small frames (heartbeats, lookups) go this way; large ones
+ * keep a stream each, so that a big transfer never holds small requests up behind it.
+ *
+ * Frames (carrier/frames.ts) on a session: request `{ id, p: protocol, m: message }`, reply
+ * `{ id, r: reply envelope }` (docs/FORMAT.md). Each request passes its protocol's own `allow`
+ * check; a refused one gets its OURO_REFUSED reply and the whole session is closed, as a refused
+ * stream is. A malformed frame closes the session with OURO_PROTOCOL for every request on it.
+ */
+import type { Stream } from '@libp2p/interface';
+import { OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
+import { decodeFrames, encodeFrame } from './frames.js';
+
+export const SESSION_PROTOCOL = '/ouro/session/1';
+/** Requests whose frame is larger than this get a stream of their own. */
+export const SESSION_MAX_REQUEST_BYTES = 64 * 1024;
+
+export type Reply = { ok: true; body: unknown } | { ok: false; code: string; message: string };
+
+export interface Served {
+  handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => Promise<unknown> | unknown;
+  allow?: (peer: string) => boolean;
+}
+
+export interface SessionContext {
+  maxFrameBytes: number;
+  timeoutMs: number;
+  stopping: AbortSignal;
+  lookup(protocol: string): Served | undefined;
+  observe(protocol: string, outcome: string, seconds: number): void;
+}
+
+/** Writes frames one at a time, waiting for the stream to drain when it asks to. */
+class Writer {
+  #chain: Promise<void> = Promise.resolve();
+  constructor(readonly stream: Stream) {}
+  write(bytes: Uint8Array): Promise<void> {
+    const run = this.#chain.then(async () => {
+      if (!this.stream.send(bytes)) await this.stream.onDrain();
+    });
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+}
+
+const replyOf = (err: unknown): Reply => ({ ok: false, code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) });
+
+/** The serving side of one session stream. */
+export async function serveSession(stream: Stream, peer: string, ctx: SessionContext): Promise<void> {
+  const writer = new Writer(stream);
+  const reply = (id: number, r: Reply) => writer.write(encodeFrame({ id, r }, ctx.maxFrameBytes)).catch((err: unknown) => stream.abort(err instanceof Error ? err : new Error(String(err))));
+  const running = new Set<Promise<void>>();
+  try {
+    for await (const frame of decodeFrames(stream, ctx.maxFrameBytes)) {
+      const f = frame as { id?: unknown; p?: unknown; m?: unknown } | null;
+      if (f === null || typeof f !== 'object' || !Number.isSafeInteger(f.id) || typeof f.p !== 'string') throw new ProtocolError('malformed session request');
+      const id = f.id as number;
+      const protocol = f.p;
+      const served = ctx.lookup(protocol);
+      if (!served) {
+        void reply(id, { ok: false, code: 'OURO_PROTOCOL', message: `protocol ${protocol} is not served` });
+        continue;
+      }
+      if (served.allow && !served.allow(peer)) {
+        ctx.observe(protocol, 'refused', 0);
+        await reply(id, { ok: false, code: 'OURO_REFUSED', message: `peer ${peer} is not an approved member and may not use ${protocol}` });
+        await stream.close().catch(() => {});
+        await stream.closeRead().catch(() => {});
+        return;
+      }
+      const started = performance.now();
+      const signal = AbortSignal.any([ctx.stopping, AbortSignal.timeout(ctx.timeoutMs)]);
+      const task = (async () => {
+        let r: Reply;
+        try {
+          r = { ok: true, body: await served.handler(f.m, { peer, signal }) };
+        } catch (err) {
+          r = replyOf(err);
+        }
+        ctx.observe(protocol, r.ok ? 'ok' : r.code, (performance.now() - started) / 1000);
+        await reply(id, r);
+      })();
+      running.add(task);
+      void task.finally(() => running.delete(task));
+    }
+    await Promise.allSettled([...running]);
+    await stream.close();
+  } catch (err) {
+    // A bad frame: nothing on this session can be trusted any more.
+    stream.abort(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
+interface Waiting {
+  resolve: (r: Reply) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The requesting side: one session to one peer, shared by every request to it. */
+export class ClientSession {
+  readonly #stream: Stream;
+  readonly #writer: Writer;
+  readonly #waiting = new Map<number, Waiting>();
+  #nextId = 1;
+  #closed: Error | undefined;
+  readonly done: Promise<void>;
+
+  constructor(stream: Stream, maxFrameBytes: number) {
+    this.#stream = stream;
+    this.#writer = new Writer(stream);
+    // Read from the start: libp2p 3 signals a remote close only to readers already listening.
+    this.done = (async () => {
+      try {
+        for await (const frame of decodeFrames(stream, maxFrameBytes)) {
+          const f = frame as { id?: unknown; r?: Reply } | null;
+          const w = f !== null && typeof f === 'object' && typeof f.id === 'number' ? this.#waiting.get(f.id) : undefined;
+          if (!w || f!.r === null || typeof f!.r !== 'object' || typeof f!.r.ok !== 'boolean') throw new ProtocolError('malformed session reply');
+          this.#waiting.delete(f!.id as number);
+          w.resolve(f!.r);
+          // The server closes a session after refusing: nothing more may go on it.
+          if (!f!.r.ok && f!.r.code === 'OURO_REFUSED') this.#fail(new RefusedError(f!.r.message));
+        }
+        this.#fail(new ProtocolError('session closed by the peer'));
+      } catch (err) {
+        this.#fail(err instanceof OuroError ? err : new ProtocolError(`session failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+      }
+    })();
+  }
+
+  get closed(): boolean {
+    return this.#closed !== undefined;
+  }
+
+  #fail(err: Error): void {
+    this.#closed ??= err;
+    for (const w of this.#waiting.values()) w.reject(err);
+    this.#waiting.clear();
+    this.#stream.abort(err);
+  }
+
+  /** Sends one request; resolves with the reply envelope. The signal drops the wait, not the session. */
+  async request(protocol: string, frameOf: (id: number) => Uint8Array, signal: AbortSignal): Promise<Reply> {
+    if (this.#closed) throw this.#closed;
+    const id = this.#nextId++;
+    const reply = new Promise<Reply>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
+    reply.catch(() => {}); // awaited below unless the write fails first
+    const onAbort = () => {
+      const w = this.#waiting.get(id);
+      this.#waiting.delete(id);
+      w?.reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.#writer.write(frameOf(id));
+      return await reply;
+    } catch (err) {
+      this.#waiting.delete(id);
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  close(): void {
+    this.#fail(new ProtocolError('session closed'));
+  }
+}
+
+export const sessionFrame = (id: number, protocol: string, message: unknown, maxFrameBytes: number) => encodeFrame({ id, p: protocol, m: message }, maxFrameBytes);
