@@ -127,9 +127,9 @@ export interface MembersView {
 }
 
 /** Starts `ouro node start DIR` and waits until its admin API is up. */
-export async function startNode(dir: string, flags: string[] = []): Promise<NodeProc> {
+export async function startNode(dir: string, flags: string[] = [], globalFlags: string[] = []): Promise<NodeProc> {
   fs.rmSync(path.join(dir, 'node.run.json'), { force: true });
-  const child = spawn(process.execPath, [OURO, 'node', 'start', dir, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [OURO, ...globalFlags, 'node', 'start', dir, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
