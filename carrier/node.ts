@@ -12,7 +12,6 @@
  * a token is spent on disk before the approval it pays for is announced.
  */
 import crypto from 'node:crypto';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
@@ -180,7 +179,12 @@ export class Node {
       });
       const node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target });
       metrics.bind(node);
-      await node.#begin();
+      try {
+        await node.#begin();
+      } catch (err) {
+        await carrier.stop().catch(() => {});
+        throw err;
+      }
       return node;
     } catch (err) {
       if (ownsDb) await db!.close().catch(() => {});
@@ -598,11 +602,4 @@ export class Node {
 
 function errText(err: unknown): string {
   return err instanceof OuroError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
-}
-
-/** Reads a node directory's peer id without starting it. */
-export async function nodePeerId(dir: string, identityKey?: Uint8Array): Promise<string> {
-  await fs.access(dir);
-  const key = await loadIdentity(dir, identityKey);
-  return peerIdFromPrivateKey(key).toString();
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { afterEach } from 'vitest';
+import type { RunInfo } from '../carrier/admin.js';
 import { repoRoot } from './paths.js';
 import { tempDir } from './helpers.js';
 
@@ -53,14 +54,6 @@ export interface LogLine {
   level: number;
   event?: string;
   [k: string]: unknown;
-}
-
-export interface RunInfo {
-  pid: number;
-  peerId: string;
-  addresses: string[];
-  admin: string;
-  token: string;
 }
 
 export class NodeProc {
