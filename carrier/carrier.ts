@@ -18,7 +18,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
-import { DEFAULT_MAX_FRAME_BYTES, decodeFrames, encodeFrame } from './frames.js';
+import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
@@ -29,6 +29,8 @@ export interface CarrierOptions {
   listen?: string[];
   /** Seals the identity file (the database key, where the node has one). */
   identityKey?: Uint8Array;
+  /** The identity, already loaded by the caller (then `dir`'s file is not read again). */
+  privateKey?: PrivateKey;
   /** Largest frame accepted or sent (default 4 MiB). */
   maxFrameBytes?: number;
   /** Default time limit of a request, in ms (default 10 s). */
@@ -62,9 +64,6 @@ export interface HandlerContext {
 }
 
 export type Handler = (message: unknown, ctx: HandlerContext) => Promise<unknown> | unknown;
-
-/** The envelope of every response frame. */
-type Reply = { ok: true; body: unknown } | { ok: false; code: string; message: string };
 
 /** The peer id a target names, if it names one. */
 function peerKey(peer: string | string[]): string | undefined {
@@ -100,7 +99,7 @@ export class Carrier {
   }
 
   static async start(options: CarrierOptions): Promise<Carrier> {
-    const privateKey: PrivateKey = await loadIdentity(options.dir, options.identityKey);
+    const privateKey: PrivateKey = options.privateKey ?? (await loadIdentity(options.dir, options.identityKey));
     const node = await createLibp2p({
       privateKey,
       addresses: { listen: options.listen ?? DEFAULT_LISTEN },
@@ -156,7 +155,7 @@ export class Carrier {
 
   /** One OURO_REFUSED reply, then the stream is closed both ways; the request is never read. */
   async #refuse(stream: Stream, peer: string, protocol: string): Promise<void> {
-    const reply: Reply = { ok: false, code: 'OURO_REFUSED', message: `peer ${peer} is not an approved member and may not use ${protocol}` };
+    const reply = refusal(peer, protocol);
     const signal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(this.#timeoutMs)]);
     try {
       await send(stream, encodeFrame(reply, this.#maxFrameBytes), signal);
@@ -179,11 +178,11 @@ export class Carrier {
       try {
         reply = { ok: true, body: await handler(request, { peer, signal }) };
       } catch (err) {
-        reply = { ok: false, code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) };
+        reply = errorReply(err, 'OURO_IO_ERROR');
       }
     } catch (err) {
       // A bad frame: tell the peer why if the stream still takes it, then close.
-      reply = { ok: false, code: err instanceof OuroError ? err.code : 'OURO_PROTOCOL', message: err instanceof Error ? err.message : String(err) };
+      reply = errorReply(err, 'OURO_PROTOCOL');
     }
     try {
       await send(stream, encodeFrame(reply, this.#maxFrameBytes), signal);
@@ -220,9 +219,28 @@ export class Carrier {
     const signals = [AbortSignal.timeout(timeoutMs), this.#stopping.signal];
     if (options.signal) signals.push(options.signal);
     const signal = AbortSignal.any(signals);
-    const frame = encodeFrame(message, this.#maxFrameBytes);
-    const key = peerKey(peer);
-    if (options.reuse !== false && key !== undefined && frame.length <= SESSION_MAX_REQUEST_BYTES) return this.#sessionRequest(key, peer, protocol, message, signal, timeoutMs, options.signal);
+    let reply: Reply;
+    try {
+      const frame = encodeFrame(message, this.#maxFrameBytes);
+      const key = peerKey(peer);
+      reply =
+        options.reuse !== false && key !== undefined && frame.length <= SESSION_MAX_REQUEST_BYTES
+          ? await this.#viaSession(key, peer, protocol, message, signal, timeoutMs, options.signal)
+          : await this.#viaStream(peer, protocol, frame, signal);
+    } catch (err) {
+      // One mapping for both ways: the caller's abort, then the time limit, then typed errors.
+      if (options.signal?.aborted) throw options.signal.reason;
+      if (signal.aborted && !this.#stopping.signal.aborted) throw new TimeoutError(`${protocol} to ${String(peer)}: no answer within ${timeoutMs} ms`, { cause: err });
+      if (err instanceof OuroError) throw err;
+      throw new ProtocolError(`${protocol} to ${String(peer)} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    if (reply === null || typeof reply !== 'object' || typeof reply.ok !== 'boolean') throw new ProtocolError(`${protocol}: malformed reply`);
+    if (!reply.ok) throw remoteError(reply.code, `${protocol} at ${String(peer)}: ${reply.message}`);
+    return reply.body;
+  }
+
+  /** A stream of its own: one frame each way. */
+  async #viaStream(peer: string | string[], protocol: string, frame: Uint8Array, signal: AbortSignal): Promise<Reply> {
     let stream: Stream | undefined;
     // Reading a stream does not watch the signal: abort the stream itself when it fires.
     const onAbort = () => stream?.abort(new Error('request aborted'));
@@ -235,57 +253,41 @@ export class Carrier {
       replied.catch(() => {});
       await send(stream, frame, signal);
       await stream.close({ signal });
-      const reply = (await replied) as Reply;
-      if (reply === null || typeof reply !== 'object' || typeof reply.ok !== 'boolean') throw new ProtocolError(`${protocol}: malformed reply`);
-      if (!reply.ok) throw remoteError(reply.code, `${protocol} at ${peer}: ${reply.message}`);
-      return reply.body;
+      return (await replied) as Reply;
     } catch (err) {
       stream?.abort(err instanceof Error ? err : new Error(String(err)));
-      if (err instanceof OuroError) throw err;
-      if (options.signal?.aborted) throw options.signal.reason;
-      if (signal.aborted && !this.#stopping.signal.aborted) throw new TimeoutError(`${protocol} to ${peer}: no answer within ${timeoutMs} ms`, { cause: err });
-      throw new ProtocolError(`${protocol} to ${peer} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw err;
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
   }
 
-  /** A request over the shared session to `key` (opened on first use, reopened after it failed). */
-  async #sessionRequest(key: string, peer: string | string[], protocol: string, message: unknown, signal: AbortSignal, timeoutMs: number, callerSignal: AbortSignal | undefined): Promise<unknown> {
-    let reply: Reply;
-    try {
-      let session = this.#sessions.get(key);
-      if (!session || (await session.catch(() => undefined))?.closed !== false) {
-        // The session outlives this request, so the caller's signal does not end its dial; but
-        // the dial has this request's time limit, so that one to an address that went stale (a
-        // peer restarted on a new port) fails as fast as the request would, and the next request
-        // dials the addresses known by then instead of waiting behind it.
-        const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
-        const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
-        session = opened;
-        this.#sessions.set(key, opened);
-        const forget = () => {
-          if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
-        };
-        opened.then((s) => s.done.then(forget), forget);
-      }
-      const open = await untilAborted(session, signal);
-      try {
-        reply = await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
-      } catch (err) {
-        // No answer in time: the connection under the session may be dead without either side
-        // having noticed (a peer process that was killed). Drop it; the next request dials anew.
-        if (signal.aborted && !callerSignal?.aborted) open.close();
-        throw err;
-      }
-    } catch (err) {
-      if (callerSignal?.aborted) throw callerSignal.reason;
-      if (signal.aborted && !this.#stopping.signal.aborted) throw new TimeoutError(`${protocol} to ${key}: no answer within ${timeoutMs} ms`, { cause: err });
-      if (err instanceof OuroError) throw err;
-      throw new ProtocolError(`${protocol} to ${key} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  /** The shared session to `key` (opened on first use, reopened after it failed). */
+  async #viaSession(key: string, peer: string | string[], protocol: string, message: unknown, signal: AbortSignal, timeoutMs: number, callerSignal: AbortSignal | undefined): Promise<Reply> {
+    let session = this.#sessions.get(key);
+    if (!session || (await session.catch(() => undefined))?.closed !== false) {
+      // The session outlives this request, so the caller's signal does not end its dial; but
+      // the dial has this request's time limit, so that one to an address that went stale (a
+      // peer restarted on a new port) fails as fast as the request would, and the next request
+      // dials the addresses known by then instead of waiting behind it.
+      const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
+      const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
+      session = opened;
+      this.#sessions.set(key, opened);
+      const forget = () => {
+        if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
+      };
+      opened.then((s) => s.done.then(forget), forget);
     }
-    if (!reply.ok) throw remoteError(reply.code, `${protocol} at ${key}: ${reply.message}`);
-    return reply.body;
+    const open = await untilAborted(session, signal);
+    try {
+      return await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
+    } catch (err) {
+      // No answer in time: the connection under the session may be dead without either side
+      // having noticed (a peer process that was killed). Drop it; the next request dials anew.
+      if (signal.aborted && !callerSignal?.aborted) open.close();
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {

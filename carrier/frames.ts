@@ -4,7 +4,7 @@
  * claiming 4 GiB costs nothing but the closed stream. (Format: docs/FORMAT.md, "Carrier frames".)
  */
 import { Packr } from 'msgpackr';
-import { ProtocolError } from '../lib/errors.js';
+import { OuroError, ProtocolError } from '../lib/errors.js';
 
 export const FRAME_HEAD_BYTES = 4;
 /** Default largest frame body: room for a 1 MiB chunk and its envelope, far below memory limits. */
@@ -12,6 +12,19 @@ export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
 
 // Plain maps, no records or structures: a frame decodes the same in any msgpack reader.
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+/** The envelope of every response frame (docs/FORMAT.md, "Carrier frames"). */
+export type Reply = { ok: true; body: unknown } | { ok: false; code: string; message: string };
+
+/** The reply for a failure: its code when typed, else `fallbackCode`. */
+export function errorReply(err: unknown, fallbackCode: string): Reply {
+  return { ok: false, code: err instanceof OuroError ? err.code : fallbackCode, message: err instanceof Error ? err.message : String(err) };
+}
+
+/** The reply to a peer that may not use `protocol`. */
+export function refusal(peer: string, protocol: string): Reply {
+  return { ok: false, code: 'OURO_REFUSED', message: `peer ${peer} is not an approved member and may not use ${protocol}` };
+}
 
 export function encodeFrame(message: unknown, maxBytes = DEFAULT_MAX_FRAME_BYTES): Uint8Array {
   const body = packr.pack(message);

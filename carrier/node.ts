@@ -172,7 +172,7 @@ export class Node {
       const carrier = await Carrier.start({
         dir,
         listen: config.listen,
-        identityKey: db?.deriveKey('node-identity'),
+        privateKey: key,
         maxFrameBytes: config.maxFrameBytes,
         requestTimeoutMs: config.requestTimeoutMs,
         observe: (e: RequestEvent) => metrics.request(e),

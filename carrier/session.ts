@@ -12,13 +12,11 @@
  */
 import type { Stream } from '@libp2p/interface';
 import { OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
-import { decodeFrames, encodeFrame } from './frames.js';
+import { type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 
 export const SESSION_PROTOCOL = '/ouro/session/1';
 /** Requests whose frame is larger than this get a stream of their own. */
 export const SESSION_MAX_REQUEST_BYTES = 64 * 1024;
-
-export type Reply = { ok: true; body: unknown } | { ok: false; code: string; message: string };
 
 export interface Served {
   handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => Promise<unknown> | unknown;
@@ -46,8 +44,6 @@ class Writer {
   }
 }
 
-const replyOf = (err: unknown): Reply => ({ ok: false, code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) });
-
 /** The serving side of one session stream. */
 export async function serveSession(stream: Stream, peer: string, ctx: SessionContext): Promise<void> {
   const writer = new Writer(stream);
@@ -66,7 +62,7 @@ export async function serveSession(stream: Stream, peer: string, ctx: SessionCon
       }
       if (served.allow && !served.allow(peer)) {
         ctx.observe(protocol, 'refused', 0);
-        await reply(id, { ok: false, code: 'OURO_REFUSED', message: `peer ${peer} is not an approved member and may not use ${protocol}` });
+        await reply(id, refusal(peer, protocol));
         await stream.close().catch(() => {});
         await stream.closeRead().catch(() => {});
         return;
@@ -78,7 +74,7 @@ export async function serveSession(stream: Stream, peer: string, ctx: SessionCon
         try {
           r = { ok: true, body: await served.handler(f.m, { peer, signal }) };
         } catch (err) {
-          r = replyOf(err);
+          r = errorReply(err, 'OURO_IO_ERROR');
         }
         ctx.observe(protocol, r.ok ? 'ok' : r.code, (performance.now() - started) / 1000);
         await reply(id, r);

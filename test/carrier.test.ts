@@ -11,6 +11,7 @@ import readline from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Carrier, IDENTITY_FILE, decodeFrames, encodeFrame, loadIdentity, protocolId } from '../carrier/index.js';
 import { fixture } from './paths.js';
+import { HOSTILE_FRAMES, rawExchange } from './raw-frames.js';
 import { tempDir } from './helpers.js';
 
 const children = new Set<ChildProcess>();
@@ -94,13 +95,8 @@ describe('carrier over QUIC between processes', () => {
     await expect(stranger.request(server.address, protocolId('slow'), new Uint8Array(2 * 1024 * 1024))).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
 
     // Raw bytes from a plain libp2p stream: a length of 4 GiB, then bytes that are not msgpack.
-    for (const bytes of [Uint8Array.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), Uint8Array.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), Uint8Array.from([0, 0, 0, 9, 1])]) {
-      const stream = await stranger.node.dialProtocol(stranger.node.getConnections()[0]!.remotePeer, protocolId('slow'));
-      // Listen before writing: libp2p 3 tells only readers already listening that the peer closed.
-      const replies = Array.fromAsync(decodeFrames(stream));
-      stream.send(bytes);
-      await stream.close();
-      expect(await replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
+    for (const bytes of HOSTILE_FRAMES) {
+      expect(await rawExchange(stranger, protocolId('slow'), bytes)).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
     }
     // On the session protocol: a frame that is not a session request ends that session, nothing else.
     for (const bytes of [encodeFrame({ nonsense: true }), Uint8Array.from([0xff, 0xff, 0xff, 0xff])]) {

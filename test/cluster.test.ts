@@ -9,9 +9,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Carrier, decodeFrames, protocolId } from '../carrier/index.js';
+import { Carrier, protocolId } from '../carrier/index.js';
 import { FAST, FAST_FLAGS, type NodeProc, converged, founder, joinByToken, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
 import { tempDir } from './helpers.js';
+import { HOSTILE_FRAMES, rawExchange } from './raw-frames.js';
 
 const carriers = new Set<Carrier>();
 afterEach(async () => {
@@ -158,12 +159,8 @@ describe('cluster of node processes', () => {
     await s.node.dial((await import('@multiformats/multiaddr')).multiaddr(a.address));
     await expect(s.request(a.address, '/ouro/nope/1', {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
     // The join protocol is open to strangers, so it reads their frames: each bad one gets OURO_PROTOCOL.
-    for (const bytes of [Uint8Array.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]), Uint8Array.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]), Uint8Array.from([0, 0, 0, 9, 1])]) {
-      const stream = await s.node.dialProtocol(s.node.getConnections()[0]!.remotePeer, protocolId('join'));
-      const replies = Array.fromAsync(decodeFrames(stream));
-      stream.send(bytes);
-      await stream.close();
-      expect(await replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
+    for (const bytes of HOSTILE_FRAMES) {
+      expect(await rawExchange(s, protocolId('join'), bytes)).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.any(String) }]);
     }
     // Well-framed but wrong shapes.
     for (const message of [null, 42, { v: 2, addresses: [] }, { v: 1, addresses: 'x' }, { v: 1, addresses: Array(100).fill('/ip4/1.2.3.4') }]) {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { NodeConfigPatch } from '../../carrier/config.js';
 import { NotFoundError, OuroError, type OuroErrorCode, RefusedError } from '../../lib/errors.js';
-import type { OpenOptions } from '../../lib/index.js';
+import type { OpenOptions, OuroDB } from '../../lib/index.js';
 import { type GlobalOptions, UsageError, credentials, output } from './support.js';
 
 interface ConfigFlags {
@@ -62,9 +62,9 @@ function configOptions(cmd: Command): Command {
 }
 
 /** Credentials for the node's database, when its config enables one. */
-async function dbOpenOf(g: GlobalOptions, enabled: boolean, create: boolean): Promise<OpenOptions | undefined> {
+async function dbOpenOf(g: GlobalOptions, enabled: boolean): Promise<OpenOptions | undefined> {
   if (!enabled) return undefined;
-  return { ...(await credentials(g, create)), create };
+  return { ...(await credentials(g)), create: false };
 }
 
 export function registerNodeCommands(program: Command, g: () => GlobalOptions): void {
@@ -80,8 +80,13 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const { Node } = await import('../../carrier/node.js');
     const { loadConfig } = await import('../../carrier/config.js');
     const config = await loadConfig(dir, patchOf(o));
-    const identityKey = await identityKeyOf(dir, g(), config.database, true);
-    const r = await Node.init(dir, { newCluster: o.newCluster === true, config: patchOf(o), identityKey });
+    const db = await openNodeDb(dir, g(), config.database);
+    let r: Awaited<ReturnType<typeof Node.init>>;
+    try {
+      r = await Node.init(dir, { newCluster: o.newCluster === true, config: patchOf(o), identityKey: db?.deriveKey('node-identity') });
+    } finally {
+      await db?.close();
+    }
     output(g(), { dir: path.resolve(dir), ...r }, () => (r.clusterId ? `created cluster ${r.clusterId}\nnode ${r.peerId}` : `node ${r.peerId} (in no cluster yet: ouro node join ${dir} --peer ADDR)`));
   });
 
@@ -98,10 +103,17 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const { loadConfig } = await import('../../carrier/config.js');
     const patch = patchOf(o);
     const config = await loadConfig(dir, patch);
-    const identityKey = await identityKeyOf(dir, g(), config.database, true);
-    await Node.init(dir, { config: patch, identityKey });
-    await Node.requestJoin(dir, o.peer, o.token);
-    const running = await Node.start({ dir, config: patch, dbOpen: await dbOpenOf(g(), config.database.enabled, false) });
+    // One open of the database (one passphrase stretch) serves the identity and the node.
+    const db = await openNodeDb(dir, g(), config.database);
+    let running: Awaited<ReturnType<typeof Node.start>>;
+    try {
+      await Node.init(dir, { config: patch, identityKey: db?.deriveKey('node-identity') });
+      await Node.requestJoin(dir, o.peer, o.token);
+      running = await Node.start({ dir, config: patch, db });
+    } catch (err) {
+      await db?.close();
+      throw err;
+    }
     try {
       const waitMs = Number(o.wait) * 1000;
       if (!Number.isFinite(waitMs) || waitMs < 0) throw new UsageError('--wait takes seconds');
@@ -116,6 +128,7 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       if (status === 'rejected') throw new RefusedError(`${running.peerId} was refused by the cluster`);
     } finally {
       await running.stop();
+      await db?.close();
     }
   });
 
@@ -128,7 +141,7 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const { runNode } = await import('./node-process.js');
     const { loadConfig } = await import('../../carrier/config.js');
     const config = await loadConfig(dir, patchOf(o));
-    await runNode(dir, patchOf(o), await dbOpenOf(g(), config.database.enabled, false));
+    await runNode(dir, patchOf(o), await dbOpenOf(g(), config.database.enabled));
     // Whatever a library left scheduled, a stopped node's process ends here.
     process.exit(process.exitCode ?? 0);
   });
@@ -181,16 +194,12 @@ function durationSec(text: string): number {
   return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's'];
 }
 
-/** The key the identity is sealed with: derived from the database's, where the node has one. */
-async function identityKeyOf(dir: string, g: GlobalOptions, database: { enabled: boolean; path: string }, create: boolean): Promise<Uint8Array | undefined> {
+/** The node's database when its config enables one (created if missing), for `node init` and `node join`. */
+async function openNodeDb(dir: string, g: GlobalOptions, database: { enabled: boolean; path: string }): Promise<OuroDB | undefined> {
   if (!database.enabled) return undefined;
   const { OuroDB } = await import('../../lib/index.js');
-  const db = await OuroDB.open(path.join(dir, database.path), { ...(await credentials(g, create && !fs.existsSync(path.join(dir, database.path, 'OURODB.json')))), create });
-  try {
-    return db.deriveKey('node-identity');
-  } finally {
-    await db.close();
-  }
+  const exists = fs.existsSync(path.join(dir, database.path, 'OURODB.json'));
+  return OuroDB.open(path.join(dir, database.path), { ...(await credentials(g, !exists)), create: true });
 }
 
 /** One admin API call to the node running in `dir`. */
