@@ -409,66 +409,104 @@ export class BlockStore {
 
   /**
    * Reads and checks a sealed block's header, trailer and footer, and recomputes its id. Entry
-   * bytes are not read (see verifyEntries). Throws CorruptionError on any mismatch.
+   * bytes are not read (see verifyEntries). Throws CorruptionError on any mismatch, and for a
+   * block of another database.
    */
-  async readIndex(file: string): Promise<{ id: Buffer; seq: number; size: number; rows: EntryRow[] }> {
-    let handle: VfsFile;
-    try {
-      handle = await this.vfs.open(file, 'r');
-    } catch (err) {
-      throw ioError(`open ${file}`, err);
-    }
-    try {
-      const size = await handle.size();
-      if (size < HEADER_BYTES + TRAILER_BYTES) throw new CorruptionError(`${file}: too short to be a block`, { location: { file } });
-      const header = Buffer.alloc(HEADER_BYTES);
-      await readFully(handle, header, 0, HEADER_BYTES, 0);
-      const h = decodeHeader(header, file);
-      if (!h.databaseId.equals(this.databaseId)) throw new CorruptionError(`${file}: block belongs to another database`, { location: { file } });
-      const trailerBytes = Buffer.alloc(TRAILER_BYTES);
-      await readFully(handle, trailerBytes, 0, TRAILER_BYTES, size - TRAILER_BYTES);
-      const t = decodeTrailer(trailerBytes, size, file);
-      const footer = Buffer.alloc(t.count * FOOTER_ROW_BYTES + TRAILER_BYTES);
-      await readFully(handle, footer, 0, footer.length, t.footerOffset);
-      if (zlib.crc32(footer.subarray(0, t.count * FOOTER_ROW_BYTES)) !== t.footerCrc) throw new CorruptionError(`${file}: footer checksum mismatch`, { location: { file, offset: t.footerOffset } });
-      const rows: EntryRow[] = [];
-      let end = HEADER_BYTES;
-      for (let i = 0; i < t.count; i++) {
-        const row = decodeFooterRow(footer, i * FOOTER_ROW_BYTES);
-        if (row.offset !== end) throw new CorruptionError(`${file}: footer rows do not tile the entries at ${end}`, { location: { file, offset: end } });
-        end += row.length;
-        rows.push(row);
-      }
-      if (end !== t.footerOffset) throw new CorruptionError(`${file}: entries end at ${end}, footer starts at ${t.footerOffset}`, { location: { file } });
-      const id = crypto.createHash('sha256').update(header).update(footer).digest();
-      return { id, seq: h.seq, size, rows };
-    } catch (err) {
-      throw ioError(`read block ${file}`, err);
-    } finally {
-      await handle.close().catch(() => {});
-    }
+  readIndex(file: string): Promise<BlockIndex> {
+    return readBlockIndex(this.vfs, file, this.databaseId);
   }
 
   /** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
-  async verifyEntries(file: string, rows: EntryRow[]): Promise<EntryRow[]> {
-    const bad: EntryRow[] = [];
-    let handle: VfsFile;
-    try {
-      handle = await this.vfs.open(file, 'r');
-    } catch (err) {
-      throw ioError(`open ${file}`, err);
-    }
-    try {
-      for (const row of rows) {
-        const bytes = Buffer.allocUnsafe(row.length);
-        const bytesRead = await readFully(handle, bytes, 0, row.length, row.offset);
-        if (bytesRead !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) bad.push(row);
-      }
-    } catch (err) {
-      throw ioError(`read ${file}`, err);
-    } finally {
-      await handle.close().catch(() => {});
-    }
-    return bad;
+  verifyEntries(file: string, rows: EntryRow[]): Promise<EntryRow[]> {
+    return verifyBlockEntries(this.vfs, file, rows);
   }
+}
+
+export interface BlockIndex {
+  id: Buffer;
+  /** The seq the writer sealed it under (its header's). */
+  seq: number;
+  databaseId: Buffer;
+  size: number;
+  rows: EntryRow[];
+}
+
+/**
+ * Reads and checks a sealed block's header, trailer and footer, and recomputes its id. Entry
+ * bytes are not read (see verifyBlockEntries). Throws CorruptionError on any mismatch. Without
+ * `databaseId` a block of any database is accepted (a keyless replica checks blocks so).
+ */
+export async function readBlockIndex(vfs: Vfs, file: string, databaseId?: Buffer): Promise<BlockIndex> {
+  let handle: VfsFile;
+  try {
+    handle = await vfs.open(file, 'r');
+  } catch (err) {
+    throw ioError(`open ${file}`, err);
+  }
+  try {
+    const size = await handle.size();
+    if (size < HEADER_BYTES + TRAILER_BYTES) throw new CorruptionError(`${file}: too short to be a block`, { location: { file } });
+    const header = Buffer.alloc(HEADER_BYTES);
+    await readFully(handle, header, 0, HEADER_BYTES, 0);
+    const h = decodeHeader(header, file);
+    if (databaseId && !h.databaseId.equals(databaseId)) throw new CorruptionError(`${file}: block belongs to another database`, { location: { file } });
+    const trailerBytes = Buffer.alloc(TRAILER_BYTES);
+    await readFully(handle, trailerBytes, 0, TRAILER_BYTES, size - TRAILER_BYTES);
+    const t = decodeTrailer(trailerBytes, size, file);
+    const footer = Buffer.alloc(t.count * FOOTER_ROW_BYTES + TRAILER_BYTES);
+    await readFully(handle, footer, 0, footer.length, t.footerOffset);
+    if (zlib.crc32(footer.subarray(0, t.count * FOOTER_ROW_BYTES)) !== t.footerCrc) throw new CorruptionError(`${file}: footer checksum mismatch`, { location: { file, offset: t.footerOffset } });
+    const rows: EntryRow[] = [];
+    let end = HEADER_BYTES;
+    for (let i = 0; i < t.count; i++) {
+      const row = decodeFooterRow(footer, i * FOOTER_ROW_BYTES);
+      if (row.offset !== end) throw new CorruptionError(`${file}: footer rows do not tile the entries at ${end}`, { location: { file, offset: end } });
+      end += row.length;
+      rows.push(row);
+    }
+    if (end !== t.footerOffset) throw new CorruptionError(`${file}: entries end at ${end}, footer starts at ${t.footerOffset}`, { location: { file } });
+    const id = crypto.createHash('sha256').update(header).update(footer).digest();
+    return { id, seq: h.seq, databaseId: h.databaseId, size, rows };
+  } catch (err) {
+    throw ioError(`read block ${file}`, err);
+  } finally {
+    await handle.close().catch(() => {});
+  }
+}
+
+
+/** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
+export async function verifyBlockEntries(vfs: Vfs, file: string, rows: EntryRow[]): Promise<EntryRow[]> {
+  const bad: EntryRow[] = [];
+  let handle: VfsFile;
+  try {
+    handle = await vfs.open(file, 'r');
+  } catch (err) {
+    throw ioError(`open ${file}`, err);
+  }
+  try {
+    for (const row of rows) {
+      const bytes = Buffer.allocUnsafe(row.length);
+      const bytesRead = await readFully(handle, bytes, 0, row.length, row.offset);
+      if (bytesRead !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) bad.push(row);
+    }
+  } catch (err) {
+    throw ioError(`read ${file}`, err);
+  } finally {
+    await handle.close().catch(() => {});
+  }
+  return bad;
+}
+
+/**
+ * Checks a whole block file as a replica must before it keeps it: its structure, that it hashes
+ * to `expectedId`, and every entry against its footer hash. No key is needed. Throws
+ * CorruptionError naming what is wrong.
+ */
+export async function verifyBlockFile(vfs: Vfs, file: string, expectedId: Uint8Array): Promise<BlockIndex> {
+  const index = await readBlockIndex(vfs, file);
+  if (!index.id.equals(expectedId)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to ${toHex(expectedId)}`, { location: { file } });
+  const bad = await verifyBlockEntries(vfs, file, index.rows);
+  if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
+  return index;
 }

@@ -15,7 +15,9 @@
  *
  * Block info (prefix 'b'):
  *   0   1  version (1)
- *   1   7  reserved
+ *   1   1  flags: bit 0 = adopted (sealed by another cluster member and received; its seq is
+ *          this database's registration number, not the one in the file's header); other bits zero
+ *   2   6  reserved
  *   8   8  seq
  *   16  8  file size
  *   24  4  entry count
@@ -63,6 +65,8 @@ export function decodeLocation(b: Buffer): Location {
 
 export interface BlockInfo {
   seq: number;
+  /** Received from another member (db.adoptBlock), not sealed here. */
+  adopted?: boolean;
   size: number;
   entries: number;
   liveBytes: number;
@@ -71,6 +75,7 @@ export interface BlockInfo {
 export function encodeBlockInfo(i: BlockInfo): Buffer {
   const b = Buffer.alloc(40);
   b[0] = 1;
+  b[1] = i.adopted ? 1 : 0;
   b.writeBigUInt64LE(BigInt(i.seq), 8);
   b.writeBigUInt64LE(BigInt(i.size), 16);
   b.writeUInt32LE(i.entries, 24);
@@ -80,7 +85,7 @@ export function encodeBlockInfo(i: BlockInfo): Buffer {
 
 export function decodeBlockInfo(b: Buffer): BlockInfo {
   if (b[0] !== 1 || b.length !== 40) throw new CorruptionError('block info is malformed');
-  return { seq: Number(b.readBigUInt64LE(8)), size: Number(b.readBigUInt64LE(16)), entries: b.readUInt32LE(24), liveBytes: Number(b.readBigUInt64LE(32)) };
+  return { seq: Number(b.readBigUInt64LE(8)), adopted: (b[1]! & 1) === 1, size: Number(b.readBigUInt64LE(16)), entries: b.readUInt32LE(24), liveBytes: Number(b.readBigUInt64LE(32)) };
 }
 
 /**

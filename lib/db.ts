@@ -47,7 +47,8 @@ import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
 import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
-import { nextHeads, versionNumber } from './versions.js';
+import { type VersionNode, nextHeads, versionNumber } from './versions.js';
+import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js';
 import { ensureDir, fsyncDir } from './fsutil.js';
 import { type Vfs, nodeVfs } from './vfs/vfs.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
@@ -88,6 +89,48 @@ export interface OpenOptions {
    * LevelDB's, on the real disk.
    */
   fs?: Vfs;
+  /**
+   * Seal the open block once its oldest entry is this old, even if it is not full (default: no
+   * limit). A cluster node sets it: data reaches other members only once sealed, so this bounds
+   * how long an acknowledged write may exist on one node only.
+   */
+  maxUnsealedMs?: number;
+}
+
+export interface FlushOptions {
+  /**
+   * Also wait until this many cluster members, this one included, hold every block sealed so
+   * far durably (needs a node serving the database; see docs/node.md). Default 1: this one.
+   */
+  replicas?: number;
+  /** Gives up waiting for replicas (rejects with the signal's reason); sealing is not undone. */
+  signal?: AbortSignal;
+}
+
+/** A block this database sealed, as `onSealed` reports it. */
+export interface SealedBlockInfo {
+  id: string;
+  size: number;
+  path: string;
+}
+
+/** A registered block, as `blocks()` lists it. */
+export interface BlockListing {
+  id: string;
+  size: number;
+  /** Received from another member (adoptBlock) rather than sealed here. */
+  adopted: boolean;
+}
+
+/**
+ * What a cluster node plugs into a database it serves (carrier/replication.ts): waiting for
+ * replicas, and fetching a registered block whose file this member does not keep.
+ */
+export interface ReplicaSource {
+  /** Resolves once every block this database sealed so far is held by `replicas` members. */
+  settled(replicas: number, signal?: AbortSignal): Promise<void>;
+  /** Puts block `id` (hex) at `dest`, verified and durable, from a member that holds it. */
+  fetchBlock(id: string, dest: string): Promise<void>;
 }
 
 export interface PutOptions {
@@ -405,6 +448,11 @@ export class OuroDB {
   #gcRun: Promise<GcReport> | undefined;
   /** Set while rebuildIndex runs: writes wait for it. */
   #exclusive: Promise<void> | undefined;
+  readonly #maxUnsealedMs: number | undefined;
+  readonly #sealedListeners = new Set<(block: SealedBlockInfo) => void>();
+  #replicas: ReplicaSource | undefined;
+  /** Block adoptions run one at a time. */
+  #adoptChain: Promise<unknown> = Promise.resolve();
 
   private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
     this.dir = dir;
@@ -421,6 +469,7 @@ export class OuroDB {
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
     this.#files = new FileCache(store.vfs);
     this.#reserveBytes = opts.reserveBytes ?? Math.max(2 * this.#blockSize, 16 * 1024 * 1024);
+    this.#maxUnsealedMs = opts.maxUnsealedMs;
   }
 
   /**
@@ -436,6 +485,7 @@ export class OuroDB {
     if (options.durability !== undefined && options.durability !== 'durable' && options.durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
     if (options.reserveBytes !== undefined && !(Number.isSafeInteger(options.reserveBytes) && options.reserveBytes >= 0)) throw new BadArgumentError('reserveBytes must be a non-negative integer');
+    if (options.maxUnsealedMs !== undefined && !(Number.isSafeInteger(options.maxUnsealedMs) && options.maxUnsealedMs >= 1)) throw new BadArgumentError('maxUnsealedMs must be a positive integer');
     const root = path.resolve(dir);
     const vfs = options.fs ?? nodeVfs;
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
@@ -548,15 +598,22 @@ export class OuroDB {
       retired.add(toHex(k.subarray(1)));
       await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
     }
+    const received: string[] = [];
     for (const { idHex, path: file } of await this.#store.listSealed()) {
       const id = Buffer.from(idHex, 'hex');
       if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined) continue;
       const index = await this.#store.readIndex(file);
       if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
+      const walRows = await this.#walRows(index.seq);
+      // Sealed here, its WAL records (deleted only by its registration) are exactly its entries;
+      // otherwise it is a block received from another member whose adoption a crash cut short.
+      if (!sameRows(walRows, index.rows)) {
+        received.push(file);
+        continue;
+      }
       const bad = await this.#store.verifyEntries(file, index.rows);
       if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
       maxSeq = Math.max(maxSeq, index.seq);
-      const walRows = await this.#walRows(index.seq);
       await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
     }
 
@@ -583,6 +640,7 @@ export class OuroDB {
       this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
     }
     this.#nextSeq = maxSeq + 1;
+    for (const file of received) await this.#adopt(file);
     // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
     // once there is room: opening must not need free space.
     await Promise.all(
@@ -837,6 +895,12 @@ export class OuroDB {
     const entry: PendingEntry = { kind: row.kind, id: row.id, block, row: appended, written, committed, resolve, reject, ...extra };
     this.#pending.set(toHex(row.id), entry);
     this.#unsealed.get(block.seq)!.uncommitted++;
+    if (block.rows.length === 1 && this.#maxUnsealedMs !== undefined) {
+      const first = block;
+      setTimeout(() => {
+        if (this.#current === first && !this.#closed) this.#rotate();
+      }, this.#maxUnsealedMs).unref();
+    }
     if (block.size >= this.#blockSize) this.#rotate();
     this.#queue.push(entry);
     this.#committer ??= this.#commitLoop();
@@ -1420,6 +1484,8 @@ export class OuroDB {
     await this.#register(sealed, block.rows.length, block.entryBytes);
     this.#files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
+    const info: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
+    for (const listener of this.#sealedListeners) listener(info);
   }
 
   /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
@@ -1447,10 +1513,17 @@ export class OuroDB {
     failpoint('seal.after-register');
   }
 
-  /** Seals everything written so far into blocks. Resolves when the blocks are registered. */
-  async flush(): Promise<void> {
+  /**
+   * Seals everything written so far into blocks. Resolves when the blocks are registered, and
+   * with `replicas` > 1 once that many cluster members hold them durably.
+   */
+  async flush(options: FlushOptions = {}): Promise<void> {
     this.#checkWritable();
+    const replicas = options.replicas ?? 1;
+    if (!Number.isSafeInteger(replicas) || replicas < 1) throw new BadArgumentError('replicas must be a positive integer');
+    if (replicas > 1 && !this.#replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
     await this.#flush();
+    if (replicas > 1) await this.#replicas!.settled(replicas, options.signal);
   }
 
   async #flush(): Promise<void> {
@@ -1461,6 +1534,163 @@ export class OuroDB {
     if (this.#failed) throw this.#failed;
     const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
     if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);
+  }
+
+  // ---------------------------------------------------------------- cluster
+
+  /** The database id (hex, from OURODB.json): every keyed member of a cluster shares it. */
+  get databaseId(): string {
+    return toHex(this.#keys.material.databaseId);
+  }
+
+  /** Calls `listener` after each block this database seals (not ones it adopts). Returns an unsubscribe. */
+  onSealed(listener: (block: SealedBlockInfo) => void): () => void {
+    this.#sealedListeners.add(listener);
+    return () => this.#sealedListeners.delete(listener);
+  }
+
+  /** Every registered block, in id order. */
+  async *blocks(): AsyncGenerator<BlockListing> {
+    this.#checkOpen();
+    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
+      const info = decodeBlockInfo(v);
+      yield { id: toHex(k.subarray(1)), size: info.size, adopted: info.adopted === true };
+    }
+  }
+
+  /** Where block `id`'s file lives (whether or not this member keeps it now). */
+  blockPath(id: string): string {
+    return this.#store.blockPath(parseHash(id, 'block id'));
+  }
+
+  /** Connects (or with undefined, disconnects) the cluster node serving this database. */
+  setReplicaSource(source: ReplicaSource | undefined): void {
+    this.#replicas = source;
+  }
+
+  /**
+   * Takes in a sealed block another member of the cluster wrote: checks it (its structure, its
+   * id, every entry against the footer, and every object record against the key: a block of
+   * another database or a forged one is refused with CorruptionError), moves `file` to its
+   * place among the blocks (same file system), and indexes it in one synced batch, so that
+   * get, getByKey, history and children answer from it. Versions of a key written concurrently
+   * elsewhere become extra heads (`heads(key)`), never a silent overwrite.
+   *
+   * The block keeps its id; its seq here is a fresh registration number (flag `adopted` in its
+   * block info), since another writer's seqs mean nothing to this index. Entries already known
+   * (the same chunk written on two members) keep their location; the copy counts as dead bytes.
+   * A crash after the move is finished by the next open. Adopted blocks are never compacted
+   * by gc here. Resolves to adopted false when the block was registered already (its file is
+   * then left alone if it is the registered one, else removed).
+   */
+  adoptBlock(file: string): Promise<{ id: string; adopted: boolean }> {
+    this.#checkWritable();
+    const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file)));
+    this.#adoptChain = run.catch(() => {});
+    this.#inflight.add(run);
+    void run.finally(() => this.#inflight.delete(run)).catch(() => {});
+    return run;
+  }
+
+  async #adopt(file: string): Promise<{ id: string; adopted: boolean }> {
+    while (this.#exclusive) await this.#exclusive;
+    const store = this.#store;
+    const index = await store.readIndex(file);
+    const idHex = toHex(index.id);
+    const dest = store.blockPath(index.id);
+    if (this.#get(keys.block(index.id)) !== undefined) {
+      if (file !== dest) await store.vfs.remove(file).catch(() => {});
+      return { id: idHex, adopted: false };
+    }
+    const bad = await store.verifyEntries(file, index.rows);
+    if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
+    const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
+    if (file !== dest) {
+      await ensureDir(store.vfs, path.dirname(dest));
+      await store.vfs.rename(file, dest).catch((err: unknown) => {
+        throw ioError(`rename ${file} -> ${dest}`, err);
+      });
+      await fsyncDir(store.vfs, path.dirname(dest));
+    }
+    failpoint('adopt.after-rename');
+
+    const byKey = new Map<string, VersionNode[]>();
+    for (const { row, record } of records.values()) {
+      if (record.key === null || record.type === 'purge') continue;
+      let list = byKey.get(record.key);
+      if (!list) byKey.set(record.key, (list = []));
+      list.push({ hash: row.id, prev: record.prev, tombstone: record.type === 'tombstone' });
+    }
+    const names = [...byKey.keys()].sort();
+    return this.#withKeys(names, async () => {
+      const changes = new Map<string, VersionChange>();
+      for (const name of names) {
+        await this.#keySettled(name);
+        const known: Array<VersionNode & { n: number }> = [];
+        for await (const k of this.#ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
+          const v = keys.decodeVersion(k);
+          const hash = Buffer.from(v.hash);
+          const r = await this.#readRecord(hash);
+          known.push({ hash, n: v.n, prev: r.prev, tombstone: r.type === 'tombstone' });
+        }
+        changes.set(name, mergeVersions(known, byKey.get(name)!));
+      }
+      let seq = 0;
+      await this.#writeBatch([], {}, [
+        (ops, delta) => {
+          seq = this.#nextSeq++;
+          ops.push(
+            { type: 'put', key: keys.block(index.id), value: encodeBlockInfo({ seq, adopted: true, size: index.size, entries: index.rows.length, liveBytes: sumLengths(index.rows) }) },
+            { type: 'put', key: keys.sealedSeq(seq), value: index.id },
+            { type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) },
+          );
+          add(delta, 'blocks', 1);
+          add(delta, 'storedBytes', index.size);
+          for (const row of index.rows) this.#indexAdopted(row, seq, records.get(toHex(row.id))?.record, ops, delta);
+          for (const [name, change] of changes) {
+            const kb = Buffer.from(name, 'utf8');
+            for (const d of change.drop) ops.push({ type: 'del', key: keys.version(kb, d.n, d.hash) });
+            for (const w of change.write) ops.push({ type: 'put', key: keys.version(kb, w.n, w.hash), value: EMPTY });
+            ops.push({ type: 'put', key: keys.heads(kb), value: encodeHeads(change.heads) });
+          }
+        },
+      ]);
+      this.#sealedSeqs.set(seq, index.id);
+      failpoint('adopt.after-register');
+      return { id: idHex, adopted: true };
+    });
+  }
+
+  /** The index entries of one entry of an adopted block (inside its batch's prepare step). */
+  #indexAdopted(row: EntryRow, seq: number, record: ObjectRecord | undefined, ops: BatchOp[], delta: Partial<PersistedStats>): void {
+    const hex = toHex(row.id);
+    const chunk = row.kind === EntryKind.Chunk;
+    const indexKey = chunk ? keys.chunk(row.id) : keys.object(row.id);
+    if (this.#get(indexKey) !== undefined || this.#pending.has(hex)) {
+      this.#counters!.addDead(keys.dead(seq), row.length);
+      return;
+    }
+    ops.push({ type: 'put', key: indexKey, value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq }) });
+    if (chunk) {
+      add(delta, 'chunks', 1);
+      add(delta, 'uniqueBytes', row.plainLength);
+      add(delta, 'chunkStoredBytes', row.length);
+      return;
+    }
+    if (!record || record.type === 'purge') return;
+    add(delta, 'objects', 1);
+    add(delta, 'logicalBytes', record.size);
+    if (record.inline) {
+      add(delta, 'uniqueBytes', record.inline.byteLength);
+      add(delta, 'chunkStoredBytes', record.inline.byteLength);
+    }
+    for (const c of record.chunks) this.#changeRef(c.id, 1);
+    if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, row.id), value: EMPTY });
+  }
+
+  /** #withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
+  #withKeys<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
+    return names.reduceRight<() => Promise<T>>((inner, name) => () => this.#withKey(name, inner), fn)();
   }
 
   // ---------------------------------------------------------------- export
@@ -1643,6 +1873,9 @@ export class OuroDB {
     const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
     for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
+      // Another member's block: its holders keep it whole (deletion across the cluster is the
+      // writer's to start), so its dead entries are not compacted here.
+      if (info.adopted) continue;
       const dead = decodeCount(this.#get(keys.dead(info.seq)));
       if (dead === 0) continue;
       const entryBytes = Math.max(1, info.liveBytes);
@@ -1854,7 +2087,13 @@ export class OuroDB {
     const [name, file] = this.#fileOf(loc);
     // #fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
     // close the descriptor between them (FileCache counts the reference before awaiting).
-    return this.#files.read(name, file, loc.offset, loc.length).then((bytes) => {
+    const read = this.#files.read(name, file, loc.offset, loc.length).catch(async (err: unknown) => {
+      // A registered block this cluster member does not keep: fetch it from a holder once.
+      if (!this.#replicas || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
+      await this.#replicas.fetchBlock(name.slice(4), file);
+      return this.#files.read(name, file, loc.offset, loc.length);
+    });
+    return read.then((bytes) => {
       if (bytes.length !== loc.length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset, id: toHex(id) } });
       return openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset);
     });
@@ -2070,6 +2309,16 @@ function validateMeta(meta: unknown): Record<string, string> {
     if (typeof v !== 'string') throw new BadArgumentError(`meta.${k} must be a string`);
   }
   return { ...(meta as Record<string, string>) };
+}
+
+/** Whether two lists of entry rows name the same entries at the same offsets. */
+function sameRows(a: readonly EntryRow[], b: readonly EntryRow[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.offset === b[i]!.offset && r.id.equals(b[i]!.id));
+}
+
+function isMissingFile(err: unknown): boolean {
+  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
+  return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
 }
 
 function add(delta: Partial<PersistedStats>, k: keyof PersistedStats, v: number): void {

@@ -82,32 +82,40 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
     if (ops.length >= 10_000) await flush();
   };
 
-  // 1. Every sealed block: register it and pick one location per id (the newest copy).
+  // 1. Every sealed block: register it and pick one location per id (the newest copy). A block
+  // keeps the seq in its header unless another block took it first: blocks adopted from other
+  // cluster members carry their writers' seqs, which may collide with ours; those get fresh seqs
+  // after all the others (and the adopted flag, so gc leaves them whole).
   const blockFiles = new Map<number, string>();
+  const valid: Array<{ file: string; index: Awaited<ReturnType<BlockStore['readIndex']>> }> = [];
   for (const { idHex, path: file } of await store.listSealed()) {
-    let index;
     try {
-      index = await store.readIndex(file);
+      const index = await store.readIndex(file);
       if (toHex(index.id) !== idHex) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`);
+      valid.push({ file, index });
     } catch (err) {
       if (!(err instanceof OuroError)) throw err;
       report.skipped.push({ file, error: err.message });
-      continue;
     }
-    blockFiles.set(index.seq, file);
+  }
+  valid.sort((a, b) => a.index.seq - b.index.seq || Buffer.compare(a.index.id, b.index.id));
+  for (const { index } of valid) report.nextSeq = Math.max(report.nextSeq, index.seq + 1);
+  for (const { file, index } of valid) {
+    const adopted = blockFiles.has(index.seq);
+    const seq = adopted ? report.nextSeq++ : index.seq;
+    blockFiles.set(seq, file);
     report.blocks++;
     stats.blocks++;
     stats.storedBytes += index.size;
-    report.nextSeq = Math.max(report.nextSeq, index.seq + 1);
     const live = index.rows.reduce((n, r) => n + r.length, 0);
-    entryBytes.set(index.seq, live);
-    await put(keys.block(index.id), encodeBlockInfo({ seq: index.seq, size: index.size, entries: index.rows.length, liveBytes: live }));
-    await put(keys.sealedSeq(index.seq), index.id);
+    entryBytes.set(seq, live);
+    await put(keys.block(index.id), encodeBlockInfo({ seq, adopted, size: index.size, entries: index.rows.length, liveBytes: live }));
+    await put(keys.sealedSeq(seq), index.id);
     for (const row of index.rows) {
       const map = row.kind === EntryKind.Chunk ? chunks : objects;
       const hex = toHex(row.id);
       const prior = map.get(hex);
-      if (!prior || prior.seq < index.seq) map.set(hex, { seq: index.seq, row });
+      if (!prior || prior.seq < seq) map.set(hex, { seq, row });
     }
   }
 
