@@ -14,6 +14,7 @@ import path from 'node:path';
 import { BadArgumentError, OuroError } from '../lib/errors.js';
 import { writeFileAtomic } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
+import { serveDb } from './admin-db.js';
 import { isLoopback } from './config.js';
 import type { Node } from './node.js';
 
@@ -94,10 +95,12 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = `${req.method} ${url.pathname}`;
     try {
-      const isRead = req.method === 'GET';
+      // Database routes return plaintext: they need the token even for reads on loopback.
+      const isRead = req.method === 'GET' && !url.pathname.startsWith('/db/');
       if (!(isRead && this.#open) && !this.#authorized(req)) throw new HttpError(401, 'this request needs the admin token (Authorization: Bearer <token>)');
-      const body = req.method === 'POST' ? await readBody(req) : {};
       const node = this.#node;
+      if (await serveDb(node.db, route, url, req, res, () => readBody(req), send)) return;
+      const body = req.method === 'POST' ? await readBody(req) : {};
       const peerArg = () => {
         if (typeof body.peerId !== 'string' || body.peerId === '') throw new BadArgumentError('body must name a peerId');
         return body.peerId;
@@ -127,6 +130,12 @@ export class AdminServer {
           if (typeof ttlSec !== 'number') throw new BadArgumentError('body must give ttlSec');
           return send(res, 200, await node.createToken(ttlSec * 1000));
         }
+        case 'GET /replication/blocks':
+          return send(res, 200, { blocks: await node.replication.held() });
+        case 'POST /replication/repair':
+          node.replication.kick();
+          await node.replication.idle();
+          return send(res, 200, node.replication.progress);
         case 'POST /cluster/leave':
           await node.leave();
           return send(res, 200, { left: true });
@@ -134,6 +143,11 @@ export class AdminServer {
           throw new HttpError(404, `no route ${route}`);
       }
     } catch (err) {
+      // A failure in the middle of a streamed answer can only cut the connection.
+      if (res.headersSent) {
+        res.destroy(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
       if (err instanceof HttpError) return send(res, err.status, { error: { code: err.status === 401 ? 'UNAUTHORIZED' : 'NOT_FOUND', message: err.message } });
       const code = err instanceof OuroError ? err.code : 'OURO_IO_ERROR';
       this.#node.log.warn({ event: 'admin-error', route, code, err: err instanceof Error ? err.message : String(err) }, 'admin request failed');

@@ -153,6 +153,47 @@ export class Carrier {
     );
   }
 
+  /**
+   * Serves `protocol` as a raw stream, for bulk transfers that do not fit one frame (blocks):
+   * `handler` reads and writes the stream itself (carrier/stream-reader.ts, sendBytes) and must
+   * close it. `allow` refuses peers as in handle(). The handler's signal fires when the carrier
+   * stops; time limits are the handler's to set.
+   */
+  async handleStream(protocol: string, handler: (stream: Stream, ctx: HandlerContext) => Promise<void>, options: { allow?: (peer: string) => boolean; maxInboundStreams?: number } = {}): Promise<void> {
+    await this.node.handle(
+      protocol,
+      async (stream: Stream, connection: Connection) => {
+        const peer = connection.remotePeer.toString();
+        const started = performance.now();
+        let outcome = 'ok';
+        try {
+          if (options.allow && !options.allow(peer)) {
+            outcome = 'refused';
+            await this.#refuse(stream, peer, protocol);
+            return;
+          }
+          await handler(stream, { peer, signal: this.#stopping.signal });
+        } catch (err) {
+          outcome = err instanceof OuroError ? err.code : 'error';
+          stream.abort(err instanceof Error ? err : new Error(String(err)));
+        } finally {
+          this.#observe({ protocol, direction: 'in', outcome, seconds: (performance.now() - started) / 1000 });
+        }
+      },
+      { maxInboundStreams: options.maxInboundStreams ?? 16 },
+    );
+  }
+
+  /** A new stream to `peer` for `protocol` (see handleStream); the caller closes it. */
+  async openStream(peer: string | string[], protocol: string, signal: AbortSignal): Promise<Stream> {
+    try {
+      return await this.node.dialProtocol(target(peer), protocol, { signal: AbortSignal.any([signal, this.#stopping.signal]) });
+    } catch (err) {
+      if (signal.aborted) throw new TimeoutError(`${protocol} to ${String(peer)}: no stream`, { cause: err });
+      throw new ProtocolError(`${protocol} to ${String(peer)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+
   /** One OURO_REFUSED reply, then the stream is closed both ways; the request is never read. */
   async #refuse(stream: Stream, peer: string, protocol: string): Promise<void> {
     const reply = refusal(peer, protocol);
@@ -234,9 +275,7 @@ export class Carrier {
       if (err instanceof OuroError) throw err;
       throw new ProtocolError(`${protocol} to ${String(peer)} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-    if (reply === null || typeof reply !== 'object' || typeof reply.ok !== 'boolean') throw new ProtocolError(`${protocol}: malformed reply`);
-    if (!reply.ok) throw remoteError(reply.code, `${protocol} at ${String(peer)}: ${reply.message}`);
-    return reply.body;
+    return unwrapReply(reply, `${protocol} at ${String(peer)}`);
   }
 
   /** A stream of its own: one frame each way. */
@@ -318,7 +357,7 @@ function target(peer: string | string[]): Multiaddr | Multiaddr[] | ReturnType<t
 }
 
 /** Writes `bytes`, waiting for the stream to drain when it asks to. */
-async function send(stream: Stream, bytes: Uint8Array, signal: AbortSignal): Promise<void> {
+export async function send(stream: Stream, bytes: Uint8Array, signal: AbortSignal): Promise<void> {
   if (!stream.send(bytes)) await stream.onDrain({ signal });
 }
 
@@ -329,6 +368,14 @@ async function firstFrame(stream: Stream, maxFrameBytes: number, signal?: AbortS
     return message;
   }
   throw new ProtocolError('stream ended before a frame');
+}
+
+/** The body of a reply envelope, or the typed error it carries (`what` names the request). */
+export function unwrapReply(reply: unknown, what: string): unknown {
+  const r = reply as Reply | null;
+  if (r === null || typeof r !== 'object' || typeof r.ok !== 'boolean') throw new ProtocolError(`${what}: malformed reply`);
+  if (!r.ok) throw remoteError(r.code, `${what}: ${r.message}`);
+  return r.body;
 }
 
 const KNOWN_CODES = new Set<string>(OURO_ERROR_CODES);

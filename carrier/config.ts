@@ -20,6 +20,8 @@ export const isLoopback = (host: string) => LOOPBACK.has(host) || host.startsWit
 
 const ms = (min: number) => z.number().int().min(min).max(24 * 3600_000);
 
+export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs: 60_000, repairIntervalMs: 10_000, repairBytesPerSec: 64 * 1024 * 1024 };
+
 const schema = z
   .strictObject({
     version: z.literal(CONFIG_VERSION),
@@ -39,6 +41,20 @@ const schema = z
     maxFrameBytes: z.number().int().min(1024).max(64 * 1024 * 1024),
     requestTimeoutMs: ms(100),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']) }),
+    replication: z
+      .strictObject({
+        /** Members each sealed block is placed on (capped by the cluster's size); every member must use the same. */
+        factor: z.number().int().min(1).max(16),
+        /** The node's database seals an open block once its oldest entry is this old. */
+        maxUnsealedMs: ms(10),
+        /** A dead member keeps its placements this long before its blocks are copied elsewhere. */
+        deadGraceMs: ms(0),
+        /** Pause between repair passes. */
+        repairIntervalMs: ms(100),
+        /** Bytes per second repair may send. */
+        repairBytesPerSec: z.number().int().min(64 * 1024),
+      })
+      .default(() => ({ ...DEFAULT_REPLICATION })),
     database: z.strictObject({
       /** Open the embedded database in `path` (relative to the node directory) with the node. */
       enabled: z.boolean(),
@@ -64,6 +80,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   maxFrameBytes: 4 * 1024 * 1024,
   requestTimeoutMs: 10_000,
   log: { level: 'info' },
+  replication: { ...DEFAULT_REPLICATION },
   database: { enabled: false, path: 'db' },
 };
 
@@ -72,7 +89,8 @@ export function resolveConfig(base: unknown, patch: NodeConfigPatch = {}, source
   const merged: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [k, v] of Object.entries(patch)) {
     if (v === undefined) continue;
-    const b = merged[k];
+    // A section the file lacks (written by an older release) starts from its default.
+    const b = merged[k] ?? (DEFAULT_CONFIG as Record<string, unknown>)[k];
     merged[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && b !== null && typeof b === 'object' && !Array.isArray(b) ? { ...b, ...v } : v;
   }
   const parsed = schema.safeParse(merged);

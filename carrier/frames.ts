@@ -73,14 +73,17 @@ export async function* decodeFrames(source: AsyncIterable<Uint8Array | { subarra
       if (pendingBytes < need) break;
       const body = take(need);
       need = -1;
-      let message: unknown;
-      try {
-        message = packr.unpack(body);
-      } catch (err) {
-        throw new ProtocolError('frame does not decode as msgpack', { cause: err });
-      }
-      yield message;
+      yield decodeFrameBody(body);
     }
   }
   if (need >= 0 || pendingBytes > 0) throw new ProtocolError('stream ended in the middle of a frame');
+}
+
+/** A frame's body (after its length) decoded; ProtocolError if it is not msgpack. */
+export function decodeFrameBody(body: Uint8Array): unknown {
+  try {
+    return packr.unpack(body);
+  } catch (err) {
+    throw new ProtocolError('frame does not decode as msgpack', { cause: err });
+  }
 }

@@ -45,16 +45,7 @@ export async function loadIdentity(dir: string, wrapKey?: Uint8Array): Promise<P
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(`reading ${file}`, err);
     const key = await generateKeyPair('Ed25519');
-    const bytes = privateKeyToProtobuf(key);
-    let body: IdentityFile;
-    if (wrapKey) {
-      const nonce = crypto.randomBytes(NONCE_BYTES);
-      body = { version: IDENTITY_VERSION, type: 'Ed25519', nonce: toHex(nonce), sealed: toHex(xchachaSeal(wrappingKey(wrapKey), nonce, bytes, AD)) };
-    } else {
-      body = { version: IDENTITY_VERSION, type: 'Ed25519', key: toHex(bytes) };
-    }
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(nodeVfs, file, JSON.stringify(body, null, 2) + '\n');
+    await writeIdentity(file, privateKeyToProtobuf(key), wrapKey);
     return key;
   }
   // Owner-only, whatever a copy or an umask did to it.
@@ -81,9 +72,26 @@ export async function loadIdentity(dir: string, wrapKey?: Uint8Array): Promise<P
     bytes = typeof body.key === 'string' && /^([0-9a-f]{2})+$/.test(body.key) ? Buffer.from(body.key, 'hex') : undefined;
   }
   if (!bytes) throw new CorruptionError(`${file} is malformed`, { location: { file } });
+  let key: PrivateKey;
   try {
-    return privateKeyFromProtobuf(bytes);
+    key = privateKeyFromProtobuf(bytes);
   } catch (err) {
     throw new CorruptionError(`${file} does not hold a private key`, { cause: err, location: { file } });
   }
+  // Made before the node had its database (it joined, then took the cluster's): seal it now.
+  if (body.sealed === undefined && wrapKey) await writeIdentity(file, bytes, wrapKey);
+  return key;
+}
+
+async function writeIdentity(file: string, bytes: Uint8Array, wrapKey: Uint8Array | undefined): Promise<void> {
+  let body: IdentityFile;
+  if (wrapKey) {
+    const nonce = crypto.randomBytes(NONCE_BYTES);
+    body = { version: IDENTITY_VERSION, type: 'Ed25519', nonce: toHex(nonce), sealed: toHex(xchachaSeal(wrappingKey(wrapKey), nonce, bytes, AD)) };
+  } else {
+    body = { version: IDENTITY_VERSION, type: 'Ed25519', key: toHex(bytes) };
+  }
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writeFileAtomic(nodeVfs, file, JSON.stringify(body, null, 2) + '\n');
+  await fs.chmod(file, 0o600).catch(() => {});
 }

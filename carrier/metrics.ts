@@ -15,6 +15,8 @@ export class NodeMetrics {
   readonly #transitions: Counter<'to'>;
   readonly #joins: Counter<'outcome'>;
   readonly #listChanges: Counter;
+  readonly #replicatedBlocks: Counter<'direction'>;
+  readonly #replicatedBytes: Counter<'direction'>;
 
   constructor() {
     const registers = [this.registry];
@@ -24,6 +26,8 @@ export class NodeMetrics {
     this.#heartbeats = new Counter({ name: 'ouro_heartbeats_sent_total', help: 'Heartbeats sent, by result (ok, failed)', labelNames: ['result'], registers });
     this.#transitions = new Counter({ name: 'ouro_member_transitions_total', help: 'Failure detector transitions, by the state entered', labelNames: ['to'], registers });
     this.#joins = new Counter({ name: 'ouro_join_requests_total', help: 'Join requests answered, by outcome (approved, pending, rejected)', labelNames: ['outcome'], registers });
+    this.#replicatedBlocks = new Counter({ name: 'ouro_replicated_blocks_total', help: 'Blocks transferred to (out) or from (in) other members and kept durably there or here', labelNames: ['direction'], registers });
+    this.#replicatedBytes = new Counter({ name: 'ouro_replicated_bytes_total', help: 'Bytes of those blocks', labelNames: ['direction'], registers });
     this.#listChanges = new Counter({ name: 'ouro_member_list_changes_total', help: 'Member lists adopted (made here or merged from peers)', registers });
   }
 
@@ -61,6 +65,23 @@ export class NodeMetrics {
       registers,
       collect() {
         this.set(node.pending().length);
+      },
+    });
+    new Gauge({
+      name: 'ouro_repair',
+      help: 'Replication repair progress: passes, blocks checked and below placement in the last pass, and since start blocks pushed, bytes pushed, surplus copies removed, blocks fetched, failures',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const p = node.replication.progress;
+        this.set({ kind: 'passes' }, p.passes);
+        this.set({ kind: 'checked' }, p.checked);
+        this.set({ kind: 'under_replicated' }, p.underReplicated);
+        this.set({ kind: 'pushed' }, p.pushed);
+        this.set({ kind: 'pushed_bytes' }, p.pushedBytes);
+        this.set({ kind: 'removed' }, p.removed);
+        this.set({ kind: 'fetched' }, p.fetched);
+        this.set({ kind: 'failures' }, p.failures);
       },
     });
     if (node.db) {
@@ -109,6 +130,11 @@ export class NodeMetrics {
 
   join(outcome: string): void {
     this.#joins.inc({ outcome });
+  }
+
+  replicated(direction: 'in' | 'out', bytes: number): void {
+    this.#replicatedBlocks.inc({ direction });
+    this.#replicatedBytes.inc({ direction }, bytes);
   }
 
   listChanged(): void {

@@ -14,18 +14,20 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
-import type { PrivateKey } from '@libp2p/interface';
+import type { PrivateKey, Stream } from '@libp2p/interface';
 import { pino, type Logger } from 'pino';
 import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
-import { Carrier, type Handler, type RequestEvent, protocolId } from './carrier.js';
+import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
 import { FailureDetector, type MemberState, type Transition } from './detector.js';
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, isMember, members, merge, newCluster, verify } from './membership.js';
 import { NodeMetrics } from './metrics.js';
+import { Replicator } from './replication.js';
+import { DbShelf, DirShelf } from './shelf.js';
 
 export const JOIN_PROTOCOL = protocolId('join');
 export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
@@ -95,6 +97,7 @@ export class Node {
   readonly #key: PrivateKey;
   readonly #files: ClusterFiles;
   readonly #detector: FailureDetector;
+  readonly replication: Replicator;
   #list: MemberList | undefined;
   #joins: JoinState;
   #role: NodeRole;
@@ -122,6 +125,7 @@ export class Node {
     this.#joinTarget = args.joinTarget;
     this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
     this.#detector = new FailureDetector(args.config.heartbeat);
+    this.replication = new Replicator(this, args.db ? new DbShelf(args.db) : new DirShelf(args.dir), args.db, args.config.replication);
   }
 
   /**
@@ -160,7 +164,7 @@ export class Node {
     const ownsDb = db === undefined && config.database.enabled;
     if (ownsDb) {
       if (!options.dbOpen) throw new BadArgumentError('the config enables the database: give its credentials (dbOpen)');
-      db = await Database.open(path.join(dir, config.database.path), options.dbOpen);
+      db = await Database.open(path.join(dir, config.database.path), { maxUnsealedMs: config.replication.maxUnsealedMs, ...options.dbOpen });
     }
     try {
       const files = new ClusterFiles(dir);
@@ -217,6 +221,7 @@ export class Node {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
+    await this.replication.start();
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
     if (this.#list && this.#role === 'member') {
       this.#detector.track(this.#others());
@@ -241,6 +246,31 @@ export class Node {
       (message, ctx) => this.#track(handler(message, ctx)),
       { allow: (peer) => this.#role === 'member' && this.#list !== undefined && isMember(this.#list, peer), maxInboundStreams: options.maxInboundStreams },
     );
+  }
+
+  /** handle() for a raw stream protocol (bulk transfers; see Carrier.handleStream). */
+  async handleStream(name: string, handler: (stream: Stream, ctx: HandlerContext) => Promise<void>, options: { major?: number } = {}): Promise<void> {
+    await this.carrier.handleStream(protocolId(name, options.major), (stream, ctx) => this.#track(handler(stream, ctx)), {
+      allow: (peer) => this.#role === 'member' && this.#list !== undefined && isMember(this.#list, peer),
+    });
+  }
+
+  /** A raw stream to a member by peer id (see handleStream). */
+  openStream(peer: string, name: string, signal: AbortSignal, options: { major?: number } = {}): Promise<Stream> {
+    return this.carrier.openStream(this.#route(peer), protocolId(name, options.major), signal);
+  }
+
+  get maxFrameBytes(): number {
+    return this.config.maxFrameBytes;
+  }
+
+  get requestTimeoutMs(): number {
+    return this.config.requestTimeoutMs;
+  }
+
+  /** Members that are draining: placement skips them. */
+  draining(): ReadonlySet<string> {
+    return new Set();
   }
 
   /** Sends a request to a member by peer id, dialing its listed addresses. */
@@ -577,6 +607,7 @@ export class Node {
       members: this.#detector.counts(),
       pendingJoins: this.#joins.pending.length,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
+      replication: { factor: this.config.replication.factor, ...this.replication.progress },
     };
   }
 
@@ -594,6 +625,7 @@ export class Node {
     const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
     await this.#serial;
+    await this.replication.stop();
     await this.carrier.stop();
     if (this.#ownsDb) await this.db!.close();
     this.log.info({ event: 'stop', peerId: this.peerId }, 'node stopped');

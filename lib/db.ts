@@ -1558,6 +1558,15 @@ export class OuroDB {
     }
   }
 
+  /** Registered block `id` (hex), or undefined. */
+  block(id: string): BlockListing | undefined {
+    this.#checkOpen();
+    const v = this.#get(keys.block(parseHash(id, 'block id')));
+    if (v === undefined) return undefined;
+    const info = decodeBlockInfo(v);
+    return { id, size: info.size, adopted: info.adopted === true };
+  }
+
   /** Where block `id`'s file lives (whether or not this member keeps it now). */
   blockPath(id: string): string {
     return this.#store.blockPath(parseHash(id, 'block id'));

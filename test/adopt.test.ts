@@ -96,9 +96,9 @@ describe('adoptBlock', () => {
     const other = await OuroDB.open(tempDir(), SMALL);
     await other.put('elsewhere', { key: 'x' });
     await other.flush();
-    const [{ id }] = await Array.fromAsync(other.blocks());
+    const [first] = await Array.fromAsync(other.blocks());
     const staging = path.join(b.dir, 'foreign');
-    fs.copyFileSync(other.blockPath(id!), staging);
+    fs.copyFileSync(other.blockPath(first!.id), staging);
     await expect(b.adoptBlock(staging)).rejects.toMatchObject({ code: 'OURO_CORRUPTION' });
 
     await a.put(pseudoRandom('t', 50_000), { key: 'y' });

@@ -26,6 +26,11 @@ interface ConfigFlags {
   database?: boolean;
   maxFrameBytes?: string;
   requestTimeoutMs?: string;
+  replicationFactor?: string;
+  maxUnsealedMs?: string;
+  deadGraceMs?: string;
+  repairIntervalMs?: string;
+  repairBytesPerSec?: string;
 }
 
 const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : Number.NaN);
@@ -34,6 +39,7 @@ const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.te
 function patchOf(o: ConfigFlags): NodeConfigPatch {
   const heartbeat = { intervalMs: num(o.heartbeatMs), suspectAfterMs: num(o.suspectAfterMs), deadAfterMs: num(o.deadAfterMs) };
   const admin = { host: o.adminHost, port: num(o.adminPort) };
+  const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec) };
   const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
   return {
     listen: o.listen,
@@ -41,6 +47,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
     requestTimeoutMs: num(o.requestTimeoutMs),
     ...(Object.keys(clean(heartbeat)).length ? { heartbeat: clean(heartbeat) } : {}),
     ...(Object.keys(clean(admin)).length ? { admin: clean(admin) } : {}),
+    ...(Object.keys(clean(replication)).length ? { replication: clean(replication) } : {}),
     ...(o.logLevel !== undefined ? { log: { level: o.logLevel as 'info' } } : {}),
     ...(o.database !== undefined ? { database: { enabled: o.database } } : {}),
   };
@@ -57,6 +64,11 @@ function configOptions(cmd: Command): Command {
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent (config: log.level)')
     .option('--max-frame-bytes <n>', 'largest carrier frame (config: maxFrameBytes)')
     .option('--request-timeout-ms <ms>', 'default request time limit (config: requestTimeoutMs)')
+    .option('--replication-factor <n>', 'members each sealed block is placed on; the same on every member (config: replication.factor)')
+    .option('--max-unsealed-ms <ms>', 'seal written data at the latest this long after it was written (config: replication.maxUnsealedMs)')
+    .option('--dead-grace-ms <ms>', 'how long a dead member keeps its placements before repair copies its blocks (config: replication.deadGraceMs)')
+    .option('--repair-interval-ms <ms>', 'pause between repair passes (config: replication.repairIntervalMs)')
+    .option('--repair-bytes-per-sec <n>', 'bandwidth repair may use (config: replication.repairBytesPerSec)')
     .option('--database', 'open the embedded database in <dir>/db with the node (config: database.enabled)')
     .option('--no-database', 'run without the database');
 }
@@ -103,13 +115,18 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const { loadConfig } = await import('../../carrier/config.js');
     const patch = patchOf(o);
     const config = await loadConfig(dir, patch);
-    // One open of the database (one passphrase stretch) serves the identity and the node.
-    const db = await openNodeDb(dir, g(), config.database);
+    // A node that has no database yet joins without one and then takes the cluster's database
+    // descriptor (its wrapped keys: the credentials must unlock it), so that every keyed member
+    // holds the same database. One that has one opens it once (one passphrase stretch) for the
+    // identity and the node.
+    const takeDescriptor = config.database.enabled && !fs.existsSync(path.join(dir, config.database.path, 'OURODB.json'));
+    const db = takeDescriptor ? undefined : await openNodeDb(dir, g(), config.database);
+    const creds = takeDescriptor ? await credentials(g()) : undefined;
     let running: Awaited<ReturnType<typeof Node.start>>;
     try {
       await Node.init(dir, { config: patch, identityKey: db?.deriveKey('node-identity') });
       await Node.requestJoin(dir, o.peer, o.token);
-      running = await Node.start({ dir, config: patch, db });
+      running = await Node.start({ dir, config: takeDescriptor ? { ...patch, database: { ...config.database, enabled: false } } : patch, db });
     } catch (err) {
       await db?.close();
       throw err;
@@ -126,6 +143,8 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
         status === 'joined' ? `joined cluster ${running.clusterId} as ${running.peerId}` : status === 'rejected' ? `join rejected` : `join ${status}: an operator runs \`ouro cluster approve ${running.peerId}\` on that member; \`ouro node start ${dir}\` keeps asking`,
       );
       if (status === 'rejected') throw new RefusedError(`${running.peerId} was refused by the cluster`);
+      if (status === 'joined' && takeDescriptor) await takeClusterDescriptor(running, o.peer, path.join(dir, config.database.path), creds!);
+      else if (takeDescriptor) process.stderr.write(`the database is taken from the cluster once this node is approved: run \`ouro node join\` again then\n`);
     } finally {
       await running.stop();
       await db?.close();
@@ -200,6 +219,30 @@ async function openNodeDb(dir: string, g: GlobalOptions, database: { enabled: bo
   const { OuroDB } = await import('../../lib/index.js');
   const exists = fs.existsSync(path.join(dir, database.path, 'OURODB.json'));
   return OuroDB.open(path.join(dir, database.path), { ...(await credentials(g, !exists)), create: true });
+}
+
+/**
+ * Writes the cluster's database descriptor into `dbDir` (asked of the member this node joined
+ * through), then opens the database once to prove the credentials unlock it.
+ */
+async function takeClusterDescriptor(node: { request(peer: string, name: string, message: unknown): Promise<unknown> }, peer: string[], dbDir: string, creds: Awaited<ReturnType<typeof credentials>>): Promise<void> {
+  const { writeFileAtomic } = await import('../../lib/fsutil.js');
+  const { nodeVfs } = await import('../../lib/vfs/vfs.js');
+  const { OuroDB } = await import('../../lib/index.js');
+  const via = /\/p2p\/([^/]+)$/.exec(peer[0]!)![1]!;
+  const r = (await node.request(via, 'descriptor', { v: 1 })) as { descriptor?: unknown };
+  if (typeof r?.descriptor !== 'string') throw new NotFoundError('the member joined through runs without a database: start it with one, or join without --database');
+  let parsed: { format?: unknown };
+  try {
+    parsed = JSON.parse(r.descriptor) as { format?: unknown };
+  } catch (err) {
+    throw new OuroError('OURO_PROTOCOL', 'the cluster sent a database descriptor that is not JSON', { cause: err });
+  }
+  if (parsed?.format !== 'ourodb') throw new OuroError('OURO_PROTOCOL', 'the cluster sent something that is not a database descriptor');
+  fs.mkdirSync(dbDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(nodeVfs, path.join(dbDir, 'OURODB.json'), r.descriptor);
+  const db = await OuroDB.open(dbDir, { ...creds, create: false });
+  await db.close();
 }
 
 /** One admin API call to the node running in `dir`. */

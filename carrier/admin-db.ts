@@ -1,0 +1,100 @@
+/**
+ * The database routes of the admin API (docs/node.md, "Database over the admin API"): how an
+ * operator or a test puts and reads data on a running node whose database the node owns (the
+ * database's LevelDB lock keeps other processes out while it runs). Every route needs the admin
+ * token, reads included: they return plaintext.
+ *
+ *   PUT  /db/objects[?key=K&parent=H]   body: the value (streamed)  -> {hash, size}
+ *   GET  /db/objects/<hash>             -> the value (streamed)
+ *   GET  /db/value?key=K                -> the value of the key's newest head
+ *   GET  /db/heads?key=K                -> {heads}
+ *   GET  /db/history?key=K              -> {versions}
+ *   GET  /db/export                     -> {objects: [{hash, key, parent, prev, meta, created, size, type, sha256}]}
+ *   GET  /db/stats                      -> db.stats()
+ *   POST /db/flush {replicas?}          -> {} once sealed (and held by `replicas` members)
+ */
+import crypto from 'node:crypto';
+import type http from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { OuroDB } from '../lib/db.js';
+import { BadArgumentError, NotFoundError } from '../lib/errors.js';
+
+type Send = (res: http.ServerResponse, status: number, body: unknown) => void;
+
+/** Serves `route` if it is a database route; false if it is not one. */
+export async function serveDb(db: OuroDB | undefined, route: string, url: URL, req: http.IncomingMessage, res: http.ServerResponse, body: () => Promise<Record<string, unknown>>, send: Send): Promise<boolean> {
+  if (!url.pathname.startsWith('/db/')) return false;
+  if (!db) throw new NotFoundError('this node runs without a database');
+  const key = () => {
+    const k = url.searchParams.get('key');
+    if (k === null) throw new BadArgumentError('name the key: ?key=K');
+    return k;
+  };
+  const stream = async (source: AsyncIterable<Uint8Array>) => {
+    // The first piece is read before the headers go out, so a missing object is still a 404.
+    const it = source[Symbol.asyncIterator]();
+    const first = await it.next();
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    await pipeline(
+      Readable.from(
+        (async function* () {
+          if (!first.done) yield first.value;
+          for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+        })(),
+      ),
+      res,
+    );
+  };
+  const objectHash = /^\/db\/objects\/([0-9a-f]{64})$/.exec(url.pathname)?.[1];
+  if (req.method === 'GET' && objectHash) {
+    await stream(db.stream(objectHash));
+    return true;
+  }
+  switch (route) {
+    case 'PUT /db/objects': {
+      const k = url.searchParams.get('key');
+      const parent = url.searchParams.get('parent');
+      send(res, 200, await db.put(req as AsyncIterable<Uint8Array>, { ...(k !== null ? { key: k } : {}), ...(parent !== null ? { parent } : {}) }));
+      return true;
+    }
+    case 'GET /db/value': {
+      const value = await db.getByKey(key());
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': value.byteLength });
+      res.end(value);
+      return true;
+    }
+    case 'GET /db/heads':
+      send(res, 200, { heads: await db.heads(key()) });
+      return true;
+    case 'GET /db/history': {
+      const versions = [];
+      for await (const v of db.history(key())) versions.push(v);
+      send(res, 200, { versions });
+      return true;
+    }
+    case 'GET /db/export': {
+      const objects = [];
+      for await (const o of db.objects()) {
+        const h = crypto.createHash('sha256');
+        for await (const part of o.data()) h.update(part);
+        objects.push({ hash: o.hash, key: o.key, parent: o.parent, prev: o.prev, meta: o.meta, created: o.created, size: o.size, type: o.type, sha256: h.digest('hex') });
+      }
+      send(res, 200, { objects });
+      return true;
+    }
+    case 'GET /db/stats':
+      send(res, 200, await db.stats());
+      return true;
+    case 'POST /db/flush': {
+      const b = await body();
+      const replicas = b.replicas === undefined ? 1 : b.replicas;
+      if (typeof replicas !== 'number') throw new BadArgumentError('replicas must be a number');
+      await db.flush({ replicas });
+      send(res, 200, { flushed: true, replicas });
+      return true;
+    }
+    default:
+      return false;
+  }
+}

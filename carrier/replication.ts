@@ -1,0 +1,654 @@
+/**
+ * Replication of sealed blocks between members (issue 7), on a node that holds blocks on a
+ * shelf (carrier/shelf.ts). Protocols (docs/FORMAT.md, "Block replication"), members only:
+ *
+ *   /ouro/block-put/1   stream  -> {v, id, size}   <- reply {send}   -> size raw bytes
+ *                                                  <- reply {stored} once the block is durable
+ *   /ouro/block-get/1   stream  -> {v, id}         <- reply {size}   <- size raw bytes
+ *   /ouro/block-have/1  request {v, ids}           -> {have: boolean[]}
+ *   /ouro/block-list/1  request {v, after, limit}  -> {blocks: [{id, size}], done}
+ *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
+ *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
+ *
+ * Who holds what is never stored: each pass of the repair loop asks the members a block is placed
+ * on whether they hold it (block-have) and pushes it to those that do not. So the loop is
+ * resumable by construction (a restart simply passes again), and the same pass serves a writer's
+ * pushes that failed, a dead member's blocks, a corrupt replica, and rebalancing after a join.
+ *
+ * Placement (carrier/placement.ts) runs over the approved members that are not revoked, not
+ * draining, and not `dead` for longer than `deadGraceMs`: a member that is only briefly away
+ * keeps its blocks and none are copied. A copy on a member outside the placement is surplus and
+ * is removed by its holder only after every placed member has confirmed holding the block.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Stream } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import fs from 'node:fs';
+import type { OuroDB, ReplicaSource } from '../lib/db.js';
+import { BadArgumentError, CorruptionError, OuroError, ProtocolError, TimeoutError, ioError, syncFailure } from '../lib/errors.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
+import { send, unwrapReply } from './carrier.js';
+import { encodeFrame } from './frames.js';
+import type { NodeMetrics } from './metrics.js';
+import { replicaSet } from './placement.js';
+import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
+import { StreamReader } from './stream-reader.js';
+
+export interface ReplicationConfig {
+  /** Members each block is placed on (capped by the cluster's size). */
+  factor: number;
+  /** A dead member keeps its placements this long before its blocks are copied elsewhere. */
+  deadGraceMs: number;
+  /** Pause between repair passes. */
+  repairIntervalMs: number;
+  /** Bytes per second the repair loop may send (pushes right after a seal are not limited). */
+  repairBytesPerSec: number;
+}
+
+/** What the replicator needs of its node (carrier/node.ts implements it). */
+export interface ReplicationHost {
+  readonly peerId: string;
+  readonly log: Logger;
+  readonly metrics: NodeMetrics;
+  /** Current members with their failure detector state. */
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null }>;
+  /** Members marked draining (no new placements). */
+  draining(): ReadonlySet<string>;
+  handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
+  handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
+  request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
+  openStream(peer: string, name: string, signal: AbortSignal): Promise<Stream>;
+  readonly maxFrameBytes: number;
+  readonly requestTimeoutMs: number;
+}
+
+export interface RepairProgress {
+  passes: number;
+  running: boolean;
+  lastPassAt: number | null;
+  /** Blocks checked, and of them below their placement, in the last finished pass. */
+  checked: number;
+  underReplicated: number;
+  /** Since start: blocks and bytes pushed, surplus copies removed, blocks fetched in. */
+  pushed: number;
+  pushedBytes: number;
+  removed: number;
+  fetched: number;
+  failures: number;
+}
+
+const PROTOCOL_VERSION = 1;
+const HAVE_BATCH = 512;
+const LIST_PAGE = 1000;
+/** Time allowed per MiB of a block transfer on top of the request time limit. */
+const MS_PER_MIB = 1000;
+
+/** A token bucket over bytes: take() waits until the bytes fit the rate. */
+class RateLimit {
+  readonly #rate: number;
+  #allowance: number;
+  #at = performance.now();
+
+  constructor(bytesPerSec: number) {
+    this.#rate = bytesPerSec;
+    this.#allowance = bytesPerSec;
+  }
+
+  async take(bytes: number, signal: AbortSignal): Promise<void> {
+    const now = performance.now();
+    this.#allowance = Math.min(this.#rate, this.#allowance + ((now - this.#at) / 1000) * this.#rate);
+    this.#at = now;
+    this.#allowance -= bytes;
+    if (this.#allowance < 0) await sleep((-this.#allowance / this.#rate) * 1000, undefined, { signal });
+  }
+}
+
+export class Replicator implements ReplicaSource {
+  readonly #host: ReplicationHost;
+  readonly #shelf: Shelf;
+  readonly #db: OuroDB | undefined;
+  readonly #config: ReplicationConfig;
+  readonly #stop = new AbortController();
+  readonly #limit: RateLimit;
+  /** Blocks this node's database sealed, with the members known to hold each durably. */
+  readonly #own = new Map<string, Set<string>>();
+  readonly #changed = new Set<() => void>();
+  /** Blocks being received, so a second push of one waits instead of writing it twice. */
+  readonly #receiving = new Map<string, Promise<boolean>>();
+  readonly #fetching = new Map<string, Promise<void>>();
+  readonly #tasks = new Set<Promise<unknown>>();
+  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0 };
+  #unsubscribe: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #pass: Promise<void> | undefined;
+  #again = false;
+
+  constructor(host: ReplicationHost, shelf: Shelf, db: OuroDB | undefined, config: ReplicationConfig) {
+    this.#host = host;
+    this.#shelf = shelf;
+    this.#db = db;
+    this.#config = config;
+    this.#limit = new RateLimit(config.repairBytesPerSec);
+  }
+
+  get progress(): RepairProgress {
+    return { ...this.#progress };
+  }
+
+  async start(): Promise<void> {
+    const h = this.#host;
+    await h.handleStream('block-put', (stream, ctx) => this.#onPut(stream, ctx.peer));
+    await h.handleStream('block-get', (stream) => this.#onGet(stream));
+    await h.handle('block-have', (m) => this.#onHave(m));
+    await h.handle('block-list', (m) => this.#onList(m));
+    await h.handle('block-announce', (m, ctx) => this.#onAnnounce(m, ctx.peer));
+    await h.handle('descriptor', () => this.#onDescriptor());
+    if (this.#db) {
+      for await (const b of this.#db.blocks()) if (!b.adopted) this.#own.set(b.id, new Set([h.peerId]));
+      this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#afterSeal(b.id, b.size)));
+      this.#db.setReplicaSource(this);
+    }
+    this.#timer = setInterval(() => this.kick(), this.#config.repairIntervalMs);
+    this.#timer.unref();
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#unsubscribe?.();
+    this.#db?.setReplicaSource(undefined);
+    this.#stop.abort(new Error('replication stopped'));
+    for (const wake of this.#changed) wake();
+    await Promise.allSettled([...this.#tasks, this.#pass]);
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#tasks.add(p);
+    void p.finally(() => this.#tasks.delete(p)).catch(() => {});
+    return p;
+  }
+
+  // ------------------------------------------------------------------ placement
+
+  /** Members blocks may be placed on now: approved, not revoked, not draining, not dead past the grace. */
+  candidates(): string[] {
+    const now = Date.now();
+    const draining = this.#host.draining();
+    return this.#host
+      .memberViews()
+      .filter((m) => m.status === 'member' && !draining.has(m.peerId) && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
+      .map((m) => m.peerId);
+  }
+
+  placement(id: string): string[] {
+    return replicaSet(id, this.candidates(), this.#config.factor);
+  }
+
+  // ------------------------------------------------------------------ writer side
+
+  /** A block this database just sealed: push it to its placement, then tell the keyed members. */
+  async #afterSeal(id: string, size: number): Promise<void> {
+    const self = this.#host.peerId;
+    this.#own.set(id, new Set([self]));
+    const targets = this.placement(id).filter((p) => p !== self);
+    await Promise.all(targets.map((peer) => this.#pushTo(peer, id, size, false).catch((err: unknown) => this.#failed('push', peer, id, err))));
+    const others = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state !== 'dead' && !targets.includes(m.peerId));
+    await Promise.all(
+      others.map((m) =>
+        this.#host.request(m.peerId, 'block-announce', { v: PROTOCOL_VERSION, blocks: [{ id, size }] }, { signal: this.#stop.signal }).catch((err: unknown) => this.#host.log.debug({ event: 'announce-failed', peer: m.peerId, err: String(err) }, 'block announce failed')),
+      ),
+    );
+  }
+
+  #confirm(id: string, peer: string): void {
+    const holders = this.#own.get(id);
+    if (!holders || holders.has(peer)) return;
+    holders.add(peer);
+    for (const wake of this.#changed) wake();
+  }
+
+  /**
+   * Resolves once every block this database sealed so far is held by `replicas` members (this
+   * one included). `replicas` may not exceed the replication factor, nor the members there are.
+   */
+  async settled(replicas: number, signal?: AbortSignal): Promise<void> {
+    const members = this.#host.memberViews().filter((m) => m.status === 'member').length;
+    if (replicas > this.#config.factor) throw new BadArgumentError(`replicas ${replicas} is more than the cluster's replication factor (${this.#config.factor})`);
+    if (replicas > members) throw new BadArgumentError(`replicas ${replicas}: the cluster has ${members} member${members === 1 ? '' : 's'}`);
+    const ids = [...this.#own.keys()];
+    for (;;) {
+      signal?.throwIfAborted();
+      if (this.#stop.signal.aborted) throw new OuroError('OURO_CLOSED', 'the node stopped before the blocks were replicated');
+      if (ids.every((id) => (this.#own.get(id)?.size ?? 0) >= replicas)) return;
+      this.kick();
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#changed.delete(wake);
+          signal?.removeEventListener('abort', wake);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(wake, 1000);
+        this.#changed.add(wake);
+        signal?.addEventListener('abort', wake, { once: true });
+      });
+    }
+  }
+
+  // ------------------------------------------------------------------ transfers
+
+  #transferSignal(size: number): AbortSignal {
+    return AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#host.requestTimeoutMs + Math.ceil(size / 2 ** 20) * MS_PER_MIB)]);
+  }
+
+  /** Pushes block `id` to `peer`; true once the peer holds it durably (false: busy receiving it from someone else). */
+  async #pushTo(peer: string, id: string, size: number, limited: boolean): Promise<boolean> {
+    const signal = this.#transferSignal(size);
+    const stream = await this.#host.openStream(peer, 'block-put', signal);
+    const onAbort = () => stream.abort(new TimeoutError(`block-put ${id} to ${peer}: time limit`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const reader = new StreamReader(stream);
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, size }, this.#host.maxFrameBytes), signal);
+      const go = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-put ${id} to ${peer}`) as { send?: unknown; busy?: unknown };
+      if (go.send !== true) {
+        await stream.close({ signal }).catch(() => {});
+        if (go.busy === true) return false;
+        this.#confirm(id, peer);
+        return true;
+      }
+      const file = this.#shelf.path(id);
+      const handle = await fs.promises.open(file, 'r').catch((err: unknown) => {
+        throw ioError(`open ${file}`, err);
+      });
+      try {
+        const piece = Buffer.allocUnsafe(256 * 1024);
+        for (let at = 0; at < size; ) {
+          const n = Math.min(piece.length, size - at);
+          if (limited) await this.#limit.take(n, signal);
+          const { bytesRead } = await handle.read(piece, 0, n, at);
+          if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
+          // send() may keep the buffer until it is written: give it a copy of its own.
+          await send(stream, Buffer.from(piece.subarray(0, n)), signal);
+          at += n;
+        }
+      } finally {
+        await handle.close();
+      }
+      await stream.close({ signal });
+      const done = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-put ${id} to ${peer}`) as { stored?: unknown };
+      if (typeof done.stored !== 'boolean') throw new ProtocolError(`block-put ${id} to ${peer}: malformed reply`);
+      this.#confirm(id, peer);
+      this.#host.metrics.replicated('out', size);
+      return true;
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async #onPut(stream: Stream, peer: string): Promise<void> {
+    const reader = new StreamReader(stream);
+    const max = this.#host.maxFrameBytes;
+    const head = (await reader.frame(max)) as { v?: unknown; id?: unknown; size?: unknown } | null;
+    const reply = (body: unknown) => send(stream, encodeFrame({ ok: true, body }, max), this.#stop.signal);
+    if (head === null || typeof head !== 'object' || head.v !== PROTOCOL_VERSION || typeof head.id !== 'string' || !Number.isSafeInteger(head.size) || (head.size as number) < 0) {
+      throw new ProtocolError(`malformed block-put from ${peer}`);
+    }
+    const id = head.id;
+    const size = head.size as number;
+    blockIdBytes(id);
+    if (await this.#shelf.has(id)) {
+      await reply({ send: false });
+      await stream.close();
+      return;
+    }
+    if (this.#receiving.has(id)) {
+      await reply({ send: false, busy: true });
+      await stream.close();
+      return;
+    }
+    const receipt = (async () => {
+      await reply({ send: true });
+      const signal = this.#transferSignal(size);
+      const staging = await this.#shelf.staging(id);
+      await this.#receive(reader.bytes(size), staging, signal);
+      return this.#shelf.keep(staging, id);
+    })();
+    this.#receiving.set(id, receipt);
+    try {
+      const stored = await receipt;
+      this.#host.metrics.replicated('in', size);
+      this.#host.log.debug({ event: 'block-received', id, from: peer, size, stored }, 'block received');
+      await reply({ stored });
+      await stream.close();
+    } catch (err) {
+      await send(stream, encodeFrame({ ok: false, code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) }, max), this.#stop.signal).catch(() => {});
+      throw err;
+    } finally {
+      this.#receiving.delete(id);
+    }
+  }
+
+  /** Writes `source` to a new file `staging` and fsyncs it (the shelf checks and places it). */
+  async #receive(source: AsyncIterable<Uint8Array>, staging: string, signal: AbortSignal): Promise<void> {
+    const handle = await fs.promises.open(staging, 'wx', 0o600).catch((err: unknown) => {
+      throw ioError(`create ${staging}`, err);
+    });
+    try {
+      let at = 0;
+      for await (const piece of source) {
+        signal.throwIfAborted();
+        await handle.write(piece, 0, piece.length, at);
+        at += piece.length;
+      }
+      await handle.sync().catch((err: unknown) => {
+        throw syncFailure(`fsync ${staging}`, err);
+      });
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await nodeVfs.remove(staging).catch(() => {});
+      throw err;
+    }
+    await handle.close();
+  }
+
+  async #onGet(stream: Stream): Promise<void> {
+    const reader = new StreamReader(stream);
+    const max = this.#host.maxFrameBytes;
+    const m = (await reader.frame(max)) as { v?: unknown; id?: unknown } | null;
+    if (m === null || typeof m !== 'object' || m.v !== PROTOCOL_VERSION || typeof m.id !== 'string') throw new ProtocolError('malformed block-get');
+    blockIdBytes(m.id);
+    const file = this.#shelf.path(m.id);
+    const handle = await fs.promises.open(file, 'r').catch(() => undefined);
+    if (!handle) {
+      await send(stream, encodeFrame({ ok: false, code: 'OURO_NOT_FOUND', message: `block ${m.id} is not held here` }, max), this.#stop.signal);
+      await stream.close();
+      return;
+    }
+    try {
+      const size = (await handle.stat()).size;
+      const signal = this.#transferSignal(size);
+      await send(stream, encodeFrame({ ok: true, body: { size } }, max), signal);
+      const piece = Buffer.allocUnsafe(256 * 1024);
+      for (let at = 0; at < size; ) {
+        const { bytesRead } = await handle.read(piece, 0, Math.min(piece.length, size - at), at);
+        if (bytesRead === 0) throw new CorruptionError(`${file} shrank while it was sent`);
+        await send(stream, Buffer.from(piece.subarray(0, bytesRead)), signal);
+        at += bytesRead;
+      }
+      await stream.close({ signal });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Fetches block `id` from a member holding it into the shelf. Implements ReplicaSource. */
+  fetchBlock(id: string): Promise<void> {
+    let run = this.#fetching.get(id);
+    if (!run) {
+      run = this.#fetch(id).finally(() => this.#fetching.delete(id));
+      this.#fetching.set(id, run);
+    }
+    return run;
+  }
+
+  async #fetch(id: string): Promise<void> {
+    const self = this.#host.peerId;
+    const placed = this.placement(id);
+    const others = this.#host.memberViews().filter((m) => m.status === 'member' && !placed.includes(m.peerId)).map((m) => m.peerId);
+    let last: unknown = new OuroError('OURO_NOT_FOUND', `no member holds block ${id}`);
+    for (const peer of [...placed, ...others]) {
+      if (peer === self) continue;
+      try {
+        await this.#fetchFrom(peer, id);
+        this.#progress.fetched++;
+        return;
+      } catch (err) {
+        last = err;
+        this.#host.log.debug({ event: 'fetch-failed', id, peer, err: String(err) }, 'block fetch failed');
+      }
+    }
+    throw last;
+  }
+
+  async #fetchFrom(peer: string, id: string): Promise<void> {
+    const signal = this.#transferSignal(this.#db ? 64 * 2 ** 20 : 16 * 2 ** 20);
+    const stream = await this.#host.openStream(peer, 'block-get', signal);
+    const onAbort = () => stream.abort(new TimeoutError(`block-get ${id} from ${peer}: time limit`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const reader = new StreamReader(stream);
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id }, this.#host.maxFrameBytes), signal);
+      await stream.close({ signal });
+      const head = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-get ${id} from ${peer}`) as { size?: unknown };
+      if (!Number.isSafeInteger(head.size)) throw new ProtocolError(`block-get ${id} from ${peer}: malformed reply`);
+      const staging = await this.#shelf.staging(id);
+      await this.#receive(reader.bytes(head.size as number), staging, signal);
+      await this.#shelf.keep(staging, id);
+      this.#host.metrics.replicated('in', head.size as number);
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ------------------------------------------------------------------ small requests
+
+  async #onHave(m: unknown): Promise<{ have: boolean[] }> {
+    const ids = (m as { ids?: unknown } | null)?.ids;
+    if ((m as { v?: unknown } | null)?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed block-have');
+    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#shelf.has(id) : false))) };
+  }
+
+  async #onList(m: unknown): Promise<{ blocks: HeldBlock[]; done: boolean }> {
+    const q = m as { v?: unknown; after?: unknown; limit?: unknown } | null;
+    if (q === null || typeof q !== 'object' || q.v !== PROTOCOL_VERSION) throw new ProtocolError('malformed block-list');
+    const after = typeof q.after === 'string' ? q.after : '';
+    const limit = Math.min(LIST_PAGE, Number.isSafeInteger(q.limit) ? (q.limit as number) : LIST_PAGE);
+    const blocks: HeldBlock[] = [];
+    for await (const b of this.#shelf.list()) {
+      if (b.id <= after) continue;
+      if (blocks.length === limit) return { blocks, done: false };
+      blocks.push(b);
+    }
+    return { blocks, done: true };
+  }
+
+  #onAnnounce(m: unknown, peer: string): Record<string, never> {
+    const blocks = (m as { blocks?: unknown } | null)?.blocks;
+    if ((m as { v?: unknown } | null)?.v !== PROTOCOL_VERSION || !Array.isArray(blocks)) throw new ProtocolError('malformed block-announce');
+    // Only a member with the key indexes blocks it is not placed on.
+    if (this.#db) {
+      for (const b of blocks as Array<{ id?: unknown }>) {
+        if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || this.#db.block(b.id)) continue;
+        this.#track(this.#index(b.id)).catch((err: unknown) => this.#failed('index', peer, b.id as string, err));
+      }
+    }
+    return {};
+  }
+
+  /** Fetches and adopts a block this keyed member does not know, then drops the file if it is not placed here. */
+  async #index(id: string): Promise<void> {
+    if (!this.#db || this.#db.block(id)) return;
+    await this.fetchBlock(id);
+    await this.#dropIfSurplus(id, this.placement(id));
+  }
+
+  async #onDescriptor(): Promise<{ descriptor: string | null }> {
+    if (!this.#db) return { descriptor: null };
+    return { descriptor: await fs.promises.readFile(`${this.#db.dir}/OURODB.json`, 'utf8') };
+  }
+
+  // ------------------------------------------------------------------ repair
+
+  /** The blocks this node holds now. */
+  async held(): Promise<HeldBlock[]> {
+    const out: HeldBlock[] = [];
+    for await (const b of this.#shelf.list()) out.push(b);
+    return out;
+  }
+
+  /** Starts a repair pass now (or right after the one running). */
+  kick(): void {
+    if (this.#stop.signal.aborted) return;
+    if (this.#pass) {
+      this.#again = true;
+      return;
+    }
+    this.#pass = this.#runPass()
+      .catch((err: unknown) => this.#host.log.warn({ event: 'repair-failed', err: String(err) }, 'repair pass failed'))
+      .finally(() => {
+        this.#pass = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Waits for the pass running now, and for one more if one is due. */
+  async idle(): Promise<void> {
+    while (this.#pass) await this.#pass;
+  }
+
+  async #runPass(): Promise<void> {
+    const p = this.#progress;
+    p.running = true;
+    let checked = 0;
+    let under = 0;
+    try {
+      if (this.#db) await this.#indexFromCluster();
+      let batch: HeldBlock[] = [];
+      const flushBatch = async () => {
+        const r = await this.#repairBatch(batch);
+        checked += batch.length;
+        under += r;
+        batch = [];
+      };
+      for await (const b of this.#shelf.list()) {
+        if (this.#stop.signal.aborted) return;
+        batch.push(b);
+        if (batch.length >= HAVE_BATCH) await flushBatch();
+      }
+      if (batch.length > 0) await flushBatch();
+      p.passes++;
+      p.lastPassAt = Date.now();
+      p.checked = checked;
+      p.underReplicated = under;
+    } finally {
+      p.running = false;
+    }
+  }
+
+  /** One batch of held blocks: which placed members lack each, push to them, drop surplus copies. Returns how many were below placement. */
+  async #repairBatch(blocks: HeldBlock[]): Promise<number> {
+    const self = this.#host.peerId;
+    const placements = new Map(blocks.map((b) => [b.id, this.placement(b.id)]));
+    const holders = new Map<string, Set<string>>(blocks.map((b) => [b.id, new Set([self])]));
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) {
+      for (const peer of placed) {
+        if (peer === self) continue;
+        let ids = asks.get(peer);
+        if (!ids) asks.set(peer, (ids = []));
+        ids.push(id);
+      }
+    }
+    const unreachable = new Set<string>();
+    await Promise.all(
+      [...asks].map(async ([peer, ids]) => {
+        try {
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids }, { signal: this.#stop.signal })) as { have?: unknown };
+          const have = r?.have;
+          if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed block-have reply');
+          ids.forEach((id, i) => {
+            if (have[i] === true) {
+              holders.get(id)!.add(peer);
+              this.#confirm(id, peer);
+            }
+          });
+        } catch (err) {
+          unreachable.add(peer);
+          this.#host.log.debug({ event: 'have-failed', peer, err: String(err) }, 'block-have failed');
+        }
+      }),
+    );
+    let under = 0;
+    for (const b of blocks) {
+      if (this.#stop.signal.aborted) break;
+      const placed = placements.get(b.id)!;
+      const held = holders.get(b.id)!;
+      const missing = placed.filter((p) => p !== self && !held.has(p) && !unreachable.has(p));
+      if (missing.length > 0 || placed.some((p) => unreachable.has(p))) under++;
+      for (const peer of missing) {
+        try {
+          if (await this.#pushTo(peer, b.id, b.size, true)) {
+            held.add(peer);
+            this.#progress.pushed++;
+            this.#progress.pushedBytes += b.size;
+            this.#host.log.info({ event: 'block-repaired', id: b.id, to: peer, size: b.size }, 'block copied to its placement');
+          }
+        } catch (err) {
+          this.#failed('repair', peer, b.id, err);
+        }
+      }
+      if (!placed.includes(self) && placed.every((p) => held.has(p))) await this.#dropIfSurplus(b.id, placed, held);
+    }
+    return under;
+  }
+
+  /** Removes this node's copy of a block placed elsewhere once every placed member holds it. */
+  async #dropIfSurplus(id: string, placed: string[], known?: Set<string>): Promise<void> {
+    const self = this.#host.peerId;
+    if (placed.length === 0 || placed.includes(self) || placed.length < Math.min(this.#config.factor, this.candidates().length)) return;
+    if (!(await this.#shelf.removable(id))) return;
+    let held = known;
+    if (!held) {
+      held = new Set();
+      for (const peer of placed) {
+        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id] }, { signal: this.#stop.signal }).catch(() => null)) as { have?: unknown[] } | null;
+        if (r?.have?.[0] === true) held.add(peer);
+      }
+    }
+    if (!placed.every((p) => held.has(p))) return;
+    await this.#shelf.remove(id);
+    this.#progress.removed++;
+    this.#host.log.info({ event: 'surplus-removed', id, placed }, 'surplus copy removed');
+  }
+
+  /** A keyed member learns every block the others hold and indexes the ones it does not know. */
+  async #indexFromCluster(): Promise<void> {
+    const db = this.#db!;
+    for (const m of this.#host.memberViews()) {
+      if (m.self || m.status !== 'member' || m.state === 'dead') continue;
+      let after = '';
+      for (;;) {
+        if (this.#stop.signal.aborted) return;
+        let page: { blocks: HeldBlock[]; done: boolean };
+        try {
+          page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, { signal: this.#stop.signal })) as typeof page;
+        } catch (err) {
+          this.#host.log.debug({ event: 'list-failed', peer: m.peerId, err: String(err) }, 'block-list failed');
+          break;
+        }
+        for (const b of page.blocks) {
+          if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || db.block(b.id)) continue;
+          await this.#index(b.id).catch((err: unknown) => this.#failed('index', m.peerId, b.id, err));
+        }
+        if (page.done || page.blocks.length === 0) break;
+        after = page.blocks[page.blocks.length - 1]!.id;
+      }
+    }
+  }
+
+  #failed(what: string, peer: string, id: string, err: unknown): void {
+    if (this.#stop.signal.aborted) return;
+    this.#progress.failures++;
+    this.#host.log.warn({ event: `${what}-failed`, peer, id, err: err instanceof OuroError ? `${err.code}: ${err.message}` : String(err) }, `block ${what} failed`);
+  }
+}

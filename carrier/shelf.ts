@@ -1,0 +1,199 @@
+/**
+ * Where a node keeps the sealed blocks it holds for the cluster. Two kinds, one interface:
+ * - a node with the database keeps them among the database's own blocks (`DbShelf`): a block
+ *   received is adopted (checked against the key and indexed), so it serves reads;
+ * - a node without the key keeps them in `<dir>/replicas/` (`DirShelf`), the same file layout
+ *   as a database's `blocks/`, checked only against their ids: it never sees plaintext.
+ * Either way a block is written to `incoming/`, fsynced, checked, and renamed into place with
+ * the directory fsynced before it is acknowledged, so an acknowledged block survives a crash.
+ */
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { type BlockIndex, verifyBlockFile } from '../blockstore/store.js';
+import { fromHex, toHex } from '../lib/bytes.js';
+import type { OuroDB } from '../lib/db.js';
+import { BadArgumentError, ioError, syncFailure } from '../lib/errors.js';
+import { ensureDir, fsyncDir } from '../lib/fsutil.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
+
+export interface HeldBlock {
+  id: string;
+  size: number;
+}
+
+export interface Shelf {
+  /** The file of block `id` (present or not). */
+  path(id: string): string;
+  /** Whether this node keeps block `id`'s file now. */
+  has(id: string): Promise<boolean>;
+  /** Every block whose file this node keeps. */
+  list(): AsyncIterable<HeldBlock>;
+  /** A fresh staging file for a block being received (same file system as the shelf). */
+  staging(id: string): Promise<string>;
+  /**
+   * Takes a fully written, fsynced staging file: checks it is block `id` and keeps it durably.
+   * Throws CorruptionError (and removes the file) when it is not. False if it was held already.
+   */
+  keep(staging: string, id: string): Promise<boolean>;
+  /** Whether block `id` may be dropped here once the cluster holds enough copies elsewhere. */
+  removable(id: string): Promise<boolean>;
+  /** Deletes this node's copy of block `id` (durably). */
+  remove(id: string): Promise<void>;
+}
+
+/** A block id as hex, checked. */
+export function blockIdBytes(id: unknown): Buffer {
+  const b = typeof id === 'string' ? fromHex(id, 32) : undefined;
+  if (!b) throw new BadArgumentError('a block id is 64 lowercase hex characters');
+  return b;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return nodeVfs.exists(file);
+}
+
+async function removeDurably(file: string): Promise<void> {
+  await nodeVfs.remove(file).catch((err: unknown) => {
+    if ((err as { code?: string }).code !== 'ENOENT') throw ioError(`remove ${file}`, err);
+  });
+  await fsyncDir(nodeVfs, path.dirname(file)).catch((err: unknown) => {
+    throw syncFailure(`fsync ${path.dirname(file)}`, err);
+  });
+}
+
+async function stagingIn(dir: string, id: string): Promise<string> {
+  await ensureDir(nodeVfs, dir);
+  return path.join(dir, `${id}.${crypto.randomBytes(6).toString('hex')}.part`);
+}
+
+/** Blocks of a keyless node: `<dir>/replicas/blocks/<2 hex>/<id>.blk`. */
+export class DirShelf implements Shelf {
+  readonly root: string;
+
+  constructor(nodeDir: string) {
+    this.root = path.join(nodeDir, 'replicas');
+  }
+
+  path(id: string): string {
+    return path.join(this.root, 'blocks', id.slice(0, 2), `${id}.blk`);
+  }
+
+  has(id: string): Promise<boolean> {
+    return exists(this.path(id));
+  }
+
+  async *list(): AsyncIterable<HeldBlock> {
+    const base = path.join(this.root, 'blocks');
+    const shards = await nodeVfs.readdir(base).catch(() => [] as string[]);
+    for (const shard of shards.sort()) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      for (const name of (await nodeVfs.readdir(path.join(base, shard)).catch(() => [] as string[])).sort()) {
+        const m = /^([0-9a-f]{64})\.blk$/.exec(name);
+        if (!m) continue;
+        const handle = await nodeVfs.open(path.join(base, shard, name), 'r').catch(() => undefined);
+        if (!handle) continue;
+        try {
+          yield { id: m[1]!, size: await handle.size() };
+        } finally {
+          await handle.close().catch(() => {});
+        }
+      }
+    }
+  }
+
+  staging(id: string): Promise<string> {
+    return stagingIn(path.join(this.root, 'incoming'), id);
+  }
+
+  async keep(staging: string, id: string): Promise<boolean> {
+    let index: BlockIndex;
+    try {
+      index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+    } catch (err) {
+      await nodeVfs.remove(staging).catch(() => {});
+      throw err;
+    }
+    const dest = this.path(toHex(index.id));
+    if (await exists(dest)) {
+      await nodeVfs.remove(staging).catch(() => {});
+      return false;
+    }
+    await ensureDir(nodeVfs, path.dirname(dest));
+    await nodeVfs.rename(staging, dest).catch((err: unknown) => {
+      throw ioError(`rename ${staging} -> ${dest}`, err);
+    });
+    await fsyncDir(nodeVfs, path.dirname(dest)).catch((err: unknown) => {
+      throw syncFailure(`fsync ${path.dirname(dest)}`, err);
+    });
+    return true;
+  }
+
+  async removable(): Promise<boolean> {
+    return true;
+  }
+
+  remove(id: string): Promise<void> {
+    return removeDurably(this.path(id));
+  }
+}
+
+/**
+ * Blocks of a node with the database: the database's `blocks/`. Received blocks are adopted
+ * (db.adoptBlock). The node may drop its copy of an adopted block it is not placed on (the
+ * database keeps the block registered and fetches it from a holder when a read needs it); the
+ * blocks this database sealed itself stay.
+ */
+export class DbShelf implements Shelf {
+  readonly db: OuroDB;
+
+  constructor(db: OuroDB) {
+    this.db = db;
+  }
+
+  path(id: string): string {
+    return this.db.blockPath(id);
+  }
+
+  has(id: string): Promise<boolean> {
+    return exists(this.path(id));
+  }
+
+  async *list(): AsyncIterable<HeldBlock> {
+    for await (const b of this.db.blocks()) if (await exists(this.path(b.id))) yield { id: b.id, size: b.size };
+  }
+
+  staging(id: string): Promise<string> {
+    return stagingIn(path.join(this.db.dir, 'incoming'), id);
+  }
+
+  async keep(staging: string, id: string): Promise<boolean> {
+    try {
+      const index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+      if (await exists(this.path(toHex(index.id)))) {
+        await nodeVfs.remove(staging).catch(() => {});
+        return false;
+      }
+      // Registered but not kept here (dropped earlier, fetched back now): put the file back.
+      if (this.db.block(id)) {
+        const dest = this.path(id);
+        await nodeVfs.rename(staging, dest).catch((err: unknown) => {
+          throw ioError(`rename ${staging} -> ${dest}`, err);
+        });
+        await fsyncDir(nodeVfs, path.dirname(dest));
+        return true;
+      }
+      return (await this.db.adoptBlock(staging)).adopted;
+    } catch (err) {
+      await nodeVfs.remove(staging).catch(() => {});
+      throw err;
+    }
+  }
+
+  async removable(id: string): Promise<boolean> {
+    return this.db.block(id)?.adopted === true;
+  }
+
+  remove(id: string): Promise<void> {
+    return removeDurably(this.path(id));
+  }
+}
