@@ -563,7 +563,7 @@ export class Replicator implements ReplicaSource {
     await Promise.all(
       [...asks].map(async ([peer, ids]) => {
         try {
-          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids }, { signal: this.#stop.signal })) as { have?: unknown };
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids }, this.#smallRequest())) as { have?: unknown };
           const have = r?.have;
           if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed block-have reply');
           ids.forEach((id, i) => {
@@ -611,7 +611,7 @@ export class Replicator implements ReplicaSource {
     if (!held) {
       held = new Set();
       for (const peer of placed) {
-        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id] }, { signal: this.#stop.signal }).catch(() => null)) as { have?: unknown[] } | null;
+        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id] }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
         if (r?.have?.[0] === true) held.add(peer);
       }
     }
@@ -625,13 +625,13 @@ export class Replicator implements ReplicaSource {
   async #indexFromCluster(): Promise<void> {
     const db = this.#db!;
     for (const m of this.#host.memberViews()) {
-      if (m.self || m.status !== 'member' || m.state === 'dead') continue;
+      if (m.self || m.status !== 'member' || m.state !== 'alive') continue;
       let after = '';
       for (;;) {
         if (this.#stop.signal.aborted) return;
         let page: { blocks: HeldBlock[]; done: boolean };
         try {
-          page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, { signal: this.#stop.signal })) as typeof page;
+          page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, this.#smallRequest())) as typeof page;
         } catch (err) {
           this.#host.log.debug({ event: 'list-failed', peer: m.peerId, err: String(err) }, 'block-list failed');
           break;
@@ -644,6 +644,11 @@ export class Replicator implements ReplicaSource {
         after = page.blocks[page.blocks.length - 1]!.id;
       }
     }
+  }
+
+  /** Options of a repair pass's small requests: a member that does not answer soon is skipped this pass. */
+  #smallRequest(): { signal: AbortSignal; timeoutMs: number } {
+    return { signal: this.#stop.signal, timeoutMs: Math.min(this.#host.requestTimeoutMs, 3000) };
   }
 
   #failed(what: string, peer: string, id: string, err: unknown): void {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pseudoRandom } from './helpers.js';
-import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, waitFor } from './cluster-harness.js';
+import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, startNode, waitFor } from './cluster-harness.js';
 
 /** Every file under `dir`, read whole (test directories are small). */
 function filesUnder(dir: string): Array<{ file: string; bytes: Buffer }> {
@@ -78,5 +78,51 @@ describe('replication', () => {
       const hist = await dbApi.json<{ versions: Array<{ hash: string; version: number }> }>(node, '/db/history?key=shared');
       expect(hist.versions.find((v) => v.hash === base.hash)?.version).toBe(1);
     }
+  });
+
+  it('SIGKILL of a replica and then of the writer mid-ingest: every acknowledged write stays readable, RF is restored', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key);
+    const b = await joinWithDb(a, key);
+    const c = await joinKeyless(a);
+    const d = await joinKeyless(a);
+    await waitFor(() => converged([a, b, c, d], [a.peerId, b.peerId, c.peerId, d.peerId]), 20_000, 'four members');
+
+    const acked: Array<{ i: number; hash: string }> = [];
+    let writerDown = false;
+    const ingest = (async () => {
+      for (let i = 0; !writerDown; i++) {
+        try {
+          acked.push({ i, hash: (await dbApi.put(a, pseudoRandom(`v${i}`, 40_000 + (i % 7) * 1000), { key: `k/${i}` })).hash });
+        } catch {
+          if (!writerDown) throw new Error(`put ${i} failed while the writer was up`);
+        }
+      }
+    })();
+    await waitFor(() => acked.length >= 15, 30_000, 'first writes');
+    await c.kill9();
+    await waitFor(() => acked.length >= 35, 30_000, 'writes after the replica died');
+    writerDown = true;
+    await a.kill9();
+    await ingest;
+
+    const a2 = await startNode(a.dir, [], ['--key-file', key]);
+    // Every write a acknowledged is readable on b, byte for byte.
+    await waitFor(async () => {
+      for (const w of acked) if ((await dbApi.get(b, `/db/objects/${w.hash}`)).status !== 200) return false;
+      return true;
+    }, 60_000, 'acknowledged writes on b');
+    for (const w of acked) expect((await dbApi.value(b, w.hash)).equals(pseudoRandom(`v${w.i}`, 40_000 + (w.i % 7) * 1000))).toBe(true);
+    // c is dead past its grace: every block is back on three live members (a2, b, d).
+    const own = (await held(a2)).sort();
+    expect(own.length).toBeGreaterThan(1);
+    await waitFor(async () => {
+      const [onB, onD] = [new Set(await held(b)), new Set(await held(d))];
+      return own.every((id) => onB.has(id) && onD.has(id));
+    }, 60_000, 'RF restored');
+    // Repair reports its passes in /status and /metrics.
+    await waitFor(async () => (await a2.get<{ replication: { passes: number } }>('/status')).replication.passes > 0, 30_000, 'a repair pass');
+    const metrics = await (await fetch(`${a2.run.admin}/metrics`)).text();
+    expect(metrics).toMatch(/ouro_repair\{kind="passes"\} [1-9]/);
   });
 });
