@@ -69,7 +69,7 @@ export class NodeMetrics {
     });
     new Gauge({
       name: 'ouro_repair',
-      help: 'Replication repair progress: passes, blocks checked and below placement in the last pass, and since start blocks pushed, bytes pushed, surplus copies removed, blocks fetched, failures',
+      help: 'Replication repair progress: passes, blocks checked and below placement in the last pass, and since start blocks pushed, bytes pushed, surplus copies removed, blocks fetched, failures, blocks verified by scrubbing and found corrupt',
       labelNames: ['kind'],
       registers,
       collect() {
@@ -82,6 +82,8 @@ export class NodeMetrics {
         this.set({ kind: 'removed' }, p.removed);
         this.set({ kind: 'fetched' }, p.fetched);
         this.set({ kind: 'failures' }, p.failures);
+        this.set({ kind: 'verified' }, p.verified);
+        this.set({ kind: 'corrupt' }, p.corrupt);
       },
     });
     if (node.db) {

@@ -32,6 +32,7 @@ import { encodeFrame } from './frames.js';
 import type { NodeMetrics } from './metrics.js';
 import { replicaSet } from './placement.js';
 import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
+import { verifyBlockFile } from '../blockstore/store.js';
 import { StreamReader } from './stream-reader.js';
 
 export interface ReplicationConfig {
@@ -75,6 +76,9 @@ export interface RepairProgress {
   removed: number;
   fetched: number;
   failures: number;
+  /** Since start: blocks verified by scrubbing, and found corrupt (then quarantined). */
+  verified: number;
+  corrupt: number;
 }
 
 const PROTOCOL_VERSION = 1;
@@ -82,6 +86,8 @@ const HAVE_BATCH = 512;
 const LIST_PAGE = 1000;
 /** Time allowed per MiB of a block transfer on top of the request time limit. */
 const MS_PER_MIB = 1000;
+/** Bytes of held blocks each repair pass verifies (round-robin across passes). */
+const SCRUB_BYTES_PER_PASS = 256 * 2 ** 20;
 
 /** A token bucket over bytes: take() waits until the bytes fit the rate. */
 class RateLimit {
@@ -117,11 +123,12 @@ export class Replicator implements ReplicaSource {
   readonly #receiving = new Map<string, Promise<boolean>>();
   readonly #fetching = new Map<string, Promise<void>>();
   readonly #tasks = new Set<Promise<unknown>>();
-  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0 };
+  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0 };
   #unsubscribe: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #pass: Promise<void> | undefined;
   #again = false;
+  #scrubCursor = '';
 
   constructor(host: ReplicationHost, shelf: Shelf, db: OuroDB | undefined, config: ReplicationConfig) {
     this.#host = host;
@@ -522,6 +529,7 @@ export class Replicator implements ReplicaSource {
     let checked = 0;
     let under = 0;
     try {
+      await this.#scrub();
       if (this.#db) await this.#indexFromCluster();
       let batch: HeldBlock[] = [];
       const flushBatch = async () => {
@@ -542,6 +550,34 @@ export class Replicator implements ReplicaSource {
       p.underReplicated = under;
     } finally {
       p.running = false;
+    }
+  }
+
+  /**
+   * Verifies held blocks against their ids (every byte: structure, footer, each entry's hash),
+   * up to SCRUB_BYTES_PER_PASS per pass, going round from where the last pass stopped. A block
+   * that fails is moved to `quarantine/` beside it (kept for inspection, no longer served or
+   * counted as held), so the repair passes copy a good one back from another holder.
+   */
+  async #scrub(): Promise<void> {
+    let budget = SCRUB_BYTES_PER_PASS;
+    const blocks = await this.held();
+    blocks.sort((x, y) => (x.id < y.id ? -1 : 1));
+    const start = blocks.findIndex((b) => b.id > this.#scrubCursor);
+    const order = start < 0 ? blocks : [...blocks.slice(start), ...blocks.slice(0, start)];
+    for (const b of order) {
+      if (budget <= 0 || this.#stop.signal.aborted) return;
+      budget -= b.size;
+      this.#scrubCursor = b.id;
+      try {
+        await verifyBlockFile(nodeVfs, this.#shelf.path(b.id), blockIdBytes(b.id));
+        this.#progress.verified++;
+      } catch (err) {
+        if (!(err instanceof CorruptionError) && (err as { cause?: { code?: string } }).cause?.code === 'ENOENT') continue;
+        this.#progress.corrupt++;
+        this.#host.log.error({ event: 'replica-corrupt', id: b.id, err: err instanceof Error ? err.message : String(err) }, 'a held block failed verification; quarantined, to be copied back from another holder');
+        await this.#shelf.quarantine(b.id);
+      }
     }
   }
 

@@ -39,6 +39,17 @@ export interface Shelf {
   removable(id: string): Promise<boolean>;
   /** Deletes this node's copy of block `id` (durably). */
   remove(id: string): Promise<void>;
+  /** Moves a copy that failed verification to `quarantine/` beside the blocks (no longer held). */
+  quarantine(id: string): Promise<void>;
+}
+
+async function quarantineFile(file: string, dir: string): Promise<void> {
+  await ensureDir(nodeVfs, dir);
+  const dest = path.join(dir, `${path.basename(file)}.${Date.now()}`);
+  await nodeVfs.rename(file, dest).catch((err: unknown) => {
+    if ((err as { code?: string }).code !== 'ENOENT') throw ioError(`rename ${file} -> ${dest}`, err);
+  });
+  await fsyncDir(nodeVfs, path.dirname(file));
 }
 
 /** A block id as hex, checked. */
@@ -135,6 +146,10 @@ export class DirShelf implements Shelf {
   remove(id: string): Promise<void> {
     return removeDurably(this.path(id));
   }
+
+  quarantine(id: string): Promise<void> {
+    return quarantineFile(this.path(id), path.join(this.root, 'quarantine'));
+  }
 }
 
 /**
@@ -195,5 +210,9 @@ export class DbShelf implements Shelf {
 
   remove(id: string): Promise<void> {
     return removeDurably(this.path(id));
+  }
+
+  quarantine(id: string): Promise<void> {
+    return quarantineFile(this.path(id), path.join(this.db.dir, 'quarantine'));
   }
 }

@@ -125,4 +125,28 @@ describe('replication', () => {
     const metrics = await (await fetch(`${a2.run.admin}/metrics`)).text();
     expect(metrics).toMatch(/ouro_repair\{kind="passes"\} [1-9]/);
   });
+
+  it('a replica that corrupts a block on disk is detected, quarantined and repaired from another holder', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key);
+    const b = await joinKeyless(a);
+    const c = await joinKeyless(a);
+    await waitFor(() => converged([a, b, c], [a.peerId, b.peerId, c.peerId]), 20_000, 'three members');
+    await dbApi.put(a, pseudoRandom('rot', 300_000), { key: 'rot' });
+    await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+    const [id] = await held(b);
+    const file = path.join(b.dir, 'replicas', 'blocks', id!.slice(0, 2), `${id}.blk`);
+    const good = fs.readFileSync(file);
+    const bad = Buffer.from(good);
+    bad[150_000] = bad[150_000]! ^ 0x40;
+    fs.writeFileSync(file, bad);
+
+    const progress = await b.post<{ corrupt: number }>('/replication/repair', {});
+    expect(progress.body.corrupt).toBe(1);
+    expect(fs.readdirSync(path.join(b.dir, 'replicas', 'quarantine'))).toHaveLength(1);
+    // Another holder's next pass finds b lacking the block and copies a good one back.
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file).equals(good), 30_000, 'block repaired');
+    const logs = b.logs.filter((l) => l.event === 'replica-corrupt');
+    expect(logs).toHaveLength(1);
+  });
 });
