@@ -4,7 +4,7 @@
  * database's LevelDB lock keeps other processes out while it runs). Every route needs the admin
  * token, reads included: they return plaintext.
  *
- *   PUT  /db/objects[?key=K&parent=H]   body: the value (streamed)  -> {hash, size}
+ *   PUT  /db/objects[?key=K&parent=H&meta=JSON]  body: the value (streamed)  -> {hash, size}
  *   GET  /db/objects/<hash>             -> the value (streamed)
  *   GET  /db/value?key=K                -> the value of the key's newest head
  *   GET  /db/heads?key=K                -> {heads}
@@ -55,7 +55,14 @@ export async function serveDb(db: OuroDB | undefined, route: string, url: URL, r
     case 'PUT /db/objects': {
       const k = url.searchParams.get('key');
       const parent = url.searchParams.get('parent');
-      send(res, 200, await db.put(req as AsyncIterable<Uint8Array>, { ...(k !== null ? { key: k } : {}), ...(parent !== null ? { parent } : {}) }));
+      const metaText = url.searchParams.get('meta');
+      let meta: Record<string, string> | undefined;
+      try {
+        meta = metaText === null ? undefined : (JSON.parse(metaText) as Record<string, string>);
+      } catch (err) {
+        throw new BadArgumentError('meta must be a JSON object of strings', { cause: err });
+      }
+      send(res, 200, await db.put(req as AsyncIterable<Uint8Array>, { ...(k !== null ? { key: k } : {}), ...(parent !== null ? { parent } : {}), ...(meta ? { meta } : {}) }));
       return true;
     }
     case 'GET /db/value': {

@@ -657,14 +657,34 @@ export class Replicator implements ReplicaSource {
     this.#host.log.info({ event: 'surplus-removed', id, placed }, 'surplus copy removed');
   }
 
+  /**
+   * Rebuilds this keyed member's database from the cluster (`ouro restore`): every block any
+   * live member holds is fetched, verified and adopted. Resolves with the counts once a full
+   * round over the members found nothing new; throws if a block could not be had.
+   */
+  async restore(): Promise<{ blocks: number; adopted: number }> {
+    if (!this.#db) throw new BadArgumentError('restore needs the database (start the node with --database and the key)');
+    let adopted = 0;
+    for (;;) {
+      const round = await this.#indexFromCluster();
+      adopted += round.adopted;
+      if (round.failed > 0) throw new OuroError('OURO_NOT_FOUND', `${round.failed} blocks could not be fetched from the cluster; run restore again once their holders are back`);
+      if (round.adopted === 0) break;
+    }
+    let blocks = 0;
+    for await (const _ of this.#db.blocks()) blocks++;
+    return { blocks, adopted };
+  }
+
   /** A keyed member learns every block the others hold and indexes the ones it does not know. */
-  async #indexFromCluster(): Promise<void> {
+  async #indexFromCluster(): Promise<{ adopted: number; failed: number }> {
     const db = this.#db!;
+    const round = { adopted: 0, failed: 0 };
     for (const m of this.#host.memberViews()) {
       if (m.self || m.status !== 'member' || m.state !== 'alive') continue;
       let after = '';
       for (;;) {
-        if (this.#stop.signal.aborted) return;
+        if (this.#stop.signal.aborted) return round;
         let page: { blocks: HeldBlock[]; done: boolean };
         try {
           page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, this.#smallRequest())) as typeof page;
@@ -674,12 +694,19 @@ export class Replicator implements ReplicaSource {
         }
         for (const b of page.blocks) {
           if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || db.block(b.id)) continue;
-          await this.#index(b.id).catch((err: unknown) => this.#failed('index', m.peerId, b.id, err));
+          try {
+            await this.#index(b.id);
+            round.adopted++;
+          } catch (err) {
+            round.failed++;
+            this.#failed('index', m.peerId, b.id, err);
+          }
         }
         if (page.done || page.blocks.length === 0) break;
         after = page.blocks[page.blocks.length - 1]!.id;
       }
     }
+    return round;
   }
 
   /** Options of a repair pass's small requests: a member that does not answer soon is skipped this pass. */

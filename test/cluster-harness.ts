@@ -195,10 +195,15 @@ export async function founderWithDb(key: string, extra: string[] = []): Promise<
 
 /** A node with the database admitted by token through `via` (it takes the cluster's database), then started. */
 export async function joinWithDb(via: NodeProc, key: string, extra: string[] = [], dir = tempDir()): Promise<NodeProc> {
+  await admitWithDb(via, key, dir, extra);
+  return startNode(dir, [], ['--key-file', key]);
+}
+
+/** `ouro node join DIR --database` by token through `via`, not started. */
+export async function admitWithDb(via: NodeProc, key: string, dir: string, extra: string[] = []): Promise<void> {
   const { token } = await ouroJson<{ token: string }>(['cluster', '--dir', via.dir, 'token', '--ttl', '5m']);
   const r = await ouroJson<{ status: string }>(['--key-file', key, 'node', 'join', dir, '--peer', via.address, '--token', token, '--database', ...FAST_FLAGS, ...REPL_FLAGS, ...extra]);
   if (r.status !== 'joined') throw new Error(`token join answered ${r.status}`);
-  return startNode(dir, [], ['--key-file', key]);
 }
 
 /** A keyless node (replica only) admitted by token through `via`, then started. */
@@ -212,8 +217,9 @@ export async function joinKeyless(via: NodeProc, extra: string[] = []): Promise<
 
 /** Database calls on a running node through its admin API (docs/node.md). */
 export const dbApi = {
-  async put(node: NodeProc, value: Uint8Array | string, opts: { key?: string; parent?: string } = {}): Promise<{ hash: string; size: number }> {
-    const q = new URLSearchParams(opts as Record<string, string>).toString();
+  async put(node: NodeProc, value: Uint8Array | string, opts: { key?: string; parent?: string; meta?: Record<string, string> } = {}): Promise<{ hash: string; size: number }> {
+    const { meta, ...rest } = opts;
+    const q = new URLSearchParams({ ...rest, ...(meta ? { meta: JSON.stringify(meta) } : {}) } as Record<string, string>).toString();
     const res = await fetch(`${node.run.admin}/db/objects${q ? `?${q}` : ''}`, { method: 'PUT', headers: { authorization: `Bearer ${node.run.token}` }, body: value });
     const body = (await res.json()) as { hash: string; size: number; error?: { code: string; message: string } };
     if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { pseudoRandom } from './helpers.js';
-import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, startNode, waitFor } from './cluster-harness.js';
+import { pseudoRandom, tempDir } from './helpers.js';
+import { type NodeProc, admitWithDb, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
 /** Every file under `dir`, read whole (test directories are small). */
 function filesUnder(dir: string): Array<{ file: string; bytes: Buffer }> {
@@ -148,5 +148,32 @@ describe('replication', () => {
     await waitFor(() => fs.existsSync(file) && fs.readFileSync(file).equals(good), 30_000, 'block repaired');
     const logs = b.logs.filter((l) => l.event === 'replica-corrupt');
     expect(logs).toHaveLength(1);
+  });
+
+  it('restores a destroyed node from the cluster with only the key and a join: every object, version, parent and metadata field', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key);
+    const b = await joinWithDb(a, key);
+    const c = await joinKeyless(a);
+    await waitFor(() => converged([a, b, c], [a.peerId, b.peerId, c.peerId]), 20_000, 'three members');
+    const root = await dbApi.put(a, 'root', { key: 'tree/root', meta: { kind: 'dir' } });
+    for (let i = 0; i < 6; i++) await dbApi.put(a, pseudoRandom(`f${i}`, 20_000 * (i + 1)), { key: `tree/f${i % 3}`, parent: root.hash, meta: { n: String(i) } });
+    await dbApi.put(b, 'written on b', { key: 'tree/from-b', meta: { by: 'b' } });
+    await Promise.all([dbApi.json(a, '/db/flush', 'POST', { replicas: 3 }), dbApi.json(b, '/db/flush', 'POST', { replicas: 3 })]);
+    await waitFor(async () => (await dbApi.get(a, '/db/value?key=tree/from-b')).status === 200, 20_000, 'a indexes b\'s write');
+    const byHash = (x: { objects: Array<{ hash: string }> }) => [...x.objects].sort((p, q) => (p.hash < q.hash ? -1 : 1));
+    const original = byHash(await dbApi.json<{ objects: Array<{ hash: string }> }>(a, '/db/export'));
+    expect(original).toHaveLength(8);
+
+    await a.kill9();
+    fs.rmSync(a.dir, { recursive: true, force: true });
+    const dir = tempDir();
+    await admitWithDb(b, key, dir);
+    const r = await ouroJson<{ objects: number; blocks: number }>(['--key-file', key, 'restore', dir]);
+    expect(r.objects).toBe(8);
+    const e = await startNode(dir, [], ['--key-file', key]);
+    expect(byHash(await dbApi.json<{ objects: Array<{ hash: string }> }>(e, '/db/export'))).toEqual(original);
+    const hist = await dbApi.json<{ versions: Array<{ version: number }> }>(e, '/db/history?key=tree/f0');
+    expect(hist.versions.map((v) => v.version)).toEqual([2, 1]);
   });
 });

@@ -165,6 +165,29 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     process.exit(process.exitCode ?? 0);
   });
 
+  configOptions(
+    program
+      .command('restore')
+      .description("rebuild this node's database from the cluster: every block the live members hold, verified and indexed (the node joined with --database and the key)")
+      .argument('<dir>', 'node directory'),
+  ).action(async (dir: string, o: ConfigFlags) => {
+    const { Node } = await import('../../carrier/node.js');
+    const { loadConfig } = await import('../../carrier/config.js');
+    const config = await loadConfig(dir, patchOf(o));
+    if (!config.database.enabled) throw new UsageError(`${dir} runs without a database: there is nothing to restore into (join with --database)`);
+    const node = await Node.start({ dir, config: patchOf(o), dbOpen: (await dbOpenOf(g(), true))! });
+    try {
+      if (node.role !== 'member') throw new RefusedError(`${node.peerId} is not a member of its cluster (${node.role})`);
+      const started = Date.now();
+      const r = await node.replication.restore();
+      const stats = await node.db!.stats();
+      output(g(), { ...r, objects: stats.objects, logicalBytes: stats.logicalBytes, seconds: (Date.now() - started) / 1000 }, () => `restored ${stats.objects} objects (${stats.logicalBytes} bytes) from ${r.blocks} blocks, ${r.adopted} fetched now`);
+    } finally {
+      await node.stop();
+    }
+    process.exit(process.exitCode ?? 0);
+  });
+
   const cluster = program
     .command('cluster')
     .description('operate on the cluster through a running node (its admin API)')
