@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { replicaSet } from '../carrier/placement.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 import { type NodeProc, admitWithDb, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
@@ -175,5 +176,47 @@ describe('replication', () => {
     expect(byHash(await dbApi.json<{ objects: Array<{ hash: string }> }>(e, '/db/export'))).toEqual(original);
     const hist = await dbApi.json<{ versions: Array<{ version: number }> }>(e, '/db/history?key=tree/f0');
     expect(hist.versions.map((v) => v.version)).toEqual([2, 1]);
+  });
+
+  it('a joining member receives the blocks it now owns; surplus copies go only after the new ones are held (RF 2)', async () => {
+    const key = keyFile();
+    const rf = ['--replication-factor', '2'];
+    const a = await founderWithDb(key, ['--max-unsealed-ms', '100', ...rf]);
+    const b = await joinKeyless(a, rf);
+    const c = await joinKeyless(a, rf);
+    await waitFor(() => converged([a, b, c], [a.peerId, b.peerId, c.peerId]), 20_000, 'three members');
+    for (let i = 0; i < 12; i++) {
+      await dbApi.put(a, pseudoRandom(`r${i}`, 30_000), { key: `r/${i}` });
+      await dbApi.json(a, '/db/flush', 'POST', { replicas: 2 });
+    }
+    const blocks = (await held(a)).sort();
+    expect(blocks.length).toBe(12);
+    const keyless = async (nodes: NodeProc[], members: string[]) => {
+      for (const n of nodes) {
+        const want = blocks.filter((id) => replicaSet(id, members, 2).includes(n.peerId)).sort();
+        if ((await held(n)).sort().join() !== want.join()) return false;
+      }
+      return true;
+    };
+    // Before the join: b and c hold exactly what placement over {a, b, c} gives them.
+    await waitFor(() => keyless([b, c], [a.peerId, b.peerId, c.peerId]), 30_000, 'placement over three');
+    const d = await joinKeyless(a, rf);
+    const all = [a.peerId, b.peerId, c.peerId, d.peerId];
+    await waitFor(() => converged([a, b, c, d], all), 20_000, 'four members');
+    // After: every keyless member holds exactly its placement over four (computed here, in
+    // another process, from the ids alone), and d got the blocks it now owns.
+    await waitFor(() => keyless([b, c, d], all), 60_000, 'rebalanced');
+    expect((await held(d)).length).toBeGreaterThan(0);
+    // Exactly the copies placement over four moved away were removed, each after its new holders had it.
+    const three = [a.peerId, b.peerId, c.peerId];
+    const moved = blocks.flatMap((id) => [b, c].filter((n) => replicaSet(id, three, 2).includes(n.peerId) && !replicaSet(id, all, 2).includes(n.peerId)).map((n) => `${n.peerId}:${id}`));
+    const removed = [b, c].flatMap((n) => n.logs.filter((l) => l.event === 'surplus-removed').map((l) => `${n.peerId}:${String(l.id)}`));
+    expect(removed.sort()).toEqual(moved.sort());
+    // Nothing fell below two holders: every block is on its two placed members now.
+    for (const id of blocks) {
+      const holders = await Promise.all([b, c, d].map(async (n) => ((await held(n)).includes(id) ? 1 : 0)));
+      const placedOnA = replicaSet(id, all, 2).includes(a.peerId) ? 1 : 0;
+      expect(holders.reduce((x: number, y: number) => x + y, 0) + placedOnA).toBe(2);
+    }
   });
 });
