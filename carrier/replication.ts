@@ -86,6 +86,8 @@ const HAVE_BATCH = 512;
 const LIST_PAGE = 1000;
 /** Time allowed per MiB of a block transfer on top of the request time limit. */
 const MS_PER_MIB = 1000;
+/** Received bytes gathered into one write. */
+const WRITE_GATHER_BYTES = 1 << 20;
 /** Bytes of held blocks each repair pass verifies (round-robin across passes). */
 const SCRUB_BYTES_PER_PASS = 256 * 2 ** 20;
 
@@ -345,12 +347,23 @@ export class Replicator implements ReplicaSource {
       throw ioError(`create ${staging}`, err);
     });
     try {
+      // QUIC hands over pieces of a few KiB: gather them into ~1 MiB writes (one syscall each).
       let at = 0;
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const write = async () => {
+        await handle.writev(pending, at);
+        at += pendingBytes;
+        pending = [];
+        pendingBytes = 0;
+      };
       for await (const piece of source) {
         signal.throwIfAborted();
-        await handle.write(piece, 0, piece.length, at);
-        at += piece.length;
+        pending.push(piece);
+        pendingBytes += piece.length;
+        if (pendingBytes >= WRITE_GATHER_BYTES) await write();
       }
+      if (pendingBytes > 0) await write();
       await handle.sync().catch((err: unknown) => {
         throw syncFailure(`fsync ${staging}`, err);
       });
