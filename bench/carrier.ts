@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { Stream } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { Carrier, protocolId } from '../carrier/index.js';
 
@@ -26,12 +27,16 @@ async function startPeer(readBytes: number): Promise<{ child: ChildProcess; addr
   return { child, address: (JSON.parse(line) as { address: string }).address };
 }
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 async function rawThroughput(c: Carrier, address: string, total: number): Promise<number> {
-  const stream = await c.node.dialProtocol(multiaddr(address), '/ouro-bench/raw-sink/1');
+  return rawStreamThroughput(await c.node.dialProtocol(multiaddr(address), '/ouro-bench/raw-sink/1'), total);
+}
+
+/** MiB/s of `total` bytes in 64 KiB writes on a stream to a sink that answers the byte count (u64 BE). */
+export async function rawStreamThroughput(stream: Stream, total: number): Promise<number> {
   const piece = new Uint8Array(64 * 1024).fill(7);
   // Listen from the start: libp2p 3 tells only readers already listening that the peer closed.
   const answered = Array.fromAsync(stream, (p) => p.subarray());

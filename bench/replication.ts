@@ -15,13 +15,10 @@ import path from 'node:path';
 import type { Stream } from '@libp2p/interface';
 import { Node } from '../carrier/node.js';
 import { OuroDB } from '../lib/index.js';
+import { quantile, rawStreamThroughput } from './carrier.js';
 
 const MiB = 1 << 20;
 const FAST = { heartbeat: { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 } };
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
 
 async function until(check: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 300 && !check(); i++) await new Promise((r) => setTimeout(r, 100));
@@ -37,16 +34,7 @@ async function rawThroughput(from: Node, to: Node, total: number): Promise<numbe
     stream.send(answer);
     await stream.close();
   });
-  const sink = await from.carrier.node.dialProtocol(to.carrier.node.peerId, '/ouro-bench/replication-sink/1');
-  const answered = Array.fromAsync(sink, (p) => p.subarray());
-  const piece = new Uint8Array(64 * 1024).fill(9);
-  const started = performance.now();
-  for (let sent = 0; sent < total; sent += piece.length) if (!sink.send(piece)) await sink.onDrain();
-  await sink.close();
-  const answer = Buffer.concat(await answered);
-  const seconds = (performance.now() - started) / 1000;
-  if (Number(answer.readBigUInt64BE(0)) !== total) throw new Error('raw sink lost bytes');
-  return total / MiB / seconds;
+  return rawStreamThroughput(await from.carrier.node.dialProtocol(to.carrier.node.peerId, '/ouro-bench/replication-sink/1'), total);
 }
 
 export async function replicationBench(quick: boolean): Promise<Record<string, unknown>> {

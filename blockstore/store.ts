@@ -409,16 +409,11 @@ export class BlockStore {
 
   /**
    * Reads and checks a sealed block's header, trailer and footer, and recomputes its id. Entry
-   * bytes are not read (see verifyEntries). Throws CorruptionError on any mismatch, and for a
+   * bytes are not read (see assertBlockEntries). Throws CorruptionError on any mismatch, and for a
    * block of another database.
    */
   readIndex(file: string): Promise<BlockIndex> {
     return readBlockIndex(this.vfs, file, this.databaseId);
-  }
-
-  /** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
-  verifyEntries(file: string, rows: EntryRow[]): Promise<EntryRow[]> {
-    return verifyBlockEntries(this.vfs, file, rows);
   }
 }
 
@@ -506,7 +501,12 @@ export async function verifyBlockEntries(vfs: Vfs, file: string, rows: EntryRow[
 export async function verifyBlockFile(vfs: Vfs, file: string, expectedId: Uint8Array): Promise<BlockIndex> {
   const index = await readBlockIndex(vfs, file);
   if (!index.id.equals(expectedId)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to ${toHex(expectedId)}`, { location: { file } });
-  const bad = await verifyBlockEntries(vfs, file, index.rows);
-  if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
+  await assertBlockEntries(vfs, file, index.rows);
   return index;
+}
+
+/** verifyBlockEntries, throwing CorruptionError (at the first bad entry) if any entry is bad. */
+export async function assertBlockEntries(vfs: Vfs, file: string, rows: EntryRow[]): Promise<void> {
+  const bad = await verifyBlockEntries(vfs, file, rows);
+  if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
 }

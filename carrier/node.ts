@@ -268,11 +268,6 @@ export class Node {
     return this.config.requestTimeoutMs;
   }
 
-  /** Members that are draining: placement skips them. */
-  draining(): ReadonlySet<string> {
-    return new Set();
-  }
-
   /** Sends a request to a member by peer id, dialing its listed addresses. */
   request(peer: string, name: string, message: unknown, options: { major?: number; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
     return this.carrier.request(this.#route(peer), protocolId(name, options.major), message, options);

@@ -15,8 +15,8 @@
  * resumable by construction (a restart simply passes again), and the same pass serves a writer's
  * pushes that failed, a dead member's blocks, a corrupt replica, and rebalancing after a join.
  *
- * Placement (carrier/placement.ts) runs over the approved members that are not revoked, not
- * draining, and not `dead` for longer than `deadGraceMs`: a member that is only briefly away
+ * Placement (carrier/placement.ts) runs over the approved members that are not revoked and not
+ * `dead` for longer than `deadGraceMs`: a member that is only briefly away
  * keeps its blocks and none are copied. A copy on a member outside the placement is surplus and
  * is removed by its holder only after every placed member has confirmed holding the block.
  */
@@ -53,8 +53,6 @@ export interface ReplicationHost {
   readonly metrics: NodeMetrics;
   /** Current members with their failure detector state. */
   memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null }>;
-  /** Members marked draining (no new placements). */
-  draining(): ReadonlySet<string>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
@@ -86,6 +84,8 @@ const HAVE_BATCH = 512;
 const LIST_PAGE = 1000;
 /** Time allowed per MiB of a block transfer on top of the request time limit. */
 const MS_PER_MIB = 1000;
+/** Time budget of a fetch, as bytes at MS_PER_MIB: a default-size block several times over. */
+const FETCH_BUDGET_BYTES = 64 * 2 ** 20;
 /** Received bytes gathered into one write. */
 const WRITE_GATHER_BYTES = 1 << 20;
 /** Bytes of held blocks each repair pass verifies (round-robin across passes). */
@@ -179,13 +179,12 @@ export class Replicator implements ReplicaSource {
 
   // ------------------------------------------------------------------ placement
 
-  /** Members blocks may be placed on now: approved, not revoked, not draining, not dead past the grace. */
+  /** Members blocks may be placed on now: approved, not revoked, not dead past the grace. */
   candidates(): string[] {
     const now = Date.now();
-    const draining = this.#host.draining();
     return this.#host
       .memberViews()
-      .filter((m) => m.status === 'member' && !draining.has(m.peerId) && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
+      .filter((m) => m.status === 'member' && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
       .map((m) => m.peerId);
   }
 
@@ -271,16 +270,7 @@ export class Replicator implements ReplicaSource {
         throw ioError(`open ${file}`, err);
       });
       try {
-        const piece = Buffer.allocUnsafe(256 * 1024);
-        for (let at = 0; at < size; ) {
-          const n = Math.min(piece.length, size - at);
-          if (limited) await this.#limit.take(n, signal);
-          const { bytesRead } = await handle.read(piece, 0, n, at);
-          if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
-          // send() may keep the buffer until it is written: give it a copy of its own.
-          await send(stream, Buffer.from(piece.subarray(0, n)), signal);
-          at += n;
-        }
+        await sendFile(stream, handle, file, size, signal, limited ? (n) => this.#limit.take(n, signal) : undefined);
       } finally {
         await handle.close();
       }
@@ -392,13 +382,7 @@ export class Replicator implements ReplicaSource {
       const size = (await handle.stat()).size;
       const signal = this.#transferSignal(size);
       await send(stream, encodeFrame({ ok: true, body: { size } }, max), signal);
-      const piece = Buffer.allocUnsafe(256 * 1024);
-      for (let at = 0; at < size; ) {
-        const { bytesRead } = await handle.read(piece, 0, Math.min(piece.length, size - at), at);
-        if (bytesRead === 0) throw new CorruptionError(`${file} shrank while it was sent`);
-        await send(stream, Buffer.from(piece.subarray(0, bytesRead)), signal);
-        at += bytesRead;
-      }
+      await sendFile(stream, handle, file, size, signal);
       await stream.close({ signal });
     } finally {
       await handle.close();
@@ -435,7 +419,8 @@ export class Replicator implements ReplicaSource {
   }
 
   async #fetchFrom(peer: string, id: string): Promise<void> {
-    const signal = this.#transferSignal(this.#db ? 64 * 2 ** 20 : 16 * 2 ** 20);
+    // The size arrives with the answer: allow for a block as large as blocks are made (1 GiB at most).
+    const signal = this.#transferSignal(FETCH_BUDGET_BYTES);
     const stream = await this.#host.openStream(peer, 'block-get', signal);
     const onAbort = () => stream.abort(new TimeoutError(`block-get ${id} from ${peer}: time limit`));
     signal.addEventListener('abort', onAbort, { once: true });
@@ -731,5 +716,19 @@ export class Replicator implements ReplicaSource {
     if (this.#stop.signal.aborted) return;
     this.#progress.failures++;
     this.#host.log.warn({ event: `${what}-failed`, peer, id, err: err instanceof OuroError ? `${err.code}: ${err.message}` : String(err) }, `block ${what} failed`);
+  }
+}
+
+/** Sends the first `size` bytes of an open file in 256 KiB pieces; `pace` may hold each piece back (rate limit). */
+async function sendFile(stream: Stream, handle: fs.promises.FileHandle, file: string, size: number, signal: AbortSignal, pace?: (bytes: number) => Promise<void>): Promise<void> {
+  const piece = Buffer.allocUnsafe(256 * 1024);
+  for (let at = 0; at < size; ) {
+    const n = Math.min(piece.length, size - at);
+    await pace?.(n);
+    const { bytesRead } = await handle.read(piece, 0, n, at);
+    if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
+    // send() may keep the buffer until it is written: give it a copy of its own.
+    await send(stream, Buffer.from(piece.subarray(0, n)), signal);
+    at += n;
   }
 }

@@ -9,10 +9,10 @@
  */
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { type BlockIndex, verifyBlockFile } from '../blockstore/store.js';
+import { type BlockIndex, readBlockIndex, verifyBlockFile } from '../blockstore/store.js';
 import { fromHex, toHex } from '../lib/bytes.js';
 import type { OuroDB } from '../lib/db.js';
-import { BadArgumentError, ioError, syncFailure } from '../lib/errors.js';
+import { BadArgumentError, CorruptionError, ioError, syncFailure } from '../lib/errors.js';
 import { ensureDir, fsyncDir } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 
@@ -183,21 +183,24 @@ export class DbShelf implements Shelf {
 
   async keep(staging: string, id: string): Promise<boolean> {
     try {
-      const index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
-      if (await exists(this.path(toHex(index.id)))) {
+      if (await exists(this.path(id))) {
         await nodeVfs.remove(staging).catch(() => {});
         return false;
       }
-      // Registered but not kept here (dropped earlier, fetched back now): put the file back.
-      if (this.db.block(id)) {
-        const dest = this.path(id);
-        await nodeVfs.rename(staging, dest).catch((err: unknown) => {
-          throw ioError(`rename ${staging} -> ${dest}`, err);
-        });
-        await fsyncDir(nodeVfs, path.dirname(dest));
-        return true;
+      if (!this.db.block(id)) {
+        // The header and footer name the block (a cheap read); adoptBlock checks every byte.
+        const index = await readBlockIndex(nodeVfs, staging);
+        if (toHex(index.id) !== id) throw new CorruptionError(`${staging}: contents hash to ${toHex(index.id)}, not to ${id}`, { location: { file: staging } });
+        return (await this.db.adoptBlock(staging)).adopted;
       }
-      return (await this.db.adoptBlock(staging)).adopted;
+      // Registered but not kept here (dropped earlier, fetched back now): check it, put it back.
+      await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+      const dest = this.path(id);
+      await nodeVfs.rename(staging, dest).catch((err: unknown) => {
+        throw ioError(`rename ${staging} -> ${dest}`, err);
+      });
+      await fsyncDir(nodeVfs, path.dirname(dest));
+      return true;
     } catch (err) {
       await nodeVfs.remove(staging).catch(() => {});
       throw err;

@@ -18,7 +18,7 @@ import { ClassicLevel } from 'classic-level';
 import { Packr } from 'msgpackr';
 import { EntryKind, type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
-import { BlockStore, type OpenBlock, type SealedBlock } from '../blockstore/store.js';
+import { BlockStore, type OpenBlock, type SealedBlock, assertBlockEntries } from '../blockstore/store.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
 import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
@@ -611,8 +611,7 @@ export class OuroDB {
         received.push(file);
         continue;
       }
-      const bad = await this.#store.verifyEntries(file, index.rows);
-      if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
+      await assertBlockEntries(this.#store.vfs, file, index.rows);
       maxSeq = Math.max(maxSeq, index.seq);
       await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
     }
@@ -1611,8 +1610,7 @@ export class OuroDB {
       if (file !== dest) await store.vfs.remove(file).catch(() => {});
       return { id: idHex, adopted: false };
     }
-    const bad = await store.verifyEntries(file, index.rows);
-    if (bad.length > 0) throw new CorruptionError(`${file}: ${bad.length} entries do not match the footer`, { location: { file, offset: bad[0]!.offset } });
+    await assertBlockEntries(store.vfs, file, index.rows);
     const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
     if (file !== dest) {
       await ensureDir(store.vfs, path.dirname(dest));
