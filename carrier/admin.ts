@@ -136,6 +136,13 @@ export class AdminServer {
           node.replication.kick();
           await node.replication.idle();
           return send(res, 200, node.replication.progress);
+        case 'POST /cluster/drain':
+          await node.drain();
+          return send(res, 200, { draining: true, drain: node.replication.drainProgress });
+        case 'POST /cluster/replication-factor': {
+          if (typeof body.factor !== 'number') throw new BadArgumentError('body must give factor');
+          return send(res, 200, { factor: body.factor, epoch: (await node.setReplicationFactor(body.factor)).epoch });
+        }
         case 'POST /cluster/leave':
           await node.leave();
           return send(res, 200, { left: true });

@@ -9,6 +9,11 @@
  *   chains back to the founder; a list from a stranger cannot add anyone;
  * - a revocation is signed by a member (or by the leaving member itself) and is permanent: a
  *   revoked peer id never returns (a node that should rejoin gets a new identity).
+ * - a drain is signed by a member (usually the draining one) and is permanent too: the drained
+ *   member stays a member, serving what it holds, but no block is placed on it any more; it
+ *   leaves once its blocks are held elsewhere (carrier/replication.ts).
+ * The cluster's replication factor is a setting in the list, not a certificate: any member may
+ * change it, and the list with the higher (epoch, signer) has the word, like for addresses.
  * Known gap: certificates carry no time, so a revoked member that kept its key can still sign
  * approvals that others accept; voiding a revoked member's later approvals needs approvals bound
  * to an epoch the revocation names (next work).
@@ -22,7 +27,9 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { Packr } from 'msgpackr';
 import { BadArgumentError, ProtocolError } from '../lib/errors.js';
 
-export const MEMBER_LIST_VERSION = 1;
+export const MEMBER_LIST_VERSION = 2;
+/** Version 1 lists (before drains and the replication factor) are still read, and signed anew as 2 at their next change. */
+const READABLE_VERSIONS = new Set([1, 2]);
 
 export interface Approval {
   peerId: string;
@@ -37,6 +44,19 @@ export interface Revocation {
   sig: string;
 }
 
+export interface Drain {
+  peerId: string;
+  by: string;
+  sig: string;
+}
+
+export interface FactorSetting {
+  /** Members each block is placed on (capped by the candidates there are). */
+  factor: number;
+  epoch: number;
+  by: string;
+}
+
 export interface MemberList {
   version: number;
   clusterId: string;
@@ -48,6 +68,13 @@ export interface MemberList {
   approvals: Approval[];
   /** One per peer, sorted by peer id. */
   revocations: Revocation[];
+  /** One per peer, sorted by peer id: members no block may be placed on any more. Version 2. */
+  drains: Drain[];
+  /**
+   * The cluster's replication factor, with the epoch it was set at and by whom; null: each
+   * member's configured default (version 1 lists). Version 2.
+   */
+  replication: FactorSetting | null;
   /** Last announced listen addresses per member (not certified: any member may update them). */
   addresses: Record<string, string[]>;
   signer: string;
@@ -71,10 +98,16 @@ function revocationBytes(clusterId: string, peerId: string, by: string): Uint8Ar
   return enc(['ourodb member revocation', clusterId, peerId, by]);
 }
 
-/** What a list's signature covers: every field but the signature, in a fixed order. */
+function drainBytes(clusterId: string, peerId: string, by: string): Uint8Array {
+  return enc(['ourodb member drain', clusterId, peerId, by]);
+}
+
+/** What a list's signature covers: every field but the signature, in a fixed order (version 1 lists had no drains nor factor). */
 export function signedBytes(l: Content & { signer: string }): Uint8Array {
   const addresses = Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]]);
-  return enc(['ourodb member list', l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig]), addresses, l.signer]);
+  const common = [l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig])];
+  if (l.version === 1) return enc(['ourodb member list', ...common, addresses, l.signer]);
+  return enc(['ourodb member list', ...common, l.drains.map((d) => [d.peerId, d.by, d.sig]), l.replication && [l.replication.factor, l.replication.epoch, l.replication.by], addresses, l.signer]);
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -82,7 +115,7 @@ const byPeer = <T extends { peerId: string }>(a: T, b: T) => (a.peerId < b.peerI
 
 async function signList(content: Content, key: PrivateKey): Promise<MemberList> {
   const signer = peerIdFromPrivateKey(key).toString();
-  const unsigned = { ...content, approvals: [...content.approvals].sort(byPeer), revocations: [...content.revocations].sort(byPeer), signer };
+  const unsigned = { ...content, version: MEMBER_LIST_VERSION, approvals: [...content.approvals].sort(byPeer), revocations: [...content.revocations].sort(byPeer), drains: [...content.drains].sort(byPeer), signer };
   return { ...unsigned, signature: hex(await key.sign(signedBytes(unsigned))) };
 }
 
@@ -96,20 +129,38 @@ export function isMember(list: MemberList, peerId: string): boolean {
   return members(list).includes(peerId);
 }
 
+/** The cluster's replication factor, or null when the list sets none. */
+export function replicationFactorOf(list: MemberList): number | null {
+  return list.replication?.factor ?? null;
+}
+
+/** Members that are draining: no new placements on them; they leave once their blocks are elsewhere. */
+export function draining(list: MemberList): Set<string> {
+  const now = new Set(members(list));
+  return new Set(list.drains.map((d) => d.peerId).filter((p) => now.has(p)));
+}
+
+function checkFactor(rf: number): void {
+  if (!Number.isSafeInteger(rf) || rf < 1 || rf > 16) throw new BadArgumentError(`the replication factor must be an integer from 1 to 16, not ${rf}`);
+}
+
 /** A new cluster whose only member (and founder) is the node holding `key`. */
-export async function newCluster(key: PrivateKey, addresses: string[]): Promise<MemberList> {
+export async function newCluster(key: PrivateKey, addresses: string[], replicationFactor: number | null = null): Promise<MemberList> {
+  if (replicationFactor !== null) checkFactor(replicationFactor);
+  const self = peerIdFromPrivateKey(key).toString();
   const founder = peerIdFromPrivateKey(key).toString();
   const salt = crypto.randomBytes(16).toString('hex');
   const clusterId = clusterIdOf(founder, salt);
   const approval = { peerId: founder, approvedBy: founder, sig: hex(await key.sign(approvalBytes(clusterId, founder, founder))) };
-  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], addresses: { [founder]: addresses } }, key);
+  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], drains: [], replication: replicationFactor === null ? null : { factor: replicationFactor, epoch: 1, by: self }, addresses: { [founder]: addresses } }, key);
 }
 
 /**
  * A change by the member holding `key`: approve nodes, revoke members, update its own addresses,
- * or leave (revoke itself). Returns the next epoch, signed.
+ * leave (revoke itself), drain members (itself included) or set the replication factor.
+ * Returns the next epoch, signed.
  */
-export async function change(list: MemberList, key: PrivateKey, edit: { approve?: Array<{ peerId: string; addresses: string[] }>; revoke?: string[]; leave?: boolean; addresses?: string[] }): Promise<MemberList> {
+export async function change(list: MemberList, key: PrivateKey, edit: { approve?: Array<{ peerId: string; addresses: string[] }>; revoke?: string[]; leave?: boolean; addresses?: string[]; drain?: string[]; replicationFactor?: number }): Promise<MemberList> {
   const self = peerIdFromPrivateKey(key).toString();
   if (!isMember(list, self)) throw new BadArgumentError(`${self} is not a member of cluster ${list.clusterId}`);
   const revoked = new Set(list.revocations.map((r) => r.peerId));
@@ -126,9 +177,17 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
     if (!approvals.has(p)) throw new BadArgumentError(`${p} is not a member of cluster ${list.clusterId}`);
     if (!revocations.has(p)) revocations.set(p, { peerId: p, by: self, sig: hex(await key.sign(revocationBytes(list.clusterId, p, self))) });
   }
+  const drains = new Map(list.drains.map((d) => [d.peerId, d]));
+  for (const p of edit.drain ?? []) {
+    if (!isMember(list, p)) throw new BadArgumentError(`${p} is not a member of cluster ${list.clusterId}`);
+    if (!drains.has(p)) drains.set(p, { peerId: p, by: self, sig: hex(await key.sign(drainBytes(list.clusterId, p, self))) });
+  }
+  if (edit.replicationFactor !== undefined) checkFactor(edit.replicationFactor);
   if (edit.addresses) addresses[self] = [...edit.addresses];
   for (const p of revocations.keys()) delete addresses[p];
-  return signList({ ...list, epoch: list.epoch + 1, approvals: [...approvals.values()], revocations: [...revocations.values()], addresses }, key);
+  const epoch = list.epoch + 1;
+  const replication = edit.replicationFactor === undefined ? list.replication : { factor: edit.replicationFactor, epoch, by: self };
+  return signList({ ...list, epoch, approvals: [...approvals.values()], revocations: [...revocations.values()], drains: [...drains.values()], replication, addresses }, key);
 }
 
 async function verifySig(signer: string, bytes: Uint8Array, sig: string): Promise<boolean> {
@@ -145,7 +204,7 @@ function wellFormed(l: MemberList): boolean {
   return (
     l !== null &&
     typeof l === 'object' &&
-    l.version === MEMBER_LIST_VERSION &&
+    READABLE_VERSIONS.has(l.version) &&
     typeof l.clusterId === 'string' &&
     /^[0-9a-f]{32}$/.test(l.clusterId) &&
     str(l.founder) &&
@@ -159,6 +218,12 @@ function wellFormed(l: MemberList): boolean {
     Array.isArray(l.revocations) &&
     l.revocations.every((r) => r !== null && typeof r === 'object' && str(r.peerId) && str(r.by) && typeof r.sig === 'string') &&
     new Set(l.revocations.map((r) => r.peerId)).size === l.revocations.length &&
+    (l.version === 1 ||
+      (Array.isArray(l.drains) &&
+        l.drains.every((d) => d !== null && typeof d === 'object' && str(d.peerId) && str(d.by) && typeof d.sig === 'string') &&
+        new Set(l.drains.map((d) => d.peerId)).size === l.drains.length &&
+        (l.replication === null ||
+          (typeof l.replication === 'object' && Number.isSafeInteger(l.replication.factor) && l.replication.factor >= 1 && l.replication.factor <= 16 && Number.isSafeInteger(l.replication.epoch) && str(l.replication.by))))) &&
     l.addresses !== null &&
     typeof l.addresses === 'object' &&
     Object.values(l.addresses).every((a) => Array.isArray(a) && a.every((s) => typeof s === 'string')) &&
@@ -173,8 +238,9 @@ function wellFormed(l: MemberList): boolean {
  * in it). Throws ProtocolError otherwise.
  */
 export async function verify(list: unknown): Promise<MemberList> {
-  const l = list as MemberList;
-  if (!wellFormed(l)) throw new ProtocolError('malformed member list');
+  if (!wellFormed(list as MemberList)) throw new ProtocolError('malformed member list');
+  // A version 1 list reads as one with no drains and no factor (its signature does not cover them).
+  const l = (list as MemberList).version === 1 ? { ...(list as MemberList), drains: [], replication: null } : (list as MemberList);
   if (clusterIdOf(l.founder, l.salt) !== l.clusterId) throw new ProtocolError(`member list: cluster id ${l.clusterId} does not belong to founder ${l.founder}`);
   const approved = new Set<string>();
   // Approvals in chain order: each pass admits those whose approver is already admitted.
@@ -193,6 +259,9 @@ export async function verify(list: unknown): Promise<MemberList> {
   for (const r of l.revocations) {
     if (!approved.has(r.peerId) || !approved.has(r.by) || !(await verifySig(r.by, revocationBytes(l.clusterId, r.peerId, r.by), r.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a revocation of ${r.peerId} is not valid`);
   }
+  for (const d of l.drains) {
+    if (!approved.has(d.peerId) || !approved.has(d.by) || !(await verifySig(d.by, drainBytes(l.clusterId, d.peerId, d.by), d.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a drain of ${d.peerId} is not valid`);
+  }
   const leaving = l.revocations.some((r) => r.peerId === l.signer && r.by === l.signer);
   if (!isMember(l, l.signer) && !leaving) throw new ProtocolError(`member list epoch ${l.epoch} is signed by ${l.signer}, who is not a member`);
   if (!(await verifySig(l.signer, signedBytes(l), l.signature))) throw new ProtocolError(`member list epoch ${l.epoch}: bad signature by ${l.signer}`);
@@ -205,7 +274,7 @@ function newerWord(a: MemberList, b: MemberList): boolean {
 }
 
 function contentKey(l: Content): string {
-  return JSON.stringify([l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]])]);
+  return JSON.stringify([l.version, l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), l.drains.map((d) => d.peerId), l.replication, Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]])]);
 }
 
 /**
@@ -224,12 +293,28 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
     // One certificate per peer, the same on every member: the one by the lowest approver id.
     if (!mine || a.approvedBy < mine.approvedBy) approvals.set(a.peerId, a);
   }
+  const drains = new Map(ours.drains.map((d) => [d.peerId, d]));
+  for (const d of theirs.drains) if (!drains.has(d.peerId) || d.by < drains.get(d.peerId)!.by) drains.set(d.peerId, d);
+  // The factor: the one set last (epoch, then setter), so a concurrent unrelated change does not undo it.
+  const settings = [ours.replication, theirs.replication].filter((r): r is FactorSetting => r !== null);
+  const replication = settings.sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : x.by > y.by ? -1 : 0))[0] ?? null;
   // Addresses: the newer list's word for each member; none for revoked ones.
   const [older, newer] = newerWord(theirs, ours) ? [ours, theirs] : [theirs, ours];
   const addresses: Record<string, string[]> = { ...older.addresses, ...newer.addresses };
   for (const p of revocations.keys()) delete addresses[p];
   for (const p of Object.keys(addresses)) if (!approvals.has(p)) delete addresses[p];
-  const union: Content = { version: MEMBER_LIST_VERSION, clusterId: ours.clusterId, founder: ours.founder, salt: ours.salt, epoch: Math.max(ours.epoch, theirs.epoch), approvals: [...approvals.values()].sort(byPeer), revocations: [...revocations.values()].sort(byPeer), addresses };
+  const union: Content = {
+    version: MEMBER_LIST_VERSION,
+    clusterId: ours.clusterId,
+    founder: ours.founder,
+    salt: ours.salt,
+    epoch: Math.max(ours.epoch, theirs.epoch),
+    approvals: [...approvals.values()].sort(byPeer),
+    revocations: [...revocations.values()].sort(byPeer),
+    drains: [...drains.values()].sort(byPeer),
+    replication,
+    addresses,
+  };
   const u = contentKey(union);
   if (u === contentKey(ours) && u === contentKey(theirs)) {
     const pick = newerWord(theirs, ours) ? theirs : ours;

@@ -24,7 +24,7 @@ import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
 import { FailureDetector, type MemberState, type Transition } from './detector.js';
 import { loadIdentity } from './identity.js';
-import { type MemberList, change, isMember, members, merge, newCluster, verify } from './membership.js';
+import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
 import { NodeMetrics } from './metrics.js';
 import { Replicator } from './replication.js';
 import { DbShelf, DirShelf } from './shelf.js';
@@ -63,6 +63,8 @@ export interface MemberView {
   addresses: string[];
   approvedBy: string;
   revokedBy: string | null;
+  /** A member draining: no block is placed on it any more; it leaves once its blocks are held elsewhere. */
+  draining: boolean;
 }
 
 export interface JoinAnswer {
@@ -109,6 +111,8 @@ export class Node {
   readonly #handling = new Set<Promise<unknown>>();
   #stopping = false;
   #lastJoinAnswer: JoinAnswer['status'] | null = null;
+  /** The drain of this node under way (it ends in leaving), once one started. */
+  #draining: Promise<void> | undefined;
 
   private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined }) {
     this.dir = args.dir;
@@ -140,7 +144,7 @@ export class Node {
     const key = await loadIdentity(dir, options.identityKey);
     const peerId = peerIdFromPrivateKey(key).toString();
     if (!options.newCluster) return { peerId, clusterId: null };
-    const list = await newCluster(key, []);
+    const list = await newCluster(key, [], config.replication.factor);
     await files.writeList(list);
     return { peerId, clusterId: list.clusterId };
   }
@@ -217,6 +221,11 @@ export class Node {
     return this.#list?.clusterId;
   }
 
+  /** The cluster's replication factor: the member list's, or this node's configured one for a list that has none. */
+  get replicationFactor(): number {
+    return (this.#list && replicationFactorOf(this.#list)) ?? this.config.replication.factor;
+  }
+
   async #begin(): Promise<void> {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
@@ -228,6 +237,8 @@ export class Node {
       // Announce where this node listens now (ports may change across restarts).
       const mine = this.#list.addresses[this.peerId] ?? [];
       if (JSON.stringify(mine) !== JSON.stringify(this.carrier.addresses)) await this.#serially(async () => this.#adopt(await change(this.#list!, this.#key, { addresses: this.carrier.addresses }), 'addresses'));
+      // A drain cut short by a stop goes on.
+      if (draining(this.#list).has(this.peerId)) this.#startDrain();
     } else if (this.#list) {
       this.log.warn({ event: 'revoked', clusterId: this.clusterId }, 'this node was revoked from its cluster; it serves nothing to the cluster');
     }
@@ -320,6 +331,7 @@ export class Node {
     if (isMember(list, this.peerId)) {
       this.#role = 'member';
       this.#detector.track(this.#others());
+      if (draining(list).has(this.peerId)) this.#startDrain();
     } else if (this.#role === 'member') {
       const selfLeft = list.revocations.some((r) => r.peerId === this.peerId && r.by === this.peerId);
       this.#role = selfLeft ? 'left' : 'revoked';
@@ -537,6 +549,55 @@ export class Node {
     });
   }
 
+  /**
+   * Drains this node (`ouro node drain`): a drain certificate in the member list stops every new
+   * placement on it; the repair passes then copy each block it holds to the block's placement
+   * among the other members and drop this copy once all of them confirm theirs, so no block is
+   * ever below its placement during the move. When every block it holds is held in full
+   * elsewhere, the node leaves. Refused when the members left would be fewer than the
+   * replication factor asks (add a member first). Resolves once the drain is under way; a
+   * restart resumes it (the certificate is in the list).
+   */
+  drain(): Promise<void> {
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      if (draining(list).has(this.peerId)) return;
+      const candidates = this.replication.candidates();
+      const remaining = candidates.filter((p) => p !== this.peerId).length;
+      const needed = Math.min(this.replicationFactor, candidates.length);
+      if (remaining < needed) throw new RefusedError(`draining would leave ${remaining} member${remaining === 1 ? '' : 's'} to hold blocks placed on ${needed}: add a member first`);
+      const others = this.#others();
+      await this.#adopt(await change(list, this.#key, { drain: [this.peerId] }), 'drain');
+      await this.#announce(others);
+    });
+  }
+
+  /** Sets the cluster's replication factor (a member list change; every member places by it once it has the list). */
+  setReplicationFactor(factor: number): Promise<MemberList> {
+    return this.#serially(async () => {
+      const list = this.#requireMember();
+      const others = this.#others();
+      await this.#adopt(await change(list, this.#key, { replicationFactor: factor }), `replication factor ${factor}`);
+      await this.#announce(others);
+      this.replication.kick();
+      return this.#list!;
+    });
+  }
+
+  #startDrain(): void {
+    if (this.#draining || this.#stopping) return;
+    this.log.info({ event: 'drain-started' }, 'draining: blocks move to the other members, then this node leaves');
+    this.#draining = this.replication
+      .drain()
+      .then(async () => {
+        await this.leave();
+        this.log.info({ event: 'drained' }, 'drained: every block this node held is on its placement elsewhere; it left the cluster');
+      })
+      .catch((err: unknown) => {
+        if (!this.#stopping) this.log.error({ event: 'drain-failed', err: errText(err) }, 'drain stopped');
+      });
+  }
+
   /** Leaves the cluster: the revocation of itself, announced to every member before returning. */
   leave(): Promise<void> {
     return this.#serially(async () => {
@@ -568,6 +629,7 @@ export class Node {
     const list = this.#list;
     if (!list) return [];
     const revokedBy = new Map(list.revocations.map((r) => [r.peerId, r.by]));
+    const drains = draining(list);
     return list.approvals.map((a) => {
       const self = a.peerId === this.peerId;
       const revoked = revokedBy.has(a.peerId);
@@ -582,6 +644,7 @@ export class Node {
         addresses: list.addresses[a.peerId] ?? [],
         approvedBy: a.approvedBy,
         revokedBy: revokedBy.get(a.peerId) ?? null,
+        draining: !revoked && drains.has(a.peerId),
       };
     });
   }
@@ -602,7 +665,8 @@ export class Node {
       members: this.#detector.counts(),
       pendingJoins: this.#joins.pending.length,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
-      replication: { factor: this.config.replication.factor, ...this.replication.progress },
+      replication: { factor: this.replicationFactor, ...this.replication.progress },
+      drain: this.replication.drainProgress,
     };
   }
 
@@ -621,6 +685,7 @@ export class Node {
     await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
     await this.#serial;
     await this.replication.stop();
+    await this.#draining;
     await this.carrier.stop();
     if (this.#ownsDb) await this.db!.close();
     this.log.info({ event: 'stop', peerId: this.peerId }, 'node stopped');

@@ -36,8 +36,6 @@ import { verifyBlockFile } from '../blockstore/store.js';
 import { StreamReader } from './stream-reader.js';
 
 export interface ReplicationConfig {
-  /** Members each block is placed on (capped by the cluster's size). */
-  factor: number;
   /** A dead member keeps its placements this long before its blocks are copied elsewhere. */
   deadGraceMs: number;
   /** Pause between repair passes. */
@@ -49,10 +47,12 @@ export interface ReplicationConfig {
 /** What the replicator needs of its node (carrier/node.ts implements it). */
 export interface ReplicationHost {
   readonly peerId: string;
+  /** Members each block is placed on (capped by the candidates there are): the cluster's setting. */
+  readonly replicationFactor: number;
   readonly log: Logger;
   readonly metrics: NodeMetrics;
   /** Current members with their failure detector state. */
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null; draining: boolean }>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
@@ -77,6 +77,17 @@ export interface RepairProgress {
   /** Since start: blocks verified by scrubbing, and found corrupt (then quarantined). */
   verified: number;
   corrupt: number;
+  /** Blocks held here whose placement members did not all confirm holding them, in the last finished pass. */
+  unsettled: number;
+}
+
+export interface DrainProgress {
+  startedAt: number;
+  /** Blocks held here, and of them the ones not yet held by every member of their placement, in the last finished pass. */
+  held: number;
+  unsettled: number;
+  passes: number;
+  done: boolean;
 }
 
 const PROTOCOL_VERSION = 1;
@@ -125,7 +136,8 @@ export class Replicator implements ReplicaSource {
   readonly #receiving = new Map<string, Promise<boolean>>();
   readonly #fetching = new Map<string, Promise<void>>();
   readonly #tasks = new Set<Promise<unknown>>();
-  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0 };
+  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, unsettled: 0 };
+  #drain: DrainProgress | null = null;
   #unsubscribe: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #pass: Promise<void> | undefined;
@@ -142,6 +154,11 @@ export class Replicator implements ReplicaSource {
 
   get progress(): RepairProgress {
     return { ...this.#progress };
+  }
+
+  /** Progress of this node's drain; null when it is not draining. */
+  get drainProgress(): DrainProgress | null {
+    return this.#drain && { ...this.#drain };
   }
 
   async start(): Promise<void> {
@@ -179,17 +196,17 @@ export class Replicator implements ReplicaSource {
 
   // ------------------------------------------------------------------ placement
 
-  /** Members blocks may be placed on now: approved, not revoked, not dead past the grace. */
+  /** Members blocks may be placed on now: approved, not revoked, not draining, not dead past the grace. */
   candidates(): string[] {
     const now = Date.now();
     return this.#host
       .memberViews()
-      .filter((m) => m.status === 'member' && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
+      .filter((m) => m.status === 'member' && !m.draining && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
       .map((m) => m.peerId);
   }
 
   placement(id: string): string[] {
-    return replicaSet(id, this.candidates(), this.#config.factor);
+    return replicaSet(id, this.candidates(), this.#host.replicationFactor);
   }
 
   // ------------------------------------------------------------------ writer side
@@ -221,7 +238,7 @@ export class Replicator implements ReplicaSource {
    */
   async settled(replicas: number, signal?: AbortSignal): Promise<void> {
     const members = this.#host.memberViews().filter((m) => m.status === 'member').length;
-    if (replicas > this.#config.factor) throw new BadArgumentError(`replicas ${replicas} is more than the cluster's replication factor (${this.#config.factor})`);
+    if (replicas > this.#host.replicationFactor) throw new BadArgumentError(`replicas ${replicas} is more than the cluster's replication factor (${this.#host.replicationFactor})`);
     if (replicas > members) throw new BadArgumentError(`replicas ${replicas}: the cluster has ${members} member${members === 1 ? '' : 's'}`);
     const ids = [...this.#own.keys()];
     for (;;) {
@@ -524,16 +541,16 @@ export class Replicator implements ReplicaSource {
   async #runPass(): Promise<void> {
     const p = this.#progress;
     p.running = true;
-    let checked = 0;
-    let under = 0;
+    const pass = { checked: 0, under: 0, unsettled: 0 };
     try {
       await this.#scrub();
       if (this.#db) await this.#indexFromCluster();
       let batch: HeldBlock[] = [];
       const flushBatch = async () => {
         const r = await this.#repairBatch(batch);
-        checked += batch.length;
-        under += r;
+        pass.checked += batch.length;
+        pass.under += r.under;
+        pass.unsettled += r.unsettled;
         batch = [];
       };
       for await (const b of this.#shelf.list()) {
@@ -544,10 +561,37 @@ export class Replicator implements ReplicaSource {
       if (batch.length > 0) await flushBatch();
       p.passes++;
       p.lastPassAt = Date.now();
-      p.checked = checked;
-      p.underReplicated = under;
+      p.checked = pass.checked;
+      p.underReplicated = pass.under;
+      p.unsettled = pass.unsettled;
     } finally {
       p.running = false;
+    }
+  }
+
+  /**
+   * The block moves of a drain (Node.drain has put the drain certificate in the member list, so
+   * this node is no candidate any more): repair passes until one finds every block held here
+   * held by every member of its placement, with none being received. Rejects when the
+   * replicator stops (a restart resumes the drain).
+   */
+  async drain(): Promise<void> {
+    const d = (this.#drain ??= { startedAt: Date.now(), held: 0, unsettled: 0, passes: 0, done: false });
+    for (;;) {
+      this.#stop.signal.throwIfAborted();
+      const before = this.#progress.passes;
+      this.kick();
+      await this.idle();
+      if (this.#progress.passes > before) {
+        d.passes++;
+        d.held = this.#progress.checked;
+        d.unsettled = this.#progress.unsettled;
+        if (d.unsettled === 0 && this.#receiving.size === 0 && !this.candidates().includes(this.#host.peerId)) {
+          d.done = true;
+          return;
+        }
+      }
+      await sleep(this.#config.repairIntervalMs, undefined, { signal: this.#stop.signal });
     }
   }
 
@@ -579,8 +623,12 @@ export class Replicator implements ReplicaSource {
     }
   }
 
-  /** One batch of held blocks: which placed members lack each, push to them, drop surplus copies. Returns how many were below placement. */
-  async #repairBatch(blocks: HeldBlock[]): Promise<number> {
+  /**
+   * One batch of held blocks: which placed members lack each, push to them, drop surplus copies.
+   * Returns how many were below placement at the start, and how many are still not held by every
+   * placed member (this one aside) at the end.
+   */
+  async #repairBatch(blocks: HeldBlock[]): Promise<{ under: number; unsettled: number }> {
     const self = this.#host.peerId;
     const placements = new Map(blocks.map((b) => [b.id, this.placement(b.id)]));
     const holders = new Map<string, Set<string>>(blocks.map((b) => [b.id, new Set([self])]));
@@ -613,6 +661,7 @@ export class Replicator implements ReplicaSource {
       }),
     );
     let under = 0;
+    let unsettled = 0;
     for (const b of blocks) {
       if (this.#stop.signal.aborted) break;
       const placed = placements.get(b.id)!;
@@ -631,15 +680,16 @@ export class Replicator implements ReplicaSource {
           this.#failed('repair', peer, b.id, err);
         }
       }
-      if (!placed.includes(self) && placed.every((p) => held.has(p))) await this.#dropIfSurplus(b.id, placed, held);
+      if (!placed.every((p) => p === self || held.has(p))) unsettled++;
+      else if (!placed.includes(self)) await this.#dropIfSurplus(b.id, placed, held);
     }
-    return under;
+    return { under, unsettled };
   }
 
   /** Removes this node's copy of a block placed elsewhere once every placed member holds it. */
   async #dropIfSurplus(id: string, placed: string[], known?: Set<string>): Promise<void> {
     const self = this.#host.peerId;
-    if (placed.length === 0 || placed.includes(self) || placed.length < Math.min(this.#config.factor, this.candidates().length)) return;
+    if (placed.length === 0 || placed.includes(self) || placed.length < Math.min(this.#host.replicationFactor, this.candidates().length)) return;
     if (!(await this.#shelf.removable(id))) return;
     let held = known;
     if (!held) {

@@ -8,7 +8,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type MemberList, change, isMember, members, merge, newCluster, verify } from '../carrier/membership.js';
+import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, signedBytes, verify } from '../carrier/membership.js';
 
 const idOf = (k: PrivateKey) => peerIdFromPrivateKey(k).toString();
 const keys = async (n: number) => Promise.all(Array.from({ length: n }, () => generateKeyPair('Ed25519')));
@@ -53,6 +53,43 @@ describe('member list', () => {
     await bad(null);
   });
 
+  it('drains and the replication factor: certified, merged, and version 1 lists still read', async () => {
+    const [a, b, c] = await keys(3);
+    let l = await newCluster(a!, [], 3);
+    l = await change(l, a!, { approve: [{ peerId: idOf(b!), addresses: [] }, { peerId: idOf(c!), addresses: [] }] });
+    const drained = await change(l, c!, { drain: [idOf(c!)] });
+    await verify(drained);
+    expect([...draining(drained)]).toEqual([idOf(c!)]);
+    expect(isMember(drained, idOf(c!))).toBe(true); // still a member: it serves until it leaves
+    await expect(change(l, a!, { drain: ['12D3KooWnotamember'] })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    await expect(change(l, a!, { replicationFactor: 0 })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    // A drain certificate signed by someone else than it names is refused, as is a changed factor.
+    const forged = { ...drained, drains: [{ ...drained.drains[0]!, by: idOf(b!) }] };
+    await expect(verify(forged)).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    await expect(verify({ ...drained, replication: { ...drained.replication!, factor: 1 } })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // Concurrent: b sets the factor while c drains; the merge keeps both, in either order.
+    const factor = await change(l, b!, { replicationFactor: 2 });
+    for (const [x, y] of [[factor, drained], [drained, factor]] as const) {
+      const { list } = await merge(x, await verify(y), a!);
+      await verify(list);
+      expect(replicationFactorOf(list)).toBe(2);
+      expect([...draining(list)]).toEqual([idOf(c!)]);
+    }
+    // Once c leaves, it is no longer draining, just gone.
+    expect(draining(await change(drained, c!, { leave: true })).size).toBe(0);
+
+    // A version 1 list (written before drains existed) verifies, and its next change is version 2.
+    const { signature: _s, drains: _d, replication: _f, ...rest } = l;
+    const v1Content = { ...rest, version: 1, signer: idOf(a!) };
+    const v1 = { ...v1Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v1Content, drains: [], replication: null }))).toString('hex') };
+    const read = await verify(v1);
+    expect(read.drains).toEqual([]);
+    expect(replicationFactorOf(read)).toBeNull();
+    const next = await change(read, a!, { drain: [idOf(b!)] });
+    expect(next.version).toBe(2);
+    await verify(next);
+  });
+
   it('a revoked member cannot revive itself by gossiping an old list', async () => {
     const [a, b] = await keys(2);
     const l2 = await change(await newCluster(a!, []), a!, { approve: [{ peerId: idOf(b!), addresses: [] }] });
@@ -67,7 +104,7 @@ describe('member list', () => {
     const pool = await keys(8);
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.record({ at: fc.nat(3), op: fc.constantFrom('approve', 'revoke', 'move'), who: fc.nat(7) }), { minLength: 1, maxLength: 8 }),
+        fc.array(fc.record({ at: fc.nat(3), op: fc.constantFrom('approve', 'revoke', 'move', 'drain', 'factor'), who: fc.nat(7) }), { minLength: 1, maxLength: 8 }),
         fc.array(fc.tuple(fc.nat(3), fc.nat(3)), { minLength: 0, maxLength: 30 }),
         async (changes, gossip) => {
           // Four members A..D share epoch 4; then each makes changes on its own copy.
@@ -76,6 +113,8 @@ describe('member list', () => {
           const views: MemberList[] = [base, base, base, base];
           const approvedSomewhere = new Set(members(base));
           const revokedSomewhere = new Set<string>();
+          const drainedSomewhere = new Set<string>();
+          const factorsSet: Array<NonNullable<MemberList['replication']>> = [];
           for (const c of changes) {
             const key = pool[c.at]!;
             if (!isMember(views[c.at]!, idOf(key))) continue;
@@ -87,6 +126,14 @@ describe('member list', () => {
             if (c.op === 'revoke' && c.who !== 0 && c.who !== c.at && isMember(views[c.at]!, target)) {
               views[c.at] = await change(views[c.at]!, key, { revoke: [target] });
               revokedSomewhere.add(target);
+            }
+            if (c.op === 'drain' && isMember(views[c.at]!, target)) {
+              views[c.at] = await change(views[c.at]!, key, { drain: [target] });
+              drainedSomewhere.add(target);
+            }
+            if (c.op === 'factor') {
+              views[c.at] = await change(views[c.at]!, key, { replicationFactor: 1 + (c.who % 5) });
+              factorsSet.push(views[c.at]!.replication!);
             }
             if (c.op === 'move') views[c.at] = await change(views[c.at]!, key, { addresses: [`/ip4/10.1.0.${c.at}/udp/${c.who}/quic-v1`] });
           }
@@ -108,6 +155,9 @@ describe('member list', () => {
           await verify(live[0]!);
           // The converged content: everyone approved anywhere, minus everyone revoked anywhere.
           expect(new Set(members(live[0]!))).toEqual(new Set([...approvedSomewhere].filter((p) => !revokedSomewhere.has(p))));
+          // The factor is the one set last (highest epoch, then setter), whoever merged it.
+          expect(live[0]!.replication).toEqual(factorsSet.sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : -1))[0] ?? null);
+          expect(draining(live[0]!)).toEqual(new Set([...drainedSomewhere].filter((p) => !revokedSomewhere.has(p))));
         },
       ),
       { numRuns: 60 },

@@ -165,6 +165,29 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     process.exit(process.exitCode ?? 0);
   });
 
+  node
+    .command('drain')
+    .description('move every block this running node holds to the other members (no block drops below its placement), then leave the cluster')
+    .argument('<dir>', 'the running node\'s directory')
+    .option('--no-wait', 'start the drain and return (GET /status shows its progress; the node leaves when done)')
+    .action(async (dir: string, o: { wait: boolean }) => {
+      await admin(dir, 'POST', '/cluster/drain');
+      if (!o.wait) return output(g(), { draining: true }, () => 'draining; the node leaves the cluster when every block it holds is on its placement elsewhere');
+      // The node drives the drain; this only watches, so an interrupted watch leaves it going.
+      let last = '';
+      for (;;) {
+        const s = (await admin(dir, 'GET', '/status')) as { role: string; drain: { held: number; unsettled: number; passes: number; done: boolean } | null };
+        if (s.role !== 'member') {
+          if (s.role !== 'left') throw new RefusedError(`the node is ${s.role}, not drained`);
+          return output(g(), { left: true, drain: s.drain }, () => `drained: ${s.drain?.held ?? 0} blocks checked on their new placement; left the cluster`);
+        }
+        const line = s.drain ? `pass ${s.drain.passes}: ${s.drain.held} blocks held here, ${s.drain.unsettled} not yet on their new placement` : 'starting';
+        if (line !== last && !g().json) process.stderr.write(`${line}\n`);
+        last = line;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    });
+
   configOptions(
     program
       .command('restore')
@@ -223,6 +246,16 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     .action(async (o: { ttl: string }) => {
       const r = (await admin(dirOf(), 'POST', '/cluster/token', { ttlSec: durationSec(o.ttl) })) as { token: string; expiresAt: number };
       output(g(), r, () => `${r.token}\n(valid until ${new Date(r.expiresAt).toISOString()}, once)`);
+    });
+  cluster
+    .command('replication-factor')
+    .description("set the cluster's replication factor (a member list change; repair then moves blocks to match)")
+    .argument('<n>', 'members each sealed block is placed on')
+    .action(async (n: string) => {
+      const factor = num(n);
+      if (!Number.isSafeInteger(factor)) throw new UsageError(`the replication factor must be a whole number, not ${n}`);
+      const r = await admin(dirOf(), 'POST', '/cluster/replication-factor', { factor });
+      output(g(), r, () => `replication factor ${factor}`);
     });
   cluster.command('leave').description('this node leaves the cluster (announced to the members)').action(async () => {
     const r = await admin(dirOf(), 'POST', '/cluster/leave');
