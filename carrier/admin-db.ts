@@ -101,6 +101,18 @@ export async function serveDb(db: OuroDB | undefined, route: string, url: URL, r
       send(res, 200, { flushed: true, replicas });
       return true;
     }
+    case 'POST /db/purge': {
+      const b = await body();
+      if (typeof b.key !== 'string') throw new BadArgumentError('body must name a key');
+      send(res, 200, await db.purge(b.key));
+      return true;
+    }
+    case 'POST /db/gc': {
+      const b = await body();
+      if (b.threshold !== undefined && typeof b.threshold !== 'number') throw new BadArgumentError('threshold must be a number');
+      send(res, 200, await db.gc(b.threshold === undefined ? {} : { threshold: b.threshold }));
+      return true;
+    }
     default:
       return false;
   }

@@ -9,6 +9,7 @@
  *   /ouro/block-list/1  request {v, after, limit}  -> {blocks: [{id, size}], done}
  *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
  *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
+ *   /ouro/block-retire/1 request {v, phase, ids}   -> {done: boolean[]}   (deletion, below)
  *
  * Who holds what is never stored: each pass of the repair loop asks the members a block is placed
  * on whether they hold it (block-have) and pushes it to those that do not. So the loop is
@@ -19,12 +20,22 @@
  * `dead` for longer than `deadGraceMs`: a member that is only briefly away
  * keeps its blocks and none are copied. A copy on a member outside the placement is surplus and
  * is removed by its holder only after every placed member has confirmed holding the block.
+ *
+ * Deletion across the cluster: a block the writer's gc compacted away is tombstoned in its
+ * database (Tombstone.Retired). Each repair pass of the writer first seals what gc moved (so the
+ * live entries sit in blocks every keyed member can adopt), then asks every member to `release`
+ * the block: a keyless member tombstones it; a keyed one indexes what the cluster holds, then
+ * re-points, copies or drops every entry naming the block (OuroDB.releaseBlock) and tombstones
+ * it. Only when every member (revoked ones aside; a member away counts as not done) answered
+ * done does the writer ask them to `drop` their copies, and it forgets nothing until every member
+ * answered that too. So nothing is deleted while any member still names the block, and a
+ * tombstoned block is never listed, adopted or pushed again.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import fs from 'node:fs';
-import type { OuroDB, ReplicaSource } from '../lib/db.js';
+import { type OuroDB, type ReplicaSource, Tombstone } from '../lib/db.js';
 import { BadArgumentError, CorruptionError, OuroError, ProtocolError, TimeoutError, ioError, syncFailure } from '../lib/errors.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 import { send, unwrapReply } from './carrier.js';
@@ -77,6 +88,11 @@ export interface RepairProgress {
   /** Since start: blocks verified by scrubbing, and found corrupt (then quarantined). */
   verified: number;
   corrupt: number;
+  /** Since start: blocks released here at another member's request, and copies deleted at the end of a deletion. */
+  released: number;
+  dropped: number;
+  /** Blocks this database retired whose deletion across the cluster is not finished (last pass). */
+  deleting: number;
   /** Blocks held here whose placement members did not all confirm holding them, in the last finished pass. */
   unsettled: number;
 }
@@ -136,7 +152,10 @@ export class Replicator implements ReplicaSource {
   readonly #receiving = new Map<string, Promise<boolean>>();
   readonly #fetching = new Map<string, Promise<void>>();
   readonly #tasks = new Set<Promise<unknown>>();
-  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, unsettled: 0 };
+  readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, released: 0, dropped: 0, deleting: 0, unsettled: 0 };
+  /** Releases under way here (a keyed release may copy entries: it outlives one request). */
+  readonly #releasing = new Map<string, Promise<boolean>>();
+  #indexing: Promise<unknown> | undefined;
   #drain: DrainProgress | null = null;
   #unsubscribe: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -169,6 +188,7 @@ export class Replicator implements ReplicaSource {
     await h.handle('block-list', (m) => this.#onList(m));
     await h.handle('block-announce', (m, ctx) => this.#onAnnounce(m, ctx.peer));
     await h.handle('descriptor', () => this.#onDescriptor());
+    await h.handle('block-retire', (m) => this.#onRetire(m));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#own.set(b.id, new Set([h.peerId]));
       this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#afterSeal(b.id, b.size)));
@@ -316,7 +336,7 @@ export class Replicator implements ReplicaSource {
     const id = head.id;
     const size = head.size as number;
     blockIdBytes(id);
-    if (await this.#shelf.has(id)) {
+    if ((await this.#shelf.has(id)) || (await this.#shelf.tombstoned(id))) {
       await reply({ send: false });
       await stream.close();
       return;
@@ -487,7 +507,7 @@ export class Replicator implements ReplicaSource {
     // Only a member with the key indexes blocks it is not placed on.
     if (this.#db) {
       for (const b of blocks as Array<{ id?: unknown }>) {
-        if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || this.#db.block(b.id)) continue;
+        if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || this.#db.block(b.id) || this.#db.tombstone(b.id) !== undefined) continue;
         this.#track(this.#index(b.id)).catch((err: unknown) => this.#failed('index', peer, b.id as string, err));
       }
     }
@@ -496,7 +516,7 @@ export class Replicator implements ReplicaSource {
 
   /** Fetches and adopts a block this keyed member does not know, then drops the file if it is not placed here. */
   async #index(id: string): Promise<void> {
-    if (!this.#db || this.#db.block(id)) return;
+    if (!this.#db || this.#db.block(id) || this.#db.tombstone(id) !== undefined) return;
     await this.fetchBlock(id);
     await this.#dropIfSurplus(id, this.placement(id));
   }
@@ -504,6 +524,127 @@ export class Replicator implements ReplicaSource {
   async #onDescriptor(): Promise<{ descriptor: string | null }> {
     if (!this.#db) return { descriptor: null };
     return { descriptor: await fs.promises.readFile(`${this.#db.dir}/OURODB.json`, 'utf8') };
+  }
+
+  // ------------------------------------------------------------------ deletion
+
+  /**
+   * A writer's deletions across the cluster (see the top of this file): each block its gc
+   * retired is released by every member, then dropped by every member, then forgotten.
+   */
+  async #deleteRetired(): Promise<void> {
+    const db = this.#db!;
+    const pending: Array<{ id: string; state: number }> = [];
+    for await (const t of db.tombstones([Tombstone.Retired, Tombstone.Dropping])) pending.push(t);
+    this.#progress.deleting = pending.length;
+    if (pending.length === 0) return;
+    // What gc moved out of these blocks is sealed (and so adoptable) before anyone releases them.
+    await db.flush();
+    const others = this.#host.memberViews().filter((m) => !m.self && m.status === 'member');
+    for (const [state, phase, next] of [
+      [Tombstone.Retired, 'release', Tombstone.Dropping],
+      [Tombstone.Dropping, 'drop', Tombstone.Released],
+    ] as const) {
+      const ids = pending.filter((t) => t.state === state).map((t) => t.id);
+      for (let i = 0; i < ids.length; i += HAVE_BATCH) {
+        if (this.#stop.signal.aborted) return;
+        const batch = ids.slice(i, i + HAVE_BATCH);
+        const done = batch.map(() => true);
+        await Promise.all(
+          others.map(async (m) => {
+            if (m.state !== 'alive') return done.fill(false);
+            try {
+              const r = (await this.#host.request(m.peerId, 'block-retire', { v: PROTOCOL_VERSION, phase, ids: batch }, this.#smallRequest())) as { done?: unknown };
+              if (!Array.isArray(r?.done) || r.done.length !== batch.length) throw new ProtocolError('malformed block-retire reply');
+              r.done.forEach((d, j) => {
+                if (d !== true) done[j] = false;
+              });
+            } catch (err) {
+              done.fill(false);
+              this.#host.log.debug({ event: 'retire-failed', peer: m.peerId, phase, err: String(err) }, 'block-retire failed');
+            }
+            return done;
+          }),
+        );
+        for (const [j, id] of batch.entries()) {
+          if (!done[j]) continue;
+          await db.setTombstone(id, next);
+          if (next === Tombstone.Released) this.#progress.deleting--;
+          this.#host.log.info({ event: phase === 'release' ? 'block-released-everywhere' : 'block-deleted-everywhere', id }, phase === 'release' ? 'every member released a deleted block; its copies go next' : 'every copy of a deleted block is gone');
+        }
+      }
+    }
+  }
+
+  async #onRetire(m: unknown): Promise<{ done: boolean[] }> {
+    const q = m as { v?: unknown; phase?: unknown; ids?: unknown } | null;
+    if (q === null || typeof q !== 'object' || q.v !== PROTOCOL_VERSION || (q.phase !== 'release' && q.phase !== 'drop') || !Array.isArray(q.ids) || q.ids.length > HAVE_BATCH) throw new ProtocolError('malformed block-retire');
+    const ids = q.ids.map((id) => {
+      blockIdBytes(id);
+      return id as string;
+    });
+    if (q.phase === 'drop') {
+      return {
+        done: await Promise.all(
+          ids.map(async (id) => {
+            this.#releasing.delete(id);
+            const had = await this.#shelf.has(id);
+            const dropped = await this.#shelf.drop(id);
+            if (dropped && had) {
+              this.#progress.dropped++;
+              this.#host.log.info({ event: 'block-dropped', id }, 'copy of a block deleted across the cluster removed');
+            }
+            return dropped;
+          }),
+        ),
+      };
+    }
+    // A release may take longer than one request (it can copy entries): it goes on in the
+    // background and the writer asks again on its next pass.
+    return {
+      done: ids.map((id) => {
+        let run = this.#releasing.get(id);
+        if (!run) {
+          run = this.#track(this.#release(id)).catch((err: unknown) => {
+            this.#failed('release', this.#host.peerId, id, err);
+            return false;
+          });
+          this.#releasing.set(id, run);
+          void run.then((ok) => {
+            if (!ok) this.#releasing.delete(id);
+          });
+        }
+        return this.#settledTrue(run);
+      }),
+    };
+  }
+
+  /** Releases a block here: a keyed member first indexes what the cluster holds (where the moved entries are). */
+  async #release(id: string): Promise<boolean> {
+    if (this.#db?.block(id)) await this.#indexOnce();
+    const r = await this.#shelf.release(id);
+    if (r.released) {
+      this.#progress.released++;
+      this.#host.log.info({ event: 'block-released', id, repointed: r.repointed, copied: r.copied, dropped: r.dropped }, 'a block deleted across the cluster is released here');
+    }
+    return r.released;
+  }
+
+  readonly #outcomes = new WeakMap<Promise<boolean>, boolean>();
+
+  /** True when `run` has already resolved true (a promise's state, remembered as it settles). */
+  #settledTrue(run: Promise<boolean>): boolean {
+    if (!this.#outcomes.has(run)) {
+      this.#outcomes.set(run, false);
+      void run.then((ok) => this.#outcomes.set(run, ok));
+    }
+    return this.#outcomes.get(run) === true;
+  }
+
+  /** #indexFromCluster, shared by callers that come while one runs. */
+  #indexOnce(): Promise<unknown> {
+    this.#indexing ??= this.#indexFromCluster().finally(() => (this.#indexing = undefined));
+    return this.#indexing;
   }
 
   // ------------------------------------------------------------------ repair
@@ -544,7 +685,8 @@ export class Replicator implements ReplicaSource {
     const pass = { checked: 0, under: 0, unsettled: 0 };
     try {
       await this.#scrub();
-      if (this.#db) await this.#indexFromCluster();
+      if (this.#db) await this.#indexOnce();
+      if (this.#db) await this.#deleteRetired();
       let batch: HeldBlock[] = [];
       const flushBatch = async () => {
         const r = await this.#repairBatch(batch);
@@ -741,7 +883,7 @@ export class Replicator implements ReplicaSource {
           break;
         }
         for (const b of page.blocks) {
-          if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || db.block(b.id)) continue;
+          if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || db.block(b.id) || db.tombstone(b.id) !== undefined) continue;
           try {
             await this.#index(b.id);
             round.adopted++;

@@ -6,12 +6,16 @@
  *   as a database's `blocks/`, checked only against their ids: it never sees plaintext.
  * Either way a block is written to `incoming/`, fsynced, checked, and renamed into place with
  * the directory fsynced before it is acknowledged, so an acknowledged block survives a crash.
+ *
+ * A block deleted across the cluster is tombstoned on every shelf (released, then dropped: see
+ * carrier/replication.ts): from its tombstone on it is never listed, kept or pushed again, and
+ * its file is deleted once every member has released it.
  */
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { type BlockIndex, readBlockIndex, verifyBlockFile } from '../blockstore/store.js';
 import { fromHex, toHex } from '../lib/bytes.js';
-import type { OuroDB } from '../lib/db.js';
+import type { OuroDB, ReleaseReport } from '../lib/db.js';
 import { BadArgumentError, CorruptionError, ioError, syncFailure } from '../lib/errors.js';
 import { ensureDir, fsyncDir } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
@@ -41,6 +45,15 @@ export interface Shelf {
   remove(id: string): Promise<void>;
   /** Moves a copy that failed verification to `quarantine/` beside the blocks (no longer held). */
   quarantine(id: string): Promise<void>;
+  /** Whether block `id` was deleted across the cluster (tombstoned here). */
+  tombstoned(id: string): Promise<boolean>;
+  /**
+   * Tombstones block `id` here; `released` once nothing here names it any more (a keyed shelf
+   * first releases it from the database's index, which may copy entries: OuroDB.releaseBlock).
+   */
+  release(id: string): Promise<ReleaseReport>;
+  /** Deletes this node's copy of a tombstoned, released block; false if it is not released here. */
+  drop(id: string): Promise<boolean>;
 }
 
 async function quarantineFile(file: string, dir: string): Promise<void> {
@@ -93,14 +106,44 @@ export class DirShelf implements Shelf {
     return exists(this.path(id));
   }
 
+  #tombstone(id: string): string {
+    return path.join(this.root, 'tombstones', id);
+  }
+
+  tombstoned(id: string): Promise<boolean> {
+    return exists(this.#tombstone(id));
+  }
+
+  async release(id: string): Promise<ReleaseReport> {
+    const marker = this.#tombstone(id);
+    const done = { released: true, repointed: 0, copied: 0, dropped: 0 };
+    if (await exists(marker)) return done;
+    await ensureDir(nodeVfs, path.dirname(marker));
+    const handle = await nodeVfs.create(marker, { exclusive: false }).catch((err: unknown) => {
+      throw ioError(`create ${marker}`, err);
+    });
+    await handle.close();
+    await fsyncDir(nodeVfs, path.dirname(marker)).catch((err: unknown) => {
+      throw syncFailure(`fsync ${path.dirname(marker)}`, err);
+    });
+    return done;
+  }
+
+  async drop(id: string): Promise<boolean> {
+    if (!(await this.tombstoned(id))) return false;
+    await removeDurably(this.path(id));
+    return true;
+  }
+
   async *list(): AsyncIterable<HeldBlock> {
+    const gone = new Set(await nodeVfs.readdir(path.join(this.root, 'tombstones')).catch(() => [] as string[]));
     const base = path.join(this.root, 'blocks');
     const shards = await nodeVfs.readdir(base).catch(() => [] as string[]);
     for (const shard of shards.sort()) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
       for (const name of (await nodeVfs.readdir(path.join(base, shard)).catch(() => [] as string[])).sort()) {
         const m = /^([0-9a-f]{64})\.blk$/.exec(name);
-        if (!m) continue;
+        if (!m || gone.has(m[1]!)) continue;
         const handle = await nodeVfs.open(path.join(base, shard, name), 'r').catch(() => undefined);
         if (!handle) continue;
         try {
@@ -117,6 +160,10 @@ export class DirShelf implements Shelf {
   }
 
   async keep(staging: string, id: string): Promise<boolean> {
+    if (await this.tombstoned(id)) {
+      await nodeVfs.remove(staging).catch(() => {});
+      return false;
+    }
     let index: BlockIndex;
     try {
       index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
@@ -183,7 +230,7 @@ export class DbShelf implements Shelf {
 
   async keep(staging: string, id: string): Promise<boolean> {
     try {
-      if (await exists(this.path(id))) {
+      if ((await exists(this.path(id))) || (await this.tombstoned(id))) {
         await nodeVfs.remove(staging).catch(() => {});
         return false;
       }
@@ -217,5 +264,19 @@ export class DbShelf implements Shelf {
 
   quarantine(id: string): Promise<void> {
     return quarantineFile(this.path(id), path.join(this.db.dir, 'quarantine'));
+  }
+
+  async tombstoned(id: string): Promise<boolean> {
+    return this.db.tombstone(id) !== undefined;
+  }
+
+  release(id: string): Promise<ReleaseReport> {
+    return this.db.releaseBlock(id);
+  }
+
+  async drop(id: string): Promise<boolean> {
+    if (this.db.block(id) || this.db.tombstone(id) === undefined) return false;
+    await removeDurably(this.path(id));
+    return true;
   }
 }

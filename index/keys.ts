@@ -26,6 +26,15 @@
  *   'z'     'z' + block id (32)                 a block gc has unregistered and is removing; its
  *                                               file is deleted on the next open if a crash
  *                                               interrupted the removal (value: seq u64 LE)
+ *   'a'     'a' + 'c' or 'o' key (33)           another location of the same chunk or object
+ *                                               record, in a block adopted after the one the
+ *                                               index names (value: location); used when that
+ *                                               one is released (cluster deletion)
+ *   't'     't' + block id (32)                 a block deleted across the cluster (one byte:
+ *                                               0 released, never adopted again; 1 retired here,
+ *                                               members are asked to release it; 2 released by
+ *                                               every member, their copies are being deleted).
+ *                                               Kept by a rebuild
  *
  * User keys are UTF-8 with no NUL (lib/keyname.ts), which is what lets 0x00 end the key inside
  * 'v' keys: every 'v' key of "a" sorts before every 'v' key of "a" + anything.
@@ -47,6 +56,8 @@ export const PREFIX_CHILD = 0x70; // 'p'
 export const PREFIX_REFCOUNT = 0x72; // 'r'
 export const PREFIX_DEAD = 0x78; // 'x'
 export const PREFIX_RETIRED = 0x7a; // 'z'
+export const PREFIX_ALT = 0x61; // 'a'
+export const PREFIX_TOMBSTONE = 0x74; // 't'
 const MAX_U64 = (1n << 64n) - 1n;
 
 /** 'rebuilding' exists only while rebuildIndex runs: found on open, the rebuild starts over. */
@@ -144,6 +155,13 @@ export const keys = {
   },
   retired(blockId: Uint8Array): Buffer {
     return withPrefix(PREFIX_RETIRED, blockId);
+  },
+  /** The other location of the entry whose index key ('c' or 'o' key) is `indexKey`. */
+  alt(indexKey: Buffer): Buffer {
+    return withPrefix(PREFIX_ALT, indexKey);
+  },
+  tombstone(blockId: Uint8Array): Buffer {
+    return withPrefix(PREFIX_TOMBSTONE, blockId);
   },
   range(prefix: number): { gte: Buffer; lt: Buffer } {
     return { gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]) };

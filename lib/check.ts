@@ -81,7 +81,8 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
   }
   for (const { idHex, path: file } of await src.store.listSealed()) {
     const id = Buffer.from(idHex, 'hex');
-    if (registered.has(idHex) || getSync(keys.retired(id)) !== undefined) continue;
+    // A block deleted across the cluster ('t') stays until every member released it: not a problem.
+    if (registered.has(idHex) || getSync(keys.retired(id)) !== undefined || getSync(keys.tombstone(id)) !== undefined) continue;
     // Sealed or retired after the snapshot was taken, or being sealed right now: not a problem.
     const seq = await src.store.readIndex(file).then((i) => i.seq, () => undefined);
     if (seq !== undefined && src.sealing(seq)) continue;

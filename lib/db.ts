@@ -19,7 +19,7 @@ import { Packr } from 'msgpackr';
 import { EntryKind, type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type OpenBlock, type SealedBlock, assertBlockEntries } from '../blockstore/store.js';
-import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, keys } from '../index/keys.js';
+import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
 import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
@@ -38,6 +38,7 @@ import {
   LockedError,
   NotFoundError,
   OuroError,
+  RefusedError,
   UnsupportedVersionError,
   ioError,
   isDiskFull,
@@ -131,6 +132,29 @@ export interface ReplicaSource {
   settled(replicas: number, signal?: AbortSignal): Promise<void>;
   /** Puts block `id` (hex) at `dest`, verified and durable, from a member that holds it. */
   fetchBlock(id: string, dest: string): Promise<void>;
+}
+
+/**
+ * States of a block deleted across the cluster (index key 't'; docs/node.md, "Deletion across
+ * the cluster"). A tombstone is kept for good: a block once deleted is never adopted again.
+ */
+export const Tombstone = {
+  /** Released here (another member retired it): nothing here names it; never adopted again. */
+  Released: 0,
+  /** Retired by this database's gc: the other members are asked to release it. */
+  Retired: 1,
+  /** Every member released it: the holders are asked to delete their copies. */
+  Dropping: 2,
+} as const;
+export type TombstoneState = (typeof Tombstone)[keyof typeof Tombstone];
+
+export interface ReleaseReport {
+  /** False when something still named the block at the end (a write raced it): release again. */
+  released: boolean;
+  /** Entries moved to another adopted copy, copied into this database's open block, dropped as dead. */
+  repointed: number;
+  copied: number;
+  dropped: number;
 }
 
 export interface PutOptions {
@@ -601,7 +625,8 @@ export class OuroDB {
     const received: string[] = [];
     for (const { idHex, path: file } of await this.#store.listSealed()) {
       const id = Buffer.from(idHex, 'hex');
-      if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined) continue;
+      // A released block (deleted across the cluster) stays unregistered until its holders drop it.
+      if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined || this.#get(keys.tombstone(id)) !== undefined) continue;
       const index = await this.#store.readIndex(file);
       if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
       const walRows = await this.#walRows(index.seq);
@@ -1606,7 +1631,7 @@ export class OuroDB {
     const index = await store.readIndex(file);
     const idHex = toHex(index.id);
     const dest = store.blockPath(index.id);
-    if (this.#get(keys.block(index.id)) !== undefined) {
+    if (this.#get(keys.block(index.id)) !== undefined || this.#get(keys.tombstone(index.id)) !== undefined) {
       if (file !== dest) await store.vfs.remove(file).catch(() => {});
       return { id: idHex, adopted: false };
     }
@@ -1674,7 +1699,10 @@ export class OuroDB {
     const chunk = row.kind === EntryKind.Chunk;
     const indexKey = chunk ? keys.chunk(row.id) : keys.object(row.id);
     if (this.#get(indexKey) !== undefined || this.#pending.has(hex)) {
+      // Known already: this copy is dead here, but remembered, so that releasing the block the
+      // index names (a writer compacted it into this one) re-points instead of copying.
       this.#counters!.addDead(keys.dead(seq), row.length);
+      ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq }) });
       return;
     }
     ops.push({ type: 'put', key: indexKey, value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq }) });
@@ -1898,24 +1926,28 @@ export class OuroDB {
     return report;
   }
 
-  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
-    const file = this.#store.blockPath(block.id);
-    const name = blockName(block.id);
-    const { rows } = await this.#store.readIndex(file);
-    const here = (row: EntryRow): boolean => {
+  /** Whether the index still names `row` in block `seq` (it may have moved or died since). */
+  #pointsInto(seq: number): (row: EntryRow) => boolean {
+    return (row) => {
       const cur = this.#get(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
       if (!cur) return false;
       const at = decodeLocation(cur);
-      return at.seq === block.seq && at.offset === row.offset;
+      return at.seq === seq && at.offset === row.offset;
     };
+  }
 
-    // 1. Drop dead chunks from the index.
+  /**
+   * In one batch: drops from the index the chunks among `rows` that no live object names (and
+   * nothing is writing), and when `repoint` is given, first lets it move an entry elsewhere.
+   * Returns the rows still named here and live, and how many were dropped.
+   */
+  async #dropDeadRows(rows: EntryRow[], here: (row: EntryRow) => boolean, repoint?: (row: EntryRow, ops: BatchOp[]) => boolean): Promise<{ live: EntryRow[]; dropped: number }> {
     const live: EntryRow[] = [];
     const dropped: string[] = [];
     await this.#writeBatch([], {}, [
       (ops, delta) => {
         for (const row of rows) {
-          if (!here(row)) continue;
+          if (!here(row) || repoint?.(row, ops)) continue;
           const hex = toHex(row.id);
           if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#counters!.get(keys.refcount(row.id), 4).value === 0) {
             ops.push({ type: 'del', key: keys.chunk(row.id) });
@@ -1933,23 +1965,41 @@ export class OuroDB {
     ]).finally(() => {
       for (const hex of dropped) this.#dying.delete(hex);
     });
-    report.entriesDropped += dropped.length;
-    failpoint('gc.after-drop');
+    return { live, dropped: dropped.length };
+  }
 
-    // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
+  /** Copies the `live` entries of a sealed block into the open block (each checked against its footer hash); resolves with the bytes copied once all are committed. */
+  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean): Promise<number> {
+    const name = blockName(block.id);
     const copies: Promise<void>[] = [];
+    let bytesCopied = 0;
     for (const row of live) {
       if (!here(row) || this.#pending.has(toHex(row.id))) continue;
       const bytes = await this.#files.read(name, file, row.offset, row.length);
       if (bytes.length !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
-        throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; gc left the block in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
+        throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; the block was left in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
       }
       const { id, kind, flags, length, plainLength, hash } = row;
       const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset } });
       copies.push(entry.committed);
-      report.bytesCopied += row.length;
+      bytesCopied += row.length;
     }
     await Promise.all(copies);
+    return bytesCopied;
+  }
+
+  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
+    const file = this.#store.blockPath(block.id);
+    const { rows } = await this.#store.readIndex(file);
+    const here = this.#pointsInto(block.seq);
+
+    // 1. Drop dead chunks from the index.
+    const { live, dropped } = await this.#dropDeadRows(rows, here);
+    report.entriesDropped += dropped;
+    failpoint('gc.after-drop');
+
+    // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
+    report.bytesCopied += await this.#copyLive(block, file, live, here);
     failpoint('gc.after-copy');
 
     // 3. Unregister and remove the block, unless something still points into it.
@@ -1959,6 +2009,8 @@ export class OuroDB {
         if (rows.some(here)) return;
         retired = true;
         ops.push({ type: 'del', key: keys.block(block.id) }, { type: 'del', key: keys.sealedSeq(block.seq) }, { type: 'put', key: keys.retired(block.id), value: u64(block.seq) });
+        // In a cluster, other members hold copies and may index them: ask them to let go (Tombstone.Retired).
+        if (this.#replicas) ops.push({ type: 'put', key: keys.tombstone(block.id), value: Buffer.from([Tombstone.Retired]) });
         this.#counters!.set(keys.dead(block.seq), 8, 0, false);
         add(delta, 'blocks', -1);
         add(delta, 'storedBytes', -block.size);
@@ -1970,6 +2022,111 @@ export class OuroDB {
     await this.#removeDeferred();
     report.blocksRemoved++;
     report.bytesFreed += block.size;
+  }
+
+  /**
+   * Lets go of block `id` (hex), which the member that sealed it deleted across the cluster: every
+   * index entry naming it moves to another adopted copy of the same entry when there is one (the
+   * writer's gc put the live entries into newer blocks, adopted here after it), else is copied
+   * into this database's open block (this member still needs it), else, a chunk nothing names,
+   * is dropped. Then the block is unregistered and tombstoned (never adopted again) in one batch.
+   * Its file stays until the cluster deletes every copy: another member may still copy from it.
+   * A block this database never knew is tombstoned at once. Refused for a block it sealed itself
+   * (only its own gc retires those).
+   */
+  async releaseBlock(id: string): Promise<ReleaseReport> {
+    this.#checkWritable();
+    const block = parseHash(id, 'block id');
+    while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
+    const run = this.#release(block);
+    const asGc = run.then(() => ({ blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 }));
+    this.#gcRun = asGc;
+    this.#inflight.add(asGc);
+    try {
+      return await run;
+    } finally {
+      this.#gcRun = undefined;
+      this.#inflight.delete(asGc);
+      asGc.catch(() => {});
+    }
+  }
+
+  async #release(id: Buffer): Promise<ReleaseReport> {
+    const report: ReleaseReport = { released: false, repointed: 0, copied: 0, dropped: 0 };
+    const infoBytes = this.#get(keys.block(id));
+    if (infoBytes === undefined) {
+      if (this.#get(keys.tombstone(id)) === undefined) await this.#writeBatch([{ type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) }], {});
+      report.released = true;
+      return report;
+    }
+    const info = decodeBlockInfo(infoBytes);
+    if (!info.adopted) throw new RefusedError(`block ${toHex(id)} was sealed by this database: only its own gc retires it`);
+    const file = this.#store.blockPath(id);
+    if (!(await this.#store.vfs.exists(file))) {
+      if (!this.#replicas) throw new NotFoundError(`block ${toHex(id)} is not kept here and no cluster node serves this database`);
+      await this.#replicas.fetchBlock(toHex(id), file);
+    }
+    const { rows } = await this.#store.readIndex(file);
+    const here = this.#pointsInto(info.seq);
+
+    // 1. Re-point what has another copy, drop dead chunks; an alternative inside this block is void.
+    const repoint = (row: EntryRow, ops: BatchOp[]): boolean => {
+      const altKey = keys.alt(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
+      const altBytes = this.#get(altKey);
+      if (altBytes === undefined) return false;
+      ops.push({ type: 'del', key: altKey });
+      const alt = decodeLocation(altBytes);
+      if (alt.seq === info.seq || this.#get(keys.sealedSeq(alt.seq)) === undefined) return false;
+      ops.push({ type: 'put', key: altKey.subarray(1), value: altBytes });
+      this.#counters!.addDead(keys.dead(info.seq), row.length);
+      this.#counters!.addDead(keys.dead(alt.seq), -row.length);
+      report.repointed++;
+      return true;
+    };
+    const { live, dropped } = await this.#dropDeadRows(rows, here, repoint);
+    report.dropped = dropped;
+    failpoint('release.after-repoint');
+
+    // 2. What this member still names and has nowhere else: copied into its own open block.
+    await this.#copyLive({ id, seq: info.seq }, file, live, here);
+    report.copied = live.filter((r) => !here(r)).length;
+    failpoint('release.after-copy');
+
+    // 3. Unregister and tombstone it, unless something still points into it.
+    await this.#writeBatch([], {}, [
+      (ops, delta) => {
+        if (rows.some(here)) return;
+        report.released = true;
+        ops.push({ type: 'del', key: keys.block(id) }, { type: 'del', key: keys.sealedSeq(info.seq) }, { type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) });
+        this.#counters!.set(keys.dead(info.seq), 8, 0, false);
+        add(delta, 'blocks', -1);
+        add(delta, 'storedBytes', -info.size);
+      },
+    ]);
+    return report;
+  }
+
+  /** The tombstone state of block `id` (hex), or undefined when it was never deleted across the cluster. */
+  tombstone(id: string): TombstoneState | undefined {
+    this.#checkOpen();
+    const v = this.#get(keys.tombstone(parseHash(id, 'block id')));
+    return v === undefined ? undefined : (v[0] as TombstoneState);
+  }
+
+  /** Every tombstone in `states`, in id order. */
+  async *tombstones(states: readonly TombstoneState[] = [Tombstone.Released, Tombstone.Retired, Tombstone.Dropping]): AsyncGenerator<{ id: string; state: TombstoneState }> {
+    this.#checkOpen();
+    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
+      if (states.includes(v[0] as TombstoneState)) yield { id: toHex(k.subarray(1)), state: v[0] as TombstoneState };
+    }
+  }
+
+  /** Moves a block this database retired on to its next deletion state (durably). */
+  async setTombstone(id: string, state: TombstoneState): Promise<void> {
+    this.#checkWritable();
+    const block = parseHash(id, 'block id');
+    if (this.#get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
+    await this.#writeBatch([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
   }
 
   /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */

@@ -24,8 +24,12 @@ import { type VfsFile, readFully } from './vfs/vfs.js';
 type Ldb = ClassicLevel<Buffer, Buffer>;
 type Op = { type: 'put' | 'del'; key: Buffer; value?: Buffer };
 
-/** The prefixes a rebuild clears and rewrites (everything but the format version). */
-const REBUILT_PREFIXES = 'cobskvprxzw'.split('').map((c) => c.charCodeAt(0));
+/**
+ * The prefixes a rebuild clears and rewrites: everything but the format version and the cluster
+ * tombstones ('t': blocks deleted across the cluster, whose files a rebuild leaves out). Other
+ * locations ('a') are not rebuilt: releasing a block then copies what it would have re-pointed.
+ */
+const REBUILT_PREFIXES = 'cobskvprxzwa'.split('').map((c) => c.charCodeAt(0));
 
 /** The counters persisted under 'm' "stats" (db.ts keeps them current; a rebuild recounts them). */
 export interface PersistedStats {
@@ -89,6 +93,7 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
   const blockFiles = new Map<number, string>();
   const valid: Array<{ file: string; index: Awaited<ReturnType<BlockStore['readIndex']>> }> = [];
   for (const { idHex, path: file } of await store.listSealed()) {
+    if ((await ldb.get(keys.tombstone(Buffer.from(idHex, 'hex')))) !== undefined) continue;
     try {
       const index = await store.readIndex(file);
       if (toHex(index.id) !== idHex) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`);

@@ -2,6 +2,8 @@
  * Cluster operations on real `ouro node start` processes over loopback QUIC (issue 7): draining
  * a member, and losing two members of five at once.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { replicaSet } from '../carrier/placement.js';
 import { pseudoRandom } from './helpers.js';
@@ -10,6 +12,20 @@ import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb
 /** The blocks a node holds now. */
 async function held(node: NodeProc): Promise<string[]> {
   return (await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id);
+}
+
+/** Every file named `<id>.blk` under `dir`, wherever it sits (blocks, replicas). */
+function blockFiles(dir: string, id: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name === `${id}.blk`) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
 }
 
 /** Whether each node holds exactly the blocks placement over `members` gives it (of `blocks`). */
@@ -111,5 +127,54 @@ describe('cluster operations', () => {
     }, 60_000, 'RF restored on three');
     // The writer sees it too: waiting for three replicas of everything it wrote resolves (it throws on failure).
     await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+  });
+
+  it('deletion across the cluster: blocks gc retired on the writer leave every member, only after each let go of them', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, ['--max-unsealed-ms', '100']);
+    const b = await joinWithDb(a, key);
+    const c = await joinKeyless(a);
+    await waitFor(() => converged([a, b, c], [a.peerId, b.peerId, c.peerId]), 20_000, 'three members');
+    const value = (name: string) => pseudoRandom(name, 200_000);
+    // Block 1 mixes a value that stays with one that goes; block 2 holds only one that goes; block 3 stays.
+    await dbApi.put(a, value('keep1'), { key: 'keep/1' });
+    await dbApi.put(a, value('gone1'), { key: 'gone/1' });
+    await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+    const [x1] = await held(a);
+    await dbApi.put(a, value('gone2'), { key: 'gone/2' });
+    await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+    const x2 = (await held(a)).find((id) => id !== x1)!;
+    await dbApi.put(a, value('keep2'), { key: 'keep/2' });
+    await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+    await waitFor(async () => (await dbApi.get(b, '/db/value?key=keep/2')).status === 200, 20_000, 'b indexes everything');
+    for (const n of [a, b, c]) for (const id of [x1!, x2]) expect(blockFiles(n.dir, id).length, `${id} on ${n.peerId}`).toBe(1);
+
+    await dbApi.json(a, '/db/purge', 'POST', { key: 'gone/1' });
+    await dbApi.json(a, '/db/purge', 'POST', { key: 'gone/2' });
+    const gc = await dbApi.json<{ blocksRemoved: number }>(a, '/db/gc', 'POST', { threshold: 1 });
+    expect(gc.blocksRemoved).toBe(2);
+    // The writer's copies go at once; the others' only after every member released the blocks.
+    await waitFor(() => [a, b, c].every((n) => blockFiles(n.dir, x1!).length === 0 && blockFiles(n.dir, x2).length === 0), 60_000, 'copies deleted everywhere');
+    for (const n of [b, c]) {
+      const released = n.logs.filter((l) => l.event === 'block-released').map((l) => String(l.id));
+      const dropped = n.logs.filter((l) => l.event === 'block-dropped').map((l) => String(l.id));
+      expect(released.sort()).toEqual([x1!, x2].sort());
+      expect(dropped.sort()).toEqual([x1!, x2].sort());
+      // Each copy was deleted after its member released it, never before.
+      for (const id of [x1!, x2]) {
+        const at = (event: string) => n.logs.findIndex((l) => l.event === event && l.id === id);
+        expect(at('block-dropped')).toBeGreaterThan(at('block-released'));
+      }
+    }
+    // On the keyed member, what gc moved out of block 1 was re-pointed to the writer's new block, not copied.
+    const r1 = b.logs.find((l) => l.event === 'block-released' && l.id === x1) as unknown as { repointed: number };
+    expect(r1.repointed).toBeGreaterThan(0);
+    // The values that stay read back on both keyed members, and the cluster's holders stay consistent.
+    for (const n of [a, b]) {
+      expect(Buffer.from(await (await dbApi.get(n, '/db/value?key=keep/1')).arrayBuffer()).equals(value('keep1'))).toBe(true);
+      expect(Buffer.from(await (await dbApi.get(n, '/db/value?key=keep/2')).arrayBuffer()).equals(value('keep2'))).toBe(true);
+    }
+    await waitFor(async () => (await a.get<{ replication: { deleting: number } }>('/status')).replication.deleting === 0, 20_000, 'writer finished');
+    for (const n of [a, b, c]) expect((await held(n)).filter((id) => id === x1 || id === x2)).toEqual([]);
   });
 });
