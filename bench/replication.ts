@@ -5,8 +5,13 @@
  *   - replication of one sealed block of the same size: `flush({ replicas: 2 })` after the data
  *     was written (seal, push over block-put, the replica's fsync and full check, its ack);
  *   - put latency of a 1 KiB value made durable locally (`put` + `flush()`) against the same put
- *     held by two members (`put` + `flush({ replicas: 2 })`), p50 and p99.
+ *     held by two members (`put` + `flush({ replicas: 2 })`), p50 and p99;
+ *   - put throughput of 256 KiB values, made durable locally against held by two members.
  * Both ends share this process's CPU in every row, so the ratios compare like with like.
+ *
+ * And `restoreRfBench` (`--only restore-rf`): four members in this process (RF 3), one stopped
+ * while holding `size` of blocks; the time until every block is held by all three left, split
+ * into noticing (dead after the failure detector's time, plus the grace) and copying.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -94,9 +99,90 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
     const pair = (s: number[]) => `${quantile(s, 0.5).toFixed(2)}/${quantile(s, 0.99).toFixed(2)}`;
     console.log('  1 KiB put made durable, p50/p99 ms: local (put + flush)   two members (put + flush({ replicas: 2 }))   p50 ratio');
     console.log(`  ${pair(local).padStart(54)} ${pair(both).padStart(44)} ${(quantile(both, 0.5) / quantile(local, 0.5)).toFixed(2).padStart(11)}`);
-    return { rawMiBs: raw, replicatedMiBs: replicated, ratio: replicated / raw, sealMs: t1 - t0, putLocalP50: quantile(local, 0.5), putLocalP99: quantile(local, 0.99), putReplicatedP50: quantile(both, 0.5), putReplicatedP99: quantile(both, 0.99) };
+
+    // Throughput: 256 KiB puts, durable at the end. The open block here holds the whole run, so the
+    // push starts at the flush: this is writing then replicating, not the two overlapped.
+    const tput = async (replicas: number) => {
+      const n = Math.round(total / 2 / (256 * 1024));
+      const t = performance.now();
+      for (let i = 0; i < n; i++) await db.put(crypto.randomBytes(256 * 1024), { durability: 'relaxed' });
+      await db.flush({ replicas });
+      return (n * 256 * 1024) / MiB / ((performance.now() - t) / 1000);
+    };
+    const tLocal = await tput(1);
+    const tBoth = await tput(2);
+    console.log('  256 KiB puts, MiB/s until durable: local   two members   ratio');
+    console.log(`  ${tLocal.toFixed(1).padStart(40)} ${tBoth.toFixed(1).padStart(13)} ${(tBoth / tLocal).toFixed(2).padStart(7)}`);
+    return { rawMiBs: raw, replicatedMiBs: replicated, ratio: replicated / raw, sealMs: t1 - t0, putLocalP50: quantile(local, 0.5), putLocalP99: quantile(local, 0.99), putReplicatedP50: quantile(both, 0.5), putReplicatedP99: quantile(both, 0.99), putLocalMiBs: tLocal, putReplicatedMiBs: tBoth };
   } finally {
     await b?.stop();
+    await a.stop();
+    await db.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Time to restore RF after losing a member: four members (a writer with the database and three
+ * keyless replicas, RF 3), `size` bytes written and held three times, then the replica holding
+ * the most is stopped. With four members and RF 3, each block it held must be copied to the one
+ * member that lacked it. Timed from the stop until every block is on all three left.
+ */
+export async function restoreRfBench(quick: boolean, sizeMiB: number): Promise<Record<string, unknown>> {
+  const total = (quick ? Math.min(sizeMiB, 256) : Math.round(sizeMiB * 4 / 3)) * MiB;
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-rf-'));
+  const heartbeat = { intervalMs: 200, suspectAfterMs: 600, deadAfterMs: 1500 };
+  const replication = { factor: 3, maxUnsealedMs: 1000, deadGraceMs: 500, repairIntervalMs: 500, repairBytesPerSec: 1 << 30 };
+  const config = { heartbeat, replication };
+  const dirs = ['a', 'b', 'c', 'd'].map((n) => path.join(root, n));
+  await Node.init(dirs[0]!, { newCluster: true, config });
+  const db = await OuroDB.open(path.join(dirs[0]!, 'db'), { key: crypto.randomBytes(32), blockSize: 32 * MiB, compression: false });
+  const a = await Node.start({ dir: dirs[0]!, db, config });
+  const nodes: Node[] = [a];
+  try {
+    for (const dir of dirs.slice(1)) {
+      const { token } = await a.createToken(60_000);
+      await Node.init(dir, { config });
+      await Node.requestJoin(dir, a.carrier.addresses, token);
+      nodes.push(await Node.start({ dir, config }));
+    }
+    await until(() => nodes.every((n) => n.role === 'member' && n.memberViews().filter((m) => m.status === 'member' && m.state === 'alive').length === 4), 'four members');
+    console.log(`\ntime to restore RF 3 after losing a member (four members in this process, ${(total / MiB).toFixed(0)} MiB written)`);
+    const cipher = crypto.createCipheriv('chacha20', crypto.randomBytes(32), Buffer.alloc(16));
+    const zeros = Buffer.alloc(4 * MiB);
+    for (let done = 0; done < total; done += zeros.length) await db.put(cipher.update(zeros), { durability: 'relaxed' });
+    await db.flush({ replicas: 3 });
+    const heldBytes = async (n: Node) => (await n.replication.held()).reduce((x, b) => x + b.size, 0);
+    // Pushes may leave surplus copies until repair settles: wait for placement to be exact.
+    const blocks = await a.replication.held();
+    const settled = async () => {
+      const counts = await Promise.all(nodes.slice(1).map(async (n) => (await n.replication.held()).length));
+      return counts.reduce((x, y) => x + y, 0) === blocks.length * 2;
+    };
+    for (let i = 0; i < 600 && !(await settled()); i++) await new Promise((r) => setTimeout(r, 100));
+    const sizes = await Promise.all(nodes.slice(1).map(heldBytes));
+    const victimAt = 1 + sizes.indexOf(Math.max(...sizes));
+    const victim = nodes[victimAt]!;
+    const lost = new Set((await victim.replication.held()).map((b) => b.id));
+    const lostBytes = sizes[victimAt - 1]!;
+    const left = nodes.filter((n) => n !== victim);
+    const t0 = performance.now();
+    await victim.stop();
+    nodes.splice(victimAt, 1);
+    let noticed = 0;
+    for (;;) {
+      if (!noticed && a.replication.candidates().length === 3) noticed = performance.now();
+      const sets = await Promise.all(left.map(async (n) => new Set((await n.replication.held()).map((b) => b.id))));
+      if ([...lost].every((id) => sets.every((s) => s.has(id)))) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t1 = performance.now();
+    const copySec = (t1 - (noticed || t0)) / 1000;
+    console.log('  member lost held MiB   blocks   noticed after s   copied in s   total s   copy MiB/s');
+    console.log(`  ${(lostBytes / MiB).toFixed(0).padStart(20)} ${String(lost.size).padStart(8)} ${(((noticed || t0) - t0) / 1000).toFixed(2).padStart(17)} ${copySec.toFixed(2).padStart(13)} ${((t1 - t0) / 1000).toFixed(2).padStart(9)} ${(lostBytes / MiB / copySec).toFixed(1).padStart(12)}`);
+    return { lostMiB: lostBytes / MiB, blocks: lost.size, noticedSec: ((noticed || t0) - t0) / 1000, copySec, totalSec: (t1 - t0) / 1000, copyMiBs: lostBytes / MiB / copySec };
+  } finally {
+    for (const n of nodes.slice(1).reverse()) await n.stop().catch(() => {});
     await a.stop();
     await db.close();
     fs.rmSync(root, { recursive: true, force: true });

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree|carrier|replication]`: the engine's benchmarks, each next to its peer
+ * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree|carrier|replication|restore-rf]`: the engine's benchmarks, each next to its peer
  * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
@@ -15,6 +15,7 @@
  *            QUIC reads (bench/carrier.ts)
  *   replication  a sealed block pushed to a replica vs a raw stream; put latency with
  *            replicas: 2 vs local (bench/replication.ts)
+ *   restore-rf  time to restore RF 3 after losing a member holding --size-mib (bench/replication.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -34,11 +35,11 @@ import { EntryKind } from '../blockstore/format.js';
 import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, treeBench } from './tree.js';
 import { carrierBench } from './carrier.js';
-import { replicationBench } from './replication.js';
+import { replicationBench, restoreRfBench } from './replication.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
 const only = values.only;
-const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree', 'carrier', 'replication'];
+const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree', 'carrier', 'replication', 'restore-rf'];
 if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only takes one of ${PARTS.join(', ')}`);
 const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
@@ -194,6 +195,7 @@ if (runs('tree')) {
 
 if (runs('carrier')) Object.assign(results, { carrier: await carrierBench(values.quick) });
 if (runs('replication')) Object.assign(results, { replication: await replicationBench(values.quick) });
+if (runs('restore-rf')) Object.assign(results, { restoreRf: await restoreRfBench(values.quick, sizeMiB) });
 if (runs('micro')) {
   const m = await micro();
   console.log('\nmicro (benchmark package)                              MiB/s');

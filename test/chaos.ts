@@ -1,0 +1,197 @@
+/**
+ * `npm run chaos -- --minutes N [--seed S]`: five real `ouro node` processes on loopback QUIC
+ * (two with the database, three replicas only; RF 3) under a steady write load, while members
+ * are killed at random (SIGKILL, or now and then SIGTERM), the writer included, and restarted
+ * after a random pause; at most two are down at once, so every block keeps a copy. When the time
+ * is up every member is brought back and the script checks, and prints:
+ *   - every write the writer acknowledged reads back byte for byte on both keyed members;
+ *   - every block is held by its full placement (computed here from the member list, as the
+ *     nodes do), and by nobody else once repair has settled;
+ *   - no member reported a corrupt replica.
+ * Exit 0 when all hold, 1 otherwise. Run it with `npm run build` done (it drives dist/bin/ouro.js).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { replicaSet } from '../carrier/placement.js';
+import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, killAll, startNode, waitFor } from './cluster-procs.js';
+
+const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' } } });
+const minutes = Number(args.minutes);
+if (!(minutes > 0)) throw new Error('--minutes takes a positive number');
+const seed = args.seed ?? crypto.randomBytes(4).toString('hex');
+
+/** A small seeded generator (xorshift32), so a run can be repeated with --seed. */
+let state = Number.parseInt(crypto.createHash('sha256').update(seed).digest('hex').slice(0, 8), 16) || 1;
+function rand(): number {
+  state ^= state << 13;
+  state ^= state >>> 17;
+  state ^= state << 5;
+  return (state >>> 0) / 2 ** 32;
+}
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+
+const RF = 3;
+const log = (text: string) => process.stdout.write(`[chaos ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+
+interface Member {
+  name: string;
+  proc: NodeProc;
+  keyed: boolean;
+  down: boolean;
+}
+
+async function main(): Promise<number> {
+  log(`seed ${seed}, ${minutes} min, five members, RF ${RF}`);
+  const key = keyFile();
+  const a = await founderWithDb(key);
+  const b = await joinWithDb(a, key);
+  const rest = [await joinKeyless(a), await joinKeyless(a), await joinKeyless(a)];
+  const members: Member[] = [
+    { name: 'a (writer)', proc: a, keyed: true, down: false },
+    { name: 'b (keyed)', proc: b, keyed: true, down: false },
+    ...rest.map((proc, i) => ({ name: `${'cde'[i]} (replica)`, proc, keyed: false, down: false })),
+  ];
+  const peers = members.map((m) => m.proc.peerId);
+  await waitFor(() => converged(members.map((m) => m.proc), peers), 30_000, 'five members');
+  const peerOf = new Map(members.map((m) => [m.proc.dir, m.proc.peerId]));
+  const restart = async (m: Member) => {
+    m.proc = await startNode(m.proc.dir, [], m.keyed ? ['--key-file', key] : []);
+    m.down = false;
+  };
+
+  // Load: puts on the writer whenever it is up; only what it acknowledged is checked later.
+  const acked: Array<{ hash: string; sha256: string; size: number }> = [];
+  let failedWhileDown = 0;
+  let bytes = 0;
+  let running = true;
+  const writer = members[0]!;
+  const load = (async () => {
+    for (let i = 0; running; i++) {
+      if (writer.down) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const size = 1 + Math.floor(rand() ** 3 * 300_000);
+      const value = crypto.randomBytes(size);
+      try {
+        const r = await dbApi.put(writer.proc, value, { key: `chaos/${i % 64}` });
+        acked.push({ hash: r.hash, sha256: crypto.createHash('sha256').update(value).digest('hex'), size });
+        bytes += size;
+      } catch (err) {
+        // A put the writer never acknowledged (it was killed under it) promises nothing.
+        failedWhileDown++;
+        if (!writer.down) await new Promise((r) => setTimeout(r, 200));
+        void err;
+      }
+    }
+  })();
+
+  // Chaos: every 2 to 6 s, kill an up member (at most two down) or bring a down one back.
+  const counts = { sigkill: 0, sigterm: 0, restarts: 0 };
+  const until = Date.now() + minutes * 60_000;
+  while (Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 2000 + rand() * 4000));
+    const down = members.filter((m) => m.down);
+    const up = members.filter((m) => !m.down);
+    if (down.length > 0 && (down.length === 2 || rand() < 0.5)) {
+      const m = pick(down);
+      await restart(m);
+      counts.restarts++;
+      log(`restarted ${m.name}; ${acked.length} writes acknowledged so far`);
+    } else {
+      const m = pick(up);
+      m.down = true;
+      if (rand() < 0.8) {
+        await m.proc.kill9();
+        counts.sigkill++;
+        log(`SIGKILL ${m.name}`);
+      } else {
+        await m.proc.stop();
+        counts.sigterm++;
+        log(`SIGTERM ${m.name}`);
+      }
+    }
+  }
+  running = false;
+  await load;
+  for (const m of members.filter((x) => x.down)) {
+    await restart(m);
+    counts.restarts++;
+  }
+  log(`load stopped: ${acked.length} writes acknowledged (${(bytes / 2 ** 20).toFixed(1)} MiB), ${failedWhileDown} refused while the writer was going down; every member back`);
+  const procs = () => members.map((m) => m.proc);
+  await waitFor(() => converged(procs(), peers), 60_000, 'five members alive again');
+
+  const failures: string[] = [];
+  // 1. Every acknowledged write, on both keyed members.
+  for (const m of members.filter((x) => x.keyed)) {
+    let ok = 0;
+    try {
+      await waitFor(async () => {
+        for (const w of acked.slice(ok)) {
+          const res = await dbApi.get(m.proc, `/db/objects/${w.hash}`);
+          if (res.status !== 200) return false;
+          const sha = crypto.createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex');
+          if (sha !== w.sha256) throw new Error(`${w.hash} on ${m.name}: wrong bytes`);
+          ok++;
+        }
+        return true;
+      }, 180_000, `acknowledged writes on ${m.name}`);
+    } catch (err) {
+      failures.push(`${m.name}: ${ok} of ${acked.length} acknowledged writes read back; ${String(err)}`);
+    }
+    log(`${m.name}: ${ok} of ${acked.length} acknowledged writes read back byte for byte`);
+  }
+  // 2. Placement: every block the writer sealed held by exactly its placement (the writer keeps its own too).
+  await dbApi.json(writer.proc, '/db/flush', 'POST', {});
+  const heldBy = async () => new Map(await Promise.all(members.map(async (m) => [m.proc.peerId, new Set((await m.proc.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((x) => x.id))] as const)));
+  let blocks: string[] = [];
+  let wrong: string[] = [];
+  try {
+    await waitFor(async () => {
+      const held = await heldBy();
+      blocks = [...held.get(writer.proc.peerId)!];
+      wrong = [];
+      for (const id of blocks) {
+        const placed = replicaSet(id, peers, RF);
+        for (const m of members) {
+          const want = placed.includes(m.proc.peerId) || m === writer;
+          if (held.get(m.proc.peerId)!.has(id) !== want) wrong.push(`${id.slice(0, 12)} ${want ? 'missing on' : 'surplus on'} ${m.name}`);
+        }
+      }
+      return wrong.length === 0;
+    }, 180_000, 'every block on its placement');
+  } catch {
+    failures.push(`placement not reached: ${wrong.slice(0, 5).join('; ')}${wrong.length > 5 ? ` and ${wrong.length - 5} more` : ''}`);
+  }
+  log(`${blocks.length} blocks: ${wrong.length === 0 ? 'each held by exactly its placement of three' : `${wrong.length} placement errors`}`);
+  // 3. Repair's own account, per member.
+  for (const m of members) {
+    const s = await m.proc.get<{ replication: { passes: number; pushed: number; removed: number; corrupt: number; failures: number } }>('/status');
+    const r = s.replication;
+    log(`${m.name}: ${r.passes} repair passes, ${r.pushed} blocks pushed, ${r.removed} surplus removed, ${r.corrupt} corrupt, ${r.failures} transfer failures`);
+    if (r.corrupt > 0) failures.push(`${m.name} found ${r.corrupt} corrupt replicas`);
+  }
+  log(`kills: ${counts.sigkill} SIGKILL, ${counts.sigterm} SIGTERM; ${counts.restarts} restarts`);
+  for (const m of members) await m.proc.stop();
+  for (const dir of peerOf.keys()) fs.rmSync(dir, { recursive: true, force: true });
+  if (failures.length > 0) {
+    for (const f of failures) log(`FAILED: ${f}`);
+    return 1;
+  }
+  log('all checks passed');
+  return 0;
+}
+
+main().then(
+  (code) => {
+    killAll();
+    process.exit(code);
+  },
+  (err: unknown) => {
+    log(`chaos run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    killAll();
+    process.exit(1);
+  },
+);
