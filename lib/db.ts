@@ -469,7 +469,8 @@ export class OuroDB {
   #epoch = 0;
   /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
   readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
-  #gcRun: Promise<GcReport> | undefined;
+  /** The gc or block release running (one at a time, never beside an exclusive task). */
+  #gcRun: Promise<unknown> | undefined;
   /** Set while rebuildIndex runs: writes wait for it. */
   #exclusive: Promise<void> | undefined;
   readonly #maxUnsealedMs: number | undefined;
@@ -1891,8 +1892,13 @@ export class OuroDB {
     this.#checkWritable();
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
+    return this.#asGcRun(() => this.#gc(threshold, options.onProgress));
+  }
+
+  /** Runs `work` as the gc run: after the one running (and any exclusive task), alone. */
+  async #asGcRun<T>(work: () => Promise<T>): Promise<T> {
     while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
-    const run = this.#gc(threshold, options.onProgress);
+    const run = work();
     this.#gcRun = run;
     this.#inflight.add(run);
     try {
@@ -2037,18 +2043,7 @@ export class OuroDB {
   async releaseBlock(id: string): Promise<ReleaseReport> {
     this.#checkWritable();
     const block = parseHash(id, 'block id');
-    while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
-    const run = this.#release(block);
-    const asGc = run.then(() => ({ blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 }));
-    this.#gcRun = asGc;
-    this.#inflight.add(asGc);
-    try {
-      return await run;
-    } finally {
-      this.#gcRun = undefined;
-      this.#inflight.delete(asGc);
-      asGc.catch(() => {});
-    }
+    return this.#asGcRun(() => this.#release(block));
   }
 
   async #release(id: Buffer): Promise<ReleaseReport> {
