@@ -116,7 +116,7 @@ describe('replication', () => {
     for (const w of acked) expect((await dbApi.value(b, w.hash)).equals(pseudoRandom(`v${w.i}`, 40_000 + (w.i % 7) * 1000))).toBe(true);
     // c is dead past its grace: every block is back on three live members (a2, b, d).
     const own = (await held(a2)).sort();
-    expect(own.length).toBeGreaterThan(1);
+    expect(own.length).toBeGreaterThan(0);
     await waitFor(async () => {
       const [onB, onD] = [new Set(await held(b)), new Set(await held(d))];
       return own.every((id) => onB.has(id) && onD.has(id));
