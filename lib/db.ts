@@ -476,6 +476,8 @@ export class OuroDB {
   readonly #maxUnsealedMs: number | undefined;
   readonly #sealedListeners = new Set<(block: SealedBlockInfo) => void>();
   #replicas: ReplicaSource | undefined;
+  /** Received block files the open could not adopt without the cluster (#recover). */
+  readonly #deferredAdoptions: string[] = [];
   /** Block adoptions run one at a time. */
   #adoptChain: Promise<unknown> = Promise.resolve();
 
@@ -665,7 +667,17 @@ export class OuroDB {
       this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
     }
     this.#nextSeq = maxSeq + 1;
-    for (const file of received) await this.#adopt(file);
+    for (const file of received) {
+      try {
+        await this.#adopt(file);
+      } catch (err) {
+        // Merging its versions read records in blocks this member does not keep, and no cluster
+        // node serves the database yet: finished once one does (setReplicaSource). Never
+        // acknowledged to its sender, so nothing waits on it meanwhile.
+        if (!isMissingFile(err) || this.#replicas) throw err;
+        this.#deferredAdoptions.push(file);
+      }
+    }
     // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
     // once there is room: opening must not need free space.
     await Promise.all(
@@ -1600,6 +1612,11 @@ export class OuroDB {
   /** Connects (or with undefined, disconnects) the cluster node serving this database. */
   setReplicaSource(source: ReplicaSource | undefined): void {
     this.#replicas = source;
+    if (!source) return;
+    // Adoptions the open had to leave (see #recover); one that fails again waits for the next source.
+    for (const file of this.#deferredAdoptions.splice(0)) {
+      this.adoptBlock(file).catch(() => this.#deferredAdoptions.push(file));
+    }
   }
 
   /**

@@ -144,6 +144,50 @@ describe('adoptBlock', () => {
     await Promise.all([a.close(), again.close()]);
   });
 
+  it('an adoption a crash cut short, whose versions live in blocks this member dropped, finishes once the cluster serves it (chaos run, seed d756413b)', async () => {
+    const { a, b, bDir } = await pair();
+    const first = await a.put('version 1', { key: 'k' });
+    await a.flush();
+    await ship(a, b);
+    // b keeps the block registered but not its file (a surplus copy it dropped: reads fetch it).
+    const [dropped] = (await Array.fromAsync(b.blocks())).filter((x) => x.adopted).map((x) => x.id);
+    fs.rmSync(b.blockPath(dropped!));
+    const second = await a.put('version 2', { key: 'k' });
+    await a.flush();
+    const next = (await Array.fromAsync(a.blocks())).map((x) => x.id).find((id) => id !== dropped)!;
+    const staging = path.join(b.dir, 'incoming-next');
+    fs.copyFileSync(a.blockPath(next), staging);
+    setFailpoint('adopt.after-rename', () => {
+      throw new Error('injected crash');
+    });
+    try {
+      await expect(b.adoptBlock(staging)).rejects.toThrow('injected crash');
+    } finally {
+      setFailpoint('adopt.after-rename', undefined);
+    }
+    await b.close();
+    // The open cannot merge k's versions (version 1's record is in the dropped block) and no
+    // cluster serves the database yet: it opens anyway, the block waits unregistered.
+    const again = await OuroDB.open(bDir, SMALL);
+    expect(again.block(next)).toBeUndefined();
+    const fetched: string[] = [];
+    again.setReplicaSource({
+      settled: async () => {},
+      fetchBlock: async (id, dest) => {
+        fetched.push(id);
+        fs.copyFileSync(a.blockPath(id), dest);
+      },
+    });
+    for (let i = 0; i < 100 && !again.block(next); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(again.block(next)?.adopted).toBe(true);
+    expect(fetched).toEqual([dropped]);
+    expect(await again.head('k')).toBe(second.hash);
+    const history = [];
+    for await (const v of again.history('k')) history.push(v.hash);
+    expect(history).toEqual([second.hash, first.hash]);
+    await Promise.all([a.close(), again.close()]);
+  });
+
   it('releaseBlock: what the writer compacted elsewhere is re-pointed, what only this member names is copied; a crash at each step loses nothing', async () => {
     for (const point of [undefined, 'release.after-repoint', 'release.after-copy']) {
       const { a, b, bDir } = await pair();
