@@ -323,12 +323,7 @@ export class BlockStore {
   /** Opens open block `seq`'s file and checks its header names that seq and this database. */
   async #openOpenFile(seq: number, flags: 'r' | 'r+'): Promise<{ file: string; handle: VfsFile; size: number; header: Buffer }> {
     const file = this.openPath(seq);
-    let handle: VfsFile;
-    try {
-      handle = await this.vfs.open(file, flags);
-    } catch (err) {
-      throw ioError(`open ${file}`, err);
-    }
+    const handle = await openFile(this.vfs, file, flags);
     try {
       const size = await handle.size();
       const header = Buffer.alloc(HEADER_BYTES);
@@ -426,18 +421,20 @@ export interface BlockIndex {
   rows: EntryRow[];
 }
 
+/** Opens `file`, an open failure becoming an IOError (with its errno as the cause). */
+function openFile(vfs: Vfs, file: string, flags: 'r' | 'r+'): Promise<VfsFile> {
+  return vfs.open(file, flags).catch((err: unknown) => {
+    throw ioError(`open ${file}`, err);
+  });
+}
+
 /**
  * Reads and checks a sealed block's header, trailer and footer, and recomputes its id. Entry
  * bytes are not read (see verifyBlockEntries). Throws CorruptionError on any mismatch. Without
  * `databaseId` a block of any database is accepted (a keyless replica checks blocks so).
  */
 export async function readBlockIndex(vfs: Vfs, file: string, databaseId?: Buffer): Promise<BlockIndex> {
-  let handle: VfsFile;
-  try {
-    handle = await vfs.open(file, 'r');
-  } catch (err) {
-    throw ioError(`open ${file}`, err);
-  }
+  const handle = await openFile(vfs, file, 'r');
   try {
     const size = await handle.size();
     if (size < HEADER_BYTES + TRAILER_BYTES) throw new CorruptionError(`${file}: too short to be a block`, { location: { file } });
@@ -473,12 +470,7 @@ export async function readBlockIndex(vfs: Vfs, file: string, databaseId?: Buffer
 /** Reads every entry of a sealed block and checks it against its footer hash. Returns the bad rows. */
 export async function verifyBlockEntries(vfs: Vfs, file: string, rows: EntryRow[]): Promise<EntryRow[]> {
   const bad: EntryRow[] = [];
-  let handle: VfsFile;
-  try {
-    handle = await vfs.open(file, 'r');
-  } catch (err) {
-    throw ioError(`open ${file}`, err);
-  }
+  const handle = await openFile(vfs, file, 'r');
   try {
     for (const row of rows) {
       const bytes = Buffer.allocUnsafe(row.length);

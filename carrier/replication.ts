@@ -153,8 +153,8 @@ export class Replicator implements ReplicaSource {
   readonly #fetching = new Map<string, Promise<void>>();
   readonly #tasks = new Set<Promise<unknown>>();
   readonly #progress: RepairProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, released: 0, dropped: 0, deleting: 0, unsettled: 0 };
-  /** Releases under way here (a keyed release may copy entries: it outlives one request). */
-  readonly #releasing = new Map<string, Promise<boolean>>();
+  /** Releases started here, and whether each finished (a keyed release may copy entries: it outlives one request). */
+  readonly #releasing = new Map<string, { done: boolean }>();
   #indexing: Promise<unknown> | undefined;
   #drain: DrainProgress | null = null;
   #unsubscribe: (() => void) | undefined;
@@ -286,16 +286,31 @@ export class Replicator implements ReplicaSource {
     return AbortSignal.any([this.#stop.signal, AbortSignal.timeout(this.#host.requestTimeoutMs + Math.ceil(size / 2 ** 20) * MS_PER_MIB)]);
   }
 
-  /** Pushes block `id` to `peer`; true once the peer holds it durably (false: busy receiving it from someone else). */
-  async #pushTo(peer: string, id: string, size: number, limited: boolean): Promise<boolean> {
-    const signal = this.#transferSignal(size);
-    const stream = await this.#host.openStream(peer, 'block-put', signal);
-    const onAbort = () => stream.abort(new TimeoutError(`block-put ${id} to ${peer}: time limit`));
+  /**
+   * Opens a `protocol` stream to `peer` for one block transfer of about `budgetBytes` and runs
+   * `fn` on it: the time limit aborts the stream, and so does any failure, which is rethrown.
+   */
+  async #transfer<T>(peer: string, protocol: 'block-put' | 'block-get', what: string, budgetBytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
+    const signal = this.#transferSignal(budgetBytes);
+    const stream = await this.#host.openStream(peer, protocol, signal);
+    const onAbort = () => stream.abort(new TimeoutError(`${what}: time limit`));
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const reader = new StreamReader(stream);
+      return await fn(stream, new StreamReader(stream), signal);
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Pushes block `id` to `peer`; true once the peer holds it durably (false: busy receiving it from someone else). */
+  #pushTo(peer: string, id: string, size: number, limited: boolean): Promise<boolean> {
+    const what = `block-put ${id} to ${peer}`;
+    return this.#transfer(peer, 'block-put', what, size, async (stream, reader, signal) => {
       await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, size }, this.#host.maxFrameBytes), signal);
-      const go = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-put ${id} to ${peer}`) as { send?: unknown; busy?: unknown };
+      const go = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { send?: unknown; busy?: unknown };
       if (go.send !== true) {
         await stream.close({ signal }).catch(() => {});
         if (go.busy === true) return false;
@@ -312,17 +327,12 @@ export class Replicator implements ReplicaSource {
         await handle.close();
       }
       await stream.close({ signal });
-      const done = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-put ${id} to ${peer}`) as { stored?: unknown };
-      if (typeof done.stored !== 'boolean') throw new ProtocolError(`block-put ${id} to ${peer}: malformed reply`);
+      const done = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { stored?: unknown };
+      if (typeof done.stored !== 'boolean') throw new ProtocolError(`${what}: malformed reply`);
       this.#confirm(id, peer);
       this.#host.metrics.replicated('out', size);
       return true;
-    } catch (err) {
-      stream.abort(err instanceof Error ? err : new Error(String(err)));
-      throw err;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+    });
   }
 
   async #onPut(stream: Stream, peer: string): Promise<void> {
@@ -455,28 +465,19 @@ export class Replicator implements ReplicaSource {
     throw last;
   }
 
-  async #fetchFrom(peer: string, id: string): Promise<void> {
+  #fetchFrom(peer: string, id: string): Promise<void> {
+    const what = `block-get ${id} from ${peer}`;
     // The size arrives with the answer: allow for a block as large as blocks are made (1 GiB at most).
-    const signal = this.#transferSignal(FETCH_BUDGET_BYTES);
-    const stream = await this.#host.openStream(peer, 'block-get', signal);
-    const onAbort = () => stream.abort(new TimeoutError(`block-get ${id} from ${peer}: time limit`));
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      const reader = new StreamReader(stream);
+    return this.#transfer(peer, 'block-get', what, FETCH_BUDGET_BYTES, async (stream, reader, signal) => {
       await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id }, this.#host.maxFrameBytes), signal);
       await stream.close({ signal });
-      const head = unwrapReply(await reader.frame(this.#host.maxFrameBytes), `block-get ${id} from ${peer}`) as { size?: unknown };
-      if (!Number.isSafeInteger(head.size)) throw new ProtocolError(`block-get ${id} from ${peer}: malformed reply`);
+      const head = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { size?: unknown };
+      if (!Number.isSafeInteger(head.size)) throw new ProtocolError(`${what}: malformed reply`);
       const staging = await this.#shelf.staging(id);
       await this.#receive(reader.bytes(head.size as number), staging, signal);
       await this.#shelf.keep(staging, id);
       this.#host.metrics.replicated('in', head.size as number);
-    } catch (err) {
-      stream.abort(err instanceof Error ? err : new Error(String(err)));
-      throw err;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+    });
   }
 
   // ------------------------------------------------------------------ small requests
@@ -539,7 +540,7 @@ export class Replicator implements ReplicaSource {
     this.#progress.deleting = pending.length;
     if (pending.length === 0) return;
     // What gc moved out of these blocks is sealed (and so adoptable) before anyone releases them.
-    await db.flush();
+    if (pending.some((t) => t.state === Tombstone.Retired)) await db.flush();
     const others = this.#host.memberViews().filter((m) => !m.self && m.status === 'member');
     for (const [state, phase, next] of [
       [Tombstone.Retired, 'release', Tombstone.Dropping],
@@ -552,7 +553,11 @@ export class Replicator implements ReplicaSource {
         const done = batch.map(() => true);
         await Promise.all(
           others.map(async (m) => {
-            if (m.state !== 'alive') return done.fill(false);
+            // A member away may still name the block: the deletion waits for it.
+            if (m.state !== 'alive') {
+              done.fill(false);
+              return;
+            }
             try {
               const r = (await this.#host.request(m.peerId, 'block-retire', { v: PROTOCOL_VERSION, phase, ids: batch }, this.#smallRequest())) as { done?: unknown };
               if (!Array.isArray(r?.done) || r.done.length !== batch.length) throw new ProtocolError('malformed block-retire reply');
@@ -563,7 +568,6 @@ export class Replicator implements ReplicaSource {
               done.fill(false);
               this.#host.log.debug({ event: 'retire-failed', peer: m.peerId, phase, err: String(err) }, 'block-retire failed');
             }
-            return done;
           }),
         );
         for (const [j, id] of batch.entries()) {
@@ -603,18 +607,23 @@ export class Replicator implements ReplicaSource {
     // background and the writer asks again on its next pass.
     return {
       done: ids.map((id) => {
-        let run = this.#releasing.get(id);
-        if (!run) {
-          run = this.#track(this.#release(id)).catch((err: unknown) => {
-            this.#failed('release', this.#host.peerId, id, err);
-            return false;
-          });
-          this.#releasing.set(id, run);
-          void run.then((ok) => {
-            if (!ok) this.#releasing.delete(id);
-          });
+        let state = this.#releasing.get(id);
+        if (!state) {
+          const started: { done: boolean } = (state = { done: false });
+          this.#releasing.set(id, started);
+          // Not released (a write raced it) or failed: forgotten, so the next ask starts again.
+          this.#track(this.#release(id)).then(
+            (ok) => {
+              if (ok) started.done = true;
+              else this.#releasing.delete(id);
+            },
+            (err: unknown) => {
+              this.#releasing.delete(id);
+              this.#failed('release', this.#host.peerId, id, err);
+            },
+          );
         }
-        return this.#settledTrue(run);
+        return state.done;
       }),
     };
   }
@@ -628,17 +637,6 @@ export class Replicator implements ReplicaSource {
       this.#host.log.info({ event: 'block-released', id, repointed: r.repointed, copied: r.copied, dropped: r.dropped }, 'a block deleted across the cluster is released here');
     }
     return r.released;
-  }
-
-  readonly #outcomes = new WeakMap<Promise<boolean>, boolean>();
-
-  /** True when `run` has already resolved true (a promise's state, remembered as it settles). */
-  #settledTrue(run: Promise<boolean>): boolean {
-    if (!this.#outcomes.has(run)) {
-      this.#outcomes.set(run, false);
-      void run.then((ok) => this.#outcomes.set(run, ok));
-    }
-    return this.#outcomes.get(run) === true;
   }
 
   /** #indexFromCluster, shared by callers that come while one runs. */

@@ -8,15 +8,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OuroDB, OuroError } from '../lib/index.js';
+import { filesUnder } from './files.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 
 const key = Buffer.alloc(32, 8);
 const open = (dir: string) => OuroDB.open(dir, { key, blockSize: 64 * 1024, chunkSizes: { min: 4096, avg: 16384, max: 65536 } });
 const valueOf = (i: number) => pseudoRandom(`rot${i}`, [100, 3000, 20_000, 90_000][i % 4]!);
-
-function filesUnder(dir: string): string[] {
-  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
-}
 
 function flip(file: string, rnd: () => number, bytes: number): void {
   const b = fs.readFileSync(file);

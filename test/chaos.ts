@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, killAll, startNode, waitFor } from './cluster-procs.js';
+import { type NodeProc, converged, heldBlocks, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, killAll, startNode, waitFor } from './cluster-procs.js';
 
 const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' } } });
 const minutes = Number(args.minutes);
@@ -54,7 +54,6 @@ async function main(): Promise<number> {
   ];
   const peers = members.map((m) => m.proc.peerId);
   await waitFor(() => converged(members.map((m) => m.proc), peers), 30_000, 'five members');
-  const peerOf = new Map(members.map((m) => [m.proc.dir, m.proc.peerId]));
   const restart = async (m: Member) => {
     m.proc = await startNode(m.proc.dir, [], m.keyed ? ['--key-file', key] : []);
     m.down = false;
@@ -78,11 +77,10 @@ async function main(): Promise<number> {
         const r = await dbApi.put(writer.proc, value, { key: `chaos/${i % 64}` });
         acked.push({ hash: r.hash, sha256: crypto.createHash('sha256').update(value).digest('hex'), size });
         bytes += size;
-      } catch (err) {
+      } catch {
         // A put the writer never acknowledged (it was killed under it) promises nothing.
         failedWhileDown++;
         if (!writer.down) await new Promise((r) => setTimeout(r, 200));
-        void err;
       }
     }
   })();
@@ -145,7 +143,7 @@ async function main(): Promise<number> {
   }
   // 2. Placement: every block the writer sealed held by exactly its placement (the writer keeps its own too).
   await dbApi.json(writer.proc, '/db/flush', 'POST', {});
-  const heldBy = async () => new Map(await Promise.all(members.map(async (m) => [m.proc.peerId, new Set((await m.proc.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((x) => x.id))] as const)));
+  const heldBy = async () => new Map(await Promise.all(members.map(async (m) => [m.proc.peerId, new Set(await heldBlocks(m.proc))] as const)));
   let blocks: string[] = [];
   let wrong: string[] = [];
   try {
@@ -175,7 +173,7 @@ async function main(): Promise<number> {
   }
   log(`kills: ${counts.sigkill} SIGKILL, ${counts.sigterm} SIGTERM; ${counts.restarts} restarts`);
   for (const m of members) await m.proc.stop();
-  for (const dir of peerOf.keys()) fs.rmSync(dir, { recursive: true, force: true });
+  for (const m of members) fs.rmSync(m.proc.dir, { recursive: true, force: true });
   if (failures.length > 0) {
     for (const f of failures) log(`FAILED: ${f}`);
     return 1;

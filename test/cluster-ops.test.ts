@@ -2,30 +2,17 @@
  * Cluster operations on real `ouro node start` processes over loopback QUIC (issue 7): draining
  * a member, and losing two members of five at once.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { replicaSet } from '../carrier/placement.js';
 import { pseudoRandom } from './helpers.js';
-import { type NodeProc, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
+import { filesUnder } from './files.js';
+import { type NodeProc, converged, heldBlocks as held, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
 
-/** The blocks a node holds now. */
-async function held(node: NodeProc): Promise<string[]> {
-  return (await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id);
-}
 
 /** Every file named `<id>.blk` under `dir`, wherever it sits (blocks, replicas). */
 function blockFiles(dir: string, id: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name === `${id}.blk`) out.push(p);
-    }
-  };
-  walk(dir);
-  return out;
+  return filesUnder(dir).filter((f) => path.basename(f) === `${id}.blk`);
 }
 
 /** Whether each node holds exactly the blocks placement over `members` gives it (of `blocks`). */

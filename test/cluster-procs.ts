@@ -121,6 +121,11 @@ export class NodeProc {
   }
 }
 
+/** The blocks a node holds now (its admin API). */
+export async function heldBlocks(node: NodeProc): Promise<string[]> {
+  return (await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id);
+}
+
 export interface MembersView {
   clusterId: string;
   epoch: number;

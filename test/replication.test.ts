@@ -8,26 +8,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { replicaSet } from '../carrier/placement.js';
 import { pseudoRandom, tempDir } from './helpers.js';
-import { type NodeProc, admitWithDb, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { filesUnder } from './files.js';
+import { type NodeProc, admitWithDb, heldBlocks as held, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
-/** Every file under `dir`, read whole (test directories are small). */
-function filesUnder(dir: string): Array<{ file: string; bytes: Buffer }> {
-  const out: Array<{ file: string; bytes: Buffer }> = [];
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) out.push({ file: p, bytes: fs.readFileSync(p) });
-    }
-  };
-  walk(dir);
-  return out;
-}
-
-/** The blocks a node holds now. */
-async function held(node: NodeProc): Promise<string[]> {
-  return (await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id);
-}
 
 describe('replication', () => {
   it('ingests on one member and reads on another; a keyless replica holds only ciphertext', async () => {
@@ -51,11 +34,12 @@ describe('replication', () => {
     expect(hist.versions.map((v) => v.hash)).toEqual([large.hash]);
 
     // The keyless member holds every block (RF 3 of 3), and neither the plaintext nor the key.
-    const held = filesUnder(path.join(c.dir, 'replicas', 'blocks'));
-    expect(held.length).toBeGreaterThan(0);
-    expect(held.length).toBe((await dbApi.json<{ blocks: number }>(a, '/db/stats')).blocks);
+    const replicaFiles = filesUnder(path.join(c.dir, 'replicas', 'blocks'));
+    expect(replicaFiles.length).toBeGreaterThan(0);
+    expect(replicaFiles.length).toBe((await dbApi.json<{ blocks: number }>(a, '/db/stats')).blocks);
     const keyBytes = Buffer.from(fs.readFileSync(key, 'utf8').trim(), 'hex');
-    for (const { file, bytes } of filesUnder(c.dir)) {
+    for (const file of filesUnder(c.dir)) {
+      const bytes = fs.readFileSync(file);
       expect(bytes.includes(Buffer.from(marker)), file).toBe(false);
       expect(bytes.includes(big.subarray(100_000, 100_064)), file).toBe(false);
       expect(bytes.includes(keyBytes), file).toBe(false);
