@@ -119,7 +119,18 @@ async function main(): Promise<number> {
   }
   log(`load stopped: ${acked.length} writes acknowledged (${(bytes / 2 ** 20).toFixed(1)} MiB), ${failedWhileDown} refused while the writer was going down; every member back`);
   const procs = () => members.map((m) => m.proc);
-  await waitFor(() => converged(procs(), peers), 60_000, 'five members alive again');
+  const back = Date.now();
+  try {
+    await waitFor(() => converged(procs(), peers), 120_000, 'five members alive again');
+    log(`one member list, five alive, after ${((Date.now() - back) / 1000).toFixed(1)} s`);
+  } catch (err) {
+    // What each member sees, to tell a slow start from a list that does not converge.
+    for (const m of members) {
+      const v = await m.proc.members().catch((e: unknown) => ({ error: String(e) }));
+      log(`${m.name} sees: ${JSON.stringify('error' in v ? v : { epoch: v.epoch, signer: v.signer.slice(-6), members: v.members.map((x) => `${x.peerId.slice(-6)}:${x.status === 'member' ? x.state : x.status}`) })}`);
+    }
+    throw err;
+  }
 
   const failures: string[] = [];
   // 1. Every acknowledged write, on both keyed members.
