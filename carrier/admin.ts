@@ -1,6 +1,7 @@
 /**
  * The node's admin HTTP API (docs/node.md, "Admin API"), bound to 127.0.0.1 unless configured
- * otherwise. Reads (`/health`, `/metrics`, `/members`, `/status`, `/cluster/pending`) are open on
+ * otherwise. Reads (`/`, the status page, `/health`, `/metrics`, `/members`, `/status`,
+ * `/ledger`, `/series`, `/cluster/pending`) are open on
  * loopback so that local scrapers and probes need nothing; every change (`POST /cluster/...`)
  * needs the bearer token, and off loopback every request does. The token is the configured one,
  * or one made at start and written with the address to `<dir>/node.run.json` (owner-only), where
@@ -8,6 +9,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -17,6 +19,14 @@ import { nodeVfs } from '../lib/vfs/vfs.js';
 import { serveDb } from './admin-db.js';
 import { isLoopback } from './config.js';
 import type { Node } from './node.js';
+import { STATUS_PAGE } from './status-page.js';
+
+/** The status page's chart library, served from the installed package (the page works offline). */
+const require = createRequire(import.meta.url);
+const UI_FILES: Record<string, { file: string; type: string }> = {
+  'GET /ui/uplot.js': { file: require.resolve('uplot/dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  'GET /ui/uplot.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
+};
 
 export const RUN_FILE = 'node.run.json';
 const MAX_BODY_BYTES = 64 * 1024;
@@ -105,7 +115,33 @@ export class AdminServer {
         if (typeof body.peerId !== 'string' || body.peerId === '') throw new BadArgumentError('body must name a peerId');
         return body.peerId;
       };
+      const asset = UI_FILES[route];
+      if (asset) {
+        const body = await fs.readFile(asset.file);
+        res.writeHead(200, { 'content-type': asset.type, 'content-length': body.length, 'cache-control': 'max-age=3600' });
+        res.end(body);
+        return;
+      }
       switch (route) {
+        case 'GET /':
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(STATUS_PAGE) });
+          res.end(STATUS_PAGE);
+          return;
+        case 'GET /ledger': {
+          // ?at=<observer>:<n>,... gives the ledger of that cut of the events (the same on every member holding them).
+          const at = url.searchParams.get('at');
+          return send(res, 200, at === null ? node.ledger.view() : await node.ledger.viewAt(parseCut(at)));
+        }
+        case 'GET /series':
+          return send(res, 200, { sampleMs: node.config.series.sampleMs, samples: node.series.samples(Number(url.searchParams.get('since') ?? 0) || 0) });
+        case 'POST /cluster/quarantine/clear':
+          return send(res, 200, { cleared: peerArg(), ledger: await node.clearQuarantine(peerArg()) });
+        case 'POST /proofs/round':
+          await node.proofs.kick();
+          return send(res, 200, node.metrics.proofCounts());
+        case 'POST /ledger/sync':
+          await node.syncLedger();
+          return send(res, 200, { events: node.ledger.view().events });
         case 'GET /health':
           return send(res, node.role === 'member' || node.role === 'joining' ? 200 : 503, { status: node.role === 'member' ? 'ok' : node.role, peerId: node.peerId });
         case 'GET /metrics':
@@ -161,6 +197,16 @@ export class AdminServer {
       return send(res, STATUS_OF[code] ?? 500, { error: { code, message: err instanceof Error ? err.message : String(err) } });
     }
   }
+}
+
+function parseCut(text: string): Record<string, number> {
+  const cut: Record<string, number> = {};
+  for (const part of text.split(',').filter(Boolean)) {
+    const m = /^([1-9A-HJ-NP-Za-km-z]+):(\d+)$/.exec(part);
+    if (!m) throw new BadArgumentError(`ledger cut: ${part} is not <peer id>:<event number>`);
+    cut[m[1]!] = Number(m[2]);
+  }
+  return cut;
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {

@@ -21,6 +21,9 @@ export const isLoopback = (host: string) => LOOPBACK.has(host) || host.startsWit
 const ms = (min: number) => z.number().int().min(min).max(24 * 3600_000);
 
 export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs: 60_000, repairIntervalMs: 10_000, repairBytesPerSec: 64 * 1024 * 1024 };
+export const DEFAULT_PROOFS = { enabled: true, intervalMs: 30_000, perRound: 4, deadlineMs: 5000, stock: 8, quarantineAfter: 3, quarantineWindowMs: 24 * 3600_000 };
+export const DEFAULT_LEDGER = { intervalMs: 60_000, syncIntervalMs: 5000 };
+export const DEFAULT_SERIES = { sampleMs: 2000, keepMs: 15 * 60_000 };
 
 const schema = z
   .strictObject({
@@ -55,6 +58,39 @@ const schema = z
         repairBytesPerSec: z.number().int().min(64 * 1024),
       })
       .default(() => ({ ...DEFAULT_REPLICATION })),
+    proofs: z
+      .strictObject({
+        /** Challenge the holders of the blocks this node's database sealed. */
+        enabled: z.boolean(),
+        /** Pause between challenge rounds. */
+        intervalMs: ms(50),
+        /** Challenges per round (each one block at one holder). */
+        perRound: z.number().int().min(1).max(1024),
+        /** A correct answer later than this is `late`. */
+        deadlineMs: ms(10),
+        /** Challenges precomputed per block (at seal time, and again when used up). */
+        stock: z.number().int().min(1).max(256),
+        /** Failed or late proofs within quarantineWindowMs that quarantine a member; the same on every member. */
+        quarantineAfter: z.number().int().min(1).max(64),
+        quarantineWindowMs: ms(1),
+      })
+      .default(() => ({ ...DEFAULT_PROOFS })),
+    ledger: z
+      .strictObject({
+        /** This node records its uptime, holding and served events this often. */
+        intervalMs: ms(100),
+        /** It copies the other members' ledger events this often. */
+        syncIntervalMs: ms(50),
+      })
+      .default(() => ({ ...DEFAULT_LEDGER })),
+    series: z
+      .strictObject({
+        /** The status page's figures are sampled this often... */
+        sampleMs: ms(100),
+        /** ...and kept this long. */
+        keepMs: ms(1000),
+      })
+      .default(() => ({ ...DEFAULT_SERIES })),
     database: z.strictObject({
       /** Open the embedded database in `path` (relative to the node directory) with the node. */
       enabled: z.boolean(),
@@ -81,6 +117,9 @@ export const DEFAULT_CONFIG: NodeConfig = {
   requestTimeoutMs: 10_000,
   log: { level: 'info' },
   replication: { ...DEFAULT_REPLICATION },
+  proofs: { ...DEFAULT_PROOFS },
+  ledger: { ...DEFAULT_LEDGER },
+  series: { ...DEFAULT_SERIES },
   database: { enabled: false, path: 'db' },
 };
 

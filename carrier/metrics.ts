@@ -4,6 +4,7 @@
  * epoch, database figures) are read when scraped, so they are never stale.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { fsyncFailures } from '../lib/errors.js';
 import type { RequestEvent } from './carrier.js';
 import type { Node } from './node.js';
 
@@ -17,6 +18,10 @@ export class NodeMetrics {
   readonly #listChanges: Counter;
   readonly #replicatedBlocks: Counter<'direction'>;
   readonly #replicatedBytes: Counter<'direction'>;
+  readonly #proofs: Counter<'result'>;
+  readonly #quarantines: Counter<'change'>;
+  /** Plain running totals for the status page's series (prom-client counters are read asynchronously). */
+  readonly #totals = { replicatedIn: 0, replicatedOut: 0, proofs: { pass: 0, fail: 0, late: 0, undecided: 0 } };
 
   constructor() {
     const registers = [this.registry];
@@ -28,6 +33,17 @@ export class NodeMetrics {
     this.#joins = new Counter({ name: 'ouro_join_requests_total', help: 'Join requests answered, by outcome (approved, pending, rejected)', labelNames: ['outcome'], registers });
     this.#replicatedBlocks = new Counter({ name: 'ouro_replicated_blocks_total', help: 'Blocks transferred to (out) or from (in) other members and kept durably there or here', labelNames: ['direction'], registers });
     this.#replicatedBytes = new Counter({ name: 'ouro_replicated_bytes_total', help: 'Bytes of those blocks', labelNames: ['direction'], registers });
+    this.#proofs = new Counter({ name: 'ouro_proofs_total', help: 'Proof-of-storage challenges this node made, by verdict (pass, fail, late, undecided: no verdict, e.g. the connection was lost)', labelNames: ['result'], registers });
+    this.#quarantines = new Counter({ name: 'ouro_quarantine_changes_total', help: 'Members this node saw quarantined (change=start) or cleared (change=end)', labelNames: ['change'], registers });
+    new Counter({
+      name: 'ouro_fsync_failures_total',
+      help: 'fsync/fdatasync calls that failed in this process (each is fatal to the handle: see docs/operations.md)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(fsyncFailures());
+      },
+    });
     this.#listChanges = new Counter({ name: 'ouro_member_list_changes_total', help: 'Member lists adopted (made here or merged from peers)', registers });
   }
 
@@ -86,6 +102,42 @@ export class NodeMetrics {
         this.set({ kind: 'corrupt' }, p.corrupt);
       },
     });
+    new Gauge({
+      name: 'ouro_under_replicated_blocks',
+      help: 'Blocks held here that were below their placement at the start of the last repair pass',
+      registers,
+      collect() {
+        this.set(node.replication.progress.underReplicated);
+      },
+    });
+    new Gauge({
+      name: 'ouro_quarantined_members',
+      help: 'Members the ledger has quarantined (repeated failed proofs of storage)',
+      registers,
+      collect() {
+        this.set(node.memberViews().filter((m) => m.quarantined).length);
+      },
+    });
+    new Gauge({
+      name: 'ouro_ledger_events',
+      help: 'Ledger events this node holds (members holding the same events show the same ledger)',
+      registers,
+      collect() {
+        this.set(node.ledger.view().events);
+      },
+    });
+    new Gauge({
+      name: 'ouro_disk_bytes',
+      help: "The file system of the node's directory: total and free (available to the node) bytes, and block bytes this node holds",
+      labelNames: ['kind'],
+      registers,
+      async collect() {
+        const d = await node.series.disk();
+        this.set({ kind: 'total' }, d.totalBytes);
+        this.set({ kind: 'free' }, d.freeBytes);
+        this.set({ kind: 'held' }, d.heldBytes);
+      },
+    });
     if (node.db) {
       const db = node.db;
       new Gauge({
@@ -137,6 +189,26 @@ export class NodeMetrics {
   replicated(direction: 'in' | 'out', bytes: number): void {
     this.#replicatedBlocks.inc({ direction });
     this.#replicatedBytes.inc({ direction }, bytes);
+    if (direction === 'in') this.#totals.replicatedIn += bytes;
+    else this.#totals.replicatedOut += bytes;
+  }
+
+  proof(result: 'pass' | 'fail' | 'late' | 'undecided'): void {
+    this.#proofs.inc({ result });
+    this.#totals.proofs[result]++;
+  }
+
+  quarantine(started: boolean): void {
+    this.#quarantines.inc({ change: started ? 'start' : 'end' });
+  }
+
+  /** Running totals since start (for the series and /status). */
+  totals(): { replicatedIn: number; replicatedOut: number; proofs: { pass: number; fail: number; late: number; undecided: number } } {
+    return { ...this.#totals, proofs: { ...this.#totals.proofs } };
+  }
+
+  proofCounts(): { pass: number; fail: number; late: number; undecided: number } {
+    return { ...this.#totals.proofs };
   }
 
   listChanged(): void {

@@ -25,13 +25,18 @@ import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from '.
 import { FailureDetector, type MemberState, type Transition } from './detector.js';
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
+import { Ledger, type LedgerView, type WireEvent } from './ledger.js';
 import { NodeMetrics } from './metrics.js';
+import { Prover } from './proofs.js';
 import { Replicator } from './replication.js';
+import { Series } from './series.js';
 import { DbShelf, DirShelf } from './shelf.js';
 
 export const JOIN_PROTOCOL = protocolId('join');
 export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
 export const PING_PROTOCOL = protocolId('ping');
+/** Bytes of ledger events per sync answer (well under the frame limit). */
+const LEDGER_PAGE_BYTES = 1024 * 1024;
 
 /** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
 const MAX_PENDING = 100;
@@ -65,6 +70,8 @@ export interface MemberView {
   revokedBy: string | null;
   /** A member draining: no block is placed on it any more; it leaves once its blocks are held elsewhere. */
   draining: boolean;
+  /** Quarantined by the ledger (repeated failed proofs of storage): no block is placed on it until an operator clears it. */
+  quarantined: boolean;
 }
 
 export interface JoinAnswer {
@@ -100,6 +107,9 @@ export class Node {
   readonly #files: ClusterFiles;
   readonly #detector: FailureDetector;
   readonly replication: Replicator;
+  readonly ledger: Ledger;
+  readonly proofs: Prover;
+  readonly series: Series;
   #list: MemberList | undefined;
   #joins: JoinState;
   #role: NodeRole;
@@ -113,8 +123,15 @@ export class Node {
   #lastJoinAnswer: JoinAnswer['status'] | null = null;
   /** The drain of this node under way (it ends in leaving), once one started. */
   #draining: Promise<void> | undefined;
+  /** For the ledger's uptime event: ms each member was seen alive, over ms watched, since the last one. */
+  #seen = { period: 0, alive: new Map<string, number>(), at: performance.now() };
+  /** For the ledger's served event: bytes each member sent here for repair since the last one. */
+  #served = new Map<string, number>();
+  #lastHolding = '';
+  #ledgerTimers: NodeJS.Timeout[] = [];
+  #syncing: Promise<void> | undefined;
 
-  private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined }) {
+  private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined; ledger: Ledger }) {
     this.dir = args.dir;
     this.config = args.config;
     this.carrier = args.carrier;
@@ -129,7 +146,27 @@ export class Node {
     this.#joinTarget = args.joinTarget;
     this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
     this.#detector = new FailureDetector(args.config.heartbeat);
-    this.replication = new Replicator(this, args.db ? new DbShelf(args.db) : new DirShelf(args.dir), args.db, args.config.replication);
+    const shelf = args.db ? new DbShelf(args.db) : new DirShelf(args.dir);
+    this.replication = new Replicator(this, shelf, args.db, args.config.replication);
+    this.ledger = args.ledger;
+    const node = this;
+    this.proofs = new Prover(
+      {
+        peerId: this.peerId,
+        log: this.log,
+        metrics: this.metrics,
+        memberViews: () => this.memberViews(),
+        handle: (name, handler) => this.handle(name, handler),
+        request: (peer, name, message, options) => this.request(peer, name, message, options),
+        placement: (id) => node.replication.placement(id),
+        holdersOf: (id) => node.replication.holdersOf(id),
+      },
+      args.ledger,
+      shelf,
+      args.db,
+      args.config.proofs,
+    );
+    this.series = new Series(this, args.config.series);
   }
 
   /**
@@ -177,6 +214,18 @@ export class Node {
       const target = list ? undefined : await files.readJoinTarget();
       if (!list && !target) throw new BadArgumentError(`${dir} is in no cluster: run \`ouro node init ${dir} --new-cluster\` or \`ouro node join ${dir} --peer ADDR\``);
       const metrics = new NodeMetrics();
+      const peerId = peerIdFromPrivateKey(key).toString();
+      let node: Node | undefined;
+      const ledger = await Ledger.open({
+        dir: path.join(dir, 'ledger'),
+        key,
+        peerId,
+        clusterId: () => node?.clusterId ?? list?.clusterId,
+        knownMember: (p) => (node?.list ?? list)?.approvals.some((a) => a.peerId === p) ?? false,
+        policy: { after: config.proofs.quarantineAfter, windowMs: config.proofs.quarantineWindowMs },
+        onQuarantine: (p, q) => node?.onQuarantine(p, q),
+        onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
+      });
       const carrier = await Carrier.start({
         dir,
         listen: config.listen,
@@ -184,13 +233,17 @@ export class Node {
         maxFrameBytes: config.maxFrameBytes,
         requestTimeoutMs: config.requestTimeoutMs,
         observe: (e: RequestEvent) => metrics.request(e),
+      }).catch(async (err: unknown) => {
+        await ledger.close().catch(() => {});
+        throw err;
       });
-      const node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target });
+      node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target, ledger });
       metrics.bind(node);
       try {
         await node.#begin();
       } catch (err) {
         await carrier.stop().catch(() => {});
+        await ledger.close().catch(() => {});
         throw err;
       }
       return node;
@@ -230,7 +283,17 @@ export class Node {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
+    await this.handle('ledger-sync', (m) => this.#onLedgerSync(m));
     await this.replication.start();
+    await this.proofs.start();
+    this.series.start();
+    const ledgerTimer = setInterval(() => void this.#recordObservations(), this.config.ledger.intervalMs);
+    const syncTimer = setInterval(() => void this.syncLedger(), this.config.ledger.syncIntervalMs);
+    ledgerTimer.unref();
+    syncTimer.unref();
+    this.#ledgerTimers = [ledgerTimer, syncTimer];
+    // What this node holds goes on the ledger at once, not an interval later.
+    void this.#recordObservations();
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
     if (this.#list && this.#role === 'member') {
       this.#detector.track(this.#others());
@@ -374,6 +437,7 @@ export class Node {
   async #tick(): Promise<void> {
     if (this.#stopping) return;
     for (const t of this.#detector.tick()) this.#transition(t);
+    this.#watch();
     if (this.#role === 'joining') {
       await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errText(err) }, 'join request failed; retrying'));
       return;
@@ -384,6 +448,96 @@ export class Node {
       this.#inFlight.add(peer);
       void this.#heartbeat(peer).finally(() => this.#inFlight.delete(peer));
     }
+  }
+
+  /** Adds the time since the last heartbeat tick to each member seen alive (for the uptime event). */
+  #watch(): void {
+    const now = performance.now();
+    const elapsed = Math.round(now - this.#seen.at);
+    this.#seen.at = now;
+    if (this.#role !== 'member') return;
+    this.#seen.period += elapsed;
+    for (const peer of this.#others()) {
+      const alive = this.#detector.health(peer)?.state === 'alive' ? elapsed : 0;
+      this.#seen.alive.set(peer, (this.#seen.alive.get(peer) ?? 0) + alive);
+    }
+  }
+
+  /** The ledger events of this node's own observations since the last ones: uptime seen, holding, served. */
+  async #recordObservations(): Promise<void> {
+    if (this.#role !== 'member' || this.#stopping) return;
+    try {
+      const { period, alive } = this.#seen;
+      this.#seen = { period: 0, alive: new Map(), at: this.#seen.at };
+      if (period > 0 && alive.size > 0) await this.ledger.record({ k: 'uptime', b: { p: period, a: Object.fromEntries([...alive].map(([p, ms]) => [p, Math.min(ms, period)])) } });
+      const held = await this.replication.held();
+      const holding = { blocks: held.length, bytes: held.reduce((n, b) => n + b.size, 0) };
+      const key = JSON.stringify(holding);
+      if (key !== this.#lastHolding) {
+        await this.ledger.record({ k: 'holding', b: holding });
+        this.#lastHolding = key;
+      }
+      if (this.#served.size > 0) {
+        const served = Object.fromEntries(this.#served);
+        this.#served = new Map();
+        await this.ledger.record({ k: 'served', b: served });
+      }
+    } catch (err) {
+      this.log.warn({ event: 'ledger-record-failed', err: errText(err) }, 'could not record ledger events');
+    }
+  }
+
+  /** Implements ReplicationHost.served: counted into the next `served` ledger event. */
+  served(peer: string, bytes: number): void {
+    this.#served.set(peer, (this.#served.get(peer) ?? 0) + bytes);
+  }
+
+  /** Copies the ledger events this node lacks from every live member (one sync at a time). */
+  syncLedger(): Promise<void> {
+    this.#syncing ??= (async () => {
+      if (this.#role !== 'member') return;
+      await Promise.all(
+        this.memberViews()
+          .filter((m) => !m.self && m.status === 'member' && m.state === 'alive')
+          .map(async (m) => {
+            try {
+              for (let page = 0; page < 64; page++) {
+                const r = (await this.request(m.peerId, 'ledger-sync', { v: 1, have: this.ledger.vector() }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 5000) })) as { events?: unknown; more?: unknown };
+                if (!Array.isArray(r?.events)) throw new ProtocolError('malformed ledger-sync reply');
+                await this.ledger.accept(r.events as WireEvent[]);
+                if (r.more !== true) break;
+              }
+            } catch (err) {
+              this.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errText(err) }, 'ledger sync failed');
+            }
+          }),
+      );
+    })().finally(() => (this.#syncing = undefined));
+    return this.#syncing;
+  }
+
+  async #onLedgerSync(m: unknown): Promise<{ events: WireEvent[]; more: boolean }> {
+    const q = m as { v?: unknown; have?: unknown } | null;
+    if (q === null || typeof q !== 'object' || q.v !== 1 || q.have === null || typeof q.have !== 'object' || Array.isArray(q.have) || Object.keys(q.have).length > 4096) throw new ProtocolError('malformed ledger-sync');
+    return this.ledger.since(q.have as Record<string, number>, Math.min(LEDGER_PAGE_BYTES, this.config.maxFrameBytes / 2));
+  }
+
+  /** The ledger quarantined a member, or an operator cleared it: placement changes, so repair runs. */
+  onQuarantine(peer: string, quarantined: boolean): void {
+    this.metrics.quarantine(quarantined);
+    if (quarantined) this.log.error({ event: 'member-quarantined', peer, ledger: this.ledger.entry(peer) ?? null }, 'member quarantined after repeated failed proofs of storage: its blocks are placed elsewhere');
+    else this.log.warn({ event: 'member-unquarantined', peer }, 'member quarantine cleared');
+    this.replication.forget(peer);
+    this.replication.kick();
+  }
+
+  /** Ends a member's quarantine (an operator's decision, recorded in the ledger for every member). */
+  async clearQuarantine(peerId: string): Promise<LedgerView> {
+    this.#requireMember();
+    if (!this.ledger.quarantined(peerId)) throw new NotFoundError(`${peerId} is not quarantined`);
+    await this.ledger.record({ k: 'clear', b: { s: peerId } });
+    void this.syncLedger();
+    return this.ledger.view();
   }
 
   #transition(t: Transition): void {
@@ -645,6 +799,7 @@ export class Node {
         approvedBy: a.approvedBy,
         revokedBy: revokedBy.get(a.peerId) ?? null,
         draining: !revoked && drains.has(a.peerId),
+        quarantined: !revoked && this.ledger.quarantined(a.peerId),
       };
     });
   }
@@ -654,6 +809,7 @@ export class Node {
   }
 
   async status(): Promise<Record<string, unknown>> {
+    const ledger = this.ledger.view();
     return {
       peerId: this.peerId,
       role: this.#role,
@@ -667,6 +823,9 @@ export class Node {
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
       replication: { factor: this.replicationFactor, ...this.replication.progress },
       drain: this.replication.drainProgress,
+      proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.proofCounts() },
+      ledger: { events: ledger.events, digest: ledger.digest, quarantined: ledger.members.filter((m) => m.quarantined).map((m) => m.peerId) },
+      disk: await this.series.disk(),
     };
   }
 
@@ -681,12 +840,17 @@ export class Node {
     if (this.#stopping) return;
     this.#stopping = true;
     clearInterval(this.#timer);
+    for (const t of this.#ledgerTimers) clearInterval(t);
+    this.series.stop();
     const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
     await this.#serial;
+    await this.proofs.stop();
     await this.replication.stop();
     await this.#draining;
+    await this.#syncing;
     await this.carrier.stop();
+    await this.ledger.close();
     if (this.#ownsDb) await this.db!.close();
     this.log.info({ event: 'stop', peerId: this.peerId }, 'node stopped');
   }

@@ -63,7 +63,9 @@ export interface ReplicationHost {
   readonly log: Logger;
   readonly metrics: NodeMetrics;
   /** Current members with their failure detector state. */
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null; draining: boolean }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null; draining: boolean; quarantined: boolean }>;
+  /** `peer` sent this node `bytes` of a block for repair or restore (the ledger's "served"). */
+  served(peer: string, bytes: number): void;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
@@ -216,12 +218,12 @@ export class Replicator implements ReplicaSource {
 
   // ------------------------------------------------------------------ placement
 
-  /** Members blocks may be placed on now: approved, not revoked, not draining, not dead past the grace. */
+  /** Members blocks may be placed on now: approved, not revoked, not draining, not quarantined, not dead past the grace. */
   candidates(): string[] {
     const now = Date.now();
     return this.#host
       .memberViews()
-      .filter((m) => m.status === 'member' && !m.draining && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
+      .filter((m) => m.status === 'member' && !m.draining && !m.quarantined && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
       .map((m) => m.peerId);
   }
 
@@ -243,6 +245,19 @@ export class Replicator implements ReplicaSource {
         this.#host.request(m.peerId, 'block-announce', { v: PROTOCOL_VERSION, blocks: [{ id, size }] }, { signal: this.#stop.signal }).catch((err: unknown) => this.#host.log.debug({ event: 'announce-failed', peer: m.peerId, err: String(err) }, 'block announce failed')),
       ),
     );
+  }
+
+  /** Members known to hold block `id`, a block this database sealed (this node included). */
+  holdersOf(id: string): ReadonlySet<string> | undefined {
+    return this.#own.get(id);
+  }
+
+  /**
+   * Forgets every confirmation `peer` gave (its quarantine started or ended): until a repair pass
+   * or a push confirms a block again, no proof of storage asks it for that block.
+   */
+  forget(peer: string): void {
+    for (const holders of this.#own.values()) holders.delete(peer);
   }
 
   #confirm(id: string, peer: string): void {
@@ -309,7 +324,7 @@ export class Replicator implements ReplicaSource {
   #pushTo(peer: string, id: string, size: number, limited: boolean): Promise<boolean> {
     const what = `block-put ${id} to ${peer}`;
     return this.#transfer(peer, 'block-put', what, size, async (stream, reader, signal) => {
-      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, size }, this.#host.maxFrameBytes), signal);
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, size, ...(limited ? { repair: true } : {}) }, this.#host.maxFrameBytes), signal);
       const go = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { send?: unknown; busy?: unknown };
       if (go.send !== true) {
         await stream.close({ signal }).catch(() => {});
@@ -338,7 +353,7 @@ export class Replicator implements ReplicaSource {
   async #onPut(stream: Stream, peer: string): Promise<void> {
     const reader = new StreamReader(stream);
     const max = this.#host.maxFrameBytes;
-    const head = (await reader.frame(max)) as { v?: unknown; id?: unknown; size?: unknown } | null;
+    const head = (await reader.frame(max)) as { v?: unknown; id?: unknown; size?: unknown; repair?: unknown } | null;
     const reply = (body: unknown) => send(stream, encodeFrame({ ok: true, body }, max), this.#stop.signal);
     if (head === null || typeof head !== 'object' || head.v !== PROTOCOL_VERSION || typeof head.id !== 'string' || !Number.isSafeInteger(head.size) || (head.size as number) < 0) {
       throw new ProtocolError(`malformed block-put from ${peer}`);
@@ -367,6 +382,7 @@ export class Replicator implements ReplicaSource {
     try {
       const stored = await receipt;
       this.#host.metrics.replicated('in', size);
+      if (stored && head.repair === true) this.#host.served(peer, size);
       this.#host.log.debug({ event: 'block-received', id, from: peer, size, stored }, 'block received');
       await reply({ stored });
       await stream.close();
@@ -477,6 +493,7 @@ export class Replicator implements ReplicaSource {
       await this.#receive(reader.bytes(head.size as number), staging, signal);
       await this.#shelf.keep(staging, id);
       this.#host.metrics.replicated('in', head.size as number);
+      this.#host.served(peer, head.size as number);
     });
   }
 
@@ -792,6 +809,9 @@ export class Replicator implements ReplicaSource {
             if (have[i] === true) {
               holders.get(id)!.add(peer);
               this.#confirm(id, peer);
+            } else {
+              // It says it lost the block: it gets it again below, and no proof asks for it meanwhile.
+              this.#own.get(id)?.delete(peer);
             }
           });
         } catch (err) {

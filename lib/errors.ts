@@ -170,6 +170,12 @@ export function ioError(what: string, err: unknown): OuroError {
   return new IOError(`${what}: ${code ?? String(err)}`, { cause: err });
 }
 
+let syncFailures = 0;
+/** fsync/fdatasync failures in this process so far (a node exports it as a metric). */
+export function fsyncFailures(): number {
+  return syncFailures;
+}
+
 /**
  * A failed fsync or fdatasync. Fatal to the handle whatever the errno (a full disk included):
  * the kernel may already have dropped the pages it could not write, so a retry that succeeds
@@ -177,5 +183,6 @@ export function ioError(what: string, err: unknown): OuroError {
  */
 export function syncFailure(what: string, err: unknown): FailedError {
   if (err instanceof FailedError) return err;
+  syncFailures++;
   return new FailedError(`${what} failed; reopen the database to recover`, { cause: ioError(what, err) });
 }

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { NodeConfigPatch } from '../../carrier/config.js';
+import type { LedgerView } from '../../carrier/ledger.js';
 import { NotFoundError, OuroError, type OuroErrorCode, RefusedError } from '../../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../../lib/index.js';
 import { type GlobalOptions, UsageError, credentials, output } from './support.js';
@@ -31,6 +32,13 @@ interface ConfigFlags {
   deadGraceMs?: string;
   repairIntervalMs?: string;
   repairBytesPerSec?: string;
+  proofIntervalMs?: string;
+  proofDeadlineMs?: string;
+  proofsPerRound?: string;
+  quarantineAfter?: string;
+  proofs?: boolean;
+  ledgerIntervalMs?: string;
+  ledgerSyncMs?: string;
 }
 
 const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : Number.NaN);
@@ -40,6 +48,8 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
   const heartbeat = { intervalMs: num(o.heartbeatMs), suspectAfterMs: num(o.suspectAfterMs), deadAfterMs: num(o.deadAfterMs) };
   const admin = { host: o.adminHost, port: num(o.adminPort) };
   const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec) };
+  const proofs = { enabled: o.proofs, intervalMs: num(o.proofIntervalMs), deadlineMs: num(o.proofDeadlineMs), perRound: num(o.proofsPerRound), quarantineAfter: num(o.quarantineAfter) };
+  const ledger = { intervalMs: num(o.ledgerIntervalMs), syncIntervalMs: num(o.ledgerSyncMs) };
   const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
   return {
     listen: o.listen,
@@ -48,6 +58,8 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
     ...(Object.keys(clean(heartbeat)).length ? { heartbeat: clean(heartbeat) } : {}),
     ...(Object.keys(clean(admin)).length ? { admin: clean(admin) } : {}),
     ...(Object.keys(clean(replication)).length ? { replication: clean(replication) } : {}),
+    ...(Object.keys(clean(proofs)).length ? { proofs: clean(proofs) } : {}),
+    ...(Object.keys(clean(ledger)).length ? { ledger: clean(ledger) } : {}),
     ...(o.logLevel !== undefined ? { log: { level: o.logLevel as 'info' } } : {}),
     ...(o.database !== undefined ? { database: { enabled: o.database } } : {}),
   };
@@ -69,6 +81,14 @@ function configOptions(cmd: Command): Command {
     .option('--dead-grace-ms <ms>', 'how long a dead member keeps its placements before repair copies its blocks (config: replication.deadGraceMs)')
     .option('--repair-interval-ms <ms>', 'pause between repair passes (config: replication.repairIntervalMs)')
     .option('--repair-bytes-per-sec <n>', 'bandwidth repair may use (config: replication.repairBytesPerSec)')
+    .option('--proof-interval-ms <ms>', 'pause between proof-of-storage challenge rounds (config: proofs.intervalMs)')
+    .option('--proof-deadline-ms <ms>', 'a correct proof later than this is late (config: proofs.deadlineMs)')
+    .option('--proofs-per-round <n>', 'challenges per round (config: proofs.perRound)')
+    .option('--quarantine-after <n>', 'failed or late proofs that quarantine a member; the same on every member (config: proofs.quarantineAfter)')
+    .option('--proofs', 'challenge the holders of the blocks this node seals (config: proofs.enabled; the default)')
+    .option('--no-proofs', 'make no proof-of-storage challenges (config: proofs.enabled)')
+    .option('--ledger-interval-ms <ms>', 'how often this node records uptime, holding and served events (config: ledger.intervalMs)')
+    .option('--ledger-sync-ms <ms>', "how often it copies the other members' ledger events (config: ledger.syncIntervalMs)")
     .option('--database', 'open the embedded database in <dir>/db with the node (config: database.enabled)')
     .option('--no-database', 'run without the database');
 }
@@ -257,10 +277,43 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       const r = await admin(dirOf(), 'POST', '/cluster/replication-factor', { factor });
       output(g(), r, () => `replication factor ${factor}`);
     });
+  cluster
+    .command('ledger')
+    .description('the node ledger: per member, blocks and bytes held, proofs passed/failed/late, uptime seen by others, bytes served for repair')
+    .action(async () => {
+      const r = (await admin(dirOf(), 'GET', '/ledger')) as LedgerView;
+      output(g(), r, () => ledgerTable(r));
+    });
+  cluster
+    .command('clear-quarantine')
+    .description("end a member's quarantine (recorded in the ledger; placement takes the member back)")
+    .argument('<peerId>', 'peer id')
+    .action(async (peerId: string) => {
+      const r = await admin(dirOf(), 'POST', '/cluster/quarantine/clear', { peerId });
+      output(g(), r, () => `quarantine of ${peerId} cleared`);
+    });
   cluster.command('leave').description('this node leaves the cluster (announced to the members)').action(async () => {
     const r = await admin(dirOf(), 'POST', '/cluster/leave');
     output(g(), r, () => 'left the cluster');
   });
+}
+
+/** `ouro cluster ledger` as a table, one member a line. */
+function ledgerTable(r: LedgerView): string {
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const rows = r.members.map((m) => [
+    m.peerId,
+    String(m.blocksHeld),
+    mib(m.bytesHeld),
+    `${m.proofs.passed}/${m.proofs.failed}/${m.proofs.late}`,
+    m.uptimeRatio === null ? '-' : `${(m.uptimeRatio * 100).toFixed(1)}% of ${Math.round(m.uptimeSeenMs / 1000)}s`,
+    mib(m.servedForRepairBytes),
+    m.quarantined ? 'QUARANTINED' : '',
+  ]);
+  const head = ['member', 'blocks', 'held', 'proofs p/f/l', 'uptime seen', 'served', ''];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [`ledger of cluster ${r.clusterId}: ${r.events} events, digest ${r.digest.slice(0, 16)}`, line(head), ...rows.map(line)].join('\n');
 }
 
 function durationSec(text: string): number {

@@ -1,0 +1,284 @@
+/**
+ * Proofs of storage (docs/node.md, "Proofs of storage"; the answer's bytes in docs/FORMAT.md).
+ *
+ * The node whose database sealed a block challenges the other members that hold it: a fresh
+ * random 32-byte nonce and a few random byte ranges of the block, and the holder answers
+ *
+ *   HMAC-SHA256(key = nonce, "ourodb proof v1\0" || block id || for each range:
+ *               offset u64be || length u32be || the block's bytes in the range)
+ *
+ * The challenger needs no copy of the block to check the answer: it keeps a small stock of
+ * challenges per block (nonce, ranges, expected answer; ~100 bytes each), made while it holds the
+ * block (right after sealing it, and again from its copy when the stock runs out). A challenge is
+ * struck from the stock, durably, before it is sent, so no nonce is ever used twice.
+ *
+ * Verdicts: the right answer within `deadlineMs` passes; the right answer later, or none before
+ * four deadlines, is `late`; a wrong answer, an error reading the block, or "missing" from a holder
+ * the block is placed on is `fail`. A holder that says it is missing the block because, in its
+ * view of the members, the block is not placed on it (a placement change in flight) gets no
+ * verdict. Only members that confirmed holding the block (block-have or a push) and are alive are
+ * challenged, so a member still receiving a block is never failed for it; one that tells a repair
+ * pass it lost a block is not asked for it until it has it again (proofs check claims). Each round's verdicts
+ * go into the ledger as one signed event (carrier/ledger.ts), where repeated failures quarantine
+ * the holder.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import type { OuroDB } from '../lib/db.js';
+import { CorruptionError, OuroError, ProtocolError, ioError } from '../lib/errors.js';
+import type { Ledger, ProofResult } from './ledger.js';
+import type { NodeMetrics } from './metrics.js';
+import { type Shelf, blockIdBytes } from './shelf.js';
+
+const PROOF_VERSION = 1;
+const DOMAIN = Buffer.from('ourodb proof v1\0');
+/** Ranges per challenge, and the bytes of each (fewer for a smaller block). */
+export const PROOF_RANGES = 4;
+export const PROOF_RANGE_BYTES = 4096;
+/** Largest challenge a holder answers: ranges and bytes per range. */
+const MAX_RANGES = 16;
+const MAX_RANGE_BYTES = 64 * 1024;
+
+export type Range = [offset: number, length: number];
+
+export interface Challenge {
+  nonce: Uint8Array;
+  ranges: Range[];
+  answer: Uint8Array;
+}
+
+export interface ProofConfig {
+  enabled: boolean;
+  intervalMs: number;
+  perRound: number;
+  deadlineMs: number;
+  stock: number;
+}
+
+/** The answer to a challenge, over the bytes of its ranges (in the same order). */
+export function proofAnswer(blockId: Uint8Array, nonce: Uint8Array, ranges: Range[], bytes: Uint8Array[]): Buffer {
+  const h = crypto.createHmac('sha256', nonce).update(DOMAIN).update(blockId);
+  const head = Buffer.alloc(12);
+  ranges.forEach(([offset, length], i) => {
+    head.writeBigUInt64BE(BigInt(offset), 0);
+    head.writeUInt32BE(length, 8);
+    h.update(head).update(bytes[i]!);
+  });
+  return h.digest();
+}
+
+/** Random ranges within a block of `size` bytes. */
+export function pickRanges(size: number): Range[] {
+  const length = Math.min(PROOF_RANGE_BYTES, size);
+  const ranges: Range[] = [];
+  for (let i = 0; i < PROOF_RANGES; i++) ranges.push([size > length ? crypto.randomInt(0, size - length + 1) : 0, length]);
+  return ranges;
+}
+
+/** Reads the ranges of a block file; a range past its end is corruption (the file is not the block). */
+export async function readRanges(file: string, ranges: Range[]): Promise<Buffer[]> {
+  const handle = await fs.promises.open(file, 'r').catch((err: unknown) => {
+    throw ioError(`open ${file}`, err);
+  });
+  try {
+    const out: Buffer[] = [];
+    for (const [offset, length] of ranges) {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buf, 0, length, offset);
+      if (bytesRead !== length) throw new CorruptionError(`${file} ends before ${offset + length}`, { location: { file } });
+      out.push(buf);
+    }
+    return out;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Fresh challenges for a block from a copy of it that this node holds. */
+export async function makeChallenges(file: string, id: string, size: number, count: number): Promise<Challenge[]> {
+  const idBytes = blockIdBytes(id);
+  const out: Challenge[] = [];
+  for (let i = 0; i < count; i++) {
+    const nonce = crypto.randomBytes(32);
+    const ranges = pickRanges(size);
+    out.push({ nonce, ranges, answer: proofAnswer(idBytes, nonce, ranges, await readRanges(file, ranges)) });
+  }
+  return out;
+}
+
+/** What the prover needs of its node and replicator. */
+export interface ProverHost {
+  readonly peerId: string;
+  readonly log: Logger;
+  readonly metrics: NodeMetrics;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; quarantined: boolean }>;
+  handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
+  request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
+  /** Members block `id` is placed on now. */
+  placement(id: string): string[];
+  /** Members known to hold block `id` durably (this node's own blocks). */
+  holdersOf(id: string): ReadonlySet<string> | undefined;
+}
+
+const stockPrefix = (id: string) => `p:${id}:`;
+
+export class Prover {
+  readonly #host: ProverHost;
+  readonly #ledger: Ledger;
+  readonly #shelf: Shelf;
+  readonly #db: OuroDB | undefined;
+  readonly #config: ProofConfig;
+  readonly #stop = new AbortController();
+  readonly #tasks = new Set<Promise<unknown>>();
+  #timer: NodeJS.Timeout | undefined;
+  #round: Promise<void> | undefined;
+  #unsubscribe: (() => void) | undefined;
+  /** Round-robin position over this database's blocks. */
+  #cursor = '';
+
+  constructor(host: ProverHost, ledger: Ledger, shelf: Shelf, db: OuroDB | undefined, config: ProofConfig) {
+    this.#host = host;
+    this.#ledger = ledger;
+    this.#shelf = shelf;
+    this.#db = db;
+    this.#config = config;
+  }
+
+  async start(): Promise<void> {
+    await this.#host.handle('proof', (m) => this.#answer(m));
+    if (!this.#db || !this.#config.enabled) return;
+    // Stock is made while the freshly sealed block is at hand (and in the page cache).
+    this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#restock(b.id, b.size)).catch((err: unknown) => this.#host.log.warn({ event: 'proof-stock-failed', id: b.id, err: String(err) }, 'could not make proof challenges for a block')));
+    this.#timer = setInterval(() => this.kick(), this.#config.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#unsubscribe?.();
+    this.#stop.abort(new Error('proofs stopped'));
+    await Promise.allSettled([...this.#tasks, this.#round]);
+  }
+
+  /** Starts a challenge round unless one is running; resolves when it ends. */
+  kick(): Promise<void> {
+    if (this.#stop.signal.aborted) return Promise.resolve();
+    this.#round ??= this.#challengeRound()
+      .catch((err: unknown) => this.#host.log.warn({ event: 'proof-round-failed', err: String(err) }, 'proof round failed'))
+      .finally(() => (this.#round = undefined));
+    return this.#round;
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#tasks.add(p);
+    void p.finally(() => this.#tasks.delete(p)).catch(() => {});
+    return p;
+  }
+
+  /** Challenges left for block `id`. */
+  async stockOf(id: string): Promise<number> {
+    let n = 0;
+    for await (const _ of this.#ledger.store.keys({ gte: stockPrefix(id), lt: `p:${id};` })) n++;
+    return n;
+  }
+
+  async #restock(id: string, size: number): Promise<void> {
+    const file = this.#shelf.path(id);
+    const challenges = await makeChallenges(file, id, size, this.#config.stock);
+    const batch = this.#ledger.store.batch();
+    for (const c of challenges) batch.put(stockPrefix(id) + Buffer.from(c.nonce).toString('hex'), Buffer.from(JSON.stringify({ r: c.ranges, a: Buffer.from(c.answer).toString('hex') })));
+    await batch.write({ sync: true });
+  }
+
+  /** Takes one challenge for block `id` out of the stock (made first if there is none and the block is here). */
+  async #take(id: string, size: number): Promise<Challenge | undefined> {
+    const store = this.#ledger.store;
+    let entry: [string, Buffer] | undefined;
+    for await (const e of store.iterator({ gte: stockPrefix(id), lt: `p:${id};`, limit: 1 })) entry = e;
+    if (!entry) {
+      if (!(await this.#shelf.has(id))) return undefined;
+      await this.#restock(id, size);
+      for await (const e of store.iterator({ gte: stockPrefix(id), lt: `p:${id};`, limit: 1 })) entry = e;
+      if (!entry) return undefined;
+    }
+    const [key, value] = entry;
+    // Struck out durably before it is sent: a crash never makes a nonce serve twice.
+    await store.del(key, { sync: true });
+    const v = JSON.parse(value.toString('utf8')) as { r: Range[]; a: string };
+    return { nonce: Buffer.from(key.slice(stockPrefix(id).length), 'hex'), ranges: v.r, answer: Buffer.from(v.a, 'hex') };
+  }
+
+  /** One round: up to perRound (block, holder) pairs, going round this database's blocks. */
+  async #challengeRound(): Promise<void> {
+    const db = this.#db!;
+    const self = this.#host.peerId;
+    const views = new Map(this.#host.memberViews().map((m) => [m.peerId, m]));
+    const eligible = (p: string) => {
+      const m = views.get(p);
+      return p !== self && m !== undefined && m.status === 'member' && m.state === 'alive' && !m.quarantined;
+    };
+    const pairs: Array<{ id: string; size: number; peer: string }> = [];
+    const consider = (b: { id: string; size: number }) => {
+      const holders = this.#host.holdersOf(b.id);
+      for (const peer of this.#host.placement(b.id)) if (eligible(peer) && holders?.has(peer) && pairs.length < this.#config.perRound) pairs.push({ id: b.id, size: b.size, peer });
+    };
+    const own: Array<{ id: string; size: number }> = [];
+    for await (const b of db.blocks()) if (!b.adopted) own.push(b);
+    own.sort((x, y) => (x.id < y.id ? -1 : 1));
+    const start = own.findIndex((b) => b.id > this.#cursor);
+    const order = start < 0 ? own : [...own.slice(start), ...own.slice(0, start)];
+    for (const b of order) {
+      if (pairs.length >= this.#config.perRound) break;
+      consider(b);
+      this.#cursor = b.id;
+    }
+    if (pairs.length === 0) return;
+    const results = await Promise.all(pairs.map((p) => this.#challenge(p.id, p.size, p.peer)));
+    const verdicts = results.filter((r): r is { s: string; blk: string; r: ProofResult; ms: number } => r !== undefined);
+    if (verdicts.length > 0 && !this.#stop.signal.aborted) await this.#ledger.record({ k: 'proofs', b: verdicts });
+  }
+
+  async #challenge(id: string, size: number, peer: string): Promise<{ s: string; blk: string; r: ProofResult; ms: number } | undefined> {
+    const c = await this.#take(id, size);
+    if (!c) return undefined;
+    const deadline = this.#config.deadlineMs;
+    const started = performance.now();
+    let result: ProofResult | undefined;
+    try {
+      const reply = (await this.#host.request(peer, 'proof', { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
+      const ms = performance.now() - started;
+      if (reply?.missing === true) result = reply.placed === false ? undefined : 'fail';
+      else if (!(reply?.answer instanceof Uint8Array)) result = 'fail';
+      else if (!Buffer.from(reply.answer).equals(Buffer.from(c.answer))) result = 'fail';
+      else result = ms > deadline ? 'late' : 'pass';
+    } catch (err) {
+      if (this.#stop.signal.aborted) return undefined;
+      const code = err instanceof OuroError ? err.code : undefined;
+      // No answer in time is late; an error the holder sent about the block is a failure;
+      // anything else (a connection lost, a refusal during a list change) decides nothing.
+      result = code === 'OURO_TIMEOUT' ? 'late' : code === 'OURO_CORRUPTION' || code === 'OURO_IO_ERROR' || code === 'OURO_NOT_FOUND' ? 'fail' : undefined;
+      if (result === undefined) this.#host.log.debug({ event: 'proof-undecided', peer, id, err: String(err) }, 'proof challenge got no verdict');
+    }
+    const ms = Math.round(performance.now() - started);
+    this.#host.metrics.proof(result ?? 'undecided');
+    if (result === undefined) return undefined;
+    const level = result === 'pass' ? 'debug' : 'warn';
+    this.#host.log[level]({ event: `proof-${result}`, peer, id, ms }, `proof of storage: ${result}`);
+    return { s: peer, blk: id, r: result, ms };
+  }
+
+  /** The holder's side: the answer over the ranges of the block as held here. */
+  async #answer(m: unknown): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
+    const q = m as { v?: unknown; id?: unknown; nonce?: unknown; ranges?: unknown } | null;
+    if (q === null || typeof q !== 'object' || q.v !== PROOF_VERSION || typeof q.id !== 'string' || !(q.nonce instanceof Uint8Array) || q.nonce.length !== 32 || !Array.isArray(q.ranges) || q.ranges.length === 0 || q.ranges.length > MAX_RANGES) throw new ProtocolError('malformed proof challenge');
+    const ranges = q.ranges.map((r: unknown) => {
+      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || r[0] < 0 || !Number.isSafeInteger(r[1]) || r[1] < 1 || r[1] > MAX_RANGE_BYTES) throw new ProtocolError('malformed proof range');
+      return [r[0], r[1]] as Range;
+    });
+    const id = q.id;
+    const idBytes = blockIdBytes(id);
+    if (!(await this.#shelf.has(id))) return { missing: true, placed: this.#host.placement(id).includes(this.#host.peerId) };
+    return { answer: proofAnswer(idBytes, q.nonce, ranges, await readRanges(this.#shelf.path(id), ranges)) };
+  }
+}

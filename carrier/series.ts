@@ -1,0 +1,100 @@
+/**
+ * The figures behind the status page's charts (`GET /series`): sampled every `series.sampleMs`
+ * and kept for `series.keepMs` in memory (a ring; nothing is written). Each sample holds running
+ * totals; the page turns neighbouring samples into rates, so a missed sample loses nothing.
+ */
+import fs from 'node:fs/promises';
+import type { Node } from './node.js';
+
+export interface Sample {
+  /** ms since the epoch */
+  t: number;
+  /** The database's logical bytes (0 without one): its rise is the ingest rate. */
+  logicalBytes: number;
+  /** Running totals since the node started. */
+  replicatedInBytes: number;
+  replicatedOutBytes: number;
+  proofsPassed: number;
+  proofsFailed: number;
+  proofsLate: number;
+  /** State at the sample. */
+  underReplicated: number;
+  unsettled: number;
+  repairPushed: number;
+  heldBytes: number;
+  diskFreeBytes: number;
+  diskTotalBytes: number;
+}
+
+export interface DiskUse {
+  /** The file system holding the node's directory. */
+  totalBytes: number;
+  freeBytes: number;
+  /** Block bytes this node holds (its own and the cluster's). */
+  heldBytes: number;
+}
+
+export class Series {
+  readonly #node: Node;
+  readonly #config: { sampleMs: number; keepMs: number };
+  readonly #samples: Sample[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #sampling = false;
+
+  constructor(node: Node, config: { sampleMs: number; keepMs: number }) {
+    this.#node = node;
+    this.#config = config;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => void this.#sample(), this.#config.sampleMs);
+    this.#timer.unref();
+    void this.#sample();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  samples(sinceMs = 0): Sample[] {
+    return this.#samples.filter((s) => s.t > sinceMs);
+  }
+
+  async disk(): Promise<DiskUse> {
+    const st = await fs.statfs(this.#node.dir);
+    const held = await this.#node.replication.held();
+    return { totalBytes: st.blocks * st.bsize, freeBytes: st.bavail * st.bsize, heldBytes: held.reduce((n, b) => n + b.size, 0) };
+  }
+
+  async #sample(): Promise<void> {
+    if (this.#sampling) return;
+    this.#sampling = true;
+    try {
+      const node = this.#node;
+      const m = node.metrics.totals();
+      const p = node.replication.progress;
+      const d = await this.disk();
+      this.#samples.push({
+        t: Date.now(),
+        logicalBytes: node.db ? (await node.db.stats()).logicalBytes : 0,
+        replicatedInBytes: m.replicatedIn,
+        replicatedOutBytes: m.replicatedOut,
+        proofsPassed: m.proofs.pass,
+        proofsFailed: m.proofs.fail,
+        proofsLate: m.proofs.late,
+        underReplicated: p.underReplicated,
+        unsettled: p.unsettled,
+        repairPushed: p.pushed,
+        heldBytes: d.heldBytes,
+        diskFreeBytes: d.freeBytes,
+        diskTotalBytes: d.totalBytes,
+      });
+      const oldest = Date.now() - this.#config.keepMs;
+      while (this.#samples.length > 0 && this.#samples[0]!.t < oldest) this.#samples.shift();
+    } catch {
+      // A sample missed (the node stopping, a file system hiccup): the next one covers it.
+    } finally {
+      this.#sampling = false;
+    }
+  }
+}

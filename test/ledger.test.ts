@@ -1,0 +1,216 @@
+/**
+ * The node ledger (carrier/ledger.ts) and the proof-of-storage answer (carrier/proofs.ts), on
+ * real LevelDB stores and real Ed25519 keys: the ledger is a function of the set of events (any
+ * arrival order gives the same figures and digest, and the incremental figures equal a fold from
+ * the stored events), quarantine follows failures and clears in event order, bad events are
+ * refused and change nothing, and the proof answer matches an independent HMAC over the bytes
+ * FORMAT.md names.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type EventBody, Ledger, type QuarantinePolicy, type WireEvent } from '../carrier/ledger.js';
+import { PROOF_RANGE_BYTES, makeChallenges, proofAnswer, readRanges } from '../carrier/proofs.js';
+import { blockIdBytes } from '../carrier/shelf.js';
+import { pseudoRandom, tempDir } from './helpers.js';
+
+const CLUSTER = 'c0ffee';
+const POLICY: QuarantinePolicy = { after: 2, windowMs: 10_000 };
+
+interface Member {
+  peerId: string;
+  ledger: Ledger;
+  quarantines: Array<[string, boolean]>;
+}
+
+async function members(n: number, cluster = CLUSTER, policy = POLICY): Promise<Member[]> {
+  const keys = await Promise.all(Array.from({ length: n }, () => generateKeyPair('Ed25519')));
+  const ids = new Set(keys.map((k) => peerIdFromPrivateKey(k).toString()));
+  return Promise.all(keys.map((key) => open(key, ids, cluster, policy)));
+}
+
+async function open(key: Awaited<ReturnType<typeof generateKeyPair>>, ids: Set<string>, cluster: string, policy: QuarantinePolicy, dir = tempDir()): Promise<Member> {
+  const peerId = peerIdFromPrivateKey(key).toString();
+  const quarantines: Array<[string, boolean]> = [];
+  const ledger = await Ledger.open({ dir: path.join(dir, 'ledger'), key, peerId, clusterId: () => cluster, knownMember: (p) => ids.has(p), policy, onQuarantine: (p, q) => quarantines.push([p, q]) });
+  return { peerId, ledger, quarantines };
+}
+
+/** Every event `m` holds, in order. */
+async function eventsOf(m: Member): Promise<WireEvent[]> {
+  return (await m.ledger.since({}, 1 << 30)).events;
+}
+
+const BLOCK = 'ab'.repeat(32);
+
+describe('ledger', () => {
+  it('gives the same figures and digest for the same events in any arrival order, equal to a fold of the stored events', async () => {
+    const [a, b, c] = await members(3);
+    const ids = [a!.peerId, b!.peerId, c!.peerId];
+    // Observers record a mix of every kind at fixed times.
+    let t = 1_000_000;
+    const script: Array<[Member, EventBody]> = [];
+    for (let i = 0; i < 6; i++) {
+      script.push([a!, { k: 'proofs', b: [{ s: b!.peerId, blk: BLOCK, r: i % 3 === 0 ? 'fail' : 'pass', ms: 5 + i }, { s: c!.peerId, blk: BLOCK, r: i === 4 ? 'late' : 'pass', ms: 9 }] }]);
+      script.push([b!, { k: 'uptime', b: { p: 1000, a: { [a!.peerId]: 1000, [c!.peerId]: 700 + i } } }]);
+      script.push([c!, { k: 'uptime', b: { p: 1000, a: { [a!.peerId]: 900, [b!.peerId]: 1000 } } }]);
+    }
+    script.push([b!, { k: 'holding', b: { blocks: 3, bytes: 300 } }], [b!, { k: 'holding', b: { blocks: 5, bytes: 512 } }], [c!, { k: 'served', b: { [b!.peerId]: 4096 } }], [a!, { k: 'clear', b: { s: b!.peerId } }]);
+    for (const [m, body] of script) await m.ledger.record(body, t++);
+    const byObserver = await Promise.all([a!, b!, c!].map(eventsOf));
+
+    for (const m of [b!, c!]) await a!.ledger.accept(await eventsOf(m));
+    const reference = a!.ledger.view();
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 10, maxLength: 60 }), async (picks) => {
+        const receiver = await open(await generateKeyPair('Ed25519'), new Set(ids), CLUSTER, POLICY);
+        // An interleaving of the three observers' sequences (each in its own order, as sync gives them).
+        const next = [0, 0, 0];
+        for (const p of picks) {
+          const e = byObserver[p]![next[p]!];
+          if (!e) continue;
+          next[p]!++;
+          await receiver.ledger.accept([e]);
+        }
+        for (let p = 0; p < 3; p++) await receiver.ledger.accept(byObserver[p]!.slice(next[p]));
+        const view = receiver.ledger.view();
+        expect(view).toEqual(reference);
+        expect(await receiver.ledger.viewAt(view.observers)).toEqual(view);
+        await receiver.ledger.close();
+      }),
+      { numRuns: 8 },
+    );
+
+    const v = a!.ledger.view();
+    expect(v.events).toBe(script.length);
+    const entry = (p: string) => v.members.find((m) => m.peerId === p)!;
+    // b: 2 failures (i = 0, 3), then a clear after them; 4 passes; latest holding wins; c served it 4096 bytes.
+    expect(entry(b!.peerId)).toMatchObject({ proofs: { passed: 4, failed: 2, late: 0 }, blocksHeld: 5, bytesHeld: 512, servedForRepairBytes: 4096, quarantined: false, observers: 1 });
+    // c: one late; seen alive only by b (a reports no uptime): 700 + ... + 705 ms.
+    expect(entry(c!.peerId).proofs).toEqual({ passed: 5, failed: 0, late: 1 });
+    expect(entry(c!.peerId).uptimeSeenMs).toBe(700 * 6 + 15);
+    // a: seen by b (all 6000 ms) and c (5400): the lower median is c's.
+    expect(entry(a!.peerId)).toMatchObject({ uptimeSeenMs: 5400, uptimeRatio: 0.9, observers: 2 });
+    for (const m of [a!, b!, c!]) await m.ledger.close();
+  });
+
+  it('quarantines a member after repeated failures within the window, in event order, and a clear ends it', async () => {
+    const [a, b, x] = await members(3);
+    const fail = (r: 'fail' | 'late' = 'fail'): EventBody => ({ k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r, ms: 1 }] });
+    await a!.ledger.record(fail(), 1000);
+    expect(a!.ledger.quarantined(x!.peerId)).toBe(false);
+    // A second failure outside the window does not quarantine...
+    await a!.ledger.record(fail('late'), 1000 + POLICY.windowMs + 1);
+    expect(a!.ledger.quarantined(x!.peerId)).toBe(false);
+    // ...a third within the window of the second does; a pass in between forgives nothing.
+    await a!.ledger.record({ k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'pass', ms: 1 }] }, 12_000);
+    await a!.ledger.record(fail(), 13_000);
+    expect(a!.ledger.quarantined(x!.peerId)).toBe(true);
+    expect(a!.quarantines).toEqual([[x!.peerId, true]]);
+    expect(a!.ledger.entry(x!.peerId)!.quarantinedBy).toEqual([13_000, a!.peerId, 4]);
+
+    // b clears x at 20 000; a's later failure at 15 000 (before the clear) arrives after it and counts for nothing.
+    await b!.ledger.accept(await eventsOf(a!));
+    expect(b!.ledger.quarantined(x!.peerId)).toBe(true);
+    await b!.ledger.record({ k: 'clear', b: { s: x!.peerId } }, 20_000);
+    expect(b!.ledger.quarantined(x!.peerId)).toBe(false);
+    expect(b!.quarantines).toEqual([[x!.peerId, true], [x!.peerId, false]]);
+    await a!.ledger.record(fail(), 15_000);
+    await b!.ledger.accept(await eventsOf(a!));
+    expect(b!.ledger.quarantined(x!.peerId)).toBe(false);
+    // Two new failures after the clear quarantine it again.
+    await a!.ledger.record(fail(), 21_000);
+    await a!.ledger.record(fail(), 22_000);
+    await b!.ledger.accept(await eventsOf(a!));
+    expect(b!.ledger.quarantined(x!.peerId)).toBe(true);
+    await a!.ledger.accept(await eventsOf(b!));
+    expect(a!.ledger.view()).toEqual(b!.ledger.view());
+    for (const m of [a!, b!, x!]) await m.ledger.close();
+  });
+
+  it('refuses forged, foreign, unknown-version and oversized events, and stores nothing from them', async () => {
+    const [a, b] = await members(2);
+    const [stranger] = await members(1);
+    const [other] = await members(1, 'another-cluster');
+    await a!.ledger.record({ k: 'holding', b: { blocks: 1, bytes: 10 } });
+    await stranger!.ledger.record({ k: 'holding', b: { blocks: 1, bytes: 10 } });
+    await other!.ledger.record({ k: 'holding', b: { blocks: 1, bytes: 10 } });
+    const [good] = await eventsOf(a!);
+    const before = b!.ledger.view();
+    const forged = { d: good!.d, s: Uint8Array.from(good!.s, (x, i) => (i === 0 ? x ^ 1 : x)) };
+    await expect(b!.ledger.accept([forged])).rejects.toMatchObject({ code: 'OURO_PROTOCOL', message: expect.stringContaining('bad signature') });
+    await expect(b!.ledger.accept(await eventsOf(stranger!))).rejects.toMatchObject({ code: 'OURO_PROTOCOL', message: expect.stringContaining('not a member') });
+    await expect(b!.ledger.accept(await eventsOf(other!))).rejects.toMatchObject({ code: 'OURO_PROTOCOL', message: expect.stringContaining('another cluster') });
+    await expect(b!.ledger.accept([{ d: new Uint8Array(70_000), s: good!.s }])).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    await expect(b!.ledger.accept([{ d: Buffer.from([0xc1]), s: good!.s }])).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    const { Packr } = await import('msgpackr');
+    const future = new Packr({ useRecords: false, mapsAsObjects: true }).pack({ v: 2, c: CLUSTER, o: a!.peerId, n: 1, t: 1, k: 'holding', b: { blocks: 1, bytes: 1 } });
+    await expect(b!.ledger.accept([{ d: future, s: good!.s }])).rejects.toMatchObject({ code: 'OURO_UNSUPPORTED_VERSION' });
+    expect(b!.ledger.view()).toEqual(before);
+    // The genuine event still goes in, once.
+    expect(await b!.ledger.accept([good!, good!])).toBe(1);
+    expect(b!.ledger.view().events).toBe(1);
+    for (const m of [a!, b!, stranger!, other!]) await m.ledger.close();
+  });
+
+  it('keeps its events and figures across a reopen, and pages what a peer lacks', async () => {
+    const key = await generateKeyPair('Ed25519');
+    const dir = tempDir();
+    const ids = new Set([peerIdFromPrivateKey(key).toString()]);
+    const m = await open(key, ids, CLUSTER, POLICY, dir);
+    for (let i = 0; i < 20; i++) await m.ledger.record({ k: 'holding', b: { blocks: i, bytes: i * 100 } }, 5000 + i);
+    const view = m.ledger.view();
+    await m.ledger.close();
+    const again = await open(key, ids, CLUSTER, POLICY, dir);
+    expect(again.ledger.view()).toEqual(view);
+    expect(await again.ledger.viewAt(view.observers)).toEqual(view);
+    // Numbering goes on where it stopped.
+    await again.ledger.record({ k: 'holding', b: { blocks: 99, bytes: 1 } });
+    expect(again.ledger.vector()[again.peerId]).toBe(21);
+    const page = await again.ledger.since({ [again.peerId]: 5 }, 300);
+    expect(page.more).toBe(true);
+    expect(page.events.length).toBeGreaterThan(0);
+    expect(page.events.length).toBeLessThan(16);
+    await expect(again.ledger.viewAt({ [again.peerId]: 22 })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+    await again.ledger.close();
+  });
+});
+
+describe('proof of storage answer', () => {
+  it('is the HMAC FORMAT.md describes, over the ranges of the block as held, and changes with one altered byte', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'block');
+    const bytes = pseudoRandom('proof block', 300_000);
+    fs.writeFileSync(file, bytes);
+    const id = 'cd'.repeat(32);
+    const [challenge] = await makeChallenges(file, id, bytes.length, 1);
+    expect(challenge!.ranges).toHaveLength(4);
+    for (const [off, len] of challenge!.ranges) {
+      expect(len).toBe(PROOF_RANGE_BYTES);
+      expect(off + len).toBeLessThanOrEqual(bytes.length);
+    }
+    // Independently: @noble's HMAC-SHA256 keyed by the nonce over domain, id, then each range's header and bytes.
+    const parts = [Buffer.from('ourodb proof v1\0'), blockIdBytes(id)];
+    for (const [off, len] of challenge!.ranges) {
+      const head = Buffer.alloc(12);
+      head.writeBigUInt64BE(BigInt(off));
+      head.writeUInt32BE(len, 8);
+      parts.push(head, bytes.subarray(off, off + len));
+    }
+    expect(Buffer.from(challenge!.answer)).toEqual(Buffer.from(hmac(sha256, challenge!.nonce, Buffer.concat(parts))));
+    // One byte altered inside the first range: another answer.
+    const [off] = challenge!.ranges[0]!;
+    const altered = Buffer.from(bytes);
+    altered[off + 7]! ^= 0x40;
+    fs.writeFileSync(file, altered);
+    expect(proofAnswer(blockIdBytes(id), challenge!.nonce, challenge!.ranges, await readRanges(file, challenge!.ranges)).equals(Buffer.from(challenge!.answer))).toBe(false);
+    // A truncated file cannot answer at all.
+    fs.truncateSync(file, 1000);
+    await expect(readRanges(file, [[2000, 10]])).rejects.toMatchObject({ code: 'OURO_CORRUPTION' });
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * Proofs of storage and the ledger on real `ouro node start` processes over loopback QUIC
+ * (issue 8): a replica that alters its blocks fails its proofs, is quarantined on every member
+ * and its blocks are placed and copied elsewhere; one that deletes a block fails the next proof
+ * of it; a holder that stalls (SIGSTOP) is marked late; and members holding the same events
+ * show the same ledger.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { LedgerEntry, LedgerView } from '../carrier/ledger.js';
+import { replicaSet } from '../carrier/placement.js';
+import { filesUnder } from './files.js';
+import { pseudoRandom } from './helpers.js';
+import { type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, keyFile, waitFor } from './cluster-harness.js';
+
+/** Challenges every 200 ms, ledger events every 500 ms, synced every 200 ms; repair only when kicked (a quarantine kicks it). */
+const PROOF_FLAGS = ['--proof-interval-ms', '200', '--proofs-per-round', '8', '--ledger-interval-ms', '500', '--ledger-sync-ms', '200', '--repair-interval-ms', '600000'];
+
+const ledgerOf = (n: NodeProc) => n.get<LedgerView>('/ledger');
+const entryOf = async (n: NodeProc, peer: string): Promise<LedgerEntry | undefined> => (await ledgerOf(n)).members.find((m) => m.peerId === peer);
+const blockFile = (n: NodeProc, id: string) => filesUnder(n.dir).find((f) => path.basename(f) === `${id}.blk` && !f.includes(`${path.sep}quarantine${path.sep}`));
+
+/** Writes values until the writer holds at least `blocks` blocks, each durably on RF members. */
+async function fill(writer: NodeProc, blocks: number, replicas: number): Promise<string[]> {
+  for (let i = 0; (await heldBlocks(writer)).length < blocks; i++) {
+    await dbApi.put(writer, pseudoRandom(`proof-${i}`, 200_000), { key: `p/${i}` });
+    await dbApi.json(writer, '/db/flush', 'POST', { replicas });
+  }
+  return heldBlocks(writer);
+}
+
+describe('proofs of storage', () => {
+  it('quarantines a replica that alters its blocks and repairs them elsewhere; a deleted block fails its next proof; members agree on the ledger', async () => {
+    const key = keyFile();
+    const w = await founderWithDb(key, ['--replication-factor', '2', '--quarantine-after', '2', ...PROOF_FLAGS]);
+    const ks = [await joinKeyless(w, ['--quarantine-after', '2', ...PROOF_FLAGS]), await joinKeyless(w, ['--quarantine-after', '2', ...PROOF_FLAGS]), await joinKeyless(w, ['--quarantine-after', '2', ...PROOF_FLAGS])];
+    const all = [w, ...ks];
+    await waitFor(() => converged(all, all.map((n) => n.peerId)), 20_000, 'four members');
+    const blocks = await fill(w, 6, 2);
+    const ids = all.map((n) => n.peerId);
+    // Two keyless members that hold blocks: one will alter every block it holds, one delete one block.
+    const holding = await Promise.all(ks.map(async (k) => ({ k, held: await heldBlocks(k) })));
+    const [alterer, deleter] = holding.filter((h) => h.held.length > 0).sort((x, y) => y.held.length - x.held.length);
+    expect(alterer && deleter).toBeTruthy();
+    // Honest replicas pass their proofs first.
+    await waitFor(async () => ((await entryOf(w, alterer!.k.peerId))?.proofs.passed ?? 0) > 0, 20_000, 'a passed proof');
+
+    // Deleting one block fails the next proof of it.
+    const victim = deleter!.held[0]!;
+    fs.rmSync(blockFile(deleter!.k, victim)!);
+    await waitFor(async () => ((await entryOf(w, deleter!.k.peerId))?.proofs.failed ?? 0) > 0, 30_000, 'deleter failed a proof');
+    expect(w.logs.some((l) => l.event === 'proof-fail' && l.peer === deleter!.k.peerId && l.id === victim)).toBe(true);
+
+    for (const id of alterer!.held) {
+      const file = blockFile(alterer!.k, id)!;
+      fs.writeFileSync(file, crypto.randomBytes(fs.statSync(file).size));
+    }
+
+    // The alterer fails and is quarantined, on every member.
+    await waitFor(async () => (await Promise.all(all.map((n) => n.members()))).every((v) => v.members.find((m) => m.peerId === alterer!.k.peerId)?.quarantined === true), 30_000, 'alterer quarantined everywhere');
+    const a = (await entryOf(w, alterer!.k.peerId))!;
+    expect(a.quarantined).toBe(true);
+    expect(a.proofs.failed + a.proofs.late).toBeGreaterThanOrEqual(2);
+
+    // Every block the alterer held is placed and held elsewhere now (the alterer is no candidate).
+    const quarantined = new Set((await w.members()).members.filter((m) => m.quarantined).map((m) => m.peerId));
+    const candidates = ids.filter((p) => !quarantined.has(p));
+    await waitFor(
+      async () => {
+        await Promise.all(all.map((n) => n.post('/replication/repair', {})));
+        const held = new Map(await Promise.all(all.map(async (n) => [n.peerId, new Set(await heldBlocks(n))] as const)));
+        return alterer!.held.every((id) => replicaSet(id, candidates, 2).every((p) => held.get(p)!.has(id)));
+      },
+      60_000,
+      'alterer blocks repaired elsewhere',
+    );
+    for (const id of alterer!.held) expect(replicaSet(id, candidates, 2)).not.toContain(alterer!.k.peerId);
+    expect(blocks.length).toBeGreaterThanOrEqual(6);
+
+    // The same events give the same ledger: every member folds the common cut alike, and each
+    // member's running ledger equals a fold of the events it holds.
+    await Promise.all(all.map((n) => n.post('/ledger/sync', {})));
+    const views = await Promise.all(all.map(ledgerOf));
+    const cut: Record<string, number> = {};
+    for (const o of ids) cut[o] = Math.min(...views.map((v) => v.observers[o] ?? 0));
+    expect(Object.values(cut).every((n) => n > 0)).toBe(true);
+    const at = Object.entries(cut).map(([o, n]) => `${o}:${n}`).join(',');
+    const cuts = await Promise.all(all.map((n) => n.get<LedgerView>(`/ledger?at=${at}`)));
+    for (const c of cuts) expect(c).toEqual(cuts[0]);
+    expect(cuts[0]!.members.find((m) => m.peerId === alterer!.k.peerId)!.quarantined).toBe(true);
+    const own = await Promise.all(all.map(async (n) => [await ledgerOf(n), n] as const));
+    for (const [v, n] of own) {
+      const fold = await n.get<LedgerView>(`/ledger?at=${Object.entries(v.observers).map(([o, k]) => `${o}:${k}`).join(',')}`);
+      // Events may have come between the two reads; the cut is exact when none did.
+      if (fold.events === v.events) expect(fold).toEqual(v);
+    }
+    // Holdings and uptime are on the ledger for every member.
+    for (const p of ids) {
+      const e = cuts[0]!.members.find((m) => m.peerId === p)!;
+      expect(e.observers).toBeGreaterThan(0);
+      expect(e.heldAsOf).not.toBeNull();
+    }
+
+    // An operator clears the quarantine: every member takes it back as a candidate, and its
+    // proofs resume only for blocks it confirms holding again (repair copies them back to it).
+    const cleared = await w.post('/cluster/quarantine/clear', { peerId: alterer!.k.peerId });
+    expect(cleared.status).toBe(200);
+    await waitFor(async () => (await Promise.all(all.map((n) => n.members()))).every((v) => v.members.find((m) => m.peerId === alterer!.k.peerId)?.quarantined === false), 20_000, 'quarantine cleared everywhere');
+    const passedBefore = (await entryOf(w, alterer!.k.peerId))!.proofs.passed;
+    await waitFor(async () => (await entryOf(w, alterer!.k.peerId))!.proofs.passed > passedBefore, 30_000, 'the cleared member passes proofs again');
+    expect((await w.members()).members.find((m) => m.peerId === alterer!.k.peerId)!.quarantined).toBe(false);
+  }, 180_000);
+
+  it('marks a holder that stalls past the deadline late', async () => {
+    const key = keyFile();
+    const flags = ['--quarantine-after', '50', '--proof-deadline-ms', '300', ...PROOF_FLAGS];
+    const w = await founderWithDb(key, ['--replication-factor', '2', ...flags]);
+    const k = await joinKeyless(w, flags);
+    await waitFor(() => converged([w, k], [w.peerId, k.peerId]), 20_000, 'two members');
+    await fill(w, 2, 2);
+    await waitFor(async () => ((await entryOf(w, k.peerId))?.proofs.passed ?? 0) > 0, 20_000, 'a passed proof');
+    // Frozen for 1.5 s: challenges sent meanwhile are answered (or time out) after it resumes.
+    k.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 1500));
+    k.child.kill('SIGCONT');
+    await waitFor(async () => ((await entryOf(w, k.peerId))?.proofs.late ?? 0) > 0, 20_000, 'a late proof');
+    const late = w.logs.filter((l) => l.event === 'proof-late' && l.peer === k.peerId);
+    expect(late.length).toBeGreaterThan(0);
+    // Late because of the stall: at least twice the deadline (a loaded machine answers in ms).
+    expect(Math.max(...late.map((l) => l.ms as number))).toBeGreaterThanOrEqual(600);
+    await waitFor(async () => ((await entryOf(k, k.peerId))?.proofs.late ?? 0) > 0, 20_000, 'the late verdict on the holder too');
+  }, 120_000);
+});
