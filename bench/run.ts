@@ -1,10 +1,14 @@
 /**
- * `npm run bench [-- --quick] [-- --size-mib N] [-- --only ingest|small|micro|keyed|list|gc|tree|carrier|replication|restore-rf]`: the engine's benchmarks, each next to its peer
- * from the same run (the machine is shared and noisy: compare ratios, not absolute figures).
+ * One benchmark part per process: `node dist/bench/run.js --only <part> [--quick] [--size-mib N]
+ * [--out FILE]` (`npm run bench` runs them all through bench/harness.ts, which builds the report).
+ * Each figure is recorded as a row next to its peer from the same run (bench/report.ts); the
+ * machine is shared and noisy: compare ratios, not absolute figures.
  *
- *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted
- *            peer: raw floor = sequential write of the same bytes to one file + fsync
- *   read     the same value streamed back
+ *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted, and read back
+ *            peers: raw floor = sequential write of the same bytes to one file + fsync; Helia's
+ *            UnixFS importer over blockstore-fs; Hypercore (bench/peers.ts)
+ *   backup   one large file backed up and restored by `ouro put`/`get`, restic and borg
+ *   recovery time to open after SIGKILL with a full WAL, vs classic-level (bench/recovery.ts)
  *   small    1 KiB puts, 64 concurrent writers, durable
  *            peer: raw classic-level put({ sync: true }) from 64 concurrent writers
  *   micro    chunker, chunk id, entry sealing, XChaCha native vs @noble (benchmark package)
@@ -36,16 +40,23 @@ import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, treeBench } from './tree.js';
 import { carrierBench } from './carrier.js';
 import { replicationBench, restoreRfBench } from './replication.js';
+import { heliaUnixfs, hypercore } from './peers.js';
+import { recoveryBench } from './recovery.js';
+import { PARTS, type Row } from './report.js';
+import { largeFileBench } from './tree.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
 const only = values.only;
-const PARTS = ['ingest', 'small', 'micro', 'keyed', 'list', 'gc', 'tree', 'carrier', 'replication', 'restore-rf'];
 if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only takes one of ${PARTS.join(', ')}`);
 const runs = (part: string) => only === undefined || only === part;
 const sizeMiB = Number(values['size-mib'] ?? (values.quick ? 256 : 1024));
 const smallPuts = values.quick ? 10_000 : 40_000;
 const MiB = 1 << 20;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-'));
+const rows: Row[] = [];
+const skipped: string[] = [];
+/** Records one figure (with its peer) for the report. */
+const row = (r: Omit<Row, 'part'> & { part?: string }) => rows.push({ part: only ?? 'all', ...r });
 const results: Record<string, unknown> = { machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`, node: process.version, date: new Date().toISOString(), sizeMiB };
 
 function keystream(total: number, seed: Buffer): AsyncGenerator<Buffer> {
@@ -154,12 +165,58 @@ if (runs('ingest')) {
   console.log(`  OuroDB stream read-back                      ${fmt(io.read)}`);
   console.log(`  peak RSS while ingesting                     ${fmt(io.rssMiB)} MiB`);
   Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingest, ingestVsFloor: io.ingest / floor, readMiBs: io.read, ingestPeakRssMiB: io.rssMiB });
+  const ingest = `ingest ${sizeMiB} MiB incompressible, one streamed put`;
+  const read = `read back ${sizeMiB} MiB (stream)`;
+  row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingest, peer: 'raw write + fsync', peerValue: floor, note: 'OuroDB: encrypted, durable' });
+  row({ workload: `peak RSS while ingesting ${sizeMiB} MiB`, unit: 'MiB', better: 'lower', ours: io.rssMiB });
+  const peers: Array<[string, () => Promise<import('./peers.js').PeerRun>]> = [
+    ['Helia UnixFS + blockstore-fs', () => heliaUnixfs(work, sizeMiB * MiB, () => keystream(sizeMiB * MiB, crypto.randomBytes(32)))],
+    ['Hypercore 10', () => hypercore(work, sizeMiB * MiB, () => keystream(sizeMiB * MiB, crypto.randomBytes(32)))],
+  ];
+  const readRows: Row[] = [];
+  for (const [name, run] of peers) {
+    try {
+      const p = await run();
+      console.log(`  ${p.name.padEnd(44)} ${fmt(p.ingestMiBs)}   read ${fmt(p.readMiBs)} MiB/s  (${p.note})`);
+      row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingest, peer: p.name, peerValue: p.ingestMiBs, note: `peer ${p.note}` });
+      readRows.push({ part: only ?? 'all', workload: read, unit: 'MiB/s', better: 'higher', ours: io.read, peer: p.name, peerValue: p.readMiBs });
+    } catch (err) {
+      skipped.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+      console.log(`  (skipped ${name}: ${err instanceof Error ? err.message : String(err)})`);
+    }
+  }
+  if (readRows.length) rows.push(...readRows);
+  else row({ workload: read, unit: 'MiB/s', better: 'higher', ours: io.read });
+}
+if (runs('backup')) {
+  const b = largeFileBench(work, sizeMiB);
+  console.log(`
+one ${sizeMiB} MiB incompressible file, backed up and restored (each tool a process)`);
+  console.log('  tool                 backup MiB/s   restore MiB/s   on disk (MiB)');
+  for (const r of b.results) console.log(`  ${r.tool.padEnd(20)} ${fmt(sizeMiB / r.backupSecs)}       ${fmt(sizeMiB / r.restoreSecs)}        ${(r.storedBytes / MiB).toFixed(1)}`);
+  for (const s of b.skipped) console.log(`  (skipped ${s})`);
+  skipped.push(...b.skipped);
+  const ours = b.results.find((r) => r.tool.startsWith('OuroDB'))!;
+  for (const r of b.results.filter((x) => x !== ours)) {
+    row({ workload: `back up one ${sizeMiB} MiB file`, unit: 'MiB/s', better: 'higher', ours: sizeMiB / ours.backupSecs, peer: r.tool, peerValue: sizeMiB / r.backupSecs, note: 'all encrypted and durable, each a separate process' });
+    row({ workload: `restore one ${sizeMiB} MiB file`, unit: 'MiB/s', better: 'higher', ours: sizeMiB / ours.restoreSecs, peer: r.tool, peerValue: sizeMiB / r.restoreSecs });
+  }
+  Object.assign(results, { backup: b });
+}
+if (runs('recovery')) {
+  const r = await recoveryBench(work, values.quick);
+  console.log(`
+recovery: open after SIGKILL with ${r.values} durable 4 KiB values (${r.walMiB.toFixed(1)} MiB) in the WAL, none sealed`);
+  console.log(`  OuroDB open ${r.ouroSecs.toFixed(3)} s   classic-level open after the same synced puts ${r.levelSecs.toFixed(3)} s`);
+  row({ workload: `open after SIGKILL, ${r.walMiB.toFixed(0)} MiB unsealed in the WAL`, unit: 's', better: 'lower', ours: r.ouroSecs, peer: 'classic-level (same puts, synced)', peerValue: r.levelSecs });
+  Object.assign(results, { recovery: r });
 }
 if (runs('small')) {
   const small = await smallValues();
   console.log('\nsmall values, 1 KiB, 64 concurrent writers, durable   puts/s   peer puts/s  ratio');
   console.log(`  OuroDB put vs classic-level put({sync:true})  ${fmt(small.ouro)}   ${fmt(small.level)}   ${(small.ouro / small.level).toFixed(2)}`);
   Object.assign(results, { smallPutsPerSec: small.ouro, levelSyncPutsPerSec: small.level });
+  row({ workload: '1 KiB puts, 64 concurrent writers, durable', unit: 'puts/s', better: 'higher', ours: small.ouro, peer: 'classic-level put({sync:true})', peerValue: small.level });
 }
 if (runs('keyed')) {
   const k = await keyedPutsAndReads(work, smallPuts, values.quick ? 20_000 : 100_000);
@@ -167,6 +224,8 @@ if (runs('keyed')) {
   console.log(`  OuroDB put {key} vs classic-level put({sync:true})    ${fmt(k.put)}   ${fmt(k.levelPut)}   ${(k.put / k.levelPut).toFixed(2)}`);
   console.log(`  OuroDB getByKey vs classic-level get                  ${fmt(k.get)}   ${fmt(k.levelGet)}   ${(k.get / k.levelGet).toFixed(2)}`);
   Object.assign(results, { keyedPutsPerSec: k.put, levelKeyedPutsPerSec: k.levelPut, getByKeyPerSec: k.get, levelGetPerSec: k.levelGet });
+  row({ workload: 'put with key, 1 KiB, 64 writers, durable', unit: 'puts/s', better: 'higher', ours: k.put, peer: 'classic-level put({sync:true})', peerValue: k.levelPut });
+  row({ workload: 'getByKey, 16 concurrent', unit: 'gets/s', better: 'higher', ours: k.get, peer: 'classic-level get', peerValue: k.levelGet });
 }
 if (runs('list')) {
   const count = values.quick ? 100_000 : 1_000_000;
@@ -175,6 +234,7 @@ if (runs('list')) {
   console.log(`  OuroDB list() vs classic-level iterator              ${fmt(l.keysPerSec)}   ${fmt(l.levelKeysPerSec)}   ${(l.keysPerSec / l.levelKeysPerSec).toFixed(2)}`);
   console.log(`  (filling the database took ${l.fillSecs.toFixed(0)} s, relaxed durability)`);
   Object.assign(results, { listKeys: count, listKeysPerSec: l.keysPerSec, levelIterKeysPerSec: l.levelKeysPerSec });
+  row({ workload: `list ${count} keys`, unit: 'keys/s', better: 'higher', ours: l.keysPerSec, peer: 'classic-level iterator', peerValue: l.levelKeysPerSec });
 }
 if (runs('gc')) {
   const g = await gcReclaim(work, values.quick ? 64 : 256);
@@ -182,6 +242,8 @@ if (runs('gc')) {
   console.log(`  freed ${g.freedMiB.toFixed(0)} MiB of block files, copied ${g.copiedMiB.toFixed(0)} MiB of live entries: ${g.reclaimMiBs.toFixed(0)} MiB/s of dead data reclaimed`);
   console.log(`  stored bytes ${(g.storedBefore / MiB).toFixed(0)} MiB -> ${(g.storedAfter / MiB).toFixed(0)} MiB; writer ${g.writerBefore.toFixed(0)} puts/s before gc, ${g.writerDuring.toFixed(0)} during (ratio ${(g.writerDuring / g.writerBefore).toFixed(2)})`);
   Object.assign(results, { gc: g });
+  row({ workload: 'writer puts/s while gc runs (16 writers)', unit: 'puts/s', better: 'higher', ours: g.writerDuring, peer: 'the same writer before gc', peerValue: g.writerBefore });
+  row({ workload: 'gc: dead data reclaimed under load', unit: 'MiB/s', better: 'higher', ours: g.reclaimMiBs });
 }
 if (runs('tree')) {
   const t = treeBench(work);
@@ -191,17 +253,47 @@ if (runs('tree')) {
   for (const s of t.skipped) console.log(`  (skipped ${s})`);
   console.log(`  ouro export ${t.exportMiBs.toFixed(0)} MiB/s, import ${t.importMiBs.toFixed(0)} MiB/s of logical data (archive ${(t.archiveBytes / MiB).toFixed(1)} MiB)`);
   Object.assign(results, { tree: t });
+  skipped.push(...t.skipped);
+  const ours = t.results.find((r) => r.tool.startsWith('OuroDB'))!;
+  for (const r of t.results.filter((x) => x !== ours)) {
+    row({ workload: `versioned tree: back up ${TREE_VERSIONS.length} versions`, unit: 's', better: 'lower', ours: ours.backupSecs, peer: r.tool, peerValue: r.backupSecs, note: `${t.files} files, ${(t.logicalBytes / MiB).toFixed(0)} MiB in all` });
+    row({ workload: 'versioned tree: bytes on disk after all versions', unit: 'MiB', better: 'lower', ours: ours.storedBytes / MiB, peer: r.tool, peerValue: r.storedBytes / MiB });
+    row({ workload: 'versioned tree: restore the last version', unit: 's', better: 'lower', ours: ours.restoreSecs, peer: r.tool, peerValue: r.restoreSecs });
+  }
+  row({ workload: 'export archive of the tree database', unit: 'MiB/s', better: 'higher', ours: t.exportMiBs });
+  row({ workload: 'import that archive', unit: 'MiB/s', better: 'higher', ours: t.importMiBs });
 }
 
-if (runs('carrier')) Object.assign(results, { carrier: await carrierBench(values.quick) });
-if (runs('replication')) Object.assign(results, { replication: await replicationBench(values.quick) });
-if (runs('restore-rf')) Object.assign(results, { restoreRf: await restoreRfBench(values.quick, sizeMiB) });
+if (runs('carrier')) {
+  const c = await carrierBench(values.quick);
+  Object.assign(results, { carrier: c });
+  const r = c['read65536'] as { rawMiBs: number; carrierMiBs: number; rawRttP50: number; sessionRttP50: number };
+  row({ workload: 'carrier: 1 MiB requests over QUIC', unit: 'MiB/s', better: 'higher', ours: r.carrierMiBs, peer: 'raw libp2p QUIC stream', peerValue: r.rawMiBs });
+  row({ workload: 'carrier: small request round trip p50', unit: 'ms', better: 'lower', ours: r.sessionRttP50, peer: 'raw QUIC round trip', peerValue: r.rawRttP50 });
+}
+if (runs('replication')) {
+  const r = (await replicationBench(values.quick)) as { rawMiBs: number; replicatedMiBs: number; putLocalP50: number; putReplicatedP50: number; putLocalMiBs: number; putReplicatedMiBs: number };
+  Object.assign(results, { replication: r });
+  row({ workload: 'replication: a sealed block pushed to a member', unit: 'MiB/s', better: 'higher', ours: r.replicatedMiBs, peer: 'raw libp2p QUIC stream', peerValue: r.rawMiBs });
+  row({ workload: '1 KiB put durable on 2 members, p50', unit: 'ms', better: 'lower', ours: r.putReplicatedP50, peer: 'durable on this member only', peerValue: r.putLocalP50 });
+  row({ workload: '256 KiB puts until durable on 2 members', unit: 'MiB/s', better: 'higher', ours: r.putReplicatedMiBs, peer: 'durable on this member only', peerValue: r.putLocalMiBs });
+}
+if (runs('restore-rf')) {
+  const r = (await restoreRfBench(values.quick, sizeMiB)) as { lostMiB: number; totalSec: number; copyMiBs: number };
+  Object.assign(results, { restoreRf: r });
+  row({ workload: `repair: RF 3 restored after losing a member holding ${r.lostMiB.toFixed(0)} MiB`, unit: 's', better: 'lower', ours: r.totalSec, note: `4 members; copy at ${r.copyMiBs.toFixed(0)} MiB/s` });
+}
 if (runs('micro')) {
   const m = await micro();
   console.log('\nmicro (benchmark package)                              MiB/s');
   for (const c of m) console.log(`  ${c.name.padEnd(52)} ${fmt(c.mibPerSec)}`);
   Object.assign(results, { micro: m });
+  const native = (size: string) => m.find((c) => c.name === `XChaCha20-Poly1305 native ${size}`)!.mibPerSec;
+  const noble = (size: string) => m.find((c) => c.name === `XChaCha20-Poly1305 @noble ${size}`)!.mibPerSec;
+  for (const size of ['1 MiB', '1 KiB']) row({ workload: `XChaCha20-Poly1305 seal, ${size}`, unit: 'MiB/s', better: 'higher', ours: native(size), peer: '@noble/ciphers (reference)', peerValue: noble(size), note: 'OuroDB uses node:crypto where byte-identical' });
+  for (const c of m.filter((x) => !x.name.startsWith('XChaCha'))) row({ workload: c.name, unit: 'MiB/s', better: 'higher', ours: c.mibPerSec });
 }
+Object.assign(results, { rows, skipped, peakRssMiB: process.resourceUsage().maxRSS / 1024 });
 fs.mkdirSync(path.dirname(values.out!), { recursive: true });
 fs.writeFileSync(values.out!, JSON.stringify(results, null, 2) + '\n');
 fs.rmSync(work, { recursive: true, force: true });

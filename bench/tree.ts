@@ -62,6 +62,76 @@ function installed(cmd: string, versionArgs: string[]): boolean {
   return spawnSync(cmd, versionArgs, { stdio: 'ignore' }).status === 0;
 }
 
+export interface BackupTool {
+  name: string;
+  available: boolean;
+  repo: string;
+  init(): void;
+  /** Backs up `<work>/<subject>`; seconds taken. */
+  backup(): number;
+  /** Restores the latest backup of the subject to `out`; seconds taken. */
+  restore(out: string): number;
+}
+
+/** OuroDB (`ouro put`/`ouro get` as separate processes), restic and borg, each backing up `<work>/<subject>` into a repository of its own. */
+export function backupTools(work: string, key: string, subject: string): BackupTool[] {
+  const node = process.execPath;
+  return [
+    {
+      name: 'OuroDB (ouro put)',
+      available: true,
+      repo: path.join(work, `ouro-${subject}`),
+      init() {
+        timed(node, [ouroBin, '--key-file', key, 'init', this.repo], { cwd: work });
+      },
+      backup() {
+        return timed(node, [ouroBin, '--key-file', key, 'put', this.repo, subject], { cwd: work });
+      },
+      restore(out) {
+        return timed(node, [ouroBin, '--key-file', key, 'get', this.repo, `${subject}/`, '-o', out], { cwd: work });
+      },
+    },
+    {
+      name: 'restic',
+      available: installed('restic', ['version']),
+      repo: path.join(work, `restic-${subject}`),
+      init() {
+        timed('restic', ['init', '--repo', this.repo], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+      },
+      backup() {
+        return timed('restic', ['--repo', this.repo, 'backup', '--quiet', subject], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+      },
+      restore(out) {
+        const secs = timed('restic', ['--repo', this.repo, 'restore', 'latest', '--target', out], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+        fs.renameSync(path.join(out, subject), `${out}.tmp`);
+        fs.rmSync(out, { recursive: true });
+        fs.renameSync(`${out}.tmp`, out);
+        return secs;
+      },
+    },
+    {
+      name: 'borg',
+      available: installed('borg', ['--version']),
+      repo: path.join(work, `borg-${subject}`),
+      init() {
+        timed('borg', ['init', '--encryption', 'repokey', this.repo], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
+      },
+      backup() {
+        return timed('borg', ['create', `${this.repo}::v${Date.now()}`, subject], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
+      },
+      restore(out) {
+        fs.mkdirSync(out, { recursive: true });
+        const last = execFileSync('borg', ['list', '--last', '1', '--format', '{archive}', this.repo], { env: { ...process.env, BORG_PASSPHRASE: 'bench' } }).toString().trim();
+        const secs = timed('borg', ['extract', `${this.repo}::${last}`], { cwd: out, env: { BORG_PASSPHRASE: 'bench' } });
+        fs.renameSync(path.join(out, subject), `${out}.tmp`);
+        fs.rmSync(out, { recursive: true });
+        fs.renameSync(`${out}.tmp`, out);
+        return secs;
+      },
+    },
+  ];
+}
+
 export function treeBench(work: string): { results: ToolResult[]; logicalBytes: number; files: number; exportMiBs: number; importMiBs: number; archiveBytes: number; skipped: string[] } {
   const tgzs = fetchVersions();
   const tree = path.join(work, 'tree');
@@ -76,61 +146,8 @@ export function treeBench(work: string): { results: ToolResult[]; logicalBytes: 
     logicalBytes += du(tree);
     files += fs.readdirSync(tree, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length;
   }
+  const tools = backupTools(work, key, 'tree');
   const node = process.execPath;
-  const tools: Array<{ name: string; available: boolean; init: () => void; backup: () => number; restore: (out: string) => number; repo: string }> = [
-    {
-      name: 'OuroDB (ouro put)',
-      available: true,
-      repo: path.join(work, 'ouro'),
-      init() {
-        timed(node, [ouroBin, '--key-file', key, 'init', this.repo], { cwd: work });
-      },
-      backup() {
-        return timed(node, [ouroBin, '--key-file', key, 'put', this.repo, 'tree'], { cwd: work });
-      },
-      restore(out) {
-        return timed(node, [ouroBin, '--key-file', key, 'get', this.repo, 'tree/', '-o', out], { cwd: work });
-      },
-    },
-    {
-      name: 'restic',
-      available: installed('restic', ['version']),
-      repo: path.join(work, 'restic'),
-      init() {
-        timed('restic', ['init', '--repo', this.repo], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
-      },
-      backup() {
-        return timed('restic', ['--repo', this.repo, 'backup', '--quiet', 'tree'], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
-      },
-      restore(out) {
-        const secs = timed('restic', ['--repo', this.repo, 'restore', 'latest', '--target', out], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
-        fs.renameSync(path.join(out, 'tree'), `${out}.tmp`);
-        fs.rmSync(out, { recursive: true });
-        fs.renameSync(`${out}.tmp`, out);
-        return secs;
-      },
-    },
-    {
-      name: 'borg',
-      available: installed('borg', ['--version']),
-      repo: path.join(work, 'borg'),
-      init() {
-        timed('borg', ['init', '--encryption', 'repokey', this.repo], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
-      },
-      backup() {
-        return timed('borg', ['create', `${this.repo}::v${Date.now()}`, 'tree'], { cwd: work, env: { BORG_PASSPHRASE: 'bench' } });
-      },
-      restore(out) {
-        fs.mkdirSync(out, { recursive: true });
-        const last = execFileSync('borg', ['list', '--last', '1', '--format', '{archive}', this.repo], { env: { ...process.env, BORG_PASSPHRASE: 'bench' } }).toString().trim();
-        const secs = timed('borg', ['extract', `${this.repo}::${last}`], { cwd: out, env: { BORG_PASSPHRASE: 'bench' } });
-        fs.renameSync(path.join(out, 'tree'), `${out}.tmp`);
-        fs.rmSync(out, { recursive: true });
-        fs.renameSync(`${out}.tmp`, out);
-        return secs;
-      },
-    },
-  ];
   for (const tool of tools) {
     if (!tool.available) {
       skipped.push(`${tool.name}: not installed`);
@@ -151,8 +168,44 @@ export function treeBench(work: string): { results: ToolResult[]; logicalBytes: 
   }
   // Export and import throughput of the OuroDB database holding all versions.
   const archive = path.join(work, 'all.ouro');
-  const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro'), archive], { cwd: work });
+  const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro-tree'), archive], { cwd: work });
   timed(node, [ouroBin, '--key-file', key, 'init', path.join(work, 'ouro2')], { cwd: work });
   const importSecs = timed(node, [ouroBin, '--key-file', key, 'import', path.join(work, 'ouro2'), archive], { cwd: work });
   return { results, logicalBytes, files, exportMiBs: logicalBytes / 2 ** 20 / exportSecs, importMiBs: logicalBytes / 2 ** 20 / importSecs, archiveBytes: fs.statSync(archive).size, skipped };
+}
+
+/**
+ * One large incompressible file (`sizeMiB`, a ChaCha20 keystream) backed up and restored by each
+ * tool, every one a separate process as a user would run it: MiB/s both ways and bytes on disk.
+ */
+export function largeFileBench(work: string, sizeMiB: number): { results: ToolResult[]; skipped: string[] } {
+  const subject = path.join(work, 'large');
+  fs.mkdirSync(subject, { recursive: true });
+  const file = path.join(subject, 'value.bin');
+  const fd = fs.openSync(file, 'w');
+  const cipher = crypto.createCipheriv('chacha20', crypto.randomBytes(32), Buffer.alloc(16));
+  const zeros = Buffer.alloc(1 << 20);
+  for (let i = 0; i < sizeMiB; i++) fs.writeSync(fd, cipher.update(zeros));
+  fs.closeSync(fd);
+  const key = path.join(work, 'key-large');
+  fs.writeFileSync(key, crypto.randomBytes(32));
+  const results: ToolResult[] = [];
+  const skipped: string[] = [];
+  const want = treeDigest(subject);
+  for (const tool of backupTools(work, key, 'large')) {
+    if (!tool.available) {
+      skipped.push(`${tool.name}: not installed`);
+      continue;
+    }
+    tool.init();
+    const backupSecs = tool.backup();
+    const out = path.join(work, `restore-large-${results.length}`);
+    const restoreSecs = tool.restore(out);
+    if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different file`);
+    fs.rmSync(out, { recursive: true });
+    results.push({ tool: tool.name, backupSecs, storedBytes: du(tool.repo), restoreSecs });
+    fs.rmSync(tool.repo, { recursive: true, force: true });
+  }
+  fs.rmSync(subject, { recursive: true, force: true });
+  return { results, skipped };
 }
