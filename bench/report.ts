@@ -98,6 +98,7 @@ function behindList(rows: Row[]): string[] {
 }
 
 export function markdown(info: RunInfo, rows: Row[], chartDir: string): string {
+  const behind = behindList(rows);
   const lines = [
     '# Benchmark results',
     '',
@@ -113,7 +114,7 @@ export function markdown(info: RunInfo, rows: Row[], chartDir: string): string {
     '',
     '## Where OuroDB is behind',
     '',
-    ...(behindList(rows).length ? behindList(rows).map((l) => `- ${l}`) : ['- nowhere in this run']),
+    ...(behind.length ? behind.map((l) => `- ${l}`) : ['- nowhere in this run']),
     '',
     '## Parts',
     '',

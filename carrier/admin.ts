@@ -138,7 +138,7 @@ export class AdminServer {
           return send(res, 200, { cleared: peerArg(), ledger: await node.clearQuarantine(peerArg()) });
         case 'POST /proofs/round':
           await node.proofs.kick();
-          return send(res, 200, node.metrics.proofCounts());
+          return send(res, 200, node.metrics.totals().proofs);
         case 'POST /ledger/sync':
           await node.syncLedger();
           return send(res, 200, { events: node.ledger.view().events });

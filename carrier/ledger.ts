@@ -153,13 +153,11 @@ export function checkEvent(e: unknown): LedgerEvent {
   return x as unknown as LedgerEvent;
 }
 
-/** Applies one event to the accounts it touches (the fold; order of events does not matter). */
-export function applyEvent(accounts: Map<string, Account>, e: LedgerEvent): void {
-  const acc = (peer: string) => {
-    let a = accounts.get(peer);
-    if (!a) accounts.set(peer, (a = emptyAccount()));
-    return a;
-  };
+/**
+ * Applies one event to the accounts it touches (the fold; order of events does not matter).
+ * `acc(peer)` gives the account to change, made if the peer has none yet.
+ */
+export function applyEvent(acc: (peer: string) => Account, e: LedgerEvent): void {
   switch (e.k) {
     case 'proofs':
       e.b.forEach((p, i) => {
@@ -394,9 +392,8 @@ export class Ledger {
       vector[observer] = top;
       for await (const v of this.#db.values({ gte: seqKey(observer, 1), lte: seqKey(observer, top) })) {
         const w = packr.unpack(v) as WireEvent;
-        applyEvent(accounts, checkEvent(packr.unpack(w.d)));
-        const h = crypto.createHash('sha256').update(w.d).digest();
-        for (let i = 0; i < 32; i++) digest[i]! ^= h[i]!;
+        applyEvent(accountIn(accounts), checkEvent(packr.unpack(w.d)));
+        xorDigest(digest, w.d);
         count++;
       }
     }
@@ -426,16 +423,11 @@ export class Ledger {
 
   /** Stores one event and applies it, in one synced batch; then tells of quarantines it changed. */
   async #store(e: LedgerEvent, w: WireEvent): Promise<void> {
-    // The fold works on copies, so that a failed write leaves memory as the disk is.
+    // The fold works on copies of the accounts it touches, so that a failed write leaves memory as the disk is.
     const accounts = new Map<string, Account>();
-    for (const p of peersTouched(e)) {
-      const a = this.#accounts.get(p);
-      if (a) accounts.set(p, structuredClone(a));
-    }
-    applyEvent(accounts, e);
+    applyEvent(accountIn(accounts, this.#accounts), e);
     const digest = Buffer.from(this.#digest);
-    const h = crypto.createHash('sha256').update(w.d).digest();
-    for (let i = 0; i < 32; i++) digest[i]! ^= h[i]!;
+    xorDigest(digest, w.d);
     const batch = this.#db.batch();
     batch.put(seqKey(e.o, e.n), packr.pack({ d: w.d, s: w.s }));
     batch.put(`v:${e.o}`, packr.pack(e.n));
@@ -460,19 +452,22 @@ export class Ledger {
   }
 }
 
-function peersTouched(e: LedgerEvent): string[] {
-  switch (e.k) {
-    case 'proofs':
-      return [...new Set(e.b.map((p) => p.s))];
-    case 'uptime':
-      return Object.keys(e.b.a);
-    case 'holding':
-      return [e.o];
-    case 'served':
-      return Object.keys(e.b);
-    case 'clear':
-      return [e.b.s];
-  }
+/** `acc` for applyEvent over `accounts`: on first touch a peer's account is a copy of its account in `base`, or a new one. */
+function accountIn(accounts: Map<string, Account>, base?: Map<string, Account>): (peer: string) => Account {
+  return (peer) => {
+    let a = accounts.get(peer);
+    if (!a) {
+      const held = base?.get(peer);
+      accounts.set(peer, (a = held ? structuredClone(held) : emptyAccount()));
+    }
+    return a;
+  };
+}
+
+/** The ledger digest: XOR of each event's SHA-256. */
+function xorDigest(digest: Buffer, eventBytes: Uint8Array): void {
+  const h = crypto.createHash('sha256').update(eventBytes).digest();
+  for (let i = 0; i < 32; i++) digest[i]! ^= h[i]!;
 }
 
 function unpackMeta(v: Buffer): { digest: Buffer; count: number } {

@@ -207,10 +207,6 @@ export class NodeMetrics {
     return { ...this.#totals, proofs: { ...this.#totals.proofs } };
   }
 
-  proofCounts(): { pass: number; fail: number; late: number; undecided: number } {
-    return { ...this.#totals.proofs };
-  }
-
   listChanged(): void {
     this.#listChanges.inc();
   }

@@ -149,7 +149,6 @@ export class Node {
     const shelf = args.db ? new DbShelf(args.db) : new DirShelf(args.dir);
     this.replication = new Replicator(this, shelf, args.db, args.config.replication);
     this.ledger = args.ledger;
-    const node = this;
     this.proofs = new Prover(
       {
         peerId: this.peerId,
@@ -158,8 +157,8 @@ export class Node {
         memberViews: () => this.memberViews(),
         handle: (name, handler) => this.handle(name, handler),
         request: (peer, name, message, options) => this.request(peer, name, message, options),
-        placement: (id) => node.replication.placement(id),
-        holdersOf: (id) => node.replication.holdersOf(id),
+        placement: (id) => this.replication.placement(id),
+        holdersOf: (id) => this.replication.holdersOf(id),
       },
       args.ledger,
       shelf,
@@ -823,7 +822,7 @@ export class Node {
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
       replication: { factor: this.replicationFactor, ...this.replication.progress },
       drain: this.replication.drainProgress,
-      proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.proofCounts() },
+      proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.totals().proofs },
       ledger: { events: ledger.events, digest: ledger.digest, quarantined: ledger.members.filter((m) => m.quarantined).map((m) => m.peerId) },
       disk: await this.series.disk(),
     };

@@ -176,13 +176,6 @@ export class Prover {
     return p;
   }
 
-  /** Challenges left for block `id`. */
-  async stockOf(id: string): Promise<number> {
-    let n = 0;
-    for await (const _ of this.#ledger.store.keys({ gte: stockPrefix(id), lt: `p:${id};` })) n++;
-    return n;
-  }
-
   async #restock(id: string, size: number): Promise<void> {
     const file = this.#shelf.path(id);
     const challenges = await makeChallenges(file, id, size, this.#config.stock);
