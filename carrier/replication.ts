@@ -149,6 +149,8 @@ export class Replicator implements ReplicaSource {
   readonly #limit: RateLimit;
   /** Blocks this node's database sealed, with the members known to hold each durably. */
   readonly #own = new Map<string, Set<string>>();
+  /** When each `<block> <peer>` of #own was last confirmed (a "no" asked before that is stale). */
+  readonly #confirmedAt = new Map<string, number>();
   readonly #changed = new Set<() => void>();
   /** Blocks being received, so a second push of one waits instead of writing it twice. */
   readonly #receiving = new Map<string, Promise<boolean>>();
@@ -257,14 +259,31 @@ export class Replicator implements ReplicaSource {
    * or a push confirms a block again, no proof of storage asks it for that block.
    */
   forget(peer: string): void {
-    for (const holders of this.#own.values()) holders.delete(peer);
+    for (const [id, holders] of this.#own) {
+      holders.delete(peer);
+      this.#confirmedAt.delete(`${id} ${peer}`);
+    }
   }
 
   #confirm(id: string, peer: string): void {
     const holders = this.#own.get(id);
-    if (!holders || holders.has(peer)) return;
+    if (!holders) return;
+    this.#confirmedAt.set(`${id} ${peer}`, performance.now());
+    if (holders.has(peer)) return;
     holders.add(peer);
     for (const wake of this.#changed) wake();
+  }
+
+  /**
+   * `peer` answered, to a question asked at `askedAt`, that it lacks block `id`: it gets the block
+   * again from the repair pass, and no proof asks for it meanwhile. A push that completed after
+   * the question was asked wins (the answer is stale).
+   */
+  #unconfirm(id: string, peer: string, askedAt: number): void {
+    const key = `${id} ${peer}`;
+    if ((this.#confirmedAt.get(key) ?? -Infinity) > askedAt) return;
+    this.#own.get(id)?.delete(peer);
+    this.#confirmedAt.delete(key);
   }
 
   /**
@@ -802,6 +821,7 @@ export class Replicator implements ReplicaSource {
     await Promise.all(
       [...asks].map(async ([peer, ids]) => {
         try {
+          const askedAt = performance.now();
           const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids }, this.#smallRequest())) as { have?: unknown };
           const have = r?.have;
           if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed block-have reply');
@@ -810,8 +830,7 @@ export class Replicator implements ReplicaSource {
               holders.get(id)!.add(peer);
               this.#confirm(id, peer);
             } else {
-              // It says it lost the block: it gets it again below, and no proof asks for it meanwhile.
-              this.#own.get(id)?.delete(peer);
+              this.#unconfirm(id, peer, askedAt);
             }
           });
         } catch (err) {

@@ -47,7 +47,10 @@ describe('proofs of storage', () => {
     // Honest replicas pass their proofs first.
     await waitFor(async () => ((await entryOf(w, alterer!.k.peerId))?.proofs.passed ?? 0) > 0, 20_000, 'a passed proof');
 
-    // Deleting one block fails the next proof of it.
+    // Deleting one block fails the next proof of it. The writer's repair passes are let finish
+    // first (flushes kick them): a pass that asks before the proof does finds the block missing
+    // and copies it back instead, as it should (proofs check what holders claim).
+    await w.post('/replication/repair', {});
     const victim = deleter!.held[0]!;
     fs.rmSync(blockFile(deleter!.k, victim)!);
     await waitFor(async () => ((await entryOf(w, deleter!.k.peerId))?.proofs.failed ?? 0) > 0, 30_000, 'deleter failed a proof');
