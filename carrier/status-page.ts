@@ -43,7 +43,7 @@ export const STATUS_PAGE = `<!doctype html>
 <div class="cards">
   <div class="card"><div class="label">Members</div><div class="value" id="member-count">–</div><div class="note" id="member-states"></div></div>
   <div class="card"><div class="label">Under-replicated blocks</div><div class="value" id="under-replicated">–</div><div class="note">last repair pass · <span id="unsettled"></span> unsettled</div></div>
-  <div class="card"><div class="label">Repair</div><div class="value" id="repair-pushed">–</div><div class="note">blocks copied · <span id="repair-bytes"></span> · <span id="repair-passes"></span> passes · last <span id="repair-last"></span></div></div>
+  <div class="card"><div class="label">Repair</div><div class="value" id="repair-pushed">–</div><div class="note">blocks copied by this node · <span id="repair-bytes"></span> · <span id="repair-passes"></span> passes · last <span id="repair-last"></span> · cluster: <span id="repair-cluster" data-bytes="0"></span> served for repair (ledger)</div></div>
   <div class="card"><div class="label">Proof pass rate</div><div class="value" id="proof-rate">–</div><div class="note" id="proof-counts"></div></div>
   <div class="card"><div class="label">Disk</div><div class="value" id="disk-held">–</div><div class="note"><span id="disk-free"></span> free of <span id="disk-total"></span></div><div class="bar"><div id="disk-bar" style="width:0"></div></div></div>
 </div>
@@ -123,6 +123,9 @@ function render(status, members, ledger, series) {
   text("disk-free", mib(d.freeBytes));
   text("disk-total", mib(d.totalBytes));
   $("disk-bar").style.width = (100 * (1 - d.freeBytes / d.totalBytes)).toFixed(1) + "%";
+  const clusterServed = ledger.members.reduce((n, m) => n + m.servedForRepairBytes, 0);
+  text("repair-cluster", mib(clusterServed));
+  $("repair-cluster").dataset.bytes = String(clusterServed);
   const byPeer = new Map(ledger.members.map((m) => [m.peerId, m]));
   const body = $("members").tBodies[0];
   body.replaceChildren(...members.members.map((m) => {
