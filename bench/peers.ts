@@ -3,16 +3,20 @@
  * UnixFS importer (`ipfs-unixfs-importer`, what `@helia/unixfs` runs) over `blockstore-fs`, and
  * Hypercore (10, on random-access-file), each fed the same kind of bytes (a ChaCha20 keystream)
  * and read back. Neither encrypts, and neither fsyncs what it wrote; OuroDB's figure beside them
- * is encrypted and durable. Each peer is loaded when the part runs: one that cannot be loaded is
- * skipped with the reason.
+ * is encrypted and durable. Each peer runs in a process of its own (bench/peer-run.ts), so its
+ * peak RSS is its own; one that cannot be loaded is skipped with the reason.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+
+import crypto from 'node:crypto';
 
 export interface PeerRun {
   name: string;
   ingestMiBs: number;
   readMiBs: number;
+  /** Peak RSS of the process while ingesting, sampled as for OuroDB's own figure. */
+  ingestRssMiB: number;
   note: string;
 }
 
@@ -20,6 +24,22 @@ type Source = () => AsyncIterable<Buffer>;
 
 const MiB = 1 << 20;
 const secsSince = (t: number) => (performance.now() - t) / 1000;
+
+/** `total` bytes of a ChaCha20 keystream (incompressible, never repeating) in 1 MiB pieces. */
+export function keystream(total: number, seed: Buffer): AsyncGenerator<Buffer> {
+  const cipher = crypto.createCipheriv('chacha20', seed, Buffer.alloc(16));
+  const zeros = Buffer.alloc(MiB);
+  return (async function* () {
+    for (let done = 0; done < total; done += MiB) yield cipher.update(zeros);
+  })();
+}
+
+/** Samples this process's RSS every 25 ms until `stop()`, which returns the peak in bytes. */
+export function peakRss(): { stop: () => number } {
+  let peak = process.memoryUsage().rss;
+  const t = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 25);
+  return { stop: () => (clearInterval(t), peak) };
+}
 
 /** A module by name, without TypeScript resolving it (the peers ship no types we rely on). */
 async function load<T>(name: string): Promise<T> {
@@ -34,15 +54,17 @@ export async function heliaUnixfs(work: string, total: number, source: Source): 
   const bs = new FsBlockstore(dir);
   await bs.open();
   try {
+    const rss = peakRss();
     let t = performance.now();
     let root = '';
     for await (const e of importer([{ path: 'value', content: source() }], bs)) root = e.cid.toString();
     const ingestMiBs = total / MiB / secsSince(t);
+    const ingestRssMiB = rss.stop() / MiB;
     t = performance.now();
     let n = 0;
     for await (const piece of (await exporter(root, bs)).content()) n += piece.length;
     if (n !== total) throw new Error(`Helia read back ${n} bytes of ${total}`);
-    return { name: 'Helia UnixFS + blockstore-fs', ingestMiBs, readMiBs: n / MiB / secsSince(t), note: 'not encrypted, not fsynced' };
+    return { name: 'Helia UnixFS + blockstore-fs', ingestMiBs, readMiBs: n / MiB / secsSince(t), ingestRssMiB, note: 'not encrypted, not fsynced' };
   } finally {
     await bs.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -64,6 +86,7 @@ export async function hypercore(work: string, total: number, source: Source): Pr
   await core.ready();
   try {
     // Appended in 64 KiB blocks, a batch per MiB: Hypercore's blocks are its unit of reading and of proof.
+    const rss = peakRss();
     let t = performance.now();
     for await (const mib of source()) {
       const blocks: Buffer[] = [];
@@ -71,13 +94,19 @@ export async function hypercore(work: string, total: number, source: Source): Pr
       await core.append(blocks);
     }
     const ingestMiBs = total / MiB / secsSince(t);
+    const ingestRssMiB = rss.stop() / MiB;
     t = performance.now();
     let n = 0;
     for (let i = 0; i < core.length; i++) n += (await core.get(i)).length;
     if (n !== total) throw new Error(`Hypercore read back ${n} bytes of ${total}`);
-    return { name: 'Hypercore 10', ingestMiBs, readMiBs: n / MiB / secsSince(t), note: 'not encrypted, not fsynced' };
+    return { name: 'Hypercore 10', ingestMiBs, readMiBs: n / MiB / secsSince(t), ingestRssMiB, note: 'not encrypted, not fsynced' };
   } finally {
     await core.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+
+export const PEERS: Record<string, (work: string, total: number, source: Source) => Promise<PeerRun>> = {
+  'Helia UnixFS + blockstore-fs': heliaUnixfs,
+  'Hypercore 10': hypercore,
+};

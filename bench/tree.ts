@@ -10,6 +10,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 export const TREE_VERSIONS = ['3.3.1', '3.4.0', '3.5.0', '3.6.0'];
@@ -21,6 +22,15 @@ export interface ToolResult {
   backupSecs: number;
   storedBytes: number;
   restoreSecs: number;
+  /** Peak RSS of the tool's process (the largest over its backups), or NaN without GNU time. */
+  backupRssMiB: number;
+  restoreRssMiB: number;
+}
+
+/** One run of a tool's process: wall seconds and its peak RSS. */
+export interface ToolRun {
+  secs: number;
+  rssMiB: number;
 }
 
 function fetchVersions(): string[] {
@@ -51,11 +61,23 @@ function treeDigest(dir: string): string {
   return h.digest('hex');
 }
 
-function timed(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): number {
+// GNU time reports a process's peak RSS (its own and its children's, waited for); without it the
+// figure is NaN and the report leaves it out.
+const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
+
+function timed(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): ToolRun {
+  const rssFile = path.join(os.tmpdir(), `ouro-bench-rss-${process.pid}`);
+  const [file, argv] = gnuTime ? [gnuTime, ['-f', '%M', '-o', rssFile, cmd, ...args]] : [cmd, args];
   const t = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
+  const r = spawnSync(file, argv, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
+  const secs = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return Number(process.hrtime.bigint() - t) / 1e9;
+  let rssMiB = NaN;
+  if (gnuTime) {
+    rssMiB = Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()) / 1024;
+    fs.rmSync(rssFile);
+  }
+  return { secs, rssMiB };
 }
 
 function installed(cmd: string, versionArgs: string[]): boolean {
@@ -67,10 +89,10 @@ export interface BackupTool {
   available: boolean;
   repo: string;
   init(): void;
-  /** Backs up `<work>/<subject>`; seconds taken. */
-  backup(): number;
-  /** Restores the latest backup of the subject to `out`; seconds taken. */
-  restore(out: string): number;
+  /** Backs up `<work>/<subject>`. */
+  backup(): ToolRun;
+  /** Restores the latest backup of the subject to `out`. */
+  restore(out: string): ToolRun;
 }
 
 /** OuroDB (`ouro put`/`ouro get` as separate processes), restic and borg, each backing up `<work>/<subject>` into a repository of its own. */
@@ -102,11 +124,11 @@ export function backupTools(work: string, key: string, subject: string): BackupT
         return timed('restic', ['--repo', this.repo, 'backup', '--quiet', subject], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
       },
       restore(out) {
-        const secs = timed('restic', ['--repo', this.repo, 'restore', 'latest', '--target', out], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
+        const run = timed('restic', ['--repo', this.repo, 'restore', 'latest', '--target', out], { cwd: work, env: { RESTIC_PASSWORD: 'bench' } });
         fs.renameSync(path.join(out, subject), `${out}.tmp`);
         fs.rmSync(out, { recursive: true });
         fs.renameSync(`${out}.tmp`, out);
-        return secs;
+        return run;
       },
     },
     {
@@ -122,11 +144,11 @@ export function backupTools(work: string, key: string, subject: string): BackupT
       restore(out) {
         fs.mkdirSync(out, { recursive: true });
         const last = execFileSync('borg', ['list', '--last', '1', '--format', '{archive}', this.repo], { env: { ...process.env, BORG_PASSPHRASE: 'bench' } }).toString().trim();
-        const secs = timed('borg', ['extract', `${this.repo}::${last}`], { cwd: out, env: { BORG_PASSPHRASE: 'bench' } });
+        const run = timed('borg', ['extract', `${this.repo}::${last}`], { cwd: out, env: { BORG_PASSPHRASE: 'bench' } });
         fs.renameSync(path.join(out, subject), `${out}.tmp`);
         fs.rmSync(out, { recursive: true });
         fs.renameSync(`${out}.tmp`, out);
-        return secs;
+        return run;
       },
     },
   ];
@@ -155,22 +177,25 @@ export function treeBench(work: string): { results: ToolResult[]; logicalBytes: 
     }
     tool.init();
     let backupSecs = 0;
+    let backupRssMiB = 0;
     for (const t of tgzs) {
       unpack(t, tree);
-      backupSecs += tool.backup();
+      const run = tool.backup();
+      backupSecs += run.secs;
+      backupRssMiB = Math.max(backupRssMiB, run.rssMiB);
     }
     const want = treeDigest(tree);
     const out = path.join(work, `restore-${results.length}`);
-    const restoreSecs = tool.restore(out);
+    const restore = tool.restore(out);
     if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different tree`);
     fs.rmSync(out, { recursive: true });
-    results.push({ tool: tool.name, backupSecs, storedBytes: du(tool.repo), restoreSecs });
+    results.push({ tool: tool.name, backupSecs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB, restoreRssMiB: restore.rssMiB });
   }
   // Export and import throughput of the OuroDB database holding all versions.
   const archive = path.join(work, 'all.ouro');
-  const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro-tree'), archive], { cwd: work });
+  const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro-tree'), archive], { cwd: work }).secs;
   timed(node, [ouroBin, '--key-file', key, 'init', path.join(work, 'ouro2')], { cwd: work });
-  const importSecs = timed(node, [ouroBin, '--key-file', key, 'import', path.join(work, 'ouro2'), archive], { cwd: work });
+  const importSecs = timed(node, [ouroBin, '--key-file', key, 'import', path.join(work, 'ouro2'), archive], { cwd: work }).secs;
   return { results, logicalBytes, files, exportMiBs: logicalBytes / 2 ** 20 / exportSecs, importMiBs: logicalBytes / 2 ** 20 / importSecs, archiveBytes: fs.statSync(archive).size, skipped };
 }
 
@@ -198,12 +223,12 @@ export function largeFileBench(work: string, sizeMiB: number): { results: ToolRe
       continue;
     }
     tool.init();
-    const backupSecs = tool.backup();
+    const backup = tool.backup();
     const out = path.join(work, `restore-large-${results.length}`);
-    const restoreSecs = tool.restore(out);
+    const restore = tool.restore(out);
     if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different file`);
     fs.rmSync(out, { recursive: true });
-    results.push({ tool: tool.name, backupSecs, storedBytes: du(tool.repo), restoreSecs });
+    results.push({ tool: tool.name, backupSecs: backup.secs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB: backup.rssMiB, restoreRssMiB: restore.rssMiB });
     fs.rmSync(tool.repo, { recursive: true, force: true });
   }
   fs.rmSync(subject, { recursive: true, force: true });
