@@ -169,7 +169,7 @@ export class AdminServer {
         case 'GET /replication/blocks':
           return send(res, 200, { blocks: await node.replication.held() });
         case 'POST /replication/repair':
-          node.replication.kick();
+          node.replication.kick({ scrub: true });
           await node.replication.idle();
           return send(res, 200, node.replication.progress);
         case 'POST /cluster/drain':

@@ -44,6 +44,7 @@ import type { NodeMetrics } from './metrics.js';
 import { replicaSet } from './placement.js';
 import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
 import { verifyBlockFile } from '../blockstore/store.js';
+import { EntryHashStream, type SeenEntries } from '../blockstore/entry-hashes.js';
 import { StreamReader } from './stream-reader.js';
 
 export interface ReplicationConfig {
@@ -117,6 +118,10 @@ const MS_PER_MIB = 1000;
 const FETCH_BUDGET_BYTES = 64 * 2 ** 20;
 /** Received bytes gathered into one write. */
 const WRITE_GATHER_BYTES = 1 << 20;
+/** Block files are sent in pieces of this size (see sendFile). */
+const SEND_PIECE_BYTES = 256 * 1024;
+/** A received block is datasynced in the background every this many bytes (see #receive). */
+const EARLY_SYNC_BYTES = 8 << 20;
 /** Bytes of held blocks each repair pass verifies (round-robin across passes). */
 const SCRUB_BYTES_PER_PASS = 256 * 2 ** 20;
 
@@ -165,6 +170,8 @@ export class Replicator implements ReplicaSource {
   #timer: NodeJS.Timeout | undefined;
   #pass: Promise<void> | undefined;
   #again = false;
+  /** The next pass scrubs (set by the repair timer and by operators, see kick). */
+  #scrubDue = false;
   #scrubCursor = '';
 
   constructor(host: ReplicationHost, shelf: Shelf, db: OuroDB | undefined, config: ReplicationConfig) {
@@ -198,9 +205,9 @@ export class Replicator implements ReplicaSource {
       this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#afterSeal(b.id, b.size)));
       this.#db.setReplicaSource(this);
     }
-    this.#timer = setInterval(() => this.kick(), this.#config.repairIntervalMs);
+    this.#timer = setInterval(() => this.kick({ scrub: true }), this.#config.repairIntervalMs);
     this.#timer.unref();
-    this.kick();
+    this.kick({ scrub: true });
   }
 
   async stop(): Promise<void> {
@@ -394,8 +401,8 @@ export class Replicator implements ReplicaSource {
       await reply({ send: true });
       const signal = this.#transferSignal(size);
       const staging = await this.#shelf.staging(id);
-      await this.#receive(reader.bytes(size), staging, signal);
-      return this.#shelf.keep(staging, id);
+      const seen = await this.#receive(reader.bytes(size), staging, size, signal);
+      return this.#shelf.keep(staging, id, seen);
     })();
     this.#receiving.set(id, receipt);
     try {
@@ -413,38 +420,69 @@ export class Replicator implements ReplicaSource {
     }
   }
 
-  /** Writes `source` to a new file `staging` and fsyncs it (the shelf checks and places it). */
-  async #receive(source: AsyncIterable<Uint8Array>, staging: string, signal: AbortSignal): Promise<void> {
+  /**
+   * Writes the `size` bytes of `source` to a new file `staging` and fsyncs it; the shelf then
+   * checks and places it. Three things overlap the transfer so that little is left after the last
+   * byte: each entry is hashed as it passes (the returned hashes spare the shelf reading the file
+   * back), the write of one gathered run proceeds while the next arrives, and every
+   * EARLY_SYNC_BYTES written a datasync starts in the background, so the disk drains while the
+   * network delivers and the closing fsync has only the tail to flush.
+   */
+  async #receive(source: AsyncIterable<Uint8Array>, staging: string, size: number, signal: AbortSignal): Promise<SeenEntries> {
     const handle = await fs.promises.open(staging, 'wx', 0o600).catch((err: unknown) => {
       throw ioError(`create ${staging}`, err);
     });
+    const seen = new EntryHashStream(size);
+    let writing: Promise<unknown> = Promise.resolve();
+    // Background datasyncs, one at a time; a failure is fatal, reported by the wait after the
+    // last write (an fsync error is never retried: the kernel may have dropped the dirty pages).
+    const early: Promise<void>[] = [];
+    let syncInFlight = false;
     try {
       // QUIC hands over pieces of a few KiB: gather them into ~1 MiB writes (one syscall each).
       let at = 0;
+      let syncedMark = 0;
       let pending: Uint8Array[] = [];
       let pendingBytes = 0;
       const write = async () => {
-        await handle.writev(pending, at);
+        // One write in flight: wait for the previous one (and its error) before the next.
+        await writing;
+        writing = handle.writev(pending, at);
         at += pendingBytes;
         pending = [];
         pendingBytes = 0;
+        if (at - syncedMark >= EARLY_SYNC_BYTES && !syncInFlight) {
+          syncedMark = at;
+          syncInFlight = true;
+          const run = writing.then(() => handle.datasync()).finally(() => (syncInFlight = false));
+          run.catch(() => {});
+          early.push(run);
+        }
       };
       for await (const piece of source) {
         signal.throwIfAborted();
+        seen.update(piece);
         pending.push(piece);
         pendingBytes += piece.length;
         if (pendingBytes >= WRITE_GATHER_BYTES) await write();
       }
       if (pendingBytes > 0) await write();
+      await writing;
+      await Promise.all(early).catch((err: unknown) => {
+        throw syncFailure(`fdatasync ${staging}`, err);
+      });
       await handle.sync().catch((err: unknown) => {
         throw syncFailure(`fsync ${staging}`, err);
       });
     } catch (err) {
+      // Nothing may still touch the file when it is closed and removed.
+      await Promise.allSettled([writing, ...early]);
       await handle.close().catch(() => {});
       await nodeVfs.remove(staging).catch(() => {});
       throw err;
     }
     await handle.close();
+    return seen;
   }
 
   async #onGet(stream: Stream): Promise<void> {
@@ -509,8 +547,8 @@ export class Replicator implements ReplicaSource {
       const head = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { size?: unknown };
       if (!Number.isSafeInteger(head.size)) throw new ProtocolError(`${what}: malformed reply`);
       const staging = await this.#shelf.staging(id);
-      await this.#receive(reader.bytes(head.size as number), staging, signal);
-      await this.#shelf.keep(staging, id);
+      const seen = await this.#receive(reader.bytes(head.size as number), staging, head.size as number, signal);
+      await this.#shelf.keep(staging, id, seen);
       this.#host.metrics.replicated('in', head.size as number);
       this.#host.served(peer, head.size as number);
     });
@@ -690,9 +728,15 @@ export class Replicator implements ReplicaSource {
     return out;
   }
 
-  /** Starts a repair pass now (or right after the one running). */
-  kick(): void {
+  /**
+   * Starts a repair pass now (or right after the one running). `scrub`: the pass also scrubs
+   * held blocks. Only the repair timer and an operator's request scrub: the passes kicked by
+   * seals, waits for replicas and membership changes would otherwise read back the very block
+   * being pushed, competing with the push for disk and CPU.
+   */
+  kick(options: { scrub?: boolean } = {}): void {
     if (this.#stop.signal.aborted) return;
+    if (options.scrub) this.#scrubDue = true;
     if (this.#pass) {
       this.#again = true;
       return;
@@ -718,7 +762,10 @@ export class Replicator implements ReplicaSource {
     p.running = true;
     const pass = { checked: 0, under: 0, unsettled: 0 };
     try {
-      await this.#scrub();
+      if (this.#scrubDue) {
+        this.#scrubDue = false;
+        await this.#scrub();
+      }
       if (this.#db) await this.#indexOnce();
       if (this.#db) await this.#deleteRetired();
       let batch: HeldBlock[] = [];
@@ -948,16 +995,30 @@ export class Replicator implements ReplicaSource {
   }
 }
 
-/** Sends the first `size` bytes of an open file in 256 KiB pieces; `pace` may hold each piece back (rate limit). */
+/**
+ * Sends the first `size` bytes of an open file in 256 KiB pieces; `pace` may hold each piece back
+ * (rate limit). The next piece is read while the current one is sent, each into a buffer of its
+ * own (send() may keep a buffer until QUIC has written it, so none is reused or copied).
+ */
 async function sendFile(stream: Stream, handle: fs.promises.FileHandle, file: string, size: number, signal: AbortSignal, pace?: (bytes: number) => Promise<void>): Promise<void> {
-  const piece = Buffer.allocUnsafe(256 * 1024);
-  for (let at = 0; at < size; ) {
-    const n = Math.min(piece.length, size - at);
+  const readAt = async (at: number): Promise<Buffer> => {
+    const n = Math.min(SEND_PIECE_BYTES, size - at);
     await pace?.(n);
+    const piece = Buffer.allocUnsafeSlow(n);
     const { bytesRead } = await handle.read(piece, 0, n, at);
     if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
-    // send() may keep the buffer until it is written: give it a copy of its own.
-    await send(stream, Buffer.from(piece.subarray(0, n)), signal);
-    at += n;
+    return piece;
+  };
+  let next = size > 0 ? readAt(0) : undefined;
+  try {
+    for (let at = 0; at < size; ) {
+      const piece = await next!;
+      at += piece.length;
+      next = at < size ? readAt(at) : undefined;
+      await send(stream, piece, signal);
+    }
+  } finally {
+    // A failed send leaves a read running: let it finish before the caller closes the file.
+    await next?.catch(() => {});
   }
 }

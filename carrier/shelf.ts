@@ -13,6 +13,7 @@
  */
 import crypto from 'node:crypto';
 import path from 'node:path';
+import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { type BlockIndex, readBlockIndex, verifyBlockFile } from '../blockstore/store.js';
 import { fromHex, toHex } from '../lib/bytes.js';
 import type { OuroDB, ReleaseReport } from '../lib/db.js';
@@ -37,8 +38,9 @@ export interface Shelf {
   /**
    * Takes a fully written, fsynced staging file: checks it is block `id` and keeps it durably.
    * Throws CorruptionError (and removes the file) when it is not. False if it was held already.
+   * `seen`: its entry hashes, taken as it was written (spares reading it back when they match).
    */
-  keep(staging: string, id: string): Promise<boolean>;
+  keep(staging: string, id: string, seen?: SeenEntries): Promise<boolean>;
   /** Whether block `id` may be dropped here once the cluster holds enough copies elsewhere. */
   removable(id: string): Promise<boolean>;
   /** Deletes this node's copy of block `id` (durably). */
@@ -159,14 +161,14 @@ export class DirShelf implements Shelf {
     return stagingIn(path.join(this.root, 'incoming'), id);
   }
 
-  async keep(staging: string, id: string): Promise<boolean> {
+  async keep(staging: string, id: string, seen?: SeenEntries): Promise<boolean> {
     if (await this.tombstoned(id)) {
       await nodeVfs.remove(staging).catch(() => {});
       return false;
     }
     let index: BlockIndex;
     try {
-      index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+      index = await verifyBlockFile(nodeVfs, staging, blockIdBytes(id), seen);
     } catch (err) {
       await nodeVfs.remove(staging).catch(() => {});
       throw err;
@@ -228,7 +230,7 @@ export class DbShelf implements Shelf {
     return stagingIn(path.join(this.db.dir, 'incoming'), id);
   }
 
-  async keep(staging: string, id: string): Promise<boolean> {
+  async keep(staging: string, id: string, seen?: SeenEntries): Promise<boolean> {
     try {
       if ((await exists(this.path(id))) || (await this.tombstoned(id))) {
         await nodeVfs.remove(staging).catch(() => {});
@@ -238,10 +240,10 @@ export class DbShelf implements Shelf {
         // The header and footer name the block (a cheap read); adoptBlock checks every byte.
         const index = await readBlockIndex(nodeVfs, staging);
         if (toHex(index.id) !== id) throw new CorruptionError(`${staging}: contents hash to ${toHex(index.id)}, not to ${id}`, { location: { file: staging } });
-        return (await this.db.adoptBlock(staging)).adopted;
+        return (await this.db.adoptBlock(staging, seen)).adopted;
       }
       // Registered but not kept here (dropped earlier, fetched back now): check it, put it back.
-      await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+      await verifyBlockFile(nodeVfs, staging, blockIdBytes(id), seen);
       const dest = this.path(id);
       await nodeVfs.rename(staging, dest).catch((err: unknown) => {
         throw ioError(`rename ${staging} -> ${dest}`, err);

@@ -6,7 +6,8 @@
 import { ProtocolError } from '../lib/errors.js';
 import { FRAME_HEAD_BYTES, decodeFrameBody } from './frames.js';
 
-type Piece = Uint8Array | { subarray(): Uint8Array };
+/** What a libp2p stream yields: bytes, or a Uint8ArrayList (iterable over its buffers). */
+type Piece = Uint8Array | (Iterable<Uint8Array> & { subarray(): Uint8Array });
 
 export class StreamReader {
   readonly #source: AsyncIterator<Piece>;
@@ -22,10 +23,12 @@ export class StreamReader {
     while (this.#bufferedBytes < n) {
       const r = await this.#source.next();
       if (r.done) return false;
-      const bytes = r.value instanceof Uint8Array ? r.value : r.value.subarray();
-      if (bytes.length === 0) continue;
-      this.#buffered.push(bytes);
-      this.#bufferedBytes += bytes.length;
+      // A list's buffers are taken one by one: its subarray() would copy them into one.
+      for (const bytes of r.value instanceof Uint8Array ? [r.value] : r.value) {
+        if (bytes.length === 0) continue;
+        this.#buffered.push(bytes);
+        this.#bufferedBytes += bytes.length;
+      }
     }
     return true;
   }

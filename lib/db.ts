@@ -19,6 +19,7 @@ import { Packr } from 'msgpackr';
 import { EntryKind, type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type OpenBlock, type SealedBlock, assertBlockEntries } from '../blockstore/store.js';
+import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
 import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
@@ -1632,18 +1633,19 @@ export class OuroDB {
    * (the same chunk written on two members) keep their location; the copy counts as dead bytes.
    * A crash after the move is finished by the next open. Adopted blocks are never compacted
    * by gc here. Resolves to adopted false when the block was registered already (its file is
-   * then left alone if it is the registered one, else removed).
+   * then left alone if it is the registered one, else removed). `seen`: entry hashes taken as
+   * the file was received (blockstore/entry-hashes.ts); when they match, entries are not reread.
    */
-  adoptBlock(file: string): Promise<{ id: string; adopted: boolean }> {
+  adoptBlock(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
     this.#checkWritable();
-    const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file)));
+    const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file), seen));
     this.#adoptChain = run.catch(() => {});
     this.#inflight.add(run);
     void run.finally(() => this.#inflight.delete(run)).catch(() => {});
     return run;
   }
 
-  async #adopt(file: string): Promise<{ id: string; adopted: boolean }> {
+  async #adopt(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
     while (this.#exclusive) await this.#exclusive;
     const store = this.#store;
     const index = await store.readIndex(file);
@@ -1653,7 +1655,7 @@ export class OuroDB {
       if (file !== dest) await store.vfs.remove(file).catch(() => {});
       return { id: idHex, adopted: false };
     }
-    await assertBlockEntries(store.vfs, file, index.rows);
+    await assertBlockEntries(store.vfs, file, index.rows, seen);
     const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
     if (file !== dest) {
       await ensureDir(store.vfs, path.dirname(dest));
