@@ -53,11 +53,20 @@ function du(dir: string): number {
   return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).reduce((n, e) => n + fs.statSync(path.join(e.parentPath, e.name)).size, 0);
 }
 
-/** SHA-256 over every file's relative path and contents, in path order. */
+/** SHA-256 over every file's relative path and contents, in path order (read in 1 MiB pieces: a file may be large). */
 function treeDigest(dir: string): string {
   const h = crypto.createHash('sha256');
   const files = fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)).sort();
-  for (const f of files) h.update(path.relative(dir, f)).update('\0').update(fs.readFileSync(f));
+  const piece = Buffer.allocUnsafe(1 << 20);
+  for (const f of files) {
+    h.update(path.relative(dir, f)).update('\0');
+    const fd = fs.openSync(f, 'r');
+    try {
+      for (let n; (n = fs.readSync(fd, piece, 0, piece.length, null)) > 0; ) h.update(piece.subarray(0, n));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
   return h.digest('hex');
 }
 
