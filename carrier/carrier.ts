@@ -17,7 +17,7 @@ import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { type Libp2p, createLibp2p } from 'libp2p';
-import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, type OuroErrorCode } from '../lib/errors.js';
+import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
@@ -190,7 +190,7 @@ export class Carrier {
       return await this.node.dialProtocol(target(peer), protocol, { signal: AbortSignal.any([signal, this.#stopping.signal]) });
     } catch (err) {
       if (signal.aborted) throw new TimeoutError(`${protocol} to ${String(peer)}: no stream`, { cause: err });
-      throw new ProtocolError(`${protocol} to ${String(peer)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new ProtocolError(`${protocol} to ${String(peer)}: ${err instanceof Error ? err.message : errorText(err)}`, { cause: err });
     }
   }
 

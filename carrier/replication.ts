@@ -36,7 +36,7 @@ import type { Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import fs from 'node:fs';
 import { type OuroDB, type ReplicaSource, Tombstone } from '../lib/db.js';
-import { BadArgumentError, CorruptionError, OuroError, ProtocolError, TimeoutError, ioError, syncFailure } from '../lib/errors.js';
+import { BadArgumentError, CorruptionError, OuroError, ProtocolError, TimeoutError, errorText, ioError, syncFailure } from '../lib/errors.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 import { send, unwrapReply } from './carrier.js';
 import { encodeFrame } from './frames.js';
@@ -991,7 +991,7 @@ export class Replicator implements ReplicaSource {
   #failed(what: string, peer: string, id: string, err: unknown): void {
     if (this.#stop.signal.aborted) return;
     this.#progress.failures++;
-    this.#host.log.warn({ event: `${what}-failed`, peer, id, err: err instanceof OuroError ? `${err.code}: ${err.message}` : String(err) }, `block ${what} failed`);
+    this.#host.log.warn({ event: `${what}-failed`, peer, id, err: errorText(err) }, `block ${what} failed`);
   }
 }
 

@@ -186,3 +186,17 @@ export function syncFailure(what: string, err: unknown): FailedError {
   syncFailures++;
   return new FailedError(`${what} failed; reopen the database to recover`, { cause: ioError(what, err) });
 }
+
+/**
+ * One line saying what `err` was, for messages and logs. libp2p sometimes rejects with a DOM
+ * Event (a stream's or connection's 'close', say) rather than an Error, which String() renders as
+ * "[object Event]": name its type and the error it carries instead.
+ */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return err instanceof OuroError ? `${err.code}: ${err.message}` : `${err.name}: ${err.message}`;
+  if (err instanceof Event) {
+    const inner = (err as Event & { error?: unknown }).error;
+    return `${err.type} event${inner === undefined ? '' : ` (${errorText(inner)})`}`;
+  }
+  return String(err);
+}

@@ -2,7 +2,7 @@
  * Checking a block as it arrives (blockstore/entry-hashes.ts): the entry hashes taken from the
  * bytes in passing must agree with the footer exactly when the file is good, and a check given
  * them must still refuse a bad file (falling back to reading it) whatever the bytes did to the
- * parse.
+ * parse. Also errorText, which names what a failed transfer failed with.
  */
 import fs from 'node:fs';
 import fc from 'fast-check';
@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { EntryHashStream } from '../blockstore/entry-hashes.js';
 import { ENTRY_HEADER_BYTES, HEADER_BYTES } from '../blockstore/format.js';
 import { readBlockIndex, verifyBlockFile } from '../blockstore/store.js';
-import { CorruptionError } from '../lib/errors.js';
+import { CorruptionError, ProtocolError, errorText } from '../lib/errors.js';
 import { OuroDB } from '../lib/index.js';
 import { type Vfs, nodeVfs } from '../lib/vfs/vfs.js';
 import { pseudoRandom, tempDir } from './helpers.js';
@@ -119,5 +119,17 @@ describe('EntryHashStream', () => {
     expect((await verifyBlockFile(nodeVfs, file, id, feed(bad, []))).rows.length).toBe(index.rows.length);
     // A truncated stream (fewer entries seen than the footer names) never matches.
     expect(feed(bytes.subarray(0, index.rows[5]!.offset), []).matches(index.rows)).toBe(false);
+  });
+});
+
+describe('errorText', () => {
+  it('names what a transfer failed with, whatever libp2p rejected with', () => {
+    expect(errorText(new ProtocolError('bad frame'))).toBe('OURO_PROTOCOL: bad frame');
+    expect(errorText(new TypeError('x is undefined'))).toBe('TypeError: x is undefined');
+    // libp2p may reject with the 'close' Event of a stream or connection; String() says "[object Event]".
+    const closed = Object.assign(new Event('close'), { error: new Error('connection lost') });
+    expect(errorText(closed)).toBe('close event (Error: connection lost)');
+    expect(errorText(new Event('abort'))).toBe('abort event');
+    expect(errorText('plain')).toBe('plain');
   });
 });
