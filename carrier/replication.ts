@@ -448,6 +448,9 @@ export class Replicator implements ReplicaSource {
         // One write in flight: wait for the previous one (and its error) before the next.
         await writing;
         writing = handle.writev(pending, at);
+        // Its error is thrown by the next wait; until then it must not count as unhandled
+        // (Node would end the process over a disk error).
+        writing.catch(() => {});
         at += pendingBytes;
         pending = [];
         pendingBytes = 0;
@@ -1009,12 +1012,19 @@ async function sendFile(stream: Stream, handle: fs.promises.FileHandle, file: st
     if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
     return piece;
   };
-  let next = size > 0 ? readAt(0) : undefined;
+  // A read ahead fails while the current piece is being sent: its error waits for the loop
+  // (marked handled meanwhile, or Node would end the process over it).
+  const ahead = (at: number) => {
+    const p = readAt(at);
+    p.catch(() => {});
+    return p;
+  };
+  let next = size > 0 ? ahead(0) : undefined;
   try {
     for (let at = 0; at < size; ) {
       const piece = await next!;
       at += piece.length;
-      next = at < size ? readAt(at) : undefined;
+      next = at < size ? ahead(at) : undefined;
       await send(stream, piece, signal);
     }
   } finally {
