@@ -135,7 +135,11 @@ export async function restoreRfBench(quick: boolean, sizeMiB: number): Promise<R
   // Each of the three members holds about two thirds of what was written.
   const total = (quick ? Math.min(sizeMiB, 256) : Math.round(sizeMiB * 3 / 2)) * MiB;
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-rf-'));
-  const heartbeat = { intervalMs: 200, suspectAfterMs: 600, deadAfterMs: 1500 };
+  // Dead after 3 s, not the default 10 s, to keep the run short; not shorter: with three members
+  // and the whole write in one process on two cores, heartbeats ran 0.6-1.5 s late and members
+  // flapped between alive and dead mid-run at 0.6/1.5 s (pushes then failed and waited for
+  // later repair passes, and the copy time swung from 10 s to 37 s).
+  const heartbeat = { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 };
   const replication = { factor: 2, maxUnsealedMs: 1000, deadGraceMs: 500, repairIntervalMs: 500, repairBytesPerSec: 1 << 30 };
   const config = { heartbeat, replication };
   const dirs = ['a', 'b', 'c'].map((n) => path.join(root, n));

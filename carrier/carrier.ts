@@ -273,7 +273,7 @@ export class Carrier {
       if (options.signal?.aborted) throw options.signal.reason;
       if (signal.aborted && !this.#stopping.signal.aborted) throw new TimeoutError(`${protocol} to ${String(peer)}: no answer within ${timeoutMs} ms`, { cause: err });
       if (err instanceof OuroError) throw err;
-      throw new ProtocolError(`${protocol} to ${String(peer)} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new ProtocolError(`${protocol} to ${String(peer)} failed: ${err instanceof Error ? err.message : errorText(err)}`, { cause: err });
     }
     return unwrapReply(reply, `${protocol} at ${String(peer)}`);
   }

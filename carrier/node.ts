@@ -16,7 +16,7 @@ import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey, Stream } from '@libp2p/interface';
 import { pino, type Logger } from 'pino';
-import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
+import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
 import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
@@ -438,7 +438,7 @@ export class Node {
     for (const t of this.#detector.tick()) this.#transition(t);
     this.#watch();
     if (this.#role === 'joining') {
-      await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errText(err) }, 'join request failed; retrying'));
+      await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errorText(err) }, 'join request failed; retrying'));
       return;
     }
     if (this.#role !== 'member') return;
@@ -482,7 +482,7 @@ export class Node {
         await this.ledger.record({ k: 'served', b: served });
       }
     } catch (err) {
-      this.log.warn({ event: 'ledger-record-failed', err: errText(err) }, 'could not record ledger events');
+      this.log.warn({ event: 'ledger-record-failed', err: errorText(err) }, 'could not record ledger events');
     }
   }
 
@@ -507,7 +507,7 @@ export class Node {
                 if (r.more !== true) break;
               }
             } catch (err) {
-              this.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errText(err) }, 'ledger sync failed');
+              this.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errorText(err) }, 'ledger sync failed');
             }
           }),
       );
@@ -555,7 +555,7 @@ export class Node {
       if (reply && reply.list !== undefined) await this.#mergeFrom(reply.list, peer);
     } catch (err) {
       this.metrics.heartbeat('failed');
-      this.log.debug({ event: 'heartbeat-failed', peer, err: errText(err) }, 'heartbeat failed');
+      this.log.debug({ event: 'heartbeat-failed', peer, err: errorText(err) }, 'heartbeat failed');
     }
   }
 
@@ -580,9 +580,9 @@ export class Node {
             this.log.debug({ event: 'announced', peer, epoch: list.epoch }, 'member list announced');
             const theirs = (reply as { list?: unknown } | null)?.list;
             // Not awaited: an announce runs inside a list change, and a merge waits for that change to end.
-            if (theirs !== undefined && this.#role === 'member') void this.#mergeFrom(theirs, peer).catch((err: unknown) => this.log.warn({ event: 'merge-failed', peer, err: errText(err) }, 'a list from a peer did not merge'));
+            if (theirs !== undefined && this.#role === 'member') void this.#mergeFrom(theirs, peer).catch((err: unknown) => this.log.warn({ event: 'merge-failed', peer, err: errorText(err) }, 'a list from a peer did not merge'));
           })
-          .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errText(err) }, 'announce failed')),
+          .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errorText(err) }, 'announce failed')),
       ),
     );
   }
@@ -747,7 +747,7 @@ export class Node {
         this.log.info({ event: 'drained' }, 'drained: every block this node held is on its placement elsewhere; it left the cluster');
       })
       .catch((err: unknown) => {
-        if (!this.#stopping) this.log.error({ event: 'drain-failed', err: errText(err) }, 'drain stopped');
+        if (!this.#stopping) this.log.error({ event: 'drain-failed', err: errorText(err) }, 'drain stopped');
       });
   }
 
@@ -853,8 +853,4 @@ export class Node {
     if (this.#ownsDb) await this.db!.close();
     this.log.info({ event: 'stop', peerId: this.peerId }, 'node stopped');
   }
-}
-
-function errText(err: unknown): string {
-  return err instanceof OuroError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
 }

@@ -26,7 +26,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
-import { CorruptionError, OuroError, ProtocolError, ioError } from '../lib/errors.js';
+import { CorruptionError, OuroError, ProtocolError, errorText, ioError } from '../lib/errors.js';
 import type { Ledger, ProofResult } from './ledger.js';
 import type { NodeMetrics } from './metrics.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
@@ -149,7 +149,7 @@ export class Prover {
     await this.#host.handle('proof', (m) => this.#answer(m));
     if (!this.#db || !this.#config.enabled) return;
     // Stock is made while the freshly sealed block is at hand (and in the page cache).
-    this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#restock(b.id, b.size)).catch((err: unknown) => this.#host.log.warn({ event: 'proof-stock-failed', id: b.id, err: String(err) }, 'could not make proof challenges for a block')));
+    this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#restock(b.id, b.size)).catch((err: unknown) => this.#host.log.warn({ event: 'proof-stock-failed', id: b.id, err: errorText(err) }, 'could not make proof challenges for a block')));
     this.#timer = setInterval(() => this.kick(), this.#config.intervalMs);
     this.#timer.unref();
   }
@@ -165,7 +165,7 @@ export class Prover {
   kick(): Promise<void> {
     if (this.#stop.signal.aborted) return Promise.resolve();
     this.#round ??= this.#challengeRound()
-      .catch((err: unknown) => this.#host.log.warn({ event: 'proof-round-failed', err: String(err) }, 'proof round failed'))
+      .catch((err: unknown) => this.#host.log.warn({ event: 'proof-round-failed', err: errorText(err) }, 'proof round failed'))
       .finally(() => (this.#round = undefined));
     return this.#round;
   }
@@ -251,7 +251,7 @@ export class Prover {
       // No answer in time is late; an error the holder sent about the block is a failure;
       // anything else (a connection lost, a refusal during a list change) decides nothing.
       result = code === 'OURO_TIMEOUT' ? 'late' : code === 'OURO_CORRUPTION' || code === 'OURO_IO_ERROR' || code === 'OURO_NOT_FOUND' ? 'fail' : undefined;
-      if (result === undefined) this.#host.log.debug({ event: 'proof-undecided', peer, id, err: String(err) }, 'proof challenge got no verdict');
+      if (result === undefined) this.#host.log.debug({ event: 'proof-undecided', peer, id, err: errorText(err) }, 'proof challenge got no verdict');
     }
     const ms = Math.round(performance.now() - started);
     this.#host.metrics.proof(result ?? 'undecided');

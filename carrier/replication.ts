@@ -251,7 +251,7 @@ export class Replicator implements ReplicaSource {
     const others = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state !== 'dead' && !targets.includes(m.peerId));
     await Promise.all(
       others.map((m) =>
-        this.#host.request(m.peerId, 'block-announce', { v: PROTOCOL_VERSION, blocks: [{ id, size }] }, { signal: this.#stop.signal }).catch((err: unknown) => this.#host.log.debug({ event: 'announce-failed', peer: m.peerId, err: String(err) }, 'block announce failed')),
+        this.#host.request(m.peerId, 'block-announce', { v: PROTOCOL_VERSION, blocks: [{ id, size }] }, { signal: this.#stop.signal }).catch((err: unknown) => this.#host.log.debug({ event: 'announce-failed', peer: m.peerId, err: errorText(err) }, 'block announce failed')),
       ),
     );
   }
@@ -535,7 +535,7 @@ export class Replicator implements ReplicaSource {
         return;
       } catch (err) {
         last = err;
-        this.#host.log.debug({ event: 'fetch-failed', id, peer, err: String(err) }, 'block fetch failed');
+        this.#host.log.debug({ event: 'fetch-failed', id, peer, err: errorText(err) }, 'block fetch failed');
       }
     }
     throw last;
@@ -643,7 +643,7 @@ export class Replicator implements ReplicaSource {
               });
             } catch (err) {
               done.fill(false);
-              this.#host.log.debug({ event: 'retire-failed', peer: m.peerId, phase, err: String(err) }, 'block-retire failed');
+              this.#host.log.debug({ event: 'retire-failed', peer: m.peerId, phase, err: errorText(err) }, 'block-retire failed');
             }
           }),
         );
@@ -745,7 +745,7 @@ export class Replicator implements ReplicaSource {
       return;
     }
     this.#pass = this.#runPass()
-      .catch((err: unknown) => this.#host.log.warn({ event: 'repair-failed', err: String(err) }, 'repair pass failed'))
+      .catch((err: unknown) => this.#host.log.warn({ event: 'repair-failed', err: errorText(err) }, 'repair pass failed'))
       .finally(() => {
         this.#pass = undefined;
         if (this.#again) {
@@ -885,7 +885,7 @@ export class Replicator implements ReplicaSource {
           });
         } catch (err) {
           unreachable.add(peer);
-          this.#host.log.debug({ event: 'have-failed', peer, err: String(err) }, 'block-have failed');
+          this.#host.log.debug({ event: 'have-failed', peer, err: errorText(err) }, 'block-have failed');
         }
       }),
     );
@@ -966,7 +966,7 @@ export class Replicator implements ReplicaSource {
         try {
           page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, this.#smallRequest())) as typeof page;
         } catch (err) {
-          this.#host.log.debug({ event: 'list-failed', peer: m.peerId, err: String(err) }, 'block-list failed');
+          this.#host.log.debug({ event: 'list-failed', peer: m.peerId, err: errorText(err) }, 'block-list failed');
           break;
         }
         for (const b of page.blocks) {

@@ -11,7 +11,7 @@
  * stream is. A malformed frame closes the session with OURO_PROTOCOL for every request on it.
  */
 import type { Stream } from '@libp2p/interface';
-import { OuroError, ProtocolError, RefusedError } from '../lib/errors.js';
+import { OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import { type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 
 export const SESSION_PROTOCOL = '/ouro/session/1';
@@ -121,7 +121,7 @@ export class ClientSession {
         }
         this.#fail(new ProtocolError('session closed by the peer'));
       } catch (err) {
-        this.#fail(err instanceof OuroError ? err : new ProtocolError(`session failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
+        this.#fail(err instanceof OuroError ? err : new ProtocolError(`session failed: ${err instanceof Error ? err.message : errorText(err)}`, { cause: err }));
       }
     })();
   }
