@@ -141,10 +141,17 @@ describe('cluster operations', () => {
     const gc = await dbApi.json<{ blocksRemoved: number }>(a, '/db/gc', 'POST', { threshold: 1 });
     expect(gc.blocksRemoved).toBe(2);
     // The writer's copies go at once; the others' only after every member released the blocks.
-    await waitFor(() => [a, b, c].every((n) => blockFiles(n.dir, x1!).length === 0 && blockFiles(n.dir, x2).length === 0), 60_000, 'copies deleted everywhere');
+    // A member logs block-dropped once the file is gone (and its directory synced), and the log
+    // line reaches us through a pipe: wait for both, or the check below races the log.
+    const droppedIds = (n: NodeProc) => n.logs.filter((l) => l.event === 'block-dropped').map((l) => String(l.id));
+    await waitFor(
+      () => [a, b, c].every((n) => blockFiles(n.dir, x1!).length === 0 && blockFiles(n.dir, x2).length === 0) && [b, c].every((n) => droppedIds(n).includes(x1!) && droppedIds(n).includes(x2)),
+      60_000,
+      'copies deleted everywhere',
+    );
     for (const n of [b, c]) {
       const released = n.logs.filter((l) => l.event === 'block-released').map((l) => String(l.id));
-      const dropped = n.logs.filter((l) => l.event === 'block-dropped').map((l) => String(l.id));
+      const dropped = droppedIds(n);
       expect(released.sort()).toEqual([x1!, x2].sort());
       expect(dropped.sort()).toEqual([x1!, x2].sort());
       // Each copy was deleted after its member released it, never before.
