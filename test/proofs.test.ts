@@ -84,11 +84,19 @@ describe('proofs of storage', () => {
 
     // The same events give the same ledger: every member folds the common cut alike, and each
     // member's running ledger equals a fold of the events it holds.
-    await Promise.all(all.map((n) => n.post('/ledger/sync', {})));
-    const views = await Promise.all(all.map(ledgerOf));
+    // A sync pulls only from members it sees alive: under load one may be suspect for a moment,
+    // so sync until every member holds events of every observer (the cut below needs them).
     const cut: Record<string, number> = {};
-    for (const o of ids) cut[o] = Math.min(...views.map((v) => v.observers[o] ?? 0));
-    expect(Object.values(cut).every((n) => n > 0)).toBe(true);
+    await waitFor(
+      async () => {
+        await Promise.all(all.map((n) => n.post('/ledger/sync', {})));
+        const views = await Promise.all(all.map(ledgerOf));
+        for (const o of ids) cut[o] = Math.min(...views.map((v) => v.observers[o] ?? 0));
+        return Object.values(cut).every((n) => n > 0);
+      },
+      30_000,
+      'every member holds events of every observer',
+    );
     const at = Object.entries(cut).map(([o, n]) => `${o}:${n}`).join(',');
     const cuts = await Promise.all(all.map((n) => n.get<LedgerView>(`/ledger?at=${at}`)));
     for (const c of cuts) expect(c).toEqual(cuts[0]);
