@@ -11,12 +11,8 @@ import path from 'node:path';
 
 import crypto from 'node:crypto';
 
-export interface PeerRun {
+export interface PeerRun extends IngestTimes {
   name: string;
-  ingestMiBs: number;
-  readMiBs: number;
-  /** Peak RSS of the process while ingesting, sampled as for OuroDB's own figure. */
-  ingestRssMiB: number;
   note: string;
 }
 
@@ -41,6 +37,31 @@ export function peakRss(): { stop: () => number } {
   return { stop: () => (clearInterval(t), peak) };
 }
 
+/** What one ingest-and-read-back run measured (bench/run.ts times OuroDB with it too). */
+export interface IngestTimes {
+  ingestMiBs: number;
+  readMiBs: number;
+  /** Peak RSS of the process while ingesting. */
+  ingestRssMiB: number;
+}
+
+/**
+ * Times an ingest of `total` bytes and their read-back, the same way for OuroDB and for each
+ * peer: MiB/s both ways and the peak RSS while ingesting. `readBack` resolves to the bytes it
+ * read; any other count than `total` is an error.
+ */
+export async function timeIngestAndRead(what: string, total: number, ingest: () => Promise<void>, readBack: () => Promise<number>): Promise<IngestTimes> {
+  const rss = peakRss();
+  let t = performance.now();
+  await ingest();
+  const ingestMiBs = total / MiB / secsSince(t);
+  const ingestRssMiB = rss.stop() / MiB;
+  t = performance.now();
+  const n = await readBack();
+  if (n !== total) throw new Error(`${what} read back ${n} bytes of ${total}`);
+  return { ingestMiBs, readMiBs: n / MiB / secsSince(t), ingestRssMiB };
+}
+
 /** A module by name, without TypeScript resolving it (the peers ship no types we rely on). */
 async function load<T>(name: string): Promise<T> {
   return (await import(name)) as T;
@@ -54,17 +75,20 @@ export async function heliaUnixfs(work: string, total: number, source: Source): 
   const bs = new FsBlockstore(dir);
   await bs.open();
   try {
-    const rss = peakRss();
-    let t = performance.now();
     let root = '';
-    for await (const e of importer([{ path: 'value', content: source() }], bs)) root = e.cid.toString();
-    const ingestMiBs = total / MiB / secsSince(t);
-    const ingestRssMiB = rss.stop() / MiB;
-    t = performance.now();
-    let n = 0;
-    for await (const piece of (await exporter(root, bs)).content()) n += piece.length;
-    if (n !== total) throw new Error(`Helia read back ${n} bytes of ${total}`);
-    return { name: 'Helia UnixFS + blockstore-fs', ingestMiBs, readMiBs: n / MiB / secsSince(t), ingestRssMiB, note: 'not encrypted, not fsynced' };
+    const times = await timeIngestAndRead(
+      'Helia',
+      total,
+      async () => {
+        for await (const e of importer([{ path: 'value', content: source() }], bs)) root = e.cid.toString();
+      },
+      async () => {
+        let n = 0;
+        for await (const piece of (await exporter(root, bs)).content()) n += piece.length;
+        return n;
+      },
+    );
+    return { name: 'Helia UnixFS + blockstore-fs', ...times, note: 'not encrypted, not fsynced' };
   } finally {
     await bs.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -85,21 +109,24 @@ export async function hypercore(work: string, total: number, source: Source): Pr
   const core = new Hypercore(dir);
   await core.ready();
   try {
-    // Appended in 64 KiB blocks, a batch per MiB: Hypercore's blocks are its unit of reading and of proof.
-    const rss = peakRss();
-    let t = performance.now();
-    for await (const mib of source()) {
-      const blocks: Buffer[] = [];
-      for (let at = 0; at < mib.length; at += 64 * 1024) blocks.push(mib.subarray(at, at + 64 * 1024));
-      await core.append(blocks);
-    }
-    const ingestMiBs = total / MiB / secsSince(t);
-    const ingestRssMiB = rss.stop() / MiB;
-    t = performance.now();
-    let n = 0;
-    for (let i = 0; i < core.length; i++) n += (await core.get(i)).length;
-    if (n !== total) throw new Error(`Hypercore read back ${n} bytes of ${total}`);
-    return { name: 'Hypercore 10', ingestMiBs, readMiBs: n / MiB / secsSince(t), ingestRssMiB, note: 'not encrypted, not fsynced' };
+    const times = await timeIngestAndRead(
+      'Hypercore',
+      total,
+      async () => {
+        // Appended in 64 KiB blocks, a batch per MiB: Hypercore's blocks are its unit of reading and of proof.
+        for await (const mib of source()) {
+          const blocks: Buffer[] = [];
+          for (let at = 0; at < mib.length; at += 64 * 1024) blocks.push(mib.subarray(at, at + 64 * 1024));
+          await core.append(blocks);
+        }
+      },
+      async () => {
+        let n = 0;
+        for (let i = 0; i < core.length; i++) n += (await core.get(i)).length;
+        return n;
+      },
+    );
+    return { name: 'Hypercore 10', ...times, note: 'not encrypted, not fsynced' };
   } finally {
     await core.close();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -43,7 +43,7 @@ import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, type ToolResult, largeFileBench, treeBench } from './tree.js';
 import { carrierBench } from './carrier.js';
 import { replicationBench, restoreRfBench } from './replication.js';
-import { PEERS, type PeerRun, keystream, peakRss } from './peers.js';
+import { type IngestTimes, PEERS, type PeerRun, keystream, timeIngestAndRead } from './peers.js';
 import { recoveryBench } from './recovery.js';
 import { PARTS, type Row } from './report.js';
 
@@ -62,6 +62,13 @@ const skipped: string[] = [];
 const row = (r: Omit<Row, 'part'> & { part?: string }) => rows.push({ part: only ?? 'all', ...r });
 const results: Record<string, unknown> = { machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`, node: process.version, date: new Date().toISOString(), sizeMiB };
 
+/** Peak RSS of each tool's backup and restore processes, beside OuroDB's (when GNU time measured them). */
+function toolRssRows(what: string, ours: ToolResult, all: ToolResult[]): void {
+  for (const r of all.filter((x) => x !== ours && Number.isFinite(x.backupRssMiB) && Number.isFinite(ours.backupRssMiB))) {
+    row({ workload: `peak RSS backing up ${what}`, unit: 'MiB', better: 'lower', ours: ours.backupRssMiB, peer: r.tool, peerValue: r.backupRssMiB });
+    row({ workload: `peak RSS restoring ${what}`, unit: 'MiB', better: 'lower', ours: ours.restoreRssMiB, peer: r.tool, peerValue: r.restoreRssMiB });
+  }
+}
 /** Runs one ingest peer in a process of its own (bench/peer-run.ts); throws with its error line if it fails. */
 function peerRun(name: string, total: number): PeerRun {
   const r = spawnSync(process.execPath, [path.join(here, 'peer-run.js'), name, work, String(total)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -81,21 +88,25 @@ async function rawFloor(total: number): Promise<number> {
   return total / MiB / secs;
 }
 
-async function ingestAndRead(total: number): Promise<{ ingest: number; read: number; rssMiB: number }> {
+async function ingestAndRead(total: number): Promise<IngestTimes> {
   const dir = path.join(work, 'ingest');
   const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
-  const rss = peakRss();
-  let started = process.hrtime.bigint();
-  const r = await db.put(keystream(total, crypto.randomBytes(32)));
-  const ingest = total / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
-  const rssMiB = rss.stop() / MiB;
-  started = process.hrtime.bigint();
-  let n = 0;
-  for await (const p of db.stream(r.hash)) n += p.length;
-  const read = n / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
+  let hash = '';
+  const times = await timeIngestAndRead(
+    'OuroDB',
+    total,
+    async () => {
+      hash = (await db.put(keystream(total, crypto.randomBytes(32)))).hash;
+    },
+    async () => {
+      let n = 0;
+      for await (const p of db.stream(hash)) n += p.length;
+      return n;
+    },
+  );
   await db.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { ingest, read, rssMiB };
+  return times;
 }
 
 async function smallValues(): Promise<{ ouro: number; level: number }> {
@@ -157,39 +168,32 @@ if (runs('ingest')) {
   const floor = await rawFloor(sizeMiB * MiB);
   const io = await ingestAndRead(sizeMiB * MiB);
   console.log('ingest, incompressible, durable, encrypted        MiB/s   peer MiB/s  ratio');
-  console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingest)}   ${fmt(floor)}   ${(io.ingest / floor).toFixed(2)}`);
-  console.log(`  OuroDB stream read-back                      ${fmt(io.read)}`);
-  console.log(`  peak RSS while ingesting                     ${fmt(io.rssMiB)} MiB`);
-  Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingest, ingestVsFloor: io.ingest / floor, readMiBs: io.read, ingestPeakRssMiB: io.rssMiB });
+  console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingestMiBs)}   ${fmt(floor)}   ${(io.ingestMiBs / floor).toFixed(2)}`);
+  console.log(`  OuroDB stream read-back                      ${fmt(io.readMiBs)}`);
+  console.log(`  peak RSS while ingesting                     ${fmt(io.ingestRssMiB)} MiB`);
+  Object.assign(results, { rawFloorMiBs: floor, ingestMiBs: io.ingestMiBs, ingestVsFloor: io.ingestMiBs / floor, readMiBs: io.readMiBs, ingestPeakRssMiB: io.ingestRssMiB });
   const ingest = `ingest ${sizeMiB} MiB incompressible, one streamed put`;
   const read = `read back ${sizeMiB} MiB (stream)`;
   const rss = `peak RSS while ingesting ${sizeMiB} MiB`;
-  row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingest, peer: 'raw write + fsync', peerValue: floor, note: 'OuroDB: encrypted, durable' });
+  row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingestMiBs, peer: 'raw write + fsync', peerValue: floor, note: 'OuroDB: encrypted, durable' });
   const readRows: Row[] = [];
   const rssRows: Row[] = [];
   for (const name of Object.keys(PEERS)) {
     try {
       const p = peerRun(name, sizeMiB * MiB);
       console.log(`  ${p.name.padEnd(44)} ${fmt(p.ingestMiBs)}   read ${fmt(p.readMiBs)} MiB/s, peak RSS ${p.ingestRssMiB.toFixed(0)} MiB  (${p.note})`);
-      row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingest, peer: p.name, peerValue: p.ingestMiBs, note: `peer ${p.note}` });
-      readRows.push({ part: only ?? 'all', workload: read, unit: 'MiB/s', better: 'higher', ours: io.read, peer: p.name, peerValue: p.readMiBs });
-      rssRows.push({ part: only ?? 'all', workload: rss, unit: 'MiB', better: 'lower', ours: io.rssMiB, peer: p.name, peerValue: p.ingestRssMiB, note: 'each in a process of its own' });
+      row({ workload: ingest, unit: 'MiB/s', better: 'higher', ours: io.ingestMiBs, peer: p.name, peerValue: p.ingestMiBs, note: `peer ${p.note}` });
+      readRows.push({ part: only ?? 'all', workload: read, unit: 'MiB/s', better: 'higher', ours: io.readMiBs, peer: p.name, peerValue: p.readMiBs });
+      rssRows.push({ part: only ?? 'all', workload: rss, unit: 'MiB', better: 'lower', ours: io.ingestRssMiB, peer: p.name, peerValue: p.ingestRssMiB, note: 'each in a process of its own' });
     } catch (err) {
       skipped.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
       console.log(`  (skipped ${name}: ${err instanceof Error ? err.message : String(err)})`);
     }
   }
   if (rssRows.length) rows.push(...rssRows);
-  else row({ workload: rss, unit: 'MiB', better: 'lower', ours: io.rssMiB });
+  else row({ workload: rss, unit: 'MiB', better: 'lower', ours: io.ingestRssMiB });
   if (readRows.length) rows.push(...readRows);
-  else row({ workload: read, unit: 'MiB/s', better: 'higher', ours: io.read });
-}
-/** Peak RSS of each tool's backup and restore processes, beside OuroDB's (when GNU time measured them). */
-function rssRows(what: string, ours: ToolResult, all: ToolResult[]): void {
-  for (const r of all.filter((x) => x !== ours && Number.isFinite(x.backupRssMiB) && Number.isFinite(ours.backupRssMiB))) {
-    row({ workload: `peak RSS backing up ${what}`, unit: 'MiB', better: 'lower', ours: ours.backupRssMiB, peer: r.tool, peerValue: r.backupRssMiB });
-    row({ workload: `peak RSS restoring ${what}`, unit: 'MiB', better: 'lower', ours: ours.restoreRssMiB, peer: r.tool, peerValue: r.restoreRssMiB });
-  }
+  else row({ workload: read, unit: 'MiB/s', better: 'higher', ours: io.readMiBs });
 }
 if (runs('backup')) {
   const b = largeFileBench(work, sizeMiB);
@@ -204,7 +208,7 @@ one ${sizeMiB} MiB incompressible file, backed up and restored (each tool a proc
     row({ workload: `back up one ${sizeMiB} MiB file`, unit: 'MiB/s', better: 'higher', ours: sizeMiB / ours.backupSecs, peer: r.tool, peerValue: sizeMiB / r.backupSecs, note: 'all encrypted and durable, each a separate process' });
     row({ workload: `restore one ${sizeMiB} MiB file`, unit: 'MiB/s', better: 'higher', ours: sizeMiB / ours.restoreSecs, peer: r.tool, peerValue: sizeMiB / r.restoreSecs });
   }
-  rssRows(`one ${sizeMiB} MiB file`, ours, b.results);
+  toolRssRows(`one ${sizeMiB} MiB file`, ours, b.results);
   Object.assign(results, { backup: b });
 }
 if (runs('recovery')) {
@@ -264,7 +268,7 @@ if (runs('tree')) {
     row({ workload: 'versioned tree: bytes on disk after all versions', unit: 'MiB', better: 'lower', ours: ours.storedBytes / MiB, peer: r.tool, peerValue: r.storedBytes / MiB });
     row({ workload: 'versioned tree: restore the last version', unit: 's', better: 'lower', ours: ours.restoreSecs, peer: r.tool, peerValue: r.restoreSecs });
   }
-  rssRows('versioned tree', ours, t.results);
+  toolRssRows('versioned tree', ours, t.results);
   row({ workload: 'export archive of the tree database', unit: 'MiB/s', better: 'higher', ours: t.exportMiBs });
   row({ workload: 'import that archive', unit: 'MiB/s', better: 'higher', ours: t.importMiBs });
 }
@@ -286,7 +290,7 @@ if (runs('replication')) {
 if (runs('restore-rf')) {
   const r = (await restoreRfBench(values.quick, sizeMiB)) as { lostMiB: number; copiedMiB: number; noticedSec: number; totalSec: number; copySec: number; rawSec: number };
   Object.assign(results, { restoreRf: r });
-  row({ workload: `repair: RF 2 restored in a 3-node cluster after losing a member holding ${r.lostMiB.toFixed(0)} MiB`, unit: 's', better: 'lower', ours: r.totalSec, note: `noticed dead after ${r.noticedSec.toFixed(1)} s (test timings)` });
+  row({ workload: `repair: RF 2 restored in a 3-node cluster after losing a member holding ${r.lostMiB.toFixed(0)} MiB`, unit: 's', better: 'lower', ours: r.totalSec, note: `noticed dead after ${r.noticedSec.toFixed(1)} s (detector: dead after 3 s)` });
   row({ workload: `repair: copying the ${r.copiedMiB.toFixed(0)} MiB left with one copy`, unit: 's', better: 'lower', ours: r.copySec, peer: 'raw libp2p QUIC stream, same bytes', peerValue: r.rawSec });
 }
 if (runs('micro')) {
