@@ -28,7 +28,7 @@ import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
 import { DatabaseKeys, ID_BYTES, deriveKey, gearTable } from './crypto.js';
 import { type SealedEntry, openEntry, sealEntry } from './entry.js';
-import { OFFLOAD_MIN_BYTES, SealPool } from './seal-pool.js';
+import { OFFLOAD_MIN_BYTES, RECORD_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
 import {
   BadArgumentError,
   ClosedError,
@@ -377,6 +377,8 @@ const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
 const NO_ID = Buffer.alloc(0);
+/** Other writes in flight from which a put's object record is sealed on the pool (#identifyRecord). */
+const RECORD_OFFLOAD_INFLIGHT = 4;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
 const SEAL_AHEAD = 8;
 
@@ -448,6 +450,9 @@ export class OuroDB {
   readonly #pending = new Map<string, PendingEntry>();
   #queue: PendingEntry[] = [];
   #committer: Promise<void> | undefined;
+  /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
+  #synced: PendingEntry[] = [];
+  #indexer: Promise<void> | undefined;
   #batchChain: Promise<void> = Promise.resolve();
   #stats: PersistedStats;
   readonly #inflight = new Set<Promise<unknown>>();
@@ -845,10 +850,9 @@ export class OuroDB {
     };
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
-      const bytes = encodeRecord(record);
-      const hash = this.#keys.objectId(bytes);
+      const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
-      const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), record.size, inlineSize, undefined, { ops, prepare });
+      const entry = await this.#store_(EntryKind.Object, hash, seal, record.size, inlineSize, undefined, { ops, prepare });
       if (entry) link.onQueued?.(entry.committed);
       if (entry) await (durability === 'durable' ? entry.committed : entry.written);
       return hash;
@@ -865,8 +869,7 @@ export class OuroDB {
       const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
-      const bytes = encodeRecord(record);
-      const hash = this.#keys.objectId(bytes);
+      const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
       const n = versionNumber(prevHeads);
       const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
       const ops: BatchOp[] = [
@@ -874,13 +877,29 @@ export class OuroDB {
         { type: 'put', key: keys.version(key.bytes, n, hash), value: EMPTY },
       ];
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
-      const stored = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), record.size, inlineSize, undefined, { ops, prepare });
+      const stored = await this.#store_(EntryKind.Object, hash, seal, record.size, inlineSize, undefined, { ops, prepare });
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
     });
     if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
     return entry.hash;
+  }
+
+  /**
+   * An encoded object record's hash and how to seal it. While other puts are in flight the record
+   * goes to the seal pool, batched with theirs (SealPool.sealRecord): the HMAC and the sealing
+   * leave the main thread, which under many concurrent small puts is the bottleneck. A put on
+   * its own keeps them here and skips the worker's round trip. A record that turns out to be
+   * stored already was sealed for nothing; records carry their creation time, so that is rare.
+   */
+  async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; seal: () => SealedEntry }> {
+    if (this.#inflight.size >= RECORD_OFFLOAD_INFLIGHT && bytes.byteLength <= RECORD_BATCH_MAX_BYTES) {
+      const { id, sealed } = await this.#sealPool.sealRecord(bytes, this.#compression);
+      return { hash: id, seal: () => sealed };
+    }
+    const hash = this.#keys.objectId(bytes);
+    return { hash, seal: () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression) };
   }
 
   /**
@@ -1312,23 +1331,26 @@ export class OuroDB {
   }
 
   /**
-   * Group commit. Takes everything queued so far, waits for its bytes to reach the OS, fdatasyncs
-   * each block file involved, then writes all their WAL records and locations in one synced
-   * LevelDB batch. Puts arriving meanwhile form the next group, so N concurrent puts cost about
-   * two fsyncs per group instead of two each.
+   * Group commit, in two stages so that neither the block files' fsyncs nor LevelDB's wait on
+   * the other.
    *
-   * Two groups are in flight at once: while group N's LevelDB batch is being synced, group N+1's
-   * block bytes are fdatasynced. Safe because each group's batch is issued only after its own
-   * blocks are synced, and batches run strictly in order (#writeBatch), so a group never becomes
-   * durable before the groups queued ahead of it (which its dedup hits may point into).
+   * Stage one (#commitLoop) takes everything queued so far, waits for its bytes to reach the OS
+   * and fdatasyncs each block file involved, then hands the group to stage two and takes the next.
+   * Stage two (#indexLoop) writes the WAL records and locations of every group handed over since
+   * its last batch in one synced LevelDB batch: while one batch is being synced, the groups
+   * synced meanwhile gather into the next. So N concurrent puts cost a block fdatasync per group
+   * and a LevelDB sync per batch instead of two fsyncs each, and the batches grow with the load.
+   *
+   * Safe because a group reaches stage two only after its own blocks are synced, and stage two
+   * takes groups in queue order and runs its batches strictly in order (#writeBatch), so an entry
+   * never becomes durable before the entries queued ahead of it (which its dedup hits may point
+   * into).
    */
   async #commitLoop(): Promise<void> {
-    let previous: Promise<void> = Promise.resolve();
     try {
       while (this.#queue.length > 0 && !this.#failed) {
         let group = this.#queue;
         this.#queue = [];
-        let batch: Promise<void>;
         try {
           const writes = await Promise.allSettled(group.map((e) => e.written));
           const bad = writes.findIndex((w) => w.status === 'rejected');
@@ -1347,25 +1369,14 @@ export class OuroDB {
           const blocks = new Set(group.map((e) => e.block));
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
-          const [ops, delta, prepares] = this.#walOps(group);
-          batch = this.#writeBatch(ops, delta, prepares);
         } catch (err) {
-          batch = Promise.reject(err);
+          this.#fail(err);
+          for (const e of group) e.reject(this.#failed);
+          break;
         }
-        const settled = batch.then(
-          () => {
-            failpoint('commit.after-wal');
-            this.#committed(group);
-          },
-          (err: unknown) => {
-            this.#fail(err);
-            for (const e of group) e.reject(this.#failed);
-          },
-        );
-        await previous;
-        previous = settled;
+        for (const e of group) this.#synced.push(e);
+        this.#indexer ??= this.#indexLoop();
       }
-      await previous;
     } finally {
       this.#committer = undefined;
       if (this.#failed) {
@@ -1373,6 +1384,34 @@ export class OuroDB {
         this.#queue = [];
       } else if (this.#queue.length > 0) {
         this.#committer = this.#commitLoop();
+      }
+    }
+  }
+
+  /** Stage two of group commit (see #commitLoop): one synced index batch for all synced groups. */
+  async #indexLoop(): Promise<void> {
+    try {
+      while (this.#synced.length > 0 && !this.#failed) {
+        const entries = this.#synced;
+        this.#synced = [];
+        try {
+          const [ops, delta, prepares] = this.#walOps(entries);
+          await this.#writeBatch(ops, delta, prepares);
+          failpoint('commit.after-wal');
+        } catch (err) {
+          this.#fail(err);
+          for (const e of entries) e.reject(this.#failed);
+          break;
+        }
+        this.#committed(entries);
+      }
+    } finally {
+      this.#indexer = undefined;
+      if (this.#failed) {
+        for (const e of this.#synced) e.reject(this.#failed);
+        this.#synced = [];
+      } else if (this.#synced.length > 0) {
+        this.#indexer = this.#indexLoop();
       }
     }
   }
@@ -1567,7 +1606,7 @@ export class OuroDB {
   async #flush(): Promise<void> {
     await Promise.allSettled([...this.#inflight]);
     this.#rotate();
-    while (this.#committer) await this.#committer;
+    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
     while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
     if (this.#failed) throw this.#failed;
     const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);

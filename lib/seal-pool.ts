@@ -1,8 +1,15 @@
 /**
  * Chunk ids and sealing (compress, encrypt, hash) of large entries on worker threads, so that
  * ingest uses every core: the main thread cuts chunks and does the I/O and index work while
- * workers do the per-byte crypto. Small entries are handled inline by the caller: a round trip
+ * workers do the per-byte crypto. A lone small entry is handled inline by the caller: a round trip
  * to a worker (tens of microseconds) costs more than hashing and sealing a few KiB.
+ *
+ * Object records written by many concurrent puts are the exception (sealRecord): they cross to
+ * a worker in batches, one message each way per batch, so the round trip is shared. That moves
+ * the record's id (HMAC) and its sealing, about 40% of a 1 KiB put's main-thread CPU, to another
+ * core. A batch goes as soon as it holds 16 records, so the worker seals it while the main thread
+ * builds the next one; batches of a whole event-loop turn made each record wait for all of them
+ * (docs/design.md has the measurements).
  *
  * A chunk goes to a worker once and stays there for two steps, so dedup still happens before
  * any sealing work: identify() hashes it and returns its id; the caller looks the id up and
@@ -15,7 +22,7 @@
  */
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { EntryKind } from '../blockstore/format.js';
+import { EntryKind } from '../blockstore/format.js';
 import type { SealedEntry } from './entry.js';
 import { FailedError } from './errors.js';
 
@@ -26,13 +33,36 @@ export const OFFLOAD_MIN_BYTES = 32 * 1024;
 export type PoolRequest =
   | { op: 'identify'; job: number; plain: Uint8Array }
   | { op: 'seal'; job: number; kind: EntryKind; compress: boolean }
-  | { op: 'drop'; job: number };
+  | { op: 'drop'; job: number }
+  /** Object records back to back in `plain`, their lengths in `lengths`: id and seal each. */
+  | { op: 'records'; job: number; plain: Uint8Array; lengths: Uint32Array; compress: boolean };
 
 /** Messages from a worker: an id, a sealed entry (bytes transferred), or an error. */
 export type PoolReply =
   | { job: number; id: Uint8Array }
   | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array }
-  | { job: number; error: string };
+  | { job: number; error: string }
+  /** Sealed records back to back in `bytes`; per record its length, id, footer hash and flags. */
+  | { job: number; records: { bytes: Uint8Array; lengths: Uint32Array; ids: Uint8Array; hashes: Uint8Array; flags: Uint8Array } };
+
+/** A record sealed on a worker: its object id and the sealed entry. */
+export interface SealedRecord {
+  id: Buffer;
+  sealed: SealedEntry;
+}
+
+/** Records above this size are sealed by the caller: a batch should stay a few hundred KiB. */
+export const RECORD_BATCH_MAX_BYTES = 64 * 1024;
+/** A batch is sent once it holds this many records or bytes, without waiting for the turn's end. */
+const BATCH_ENTRIES = 16;
+const BATCH_BYTES = 1024 * 1024;
+
+interface RecordBatch {
+  plains: Uint8Array[];
+  bytes: number;
+  compress: boolean;
+  waiters: Array<{ resolve: (r: SealedRecord) => void; reject: (err: unknown) => void }>;
+}
 
 /** From which a worker derives the database's keys, exactly as DatabaseKeys does. */
 export interface WorkerKeys {
@@ -59,6 +89,7 @@ export class SealPool {
   readonly #slots: Slot[] = [];
   #nextJob = 0;
   #closed = false;
+  #batch: RecordBatch | undefined;
 
   constructor(keys: WorkerKeys, size = defaultPoolSize()) {
     this.#keys = keys;
@@ -95,6 +126,70 @@ export class SealPool {
     return { bytes, kind, id: ticket.id, flags: reply.flags, plainLength: reply.plainLength, hash };
   }
 
+  /**
+   * Computes an object record's id and seals it on a worker, batched with the records submitted
+   * just before and after it: a batch is sent when it holds BATCH_ENTRIES records or BATCH_BYTES,
+   * or else when the current turn of the event loop ends (setImmediate runs after every
+   * microtask, so by then no record of this turn is left behind). Results come back in submission
+   * order. The sealed entries of one batch are views of one buffer.
+   */
+  sealRecord(plain: Uint8Array, compress: boolean): Promise<SealedRecord> {
+    if (this.#closed) return Promise.reject(new FailedError('the seal pool is closed'));
+    let batch = this.#batch;
+    if (batch && batch.compress !== compress) {
+      this.#sendBatch(batch);
+      batch = undefined;
+    }
+    if (!batch) {
+      const fresh: RecordBatch = { plains: [], bytes: 0, compress, waiters: [] };
+      this.#batch = batch = fresh;
+      setImmediate(() => {
+        if (this.#batch === fresh) this.#sendBatch(fresh);
+      });
+    }
+    const sealed = new Promise<SealedRecord>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    batch.plains.push(plain);
+    batch.bytes += plain.byteLength;
+    if (batch.plains.length >= BATCH_ENTRIES || batch.bytes >= BATCH_BYTES) this.#sendBatch(batch);
+    return sealed;
+  }
+
+  #sendBatch(batch: RecordBatch): void {
+    if (this.#batch === batch) this.#batch = undefined;
+    const fail = (err: unknown) => {
+      for (const w of batch.waiters) w.reject(err);
+    };
+    let slot: Slot;
+    try {
+      slot = this.#pick();
+    } catch (err) {
+      return fail(err);
+    }
+    const plain = new Uint8Array(batch.bytes);
+    const lengths = new Uint32Array(batch.plains.length);
+    let at = 0;
+    batch.plains.forEach((p, i) => {
+      plain.set(p, at);
+      at += p.byteLength;
+      lengths[i] = p.byteLength;
+    });
+    const job = this.#nextJob++;
+    // Both arrays move to the worker (they are detached here after the call).
+    this.#call(slot, { op: 'records', job, plain, lengths, compress: batch.compress }, [plain.buffer, lengths.buffer]).then((reply) => {
+      if (!('records' in reply) || reply.records.lengths.length !== batch.waiters.length) throw new FailedError('seal worker answered records with something else');
+      const { bytes, lengths: sealedLengths, ids, hashes, flags } = reply.records;
+      const view = (from: Uint8Array, start: number, length: number) => Buffer.from(from.buffer, from.byteOffset + start, length);
+      let offset = 0;
+      batch.waiters.forEach((w, i) => {
+        const id = view(ids, i * 32, 32);
+        const length = sealedLengths[i]!;
+        const sealed: SealedEntry = { bytes: view(bytes, offset, length), kind: EntryKind.Object, id, flags: flags[i]!, plainLength: batch.plains[i]!.byteLength, hash: view(hashes, i * 32, 32) };
+        offset += length;
+        w.resolve({ id, sealed });
+      });
+    }).catch(fail);
+  }
+
   /** Releases a chunk identify() sent that turned out to be stored already. */
   drop(ticket: Ticket): void {
     ticket.slot.held--;
@@ -103,6 +198,7 @@ export class SealPool {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#batch) this.#sendBatch(this.#batch);
     const slots = this.#slots.splice(0);
     await Promise.all(slots.map((s) => s.worker.terminate()));
     for (const s of slots) this.#fail(s, new FailedError('the seal pool was closed with work in flight'));

@@ -1,5 +1,6 @@
 /** A seal worker thread (see lib/seal-pool.ts): chunk ids and sealing under the database's keys. */
 import { parentPort, workerData } from 'node:worker_threads';
+import { EntryKind } from '../blockstore/format.js';
 import { DatabaseKeys } from './crypto.js';
 import { sealEntry } from './entry.js';
 import type { PoolReply, PoolRequest, WorkerKeys } from './seal-pool.js';
@@ -23,10 +24,46 @@ port.on('message', (m: PoolRequest) => {
       const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress);
       // sealEntry allocates each entry in its own ArrayBuffer, so handing it over moves no bytes.
       port.postMessage({ job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
-    } else {
+    } else if (m.op === 'records') {
+      const reply = sealRecords(m.job, m.plain, m.lengths, m.compress);
+      const r = reply.records;
+      port.postMessage(reply satisfies PoolReply, [r.bytes.buffer, r.lengths.buffer, r.ids.buffer, r.hashes.buffer, r.flags.buffer] as ArrayBuffer[]);
+    } else if (m.op === 'drop') {
       held.delete(m.job);
+    } else {
+      throw new Error(`unknown request ${(m as { op: unknown }).op}`);
     }
   } catch (err) {
     port.postMessage({ job: m.job, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
   }
 });
+
+/** Ids and seals a batch of object records (SealPool.sealRecord); one buffer of results each way. */
+function sealRecords(job: number, plain: Uint8Array, lengths: Uint32Array, compress: boolean) {
+  const n = lengths.length;
+  const entries: Buffer[] = [];
+  const sealedLengths = new Uint32Array(n);
+  const ids = new Uint8Array(n * 32);
+  const hashes = new Uint8Array(n * 32);
+  const flags = new Uint8Array(n);
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const record = plain.subarray(at, at + lengths[i]!);
+    at += lengths[i]!;
+    const id = keys.objectId(record);
+    const s = sealEntry(keys.data, EntryKind.Object, id, record, compress);
+    entries.push(s.bytes);
+    sealedLengths[i] = s.bytes.length;
+    ids.set(id, i * 32);
+    hashes.set(s.hash, i * 32);
+    flags[i] = s.flags;
+  }
+  // Its own ArrayBuffer (Buffer.concat may hand out a slice of the shared pool), so it can be moved.
+  const bytes = new Uint8Array(entries.reduce((sum, e) => sum + e.length, 0));
+  let offset = 0;
+  for (const e of entries) {
+    bytes.set(e, offset);
+    offset += e.length;
+  }
+  return { job, records: { bytes, lengths: sealedLengths, ids, hashes, flags } };
+}

@@ -5,7 +5,12 @@ import { execFileSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { OuroDB, OuroError } from '../lib/index.js';
+import { EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
+import { readBlockIndex } from '../blockstore/store.js';
+import { DatabaseKeys } from '../lib/crypto.js';
+import { openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
+import { nodeVfs } from '../lib/vfs/index.js';
 import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
 
 const small = { min: 4096, avg: 16384, max: 65536 };
@@ -138,6 +143,63 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     expect(Buffer.from(await db.get(r.hash)).equals(copy)).toBe(true);
     expect(Buffer.from(await db.get(s.hash)).equals(copy)).toBe(true);
     await db.close();
+  });
+
+  it('seals batched object records exactly as the main thread would, in submission order', async () => {
+    const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
+    const keys = new DatabaseKeys(material.masterKey, material.databaseId);
+    const pool = new SealPool(material);
+    // More records than one batch holds, random and text, compressed and not, one of 64 KiB.
+    const records = Array.from({ length: 300 }, (_, i) => (i % 3 === 0 ? Buffer.from(`record ${i} `.repeat(40 + i)) : pseudoRandom(`rec${i}`, i === 7 ? 64 * 1024 : 1 + ((i * 97) % 5000))));
+    const copies = records.map((r) => Buffer.from(r));
+    const sealed = await Promise.all(records.map((r, i) => pool.sealRecord(r, i % 5 !== 0)));
+    await pool.close();
+    sealed.forEach(({ id, sealed: entry }, i) => {
+      expect(records[i]!.equals(copies[i]!)).toBe(true); // the caller's bytes are copied, never moved
+      expect(id.equals(keys.objectId(records[i]!))).toBe(true);
+      expect(entry.id.equals(id)).toBe(true);
+      expect(entry.kind).toBe(EntryKind.Object);
+      expect(entry.plainLength).toBe(records[i]!.length);
+      expect(entry.hash.equals(crypto.createHash('sha256').update(entry.bytes).digest())).toBe(true);
+      expect(Buffer.from(openEntry(keys.data, entry.bytes, { id, kind: EntryKind.Object }, 'batch', 0)).equals(records[i]!)).toBe(true);
+      expect({ i, zstd: (entry.flags & FLAG_ZSTD) !== 0 }).toEqual({ i, zstd: i % 3 === 0 && i % 5 !== 0 });
+    });
+    expect(await codeOf(pool.sealRecord(records[1]!, true))).toBe('OURO_FAILED');
+  });
+
+  it('records of concurrent puts sealed on the pool hash like those of a lone put, and dedup against them', async () => {
+    const { db, dir, key } = await openNew();
+    const created = Date.UTC(2026, 0, 1);
+    const values = Array.from({ length: 200 }, (_, i) => (i % 2 ? pseudoRandom(`v${i}`, 1024) : Buffer.from(`value ${i} `.repeat(30))));
+    // One at a time: each record is hashed and sealed on the main thread.
+    const lone: string[] = [];
+    for (const v of values) lone.push((await db.put(v, { created })).hash);
+    const keyedLone = (await db.put(values[1]!, { key: 'k/lone', created })).hash;
+    const before = await db.stats();
+    // All at once: the records go to the pool in batches; same records, same hashes, nothing new.
+    const together = await Promise.all(values.map((v) => db.put(v, { created })));
+    expect(together.map((r) => r.hash)).toEqual(lone);
+    expect((await db.stats()).objects).toBe(before.objects);
+    // New records through the pool, keyed and not, all readable after a reopen.
+    const fresh = await Promise.all(values.map((v, i) => db.put(v, i % 2 ? { key: `k/${i}` } : {})));
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes: small });
+    for (let i = 0; i < values.length; i++) expect(Buffer.from(await again.get(fresh[i]!.hash)).equals(values[i]!)).toBe(true);
+    expect(Buffer.from(await again.getByKey('k/lone')).equals(values[1]!)).toBe(true);
+    expect(keyedLone).toMatch(/^[0-9a-f]{64}$/);
+    expect((await again.stats()).objects).toBe(before.objects + values.length);
+    await again.close();
+    // Entries sealed on a worker carry its nonce prefix: the pool did seal some of them.
+    const prefixes = new Set<string>();
+    for (const file of blockFiles(dir)) {
+      const bytes = fs.readFileSync(file);
+      for (const row of (await readBlockIndex(nodeVfs, file)).rows) {
+        const header = readEntryHeader(bytes, row.offset, file, row.offset);
+        expect([row.plainLength, row.flags]).toEqual([header.plainLength, header.flags]); // the footer agrees with each entry
+        prefixes.add(header.nonce.subarray(0, 16).toString('hex'));
+      }
+    }
+    expect(prefixes.size).toBeGreaterThan(1);
   });
 
   it('a closed pool refuses work with OURO_FAILED', async () => {
