@@ -78,9 +78,6 @@ function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; mtime
   });
 }
 
-function statFile(file: string): Promise<fs.Stats> {
-  return new Promise((resolve, reject) => fs.stat(file, (err, st) => (err ? reject(err) : resolve(st))));
-}
 
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
@@ -132,7 +129,12 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
         // Same size, modification time and parent as the head: unchanged, not even read (as
         // restic and borg decide). --always writes every file anew. A new key needs no such
         // stat: the descriptor opened to read the file gives its mtime.
-        const [st, head] = await Promise.all([statFile(file), db.stat(before)]);
+        // A synchronous stat: the walk has just read this directory, so the inode is almost
+        // always cached and the call takes a few microseconds, where an fs.stat through the
+        // thread pool cost ~25 us of this thread's time per file (bench tree: ~0.1 s of each
+        // ~0.9 s backup of an unchanged version). File contents are still read asynchronously.
+        const st = fs.statSync(file);
+        const head = await db.stat(before);
         if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['mtime'] === String(Math.trunc(st.mtimeMs)) && head.meta['type'] === 'file') {
           report.items.push({ key, hash: before, size: head.size, type: 'file' });
           report.files++;
