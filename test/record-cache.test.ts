@@ -1,0 +1,70 @@
+/**
+ * The decoded-record cache (lib/record-cache.ts): least recently used out first, never more
+ * bytes than its bound, and nothing inserted by a read that raced with a purge.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { RecordCache } from '../lib/record-cache.js';
+import type { ObjectRecord } from '../lib/record.js';
+
+const record = (n: number): ObjectRecord => ({ type: 'value', size: n, chunks: [], key: null, parent: null, prev: [], created: n, meta: {}, inline: null });
+
+describe('record cache', () => {
+  it('keeps the most recently used records within its byte bound, whatever the sequence', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 300 })), { maxLength: 400 }), (ops) => {
+        const max = 1000;
+        const cache = new RecordCache(max);
+        // A model: the records held, least recently used first.
+        const used: Array<{ hex: string; bytes: number }> = [];
+        for (const [isGet, n, bytes] of ops) {
+          const hex = `r${n}`;
+          if (isGet) {
+            const hit = cache.get(hex);
+            // Whatever the cache holds, it returns the record stored under that name.
+            if (hit) expect(hit.size).toBe(n);
+            const i = used.findIndex((u) => u.hex === hex);
+            if (i >= 0 && hit) used.push(...used.splice(i, 1));
+            // A record the cache dropped went in least-recently-used order: every record used
+            // less recently than it is gone too (a get that misses changes nothing).
+            if (i >= 0 && !hit) {
+              for (const older of used.slice(0, i)) expect(cache.get(older.hex)).toBeUndefined();
+              used.splice(0, i + 1);
+            }
+          } else {
+            cache.set(hex, record(n), bytes, cache.generation);
+            if (!used.some((u) => u.hex === hex)) used.push({ hex, bytes });
+          }
+          expect(cache.bytes).toBeLessThanOrEqual(max);
+        }
+      }),
+    );
+  });
+
+  it('evicts least recently used first, and a read that is used again survives', () => {
+    const cache = new RecordCache(10 * 100);
+    for (let i = 0; i < 10; i++) cache.set(`r${i}`, record(i), 100, cache.generation);
+    expect(cache.get('r0')?.size).toBe(0); // r0 is now the most recently used
+    cache.set('r10', record(10), 100, cache.generation); // over the bound: the oldest go
+    expect(cache.bytes).toBeLessThanOrEqual(1000);
+    expect(cache.get('r1')).toBeUndefined();
+    expect(cache.get('r0')?.size).toBe(0);
+    expect(cache.get('r10')?.size).toBe(10);
+    expect(cache.get('r9')?.size).toBe(9);
+  });
+
+  it('refuses an insert from before a purge, records over the size limit, and forgets evicted ones', () => {
+    const cache = new RecordCache(1 << 20);
+    const before = cache.generation;
+    cache.evict(['r1']);
+    cache.set('r1', record(1), 10, before);
+    expect(cache.get('r1')).toBeUndefined();
+    cache.set('big', record(2), 64 * 1024 + 1, cache.generation);
+    expect(cache.get('big')).toBeUndefined();
+    cache.set('r3', record(3), 10, cache.generation);
+    expect(cache.bytes).toBe(10);
+    cache.evict(['r3']);
+    expect(cache.get('r3')).toBeUndefined();
+    expect(cache.bytes).toBe(0);
+  });
+});
