@@ -839,10 +839,7 @@ export class OuroDB {
    */
   async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
     link.signal?.throwIfAborted();
-    // A chunk this value shares with a write that failed for lack of space may be gone with it.
-    // Rather than trace which, a put that saw such a failure fails too (records after a failed
-    // entry in the queue are rejected with it the same way; see #rejectFrom).
-    if (link.epoch !== undefined && link.epoch !== this.#diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
+    this.#checkDiskFullEpoch(link);
     if (link.parent) this.#checkParent(link.parent);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
@@ -851,6 +848,7 @@ export class OuroDB {
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
       const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
+      this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
       const entry = await this.#store_(EntryKind.Object, hash, seal, record.size, inlineSize, undefined, { ops, prepare });
       if (entry) link.onQueued?.(entry.committed);
@@ -870,6 +868,7 @@ export class OuroDB {
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
       const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
+      this.#checkDiskFullEpoch(link);
       const n = versionNumber(prevHeads);
       const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
       const ops: BatchOp[] = [
@@ -884,6 +883,15 @@ export class OuroDB {
     });
     if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
     return entry.hash;
+  }
+
+  /**
+   * A chunk this value shares with a write that failed for lack of space may be gone with it.
+   * Rather than trace which, a put that saw such a failure fails too (records after a failed
+   * entry in the queue are rejected with it the same way; see #rejectFrom).
+   */
+  #checkDiskFullEpoch(link: Link): void {
+    if (link.epoch !== undefined && link.epoch !== this.#diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
   }
 
   /**
