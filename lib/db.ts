@@ -498,7 +498,7 @@ export class OuroDB {
     this.#durability = opts.durability ?? 'durable';
     this.#stats = stats;
     this.#nextSeq = nextSeq;
-    this.#sealPool = new SealPool(keys.material);
+    this.#sealPool = new SealPool(keys.material, { chunkMax: chunker.sizes.max });
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
     this.#files = new FileCache(store.vfs);
     this.#reserveBytes = opts.reserveBytes ?? Math.max(2 * this.#blockSize, 16 * 1024 * 1024);
@@ -737,7 +737,7 @@ export class OuroDB {
     if (typeof value === 'string') return { source: this.#chunker.chunkBytes(Buffer.from(value, 'utf8')), owned: false };
     if (value instanceof Uint8Array) return { source: this.#chunker.chunkBytes(value), owned: false };
     if (value instanceof Readable || (value !== null && typeof value === 'object' && Symbol.asyncIterator in value)) {
-      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>), owned: true };
+      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.buffers.take(n)), owned: true };
     }
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
@@ -931,24 +931,34 @@ export class OuroDB {
     // The open block may have filled (and been replaced) while we waited, and another put may have
     // queued (or, while a worker sealed, even committed) the same entry: re-checked after the last await.
     const again = this.#pending.get(idHex);
-    if (again) return again;
-    if (sealing instanceof Promise && this.#committedEntry(indexKey, idHex)) return undefined;
+    if (again || (sealing instanceof Promise && this.#committedEntry(indexKey, idHex))) {
+      sealed.release?.();
+      return again;
+    }
     const row = { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash };
-    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker });
+    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker }, sealed.release);
   }
 
   #committedEntry(indexKey: Buffer, idHex: string): boolean {
     return this.#get(indexKey) !== undefined && !this.#dying.has(idHex);
   }
 
-  /** Appends an entry's bytes to the open block and queues it for the next group commit. */
-  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>): Promise<PendingEntry> {
+  /**
+   * Appends an entry's bytes to the open block and queues it for the next group commit.
+   * `release` (SealedEntry.release) runs once nothing reads `bytes` any more: when its write has
+   * finished or failed, or at once when the entry turns out to be queued already.
+   */
+  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>, release?: () => void): Promise<PendingEntry> {
     let block = this.#current ?? (await this.#openBlock());
     const again = this.#pending.get(toHex(row.id));
-    if (again && !extra.moved) return again;
+    if (again && !extra.moved) {
+      release?.();
+      return again;
+    }
     if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
     this.#checkAlive();
     const { written } = block.append(bytes, row);
+    if (release) written.then(release, release);
     const appended = block.rows[block.rows.length - 1]!;
     let resolve!: () => void;
     let reject!: (err: unknown) => void;

@@ -15,6 +15,12 @@ export interface SealedEntry {
   plainLength: number;
   /** SHA-256 of `bytes`, for the footer row and the WAL record. */
   hash: Buffer;
+  /**
+   * Set when `bytes` lies in a buffer lent by the seal pool: hands it back for reuse. Call it at
+   * most once, and only when nothing will read `bytes` again (its write has finished, or it will
+   * not be written); not calling it only leaves the buffer to the garbage collector.
+   */
+  release?: () => void;
 }
 
 const HAS_ZSTD = typeof zlib.zstdCompressSync === 'function';
@@ -69,16 +75,31 @@ export function maybeCompress(plain: Uint8Array): Buffer | undefined {
   return packed.length <= plain.byteLength - plain.byteLength / 32 ? packed : undefined;
 }
 
-export function sealEntry(key: AeadKey, kind: EntryKind, id: Buffer, plain: Uint8Array, compress = true): SealedEntry {
+/** Bytes a sealed entry adds to its (possibly compressed) plaintext: the header and the tag. */
+export const SEAL_OVERHEAD_BYTES = ENTRY_HEADER_BYTES + TAG_BYTES;
+
+/**
+ * Compresses (when it pays), encrypts and hashes one entry. The entry is written into `into`
+ * when that buffer is large enough (plaintext length + SEAL_OVERHEAD_BYTES; the seal pool
+ * recycles buffers this way), else into a buffer of its own. `into` may be the very memory
+ * `plain` lies in, starting at the same offset: every byte of the plaintext has been read (by
+ * zstd and by the cipher, which returns the ciphertext in a buffer of its own) before the first
+ * byte is written to `into`, which is why the header is built aside and copied in last.
+ */
+export function sealEntry(key: AeadKey, kind: EntryKind, id: Buffer, plain: Uint8Array, compress = true, into?: Buffer): SealedEntry {
+  const plainLength = plain.byteLength;
   const packed = compress ? maybeCompress(plain) : undefined;
   const body = packed ?? plain;
   const flags = packed ? FLAG_ZSTD : 0;
   const payloadLength = body.byteLength + TAG_BYTES;
-  const bytes = Buffer.allocUnsafeSlow(ENTRY_HEADER_BYTES + payloadLength);
   const nonce = nextNonce();
-  writeEntryHeader(bytes, 0, { kind, flags, payloadLength, plainLength: plain.byteLength, id, nonce });
-  xchachaSealInto(key, nonce, body, bytes.subarray(0, ENTRY_AAD_BYTES), bytes, ENTRY_HEADER_BYTES);
-  return { bytes, kind, id, flags, plainLength: plain.byteLength, hash: sha256Native(bytes) };
+  const header = Buffer.allocUnsafe(ENTRY_HEADER_BYTES);
+  writeEntryHeader(header, 0, { kind, flags, payloadLength, plainLength, id, nonce });
+  const length = ENTRY_HEADER_BYTES + payloadLength;
+  const bytes = into && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length);
+  xchachaSealInto(key, nonce, body, header.subarray(0, ENTRY_AAD_BYTES), bytes, ENTRY_HEADER_BYTES);
+  header.copy(bytes, 0);
+  return { bytes, kind, id, flags, plainLength, hash: sha256Native(bytes) };
 }
 
 /**

@@ -14,7 +14,11 @@
  * A chunk goes to a worker once and stays there for two steps, so dedup still happens before
  * any sealing work: identify() hashes it and returns its id; the caller looks the id up and
  * then calls seal() (new chunk) or drop() (already stored). The plaintext crosses to the worker
- * once, by transfer when the caller owns it, and the sealed entry comes back by transfer.
+ * once, by transfer, in a buffer from `buffers` (lib/chunk-buffers.ts) unless the caller owns one
+ * already; the worker seals it in place and moves it back, and the sealed entry's release()
+ * returns the buffer to `buffers` once the block has written it. A dropped chunk's buffer comes
+ * back the same way. So a streamed put allocates no memory per chunk on either thread beyond
+ * what node:crypto allocates for the ciphertext.
  *
  * Workers derive the database keys once, at start, from what they get through workerData (same
  * process; keys never leave memory). Each worker thread draws its own nonce prefix (lib/crypto.ts), so nonces
@@ -23,6 +27,8 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { EntryKind } from '../blockstore/format.js';
+import { ChunkBuffers } from './chunk-buffers.js';
+import { DEFAULT_CHUNK_SIZES } from './chunker.js';
 import type { SealedEntry } from './entry.js';
 import { FailedError } from './errors.js';
 
@@ -37,10 +43,14 @@ export type PoolRequest =
   /** Object records back to back in `plain`, their lengths in `lengths`: id and seal each. */
   | { op: 'records'; job: number; plain: Uint8Array; lengths: Uint32Array; compress: boolean };
 
-/** Messages from a worker: an id, a sealed entry (bytes transferred), or an error. */
+/**
+ * Messages from a worker: an id, a sealed entry (bytes transferred; in the chunk's own buffer
+ * when it fit), a dropped chunk's buffer handed back (`spare`), or an error.
+ */
 export type PoolReply =
   | { job: number; id: Uint8Array }
-  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array }
+  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer }
+  | { job: number; spare: ArrayBuffer }
   | { job: number; error: string }
   /** Sealed records back to back in `bytes`; per record its length, id, footer hash and flags. */
   | { job: number; records: { bytes: Uint8Array; lengths: Uint32Array; ids: Uint8Array; hashes: Uint8Array; flags: Uint8Array } };
@@ -50,6 +60,9 @@ export interface SealedRecord {
   id: Buffer;
   sealed: SealedEntry;
 }
+
+/** Spare chunk buffers kept for reuse: about what a streamed put has in flight (SEAL_AHEAD chunks and their writes). */
+const IDLE_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** Records above this size are sealed by the caller: a batch should stay a few hundred KiB. */
 export const RECORD_BATCH_MAX_BYTES = 64 * 1024;
@@ -84,6 +97,8 @@ interface Slot {
 }
 
 export class SealPool {
+  /** Buffers for chunks on their way to a worker and back (see the top of this file). */
+  readonly buffers: ChunkBuffers;
   readonly #keys: WorkerKeys;
   readonly #size: number;
   readonly #slots: Slot[] = [];
@@ -91,20 +106,26 @@ export class SealPool {
   #closed = false;
   #batch: RecordBatch | undefined;
 
-  constructor(keys: WorkerKeys, size = defaultPoolSize()) {
+  /** `chunkMax`: the largest chunk the caller's chunker cuts (sizes the buffers lent). */
+  constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number } = {}) {
     this.#keys = keys;
-    this.#size = size;
+    this.#size = options.size ?? defaultPoolSize();
+    this.buffers = new ChunkBuffers(OFFLOAD_MIN_BYTES, options.chunkMax ?? DEFAULT_CHUNK_SIZES.max, IDLE_BUFFER_BYTES);
   }
 
   /**
    * Sends a chunk to the least busy worker and resolves to its chunk id. When `transfer` is true
-   * the plaintext's ArrayBuffer is handed over (detached here): only for buffers nobody else holds.
+   * the plaintext's whole ArrayBuffer is handed over (detached here): only for a buffer nobody
+   * else holds, such as one from `buffers`. Otherwise the chunk is copied into one.
    */
   async identify(plain: Uint8Array, transfer: boolean): Promise<Ticket> {
     const slot = this.#pick();
     const job = this.#nextJob++;
-    // Structured clone copies a view's whole ArrayBuffer: send exactly the plaintext.
-    const own = transfer && plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength ? plain : Uint8Array.prototype.slice.call(plain);
+    let own = plain;
+    if (!transfer) {
+      own = this.buffers.take(plain.byteLength);
+      own.set(plain);
+    }
     slot.held++;
     try {
       const reply = await this.#call(slot, { op: 'identify', job, plain: own }, [own.buffer as ArrayBuffer]);
@@ -121,9 +142,16 @@ export class SealPool {
     ticket.slot.held--;
     const reply = await this.#call(ticket.slot, { op: 'seal', job: ticket.job, kind, compress });
     if (!('bytes' in reply)) throw new FailedError('seal worker answered seal with something else');
-    const bytes = Buffer.from(reply.bytes.buffer, reply.bytes.byteOffset, reply.bytes.byteLength);
+    const memory = reply.bytes.buffer as ArrayBuffer;
+    const bytes = Buffer.from(memory, reply.bytes.byteOffset, reply.bytes.byteLength);
     const hash = Buffer.from(reply.hash.buffer, reply.hash.byteOffset, reply.hash.byteLength);
-    return { bytes, kind, id: ticket.id, flags: reply.flags, plainLength: reply.plainLength, hash };
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.buffers.give(memory);
+    };
+    return { bytes, kind, id: ticket.id, flags: reply.flags, plainLength: reply.plainLength, hash, release };
   }
 
   /**
@@ -198,6 +226,7 @@ export class SealPool {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.buffers.clear();
     if (this.#batch) this.#sendBatch(this.#batch);
     const slots = this.#slots.splice(0);
     await Promise.all(slots.map((s) => s.worker.terminate()));
@@ -228,6 +257,7 @@ export class SealPool {
     const slot: Slot = { worker, waiting: new Map(), held: 0 };
     worker.unref();
     worker.on('message', (reply: PoolReply) => {
+      if ('spare' in reply && reply.spare && !this.#closed) this.buffers.give(reply.spare);
       const waiter = slot.waiting.get(reply.job);
       if (!waiter) return;
       slot.waiting.delete(reply.job);

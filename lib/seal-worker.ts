@@ -21,15 +21,22 @@ port.on('message', (m: PoolRequest) => {
       const chunk = held.get(m.job);
       if (!chunk) throw new Error(`no chunk held for job ${m.job}`);
       held.delete(m.job);
-      const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress);
-      // sealEntry allocates each entry in its own ArrayBuffer, so handing it over moves no bytes.
-      port.postMessage({ job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
+      // Sealed in place when the chunk's buffer has room (lib/chunk-buffers.ts), else into a
+      // buffer of its own; either way the entry owns its ArrayBuffer, so handing it over moves
+      // no bytes. A chunk buffer left unused goes back as `spare`.
+      const memory = chunk.plain.buffer as ArrayBuffer;
+      const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress, Buffer.from(memory, chunk.plain.byteOffset));
+      const inPlace = s.bytes.buffer === memory;
+      const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash, ...(inPlace ? {} : { spare: memory }) };
+      port.postMessage(reply, inPlace ? [memory] : [s.bytes.buffer as ArrayBuffer, memory]);
     } else if (m.op === 'records') {
       const reply = sealRecords(m.job, m.plain, m.lengths, m.compress);
       const r = reply.records;
       port.postMessage(reply satisfies PoolReply, [r.bytes.buffer, r.lengths.buffer, r.ids.buffer, r.hashes.buffer, r.flags.buffer] as ArrayBuffer[]);
     } else if (m.op === 'drop') {
+      const chunk = held.get(m.job);
       held.delete(m.job);
+      if (chunk) port.postMessage({ job: m.job, spare: chunk.plain.buffer as ArrayBuffer } satisfies PoolReply, [chunk.plain.buffer as ArrayBuffer]);
     } else {
       throw new Error(`unknown request ${(m as { op: unknown }).op}`);
     }

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Chunker } from '../lib/chunker.js';
 import { gearTable } from '../lib/crypto.js';
+import { GEAR_WASM } from '../lib/gear-wasm.js';
 import { BadArgumentError } from '../lib/errors.js';
 import { pseudoRandom } from './helpers.js';
 
@@ -33,7 +34,7 @@ describe('FastCDC chunker', () => {
     expect(avg).toBeLessThan(sizes.avg * 2);
   });
 
-  it('cuts exactly where the plain one-byte FastCDC loop does (the fast loop takes two bytes a turn)', () => {
+  it('cuts exactly where the plain one-byte FastCDC loop in JavaScript does', () => {
     // The algorithm as docs/FORMAT.md-independent reference: roll, check the top-bit mask per byte.
     const reference = (buf: Uint8Array, start: number, end: number, s: typeof sizes): number => {
       const n = end - start;
@@ -53,7 +54,7 @@ describe('FastCDC chunker', () => {
       const data = pseudoRandom(`ref${s.min}`, 2 << 20);
       let cuts = 0;
       for (let start = 0; start < data.length; ) {
-        // Odd and even ends and starts, so both the paired and the leftover-byte paths run.
+        // Ends short of `max` by 0-2 bytes: cuts at the limit, at the end of input and before it.
         const end = Math.min(data.length, start + s.max + (cuts % 3));
         const len = c.cut(data, start, end);
         expect(len).toBe(reference(data, start, end, s));
@@ -62,6 +63,34 @@ describe('FastCDC chunker', () => {
       }
       expect(cuts).toBeGreaterThan(20);
     }
+  });
+
+  it('cuts values larger than its window the same way in memory and streamed, whatever the piece sizes', async () => {
+    // The window holds 2 * max bytes: a 1 MiB value slides it many times.
+    const c = new Chunker(gear, sizes);
+    const data = pseudoRandom('slide', 1 << 20);
+    const inMemory = [...c.chunkBytes(data)];
+    let at = 0;
+    for (const chunk of inMemory) {
+      expect(chunk.length).toBe(c.cut(data, at, data.length));
+      at += chunk.length;
+    }
+    expect(at).toBe(data.length);
+    const streamed = await collect(c.chunkStream(pieces(data, 3 * sizes.max + 5)));
+    expect(streamed.map((b) => b.length)).toEqual(inMemory.map((b) => b.length));
+    // Two passes at once (concurrent puts) each get their own window.
+    const a = c.chunkBytes(data);
+    const b = c.chunkBytes(pseudoRandom('other', 1 << 20));
+    const first = a.next().value!;
+    b.next();
+    expect(Buffer.from(first).equals(inMemory[0]!)).toBe(true);
+    expect([first, ...a].map((x) => x.length)).toEqual(inMemory.map((x) => x.length));
+  });
+
+  it('runs the gear loop compiled from lib/gear.wat (lib/gear-wasm.ts is up to date)', async () => {
+    // @ts-expect-error: a plain .mjs script without type declarations
+    const { compileGear } = (await import('../scripts/build-gear-wasm.mjs')) as { compileGear: () => Promise<Buffer> };
+    expect((await compileGear()).equals(GEAR_WASM)).toBe(true);
   });
 
   it('cuts a stream exactly as it cuts the same bytes in memory, whatever the piece sizes', async () => {

@@ -10,7 +10,7 @@ import { readBlockIndex } from '../blockstore/store.js';
 import { DatabaseKeys } from '../lib/crypto.js';
 import { openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
-import { nodeVfs } from '../lib/vfs/index.js';
+import { NodeVfs, type VfsFile, nodeVfs } from '../lib/vfs/index.js';
 import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
 
 const small = { min: 4096, avg: 16384, max: 65536 };
@@ -209,6 +209,48 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     await pool.close();
     expect(await codeOf(pool.seal(ticket, 1, true))).toBe('OURO_FAILED');
     expect(await codeOf(pool.identify(pseudoRandom('t', 40_000), false))).toBe('OURO_FAILED');
+  });
+});
+
+describe('chunk buffers on their way to disk', () => {
+  it('are lent again only after their write finished: a streamed value with slow writes reads back intact', async () => {
+    // Every block write waits 15 ms before it starts. Meanwhile the put keeps cutting and sealing
+    // chunks into pooled buffers; a buffer handed back before its write finished would be
+    // overwritten by a later chunk, and that entry would fail authentication when read.
+    let delayed = 0;
+    const slowWrites = (file: VfsFile): VfsFile =>
+      new Proxy(file, {
+        get(target, prop) {
+          if (prop === 'writev') {
+            return async (bufs: Buffer[], position: number) => {
+              delayed++;
+              await new Promise((r) => setTimeout(r, 15));
+              return target.writev(bufs, position);
+            };
+          }
+          const v = Reflect.get(target, prop) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    const fsWithSlowWrites = new (class extends NodeVfs {
+      override async open(p: string, flags: 'r' | 'r+') {
+        return slowWrites(await super.open(p, flags));
+      }
+      override async create(p: string, options: { exclusive: boolean }) {
+        return slowWrites(await super.create(p, options));
+      }
+    })();
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key, chunkSizes: small, fs: fsWithSlowWrites });
+    const total = 6 * 1024 * 1024;
+    const puts = await Promise.all(['a', 'b'].map((seed) => db.put(pseudoRandomStream(seed, total, 100_000))));
+    expect(delayed).toBeGreaterThan(3);
+    for (const [i, seed] of ['a', 'b'].entries()) expect(Buffer.from(await db.get(puts[i]!.hash)).equals(pseudoRandom(seed, total))).toBe(true);
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes: small });
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
   });
 });
 
