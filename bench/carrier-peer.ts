@@ -4,6 +4,7 @@
  * raw libp2p ones, prints its address on its first line, stops on SIGTERM.
  */
 import { Carrier, protocolId } from '../carrier/index.js';
+import { send } from '../carrier/send.js';
 
 const carrier = await Carrier.start({ dir: process.argv[2]!, maxFrameBytes: 8 * 1024 * 1024 });
 await carrier.handle(protocolId('bench-echo'), (m) => m);
@@ -19,7 +20,7 @@ await carrier.node.handle('/ouro-bench/raw-sink/1', async (stream) => {
 });
 // Raw round trip: echo what arrives until the writer closes.
 await carrier.node.handle('/ouro-bench/raw-echo/1', async (stream) => {
-  for await (const piece of stream) if (!stream.send(piece)) await stream.onDrain();
+  for await (const piece of stream) await send(stream, piece);
   await stream.close();
 });
 process.stdout.write(JSON.stringify({ address: carrier.addresses[0] }) + '\n');

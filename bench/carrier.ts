@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import type { Stream } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { Carrier, protocolId } from '../carrier/index.js';
+import { send } from '../carrier/send.js';
 
 const MiB = 1 << 20;
 
@@ -41,7 +42,7 @@ export async function rawStreamThroughput(stream: Stream, total: number): Promis
   // Listen from the start: libp2p 3 tells only readers already listening that the peer closed.
   const answered = Array.fromAsync(stream, (p) => p.subarray());
   const started = performance.now();
-  for (let sent = 0; sent < total; sent += piece.length) if (!stream.send(piece)) await stream.onDrain();
+  for (let sent = 0; sent < total; sent += piece.length) await send(stream, piece);
   await stream.close();
   const answer = Buffer.concat(await answered);
   const seconds = (performance.now() - started) / 1000;

@@ -20,6 +20,7 @@ import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
+import { send } from './send.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
 export interface CarrierOptions {
@@ -356,10 +357,6 @@ function target(peer: string | string[]): Multiaddr | Multiaddr[] | ReturnType<t
   return peer.startsWith('/') ? multiaddr(peer) : peerIdFromString(peer);
 }
 
-/** Writes `bytes`, waiting for the stream to drain when it asks to. */
-export async function send(stream: Stream, bytes: Uint8Array, signal: AbortSignal): Promise<void> {
-  if (!stream.send(bytes)) await stream.onDrain({ signal });
-}
 
 /** The first frame on the stream; the peer must not send more than one. */
 async function firstFrame(stream: Stream, maxFrameBytes: number, signal?: AbortSignal): Promise<unknown> {

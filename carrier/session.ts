@@ -13,6 +13,7 @@
 import type { Stream } from '@libp2p/interface';
 import { OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import { type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
+import { send } from './send.js';
 
 export const SESSION_PROTOCOL = '/ouro/session/1';
 /** Requests whose frame is larger than this get a stream of their own. */
@@ -37,7 +38,7 @@ class Writer {
   constructor(readonly stream: Stream) {}
   write(bytes: Uint8Array): Promise<void> {
     const run = this.#chain.then(async () => {
-      if (!this.stream.send(bytes)) await this.stream.onDrain();
+      await send(this.stream, bytes);
     });
     this.#chain = run.catch(() => {});
     return run;
