@@ -189,8 +189,12 @@ export interface PutOptions {
    * With `key`: write a new version only if it would differ from the key's head (value, metadata
    * or parent); otherwise resolve to the head's hash and write nothing, as a backup of an
    * unchanged file should. Only applies when the key has exactly one head, a value.
+   * `{ ignoreMeta: [names] }`: the same, except that the metadata entries named are left out of
+   * the comparison (a value that differs from the head only in them keeps the head, whose
+   * entries stay as they were). `ouro put` records a file's ctime and inode this way: hints for
+   * skipping unread files later, not a reason for a new version.
    */
-  ifChanged?: boolean;
+  ifChanged?: boolean | { ignoreMeta: readonly string[] };
   /**
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
@@ -401,8 +405,11 @@ interface Link {
   prev?: Buffer[];
   /** Creation time to record (ms since the epoch), when not now. */
   created?: number;
-  /** Skip the write when the record would equal the key's single head but for time and prev. */
-  ifChanged?: boolean;
+  /**
+   * Skip the write when the record would equal the key's single head but for time, prev and the
+   * metadata entries named here (PutOptions.ifChanged).
+   */
+  ifChanged?: { ignoreMeta: ReadonlySet<string> };
   /** Checked between chunks and before the record is written. */
   signal?: AbortSignal | undefined;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
@@ -862,7 +869,7 @@ export class OuroDB {
       if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
         const head = current[0]!;
         await this.#keySettled(key.name);
-        if (sameContent(await this.#readRecord(head.hash), record)) return { hash: head.hash, stored: undefined };
+        if (sameContent(await this.#readRecord(head.hash), record, link.ifChanged.ignoreMeta)) return { hash: head.hash, stored: undefined };
       }
       const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
       record.key = key.name;
@@ -993,7 +1000,7 @@ export class OuroDB {
       return { parent, ...created(options.created) };
     }
     const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent, ...created(options.created), ...(options.ifChanged ? { ifChanged: true } : {}) };
+    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged) };
     if (options.ifHead !== undefined) {
       if (options.ifHead === null) link.ifHead = null;
       else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
@@ -2502,13 +2509,25 @@ function sortHeads(heads: Head[]): Head[] {
 }
 
 /** Whether two records store the same value, metadata and parent (time, key history aside). */
-function sameContent(a: ObjectRecord, b: ObjectRecord): boolean {
+/** PutOptions.ifChanged, checked, as Link.ifChanged. */
+function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
+  if (option === undefined || option === false) return {};
+  if (option === true) return { ifChanged: { ignoreMeta: new Set() } };
+  if (typeof option !== 'object' || option === null || !Array.isArray(option.ignoreMeta) || !option.ignoreMeta.every((k) => typeof k === 'string')) {
+    throw new BadArgumentError('ifChanged must be a boolean or { ignoreMeta: string[] }');
+  }
+  return { ifChanged: { ignoreMeta: new Set(option.ignoreMeta) } };
+}
+
+/** Whether two records hold the same value, parent and metadata (entries named in `ignoreMeta` aside). */
+function sameContent(a: ObjectRecord, b: ObjectRecord, ignoreMeta: ReadonlySet<string>): boolean {
   if (a.type !== b.type || a.size !== b.size || a.chunks.length !== b.chunks.length) return false;
   if ((a.parent === null) !== (b.parent === null) || (a.parent && !a.parent.equals(b.parent!))) return false;
   if ((a.inline === null) !== (b.inline === null) || (a.inline && !Buffer.from(a.inline).equals(b.inline!))) return false;
   if (!a.chunks.every((c, i) => c.size === b.chunks[i]!.size && c.id.equals(b.chunks[i]!.id))) return false;
-  const ak = Object.keys(a.meta);
-  return ak.length === Object.keys(b.meta).length && ak.every((k) => b.meta[k] === a.meta[k]);
+  const compared = (m: Record<string, string>) => Object.keys(m).filter((k) => !ignoreMeta.has(k));
+  const ak = compared(a.meta);
+  return ak.length === compared(b.meta).length && ak.every((k) => Object.hasOwn(b.meta, k) && b.meta[k] === a.meta[k]);
 }
 
 function created(value: unknown): { created?: number } {

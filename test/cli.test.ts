@@ -82,6 +82,22 @@ describe('ouro CLI', () => {
     expect(ouro([...k, '--json', 'put', db, 'tree', '--always'], { cwd: work }).json()).toMatchObject({ unchanged: 0 });
     expect(ouro([...k, '--json', 'log', db, 'tree/src/a.bin']).json()).toHaveLength(2);
 
+    // Same size and mtime, new bytes (as tar, cp -p or rsync -a leave a file): the ctime gives it
+    // away, so it is read and stored. Size and mtime alone took it as unchanged.
+    const readme = path.join(work, 'tree', 'README.md');
+    const { mtime } = fs.statSync(readme);
+    fs.writeFileSync(readme, '# HELLO AGAIN\n');
+    fs.utimesSync(readme, mtime, mtime);
+    expect(ouro([...k, '--json', 'put', db, 'tree'], { cwd: work }).json()).toMatchObject({ files: 4, unchanged: 3 });
+    expect(ouro([...k, 'cat', db, 'tree/README.md']).stdout).toBe('# HELLO AGAIN\n');
+    // Replaced by an identical copy with its mtime restored (a new inode and ctime): read,
+    // found equal, no new version.
+    fs.rmSync(readme);
+    fs.writeFileSync(readme, '# HELLO AGAIN\n');
+    fs.utimesSync(readme, mtime, mtime);
+    expect(ouro([...k, '--json', 'put', db, 'tree'], { cwd: work }).json()).toMatchObject({ files: 4, unchanged: 4 });
+    expect(ouro([...k, '--json', 'log', db, 'tree/README.md']).json()).toHaveLength(4); // 2 above, --always, the new bytes
+
     // A key ending in / restores the tree under it.
     const restored = path.join(work, 'restored');
     expect(ouro([...k, '--json', 'get', db, 'tree/', '-o', restored]).json()).toMatchObject({ files: 4, bytes: 14 + 5000 + 900_000 });

@@ -111,6 +111,29 @@ describe('keys', () => {
     }
   });
 
+  it('ifChanged with ignoreMeta leaves the named metadata entries out of the comparison', async () => {
+    const db = await open(tempDir());
+    try {
+      const hints = { ifChanged: { ignoreMeta: ['ctime', 'ino'] } };
+      const v1 = await db.put('same bytes', { key: 'f', meta: { mtime: '1', ctime: '10', ino: '5' }, ...hints });
+      // Only the ignored entries differ, or one is missing: the head stays, with its own entries.
+      expect((await db.put('same bytes', { key: 'f', meta: { mtime: '1', ctime: '11', ino: '6' }, ...hints })).hash).toBe(v1.hash);
+      expect((await db.put('same bytes', { key: 'f', meta: { mtime: '1' }, ...hints })).hash).toBe(v1.hash);
+      expect((await db.stat(v1.hash)).meta).toEqual({ mtime: '1', ctime: '10', ino: '5' });
+      // Any other entry, or the bytes, still make a version; so does a plain ifChanged.
+      const v2 = await db.put('same bytes', { key: 'f', meta: { mtime: '2', ctime: '10', ino: '5' }, ...hints });
+      expect(v2.hash).not.toBe(v1.hash);
+      const v3 = await db.put('new bytes!', { key: 'f', meta: { mtime: '2', ctime: '10', ino: '5' }, ...hints });
+      expect(v3.hash).not.toBe(v2.hash);
+      const v4 = await db.put('new bytes!', { key: 'f', meta: { mtime: '2', ctime: '12', ino: '5' }, ifChanged: true });
+      expect(v4.hash).not.toBe(v3.hash);
+      expect(await Array.fromAsync(db.history('f'))).toHaveLength(4);
+      await expect(db.put('x', { key: 'f', ifChanged: { ignoreMeta: 'ctime' } as never })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    } finally {
+      await db.close();
+    }
+  });
+
   it('parents and children, paginated; a missing parent is refused', async () => {
     const db = await open(tempDir());
     try {

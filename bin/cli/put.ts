@@ -6,10 +6,17 @@
  * that their parent exists. It stays the same object as long as its own parent does: a listing
  * that changes (a file added) must not give every file below it a new parent, hence a new version.
  * `children(dir)` lists every version of every file put in it; `ls DIR dir/` lists what is there now.
- * A file is stored with metadata `type: file` and `mtime` (ms). One whose size, mtime and
- * parent equal its key's head is taken as unchanged without being read, as restic and borg do; one
- * read but equal to its head in bytes gets no new version either (put's ifChanged). --always
- * writes every file anew. Putting a tree again therefore stores only what changed.
+ * A file is stored with metadata `type: file`, `mtime` (ms), and `ctime` (ms) and `ino` as seen
+ * when it was read. One whose size, mtime, ctime, inode and parent all equal its key's head is
+ * taken as unchanged without being read, as restic and borg decide by default. Size and mtime
+ * alone are not enough: tar, `cp -p` and `rsync -a` restore mtimes, and npm stamps every file of a
+ * package with the same one, so a new release's file of the same size would be taken as the old
+ * one and never stored. The ctime cannot be set back by a user, and a replaced file has a new
+ * inode. A file read but equal to its head in bytes, mtime and parent gets no new version (put's
+ * ifChanged, ignoring ctime and ino: they are hints, not content). A head stored by an older
+ * `ouro put`, without the hints, is read and compared in full once, which writes a version that
+ * records them. --always writes every file anew. Putting a tree again therefore stores only what
+ * changed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -54,21 +61,21 @@ const READ_WHOLE_MAX_BYTES = 4 << 20;
  * same reads through FileHandle (75-140 vs 157-275 ms, three runs each), and a read stream per
  * file, 64 KiB buffer and all, cost more again. Large files stream, so memory stays bounded.
  */
-function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; mtimeMs: number }> {
+function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; st: fs.Stats }> {
   return new Promise((resolve, reject) => {
     fs.open(file, 'r', (err, fd) => {
       if (err) return reject(err);
       const fail = (e: Error) => fs.close(fd, () => reject(e));
       fs.fstat(fd, (err2, st) => {
         if (err2) return fail(err2);
-        if (st.size > READ_WHOLE_MAX_BYTES) return resolve({ value: fs.createReadStream('', { fd }), mtimeMs: st.mtimeMs }); // closes fd at its end
+        if (st.size > READ_WHOLE_MAX_BYTES) return resolve({ value: fs.createReadStream('', { fd }), st }); // closes fd at its end
         const buf = Buffer.allocUnsafe(st.size);
         const readFrom = (at: number): void => {
-          if (at === buf.length) return fs.close(fd, (err4) => (err4 ? reject(err4) : resolve({ value: buf, mtimeMs: st.mtimeMs })));
+          if (at === buf.length) return fs.close(fd, (err4) => (err4 ? reject(err4) : resolve({ value: buf, st })));
           fs.read(fd, buf, at, buf.length - at, at, (err3, n) => {
             if (err3) return fail(err3);
             // A file that shrank while being read: keep what it has now, as a read of it would.
-            if (n === 0) return fs.close(fd, () => resolve({ value: buf.subarray(0, at), mtimeMs: st.mtimeMs }));
+            if (n === 0) return fs.close(fd, () => resolve({ value: buf.subarray(0, at), st }));
             readFrom(at + n);
           });
         };
@@ -78,6 +85,22 @@ function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; mtime
   });
 }
 
+
+/** Metadata entries `ouro put` records to skip unread files, which do not make a version by themselves. */
+const STAT_HINTS = ['ctime', 'ino'];
+
+/** A file's metadata as stored: what it is, its mtime, and the stat hints (ms, truncated). */
+function fileMeta(st: fs.Stats): Record<string, string> {
+  return { type: 'file', mtime: String(Math.trunc(st.mtimeMs)), ctime: String(Math.trunc(st.ctimeMs)), ino: String(st.ino) };
+}
+
+/**
+ * Whether the stat a file has now is the one recorded with its head. A head without the hints
+ * (stored by an older `ouro put`) never matches: the file is read once more and compared.
+ */
+function sameStat(recorded: Record<string, string>, now: Record<string, string>): boolean {
+  return ['mtime', ...STAT_HINTS].every((k) => recorded[k] !== undefined && recorded[k] === now[k]);
+}
 
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
@@ -111,7 +134,8 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   const progress = new Progress('put', g);
   const tick = () => progress.update(report.bytes, report.items.length);
   const fail = (p: string, err: unknown) => report.failed.push({ path: p, error: err instanceof Error ? err.message : String(err), ...((err as { code?: string }).code ? { code: (err as { code: string }).code } : {}) });
-  const ifChanged = opts.always ? {} : { ifChanged: true };
+  const ifChanged = opts.always ? {} : { ifChanged: { ignoreMeta: STAT_HINTS } };
+  const fullCompare = opts.always ? {} : { ifChanged: true };
   const limiter = new Limiter(PUTS_IN_FLIGHT);
   const heads = new Map<string, string | null>();
 
@@ -125,17 +149,21 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
     const key = keyForPath(file);
     try {
       const before = opts.always ? null : await headOf(key);
+      // Whether the head carries the stat hints; one written by an older `ouro put` does not,
+      // and is then compared in full once, so that the new version records them.
+      let hinted = false;
       if (before) {
-        // Same size, modification time and parent as the head: unchanged, not even read (as
-        // restic and borg decide). --always writes every file anew. A new key needs no such
-        // stat: the descriptor opened to read the file gives its mtime.
+        // Same size, mtime, ctime, inode and parent as the head: unchanged, not even read (as
+        // restic and borg decide; see the top of this file). A new key needs no such stat: the
+        // descriptor opened to read the file gives its times.
         // A synchronous stat: the walk has just read this directory, so the inode is almost
         // always cached and the call takes a few microseconds, where an fs.stat through the
         // thread pool cost ~25 us of this thread's time per file (bench tree: ~0.1 s of each
         // ~0.9 s backup of an unchanged version). File contents are still read asynchronously.
         const st = fs.statSync(file);
         const head = await db.stat(before);
-        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['mtime'] === String(Math.trunc(st.mtimeMs)) && head.meta['type'] === 'file') {
+        hinted = head.meta['ctime'] !== undefined;
+        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['type'] === 'file' && sameStat(head.meta, fileMeta(st))) {
           report.items.push({ key, hash: before, size: head.size, type: 'file' });
           report.files++;
           report.bytes += head.size;
@@ -144,9 +172,9 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
           return;
         }
       }
-      const { value, mtimeMs } = await fileValue(file);
-      const meta = { type: 'file', mtime: String(Math.trunc(mtimeMs)) };
-      const r = await db.put(value, { key, meta, ...ifChanged, ...(parent ? { parent } : {}) });
+      const { value, st } = await fileValue(file);
+      const meta = fileMeta(st);
+      const r = await db.put(value, { key, meta, ...(hinted ? ifChanged : fullCompare), ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
