@@ -847,13 +847,13 @@ export class OuroDB {
   async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
     link.signal?.throwIfAborted();
     this.#checkDiskFullEpoch(link);
-    if (link.parent) this.#checkParent(link.parent);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
       for (const id of chunkIds) this.#changeRef(id, +1);
     };
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
+      if (link.parent) this.#checkParent(link.parent);
       const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
       this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
@@ -871,6 +871,8 @@ export class OuroDB {
         await this.#keySettled(key.name);
         if (sameContent(await this.#readRecord(head.hash), record, link.ifChanged.ignoreMeta)) return { hash: head.hash, stored: undefined };
       }
+      // After ifChanged: an unchanged file's parent is its head's, and its put writes nothing.
+      if (link.parent) this.#checkParent(link.parent);
       const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);

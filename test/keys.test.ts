@@ -149,6 +149,8 @@ describe('keys', () => {
       expect(await db.parent(kids[0]!)).toBe(p.hash);
       expect(await db.parent(p.hash)).toBeNull();
       await expect(db.put('orphan', { parent: 'ab'.repeat(32) })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+      await expect(db.put('orphan', { key: 'orphan', parent: 'ab'.repeat(32), ifChanged: true })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
+      expect(await db.head('orphan')).toBeNull();
     } finally {
       await db.close();
     }
