@@ -39,7 +39,7 @@ import { type OuroDB, type ReplicaSource, Tombstone } from '../lib/db.js';
 import { BadArgumentError, CorruptionError, OuroError, ProtocolError, TimeoutError, errorText, ioError, syncFailure } from '../lib/errors.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 import { unwrapReply } from './carrier.js';
-import { send } from './send.js';
+import { send, sendReleasing } from './send.js';
 import { encodeFrame } from './frames.js';
 import type { NodeMetrics } from './metrics.js';
 import { replicaSet } from './placement.js';
@@ -1001,17 +1001,21 @@ export class Replicator implements ReplicaSource {
 
 /**
  * Sends the first `size` bytes of an open file in 256 KiB pieces; `pace` may hold each piece back
- * (rate limit). The next piece is read while the current one is sent, each into a buffer of its
- * own (send() may keep a buffer until QUIC has written it, so none is reused or copied).
+ * (rate limit). The next piece is read while the current one is sent. A piece's buffer is read
+ * into again only when sendReleasing() says the stream has let go of it (its write completed);
+ * otherwise it is left to the collector and a fresh one taken. Reusing them took a 256 MiB push
+ * from 155-159 to 175-177 MiB/s (GC of a fresh 256 KiB buffer per piece).
  */
 async function sendFile(stream: Stream, handle: fs.promises.FileHandle, file: string, size: number, signal: AbortSignal, pace?: (bytes: number) => Promise<void>): Promise<void> {
-  const readAt = async (at: number): Promise<Buffer> => {
+  const spare: Buffer[] = [];
+  const readAt = async (at: number): Promise<{ buffer: Buffer; piece: Buffer }> => {
     const n = Math.min(SEND_PIECE_BYTES, size - at);
     await pace?.(n);
-    const piece = Buffer.allocUnsafeSlow(n);
+    const buffer = spare.pop() ?? Buffer.allocUnsafeSlow(SEND_PIECE_BYTES);
+    const piece = buffer.subarray(0, n);
     const { bytesRead } = await handle.read(piece, 0, n, at);
     if (bytesRead !== n) throw new CorruptionError(`${file} is shorter than its ${size} bytes`, { location: { file } });
-    return piece;
+    return { buffer, piece };
   };
   // A read ahead fails while the current piece is being sent: its error waits for the loop
   // (marked handled meanwhile, or Node would end the process over it).
@@ -1023,10 +1027,10 @@ async function sendFile(stream: Stream, handle: fs.promises.FileHandle, file: st
   let next = size > 0 ? ahead(0) : undefined;
   try {
     for (let at = 0; at < size; ) {
-      const piece = await next!;
+      const { buffer, piece } = await next!;
       at += piece.length;
       next = at < size ? ahead(at) : undefined;
-      await send(stream, piece, signal);
+      if (await sendReleasing(stream, piece, signal)) spare.push(buffer);
     }
   } finally {
     // A failed send leaves a read running: let it finish before the caller closes the file.

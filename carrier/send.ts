@@ -11,6 +11,22 @@ export async function send(stream: Stream, bytes: Parameters<Stream['send']>[0],
 }
 
 /**
+ * send(), resolving to whether `bytes` may be written over once it resolves: true only when the
+ * stream was idle (nothing queued, no write in flight), handed the bytes to its transport at once
+ * (nothing left queued), asked for a drain, and that drain came. The QUIC stream dispatches that
+ * drain when its native write of exactly these bytes has completed, so no one holds them any
+ * more. In every other case (a stream that queued them, or one that took them and asked for no
+ * drain) the answer is false and the caller must leave the buffer alone.
+ */
+export async function sendReleasing(stream: Stream, bytes: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+  const idle = !stream.writableNeedsDrain && stream.writeBufferLength === 0;
+  const more = stream.send(bytes);
+  const handedOver = idle && !more && stream.writeBufferLength === 0;
+  if (!more) await drained(stream, signal);
+  return handedOver;
+}
+
+/**
  * Resolves at the stream's next 'drain' event (at once if it needs none); rejects if the stream
  * closes first or `signal` fires. Not Stream.onDrain(): @libp2p/utils 7.4 keeps the promise of
  * the first drain and hands that same, settled promise out again, so after one drain every

@@ -3,12 +3,13 @@
  * more than the piece in hand queued in the stream, over real QUIC, and drained() waits for the
  * next drain every time (libp2p's own Stream.onDrain() stops waiting after the first).
  */
+import crypto from 'node:crypto';
 import type { Stream } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Carrier } from '../carrier/index.js';
-import { drained, send } from '../carrier/send.js';
-import { tempDir } from './helpers.js';
+import { drained, send, sendReleasing } from '../carrier/send.js';
+import { pseudoRandom, tempDir } from './helpers.js';
 
 const carriers: Carrier[] = [];
 afterEach(async () => {
@@ -87,5 +88,39 @@ describe('send() and drained()', () => {
     await done;
     expect(received).toBe(total);
     expect(mostQueued).toBeLessThanOrEqual(piece.length);
+  });
+
+  it('over real QUIC, a buffer sendReleasing() gives back is free: scribbling on it at once corrupts nothing', async () => {
+    const [a, b] = await Promise.all([Carrier.start({ dir: tempDir() }), Carrier.start({ dir: tempDir() })]);
+    carriers.push(a, b);
+    const received = new Promise<string>((resolve) => {
+      void b.node.handle('/ouro-test/digest-sink/1', async (stream: Stream) => {
+        const h = crypto.createHash('sha256');
+        for await (const piece of stream) {
+          h.update(piece.subarray());
+          await new Promise((r) => setTimeout(r, 1)); // slow enough that QUIC pushes back
+        }
+        await stream.close();
+        resolve(h.digest('hex'));
+      });
+    });
+    const stream = await a.node.dialProtocol(multiaddr(b.addresses[0]!), '/ouro-test/digest-sink/1');
+    const data = pseudoRandom('releasing', 16 * 1024 * 1024);
+    const piece = 256 * 1024;
+    const buffers = [Buffer.alloc(piece), Buffer.alloc(piece)];
+    let released = 0;
+    for (let at = 0, i = 0; at < data.length; at += piece, i++) {
+      const buf = buffers[i % 2]!;
+      data.copy(buf, 0, at, at + piece);
+      if (await sendReleasing(stream, buf)) {
+        released++;
+        buf.fill(0xee); // the stream said it let go: this must not reach the wire
+      } else {
+        buffers[i % 2] = Buffer.alloc(piece); // not released: never touch it again
+      }
+    }
+    await stream.close();
+    expect(await received).toBe(crypto.createHash('sha256').update(data).digest('hex'));
+    expect(released).toBeGreaterThan(data.length / piece / 2); // the reuse path did run
   });
 });
