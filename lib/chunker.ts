@@ -15,7 +15,7 @@
  * The loop itself runs in WebAssembly (lib/gear.wat): in one process on 64 MiB of random data it
  * cut at ~2,000 MiB/s, copy into its memory included, where the JavaScript loop it replaces did
  * ~750 MiB/s, and in a streamed ingest the main thread spent more time cutting than on anything
- * else (docs/performance.md). Test/chunker.test.ts checks its cuts against the plain loop.
+ * else (docs/performance.md). test/chunker.test.ts checks its cuts against the plain loop.
  *
  * Sizes were chosen with bench/chunking (versioned data; see docs/design.md).
  */
