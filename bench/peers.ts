@@ -3,13 +3,15 @@
  * UnixFS importer (`ipfs-unixfs-importer`, what `@helia/unixfs` runs) over `blockstore-fs`, and
  * Hypercore (10, on random-access-file), each fed the same kind of bytes (a ChaCha20 keystream)
  * and read back. Neither encrypts, and neither fsyncs what it wrote; OuroDB's figure beside them
- * is encrypted and durable. Each peer runs in a process of its own (bench/peer-run.ts), so its
- * peak RSS is its own; one that cannot be loaded is skipped with the reason.
+ * is encrypted and durable. Each peer, and OuroDB itself (`ouroIngest`), runs in a process of its
+ * own (bench/peer-run.ts), so its peak RSS is its own; a peer that cannot be loaded is skipped
+ * with the reason.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 
 import crypto from 'node:crypto';
+import { OuroDB } from '../lib/index.js';
 
 export interface PeerRun extends IngestTimes {
   name: string;
@@ -129,6 +131,31 @@ export async function hypercore(work: string, total: number, source: Source): Pr
     return { name: 'Hypercore 10', ...times, note: 'not encrypted, not fsynced' };
   } finally {
     await core.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** OuroDB's own ingest: one streamed put, durable, encrypted, then a streamed read back. */
+export async function ouroIngest(work: string, total: number, source: Source): Promise<PeerRun> {
+  const dir = path.join(work, 'ingest');
+  const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
+  try {
+    let hash = '';
+    const times = await timeIngestAndRead(
+      'OuroDB',
+      total,
+      async () => {
+        hash = (await db.put(source())).hash;
+      },
+      async () => {
+        let n = 0;
+        for await (const p of db.stream(hash)) n += p.length;
+        return n;
+      },
+    );
+    return { name: 'OuroDB', ...times, note: 'encrypted, durable' };
+  } finally {
+    await db.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

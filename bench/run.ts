@@ -6,8 +6,9 @@
  *
  *   ingest   N MiB of incompressible data as one streamed put, durable, encrypted, and read back
  *            peers: raw floor = sequential write of the same bytes to one file + fsync; Helia's
- *            UnixFS importer over blockstore-fs; Hypercore (bench/peers.ts), each in a process
- *            of its own (bench/peer-run.ts); peak RSS while ingesting, sampled the same way
+ *            UnixFS importer over blockstore-fs; Hypercore (bench/peers.ts). OuroDB and each
+ *            peer run in a process of their own (bench/peer-run.ts); peak RSS while ingesting,
+ *            sampled the same way in each
  *   backup   one large file backed up and restored by `ouro put`/`get`, restic and borg, with
  *            each process's peak RSS (GNU time; also for `tree`)
  *   recovery time to open after SIGKILL with a full WAL, vs classic-level (bench/recovery.ts)
@@ -43,7 +44,7 @@ import { concurrent, gcReclaim, keyedPutsAndReads, listing } from './keys.js';
 import { TREE_VERSIONS, type ToolResult, largeFileBench, treeBench } from './tree.js';
 import { carrierBench } from './carrier.js';
 import { replicationBench, restoreRfBench } from './replication.js';
-import { type IngestTimes, PEERS, type PeerRun, keystream, timeIngestAndRead } from './peers.js';
+import { PEERS, type PeerRun, keystream } from './peers.js';
 import { recoveryBench } from './recovery.js';
 import { PARTS, type Row } from './report.js';
 
@@ -86,27 +87,6 @@ async function rawFloor(total: number): Promise<number> {
   const secs = Number(process.hrtime.bigint() - started) / 1e9;
   fs.rmSync(file);
   return total / MiB / secs;
-}
-
-async function ingestAndRead(total: number): Promise<IngestTimes> {
-  const dir = path.join(work, 'ingest');
-  const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
-  let hash = '';
-  const times = await timeIngestAndRead(
-    'OuroDB',
-    total,
-    async () => {
-      hash = (await db.put(keystream(total, crypto.randomBytes(32)))).hash;
-    },
-    async () => {
-      let n = 0;
-      for await (const p of db.stream(hash)) n += p.length;
-      return n;
-    },
-  );
-  await db.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  return times;
 }
 
 async function smallValues(): Promise<{ ouro: number; level: number }> {
@@ -166,7 +146,9 @@ const fmt = (n: number) => n.toFixed(0).padStart(8);
 console.log(`OuroDB benchmarks: ${results['machine']}, Node ${process.version}, ${sizeMiB} MiB ingest\n`);
 if (runs('ingest')) {
   const floor = await rawFloor(sizeMiB * MiB);
-  const io = await ingestAndRead(sizeMiB * MiB);
+  // OuroDB too in a process of its own, as its peers: its peak RSS is then its own, not the
+  // benchmark process's (which has loaded libp2p and the rest, and just wrote the raw floor).
+  const io = peerRun('OuroDB', sizeMiB * MiB);
   console.log('ingest, incompressible, durable, encrypted        MiB/s   peer MiB/s  ratio');
   console.log(`  OuroDB put (stream) vs raw write+fsync       ${fmt(io.ingestMiBs)}   ${fmt(floor)}   ${(io.ingestMiBs / floor).toFixed(2)}`);
   console.log(`  OuroDB stream read-back                      ${fmt(io.readMiBs)}`);
