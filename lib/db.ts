@@ -2510,7 +2510,6 @@ function sortHeads(heads: Head[]): Head[] {
   return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
 }
 
-/** Whether two records store the same value, metadata and parent (time, key history aside). */
 /** PutOptions.ifChanged, checked, as Link.ifChanged. */
 function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
   if (option === undefined || option === false) return {};
@@ -2521,7 +2520,10 @@ function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
   return { ifChanged: { ignoreMeta: new Set(option.ignoreMeta) } };
 }
 
-/** Whether two records hold the same value, parent and metadata (entries named in `ignoreMeta` aside). */
+/**
+ * Whether two records hold the same value, parent and metadata (time and key history aside, and
+ * the metadata entries named in `ignoreMeta`).
+ */
 function sameContent(a: ObjectRecord, b: ObjectRecord, ignoreMeta: ReadonlySet<string>): boolean {
   if (a.type !== b.type || a.size !== b.size || a.chunks.length !== b.chunks.length) return false;
   if ((a.parent === null) !== (b.parent === null) || (a.parent && !a.parent.equals(b.parent!))) return false;
