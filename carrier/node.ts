@@ -85,6 +85,12 @@ interface JoinRequest {
   v: number;
   addresses: string[];
   token?: string;
+  /**
+   * Set by a member whose heartbeat this peer refused, asking why: the answer is as for a join
+   * (a revoked peer gets the signed list that revokes it), but a peer the member does not know is
+   * neither recorded as pending nor counted, only answered `rejected`.
+   */
+  check?: true;
 }
 
 const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
@@ -556,6 +562,23 @@ export class Node {
     } catch (err) {
       this.metrics.heartbeat('failed');
       this.log.debug({ event: 'heartbeat-failed', peer, err: errorText(err) }, 'heartbeat failed');
+      if (err instanceof RefusedError && this.#role === 'member') await this.#askWhyRefused(peer);
+    }
+  }
+
+  /**
+   * A member refused our heartbeat: we may have been revoked while the revoker could not reach us
+   * (down, or its one announce timed out). Its join protocol, open to everyone, answers a revoked
+   * peer with the signed list that revokes it, which we merge like any other (so only a real
+   * revocation is believed). Asked once per refused heartbeat.
+   */
+  async #askWhyRefused(peer: string): Promise<void> {
+    try {
+      const request: JoinRequest = { v: 1, addresses: this.carrier.addresses.slice(0, 16), check: true };
+      const answer = (await this.carrier.request(this.#route(peer), JOIN_PROTOCOL, request, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as JoinAnswer | null;
+      if (answer !== null && typeof answer === 'object' && answer.list !== undefined) await this.#mergeFrom(answer.list, peer);
+    } catch (err) {
+      this.log.debug({ event: 'refusal-check-failed', peer, err: errorText(err) }, 'could not learn why a member refused a heartbeat');
     }
   }
 
@@ -617,12 +640,14 @@ export class Node {
   /** The member side of the join protocol (open to any peer). */
   async #onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
     const m = message as JoinRequest | null;
-    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string')) throw new ProtocolError('malformed join request');
+    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string') || (m.check !== undefined && m.check !== true)) throw new ProtocolError('malformed join request');
     if (this.#role !== 'member' || !this.#list) throw new RefusedError(`this node is not a member of a cluster (${this.#role})`);
     return this.#serially(async () => {
       const list = this.#list!;
       if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
-      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked' });
+      // The signed list goes with the answer, so a revoked node that missed the news can prove it to itself.
+      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked', list });
+      if (m.check) return { status: 'rejected', reason: 'not a member of this cluster here' };
       if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
       if (m.token !== undefined) {
         const [prefix, clusterId, secret] = m.token.split('.');

@@ -107,6 +107,21 @@ describe('cluster of node processes', () => {
     expect(a.logs.some((l) => l.event === 'member-left' && l.peer === b.peerId)).toBe(true);
   });
 
+  it('a member revoked while it was down learns it when it comes back: a refused heartbeat asks why and gets the signed list', async () => {
+    const a = await founder();
+    const b = await joinByToken(a);
+    await waitFor(() => converged([a, b], ids([a, b])), 20_000, 'two nodes to agree');
+    expect(await b.stop()).toBe(0);
+    // The revoker's one announce cannot reach b now.
+    await ouroJson(['cluster', '--dir', a.dir, 'revoke', b.peerId]);
+    const back = await startNode(b.dir);
+    await waitFor(async () => (await back.get<{ role: string }>('/status')).role === 'revoked', 10_000, 'b to learn it was revoked');
+    expect((await fetch(`${back.run.admin}/health`)).status).toBe(503);
+    expect(back.logs.some((l) => l.event === 'revoked')).toBe(true);
+    // Asking why is not a join request: nothing waits on a.
+    expect((await ouroJson<{ pending: unknown[] }>(['cluster', '--dir', a.dir, 'pending'])).pending).toEqual([]);
+  });
+
   it('five nodes converge after concurrent approvals and after a restart; a killed member is dead within the documented time', async () => {
     const a = await founder();
     const b = await joinByToken(a);
