@@ -347,6 +347,16 @@ export class Node {
     return this.config.requestTimeoutMs;
   }
 
+  /** Implements ReplicationHost.memberList: the signed list this node acts on. */
+  memberList(): MemberList | undefined {
+    return this.#list;
+  }
+
+  /** Implements ReplicationHost.learnList: merges a list a member sent with a request, as a heartbeat's. */
+  async learnList(list: unknown, from: string): Promise<void> {
+    if (this.#role === 'member') await this.#mergeFrom(list, from);
+  }
+
   /** Sends a request to a member by peer id, dialing its listed addresses. */
   request(peer: string, name: string, message: unknown, options: { major?: number; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
     return this.carrier.request(this.#route(peer), protocolId(name, options.major), message, options);

@@ -43,6 +43,7 @@ import { send, sendReleasing } from './send.js';
 import { encodeFrame } from './frames.js';
 import type { NodeMetrics } from './metrics.js';
 import { replicaSet } from './placement.js';
+import { SharedLock } from './shared-lock.js';
 import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
 import { verifyBlockFile } from '../blockstore/store.js';
 import { EntryHashStream, type SeenEntries } from '../blockstore/entry-hashes.js';
@@ -71,6 +72,10 @@ export interface ReplicationHost {
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
+  /** The signed member list this node acts on (sent with block-have, see #onHave). */
+  memberList(): unknown;
+  /** Merges a member list a member sent (checked like a heartbeat's). */
+  learnList(list: unknown, from: string): Promise<void>;
   openStream(peer: string, name: string, signal: AbortSignal): Promise<Stream>;
   readonly maxFrameBytes: number;
   readonly requestTimeoutMs: number;
@@ -157,6 +162,8 @@ export class Replicator implements ReplicaSource {
   readonly #own = new Map<string, Set<string>>();
   /** When each `<block> <peer>` of #own was last confirmed (a "no" asked before that is stale). */
   readonly #confirmedAt = new Map<string, number>();
+  /** block-have's checks (shared) against surplus removals (exclusive): see #onHave. */
+  readonly #haveLock = new SharedLock();
   readonly #changed = new Set<() => void>();
   /** Blocks being received, so a second push of one waits instead of writing it twice. */
   readonly #receiving = new Map<string, Promise<boolean>>();
@@ -196,7 +203,7 @@ export class Replicator implements ReplicaSource {
     const h = this.#host;
     await h.handleStream('block-put', (stream, ctx) => this.#onPut(stream, ctx.peer));
     await h.handleStream('block-get', (stream) => this.#onGet(stream));
-    await h.handle('block-have', (m) => this.#onHave(m));
+    await h.handle('block-have', (m, ctx) => this.#onHave(m, ctx.peer));
     await h.handle('block-list', (m) => this.#onList(m));
     await h.handle('block-announce', (m, ctx) => this.#onAnnounce(m, ctx.peer));
     await h.handle('descriptor', () => this.#onDescriptor());
@@ -560,10 +567,21 @@ export class Replicator implements ReplicaSource {
 
   // ------------------------------------------------------------------ small requests
 
-  async #onHave(m: unknown): Promise<{ have: boolean[] }> {
-    const ids = (m as { ids?: unknown } | null)?.ids;
-    if ((m as { v?: unknown } | null)?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed block-have');
-    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#shelf.has(id) : false))) };
+  /**
+   * Which of `ids` this node holds. A "yes" may let the asker drop its own copy, so two rules keep
+   * two holders from each dropping theirs on the strength of the other's (a member dropping a
+   * surplus copy under an old list while a drainer, under the new one, counts that copy):
+   * the asker's list is merged before the checks, and a removal (its placement check and the
+   * delete) never overlaps the checks. So a removal either ends before the checks (a "no") or
+   * starts after them, deciding on a list at least as new as the asker's.
+   */
+  async #onHave(m: unknown, peer: string): Promise<{ have: boolean[] }> {
+    const q = m as { v?: unknown; ids?: unknown; list?: unknown } | null;
+    const ids = q?.ids;
+    if (q?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed block-have');
+    if (q.list !== undefined) await this.#host.learnList(q.list, peer);
+    const have = await this.#haveLock.shared(() => Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#shelf.has(id) : false))));
+    return { have };
   }
 
   async #onList(m: unknown): Promise<{ blocks: HeldBlock[]; done: boolean }> {
@@ -873,7 +891,7 @@ export class Replicator implements ReplicaSource {
       [...asks].map(async ([peer, ids]) => {
         try {
           const askedAt = performance.now();
-          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids }, this.#smallRequest())) as { have?: unknown };
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids, list: this.#host.memberList() }, this.#smallRequest())) as { have?: unknown };
           const have = r?.have;
           if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed block-have reply');
           ids.forEach((id, i) => {
@@ -925,14 +943,22 @@ export class Replicator implements ReplicaSource {
     if (!held) {
       held = new Set();
       for (const peer of placed) {
-        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id] }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
+        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id], list: this.#host.memberList() }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
         if (r?.have?.[0] === true) held.add(peer);
       }
     }
     if (!placed.every((p) => held.has(p))) return;
-    await this.#shelf.remove(id);
+    // The list may have changed while we asked (a drain, a join): decide on the placement as it is
+    // now, where no block-have check can run between the decision and the delete (see #onHave).
+    const removed = await this.#haveLock.exclusive(async () => {
+      const now = this.placement(id);
+      if (now.includes(self) || now.length < Math.min(this.#host.replicationFactor, this.candidates().length) || !now.every((p) => held.has(p))) return null;
+      await this.#shelf.remove(id);
+      return now;
+    });
+    if (!removed) return;
     this.#progress.removed++;
-    this.#host.log.info({ event: 'surplus-removed', id, placed }, 'surplus copy removed');
+    this.#host.log.info({ event: 'surplus-removed', id, placed: removed }, 'surplus copy removed');
   }
 
   /**
