@@ -447,20 +447,26 @@ export class Replicator implements ReplicaSource {
     const early: Promise<void>[] = [];
     let syncInFlight = false;
     try {
-      // QUIC hands over pieces of a few KiB: gather them into ~1 MiB writes (one syscall each).
+      // QUIC hands over pieces of a few KiB: they are copied into one of two 1 MiB gather
+      // buffers, one filling while the other is written (one syscall each). Copying costs less
+      // than keeping the pieces: held until their write, they outlived the young generation and
+      // were collected by full GCs (a 256 MiB push: 0.45 s of main-thread GC, against 0.19 s for
+      // a raw stream that drops each piece at once).
       let at = 0;
       let syncedMark = 0;
-      let pending: Uint8Array[] = [];
+      const gather = [Buffer.allocUnsafeSlow(WRITE_GATHER_BYTES), Buffer.allocUnsafeSlow(WRITE_GATHER_BYTES)];
+      let filling = 0;
       let pendingBytes = 0;
       const write = async () => {
-        // One write in flight: wait for the previous one (and its error) before the next.
+        // One write in flight: wait for the previous one (and its error) before the next, which
+        // also frees the other gather buffer.
         await writing;
-        writing = handle.writev(pending, at);
+        writing = handle.write(gather[filling]!, 0, pendingBytes, at);
         // Its error is thrown by the next wait; until then it must not count as unhandled
         // (Node would end the process over a disk error).
         writing.catch(() => {});
         at += pendingBytes;
-        pending = [];
+        filling = 1 - filling;
         pendingBytes = 0;
         if (at - syncedMark >= EARLY_SYNC_BYTES && !syncInFlight) {
           syncedMark = at;
@@ -473,9 +479,13 @@ export class Replicator implements ReplicaSource {
       for await (const piece of source) {
         signal.throwIfAborted();
         seen.update(piece);
-        pending.push(piece);
-        pendingBytes += piece.length;
-        if (pendingBytes >= WRITE_GATHER_BYTES) await write();
+        for (let from = 0; from < piece.length; ) {
+          const n = Math.min(piece.length - from, WRITE_GATHER_BYTES - pendingBytes);
+          gather[filling]!.set(piece.subarray(from, from + n), pendingBytes);
+          pendingBytes += n;
+          from += n;
+          if (pendingBytes === WRITE_GATHER_BYTES) await write();
+        }
       }
       if (pendingBytes > 0) await write();
       await writing;
