@@ -1,0 +1,162 @@
+/**
+ * Dropping a surplus copy (carrier/replication.ts, #dropIfSurplus and #onHave), with the moments
+ * that matter held still: a Replicator in this process over a fake host and an in-memory shelf,
+ * whose peers' answers and file removals wait on gates the test opens. Two members must never
+ * each drop a copy while counting the other's: a block-have asked during a removal answers "no",
+ * and a list learned from an asker before the removal's last check calls the removal off.
+ */
+import crypto from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { replicaSet } from '../carrier/placement.js';
+import { type ReplicationHost, Replicator } from '../carrier/replication.js';
+import type { HeldBlock, Shelf } from '../carrier/shelf.js';
+
+function gate(): { open: () => void; opened: Promise<void> } {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  return { open, opened };
+}
+
+const SELF = 'self';
+const RF = 2;
+
+/** An in-memory shelf; remove() waits for `removeGate` when one is set. */
+class MemoryShelf {
+  readonly held = new Set<string>();
+  removeGate: Promise<void> | undefined;
+  removeStarted = gate();
+  path(id: string): string {
+    return `/nonexistent/ourodb-test/${id}`;
+  }
+  async has(id: string): Promise<boolean> {
+    return this.held.has(id);
+  }
+  async *list(): AsyncIterable<HeldBlock> {
+    for (const id of [...this.held].sort()) yield { id, size: 1 };
+  }
+  async removable(): Promise<boolean> {
+    return true;
+  }
+  async remove(id: string): Promise<void> {
+    this.removeStarted.open();
+    await this.removeGate;
+    this.held.delete(id);
+  }
+  async tombstoned(): Promise<boolean> {
+    return false;
+  }
+}
+
+/** A host whose members are `members` (some draining), whose peers hold everything they are asked about. */
+function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<void>) {
+  const handlers = new Map<string, (m: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown>();
+  const learned: unknown[] = [];
+  const asked = gate();
+  const noop = () => {};
+  const log = { debug: noop, info: noop, warn: noop, error: noop };
+  const metrics = new Proxy({}, { get: () => noop });
+  const host = {
+    peerId: SELF,
+    replicationFactor: RF,
+    log,
+    metrics,
+    maxFrameBytes: 1 << 20,
+    requestTimeoutMs: 5000,
+    memberViews: () => members.map((peerId) => ({ peerId, self: peerId === SELF, status: 'member' as const, state: 'alive', since: 0, draining: draining.has(peerId), quarantined: false })),
+    served: noop,
+    handle: async (name: string, handler: (m: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown) => void handlers.set(name, handler),
+    handleStream: async () => {},
+    request: async (_peer: string, name: string, message: unknown) => {
+      if (name !== 'block-have') throw new Error(`unexpected request ${name}`);
+      asked.open();
+      await haveGate;
+      return { have: (message as { ids: string[] }).ids.map(() => true) };
+    },
+    openStream: async () => {
+      throw new Error('no streams here');
+    },
+    memberList: () => ({ fake: 'list' }),
+    learnList: async (list: unknown) => {
+      learned.push(list);
+    },
+  };
+  return { host: host as unknown as ReplicationHost, handlers, learned, asked: asked.opened };
+}
+
+/** A block id whose placement over `candidates` leaves SELF out. */
+function surplusId(candidates: string[]): string {
+  for (;;) {
+    const id = crypto.randomBytes(32).toString('hex');
+    if (!replicaSet(id, candidates, RF).includes(SELF)) return id;
+  }
+}
+
+const config = { deadGraceMs: 60_000, repairIntervalMs: 3_600_000, repairBytesPerSec: 1 << 30 };
+const started: Replicator[] = [];
+/** Gates a failing test left shut are opened before the replicators stop (which waits for their passes). */
+const gates: Array<() => void> = [];
+afterEach(async () => {
+  for (const open of gates.splice(0)) open();
+  await Promise.all(started.splice(0).map((r) => r.stop()));
+});
+
+describe('dropping a surplus copy', () => {
+  it('a block-have asked while the copy is being removed waits for the removal and answers no', async () => {
+    const members = [SELF, 'p1', 'p2'];
+    const id = surplusId(members);
+    const shelf = new MemoryShelf();
+    shelf.held.add(id);
+    const removal = gate();
+    gates.push(removal.open);
+    shelf.removeGate = removal.opened;
+    const { host, handlers } = fakeHost(members, new Set());
+    const r = new Replicator(host, shelf as unknown as Shelf, undefined, config);
+    started.push(r);
+    await r.start();
+    await shelf.removeStarted.opened;
+    // The repair pass is deleting the file now; a peer asks whether we hold the block.
+    let answered = false;
+    const asked = Promise.resolve(handlers.get('block-have')!({ v: 1, ids: [id] }, { peer: 'p3', signal: new AbortController().signal })).then((a) => {
+      answered = true;
+      return a;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(answered).toBe(false);
+    removal.open();
+    expect(await asked).toEqual({ have: [false] });
+    await r.idle();
+    expect(shelf.held.has(id)).toBe(false);
+    expect(r.progress.removed).toBe(1);
+  });
+
+  it('a list learned from an asker between the confirmations and the removal calls the removal off', async () => {
+    const members = [SELF, 'p1', 'p2'];
+    // Surplus here while all three are candidates; placed here once p2 drains (two candidates, RF 2).
+    const id = surplusId(members);
+    const shelf = new MemoryShelf();
+    shelf.held.add(id);
+    const answers = gate();
+    gates.push(answers.open);
+    const draining = new Set<string>();
+    const { host, handlers, learned, asked } = fakeHost(members, draining, answers.opened);
+    // Merging the asker's list is what tells this node of the drain.
+    (host as unknown as { learnList: (l: unknown) => Promise<void> }).learnList = async (list: unknown) => {
+      learned.push(list);
+      draining.add('p2');
+    };
+    const r = new Replicator(host, shelf as unknown as Shelf, undefined, config);
+    started.push(r);
+    await r.start();
+    // The pass has asked p1 and p2 (both will say they hold it); meanwhile p2, draining, asks us.
+    await asked;
+    const answer = await handlers.get('block-have')!({ v: 1, ids: [id], list: { drain: 'p2' } }, { peer: 'p2', signal: new AbortController().signal });
+    expect(learned).toEqual([{ drain: 'p2' }]);
+    expect(answer).toEqual({ have: [true] });
+    expect(replicaSet(id, [SELF, 'p1'], RF)).toContain(SELF);
+    answers.open();
+    await r.idle();
+    // p2 counted our copy: we keep it.
+    expect(shelf.held.has(id)).toBe(true);
+    expect(r.progress.removed).toBe(0);
+  });
+});
