@@ -47,8 +47,11 @@ class MemoryShelf {
   }
 }
 
-/** A host whose members are `members` (some draining), whose peers hold everything they are asked about. */
-function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<void>) {
+/**
+ * A host whose members are `members` (some draining), whose peers hold everything they are asked
+ * about (after `haveGate`); `onLearn` runs when a list from an asker is merged.
+ */
+function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<void>, onLearn?: () => void) {
   const handlers = new Map<string, (m: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown>();
   const learned: unknown[] = [];
   const asked = gate();
@@ -78,6 +81,7 @@ function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<v
     memberList: () => ({ fake: 'list' }),
     learnList: async (list: unknown) => {
       learned.push(list);
+      onLearn?.();
     },
   };
   return { host: host as unknown as ReplicationHost, handlers, learned, asked: asked.opened };
@@ -100,23 +104,43 @@ afterEach(async () => {
   await Promise.all(started.splice(0).map((r) => r.stop()));
 });
 
+/** A shut gate, opened in any case when the test ends. */
+function testGate(): ReturnType<typeof gate> {
+  const g = gate();
+  gates.push(g.open);
+  return g;
+}
+
+/** Three members; this node holds one block placed on the two others. */
+function surplusSetup(): { members: string[]; id: string; shelf: MemoryShelf } {
+  const members = [SELF, 'p1', 'p2'];
+  const id = surplusId(members);
+  const shelf = new MemoryShelf();
+  shelf.held.add(id);
+  return { members, id, shelf };
+}
+
+/** Starts a Replicator (its first repair pass begins at once). */
+async function startReplicator(host: ReplicationHost, shelf: MemoryShelf): Promise<Replicator> {
+  const r = new Replicator(host, shelf as unknown as Shelf, undefined, config);
+  started.push(r);
+  await r.start();
+  return r;
+}
+
+const ctx = (peer: string) => ({ peer, signal: new AbortController().signal });
+
 describe('dropping a surplus copy', () => {
   it('a block-have asked while the copy is being removed waits for the removal and answers no', async () => {
-    const members = [SELF, 'p1', 'p2'];
-    const id = surplusId(members);
-    const shelf = new MemoryShelf();
-    shelf.held.add(id);
-    const removal = gate();
-    gates.push(removal.open);
+    const { members, id, shelf } = surplusSetup();
+    const removal = testGate();
     shelf.removeGate = removal.opened;
     const { host, handlers } = fakeHost(members, new Set());
-    const r = new Replicator(host, shelf as unknown as Shelf, undefined, config);
-    started.push(r);
-    await r.start();
+    const r = await startReplicator(host, shelf);
     await shelf.removeStarted.opened;
     // The repair pass is deleting the file now; a peer asks whether we hold the block.
     let answered = false;
-    const asked = Promise.resolve(handlers.get('block-have')!({ v: 1, ids: [id] }, { peer: 'p3', signal: new AbortController().signal })).then((a) => {
+    const asked = Promise.resolve(handlers.get('block-have')!({ v: 1, ids: [id] }, ctx('p3'))).then((a) => {
       answered = true;
       return a;
     });
@@ -130,26 +154,16 @@ describe('dropping a surplus copy', () => {
   });
 
   it('a list learned from an asker between the confirmations and the removal calls the removal off', async () => {
-    const members = [SELF, 'p1', 'p2'];
     // Surplus here while all three are candidates; placed here once p2 drains (two candidates, RF 2).
-    const id = surplusId(members);
-    const shelf = new MemoryShelf();
-    shelf.held.add(id);
-    const answers = gate();
-    gates.push(answers.open);
+    const { members, id, shelf } = surplusSetup();
+    const answers = testGate();
     const draining = new Set<string>();
-    const { host, handlers, learned, asked } = fakeHost(members, draining, answers.opened);
     // Merging the asker's list is what tells this node of the drain.
-    (host as unknown as { learnList: (l: unknown) => Promise<void> }).learnList = async (list: unknown) => {
-      learned.push(list);
-      draining.add('p2');
-    };
-    const r = new Replicator(host, shelf as unknown as Shelf, undefined, config);
-    started.push(r);
-    await r.start();
+    const { host, handlers, learned, asked } = fakeHost(members, draining, answers.opened, () => draining.add('p2'));
+    const r = await startReplicator(host, shelf);
     // The pass has asked p1 and p2 (both will say they hold it); meanwhile p2, draining, asks us.
     await asked;
-    const answer = await handlers.get('block-have')!({ v: 1, ids: [id], list: { drain: 'p2' } }, { peer: 'p2', signal: new AbortController().signal });
+    const answer = await handlers.get('block-have')!({ v: 1, ids: [id], list: { drain: 'p2' } }, ctx('p2'));
     expect(learned).toEqual([{ drain: 'p2' }]);
     expect(answer).toEqual({ have: [true] });
     expect(replicaSet(id, [SELF, 'p1'], RF)).toContain(SELF);
