@@ -5,7 +5,7 @@
  *   /ouro/block-put/1   stream  -> {v, id, size}   <- reply {send}   -> size raw bytes
  *                                                  <- reply {stored} once the block is durable
  *   /ouro/block-get/1   stream  -> {v, id}         <- reply {size}   <- size raw bytes
- *   /ouro/block-have/1  request {v, ids}           -> {have: boolean[]}
+ *   /ouro/block-have/1  request {v, ids, list}     -> {have: boolean[]}
  *   /ouro/block-list/1  request {v, after, limit}  -> {blocks: [{id, size}], done}
  *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
  *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
@@ -19,7 +19,9 @@
  * Placement (carrier/placement.ts) runs over the approved members that are not revoked and not
  * `dead` for longer than `deadGraceMs`: a member that is only briefly away
  * keeps its blocks and none are copied. A copy on a member outside the placement is surplus and
- * is removed by its holder only after every placed member has confirmed holding the block.
+ * is removed by its holder only after every placed member has confirmed holding the block, and
+ * every member of its placement with no one left out for being dead (#firmPlacement), under the
+ * newest list any asker has shown (#onHave, #dropIfSurplus).
  *
  * Deletion across the cluster: a block the writer's gc compacted away is tombstoned in its
  * database (Tombstone.Retired). Each repair pass of the writer first seals what gc moved (so the
@@ -944,25 +946,46 @@ export class Replicator implements ReplicaSource {
     return { under, unsettled };
   }
 
+  /**
+   * The placement every member computes alike, whatever its failure detector says: over the
+   * members not draining or quarantined, with no one left out for being dead. placement() leaves
+   * out members dead past the grace, as this node sees them; two members seeing that differently
+   * could each count the other's surplus copy and both drop theirs. A copy is dropped only once
+   * every member of this placement holds it too, so those copies stay whatever the views (a
+   * member away keeps surplus copies in place until it answers again or is revoked).
+   */
+  #firmPlacement(id: string): string[] {
+    const members = this.#host.memberViews().filter((m) => m.status === 'member' && !m.draining && !m.quarantined).map((m) => m.peerId);
+    return replicaSet(id, members, this.#host.replicationFactor);
+  }
+
+  /** Asks each of `peers` not yet in `held` whether it holds block `id`; adds those that do. */
+  async #confirmHolders(id: string, peers: string[], held: Set<string>): Promise<void> {
+    for (const peer of peers) {
+      if (held.has(peer)) continue;
+      const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id], list: this.#host.memberList() }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
+      if (r?.have?.[0] === true) held.add(peer);
+    }
+  }
+
   /** Removes this node's copy of a block placed elsewhere once every placed member holds it. */
   async #dropIfSurplus(id: string, placed: string[], known?: Set<string>): Promise<void> {
     const self = this.#host.peerId;
     if (placed.length === 0 || placed.includes(self) || placed.length < Math.min(this.#host.replicationFactor, this.candidates().length)) return;
     if (!(await this.#shelf.removable(id))) return;
-    let held = known;
-    if (!held) {
-      held = new Set();
-      for (const peer of placed) {
-        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id], list: this.#host.memberList() }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
-        if (r?.have?.[0] === true) held.add(peer);
-      }
-    }
+    const held = known ?? new Set<string>();
+    await this.#confirmHolders(id, placed, held);
     if (!placed.every((p) => held.has(p))) return;
-    // The list may have changed while we asked (a drain, a join): decide on the placement as it is
-    // now, where no block-have check can run between the decision and the delete (see #onHave).
+    const firm = this.#firmPlacement(id);
+    if (firm.includes(self)) return;
+    await this.#confirmHolders(id, firm, held);
+    // The list may have changed while we asked (a drain, a join): decide on the placements as they
+    // are now, where no block-have check can run between the decision and the delete (see #onHave).
     const removed = await this.#haveLock.exclusive(async () => {
       const now = this.placement(id);
-      if (now.includes(self) || now.length < Math.min(this.#host.replicationFactor, this.candidates().length) || !now.every((p) => held.has(p))) return null;
+      const firmNow = this.#firmPlacement(id);
+      if (now.includes(self) || firmNow.includes(self) || now.length < Math.min(this.#host.replicationFactor, this.candidates().length)) return null;
+      if (!now.every((p) => held.has(p)) || !firmNow.every((p) => held.has(p))) return null;
       await this.#shelf.remove(id);
       return now;
     });

@@ -154,7 +154,12 @@ describe('cluster operations', () => {
       () => [a, b, c].every((n) => blockFiles(n.dir, x1!).length === 0 && blockFiles(n.dir, x2).length === 0) && [b, c].every((n) => droppedIds(n).includes(x1!) && droppedIds(n).includes(x2)),
       60_000,
       'copies deleted everywhere',
-    );
+    ).catch(async (err: unknown) => {
+      // It timed out once in a full run and never alone: say what each member did and what it holds.
+      const events = /^(block-|retire-|repair-|fetch-|member-state|proof-)/;
+      for (const n of [a, b, c]) console.log(n.peerId, JSON.stringify({ files: [x1, x2].map((id) => blockFiles(n.dir, id!).length), replication: (await n.get<{ replication?: unknown }>('/status').catch(() => ({ replication: null }))).replication, events: n.logs.filter((l) => events.test(String(l.event))).slice(-40) }));
+      throw err;
+    });
     for (const n of [b, c]) {
       const released = n.logs.filter((l) => l.event === 'block-released').map((l) => String(l.id));
       const dropped = droppedIds(n);

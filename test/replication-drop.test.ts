@@ -48,10 +48,13 @@ class MemoryShelf {
 }
 
 /**
- * A host whose members are `members` (some draining), whose peers hold everything they are asked
- * about (after `haveGate`); `onLearn` runs when a list from an asker is merged.
+ * A host whose members are `members` (some draining, some dead long past any grace, unreachable),
+ * whose live peers hold everything they are asked about (after `haveGate`); `onLearn` runs when a
+ * list from an asker is merged.
  */
-function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<void>, onLearn?: () => void) {
+function fakeHost(members: string[], o: { draining?: Set<string>; dead?: Set<string>; haveGate?: Promise<void>; onLearn?: () => void } = {}) {
+  const draining = o.draining ?? new Set<string>();
+  const dead = o.dead ?? new Set<string>();
   const handlers = new Map<string, (m: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown>();
   const learned: unknown[] = [];
   const asked = gate();
@@ -65,14 +68,15 @@ function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<v
     metrics,
     maxFrameBytes: 1 << 20,
     requestTimeoutMs: 5000,
-    memberViews: () => members.map((peerId) => ({ peerId, self: peerId === SELF, status: 'member' as const, state: 'alive', since: 0, draining: draining.has(peerId), quarantined: false })),
+    memberViews: () => members.map((peerId) => ({ peerId, self: peerId === SELF, status: 'member' as const, state: dead.has(peerId) ? 'dead' : 'alive', since: 0, draining: draining.has(peerId), quarantined: false })),
     served: noop,
     handle: async (name: string, handler: (m: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown) => void handlers.set(name, handler),
     handleStream: async () => {},
-    request: async (_peer: string, name: string, message: unknown) => {
+    request: async (peer: string, name: string, message: unknown) => {
       if (name !== 'block-have') throw new Error(`unexpected request ${name}`);
+      if (dead.has(peer)) throw new Error(`${peer} does not answer`);
       asked.open();
-      await haveGate;
+      await o.haveGate;
       return { have: (message as { ids: string[] }).ids.map(() => true) };
     },
     openStream: async () => {
@@ -81,7 +85,7 @@ function fakeHost(members: string[], draining: Set<string>, haveGate?: Promise<v
     memberList: () => ({ fake: 'list' }),
     learnList: async (list: unknown) => {
       learned.push(list);
-      onLearn?.();
+      o.onLearn?.();
     },
   };
   return { host: host as unknown as ReplicationHost, handlers, learned, asked: asked.opened };
@@ -135,7 +139,7 @@ describe('dropping a surplus copy', () => {
     const { members, id, shelf } = surplusSetup();
     const removal = testGate();
     shelf.removeGate = removal.opened;
-    const { host, handlers } = fakeHost(members, new Set());
+    const { host, handlers } = fakeHost(members);
     const r = await startReplicator(host, shelf);
     await shelf.removeStarted.opened;
     // The repair pass is deleting the file now; a peer asks whether we hold the block.
@@ -159,7 +163,7 @@ describe('dropping a surplus copy', () => {
     const answers = testGate();
     const draining = new Set<string>();
     // Merging the asker's list is what tells this node of the drain.
-    const { host, handlers, learned, asked } = fakeHost(members, draining, answers.opened, () => draining.add('p2'));
+    const { host, handlers, learned, asked } = fakeHost(members, { draining, haveGate: answers.opened, onLearn: () => draining.add('p2') });
     const r = await startReplicator(host, shelf);
     // The pass has asked p1 and p2 (both will say they hold it); meanwhile p2, draining, asks us.
     await asked;
@@ -172,5 +176,29 @@ describe('dropping a surplus copy', () => {
     // p2 counted our copy: we keep it.
     expect(shelf.held.has(id)).toBe(true);
     expect(r.progress.removed).toBe(0);
+  });
+
+  it('a copy is kept while a member this node thinks dead may count on it', async () => {
+    // p3 is dead past the grace as this node sees it, so the block's placement here is p1 and p2,
+    // which hold it; but to a member that sees p3 alive the placement is p3 and one of them, and
+    // this copy may be what that member counts on.
+    const members = [SELF, 'p1', 'p2', 'p3'];
+    let id: string;
+    do id = surplusId([SELF, 'p1', 'p2']);
+    while (!replicaSet(id, members, RF).includes('p3'));
+    const shelf = new MemoryShelf();
+    shelf.held.add(id);
+    const dead = new Set(['p3']);
+    const { host } = fakeHost(members, { dead });
+    const r = await startReplicator(host, shelf);
+    await r.idle();
+    expect(shelf.held.has(id)).toBe(true);
+    expect(r.progress.removed).toBe(0);
+    // p3 answers again, holding the block: now the copy goes.
+    dead.delete('p3');
+    r.kick();
+    await r.idle();
+    expect(shelf.held.has(id)).toBe(false);
+    expect(r.progress.removed).toBe(1);
   });
 });
