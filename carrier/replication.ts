@@ -959,10 +959,15 @@ export class Replicator implements ReplicaSource {
     return replicaSet(id, members, this.#host.replicationFactor);
   }
 
-  /** Asks each of `peers` not yet in `held` whether it holds block `id`; adds those that do. */
+  /**
+   * Asks each of `peers` not yet in `held` whether it holds block `id`; adds those that do. A
+   * member not seen alive is not asked (it stays unconfirmed): waiting out a request's time limit
+   * for every surplus copy would stall repair passes while a member is away.
+   */
   async #confirmHolders(id: string, peers: string[], held: Set<string>): Promise<void> {
+    const alive = new Set(this.#host.memberViews().filter((m) => m.self || m.state === 'alive').map((m) => m.peerId));
     for (const peer of peers) {
-      if (held.has(peer)) continue;
+      if (held.has(peer) || !alive.has(peer)) continue;
       const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id], list: this.#host.memberList() }, this.#smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
       if (r?.have?.[0] === true) held.add(peer);
     }
