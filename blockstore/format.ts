@@ -2,6 +2,7 @@
  * The block file: an immutable file of sealed entries (chunks and object records) with a footer
  * index. Part of the on-disk format: every constant and offset here is frozen for version 1;
  * a change means a new BLOCK_FORMAT_VERSION, and readers refuse versions they do not know.
+ * Version 2 only adds entry kind 3, the pack (lib/pack.ts); a version 1 block reads as before.
  * All integers are little-endian. CRC-32 is the IEEE polynomial (zlib.crc32).
  *
  *   +--------------------+  offset 0
@@ -18,14 +19,15 @@
  *
  * Header (40 B):
  *   0   8  magic "OUROBLK\0"
- *   8   2  format version (1)
+ *   8   2  format version (2 written; 1 and 2 read)
  *   10  2  header length (40)
  *   12  8  sequence number this file was written under while open (recovery maps WAL records by it)
  *   20  16 database id (a block from another database is refused)
  *   36  4  CRC-32 of bytes [0, 36)
  *
  * Entry (72 B header + payload):
- *   0   1  kind: 1 = chunk, 2 = object record
+ *   0   1  kind: 1 = chunk, 2 = object record, 3 = pack of object records (version 2 only;
+ *          layout in lib/pack.ts)
  *   1   1  flags: bit 0 = plaintext was zstd-compressed before encryption; other bits zero
  *   2   2  reserved, zero
  *   4   4  payload length P (ciphertext including the 16-byte Poly1305 tag)
@@ -52,7 +54,7 @@
  *   0   8  footer offset
  *   8   4  entry count
  *   12  4  CRC-32 of the footer rows
- *   16  2  format version (1)
+ *   16  2  format version (as in the header)
  *   18  6  reserved, zero
  *   24  8  magic "OUROEND\0"
  *
@@ -63,7 +65,13 @@
 import zlib from 'node:zlib';
 import { CorruptionError, UnsupportedVersionError } from '../lib/errors.js';
 
-export const BLOCK_FORMAT_VERSION = 1;
+/**
+ * The version this release writes. Version 2 added the pack entry (kind 3); otherwise the layout
+ * is version 1's, and a version 1 block (no packs) is read as before.
+ */
+export const BLOCK_FORMAT_VERSION = 2;
+/** Every block format version this release reads. */
+export const BLOCK_FORMAT_VERSIONS_READ: readonly number[] = [1, 2];
 export const BLOCK_MAGIC = Buffer.from('OUROBLK\0', 'latin1');
 export const END_MAGIC = Buffer.from('OUROEND\0', 'latin1');
 export const HEADER_BYTES = 40;
@@ -76,6 +84,8 @@ export const ID_BYTES = 32;
 export const enum EntryKind {
   Chunk = 1,
   Object = 2,
+  /** Several object records sealed as one entry (lib/pack.ts); block format version 2. */
+  Pack = 3,
 }
 export const FLAG_ZSTD = 1;
 
@@ -118,7 +128,7 @@ export function encodeHeader(h: BlockHeader): Buffer {
 export function decodeHeader(b: Buffer, file: string): BlockHeader {
   if (b.length < HEADER_BYTES || !b.subarray(0, 8).equals(BLOCK_MAGIC)) throw new CorruptionError(`${file}: not a block file (bad magic)`, { location: { file, offset: 0 } });
   const version = b.readUInt16LE(8);
-  if (version !== BLOCK_FORMAT_VERSION) throw new UnsupportedVersionError(`${file}: block format version ${version}; this release reads ${BLOCK_FORMAT_VERSION}`);
+  if (!BLOCK_FORMAT_VERSIONS_READ.includes(version)) throw new UnsupportedVersionError(`${file}: block format version ${version}; this release reads ${BLOCK_FORMAT_VERSIONS_READ.join(' and ')}`);
   if (b.readUInt32LE(36) !== zlib.crc32(b.subarray(0, 36)) || b.readUInt16LE(10) !== HEADER_BYTES) throw new CorruptionError(`${file}: header checksum mismatch`, { location: { file, offset: 0 } });
   return { seq: Number(b.readBigUInt64LE(12)), databaseId: Buffer.from(b.subarray(20, 36)) };
 }
@@ -141,7 +151,7 @@ export function readEntryHeader(b: Buffer, at: number, file: string, offset: num
   if (b.readUInt32LE(at + 68) !== zlib.crc32(b.subarray(at, at + 68))) throw new CorruptionError(`${file}@${offset}: entry header checksum mismatch`, { location: { file, offset } });
   const kind = b.readUInt8(at);
   const flags = b.readUInt8(at + 1);
-  if ((kind !== EntryKind.Chunk && kind !== EntryKind.Object) || (flags & ~FLAG_ZSTD) !== 0 || b.readUInt16LE(at + 2) !== 0) {
+  if ((kind !== EntryKind.Chunk && kind !== EntryKind.Object && kind !== EntryKind.Pack) || (flags & ~FLAG_ZSTD) !== 0 || b.readUInt16LE(at + 2) !== 0) {
     throw new CorruptionError(`${file}@${offset}: unknown entry kind ${kind} or flags ${flags}`, { location: { file, offset } });
   }
   return {
@@ -201,7 +211,7 @@ export function decodeTrailer(b: Buffer, fileSize: number, file: string): Traile
   const at = fileSize - TRAILER_BYTES;
   if (b.length !== TRAILER_BYTES || !b.subarray(24, 32).equals(END_MAGIC)) throw new CorruptionError(`${file}: bad trailer magic (torn or not sealed)`, { location: { file, offset: at } });
   const version = b.readUInt16LE(16);
-  if (version !== BLOCK_FORMAT_VERSION) throw new UnsupportedVersionError(`${file}: block trailer version ${version}`);
+  if (!BLOCK_FORMAT_VERSIONS_READ.includes(version)) throw new UnsupportedVersionError(`${file}: block trailer version ${version}`);
   const footerOffset = Number(b.readBigUInt64LE(0));
   const count = b.readUInt32LE(8);
   if (footerOffset < HEADER_BYTES || footerOffset + count * FOOTER_ROW_BYTES !== at) throw new CorruptionError(`${file}: trailer does not match file size`, { location: { file, offset: at } });

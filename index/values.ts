@@ -2,8 +2,9 @@
  * Values of the index keyspaces (keys in index/keys.ts). Fixed binary layouts, little-endian,
  * each starting with a version byte so a layout can change without ambiguity.
  *
- * Location (prefixes 'c' and 'o'): where an entry's bytes are, 28 bytes.
- *   0   1  version (1)
+ * Location (prefixes 'c' and 'o'): where an entry's bytes are, 28 bytes (version 1), or 36 for
+ * a record inside a pack (version 2, kind 3: the first 28 bytes locate the pack entry):
+ *   0   1  version (1, or 2 for a packed record)
  *   1   1  reserved, zero
  *   2   1  entry kind
  *   3   1  entry flags
@@ -12,6 +13,8 @@
  *   12  8  offset of the entry in the file
  *   20  8  seq of the block: open file `open/<seq>.open` until the key 's' + seq names the
  *          sealed block it became (the offset is the same in both)
+ *   28  4  version 2 only: offset of the record in the pack's plaintext (lib/pack.ts)
+ *   32  4  version 2 only: length of the record
  *
  * Block info (prefix 'b'):
  *   0   1  version (1)
@@ -25,6 +28,7 @@
  *   32  8  live bytes (entry bytes still referenced)
  */
 import type { EntryKind } from '../blockstore/format.js';
+import type { PackSlot } from '../lib/pack.js';
 import { CorruptionError, UnsupportedVersionError } from '../lib/errors.js';
 
 export interface Location {
@@ -34,26 +38,33 @@ export interface Location {
   plainLength: number;
   offset: number;
   seq: number;
+  /** For a record in a pack (kind Pack): where it lies in the pack's plaintext. */
+  slot?: PackSlot | undefined;
 }
 
 export const LOCATION_BYTES = 28;
+const PACKED_LOCATION_BYTES = 36;
 
 export function encodeLocation(l: Location): Buffer {
-  const b = Buffer.alloc(LOCATION_BYTES);
-  b[0] = 1;
+  const b = Buffer.alloc(l.slot ? PACKED_LOCATION_BYTES : LOCATION_BYTES);
+  b[0] = l.slot ? 2 : 1;
   b[2] = l.kind;
   b[3] = l.flags;
   b.writeUInt32LE(l.length, 4);
   b.writeUInt32LE(l.plainLength, 8);
   b.writeBigUInt64LE(BigInt(l.offset), 12);
   b.writeBigUInt64LE(BigInt(l.seq), 20);
+  if (l.slot) {
+    b.writeUInt32LE(l.slot.offset, 28);
+    b.writeUInt32LE(l.slot.length, 32);
+  }
   return b;
 }
 
 export function decodeLocation(b: Buffer): Location {
-  if (b[0] !== 1) throw new UnsupportedVersionError(`index location version ${b[0]}`);
-  if (b.length !== LOCATION_BYTES) throw new CorruptionError('index location has the wrong length');
-  return {
+  if (b[0] !== 1 && b[0] !== 2) throw new UnsupportedVersionError(`index location version ${b[0]}`);
+  if (b.length !== (b[0] === 1 ? LOCATION_BYTES : PACKED_LOCATION_BYTES)) throw new CorruptionError('index location has the wrong length');
+  const loc: Location = {
     kind: b[2] as EntryKind,
     flags: b[3]!,
     length: b.readUInt32LE(4),
@@ -61,6 +72,17 @@ export function decodeLocation(b: Buffer): Location {
     offset: Number(b.readBigUInt64LE(12)),
     seq: Number(b.readBigUInt64LE(20)),
   };
+  if (b[0] === 2) loc.slot = { offset: b.readUInt32LE(28), length: b.readUInt32LE(32) };
+  return loc;
+}
+
+/**
+ * The bytes an entry's death frees, for gc's dead-byte counts: the whole entry, or for a record
+ * in a pack its share of the pack (in proportion to its plaintext), so that the shares of all of
+ * a pack's records add up to about the pack's length.
+ */
+export function deadBytes(l: Location): number {
+  return l.slot ? Math.max(1, Math.round((l.length * l.slot.length) / Math.max(1, l.plainLength))) : l.length;
 }
 
 export interface BlockInfo {

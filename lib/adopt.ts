@@ -15,24 +15,40 @@ import { toHex } from './bytes.js';
 import type { DatabaseKeys } from './crypto.js';
 import { openEntry } from './entry.js';
 import { CorruptionError } from './errors.js';
+import { type PackSlot, decodePack } from './pack.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { type VersionNode, rebuildVersions } from './versions.js';
 import { type Vfs, type VfsFile, readFully } from './vfs/vfs.js';
 
-/** Every object record of a block file, authenticated with the key and checked against its id. */
-export async function readBlockRecords(vfs: Vfs, file: string, rows: readonly EntryRow[], dbKeys: DatabaseKeys): Promise<Map<string, { row: EntryRow; record: ObjectRecord }>> {
-  const out = new Map<string, { row: EntryRow; record: ObjectRecord }>();
+/** An object record read from a block: in an entry of its own, or in a pack at `slot`. */
+export interface BlockRecord {
+  hash: Buffer;
+  row: EntryRow;
+  record: ObjectRecord;
+  slot?: PackSlot;
+}
+
+/**
+ * Every object record of a block file (packs opened), authenticated with the key and checked
+ * against its id, by hash.
+ */
+export async function readBlockRecords(vfs: Vfs, file: string, rows: readonly EntryRow[], dbKeys: DatabaseKeys): Promise<Map<string, BlockRecord>> {
+  const out = new Map<string, BlockRecord>();
   let handle: VfsFile | undefined;
   try {
     for (const row of rows) {
-      if (row.kind !== EntryKind.Object) continue;
+      if (row.kind !== EntryKind.Object && row.kind !== EntryKind.Pack) continue;
       handle ??= await vfs.open(file, 'r');
       const bytes = Buffer.allocUnsafe(row.length);
       await readFully(handle, bytes, 0, row.length, row.offset);
-      const plain = openEntry(dbKeys.data, bytes, { id: row.id, kind: EntryKind.Object }, file, row.offset);
-      const hex = toHex(row.id);
-      if (!dbKeys.objectId(plain).equals(row.id)) throw new CorruptionError(`${file}: object record ${hex} does not hash to its id`, { location: { file, offset: row.offset, id: hex } });
-      out.set(hex, { row, record: decodeRecord(plain, hex) });
+      const plain = openEntry(dbKeys.data, bytes, { id: row.id, kind: row.kind }, file, row.offset);
+      const one = (hash: Buffer, recordBytes: Buffer, slot?: PackSlot) => {
+        const hex = toHex(hash);
+        if (!dbKeys.objectId(recordBytes).equals(hash)) throw new CorruptionError(`${file}: object record ${hex} does not hash to its id`, { location: { file, offset: row.offset, id: hex } });
+        out.set(hex, { hash, row, record: decodeRecord(recordBytes, hex), ...(slot ? { slot } : {}) });
+      };
+      if (row.kind === EntryKind.Object) one(row.id, plain);
+      else for (const r of decodePack(plain, `${file}@${row.offset}`)) one(r.hash, plain.subarray(r.offset, r.offset + r.length), { offset: r.offset, length: r.length });
     }
   } finally {
     await handle?.close().catch(() => {});

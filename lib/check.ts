@@ -13,11 +13,12 @@ import type { ClassicLevel } from 'classic-level';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
 import { PREFIX_BLOCK, PREFIX_CHUNK, PREFIX_HEADS, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_VERSION, keys } from '../index/keys.js';
-import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
+import { type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
 import { toHex } from './bytes.js';
 import type { DatabaseKeys } from './crypto.js';
 import { openEntry } from './entry.js';
 import { OuroError } from './errors.js';
+import { decodePack, recordInPack } from './pack.js';
 import { decodeRecord } from './record.js';
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
@@ -109,7 +110,10 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
       if (result.entries % 256 === 0) options.onProgress?.(result.entries, bytesRead);
       if (prefix === PREFIX_OBJECT) liveObjects.push(id);
       const row = await rowAt(loc.seq, loc.offset);
-      if (!row || !row.id.equals(id) || row.length !== loc.length) {
+      // A record in a pack is at its pack's row (whose id is the pack's); the pack's table is
+      // checked against the location when the data is read.
+      const rowMatches = row && row.length === loc.length && (loc.slot ? row.kind === EntryKind.Pack : row.id.equals(id));
+      if (!row || !rowMatches) {
         problems.push({ kind: 'location-dangling', id: toHex(id), message: `the index places it at block seq ${loc.seq} offset ${loc.offset}, where there is no such entry` });
         continue;
       }
@@ -118,7 +122,8 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
       try {
         const bytes = await src.read(block.name, block.file, loc.offset, loc.length);
         if (!crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) throw new Error('entry bytes do not match the footer hash');
-        openEntry(src.keys.data, bytes, { id, kind: prefix === PREFIX_CHUNK ? EntryKind.Chunk : EntryKind.Object }, block.file, loc.offset);
+        if (loc.slot) packedRecord(openEntry(src.keys.data, bytes, { id: null, kind: EntryKind.Pack }, block.file, loc.offset), id, loc, block.file);
+        else openEntry(src.keys.data, bytes, { id, kind: prefix === PREFIX_CHUNK ? EntryKind.Chunk : EntryKind.Object }, block.file, loc.offset);
         result.entriesRead++;
         bytesRead += bytes.length;
       } catch (err) {
@@ -153,7 +158,8 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
         const loc = decodeLocation(getSync(keys.object(id))!);
         const block = await src.blockOf(loc.seq);
         if (!block) continue;
-        const plain = openEntry(src.keys.data, await src.read(block.name, block.file, loc.offset, loc.length), { id, kind: EntryKind.Object }, block.file, loc.offset);
+        const bytes = await src.read(block.name, block.file, loc.offset, loc.length);
+        const plain = loc.slot ? packedRecord(openEntry(src.keys.data, bytes, { id: null, kind: EntryKind.Pack }, block.file, loc.offset), id, loc, block.file) : openEntry(src.keys.data, bytes, { id, kind: EntryKind.Object }, block.file, loc.offset);
         if (!src.keys.objectId(plain).equals(id)) {
           problems.push({ kind: 'record-corrupt', id: toHex(id), message: 'the record does not hash to its id' });
           continue;
@@ -181,4 +187,10 @@ export async function checkDatabase(src: CheckSource, options: { readData: boole
   options.onProgress?.(result.entries, bytesRead);
   result.ok = problems.length === 0;
   return result;
+}
+
+/** Record `id` from an opened pack, where its location says it is (CorruptionError otherwise). */
+function packedRecord(plain: Buffer, id: Buffer, loc: Location, file: string): Buffer {
+  const where = `${file}@${loc.offset}`;
+  return recordInPack(plain, decodePack(plain, where), id, loc.slot!, where);
 }

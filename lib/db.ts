@@ -22,7 +22,7 @@ import { BlockStore, type OpenBlock, type SealedBlock, assertBlockEntries } from
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
-import { HEAD_BYTES, type Head, type Location, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
+import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
@@ -47,6 +47,7 @@ import {
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
+import { PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
 import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { type VersionNode, nextHeads, versionNumber } from './versions.js';
@@ -57,7 +58,13 @@ import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unl
 import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, decodeRecord, encodeRecord } from './record.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
-export const INDEX_FORMAT_VERSION = 1;
+/**
+ * The index layout this release writes. Version 2 added locations of records inside packs
+ * (index/values.ts); a version 1 index is read as it is and marked version 2 on open, after
+ * which a release that reads only version 1 refuses it instead of misreading a packed record.
+ */
+export const INDEX_FORMAT_VERSION = 2;
+const INDEX_FORMAT_VERSIONS_READ = [1, 2];
 
 export type Durability = 'durable' | 'relaxed';
 
@@ -365,8 +372,33 @@ interface PendingEntry {
   prepare?: (ops: BatchOp[], delta: Partial<PersistedStats>) => void;
   /** A purge marker: an object record, but not an object in stats (it stands for none). */
   marker?: boolean;
-  /** A live entry gc copied here from block `from`: not new data, so stats count only its bytes. */
-  moved?: { seq: number; offset: number };
+  /**
+   * A live entry gc copied here from block `seq`: not new data, so stats count only its bytes.
+   * For a pack, `records` lists the records in it (each switches its own location).
+   */
+  moved?: { seq: number; offset: number; records?: ReadonlyArray<{ id: Buffer; slot: PackSlot }> };
+  /** A record in a pack: where it lies in the pack's plaintext (set when the pack is sealed). */
+  slot?: PackSlot;
+}
+
+/**
+ * Records waiting for the next group commit, to be sealed together as one pack (lib/pack.ts).
+ * Their entries are in #pending from the start (so equal records deduplicate against them) and
+ * get their block, row and slot when the commit loop seals the pack and appends it.
+ */
+interface OpenPack {
+  members: PendingEntry[];
+  plains: Uint8Array[];
+  bytes: number;
+  written: { resolve: () => void; reject: (err: unknown) => void };
+  writtenPromise: Promise<void>;
+}
+
+/** Index changes that commit with an object record (see #writeRecord). */
+interface RecordExtra {
+  ops?: BatchOp[] | undefined;
+  prepare?: PendingEntry['prepare'];
+  marker?: boolean;
 }
 
 interface BatchOp {
@@ -385,6 +417,13 @@ const NO_ID = Buffer.alloc(0);
 const RECORD_OFFLOAD_INFLIGHT = 4;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
 const SEAL_AHEAD = 8;
+/**
+ * Records up to this size go into a pack when a group commit is already under way (a lone put
+ * still writes its record as an entry of its own: nothing would share the pack). A pack is
+ * sealed at the start of the next group, or once it holds PACK_MAX_BYTES.
+ */
+const PACK_RECORD_MAX_BYTES = 16 * 1024;
+const PACK_MAX_BYTES = 256 * 1024;
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
 type Snapshot = ReturnType<Ldb['snapshot']>;
@@ -455,6 +494,11 @@ export class OuroDB {
   #diskFullEpoch = 0;
   readonly #sealing = new Set<Promise<void>>();
   readonly #pending = new Map<string, PendingEntry>();
+  /** Records gathered for the next pack (see OpenPack). */
+  #openPack: OpenPack | undefined;
+  /** Packs that reached PACK_MAX_BYTES, waiting for the commit loop to append them. */
+  #packsReady: OpenPack[] = [];
+  readonly #packCache = new PackCache();
   #queue: PendingEntry[] = [];
   #committer: Promise<void> | undefined;
   /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
@@ -562,8 +606,10 @@ export class OuroDB {
           // A fresh index beside existing blocks: the index directory was lost. Rebuild it.
           rebuild ||= (await store.listSealed()).length > 0 || (await store.listOpen()).length > 0;
           await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
+        } else if (!INDEX_FORMAT_VERSIONS_READ.includes(format.readUInt32LE(0))) {
+          throw new UnsupportedVersionError(`${root}/index has layout version ${format.readUInt32LE(0)}; this release reads ${INDEX_FORMAT_VERSIONS_READ.join(' and ')}`);
         } else if (format.readUInt32LE(0) !== INDEX_FORMAT_VERSION) {
-          throw new UnsupportedVersionError(`${root}/index has layout version ${format.readUInt32LE(0)}; this release reads ${INDEX_FORMAT_VERSION}`);
+          await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
         }
         rebuild ||= ldb.getSync(keys.meta('rebuilding')) !== undefined;
         if (rebuild) await rebuildFromBlocks(ldb, store, dbKeys);
@@ -854,10 +900,10 @@ export class OuroDB {
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
       if (link.parent) this.#checkParent(link.parent);
-      const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
+      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
       this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
-      const entry = await this.#store_(EntryKind.Object, hash, seal, record.size, inlineSize, undefined, { ops, prepare });
+      const entry = await store(record.size, inlineSize, { ops, prepare });
       if (entry) link.onQueued?.(entry.committed);
       if (entry) await (durability === 'durable' ? entry.committed : entry.written);
       return hash;
@@ -876,7 +922,7 @@ export class OuroDB {
       const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
-      const { hash, seal } = await this.#identifyRecord(encodeRecord(record));
+      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
       this.#checkDiskFullEpoch(link);
       const n = versionNumber(prevHeads);
       const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
@@ -885,7 +931,7 @@ export class OuroDB {
         { type: 'put', key: keys.version(key.bytes, n, hash), value: EMPTY },
       ];
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
-      const stored = await this.#store_(EntryKind.Object, hash, seal, record.size, inlineSize, undefined, { ops, prepare });
+      const stored = await store(record.size, inlineSize, { ops, prepare });
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
@@ -904,19 +950,131 @@ export class OuroDB {
   }
 
   /**
-   * An encoded object record's hash and how to seal it. While other puts are in flight the record
-   * goes to the seal pool, batched with theirs (SealPool.sealRecord): the HMAC and the sealing
-   * leave the main thread, which under many concurrent small puts is the bottleneck. A put on
-   * its own keeps them here and skips the worker's round trip. A record that turns out to be
-   * stored already was sealed for nothing; records carry their creation time, so that is rare.
+   * An encoded object record's hash and how to store it. While a group commit is under way, or
+   * other puts are in flight, a small record joins the open pack (#joinPack): it would wait for
+   * the next group anyway, and sharing that group's pack spares it its own compression frame,
+   * encryption and footer row.
+   * Otherwise, while other puts are in flight, the record goes to the seal pool, batched with
+   * theirs (SealPool.sealRecord), so the HMAC and the sealing leave the main thread; a put on its
+   * own keeps them here and skips the worker's round trip. A record that turns out to be stored
+   * already was sealed for nothing; records carry their creation time, so that is rare.
    */
-  async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; seal: () => SealedEntry }> {
+  async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; store: (objectSize: number, inlineSize: number, extra: RecordExtra) => Promise<PendingEntry | undefined> }> {
+    if ((this.#committer !== undefined || this.#inflight.size >= RECORD_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
+      const hash = this.#keys.objectId(bytes);
+      return { hash, store: async (objectSize, inlineSize, extra) => this.#joinPack(hash, bytes, objectSize, inlineSize, extra) };
+    }
+    let hash: Buffer;
+    let seal: () => SealedEntry;
     if (this.#inflight.size >= RECORD_OFFLOAD_INFLIGHT && bytes.byteLength <= RECORD_BATCH_MAX_BYTES) {
       const { id, sealed } = await this.#sealPool.sealRecord(bytes, this.#compression);
-      return { hash: id, seal: () => sealed };
+      hash = id;
+      seal = () => sealed;
+    } else {
+      const h = this.#keys.objectId(bytes);
+      hash = h;
+      seal = () => sealEntry(this.#keys.data, EntryKind.Object, h, bytes, this.#compression);
     }
-    const hash = this.#keys.objectId(bytes);
-    return { hash, seal: () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression) };
+    return { hash, store: (objectSize, inlineSize, extra) => this.#store_(EntryKind.Object, hash, seal, objectSize, inlineSize, undefined, extra) };
+  }
+
+  /**
+   * Puts a record into the open pack, unless an equal one is stored or on its way (then returns
+   * that one's entry, or undefined when it is committed). The entry is pending from now on, so
+   * equal records deduplicate against it; its block, row and slot come when the commit loop seals
+   * the pack (#appendPack), which also queues it for that group.
+   */
+  #joinPack(hash: Buffer, bytes: Uint8Array, objectSize: number, inlineSize: number, extra: RecordExtra): PendingEntry | undefined {
+    const idHex = toHex(hash);
+    const inflight = this.#pending.get(idHex);
+    if (inflight || this.#committedEntry(keys.object(hash), idHex)) return inflight;
+    this.#checkAlive();
+    let pack = this.#openPack;
+    if (!pack) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const written = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      written.catch(() => {});
+      pack = this.#openPack = { members: [], plains: [], bytes: 0, written: { resolve, reject }, writtenPromise: written };
+    }
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const committed = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    committed.catch(() => {});
+    // block and row are set by #appendPack, before anything reads them: only the commit
+    // pipeline does, and the entry reaches it through the queue, which #appendPack fills.
+    const entry: PendingEntry = { kind: EntryKind.Object, id: hash, block: undefined!, row: undefined!, written: pack.writtenPromise, committed, resolve, reject, objectSize, inlineSize, ops: extra.ops, prepare: extra.prepare, marker: extra.marker };
+    pack.members.push(entry);
+    pack.plains.push(bytes);
+    pack.bytes += bytes.byteLength;
+    this.#pending.set(idHex, entry);
+    if (pack.bytes >= PACK_MAX_BYTES) {
+      this.#packsReady.push(pack);
+      this.#openPack = undefined;
+    }
+    this.#committer ??= this.#commitLoop();
+    return entry;
+  }
+
+  /** Seals the packs gathered so far and appends them (run by the commit loop, before it takes a group). */
+  async #flushPacks(): Promise<void> {
+    const packs = this.#packsReady;
+    this.#packsReady = [];
+    if (this.#openPack) packs.push(this.#openPack);
+    this.#openPack = undefined;
+    for (const pack of packs) {
+      try {
+        await this.#appendPack(pack);
+      } catch (err) {
+        this.#rejectPack(pack, err);
+      }
+    }
+  }
+
+  /**
+   * Seals one pack and appends it to the open block; its records join the queue, in order, right
+   * behind it (queue order stays block order). A pack of one record is sealed as an ordinary
+   * object entry: nothing to share, and a reader needs no pack to find it.
+   */
+  async #appendPack(pack: OpenPack): Promise<void> {
+    let sealed: SealedEntry;
+    if (pack.members.length === 1) {
+      sealed = sealEntry(this.#keys.data, EntryKind.Object, pack.members[0]!.id, pack.plains[0]!, this.#compression);
+    } else {
+      const { plain, id, slots } = encodePack(pack.members.map((m, i) => ({ hash: m.id, bytes: pack.plains[i]! })));
+      sealed = sealEntry(this.#keys.data, EntryKind.Pack, id, plain, this.#compression);
+      pack.members.forEach((m, i) => (m.slot = slots[i]));
+    }
+    let block = this.#current ?? (await this.#openBlock());
+    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
+    this.#checkAlive();
+    const { written } = block.append(sealed.bytes, { id: sealed.id, kind: sealed.kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash });
+    written.then(pack.written.resolve, pack.written.reject);
+    const appended = block.rows[block.rows.length - 1]!;
+    const state = this.#unsealed.get(block.seq)!;
+    for (const m of pack.members) {
+      m.block = block;
+      m.row = appended;
+      state.uncommitted++;
+      this.#queue.push(m);
+    }
+    this.#afterAppend(block);
+  }
+
+  /** A pack that could not be appended: its records fail (newest first, as #rejectFrom does). */
+  #rejectPack(pack: OpenPack, reason: unknown): void {
+    pack.written.reject(reason);
+    for (const m of [...pack.members].reverse()) {
+      const hex = toHex(m.id);
+      if (this.#pending.get(hex) === m) this.#pending.delete(hex);
+      m.reject(reason);
+    }
   }
 
   /**
@@ -979,6 +1137,15 @@ export class OuroDB {
     const entry: PendingEntry = { kind: row.kind, id: row.id, block, row: appended, written, committed, resolve, reject, ...extra };
     this.#pending.set(toHex(row.id), entry);
     this.#unsealed.get(block.seq)!.uncommitted++;
+    this.#queue.push(entry);
+    this.#afterAppend(block);
+    this.#committer ??= this.#commitLoop();
+    if (block.backlog > WRITE_BACKLOG_LIMIT) await block.drain();
+    return entry;
+  }
+
+  /** After an append: the unsealed-time limit starts with a block's first entry; a full block rotates. */
+  #afterAppend(block: OpenBlock): void {
     if (block.rows.length === 1 && this.#maxUnsealedMs !== undefined) {
       const first = block;
       setTimeout(() => {
@@ -986,10 +1153,6 @@ export class OuroDB {
       }, this.#maxUnsealedMs).unref();
     }
     if (block.size >= this.#blockSize) this.#rotate();
-    this.#queue.push(entry);
-    this.#committer ??= this.#commitLoop();
-    if (block.backlog > WRITE_BACKLOG_LIMIT) await block.drain();
-    return entry;
   }
 
   // ---------------------------------------------------------------- keys and versions
@@ -1276,7 +1439,7 @@ export class OuroDB {
           const loc = this.#get(keys.object(v.hash));
           if (loc) {
             const l = decodeLocation(loc);
-            this.#counters!.addDead(keys.dead(l.seq), l.length);
+            this.#counters!.addDead(keys.dead(l.seq), deadBytes(l));
           }
           add(delta, 'objects', -1);
           add(delta, 'logicalBytes', -r.size);
@@ -1375,7 +1538,11 @@ export class OuroDB {
    */
   async #commitLoop(): Promise<void> {
     try {
-      while (this.#queue.length > 0 && !this.#failed) {
+      while (this.#commitWork() && !this.#failed) {
+        // Records gathered while the last group committed are sealed into a pack now: they
+        // form the front of this group's work with whatever else was queued.
+        if (this.#openPack || this.#packsReady.length > 0) await this.#flushPacks();
+        if (this.#queue.length === 0) continue;
         let group = this.#queue;
         this.#queue = [];
         try {
@@ -1409,10 +1576,18 @@ export class OuroDB {
       if (this.#failed) {
         for (const e of this.#queue) e.reject(this.#failed);
         this.#queue = [];
-      } else if (this.#queue.length > 0) {
+        for (const pack of [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])]) this.#rejectPack(pack, this.#failed);
+        this.#packsReady = [];
+        this.#openPack = undefined;
+      } else if (this.#commitWork()) {
         this.#committer = this.#commitLoop();
       }
     }
+  }
+
+  /** Whether the commit loop has anything to do: queued entries or records waiting in a pack. */
+  #commitWork(): boolean {
+    return this.#queue.length > 0 || this.#openPack !== undefined || this.#packsReady.length > 0;
   }
 
   /** Stage two of group commit (see #commitLoop): one synced index batch for all synced groups. */
@@ -1443,24 +1618,34 @@ export class OuroDB {
     }
   }
 
-  /** The index batch that commits a group: a WAL value per block run, a location per entry, stats. */
+  /**
+   * The index batch that commits a group: a WAL value per block run, a location per entry, stats.
+   * The records of one pack are consecutive entries sharing one row: the row goes into the WAL,
+   * and counts in the stats, once.
+   */
   #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>, Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void>] {
     const ops: BatchOp[] = [];
     const prepares: Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = [];
-    const delta: Partial<PersistedStats> = { walRecords: group.length };
+    const delta: Partial<PersistedStats> = {};
     // A group's entries in one block are contiguous (append and queue happen together, in order):
     // each run of them gets one WAL value.
     for (let start = 0; start < group.length; ) {
       let end = start + 1;
       while (end < group.length && group[end]!.block === group[start]!.block) end++;
-      const run = group.slice(start, end);
-      ops.push({ type: 'put', key: keys.wal(run[0]!.block.seq, run[0]!.row.offset), value: encodeWalRecords(run.map((e) => e.row)) });
+      const rows: EntryRow[] = [];
+      for (let i = start; i < end; i++) if (rows[rows.length - 1] !== group[i]!.row) rows.push(group[i]!.row);
+      ops.push({ type: 'put', key: keys.wal(group[start]!.block.seq, rows[0]!.offset), value: encodeWalRecords(rows) });
+      add(delta, 'walRecords', rows.length);
       start = end;
     }
+    let lastRow: EntryRow | undefined;
     for (const e of group) {
-      const loc = encodeLocation({ kind: e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq });
-      add(delta, 'walEntryBytes', e.row.length);
-      add(delta, 'storedBytes', e.row.length);
+      const loc = encodeLocation({ kind: e.slot ? EntryKind.Pack : e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq, slot: e.slot });
+      if (e.row !== lastRow) {
+        add(delta, 'walEntryBytes', e.row.length);
+        add(delta, 'storedBytes', e.row.length);
+        lastRow = e.row;
+      }
       if (e.ops) ops.push(...e.ops);
       if (e.prepare) prepares.push(e.prepare);
       if (e.moved) {
@@ -1632,6 +1817,9 @@ export class OuroDB {
 
   async #flush(): Promise<void> {
     await Promise.allSettled([...this.#inflight]);
+    // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
+    // them: let it finish before rotating, so that the rotation seals them too.
+    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
     this.#rotate();
     while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
     while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
@@ -1733,11 +1921,11 @@ export class OuroDB {
     failpoint('adopt.after-rename');
 
     const byKey = new Map<string, VersionNode[]>();
-    for (const { row, record } of records.values()) {
+    for (const { hash, record } of records.values()) {
       if (record.key === null || record.type === 'purge') continue;
       let list = byKey.get(record.key);
       if (!list) byKey.set(record.key, (list = []));
-      list.push({ hash: row.id, prev: record.prev, tombstone: record.type === 'tombstone' });
+      list.push({ hash, prev: record.prev, tombstone: record.type === 'tombstone' });
     }
     const names = [...byKey.keys()].sort();
     return this.#withKeys(names, async () => {
@@ -1764,7 +1952,10 @@ export class OuroDB {
           );
           add(delta, 'blocks', 1);
           add(delta, 'storedBytes', index.size);
-          for (const row of index.rows) this.#indexAdopted(row, seq, records.get(toHex(row.id))?.record, ops, delta);
+          for (const row of index.rows) {
+            if (row.kind !== EntryKind.Pack) this.#indexAdopted(row.id, row, undefined, seq, records.get(toHex(row.id))?.record, ops, delta);
+          }
+          for (const r of records.values()) if (r.slot) this.#indexAdopted(r.hash, r.row, r.slot, seq, r.record, ops, delta);
           for (const [name, change] of changes) {
             const kb = Buffer.from(name, 'utf8');
             for (const d of change.drop) ops.push({ type: 'del', key: keys.version(kb, d.n, d.hash) });
@@ -1779,19 +1970,23 @@ export class OuroDB {
     });
   }
 
-  /** The index entries of one entry of an adopted block (inside its batch's prepare step). */
-  #indexAdopted(row: EntryRow, seq: number, record: ObjectRecord | undefined, ops: BatchOp[], delta: Partial<PersistedStats>): void {
-    const hex = toHex(row.id);
+  /**
+   * The index entries of one entry of an adopted block, or of one record of a pack in it (`slot`
+   * set, `id` the record's hash), inside its batch's prepare step.
+   */
+  #indexAdopted(id: Buffer, row: EntryRow, slot: PackSlot | undefined, seq: number, record: ObjectRecord | undefined, ops: BatchOp[], delta: Partial<PersistedStats>): void {
+    const hex = toHex(id);
     const chunk = row.kind === EntryKind.Chunk;
-    const indexKey = chunk ? keys.chunk(row.id) : keys.object(row.id);
+    const indexKey = chunk ? keys.chunk(id) : keys.object(id);
+    const loc: Location = { kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq, slot };
     if (this.#get(indexKey) !== undefined || this.#pending.has(hex)) {
       // Known already: this copy is dead here, but remembered, so that releasing the block the
       // index names (a writer compacted it into this one) re-points instead of copying.
-      this.#counters!.addDead(keys.dead(seq), row.length);
-      ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq }) });
+      this.#counters!.addDead(keys.dead(seq), deadBytes(loc));
+      ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation(loc) });
       return;
     }
-    ops.push({ type: 'put', key: indexKey, value: encodeLocation({ kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq }) });
+    ops.push({ type: 'put', key: indexKey, value: encodeLocation(loc) });
     if (chunk) {
       add(delta, 'chunks', 1);
       add(delta, 'uniqueBytes', row.plainLength);
@@ -1806,7 +2001,7 @@ export class OuroDB {
       add(delta, 'chunkStoredBytes', record.inline.byteLength);
     }
     for (const c of record.chunks) this.#changeRef(c.id, 1);
-    if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, row.id), value: EMPTY });
+    if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, id), value: EMPTY });
   }
 
   /** #withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
@@ -1946,6 +2141,20 @@ export class OuroDB {
    * chunk died meanwhile, the copy is dead on arrival and counts as dead bytes of its block.
    */
   #switchMoved(e: PendingEntry, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
+    if (e.moved!.records) {
+      // A pack: each record switches on its own; the pack's bytes that stay behind (records a
+      // purge dropped meanwhile) count as dead in the new block.
+      const at = decodeLocation(loc);
+      for (const r of e.moved!.records) {
+        const indexKey = keys.object(r.id);
+        const cur = this.#get(indexKey);
+        const was = cur ? decodeLocation(cur) : undefined;
+        const mine = { ...at, slot: r.slot };
+        if (was && was.seq === e.moved!.seq && was.offset === e.moved!.offset) ops.push({ type: 'put', key: indexKey, value: encodeLocation(mine) });
+        else this.#counters!.addDead(keys.dead(e.block.seq), deadBytes(mine));
+      }
+      return;
+    }
     const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
     const cur = this.#get(indexKey);
     const at = cur ? decodeLocation(cur) : undefined;
@@ -2017,14 +2226,33 @@ export class OuroDB {
     return report;
   }
 
-  /** Whether the index still names `row` in block `seq` (it may have moved or died since). */
-  #pointsInto(seq: number): (row: EntryRow) => boolean {
-    return (row) => {
-      const cur = this.#get(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
+  /**
+   * Whether the index still names `row` in block `seq` (it may have moved or died since); a pack
+   * while it names any of its records there (`packs`: their ids by the pack's offset, #packsIn).
+   */
+  #pointsInto(seq: number, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): (row: EntryRow) => boolean {
+    const names = (indexKey: Buffer, offset: number) => {
+      const cur = this.#get(indexKey);
       if (!cur) return false;
       const at = decodeLocation(cur);
-      return at.seq === seq && at.offset === row.offset;
+      return at.seq === seq && at.offset === offset;
     };
+    return (row) => {
+      if (row.kind === EntryKind.Pack) return (packs.get(row.offset) ?? []).some((r) => names(keys.object(r.id), row.offset));
+      return names(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id), row.offset);
+    };
+  }
+
+  /** The records of every pack among `rows` of a block file, by the pack's offset (read and authenticated). */
+  async #packsIn(name: string, file: string, rows: readonly EntryRow[]): Promise<Map<number, Array<{ id: Buffer; slot: PackSlot }>>> {
+    const packs = new Map<number, Array<{ id: Buffer; slot: PackSlot }>>();
+    for (const row of rows) {
+      if (row.kind !== EntryKind.Pack) continue;
+      const bytes = await this.#files.read(name, file, row.offset, row.length);
+      const plain = openEntry(this.#keys.data, bytes, { id: row.id, kind: EntryKind.Pack }, file, row.offset);
+      packs.set(row.offset, decodePack(plain, `${file}@${row.offset}`).map((r) => ({ id: r.hash, slot: { offset: r.offset, length: r.length } })));
+    }
+    return packs;
   }
 
   /**
@@ -2060,7 +2288,7 @@ export class OuroDB {
   }
 
   /** Copies the `live` entries of a sealed block into the open block (each checked against its footer hash); resolves with the bytes copied once all are committed. */
-  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean): Promise<number> {
+  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): Promise<number> {
     const name = blockName(block.id);
     const copies: Promise<void>[] = [];
     let bytesCopied = 0;
@@ -2071,7 +2299,8 @@ export class OuroDB {
         throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; the block was left in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
       }
       const { id, kind, flags, length, plainLength, hash } = row;
-      const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset } });
+      const records = kind === EntryKind.Pack ? packs.get(row.offset) : undefined;
+      const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset, ...(records ? { records } : {}) } });
       copies.push(entry.committed);
       bytesCopied += row.length;
     }
@@ -2082,7 +2311,8 @@ export class OuroDB {
   async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
     const file = this.#store.blockPath(block.id);
     const { rows } = await this.#store.readIndex(file);
-    const here = this.#pointsInto(block.seq);
+    const packs = await this.#packsIn(blockName(block.id), file, rows);
+    const here = this.#pointsInto(block.seq, packs);
 
     // 1. Drop dead chunks from the index.
     const { live, dropped } = await this.#dropDeadRows(rows, here);
@@ -2090,7 +2320,7 @@ export class OuroDB {
     failpoint('gc.after-drop');
 
     // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
-    report.bytesCopied += await this.#copyLive(block, file, live, here);
+    report.bytesCopied += await this.#copyLive(block, file, live, here, packs);
     failpoint('gc.after-copy');
 
     // 3. Unregister and remove the block, unless something still points into it.
@@ -2147,10 +2377,35 @@ export class OuroDB {
       await this.#replicas.fetchBlock(toHex(id), file);
     }
     const { rows } = await this.#store.readIndex(file);
-    const here = this.#pointsInto(info.seq);
+    const packs = await this.#packsIn(blockName(id), file, rows);
+    const here = this.#pointsInto(info.seq, packs);
+
+    // A pack re-points when every record of it has its other copy in one same pack elsewhere (the
+    // writer's gc copied the pack whole); otherwise it is copied here whole (below).
+    const repointPack = (row: EntryRow, ops: BatchOp[]): boolean => {
+      const records = (packs.get(row.offset) ?? []).filter((r) => {
+        const cur = this.#get(keys.object(r.id));
+        const at = cur ? decodeLocation(cur) : undefined;
+        return at !== undefined && at.seq === info.seq && at.offset === row.offset;
+      });
+      const alts = records.map((r) => this.#get(keys.alt(keys.object(r.id))));
+      if (records.length === 0 || alts.some((a) => a === undefined)) return false;
+      const where = alts.map((a) => decodeLocation(a!));
+      const first = where[0]!;
+      if (first.seq === info.seq || !where.every((w) => w.seq === first.seq && w.offset === first.offset) || this.#get(keys.sealedSeq(first.seq)) === undefined) return false;
+      records.forEach((r, i) => {
+        const altKey = keys.alt(keys.object(r.id));
+        ops.push({ type: 'del', key: altKey }, { type: 'put', key: altKey.subarray(1), value: alts[i]! });
+      });
+      this.#counters!.addDead(keys.dead(info.seq), row.length);
+      this.#counters!.addDead(keys.dead(first.seq), -row.length);
+      report.repointed++;
+      return true;
+    };
 
     // 1. Re-point what has another copy, drop dead chunks; an alternative inside this block is void.
     const repoint = (row: EntryRow, ops: BatchOp[]): boolean => {
+      if (row.kind === EntryKind.Pack) return repointPack(row, ops);
       const altKey = keys.alt(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
       const altBytes = this.#get(altKey);
       if (altBytes === undefined) return false;
@@ -2168,7 +2423,7 @@ export class OuroDB {
     failpoint('release.after-repoint');
 
     // 2. What this member still names and has nowhere else: copied into its own open block.
-    await this.#copyLive({ id, seq: info.seq }, file, live, here);
+    await this.#copyLive({ id, seq: info.seq }, file, live, here, packs);
     report.copied = live.filter((r) => !here(r)).length;
     failpoint('release.after-copy');
 
@@ -2329,6 +2584,24 @@ export class OuroDB {
     }
     const loc = decodeLocation(locBytes);
     const [name, file] = this.#fileOf(loc);
+    const slot = loc.slot;
+    if (slot) {
+      // A record in a pack: the pack is opened once and kept while its neighbours are read.
+      const where = `${file}@${loc.offset}`;
+      const cached = this.#packCache.get(file, loc.offset);
+      if (cached) return Promise.resolve(Buffer.from(recordInPack(cached.plain, cached.records, id, slot, where)));
+      return this.#readLocated(name, file, loc).then((bytes) => {
+        const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
+        const pack = { plain, records: decodePack(plain, where) };
+        this.#packCache.set(file, loc.offset, pack);
+        return Buffer.from(recordInPack(plain, pack.records, id, slot, where));
+      });
+    }
+    return this.#readLocated(name, file, loc).then((bytes) => openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset));
+  }
+
+  /** The bytes of the entry at `loc` in block file `file` (cache name `name`), exactly its length. */
+  #readLocated(name: string, file: string, loc: Location): Promise<Buffer> {
     // #fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
     // close the descriptor between them (FileCache counts the reference before awaiting).
     const read = this.#files.read(name, file, loc.offset, loc.length).catch(async (err: unknown) => {
@@ -2338,8 +2611,8 @@ export class OuroDB {
       return this.#files.read(name, file, loc.offset, loc.length);
     });
     return read.then((bytes) => {
-      if (bytes.length !== loc.length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset, id: toHex(id) } });
-      return openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset);
+      if (bytes.length !== loc.length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });
+      return bytes;
     });
   }
 

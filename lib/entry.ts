@@ -107,10 +107,12 @@ export function sealEntry(key: AeadKey, kind: EntryKind, id: Buffer, plain: Uint
  * id, kind, lengths, authentication, decompression) is a CorruptionError: a database that has
  * already unlocked with its key cannot see an authentication failure for any other reason.
  */
-export function openEntry(key: AeadKey, bytes: Buffer, expect: { id: Buffer; kind: EntryKind }, file: string, offset: number): Buffer {
-  const where = { file, offset, id: expect.id.toString('hex') };
+export function openEntry(key: AeadKey, bytes: Buffer, expect: { id: Buffer | null; kind: EntryKind }, file: string, offset: number): Buffer {
   const h = readEntryHeader(bytes, 0, file, offset);
-  if (h.kind !== expect.kind || !h.id.equals(expect.id) || ENTRY_HEADER_BYTES + h.payloadLength !== bytes.length) {
+  // A pack is located by where it is, not by its id (the index names its records instead):
+  // `id: null` accepts the id in the header, which the authentication below still binds.
+  const where = { file, offset, id: (expect.id ?? h.id).toString('hex') };
+  if (h.kind !== expect.kind || (expect.id !== null && !h.id.equals(expect.id)) || ENTRY_HEADER_BYTES + h.payloadLength !== bytes.length) {
     throw new CorruptionError(`${file}@${offset}: entry is not ${where.id}`, { location: where });
   }
   let body: Buffer;

@@ -17,6 +17,7 @@ import { nodeVfs } from './vfs/vfs.js';
 import { openEntry } from './entry.js';
 import { BadArgumentError, CorruptionError, LockedError, NotFoundError, OuroError, ioError } from './errors.js';
 import { type Credentials, DESCRIPTOR_FILE, readDescriptor, unlock } from './keyring.js';
+import { decodePack } from './pack.js';
 import { decodeRecord } from './record.js';
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
@@ -40,13 +41,16 @@ async function withIndex<T>(dir: string, fn: (ldb: Ldb) => Promise<T>): Promise<
 export interface WalRecordView {
   seq: number;
   offset: number;
-  kind: 'chunk' | 'object';
+  kind: EntryKindName;
   flags: number;
   length: number;
   plainLength: number;
   id: string;
   sha256: string;
 }
+
+type EntryKindName = 'chunk' | 'object' | 'pack';
+const KIND_NAMES: Record<number, EntryKindName> = { [EntryKind.Chunk]: 'chunk', [EntryKind.Object]: 'object', [EntryKind.Pack]: 'pack' };
 
 /** Every WAL record: entries acknowledged but not yet sealed into a block. */
 export function inspectWal(dir: string): Promise<WalRecordView[]> {
@@ -55,7 +59,7 @@ export function inspectWal(dir: string): Promise<WalRecordView[]> {
     for await (const [k, v] of ldb.iterator(keys.walRange())) {
       const { seq, offset } = keys.decodeWal(k);
       for (const r of decodeWalRecords(v, offset)) {
-        out.push({ seq, offset: r.offset, kind: r.kind === EntryKind.Chunk ? 'chunk' : 'object', flags: r.flags, length: r.length, plainLength: r.plainLength, id: toHex(r.id), sha256: toHex(r.hash) });
+        out.push({ seq, offset: r.offset, kind: KIND_NAMES[r.kind]!, flags: r.flags, length: r.length, plainLength: r.plainLength, id: toHex(r.id), sha256: toHex(r.hash) });
       }
     }
     return out;
@@ -67,7 +71,8 @@ export interface BlockView {
   file: string;
   seq: number;
   size: number;
-  entries: Array<{ offset: number; kind: 'chunk' | 'object'; flags: number; length: number; plainLength: number; id: string; sha256: string; record?: unknown; error?: string }>;
+  /** `records`: a pack's records (with credentials), each with its hash. */
+  entries: Array<{ offset: number; kind: EntryKindName; flags: number; length: number; plainLength: number; id: string; sha256: string; record?: unknown; records?: unknown[]; error?: string }>;
 }
 
 /**
@@ -88,16 +93,18 @@ export async function inspectBlock(dir: string, idPrefix: string, creds?: Creden
   try {
     const entries: BlockView['entries'] = [];
     for (const row of index.rows) {
-      const view: BlockView['entries'][number] = { offset: row.offset, kind: row.kind === EntryKind.Chunk ? 'chunk' : 'object', flags: row.flags, length: row.length, plainLength: row.plainLength, id: toHex(row.id), sha256: toHex(row.hash) };
+      const view: BlockView['entries'][number] = { offset: row.offset, kind: KIND_NAMES[row.kind]!, flags: row.flags, length: row.length, plainLength: row.plainLength, id: toHex(row.id), sha256: toHex(row.hash) };
       if (dbKeys && handle) {
         const bytes = Buffer.allocUnsafe(row.length);
         await handle.read(bytes, 0, row.length, row.offset);
         try {
           const plain = openEntry(dbKeys.data, bytes, { id: row.id, kind: row.kind }, file, row.offset);
-          if (row.kind === EntryKind.Object) {
-            const r = decodeRecord(plain, toHex(row.id));
-            view.record = { type: r.type, size: r.size, key: r.key, parent: r.parent && toHex(r.parent), prev: r.prev.map(toHex), created: new Date(r.created).toISOString(), meta: r.meta, chunks: r.chunks.map((c) => ({ id: toHex(c.id), size: c.size })), inline: r.inline ? r.inline.byteLength : null };
-          }
+          const show = (hash: Buffer, bytes: Buffer) => {
+            const r = decodeRecord(bytes, toHex(hash));
+            return { type: r.type, size: r.size, key: r.key, parent: r.parent && toHex(r.parent), prev: r.prev.map(toHex), created: new Date(r.created).toISOString(), meta: r.meta, chunks: r.chunks.map((c) => ({ id: toHex(c.id), size: c.size })), inline: r.inline ? r.inline.byteLength : null };
+          };
+          if (row.kind === EntryKind.Object) view.record = show(row.id, plain);
+          if (row.kind === EntryKind.Pack) view.records = decodePack(plain, `${file}@${row.offset}`).map((p) => ({ hash: toHex(p.hash), ...show(p.hash, plain.subarray(p.offset, p.offset + p.length)) }));
         } catch (err) {
           if (!(err instanceof OuroError)) throw err;
           view.error = err.message;

@@ -11,12 +11,13 @@ import type { ClassicLevel } from 'classic-level';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
 import { keys } from '../index/keys.js';
-import { encodeBlockInfo, encodeCount, encodeHeads, encodeLocation } from '../index/values.js';
+import { type Location, deadBytes, encodeBlockInfo, encodeCount, encodeHeads, encodeLocation } from '../index/values.js';
 import { toHex } from './bytes.js';
 import type { DatabaseKeys } from './crypto.js';
 import { openEntry } from './entry.js';
 import { CorruptionError, OuroError } from './errors.js';
 import { failpoint } from './failpoints.js';
+import { type PackSlot, decodePack } from './pack.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { rebuildVersions } from './versions.js';
 import { type VfsFile, readFully } from './vfs/vfs.js';
@@ -58,6 +59,9 @@ export interface RebuildReport {
 interface Found {
   seq: number;
   row: EntryRow;
+  /** A record in a pack: where in the pack, and its bytes (read with the pack). */
+  slot?: PackSlot;
+  plain?: Buffer;
 }
 
 /**
@@ -75,6 +79,7 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
   const stats = report.stats;
   const chunks = new Map<string, Found>();
   const objects = new Map<string, Found>();
+  const packs: Found[] = [];
   const entryBytes = new Map<number, number>();
   let ops: Op[] = [];
   const flush = async (sync = false) => {
@@ -117,6 +122,10 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
     await put(keys.block(index.id), encodeBlockInfo({ seq, adopted, size: index.size, entries: index.rows.length, liveBytes: live }));
     await put(keys.sealedSeq(seq), index.id);
     for (const row of index.rows) {
+      if (row.kind === EntryKind.Pack) {
+        packs.push({ seq, row });
+        continue;
+      }
       const map = row.kind === EntryKind.Chunk ? chunks : objects;
       const hex = toHex(row.id);
       const prior = map.get(hex);
@@ -124,18 +133,33 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
     }
   }
 
-  // 2. Every object record, authenticated; purge markers say which versions are forgotten.
+  // 2. Every object record, authenticated; purge markers say which versions are forgotten. The
+  // records in packs are found where their pack is, the newest copy winning as above.
   const records = new Map<string, ObjectRecord>();
   const purged = new Set<string>();
   const handles = new Map<number, VfsFile>();
+  const readEntry = async (f: Found) => {
+    let h = handles.get(f.seq);
+    if (!h) handles.set(f.seq, (h = await store.vfs.open(blockFiles.get(f.seq)!, 'r')));
+    const bytes = Buffer.allocUnsafe(f.row.length);
+    await readFully(h, bytes, 0, f.row.length, f.row.offset);
+    return bytes;
+  };
   try {
+    for (const p of packs) {
+      const file = blockFiles.get(p.seq)!;
+      const plain = openEntry(dbKeys.data, await readEntry(p), { id: p.row.id, kind: EntryKind.Pack }, file, p.row.offset);
+      for (const r of decodePack(plain, `${file}@${p.row.offset}`)) {
+        const hex = toHex(r.hash);
+        const prior = objects.get(hex);
+        if (!prior || prior.seq < p.seq) objects.set(hex, { seq: p.seq, row: p.row, slot: { offset: r.offset, length: r.length }, plain: plain.subarray(r.offset, r.offset + r.length) });
+      }
+    }
     for (const [hex, f] of objects) {
-      let h = handles.get(f.seq);
-      if (!h) handles.set(f.seq, (h = await store.vfs.open(blockFiles.get(f.seq)!, 'r')));
-      const bytes = Buffer.allocUnsafe(f.row.length);
-      await readFully(h, bytes, 0, f.row.length, f.row.offset);
-      const plain = openEntry(dbKeys.data, bytes, { id: f.row.id, kind: EntryKind.Object }, blockFiles.get(f.seq)!, f.row.offset);
-      if (!dbKeys.objectId(plain).equals(f.row.id)) throw new CorruptionError(`object record ${hex} does not hash to its id`, { location: { id: hex } });
+      const id = Buffer.from(hex, 'hex');
+      const plain = f.plain ?? openEntry(dbKeys.data, await readEntry(f), { id, kind: EntryKind.Object }, blockFiles.get(f.seq)!, f.row.offset);
+      f.plain = undefined;
+      if (!dbKeys.objectId(plain).equals(id)) throw new CorruptionError(`object record ${hex} does not hash to its id`, { location: { id: hex } });
       const r = decodeRecord(plain, hex);
       records.set(hex, r);
       if (r.type === 'purge') for (const p of r.prev) purged.add(toHex(p));
@@ -148,12 +172,15 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
   const refs = new Map<string, number>();
   const byKey = new Map<string, Array<{ hash: Buffer; prev: Buffer[]; tombstone: boolean }>>();
   const liveBytes = new Map<number, number>();
-  const addLive = (f: Found) => liveBytes.set(f.seq, (liveBytes.get(f.seq) ?? 0) + f.row.length);
+  const locationOf = (f: Found): Location => ({ kind: f.row.kind, flags: f.row.flags, length: f.row.length, plainLength: f.row.plainLength, offset: f.row.offset, seq: f.seq, slot: f.slot });
+  // A packed record's share of its pack counts as live (the shares add up to the pack).
+  const addLive = (f: Found) => liveBytes.set(f.seq, (liveBytes.get(f.seq) ?? 0) + deadBytes(locationOf(f)));
   for (const [hex, r] of records) {
     if (purged.has(hex)) continue;
     const f = objects.get(hex)!;
+    const id = Buffer.from(hex, 'hex');
     addLive(f);
-    await put(keys.object(f.row.id), encodeLocation({ kind: EntryKind.Object, flags: f.row.flags, length: f.row.length, plainLength: f.row.plainLength, offset: f.row.offset, seq: f.seq }));
+    await put(keys.object(id), encodeLocation(locationOf(f)));
     if (r.type === 'purge') continue;
     stats.objects++;
     report.objects++;
@@ -163,11 +190,11 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
       stats.chunkStoredBytes += r.inline.byteLength;
     }
     for (const c of r.chunks) refs.set(toHex(c.id), (refs.get(toHex(c.id)) ?? 0) + 1);
-    if (r.parent) await put(keys.child(r.parent, f.row.id), Buffer.alloc(0));
+    if (r.parent) await put(keys.child(r.parent, id), Buffer.alloc(0));
     if (r.key !== null) {
       let versions = byKey.get(r.key);
       if (!versions) byKey.set(r.key, (versions = []));
-      versions.push({ hash: f.row.id, prev: r.prev, tombstone: r.type === 'tombstone' });
+      versions.push({ hash: id, prev: r.prev, tombstone: r.type === 'tombstone' });
     }
   }
   for (const [name, versions] of byKey) {

@@ -11,7 +11,7 @@
  * bytes each, little-endian:
  *
  *   0   1  record version (1)
- *   1   1  entry kind (1 = chunk, 2 = object record)
+ *   1   1  entry kind (1 = chunk, 2 = object record, 3 = pack)
  *   2   1  entry flags (bit 0 = zstd)
  *   3   1  reserved, zero
  *   4   4  entry length (72-byte entry header + payload)

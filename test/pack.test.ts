@@ -1,0 +1,177 @@
+/**
+ * Packs: the records of puts that meet at one group commit sealed as one entry (lib/pack.ts).
+ * Every path that finds records by their entries (reads, check, rebuild, gc, adoption) must see
+ * the records inside packs as it sees records in entries of their own.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { EntryKind } from '../blockstore/format.js';
+import { readBlockIndex } from '../blockstore/store.js';
+import { readBlockRecords } from '../lib/adopt.js';
+import { DatabaseKeys } from '../lib/crypto.js';
+import { OuroDB, OuroError } from '../lib/index.js';
+import { DESCRIPTOR_FILE, readDescriptor, unlock } from '../lib/keyring.js';
+import { decodePack, encodePack, recordInPack } from '../lib/pack.js';
+import { nodeVfs } from '../lib/vfs/index.js';
+import { blockFiles, pseudoRandom, tempDir } from './helpers.js';
+
+/** Puts `n` keyed text values, 64 at a time (so that records meet at group commits), under a directory object. */
+async function putMany(db: OuroDB, n: number, tag = 'v'): Promise<Map<string, Buffer>> {
+  const dir = await db.put('', { key: 'dir/', meta: { type: 'directory' } });
+  const values = new Map<string, Buffer>();
+  for (let i = 0; i < n; i++) values.set(`dir/file-${String(i).padStart(4, '0')}`, Buffer.from(`${tag} ${i}: ${pseudoRandom(`${tag}${i}`, 300).toString('base64')}\n`));
+  const entries = [...values];
+  for (let i = 0; i < entries.length; i += 64) {
+    await Promise.all(entries.slice(i, i + 64).map(([key, value]) => db.put(value, { key, parent: dir.hash, meta: { type: 'file' } })));
+  }
+  return values;
+}
+
+/** Rows of every sealed block of the database in `dir`, by kind. */
+async function rowKinds(dir: string): Promise<Record<number, number>> {
+  const kinds: Record<number, number> = {};
+  for (const file of blockFiles(dir)) for (const row of (await readBlockIndex(nodeVfs, file)).rows) kinds[row.kind] = (kinds[row.kind] ?? 0) + 1;
+  return kinds;
+}
+
+async function expectAll(db: OuroDB, values: Map<string, Buffer>): Promise<void> {
+  for (const [key, value] of values) expect(Buffer.from(await db.getByKey(key)).equals(value), key).toBe(true);
+}
+
+describe('pack format', () => {
+  it('round-trips records and refuses a table that does not add up or a record asked for at the wrong place', () => {
+    const records = [0, 1, 2].map((i) => ({ hash: crypto.randomBytes(32), bytes: pseudoRandom(`r${i}`, 10 + i * 100) }));
+    const { plain, id, slots } = encodePack(records);
+    expect(id).toHaveLength(32);
+    const decoded = decodePack(plain, 'test');
+    expect(decoded.map((r) => r.hash.toString('hex'))).toEqual(records.map((r) => r.hash.toString('hex')));
+    records.forEach((r, i) => expect(recordInPack(plain, decoded, r.hash, slots[i]!, 'test').equals(r.bytes)).toBe(true));
+    // The right slot under another record's hash, and a slot that is no record's.
+    expect(() => recordInPack(plain, decoded, records[1]!.hash, slots[0]!, 'test')).toThrow(/does not hold record/);
+    expect(() => recordInPack(plain, decoded, records[0]!.hash, { offset: slots[0]!.offset + 1, length: 10 }, 'test')).toThrow(/does not hold record/);
+    expect(() => decodePack(plain.subarray(0, plain.length - 1), 'test')).toThrow(/do not add up/);
+    const future = Buffer.from(plain);
+    future.writeUInt32LE(2, 0);
+    expect(() => decodePack(future, 'test')).toThrow(expect.objectContaining({ code: 'OURO_UNSUPPORTED_VERSION' }));
+    expect(() => encodePack(records.slice(0, 1))).toThrow(RangeError);
+  });
+});
+
+describe('records of concurrent puts', () => {
+  it('share packs, and every read, history, check and rebuild sees them as records', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const values = await putMany(db, 400);
+    await db.flush();
+    const kinds = await rowKinds(dir);
+    // Most records went into packs: far fewer object and pack rows than the 401 records.
+    expect(kinds[EntryKind.Pack]).toBeGreaterThan(0);
+    expect((kinds[EntryKind.Object] ?? 0) + kinds[EntryKind.Pack]!).toBeLessThan(200);
+    await expectAll(db, values);
+    const stats = await db.stats();
+    expect(stats.objects).toBe(401);
+    expect(stats.storedBytes).toBe(blockFiles(dir).reduce((n, f) => n + fs.statSync(f).size, 0));
+    const dirHash = (await db.head('dir/'))!;
+    expect((await db.children(dirHash)).length).toBe(400);
+    expect(await db.check({ readData: true })).toMatchObject({ ok: true, problems: [] });
+
+    // A second version of some keys: their history reads through packs too.
+    await Promise.all([...values.keys()].slice(0, 50).map((k) => db.put(`changed ${k}`, { key: k })));
+    for await (const v of db.history('dir/file-0007')) expect(v.version === 2 ? 'changed dir/file-0007' : values.get('dir/file-0007')!.toString()).toBe(Buffer.from(await db.get(v.hash)).toString());
+    await db.rebuildIndex();
+    expect((await db.stats()).objects).toBe(451);
+    expect(Buffer.from(await db.getByKey('dir/file-0049')).toString()).toBe('changed dir/file-0049');
+    await expectAll(db, new Map([...values].slice(50)));
+    expect(await db.check({ readData: true })).toMatchObject({ ok: true, problems: [] });
+    await db.close();
+
+    const again = await OuroDB.open(dir, { key });
+    await expectAll(again, new Map([...values].slice(50)));
+    await again.close();
+  });
+
+  it('gc compacts a block whose packs lost records to a purge: the rest stay readable and counted', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const values = await putMany(db, 300);
+    await db.flush();
+    expect((await rowKinds(dir))[EntryKind.Pack]).toBeGreaterThan(0);
+    const purged = [...values.keys()].filter((_, i) => i % 3 !== 0);
+    for (const k of purged) await db.purge(k);
+    await db.flush();
+    const storedBefore = (await db.stats()).storedBytes;
+    const report = await db.gc({ threshold: 1 });
+    expect(report.blocksRemoved).toBeGreaterThan(0);
+    expect((await db.stats()).storedBytes).toBeLessThan(storedBefore);
+    const kept = new Map([...values].filter(([k]) => !purged.includes(k)));
+    await expectAll(db, kept);
+    for (const k of purged.slice(0, 10)) expect(await db.head(k)).toBe(null);
+    await db.flush();
+    const stats = await db.stats();
+    expect(stats.objects).toBe(kept.size + 1);
+    expect(stats.storedBytes).toBe(blockFiles(dir).reduce((n, f) => n + fs.statSync(f).size, 0));
+    expect(await db.check({ readData: true })).toMatchObject({ ok: true, problems: [] });
+    await db.close();
+    const again = await OuroDB.open(dir, { key });
+    await expectAll(again, kept);
+    await again.close();
+  });
+
+  it('a damaged pack fails its records with a corruption error, and check names it', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const values = await putMany(db, 200);
+    await db.close();
+    // Flip one payload byte of the first pack in the first block that has one.
+    let damaged: { file: string; offset: number } | undefined;
+    for (const file of blockFiles(dir)) {
+      const row = (await readBlockIndex(nodeVfs, file)).rows.find((r) => r.kind === EntryKind.Pack);
+      if (!row) continue;
+      const fd = fs.openSync(file, 'r+');
+      const b = Buffer.alloc(1);
+      fs.readSync(fd, b, 0, 1, row.offset + row.length - 20);
+      b.writeUInt8(b.readUInt8(0) ^ 0x40, 0);
+      fs.writeSync(fd, b, 0, 1, row.offset + row.length - 20);
+      fs.closeSync(fd);
+      damaged = { file, offset: row.offset };
+      break;
+    }
+    expect(damaged).toBeDefined();
+    const db2 = await OuroDB.open(dir, { key });
+    const codes = new Set<string>();
+    for (const k of values.keys()) {
+      await db2.getByKey(k).then(
+        () => codes.add('ok'),
+        (err: unknown) => codes.add(err instanceof OuroError ? err.code : String(err)),
+      );
+    }
+    expect(codes).toEqual(new Set(['ok', 'OURO_CORRUPTION']));
+    const report = await db2.check({ readData: true });
+    expect(report.ok).toBe(false);
+    expect(report.problems.some((p) => p.kind === 'entry-corrupt')).toBe(true);
+    await db2.close();
+  });
+
+  it('a block with packs yields every record to a member adopting it', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const values = await putMany(db, 150);
+    const hashes = new Set<string>();
+    for (const k of values.keys()) hashes.add((await db.head(k))!);
+    await db.close();
+    const descriptor = await readDescriptor(`${dir}/${DESCRIPTOR_FILE}`);
+    const keys = new DatabaseKeys(await unlock(descriptor, { key }), Buffer.from(descriptor.databaseId, 'hex'));
+    const found = new Map<string, { key: string | null }>();
+    for (const file of blockFiles(dir)) {
+      const { rows } = await readBlockIndex(nodeVfs, file);
+      for (const [hash, r] of await readBlockRecords(nodeVfs, file, rows, keys)) found.set(hash, r.record);
+    }
+    for (const h of hashes) expect(found.get(h)?.key).toMatch(/^dir\/file-/);
+    expect(found.size).toBe(151);
+  });
+});
