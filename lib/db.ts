@@ -2691,6 +2691,7 @@ export class OuroDB {
         if (!this.#failed) {
           for (const r of [...this.#readers]) await this.#closeReader(r);
           await this.#removeDeferred(true);
+          await this.#compactIndexTail();
         }
       } finally {
         this.#closed = true;
@@ -2700,6 +2701,21 @@ export class OuroDB {
       }
     })();
     return this.#closing;
+  }
+
+  /**
+   * Compacts the index over the WAL's key range before closing. LevelDB turns its log into a
+   * level-0 table at every open and merges level 0 only once four tables pile up, so a database
+   * opened and closed often (every `ouro` command) kept up to three stale copies of its churn:
+   * WAL values written and deleted, stats and heads overwritten. On the tree benchmark (4 versions
+   * of date-fns, then one restore) that was 2.2 MB of index instead of 1.1 MB. Compacting a range
+   * flushes the memtable and merges level 0 (whose tables span every key) into level 1; below
+   * that only the tables overlapping the WAL range take part, so the cost is bounded by level 0
+   * and level 1 (10 MiB in LevelDB), not by the size of the index.
+   */
+  async #compactIndexTail(): Promise<void> {
+    const range = keys.walRange();
+    await this.#ldb.compactRange(range.gte, range.lt);
   }
 
   /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */

@@ -4,7 +4,8 @@
  * workers do the per-byte crypto. A lone small entry is handled inline by the caller: a round trip
  * to a worker (tens of microseconds) costs more than hashing and sealing a few KiB.
  *
- * Object records written by many concurrent puts are the exception (sealRecord): they cross to
+ * Object records too large for a pack (over 16 KiB; smaller ones written while others are in
+ * flight are packed, lib/pack.ts) are the exception (sealRecord): they cross to
  * a worker in batches, one message each way per batch, so the round trip is shared. That moves
  * the record's id (HMAC) and its sealing, about 40% of a 1 KiB put's main-thread CPU, to another
  * core. A batch goes as soon as it holds 16 records, so the worker seals it while the main thread

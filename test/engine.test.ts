@@ -167,7 +167,7 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     expect(await codeOf(pool.sealRecord(records[1]!, true))).toBe('OURO_FAILED');
   });
 
-  it('records of concurrent puts sealed on the pool hash like those of a lone put, and dedup against them', async () => {
+  it('records of concurrent puts (packed, or sealed on the pool when large) hash like those of a lone put, and dedup against them', async () => {
     const { db, dir, key } = await openNew();
     const created = Date.UTC(2026, 0, 1);
     const values = Array.from({ length: 200 }, (_, i) => (i % 2 ? pseudoRandom(`v${i}`, 1024) : Buffer.from(`value ${i} `.repeat(30))));
@@ -176,11 +176,11 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     for (const v of values) lone.push((await db.put(v, { created })).hash);
     const keyedLone = (await db.put(values[1]!, { key: 'k/lone', created })).hash;
     const before = await db.stats();
-    // All at once: the records go to the pool in batches; same records, same hashes, nothing new.
+    // All at once: the records go into packs; same records, same hashes, nothing new.
     const together = await Promise.all(values.map((v) => db.put(v, { created })));
     expect(together.map((r) => r.hash)).toEqual(lone);
     expect((await db.stats()).objects).toBe(before.objects);
-    // New records through the pool, keyed and not, all readable after a reopen.
+    // New records, keyed and not, all readable after a reopen.
     const fresh = await Promise.all(values.map((v, i) => db.put(v, i % 2 ? { key: `k/${i}` } : {})));
     await db.close();
     const again = await OuroDB.open(dir, { key, chunkSizes: small });
@@ -189,17 +189,33 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     expect(keyedLone).toMatch(/^[0-9a-f]{64}$/);
     expect((await again.stats()).objects).toBe(before.objects + values.length);
     await again.close();
-    // Entries sealed on a worker carry its nonce prefix: the pool did seal some of them.
-    const prefixes = new Set<string>();
-    for (const file of blockFiles(dir)) {
+    const kinds = new Set<number>();
+    for (const file of blockFiles(dir)) for (const row of (await readBlockIndex(nodeVfs, file)).rows) kinds.add(row.kind);
+    expect(kinds.has(EntryKind.Pack)).toBe(true);
+
+    // Records too large for a pack (over 16 KiB: here ~800 chunk ids each) go to the pool when
+    // puts are in flight. Entries sealed on a worker carry its nonce prefix, not the main
+    // thread's (which sealed the small chunks).
+    const tiny = { min: 64, avg: 256, max: 1024 };
+    const big = await openNew(tempDir(), { chunkSizes: tiny });
+    const large = Array.from({ length: 12 }, (_, i) => pseudoRandom(`large${i}`, 200_000));
+    const hashes = await Promise.all(large.map((v) => big.db.put(v)));
+    await big.db.close();
+    const reopened = await OuroDB.open(big.dir, { key: big.key, chunkSizes: tiny });
+    for (let i = 0; i < large.length; i++) expect(Buffer.from(await reopened.get(hashes[i]!.hash)).equals(large[i]!)).toBe(true);
+    await reopened.close();
+    const prefixes = { [EntryKind.Chunk]: new Set<string>(), [EntryKind.Object]: new Set<string>() } as Record<number, Set<string>>;
+    for (const file of blockFiles(big.dir)) {
       const bytes = fs.readFileSync(file);
       for (const row of (await readBlockIndex(nodeVfs, file)).rows) {
         const header = readEntryHeader(bytes, row.offset, file, row.offset);
         expect([row.plainLength, row.flags]).toEqual([header.plainLength, header.flags]); // the footer agrees with each entry
-        prefixes.add(header.nonce.subarray(0, 16).toString('hex'));
+        prefixes[row.kind]!.add(header.nonce.subarray(0, 16).toString('hex'));
       }
     }
-    expect(prefixes.size).toBeGreaterThan(1);
+    const onMain = prefixes[EntryKind.Chunk]!;
+    expect(onMain.size).toBe(1);
+    expect([...prefixes[EntryKind.Object]!].filter((p) => !onMain.has(p)).length).toBeGreaterThan(0);
   });
 
   it('a closed pool refuses work with OURO_FAILED', async () => {
