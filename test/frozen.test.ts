@@ -1,25 +1,27 @@
 /**
  * Stores written by earlier versions of the format must stay readable (STYLE.md 8: frozen
- * fixtures). test/stores/v1 was written once by test/fixtures/make-frozen-store.ts and is never
- * regenerated: if this test fails, the change broke format v1 (bump the version and add a reader,
- * do not rewrite the store).
+ * fixtures). test/stores/v1 and v2 (block format and index layout 2: packs) were each written
+ * once by test/fixtures/make-frozen-store.ts and are never regenerated: if this test fails, the
+ * change broke that format (bump the version and add a reader, do not rewrite the store).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { EntryKind } from '../blockstore/format.js';
+import { readBlockIndex } from '../blockstore/store.js';
 import { OuroDB } from '../lib/index.js';
+import { nodeVfs } from '../lib/vfs/index.js';
 import { repoRoot } from './paths.js';
-import { snapshotTree, tempDir } from './helpers.js';
+import { blockFiles, snapshotTree, tempDir } from './helpers.js';
 
 interface Manifest {
   passphrase: string;
   values: Array<{ hash: string; size: number; sha256: string; meta: Record<string, string>; sealed: boolean }>;
 }
 
-const frozen = path.join(repoRoot, 'test', 'stores', 'v1');
-
-describe('frozen store, format v1', () => {
+describe.each(['v1', 'v2'])('frozen store, format %s', (version) => {
+  const frozen = path.join(repoRoot, 'test', 'stores', version);
   it('opens, recovers its unsealed entries and reads every value byte-identical with its metadata', async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(frozen, 'manifest.json'), 'utf8')) as Manifest;
     const before = snapshotTree(frozen);
@@ -43,6 +45,10 @@ describe('frozen store, format v1', () => {
       await db.close();
     }
     expect(fs.readdirSync(path.join(dir, 'open'))).toHaveLength(0);
+    // v2 holds packs, sealed and recovered from the open block: both read above.
+    const kinds = new Set<number>();
+    for (const file of blockFiles(dir)) for (const row of (await readBlockIndex(nodeVfs, file)).rows) kinds.add(row.kind);
+    expect(kinds.has(EntryKind.Pack)).toBe(version === 'v2');
     // The committed store itself is never touched.
     expect(snapshotTree(frozen)).toEqual(before);
   });

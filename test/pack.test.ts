@@ -6,11 +6,14 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EntryKind } from '../blockstore/format.js';
+import zlib from 'node:zlib';
+import { ClassicLevel } from 'classic-level';
+import { EntryKind, decodeHeader, encodeHeader } from '../blockstore/format.js';
+import { keys } from '../index/keys.js';
 import { readBlockIndex } from '../blockstore/store.js';
 import { readBlockRecords } from '../lib/adopt.js';
 import { DatabaseKeys } from '../lib/crypto.js';
-import { OuroDB, OuroError } from '../lib/index.js';
+import { INDEX_FORMAT_VERSION, OuroDB, OuroError } from '../lib/index.js';
 import { DESCRIPTOR_FILE, readDescriptor, unlock } from '../lib/keyring.js';
 import { decodePack, encodePack, recordInPack } from '../lib/pack.js';
 import { nodeVfs } from '../lib/vfs/index.js';
@@ -55,6 +58,49 @@ describe('pack format', () => {
     future.writeUInt32LE(2, 0);
     expect(() => decodePack(future, 'test')).toThrow(expect.objectContaining({ code: 'OURO_UNSUPPORTED_VERSION' }));
     expect(() => encodePack(records.slice(0, 1))).toThrow(RangeError);
+  });
+});
+
+describe('format versions', () => {
+  it('reads blocks of versions 1 and 2 and refuses a later one; an index of layout 1 is marked 2 on open, a later one refused', async () => {
+    const header = encodeHeader({ seq: 7, databaseId: crypto.randomBytes(16) });
+    expect(header.readUInt16LE(8)).toBe(2);
+    for (const version of [1, 2]) {
+      const h = Buffer.from(header);
+      h.writeUInt16LE(version, 8);
+      h.writeUInt32LE(zlib.crc32(h.subarray(0, 36)), 36);
+      expect(decodeHeader(h, 'test').seq).toBe(7);
+    }
+    const later = Buffer.from(header);
+    later.writeUInt16LE(3, 8);
+    later.writeUInt32LE(zlib.crc32(later.subarray(0, 36)), 36);
+    expect(() => decodeHeader(later, 'test')).toThrow(expect.objectContaining({ code: 'OURO_UNSUPPORTED_VERSION' }));
+
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const { hash } = await db.put('kept');
+    await db.close();
+    const setLayout = async (v: number) => {
+      const ldb = new ClassicLevel<Buffer, Buffer>(`${dir}/index`, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(v, 0);
+      await ldb.put(keys.meta('format'), b);
+      await ldb.close();
+    };
+    const layout = async () => {
+      const ldb = new ClassicLevel<Buffer, Buffer>(`${dir}/index`, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+      const v = (await ldb.get(keys.meta('format')))!.readUInt32LE(0);
+      await ldb.close();
+      return v;
+    };
+    await setLayout(1);
+    const old = await OuroDB.open(dir, { key });
+    expect(Buffer.from(await old.get(hash)).toString()).toBe('kept');
+    await old.close();
+    expect(await layout()).toBe(INDEX_FORMAT_VERSION);
+    await setLayout(INDEX_FORMAT_VERSION + 1);
+    await expect(OuroDB.open(dir, { key })).rejects.toMatchObject({ code: 'OURO_UNSUPPORTED_VERSION' });
   });
 });
 
