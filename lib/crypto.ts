@@ -121,6 +121,25 @@ export function xchachaOpen(key: AeadKey, nonce: Uint8Array, sealed: Uint8Array,
   }
 }
 
+/**
+ * Decrypts `data`, the ciphertext of plaintext bytes [position, position + data.length) of an
+ * XChaCha20-Poly1305 message, WITHOUT authenticating it: the caller must authenticate what it
+ * gets by other means (a packed record is checked against its keyed hash, lib/db.ts). The AEAD
+ * encrypts with ChaCha20 from block counter 1 (block 0 makes the Poly1305 key), so plaintext
+ * byte p is at counter 1 + floor(p / 64), offset p mod 64.
+ */
+export function xchachaDecryptRange(key: AeadKey, nonce: Uint8Array, position: number, data: Uint8Array): Buffer {
+  if (nonce.byteLength !== NONCE_BYTES) throw new RangeError('nonce must be 24 bytes');
+  // node's chacha20 takes a 16-byte IV: the 32-bit little-endian block counter, then the 12-byte IETF nonce.
+  const iv = Buffer.alloc(16);
+  iv.writeUInt32LE(1 + Math.floor(position / 64), 0);
+  ietfNonce(nonce).copy(iv, 4);
+  const decipher = crypto.createDecipheriv('chacha20', key.subkey(nonce), iv);
+  const skip = position % 64;
+  if (skip > 0) decipher.update(Buffer.alloc(skip));
+  return decipher.update(data);
+}
+
 /** The @noble reference implementation, used by tests to check the native path byte for byte. */
 export function xchachaSealReference(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
   return xchacha20poly1305(key, nonce, aad).encrypt(plaintext);
