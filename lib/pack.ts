@@ -4,8 +4,10 @@
  * they share one compression frame, one encryption and one footer row instead of paying each
  * (72 + 16 + 84 bytes and a zstd frame per record). On a source tree backup that is most of what
  * a small file costs: the records of four date-fns versions took 3.18 MB stored one per entry
- * and 1.23 MB packed 64 KiB at a time (docs/performance.md). Reading one record opens the whole
- * pack; readers keep the last few packs they opened (PackCache), so neighbours come cheap.
+ * and 1.23 MB packed 64 KiB at a time (docs/performance.md). Reading one record of a compressed
+ * pack opens the whole pack (so packs are kept to ~16 KiB, lib/db.ts PACK_MAX_BYTES); readers
+ * keep the last packs they opened (PackCache), so neighbours come cheap. A record of an
+ * uncompressed pack is read alone (lib/db.ts #readPackedSlice).
  *
  * Plaintext layout (what is compressed and encrypted like any entry's plaintext), little-endian:
  *
@@ -90,7 +92,7 @@ export function recordInPack(plain: Buffer, records: readonly PackedRecord[], ha
 export class PackCache {
   readonly #max: number;
   readonly #packs = new Map<string, { plain: Buffer; records: PackedRecord[] }>();
-  constructor(max = 8) {
+  constructor(max = 32) {
     this.#max = max;
   }
   get(file: string, offset: number): { plain: Buffer; records: PackedRecord[] } | undefined {
