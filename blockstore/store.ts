@@ -44,13 +44,13 @@ export interface SealedBlock {
   rows: EntryRow[];
 }
 
-interface Deferred {
+export interface Deferred {
   promise: Promise<void>;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
-function deferred(): Deferred {
+export function deferred(): Deferred {
   let resolve!: () => void;
   let reject!: (err: unknown) => void;
   const promise = new Promise<void>((res, rej) => {

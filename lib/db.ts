@@ -18,7 +18,7 @@ import { ClassicLevel } from 'classic-level';
 import { Packr } from 'msgpackr';
 import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
-import { BlockStore, type OpenBlock, type SealedBlock, assertBlockEntries } from '../blockstore/store.js';
+import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBlockEntries, deferred } from '../blockstore/store.js';
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
@@ -390,8 +390,7 @@ interface OpenPack {
   members: PendingEntry[];
   plains: Uint8Array[];
   bytes: number;
-  written: { resolve: () => void; reject: (err: unknown) => void };
-  writtenPromise: Promise<void>;
+  written: Deferred;
 }
 
 /** Index changes that commit with an object record (see #writeRecord). */
@@ -997,27 +996,11 @@ export class OuroDB {
     const inflight = this.#pending.get(idHex);
     if (inflight || this.#committedEntry(keys.object(hash), idHex)) return inflight;
     this.#checkAlive();
-    let pack = this.#openPack;
-    if (!pack) {
-      let resolve!: () => void;
-      let reject!: (err: unknown) => void;
-      const written = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      written.catch(() => {});
-      pack = this.#openPack = { members: [], plains: [], bytes: 0, written: { resolve, reject }, writtenPromise: written };
-    }
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const committed = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    committed.catch(() => {});
+    const pack = (this.#openPack ??= { members: [], plains: [], bytes: 0, written: deferred() });
+    const committed = deferred();
     // block and row are set by #appendPack, before anything reads them: only the commit
     // pipeline does, and the entry reaches it through the queue, which #appendPack fills.
-    const entry: PendingEntry = { kind: EntryKind.Object, id: hash, block: undefined!, row: undefined!, written: pack.writtenPromise, committed, resolve, reject, objectSize, inlineSize, ops: extra.ops, prepare: extra.prepare, marker: extra.marker };
+    const entry: PendingEntry = { kind: EntryKind.Object, id: hash, block: undefined!, row: undefined!, written: pack.written.promise, committed: committed.promise, resolve: committed.resolve, reject: committed.reject, objectSize, inlineSize, ops: extra.ops, prepare: extra.prepare, marker: extra.marker };
     pack.members.push(entry);
     pack.plains.push(bytes);
     pack.bytes += bytes.byteLength;
