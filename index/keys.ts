@@ -35,6 +35,9 @@
  *                                               members are asked to release it; 2 released by
  *                                               every member, their copies are being deleted).
  *                                               Kept by a rebuild
+ *   'h'     'h' + user key (UTF-8)              a keyed tag of the key's hint (PutOptions.hint:
+ *                                               matched, never read back; index/values.ts).
+ *                                               A cache: a rebuild clears it
  *
  * User keys are UTF-8 with no NUL (lib/keyname.ts), which is what lets 0x00 end the key inside
  * 'v' keys: every 'v' key of "a" sorts before every 'v' key of "a" + anything.
@@ -58,6 +61,7 @@ export const PREFIX_DEAD = 0x78; // 'x'
 export const PREFIX_RETIRED = 0x7a; // 'z'
 export const PREFIX_ALT = 0x61; // 'a'
 export const PREFIX_TOMBSTONE = 0x74; // 't'
+export const PREFIX_HINT = 0x68; // 'h'
 const MAX_U64 = (1n << 64n) - 1n;
 
 /** 'rebuilding' exists only while rebuildIndex runs: found on open, the rebuild starts over. */
@@ -106,6 +110,9 @@ export const keys = {
   },
   heads(key: Buffer): Buffer {
     return withPrefix(PREFIX_HEADS, key);
+  },
+  hint(key: Buffer): Buffer {
+    return withPrefix(PREFIX_HINT, key);
   },
   version(key: Buffer, n: number, hash: Uint8Array): Buffer {
     const k = Buffer.allocUnsafe(1 + key.length + 1 + 8 + 32);

@@ -168,3 +168,29 @@ export function decodeCount(b: Buffer | undefined): number {
   if (b.length === 8) return Number(b.readBigUInt64LE(0));
   throw new CorruptionError(`counter value has ${b.length} bytes`);
 }
+
+/**
+ * Key hint (prefix 'h', PutOptions.hint): not the hint, which the application keeps, but a tag
+ * that matches it. A hint is the application's data and the index is not encrypted; the tag
+ * lets matchHint() answer "same hint, same head?" and reveals nothing else.
+ *   0   1  version (1)
+ *   1  16  SHA-256(key-hint key (32) || u32 LE byte length of the user key || user key ||
+ *          head hash (32) || hint), first 16 bytes (lib/crypto.ts DatabaseKeys.hintTag)
+ * The head hash in the tag binds the hint to the version it was given with: once the key has
+ * another head (a put without a hint, a merge), nothing matches any more.
+ */
+const HINT_ROW_BYTES = 17;
+
+export function encodeHintRow(tag: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(HINT_ROW_BYTES);
+  b[0] = 1;
+  b.set(tag, 1);
+  return b;
+}
+
+/** The tag of a hint row. */
+export function decodeHintRow(b: Buffer): Buffer {
+  if (b[0] !== 1) throw new UnsupportedVersionError(`key hint version ${b[0]}`);
+  if (b.length !== HINT_ROW_BYTES) throw new CorruptionError('a key hint has the wrong length');
+  return b.subarray(1);
+}

@@ -22,7 +22,7 @@ import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBloc
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { Counters } from '../index/counters.js';
-import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeLocation, encodeBlockInfo, encodeHeads, encodeLocation } from '../index/values.js';
+import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
@@ -203,6 +203,14 @@ export interface PutOptions {
    */
   ifChanged?: boolean | { ignoreMeta: readonly string[] };
   /**
+   * With `key`: up to 1 KiB that `matchHint(key, hint)` later recognizes, bound to the head this
+   * put leaves (the version it makes, or the head `ifChanged` keeps). Not part of the version,
+   * never exported or replicated; the index keeps only a keyed tag of it. `ouro put` gives the
+   * stat a file was read with, so the next backup can tell the file is unchanged without reading
+   * it or the head's record.
+   */
+  hint?: Uint8Array;
+  /**
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
    * milliseconds, but a crash before it may lose this put (never half of it).
@@ -215,6 +223,8 @@ export type PutValue = Uint8Array | string | Readable | AsyncIterable<Uint8Array
 export interface PutResult {
   hash: string;
   size: number;
+  /** True when `ifChanged` found the value equal to the key's head and kept it (nothing written). */
+  unchanged?: boolean;
 }
 
 export interface ObjectStat {
@@ -456,6 +466,10 @@ interface Link {
    * metadata entries named here (PutOptions.ifChanged).
    */
   ifChanged?: { ignoreMeta: ReadonlySet<string> };
+  /** PutOptions.hint. */
+  hint?: Buffer;
+  /** Set when ifChanged kept the head (PutResult.unchanged). */
+  kept?: boolean;
   /** Checked between chunks and before the record is written. */
   signal?: AbortSignal | undefined;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
@@ -479,6 +493,8 @@ export class OuroDB {
   readonly dir: string;
   readonly #ldb: Ldb;
   readonly #keys: DatabaseKeys;
+  /** Hint rows waiting for the next index batch (#keepHint). */
+  #hintsPending: BatchOp[] = [];
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
   readonly #files: FileCache;
@@ -887,7 +903,7 @@ export class OuroDB {
     const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
     const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: link.created ?? Date.now(), meta, inline };
     const hash = await this.#writeRecord(record, link, durability);
-    return { hash: toHex(hash), size };
+    return { hash: toHex(hash), size, ...(link.kept ? { unchanged: true } : {}) };
   }
 
   /**
@@ -922,7 +938,12 @@ export class OuroDB {
       if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
         const head = current[0]!;
         await this.#keySettled(key.name);
-        if (sameContent(await this.#readRecord(head.hash), record, link.ifChanged.ignoreMeta)) return { hash: head.hash, stored: undefined };
+        if (sameContent(await this.#readRecord(head.hash), record, link.ifChanged.ignoreMeta)) {
+          // Not synced: a hint is a cache, and the next synced batch makes it durable anyway.
+          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint);
+          link.kept = true;
+          return { hash: head.hash, stored: undefined };
+        }
       }
       // After ifChanged: an unchanged file's parent is its head's, and its put writes nothing.
       if (link.parent) this.#checkParent(link.parent);
@@ -938,6 +959,10 @@ export class OuroDB {
         { type: 'put', key: keys.version(key.bytes, n, hash), value: EMPTY },
       ];
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
+      // A hint belongs to the head it came with: a later head without one leaves the row stale,
+      // which hint() tells by its head hash; a delete drops it.
+      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint) });
+      else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
       const stored = await store(record.size, inlineSize, { ops, prepare });
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
@@ -1152,11 +1177,11 @@ export class OuroDB {
   #link(options: PutOptions): Link {
     const parent = options.parent === undefined || options.parent === null ? null : parseHash(options.parent, 'parent');
     if (options.key === undefined) {
-      if (options.ifHead !== undefined || options.prev !== undefined) throw new BadArgumentError('ifHead and prev need a key');
+      if (options.ifHead !== undefined || options.prev !== undefined || options.hint !== undefined) throw new BadArgumentError('ifHead, prev and hint need a key');
       return { parent, ...created(options.created) };
     }
     const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged) };
+    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged), ...hintOf(options.hint) };
     if (options.ifHead !== undefined) {
       if (options.ifHead === null) link.ifHead = null;
       else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
@@ -1276,6 +1301,44 @@ export class OuroDB {
     if (this.#exclusive) await this.#settledIndex();
     const head = this.#newestHead(keyBytes(key));
     return head ? toHex(head.hash) : null;
+  }
+
+  /**
+   * The head of `key` if it was put, or last kept by `ifChanged`, with exactly this `hint`
+   * (PutOptions.hint), and is still the key's only head and a value; else null. A later put
+   * without a hint, a second head or a delete retire a hint, and so does an index rebuild.
+   * The index keeps only a keyed tag of the hint (index/values.ts), so a hint can be matched,
+   * never read back.
+   */
+  async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
+    this.#checkOpen();
+    if (this.#exclusive) await this.#settledIndex();
+    const name = keyBytes(key);
+    const stored = this.#get(keys.heads(name));
+    const heads = stored ? decodeHeads(stored) : [];
+    if (heads.length !== 1 || heads[0]!.tombstone) return null;
+    const row = this.#get(keys.hint(name));
+    if (!row) return null;
+    const head = heads[0]!.hash;
+    return crypto.timingSafeEqual(decodeHintRow(row), this.#keys.hintTag(name, head, hint)) ? toHex(head) : null;
+  }
+
+  #hintRow(key: Buffer, head: Buffer, hint: Buffer): Buffer {
+    return encodeHintRow(this.#keys.hintTag(key, head, hint));
+  }
+
+  /**
+   * The hint of a put that kept its head (ifChanged) and so writes no batch of its own: it rides
+   * in the next index batch (#writeBatch), or in one of its own once HINTS_PENDING_MAX wait, and
+   * close() writes what is left. Until then matchHint does not see it, and a crash loses it: a
+   * hint is a cache, and a lost one costs one more read of the file. (Written at once, one
+   * LevelDB write each, they queued behind the group commits' synced batches and held every put
+   * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
+   * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
+   */
+  #keepHint(key: Buffer, head: Buffer, hint: Buffer): void {
+    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint) });
+    if (this.#hintsPending.length >= HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
   }
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
@@ -1718,6 +1781,7 @@ export class OuroDB {
         this.#counters = undefined;
       }
       counters.emit(ops);
+      if (this.#hintsPending.length > 0) ops.unshift(...this.#hintsPending.splice(0));
       const next = { ...this.#stats };
       for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
       ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
@@ -2707,6 +2771,7 @@ export class OuroDB {
         if (!this.#failed) {
           for (const r of [...this.#readers]) await this.#closeReader(r);
           await this.#removeDeferred(true);
+          if (this.#hintsPending.length > 0) await this.#writeBatch([], {});
           await this.#compactIndexTail();
         }
       } finally {
@@ -2813,6 +2878,19 @@ function parseHash(hash: unknown, what = 'hash'): Buffer {
 /** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
 function sortHeads(heads: Head[]): Head[] {
   return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
+}
+
+/** The largest hint a put accepts (it is hashed on every match, so it stays small). */
+const HINT_MAX_BYTES = 1024;
+/** Hints of puts that kept their head waiting for an index batch before they get one of their own (#keepHint). */
+const HINTS_PENDING_MAX = 1024;
+
+/** PutOptions.hint, checked, as Link.hint. */
+function hintOf(option: PutOptions['hint']): Pick<Link, 'hint'> {
+  if (option === undefined) return {};
+  if (!(option instanceof Uint8Array)) throw new BadArgumentError('hint must be a Uint8Array');
+  if (option.byteLength > HINT_MAX_BYTES) throw new BadArgumentError(`a hint is at most ${HINT_MAX_BYTES} bytes, not ${option.byteLength}`);
+  return { hint: Buffer.from(option) };
 }
 
 /** PutOptions.ifChanged, checked, as Link.ifChanged. */

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { EntryKind } from '../blockstore/format.js';
 import { BlockStore } from '../blockstore/store.js';
-import { PREFIX_BLOCK, PREFIX_CHILD, PREFIX_CHUNK, PREFIX_DEAD, PREFIX_HEADS, PREFIX_META, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_RETIRED, PREFIX_SEALED_SEQ, PREFIX_VERSION, PREFIX_WAL, keys } from '../index/keys.js';
-import { decodeBlockInfo, decodeCount, decodeHeads, decodeLocation } from '../index/values.js';
+import { PREFIX_ALT, PREFIX_BLOCK, PREFIX_CHILD, PREFIX_CHUNK, PREFIX_DEAD, PREFIX_HEADS, PREFIX_HINT, PREFIX_META, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_RETIRED, PREFIX_SEALED_SEQ, PREFIX_TOMBSTONE, PREFIX_VERSION, PREFIX_WAL, keys } from '../index/keys.js';
+import { decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation } from '../index/values.js';
 import { decodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { DatabaseKeys } from './crypto.js';
@@ -154,6 +154,9 @@ function decodeKey(p: number, k: Buffer, v: Buffer): Record<string, unknown> {
     case PREFIX_REFCOUNT: return { kind: 'refcount', chunk: toHex(k.subarray(1)), count: decodeCount(v) };
     case PREFIX_DEAD: return { kind: 'dead-bytes', seq: keys.decodeSeqKey(k), bytes: decodeCount(v) };
     case PREFIX_RETIRED: return { kind: 'retired', block: toHex(k.subarray(1)), seq: Number(v.readBigUInt64LE(0)) };
+    case PREFIX_ALT: return { kind: 'other-location', of: k[1] === PREFIX_CHUNK ? 'chunk' : 'object', id: toHex(k.subarray(2)), location: decodeLocation(v) };
+    case PREFIX_TOMBSTONE: return { kind: 'cluster-tombstone', block: toHex(k.subarray(1)), state: v[0] };
+    case PREFIX_HINT: return { kind: 'hint', key: k.toString('utf8', 1), tag: toHex(decodeHintRow(v)) };
     default: throw new CorruptionError(`unknown index key prefix 0x${p.toString(16)}`);
   }
 }

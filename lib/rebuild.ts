@@ -29,8 +29,10 @@ type Op = { type: 'put' | 'del'; key: Buffer; value?: Buffer };
  * The prefixes a rebuild clears and rewrites: everything but the format version and the cluster
  * tombstones ('t': blocks deleted across the cluster, whose files a rebuild leaves out). Other
  * locations ('a') are not rebuilt: releasing a block then copies what it would have re-pointed.
+ * Key hints ('h') are cleared and not rebuilt: they are in no block (a caller that finds none
+ * does the work the hint would have spared, as for a key never given one).
  */
-const REBUILT_PREFIXES = 'cobskvprxzwa'.split('').map((c) => c.charCodeAt(0));
+const REBUILT_PREFIXES = 'cobskvprxzwah'.split('').map((c) => c.charCodeAt(0));
 
 /** The counters persisted under 'm' "stats" (db.ts keeps them current; a rebuild recounts them). */
 export interface PersistedStats {

@@ -111,6 +111,48 @@ describe('keys', () => {
     }
   });
 
+  it('matches a hint against the head it was given with, keeps only a tag of it, and forgets it with that head', async () => {
+    const dir = tempDir();
+    let db = await open(dir);
+    const hint = (s: string) => Buffer.from(`stat-hint-marker ${s}`);
+    try {
+      expect(await db.matchHint('f', hint('a'))).toBeNull();
+      const v1 = await db.put('bytes', { key: 'f', hint: hint('a'), ifChanged: true });
+      expect(v1.unchanged).toBeUndefined();
+      expect(await db.matchHint('f', hint('a'))).toBe(v1.hash);
+      expect(await db.matchHint('f', hint('b'))).toBeNull();
+      expect(await db.matchHint('g', hint('a'))).toBeNull();
+      // Equal bytes under ifChanged: the head stays, and the new hint is now the one it matches
+      // (after close, which writes hints still waiting for an index batch).
+      const same = await db.put('bytes', { key: 'f', hint: hint('b'), ifChanged: true });
+      expect(same).toMatchObject({ hash: v1.hash, unchanged: true });
+      await db.close();
+      db = await open(dir);
+      expect(await db.matchHint('f', hint('b'))).toBe(v1.hash);
+      expect(await db.matchHint('f', hint('a'))).toBeNull();
+      // The index holds a tag, not the hint.
+      const indexFiles = fs.readdirSync(path.join(dir, 'index')).map((n) => fs.readFileSync(path.join(dir, 'index', n)));
+      expect(indexFiles.some((b) => b.includes('stat-hint-marker'))).toBe(false);
+      // A new head without a hint retires it, a new one with a hint replaces it, a delete drops it.
+      const v2 = await db.put('other bytes', { key: 'f' });
+      expect(await db.matchHint('f', hint('b'))).toBeNull();
+      const v3 = await db.put('third', { key: 'f', hint: hint('c') });
+      expect(v3.hash).not.toBe(v2.hash);
+      expect(await db.matchHint('f', hint('c'))).toBe(v3.hash);
+      await db.delete('f');
+      expect(await db.matchHint('f', hint('c'))).toBeNull();
+      // A rebuilt index has no hints: the caller does the work the hint would have spared.
+      await db.put('kept', { key: 'h', hint: hint('d') });
+      await db.rebuildIndex();
+      expect(await db.matchHint('h', hint('d'))).toBeNull();
+      await expect(db.put('x', { hint: hint('e') })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+      await expect(db.put('x', { key: 'h', hint: Buffer.alloc(1025) })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+      await expect(db.put('x', { key: 'h', hint: 'text' as never })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    } finally {
+      await db.close();
+    }
+  });
+
   it('ifChanged with ignoreMeta leaves the named metadata entries out of the comparison', async () => {
     const db = await open(tempDir());
     try {

@@ -55,7 +55,7 @@ program
     const report = await withDb(dir, g(), (db) => putPaths(db, paths, g(), { stdinKey: o.key, always: o.always === true }));
     output(g(), report, () => {
       const lines = report.items.filter((i) => i.type !== 'directory').map((i) => `${i.hash}  ${i.key}`);
-      lines.push(`stored ${report.files} files (${report.unchanged} unchanged), ${report.directories} directories, ${mib(report.bytes)}`);
+      lines.push(`stored ${report.files} files (${report.unchanged} unchanged, ${report.read} read), ${report.directories} directories, ${mib(report.bytes)}`);
       for (const s of report.skipped) lines.push(`skipped ${s.path}: ${s.reason}`);
       return lines.join('\n');
     });

@@ -6,17 +6,20 @@
  * that their parent exists. It stays the same object as long as its own parent does: a listing
  * that changes (a file added) must not give every file below it a new parent, hence a new version.
  * `children(dir)` lists every version of every file put in it; `ls DIR dir/` lists what is there now.
- * A file is stored with metadata `type: file`, `mtime` (ms), and `ctime` (ms) and `ino` as seen
- * when it was read. One whose size, mtime, ctime, inode and parent all equal its key's head is
- * taken as unchanged without being read, as restic and borg decide by default. Size and mtime
- * alone are not enough: tar, `cp -p` and `rsync -a` restore mtimes, and npm stamps every file of a
- * package with the same one, so a new release's file of the same size would be taken as the old
- * one and never stored. The ctime cannot be set back by a user, and a replaced file has a new
- * inode. A file read but equal to its head in bytes, mtime and parent gets no new version (put's
- * ifChanged, ignoring ctime and ino: they are hints, not content). A head stored by an older
- * `ouro put`, without the hints, is read and compared in full once, which writes a version that
- * records them. --always writes every file anew. Putting a tree again therefore stores only what
- * changed.
+ * A file is stored with metadata `type: file` and `mtime` (ms). The stat it was read with (size,
+ * mtime, ctime, inode) and its parent are kept as the key's hint (PutOptions.hint: with the head,
+ * outside the history). A file whose stat and parent equal its key's hint is taken as unchanged
+ * without being read, as restic and borg decide by default, and without reading the head's record
+ * either. Size and mtime alone are not enough: tar, `cp -p` and `rsync -a` restore mtimes, and npm
+ * stamps every file of a package with the same one, so a new release's file of the same size
+ * would be taken as the old one and never stored. The ctime cannot be set back by a user, and a
+ * replaced file has a new inode. A file read but equal to its head in bytes, mtime and parent gets
+ * no new version (put's ifChanged), but its hint is renewed, so the next backup skips it unread.
+ * (Until 2026-11-23 the ctime and inode were in the version's metadata, and a file found equal
+ * kept its head's old ones: a tree extracted afresh was read in full on every later backup.
+ * Those entries are still left out of the comparison.) A key without a hint (put by an older
+ * `ouro put`, or after an index rebuild) is read and compared once. --always writes every file
+ * anew. Putting a tree again therefore stores only what changed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,6 +41,8 @@ export interface PutReport {
   bytes: number;
   /** Files whose content, metadata and parent equal their key's head: no new version written. */
   unchanged: number;
+  /** Files whose contents were read (the others were found unchanged by their stat alone). */
+  read: number;
   skipped: Array<{ path: string; reason: string }>;
   failed: Array<{ path: string; error: string; code?: string }>;
 }
@@ -109,20 +114,23 @@ function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; st: f
   });
 }
 
-/** Metadata entries `ouro put` records to skip unread files, which do not make a version by themselves. */
-const STAT_HINTS = ['ctime', 'ino'];
+/**
+ * Metadata entries an older `ouro put` recorded in each version (now in the key's hint), left out
+ * when a file read is compared with its head, so that a head carrying them is still found equal.
+ */
+const OLD_STAT_META = ['ctime', 'ino'];
 
-/** A file's metadata as stored: what it is, its mtime, and the stat hints (ms, truncated). */
+/** A file's metadata as stored: what it is and its mtime (ms, truncated). */
 function fileMeta(st: fs.Stats): Record<string, string> {
-  return { type: 'file', mtime: String(Math.trunc(st.mtimeMs)), ctime: String(Math.trunc(st.ctimeMs)), ino: String(st.ino) };
+  return { type: 'file', mtime: String(Math.trunc(st.mtimeMs)) };
 }
 
 /**
- * Whether the stat a file has now is the one recorded with its head. A head without the hints
- * (stored by an older `ouro put`) never matches: the file is read once more and compared.
+ * The key hint of a file (PutOptions.hint): '1' (this layout), then JSON of the stat it was read
+ * with and its parent. A file is unchanged unread exactly when its hint now matches its head's.
  */
-function sameStat(recorded: Record<string, string>, now: Record<string, string>): boolean {
-  return ['mtime', ...STAT_HINTS].every((k) => recorded[k] !== undefined && recorded[k] === now[k]);
+function statHint(st: fs.Stats, parent: string | undefined): Buffer {
+  return Buffer.from(`1${JSON.stringify([st.size, Math.trunc(st.mtimeMs), Math.trunc(st.ctimeMs), st.ino, parent ?? null])}`);
 }
 
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
@@ -153,55 +161,40 @@ class Limiter {
 }
 
 export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, opts: { stdinKey?: string | undefined; always?: boolean } = {}): Promise<PutReport> {
-  const report: PutReport = { items: [], files: 0, directories: 0, bytes: 0, unchanged: 0, skipped: [], failed: [] };
+  const report: PutReport = { items: [], files: 0, directories: 0, bytes: 0, unchanged: 0, read: 0, skipped: [], failed: [] };
   const progress = new Progress('put', g);
   const tick = () => progress.update(report.bytes, report.items.length);
   const fail = (p: string, err: unknown) => report.failed.push({ path: p, error: err instanceof Error ? err.message : String(err), ...((err as { code?: string }).code ? { code: (err as { code: string }).code } : {}) });
-  const ifChanged = opts.always ? {} : { ifChanged: { ignoreMeta: STAT_HINTS } };
-  const fullCompare = opts.always ? {} : { ifChanged: true };
+  const ifChanged = opts.always ? {} : { ifChanged: { ignoreMeta: OLD_STAT_META } };
   const limiter = new Limiter(PUTS_IN_FLIGHT);
-  const heads = new Map<string, string | null>();
-
-  // An unchanged file keeps its head (no new version): noticed by comparing the hash put returns.
-  const headOf = async (key: string) => {
-    if (!heads.has(key)) heads.set(key, await db.head(key));
-    return heads.get(key) ?? null;
-  };
 
   const putFile = async (file: string, parent: string | undefined) => {
     const key = keyForPath(file);
     try {
-      const before = opts.always ? null : await headOf(key);
-      // Whether the head carries the stat hints; one written by an older `ouro put` does not,
-      // and is then compared in full once, so that the new version records them.
-      let hinted = false;
-      if (before) {
-        // Same size, mtime, ctime, inode and parent as the head: unchanged, not even read (as
-        // restic and borg decide; see the top of this file). A new key needs no such stat: the
-        // descriptor opened to read the file gives its times.
-        // A synchronous stat: the walk has just read this directory, so the inode is almost
-        // always cached and the call takes a few microseconds, where an fs.stat through the
-        // thread pool cost ~25 us of this thread's time per file (bench tree: ~0.1 s of each
-        // ~0.9 s backup of an unchanged version). File contents are still read asynchronously.
+      if (!opts.always) {
+        // Same size, mtime, ctime, inode and parent as when the head was put or last found
+        // equal: unchanged, not even read (as restic and borg decide; see the top of this file),
+        // and its record not read either. A synchronous stat: the walk has just read this
+        // directory, so the inode is almost always cached and the call takes a few microseconds,
+        // where an fs.stat through the thread pool cost ~25 us of this thread's time per file.
         const st = fs.statSync(file);
-        const head = await db.stat(before);
-        hinted = head.meta['ctime'] !== undefined;
-        if (head.type === 'value' && head.parent === (parent ?? null) && head.size === st.size && head.meta['type'] === 'file' && sameStat(head.meta, fileMeta(st))) {
-          report.items.push({ key, hash: before, size: head.size, type: 'file' });
+        const unchanged = await db.matchHint(key, statHint(st, parent));
+        if (unchanged) {
+          report.items.push({ key, hash: unchanged, size: st.size, type: 'file' });
           report.files++;
-          report.bytes += head.size;
+          report.bytes += st.size;
           report.unchanged++;
           tick();
           return;
         }
       }
       const { value, st } = await fileValue(file);
-      const meta = fileMeta(st);
-      const r = await db.put(value, { key, meta, ...(hinted ? ifChanged : fullCompare), ...(parent ? { parent } : {}) });
+      report.read++;
+      const r = await db.put(value, { key, meta: fileMeta(st), hint: statHint(st, parent), ...ifChanged, ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
-      if (r.hash === before) report.unchanged++;
+      if (r.unchanged) report.unchanged++;
     } catch (err) {
       fail(file, err);
     }
