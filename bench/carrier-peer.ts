@@ -5,19 +5,13 @@
  */
 import { Carrier, protocolId } from '../carrier/index.js';
 import { send } from '../carrier/send.js';
+import { answerByteCount } from './carrier.js';
 
 const carrier = await Carrier.start({ dir: process.argv[2]!, maxFrameBytes: 8 * 1024 * 1024 });
 await carrier.handle(protocolId('bench-echo'), (m) => m);
 await carrier.handle(protocolId('bench-sink'), (m) => (m as Uint8Array).byteLength);
 // Raw libp2p streams: count every byte until the writer closes, answer the count.
-await carrier.node.handle('/ouro-bench/raw-sink/1', async (stream) => {
-  let n = 0;
-  for await (const piece of stream) n += piece.byteLength;
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n));
-  stream.send(out);
-  await stream.close();
-});
+await carrier.node.handle('/ouro-bench/raw-sink/1', answerByteCount);
 // Raw round trip: echo what arrives until the writer closes.
 await carrier.node.handle('/ouro-bench/raw-echo/1', async (stream) => {
   for await (const piece of stream) await send(stream, piece);

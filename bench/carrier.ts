@@ -36,6 +36,16 @@ async function rawThroughput(c: Carrier, address: string, total: number): Promis
   return rawStreamThroughput(await c.node.dialProtocol(multiaddr(address), '/ouro-bench/raw-sink/1'), total);
 }
 
+/** The raw sink's side: counts every byte until the writer closes, then answers the count (u64 BE). */
+export async function answerByteCount(stream: Stream): Promise<void> {
+  let n = 0;
+  for await (const piece of stream) n += piece.byteLength;
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  stream.send(out);
+  await stream.close();
+}
+
 /** MiB/s of `total` bytes in 64 KiB writes on a stream to a sink that answers the byte count (u64 BE). */
 export async function rawStreamThroughput(stream: Stream, total: number): Promise<number> {
   const piece = new Uint8Array(64 * 1024).fill(7);

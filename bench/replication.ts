@@ -1,27 +1,33 @@
 /**
- * Replication benchmarks (`npm run bench -- --only replication`): two members in this process on
- * loopback QUIC (a writer with the database, a keyless replica), in one run:
+ * Replication benchmarks (`npm run bench -- --only replication`): two members on loopback QUIC, a
+ * writer with the database in this process and a keyless replica in a process of its own
+ * (bench/replica-peer.ts), as members run; in one run:
  *   - one raw libp2p stream from the writer to the replica: MiB/s of 64 KiB writes to a sink;
  *   - replication of one sealed block of the same size: `flush({ replicas: 2 })` after the data
  *     was written (seal, push over block-put, the replica's fsync and full check, its ack);
  *   - put latency of a 1 KiB value made durable locally (`put` + `flush()`) against the same put
  *     held by two members (`put` + `flush({ replicas: 2 })`), p50 and p99;
  *   - put throughput of 256 KiB values, made durable locally against held by two members.
- * Both ends share this process's CPU in every row, so the ratios compare like with like.
+ * The same two processes carry every row, so the ratios compare like with like. (Until
+ * 2026-11-23 both members ran in this process: the replica's hashing and writes then ran on the
+ * sender's one main thread, which a deployment never does; docs/performance.md has both.)
  *
  * And `restoreRfBench` (`--only restore-rf`): a three-node cluster in this process (RF 2), one
  * replica stopped while holding `size` of blocks; the time until every block is held twice again,
  * split into noticing (dead after the failure detector's time, plus the grace) and copying, beside
  * a raw QUIC stream carrying the same bytes.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Stream } from '@libp2p/interface';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { Node } from '../carrier/node.js';
 import { OuroDB } from '../lib/index.js';
-import { quantile, rawStreamThroughput } from './carrier.js';
+import { answerByteCount, quantile, rawStreamThroughput } from './carrier.js';
 
 const MiB = 1 << 20;
 const FAST = { heartbeat: { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 } };
@@ -31,16 +37,26 @@ async function until(check: () => boolean, what: string): Promise<void> {
   if (!check()) throw new Error(`timed out waiting for ${what}`);
 }
 
-async function rawThroughput(from: Node, to: Node, total: number): Promise<number> {
-  await to.carrier.node.handle('/ouro-bench/replication-sink/1', async (stream: Stream) => {
-    let n = 0;
-    for await (const piece of stream) n += piece.byteLength;
-    const answer = Buffer.alloc(8);
-    answer.writeBigUInt64BE(BigInt(n));
-    stream.send(answer);
-    await stream.close();
-  });
-  return rawStreamThroughput(await from.carrier.node.dialProtocol(to.carrier.node.peerId, '/ouro-bench/replication-sink/1'), total);
+/** One raw libp2p stream from `from` to the member `to`, which serves the sink (answerByteCount). */
+async function rawThroughput(from: Node, to: string, total: number): Promise<number> {
+  return rawStreamThroughput(await from.carrier.node.dialProtocol(peerIdFromString(to), '/ouro-bench/replication-sink/1'), total);
+}
+
+/** Starts bench/replica-peer.js: a keyless member in a process of its own, joined to `writer`'s cluster. */
+async function startReplica(writer: Node, dir: string, config: object): Promise<{ child: ChildProcess; peerId: string }> {
+  const { token } = await writer.createToken(60_000);
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'replica-peer.js');
+  const child = spawn(process.execPath, [script, dir, JSON.stringify(config), token, ...writer.carrier.addresses], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`the replica process exited (${code}) before it ran`))));
+  const line = await Promise.race([new Promise<string>((resolve) => readline.createInterface({ input: child.stdout! }).once('line', resolve)), exited]);
+  return { child, peerId: (JSON.parse(line) as { peerId: string }).peerId };
+}
+
+async function stopReplica(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
 }
 
 export async function replicationBench(quick: boolean): Promise<Record<string, unknown>> {
@@ -53,17 +69,15 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
   // One block holds the whole value, so the flush below pushes one block of `total` bytes.
   const db = await OuroDB.open(path.join(dirA, 'db'), { key: crypto.randomBytes(32), blockSize: total + 16 * MiB, compression: false, maxUnsealedMs: 3_600_000 });
   const a = await Node.start({ dir: dirA, db, config });
-  let b: Node | undefined;
+  let replica: ChildProcess | undefined;
   try {
-    const { token } = await a.createToken(60_000);
-    await Node.init(dirB, { config });
-    await Node.requestJoin(dirB, a.carrier.addresses, token);
-    b = await Node.start({ dir: dirB, config });
-    const peer = b;
-    await until(() => peer.role === 'member' && a.memberViews().some((m) => m.peerId === peer.peerId && m.state === 'alive'), 'the replica to join');
+    const started = await startReplica(a, dirB, config);
+    replica = started.child;
+    const peerId = started.peerId;
+    await until(() => a.memberViews().some((m) => m.peerId === peerId && m.status === 'member' && m.state === 'alive'), 'the replica to join');
 
-    console.log(`\nreplication over QUIC, loopback, both members in this process (${total / MiB} MiB)`);
-    const raw = await rawThroughput(a, b, total);
+    console.log(`\nreplication over QUIC, loopback, the replica in a process of its own (${total / MiB} MiB)`);
+    const raw = await rawThroughput(a, peerId, total);
     const stream = async function* () {
       const seed = crypto.randomBytes(32);
       const cipher = crypto.createCipheriv('chacha20', seed, Buffer.alloc(16));
@@ -116,7 +130,7 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
     console.log(`  ${tLocal.toFixed(1).padStart(40)} ${tBoth.toFixed(1).padStart(13)} ${(tBoth / tLocal).toFixed(2).padStart(7)}`);
     return { rawMiBs: raw, replicatedMiBs: replicated, ratio: replicated / raw, sealMs: t1 - t0, putLocalP50: quantile(local, 0.5), putLocalP99: quantile(local, 0.99), putReplicatedP50: quantile(both, 0.5), putReplicatedP99: quantile(both, 0.99), putLocalMiBs: tLocal, putReplicatedMiBs: tBoth };
   } finally {
-    await b?.stop();
+    if (replica) await stopReplica(replica);
     await a.stop();
     await db.close();
     fs.rmSync(root, { recursive: true, force: true });
@@ -193,7 +207,8 @@ export async function restoreRfBench(quick: boolean, sizeMiB: number): Promise<R
     const copySec = (t1 - (noticed || t0)) / 1000;
     // The floor for the copy: the same bytes over one raw stream between the two survivors.
     // (in whole 64 KiB pieces, as the raw stream sends them)
-    const rawMiBs = await rawThroughput(a, survivor, Math.ceil(copyBytes / 65536) * 65536);
+    await survivor.carrier.node.handle('/ouro-bench/replication-sink/1', answerByteCount);
+    const rawMiBs = await rawThroughput(a, survivor.peerId, Math.ceil(copyBytes / 65536) * 65536);
     const rawSec = copyBytes / MiB / rawMiBs;
     console.log('  lost member held MiB   copied MiB   blocks   noticed after s   copied in s   total s   copy MiB/s   raw stream MiB/s');
     console.log(`  ${(lostBytes / MiB).toFixed(0).padStart(20)} ${(copyBytes / MiB).toFixed(0).padStart(12)} ${String(lost.size).padStart(8)} ${(((noticed || t0) - t0) / 1000).toFixed(2).padStart(17)} ${copySec.toFixed(2).padStart(13)} ${((t1 - t0) / 1000).toFixed(2).padStart(9)} ${(copyBytes / MiB / copySec).toFixed(1).padStart(12)} ${rawMiBs.toFixed(1).padStart(18)}`);
