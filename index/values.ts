@@ -170,27 +170,30 @@ export function decodeCount(b: Buffer | undefined): number {
 }
 
 /**
- * Key hint (prefix 'h', PutOptions.hint): not the hint, which the application keeps, but a tag
- * that matches it. A hint is the application's data and the index is not encrypted; the tag
- * lets matchHint() answer "same hint, same head?" and reveals nothing else.
+ * Key hint (prefix 'h', PutOptions.hint): not the hint, which the application keeps, but tags
+ * that match it and the head it was given with. A hint is the application's data and the index
+ * is not encrypted; a tag answers "the same?" and reveals nothing else.
  *   0   1  version (1)
- *   1  16  SHA-256(key-hint key (32) || u32 LE byte length of the user key || user key ||
- *          head hash (32) || hint), first 16 bytes (lib/crypto.ts DatabaseKeys.hintTag)
- * The head hash in the tag binds the hint to the version it was given with: once the key has
- * another head (a put without a hint, a merge), nothing matches any more.
+ *   1  16  hint tag: DatabaseKeys.tag(TAG_HINT, user key, head hash, hint)
+ *   17 16  content tag: DatabaseKeys.tag(TAG_CONTENT, user key, head hash, compared fields of
+ *          the head's record under the put's ifChanged set; lib/record.ts comparedFields)
+ * Both name the head hash, which binds them to the version they were written for: once the key
+ * has another head (a put without a hint, a merge), neither matches. The content tag spares a
+ * later `ifChanged` put reading the head's record: an equal tag means equal compared fields.
  */
-const HINT_ROW_BYTES = 17;
+const HINT_ROW_BYTES = 33;
 
-export function encodeHintRow(tag: Uint8Array): Buffer {
+export function encodeHintRow(hintTag: Uint8Array, contentTag: Uint8Array): Buffer {
   const b = Buffer.allocUnsafe(HINT_ROW_BYTES);
   b[0] = 1;
-  b.set(tag, 1);
+  b.set(hintTag, 1);
+  b.set(contentTag, 17);
   return b;
 }
 
-/** The tag of a hint row. */
-export function decodeHintRow(b: Buffer): Buffer {
+/** The two tags of a hint row. */
+export function decodeHintRow(b: Buffer): { hintTag: Buffer; contentTag: Buffer } {
   if (b[0] !== 1) throw new UnsupportedVersionError(`key hint version ${b[0]}`);
   if (b.length !== HINT_ROW_BYTES) throw new CorruptionError('a key hint has the wrong length');
-  return b.subarray(1);
+  return { hintTag: b.subarray(1, 17), contentTag: b.subarray(17) };
 }

@@ -29,8 +29,11 @@ export const KEY_BYTES = 32;
 export const NONCE_BYTES = 24;
 export const TAG_BYTES = 16;
 export const ID_BYTES = 32;
-/** Bytes of a key hint's tag (DatabaseKeys.hintTag): a truncated HMAC-SHA256. */
-export const HINT_TAG_BYTES = 16;
+/** Bytes of a keyed tag (DatabaseKeys.tag). */
+export const TAG16_BYTES = 16;
+/** DatabaseKeys.tag domains: a key's hint, and the compared fields of its head (index/values.ts). */
+export const TAG_HINT = 1;
+export const TAG_CONTENT = 2;
 
 // "expand 32-byte k" as four little-endian words: the ChaCha constants.
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
@@ -179,8 +182,8 @@ export function deriveKey(ikm: Uint8Array, salt: Uint8Array, info: string, lengt
  * - object hashes: HMAC-SHA256(objectIdKey, canonical record). A different key from chunk ids so a
  *   chunk id can never be mistaken for an object hash.
  * - data: the XChaCha20-Poly1305 key for every sealed entry.
- * - key hints: SHA-256(hintKey || key name, head, hint) truncated, kept in the index in place of
- *   the hint (index/values.ts), so that it can be matched but not read.
+ * - tags: SHA-256(tagKey || domain || parts) truncated (tag()), kept in key hint rows of the index
+ *   in place of what they stand for (index/values.ts), so that it can be matched but not read.
  * The salt is the database id, so two databases under the same master key still differ.
  */
 export class DatabaseKeys {
@@ -189,29 +192,34 @@ export class DatabaseKeys {
   readonly material: { masterKey: Uint8Array; databaseId: Uint8Array };
   readonly #chunkIdKey: KeyObject;
   readonly #objectIdKey: KeyObject;
-  readonly #hintKey: Buffer;
+  readonly #tagKey: Buffer;
 
   constructor(masterKey: Uint8Array, databaseId: Uint8Array) {
     this.material = { masterKey, databaseId };
     this.data = new AeadKey(deriveKey(masterKey, databaseId, 'ourodb/v1/data'));
     this.#chunkIdKey = crypto.createSecretKey(deriveKey(masterKey, databaseId, 'ourodb/v1/chunk-id'));
     this.#objectIdKey = crypto.createSecretKey(deriveKey(masterKey, databaseId, 'ourodb/v1/object-id'));
-    this.#hintKey = Buffer.from(deriveKey(masterKey, databaseId, 'ourodb/v1/key-hint'));
+    this.#tagKey = Buffer.from(deriveKey(masterKey, databaseId, 'ourodb/v1/key-hint'));
   }
 
-  /** The tag of `hint` given with version `head` of the key named `key` (UTF-8 bytes): 16 bytes. */
-  hintTag(key: Uint8Array, head: Uint8Array, hint: Uint8Array): Buffer {
-    // SHA-256 over the secret key and the input, truncated: a keyed hash whose output gives away
-    // too little of the state for a length extension. Not HMAC: a Hmac object is a stream, and
-    // making one per file cost ~12 us of the main thread against ~2 us for one crypto.hash call
-    // (`ouro put`: two tags per file read).
-    const input = Buffer.allocUnsafe(KEY_BYTES + 4 + key.byteLength + head.byteLength + hint.byteLength);
-    this.#hintKey.copy(input, 0);
-    input.writeUInt32LE(key.byteLength, KEY_BYTES);
-    input.set(key, KEY_BYTES + 4);
-    input.set(head, KEY_BYTES + 4 + key.byteLength);
-    input.set(hint, KEY_BYTES + 4 + key.byteLength + head.byteLength);
-    const tag = sha256Native(input).subarray(0, HINT_TAG_BYTES);
+  /**
+   * A 16-byte keyed tag of `parts` (each length-prefixed) in domain `domain`: SHA-256 over the
+   * secret key, the domain and the parts, truncated, whose output gives away too little of the
+   * state for a length extension. Not HMAC: a Hmac object is a stream, and making one per file
+   * cost ~12 us of the main thread against ~2 us for one crypto.hash call (`ouro put` makes two
+   * tags per file it reads). Domains: TAG_HINT, TAG_CONTENT (index/values.ts, key hint rows).
+   */
+  tag(domain: number, ...parts: Uint8Array[]): Buffer {
+    const input = Buffer.allocUnsafe(KEY_BYTES + 1 + parts.reduce((n, p) => n + 4 + p.byteLength, 0));
+    this.#tagKey.copy(input, 0);
+    input[KEY_BYTES] = domain;
+    let at = KEY_BYTES + 1;
+    for (const p of parts) {
+      input.writeUInt32LE(p.byteLength, at);
+      input.set(p, at + 4);
+      at += 4 + p.byteLength;
+    }
+    const tag = sha256Native(input).subarray(0, TAG16_BYTES);
     input.fill(0, 0, KEY_BYTES);
     return tag;
   }

@@ -26,7 +26,7 @@ import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decod
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
-import { DatabaseKeys, ID_BYTES, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
+import { DatabaseKeys, ID_BYTES, TAG_CONTENT, TAG_HINT, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
 import { type SealedEntry, openEntry, sealEntry } from './entry.js';
 import { OFFLOAD_MIN_BYTES, RECORD_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
 import {
@@ -55,7 +55,7 @@ import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js'
 import { ensureDir, fsyncDir } from './fsutil.js';
 import { type Vfs, nodeVfs } from './vfs/vfs.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
-import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, decodeRecord, encodeRecord } from './record.js';
+import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, comparedFields, decodeRecord, encodeRecord } from './record.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
 /**
@@ -422,6 +422,7 @@ const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
 const NO_ID = Buffer.alloc(0);
+const NO_NAMES: ReadonlySet<string> = new Set();
 /** Other writes in flight from which a put's object record is sealed on the pool (#identifyRecord). */
 const RECORD_OFFLOAD_INFLIGHT = 4;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
@@ -493,6 +494,8 @@ export class OuroDB {
   readonly dir: string;
   readonly #ldb: Ldb;
   readonly #keys: DatabaseKeys;
+  /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
+  readonly #packsOpening = new Map<string, Promise<{ plain: Buffer; records: ReturnType<typeof decodePack> }>>();
   /** Hint rows waiting for the next index batch (#keepHint). */
   #hintsPending: BatchOp[] = [];
   readonly #chunker: Chunker;
@@ -935,12 +938,13 @@ export class OuroDB {
     const entry = await this.#withKey(key.name, async () => {
       const current = this.#headsOf(key);
       if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
+      const compared = link.hint || link.ifChanged ? comparedFields(record, link.ifChanged?.ignoreMeta ?? NO_NAMES) : undefined;
       if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
         const head = current[0]!;
         await this.#keySettled(key.name);
-        if (sameContent(await this.#readRecord(head.hash), record, link.ifChanged.ignoreMeta)) {
-          // Not synced: a hint is a cache, and the next synced batch makes it durable anyway.
-          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint);
+        // The head's content tag, when a hinted put left one, answers without reading its record.
+        if (this.#sameAsHead(key.bytes, head.hash, compared!) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
+          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, compared!);
           link.kept = true;
           return { hash: head.hash, stored: undefined };
         }
@@ -961,7 +965,7 @@ export class OuroDB {
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
       // A hint belongs to the head it came with: a later head without one leaves the row stale,
       // which hint() tells by its head hash; a delete drops it.
-      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint) });
+      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint, compared!) });
       else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
       const stored = await store(record.size, inlineSize, { ops, prepare });
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
@@ -1320,11 +1324,17 @@ export class OuroDB {
     const row = this.#get(keys.hint(name));
     if (!row) return null;
     const head = heads[0]!.hash;
-    return crypto.timingSafeEqual(decodeHintRow(row), this.#keys.hintTag(name, head, hint)) ? toHex(head) : null;
+    return crypto.timingSafeEqual(decodeHintRow(row).hintTag, this.#keys.tag(TAG_HINT, name, head, hint)) ? toHex(head) : null;
   }
 
-  #hintRow(key: Buffer, head: Buffer, hint: Buffer): Buffer {
-    return encodeHintRow(this.#keys.hintTag(key, head, hint));
+  /** Whether the key's hint row says head `head`'s compared fields are `compared` (false: unknown). */
+  #sameAsHead(key: Buffer, head: Buffer, compared: Buffer): boolean {
+    const row = this.#get(keys.hint(key));
+    return row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).contentTag, this.#keys.tag(TAG_CONTENT, key, head, compared));
+  }
+
+  #hintRow(key: Buffer, head: Buffer, hint: Buffer, compared: Buffer): Buffer {
+    return encodeHintRow(this.#keys.tag(TAG_HINT, key, head, hint), this.#keys.tag(TAG_CONTENT, key, head, compared));
   }
 
   /**
@@ -1336,8 +1346,8 @@ export class OuroDB {
    * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
    * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
    */
-  #keepHint(key: Buffer, head: Buffer, hint: Buffer): void {
-    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint) });
+  #keepHint(key: Buffer, head: Buffer, hint: Buffer, compared: Buffer): void {
+    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, compared) });
     if (this.#hintsPending.length >= HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
   }
 
@@ -2646,12 +2656,22 @@ export class OuroDB {
       const cached = this.#packCache.get(file, loc.offset);
       if (cached) return Promise.resolve(Buffer.from(recordInPack(cached.plain, cached.records, id, slot, where)));
       if ((loc.flags & FLAG_ZSTD) === 0) return this.#readPackedSlice(name, file, loc, id, slot);
-      return this.#readLocated(name, file, loc).then((bytes) => {
-        const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
-        const pack = { plain, records: decodePack(plain, where) };
-        this.#packCache.set(file, loc.offset, pack);
-        return Buffer.from(recordInPack(plain, pack.records, id, slot, where));
-      });
+      // Reads of neighbours arrive together (a tree's files are put, and their heads read, in
+      // order, many in flight): they share one opening of the pack rather than each decrypting
+      // and decompressing it before the first lands in the cache.
+      let opening = this.#packsOpening.get(where);
+      if (!opening) {
+        opening = this.#readLocated(name, file, loc)
+          .then((bytes) => {
+            const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
+            const pack = { plain, records: decodePack(plain, where) };
+            this.#packCache.set(file, loc.offset, pack);
+            return pack;
+          })
+          .finally(() => this.#packsOpening.delete(where));
+        this.#packsOpening.set(where, opening);
+      }
+      return opening.then((pack) => Buffer.from(recordInPack(pack.plain, pack.records, id, slot, where)));
     }
     return this.#readLocated(name, file, loc).then((bytes) => openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset));
   }
@@ -2907,15 +2927,6 @@ function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
  * Whether two records hold the same value, parent and metadata (time and key history aside, and
  * the metadata entries named in `ignoreMeta`).
  */
-function sameContent(a: ObjectRecord, b: ObjectRecord, ignoreMeta: ReadonlySet<string>): boolean {
-  if (a.type !== b.type || a.size !== b.size || a.chunks.length !== b.chunks.length) return false;
-  if ((a.parent === null) !== (b.parent === null) || (a.parent && !a.parent.equals(b.parent!))) return false;
-  if ((a.inline === null) !== (b.inline === null) || (a.inline && !Buffer.from(a.inline).equals(b.inline!))) return false;
-  if (!a.chunks.every((c, i) => c.size === b.chunks[i]!.size && c.id.equals(b.chunks[i]!.id))) return false;
-  const compared = (m: Record<string, string>) => Object.keys(m).filter((k) => !ignoreMeta.has(k));
-  const ak = compared(a.meta);
-  return ak.length === compared(b.meta).length && ak.every((k) => Object.hasOwn(b.meta, k) && b.meta[k] === a.meta[k]);
-}
 
 function created(value: unknown): { created?: number } {
   if (value === undefined) return {};

@@ -156,7 +156,10 @@ function decodeKey(p: number, k: Buffer, v: Buffer): Record<string, unknown> {
     case PREFIX_RETIRED: return { kind: 'retired', block: toHex(k.subarray(1)), seq: Number(v.readBigUInt64LE(0)) };
     case PREFIX_ALT: return { kind: 'other-location', of: k[1] === PREFIX_CHUNK ? 'chunk' : 'object', id: toHex(k.subarray(2)), location: decodeLocation(v) };
     case PREFIX_TOMBSTONE: return { kind: 'cluster-tombstone', block: toHex(k.subarray(1)), state: v[0] };
-    case PREFIX_HINT: return { kind: 'hint', key: k.toString('utf8', 1), tag: toHex(decodeHintRow(v)) };
+    case PREFIX_HINT: {
+      const tags = decodeHintRow(v);
+      return { kind: 'hint', key: k.toString('utf8', 1), hintTag: toHex(tags.hintTag), contentTag: toHex(tags.contentTag) };
+    }
     default: throw new CorruptionError(`unknown index key prefix 0x${p.toString(16)}`);
   }
 }

@@ -83,6 +83,19 @@ export function encodeRecord(r: ObjectRecord): Buffer {
   ]);
 }
 
+/**
+ * What `ifChanged` compares of a record, canonically encoded: type, size, chunks (ids and sizes),
+ * inline value, parent, and the metadata entries not named in `ignoreMeta`, with the names left
+ * out (so that encodings under different sets never coincide). Not the key, time or predecessors.
+ * Two records are the same content under a set exactly when these bytes are equal.
+ */
+export function comparedFields(r: ObjectRecord, ignoreMeta: ReadonlySet<string>): Buffer {
+  const ids = Buffer.allocUnsafe(r.chunks.length * ID_BYTES);
+  r.chunks.forEach((c, i) => c.id.copy(ids, i * ID_BYTES));
+  const meta = Object.keys(r.meta).filter((k) => !ignoreMeta.has(k)).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
+  return packr.pack([TYPE_CODES[r.type], r.size, ids, r.chunks.map((c) => c.size), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
+}
+
 export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   let a: unknown;
   try {

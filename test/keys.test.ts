@@ -145,6 +145,20 @@ describe('keys', () => {
       await db.put('kept', { key: 'h', hint: hint('d') });
       await db.rebuildIndex();
       expect(await db.matchHint('h', hint('d'))).toBeNull();
+      // The row's content tag stands for the head's fields compared under the set it was put
+      // with: a put comparing under another set is not taken for unchanged by it.
+      const i1 = await db.put('same', { key: 'i', meta: { ctime: '1', ino: '1' }, hint: hint('f'), ifChanged: { ignoreMeta: ['ctime'] } });
+      expect(await db.put('same', { key: 'i', meta: { ctime: '2', ino: '1' }, hint: hint('g'), ifChanged: { ignoreMeta: ['ctime'] } })).toMatchObject({ hash: i1.hash, unchanged: true });
+      const i2 = await db.put('same', { key: 'i', meta: { ctime: '3', ino: '1' }, hint: hint('h'), ifChanged: { ignoreMeta: ['ino'] } });
+      expect(i2.hash).not.toBe(i1.hash);
+      expect(i2.unchanged).toBeUndefined();
+      expect(await db.put('changed', { key: 'i', meta: { ctime: '3', ino: '1' }, hint: hint('h'), ifChanged: { ignoreMeta: ['ino'] } })).not.toMatchObject({ unchanged: true });
+      // Fields that coincide only because each side leaves out a different entry: the head has
+      // b, the new value has not; compared under no set they differ.
+      const j1 = await db.put('same', { key: 'j', meta: { a: '1', b: '9' }, hint: hint('i'), ifChanged: { ignoreMeta: ['b'] } });
+      const j2 = await db.put('same', { key: 'j', meta: { a: '1' }, hint: hint('j'), ifChanged: true });
+      expect(j2.unchanged).toBeUndefined();
+      expect(j2.hash).not.toBe(j1.hash);
       await expect(db.put('x', { hint: hint('e') })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
       await expect(db.put('x', { key: 'h', hint: Buffer.alloc(1025) })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
       await expect(db.put('x', { key: 'h', hint: 'text' as never })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
