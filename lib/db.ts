@@ -198,8 +198,9 @@ export interface PutOptions {
    * unchanged file should. Only applies when the key has exactly one head, a value.
    * `{ ignoreMeta: [names] }`: the same, except that the metadata entries named are left out of
    * the comparison (a value that differs from the head only in them keeps the head, whose
-   * entries stay as they were). `ouro put` records a file's ctime and inode this way: hints for
-   * skipping unread files later, not a reason for a new version.
+   * entries stay as they were). With `hint`, an equal value is told by the key's hint row,
+   * without reading the head's record, when the head was put (or last kept) with a hint and the
+   * same `ignoreMeta`.
    */
   ifChanged?: boolean | { ignoreMeta: readonly string[] };
   /**
@@ -964,7 +965,7 @@ export class OuroDB {
       ];
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
       // A hint belongs to the head it came with: a later head without one leaves the row stale,
-      // which hint() tells by its head hash; a delete drops it.
+      // which matchHint() tells by the head hash in its tags; a delete drops it.
       if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint, compared!) });
       else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
       const stored = await store(record.size, inlineSize, { ops, prepare });

@@ -126,11 +126,20 @@ function fileMeta(st: fs.Stats): Record<string, string> {
 }
 
 /**
- * The key hint of a file (PutOptions.hint): '1' (this layout), then JSON of the stat it was read
- * with and its parent. A file is unchanged unread exactly when its hint now matches its head's.
+ * The key hint of a file (PutOptions.hint): layout 1, then its size, mtime and ctime (ms,
+ * truncated) and inode as float64 LE (the numbers fs.Stats gives), then its parent's hash
+ * (absent for none). A file is unchanged unread exactly when its hint now matches its head's.
+ * (JSON of the same cost ~7 us a file in the profile.)
  */
 function statHint(st: fs.Stats, parent: string | undefined): Buffer {
-  return Buffer.from(`1${JSON.stringify([st.size, Math.trunc(st.mtimeMs), Math.trunc(st.ctimeMs), st.ino, parent ?? null])}`);
+  const b = Buffer.allocUnsafe(33 + (parent ? 32 : 0));
+  b[0] = 1;
+  b.writeDoubleLE(st.size, 1);
+  b.writeDoubleLE(Math.trunc(st.mtimeMs), 9);
+  b.writeDoubleLE(Math.trunc(st.ctimeMs), 17);
+  b.writeDoubleLE(st.ino, 25);
+  if (parent) b.write(parent, 33, 'hex');
+  return b;
 }
 
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
