@@ -55,6 +55,13 @@ describe('ouro CLI', () => {
     expect(report).toMatchObject({ files: 4, directories: 3, bytes: 8 + 5000 + 900_000, failed: [] });
     const keysPut = report.items.map((i: { key: string }) => i.key).sort();
     expect(keysPut).toEqual(['tree/', 'tree/README.md', 'tree/empty', 'tree/src/', 'tree/src/a.bin', 'tree/src/deep/', 'tree/src/deep/big.bin']);
+    // Named by its absolute path from outside it, the same tree's keys are that path without the
+    // leading '/', at every depth of the walk.
+    const dbAbs = path.join(work, 'db-abs');
+    expect(ouro([...k, 'init', dbAbs]).code).toBe(0);
+    const absReport = ouro([...k, '--json', 'put', dbAbs, path.join(work, 'tree')], { cwd: tempDir() }).json();
+    const absBase = path.join(work, 'tree').replace(/^\/+/, '');
+    expect(absReport.items.map((i: { key: string }) => i.key).sort()).toEqual(keysPut.map((key: string) => absBase + key.slice('tree'.length)));
 
     expect(ouro([...k, '--json', 'ls', db, 'tree/src/']).json().map((e: { key: string }) => e.key)).toEqual(['tree/src/', 'tree/src/a.bin', 'tree/src/deep/', 'tree/src/deep/big.bin']);
     const out = path.join(work, 'out.bin');

@@ -182,8 +182,9 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   // disk instead of on the CPU: a version of the tree of new files spent a third of its time idle.
   const relaxed = { durability: 'relaxed' as const };
 
-  const putFile = async (file: string, parent: string | undefined) => {
-    const key = keyForPath(file);
+  // `key`: given by the walk for what it finds (its directory's key and the name: resolving each
+  // path again cost ~8 us a file), else derived from the path.
+  const putFile = async (file: string, parent: string | undefined, key = keyForPath(file)) => {
     try {
       if (!opts.always) {
         // Same size, mtime, ctime, inode and parent as when the head was put or last found
@@ -217,7 +218,7 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
 
   // A directory's object is put before its entries (their parent must exist); its files then go
   // through the shared limiter while the walk goes on into its subdirectories.
-  const putDir = async (dir: string, parent: string | undefined): Promise<void> => {
+  const putDir = async (dir: string, parent: string | undefined, key = `${keyForPath(dir).replace(/\/$/, '')}/`): Promise<void> => {
     let entries: fs.Dirent[];
     try {
       entries = (await fs.promises.readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -225,7 +226,9 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
       fail(dir, err);
       return;
     }
-    const key = `${keyForPath(dir).replace(/\/$/, '')}/`;
+    // The keys of its entries: this key and their names ('/' is the root's key, and its entries'
+    // keys have no leading '/', as keyForPath gives them).
+    const inside = key === '/' ? '' : key;
     let hash: string;
     try {
       hash = (await db.put('', { key, meta: { type: 'directory' }, ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) })).hash;
@@ -237,11 +240,11 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
     report.directories++;
     for (const e of entries) {
       const p = path.join(dir, e.name);
-      if (e.isFile()) await limiter.run(() => putFile(p, hash));
+      if (e.isFile()) await limiter.run(() => putFile(p, hash, inside + e.name));
     }
     for (const e of entries) {
       const p = path.join(dir, e.name);
-      if (e.isDirectory()) await putDir(p, hash);
+      if (e.isDirectory()) await putDir(p, hash, `${inside}${e.name}/`);
       else if (!e.isFile()) report.skipped.push({ path: p, reason: e.isSymbolicLink() ? 'symbolic link' : 'not a regular file' });
     }
   };
