@@ -1491,7 +1491,7 @@ export class OuroDB {
       for await (const vk of this.#ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
       if (versions.length === 0) return 0;
       const records = await Promise.all(versions.map((v) => this.#readRecord(v.hash)));
-      const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }];
+      const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }, { type: 'del', key: keys.hint(k.bytes) }];
       versions.forEach((v, i) => {
         ops.push({ type: 'del', key: v.vkey }, { type: 'del', key: keys.object(v.hash) });
         const parent = records[i]!.parent;

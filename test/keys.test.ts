@@ -141,6 +141,13 @@ describe('keys', () => {
       expect(await db.matchHint('f', hint('c'))).toBe(v3.hash);
       await db.delete('f');
       expect(await db.matchHint('f', hint('c'))).toBeNull();
+      // A purge forgets the row with the key.
+      await db.put('purged', { key: 'p', hint: hint('p') });
+      await db.put('kept', { key: 'q', hint: hint('q') });
+      await db.purge('p');
+      await db.close();
+      expect((await inspectKeys(dir, 'hint')).map((e) => e['key'])).toEqual(['q']);
+      db = await open(dir);
       // A rebuilt index has no hints: the caller does the work the hint would have spared.
       await db.put('kept', { key: 'h', hint: hint('d') });
       await db.rebuildIndex();
