@@ -1617,7 +1617,15 @@ export class OuroDB {
             const reason = (writes[bad] as PromiseRejectedResult).reason;
             if (!isDiskFull(reason)) throw reason;
             // Out of space: what was queued before the failed entry commits; it and everything
-            // queued after it (which may share its chunks) fail, and the handle goes on.
+            // queued after it (which may share its chunks) fail, and the handle goes on. That
+            // includes the records waiting in packs: they joined after this group was taken, and
+            // a put's record may name chunks cut here (its put checked the disk-full epoch before
+            // joining, not after). They go first, newest first, as #rejectFrom unwinds.
+            const failure = ioError('write', reason);
+            const waiting = [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])];
+            this.#packsReady = [];
+            this.#openPack = undefined;
+            for (const pack of waiting.reverse()) this.#rejectPack(pack, failure);
             const rejected = [...group.slice(bad), ...this.#queue];
             this.#queue = [];
             group = group.slice(0, bad);

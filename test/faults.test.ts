@@ -103,6 +103,35 @@ describe('a full disk (injected ENOSPC / EDQUOT)', () => {
     });
   }
 
+  it('a block write refused at any point of concurrent puts fails the records waiting in a pack too: none names a chunk the disk refused', async () => {
+    // Records of puts that meet at a group commit wait in a pack for the next group; a put's
+    // record joins it after its chunks are queued. A refused chunk write fails the entries queued
+    // after it: the records in the pack must fail too, or a put is acknowledged whose chunk was cut.
+    for (let nth = 1; nth <= 16; nth++) {
+      const dir = tempDir();
+      const faulty = new FaultyFs(new NodeVfs());
+      const db = await OuroDB.open(dir, { ...OPTIONS, fs: faulty });
+      const acked = new Map<string, Buffer>();
+      try {
+        faulty.inject({ op: 'write', path: '/open/', nth, times: 1, code: 'ENOSPC' });
+        const during = await putMany(db, 3000 + nth * 40, 32);
+        for (const [h, v] of during.acked) acked.set(h, v);
+        expect(during.errors.map(codeOf).filter((c) => c !== 'OURO_DISK_FULL')).toEqual([]);
+        await expectAll(db, acked);
+        // The one refused write may be the footer's, at this flush: a second one seals.
+        const flushed = await db.flush().then(() => undefined, (err: unknown) => err);
+        if (flushed !== undefined) {
+          expect(codeOf(flushed)).toBe('OURO_DISK_FULL');
+          await db.flush();
+        }
+        expect((await db.check({ readData: true })).problems).toEqual([]);
+      } finally {
+        await db.close();
+      }
+      await reopenAndVerify(dir, acked);
+    }
+  });
+
   it('keyed writes: a version the disk refused leaves the key at its last acknowledged version, and compare-and-set works on', async () => {
     const dir = tempDir();
     const faulty = new FaultyFs(new NodeVfs());
