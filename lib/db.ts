@@ -409,6 +409,8 @@ interface RecordExtra {
   ops?: BatchOp[] | undefined;
   prepare?: PendingEntry['prepare'];
   marker?: boolean;
+  /** The put's #diskFullEpoch: checked again right before the record is appended (#enqueue). */
+  epoch?: number | undefined;
 }
 
 interface BatchOp {
@@ -930,7 +932,7 @@ export class OuroDB {
       const { hash, store } = await this.#identifyRecord(encodeRecord(record));
       this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
-      const entry = await store(record.size, inlineSize, { ops, prepare });
+      const entry = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
       if (entry) link.onQueued?.(entry.committed);
       if (entry) await (durability === 'durable' ? entry.committed : entry.written);
       return hash;
@@ -968,7 +970,7 @@ export class OuroDB {
       // which matchHint() tells by the head hash in its tags; a delete drops it.
       if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint, compared!) });
       else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
-      const stored = await store(record.size, inlineSize, { ops, prepare });
+      const stored = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
@@ -1106,7 +1108,7 @@ export class OuroDB {
    * A chunk gc is dropping (#dying) counts as absent: a fresh copy is written, whose location
    * lands after gc's delete (batches run in order).
    */
-  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void, extra?: { ops?: BatchOp[] | undefined; prepare?: PendingEntry['prepare']; marker?: boolean }): Promise<PendingEntry | undefined> {
+  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void, extra?: RecordExtra): Promise<PendingEntry | undefined> {
     const idHex = toHex(id);
     const inflight = this.#pending.get(idHex);
     const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
@@ -1124,7 +1126,7 @@ export class OuroDB {
       return again;
     }
     const row = { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash };
-    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker }, sealed.release);
+    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker }, sealed.release, extra?.epoch);
   }
 
   #committedEntry(indexKey: Buffer, idHex: string): boolean {
@@ -1136,7 +1138,7 @@ export class OuroDB {
    * `release` (SealedEntry.release) runs once nothing reads `bytes` any more: when its write has
    * finished or failed, or at once when the entry turns out to be queued already.
    */
-  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>, release?: () => void): Promise<PendingEntry> {
+  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>, release?: () => void, epoch?: number): Promise<PendingEntry> {
     let block = this.#current ?? (await this.#openBlock());
     const again = this.#pending.get(toHex(row.id));
     if (again && !extra.moved) {
@@ -1145,6 +1147,12 @@ export class OuroDB {
     }
     if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
     this.#checkAlive();
+    // A record whose put began before a disk-full failure may name chunks it cut: a failure
+    // while this waited for a block (the only await since its put's last check) fails it too.
+    if (epoch !== undefined && epoch !== this.#diskFullEpoch) {
+      release?.();
+      throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
+    }
     const { written } = block.append(bytes, row);
     if (release) written.then(release, release);
     const appended = block.rows[block.rows.length - 1]!;
