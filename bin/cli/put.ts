@@ -179,7 +179,8 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   // Each put returns once its bytes are written, not synced: the tree is made durable as a whole
   // by the flush at the end, before anything is reported stored (the command's promise, as a
   // backup tool's snapshot is). Waiting for each group commit's fsync kept 64 puts waiting on the
-  // disk instead of on the CPU: a version of the tree of new files spent a third of its time idle.
+  // disk instead of on the CPU: a version of the tree of new files left its main thread idle for a
+  // quarter of the run (385-506 ms of 1.6-2.0 s in its profile).
   const relaxed = { durability: 'relaxed' as const };
 
   // `key`: given by the walk for what it finds (its directory's key and the name: resolving each
