@@ -29,8 +29,8 @@ export const KEY_BYTES = 32;
 export const NONCE_BYTES = 24;
 export const TAG_BYTES = 16;
 export const ID_BYTES = 32;
-/** Bytes of a keyed tag (DatabaseKeys.tag). */
-export const TAG16_BYTES = 16;
+/** Bytes of a keyed tag (DatabaseKeys.tag; not the AEAD's TAG_BYTES). */
+export const KEYED_TAG_BYTES = 16;
 /** DatabaseKeys.tag domains: a key's hint, and the compared fields of its head (index/values.ts). */
 export const TAG_HINT = 1;
 export const TAG_CONTENT = 2;
@@ -219,7 +219,7 @@ export class DatabaseKeys {
       input.set(p, at + 4);
       at += 4 + p.byteLength;
     }
-    const tag = sha256Native(input).subarray(0, TAG16_BYTES);
+    const tag = sha256Native(input).subarray(0, KEYED_TAG_BYTES);
     input.fill(0, 0, KEY_BYTES);
     return tag;
   }

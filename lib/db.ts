@@ -47,7 +47,7 @@ import {
 import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
-import { PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
+import { type OpenedPack, PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
 import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { type VersionNode, nextHeads, versionNumber } from './versions.js';
@@ -498,7 +498,7 @@ export class OuroDB {
   readonly #ldb: Ldb;
   readonly #keys: DatabaseKeys;
   /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
-  readonly #packsOpening = new Map<string, Promise<{ plain: Buffer; records: ReturnType<typeof decodePack> }>>();
+  readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
   /** Hint rows waiting for the next index batch (#keepHint). */
   #hintsPending: BatchOp[] = [];
   readonly #chunker: Chunker;
@@ -2939,11 +2939,6 @@ function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
   }
   return { ifChanged: { ignoreMeta: new Set(option.ignoreMeta) } };
 }
-
-/**
- * Whether two records hold the same value, parent and metadata (time and key history aside, and
- * the metadata entries named in `ignoreMeta`).
- */
 
 function created(value: unknown): { created?: number } {
   if (value === undefined) return {};

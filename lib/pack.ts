@@ -89,16 +89,22 @@ export function recordInPack(plain: Buffer, records: readonly PackedRecord[], ha
 }
 
 /** The last few packs opened, by file and offset (block files never change at an offset once written). */
+/** A pack decrypted and decompressed, with its table decoded. */
+export interface OpenedPack {
+  plain: Buffer;
+  records: PackedRecord[];
+}
+
 export class PackCache {
   readonly #max: number;
-  readonly #packs = new Map<string, { plain: Buffer; records: PackedRecord[] }>();
+  readonly #packs = new Map<string, OpenedPack>();
   constructor(max = 32) {
     this.#max = max;
   }
-  get(file: string, offset: number): { plain: Buffer; records: PackedRecord[] } | undefined {
+  get(file: string, offset: number): OpenedPack | undefined {
     return this.#packs.get(`${file}@${offset}`);
   }
-  set(file: string, offset: number, pack: { plain: Buffer; records: PackedRecord[] }): void {
+  set(file: string, offset: number, pack: OpenedPack): void {
     const key = `${file}@${offset}`;
     this.#packs.delete(key);
     this.#packs.set(key, pack);

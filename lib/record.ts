@@ -64,9 +64,15 @@ function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
-export function encodeRecord(r: ObjectRecord): Buffer {
+/** The chunk ids of a record back to back, as field 3 holds them. */
+function chunkIds(r: ObjectRecord): Buffer {
   const ids = Buffer.allocUnsafe(r.chunks.length * ID_BYTES);
   r.chunks.forEach((c, i) => c.id.copy(ids, i * ID_BYTES));
+  return ids;
+}
+
+export function encodeRecord(r: ObjectRecord): Buffer {
+  const ids = chunkIds(r);
   const meta = Object.keys(r.meta).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
   return packr.pack([
     RECORD_VERSION,
@@ -90,10 +96,8 @@ export function encodeRecord(r: ObjectRecord): Buffer {
  * Two records are the same content under a set exactly when these bytes are equal.
  */
 export function comparedFields(r: ObjectRecord, ignoreMeta: ReadonlySet<string>): Buffer {
-  const ids = Buffer.allocUnsafe(r.chunks.length * ID_BYTES);
-  r.chunks.forEach((c, i) => c.id.copy(ids, i * ID_BYTES));
   const meta = Object.keys(r.meta).filter((k) => !ignoreMeta.has(k)).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
-  return packr.pack([TYPE_CODES[r.type], r.size, ids, r.chunks.map((c) => c.size), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
+  return packr.pack([TYPE_CODES[r.type], r.size, chunkIds(r), r.chunks.map((c) => c.size), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
 }
 
 export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
