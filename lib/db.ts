@@ -1905,6 +1905,9 @@ export class OuroDB {
     this.#rotate();
     while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
     while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
+    // The hints of kept heads (#keepHint) still waiting for a batch, and those batches under way:
+    // after a flush, matchHint sees every hint put before it.
+    if (!this.#failed) await (this.#hintsPending.length > 0 ? this.#writeBatch([], {}) : this.#batchChain);
     if (this.#failed) throw this.#failed;
     const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
     if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);

@@ -174,6 +174,33 @@ describe('keys', () => {
     }
   });
 
+  it('after flush(), matchHint sees the hints of every head kept before it, in the same handle', async () => {
+    // Kept heads' hints wait to ride in an index batch (1,024 at most, then a batch of their own):
+    // flush() writes the rest and waits for those under way. Before it did, a second pass over
+    // 3,000 keys in one process matched only the first 1,024.
+    const db = await open(tempDir());
+    const n = 3000;
+    const hint = (i: number, pass: number) => Buffer.from(`hint ${i} ${pass}`);
+    const matched = async (pass: number) => {
+      let hits = 0;
+      for (let i = 0; i < n; i++) if ((await db.matchHint(`k${i}`, hint(i, pass))) !== null) hits++;
+      return hits;
+    };
+    try {
+      for (let i = 0; i < n; i++) await db.put(`value ${i}`, { key: `k${i}`, hint: hint(i, 1), ifChanged: true, durability: 'relaxed' });
+      await db.flush();
+      expect(await matched(1)).toBe(n);
+      let kept = 0;
+      for (let i = 0; i < n; i++) if ((await db.put(`value ${i}`, { key: `k${i}`, hint: hint(i, 2), ifChanged: true, durability: 'relaxed' })).unchanged) kept++;
+      expect(kept).toBe(n);
+      await db.flush();
+      expect(await matched(2)).toBe(n);
+      expect(await matched(1)).toBe(0);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('ifChanged with ignoreMeta leaves the named metadata entries out of the comparison', async () => {
     const db = await open(tempDir());
     try {
