@@ -1349,7 +1349,9 @@ export class OuroDB {
   /**
    * The hint of a put that kept its head (ifChanged) and so writes no batch of its own: it rides
    * in the next index batch (#writeBatch), or in one of its own once HINTS_PENDING_MAX wait, and
-   * close() writes what is left. Until then matchHint does not see it, and a crash loses it: a
+   * flush() and close() write what is left. One batch is asked for as the count reaches the
+   * limit: it takes every hint pending when it runs. (Asked for at every hint past the limit
+   * while earlier batches were still queued, 4,400 kept heads made 2,354 synced batches.) Until then matchHint does not see it, and a crash loses it: a
    * hint is a cache, and a lost one costs one more read of the file. (Written at once, one
    * LevelDB write each, they queued behind the group commits' synced batches and held every put
    * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
@@ -1357,7 +1359,7 @@ export class OuroDB {
    */
   #keepHint(key: Buffer, head: Buffer, hint: Buffer, compared: Buffer): void {
     this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, compared) });
-    if (this.#hintsPending.length >= HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
+    if (this.#hintsPending.length === HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
   }
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
