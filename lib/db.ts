@@ -28,7 +28,7 @@ import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
 import { DatabaseKeys, ID_BYTES, TAG_CONTENT, TAG_HINT, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
 import { type SealedEntry, openEntry, sealEntry } from './entry.js';
-import { OFFLOAD_MIN_BYTES, RECORD_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
+import { OFFLOAD_MIN_BYTES, SMALL_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
 import {
   BadArgumentError,
   ClosedError,
@@ -426,8 +426,13 @@ const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 const READ_AHEAD = 4;
 const NO_ID = Buffer.alloc(0);
 const NO_NAMES: ReadonlySet<string> = new Set();
-/** Other writes in flight from which a put's object record is sealed on the pool (#identifyRecord). */
-const RECORD_OFFLOAD_INFLIGHT = 4;
+/**
+ * Puts in flight from which a small entry (an object record, #identifyRecord, or a chunk under
+ * OFFLOAD_MIN_BYTES, #storeChunk) is sealed on the pool in a batch with others (SealPool.sealSmall):
+ * with fewer, a batch would hold little more than the one entry, and its round trip would cost
+ * a lone put more than the work it moves.
+ */
+const SMALL_OFFLOAD_INFLIGHT = 4;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
 const SEAL_AHEAD = 8;
 /**
@@ -886,10 +891,20 @@ export class OuroDB {
 
   /**
    * Stores one chunk. Its place in `chunks` is taken at once, so the list keeps value order
-   * whatever order the seal pool answers in. Large chunks are hashed and sealed on the pool.
+   * whatever order the seal pool answers in. Large chunks are hashed and sealed on the pool;
+   * small ones too, in batches, while other puts are in flight (sealed before the dedup check:
+   * see lib/seal-pool.ts); a lone put's small chunk here.
    */
   #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
+    if (size < OFFLOAD_MIN_BYTES && this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) {
+      const at = chunks.push({ id: NO_ID, size }) - 1;
+      return this.#sealPool.sealSmall(EntryKind.Chunk, chunk, this.#compression).then(({ id, sealed }) => {
+        chunks[at] = { id, size };
+        this.#pin(toHex(id));
+        return this.#store_(EntryKind.Chunk, id, () => sealed, 0, 0);
+      });
+    }
     if (size < OFFLOAD_MIN_BYTES) {
       const id = this.#keys.chunkId(chunk);
       chunks.push({ id, size });
@@ -994,19 +1009,19 @@ export class OuroDB {
    * the next group anyway, and sharing that group's pack spares it its own compression frame,
    * encryption and footer row.
    * Otherwise, while other puts are in flight, the record goes to the seal pool, batched with
-   * theirs (SealPool.sealRecord), so the HMAC and the sealing leave the main thread; a put on its
+   * theirs (SealPool.sealSmall), so the HMAC and the sealing leave the main thread; a put on its
    * own keeps them here and skips the worker's round trip. A record that turns out to be stored
    * already was sealed for nothing; records carry their creation time, so that is rare.
    */
   async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; store: (objectSize: number, inlineSize: number, extra: RecordExtra) => Promise<PendingEntry | undefined> }> {
-    if ((this.#committer !== undefined || this.#inflight.size >= RECORD_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
+    if ((this.#committer !== undefined || this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
       const hash = this.#keys.objectId(bytes);
       return { hash, store: async (objectSize, inlineSize, extra) => this.#joinPack(hash, bytes, objectSize, inlineSize, extra) };
     }
     let hash: Buffer;
     let seal: () => SealedEntry;
-    if (this.#inflight.size >= RECORD_OFFLOAD_INFLIGHT && bytes.byteLength <= RECORD_BATCH_MAX_BYTES) {
-      const { id, sealed } = await this.#sealPool.sealRecord(bytes, this.#compression);
+    if (this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
+      const { id, sealed } = await this.#sealPool.sealSmall(EntryKind.Object, bytes, this.#compression);
       hash = id;
       seal = () => sealed;
     } else {

@@ -4,13 +4,18 @@
  * workers do the per-byte crypto. A lone small entry is handled inline by the caller: a round trip
  * to a worker (tens of microseconds) costs more than hashing and sealing a few KiB.
  *
- * Object records too large for a pack (over 16 KiB; smaller ones written while others are in
- * flight are packed, lib/pack.ts) are the exception (sealRecord): they cross to
- * a worker in batches, one message each way per batch, so the round trip is shared. That moves
- * the record's id (HMAC) and its sealing, about 40% of a 1 KiB put's main-thread CPU, to another
- * core. A batch goes as soon as it holds 16 records, so the worker seals it while the main thread
- * builds the next one; batches of a whole event-loop turn made each record wait for all of them
- * (docs/design.md has the measurements).
+ * Small entries written while other puts are in flight are the exception (sealSmall): object
+ * records too large for a pack (over 16 KiB; smaller ones are packed, lib/pack.ts), and chunks
+ * under OFFLOAD_MIN_BYTES (the single chunk of a 4-32 KiB value, or a large value's last one).
+ * They cross to a worker in batches, one message each way per batch, so the round trip is
+ * shared. That moves the entry's id (HMAC) and its sealing to another core: about 40% of a
+ * 1 KiB put's main-thread CPU for a record, and for the chunks of the 4-32 KiB files of a source
+ * tree, compressed text, a sixth of the main thread's time. A batch goes as soon as it holds 16
+ * entries, so the worker seals it while the main thread builds the next one; batches of a whole
+ * event-loop turn made each entry wait for all of them (docs/design.md has the measurements).
+ * Such a chunk is sealed before the caller knows whether it is stored already (the id comes
+ * back with the sealed bytes): a duplicate costs the worker a seal for nothing, not the main
+ * thread a round trip.
  *
  * A chunk goes to a worker once and stays there for two steps, so dedup still happens before
  * any sealing work: identify() hashes it and returns its id; the caller looks the id up and
@@ -41,8 +46,8 @@ export type PoolRequest =
   | { op: 'identify'; job: number; plain: Uint8Array }
   | { op: 'seal'; job: number; kind: EntryKind; compress: boolean }
   | { op: 'drop'; job: number }
-  /** Object records back to back in `plain`, their lengths in `lengths`: id and seal each. */
-  | { op: 'records'; job: number; plain: Uint8Array; lengths: Uint32Array; compress: boolean };
+  /** Entries of one kind (object records or chunks) back to back in `plain`, their lengths in `lengths`: id and seal each. */
+  | { op: 'small'; job: number; kind: SmallKind; plain: Uint8Array; lengths: Uint32Array; compress: boolean };
 
 /**
  * Messages from a worker: an id, a sealed entry (bytes transferred; in the chunk's own buffer
@@ -53,11 +58,14 @@ export type PoolReply =
   | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer }
   | { job: number; spare: ArrayBuffer }
   | { job: number; error: string }
-  /** Sealed records back to back in `bytes`; per record its length, id, footer hash and flags. */
-  | { job: number; records: { bytes: Uint8Array; lengths: Uint32Array; ids: Uint8Array; hashes: Uint8Array; flags: Uint8Array } };
+  /** Sealed entries back to back in `bytes`; per entry its length, id, footer hash and flags. */
+  | { job: number; small: { bytes: Uint8Array; lengths: Uint32Array; ids: Uint8Array; hashes: Uint8Array; flags: Uint8Array } };
 
-/** A record sealed on a worker: its object id and the sealed entry. */
-export interface SealedRecord {
+/** What sealSmall takes: an object record (its id is an object id) or a chunk (a chunk id). */
+export type SmallKind = EntryKind.Object | EntryKind.Chunk;
+
+/** An entry sealed on a worker: its id and the sealed entry. */
+export interface SealedSmall {
   id: Buffer;
   sealed: SealedEntry;
 }
@@ -65,17 +73,18 @@ export interface SealedRecord {
 /** Spare chunk buffers kept for reuse: about what a streamed put has in flight (SEAL_AHEAD chunks and their writes). */
 const IDLE_BUFFER_BYTES = 16 * 1024 * 1024;
 
-/** Records above this size are sealed by the caller: a batch should stay a few hundred KiB. */
-export const RECORD_BATCH_MAX_BYTES = 64 * 1024;
-/** A batch is sent once it holds this many records or bytes, without waiting for the turn's end. */
+/** Entries above this size do not go through sealSmall: a batch should stay a few hundred KiB. */
+export const SMALL_BATCH_MAX_BYTES = 64 * 1024;
+/** A batch is sent once it holds this many entries or bytes, without waiting for the turn's end. */
 const BATCH_ENTRIES = 16;
 const BATCH_BYTES = 1024 * 1024;
 
-interface RecordBatch {
+interface SmallBatch {
+  kind: SmallKind;
+  compress: boolean;
   plains: Uint8Array[];
   bytes: number;
-  compress: boolean;
-  waiters: Array<{ resolve: (r: SealedRecord) => void; reject: (err: unknown) => void }>;
+  waiters: Array<{ resolve: (r: SealedSmall) => void; reject: (err: unknown) => void }>;
 }
 
 /** From which a worker derives the database's keys, exactly as DatabaseKeys does. */
@@ -105,7 +114,7 @@ export class SealPool {
   readonly #slots: Slot[] = [];
   #nextJob = 0;
   #closed = false;
-  #batch: RecordBatch | undefined;
+  #batch: SmallBatch | undefined;
 
   /** `chunkMax`: the largest chunk the caller's chunker cuts (sizes the buffers lent). */
   constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number } = {}) {
@@ -156,34 +165,35 @@ export class SealPool {
   }
 
   /**
-   * Computes an object record's id and seals it on a worker, batched with the records submitted
-   * just before and after it: a batch is sent when it holds BATCH_ENTRIES records or BATCH_BYTES,
-   * or else when the current turn of the event loop ends (setImmediate runs after every
-   * microtask, so by then no record of this turn is left behind). Results come back in submission
-   * order. The sealed entries of one batch are views of one buffer.
+   * Computes a small entry's id (an object id for a record, a chunk id for a chunk) and seals it
+   * on a worker, batched with the entries of the same kind submitted just before and after it:
+   * a batch is sent when it holds BATCH_ENTRIES entries or BATCH_BYTES, or else when the current
+   * turn of the event loop ends (setImmediate runs after every microtask, so by then no entry of
+   * this turn is left behind). Results come back in submission order. The sealed entries of one
+   * batch are views of one buffer.
    */
-  sealRecord(plain: Uint8Array, compress: boolean): Promise<SealedRecord> {
+  sealSmall(kind: SmallKind, plain: Uint8Array, compress: boolean): Promise<SealedSmall> {
     if (this.#closed) return Promise.reject(new FailedError('the seal pool is closed'));
     let batch = this.#batch;
-    if (batch && batch.compress !== compress) {
+    if (batch && (batch.kind !== kind || batch.compress !== compress)) {
       this.#sendBatch(batch);
       batch = undefined;
     }
     if (!batch) {
-      const fresh: RecordBatch = { plains: [], bytes: 0, compress, waiters: [] };
+      const fresh: SmallBatch = { kind, compress, plains: [], bytes: 0, waiters: [] };
       this.#batch = batch = fresh;
       setImmediate(() => {
         if (this.#batch === fresh) this.#sendBatch(fresh);
       });
     }
-    const sealed = new Promise<SealedRecord>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    const sealed = new Promise<SealedSmall>((resolve, reject) => batch.waiters.push({ resolve, reject }));
     batch.plains.push(plain);
     batch.bytes += plain.byteLength;
     if (batch.plains.length >= BATCH_ENTRIES || batch.bytes >= BATCH_BYTES) this.#sendBatch(batch);
     return sealed;
   }
 
-  #sendBatch(batch: RecordBatch): void {
+  #sendBatch(batch: SmallBatch): void {
     if (this.#batch === batch) this.#batch = undefined;
     const fail = (err: unknown) => {
       for (const w of batch.waiters) w.reject(err);
@@ -204,15 +214,15 @@ export class SealPool {
     });
     const job = this.#nextJob++;
     // Both arrays move to the worker (they are detached here after the call).
-    this.#call(slot, { op: 'records', job, plain, lengths, compress: batch.compress }, [plain.buffer, lengths.buffer]).then((reply) => {
-      if (!('records' in reply) || reply.records.lengths.length !== batch.waiters.length) throw new FailedError('seal worker answered records with something else');
-      const { bytes, lengths: sealedLengths, ids, hashes, flags } = reply.records;
+    this.#call(slot, { op: 'small', job, kind: batch.kind, plain, lengths, compress: batch.compress }, [plain.buffer, lengths.buffer]).then((reply) => {
+      if (!('small' in reply) || reply.small.lengths.length !== batch.waiters.length) throw new FailedError('seal worker answered a batch with something else');
+      const { bytes, lengths: sealedLengths, ids, hashes, flags } = reply.small;
       const view = (from: Uint8Array, start: number, length: number) => Buffer.from(from.buffer, from.byteOffset + start, length);
       let offset = 0;
       batch.waiters.forEach((w, i) => {
         const id = view(ids, i * 32, 32);
         const length = sealedLengths[i]!;
-        const sealed: SealedEntry = { bytes: view(bytes, offset, length), kind: EntryKind.Object, id, flags: flags[i]!, plainLength: batch.plains[i]!.byteLength, hash: view(hashes, i * 32, 32) };
+        const sealed: SealedEntry = { bytes: view(bytes, offset, length), kind: batch.kind, id, flags: flags[i]!, plainLength: batch.plains[i]!.byteLength, hash: view(hashes, i * 32, 32) };
         offset += length;
         w.resolve({ id, sealed });
       });

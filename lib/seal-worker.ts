@@ -3,7 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { EntryKind } from '../blockstore/format.js';
 import { DatabaseKeys } from './crypto.js';
 import { sealEntry } from './entry.js';
-import type { PoolReply, PoolRequest, WorkerKeys } from './seal-pool.js';
+import type { PoolReply, PoolRequest, SmallKind, WorkerKeys } from './seal-pool.js';
 
 const { masterKey, databaseId } = workerData as WorkerKeys;
 const keys = new DatabaseKeys(masterKey, databaseId);
@@ -29,9 +29,9 @@ port.on('message', (m: PoolRequest) => {
       const inPlace = s.bytes.buffer === memory;
       const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash, ...(inPlace ? {} : { spare: memory }) };
       port.postMessage(reply, inPlace ? [memory] : [s.bytes.buffer as ArrayBuffer, memory]);
-    } else if (m.op === 'records') {
-      const reply = sealRecords(m.job, m.plain, m.lengths, m.compress);
-      const r = reply.records;
+    } else if (m.op === 'small') {
+      const reply = sealSmall(m.job, m.kind, m.plain, m.lengths, m.compress);
+      const r = reply.small;
       port.postMessage(reply satisfies PoolReply, [r.bytes.buffer, r.lengths.buffer, r.ids.buffer, r.hashes.buffer, r.flags.buffer] as ArrayBuffer[]);
     } else if (m.op === 'drop') {
       const chunk = held.get(m.job);
@@ -45,8 +45,9 @@ port.on('message', (m: PoolRequest) => {
   }
 });
 
-/** Ids and seals a batch of object records (SealPool.sealRecord); one buffer of results each way. */
-function sealRecords(job: number, plain: Uint8Array, lengths: Uint32Array, compress: boolean) {
+/** Ids and seals a batch of object records or of chunks (SealPool.sealSmall); one buffer of results each way. */
+function sealSmall(job: number, kind: SmallKind, plain: Uint8Array, lengths: Uint32Array, compress: boolean) {
+  if (kind !== EntryKind.Object && kind !== EntryKind.Chunk) throw new Error(`cannot seal a batch of kind ${String(kind)}`);
   const n = lengths.length;
   const entries: Buffer[] = [];
   const sealedLengths = new Uint32Array(n);
@@ -55,10 +56,10 @@ function sealRecords(job: number, plain: Uint8Array, lengths: Uint32Array, compr
   const flags = new Uint8Array(n);
   let at = 0;
   for (let i = 0; i < n; i++) {
-    const record = plain.subarray(at, at + lengths[i]!);
+    const entry = plain.subarray(at, at + lengths[i]!);
     at += lengths[i]!;
-    const id = keys.objectId(record);
-    const s = sealEntry(keys.data, EntryKind.Object, id, record, compress);
+    const id = kind === EntryKind.Chunk ? keys.chunkId(entry) : keys.objectId(entry);
+    const s = sealEntry(keys.data, kind, id, entry, compress);
     entries.push(s.bytes);
     sealedLengths[i] = s.bytes.length;
     ids.set(id, i * 32);
@@ -72,5 +73,5 @@ function sealRecords(job: number, plain: Uint8Array, lengths: Uint32Array, compr
     bytes.set(e, offset);
     offset += e.length;
   }
-  return { job, records: { bytes, lengths: sealedLengths, ids, hashes, flags } };
+  return { job, small: { bytes, lengths: sealedLengths, ids, hashes, flags } };
 }

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { OuroDB, OuroError } from '../lib/index.js';
 import { EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
 import { readBlockIndex } from '../blockstore/store.js';
-import { DatabaseKeys } from '../lib/crypto.js';
+import { DatabaseKeys, nextNonce } from '../lib/crypto.js';
 import { openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
 import { NodeVfs, type VfsFile, nodeVfs } from '../lib/vfs/index.js';
@@ -145,26 +145,29 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     await db.close();
   });
 
-  it('seals batched object records exactly as the main thread would, in submission order', async () => {
+  it('seals batched object records and small chunks exactly as the main thread would, in submission order', async () => {
     const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
     const keys = new DatabaseKeys(material.masterKey, material.databaseId);
     const pool = new SealPool(material);
-    // More records than one batch holds, random and text, compressed and not, one of 64 KiB.
-    const records = Array.from({ length: 300 }, (_, i) => (i % 3 === 0 ? Buffer.from(`record ${i} `.repeat(40 + i)) : pseudoRandom(`rec${i}`, i === 7 ? 64 * 1024 : 1 + ((i * 97) % 5000))));
-    const copies = records.map((r) => Buffer.from(r));
-    const sealed = await Promise.all(records.map((r, i) => pool.sealRecord(r, i % 5 !== 0)));
+    // More entries than one batch holds, random and text, compressed and not, one of 64 KiB;
+    // records and chunks in runs of uneven length, so batches of one kind are cut by the other.
+    const entries = Array.from({ length: 300 }, (_, i) => (i % 3 === 0 ? Buffer.from(`entry ${i} `.repeat(40 + i)) : pseudoRandom(`rec${i}`, i === 7 ? 64 * 1024 : 1 + ((i * 97) % 5000))));
+    const kindOf = (i: number) => (i % 7 < 4 ? EntryKind.Object : EntryKind.Chunk);
+    const copies = entries.map((r) => Buffer.from(r));
+    const sealed = await Promise.all(entries.map((r, i) => pool.sealSmall(kindOf(i), r, i % 5 !== 0)));
     await pool.close();
     sealed.forEach(({ id, sealed: entry }, i) => {
-      expect(records[i]!.equals(copies[i]!)).toBe(true); // the caller's bytes are copied, never moved
-      expect(id.equals(keys.objectId(records[i]!))).toBe(true);
+      const kind = kindOf(i);
+      expect(entries[i]!.equals(copies[i]!)).toBe(true); // the caller's bytes are copied, never moved
+      expect(id.equals(kind === EntryKind.Chunk ? keys.chunkId(entries[i]!) : keys.objectId(entries[i]!))).toBe(true);
       expect(entry.id.equals(id)).toBe(true);
-      expect(entry.kind).toBe(EntryKind.Object);
-      expect(entry.plainLength).toBe(records[i]!.length);
+      expect(entry.kind).toBe(kind);
+      expect(entry.plainLength).toBe(entries[i]!.length);
       expect(entry.hash.equals(crypto.createHash('sha256').update(entry.bytes).digest())).toBe(true);
-      expect(Buffer.from(openEntry(keys.data, entry.bytes, { id, kind: EntryKind.Object }, 'batch', 0)).equals(records[i]!)).toBe(true);
+      expect(Buffer.from(openEntry(keys.data, entry.bytes, { id, kind }, 'batch', 0)).equals(entries[i]!)).toBe(true);
       expect({ i, zstd: (entry.flags & FLAG_ZSTD) !== 0 }).toEqual({ i, zstd: i % 3 === 0 && i % 5 !== 0 });
     });
-    expect(await codeOf(pool.sealRecord(records[1]!, true))).toBe('OURO_FAILED');
+    expect(await codeOf(pool.sealSmall(EntryKind.Object, entries[1]!, true))).toBe('OURO_FAILED');
   });
 
   it('records of concurrent puts (packed, or sealed on the pool when large) hash like those of a lone put, and dedup against them', async () => {
@@ -194,11 +197,12 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     expect(kinds.has(EntryKind.Pack)).toBe(true);
 
     // Records too large for a pack (over 16 KiB: here ~800 chunk ids each) go to the pool when
-    // puts are in flight. Entries sealed on a worker carry its nonce prefix, not the main
-    // thread's (which sealed the small chunks).
+    // puts are in flight, and so do small chunks (here all of them, under 1 KiB), in batches.
+    // Entries sealed on a worker carry its nonce prefix, not the main thread's.
     const tiny = { min: 64, avg: 256, max: 1024 };
     const big = await openNew(tempDir(), { chunkSizes: tiny });
     const large = Array.from({ length: 12 }, (_, i) => pseudoRandom(`large${i}`, 200_000));
+    const lonePut = await big.db.put(pseudoRandom('lone', 6000)); // alone (and not inline): sealed on the main thread
     const hashes = await Promise.all(large.map((v) => big.db.put(v)));
     await big.db.close();
     const reopened = await OuroDB.open(big.dir, { key: big.key, chunkSizes: tiny });
@@ -213,9 +217,11 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
         prefixes[row.kind]!.add(header.nonce.subarray(0, 16).toString('hex'));
       }
     }
-    const onMain = prefixes[EntryKind.Chunk]!;
-    expect(onMain.size).toBe(1);
-    expect([...prefixes[EntryKind.Object]!].filter((p) => !onMain.has(p)).length).toBeGreaterThan(0);
+    const mainPrefix = nextNonce().subarray(0, 16).toString('hex');
+    expect([...prefixes[EntryKind.Object]!].filter((p) => p !== mainPrefix).length).toBeGreaterThan(0);
+    expect([...prefixes[EntryKind.Chunk]!].filter((p) => p !== mainPrefix).length).toBeGreaterThan(0);
+    expect(prefixes[EntryKind.Chunk]!.has(mainPrefix)).toBe(true); // the lone put's
+    expect(lonePut.size).toBe(6000);
   });
 
   it('a closed pool refuses work with OURO_FAILED', async () => {
