@@ -3,7 +3,7 @@
  * The length is checked against the stream's maximum before anything is allocated, so a peer
  * claiming 4 GiB costs nothing but the closed stream. (Format: docs/FORMAT.md, "Carrier frames".)
  */
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { OuroError, ProtocolError } from '../lib/errors.js';
 
 export const FRAME_HEAD_BYTES = 4;

@@ -23,7 +23,7 @@ import crypto from 'node:crypto';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
 import { ClassicLevel } from 'classic-level';
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, NotFoundError, OuroError, ProtocolError, ioError } from '../lib/errors.js';
 
 export const LEDGER_VERSION = 1;

@@ -24,7 +24,7 @@
 import crypto from 'node:crypto';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, ProtocolError } from '../lib/errors.js';
 
 export const MEMBER_LIST_VERSION = 2;

@@ -37,13 +37,12 @@
 import crypto from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import zlib from 'node:zlib';
-import { argon2idAsync } from '@noble/hashes/argon2.js';
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { AeadKey, deriveKey, nextNonce, xchachaOpen, xchachaSeal } from './crypto.js';
 import { maybeCompress } from './entry.js';
 import type { OuroDB } from './db.js';
 import { BadArgumentError, CorruptionError, UnsupportedVersionError, WrongKeyError } from './errors.js';
-import { type Argon2Cost, type Credentials, DEFAULT_ARGON2 } from './keyring.js';
+import { type Argon2Cost, type Credentials, DEFAULT_ARGON2, argon2id } from './keyring.js';
 
 export const ARCHIVE_VERSION = 1;
 const MAGIC = Buffer.from('OUROARC\0', 'latin1');
@@ -69,7 +68,7 @@ export interface ArchiveProgress {
 async function archiveKey(creds: Credentials, salt: Buffer, kdf: Argon2Cost | undefined): Promise<AeadKey> {
   if ('key' in creds) return new AeadKey(deriveKey(creds.key, salt, 'ourodb/v1/archive'));
   const cost = kdf ?? creds.kdf ?? DEFAULT_ARGON2;
-  return new AeadKey(await argon2idAsync(Buffer.from(creds.passphrase, 'utf8'), salt, { m: cost.m, t: cost.t, p: cost.p, dkLen: 32 }));
+  return new AeadKey(await argon2id(creds.passphrase, salt, cost));
 }
 
 /** Writes `chunk` and waits for the stream to take more when it asks to (bounded memory). */

@@ -15,7 +15,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { ClassicLevel } from 'classic-level';
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBlockEntries, deferred } from '../blockstore/store.js';

@@ -16,7 +16,6 @@
  * raises WrongKeyError before anything else in the directory is opened, so nothing changes on disk.
  */
 import crypto from 'node:crypto';
-import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { fromHex, toHex } from './bytes.js';
 import { AeadKey, KEY_BYTES, deriveKey, NONCE_BYTES, xchachaOpen, xchachaSeal } from './crypto.js';
 import { BadArgumentError, CorruptionError, UnsupportedVersionError, WrongKeyError, ioError } from './errors.js';
@@ -77,7 +76,17 @@ function slotAad(databaseId: string, type: Slot['type']): Uint8Array {
 
 async function kek(creds: Credentials, salt: Uint8Array, cost: Argon2Cost): Promise<Uint8Array> {
   if ('key' in creds) return deriveKey(creds.key, salt, 'ourodb/v1/key-slot');
-  return argon2idAsync(creds.passphrase, salt, { ...cost, dkLen: KEY_BYTES });
+  return argon2id(creds.passphrase, salt, cost);
+}
+
+/**
+ * Argon2id of a passphrase (UTF-8) into a 32-byte key. @noble/hashes' argon2 module is loaded
+ * here, on first use: a process opening with a raw key (every `ouro --key-file` run) never needs
+ * it, and importing it cost ~10 ms of each such run's start.
+ */
+export async function argon2id(passphrase: string, salt: Uint8Array, cost: Argon2Cost): Promise<Uint8Array> {
+  const { argon2idAsync } = await import('@noble/hashes/argon2.js');
+  return argon2idAsync(Buffer.from(passphrase, 'utf8'), salt, { m: cost.m, t: cost.t, p: cost.p, dkLen: KEY_BYTES });
 }
 
 /** Creates a new descriptor with a fresh master key wrapped under `creds`. Returns both. */

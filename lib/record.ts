@@ -27,7 +27,7 @@
  * are no maps whose order could vary. Readers check the hash over the stored bytes, so no
  * re-encoding is ever needed to verify a record.
  */
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { ID_BYTES } from './crypto.js';
 import { CorruptionError, UnsupportedVersionError } from './errors.js';
 
