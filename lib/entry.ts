@@ -27,47 +27,67 @@ const HAS_ZSTD = typeof zlib.zstdCompressSync === 'function';
 const SAMPLE_BYTES = 16 * 1024;
 /** Below this, zstd cannot save enough to pay for its frame header and per-call set-up. */
 const MIN_COMPRESS_BYTES = 256;
-/** Up to this size, a byte histogram decides whether zstd is worth calling at all. */
-const PROBE_MAX_BYTES = 4096;
+/**
+ * Up to this size, a byte histogram decides whether zstd is worth calling at all: one window
+ * of PROBE_SAMPLE bytes per 2 KiB, spread over the input (for 16 KiB, 8 windows with 1.7 KiB
+ * between them). It covers every pack of records (a pack closes once it passes 16 KiB, so with
+ * its last record, up to 16 KiB itself, and its table it stays under 40 KiB); above it, the zstd
+ * sample below decides.
+ */
+const PROBE_MAX_BYTES = 40 * 1024;
+const PROBE_SAMPLE = 512;
+const PROBE_WINDOWS = PROBE_MAX_BYTES / 2048;
 const seen = new Uint32Array(256);
 let epoch = 0;
-const PROBE_SAMPLE = 512;
 
 /**
- * Whether a small value looks compressible, from how many distinct byte values its first 512
- * bytes use. Uniformly random (or encrypted, or already compressed) bytes use nearly all the
- * values n draws can reach, 256 * (1 - (255/256)^n): ~221 of 256 for 512 bytes; text and code use
- * well under half of that. The probe costs well under a microsecond, where a zstd call that saves
- * nothing cost ~8% of a 1 KiB put's CPU and an entropy histogram ~5 us (measured on the small-put
- * benchmark), so incompressible small values skip zstd and text gets it.
+ * Whether a value looks compressible, from how many distinct byte values windows of it use.
+ * Uniformly random (or encrypted, or already compressed) bytes use nearly all the values n draws
+ * can reach, 256 * (1 - (255/256)^n): ~221 of 256 for 512 bytes; text and code use well under
+ * half of that. A window that looks compressible is enough. The probe costs about a microsecond,
+ * where a zstd call that saves nothing cost ~8% of a 1 KiB put's CPU and an entropy histogram
+ * ~5 us (measured on the small-put benchmark), so incompressible small values skip zstd and text
+ * gets it. Packs of records are probed too: when only values of at most 4 KiB were (one window),
+ * packs of random 1 KiB values went through zstd for nothing, 11% of the small-put benchmark's
+ * main-thread time. Text the windows miss (under 2.3 KiB of it between two windows,
+ * in a pack of random values) stays uncompressed: a few hundred bytes.
  */
 function looksCompressible(plain: Uint8Array): boolean {
-  if (++epoch === 0xffffffff) {
-    seen.fill(0);
-    epoch = 1;
-  }
+  const windows = Math.min(PROBE_WINDOWS, Math.ceil(plain.length / 2048));
   const n = Math.min(plain.length, PROBE_SAMPLE);
-  let distinct = 0;
-  for (let i = 0; i < n; i++) {
-    const b = plain[i]!;
-    if (seen[b] !== epoch) {
-      seen[b] = epoch;
-      distinct++;
+  const threshold = 0.75 * 256 * (1 - Math.pow(255 / 256, n));
+  const stride = windows > 1 ? Math.floor((plain.length - n) / (windows - 1)) : 0;
+  for (let w = 0; w < windows; w++) {
+    if (++epoch === 0xffffffff) {
+      seen.fill(0);
+      epoch = 1;
     }
+    const start = w * stride;
+    let distinct = 0;
+    for (let i = start; i < start + n; i++) {
+      const b = plain[i]!;
+      if (seen[b] !== epoch) {
+        seen[b] = epoch;
+        distinct++;
+      }
+    }
+    if (distinct < threshold) return true;
   }
-  return distinct < 0.75 * 256 * (1 - Math.pow(255 / 256, n));
+  return false;
 }
 
 /**
  * zstd level 3 when it saves at least 1/32 of the bytes. To keep incompressible data (media,
- * archives, already-encrypted files) cheap, the first 16 KiB are compressed first as a sample,
- * and the whole chunk only when the sample saved 1/16 or more. zstd runs at ~1.4 GiB/s on random
+ * archives, already-encrypted files) cheap, an entry up to PROBE_MAX_BYTES is probed first
+ * (looksCompressible); of a larger one the first 16 KiB are compressed first as a sample, and
+ * the whole chunk only when the sample saved 1/16 or more. zstd runs at ~1.4 GiB/s on random
  * data here, so the sample costs ~5% of a 1 MiB chunk's encryption (docs/design.md).
  */
 export function maybeCompress(plain: Uint8Array): Buffer | undefined {
   if (!HAS_ZSTD || plain.byteLength < MIN_COMPRESS_BYTES) return undefined;
-  if (plain.byteLength <= PROBE_MAX_BYTES && !looksCompressible(plain)) return undefined;
-  if (plain.byteLength > SAMPLE_BYTES) {
+  if (plain.byteLength <= PROBE_MAX_BYTES) {
+    if (!looksCompressible(plain)) return undefined;
+  } else {
     const sample = zlib.zstdCompressSync(plain.subarray(0, SAMPLE_BYTES), { params: { [zlib.constants.ZSTD_c_compressionLevel]: 1 } });
     if (sample.length > SAMPLE_BYTES - SAMPLE_BYTES / 16) return undefined;
   }

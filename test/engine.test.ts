@@ -8,7 +8,7 @@ import { OuroDB, OuroError } from '../lib/index.js';
 import { EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
 import { readBlockIndex } from '../blockstore/store.js';
 import { DatabaseKeys, nextNonce } from '../lib/crypto.js';
-import { openEntry } from '../lib/entry.js';
+import { maybeCompress, openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
 import { NodeVfs, type VfsFile, nodeVfs } from '../lib/vfs/index.js';
 import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
@@ -314,6 +314,23 @@ describe('deduplication', () => {
     expect(st.compressionRatio).toBeGreaterThan(5);
     expect(st.storedBytes).toBeLessThan(text.length / 5);
     await db.close();
+  });
+
+  it('skips zstd for random values up to 40 KiB (packs included) and compresses text wherever the windows fall', () => {
+    const text = (n: number) => Buffer.from('export function addDays(date, amount) { return date + amount; }\n'.repeat(Math.ceil(n / 64))).subarray(0, n);
+    for (const size of [300, 1024, 4096, 6000, 16 * 1024, 18 * 1024, 40 * 1024]) {
+      expect({ size, random: maybeCompress(pseudoRandom(`r${size}`, size)) }).toEqual({ size, random: undefined });
+      expect(maybeCompress(text(size))!.length).toBeLessThan(size / 2);
+    }
+    // A pack-sized buffer of random records with 2.5 KiB of text anywhere: a window lands on it.
+    for (let at = 0; at <= 18 * 1024 - 2560; at += 700) {
+      const mixed = pseudoRandom(`m${at}`, 18 * 1024);
+      text(2560).copy(mixed, at);
+      expect({ at, compressed: maybeCompress(mixed) !== undefined }).toEqual({ at, compressed: true });
+    }
+    // Larger values keep the zstd sample: random is refused by it, text compressed.
+    expect(maybeCompress(pseudoRandom('big', 64 * 1024))).toBeUndefined();
+    expect(maybeCompress(text(64 * 1024))!.length).toBeLessThan(64 * 1024 / 2);
   });
 });
 
