@@ -64,7 +64,9 @@ function looksCompressible(plain: Uint8Array): boolean {
     }
     const start = w * stride;
     let distinct = 0;
-    for (let i = start; i < start + n; i++) {
+    // A window is random-looking as soon as it reaches the threshold: random bytes get there
+    // after ~270 of its 512 bytes.
+    for (let i = start; i < start + n && distinct < threshold; i++) {
       const b = plain[i]!;
       if (seen[b] !== epoch) {
         seen[b] = epoch;
