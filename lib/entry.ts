@@ -44,13 +44,13 @@ let epoch = 0;
  * Whether a value looks compressible, from how many distinct byte values windows of it use.
  * Uniformly random (or encrypted, or already compressed) bytes use nearly all the values n draws
  * can reach, 256 * (1 - (255/256)^n): ~221 of 256 for 512 bytes; text and code use well under
- * half of that. A window that looks compressible is enough. The probe costs about a microsecond,
- * where a zstd call that saves nothing cost ~8% of a 1 KiB put's CPU and an entropy histogram
- * ~5 us (measured on the small-put benchmark), so incompressible small values skip zstd and text
- * gets it. Packs of records are probed too: when only values of at most 4 KiB were (one window),
- * packs of random 1 KiB values went through zstd for nothing, 11% of the small-put benchmark's
- * main-thread time. Text the windows miss (under 2.3 KiB of it between two windows,
- * in a pack of random values) stays uncompressed: a few hundred bytes.
+ * half of that. A window that looks compressible is enough. A window costs about a
+ * microsecond, where a zstd call that saves nothing cost ~8% of a 1 KiB put's CPU and an entropy
+ * histogram ~5 us (measured on the small-put benchmark), so incompressible small values skip
+ * zstd and text gets it. Packs of records are probed too: when only values of at most 4 KiB were
+ * (one window), packs of random 1 KiB values went through zstd for nothing, 11% of the small-put
+ * benchmark's main-thread time. Text the windows miss (a stretch under ~2.3 KiB between two
+ * windows, in a pack of random values) stays uncompressed: a few hundred bytes.
  */
 function looksCompressible(plain: Uint8Array): boolean {
   const windows = Math.min(PROBE_WINDOWS, Math.ceil(plain.length / 2048));
