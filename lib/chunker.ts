@@ -111,9 +111,9 @@ export class Chunker {
    * Chunks of one in-memory value, as views into it (no copy). Every cut is found before the
    * first chunk is yielded, so the scanner goes back at once: a caller storing each chunk before
    * asking for the next (a put) held one for its whole put, and 64 concurrent puts of files of
-   * 4-64 KiB made a scanner (a WebAssembly instance with 2 MiB of memory) for most of them, a
-   * sixth of the main thread's time going to garbage collection. A value of at most `min` bytes
-   * is one chunk and needs no scanner at all.
+   * 4-64 KiB made a scanner (a WebAssembly instance with 2 MiB of memory) for most of them:
+   * garbage collection took 1,029 of 7,070 ms of the main thread in a profile of such puts. A
+   * value of at most `min` bytes is one chunk and needs no scanner at all.
    */
   *chunkBytes(data: Uint8Array): Generator<Uint8Array> {
     let start = 0;
