@@ -436,8 +436,8 @@ const NO_NAMES: ReadonlySet<string> = new Set();
  * waited a whole write-and-fsync cycle for the next group, and the main thread idled in between.
  * Measured with 40,000 1 KiB puts from 64 writers: 1,805 groups (1,186 of one entry) and 1.3-1.4 s
  * of the event loop idle against 1,256 groups of ~32 and 0.69-0.74 s idle; cohorts of 8 or 32,
- * or either change alone, idled more. A put alone starts its group one turn later (microseconds
- * when nothing else runs) and is released at once.
+ * or either change alone, idled more. A put alone starts its group one turn later (a setImmediate
+ * on an idle loop: p50 2.5 us, p99 34 us, 2,000 measured) and is released at once.
  */
 const RELEASE_COHORT = 16;
 /**

@@ -6,7 +6,7 @@
  * that their parent exists. It stays the same object as long as its own parent does: a listing
  * that changes (a file added) must not give every file below it a new parent, hence a new version.
  * `children(dir)` lists every version of every file put in it; `ls DIR dir/` lists what is there now.
- * A file is stored with metadata `type: file` and `mtime` (ms). The stat it was read with (size,
+ * A file is stored with metadata `type: file` and `mtime` (ms). The stat taken just before it is read (size,
  * mtime, ctime, inode) and its parent are kept as the key's hint (PutOptions.hint: with the head,
  * outside the history). A file whose stat and parent equal its key's hint is taken as unchanged
  * without being read, as restic and borg decide by default, and without reading the head's record
@@ -74,9 +74,12 @@ const SYNC_READ_MAX_BYTES = 64 * 1024;
  * A file's contents for put, with its stat. Small files are read whole, synchronously (above);
  * larger ones up to READ_WHOLE_MAX_BYTES whole, into one buffer of their size, through the
  * callback API on the descriptor (about half the CPU of FileHandle on small files); larger ones
- * stream, so memory stays bounded.
+ * stream, so memory stays bounded. `known`: the stat putFile took of the path just before (for
+ * its hint), used instead of a second one of the descriptor. Should the file change or be
+ * replaced in between, the hint describes the file as it was, which its next stat will not
+ * match: the next backup reads it again, never skips it.
  */
-function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; st: fs.Stats }> {
+function fileValue(file: string, known?: fs.Stats): Promise<{ value: Buffer | fs.ReadStream; st: fs.Stats }> {
   let fd: number;
   let st: fs.Stats;
   try {
@@ -85,7 +88,7 @@ function fileValue(file: string): Promise<{ value: Buffer | fs.ReadStream; st: f
     return Promise.reject(err);
   }
   try {
-    st = fs.fstatSync(fd);
+    st = known ?? fs.fstatSync(fd);
     if (st.size <= SYNC_READ_MAX_BYTES) {
       const buf = Buffer.allocUnsafe(st.size);
       let at = 0;
@@ -187,26 +190,29 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   // path again cost ~8 us a file), else derived from the path.
   const putFile = async (file: string, parent: string | undefined, key = keyForPath(file)) => {
     try {
+      let seen: fs.Stats | undefined;
+      let hint: Buffer | undefined;
       if (!opts.always) {
         // Same size, mtime, ctime, inode and parent as when the head was put or last found
         // equal: unchanged, not even read (as restic and borg decide; see the top of this file),
         // and its record not read either. A synchronous stat: the walk has just read this
         // directory, so the inode is almost always cached and the call takes a few microseconds,
         // where an fs.stat through the thread pool cost ~25 us of this thread's time per file.
-        const st = fs.statSync(file);
-        const unchanged = await db.matchHint(key, statHint(st, parent));
+        seen = fs.statSync(file);
+        hint = statHint(seen, parent);
+        const unchanged = await db.matchHint(key, hint);
         if (unchanged) {
-          report.items.push({ key, hash: unchanged, size: st.size, type: 'file' });
+          report.items.push({ key, hash: unchanged, size: seen.size, type: 'file' });
           report.files++;
-          report.bytes += st.size;
+          report.bytes += seen.size;
           report.unchanged++;
           tick();
           return;
         }
       }
-      const { value, st } = await fileValue(file);
+      const { value, st } = await fileValue(file, seen);
       report.read++;
-      const r = await db.put(value, { key, meta: fileMeta(st), hint: statHint(st, parent), ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) });
+      const r = await db.put(value, { key, meta: fileMeta(st), hint: hint ?? statHint(st, parent), ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
