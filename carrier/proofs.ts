@@ -123,6 +123,40 @@ export interface ProverHost {
 
 const stockPrefix = (id: string) => `p:${id}:`;
 
+export interface ProofPair {
+  id: string;
+  size: number;
+  peer: string;
+}
+
+const byId = (x: { id: string }, y: { id: string }) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0);
+
+/**
+ * The next `perRound` (block, holder) pairs after `after`, going round every pair in (block id,
+ * holder) order. The position is a pair, not a block: were it a block, a round that filled up
+ * half-way through a block's holders would skip the rest, and when every round covered all the
+ * blocks (pairs just over perRound) the same holder of the same block would never be asked.
+ */
+export function nextPairs(blocks: ReadonlyArray<{ id: string; size: number }>, holdersOf: (id: string) => string[], perRound: number, after?: ProofPair): ProofPair[] {
+  const sorted = [...blocks].sort(byId);
+  const out: ProofPair[] = [];
+  if (sorted.length === 0 || perRound < 1) return out;
+  const found = after ? sorted.findIndex((b) => b.id >= after.id) : 0;
+  const first = found < 0 ? 0 : found;
+  // Visits the first block twice: its holders after the cursor first, those up to it last.
+  for (let k = 0; k <= sorted.length && out.length < perRound; k++) {
+    const b = sorted[(first + k) % sorted.length]!;
+    const atCursor = after !== undefined && b.id === after.id;
+    if (k === sorted.length && !atCursor) break;
+    for (const peer of [...holdersOf(b.id)].sort()) {
+      if (atCursor && (k === 0 ? peer <= after.peer : peer > after.peer)) continue;
+      out.push({ id: b.id, size: b.size, peer });
+      if (out.length >= perRound) break;
+    }
+  }
+  return out;
+}
+
 export class Prover {
   readonly #host: ProverHost;
   readonly #ledger: Ledger;
@@ -134,8 +168,8 @@ export class Prover {
   #timer: NodeJS.Timeout | undefined;
   #round: Promise<void> | undefined;
   #unsubscribe: (() => void) | undefined;
-  /** Round-robin position over this database's blocks. */
-  #cursor = '';
+  /** Round-robin position: the last (block, holder) pair challenged. */
+  #cursor: ProofPair | undefined;
 
   constructor(host: ProverHost, ledger: Ledger, shelf: Shelf, db: OuroDB | undefined, config: ProofConfig) {
     this.#host = host;
@@ -211,21 +245,14 @@ export class Prover {
       const m = views.get(p);
       return p !== self && m !== undefined && m.status === 'member' && m.state === 'alive' && !m.quarantined;
     };
-    const pairs: Array<{ id: string; size: number; peer: string }> = [];
-    const consider = (b: { id: string; size: number }) => {
-      const holders = this.#host.holdersOf(b.id);
-      for (const peer of this.#host.placement(b.id)) if (eligible(peer) && holders?.has(peer) && pairs.length < this.#config.perRound) pairs.push({ id: b.id, size: b.size, peer });
+    const holdersHere = (id: string) => {
+      const holders = this.#host.holdersOf(id);
+      return this.#host.placement(id).filter((peer) => eligible(peer) && holders?.has(peer) === true);
     };
     const own: Array<{ id: string; size: number }> = [];
     for await (const b of db.blocks()) if (!b.adopted) own.push(b);
-    own.sort((x, y) => (x.id < y.id ? -1 : 1));
-    const start = own.findIndex((b) => b.id > this.#cursor);
-    const order = start < 0 ? own : [...own.slice(start), ...own.slice(0, start)];
-    for (const b of order) {
-      if (pairs.length >= this.#config.perRound) break;
-      consider(b);
-      this.#cursor = b.id;
-    }
+    const pairs = nextPairs(own, holdersHere, this.#config.perRound, this.#cursor);
+    this.#cursor = pairs.at(-1) ?? this.#cursor;
     if (pairs.length === 0) return;
     const results = await Promise.all(pairs.map((p) => this.#challenge(p.id, p.size, p.peer)));
     const verdicts = results.filter((r): r is { s: string; blk: string; r: ProofResult; ms: number } => r !== undefined);
