@@ -303,8 +303,7 @@ export class Node {
     if (this.#list && this.#role === 'member') {
       this.#detector.track(this.#others());
       // Announce where this node listens now (ports may change across restarts).
-      const mine = this.#list.addresses[this.peerId] ?? [];
-      if (JSON.stringify(mine) !== JSON.stringify(this.carrier.addresses)) await this.#serially(async () => this.#adopt(await change(this.#list!, this.#key, { addresses: this.carrier.addresses }), 'addresses'));
+      await this.#serially(() => this.#putOwnAddressesBack());
       // A drain cut short by a stop goes on.
       if (draining(this.#list).has(this.peerId)) this.#startDrain();
     } else if (this.#list) {
@@ -430,6 +429,7 @@ export class Node {
       const { list, changed } = await merge(current, verified, this.#key);
       if (changed) {
         await this.#adopt(list, `merge from ${from}`);
+        await this.#putOwnAddressesBack();
         return true;
       }
       // A revoked member signs nothing (merge keeps its list), but it must still learn the news.
@@ -439,6 +439,27 @@ export class Node {
       }
       return false;
     });
+  }
+
+  /**
+   * Signs a change giving this node's addresses as they are now, when the list gives others (call
+   * it serially). Besides a restart on a new port, a merge can bring back an old entry: a list has
+   * no version per member's addresses, so a merge takes every entry from the list with the newer
+   * (epoch, signer), and one that was re-signed by a member that had not yet heard of this node's
+   * move (two members restarting at once, each signing its own new address at the same epoch)
+   * carries the old one. Nobody else would ever correct it, and members with no connection open
+   * to this node could no longer reach it (seen in the chaos script: a restarted member seeing
+   * the writer dead for minutes). Each member is the authority on its own addresses and puts them
+   * back whenever a merge drops them; the next heartbeats spread the fix.
+   */
+  async #putOwnAddressesBack(): Promise<void> {
+    const list = this.#list;
+    if (!list || this.#role !== 'member' || !isMember(list, this.peerId)) return;
+    const now = this.carrier.addresses;
+    const listed = list.addresses[this.peerId] ?? [];
+    if (JSON.stringify(listed) === JSON.stringify(now)) return;
+    this.log.info({ event: 'own-addresses', listed, now }, 'the member list gave other addresses for this node: signing the ones it listens on');
+    await this.#adopt(await change(list, this.#key, { addresses: now }), 'addresses');
   }
 
   /** Revoked and left members have their own lists; only members sign changes. */

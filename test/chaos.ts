@@ -12,6 +12,8 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { replicaSet } from '../carrier/placement.js';
 import { type NodeProc, converged, heldBlocks, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, killAll, startNode, waitFor } from './cluster-procs.js';
@@ -39,23 +41,37 @@ interface Member {
   proc: NodeProc;
   keyed: boolean;
   down: boolean;
+  /** Every process this member ran, the current one last (their logs). */
+  runs: NodeProc[];
+}
+
+/** Writes each process's log lines to DIR/<member>-<run>.jsonl; returns DIR. */
+function dumpLogs(members: Member[]): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ouro-chaos-${seed}-`));
+  for (const m of members) m.runs.forEach((p, i) => fs.writeFileSync(path.join(dir, `${m.name[0]}-${i}.jsonl`), p.logs.map((l) => JSON.stringify(l)).join('\n') + '\n'));
+  return dir;
 }
 
 async function main(): Promise<number> {
   log(`seed ${seed}, ${minutes} min, five members, RF ${RF}`);
   const key = keyFile();
-  const a = await founderWithDb(key);
-  const b = await joinWithDb(a, key);
-  const rest = [await joinKeyless(a), await joinKeyless(a), await joinKeyless(a)];
+  // Debug logs (heartbeat failures among them), kept for every process a member ran: a run that
+  // fails writes them out for the post-mortem.
+  const DEBUG = ['--log-level', 'debug'];
+  const a = await founderWithDb(key, DEBUG);
+  const b = await joinWithDb(a, key, DEBUG);
+  const rest = [await joinKeyless(a, DEBUG), await joinKeyless(a, DEBUG), await joinKeyless(a, DEBUG)];
   const members: Member[] = [
-    { name: 'a (writer)', proc: a, keyed: true, down: false },
-    { name: 'b (keyed)', proc: b, keyed: true, down: false },
-    ...rest.map((proc, i) => ({ name: `${'cde'[i]} (replica)`, proc, keyed: false, down: false })),
+    { name: 'a (writer)', proc: a, keyed: true, down: false, runs: [a] },
+    { name: 'b (keyed)', proc: b, keyed: true, down: false, runs: [b] },
+    ...rest.map((proc, i) => ({ name: `${'cde'[i]} (replica)`, proc, keyed: false, down: false, runs: [proc] })),
   ];
   const peers = members.map((m) => m.proc.peerId);
+  log(`peers: ${members.map((m) => `${m.name[0]}=${m.proc.peerId.slice(-6)}`).join(' ')}`);
   await waitFor(() => converged(members.map((m) => m.proc), peers), 30_000, 'five members');
   const restart = async (m: Member) => {
     m.proc = await startNode(m.proc.dir, [], m.keyed ? ['--key-file', key] : []);
+    m.runs.push(m.proc);
     m.down = false;
   };
 
@@ -129,6 +145,7 @@ async function main(): Promise<number> {
       const v = await m.proc.members().catch((e: unknown) => ({ error: String(e) }));
       log(`${m.name} sees: ${JSON.stringify('error' in v ? v : { epoch: v.epoch, signer: v.signer.slice(-6), members: v.members.map((x) => `${x.peerId.slice(-6)}:${x.status === 'member' ? x.state : x.status}`) })}`);
     }
+    log(`logs of every process: ${dumpLogs(members)}`);
     throw err;
   }
 
@@ -187,6 +204,7 @@ async function main(): Promise<number> {
   for (const m of members) fs.rmSync(m.proc.dir, { recursive: true, force: true });
   if (failures.length > 0) {
     for (const f of failures) log(`FAILED: ${f}`);
+    log(`logs of every process: ${dumpLogs(members)}`);
     return 1;
   }
   log('all checks passed');

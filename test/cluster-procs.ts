@@ -130,7 +130,7 @@ export interface MembersView {
   clusterId: string;
   epoch: number;
   signer: string;
-  members: Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: 'alive' | 'suspect' | 'dead' | null; since: number | null; revokedBy: string | null; draining: boolean; quarantined: boolean }>;
+  members: Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: 'alive' | 'suspect' | 'dead' | null; since: number | null; addresses: string[]; revokedBy: string | null; draining: boolean; quarantined: boolean }>;
 }
 
 /** Starts `ouro node start DIR` and waits until its admin API is up. */

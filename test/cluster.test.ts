@@ -167,6 +167,32 @@ describe('cluster of node processes', () => {
     expect(metrics).toMatch(/ouro_member_transitions_total\{to="dead"\} [1-9]/);
   });
 
+  it("a member's new address is not lost to another member's concurrent address change: each member puts its own back", async () => {
+    const a = await founder();
+    const [x, y] = [await joinByToken(a), await joinByToken(a)].sort((p, q) => (p.peerId < q.peerId ? -1 : 1));
+    await waitFor(() => converged([a, x!, y!], ids([a, x!, y!])), 20_000, 'three members');
+    // Both stop; x comes back on a new port and a learns where (x's change, epoch e+1 by x).
+    expect(await x!.stop()).toBe(0);
+    expect(await y!.stop()).toBe(0);
+    const x2 = await startNode(x!.dir);
+    const listed = async (n: NodeProc, peer: string) => (await n.members()).members.find((m) => m.peerId === peer)?.addresses;
+    await waitFor(async () => JSON.stringify(await listed(a, x2.peerId)) === JSON.stringify(x2.run.addresses), 20_000, "a to list x's new address");
+    // y comes back with its list from before x's change and puts its own new address in it: epoch
+    // e+1 too, by a higher peer id, so its list has the word on addresses, x's old one included.
+    const y2 = await startNode(y!.dir);
+    const all = [a, x2, y2];
+    await waitFor(
+      async () => {
+        for (const n of all) for (const m of all) if (JSON.stringify(await listed(n, m.peerId)) !== JSON.stringify(m.run.addresses)) return false;
+        return converged(all, ids(all));
+      },
+      20_000,
+      'every member listing every member where it listens now',
+    );
+    // x put its address back twice: at its start, and after y's list had brought back the old one.
+    expect(x2.logs.filter((l) => l.event === 'own-addresses').length).toBeGreaterThanOrEqual(2);
+  });
+
   it('malformed, oversized and unknown-protocol frames get clean errors and do not crash a member', async () => {
     const a = await founder();
     const b = await joinByToken(a);
