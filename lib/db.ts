@@ -447,6 +447,8 @@ const RELEASE_COHORT = 16;
  * a lone put more than the work it moves.
  */
 const SMALL_OFFLOAD_INFLIGHT = 4;
+/** Score (#smallHit, out of 16) from which small chunks are looked up before they are sealed. */
+const SMALL_HITS_CHECK_FIRST = 8;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
 const SEAL_AHEAD = 8;
 /**
@@ -555,6 +557,8 @@ export class OuroDB {
   #batchChain: Promise<void> = Promise.resolve();
   #stats: PersistedStats;
   readonly #inflight = new Set<Promise<unknown>>();
+  /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
+  #smallHits = 0;
   /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
   readonly #sealedSeqs = new Map<number, Buffer>();
   /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
@@ -912,11 +916,28 @@ export class OuroDB {
   #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
     if (size < OFFLOAD_MIN_BYTES && this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) {
+      // Mostly stored already (a tree put again): the id here and the dedup check first, so a
+      // chunk found stored costs no round trip to the pool, nor a seal that would be dropped.
+      if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
+        const id = this.#keys.chunkId(chunk);
+        const idHex = toHex(id);
+        const inflight = this.#pending.get(idHex);
+        if (inflight || this.#committedEntry(keys.chunk(id), idHex)) {
+          // As #store_ answers for a stored chunk: the entry on its way, or none once committed.
+          this.#smallHit(true);
+          chunks.push({ id, size });
+          this.#pin(idHex);
+          return Promise.resolve(inflight);
+        }
+      }
       const at = chunks.push({ id: NO_ID, size }) - 1;
       return this.#sealPool.sealSmall(EntryKind.Chunk, chunk, this.#compression).then(({ id, sealed }) => {
         chunks[at] = { id, size };
         this.#pin(toHex(id));
-        return this.#store_(EntryKind.Chunk, id, () => sealed, 0, 0);
+        let found = false;
+        const stored = this.#store_(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
+        this.#smallHit(found); // #store_ tells a stored chunk before its first await
+        return stored;
       });
     }
     if (size < OFFLOAD_MIN_BYTES) {
@@ -931,6 +952,11 @@ export class OuroDB {
       this.#pin(toHex(ticket.id));
       return this.#store_(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
     });
+  }
+
+  /** Scores a small chunk found stored (or not): SMALL_HITS_CHECK_FIRST of the last ~16 found makes #storeChunk look before sealing. */
+  #smallHit(found: boolean): void {
+    this.#smallHits += ((found ? 16 : 0) - this.#smallHits) / 16;
   }
 
   /** Stores the object record of a value whose chunks are stored (or that goes inline). */

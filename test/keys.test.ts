@@ -299,6 +299,31 @@ describe('keys', () => {
 });
 
 describe('gc', () => {
+  it('small chunks put again among many puts in flight (looked up before sealing) are stored once and keep their values through gc', async () => {
+    const dir = tempDir();
+    const db = await open(dir, 1 << 20);
+    const value = (i: number) => pseudoRandom(`small-${i}`, 6000 + ((i * 997) % 14_000));
+    try {
+      await Promise.all(Array.from({ length: 200 }, (_, i) => db.put(value(i), { key: `a/${i}` })));
+      await db.flush();
+      const before = await db.stats();
+      // The same 200 values under other keys, with 50 new ones among them, 25 at a time (the
+      // first waves teach the engine that most chunks are stored; later ones look them up first).
+      const again = Array.from({ length: 250 }, (_, j) => (j % 5 === 4 ? 1000 + j : j - Math.floor(j / 5)));
+      for (let w = 0; w < again.length; w += 25) await Promise.all(again.slice(w, w + 25).map((i) => db.put(value(i), { key: `b/${i}` })));
+      await db.flush();
+      const after = await db.stats();
+      const fresh = again.filter((i) => i >= 1000);
+      expect(after.uniqueBytes - before.uniqueBytes).toBe(fresh.reduce((n, i) => n + value(i).length, 0));
+      for (let i = 0; i < 200; i++) await db.purge(`a/${i}`);
+      await db.gc();
+      for (const i of again) expect(Buffer.from(await db.getByKey(`b/${i}`)).equals(value(i))).toBe(true);
+      expect((await db.check({ readData: true })).problems).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('gives the space of purged values back, on disk and in stats, and keeps the rest', async () => {
     const dir = tempDir();
     const db = await open(dir, 1 << 20);
