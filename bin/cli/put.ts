@@ -145,6 +145,15 @@ function statHint(st: fs.Stats, parent: string | undefined): Buffer {
   return b;
 }
 
+/**
+ * The hint of every directory object. A directory is put on every run (it is never skipped by
+ * its stat: its object has no contents to change), and what the hint buys is the content tag its
+ * hint row keeps: an unchanged directory is told equal to its head without reading the head's
+ * record. Without one, each directory of a tree put again read and decrypted the pack holding its
+ * record: 197 directories of a date-fns version cost 33 ms of the main thread in that read.
+ */
+const DIRECTORY_HINT = Buffer.from([2]);
+
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
 
@@ -238,7 +247,7 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
     const inside = key === '/' ? '' : key;
     let hash: string;
     try {
-      hash = (await db.put('', { key, meta: { type: 'directory' }, ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) })).hash;
+      hash = (await db.put('', { key, meta: { type: 'directory' }, hint: DIRECTORY_HINT, ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) })).hash;
     } catch (err) {
       fail(dir, err);
       return;
