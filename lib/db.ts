@@ -501,6 +501,12 @@ interface Link {
   onQueued?: (committed: Promise<void>) => void;
   /** #diskFullEpoch when the put began: a disk-full failure since may have taken its chunks. */
   epoch?: number;
+  /**
+   * Set by putHinted, which holds the key's lock from its hint check to the end of the put: the
+   * heads it read, and the hint row when nothing of the key was pending then (a pending write may
+   * change the row by the time the put compares, so it is read again), with its hint tag.
+   */
+  held?: { heads: Head[]; hintRow?: Buffer | undefined; hintTag?: Buffer | undefined };
 }
 
 /** An open block not yet sealed: how many of its entries await commit, and its seal's state. */
@@ -813,6 +819,46 @@ export class OuroDB {
 
   /** Stores a value. Resolves to its object hash once it is durable (see PutOptions.durability). */
   async put(value: PutValue, options: PutOptions = {}): Promise<PutResult> {
+    const { meta, durability, link } = this.#putArgs(options);
+    while (this.#exclusive) await this.#exclusive;
+    return this.#tracked(this.#putValue(value, meta, durability, link));
+  }
+
+  /**
+   * matchHint and put in one, for a caller that would read the value only to put it (ouro put,
+   * for each file). When the key's head carries `options.hint` (as matchHint tells), resolves to
+   * `{ hash: head, read: false }` without calling `read`; else puts what `read()` gives, with
+   * these options, and resolves to its PutResult with `read: true`. The key's heads and hint row
+   * are looked up once for the check and the put (with matchHint then put, each looked them up),
+   * and no other write of the key comes between them: the key's lock is held from the check to
+   * the end of the put, the read included.
+   */
+  async putHinted(read: () => PutValue | Promise<PutValue>, options: PutOptions & { key: string; hint: Uint8Array }): Promise<(PutResult & { read: true }) | { hash: string; read: false }> {
+    if (typeof read !== 'function') throw new BadArgumentError('read must be a function giving the value');
+    if (options === null || typeof options !== 'object' || options.key === undefined || options.hint === undefined) throw new BadArgumentError('putHinted needs options.key and options.hint');
+    const { meta, durability, link } = this.#putArgs(options);
+    while (this.#exclusive) await this.#exclusive;
+    const key = link.key!;
+    return this.#tracked(
+      this.#withKey(key.name, async () => {
+        const heads = this.#headsOf(key);
+        const pending = this.#headOverlay.has(key.name);
+        let hintRow: Buffer | undefined;
+        let hintTag: Buffer | undefined;
+        if (heads.length === 1 && !heads[0]!.tombstone) {
+          hintRow = this.#get(keys.hint(key.bytes));
+          hintTag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, link.hint!);
+          if (hintRow && crypto.timingSafeEqual(decodeHintRow(hintRow).hintTag, hintTag)) return { hash: toHex(heads[0]!.hash), read: false as const };
+        }
+        const value = await read();
+        link.held = { heads, ...(pending ? {} : { hintRow, hintTag }) };
+        return { ...(await this.#putValue(value, meta, durability, link)), read: true as const };
+      }),
+    );
+  }
+
+  /** The checked arguments of a put. */
+  #putArgs(options: PutOptions): { meta: Record<string, string>; durability: Durability; link: Link } {
     this.#checkWritable();
     if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
     const meta = validateMeta(options.meta);
@@ -822,9 +868,16 @@ export class OuroDB {
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new BadArgumentError('signal must be an AbortSignal');
     link.signal = options.signal;
     link.signal?.throwIfAborted();
-    while (this.#exclusive) await this.#exclusive;
+    return { meta, durability, link };
+  }
+
+  #putValue(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const small = smallValue(value);
-    const op = small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
+    return small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
+  }
+
+  /** Counts `op` among the puts in flight (#inflight) while it runs. */
+  async #tracked<T>(op: Promise<T>): Promise<T> {
     this.#inflight.add(op);
     try {
       return await op;
@@ -993,8 +1046,8 @@ export class OuroDB {
       return hash;
     }
     const key = link.key;
-    const entry = await this.#withKey(key.name, async () => {
-      const current = this.#headsOf(key);
+    const write = async () => {
+      const current = link.held?.heads ?? this.#headsOf(key);
       if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
       const compared = link.hint || link.ifChanged ? comparedFields(record, link.ifChanged?.ignoreMeta ?? NO_NAMES) : undefined;
       if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
@@ -1002,8 +1055,9 @@ export class OuroDB {
         await this.#keySettled(key.name);
         // The head's content tag, when a hinted put left one, answers without reading its record.
         const contentTag = this.#contentTag(key.bytes, head.hash, compared!);
-        if (this.#sameAsHead(key.bytes, contentTag) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
-          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag);
+        const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#get(keys.hint(key.bytes));
+        if (rowHasContent(row, contentTag) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
+          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
           link.kept = true;
           return { hash: head.hash, stored: undefined };
         }
@@ -1030,7 +1084,9 @@ export class OuroDB {
       if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
-    });
+    };
+    // putHinted holds the key's lock already.
+    const entry = await (link.held ? write() : this.#withKey(key.name, write));
     if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
     return entry.hash;
   }
@@ -1397,14 +1453,9 @@ export class OuroDB {
     return this.#keys.tag(TAG_CONTENT, key, head, compared);
   }
 
-  /** Whether the key's hint row carries `contentTag` (false: another, or no row). */
-  #sameAsHead(key: Buffer, contentTag: Buffer): boolean {
-    const row = this.#get(keys.hint(key));
-    return row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).contentTag, contentTag);
-  }
-
-  #hintRow(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer): Buffer {
-    return encodeHintRow(this.#keys.tag(TAG_HINT, key, head, hint), contentTag);
+  /** `hintTag`: the tag of (key, head, hint) when the caller has it already. */
+  #hintRow(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag = this.#keys.tag(TAG_HINT, key, head, hint)): Buffer {
+    return encodeHintRow(hintTag, contentTag);
   }
 
   /**
@@ -1419,8 +1470,8 @@ export class OuroDB {
    * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
    * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
    */
-  #keepHint(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer): void {
-    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag) });
+  #keepHint(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag?: Buffer): void {
+    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag, hintTag) });
     if (this.#hintsPending.length === HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
   }
 
@@ -3031,6 +3082,11 @@ function checkHeads(name: string, expected: Buffer[] | null, current: Head[]): v
 }
 
 /** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */
+/** Whether a key's hint row (if any) carries `contentTag`: its head has these compared fields. */
+function rowHasContent(row: Buffer | undefined, contentTag: Buffer): boolean {
+  return row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).contentTag, contentTag);
+}
+
 function smallValue(value: PutValue): Uint8Array | undefined {
   if (value instanceof Uint8Array) return value.byteLength <= INLINE_MAX_BYTES ? value : undefined;
   // UTF-8 takes at most 3 bytes per UTF-16 code unit: skip encoding strings that cannot fit.

@@ -174,6 +174,66 @@ describe('keys', () => {
     }
   });
 
+  it('putHinted: no read when the hint matches; one put, kept or new, when not; no other write of the key in between', async () => {
+    const dir = tempDir();
+    let db = await open(dir);
+    const hint = (s: string) => Buffer.from(`hint ${s}`);
+    let reads = 0;
+    const reader = (v: string | Uint8Array) => () => {
+      reads++;
+      return v;
+    };
+    try {
+      const v1 = await db.putHinted(reader('one'), { key: 'f', hint: hint('a'), ifChanged: true, meta: { m: '1' } });
+      expect(v1).toMatchObject({ read: true, size: 3 });
+      expect(reads).toBe(1);
+      // The same hint: the head, nothing read.
+      expect(await db.putHinted(reader('never read'), { key: 'f', hint: hint('a'), ifChanged: true })).toEqual({ hash: v1.hash, read: false });
+      expect(reads).toBe(1);
+      // Another hint, equal bytes and metadata: read, the head kept, and the new hint is the head's now.
+      const kept = await db.putHinted(reader('one'), { key: 'f', hint: hint('b'), ifChanged: true, meta: { m: '1' } });
+      expect(kept).toMatchObject({ hash: v1.hash, unchanged: true, read: true });
+      expect(reads).toBe(2);
+      await db.flush();
+      expect(await db.matchHint('f', hint('b'))).toBe(v1.hash);
+      expect(await db.matchHint('f', hint('a'))).toBeNull();
+      // Another hint, other bytes: a new version after the head.
+      const v2 = await db.putHinted(reader(pseudoRandom('two', 20_000)), { key: 'f', hint: hint('c'), ifChanged: true });
+      expect(v2).toMatchObject({ read: true, size: 20_000 });
+      expect(v2.hash).not.toBe(v1.hash);
+      expect((await Array.fromAsync(db.history('f'))).map((h) => h.hash)).toEqual([v2.hash, v1.hash]);
+      // A put of the same key started while putHinted reads waits for it: one line of versions.
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const slow = db.putHinted(async () => {
+        await gate;
+        return 'three';
+      }, { key: 'f', hint: hint('d'), ifChanged: true });
+      await new Promise((r) => setTimeout(r, 20));
+      const other = db.put('four', { key: 'f' });
+      await new Promise((r) => setTimeout(r, 20));
+      release();
+      const [v3, v4] = await Promise.all([slow, other]);
+      expect(await db.heads('f')).toEqual([v4.hash]);
+      expect((await Array.fromAsync(db.history('f'))).map((h) => h.hash)).toEqual([v4.hash, v3.hash, v2.hash, v1.hash]);
+      // The head without that hint now: read again, written as a new version of 'three'.
+      const v5 = await db.putHinted(reader('three'), { key: 'f', hint: hint('d'), ifChanged: true });
+      expect(v5.read).toBe(true);
+      expect((await db.heads('f'))[0]).toBe(v5.hash);
+      await db.close();
+      db = await open(dir);
+      expect(await db.putHinted(reader('x'), { key: 'f', hint: hint('d'), ifChanged: true })).toEqual({ hash: v5.hash, read: false });
+      // A failed read writes nothing and frees the key.
+      await expect(db.putHinted(() => Promise.reject(new Error('unreadable')), { key: 'g', hint: hint('e') })).rejects.toThrow('unreadable');
+      expect(await db.head('g')).toBeNull();
+      expect((await db.put('g', { key: 'g' })).size).toBe(1);
+      await expect(db.putHinted(reader('x'), { key: 'g' } as never)).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+      await expect(db.putHinted('x' as never, { key: 'g', hint: hint('x') })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    } finally {
+      await db.close();
+    }
+  });
+
   it('after flush(), matchHint sees the hints of every head kept before it, in the same handle', async () => {
     // Kept heads' hints wait to ride in an index batch (1,024 at most, then a batch of their own):
     // flush() writes the rest and waits for those under way. Before it did, a second pass over

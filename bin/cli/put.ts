@@ -199,29 +199,37 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   // path again cost ~8 us a file), else derived from the path.
   const putFile = async (file: string, parent: string | undefined, key = keyForPath(file)) => {
     try {
-      let seen: fs.Stats | undefined;
-      let hint: Buffer | undefined;
-      if (!opts.always) {
+      let r: { hash: string; size: number; unchanged?: boolean };
+      if (opts.always) {
+        const { value, st } = await fileValue(file);
+        report.read++;
+        r = await db.put(value, { key, meta: fileMeta(st), hint: statHint(st, parent), ...relaxed, ...(parent ? { parent } : {}) });
+      } else {
         // Same size, mtime, ctime, inode and parent as when the head was put or last found
         // equal: unchanged, not even read (as restic and borg decide; see the top of this file),
         // and its record not read either. A synchronous stat: the walk has just read this
         // directory, so the inode is almost always cached and the call takes a few microseconds,
         // where an fs.stat through the thread pool cost ~25 us of this thread's time per file.
-        seen = fs.statSync(file);
-        hint = statHint(seen, parent);
-        const unchanged = await db.matchHint(key, hint);
-        if (unchanged) {
-          report.items.push({ key, hash: unchanged, size: seen.size, type: 'file' });
+        // putHinted looks the key's heads and hint row up once for the check and the put.
+        const seen = fs.statSync(file);
+        const meta = fileMeta(seen);
+        const done = await db.putHinted(
+          async () => {
+            report.read++;
+            return (await fileValue(file, seen)).value;
+          },
+          { key, meta, hint: statHint(seen, parent), ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) },
+        );
+        if (!done.read) {
+          report.items.push({ key, hash: done.hash, size: seen.size, type: 'file' });
           report.files++;
           report.bytes += seen.size;
           report.unchanged++;
           tick();
           return;
         }
+        r = done;
       }
-      const { value, st } = await fileValue(file, seen);
-      report.read++;
-      const r = await db.put(value, { key, meta: fileMeta(st), hint: hint ?? statHint(st, parent), ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) });
       report.items.push({ key, hash: r.hash, size: r.size, type: 'file' });
       report.files++;
       report.bytes += r.size;
