@@ -105,7 +105,19 @@ export class Carrier {
       privateKey,
       addresses: { listen: options.listen ?? DEFAULT_LISTEN },
       transports: [quic()],
+      start: false,
     });
+    try {
+      await node.start();
+    } catch (err) {
+      // An address that cannot be listened on (in use, say): nothing of this node stays open.
+      try {
+        await node.stop();
+      } catch {
+        // the start's own failure is the one to report
+      }
+      throw err;
+    }
     const carrier = new Carrier(node, options);
     await node.handle(
       SESSION_PROTOCOL,

@@ -95,6 +95,32 @@ interface JoinRequest {
 
 const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
 
+/**
+ * `listen` with each port 0 (any free port) replaced by the port of the same transport in `last`
+ * (the addresses this node announced before: its entry in the member list), for an address of the
+ * same IP, or any of the same IP version when `listen` names the wildcard. Returns `listen` itself
+ * when nothing changes.
+ */
+export function withLastPorts(listen: string[], last: readonly string[] | undefined): string[] {
+  if (!last || last.length === 0) return listen;
+  const parse = (a: string) => /^\/(ip[46])\/([^/]+)\/udp\/(\d+)\/quic-v1(?:\/|$)/.exec(a);
+  let changed = false;
+  const out = listen.map((a) => {
+    const want = parse(a);
+    if (!want || want[3] !== '0') return a;
+    const wildcard = want[2] === '0.0.0.0' || want[2] === '::';
+    for (const l of last) {
+      const had = parse(l);
+      if (had && had[1] === want[1] && (wildcard || had[2] === want[2]) && had[3] !== '0') {
+        changed = true;
+        return `/${want[1]}/${want[2]}/udp/${had[3]}/quic-v1`;
+      }
+    }
+    return a;
+  });
+  return changed ? out : listen;
+}
+
 /** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
 function dialable(peer: string, addresses: string[]): string[] {
   return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
@@ -231,17 +257,22 @@ export class Node {
         onQuarantine: (p, q) => node?.onQuarantine(p, q),
         onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
       });
-      const carrier = await Carrier.start({
-        dir,
-        listen: config.listen,
-        privateKey: key,
-        maxFrameBytes: config.maxFrameBytes,
-        requestTimeoutMs: config.requestTimeoutMs,
-        observe: (e: RequestEvent) => metrics.request(e),
-      }).catch(async (err: unknown) => {
-        await ledger.close().catch(() => {});
-        throw err;
-      });
+      const startCarrier = (listen: string[]) =>
+        Carrier.start({ dir, listen, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e) });
+      // Where the config leaves the port free, the one this node had last time (its entry in the
+      // member list) if it is still free: members that were down meanwhile find it where they
+      // left it. Else any free port, announced at start (#putOwnAddressesBack).
+      const reuse = withLastPorts(config.listen, list?.addresses[peerId]);
+      const carrier = await startCarrier(reuse)
+        .catch((err: unknown) => {
+          if (reuse === config.listen) throw err;
+          log.info({ event: 'listen-port-taken', wanted: reuse, err: errorText(err) }, 'the port this node had last time is taken: listening on a free one');
+          return startCarrier(config.listen);
+        })
+        .catch(async (err: unknown) => {
+          await ledger.close().catch(() => {});
+          throw err;
+        });
       node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target, ledger });
       metrics.bind(node);
       try {

@@ -3081,12 +3081,12 @@ function checkHeads(name: string, expected: Buffer[] | null, current: Head[]): v
   throw new ConflictError(`key ${JSON.stringify(name)} has heads [${have.join(', ')}], not [${want.join(', ')}]`, want, have);
 }
 
-/** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */
 /** Whether a key's hint row (if any) carries `contentTag`: its head has these compared fields. */
 function rowHasContent(row: Buffer | undefined, contentTag: Buffer): boolean {
   return row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).contentTag, contentTag);
 }
 
+/** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */
 function smallValue(value: PutValue): Uint8Array | undefined {
   if (value instanceof Uint8Array) return value.byteLength <= INLINE_MAX_BYTES ? value : undefined;
   // UTF-8 takes at most 3 bytes per UTF-16 code unit: skip encoding strings that cannot fit.

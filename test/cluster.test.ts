@@ -6,6 +6,7 @@
  * admin API's token rule, and the node's clean SIGTERM. Processes are always killed afterwards
  * (test/cluster-harness.ts).
  */
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -28,6 +29,17 @@ async function stranger(dir = tempDir()): Promise<Carrier> {
 }
 
 const ids = (nodes: NodeProc[]) => nodes.map((n) => n.peerId);
+
+/** Binds the UDP port of a node's QUIC address, so that a restart cannot listen there again. */
+async function holdPort(address: string): Promise<dgram.Socket> {
+  const [, , ip, , port] = address.split('/');
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(Number(port), ip, () => resolve());
+  });
+  return socket;
+}
 
 describe('cluster of node processes', () => {
   it('three nodes: a token admits at once, a request waits for approval, a rejected peer stays out; all agree', async () => {
@@ -139,11 +151,13 @@ describe('cluster of node processes', () => {
     let all = [a, b, c!, d!, e];
     await waitFor(() => converged(all, ids(all)), 30_000, 'five nodes to agree after concurrent approvals');
 
-    // d restarts (on a new port); while it is down, e is revoked. It comes back and catches up.
+    // d restarts (on the port it had: its config says any free one, and that one is free); while
+    // it is down, e is revoked. It comes back and catches up.
     expect(await d!.stop()).toBe(0);
     expect(d!.logs.some((l) => l.event === 'stop')).toBe(true);
     await ouroJson(['cluster', '--dir', a.dir, 'revoke', e.peerId]);
     const d2 = await startNode(d!.dir);
+    expect(d2.address).toBe(d!.address);
     all = [a, b, c!, d2];
     await waitFor(() => converged(all, ids(all)), 30_000, 'four nodes to agree after the restart');
     expect((await d2.members()).members.find((m) => m.peerId === e.peerId)?.status).toBe('revoked');
@@ -171,15 +185,21 @@ describe('cluster of node processes', () => {
     const a = await founder();
     const [x, y] = [await joinByToken(a), await joinByToken(a)].sort((p, q) => (p.peerId < q.peerId ? -1 : 1));
     await waitFor(() => converged([a, x!, y!], ids([a, x!, y!])), 20_000, 'three members');
-    // Both stop; x comes back on a new port and a learns where (x's change, epoch e+1 by x).
+    // Both stop; x comes back on a new port (its old one is taken here, so it cannot have it
+    // back) and a learns where (x's change, epoch e+1 by x).
     expect(await x!.stop()).toBe(0);
     expect(await y!.stop()).toBe(0);
+    const taken = await Promise.all([x!, y!].map((n) => holdPort(n.address)));
     const x2 = await startNode(x!.dir);
+    expect(x2.address).not.toBe(x!.address);
+    expect(x2.logs.some((l) => l.event === 'listen-port-taken')).toBe(true);
     const listed = async (n: NodeProc, peer: string) => (await n.members()).members.find((m) => m.peerId === peer)?.addresses;
     await waitFor(async () => JSON.stringify(await listed(a, x2.peerId)) === JSON.stringify(x2.run.addresses), 20_000, "a to list x's new address");
     // y comes back with its list from before x's change and puts its own new address in it: epoch
     // e+1 too, by a higher peer id, so its list has the word on addresses, x's old one included.
     const y2 = await startNode(y!.dir);
+    expect(y2.address).not.toBe(y!.address);
+    for (const t of taken) t.close();
     const all = [a, x2, y2];
     await waitFor(
       async () => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { CONFIG_FILE, DEFAULT_CONFIG, loadConfig, resolveConfig } from '../carrier/config.js';
 import { FailureDetector } from '../carrier/detector.js';
 import { IDENTITY_FILE } from '../carrier/identity.js';
-import { Node } from '../carrier/node.js';
+import { Node, withLastPorts } from '../carrier/node.js';
 import { ConfigError, OuroDB, WrongKeyError } from '../lib/index.js';
 import { tempDir } from './helpers.js';
 
@@ -52,6 +52,22 @@ describe('node config', () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, CONFIG_FILE), '{ "version": 1,');
     await expect(loadConfig(dir)).rejects.toMatchObject({ code: 'OURO_BAD_CONFIG', field: '(file)' });
+  });
+});
+
+describe('listen ports across restarts', () => {
+  it('port 0 takes the port last announced for the same IP (any of its version for a wildcard); fixed ports stay', () => {
+    const last = ['/ip4/127.0.0.1/udp/41000/quic-v1/p2p/12D3KooWx', '/ip4/10.0.0.5/udp/42000/quic-v1/p2p/12D3KooWx', '/ip6/::1/udp/43000/quic-v1/p2p/12D3KooWx'];
+    expect(withLastPorts(['/ip4/127.0.0.1/udp/0/quic-v1'], last)).toEqual(['/ip4/127.0.0.1/udp/41000/quic-v1']);
+    expect(withLastPorts(['/ip4/10.0.0.5/udp/0/quic-v1', '/ip6/::/udp/0/quic-v1'], last)).toEqual(['/ip4/10.0.0.5/udp/42000/quic-v1', '/ip6/::/udp/43000/quic-v1']);
+    expect(withLastPorts(['/ip4/0.0.0.0/udp/0/quic-v1'], last)).toEqual(['/ip4/0.0.0.0/udp/41000/quic-v1']);
+    // Nothing to take: the same array back (the caller tells a retry is pointless).
+    const fixed = ['/ip4/127.0.0.1/udp/4100/quic-v1'];
+    expect(withLastPorts(fixed, last)).toBe(fixed);
+    const other = ['/ip4/192.168.1.1/udp/0/quic-v1'];
+    expect(withLastPorts(other, last)).toBe(other);
+    expect(withLastPorts(other, undefined)).toBe(other);
+    expect(withLastPorts(other, [])).toBe(other);
   });
 });
 

@@ -215,8 +215,9 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
         const meta = fileMeta(seen);
         const done = await db.putHinted(
           async () => {
+            const { value } = await fileValue(file, seen);
             report.read++;
-            return (await fileValue(file, seen)).value;
+            return value;
           },
           { key, meta, hint: statHint(seen, parent), ...ifChanged, ...relaxed, ...(parent ? { parent } : {}) },
         );
