@@ -336,8 +336,9 @@ export class Carrier {
       return await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
     } catch (err) {
       // No answer in time: the connection under the session may be dead without either side
-      // having noticed (a peer process that was killed). Drop it; the next request dials anew.
-      if (signal.aborted && !callerSignal?.aborted) open.close();
+      // having noticed (a peer process that was killed). Retire it: the next request dials anew,
+      // and the requests still waiting on it keep their own time limits (ClientSession.retire).
+      if (signal.aborted && !callerSignal?.aborted) open.retire();
       throw err;
     }
   }

@@ -103,6 +103,7 @@ export class ClientSession {
   readonly #waiting = new Map<number, Waiting>();
   #nextId = 1;
   #closed: Error | undefined;
+  #retired = false;
   readonly done: Promise<void>;
 
   constructor(stream: Stream, maxFrameBytes: number) {
@@ -113,10 +114,15 @@ export class ClientSession {
       try {
         for await (const frame of decodeFrames(stream, maxFrameBytes)) {
           const f = frame as { id?: unknown; r?: Reply } | null;
-          const w = f !== null && typeof f === 'object' && typeof f.id === 'number' ? this.#waiting.get(f.id) : undefined;
-          if (!w || f!.r === null || typeof f!.r !== 'object' || typeof f!.r.ok !== 'boolean') throw new ProtocolError('malformed session reply');
-          this.#waiting.delete(f!.id as number);
+          const id = f !== null && typeof f === 'object' && Number.isSafeInteger(f.id) && (f.id as number) > 0 && (f.id as number) < this.#nextId ? (f.id as number) : undefined;
+          if (id === undefined || f!.r === null || typeof f!.r !== 'object' || typeof f!.r.ok !== 'boolean') throw new ProtocolError('malformed session reply');
+          const w = this.#waiting.get(id);
+          // No one waiting: the reply to a request its caller gave up on (its time ran out). The
+          // peer was slow, not wrong; the session goes on.
+          if (!w) continue;
+          this.#waiting.delete(id);
           w.resolve(f!.r);
+          this.#closeIfIdle();
           // The server closes a session after refusing: nothing more may go on it.
           if (!f!.r.ok && f!.r.code === 'OURO_REFUSED') this.#fail(new RefusedError(f!.r.message));
         }
@@ -127,8 +133,25 @@ export class ClientSession {
     })();
   }
 
+  /** Closed, or retired: either way it takes no new request. */
   get closed(): boolean {
-    return this.#closed !== undefined;
+    return this.#closed !== undefined || this.#retired;
+  }
+
+  /**
+   * Takes no new request, and closes once every request in flight is answered or given up. For a
+   * session whose peer let a request's time run out: the connection may be dead (a killed peer),
+   * so new requests go on a session dialed anew; but the peer may only be slow (stopped for a
+   * while, or loaded), and closing at once would fail every other request waiting on it, each
+   * within its own time limit (a proof of storage then got no verdict instead of `late`).
+   */
+  retire(): void {
+    this.#retired = true;
+    this.#closeIfIdle();
+  }
+
+  #closeIfIdle(): void {
+    if (this.#retired && this.#waiting.size === 0) this.#fail(new ProtocolError('session closed'));
   }
 
   #fail(err: Error): void {
@@ -141,6 +164,7 @@ export class ClientSession {
   /** Sends one request; resolves with the reply envelope. The signal drops the wait, not the session. */
   async request(protocol: string, frameOf: (id: number) => Uint8Array, signal: AbortSignal): Promise<Reply> {
     if (this.#closed) throw this.#closed;
+    if (this.#retired) throw new ProtocolError('session closed');
     const id = this.#nextId++;
     const reply = new Promise<Reply>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
     reply.catch(() => {}); // awaited below unless the write fails first
@@ -148,6 +172,7 @@ export class ClientSession {
       const w = this.#waiting.get(id);
       this.#waiting.delete(id);
       w?.reject(signal.reason);
+      this.#closeIfIdle();
     };
     signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -155,6 +180,7 @@ export class ClientSession {
       return await reply;
     } catch (err) {
       this.#waiting.delete(id);
+      this.#closeIfIdle();
       throw err;
     } finally {
       signal.removeEventListener('abort', onAbort);

@@ -73,6 +73,25 @@ describe('carrier over QUIC between processes', () => {
     expect(await c.request(server.address, protocolId('echo'), 'after')).toMatchObject({ echo: 'after' });
   });
 
+  it("a request whose time runs out retires its session without failing the others on it; a late reply is no error", async () => {
+    const server = await startServer();
+    const c = await client();
+    // On one session: a request that waits 700 ms within its 3 s, then one whose 200 ms run out.
+    const patient = c.request(server.address, protocolId('delay'), { ms: 700, tag: 'patient' }, { timeoutMs: 3000 });
+    await new Promise((r) => setTimeout(r, 50));
+    await expect(c.request(server.address, protocolId('delay'), { ms: 400, tag: 'hasty' }, { timeoutMs: 200 })).rejects.toMatchObject({ code: 'OURO_TIMEOUT' });
+    // A new request goes on a session dialed anew, while the first is still answered on the old
+    // one (closing it at the timeout failed it with 'session closed'), and the hasty one's reply
+    // at 400 ms finds no one waiting and breaks nothing.
+    expect(await c.request(server.address, protocolId('echo'), 'next')).toMatchObject({ echo: 'next' });
+    expect(await patient).toMatchObject({ tag: 'patient' });
+    await new Promise((r) => setTimeout(r, 100));
+    const sessions = () => c.node.getConnections().flatMap((conn) => conn.streams.map((st) => st.protocol)).filter((p) => p === '/ouro/session/1');
+    // The retired session closed once its last request was answered: one session left.
+    expect(sessions()).toHaveLength(1);
+    expect(await c.request(server.address, protocolId('echo'), 'after')).toMatchObject({ echo: 'after' });
+  });
+
   it('a request has a time limit and honours an AbortSignal', async () => {
     const server = await startServer();
     const c = await client();
