@@ -841,17 +841,11 @@ export class OuroDB {
     const key = link.key!;
     return this.#tracked(
       this.#withKey(key.name, async () => {
-        const heads = this.#headsOf(key);
         const pending = this.#headOverlay.has(key.name);
-        let hintRow: Buffer | undefined;
-        let hintTag: Buffer | undefined;
-        if (heads.length === 1 && !heads[0]!.tombstone) {
-          hintRow = this.#get(keys.hint(key.bytes));
-          hintTag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, link.hint!);
-          if (hintRow && crypto.timingSafeEqual(decodeHintRow(hintRow).hintTag, hintTag)) return { hash: toHex(heads[0]!.hash), read: false as const };
-        }
+        const { heads, row, tag, match } = this.#checkHint(key, link.hint!);
+        if (match) return { hash: toHex(heads[0]!.hash), read: false as const };
         const value = await read();
-        link.held = { heads, ...(pending ? {} : { hintRow, hintTag }) };
+        link.held = { heads, ...(pending ? {} : { hintRow: row, hintTag: tag }) };
         return { ...(await this.#putValue(value, meta, durability, link)), read: true as const };
       }),
     );
@@ -1430,22 +1424,30 @@ export class OuroDB {
 
   /**
    * The head of `key` if it was put, or last kept by `ifChanged`, with exactly this `hint`
-   * (PutOptions.hint), and is still the key's only head and a value; else null. A later put
-   * without a hint, a second head or a delete retire a hint, and so does an index rebuild.
+   * (PutOptions.hint), and is still the key's only head and a value (a version queued but not yet
+   * committed counts as the head); else null. A later put without a hint, a second head or a
+   * delete retire a hint, and so does an index rebuild.
    * The index keeps only a keyed tag of the hint (index/values.ts), so a hint can be matched,
    * never read back.
    */
   async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
     this.#checkOpen();
     if (this.#exclusive) await this.#settledIndex();
-    const name = keyBytes(key);
-    const stored = this.#get(keys.heads(name));
-    const heads = stored ? decodeHeads(stored) : [];
-    if (heads.length !== 1 || heads[0]!.tombstone) return null;
-    const row = this.#get(keys.hint(name));
-    if (!row) return null;
-    const head = heads[0]!.hash;
-    return crypto.timingSafeEqual(decodeHintRow(row).hintTag, this.#keys.tag(TAG_HINT, name, head, hint)) ? toHex(head) : null;
+    const check = this.#checkHint({ name: key, bytes: keyBytes(key) }, hint);
+    return check.match ? toHex(check.heads[0]!.hash) : null;
+  }
+
+  /**
+   * The hint check of matchHint and putHinted: the key's heads (queued versions included), and
+   * when they are one value head, its hint row, the tag `hint` has for that head, and whether the
+   * row carries that tag.
+   */
+  #checkHint(key: KeyName, hint: Uint8Array): { heads: Head[]; row?: Buffer | undefined; tag?: Buffer; match: boolean } {
+    const heads = this.#headsOf(key);
+    if (heads.length !== 1 || heads[0]!.tombstone) return { heads, match: false };
+    const row = this.#get(keys.hint(key.bytes));
+    const tag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, hint);
+    return { heads, row, tag, match: row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).hintTag, tag) };
   }
 
   /** The content tag of a hint row: head `head` of `key` has these compared fields (comparedFields). */
