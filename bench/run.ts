@@ -238,8 +238,8 @@ if (runs('gc')) {
 if (runs('tree')) {
   const t = treeBench(work);
   console.log(`\nsource tree: ${TREE_VERSIONS.length} versions of date-fns (${t.files} files, ${(t.logicalBytes / MiB).toFixed(0)} MiB in all), backed up one after another`);
-  console.log('  tool                 backups (s)   again, unchanged (s)   on disk (MiB)   restore last (s)');
-  for (const r of t.results) console.log(`  ${r.tool.padEnd(20)} ${r.backupSecs.toFixed(2).padStart(11)}   ${r.againSecs!.toFixed(2).padStart(20)}   ${(r.storedBytes / MiB).toFixed(1).padStart(13)}   ${r.restoreSecs.toFixed(2).padStart(16)}`);
+  console.log('  tool                 backups (s)   again, unchanged (s)   on disk (MiB)   restore last (s)   (again and restore: median of 3 turns)');
+  for (const r of t.results) console.log(`  ${r.tool.padEnd(20)} ${r.backupSecs.toFixed(2).padStart(11)}   ${r.againSecs!.toFixed(2).padStart(20)}   ${(r.storedBytes / MiB).toFixed(1).padStart(13)}   ${r.restoreSecs.toFixed(2).padStart(16)}   restores ${r.restoreRuns!.map((x) => x.toFixed(2)).join(' ')}`);
   for (const s of t.skipped) console.log(`  (skipped ${s})`);
   console.log(`  ouro export ${t.exportMiBs.toFixed(0)} MiB/s, import ${t.importMiBs.toFixed(0)} MiB/s of logical data (archive ${(t.archiveBytes / MiB).toFixed(1)} MiB)`);
   Object.assign(results, { tree: t });

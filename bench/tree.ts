@@ -3,9 +3,10 @@
  * after version, with `ouro put` beside restic and borg (when installed; Debian packages `restic`,
  * `borgbackup`), plus export/import throughput. Versions of the `date-fns` npm package (~4,800
  * files each) are fetched with `npm pack` into bench/.cache and unpacked one after another into
- * the same directory, which each tool then backs up, as a nightly backup of a changing tree would.
- * Figures: wall time of all backups, bytes on disk afterwards (dedup + compression), and the time
- * to restore the last version (checked byte for byte against the tree).
+ * the same directory, which every tool then backs up in turn, as a nightly backup of a changing
+ * tree would. Figures: wall time of all backups, bytes on disk afterwards (dedup + compression),
+ * the median of three unchanged re-backups, and the median of three restores of the last version
+ * (each checked byte for byte against the tree).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -22,8 +23,11 @@ export interface ToolResult {
   backupSecs: number;
   storedBytes: number;
   restoreSecs: number;
-  /** The tree backup only: the last version backed up once more, unchanged (the nightly case). */
+  /** The tree backup only: the last version backed up once more, unchanged (the nightly case); the median of `againRuns`. */
   againSecs?: number;
+  againRuns?: number[];
+  /** The tree backup only: every restore's seconds (`restoreSecs` is their median). */
+  restoreRuns?: number[];
   /** Peak RSS of the tool's process (the largest over its backups), or NaN without GNU time. */
   backupRssMiB: number;
   restoreRssMiB: number;
@@ -33,6 +37,20 @@ export interface ToolResult {
 export interface ToolRun {
   secs: number;
   rssMiB: number;
+}
+
+/** How many turns the unchanged backup and the restore of the tree get (the median is reported). */
+const TURNS = 3;
+
+/** Indices 0..n-1 starting at `turn` mod n: turn 0 is 0,1,2; turn 1 is 1,2,0; ... */
+function turnOrder(n: number, turn: number): number[] {
+  return Array.from({ length: n }, (_, k) => (k + turn) % n);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 function fetchVersions(): string[] {
@@ -179,32 +197,60 @@ export function treeBench(work: string): { results: ToolResult[]; logicalBytes: 
     logicalBytes += du(tree);
     files += fs.readdirSync(tree, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length;
   }
-  const tools = backupTools(work, key, 'tree');
-  const node = process.execPath;
-  for (const tool of tools) {
-    if (!tool.available) {
-      skipped.push(`${tool.name}: not installed`);
-      continue;
+  const tools = backupTools(work, key, 'tree').filter((tool) => {
+    if (!tool.available) skipped.push(`${tool.name}: not installed`);
+    return tool.available;
+  });
+  for (const tool of tools) tool.init();
+  const backupSecs = tools.map(() => 0);
+  const backupRssMiB = tools.map(() => 0);
+  // The tools take turns, each version unpacked once and backed up by every tool, the order
+  // rotated from one turn to the next: a slow spell of this shared machine then lands on every
+  // tool alike instead of on whichever tool ran during it.
+  tgzs.forEach((t, v) => {
+    unpack(t, tree);
+    for (const i of turnOrder(tools.length, v)) {
+      const run = tools[i]!.backup();
+      backupSecs[i]! += run.secs;
+      backupRssMiB[i] = Math.max(backupRssMiB[i]!, run.rssMiB);
     }
-    tool.init();
-    let backupSecs = 0;
-    let backupRssMiB = 0;
-    for (const t of tgzs) {
-      unpack(t, tree);
-      const run = tool.backup();
-      backupSecs += run.secs;
-      backupRssMiB = Math.max(backupRssMiB, run.rssMiB);
+  });
+  const want = treeDigest(tree);
+  // The same tree once more, nothing changed (what a nightly backup of a quiet tree costs), then
+  // the last version restored: each TURNS times in rotated turns, the median reported. Restores go
+  // to fresh directories removed only after the last turn. On this machine's ext4 (no journal)
+  // a new file costs far more where many files were deleted recently (ext4's recently_deleted()
+  // scan, docs/performance.md), so deleting one tool's restore just before the next tool's would
+  // slow the next tool down.
+  const againRuns: number[][] = tools.map(() => []);
+  const restoreRuns: ToolRun[][] = tools.map(() => []);
+  const outs: string[] = [];
+  for (let turn = 0; turn < TURNS; turn++) {
+    for (const i of turnOrder(tools.length, turn)) againRuns[i]!.push(tools[i]!.backup().secs);
+    for (const i of turnOrder(tools.length, turn)) {
+      const out = path.join(work, `restore-${i}-${turn}`);
+      outs.push(out);
+      restoreRuns[i]!.push(tools[i]!.restore(out));
+      if (treeDigest(out) !== want) throw new Error(`${tools[i]!.name} restored a different tree`);
     }
-    // The same tree once more, nothing changed: what a nightly backup of a quiet tree costs.
-    const again = tool.backup();
-    const want = treeDigest(tree);
-    const out = path.join(work, `restore-${results.length}`);
-    const restore = tool.restore(out);
-    if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different tree`);
-    fs.rmSync(out, { recursive: true });
-    results.push({ tool: tool.name, backupSecs, againSecs: again.secs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB, restoreRssMiB: restore.rssMiB });
   }
+  for (const out of outs) fs.rmSync(out, { recursive: true });
+  tools.forEach((tool, i) => {
+    const restores = restoreRuns[i]!;
+    results.push({
+      tool: tool.name,
+      backupSecs: backupSecs[i]!,
+      againSecs: median(againRuns[i]!),
+      againRuns: againRuns[i]!,
+      storedBytes: du(tool.repo),
+      restoreSecs: median(restores.map((r) => r.secs)),
+      restoreRuns: restores.map((r) => r.secs),
+      backupRssMiB: backupRssMiB[i]!,
+      restoreRssMiB: Math.max(...restores.map((r) => r.rssMiB)),
+    });
+  });
   // Export and import throughput of the OuroDB database holding all versions.
+  const node = process.execPath;
   const archive = path.join(work, 'all.ouro');
   const exportSecs = timed(node, [ouroBin, '--key-file', key, 'export', path.join(work, 'ouro-tree'), archive], { cwd: work }).secs;
   timed(node, [ouroBin, '--key-file', key, 'init', path.join(work, 'ouro2')], { cwd: work });
