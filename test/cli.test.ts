@@ -121,6 +121,55 @@ describe('ouro CLI', () => {
     expect(ouro([...k, '--json', 'check', db, '--read-data']).json()).toMatchObject({ ok: true, problems: [] });
   });
 
+  it('puts a wide, deep tree (directories walked several at once): every object has its own directory as parent', async () => {
+    const work = tempDir();
+    const keyBytes = crypto.randomBytes(32);
+    const key = path.join(work, 'key');
+    fs.writeFileSync(key, keyBytes.toString('hex') + '\n');
+    const db = path.join(work, 'db');
+    const k = ['--key-file', key];
+    // 3 levels of 4 subdirectories (84 directories with the root), 3 files in each, more
+    // directories than the walk takes at once; each file's bytes name its own path.
+    const tree = path.join(work, 't');
+    const all = [''];
+    for (const d of ['d0/', 'd1/', 'd2/', 'd3/']) {
+      all.push(d);
+      for (const e of ['d0/', 'd1/', 'd2/', 'd3/']) {
+        all.push(d + e);
+        for (const f of ['d0/', 'd1/', 'd2/', 'd3/']) all.push(d + e + f);
+      }
+    }
+    for (const d of all) {
+      fs.mkdirSync(path.join(tree, d), { recursive: true });
+      for (const f of ['a.txt', 'b.txt', 'c.txt']) fs.writeFileSync(path.join(tree, d, f), `t/${d}${f}\n`);
+    }
+    expect(ouro([...k, 'init', db]).code).toBe(0);
+    const put = ouro([...k, '--json', 'put', db, 't'], { cwd: work });
+    expect(put.code).toBe(0);
+    const report = put.json();
+    expect(report).toMatchObject({ files: all.length * 3, directories: all.length, failed: [] });
+    const hashOf = new Map<string, string>(report.items.map((i: { key: string; hash: string }) => [i.key, i.hash]));
+    const opened = await OuroDB.open(db, { key: keyBytes });
+    try {
+      for (const [name, hash] of hashOf) {
+        const st = await opened.stat(hash);
+        expect(st.key).toBe(name);
+        const dir = name.endsWith('/') ? name.slice(0, -1) : name;
+        const parentKey = dir.includes('/') ? dir.slice(0, dir.lastIndexOf('/') + 1) : null;
+        expect(st.parent, name).toBe(parentKey === null ? null : hashOf.get(parentKey));
+        if (!name.endsWith('/')) expect(Buffer.from(await opened.get(hash)).toString()).toBe(`${name}\n`);
+      }
+      // Each directory's children are exactly its files and subdirectories.
+      for (const d of all) {
+        const children = (await opened.children(hashOf.get(`t/${d}`)!)).map((c) => [...hashOf].find(([, h]) => h === c)?.[0]).sort();
+        const subdirs = d.split('/').length - 1 < 3 ? ['d0/', 'd1/', 'd2/', 'd3/'] : [];
+        expect(children, `t/${d}`).toEqual(['a.txt', 'b.txt', 'c.txt', ...subdirs].map((n) => `t/${d}${n}`));
+      }
+    } finally {
+      await opened.close();
+    }
+  });
+
   it('rm, rm --purge and gc give space back; check finds damage and exits 5', () => {
     const work = tempDir();
     const key = path.join(work, 'key');

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { AeadKey, DatabaseKeys, nextNonce, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
+import { AeadKey, DatabaseKeys, deriveKey, HmacSha256, nextNonce, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
 import { WrongKeyError } from '../lib/errors.js';
 
 interface Vector { source: string; key: string; nonce: string; aad: string; plaintext: string; ciphertext_and_tag: string }
@@ -87,5 +87,34 @@ describe('keyed ids', () => {
     // Native HMAC against the @noble reference with a known key.
     const key = crypto.randomBytes(32);
     expect(crypto.createHmac('sha256', key).update(data).digest().equals(Buffer.from(hmac(sha256, key, data)))).toBe(true);
+  });
+
+  it('HmacSha256 equals createHmac and @noble hmac at every size that matters, in any order of calls', () => {
+    // Sizes around SHA-256's 64-byte block and padding boundary (55/56), and around the
+    // one-shot limit (16 KiB) where it switches to a Hmac object; the long message first, so a
+    // short one after it would show any of its bytes left behind in the scratch buffer.
+    const sizes = [20000, 16385, 16384, 16383, 0, 1, 31, 32, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000, 4096, 100000, 3];
+    for (const keyLength of [0, 1, 32, 64]) {
+      const key = crypto.randomBytes(keyLength);
+      const mac = new HmacSha256(key);
+      for (const n of sizes) {
+        const m = crypto.randomBytes(n);
+        const want = crypto.createHmac('sha256', key).update(m).digest();
+        expect(mac.mac(m).equals(want), `key ${keyLength} B, message ${n} B`).toBe(true);
+        expect(Buffer.from(hmac(sha256, key, m)).equals(want)).toBe(true);
+      }
+    }
+    expect(() => new HmacSha256(crypto.randomBytes(65))).toThrow(RangeError);
+  });
+
+  it('chunk and object ids are HMAC-SHA256 under their HKDF-derived keys (the format FORMAT.md gives)', () => {
+    const master = crypto.randomBytes(32);
+    const dbId = crypto.randomBytes(16);
+    const keys = new DatabaseKeys(master, dbId);
+    for (const n of [0, 5, 4096, 70000]) {
+      const m = crypto.randomBytes(n);
+      expect(keys.chunkId(m).equals(Buffer.from(hmac(sha256, deriveKey(master, dbId, 'ourodb/v1/chunk-id'), m)))).toBe(true);
+      expect(keys.objectId(m).equals(Buffer.from(hmac(sha256, deriveKey(master, dbId, 'ourodb/v1/object-id'), m)))).toBe(true);
+    }
   });
 });

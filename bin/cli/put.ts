@@ -157,6 +157,16 @@ const DIRECTORY_HINT = Buffer.from([2]);
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
 
+/** Directories walked at once by `ouro put` of a tree (see walkDir). */
+const DIRS_IN_FLIGHT = 8;
+
+/** A directory for the walk: its path, its parent directory's object hash and its key. */
+interface DirJob {
+  dir: string;
+  parent: string | undefined;
+  key: string;
+}
+
 /** Lets at most `limit` tasks run at once; `run` waits for a free slot before starting one. */
 class Limiter {
   #free: number;
@@ -241,9 +251,15 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
     tick();
   };
 
-  // A directory's object is put before its entries (their parent must exist); its files then go
-  // through the shared limiter while the walk goes on into its subdirectories.
-  const putDir = async (dir: string, parent: string | undefined, key = `${keyForPath(dir).replace(/\/$/, '')}/`): Promise<void> => {
+  // A directory's object is put before its entries (their parent must exist). Its files then go
+  // through the shared limiter, and its subdirectories onto a stack that up to DIRS_IN_FLIGHT
+  // walks take from at once: each directory's put waits for its record to be written (a group
+  // commit's turn), and one walk at a time spent most of its time in those waits, 197 of them in
+  // a date-fns version, with the files already found all stored. A stack, not a queue: the walk
+  // stays close to depth first, so a directory's files land in neighbouring packs, which a
+  // restore (in key order) reads together.
+  const walkDir = async (job: DirJob, found: (jobs: DirJob[]) => void): Promise<void> => {
+    const { dir, parent, key } = job;
     let entries: fs.Dirent[];
     try {
       entries = (await fs.promises.readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -263,16 +279,35 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
     }
     report.items.push({ key, hash, size: 0, type: 'directory' });
     report.directories++;
+    const subdirs: DirJob[] = [];
     for (const e of entries) {
       const p = path.join(dir, e.name);
-      if (e.isFile()) await limiter.run(() => putFile(p, hash, inside + e.name));
-    }
-    for (const e of entries) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) await putDir(p, hash, `${inside}${e.name}/`);
+      if (e.isDirectory()) subdirs.push({ dir: p, parent: hash, key: `${inside}${e.name}/` });
       else if (!e.isFile()) report.skipped.push({ path: p, reason: e.isSymbolicLink() ? 'symbolic link' : 'not a regular file' });
     }
+    found(subdirs);
+    for (const e of entries) if (e.isFile()) await limiter.run(() => putFile(path.join(dir, e.name), hash, inside + e.name));
   };
+  const putDir = (root: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const stack: DirJob[] = [{ dir: root, parent: undefined, key: `${keyForPath(root).replace(/\/$/, '')}/` }];
+      let walking = 0;
+      const pump = (): void => {
+        while (walking < DIRS_IN_FLIGHT && stack.length > 0) {
+          walking++;
+          // Pushed last to first, so they are taken in name order.
+          walkDir(stack.pop()!, (jobs) => {
+            for (let i = jobs.length - 1; i >= 0; i--) stack.push(jobs[i]!);
+            pump();
+          }).then(() => {
+            walking--;
+            if (walking === 0 && stack.length === 0) resolve();
+            else pump();
+          }, reject);
+        }
+      };
+      pump();
+    });
 
   for (const p of paths) {
     if (p === '-') {
@@ -290,7 +325,7 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
       fail(p, err);
       continue;
     }
-    if (st.isDirectory()) await putDir(p, undefined);
+    if (st.isDirectory()) await putDir(p);
     else if (st.isFile()) await limiter.run(() => putFile(p, undefined));
     else report.skipped.push({ path: p, reason: st.isSymbolicLink() ? 'symbolic link' : 'not a regular file' });
   }
