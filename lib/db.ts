@@ -402,12 +402,7 @@ interface OpenPack {
   plains: Uint8Array[];
   bytes: number;
   written: Deferred;
-  /** Set once the pack is full (#joinPack): its sealing, started then rather than at the commit loop's next turn. */
-  sealing?: Promise<PackSealed>;
 }
-
-/** A pack's sealing, settled (#sealPack): the commit loop appends packs in order whichever failed. */
-type PackSealed = { sealed: SealedEntry } | { error: unknown };
 
 /** Index changes that commit with an object record (see #writeRecord). */
 interface RecordExtra {
@@ -1149,8 +1144,6 @@ export class OuroDB {
     pack.bytes += bytes.byteLength;
     this.#pending.set(idHex, entry);
     if (pack.bytes >= PACK_MAX_BYTES) {
-      // Full: sealed now, on a worker, while the commit loop may still be waiting on a sync.
-      pack.sealing = this.#sealPack(pack, true);
       this.#packsReady.push(pack);
       this.#openPack = undefined;
     }
@@ -1158,24 +1151,15 @@ export class OuroDB {
     return entry;
   }
 
-  /**
-   * Seals the packs gathered so far and appends them in order (run by the commit loop, before it
-   * takes a group). A full pack is on a worker already (#joinPack sent it there when it filled,
-   * so its sealing overlaps the wait for the last group's sync); the pack still open is sealed
-   * here, on this thread: it is the last thing this group waits for, and a worker's round trip
-   * would add to every put's latency (64 writers of 1 KiB durable puts, six runs each: a median
-   * of 18.8k puts a second with every pack sealed on a worker against 19.7k with none).
-   */
+  /** Seals the packs gathered so far and appends them (run by the commit loop, before it takes a group). */
   async #flushPacks(): Promise<void> {
     const packs = this.#packsReady;
     this.#packsReady = [];
     if (this.#openPack) packs.push(this.#openPack);
     this.#openPack = undefined;
     for (const pack of packs) {
-      const r = await (pack.sealing ?? this.#sealPack(pack, false));
       try {
-        if ('error' in r) throw r.error;
-        await this.#appendPack(pack, r.sealed);
+        await this.#appendPack(pack);
       } catch (err) {
         this.#rejectPack(pack, err);
       }
@@ -1183,26 +1167,19 @@ export class OuroDB {
   }
 
   /**
-   * A pack sealed, on a worker when `offload` (for a full pack: #joinPack) or here. A pack of one
-   * record is sealed as an ordinary object entry: nothing to share, and a reader needs no pack to
-   * find it. Encoding the pack gives each record its slot.
+   * Seals one pack and appends it to the open block; its records join the queue, in order, right
+   * behind it (queue order stays block order). A pack of one record is sealed as an ordinary
+   * object entry: nothing to share, and a reader needs no pack to find it.
    */
-  async #sealPack(pack: OpenPack, offload: boolean): Promise<PackSealed> {
-    try {
-      if (pack.members.length === 1) return { sealed: sealEntry(this.#keys.data, EntryKind.Object, pack.members[0]!.id, pack.plains[0]!, this.#compression) };
+  async #appendPack(pack: OpenPack): Promise<void> {
+    let sealed: SealedEntry;
+    if (pack.members.length === 1) {
+      sealed = sealEntry(this.#keys.data, EntryKind.Object, pack.members[0]!.id, pack.plains[0]!, this.#compression);
+    } else {
       const { plain, id, slots } = encodePack(pack.members.map((m, i) => ({ hash: m.id, bytes: pack.plains[i]! })));
+      sealed = sealEntry(this.#keys.data, EntryKind.Pack, id, plain, this.#compression);
       pack.members.forEach((m, i) => (m.slot = slots[i]));
-      return { sealed: offload ? await this.#sealPool.sealKnown(EntryKind.Pack, id, plain, this.#compression) : sealEntry(this.#keys.data, EntryKind.Pack, id, plain, this.#compression) };
-    } catch (error) {
-      return { error };
     }
-  }
-
-  /**
-   * Appends one sealed pack (#sealPack) to the open block; its records join the queue, in order,
-   * right behind it (queue order stays block order).
-   */
-  async #appendPack(pack: OpenPack, sealed: SealedEntry): Promise<void> {
     let block = this.#current ?? (await this.#openBlock());
     if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
     this.#checkAlive();

@@ -46,8 +46,6 @@ export type PoolRequest =
   | { op: 'identify'; job: number; plain: Uint8Array }
   | { op: 'seal'; job: number; kind: EntryKind; compress: boolean }
   | { op: 'drop'; job: number }
-  /** An entry whose id the caller has (a pack): seal it as it is. */
-  | { op: 'known'; job: number; kind: EntryKind; id: Uint8Array; plain: Uint8Array; compress: boolean }
   /** Entries of one kind (object records or chunks) back to back in `plain`, their lengths in `lengths`: id and seal each. */
   | { op: 'small'; job: number; kind: SmallKind; plain: Uint8Array; lengths: Uint32Array; compress: boolean };
 
@@ -229,20 +227,6 @@ export class SealPool {
         w.resolve({ id, sealed });
       });
     }).catch(fail);
-  }
-
-  /**
-   * Seals an entry whose id the caller already has (a pack of object records: lib/pack.ts) on
-   * the least busy worker. `plain` moves to the worker: it is handed over when it owns its whole
-   * ArrayBuffer (the caller must not touch it afterwards), else copied first.
-   */
-  async sealKnown(kind: EntryKind, id: Buffer, plain: Uint8Array, compress: boolean): Promise<SealedEntry> {
-    const slot = this.#pick();
-    const own = plain.byteOffset === 0 && plain.buffer.byteLength === plain.byteLength && !(plain.buffer instanceof SharedArrayBuffer) ? plain : new Uint8Array(plain);
-    const reply = await this.#call(slot, { op: 'known', job: this.#nextJob++, kind, id, plain: own, compress }, [own.buffer as ArrayBuffer]);
-    if (!('bytes' in reply)) throw new FailedError('seal worker answered a seal with something else');
-    const view = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-    return { bytes: view(reply.bytes), kind, id, flags: reply.flags, plainLength: reply.plainLength, hash: view(reply.hash) };
   }
 
   /** Releases a chunk identify() sent that turned out to be stored already. */

@@ -33,10 +33,6 @@ port.on('message', (m: PoolRequest) => {
       const reply = sealSmall(m.job, m.kind, m.plain, m.lengths, m.compress);
       const r = reply.small;
       port.postMessage(reply satisfies PoolReply, [r.bytes.buffer, r.lengths.buffer, r.ids.buffer, r.hashes.buffer, r.flags.buffer] as ArrayBuffer[]);
-    } else if (m.op === 'known') {
-      // sealEntry writes into a buffer of its own (allocUnsafeSlow), so it can be moved.
-      const s = sealEntry(keys.data, m.kind, Buffer.from(m.id.buffer, m.id.byteOffset, m.id.byteLength), m.plain, m.compress);
-      port.postMessage({ job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
     } else if (m.op === 'drop') {
       const chunk = held.get(m.job);
       held.delete(m.job);

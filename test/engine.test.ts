@@ -170,33 +170,6 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     expect(await codeOf(pool.sealSmall(EntryKind.Object, entries[1]!, true))).toBe('OURO_FAILED');
   });
 
-  it('seals an entry under the id it is given (a pack), moving a buffer it owns and copying a view', async () => {
-    const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
-    const keys = new DatabaseKeys(material.masterKey, material.databaseId);
-    const pool = new SealPool(material);
-    const id = crypto.randomBytes(32);
-    const text = Buffer.from('pack of records '.repeat(800));
-    // A buffer owning its memory is handed over (detached here); a view into a larger one is
-    // copied and the caller's bytes stay as they were.
-    const owned = new Uint8Array(text);
-    const backing = Buffer.concat([Buffer.from('before'), text, Buffer.from('after')]);
-    const view = backing.subarray(6, 6 + text.length);
-    const [a, b, c] = await Promise.all([pool.sealKnown(EntryKind.Pack, id, owned, true), pool.sealKnown(EntryKind.Pack, id, view, true), pool.sealKnown(EntryKind.Pack, id, pseudoRandom('pk', 5000), false)]);
-    await pool.close();
-    expect(owned.byteLength).toBe(0);
-    expect(view.equals(text)).toBe(true);
-    for (const [entry, plain] of [[a!, text], [b!, text], [c!, pseudoRandom('pk', 5000)]] as const) {
-      expect(entry.id.equals(id)).toBe(true);
-      expect(entry.kind).toBe(EntryKind.Pack);
-      expect(entry.plainLength).toBe(plain.length);
-      expect(entry.hash.equals(crypto.createHash('sha256').update(entry.bytes).digest())).toBe(true);
-      expect(Buffer.from(openEntry(keys.data, entry.bytes, { id, kind: EntryKind.Pack }, 'known', 0)).equals(plain)).toBe(true);
-    }
-    expect((a!.flags & FLAG_ZSTD) !== 0).toBe(true);
-    expect(c!.flags & FLAG_ZSTD).toBe(0);
-    expect(await codeOf(pool.sealKnown(EntryKind.Pack, id, text, true))).toBe('OURO_FAILED');
-  });
-
   it('records of concurrent puts (packed, or sealed on the pool when large) hash like those of a lone put, and dedup against them', async () => {
     const { db, dir, key } = await openNew();
     const created = Date.UTC(2026, 0, 1);

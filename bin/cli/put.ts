@@ -295,8 +295,8 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
       const pump = (): void => {
         while (walking < DIRS_IN_FLIGHT && stack.length > 0) {
           walking++;
-          // Pushed last to first, so they are taken in name order.
           walkDir(stack.pop()!, (jobs) => {
+            // Pushed last to first, so they are taken in name order.
             for (let i = jobs.length - 1; i >= 0; i--) stack.push(jobs[i]!);
             pump();
           }).then(() => {
