@@ -3,6 +3,7 @@
  * index directory. Every read returns the bytes that were written or a typed error, never other
  * data; check() names every damaged block; a destroyed index is rebuilt from the blocks.
  */
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { OuroDB, OuroError } from '../lib/index.js';
 import { filesUnder } from './files.js';
 import { pseudoRandom, tempDir } from './helpers.js';
+import { fixture } from './paths.js';
 
 const key = Buffer.alloc(32, 8);
 const open = (dir: string) => OuroDB.open(dir, { key, blockSize: 64 * 1024, chunkSizes: { min: 4096, avg: 16384, max: 65536 } });
@@ -101,24 +103,31 @@ describe('bit rot', () => {
   });
 
   it('in the index directory: reads are right or typed errors; a destroyed index is rebuilt', async () => {
+    // Each damaged index is opened and read in a child process. classic-level's LevelDB reads
+    // table blocks without verifying their checksums, and a flipped bit that yields a key shorter
+    // than 8 bytes trips an assert() in LevelDB (dbformat.h, ExtractUserKey) that aborts the
+    // whole process (seen once, in a full run of the suite, taking the test runner down with it).
+    // That abort is a known limit (docs/design.md); what must never happen is other data.
+    let completed = 0;
     for (let round = 0; round < 6; round++) {
       const dir = tempDir();
       await populate(dir, 40);
       let s = round + 7;
       const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
       for (const f of filesUnder(path.join(dir, 'index')).filter((f) => /\.(ldb|log)$/.test(f))) flip(f, rnd, 1 + Math.floor(rnd() * 4));
-      const db = await open(dir).catch((err: unknown) => {
-        expect(err).toBeInstanceOf(OuroError);
-        return undefined;
-      });
-      if (db) {
-        try {
-          await readsAreRightOrTyped(db, 40);
-        } finally {
-          await db.close();
-        }
+      const r = spawnSync(process.execPath, [fixture('damaged-index-reader.js'), dir, key.toString('hex'), '40'], { encoding: 'utf8' });
+      if (r.signal === 'SIGABRT' && /leveldb.*Assertion/.test(r.stderr)) continue;
+      expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+      const lines = r.stdout.trim().split('\n');
+      expect(lines.at(-1)).toBe('done');
+      for (const line of lines.slice(0, -1)) {
+        const [what, i, detail] = line.split(' ');
+        if (what === 'read') expect(detail, `k${i} returned other data`).toBe(crypto.createHash('sha256').update(valueOf(Number(i))).digest('hex'));
+        else expect(['typed', 'open-typed'], line).toContain(what);
       }
+      completed++;
     }
+    expect(completed).toBeGreaterThan(0);
     // Destroyed outright: every index file overwritten with garbage. Open rebuilds from the blocks.
     const dir = tempDir();
     await populate(dir, 40);
