@@ -103,11 +103,12 @@ describe('bit rot', () => {
   });
 
   it('in the index directory: reads are right or typed errors; a destroyed index is rebuilt', async () => {
-    // Each damaged index is opened and read in a child process. classic-level's LevelDB reads
-    // table blocks without verifying their checksums, and a flipped bit that yields a key shorter
-    // than 8 bytes trips an assert() in LevelDB (dbformat.h, ExtractUserKey) that aborts the
-    // whole process (seen once, in a full run of the suite, taking the test runner down with it).
-    // That abort is a known limit (docs/design.md); what must never happen is other data.
+    // Each damaged index is opened and read in a child process. Reads verify LevelDB's block
+    // checksums (patches/README.md), but compactions do not (paranoid_checks is off), and a
+    // flipped bit that yields a key shorter than 8 bytes trips an assert() in LevelDB
+    // (dbformat.h, ExtractUserKey) that aborts the whole process (seen once, before reads were
+    // verified, taking the test runner down with it). That abort is a known limit
+    // (docs/design.md); what must never happen is other data.
     let completed = 0;
     for (let round = 0; round < 6; round++) {
       const dir = tempDir();
