@@ -62,6 +62,23 @@ export function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
+/**
+ * Zeros written ahead of an open block's entries (OpenBlock.#zeroAhead). An fdatasync after an
+ * append that grew the file must write the file's new size (its inode) as well as the data; after
+ * overwriting bytes already on disk, only the data. On this project's test machine (ext4) a
+ * 16 KiB write and fdatasync took ~0.42 ms appending and ~0.22 ms overwriting zeros, and ~0.56
+ * against ~0.40 ms with LevelDB's log synced at the same time, as the group commit does. Every
+ * durable small put waits for one such sync, so while groups are small the file is kept zeroed
+ * ZERO_AHEAD_BYTES past its entries. Large groups (streamed ingest) skip it: their syncs are
+ * few, and writing every byte twice would cost more than it saves.
+ */
+const ZERO_AHEAD_BYTES = 1 << 20;
+/** Zeros are written again once the entries come this close to their end. */
+const ZERO_AHEAD_SLACK = 256 << 10;
+/** The largest group (bytes appended between two syncs) for which zeros are written ahead. */
+const ZERO_AHEAD_MAX_GROUP = 256 << 10;
+const ZEROS = Buffer.alloc(64 << 10);
+
 export class OpenBlock {
   readonly seq: number;
   readonly path: string;
@@ -74,15 +91,25 @@ export class OpenBlock {
   #backlog = 0;
   /** The first write that failed: every write after it fails too, so no entry lands past a hole. */
   #writeError: unknown;
-  /** The file may hold bytes past #size (a cut left them): seal truncates before its footer. */
+  /** The file may hold bytes past #size (a cut left them, or zeros written ahead): seal truncates before its footer. */
   #tail = false;
+  /** The file holds entries or zeros up to here (#zeroAhead); -1 once writing zeros failed. */
+  #zeroedTo = 0;
+  /** No zeros are written past this offset (the block's target size: it is sealed once full). */
+  readonly #zeroLimit: number;
+  /** #size at the last sync, and whether the group that sync covered was small. */
+  #syncedSize: number;
+  #smallGroups = false;
 
-  constructor(seq: number, file: string, handle: VfsFile, header: Buffer, size: number, rows: EntryRow[]) {
+  /** `zeroLimit`: see #zeroLimit; 0 (a recovered block, which takes no entries) writes no zeros. */
+  constructor(seq: number, file: string, handle: VfsFile, header: Buffer, size: number, rows: EntryRow[], zeroLimit = 0) {
     this.seq = seq;
     this.path = file;
     this.handle = handle;
     this.#header = header;
     this.#size = size;
+    this.#syncedSize = size;
+    this.#zeroLimit = zeroLimit;
     this.rows = rows;
   }
 
@@ -152,8 +179,36 @@ export class OpenBlock {
       } finally {
         this.#backlog -= batch.bytes;
       }
+      const end = batch.start + batch.bytes;
+      if (this.#smallGroups && this.#writeError === undefined && this.#zeroedTo >= 0 && end + ZERO_AHEAD_SLACK > this.#zeroedTo) await this.#zeroAhead(end);
     }
     this.#writing = undefined;
+  }
+
+  /**
+   * Writes zeros from the end of the entries written so far to ZERO_AHEAD_BYTES past it (see
+   * ZERO_AHEAD_BYTES for why). It runs in the write loop, so no entry's write can be under way at
+   * those offsets or overtake it: later entries overwrite the zeros. Readers never see them
+   * (entries are read at their recorded offsets), recovery cuts a block back to its last
+   * acknowledged entry, and seal() truncates them before the footer. A failure (a full disk)
+   * only ends the zeroing: the entries are unaffected.
+   */
+  async #zeroAhead(end: number): Promise<void> {
+    const to = Math.min(end + ZERO_AHEAD_BYTES, this.#zeroLimit);
+    const at = Math.max(end, this.#zeroedTo);
+    if (at >= to) {
+      this.#zeroedTo = -1; // the block is (nearly) full: nothing left worth zeroing
+      return;
+    }
+    try {
+      const zeros: Buffer[] = [];
+      for (let n = at; n < to; n += ZEROS.length) zeros.push(ZEROS.subarray(0, Math.min(ZEROS.length, to - n)));
+      this.#tail = true;
+      await writevAll(this.handle, zeros, at);
+      this.#zeroedTo = to;
+    } catch {
+      this.#zeroedTo = -1;
+    }
   }
 
   /**
@@ -178,6 +233,8 @@ export class OpenBlock {
     try {
       // In-process tests inject a failing fdatasync here (an EIO, as a dying disk gives).
       failpoint('block.fdatasync');
+      this.#smallGroups = this.#size - this.#syncedSize <= ZERO_AHEAD_MAX_GROUP;
+      this.#syncedSize = this.#size;
       await this.handle.datasync();
     } catch (err) {
       throw syncFailure(`fdatasync ${this.path}`, err);
@@ -286,9 +343,10 @@ export class BlockStore {
 
   /**
    * Creates open/<seq>.open with its header and makes the directory entry durable. On failure
-   * (a full disk) the partial file is removed again: it holds no entry.
+   * (a full disk) the partial file is removed again: it holds no entry. `blockSize`, the size
+   * at which the block will be sealed, bounds the zeros written ahead of its entries (0: none).
    */
-  async createOpen(seq: number): Promise<OpenBlock> {
+  async createOpen(seq: number, blockSize = 0): Promise<OpenBlock> {
     const file = this.openPath(seq);
     const header = encodeHeader({ seq, databaseId: this.databaseId });
     let handle: VfsFile | undefined;
@@ -308,7 +366,7 @@ export class BlockStore {
       await handle.close().catch(() => {});
       throw syncFailure(`fsync ${this.openDir}`, err);
     }
-    return new OpenBlock(seq, file, handle, header, HEADER_BYTES, []);
+    return new OpenBlock(seq, file, handle, header, HEADER_BYTES, [], blockSize);
   }
 
   /** Removes an open block file that holds no acknowledged entry. */

@@ -267,14 +267,20 @@ export class HmacSha256 {
   mac(message: Uint8Array): Buffer {
     if (message.byteLength > HMAC_ONE_SHOT_MAX_BYTES) return crypto.createHmac('sha256', this.#key).update(message).digest();
     this.#inner.set(message, SHA256_BLOCK_BYTES);
-    crypto.hash('sha256', this.#inner.subarray(0, SHA256_BLOCK_BYTES + message.byteLength), 'buffer').copy(this.#outer, SHA256_BLOCK_BYTES);
-    return crypto.hash('sha256', this.#outer, 'buffer');
+    this.#outer.write(crypto.hash('sha256', this.#inner.subarray(0, SHA256_BLOCK_BYTES + message.byteLength), 'binary'), SHA256_BLOCK_BYTES, 32, 'latin1');
+    return sha256Native(this.#outer);
   }
 }
 
-/** SHA-256 in one call (crypto.hash skips the Hash object: ~1.7 vs ~2.6 us for 1 KiB here). */
+/**
+ * SHA-256 in one call. crypto.hash skips the Hash object (~1.7 vs ~2.6 us for 1 KiB here), and
+ * asking it for a 'binary' (latin1) string, which maps each byte to one character and back exactly, skips
+ * the slow way it makes a Buffer result: for a 1-byte input, 0.41-0.70 us for the string against
+ * 1.43-2.16 us for a Buffer (Node 24, this machine), and 0.67-1.15 us with the string turned back
+ * into a Buffer. Tested against @noble/hashes.
+ */
 export function sha256Native(data: Uint8Array): Buffer {
-  return crypto.hash('sha256', data, 'buffer');
+  return Buffer.from(crypto.hash('sha256', data, 'binary'), 'latin1');
 }
 
 /** The chunker's gear table: 256 words derived from the master key (see lib/chunker.ts for why). */
