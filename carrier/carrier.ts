@@ -20,7 +20,7 @@ import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
-import { send } from './send.js';
+import { UnsentError, send } from './send.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
 export interface CarrierOptions {
@@ -76,6 +76,12 @@ function peerKey(peer: string | string[]): string | undefined {
 }
 
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/udp/0/quic-v1'];
+/**
+ * How many sessions a request tries when each fails to open, or turns out closed before the
+ * request could be sent on it (UnsentError), within its one time limit. More than one failure in
+ * a row means the peer is away or keeps closing them: then the request fails.
+ */
+const SESSION_SEND_ATTEMPTS = 3;
 
 /** `/ouro/<name>/<major>`: the protocol id of a carrier protocol. */
 export function protocolId(name: string, major = 1): string {
@@ -316,31 +322,65 @@ export class Carrier {
 
   /** The shared session to `key` (opened on first use, reopened after it failed). */
   async #viaSession(key: string, peer: string | string[], protocol: string, message: unknown, signal: AbortSignal, timeoutMs: number, callerSignal: AbortSignal | undefined): Promise<Reply> {
-    let session = this.#sessions.get(key);
-    if (!session || (await session.catch(() => undefined))?.closed !== false) {
-      // The session outlives this request, so the caller's signal does not end its dial; but
-      // the dial has this request's time limit, so that one to an address that went stale (a
-      // peer restarted on a new port) fails as fast as the request would, and the next request
-      // dials the addresses known by then instead of waiting behind it.
-      const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
-      const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
-      session = opened;
-      this.#sessions.set(key, opened);
-      const forget = () => {
-        if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
-      };
-      opened.then((s) => s.done.then(forget), forget);
+    for (let attempt = 1; ; attempt++) {
+      let open: ClientSession;
+      try {
+        open = await untilAborted(this.#session(key, peer, timeoutMs), signal);
+      } catch (err) {
+        // A dial that failed before the time ran out sent nothing either; it may have found the
+        // connection that was going away when this request began (libp2p hands out a closing
+        // connection until its close is processed).
+        if (attempt < SESSION_SEND_ATTEMPTS && !signal.aborted) continue;
+        throw err;
+      }
+      try {
+        return await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
+      } catch (err) {
+        // The request never left: the session closed, or its connection went away, after this
+        // request took it (a session learns of a lost connection only when it next reads, and
+        // then takes no new request). Sent again on a session dialed anew.
+        if (err instanceof UnsentError) {
+          if (attempt < SESSION_SEND_ATTEMPTS && !signal.aborted) continue;
+          throw err.cause;
+        }
+        // No answer in time: the connection under the session may be dead without either side
+        // having noticed (a peer process that was killed). Retire it: the next request dials anew,
+        // and the requests still waiting on it keep their own time limits (ClientSession.retire).
+        if (signal.aborted && !callerSignal?.aborted) open.retire();
+        throw err;
+      }
     }
-    const open = await untilAborted(session, signal);
-    try {
-      return await open.request(protocol, (id) => sessionFrame(id, protocol, message, this.#maxFrameBytes), signal);
-    } catch (err) {
-      // No answer in time: the connection under the session may be dead without either side
-      // having noticed (a peer process that was killed). Retire it: the next request dials anew,
-      // and the requests still waiting on it keep their own time limits (ClientSession.retire).
-      if (signal.aborted && !callerSignal?.aborted) open.retire();
-      throw err;
-    }
+  }
+
+  /**
+   * The shared session to `key`: the one being dialed or open, or, when it failed or closed
+   * (known once it settles, which for an open one is at once), one dialed anew.
+   */
+  #session(key: string, peer: string | string[], timeoutMs: number): Promise<ClientSession> {
+    const current = this.#sessions.get(key);
+    if (!current) return this.#dialSession(key, peer, timeoutMs, undefined);
+    return current.then(
+      (s) => (s.closed ? this.#dialSession(key, peer, timeoutMs, current) : s),
+      () => this.#dialSession(key, peer, timeoutMs, current),
+    );
+  }
+
+  /** Dials a session to `key` in place of `replacing`, unless another request did so already (then that one). */
+  #dialSession(key: string, peer: string | string[], timeoutMs: number, replacing: Promise<ClientSession> | undefined): Promise<ClientSession> {
+    const now = this.#sessions.get(key);
+    if (now !== undefined && now !== replacing) return now;
+    // The session outlives this request, so the caller's signal does not end its dial; but the
+    // dial has this request's time limit, so that one to an address that went stale (a peer
+    // restarted on a new port) fails as fast as the request would, and the next request dials
+    // the addresses known by then instead of waiting behind it.
+    const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
+    const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
+    this.#sessions.set(key, opened);
+    const forget = () => {
+      if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
+    };
+    opened.then((s) => s.done.then(forget), forget);
+    return opened;
   }
 
   async stop(): Promise<void> {

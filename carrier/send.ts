@@ -5,9 +5,30 @@
 import type { Stream, StreamCloseEvent } from '@libp2p/interface';
 import { ProtocolError } from '../lib/errors.js';
 
-/** Writes `bytes`, waiting for the stream to drain when it asks to. */
+/**
+ * A write the stream refused before taking any of its bytes (it was closed or closing): nothing
+ * of it reached the peer, so it may be sent again elsewhere. `cause` is the stream's error.
+ */
+export class UnsentError extends Error {
+  constructor(cause: unknown) {
+    super(`not sent: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'UnsentError';
+  }
+}
+
+/**
+ * Writes `bytes`, waiting for the stream to drain when it asks to. A stream that refuses them
+ * outright fails with UnsentError; once it took them, a failure (while draining) may come after
+ * some reached the peer.
+ */
 export async function send(stream: Stream, bytes: Parameters<Stream['send']>[0], signal?: AbortSignal): Promise<void> {
-  if (!stream.send(bytes)) await drained(stream, signal);
+  let more: boolean;
+  try {
+    more = stream.send(bytes);
+  } catch (err) {
+    throw new UnsentError(err);
+  }
+  if (!more) await drained(stream, signal);
 }
 
 /**

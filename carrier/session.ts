@@ -13,7 +13,7 @@
 import type { Stream } from '@libp2p/interface';
 import { OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import { type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
-import { send } from './send.js';
+import { UnsentError, send } from './send.js';
 
 export const SESSION_PROTOCOL = '/ouro/session/1';
 /** Requests whose frame is larger than this get a stream of their own. */
@@ -161,10 +161,14 @@ export class ClientSession {
     this.#stream.abort(err);
   }
 
-  /** Sends one request; resolves with the reply envelope. The signal drops the wait, not the session. */
+  /**
+   * Sends one request; resolves with the reply envelope. The signal drops the wait, not the
+   * session. Fails with UnsentError when the request never left (the session was closed, or its
+   * stream refused the frame): the caller may send it on another session.
+   */
   async request(protocol: string, frameOf: (id: number) => Uint8Array, signal: AbortSignal): Promise<Reply> {
-    if (this.#closed) throw this.#closed;
-    if (this.#retired) throw new ProtocolError('session closed');
+    if (this.#closed) throw new UnsentError(this.#closed);
+    if (this.#retired) throw new UnsentError(new ProtocolError('session closed'));
     const id = this.#nextId++;
     const reply = new Promise<Reply>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
     reply.catch(() => {}); // awaited below unless the write fails first
@@ -180,6 +184,9 @@ export class ClientSession {
       return await reply;
     } catch (err) {
       this.#waiting.delete(id);
+      // A stream that refuses a write takes none after it: no new request here (retire), while
+      // any still waiting may yet be answered.
+      if (err instanceof UnsentError) this.#retired = true;
       this.#closeIfIdle();
       throw err;
     } finally {

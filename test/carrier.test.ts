@@ -92,6 +92,21 @@ describe('carrier over QUIC between processes', () => {
     expect(await c.request(server.address, protocolId('echo'), 'after')).toMatchObject({ echo: 'after' });
   });
 
+  it('a request that finds its session gone before it was sent goes on a new session', async () => {
+    const server = await startServer();
+    const c = await client();
+    // Three rounds: a libp2p node takes at most five new connections a second from one host
+    // (inboundConnectionThreshold), and each round makes one.
+    for (let round = 0; round < 3; round++) {
+      expect(await c.request(server.address, protocolId('echo'), `warm ${round}`)).toMatchObject({ echo: `warm ${round}` });
+      // The connection under the session goes away (as an idle or lost connection does); the
+      // session notices only when it next reads. A request made at that moment finds the session
+      // still open, and its frame cannot be sent: it must be sent on a session dialed anew, not fail.
+      for (const conn of c.node.getConnections()) conn.abort(new Error('connection lost'));
+      expect(await c.request(server.address, protocolId('echo'), `after ${round}`)).toMatchObject({ echo: `after ${round}` });
+    }
+  });
+
   it('a request has a time limit and honours an AbortSignal', async () => {
     const server = await startServer();
     const c = await client();
