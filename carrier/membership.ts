@@ -13,7 +13,9 @@
  *   member stays a member, serving what it holds, but no block is placed on it any more; it
  *   leaves once its blocks are held elsewhere (carrier/replication.ts).
  * The cluster's replication factor is a setting in the list, not a certificate: any member may
- * change it, and the list with the higher (epoch, signer) has the word, like for addresses.
+ * change it, and the list with the higher (epoch, signer) has the word. Addresses are settings
+ * too, one per member, each with the epoch of the change that set it: per member, the one set
+ * last wins (so two members that move at once both keep their new addresses).
  * Known gap: certificates carry no time, so a revoked member that kept its key can still sign
  * approvals that others accept; voiding a revoked member's later approvals needs approvals bound
  * to an epoch the revocation names (next work).
@@ -27,9 +29,12 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, ProtocolError } from '../lib/errors.js';
 
-export const MEMBER_LIST_VERSION = 2;
-/** Version 1 lists (before drains and the replication factor) are still read, and signed anew as 2 at their next change. */
-const READABLE_VERSIONS = new Set([1, 2]);
+export const MEMBER_LIST_VERSION = 3;
+/**
+ * Version 1 lists (before drains and the replication factor) and version 2 lists (before address
+ * epochs) are still read, and signed anew as version 3 at their next change.
+ */
+const READABLE_VERSIONS = new Set([1, 2, 3]);
 
 export interface Approval {
   peerId: string;
@@ -77,6 +82,12 @@ export interface MemberList {
   replication: FactorSetting | null;
   /** Last announced listen addresses per member (not certified: any member may update them). */
   addresses: Record<string, string[]>;
+  /**
+   * Per member in `addresses`: the epoch of the change that set its addresses. A merge keeps, for
+   * each member, the addresses set last, whichever list brought them. Version 3; lists before it
+   * read as 0 for every member.
+   */
+  addressEpochs: Record<string, number>;
   signer: string;
   signature: string;
 }
@@ -102,9 +113,13 @@ function drainBytes(clusterId: string, peerId: string, by: string): Uint8Array {
   return enc(['ourodb member drain', clusterId, peerId, by]);
 }
 
-/** What a list's signature covers: every field but the signature, in a fixed order (version 1 lists had no drains nor factor). */
+/**
+ * What a list's signature covers: every field but the signature, in a fixed order (version 1
+ * lists had no drains nor factor, versions 1 and 2 no address epochs).
+ */
 export function signedBytes(l: Content & { signer: string }): Uint8Array {
-  const addresses = Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]]);
+  const peers = Object.keys(l.addresses).sort();
+  const addresses = l.version >= 3 ? peers.map((p) => [p, l.addresses[p], l.addressEpochs[p]]) : peers.map((p) => [p, l.addresses[p]]);
   const common = [l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig])];
   if (l.version === 1) return enc(['ourodb member list', ...common, addresses, l.signer]);
   return enc(['ourodb member list', ...common, l.drains.map((d) => [d.peerId, d.by, d.sig]), l.replication && [l.replication.factor, l.replication.epoch, l.replication.by], addresses, l.signer]);
@@ -152,7 +167,7 @@ export async function newCluster(key: PrivateKey, addresses: string[], replicati
   const salt = crypto.randomBytes(16).toString('hex');
   const clusterId = clusterIdOf(founder, salt);
   const approval = { peerId: founder, approvedBy: founder, sig: hex(await key.sign(approvalBytes(clusterId, founder, founder))) };
-  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], drains: [], replication: replicationFactor === null ? null : { factor: replicationFactor, epoch: 1, by: self }, addresses: { [founder]: addresses } }, key);
+  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], drains: [], replication: replicationFactor === null ? null : { factor: replicationFactor, epoch: 1, by: self }, addresses: { [founder]: addresses }, addressEpochs: { [founder]: 1 } }, key);
 }
 
 /**
@@ -166,12 +181,15 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
   const revoked = new Set(list.revocations.map((r) => r.peerId));
   const approvals = new Map(list.approvals.map((a) => [a.peerId, a]));
   const revocations = new Map(list.revocations.map((r) => [r.peerId, r]));
+  const epoch = list.epoch + 1;
   const addresses = { ...list.addresses };
+  const addressEpochs = { ...list.addressEpochs };
   for (const m of edit.approve ?? []) {
     if (revoked.has(m.peerId)) throw new BadArgumentError(`${m.peerId} was revoked; a node rejoins with a new identity`);
     peerIdFromString(m.peerId); // must parse
     if (!approvals.has(m.peerId)) approvals.set(m.peerId, { peerId: m.peerId, approvedBy: self, sig: hex(await key.sign(approvalBytes(list.clusterId, m.peerId, self))) });
     addresses[m.peerId] = [...m.addresses];
+    addressEpochs[m.peerId] = epoch;
   }
   for (const p of [...(edit.revoke ?? []), ...(edit.leave ? [self] : [])]) {
     if (!approvals.has(p)) throw new BadArgumentError(`${p} is not a member of cluster ${list.clusterId}`);
@@ -183,11 +201,16 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
     if (!drains.has(p)) drains.set(p, { peerId: p, by: self, sig: hex(await key.sign(drainBytes(list.clusterId, p, self))) });
   }
   if (edit.replicationFactor !== undefined) checkFactor(edit.replicationFactor);
-  if (edit.addresses) addresses[self] = [...edit.addresses];
-  for (const p of revocations.keys()) delete addresses[p];
-  const epoch = list.epoch + 1;
+  if (edit.addresses) {
+    addresses[self] = [...edit.addresses];
+    addressEpochs[self] = epoch;
+  }
+  for (const p of revocations.keys()) {
+    delete addresses[p];
+    delete addressEpochs[p];
+  }
   const replication = edit.replicationFactor === undefined ? list.replication : { factor: edit.replicationFactor, epoch, by: self };
-  return signList({ ...list, epoch, approvals: [...approvals.values()], revocations: [...revocations.values()], drains: [...drains.values()], replication, addresses }, key);
+  return signList({ ...list, epoch, approvals: [...approvals.values()], revocations: [...revocations.values()], drains: [...drains.values()], replication, addresses, addressEpochs }, key);
 }
 
 async function verifySig(signer: string, bytes: Uint8Array, sig: string): Promise<boolean> {
@@ -227,6 +250,11 @@ function wellFormed(l: MemberList): boolean {
     l.addresses !== null &&
     typeof l.addresses === 'object' &&
     Object.values(l.addresses).every((a) => Array.isArray(a) && a.every((s) => typeof s === 'string')) &&
+    (l.version < 3 ||
+      (l.addressEpochs !== null &&
+        typeof l.addressEpochs === 'object' &&
+        Object.keys(l.addressEpochs).length === Object.keys(l.addresses).length &&
+        Object.keys(l.addresses).every((p) => Number.isSafeInteger(l.addressEpochs[p]) && l.addressEpochs[p]! >= 0 && l.addressEpochs[p]! <= l.epoch))) &&
     str(l.signer) &&
     typeof l.signature === 'string'
   );
@@ -239,8 +267,11 @@ function wellFormed(l: MemberList): boolean {
  */
 export async function verify(list: unknown): Promise<MemberList> {
   if (!wellFormed(list as MemberList)) throw new ProtocolError('malformed member list');
-  // A version 1 list reads as one with no drains and no factor (its signature does not cover them).
-  const l = (list as MemberList).version === 1 ? { ...(list as MemberList), drains: [], replication: null } : (list as MemberList);
+  // A version 1 list reads as one with no drains and no factor, and lists before version 3 as
+  // ones whose addresses were all set at epoch 0 (their signatures do not cover these fields).
+  const given = list as MemberList;
+  const zeros = () => Object.fromEntries(Object.keys(given.addresses).map((p) => [p, 0]));
+  const l = given.version === 1 ? { ...given, drains: [], replication: null, addressEpochs: zeros() } : given.version === 2 ? { ...given, addressEpochs: zeros() } : given;
   if (clusterIdOf(l.founder, l.salt) !== l.clusterId) throw new ProtocolError(`member list: cluster id ${l.clusterId} does not belong to founder ${l.founder}`);
   const approved = new Set<string>();
   // Approvals in chain order: each pass admits those whose approver is already admitted.
@@ -274,7 +305,7 @@ function newerWord(a: MemberList, b: MemberList): boolean {
 }
 
 function contentKey(l: Content): string {
-  return JSON.stringify([l.version, l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), l.drains.map((d) => d.peerId), l.replication, Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p]])]);
+  return JSON.stringify([l.version, l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), l.drains.map((d) => d.peerId), l.replication, Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p], l.addressEpochs[p]])]);
 }
 
 /**
@@ -298,11 +329,27 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
   // The factor: the one set last (epoch, then setter), so a concurrent unrelated change does not undo it.
   const settings = [ours.replication, theirs.replication].filter((r): r is FactorSetting => r !== null);
   const replication = settings.sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : x.by > y.by ? -1 : 0))[0] ?? null;
-  // Addresses: the newer list's word for each member; none for revoked ones.
-  const [older, newer] = newerWord(theirs, ours) ? [ours, theirs] : [theirs, ours];
-  const addresses: Record<string, string[]> = { ...older.addresses, ...newer.addresses };
-  for (const p of revocations.keys()) delete addresses[p];
-  for (const p of Object.keys(addresses)) if (!approvals.has(p)) delete addresses[p];
+  // Addresses: per member, those set last (by the epoch of the change that set them, then by
+  // their content, so that the choice does not depend on which list is merged into which); none
+  // for revoked ones.
+  const addresses: Record<string, string[]> = {};
+  const addressEpochs: Record<string, number> = {};
+  for (const l of [ours, theirs]) {
+    for (const [p, a] of Object.entries(l.addresses)) {
+      const e = l.addressEpochs[p] ?? 0;
+      const had = addressEpochs[p];
+      if (had === undefined || e > had || (e === had && JSON.stringify(a) > JSON.stringify(addresses[p]))) {
+        addresses[p] = a;
+        addressEpochs[p] = e;
+      }
+    }
+  }
+  for (const p of Object.keys(addresses)) {
+    if (revocations.has(p) || !approvals.has(p)) {
+      delete addresses[p];
+      delete addressEpochs[p];
+    }
+  }
   const union: Content = {
     version: MEMBER_LIST_VERSION,
     clusterId: ours.clusterId,
@@ -314,6 +361,7 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
     drains: [...drains.values()].sort(byPeer),
     replication,
     addresses,
+    addressEpochs,
   };
   const u = contentKey(union);
   if (u === contentKey(ours) && u === contentKey(theirs)) {

@@ -474,14 +474,14 @@ export class Node {
 
   /**
    * Signs a change giving this node's addresses as they are now, when the list gives others (call
-   * it serially). Besides a restart on a new port, a merge can bring back an old entry: a list has
-   * no version per member's addresses, so a merge takes every entry from the list with the newer
-   * (epoch, signer), and one that was re-signed by a member that had not yet heard of this node's
-   * move (two members restarting at once, each signing its own new address at the same epoch)
-   * carries the old one. Nobody else would ever correct it, and members with no connection open
-   * to this node could no longer reach it (seen in the chaos script: a restarted member seeing
-   * the writer dead for minutes). Each member is the authority on its own addresses and puts them
-   * back whenever a merge drops them; the next heartbeats spread the fix.
+   * it serially): after a restart on a new port, and whenever a list gives other ones. Since
+   * version 3 of the list a merge keeps, per member, the addresses set at the latest epoch, so a
+   * list re-signed by a member that had not yet heard of this node's move no longer brings the
+   * old ones back (before, a merge took every entry from the list with the newer (epoch, signer):
+   * two members restarting at once each undid the other's move, and in the chaos script a
+   * restarted member saw the writer dead for minutes). This stays as the authority's check: each
+   * member is the one that knows where it listens, and members with no connection open to it
+   * reach it only through the list.
    */
   async #putOwnAddressesBack(): Promise<void> {
     const list = this.#list;

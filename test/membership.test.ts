@@ -78,15 +78,58 @@ describe('member list', () => {
     // Once c leaves, it is no longer draining, just gone.
     expect(draining(await change(drained, c!, { leave: true })).size).toBe(0);
 
-    // A version 1 list (written before drains existed) verifies, and its next change is version 2.
-    const { signature: _s, drains: _d, replication: _f, ...rest } = l;
+    // A version 1 list (written before drains existed) verifies, and its next change is version 3.
+    const { signature: _s, drains: _d, replication: _f, addressEpochs: _e, ...rest } = l;
     const v1Content = { ...rest, version: 1, signer: idOf(a!) };
-    const v1 = { ...v1Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v1Content, drains: [], replication: null }))).toString('hex') };
+    const v1 = { ...v1Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v1Content, drains: [], replication: null, addressEpochs: {} }))).toString('hex') };
     const read = await verify(v1);
     expect(read.drains).toEqual([]);
     expect(replicationFactorOf(read)).toBeNull();
     const next = await change(read, a!, { drain: [idOf(b!)] });
-    expect(next.version).toBe(2);
+    expect(next.version).toBe(3);
+    await verify(next);
+  });
+
+  it('addresses: per member, the ones set last win, whichever list brings them; version 2 lists still read', async () => {
+    const [a, x, y] = await keys(3);
+    let l = await newCluster(a!, ['/ip4/127.0.0.1/udp/1/quic-v1']);
+    l = await change(l, a!, { approve: [{ peerId: idOf(x!), addresses: ['/ip4/127.0.0.1/udp/2/quic-v1'] }, { peerId: idOf(y!), addresses: ['/ip4/127.0.0.1/udp/3/quic-v1'] }] });
+    // x and y restart on new ports at once: each signs its own move on the same list (same epoch).
+    const xMoved = await change(l, x!, { addresses: ['/ip4/127.0.0.1/udp/20/quic-v1'] });
+    const yMoved = await change(l, y!, { addresses: ['/ip4/127.0.0.1/udp/30/quic-v1'] });
+    expect(xMoved.epoch).toBe(yMoved.epoch);
+    // Before address epochs, the list with the higher signer id had the word on every address,
+    // and one of the two moves was undone until its member noticed and signed it again.
+    for (const [mine, theirs, key] of [[xMoved, yMoved, x!], [yMoved, xMoved, y!]] as const) {
+      const { list } = await merge(mine, await verify(theirs), key);
+      await verify(list);
+      expect(list.addresses[idOf(x!)]).toEqual(['/ip4/127.0.0.1/udp/20/quic-v1']);
+      expect(list.addresses[idOf(y!)]).toEqual(['/ip4/127.0.0.1/udp/30/quic-v1']);
+    }
+    // A list with a later epoch that still carries the old addresses (a made three other changes
+    // meanwhile) does not bring them back.
+    const both = (await merge(xMoved, await verify(yMoved), x!)).list;
+    let stale = l;
+    for (const rf of [2, 3, 2]) stale = await change(stale, a!, { replicationFactor: rf });
+    expect(stale.epoch).toBeGreaterThan(both.epoch);
+    const { list: again } = await merge(both, await verify(stale), a!);
+    expect(again.addresses[idOf(x!)]).toEqual(['/ip4/127.0.0.1/udp/20/quic-v1']);
+    expect(again.addresses[idOf(y!)]).toEqual(['/ip4/127.0.0.1/udp/30/quic-v1']);
+    expect(replicationFactorOf(again)).toBe(2);
+    // A tampered address epoch breaks the signature.
+    await expect(verify({ ...both, addressEpochs: { ...both.addressEpochs, [idOf(x!)]: 1 } })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+
+    // A version 2 list (before address epochs) verifies, reads as every address set at epoch 0,
+    // loses to any address set since, and its next change is version 3.
+    const { signature: _s, addressEpochs: _e, ...rest } = l;
+    const v2Content = { ...rest, version: 2, signer: idOf(a!) };
+    const v2 = { ...v2Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v2Content, addressEpochs: {} }))).toString('hex') };
+    const read = await verify(v2);
+    expect(Object.values(read.addressEpochs)).toEqual([0, 0, 0]);
+    const merged = (await merge(read, await verify(xMoved), a!)).list;
+    expect(merged.addresses[idOf(x!)]).toEqual(['/ip4/127.0.0.1/udp/20/quic-v1']);
+    const next = await change(read, a!, { approve: [] });
+    expect(next.version).toBe(3);
     await verify(next);
   });
 
