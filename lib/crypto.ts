@@ -274,10 +274,10 @@ export class HmacSha256 {
 
 /**
  * SHA-256 in one call. crypto.hash skips the Hash object (~1.7 vs ~2.6 us for 1 KiB here), and
- * asking it for a 'binary' (latin1) string, which maps each byte to one character and back exactly, skips
- * the slow way it makes a Buffer result: for a 1-byte input, 0.41-0.70 us for the string against
- * 1.43-2.16 us for a Buffer (Node 24, this machine), and 0.67-1.15 us with the string turned back
- * into a Buffer. Tested against @noble/hashes.
+ * asking it for a 'binary' (latin1) string, which maps each byte to one character and back
+ * exactly, skips the slow way it makes a Buffer result: for a 1-byte input, 0.41-0.70 us for the
+ * string against 1.43-2.16 us for a Buffer (Node 24, this machine), and 0.67-1.15 us with the
+ * string turned back into a Buffer. Tested against @noble/hashes.
  */
 export function sha256Native(data: Uint8Array): Buffer {
   return Buffer.from(crypto.hash('sha256', data, 'binary'), 'latin1');

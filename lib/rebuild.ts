@@ -10,6 +10,7 @@
 import type { ClassicLevel } from 'classic-level';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
+import { type BatchOp, writeOps } from '../index/batch.js';
 import { keys } from '../index/keys.js';
 import { type Location, deadBytes, encodeBlockInfo, encodeCount, encodeHeads, encodeLocation } from '../index/values.js';
 import { toHex } from './bytes.js';
@@ -23,7 +24,6 @@ import { rebuildVersions } from './versions.js';
 import { type VfsFile, readFully } from './vfs/vfs.js';
 
 type Ldb = ClassicLevel<Buffer, Buffer>;
-type Op = { type: 'put' | 'del'; key: Buffer; value?: Buffer };
 
 /**
  * The prefixes a rebuild clears and rewrites: everything but the format version and the cluster
@@ -83,9 +83,9 @@ export async function rebuildIndex(ldb: Ldb, store: BlockStore, dbKeys: Database
   const objects = new Map<string, Found>();
   const packs: Found[] = [];
   const entryBytes = new Map<number, number>();
-  let ops: Op[] = [];
+  let ops: BatchOp[] = [];
   const flush = async (sync = false) => {
-    if (ops.length > 0 || sync) await ldb.batch(ops as never, { sync });
+    await writeOps(ldb, ops, sync);
     ops = [];
   };
   const put = async (key: Buffer, value: Buffer) => {

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { AeadKey, DatabaseKeys, deriveKey, HmacSha256, nextNonce, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
+import { AeadKey, DatabaseKeys, deriveKey, HmacSha256, nextNonce, sha256Native, xchachaOpen, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
 import { WrongKeyError } from '../lib/errors.js';
 
 interface Vector { source: string; key: string; nonce: string; aad: string; plaintext: string; ciphertext_and_tag: string }
@@ -87,6 +87,15 @@ describe('keyed ids', () => {
     // Native HMAC against the @noble reference with a known key.
     const key = crypto.randomBytes(32);
     expect(crypto.createHmac('sha256', key).update(data).digest().equals(Buffer.from(hmac(sha256, key, data)))).toBe(true);
+  });
+
+  it('sha256Native (a latin1 string made a Buffer) equals @noble sha256, every byte value included', () => {
+    const every = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    for (const data of [Buffer.alloc(0), every, ...[1, 55, 56, 64, 1000, 70000].map((n) => crypto.randomBytes(n)), ...Array.from({ length: 200 }, (_, i) => crypto.randomBytes(i))]) {
+      const got = sha256Native(data);
+      expect(got.length).toBe(32);
+      expect(got.equals(Buffer.from(sha256(data)))).toBe(true);
+    }
   });
 
   it('HmacSha256 equals createHmac and @noble hmac at every size that matters, in any order of calls', () => {

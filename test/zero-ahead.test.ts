@@ -36,9 +36,11 @@ describe('zeros written ahead of an open block', () => {
     const large = await store.createOpen(1, 16 << 20);
     for (let i = 0; i < 3; i++) await appendAndSync(large, crypto.randomBytes(1 << 20));
     expect(fs.statSync(large.path).size).toBe(large.size);
-    // A small group: the next write is followed by 1 MiB of zeros.
+    // A small group: the next write is followed by 1 MiB of zeros (written by the write loop
+    // after that write resolved: drain() waits for it).
     await appendAndSync(large, crypto.randomBytes(1000));
     await appendAndSync(large, crypto.randomBytes(1000));
+    await large.drain();
     const bytes = fs.readFileSync(large.path);
     expect(bytes.length).toBe(large.size + (1 << 20));
     expect(bytes.subarray(large.size).every((b) => b === 0)).toBe(true);
@@ -50,6 +52,7 @@ describe('zeros written ahead of an open block', () => {
     // The zeros stop at the block size given.
     const small = await store.createOpen(2, 64 << 10);
     for (let i = 0; i < 20; i++) await appendAndSync(small, crypto.randomBytes(2000));
+    await small.drain();
     expect(fs.statSync(small.path).size).toBe(64 << 10);
     const sealedSmall = await small.seal(store);
     await small.handle.close();
