@@ -320,7 +320,11 @@ export class Carrier {
     }
   }
 
-  /** The shared session to `key` (opened on first use, reopened after it failed). */
+  /**
+   * Sends a small request on the shared session to `key` (#session). A request that never left,
+   * and a session dial that failed within the time limit, are tried on a new session, up to
+   * SESSION_SEND_ATTEMPTS sessions.
+   */
   async #viaSession(key: string, peer: string | string[], protocol: string, message: unknown, signal: AbortSignal, timeoutMs: number, callerSignal: AbortSignal | undefined): Promise<Reply> {
     for (let attempt = 1; ; attempt++) {
       let open: ClientSession;
