@@ -58,7 +58,9 @@ const T_END = 4;
 const T_DATA_ZSTD = 5;
 /** Objects imported at once (their puts share group commits); larger values go one at a time. */
 const IMPORT_WINDOW = 64;
-const packr = new Packr({ useRecords: false, moreTypes: false });
+// int64AsType 'auto': another writer may put `created` as a uint 64, which msgpackr would decode
+// as a BigInt (refused below as malformed); safe integers come back as numbers.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'auto' });
 
 export interface ArchiveProgress {
   objects: number;

@@ -23,9 +23,12 @@
  *                        price is that equal small values are not shared between objects.
  *
  * The object hash is HMAC-SHA256(objectIdKey, these exact bytes). The encoder is deterministic
- * (same fields, same bytes): MessagePack integers are written in their shortest form and there
- * are no maps whose order could vary. Readers check the hash over the stored bytes, so no
- * re-encoding is ever needed to verify a record.
+ * (same fields, same bytes): integers below 2^32 are written in their shortest MessagePack form,
+ * larger ones (`created` always: milliseconds since 1970 passed 2^32 in February 1970) as a
+ * float64 (0xcb) holding the exact integer, which is what msgpackr writes for them; strings, bins
+ * and arrays take their shortest headers; and there are no maps whose order could vary. Readers
+ * accept any MessagePack number that is a non-negative safe integer, and check the hash over the
+ * stored bytes, so no re-encoding is ever needed to verify a record.
  */
 import { Packr } from 'msgpackr/pack';
 import { ID_BYTES } from './crypto.js';
@@ -58,7 +61,10 @@ export interface ObjectRecord {
   inline: Uint8Array | null;
 }
 
-const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: true });
+// int64AsType 'auto': a record written by another implementation may hold an integer as uint 64
+// (FORMAT.md allows it); msgpackr would otherwise decode it as a BigInt, which the checks below
+// would refuse as corrupt. Safe integers come back as numbers, larger ones stay BigInts (refused).
+const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: true, int64AsType: 'auto' });
 
 function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));

@@ -203,6 +203,13 @@ describe('archives written from the documented format (an independent writer)', 
       await importArchive(db, Readable.from([good]), { key });
       expect(Buffer.from(await db.getByKey('hand/made')).toString()).toBe('written by hand');
       expect((await db.stat((await db.head('hand/made'))!)).meta).toEqual({ by: 'test' });
+      // The same object with `created` as a uint 64 (msgpackr writes it as a float64): an
+      // independent writer may choose either form of the integer.
+      const object = new Packr({ useRecords: false }).pack(['b'.repeat(64), 0, 'hand/uint64', null, [], 1_700_000_000_000, [], value.length]).toString('hex');
+      expect(object).toContain('cb4278bcfe56800000');
+      const uint64 = Buffer.from(object.replace('cb4278bcfe56800000', 'cf0000018bcfe56800'), 'hex');
+      await importArchive(db, Readable.from([archive(key, [frame(1, uint64), frame(2, value), frame(3, crypto.createHash('sha256').update(value).digest()), frame(4, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]))])]), { key });
+      expect((await db.stat((await db.head('hand/uint64'))!)).created.getTime()).toBe(1_700_000_000_000);
       let n = 0;
       await fc.assert(
         fc.asyncProperty(fc.oneof(fc.uint8Array({ maxLength: 64 }).map((u) => Buffer.from(u)), fc.anything().map((v) => Buffer.from(new Packr({ useRecords: false }).pack(v)))), async (body) => {

@@ -13,9 +13,11 @@ import { keys } from '../index/keys.js';
 import { readBlockIndex } from '../blockstore/store.js';
 import { readBlockRecords } from '../lib/adopt.js';
 import { AeadKey, DatabaseKeys, xchachaDecryptRange, xchachaSeal } from '../lib/crypto.js';
+import { CorruptionError } from '../lib/errors.js';
 import { INDEX_FORMAT_VERSION, OuroDB, OuroError } from '../lib/index.js';
 import { DESCRIPTOR_FILE, readDescriptor, unlock } from '../lib/keyring.js';
 import { decodePack, encodePack, recordInPack } from '../lib/pack.js';
+import { type ObjectRecord, decodeRecord, encodeRecord } from '../lib/record.js';
 import { nodeVfs } from '../lib/vfs/index.js';
 import { blockFiles, pseudoRandom, tempDir } from './helpers.js';
 
@@ -271,5 +273,43 @@ describe('records of concurrent puts', () => {
     }
     for (const h of hashes) expect(found.get(h)?.key).toMatch(/^dir\/file-/);
     expect(found.size).toBe(151);
+  });
+});
+
+describe('object record bytes (FORMAT.md, "Object record")', () => {
+  const record = (over: Partial<ObjectRecord>): ObjectRecord => ({ type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [], created: 1_700_000_000_000, meta: { a: 'b' }, inline: Buffer.from('abc'), ...over });
+
+  it('are written as the format gives them: shortest integers below 2^32, float64 above, shortest headers', () => {
+    // Spelled out from FORMAT.md, not from the encoder's output.
+    const expected = [
+      '9b', // array of 11
+      '01', // record version 1
+      '00', // type: value
+      '03', // size 3 (positive fixint)
+      'c400', // chunk ids: bin 8 of length 0
+      '90', // chunk sizes: []
+      'a16b', // key "k" (fixstr)
+      'c0', // parent: nil
+      '90', // prev: []
+      'cb4278bcfe56800000', // created 1,700,000,000,000: float64, big-endian
+      '9192a161a162', // meta [["a", "b"]]
+      'c403616263', // inline: bin 8 "abc"
+    ].join('');
+    expect(encodeRecord(record({})).toString('hex')).toBe(expected);
+    const id = Buffer.alloc(32, 7);
+    const chunked = encodeRecord(record({ size: 70_000, chunks: [{ id, size: 300 }, { id, size: 69_700 }], key: null, meta: {}, inline: null, created: 200 }));
+    const ids = `c440${id.toString('hex').repeat(2)}`; // bin 8 of 64 bytes
+    expect(chunked.toString('hex')).toBe(`9b0100ce00011170${ids}92cd012cce00011044c0c090ccc890c0`);
+  });
+
+  it('are read with integers in any MessagePack form another writer may choose, uint 64 included', () => {
+    const ours = encodeRecord(record({})).toString('hex');
+    const asUint64 = Buffer.from(ours.replace('cb4278bcfe56800000', 'cf0000018bcfe56800'), 'hex');
+    expect(decodeRecord(asUint64, 'uint64').created).toBe(1_700_000_000_000);
+    const sizeAsUint16 = Buffer.from(ours.replace(/^9b010003/, '9b0100cd0003'), 'hex');
+    expect(decodeRecord(sizeAsUint16, 'uint16').size).toBe(3);
+    // Beyond 2^53 a number is no longer exact: refused as corrupt, never rounded.
+    const tooBig = Buffer.from(ours.replace('cb4278bcfe56800000', 'cf0020000000000001'), 'hex');
+    expect(() => decodeRecord(tooBig, 'too big')).toThrow(CorruptionError);
   });
 });
