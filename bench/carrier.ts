@@ -9,6 +9,7 @@
  * reads are 64 KiB (our patch; patches/README.md).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,6 +41,25 @@ async function rawThroughput(c: Carrier, address: string, total: number): Promis
 export async function answerByteCount(stream: Stream): Promise<void> {
   let n = 0;
   for await (const piece of stream) n += piece.byteLength;
+  await answer(stream, n);
+}
+
+/**
+ * The same sink, but it SHA-256s every byte it receives, as a replica must before it may store a
+ * block: the least any checked transfer costs beyond the raw stream (bench/replication.ts).
+ */
+export async function answerByteCountHashed(stream: Stream): Promise<void> {
+  let n = 0;
+  const hash = crypto.createHash('sha256');
+  for await (const piece of stream) {
+    n += piece.byteLength;
+    hash.update(piece.subarray());
+  }
+  hash.digest();
+  await answer(stream, n);
+}
+
+async function answer(stream: Stream, n: number): Promise<void> {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(n));
   stream.send(out);

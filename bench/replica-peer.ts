@@ -1,11 +1,11 @@
 /**
  * The receiving member of bench/replication.ts in a process of its own, as members run in a
  * cluster: `node dist/bench/replica-peer.js DIR CONFIG_JSON TOKEN ADDRESS...` joins the writer's
- * cluster with the token as a keyless member, serves a raw libp2p sink beside the carrier's own
- * protocols, prints `{ peerId }` as one JSON line once it runs, and stops on SIGTERM.
+ * cluster with the token as a keyless member, serves two raw libp2p sinks (one that drops what it
+ * receives, one that SHA-256s it first) beside the carrier's own protocols, prints `{ peerId }` as one JSON line once it runs, and stops on SIGTERM.
  */
 import { Node } from '../carrier/node.js';
-import { answerByteCount } from './carrier.js';
+import { answerByteCount, answerByteCountHashed } from './carrier.js';
 
 const [dir, configJson, token, ...addresses] = process.argv.slice(2);
 if (!dir || !configJson || !token || addresses.length === 0) throw new Error('usage: replica-peer.js DIR CONFIG_JSON TOKEN ADDRESS...');
@@ -14,5 +14,6 @@ await Node.init(dir, { config });
 await Node.requestJoin(dir, addresses, token);
 const node = await Node.start({ dir, config });
 await node.carrier.node.handle('/ouro-bench/replication-sink/1', answerByteCount);
+await node.carrier.node.handle('/ouro-bench/replication-hashing-sink/1', answerByteCountHashed);
 process.stdout.write(JSON.stringify({ peerId: node.peerId }) + '\n');
 process.on('SIGTERM', () => void node.stop().then(() => process.exit(0)));

@@ -3,6 +3,8 @@
  * writer with the database in this process and a keyless replica in a process of its own
  * (bench/replica-peer.ts), as members run; in one run:
  *   - one raw libp2p stream from the writer to the replica: MiB/s of 64 KiB writes to a sink;
+ *   - the same to a sink that SHA-256s every byte: the least a replica must do beyond the raw
+ *     stream (it checks a block's hash before it stores it), so the most any push can reach here;
  *   - replication of one sealed block of the same size: `flush({ replicas: 2 })` after the data
  *     was written (seal, push over block-put, the replica's fsync and full check, its ack);
  *   - put latency of a 1 KiB value made durable locally (`put` + `flush()`) against the same put
@@ -37,9 +39,13 @@ async function until(check: () => boolean, what: string): Promise<void> {
   if (!check()) throw new Error(`timed out waiting for ${what}`);
 }
 
-/** One raw libp2p stream from `from` to the member `to`, which serves the sink (answerByteCount). */
-async function rawThroughput(from: Node, to: string, total: number): Promise<number> {
-  return rawStreamThroughput(await from.carrier.node.dialProtocol(peerIdFromString(to), '/ouro-bench/replication-sink/1'), total);
+/**
+ * One raw libp2p stream from `from` to the member `to`, which serves the sink (answerByteCount),
+ * or with `hashed` the sink that SHA-256s what it receives (answerByteCountHashed).
+ */
+async function rawThroughput(from: Node, to: string, total: number, hashed = false): Promise<number> {
+  const protocol = hashed ? '/ouro-bench/replication-hashing-sink/1' : '/ouro-bench/replication-sink/1';
+  return rawStreamThroughput(await from.carrier.node.dialProtocol(peerIdFromString(to), protocol), total);
 }
 
 /** Starts bench/replica-peer.js: a keyless member in a process of its own, joined to `writer`'s cluster. */
@@ -78,6 +84,7 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
 
     console.log(`\nreplication over QUIC, loopback, the replica in a process of its own (${total / MiB} MiB)`);
     const raw = await rawThroughput(a, peerId, total);
+    const rawHashed = await rawThroughput(a, peerId, total, true);
     const stream = async function* () {
       const seed = crypto.randomBytes(32);
       const cipher = crypto.createCipheriv('chacha20', seed, Buffer.alloc(16));
@@ -96,6 +103,8 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
     const replicated = stored / MiB / ((t2 - t1) / 1000);
     console.log('  raw stream MiB/s   push of one sealed block MiB/s   ratio   (seal before it: ms)');
     console.log(`  ${raw.toFixed(1).padStart(16)} ${replicated.toFixed(1).padStart(31)} ${(replicated / raw).toFixed(2).padStart(7)} ${(t1 - t0).toFixed(0).padStart(12)}`);
+    console.log('  raw stream to a sink that SHA-256s every byte, MiB/s   against the raw stream   the push against it');
+    console.log(`  ${rawHashed.toFixed(1).padStart(53)} ${(rawHashed / raw).toFixed(2).padStart(24)} ${(replicated / rawHashed).toFixed(2).padStart(21)}`);
 
     const local: number[] = [];
     const both: number[] = [];
@@ -128,7 +137,7 @@ export async function replicationBench(quick: boolean): Promise<Record<string, u
     const tBoth = await tput(2);
     console.log('  256 KiB puts, MiB/s until durable: local   two members   ratio');
     console.log(`  ${tLocal.toFixed(1).padStart(40)} ${tBoth.toFixed(1).padStart(13)} ${(tBoth / tLocal).toFixed(2).padStart(7)}`);
-    return { rawMiBs: raw, replicatedMiBs: replicated, ratio: replicated / raw, sealMs: t1 - t0, putLocalP50: quantile(local, 0.5), putLocalP99: quantile(local, 0.99), putReplicatedP50: quantile(both, 0.5), putReplicatedP99: quantile(both, 0.99), putLocalMiBs: tLocal, putReplicatedMiBs: tBoth };
+    return { rawMiBs: raw, rawHashedMiBs: rawHashed, replicatedMiBs: replicated, ratio: replicated / raw, sealMs: t1 - t0, putLocalP50: quantile(local, 0.5), putLocalP99: quantile(local, 0.99), putReplicatedP50: quantile(both, 0.5), putReplicatedP99: quantile(both, 0.99), putLocalMiBs: tLocal, putReplicatedMiBs: tBoth };
   } finally {
     if (replica) await stopReplica(replica);
     await a.stop();
