@@ -167,6 +167,8 @@ export class Replicator implements ReplicaSource {
   /** block-have's checks (shared) against surplus removals (exclusive): see #onHave. */
   readonly #haveLock = new SharedLock();
   readonly #changed = new Set<() => void>();
+  /** Blocks this database sealed whose push to their placement (#afterSeal) is under way. */
+  readonly #pushing = new Set<string>();
   /** Blocks being received, so a second push of one waits instead of writing it twice. */
   readonly #receiving = new Map<string, Promise<boolean>>();
   readonly #fetching = new Map<string, Promise<void>>();
@@ -212,7 +214,15 @@ export class Replicator implements ReplicaSource {
     await h.handle('block-retire', (m) => this.#onRetire(m));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#own.set(b.id, new Set([h.peerId]));
-      this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#afterSeal(b.id, b.size)));
+      this.#unsubscribe = this.#db.onSealed((b) => {
+        this.#pushing.add(b.id);
+        const pushed = this.#afterSeal(b.id, b.size).finally(() => {
+          this.#pushing.delete(b.id);
+          // A push that failed leaves its block short: settled() now asks for a repair pass.
+          for (const wake of this.#changed) wake();
+        });
+        this.#track(pushed);
+      });
       this.#db.setReplicaSource(this);
     }
     this.#timer = setInterval(() => this.kick({ scrub: true }), this.#config.repairIntervalMs);
@@ -315,8 +325,13 @@ export class Replicator implements ReplicaSource {
     for (;;) {
       signal?.throwIfAborted();
       if (this.#stop.signal.aborted) throw new OuroError('OURO_CLOSED', 'the node stopped before the blocks were replicated');
-      if (ids.every((id) => (this.#own.get(id)?.size ?? 0) >= replicas)) return;
-      this.kick();
+      const short = ids.filter((id) => (this.#own.get(id)?.size ?? 0) < replicas);
+      if (short.length === 0) return;
+      // A block still being pushed confirms itself as its targets ack (#confirm wakes this loop).
+      // Only a block no push is placing needs a repair pass: a pass lists every block of every
+      // member (#indexFromCluster, #runPass), so kicking one per wait made each replicated
+      // flush cost in proportion to everything the cluster holds, and raced the push it waits for.
+      if (short.some((id) => !this.#pushing.has(id))) this.kick();
       await new Promise<void>((resolve) => {
         const wake = () => {
           this.#changed.delete(wake);

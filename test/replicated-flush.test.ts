@@ -1,0 +1,57 @@
+/**
+ * Waiting for replicas (`flush({ replicas })`, Replicator.settled) on two members in this process
+ * over real QUIC: a replicated flush waits for the push of its own blocks and starts no repair
+ * pass while that push places them. A repair pass lists every block every member holds, so one
+ * per replicated flush made each flush cost in proportion to everything the cluster holds.
+ */
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Node } from '../carrier/node.js';
+import { OuroDB } from '../lib/index.js';
+import { tempDir } from './helpers.js';
+
+const config = { heartbeat: { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 }, replication: { factor: 2, maxUnsealedMs: 3_600_000, deadGraceMs: 60_000, repairIntervalMs: 3_600_000 } };
+const stops: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop();
+});
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 300 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!check()) throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('flush({ replicas })', () => {
+  it('resolves once its blocks are held by two members, and runs no repair pass when their push placed them', async () => {
+    const root = tempDir();
+    const [dirA, dirB] = [path.join(root, 'a'), path.join(root, 'b')];
+    await Node.init(dirA, { newCluster: true, config });
+    const db = await OuroDB.open(path.join(dirA, 'db'), { key: crypto.randomBytes(32) });
+    stops.push(() => db.close());
+    const a = await Node.start({ dir: dirA, db, config });
+    stops.push(() => a.stop());
+    const { token } = await a.createToken(60_000);
+    await Node.init(dirB, { config });
+    await Node.requestJoin(dirB, a.carrier.addresses, token);
+    const b = await Node.start({ dir: dirB, config });
+    stops.push(() => b.stop());
+    await until(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 'the second member to join');
+    await a.replication.idle();
+
+    const passes = a.replication.progress.passes;
+    const sealed: string[] = [];
+    const off = db.onSealed((block) => sealed.push(block.id));
+    stops.push(async () => off());
+    for (let i = 0; i < 5; i++) {
+      await db.put(crypto.randomBytes(1024));
+      await db.flush({ replicas: 2 });
+      // Every block sealed so far is confirmed on both members when the flush resolves.
+      for (const id of sealed) expect([...(a.replication.holdersOf(id) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
+    }
+    expect(sealed.length).toBe(5);
+    expect((await b.replication.held()).map((h) => h.id).sort()).toEqual([...sealed].sort());
+    await a.replication.idle();
+    expect(a.replication.progress.passes).toBe(passes);
+  });
+});
