@@ -622,8 +622,7 @@ export class Replicator implements ReplicaSource {
     const after = typeof q.after === 'string' ? q.after : '';
     const limit = Math.min(LIST_PAGE, Number.isSafeInteger(q.limit) ? (q.limit as number) : LIST_PAGE);
     const blocks: HeldBlock[] = [];
-    for await (const b of this.#shelf.list()) {
-      if (b.id <= after) continue;
+    for await (const b of this.#shelf.list(after)) {
       if (blocks.length === limit) return { blocks, done: false };
       blocks.push(b);
     }

@@ -31,8 +31,11 @@ export interface Shelf {
   path(id: string): string;
   /** Whether this node keeps block `id`'s file now. */
   has(id: string): Promise<boolean>;
-  /** Every block whose file this node keeps. */
-  list(): AsyncIterable<HeldBlock>;
+  /**
+   * Every block whose file this node keeps, in id order; with `after`, only those whose id sorts
+   * after it (a page of block-list), found without touching the files before it.
+   */
+  list(after?: string): AsyncIterable<HeldBlock>;
   /** A fresh staging file for a block being received (same file system as the shelf). */
   staging(id: string): Promise<string>;
   /**
@@ -137,15 +140,15 @@ export class DirShelf implements Shelf {
     return true;
   }
 
-  async *list(): AsyncIterable<HeldBlock> {
+  async *list(after = ''): AsyncIterable<HeldBlock> {
     const gone = new Set(await nodeVfs.readdir(path.join(this.root, 'tombstones')).catch(() => [] as string[]));
     const base = path.join(this.root, 'blocks');
     const shards = await nodeVfs.readdir(base).catch(() => [] as string[]);
     for (const shard of shards.sort()) {
-      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      if (!/^[0-9a-f]{2}$/.test(shard) || shard < after.slice(0, 2)) continue;
       for (const name of (await nodeVfs.readdir(path.join(base, shard)).catch(() => [] as string[])).sort()) {
         const m = /^([0-9a-f]{64})\.blk$/.exec(name);
-        if (!m || gone.has(m[1]!)) continue;
+        if (!m || m[1]! <= after || gone.has(m[1]!)) continue;
         const handle = await nodeVfs.open(path.join(base, shard, name), 'r').catch(() => undefined);
         if (!handle) continue;
         try {
@@ -222,8 +225,8 @@ export class DbShelf implements Shelf {
     return exists(this.path(id));
   }
 
-  async *list(): AsyncIterable<HeldBlock> {
-    for await (const b of this.db.blocks()) if (await exists(this.path(b.id))) yield { id: b.id, size: b.size };
+  async *list(after = ''): AsyncIterable<HeldBlock> {
+    for await (const b of this.db.blocks()) if (b.id > after && (await exists(this.path(b.id)))) yield { id: b.id, size: b.size };
   }
 
   staging(id: string): Promise<string> {

@@ -31,8 +31,8 @@ class MemoryShelf {
   async has(id: string): Promise<boolean> {
     return this.held.has(id);
   }
-  async *list(): AsyncIterable<HeldBlock> {
-    for (const id of [...this.held].sort()) yield { id, size: 1 };
+  async *list(after = ''): AsyncIterable<HeldBlock> {
+    for (const id of [...this.held].sort()) if (id > after) yield { id, size: 1 };
   }
   async removable(): Promise<boolean> {
     return true;
