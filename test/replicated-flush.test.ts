@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Node } from '../carrier/node.js';
+import { ProtocolError } from '../lib/errors.js';
 import { OuroDB } from '../lib/index.js';
 import { tempDir } from './helpers.js';
 
@@ -22,23 +23,28 @@ async function until(check: () => boolean, what: string): Promise<void> {
   if (!check()) throw new Error(`timed out waiting for ${what}`);
 }
 
+/** A writer with a database and a keyless second member, both in this process. */
+async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB }> {
+  const root = tempDir();
+  const [dirA, dirB] = [path.join(root, 'a'), path.join(root, 'b')];
+  await Node.init(dirA, { newCluster: true, config });
+  const db = await OuroDB.open(path.join(dirA, 'db'), { key: crypto.randomBytes(32) });
+  stops.push(() => db.close());
+  const a = await Node.start({ dir: dirA, db, config });
+  stops.push(() => a.stop());
+  const { token } = await a.createToken(60_000);
+  await Node.init(dirB, { config });
+  await Node.requestJoin(dirB, a.carrier.addresses, token);
+  const b = await Node.start({ dir: dirB, config });
+  stops.push(() => b.stop());
+  await until(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 'the second member to join');
+  await a.replication.idle();
+  return { a, b, db };
+}
+
 describe('flush({ replicas })', () => {
   it('resolves once its blocks are held by two members, and runs no repair pass when their push placed them', async () => {
-    const root = tempDir();
-    const [dirA, dirB] = [path.join(root, 'a'), path.join(root, 'b')];
-    await Node.init(dirA, { newCluster: true, config });
-    const db = await OuroDB.open(path.join(dirA, 'db'), { key: crypto.randomBytes(32) });
-    stops.push(() => db.close());
-    const a = await Node.start({ dir: dirA, db, config });
-    stops.push(() => a.stop());
-    const { token } = await a.createToken(60_000);
-    await Node.init(dirB, { config });
-    await Node.requestJoin(dirB, a.carrier.addresses, token);
-    const b = await Node.start({ dir: dirB, config });
-    stops.push(() => b.stop());
-    await until(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 'the second member to join');
-    await a.replication.idle();
-
+    const { a, b, db } = await twoMembers();
     const passes = a.replication.progress.passes;
     const sealed: string[] = [];
     const off = db.onSealed((block) => sealed.push(block.id));
@@ -53,5 +59,28 @@ describe('flush({ replicas })', () => {
     expect((await b.replication.held()).map((h) => h.id).sort()).toEqual([...sealed].sort());
     await a.replication.idle();
     expect(a.replication.progress.passes).toBe(passes);
+  });
+
+  it('pushes a small block to a member that does not serve block-put-small on a stream instead', async () => {
+    const { a, b, db } = await twoMembers();
+    // A member from before block-put-small: its session answers that the protocol is not
+    // served. (Registering the protocol again replaces the carrier's handler for session
+    // requests; libp2p then refuses the duplicate stream handler, which is ignored here.)
+    let refused = 0;
+    await b.carrier
+      .handle('/ouro/block-put-small/1', () => {
+        refused++;
+        throw new ProtocolError('protocol /ouro/block-put-small/1 is not served');
+      })
+      .catch(() => {});
+    const sealed: string[] = [];
+    const off = db.onSealed((block) => sealed.push(block.id));
+    stops.push(async () => off());
+    await db.put(crypto.randomBytes(1024));
+    await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
+    expect(refused).toBe(1);
+    expect(sealed.length).toBe(1);
+    expect([...(a.replication.holdersOf(sealed[0]!) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
+    expect((await b.replication.held()).map((h) => h.id)).toEqual(sealed);
   });
 });
