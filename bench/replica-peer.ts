@@ -2,7 +2,8 @@
  * The receiving member of bench/replication.ts in a process of its own, as members run in a
  * cluster: `node dist/bench/replica-peer.js DIR CONFIG_JSON TOKEN ADDRESS...` joins the writer's
  * cluster with the token as a keyless member, serves two raw libp2p sinks (one that drops what it
- * receives, one that SHA-256s it first) beside the carrier's own protocols, prints `{ peerId }` as one JSON line once it runs, and stops on SIGTERM.
+ * receives, one that SHA-256s it first) beside the carrier's own protocols, prints `{ peerId }` as
+ * one JSON line once it runs, and stops on SIGTERM.
  */
 import { Node } from '../carrier/node.js';
 import { answerByteCount, answerByteCountHashed } from './carrier.js';
