@@ -3,7 +3,7 @@
  * counted so a read in flight never sees its descriptor closed under it, and unreferenced ones
  * are closed least-recently-used first to stay within a descriptor budget.
  */
-import { ioError } from '../lib/errors.js';
+import { ClosedError, ioError } from '../lib/errors.js';
 import type { Vfs, VfsFile } from '../lib/vfs/vfs.js';
 
 /** Reads up to this size are synchronous (see #readSync). */
@@ -22,6 +22,12 @@ export class FileCache {
   readonly #opening = new Map<string, Promise<Slot>>();
   readonly #max: number;
   readonly #vfs: Vfs;
+  /**
+   * Set by closeAll. A handle that arrives later (an open block whose creation was under way, a
+   * read's open that was in flight) is closed at once instead of kept: nothing would close it,
+   * and Node closes such a descriptor only when the garbage collector finds it, with a warning.
+   */
+  #closed = false;
 
   constructor(vfs: Vfs, maxOpen = 128) {
     this.#vfs = vfs;
@@ -30,6 +36,10 @@ export class FileCache {
 
   /** Registers an already open handle (an open block being written) under `name`, pinned. */
   adopt(name: string, handle: VfsFile): void {
+    if (this.#closed) {
+      void handle.close().catch(() => {});
+      throw new ClosedError();
+    }
     this.#slots.set(name, { handle, refs: 0, pinned: true });
   }
 
@@ -64,9 +74,13 @@ export class FileCache {
       if (!opening) {
         opening = this.#vfs.open(path, 'r').then(
           (handle) => {
+            this.#opening.delete(name);
+            if (this.#closed) {
+              void handle.close().catch(() => {});
+              throw new ClosedError();
+            }
             const s: Slot = { handle, refs: 0, pinned: false };
             this.#slots.set(name, s);
-            this.#opening.delete(name);
             return s;
           },
           (err: unknown) => {
@@ -154,6 +168,7 @@ export class FileCache {
   }
 
   async closeAll(): Promise<void> {
+    this.#closed = true;
     const handles = new Set([...this.#slots.values()].map((s) => s.handle));
     this.#slots.clear();
     await Promise.all([...handles].map((h) => h.close().catch(() => {})));
