@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Node } from '../carrier/node.js';
 import { ProtocolError } from '../lib/errors.js';
 import { OuroDB } from '../lib/index.js';
+import { waitFor } from './cluster-procs.js';
 import { tempDir } from './helpers.js';
 
 const config = { heartbeat: { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 }, replication: { factor: 2, maxUnsealedMs: 3_600_000, deadGraceMs: 60_000, repairIntervalMs: 3_600_000 } };
@@ -17,11 +18,6 @@ const stops: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
 });
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 300 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
-  if (!check()) throw new Error(`timed out waiting for ${what}`);
-}
 
 /** A writer with a database and a keyless second member, both in this process. */
 async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB }> {
@@ -37,7 +33,7 @@ async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB }> {
   await Node.requestJoin(dirB, a.carrier.addresses, token);
   const b = await Node.start({ dir: dirB, config });
   stops.push(() => b.stop());
-  await until(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 'the second member to join');
+  await waitFor(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 15_000, 'the second member to join');
   await a.replication.idle();
   return { a, b, db };
 }
