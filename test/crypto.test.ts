@@ -8,8 +8,8 @@ import { AeadKey, DatabaseKeys, deriveKey, HmacSha256, nextNonce, sha256Native, 
 import { WrongKeyError } from '../lib/errors.js';
 
 interface Vector { source: string; key: string; nonce: string; aad: string; plaintext: string; ciphertext_and_tag: string }
-// Vectors from an independent implementation (libsodium), in shared/ beside the checkout.
-const vectorsPath = fileURLToPath(new URL('../../shared/vectors/xchacha20poly1305.json', import.meta.url));
+// Vectors from independent implementations (libsodium, the XChaCha draft): test/vectors/README.md.
+const vectorsPath = fileURLToPath(new URL('./vectors/xchacha20poly1305.json', import.meta.url));
 const vectors: Vector[] = JSON.parse(fs.readFileSync(vectorsPath, 'utf8'));
 const hex = (s: string) => Buffer.from(s, 'hex');
 
