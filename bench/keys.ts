@@ -9,7 +9,7 @@
  */
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { OuroDB } from '../lib/index.js';
 
 const MiB = 1 << 20;

@@ -34,7 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import Benchmark from 'benchmark';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { Chunker } from '../lib/chunker.js';
 import { AeadKey, DatabaseKeys, gearTable, xchachaSeal, xchachaSealReference } from '../lib/crypto.js';
 import { sealEntry } from '../lib/entry.js';

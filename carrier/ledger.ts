@@ -22,7 +22,7 @@
 import crypto from 'node:crypto';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, NotFoundError, OuroError, ProtocolError, ioError } from '../lib/errors.js';
 

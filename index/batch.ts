@@ -2,7 +2,7 @@
  * Writing a batch of index changes to the LevelDB under the index and WAL, the one way the
  * engine does it.
  */
-import type { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from './leveldb.js';
 
 export interface BatchOp {
   type: 'put' | 'del';

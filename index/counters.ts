@@ -4,7 +4,7 @@
  * has landed), later changes in the same batch see the earlier ones, and emit() turns the final
  * values into batch operations.
  */
-import type { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from './leveldb.js';
 import { decodeCount, encodeCount } from './values.js';
 
 interface Cell {

@@ -9,7 +9,7 @@
  * decoded to check its chunks exist and the reference counts match.
  */
 import crypto from 'node:crypto';
-import type { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from '../index/leveldb.js';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
 import { PREFIX_BLOCK, PREFIX_CHUNK, PREFIX_HEADS, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_VERSION, keys } from '../index/keys.js';

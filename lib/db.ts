@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel, levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
 import { Packr } from 'msgpackr/pack';
 import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
@@ -33,6 +33,7 @@ import { OFFLOAD_MIN_BYTES, SMALL_BATCH_MAX_BYTES, SealPool } from './seal-pool.
 import {
   BadArgumentError,
   ClosedError,
+  ConfigError,
   ConflictError,
   CorruptionError,
   DiskFullError,
@@ -105,6 +106,13 @@ export interface OpenOptions {
    * how long an acknowledged write may exist on one node only.
    */
   maxUnsealedMs?: number;
+  /**
+   * Refuse to open (OURO_BAD_CONFIG) when this process's LevelDB does not verify the checksums
+   * of the index blocks it reads (default false: open, and warn once per process). That happens
+   * only where neither the shipped binding nor a local build of it loads: see `levelBinding`
+   * and docs/design.md, "Verified index reads".
+   */
+  requireVerifiedIndex?: boolean;
 }
 
 export interface FlushOptions {
@@ -265,6 +273,8 @@ export interface Stats {
   walRecords: number;
   /** Bytes those entries occupy in open block files plus their WAL records in LevelDB. */
   walBytes: number;
+  /** Whether LevelDB verifies the checksum of every index block it reads (see `levelBinding`). */
+  indexReadsVerified: boolean;
 }
 
 export interface ListOptions {
@@ -623,6 +633,10 @@ export class OuroDB {
     if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
     if (options.reserveBytes !== undefined && !(Number.isSafeInteger(options.reserveBytes) && options.reserveBytes >= 0)) throw new BadArgumentError('reserveBytes must be a non-negative integer');
     if (options.maxUnsealedMs !== undefined && !(Number.isSafeInteger(options.maxUnsealedMs) && options.maxUnsealedMs >= 1)) throw new BadArgumentError('maxUnsealedMs must be a positive integer');
+    if (!levelBinding.verified) {
+      if (options.requireVerifiedIndex === true) throw new ConfigError(`LevelDB here does not verify index block checksums (requireVerifiedIndex): ${levelBinding.reason}`, 'requireVerifiedIndex');
+      warnUnverifiedIndex();
+    }
     const root = path.resolve(dir);
     const vfs = options.fs ?? nodeVfs;
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
@@ -2905,6 +2919,7 @@ export class OuroDB {
       blocks: s.blocks,
       walRecords: s.walRecords,
       walBytes: s.walEntryBytes + s.walRecords * (WAL_RECORD_BYTES + 17),
+      indexReadsVerified: levelBinding.verified,
     };
   }
 

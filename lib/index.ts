@@ -2,6 +2,8 @@
 export { OuroDB, INDEX_FORMAT_VERSION, Tombstone } from './db.js';
 export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport, ExportedObject, ReleaseReport, TombstoneState } from './db.js';
 export { MAX_KEY_BYTES } from './keyname.js';
+export { levelBinding } from '../index/leveldb.js';
+export type { LevelBindingInfo } from '../index/leveldb.js';
 export type { RebuildReport } from './rebuild.js';
 export {
   OuroError,

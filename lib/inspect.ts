@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { EntryKind } from '../blockstore/format.js';
 import { BlockStore } from '../blockstore/store.js';
 import { PREFIX_ALT, PREFIX_BLOCK, PREFIX_CHILD, PREFIX_CHUNK, PREFIX_DEAD, PREFIX_HEADS, PREFIX_HINT, PREFIX_META, PREFIX_OBJECT, PREFIX_REFCOUNT, PREFIX_RETIRED, PREFIX_SEALED_SEQ, PREFIX_TOMBSTONE, PREFIX_VERSION, PREFIX_WAL, keys } from '../index/keys.js';

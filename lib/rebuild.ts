@@ -7,7 +7,7 @@
  * Memory: one small entry per distinct chunk and object (tens of bytes) plus every object record
  * while it is being indexed; databases of a few million entries rebuild in a few hundred MiB.
  */
-import type { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from '../index/leveldb.js';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { BlockStore } from '../blockstore/store.js';
 import { type BatchOp, writeOps } from '../index/batch.js';

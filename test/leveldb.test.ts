@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from './helpers.js';
 import { fixture } from './paths.js';

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { ClassicLevel } from 'classic-level';
+import { ClassicLevel } from '../index/leveldb.js';
 import { EntryKind, decodeHeader, encodeHeader } from '../blockstore/format.js';
 import { keys } from '../index/keys.js';
 import { readBlockIndex } from '../blockstore/store.js';

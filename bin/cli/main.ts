@@ -17,12 +17,14 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+const packageJson = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string; optionalDependencies?: Record<string, string> };
+
 const program = new Command('ouro')
   .description('OuroDB: an embedded, encrypted, content-addressed database')
   .option('--json', 'print results as JSON (and progress as JSON lines on stderr when it is not a terminal)')
   .option('--key-file <file>', 'use the 32-byte key in this file (raw or 64 hex digits) instead of a passphrase')
   .option('--debug', 'print stack traces of errors')
-  .version((JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version, '--version', 'print the version')
+  .version(packageJson.version, '--version', 'print the version')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
@@ -333,6 +335,13 @@ program
 
 registerNodeCommands(program, g);
 
+/** A package of the cluster stack (package.json optionalDependencies) is not installed. */
+function clusterStackMissing(err: unknown): boolean {
+  if ((err as { code?: unknown })?.code !== 'ERR_MODULE_NOT_FOUND') return false;
+  const missing = /Cannot find package '([^']+)'/.exec((err as Error).message)?.[1];
+  return missing !== undefined && Object.hasOwn(packageJson.optionalDependencies ?? {}, missing);
+}
+
 function int(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${what} takes a non-negative integer`);
@@ -345,6 +354,11 @@ try {
   if (err instanceof CommanderError) {
     // Help and version output are not errors; the parser has already printed its message.
     process.exitCode = err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version' ? EXIT.ok : EXIT.usage;
+  } else if (clusterStackMissing(err)) {
+    // The cluster's packages are optionalDependencies: an install with --omit=optional embeds the
+    // database and runs the local commands, and says so here instead of a module stack trace.
+    process.stderr.write(`ouro: the cluster commands need OuroDB's optional dependencies (libp2p and the rest), which this install left out: ${(err as Error).message}\nInstall them with \`npm install ourodb --include=optional\` (docs/design.md, "What each entry point needs").\n`);
+    process.exitCode = EXIT.usage;
   } else {
     const code = err instanceof OuroError ? ` [${err.code}]` : '';
     process.stderr.write(`ouro: ${err instanceof Error ? err.message : String(err)}${code}\n`);
