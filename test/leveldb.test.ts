@@ -1,20 +1,64 @@
 /**
  * The LevelDB under the index and WAL verifies the checksum of every block it reads. classic-level
  * ships LevelDB with that off, and then a flipped bit in a table can read back as a missing key or
- * a different value, silently. patches/classic-level+3.0.0.patch turns it on and
- * scripts/postinstall.mjs builds the patched source; this fails when the prebuilt binary is the
- * one in use (as when that build failed).
+ * a different value, silently. native/classic-level+3.0.0.patch turns it on,
+ * scripts/leveldb-native.mjs builds the patched source, and index/leveldb.ts loads that build;
+ * this fails when classic-level's own prebuilt binary is the one in use (as when that build failed).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { ClassicLevel } from '../index/leveldb.js';
+import { pathToFileURL } from 'node:url';
+import { ClassicLevel, NATIVE_PATCH_REVISION, levelBinding, nativeTarget } from '../index/leveldb.js';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from './helpers.js';
-import { fixture } from './paths.js';
+import { fixture, repoRoot } from './paths.js';
 
 const valueOf = (i: number) => crypto.createHash('sha512').update(`v${i}`).digest();
+
+interface NativeScript {
+  PATCH_REVISION: number;
+  nativeTarget(): string;
+  applyPatch(dir: string, patchText: string): number;
+}
+const native = async () => (await import(pathToFileURL(path.join(repoRoot, 'scripts', 'leveldb-native.mjs')).href)) as NativeScript;
+const patchText = () => fs.readFileSync(path.join(repoRoot, 'native', 'classic-level+3.0.0.patch'), 'utf8');
+
+describe('the verified LevelDB binding', () => {
+  it('is the one in use, built from this revision of the patch', async () => {
+    expect(levelBinding.verified, levelBinding.reason).toBe(true);
+    expect(levelBinding.path).toBe(path.join(repoRoot, 'prebuilds', nativeTarget(), 'classic_level.node'));
+    const script = await native();
+    expect(script.PATCH_REVISION).toBe(NATIVE_PATCH_REVISION);
+    expect(script.nativeTarget()).toBe(nativeTarget());
+    expect(patchText()).toContain(`uint32_t ourodb_patch = ${NATIVE_PATCH_REVISION};`);
+  });
+
+  it.each(['before', 'after'])('leaves an application its own classic-level, loaded %s OuroDB', (order) => {
+    const r = spawnSync(process.execPath, [fixture('binding-isolation.js'), order], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ oursVerified: true, appBindingPatch: null, appBindingLoaded: true, sameClass: false, read: ['app', 'ours'] });
+  });
+
+  it('applies its patch only to the exact source it was written for', async () => {
+    const { applyPatch } = await native();
+    const classic = path.dirname(createRequire(import.meta.url).resolve('classic-level/package.json'));
+    const dir = tempDir();
+    for (const f of ['binding.cc', 'deps/leveldb/leveldb-1.20/include/leveldb/options.h', 'deps/leveldb/leveldb-1.20/util/env_posix.cc']) {
+      fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+      fs.copyFileSync(path.join(classic, f), path.join(dir, f));
+    }
+    const options = path.join(dir, 'deps/leveldb/leveldb-1.20/include/leveldb/options.h');
+    const pristine = fs.readFileSync(options, 'utf8');
+    expect(applyPatch(dir, patchText())).toBeGreaterThanOrEqual(3);
+    expect(fs.readFileSync(options, 'utf8')).toBe(pristine.replace('verify_checksums(false)', 'verify_checksums(true)'));
+    expect(fs.readFileSync(path.join(dir, 'binding.cc'), 'utf8')).toContain('NAPI_EXPORT_UINT32(ourodb_patch)');
+    // A second time, the context no longer matches: refused, not applied twice.
+    expect(() => applyPatch(dir, patchText())).toThrow(/the patch expects/);
+  });
+});
 
 describe('LevelDB block checksums', () => {
   it('a flipped bit in a table reads as LEVEL_CORRUPTION, never as a missing key or another value', async () => {
