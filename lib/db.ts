@@ -56,7 +56,7 @@ import { type VersionNode, nextHeads, versionNumber } from './versions.js';
 import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js';
 import { ensureDir, fsyncDir } from './fsutil.js';
 import { type Vfs, nodeVfs } from './vfs/vfs.js';
-import { type Argon2Cost, DESCRIPTOR_FILE, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
+import { type Argon2Cost, DESCRIPTOR_FILE, type Descriptor, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
 import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, comparedFields, decodeRecord, encodeRecord } from './record.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
@@ -197,6 +197,12 @@ export interface PutOptions {
   /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
   created?: Date | number;
   /**
+   * Advanced: the hash the new record must have. If it would have another, the put fails with
+   * CorruptionError before the record is written (chunks it stored stay unreferenced until gc).
+   * Import of an archive that keeps its source's hashes passes each one (lib/archive.ts).
+   */
+  expectHash?: string;
+  /**
    * Cancels the put: it rejects with the signal's reason and writes no object record (chunks it
    * already stored stay unreferenced until gc collects them).
    */
@@ -320,6 +326,12 @@ export interface ExportedObject {
   created: number;
   meta: Record<string, string>;
   size: number;
+  /**
+   * Plaintext size of each chunk the value is stored as, in value order; empty when it is stored
+   * inline. An archive that keeps its source's hashes carries it, so that the import cuts the
+   * value exactly so (`putCut`) whatever chunk sizes either database was opened with.
+   */
+  chunkSizes: number[];
   data(): AsyncIterable<Uint8Array>;
 }
 
@@ -491,6 +503,8 @@ interface Link {
   prev?: Buffer[];
   /** Creation time to record (ms since the epoch), when not now. */
   created?: number;
+  /** PutOptions.expectHash. */
+  expect?: Buffer;
   /**
    * Skip the write when the record would equal the key's single head but for time, prev and the
    * metadata entries named here (PutOptions.ifChanged).
@@ -529,6 +543,8 @@ export class OuroDB {
   readonly dir: string;
   readonly #ldb: Ldb;
   readonly #keys: DatabaseKeys;
+  /** OURODB.json as opened (set by open). */
+  #descriptor: Descriptor | undefined;
   /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
   readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
   /** Hint rows waiting for the next index batch (#keepHint). */
@@ -642,8 +658,9 @@ export class OuroDB {
     const descriptorFile = path.join(root, DESCRIPTOR_FILE);
     let masterKey: Uint8Array;
     let databaseId: Buffer;
+    let descriptor: Descriptor;
     if (await vfs.exists(descriptorFile)) {
-      const descriptor = await readDescriptor(descriptorFile, vfs);
+      descriptor = await readDescriptor(descriptorFile, vfs);
       masterKey = await unlock(descriptor, creds);
       databaseId = fromHex(descriptor.databaseId, 16)!;
     } else {
@@ -657,6 +674,7 @@ export class OuroDB {
       const created = await createDescriptor(descriptorFile, creds, vfs);
       masterKey = created.masterKey;
       databaseId = created.databaseId;
+      descriptor = created.descriptor;
     }
 
     const store = new BlockStore(vfs, root, databaseId);
@@ -685,6 +703,7 @@ export class OuroDB {
         const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
         const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
         db = new OuroDB(root, ldb, dbKeys, chunker, store, options, stats, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
+        db.#descriptor = descriptor;
         const opened = db;
         vfs.crashed?.then(() => opened.#lost());
         await db.#recover();
@@ -874,6 +893,27 @@ export class OuroDB {
     return { meta, durability, link };
   }
 
+  /**
+   * Advanced, for import (lib/archive.ts): puts a value given as its chunks, each piece stored as
+   * one chunk exactly as given instead of being cut by this database's chunker, and never inline
+   * (an inline value is put with `put`). A database holding the same master key and id as the one
+   * that made a record then makes the same record again, byte for byte, and so the same hash,
+   * whatever chunk sizes either was opened with. Takes the options of `put`; at least one piece,
+   * none empty.
+   */
+  async putCut(pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    if (pieces === null || typeof pieces !== 'object' || !(Symbol.asyncIterator in pieces || Symbol.iterator in pieces)) throw new BadArgumentError('pieces must be an iterable of Uint8Array');
+    const { meta, durability, link } = this.#putArgs(options);
+    while (this.#exclusive) await this.#exclusive;
+    const checked = async function* (): AsyncGenerator<Uint8Array> {
+      for await (const piece of pieces) {
+        if (!(piece instanceof Uint8Array) || piece.byteLength === 0) throw new BadArgumentError('putCut takes non-empty Uint8Array pieces');
+        yield piece;
+      }
+    };
+    return this.#tracked(this.#put(checked(), meta, durability, link, true));
+  }
+
   #putValue(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const small = smallValue(value);
     return small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
@@ -903,15 +943,16 @@ export class OuroDB {
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
 
-  async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
+  /** `cut`: `value` is the chunks themselves (putCut), not a value for the chunker. */
+  async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
     link.epoch = this.#diskFullEpoch;
-    const { source, owned } = this.#chunksOf(value);
+    const { source, owned } = cut ? { source: value as AsyncIterable<Uint8Array>, owned: false } : this.#chunksOf(value);
     const chunks: ChunkRef[] = [];
     // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
     let settled: Promise<void> = Promise.resolve();
     link.onQueued = (committed) => (settled = committed);
     try {
-      return await this.#putChunked(source, owned, chunks, meta, durability, link);
+      return await this.#putChunked(source, owned, chunks, meta, durability, link, cut);
     } finally {
       const unpin = () => {
         for (const c of chunks) if (c.id !== NO_ID) this.#unpin(toHex(c.id));
@@ -934,7 +975,7 @@ export class OuroDB {
     else this.#pins.delete(idHex);
   }
 
-  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
+  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
     // Up to SEAL_AHEAD chunks are being sealed while the next ones are cut and hashed. Every one
     // is appended (queued for commit) before the object record is, which is what lets the put
     // wait on the record's commit alone (commits go in queue order).
@@ -952,11 +993,12 @@ export class OuroDB {
         store(held);
         held = undefined;
       }
-      if (chunks.length === 0 && chunk.byteLength <= INLINE_MAX_BYTES) held = chunk;
+      if (!cut && chunks.length === 0 && chunk.byteLength <= INLINE_MAX_BYTES) held = chunk;
       else store(chunk);
       if (sealing.length >= SEAL_AHEAD) await sealing.shift();
     }
     await Promise.all(sealing);
+    if (cut && chunks.length === 0) throw new BadArgumentError('putCut needs at least one piece (an empty value is put inline, with put)');
     // A value with no bytes at all is an empty inline value, as put(new Uint8Array(0)) makes it:
     // one value, one record, whatever form it came in.
     if (!held && chunks.length === 0) held = EMPTY;
@@ -1041,6 +1083,7 @@ export class OuroDB {
     if (!link.key) {
       if (link.parent) this.#checkParent(link.parent);
       const { hash, store } = await this.#identifyRecord(encodeRecord(record));
+      checkExpected(link, hash);
       this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
       const entry = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
@@ -1071,6 +1114,7 @@ export class OuroDB {
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
       const { hash, store } = await this.#identifyRecord(encodeRecord(record));
+      checkExpected(link, hash);
       this.#checkDiskFullEpoch(link);
       const n = versionNumber(prevHeads);
       const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
@@ -1304,12 +1348,13 @@ export class OuroDB {
   /** Parses and checks the key, parent and compare-and-set options of a put. */
   #link(options: PutOptions): Link {
     const parent = options.parent === undefined || options.parent === null ? null : parseHash(options.parent, 'parent');
+    const expect = options.expectHash === undefined ? {} : { expect: parseHash(options.expectHash, 'expectHash') };
     if (options.key === undefined) {
       if (options.ifHead !== undefined || options.prev !== undefined || options.hint !== undefined) throw new BadArgumentError('ifHead, prev and hint need a key');
-      return { parent, ...created(options.created) };
+      return { parent, ...created(options.created), ...expect };
     }
     const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged), ...hintOf(options.hint) };
+    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged), ...hintOf(options.hint), ...expect };
     if (options.ifHead !== undefined) {
       if (options.ifHead === null) link.ifHead = null;
       else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
@@ -1594,9 +1639,9 @@ export class OuroDB {
   }
 
   /** Writes a tombstone version: the key reads as deleted, its history keeps every version. */
-  async delete(key: string, options: Pick<PutOptions, 'ifHead' | 'durability' | 'prev' | 'created'> = {}): Promise<PutResult> {
+  async delete(key: string, options: Pick<PutOptions, 'ifHead' | 'durability' | 'prev' | 'created' | 'expectHash'> = {}): Promise<PutResult> {
     this.#checkWritable();
-    const link = this.#link({ key, ifHead: options.ifHead, prev: options.prev, created: options.created });
+    const link = this.#link({ key, ifHead: options.ifHead, prev: options.prev, created: options.created, expectHash: options.expectHash });
     while (this.#exclusive) await this.#exclusive;
     const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
     const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
@@ -2054,6 +2099,15 @@ export class OuroDB {
     return toHex(this.#keys.material.databaseId);
   }
 
+  /**
+   * OURODB.json as this database was opened with it: format version, id, creation time and key
+   * slots, each the master key wrapped under one credential (never unwrapped). An export carries
+   * it, so that an import can make a database of this identity, whose hashes are this one's.
+   */
+  get descriptor(): Descriptor {
+    return structuredClone(this.#descriptor!);
+  }
+
   /** Calls `listener` after each block this database seals (not ones it adopts). Returns an unsubscribe. */
   onSealed(listener: (block: SealedBlockInfo) => void): () => void {
     this.#sealedListeners.add(listener);
@@ -2279,6 +2333,7 @@ export class OuroDB {
             created: r.created,
             meta: r.meta,
             size: r.size,
+            chunkSizes: r.chunks.map((c) => c.size),
             data: () => {
               if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
               return this.#streamRecord(r, snapshot);
@@ -3042,6 +3097,11 @@ function openName(seq: number): string {
 
 function blockName(id: Uint8Array): string {
   return `blk:${toHex(id)}`;
+}
+
+/** PutOptions.expectHash: the record about to be written must have that hash. */
+function checkExpected(link: Link, hash: Buffer): void {
+  if (link.expect && !link.expect.equals(hash)) throw new CorruptionError(`the record made hashes to ${toHex(hash)}, not to ${toHex(link.expect)} (expectHash): nothing written`);
 }
 
 function parseHash(hash: unknown, what = 'hash'): Buffer {
