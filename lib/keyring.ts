@@ -113,6 +113,11 @@ export async function readDescriptor(file: string, vfs: Vfs = nodeVfs): Promise<
   } catch (err) {
     throw ioError(`reading ${file}`, err);
   }
+  return parseDescriptor(text, file);
+}
+
+/** A descriptor's JSON text, checked as readDescriptor checks a file (`file` names it in errors). */
+export function parseDescriptor(text: string, file: string): Descriptor {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -126,6 +131,34 @@ export async function readDescriptor(file: string, vfs: Vfs = nodeVfs): Promise<
     throw new CorruptionError(`${file} is malformed`, { location: { file } });
   }
   return d as Descriptor;
+}
+
+/**
+ * Checks every key slot's fields (a descriptor that arrived in an archive, not read from the
+ * database's own directory): a malformed one is a CorruptionError, not a failure further on.
+ */
+export function checkKeySlots(d: Descriptor, where: string): void {
+  const bad = () => new CorruptionError(`${where}: malformed key slot`);
+  if (d.keySlots.length === 0) throw bad();
+  for (const s of d.keySlots as unknown[]) {
+    if (s === null || typeof s !== 'object') throw bad();
+    const slot = s as { type?: unknown; kdf?: unknown; m?: unknown; t?: unknown; p?: unknown; salt?: unknown; nonce?: unknown; wrapped?: unknown };
+    if (typeof slot.salt !== 'string' || !fromHex(slot.salt, 16) || typeof slot.nonce !== 'string' || !fromHex(slot.nonce, NONCE_BYTES) || typeof slot.wrapped !== 'string' || !fromHex(slot.wrapped, KEY_BYTES + 16)) throw bad();
+    if (slot.type === 'key') continue;
+    if (slot.type !== 'passphrase' || slot.kdf !== 'argon2id') throw bad();
+    const [m, t, p] = [slot.m, slot.t, slot.p] as number[];
+    if (!(Number.isSafeInteger(m) && Number.isSafeInteger(t) && Number.isSafeInteger(p) && p! >= 1 && t! >= 1 && m! >= 8 * p!)) throw bad();
+  }
+}
+
+/** Writes a descriptor (one made elsewhere: an archive's) as `file`, atomically, as createDescriptor does. */
+export async function writeDescriptor(file: string, d: Descriptor, vfs: Vfs = nodeVfs): Promise<void> {
+  await writeFileAtomic(vfs, file, JSON.stringify(d, null, 2) + '\n');
+}
+
+/** What `OuroDB.deriveKey(purpose)` gives for the database of this master key and id (hex). */
+export function derivedKey(masterKey: Uint8Array, databaseId: string, purpose: string): Uint8Array {
+  return deriveKey(masterKey, fromHex(databaseId, 16)!, `ourodb/v1/derived/${purpose}`);
 }
 
 /** Tries every slot of the matching type; returns the master key or throws WrongKeyError. */
