@@ -26,9 +26,9 @@ export {
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';
 export { DEFAULT_CHUNK_SIZES } from './chunker.js';
-export type { Argon2Cost } from './keyring.js';
-export { exportArchive, importArchive, ARCHIVE_VERSION } from './archive.js';
-export type { ArchiveProgress, ImportResult } from './archive.js';
+export type { Argon2Cost, Credentials, Descriptor } from './keyring.js';
+export { exportArchive, importArchive, importArchiveNew, ARCHIVE_VERSION } from './archive.js';
+export type { ArchiveProgress, ArchiveIdentity, ExportResult, ImportOptions, ImportNewOptions, ImportProgress, ImportResult } from './archive.js';
 export { inspectWal, inspectBlock, inspectKeys } from './inspect.js';
 // The file-system seam, and the crashable and error-injecting file systems for tests.
 export { NodeVfs, CrashableFs, FaultyFs } from './vfs/index.js';
