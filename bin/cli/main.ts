@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
-import { NotFoundError, OuroDB, OuroError, type Version, exportArchive, importArchive, inspectBlock, inspectKeys, inspectWal } from '../../lib/index.js';
+import { type ImportResult, NotFoundError, OuroDB, OuroError, type Version, exportArchive, importArchive, importArchiveNew, inspectBlock, inspectKeys, inspectWal } from '../../lib/index.js';
 import { registerNodeCommands } from './node.js';
 import { putPaths, restoreTree } from './put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './support.js';
@@ -252,10 +252,11 @@ program
   });
 
 const archiveOptions = (c: Command) => c.option('--archive-key-file <file>', 'key file for the archive (default: the database credential; or OURO_ARCHIVE_PASSPHRASE)');
-async function archiveCredentials(o: { archiveKeyFile?: string }) {
+/** The archive's own credentials when given, else undefined (the database's are used). */
+function archiveCredentials(o: { archiveKeyFile?: string }) {
   if (o.archiveKeyFile) return { key: readKeyFile(o.archiveKeyFile) };
   if (process.env['OURO_ARCHIVE_PASSPHRASE']) return { passphrase: process.env['OURO_ARCHIVE_PASSPHRASE'] };
-  return credentials(g());
+  return undefined;
 }
 
 archiveOptions(
@@ -265,7 +266,7 @@ archiveOptions(
     .argument('<dir>', 'database directory')
     .argument('<file>', 'archive file to write (written to a temporary name, then renamed)'),
 ).action(async (dir: string, file: string, o: { archiveKeyFile?: string }) => {
-  const creds = await archiveCredentials(o);
+  const creds = archiveCredentials(o) ?? (await credentials(g()));
   await withDb(dir, g(), async (db) => {
     const tmp = `${file}.ouro-tmp-${process.pid}`;
     const out = fs.createWriteStream(tmp);
@@ -283,7 +284,8 @@ archiveOptions(
       fs.closeSync(fd);
       fs.renameSync(tmp, file);
       progress.done();
-      output(g(), { file: path.resolve(file), objects: r.objects, valueBytes: r.bytes, archiveBytes: fs.statSync(file).size }, () => `exported ${r.objects} objects (${mib(r.bytes)} of values) to ${file}, ${mib(fs.statSync(file).size)}`);
+      const note = r.identity ? '' : "\nthe archive does not carry the database's identity (its credentials unlock none of the database's key slots): an import gives every object a new hash";
+      output(g(), { file: path.resolve(file), objects: r.objects, valueBytes: r.bytes, archiveBytes: fs.statSync(file).size, identity: r.identity }, () => `exported ${r.objects} objects (${mib(r.bytes)} of values) to ${file}, ${mib(fs.statSync(file).size)}${note}`);
     } catch (err) {
       out.destroy();
       fs.rmSync(tmp, { force: true });
@@ -295,18 +297,66 @@ archiveOptions(
 archiveOptions(
   program
     .command('import')
-    .description('import an archive into a database (empty or not), deduplicating; run it again to resume an interrupted import')
-    .argument('<dir>', 'database directory')
-    .argument('<file>', 'archive file'),
-).action(async (dir: string, file: string, o: { archiveKeyFile?: string }) => {
+    .description("import an archive; into a DIR without a database, creates one with the archive's identity (the source's hashes and credentials); run it again to resume an interrupted import")
+    .argument('<dir>', 'database directory (created if it holds no database)')
+    .argument('<file>', 'archive file')
+    .option('--map <file>', 'write the old-to-new hash map as JSON lines {"old":HASH,"new":HASH} (written once the import completes, atomically)'),
+).action(async (dir: string, file: string, o: { archiveKeyFile?: string; map?: string }) => {
   if (!fs.existsSync(file)) throw new NotFoundError(`no archive ${file}`);
-  const creds = await archiveCredentials(o);
-  await withDb(dir, g(), async (db) => {
-    const progress = new Progress('import', g(), fs.statSync(file).size);
-    const r = await importArchive(db, fs.createReadStream(file), creds, (p) => progress.update(p.archiveBytes, p.objects));
+  const creds = await credentials(g());
+  const archiveCreds = archiveCredentials(o) ?? creds;
+  const mapTmp = o.map ? `${o.map}.ouro-tmp-${process.pid}` : undefined;
+  const mapOut = mapTmp ? fs.createWriteStream(mapTmp) : undefined;
+  const progress = new Progress('import', g(), fs.statSync(file).size);
+  const onProgress = (p: { archiveBytes: number; objects: number }) => progress.update(p.archiveBytes, p.objects);
+  try {
+    let r: ImportResult & { created?: boolean };
+    if (fs.existsSync(path.join(dir, 'OURODB.json'))) {
+      const db = await OuroDB.open(dir, { ...creds, create: false });
+      try {
+        r = await importArchive(db, fs.createReadStream(file), archiveCreds, { onProgress, ...(mapOut ? { map: mapOut } : {}) });
+      } finally {
+        await db.close();
+      }
+    } else {
+      const made = await importArchiveNew(dir, fs.createReadStream(file), { ...creds, archive: archiveCreds, onProgress, ...(mapOut ? { map: mapOut } : {}) });
+      await made.db.close();
+      r = made;
+    }
     progress.done();
-    output(g(), { objects: r.objects, valueBytes: r.bytes }, () => `imported ${r.objects} objects (${mib(r.bytes)} of values)`);
-  });
+    if (mapOut && mapTmp) {
+      await new Promise<void>((resolve, reject) => mapOut.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      const fd = fs.openSync(mapTmp, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.renameSync(mapTmp, o.map!);
+    }
+    const result = {
+      dir: path.resolve(dir),
+      created: r.created === true,
+      objects: r.objects,
+      valueBytes: r.bytes,
+      archiveVersion: r.archiveVersion,
+      sourceDatabaseId: r.sourceDatabaseId,
+      remapped: r.remapped,
+      remappedObjects: r.remappedObjects,
+      ...(r.remapReason ? { remapReason: r.remapReason } : {}),
+      ...(o.map ? { map: path.resolve(o.map) } : {}),
+    };
+    output(g(), result, () => {
+      const lines = [`imported ${r.objects} objects (${mib(r.bytes)} of values)${result.created ? ` into a new database in ${result.dir}` : ''}`];
+      if (!r.remapped) lines.push(`hashes kept: every object has the hash the source gave it (database ${r.sourceDatabaseId})`);
+      else {
+        const why = r.remapReason === 'other-database' ? `the archive is of another database (${r.sourceDatabaseId})` : r.archiveVersion === 1 ? 'the archive (format version 1) carries no identity' : "the archive carries no identity (it was exported under credentials of its own)";
+        lines.push(`hashes remapped: ${r.remappedObjects} objects have new hashes, because ${why}; ${o.map ? `the old-to-new map is in ${o.map}` : 'run it again with --map FILE to write the old-to-new map'}`);
+      }
+      return lines.join('\n');
+    });
+  } catch (err) {
+    mapOut?.destroy();
+    if (mapTmp) fs.rmSync(mapTmp, { force: true });
+    throw err;
+  }
 });
 
 program
