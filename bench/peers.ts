@@ -69,10 +69,24 @@ async function load<T>(name: string): Promise<T> {
   return (await import(name)) as T;
 }
 
+/** Helia's UnixFS importer and exporter and blockstore-fs, as far as the benchmarks use them (also bench/blockstore.ts). */
+export interface Helia {
+  importer: (src: unknown, bs: unknown, options?: Record<string, unknown>) => AsyncIterable<{ cid: { toString(): string } }>;
+  /** `cid`: a CID, or a path under one as a string. */
+  exporter: (cid: unknown, bs: unknown) => Promise<{ type: string; content(): AsyncIterable<Uint8Array> }>;
+  recursive: (cid: unknown, bs: unknown) => AsyncIterable<{ cid: unknown; path: string }>;
+  FsBlockstore: new (dir: string) => { open(): Promise<void>; close(): Promise<void> };
+}
+
+export async function loadHelia(): Promise<Helia> {
+  const { importer } = await load<Pick<Helia, 'importer'>>('ipfs-unixfs-importer');
+  const { exporter, recursive } = await load<Pick<Helia, 'exporter' | 'recursive'>>('ipfs-unixfs-exporter');
+  const { FsBlockstore } = await load<Pick<Helia, 'FsBlockstore'>>('blockstore-fs');
+  return { importer, exporter, recursive, FsBlockstore };
+}
+
 export async function heliaUnixfs(work: string, total: number, source: Source): Promise<PeerRun> {
-  const { importer } = await load<{ importer: (src: unknown, bs: unknown) => AsyncIterable<{ cid: { toString(): string } }> }>('ipfs-unixfs-importer');
-  const { exporter } = await load<{ exporter: (cid: string, bs: unknown) => Promise<{ content(): AsyncIterable<Uint8Array> }> }>('ipfs-unixfs-exporter');
-  const { FsBlockstore } = await load<{ FsBlockstore: new (dir: string) => { open(): Promise<void>; close(): Promise<void> } }>('blockstore-fs');
+  const { importer, exporter, FsBlockstore } = await loadHelia();
   const dir = path.join(work, 'helia');
   const bs = new FsBlockstore(dir);
   await bs.open();

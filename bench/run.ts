@@ -23,6 +23,9 @@
  *   replication  a sealed block pushed to a replica vs a raw stream; put latency with
  *            replicas: 2 vs local (bench/replication.ts)
  *   restore-rf  time to restore RF 2 in a 3-node cluster after losing a member holding --size-mib (bench/replication.ts)
+ *   blockstore  Helia's UnixFS importer and exporter over OuroBlockstore (ourodb/blockstore) vs over
+ *            blockstore-fs: one large file (64 MiB quick, 256 full, or --size-mib) and 2,000 / 10,000
+ *            small files; MiB/s both ways and bytes on disk (bench/blockstore.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -46,6 +49,7 @@ import { carrierBench } from './carrier.js';
 import { replicationBench, restoreRfBench } from './replication.js';
 import { PEERS, type PeerRun, keystream } from './peers.js';
 import { recoveryBench } from './recovery.js';
+import { blockstoreBench } from './blockstore.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -276,6 +280,25 @@ if (runs('restore-rf')) {
   Object.assign(results, { restoreRf: r });
   row({ workload: `repair: RF 2 restored in a 3-node cluster after losing a member holding ${r.lostMiB.toFixed(0)} MiB`, unit: 's', better: 'lower', ours: r.totalSec, note: `noticed dead after ${r.noticedSec.toFixed(1)} s (detector: dead after 3 s)` });
   row({ workload: `repair: copying the ${r.copiedMiB.toFixed(0)} MiB left with one copy`, unit: 's', better: 'lower', ours: r.copySec, peer: 'raw libp2p QUIC stream, same bytes', peerValue: r.rawSec });
+}
+if (runs('blockstore')) {
+  const b = await blockstoreBench(work, { fileMiB: Number(values['size-mib'] ?? (values.quick ? 64 : 256)), files: values.quick ? 2_000 : 10_000 });
+  console.log('\nHelia UnixFS importer/exporter over OuroBlockstore vs blockstore-fs           import MiB/s   export MiB/s   on disk MiB');
+  if (b.skipped) {
+    skipped.push(b.skipped);
+    console.log(`  (skipped ${b.skipped})`);
+  }
+  for (const w of b.workloads) {
+    for (const [store, f] of [['OuroBlockstore, durable', w.ouro], ['OuroBlockstore, relaxed + flush', w.ouroRelaxed], ['blockstore-fs', w.fs]] as const) {
+      console.log(`  ${`${w.name}, ${store}`.padEnd(66)} ${fmt(f.importMiBs)}       ${fmt(f.exportMiBs)}      ${(f.diskBytes / MiB).toFixed(1).padStart(8)}`);
+    }
+    const peer = 'Helia UnixFS + blockstore-fs';
+    row({ workload: `Helia UnixFS import, ${w.name}`, unit: 'MiB/s', better: 'higher', ours: w.ouro.importMiBs, peer, peerValue: w.fs.importMiBs, note: 'OuroBlockstore: encrypted, every put durable; blockstore-fs: neither' });
+    row({ workload: `Helia UnixFS import, ${w.name}, relaxed + one flush`, unit: 'MiB/s', better: 'higher', ours: w.ouroRelaxed.importMiBs, peer, peerValue: w.fs.importMiBs, note: 'OuroBlockstore: encrypted, durable once flushed at the end' });
+    row({ workload: `Helia UnixFS export, ${w.name}`, unit: 'MiB/s', better: 'higher', ours: w.ouro.exportMiBs, peer, peerValue: w.fs.exportMiBs, note: 'right after the import, page cache warm' });
+    row({ workload: `Helia UnixFS bytes on disk, ${w.name}`, unit: 'MiB', better: 'lower', ours: w.ouro.diskBytes / MiB, peer, peerValue: w.fs.diskBytes / MiB, note: 'allocated blocks of the store directory (OuroDB: blocks, index, WAL)' });
+  }
+  Object.assign(results, { blockstore: b });
 }
 if (runs('micro')) {
   const m = await micro();
