@@ -26,6 +26,9 @@
  *   blockstore  Helia's UnixFS importer and exporter over OuroBlockstore (ourodb/blockstore) vs over
  *            blockstore-fs: one large file (64 MiB quick, 256 full, or --size-mib) and 2,000 / 10,000
  *            small files; MiB/s both ways and bytes on disk (bench/blockstore.ts)
+ *   embed    an application embedding OuroDB: the packed tarball installed with and without the
+ *            cluster stack (packages, MiB), and the cold import() time of each entry point beside
+ *            classic-level's (bench/embed.ts)
  *
  * Both sides of each pair generate their input the same way (a ChaCha20 keystream, ~1.4 GiB/s
  * here), so generation costs them equally. Results go to stdout and bench/results.json.
@@ -50,6 +53,7 @@ import { replicationBench, restoreRfBench } from './replication.js';
 import { PEERS, type PeerRun, keystream } from './peers.js';
 import { recoveryBench } from './recovery.js';
 import { blockstoreBench } from './blockstore.js';
+import { embedBench } from './embed.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -299,6 +303,23 @@ if (runs('blockstore')) {
     row({ workload: `Helia UnixFS bytes on disk, ${w.name}`, unit: 'MiB', better: 'lower', ours: w.ouro.diskBytes / MiB, peer, peerValue: w.fs.diskBytes / MiB, note: 'allocated blocks of the store directory (OuroDB: blocks, index, WAL)' });
   }
   Object.assign(results, { blockstore: b });
+}
+if (runs('embed')) {
+  const e = embedBench(work, { runs: values.quick ? 5 : 11 });
+  console.log('\nembedding application: the packed tarball, plain npm install       packages        MiB   install s');
+  for (const [name, i] of [['everything (cluster stack included)', e.install.full], ['--omit=optional (the database alone)', e.install.lean]] as const) {
+    console.log(`  ${name.padEnd(64)} ${String(i.packages).padStart(8)} ${i.mib.toFixed(1).padStart(10)} ${i.seconds.toFixed(1).padStart(11)}`);
+  }
+  console.log(`  tarball: ${e.tarball.files} files, ${e.tarball.mib.toFixed(2)} MiB`);
+  console.log('cold import(), median of fresh processes                        ms     files  packages');
+  for (const [spec, ms] of Object.entries(e.importMs)) console.log(`  ${spec.padEnd(60)} ${ms.toFixed(1).padStart(6)} ${String(e.loads[spec]!.files).padStart(9)} ${String(e.loads[spec]!.packages).padStart(9)}`);
+  const note = 'npm install of the packed tarball into a fresh application';
+  row({ workload: 'installed size, embedding application', unit: 'MiB', better: 'lower', ours: e.install.lean.mib, peer: 'the same with the cluster stack (every install before it was optional)', peerValue: e.install.full.mib, note: `--omit=optional; ${note}` });
+  row({ workload: 'installed packages, embedding application', unit: 'packages', better: 'lower', ours: e.install.lean.packages, peer: 'the same with the cluster stack (every install before it was optional)', peerValue: e.install.full.packages, note: `--omit=optional; ${note}` });
+  row({ workload: "cold import('ourodb')", unit: 'ms', better: 'lower', ours: e.importMs['ourodb']!, peer: "import('classic-level') alone", peerValue: e.importMs['classic-level']!, note: 'median of fresh processes, timed around the import' });
+  row({ workload: "cold import('ourodb/blockstore')", unit: 'ms', better: 'lower', ours: e.importMs['ourodb/blockstore']! });
+  row({ workload: "cold import('ourodb/node')", unit: 'ms', better: 'lower', ours: e.importMs['ourodb/node']!, note: 'the cluster stack: libp2p, QUIC, metrics' });
+  Object.assign(results, { embed: e });
 }
 if (runs('micro')) {
   const m = await micro();
