@@ -17,6 +17,7 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { ARCHIVE_VERSION, OuroDB, exportArchive, importArchive, importArchiveNew } from '../lib/index.js';
 import { AeadKey, deriveKey, xchachaOpen, xchachaSeal } from '../lib/crypto.js';
+import { CrashableFs } from '../lib/vfs/index.js';
 import { FAST_KDF, pseudoRandom, pseudoRandomStream, tempDir } from './helpers.js';
 import { repoRoot } from './paths.js';
 
@@ -218,6 +219,69 @@ describe('archives that keep their hashes', () => {
     } finally {
       await a.close();
     }
+  });
+
+  it('a crash at any file operation of importArchiveNew leaves no database, or one that the same call completes with every hash', async () => {
+    const work = tempDir();
+    const small = { blockSize: 8192, chunkSizes: { min: 4096, avg: 8192, max: 16384 } };
+    const a = await OuroDB.open(path.join(work, 'a'), { key: keyA, ...small });
+    const file = path.join(work, 'x.ouro');
+    let source: Awaited<ReturnType<typeof facts>>;
+    try {
+      const root = await a.put('', { key: 'd/' });
+      await a.put(pseudoRandom('c1', 20_000), { key: 'd/f', parent: root.hash, meta: { v: '1' } });
+      await a.put(pseudoRandom('c2', 9_000), { key: 'd/f', parent: root.hash, meta: { v: '2' } });
+      await a.put('gone soon', { key: 'g' });
+      await a.delete('g');
+      await a.put(pseudoRandom('c3', 300), { parent: root.hash });
+      await exportTo(a, file, { key: keyA });
+      source = await facts(a);
+    } finally {
+      await a.close();
+    }
+    const crashed = new Error('crashed');
+    const outcomes = { nothing: 0, partial: 0 };
+    for (let k = 0; ; k++) {
+      const dir = path.join(tempDir(), 'db');
+      const crashFs = new CrashableFs({ seed: k + 1, crashAfter: k });
+      // The import and the close that seals its blocks: a crash may come in either.
+      const run = importArchiveNew(dir, fs.createReadStream(file), { key: keyA, fs: crashFs, ...small }).then(async (r) => {
+        await r.db.close();
+        return true;
+      });
+      run.catch(() => {});
+      let done = false;
+      try {
+        done = await Promise.race([run, crashFs.crashed.then(() => Promise.reject(crashed))]);
+      } catch (err) {
+        if (!crashFs.isCrashed) throw err;
+      }
+      if (done) {
+        expect(k).toBeGreaterThan(10);
+        break;
+      }
+      const after = crashFs.afterCrash();
+      outcomes[(await after.exists(path.join(dir, 'OURODB.json'))) ? 'partial' : 'nothing']++;
+      // The crashed handle lets go of LevelDB's lock asynchronously, as the OS would.
+      let r: Awaited<ReturnType<typeof importArchiveNew>> | undefined;
+      for (let attempt = 0; !r; attempt++) {
+        try {
+          r = await importArchiveNew(dir, fs.createReadStream(file), { key: keyA, fs: after, ...small });
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'OURO_LOCKED' || attempt > 200) throw new Error(`crash after ${k} operations: ${String(err)}`, { cause: err });
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+      try {
+        expect(r.remapped, `crash after ${k}`).toBe(false);
+        expect(await facts(r.db), `crash after ${k}`).toEqual(source);
+        expect((await r.db.check({ readData: true })).problems, `crash after ${k}`).toEqual([]);
+      } finally {
+        await r.db.close();
+      }
+    }
+    expect(outcomes.nothing).toBeGreaterThan(0);
+    expect(outcomes.partial).toBeGreaterThan(5);
   });
 
   it('into a database of another identity: remapped, said so, and the map it writes is right', async () => {
