@@ -1,0 +1,70 @@
+// The engine's layers, checked in CI (`npm run deps`, run by `npm test`): imports only go down.
+//
+//   bin/                    the CLI
+//   carrier/                the cluster node (carrier/node.ts wires it; nothing depends back on it)
+//   lib/ facade and engine  lib/db.ts (the public API) and the engine modules under it
+//   wal/                    the write-ahead log and group commit
+//   index/                  the LevelDB index: layout, batches, key model (index/leveldb.ts alone loads classic-level)
+//   blockstore/             block files and the seal protocol
+//
+// The small shared helpers of lib/ (LEAVES) may be imported from any layer, and import only
+// each other and what lies below them. `import type` counts (tsPreCompilationDeps), so a
+// type-only import upward is refused too: it is a dependency all the same.
+const LEAVES = 'lib/(errors|bytes|fsutil|failpoints|crypto|entry|record|pack|versions|keyname|chunker|gear-wasm|chunk-buffers|vfs/[^/]+)\\.ts$';
+const ENGINE = `^lib/(?!${LEAVES.slice(4)})`;
+const above = {
+  blockstore: ['^index/', '^wal/', ENGINE, '^carrier/', '^bin/'],
+  index: ['^wal/', ENGINE, '^carrier/', '^bin/'],
+  wal: [ENGINE, '^carrier/', '^bin/'],
+  lib: ['^carrier/', '^bin/'],
+  carrier: ['^bin/'],
+};
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'A cycle means two modules own each other: split the shared part out, or pass it in.',
+      from: { path: '^(lib|wal|index|blockstore|carrier|bin)/' },
+      to: { circular: true },
+    },
+    ...Object.entries(above).map(([layer, targets]) => ({
+      name: `${layer}-imports-down-only`,
+      severity: 'error',
+      comment: `${layer}/ may import only the layers below it and lib's shared helpers`,
+      from: { path: `^${layer}/` },
+      to: { path: targets },
+    })),
+    {
+      name: 'leaves-stay-leaves',
+      severity: 'error',
+      comment: "lib's shared helpers are used from every layer, so they may not import the engine above them",
+      from: { path: `^${LEAVES}` },
+      to: { path: [ENGINE, '^wal/', '^carrier/', '^bin/'] },
+    },
+    {
+      name: 'only-index-leveldb-loads-classic-level',
+      severity: 'error',
+      comment: 'index/leveldb.ts binds classic-level to the verified binding; everything else gets ClassicLevel from it',
+      // The isolation fixture is an application loading its own classic-level on purpose.
+      from: { path: '^(lib|wal|index|blockstore|carrier|bin|bench|test)/', pathNot: '^(index/leveldb\\.ts|test/fixtures/binding-isolation\\.ts)$' },
+      to: { path: 'node_modules/classic-level/' },
+    },
+    {
+      name: 'nothing-depends-on-the-node-wiring',
+      severity: 'error',
+      comment: 'carrier/node.ts wires the carrier: only the entry points may import it',
+      from: { path: '^(lib|wal|index|blockstore|carrier)/', pathNot: '^carrier/(index|node)\\.ts$' },
+      to: { path: '^carrier/node\\.ts$' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^dist/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'], extensions: ['.ts', '.js', '.mjs', '.cjs', '.d.ts'] },
+  },
+};
