@@ -26,7 +26,7 @@ import { FailureDetector, type MemberState, type Transition } from './detector.j
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
 import { Ledger, type LedgerView, type WireEvent } from './ledger.js';
-import { NodeMetrics } from './metrics.js';
+import { type MetricSources, NodeMetrics } from './metrics.js';
 import { Prover } from './proofs.js';
 import { Replicator } from './replication.js';
 import { Series } from './series.js';
@@ -197,7 +197,16 @@ export class Node {
       args.db,
       args.config.proofs,
     );
-    this.series = new Series(this, args.config.series);
+    this.series = new Series(
+      {
+        dir: args.dir,
+        totals: () => this.metrics.totals(),
+        repair: () => this.replication.progress,
+        held: () => this.replication.held(),
+        db: args.db,
+      },
+      args.config.series,
+    );
   }
 
   /**
@@ -274,7 +283,7 @@ export class Node {
           throw err;
         });
       node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target, ledger });
-      metrics.bind(node);
+      metrics.bind(node.#metricSources());
       try {
         await node.#begin();
       } catch (err) {
@@ -864,6 +873,21 @@ export class Node {
   }
 
   // ------------------------------------------------------------------ views
+
+  /** What the metrics' gauges read when scraped. */
+  #metricSources(): MetricSources {
+    return {
+      memberStates: () => this.stateCounts(),
+      listEpoch: () => this.#list?.epoch ?? 0,
+      member: () => this.#role === 'member',
+      pendingJoins: () => this.pending().length,
+      repair: () => this.replication.progress,
+      quarantinedMembers: () => this.memberViews().filter((m) => m.quarantined).length,
+      ledgerEvents: () => this.ledger.view().events,
+      disk: () => this.series.disk(),
+      db: this.db,
+    };
+  }
 
   memberViews(): MemberView[] {
     const list = this.#list;

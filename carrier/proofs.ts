@@ -28,7 +28,6 @@ import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
 import { CorruptionError, OuroError, ProtocolError, errorText, ioError } from '../lib/errors.js';
 import type { Ledger, ProofResult } from './ledger.js';
-import type { NodeMetrics } from './metrics.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 
 const PROOF_VERSION = 1;
@@ -107,11 +106,16 @@ export async function makeChallenges(file: string, id: string, size: number, cou
   return out;
 }
 
+/** Where the prover counts its verdicts (NodeMetrics implements it). */
+export interface ProofMetrics {
+  proof(result: ProofResult | 'undecided'): void;
+}
+
 /** What the prover needs of its node and replicator. */
 export interface ProverHost {
   readonly peerId: string;
   readonly log: Logger;
-  readonly metrics: NodeMetrics;
+  readonly metrics: ProofMetrics;
   memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; quarantined: boolean }>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
