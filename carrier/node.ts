@@ -11,7 +11,6 @@
  * Order of effects: a member list is saved (fsync) before this node acts on it or tells anyone;
  * a token is spent on disk before the approval it pays for is announced.
  */
-import crypto from 'node:crypto';
 import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey, Stream } from '@libp2p/interface';
@@ -25,24 +24,21 @@ import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from '.
 import { FailureDetector, type MemberState, type Transition } from './detector.js';
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
-import { Ledger, type LedgerView, type WireEvent } from './ledger.js';
+import { type JoinAnswer, type JoinRequest, JOIN_PROTOCOL, Joins } from './joins.js';
+import { Ledger, type LedgerView } from './ledger.js';
+import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
 import { Prover } from './proofs.js';
 import { Replicator } from './replication.js';
 import { Series } from './series.js';
 import { DbShelf, DirShelf } from './shelf.js';
 
-export const JOIN_PROTOCOL = protocolId('join');
+export { JOIN_PROTOCOL } from './joins.js';
 export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
 export const PING_PROTOCOL = protocolId('ping');
-/** Bytes of ledger events per sync answer (well under the frame limit). */
-const LEDGER_PAGE_BYTES = 1024 * 1024;
-
-/** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
-const MAX_PENDING = 100;
-const TOKEN_PREFIX = 'ouro-join-v1';
 
 export type NodeRole = 'member' | 'joining' | 'rejected' | 'revoked' | 'left';
+export type { JoinAnswer } from './joins.js';
 
 export interface NodeOptions {
   /** The node's directory: identity, config, cluster files, and the database if it has one. */
@@ -73,27 +69,6 @@ export interface MemberView {
   /** Quarantined by the ledger (repeated failed proofs of storage): no block is placed on it until an operator clears it. */
   quarantined: boolean;
 }
-
-export interface JoinAnswer {
-  status: 'approved' | 'pending' | 'rejected';
-  clusterId?: string;
-  reason?: string;
-  list?: MemberList;
-}
-
-interface JoinRequest {
-  v: number;
-  addresses: string[];
-  token?: string;
-  /**
-   * Set by a member whose heartbeat this peer refused, asking why: the answer is as for a join
-   * (a revoked peer gets the signed list that revokes it), but a peer the member does not know is
-   * neither recorded as pending nor counted, only answered `rejected`.
-   */
-  check?: true;
-}
-
-const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
 
 /**
  * `listen` with each port 0 (any free port) replaced by the port of the same transport in `last`
@@ -143,25 +118,17 @@ export class Node {
   readonly proofs: Prover;
   readonly series: Series;
   #list: MemberList | undefined;
-  #joins: JoinState;
   #role: NodeRole;
-  #joinTarget: { peer: string[]; token?: string } | undefined;
+  readonly #joins: Joins;
+  readonly #feed: LedgerFeed;
   /** List and join-state changes run one at a time, in order. */
   #serial: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   readonly #inFlight = new Set<string>();
   readonly #handling = new Set<Promise<unknown>>();
   #stopping = false;
-  #lastJoinAnswer: JoinAnswer['status'] | null = null;
   /** The drain of this node under way (it ends in leaving), once one started. */
   #draining: Promise<void> | undefined;
-  /** For the ledger's uptime event: ms each member was seen alive, over ms watched, since the last one. */
-  #seen = { period: 0, alive: new Map<string, number>(), at: performance.now() };
-  /** For the ledger's served event: bytes each member sent here for repair since the last one. */
-  #served = new Map<string, number>();
-  #lastHolding = '';
-  #ledgerTimers: NodeJS.Timeout[] = [];
-  #syncing: Promise<void> | undefined;
 
   private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined; ledger: Ledger }) {
     this.dir = args.dir;
@@ -174,13 +141,47 @@ export class Node {
     this.#key = args.key;
     this.#files = args.files;
     this.#list = args.list;
-    this.#joins = args.joins;
-    this.#joinTarget = args.joinTarget;
     this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
+    this.#joins = new Joins(
+      {
+        peerId: this.peerId,
+        log: this.log,
+        metrics: this.metrics,
+        addresses: () => this.carrier.addresses,
+        role: () => this.#role,
+        list: () => this.#list,
+        serially: (fn) => this.#serially(fn),
+        adopt: (list, why) => this.#adopt(list, why),
+        requireMember: () => this.#requireMember(),
+        announce: (peers) => this.#announce(peers),
+        others: () => this.#others(),
+        askJoin: (peer, request) => this.carrier.request(peer, JOIN_PROTOCOL, request),
+        rejected: () => (this.#role = 'rejected'),
+        joined: () => void this.#tick(),
+      },
+      args.files,
+      args.key,
+      args.joins,
+      args.joinTarget,
+    );
     this.#detector = new FailureDetector(args.config.heartbeat);
     const shelf = args.db ? new DbShelf(args.db) : new DirShelf(args.dir);
     this.replication = new Replicator(this, shelf, args.db, args.config.replication);
     this.ledger = args.ledger;
+    this.#feed = new LedgerFeed(
+      {
+        log: this.log,
+        member: () => this.#role === 'member',
+        stopping: () => this.#stopping,
+        others: () => this.#others(),
+        alive: (peer) => this.#detector.health(peer)?.state === 'alive',
+        held: () => this.replication.held(),
+        memberViews: () => this.memberViews(),
+        request: (peer, name, message, options) => this.request(peer, name, message, options),
+      },
+      args.ledger,
+      args.config,
+    );
     this.proofs = new Prover(
       {
         peerId: this.peerId,
@@ -308,7 +309,7 @@ export class Node {
 
   /** The answer to this node's latest join request (null before one arrives). */
   get lastJoinAnswer(): JoinAnswer['status'] | null {
-    return this.#lastJoinAnswer;
+    return this.#joins.lastJoinAnswer;
   }
 
   get list(): MemberList | undefined {
@@ -325,20 +326,14 @@ export class Node {
   }
 
   async #begin(): Promise<void> {
-    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
+    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
-    await this.handle('ledger-sync', (m) => this.#onLedgerSync(m));
+    await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
     await this.replication.start();
     await this.proofs.start();
     this.series.start();
-    const ledgerTimer = setInterval(() => void this.#recordObservations(), this.config.ledger.intervalMs);
-    const syncTimer = setInterval(() => void this.syncLedger(), this.config.ledger.syncIntervalMs);
-    ledgerTimer.unref();
-    syncTimer.unref();
-    this.#ledgerTimers = [ledgerTimer, syncTimer];
-    // What this node holds goes on the ledger at once, not an interval later.
-    void this.#recordObservations();
+    this.#feed.start();
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
     if (this.#list && this.#role === 'member') {
       this.#detector.track(this.#others());
@@ -513,9 +508,9 @@ export class Node {
   async #tick(): Promise<void> {
     if (this.#stopping) return;
     for (const t of this.#detector.tick()) this.#transition(t);
-    this.#watch();
+    this.#feed.watch();
     if (this.#role === 'joining') {
-      await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errorText(err) }, 'join request failed; retrying'));
+      await this.#joins.ask().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errorText(err) }, 'join request failed; retrying'));
       return;
     }
     if (this.#role !== 'member') return;
@@ -526,76 +521,14 @@ export class Node {
     }
   }
 
-  /** Adds the time since the last heartbeat tick to each member seen alive (for the uptime event). */
-  #watch(): void {
-    const now = performance.now();
-    const elapsed = Math.round(now - this.#seen.at);
-    this.#seen.at = now;
-    if (this.#role !== 'member') return;
-    this.#seen.period += elapsed;
-    for (const peer of this.#others()) {
-      const alive = this.#detector.health(peer)?.state === 'alive' ? elapsed : 0;
-      this.#seen.alive.set(peer, (this.#seen.alive.get(peer) ?? 0) + alive);
-    }
-  }
-
-  /** The ledger events of this node's own observations since the last ones: uptime seen, holding, served. */
-  async #recordObservations(): Promise<void> {
-    if (this.#role !== 'member' || this.#stopping) return;
-    try {
-      const { period, alive } = this.#seen;
-      this.#seen = { period: 0, alive: new Map(), at: this.#seen.at };
-      if (period > 0 && alive.size > 0) await this.ledger.record({ k: 'uptime', b: { p: period, a: Object.fromEntries([...alive].map(([p, ms]) => [p, Math.min(ms, period)])) } });
-      const held = await this.replication.held();
-      const holding = { blocks: held.length, bytes: held.reduce((n, b) => n + b.size, 0) };
-      const key = JSON.stringify(holding);
-      if (key !== this.#lastHolding) {
-        await this.ledger.record({ k: 'holding', b: holding });
-        this.#lastHolding = key;
-      }
-      if (this.#served.size > 0) {
-        const served = Object.fromEntries(this.#served);
-        this.#served = new Map();
-        await this.ledger.record({ k: 'served', b: served });
-      }
-    } catch (err) {
-      this.log.warn({ event: 'ledger-record-failed', err: errorText(err) }, 'could not record ledger events');
-    }
-  }
-
   /** Implements ReplicationHost.served: counted into the next `served` ledger event. */
   served(peer: string, bytes: number): void {
-    this.#served.set(peer, (this.#served.get(peer) ?? 0) + bytes);
+    this.#feed.served(peer, bytes);
   }
 
   /** Copies the ledger events this node lacks from every live member (one sync at a time). */
   syncLedger(): Promise<void> {
-    this.#syncing ??= (async () => {
-      if (this.#role !== 'member') return;
-      await Promise.all(
-        this.memberViews()
-          .filter((m) => !m.self && m.status === 'member' && m.state === 'alive')
-          .map(async (m) => {
-            try {
-              for (let page = 0; page < 64; page++) {
-                const r = (await this.request(m.peerId, 'ledger-sync', { v: 1, have: this.ledger.vector() }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 5000) })) as { events?: unknown; more?: unknown };
-                if (!Array.isArray(r?.events)) throw new ProtocolError('malformed ledger-sync reply');
-                await this.ledger.accept(r.events as WireEvent[]);
-                if (r.more !== true) break;
-              }
-            } catch (err) {
-              this.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errorText(err) }, 'ledger sync failed');
-            }
-          }),
-      );
-    })().finally(() => (this.#syncing = undefined));
-    return this.#syncing;
-  }
-
-  async #onLedgerSync(m: unknown): Promise<{ events: WireEvent[]; more: boolean }> {
-    const q = m as { v?: unknown; have?: unknown } | null;
-    if (q === null || typeof q !== 'object' || q.v !== 1 || q.have === null || typeof q.have !== 'object' || Array.isArray(q.have) || Object.keys(q.have).length > 4096) throw new ProtocolError('malformed ledger-sync');
-    return this.ledger.since(q.have as Record<string, number>, Math.min(LEDGER_PAGE_BYTES, this.config.maxFrameBytes / 2));
+    return this.#feed.sync();
   }
 
   /** The ledger quarantined a member, or an operator cleared it: placement changes, so repair runs. */
@@ -681,105 +614,20 @@ export class Node {
     );
   }
 
-  // ------------------------------------------------------------------ joining
-
-  /** The joining side: asks the member named in join.json. */
-  async #askToJoin(): Promise<void> {
-    const target = this.#joinTarget!;
-    const answer = (await this.carrier.request(target.peer, JOIN_PROTOCOL, { v: 1, addresses: this.carrier.addresses, ...(target.token ? { token: target.token } : {}) } satisfies JoinRequest)) as JoinAnswer;
-    if (answer !== null && typeof answer === 'object' && ['approved', 'pending', 'rejected'].includes(answer.status)) this.#lastJoinAnswer = answer.status;
-    if (answer?.status === 'approved' && answer.list) {
-      const list = await verify(answer.list);
-      if (!isMember(list, this.peerId)) throw new ProtocolError('join approved with a list that does not name this node');
-      await this.#serially(async () => {
-        await this.#adopt(list, 'joined');
-        await this.#files.removeJoinTarget();
-      });
-      this.#joinTarget = undefined;
-      this.log.info({ event: 'joined', clusterId: list.clusterId, epoch: list.epoch }, 'joined the cluster');
-      void this.#tick();
-    } else if (answer?.status === 'rejected') {
-      this.#role = 'rejected';
-      this.log.error({ event: 'join-rejected', reason: answer.reason ?? null }, 'join request rejected');
-    } else if (answer?.status === 'pending') {
-      this.log.info({ event: 'join-pending', clusterId: answer.clusterId ?? null }, 'join request pending: an operator of the member must approve it');
-    } else {
-      throw new ProtocolError('malformed join answer');
-    }
-  }
-
-  /** The member side of the join protocol (open to any peer). */
-  async #onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
-    const m = message as JoinRequest | null;
-    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string') || (m.check !== undefined && m.check !== true)) throw new ProtocolError('malformed join request');
-    if (this.#role !== 'member' || !this.#list) throw new RefusedError(`this node is not a member of a cluster (${this.#role})`);
-    return this.#serially(async () => {
-      const list = this.#list!;
-      if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
-      // The signed list goes with the answer, so a revoked node that missed the news can prove it to itself.
-      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked', list });
-      if (m.check) return { status: 'rejected', reason: 'not a member of this cluster here' };
-      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
-      if (m.token !== undefined) {
-        const [prefix, clusterId, secret] = m.token.split('.');
-        const now = Date.now();
-        const hash = secret !== undefined ? hashToken(secret) : '';
-        const i = this.#joins.tokens.findIndex((t) => t.expiresAt > now && t.hash.length === hash.length && crypto.timingSafeEqual(Buffer.from(t.hash), Buffer.from(hash)));
-        if (prefix !== TOKEN_PREFIX || clusterId !== list.clusterId || i < 0) return this.#joinOutcome({ status: 'rejected', reason: 'the token is not valid here, expired, or used' });
-        // Spend the token before the approval it pays for exists anywhere.
-        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((_, k) => k !== i), pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
-        await this.#files.writeJoins(this.#joins);
-        await this.#adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
-        this.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
-        void this.#announce(this.#others().filter((p) => p !== peer));
-        return this.#joinOutcome({ status: 'approved', list: this.#list! });
-      }
-      const pending = this.#joins.pending.filter((p) => p.peerId !== peer);
-      const isNew = pending.length === this.#joins.pending.length;
-      pending.push({ peerId: peer, addresses: m.addresses, at: Date.now() });
-      while (pending.length > MAX_PENDING) pending.shift();
-      this.#joins = { ...this.#joins, pending };
-      await this.#files.writeJoins(this.#joins);
-      if (isNew) this.log.info({ event: 'join-pending', peer, addresses: m.addresses }, 'join request waiting for approval');
-      return this.#joinOutcome({ status: 'pending', clusterId: list.clusterId });
-    });
-  }
-
-  #joinOutcome(a: JoinAnswer): JoinAnswer {
-    this.metrics.join(a.status);
-    return a;
-  }
-
   // ------------------------------------------------------------------ operator actions
 
   pending(): PendingJoin[] {
-    return this.#joins.pending.map((p) => ({ ...p, addresses: [...p.addresses] }));
+    return this.#joins.pending();
   }
 
   /** Approves a pending join request; the joiner learns it on its next request. */
   approve(peerId: string): Promise<MemberList> {
-    return this.#serially(async () => {
-      const list = this.#requireMember();
-      const request = this.#joins.pending.find((p) => p.peerId === peerId);
-      if (!request) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
-      await this.#adopt(await change(list, this.#key, { approve: [{ peerId, addresses: request.addresses }] }), `approval of ${peerId}`);
-      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId) };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'join-approved', peer: peerId, by: 'operator' }, 'join approved');
-      void this.#announce(this.#others().filter((p) => p !== peerId));
-      return this.#list!;
-    });
+    return this.#joins.approve(peerId);
   }
 
   /** Rejects a pending join request; that peer's later requests are rejected too. */
   reject(peerId: string): Promise<void> {
-    return this.#serially(async () => {
-      this.#requireMember();
-      if (!this.#joins.pending.some((p) => p.peerId === peerId)) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
-      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId), rejected: [...this.#joins.rejected.filter((r) => r.peerId !== peerId), { peerId, at: Date.now() }] };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'join-rejected', peer: peerId }, 'join rejected');
-    });
+    return this.#joins.reject(peerId);
   }
 
   /** Revokes a member: saved, told to the revoked peer, then its connections here end; others learn by heartbeat. */
@@ -859,17 +707,7 @@ export class Node {
 
   /** A one-time join token valid for `ttlMs`; only its hash is kept. */
   createToken(ttlMs: number): Promise<{ token: string; expiresAt: number }> {
-    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1000 || ttlMs > 30 * 24 * 3600_000) throw new BadArgumentError('token ttl must be between 1 s and 30 days');
-    return this.#serially(async () => {
-      const list = this.#requireMember();
-      const secret = crypto.randomBytes(32).toString('base64url');
-      const now = Date.now();
-      const expiresAt = now + ttlMs;
-      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now), { hash: hashToken(secret), expiresAt }] };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'token-created', expiresAt }, 'join token created');
-      return { token: `${TOKEN_PREFIX}.${list.clusterId}.${secret}`, expiresAt };
-    });
+    return this.#joins.createToken(ttlMs);
   }
 
   // ------------------------------------------------------------------ views
@@ -929,7 +767,7 @@ export class Node {
       startedAt: this.startedAt,
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
       members: this.#detector.counts(),
-      pendingJoins: this.#joins.pending.length,
+      pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
       replication: { factor: this.replicationFactor, ...this.replication.progress },
       drain: this.replication.drainProgress,
@@ -950,7 +788,7 @@ export class Node {
     if (this.#stopping) return;
     this.#stopping = true;
     clearInterval(this.#timer);
-    for (const t of this.#ledgerTimers) clearInterval(t);
+    this.#feed.stop();
     this.series.stop();
     const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
@@ -958,7 +796,7 @@ export class Node {
     await this.proofs.stop();
     await this.replication.stop();
     await this.#draining;
-    await this.#syncing;
+    await this.#feed.syncing;
     await this.carrier.stop();
     await this.ledger.close();
     if (this.#ownsDb) await this.db!.close();
