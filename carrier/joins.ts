@@ -1,5 +1,5 @@
 /**
- * Joining a cluster (docs/node.md, "Joining"): the joining side, which asks the member named in
+ * Joining a cluster (docs/node.md, "Membership"): the joining side, which asks the member named in
  * join.json until an operator decides or a token admits it, and the member side of the join
  * protocol (open to any peer), with the operator's decisions on the requests and the join tokens.
  *
@@ -8,7 +8,8 @@
  *     only inside the node's list changes (JoinHost.serially), by onJoin, approve, reject and
  *     createToken, each saving the file (fsync) before answering; a token is spent on disk before
  *     the approval it pays for exists anywhere;
- *   - #joinTarget (join.json: whom this node asks): cleared by ask() once approved;
+ *   - #joinTarget (join.json: whom this node asks): written by requestJoin (`ouro node join`,
+ *     before the node starts), cleared by ask() once approved;
  *   - #lastJoinAnswer: the answer to this node's latest request, set by ask().
  * The member list and this node's role are the node's: it changes them through the JoinHost it
  * gives (adopt, rejected), and this module does not import it.
@@ -18,7 +19,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import { BadArgumentError, NotFoundError, ProtocolError, RefusedError } from '../lib/errors.js';
 import { protocolId } from './carrier.js';
-import type { ClusterFiles, JoinState, PendingJoin } from './cluster-files.js';
+import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type MemberList, change, isMember, verify } from './membership.js';
 
 export const JOIN_PROTOCOL = protocolId('join');
@@ -47,6 +48,17 @@ export interface JoinRequest {
 }
 
 const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
+
+/**
+ * Records whom to ask to join (`ouro node join`, Node.requestJoin); a node started with no member
+ * list asks there until an operator approves or rejects it, or at once with a token.
+ */
+export async function requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+  const files = new ClusterFiles(dir);
+  if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
+  for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
+  await files.writeJoinTarget(peer, token);
+}
 
 /** What joining needs of its node (carrier/node.ts gives it). */
 export interface JoinHost {

@@ -10,21 +10,45 @@
  *
  * Order of effects: a member list is saved (fsync) before this node acts on it or tells anyone;
  * a token is spent on disk before the approval it pays for is announced.
+ *
+ * This file is the one place that wires the parts. It builds each with what it needs of the
+ * others: an interface the part declares (its host, its sources) or a callback, never this class;
+ * no module it wires imports this one (carrier/index.ts and the admin API, carrier/admin.ts, are
+ * built on it). The parts, each the owner of its state (its header says how):
+ *   carrier.ts       the libp2p carrier and its handlers
+ *   joins.ts         joining: join requests, the operators' decisions, join tokens
+ *   heartbeats.ts    heartbeats (the list's gossip) and the failure detector
+ *   ledger.ts        the ledger; ledger-feed.ts: this node's own ledger events, ledger sync
+ *   replication.ts   block replication (its parts: replication-*.ts), on a shelf (shelf.ts)
+ *   proofs.ts        proofs of storage
+ *   metrics.ts       Prometheus metrics; series.ts: the status page's series
+ *
+ * Owns, and alone changes:
+ *   - #list (members.json) and #role: only #adopt changes them, saving the list first, inside
+ *     #serially; the role also when the member asked rejects this node's join (Joins.ask, through
+ *     `rejected`). Every part reads them through its host;
+ *   - #serial: list and join-state changes (this file's and Joins') run on it one at a time, in
+ *     order;
+ *   - #handling: the requests being handled (#track), which stop waits for; #stopping, set once
+ *     by stop;
+ *   - #draining: the drain of this node under way, started by #startDrain when a list drains it.
  */
 import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey, Stream } from '@libp2p/interface';
 import { pino, type Logger } from 'pino';
-import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
+import { BadArgumentError, NotFoundError, OuroError, RefusedError, errorText } from '../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
 import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
-import { FailureDetector, type MemberState, type Transition } from './detector.js';
+import type { MemberState } from './detector.js';
+import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
-import { type JoinAnswer, type JoinRequest, JOIN_PROTOCOL, Joins } from './joins.js';
+import { dialable, withLastPorts } from './addresses.js';
+import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
 import { Ledger, type LedgerView } from './ledger.js';
 import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
@@ -33,8 +57,9 @@ import { Replicator } from './replication.js';
 import { Series } from './series.js';
 import { DbShelf, DirShelf } from './shelf.js';
 
+export { withLastPorts } from './addresses.js';
 export { JOIN_PROTOCOL } from './joins.js';
-export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
+export { HEARTBEAT_PROTOCOL } from './heartbeats.js';
 export const PING_PROTOCOL = protocolId('ping');
 
 export type NodeRole = 'member' | 'joining' | 'rejected' | 'revoked' | 'left';
@@ -70,37 +95,6 @@ export interface MemberView {
   quarantined: boolean;
 }
 
-/**
- * `listen` with each port 0 (any free port) replaced by the port of the same transport in `last`
- * (the addresses this node announced before: its entry in the member list), for an address of the
- * same IP, or any of the same IP version when `listen` names the wildcard. Returns `listen` itself
- * when nothing changes.
- */
-export function withLastPorts(listen: string[], last: readonly string[] | undefined): string[] {
-  if (!last || last.length === 0) return listen;
-  const parse = (a: string) => /^\/(ip[46])\/([^/]+)\/udp\/(\d+)\/quic-v1(?:\/|$)/.exec(a);
-  let changed = false;
-  const out = listen.map((a) => {
-    const want = parse(a);
-    if (!want || want[3] !== '0') return a;
-    const wildcard = want[2] === '0.0.0.0' || want[2] === '::';
-    for (const l of last) {
-      const had = parse(l);
-      if (had && had[1] === want[1] && (wildcard || had[2] === want[2]) && had[3] !== '0') {
-        changed = true;
-        return `/${want[1]}/${want[2]}/udp/${had[3]}/quic-v1`;
-      }
-    }
-    return a;
-  });
-  return changed ? out : listen;
-}
-
-/** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
-function dialable(peer: string, addresses: string[]): string[] {
-  return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
-}
-
 export class Node {
   readonly dir: string;
   readonly config: NodeConfig;
@@ -112,7 +106,7 @@ export class Node {
   readonly #ownsDb: boolean;
   readonly #key: PrivateKey;
   readonly #files: ClusterFiles;
-  readonly #detector: FailureDetector;
+  readonly #heartbeats: Heartbeats;
   readonly replication: Replicator;
   readonly ledger: Ledger;
   readonly proofs: Prover;
@@ -123,8 +117,6 @@ export class Node {
   readonly #feed: LedgerFeed;
   /** List and join-state changes run one at a time, in order. */
   #serial: Promise<unknown> = Promise.resolve();
-  #timer: NodeJS.Timeout | undefined;
-  readonly #inFlight = new Set<string>();
   readonly #handling = new Set<Promise<unknown>>();
   #stopping = false;
   /** The drain of this node under way (it ends in leaving), once one started. */
@@ -153,18 +145,34 @@ export class Node {
         serially: (fn) => this.#serially(fn),
         adopt: (list, why) => this.#adopt(list, why),
         requireMember: () => this.#requireMember(),
-        announce: (peers) => this.#announce(peers),
+        announce: (peers) => this.#heartbeats.announce(peers),
         others: () => this.#others(),
         askJoin: (peer, request) => this.carrier.request(peer, JOIN_PROTOCOL, request),
         rejected: () => (this.#role = 'rejected'),
-        joined: () => void this.#tick(),
+        joined: () => void this.#heartbeats.tick(),
       },
       args.files,
       args.key,
       args.joins,
       args.joinTarget,
     );
-    this.#detector = new FailureDetector(args.config.heartbeat);
+    this.#heartbeats = new Heartbeats(
+      {
+        log: this.log,
+        metrics: this.metrics,
+        stopping: () => this.#stopping,
+        role: () => this.#role,
+        list: () => this.#list,
+        others: () => this.#others(),
+        addresses: () => this.carrier.addresses,
+        route: (peer) => this.#route(peer),
+        request: (to, protocol, message, options) => this.carrier.request(to, protocol, message, options),
+        mergeFrom: (list, from) => this.#mergeFrom(list, from),
+        watch: () => this.#feed.watch(),
+        askToJoin: () => this.#joins.ask(),
+      },
+      args.config,
+    );
     const shelf = args.db ? new DbShelf(args.db) : new DirShelf(args.dir);
     this.replication = new Replicator(this, shelf, args.db, args.config.replication);
     this.ledger = args.ledger;
@@ -174,7 +182,7 @@ export class Node {
         member: () => this.#role === 'member',
         stopping: () => this.#stopping,
         others: () => this.#others(),
-        alive: (peer) => this.#detector.health(peer)?.state === 'alive',
+        alive: (peer) => this.#heartbeats.health(peer)?.state === 'alive',
         held: () => this.replication.held(),
         memberViews: () => this.memberViews(),
         request: (peer, name, message, options) => this.request(peer, name, message, options),
@@ -231,11 +239,8 @@ export class Node {
    * Records whom to ask to join (`ouro node join`); a node started with no member list asks
    * there until an operator approves or rejects it, or at once with a token.
    */
-  static async requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
-    const files = new ClusterFiles(dir);
-    if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
-    for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
-    await files.writeJoinTarget(peer, token);
+  static requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+    return requestJoin(dir, peer, token);
   }
 
   static async start(options: NodeOptions): Promise<Node> {
@@ -327,7 +332,7 @@ export class Node {
 
   async #begin(): Promise<void> {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
-    await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
+    await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
     await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
     await this.replication.start();
@@ -336,7 +341,7 @@ export class Node {
     this.#feed.start();
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
     if (this.#list && this.#role === 'member') {
-      this.#detector.track(this.#others());
+      this.#heartbeats.track(this.#others());
       // Announce where this node listens now (ports may change across restarts).
       await this.#serially(() => this.#putOwnAddressesBack());
       // A drain cut short by a stop goes on.
@@ -344,9 +349,7 @@ export class Node {
     } else if (this.#list) {
       this.log.warn({ event: 'revoked', clusterId: this.clusterId }, 'this node was revoked from its cluster; it serves nothing to the cluster');
     }
-    this.#timer = setInterval(() => void this.#tick(), this.config.heartbeat.intervalMs);
-    this.#timer.unref();
-    void this.#tick();
+    this.#heartbeats.start();
   }
 
   /**
@@ -442,12 +445,12 @@ export class Node {
     this.log.debug({ event: 'member-list', epoch: list.epoch, signer: list.signer, why }, 'member list adopted');
     if (isMember(list, this.peerId)) {
       this.#role = 'member';
-      this.#detector.track(this.#others());
+      this.#heartbeats.track(this.#others());
       if (draining(list).has(this.peerId)) this.#startDrain();
     } else if (this.#role === 'member') {
       const selfLeft = list.revocations.some((r) => r.peerId === this.peerId && r.by === this.peerId);
       this.#role = selfLeft ? 'left' : 'revoked';
-      this.#detector.track([]);
+      this.#heartbeats.track([]);
       this.log.warn({ event: this.#role, epoch: list.epoch }, selfLeft ? 'this node left the cluster' : 'this node was revoked from the cluster');
     }
   }
@@ -503,23 +506,7 @@ export class Node {
     return this.#list;
   }
 
-  // ------------------------------------------------------------------ heartbeats
-
-  async #tick(): Promise<void> {
-    if (this.#stopping) return;
-    for (const t of this.#detector.tick()) this.#transition(t);
-    this.#feed.watch();
-    if (this.#role === 'joining') {
-      await this.#joins.ask().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errorText(err) }, 'join request failed; retrying'));
-      return;
-    }
-    if (this.#role !== 'member') return;
-    for (const peer of this.#others()) {
-      if (this.#inFlight.has(peer)) continue;
-      this.#inFlight.add(peer);
-      void this.#heartbeat(peer).finally(() => this.#inFlight.delete(peer));
-    }
-  }
+  // ------------------------------------------------------------------ ledger
 
   /** Implements ReplicationHost.served: counted into the next `served` ledger event. */
   served(peer: string, bytes: number): void {
@@ -549,71 +536,6 @@ export class Node {
     return this.ledger.view();
   }
 
-  #transition(t: Transition): void {
-    this.metrics.transition(t.to);
-    const level = t.to === 'alive' ? 'info' : 'warn';
-    this.log[level]({ event: 'member-state', peer: t.peer, from: t.from, to: t.to, silentMs: t.silentMs }, `member ${t.to}`);
-  }
-
-  async #heartbeat(peer: string): Promise<void> {
-    const list = this.#list!;
-    try {
-      const reply = (await this.carrier.request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as { list?: unknown } | null;
-      this.metrics.heartbeat('ok');
-      const t = this.#detector.heard(peer);
-      if (t) this.#transition(t);
-      if (reply && reply.list !== undefined) await this.#mergeFrom(reply.list, peer);
-    } catch (err) {
-      this.metrics.heartbeat('failed');
-      this.log.debug({ event: 'heartbeat-failed', peer, err: errorText(err) }, 'heartbeat failed');
-      if (err instanceof RefusedError && this.#role === 'member') await this.#askWhyRefused(peer);
-    }
-  }
-
-  /**
-   * A member refused our heartbeat: we may have been revoked while the revoker could not reach us
-   * (down, or its one announce timed out). Its join protocol, open to everyone, answers a revoked
-   * peer with the signed list that revokes it, which we merge like any other (so only a real
-   * revocation is believed). Asked once per refused heartbeat.
-   */
-  async #askWhyRefused(peer: string): Promise<void> {
-    try {
-      const request: JoinRequest = { v: 1, addresses: this.carrier.addresses.slice(0, 16), check: true };
-      const answer = (await this.carrier.request(this.#route(peer), JOIN_PROTOCOL, request, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as JoinAnswer | null;
-      if (answer !== null && typeof answer === 'object' && answer.list !== undefined) await this.#mergeFrom(answer.list, peer);
-    } catch (err) {
-      this.log.debug({ event: 'refusal-check-failed', peer, err: errorText(err) }, 'could not learn why a member refused a heartbeat');
-    }
-  }
-
-  async #onHeartbeat(message: unknown, peer: string): Promise<{ list?: MemberList }> {
-    const m = message as { v?: unknown; list?: unknown } | null;
-    if (m === null || typeof m !== 'object' || m.v !== 1 || m.list === undefined) throw new ProtocolError('malformed heartbeat');
-    const t = this.#detector.heard(peer);
-    if (t) this.#transition(t);
-    await this.#mergeFrom(m.list, peer);
-    const ours = this.#list!;
-    return (m.list as MemberList).signature === ours.signature ? {} : { list: ours };
-  }
-
-  /** Sends the current list to `peers` now (after a change an operator made), best effort. */
-  async #announce(peers: string[]): Promise<void> {
-    const list = this.#list!;
-    await Promise.all(
-      peers.map((peer) =>
-        this.carrier
-          .request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 2000) })
-          .then((reply) => {
-            this.log.debug({ event: 'announced', peer, epoch: list.epoch }, 'member list announced');
-            const theirs = (reply as { list?: unknown } | null)?.list;
-            // Not awaited: an announce runs inside a list change, and a merge waits for that change to end.
-            if (theirs !== undefined && this.#role === 'member') void this.#mergeFrom(theirs, peer).catch((err: unknown) => this.log.warn({ event: 'merge-failed', peer, err: errorText(err) }, 'a list from a peer did not merge'));
-          })
-          .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errorText(err) }, 'announce failed')),
-      ),
-    );
-  }
-
   // ------------------------------------------------------------------ operator actions
 
   pending(): PendingJoin[] {
@@ -639,9 +561,9 @@ export class Node {
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { revoke: [peerId] }), `revocation of ${peerId}`, peerId);
       // The revoked peer hears it from us (so it stops), then is cut off.
-      await this.#announce([peerId]);
+      await this.#heartbeats.announce([peerId]);
       await this.carrier.node.hangUp(peerIdFromString(peerId)).catch(() => {});
-      void this.#announce(others.filter((p) => p !== peerId));
+      void this.#heartbeats.announce(others.filter((p) => p !== peerId));
       return this.#list!;
     });
   }
@@ -665,7 +587,7 @@ export class Node {
       if (remaining < needed) throw new RefusedError(`draining would leave ${remaining} member${remaining === 1 ? '' : 's'} to hold blocks placed on ${needed}: add a member first`);
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { drain: [this.peerId] }), 'drain');
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
     });
   }
 
@@ -675,7 +597,7 @@ export class Node {
       const list = this.#requireMember();
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { replicationFactor: factor }), `replication factor ${factor}`);
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
       this.replication.kick();
       return this.#list!;
     });
@@ -701,7 +623,7 @@ export class Node {
       const list = this.#requireMember();
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { leave: true }), 'leave');
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
     });
   }
 
@@ -735,7 +657,7 @@ export class Node {
     return list.approvals.map((a) => {
       const self = a.peerId === this.peerId;
       const revoked = revokedBy.has(a.peerId);
-      const h = self || revoked ? undefined : this.#detector.health(a.peerId);
+      const h = self || revoked ? undefined : this.#heartbeats.health(a.peerId);
       return {
         peerId: a.peerId,
         self,
@@ -753,7 +675,7 @@ export class Node {
   }
 
   stateCounts(): Record<MemberState, number> {
-    return this.#detector.counts();
+    return this.#heartbeats.counts();
   }
 
   async status(): Promise<Record<string, unknown>> {
@@ -766,7 +688,7 @@ export class Node {
       addresses: this.carrier.addresses,
       startedAt: this.startedAt,
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
-      members: this.#detector.counts(),
+      members: this.#heartbeats.counts(),
       pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
       replication: { factor: this.replicationFactor, ...this.replication.progress },
@@ -787,7 +709,7 @@ export class Node {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    clearInterval(this.#timer);
+    this.#heartbeats.stop();
     this.#feed.stop();
     this.series.stop();
     const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
