@@ -21,6 +21,12 @@
  * pass it lost a block is not asked for it until it has it again (proofs check claims). Each round's verdicts
  * go into the ledger as one signed event (carrier/ledger.ts), where repeated failures quarantine
  * the holder.
+ *
+ * Owns, and alone changes: the challenge stock (keys `p:<block>:<nonce>` in the ledger's store,
+ * beside its events: made by #restock after a seal or when a block's stock runs out, struck by
+ * #take before each challenge), the round-robin cursor and the round under way (#challengeRound,
+ * one at a time through kick), and its timer. Who holds a block and where it is placed are the
+ * replicator's, read through ProverHost; verdicts are counted through ProofMetrics ({ proof }).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

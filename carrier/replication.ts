@@ -22,8 +22,8 @@
  * `dead` for longer than `deadGraceMs`: a member that is only briefly away
  * keeps its blocks and none are copied. A copy on a member outside the placement is surplus and
  * is removed by its holder only after every placed member has confirmed holding the block, and
- * every member of its placement with no one left out for being dead (Holders.firmPlacement), under the
- * newest list any asker has shown (Repair: onHave, #dropIfSurplus).
+ * every member of its placement with no one left out for being dead (Holders.firmPlacement),
+ * under the newest list any asker has shown (Repair: onHave, #dropIfSurplus).
  *
  * Deletion across the cluster: a block the writer's gc compacted away is tombstoned in its
  * database (Tombstone.Retired). Each repair pass of the writer first seals what gc moved (so the
