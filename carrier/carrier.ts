@@ -11,6 +11,10 @@
  * Access control: `handle(..., { allow })` runs before a frame is read; a peer it refuses gets
  * one OURO_REFUSED reply and the stream is closed both ways without reading its request (the
  * cluster's membership check plugs in here).
+ *
+ * Owns the libp2p node, the protocols served on sessions (#served, added by handle(), which its
+ * user calls while starting) and the client sessions, one per peer (#sessions, opened by a
+ * request that needs one and dropped when it closes). It knows nothing of members or blocks.
  */
 import { quic } from '@chainsafe/libp2p-quic';
 import type { Connection, PrivateKey, Stream } from '@libp2p/interface';

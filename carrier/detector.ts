@@ -7,6 +7,10 @@
  * the list that brought the member), so a member that is down when this node starts is declared
  * dead after `deadAfterMs` like any other. `dead` is an observation, not a verdict: the member
  * stays in the list until an operator revokes it.
+ *
+ * Owns the members it watches and their states (#members). On a node, only carrier/heartbeats.ts
+ * changes them: track() when a list is adopted, heard() on each answer or heartbeat received,
+ * tick() at each heartbeat tick; everyone else reads health() and counts().
  */
 
 export type MemberState = 'alive' | 'suspect' | 'dead';

@@ -18,6 +18,12 @@
  * of each other (event times), none of them before its last `clear`, is quarantined: placement
  * leaves it out, so repair copies its blocks elsewhere. It stays so until an operator clears it.
  * The two settings must be the same on every member, like the fold itself.
+ *
+ * Owns its store (a LevelDB of its own) and the fold kept over it (accounts, vector, quarantines,
+ * digest). Events enter only through record() (this node's own: the prover's proofs, the ledger
+ * feed's uptime, holding and served, an operator's clear through Node.clearQuarantine) and
+ * accept() (events the ledger feed copied from other members), one at a time (#serial). The
+ * challenge stock kept beside the events (keys `p:`) is the prover's (carrier/proofs.ts).
  */
 import crypto from 'node:crypto';
 import { peerIdFromString } from '@libp2p/peer-id';

@@ -2,11 +2,63 @@
  * A node's Prometheus metrics (prom-client), in a registry of its own so that two nodes in one
  * process do not mix. docs/node.md lists them. Gauges that mirror state (members by state, list
  * epoch, database figures) are read when scraped, so they are never stale.
+ *
+ * A sink: it imports none of the parts it counts for. The parts report through the methods below
+ * (each sees only the one it needs: the replicator `replicated`, the prover `proof`, the node the
+ * rest); the gauges read the MetricSources declared here, which carrier/node.ts gives to bind().
+ * Owns, and alone changes, its counters and the running totals (#totals), changed only by those
+ * methods; the registry is read by the admin API's /metrics.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { fsyncFailures } from '../lib/errors.js';
 import type { RequestEvent } from './carrier.js';
-import type { Node } from './node.js';
+
+/** Replication repair figures a gauge shows (a subset of the replicator's progress). */
+export interface RepairFigures {
+  passes: number;
+  checked: number;
+  underReplicated: number;
+  pushed: number;
+  pushedBytes: number;
+  removed: number;
+  fetched: number;
+  failures: number;
+  verified: number;
+  corrupt: number;
+}
+
+/** Database figures the gauges show (from OuroDB.stats). */
+export interface DbFigures {
+  logicalBytes: number;
+  uniqueBytes: number;
+  storedBytes: number;
+  walBytes: number;
+  objects: number;
+  chunks: number;
+  blocks: number;
+  walRecords: number;
+}
+
+/** What the gauges read when scraped (carrier/node.ts gives them to bind()). */
+export interface MetricSources {
+  /** Members other than this node, by failure detector state. */
+  memberStates(): Record<string, number>;
+  /** Epoch of the member list this node holds (0 before it has one). */
+  listEpoch(): number;
+  /** Whether this node is a member of its cluster now. */
+  member(): boolean;
+  /** Join requests waiting for an operator on this node. */
+  pendingJoins(): number;
+  repair(): RepairFigures;
+  /** Members the ledger has quarantined. */
+  quarantinedMembers(): number;
+  /** Ledger events this node holds. */
+  ledgerEvents(): number;
+  /** The file system of the node's directory (total and free bytes), and the block bytes held. */
+  disk(): Promise<{ totalBytes: number; freeBytes: number; heldBytes: number }>;
+  /** The database, when the node has one (the database gauges exist only then). */
+  readonly db: { stats(): Promise<DbFigures> } | undefined;
+}
 
 export class NodeMetrics {
   readonly registry = new Registry();
@@ -48,7 +100,7 @@ export class NodeMetrics {
   }
 
   /** Adds the gauges that read the node's state when scraped. */
-  bind(node: Node): void {
+  bind(sources: MetricSources): void {
     const registers = [this.registry];
     new Gauge({
       name: 'ouro_cluster_members',
@@ -56,7 +108,7 @@ export class NodeMetrics {
       labelNames: ['state'],
       registers,
       collect() {
-        for (const [state, n] of Object.entries(node.stateCounts())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(sources.memberStates())) this.set({ state }, n);
       },
     });
     new Gauge({
@@ -64,7 +116,7 @@ export class NodeMetrics {
       help: 'Epoch of the member list this node holds',
       registers,
       collect() {
-        this.set(node.list?.epoch ?? 0);
+        this.set(sources.listEpoch());
       },
     });
     new Gauge({
@@ -72,7 +124,7 @@ export class NodeMetrics {
       help: '1 while this node is a member of its cluster, 0 while joining, rejected, revoked or after leaving',
       registers,
       collect() {
-        this.set(node.role === 'member' ? 1 : 0);
+        this.set(sources.member() ? 1 : 0);
       },
     });
     new Gauge({
@@ -80,7 +132,7 @@ export class NodeMetrics {
       help: 'Join requests waiting for an operator on this node',
       registers,
       collect() {
-        this.set(node.pending().length);
+        this.set(sources.pendingJoins());
       },
     });
     new Gauge({
@@ -89,7 +141,7 @@ export class NodeMetrics {
       labelNames: ['kind'],
       registers,
       collect() {
-        const p = node.replication.progress;
+        const p = sources.repair();
         this.set({ kind: 'passes' }, p.passes);
         this.set({ kind: 'checked' }, p.checked);
         this.set({ kind: 'under_replicated' }, p.underReplicated);
@@ -107,7 +159,7 @@ export class NodeMetrics {
       help: 'Blocks held here that were below their placement at the start of the last repair pass',
       registers,
       collect() {
-        this.set(node.replication.progress.underReplicated);
+        this.set(sources.repair().underReplicated);
       },
     });
     new Gauge({
@@ -115,7 +167,7 @@ export class NodeMetrics {
       help: 'Members the ledger has quarantined (repeated failed proofs of storage)',
       registers,
       collect() {
-        this.set(node.memberViews().filter((m) => m.quarantined).length);
+        this.set(sources.quarantinedMembers());
       },
     });
     new Gauge({
@@ -123,7 +175,7 @@ export class NodeMetrics {
       help: 'Ledger events this node holds (members holding the same events show the same ledger)',
       registers,
       collect() {
-        this.set(node.ledger.view().events);
+        this.set(sources.ledgerEvents());
       },
     });
     new Gauge({
@@ -132,14 +184,14 @@ export class NodeMetrics {
       labelNames: ['kind'],
       registers,
       async collect() {
-        const d = await node.series.disk();
+        const d = await sources.disk();
         this.set({ kind: 'total' }, d.totalBytes);
         this.set({ kind: 'free' }, d.freeBytes);
         this.set({ kind: 'held' }, d.heldBytes);
       },
     });
-    if (node.db) {
-      const db = node.db;
+    if (sources.db) {
+      const db = sources.db;
       new Gauge({
         name: 'ouro_db_bytes',
         help: 'Database bytes by kind: logical (as stored by applications), unique (after dedup), stored (block files), wal (not yet sealed)',

@@ -10,39 +10,60 @@
  *
  * Order of effects: a member list is saved (fsync) before this node acts on it or tells anyone;
  * a token is spent on disk before the approval it pays for is announced.
+ *
+ * This file is the one place that wires the parts. It builds each with what it needs of the
+ * others: an interface the part declares (its host, its sources) or a callback, never this class;
+ * no module it wires imports this one (carrier/index.ts and the admin API, carrier/admin.ts, are
+ * built on it). The parts, each the owner of its state (its header says how):
+ *   carrier.ts       the libp2p carrier and its handlers
+ *   joins.ts         joining: join requests, the operators' decisions, join tokens
+ *   heartbeats.ts    heartbeats (the list's gossip) and the failure detector
+ *   ledger.ts        the ledger; ledger-feed.ts: this node's own ledger events, ledger sync
+ *   replication.ts   block replication (its parts: replication-*.ts), on a shelf (shelf.ts)
+ *   proofs.ts        proofs of storage
+ *   metrics.ts       Prometheus metrics; series.ts: the status page's series
+ *
+ * Owns, and alone changes:
+ *   - #list (members.json) and #role: only #adopt changes them, saving the list first, inside
+ *     #serially; the role also when the member asked rejects this node's join (Joins.ask, through
+ *     `rejected`). Every part reads them through its host;
+ *   - #serial: list and join-state changes (this file's and Joins') run on it one at a time, in
+ *     order;
+ *   - #handling: the requests being handled (#track), which stop waits for; #stopping, set once
+ *     by stop;
+ *   - #draining: the drain of this node under way, started by #startDrain when a list drains it.
  */
-import crypto from 'node:crypto';
 import path from 'node:path';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import type { PrivateKey, Stream } from '@libp2p/interface';
 import { pino, type Logger } from 'pino';
-import { BadArgumentError, NotFoundError, OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
+import { BadArgumentError, NotFoundError, OuroError, RefusedError, errorText } from '../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
 import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
-import { FailureDetector, type MemberState, type Transition } from './detector.js';
+import type { MemberState } from './detector.js';
+import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
 import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
-import { Ledger, type LedgerView, type WireEvent } from './ledger.js';
-import { NodeMetrics } from './metrics.js';
+import { dialable, withLastPorts } from './addresses.js';
+import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
+import { Ledger, type LedgerView } from './ledger.js';
+import { LedgerFeed } from './ledger-feed.js';
+import { type MetricSources, NodeMetrics } from './metrics.js';
 import { Prover } from './proofs.js';
 import { Replicator } from './replication.js';
 import { Series } from './series.js';
 import { DbShelf, DirShelf } from './shelf.js';
 
-export const JOIN_PROTOCOL = protocolId('join');
-export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
+export { withLastPorts } from './addresses.js';
+export { JOIN_PROTOCOL } from './joins.js';
+export { HEARTBEAT_PROTOCOL } from './heartbeats.js';
 export const PING_PROTOCOL = protocolId('ping');
-/** Bytes of ledger events per sync answer (well under the frame limit). */
-const LEDGER_PAGE_BYTES = 1024 * 1024;
-
-/** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
-const MAX_PENDING = 100;
-const TOKEN_PREFIX = 'ouro-join-v1';
 
 export type NodeRole = 'member' | 'joining' | 'rejected' | 'revoked' | 'left';
+export type { JoinAnswer } from './joins.js';
 
 export interface NodeOptions {
   /** The node's directory: identity, config, cluster files, and the database if it has one. */
@@ -74,58 +95,6 @@ export interface MemberView {
   quarantined: boolean;
 }
 
-export interface JoinAnswer {
-  status: 'approved' | 'pending' | 'rejected';
-  clusterId?: string;
-  reason?: string;
-  list?: MemberList;
-}
-
-interface JoinRequest {
-  v: number;
-  addresses: string[];
-  token?: string;
-  /**
-   * Set by a member whose heartbeat this peer refused, asking why: the answer is as for a join
-   * (a revoked peer gets the signed list that revokes it), but a peer the member does not know is
-   * neither recorded as pending nor counted, only answered `rejected`.
-   */
-  check?: true;
-}
-
-const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
-
-/**
- * `listen` with each port 0 (any free port) replaced by the port of the same transport in `last`
- * (the addresses this node announced before: its entry in the member list), for an address of the
- * same IP, or any of the same IP version when `listen` names the wildcard. Returns `listen` itself
- * when nothing changes.
- */
-export function withLastPorts(listen: string[], last: readonly string[] | undefined): string[] {
-  if (!last || last.length === 0) return listen;
-  const parse = (a: string) => /^\/(ip[46])\/([^/]+)\/udp\/(\d+)\/quic-v1(?:\/|$)/.exec(a);
-  let changed = false;
-  const out = listen.map((a) => {
-    const want = parse(a);
-    if (!want || want[3] !== '0') return a;
-    const wildcard = want[2] === '0.0.0.0' || want[2] === '::';
-    for (const l of last) {
-      const had = parse(l);
-      if (had && had[1] === want[1] && (wildcard || had[2] === want[2]) && had[3] !== '0') {
-        changed = true;
-        return `/${want[1]}/${want[2]}/udp/${had[3]}/quic-v1`;
-      }
-    }
-    return a;
-  });
-  return changed ? out : listen;
-}
-
-/** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
-function dialable(peer: string, addresses: string[]): string[] {
-  return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
-}
-
 export class Node {
   readonly dir: string;
   readonly config: NodeConfig;
@@ -137,31 +106,21 @@ export class Node {
   readonly #ownsDb: boolean;
   readonly #key: PrivateKey;
   readonly #files: ClusterFiles;
-  readonly #detector: FailureDetector;
+  readonly #heartbeats: Heartbeats;
   readonly replication: Replicator;
   readonly ledger: Ledger;
   readonly proofs: Prover;
   readonly series: Series;
   #list: MemberList | undefined;
-  #joins: JoinState;
   #role: NodeRole;
-  #joinTarget: { peer: string[]; token?: string } | undefined;
+  readonly #joins: Joins;
+  readonly #feed: LedgerFeed;
   /** List and join-state changes run one at a time, in order. */
   #serial: Promise<unknown> = Promise.resolve();
-  #timer: NodeJS.Timeout | undefined;
-  readonly #inFlight = new Set<string>();
   readonly #handling = new Set<Promise<unknown>>();
   #stopping = false;
-  #lastJoinAnswer: JoinAnswer['status'] | null = null;
   /** The drain of this node under way (it ends in leaving), once one started. */
   #draining: Promise<void> | undefined;
-  /** For the ledger's uptime event: ms each member was seen alive, over ms watched, since the last one. */
-  #seen = { period: 0, alive: new Map<string, number>(), at: performance.now() };
-  /** For the ledger's served event: bytes each member sent here for repair since the last one. */
-  #served = new Map<string, number>();
-  #lastHolding = '';
-  #ledgerTimers: NodeJS.Timeout[] = [];
-  #syncing: Promise<void> | undefined;
 
   private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined; ledger: Ledger }) {
     this.dir = args.dir;
@@ -174,13 +133,63 @@ export class Node {
     this.#key = args.key;
     this.#files = args.files;
     this.#list = args.list;
-    this.#joins = args.joins;
-    this.#joinTarget = args.joinTarget;
     this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
-    this.#detector = new FailureDetector(args.config.heartbeat);
+    this.#joins = new Joins(
+      {
+        peerId: this.peerId,
+        log: this.log,
+        metrics: this.metrics,
+        addresses: () => this.carrier.addresses,
+        role: () => this.#role,
+        list: () => this.#list,
+        serially: (fn) => this.#serially(fn),
+        adopt: (list, why) => this.#adopt(list, why),
+        requireMember: () => this.#requireMember(),
+        announce: (peers) => this.#heartbeats.announce(peers),
+        others: () => this.#others(),
+        askJoin: (peer, request) => this.carrier.request(peer, JOIN_PROTOCOL, request),
+        rejected: () => (this.#role = 'rejected'),
+        joined: () => void this.#heartbeats.tick(),
+      },
+      args.files,
+      args.key,
+      args.joins,
+      args.joinTarget,
+    );
+    this.#heartbeats = new Heartbeats(
+      {
+        log: this.log,
+        metrics: this.metrics,
+        stopping: () => this.#stopping,
+        role: () => this.#role,
+        list: () => this.#list,
+        others: () => this.#others(),
+        addresses: () => this.carrier.addresses,
+        route: (peer) => this.#route(peer),
+        request: (to, protocol, message, options) => this.carrier.request(to, protocol, message, options),
+        mergeFrom: (list, from) => this.#mergeFrom(list, from),
+        watch: () => this.#feed.watch(),
+        askToJoin: () => this.#joins.ask(),
+      },
+      args.config,
+    );
     const shelf = args.db ? new DbShelf(args.db) : new DirShelf(args.dir);
     this.replication = new Replicator(this, shelf, args.db, args.config.replication);
     this.ledger = args.ledger;
+    this.#feed = new LedgerFeed(
+      {
+        log: this.log,
+        member: () => this.#role === 'member',
+        stopping: () => this.#stopping,
+        others: () => this.#others(),
+        alive: (peer) => this.#heartbeats.health(peer)?.state === 'alive',
+        held: () => this.replication.held(),
+        memberViews: () => this.memberViews(),
+        request: (peer, name, message, options) => this.request(peer, name, message, options),
+      },
+      args.ledger,
+      args.config,
+    );
     this.proofs = new Prover(
       {
         peerId: this.peerId,
@@ -197,7 +206,16 @@ export class Node {
       args.db,
       args.config.proofs,
     );
-    this.series = new Series(this, args.config.series);
+    this.series = new Series(
+      {
+        dir: args.dir,
+        totals: () => this.metrics.totals(),
+        repair: () => this.replication.progress,
+        held: () => this.replication.held(),
+        db: args.db,
+      },
+      args.config.series,
+    );
   }
 
   /**
@@ -221,11 +239,8 @@ export class Node {
    * Records whom to ask to join (`ouro node join`); a node started with no member list asks
    * there until an operator approves or rejects it, or at once with a token.
    */
-  static async requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
-    const files = new ClusterFiles(dir);
-    if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
-    for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
-    await files.writeJoinTarget(peer, token);
+  static requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+    return requestJoin(dir, peer, token);
   }
 
   static async start(options: NodeOptions): Promise<Node> {
@@ -274,7 +289,7 @@ export class Node {
           throw err;
         });
       node = new Node({ dir, config, carrier, log, metrics, db, ownsDb, key, files, list, joins: await files.readJoins(), joinTarget: target, ledger });
-      metrics.bind(node);
+      metrics.bind(node.#metricSources());
       try {
         await node.#begin();
       } catch (err) {
@@ -299,7 +314,7 @@ export class Node {
 
   /** The answer to this node's latest join request (null before one arrives). */
   get lastJoinAnswer(): JoinAnswer['status'] | null {
-    return this.#lastJoinAnswer;
+    return this.#joins.lastJoinAnswer;
   }
 
   get list(): MemberList | undefined {
@@ -316,23 +331,17 @@ export class Node {
   }
 
   async #begin(): Promise<void> {
-    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
-    await this.handle('heartbeat', (m, ctx) => this.#onHeartbeat(m, ctx.peer));
+    await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
+    await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
-    await this.handle('ledger-sync', (m) => this.#onLedgerSync(m));
+    await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
     await this.replication.start();
     await this.proofs.start();
     this.series.start();
-    const ledgerTimer = setInterval(() => void this.#recordObservations(), this.config.ledger.intervalMs);
-    const syncTimer = setInterval(() => void this.syncLedger(), this.config.ledger.syncIntervalMs);
-    ledgerTimer.unref();
-    syncTimer.unref();
-    this.#ledgerTimers = [ledgerTimer, syncTimer];
-    // What this node holds goes on the ledger at once, not an interval later.
-    void this.#recordObservations();
+    this.#feed.start();
     this.log.info({ event: 'start', peerId: this.peerId, addresses: this.carrier.addresses, role: this.#role, clusterId: this.clusterId ?? null }, 'node started');
     if (this.#list && this.#role === 'member') {
-      this.#detector.track(this.#others());
+      this.#heartbeats.track(this.#others());
       // Announce where this node listens now (ports may change across restarts).
       await this.#serially(() => this.#putOwnAddressesBack());
       // A drain cut short by a stop goes on.
@@ -340,9 +349,7 @@ export class Node {
     } else if (this.#list) {
       this.log.warn({ event: 'revoked', clusterId: this.clusterId }, 'this node was revoked from its cluster; it serves nothing to the cluster');
     }
-    this.#timer = setInterval(() => void this.#tick(), this.config.heartbeat.intervalMs);
-    this.#timer.unref();
-    void this.#tick();
+    this.#heartbeats.start();
   }
 
   /**
@@ -438,12 +445,12 @@ export class Node {
     this.log.debug({ event: 'member-list', epoch: list.epoch, signer: list.signer, why }, 'member list adopted');
     if (isMember(list, this.peerId)) {
       this.#role = 'member';
-      this.#detector.track(this.#others());
+      this.#heartbeats.track(this.#others());
       if (draining(list).has(this.peerId)) this.#startDrain();
     } else if (this.#role === 'member') {
       const selfLeft = list.revocations.some((r) => r.peerId === this.peerId && r.by === this.peerId);
       this.#role = selfLeft ? 'left' : 'revoked';
-      this.#detector.track([]);
+      this.#heartbeats.track([]);
       this.log.warn({ event: this.#role, epoch: list.epoch }, selfLeft ? 'this node left the cluster' : 'this node was revoked from the cluster');
     }
   }
@@ -499,94 +506,16 @@ export class Node {
     return this.#list;
   }
 
-  // ------------------------------------------------------------------ heartbeats
-
-  async #tick(): Promise<void> {
-    if (this.#stopping) return;
-    for (const t of this.#detector.tick()) this.#transition(t);
-    this.#watch();
-    if (this.#role === 'joining') {
-      await this.#askToJoin().catch((err: unknown) => this.log.warn({ event: 'join-failed', err: errorText(err) }, 'join request failed; retrying'));
-      return;
-    }
-    if (this.#role !== 'member') return;
-    for (const peer of this.#others()) {
-      if (this.#inFlight.has(peer)) continue;
-      this.#inFlight.add(peer);
-      void this.#heartbeat(peer).finally(() => this.#inFlight.delete(peer));
-    }
-  }
-
-  /** Adds the time since the last heartbeat tick to each member seen alive (for the uptime event). */
-  #watch(): void {
-    const now = performance.now();
-    const elapsed = Math.round(now - this.#seen.at);
-    this.#seen.at = now;
-    if (this.#role !== 'member') return;
-    this.#seen.period += elapsed;
-    for (const peer of this.#others()) {
-      const alive = this.#detector.health(peer)?.state === 'alive' ? elapsed : 0;
-      this.#seen.alive.set(peer, (this.#seen.alive.get(peer) ?? 0) + alive);
-    }
-  }
-
-  /** The ledger events of this node's own observations since the last ones: uptime seen, holding, served. */
-  async #recordObservations(): Promise<void> {
-    if (this.#role !== 'member' || this.#stopping) return;
-    try {
-      const { period, alive } = this.#seen;
-      this.#seen = { period: 0, alive: new Map(), at: this.#seen.at };
-      if (period > 0 && alive.size > 0) await this.ledger.record({ k: 'uptime', b: { p: period, a: Object.fromEntries([...alive].map(([p, ms]) => [p, Math.min(ms, period)])) } });
-      const held = await this.replication.held();
-      const holding = { blocks: held.length, bytes: held.reduce((n, b) => n + b.size, 0) };
-      const key = JSON.stringify(holding);
-      if (key !== this.#lastHolding) {
-        await this.ledger.record({ k: 'holding', b: holding });
-        this.#lastHolding = key;
-      }
-      if (this.#served.size > 0) {
-        const served = Object.fromEntries(this.#served);
-        this.#served = new Map();
-        await this.ledger.record({ k: 'served', b: served });
-      }
-    } catch (err) {
-      this.log.warn({ event: 'ledger-record-failed', err: errorText(err) }, 'could not record ledger events');
-    }
-  }
+  // ------------------------------------------------------------------ ledger
 
   /** Implements ReplicationHost.served: counted into the next `served` ledger event. */
   served(peer: string, bytes: number): void {
-    this.#served.set(peer, (this.#served.get(peer) ?? 0) + bytes);
+    this.#feed.served(peer, bytes);
   }
 
   /** Copies the ledger events this node lacks from every live member (one sync at a time). */
   syncLedger(): Promise<void> {
-    this.#syncing ??= (async () => {
-      if (this.#role !== 'member') return;
-      await Promise.all(
-        this.memberViews()
-          .filter((m) => !m.self && m.status === 'member' && m.state === 'alive')
-          .map(async (m) => {
-            try {
-              for (let page = 0; page < 64; page++) {
-                const r = (await this.request(m.peerId, 'ledger-sync', { v: 1, have: this.ledger.vector() }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 5000) })) as { events?: unknown; more?: unknown };
-                if (!Array.isArray(r?.events)) throw new ProtocolError('malformed ledger-sync reply');
-                await this.ledger.accept(r.events as WireEvent[]);
-                if (r.more !== true) break;
-              }
-            } catch (err) {
-              this.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errorText(err) }, 'ledger sync failed');
-            }
-          }),
-      );
-    })().finally(() => (this.#syncing = undefined));
-    return this.#syncing;
-  }
-
-  async #onLedgerSync(m: unknown): Promise<{ events: WireEvent[]; more: boolean }> {
-    const q = m as { v?: unknown; have?: unknown } | null;
-    if (q === null || typeof q !== 'object' || q.v !== 1 || q.have === null || typeof q.have !== 'object' || Array.isArray(q.have) || Object.keys(q.have).length > 4096) throw new ProtocolError('malformed ledger-sync');
-    return this.ledger.since(q.have as Record<string, number>, Math.min(LEDGER_PAGE_BYTES, this.config.maxFrameBytes / 2));
+    return this.#feed.sync();
   }
 
   /** The ledger quarantined a member, or an operator cleared it: placement changes, so repair runs. */
@@ -607,170 +536,20 @@ export class Node {
     return this.ledger.view();
   }
 
-  #transition(t: Transition): void {
-    this.metrics.transition(t.to);
-    const level = t.to === 'alive' ? 'info' : 'warn';
-    this.log[level]({ event: 'member-state', peer: t.peer, from: t.from, to: t.to, silentMs: t.silentMs }, `member ${t.to}`);
-  }
-
-  async #heartbeat(peer: string): Promise<void> {
-    const list = this.#list!;
-    try {
-      const reply = (await this.carrier.request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as { list?: unknown } | null;
-      this.metrics.heartbeat('ok');
-      const t = this.#detector.heard(peer);
-      if (t) this.#transition(t);
-      if (reply && reply.list !== undefined) await this.#mergeFrom(reply.list, peer);
-    } catch (err) {
-      this.metrics.heartbeat('failed');
-      this.log.debug({ event: 'heartbeat-failed', peer, err: errorText(err) }, 'heartbeat failed');
-      if (err instanceof RefusedError && this.#role === 'member') await this.#askWhyRefused(peer);
-    }
-  }
-
-  /**
-   * A member refused our heartbeat: we may have been revoked while the revoker could not reach us
-   * (down, or its one announce timed out). Its join protocol, open to everyone, answers a revoked
-   * peer with the signed list that revokes it, which we merge like any other (so only a real
-   * revocation is believed). Asked once per refused heartbeat.
-   */
-  async #askWhyRefused(peer: string): Promise<void> {
-    try {
-      const request: JoinRequest = { v: 1, addresses: this.carrier.addresses.slice(0, 16), check: true };
-      const answer = (await this.carrier.request(this.#route(peer), JOIN_PROTOCOL, request, { timeoutMs: Math.min(this.config.requestTimeoutMs, this.config.heartbeat.suspectAfterMs) })) as JoinAnswer | null;
-      if (answer !== null && typeof answer === 'object' && answer.list !== undefined) await this.#mergeFrom(answer.list, peer);
-    } catch (err) {
-      this.log.debug({ event: 'refusal-check-failed', peer, err: errorText(err) }, 'could not learn why a member refused a heartbeat');
-    }
-  }
-
-  async #onHeartbeat(message: unknown, peer: string): Promise<{ list?: MemberList }> {
-    const m = message as { v?: unknown; list?: unknown } | null;
-    if (m === null || typeof m !== 'object' || m.v !== 1 || m.list === undefined) throw new ProtocolError('malformed heartbeat');
-    const t = this.#detector.heard(peer);
-    if (t) this.#transition(t);
-    await this.#mergeFrom(m.list, peer);
-    const ours = this.#list!;
-    return (m.list as MemberList).signature === ours.signature ? {} : { list: ours };
-  }
-
-  /** Sends the current list to `peers` now (after a change an operator made), best effort. */
-  async #announce(peers: string[]): Promise<void> {
-    const list = this.#list!;
-    await Promise.all(
-      peers.map((peer) =>
-        this.carrier
-          .request(this.#route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.config.requestTimeoutMs, 2000) })
-          .then((reply) => {
-            this.log.debug({ event: 'announced', peer, epoch: list.epoch }, 'member list announced');
-            const theirs = (reply as { list?: unknown } | null)?.list;
-            // Not awaited: an announce runs inside a list change, and a merge waits for that change to end.
-            if (theirs !== undefined && this.#role === 'member') void this.#mergeFrom(theirs, peer).catch((err: unknown) => this.log.warn({ event: 'merge-failed', peer, err: errorText(err) }, 'a list from a peer did not merge'));
-          })
-          .catch((err: unknown) => this.log.debug({ event: 'announce-failed', peer, err: errorText(err) }, 'announce failed')),
-      ),
-    );
-  }
-
-  // ------------------------------------------------------------------ joining
-
-  /** The joining side: asks the member named in join.json. */
-  async #askToJoin(): Promise<void> {
-    const target = this.#joinTarget!;
-    const answer = (await this.carrier.request(target.peer, JOIN_PROTOCOL, { v: 1, addresses: this.carrier.addresses, ...(target.token ? { token: target.token } : {}) } satisfies JoinRequest)) as JoinAnswer;
-    if (answer !== null && typeof answer === 'object' && ['approved', 'pending', 'rejected'].includes(answer.status)) this.#lastJoinAnswer = answer.status;
-    if (answer?.status === 'approved' && answer.list) {
-      const list = await verify(answer.list);
-      if (!isMember(list, this.peerId)) throw new ProtocolError('join approved with a list that does not name this node');
-      await this.#serially(async () => {
-        await this.#adopt(list, 'joined');
-        await this.#files.removeJoinTarget();
-      });
-      this.#joinTarget = undefined;
-      this.log.info({ event: 'joined', clusterId: list.clusterId, epoch: list.epoch }, 'joined the cluster');
-      void this.#tick();
-    } else if (answer?.status === 'rejected') {
-      this.#role = 'rejected';
-      this.log.error({ event: 'join-rejected', reason: answer.reason ?? null }, 'join request rejected');
-    } else if (answer?.status === 'pending') {
-      this.log.info({ event: 'join-pending', clusterId: answer.clusterId ?? null }, 'join request pending: an operator of the member must approve it');
-    } else {
-      throw new ProtocolError('malformed join answer');
-    }
-  }
-
-  /** The member side of the join protocol (open to any peer). */
-  async #onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
-    const m = message as JoinRequest | null;
-    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string') || (m.check !== undefined && m.check !== true)) throw new ProtocolError('malformed join request');
-    if (this.#role !== 'member' || !this.#list) throw new RefusedError(`this node is not a member of a cluster (${this.#role})`);
-    return this.#serially(async () => {
-      const list = this.#list!;
-      if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
-      // The signed list goes with the answer, so a revoked node that missed the news can prove it to itself.
-      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked', list });
-      if (m.check) return { status: 'rejected', reason: 'not a member of this cluster here' };
-      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
-      if (m.token !== undefined) {
-        const [prefix, clusterId, secret] = m.token.split('.');
-        const now = Date.now();
-        const hash = secret !== undefined ? hashToken(secret) : '';
-        const i = this.#joins.tokens.findIndex((t) => t.expiresAt > now && t.hash.length === hash.length && crypto.timingSafeEqual(Buffer.from(t.hash), Buffer.from(hash)));
-        if (prefix !== TOKEN_PREFIX || clusterId !== list.clusterId || i < 0) return this.#joinOutcome({ status: 'rejected', reason: 'the token is not valid here, expired, or used' });
-        // Spend the token before the approval it pays for exists anywhere.
-        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((_, k) => k !== i), pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
-        await this.#files.writeJoins(this.#joins);
-        await this.#adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
-        this.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
-        void this.#announce(this.#others().filter((p) => p !== peer));
-        return this.#joinOutcome({ status: 'approved', list: this.#list! });
-      }
-      const pending = this.#joins.pending.filter((p) => p.peerId !== peer);
-      const isNew = pending.length === this.#joins.pending.length;
-      pending.push({ peerId: peer, addresses: m.addresses, at: Date.now() });
-      while (pending.length > MAX_PENDING) pending.shift();
-      this.#joins = { ...this.#joins, pending };
-      await this.#files.writeJoins(this.#joins);
-      if (isNew) this.log.info({ event: 'join-pending', peer, addresses: m.addresses }, 'join request waiting for approval');
-      return this.#joinOutcome({ status: 'pending', clusterId: list.clusterId });
-    });
-  }
-
-  #joinOutcome(a: JoinAnswer): JoinAnswer {
-    this.metrics.join(a.status);
-    return a;
-  }
-
   // ------------------------------------------------------------------ operator actions
 
   pending(): PendingJoin[] {
-    return this.#joins.pending.map((p) => ({ ...p, addresses: [...p.addresses] }));
+    return this.#joins.pending();
   }
 
   /** Approves a pending join request; the joiner learns it on its next request. */
   approve(peerId: string): Promise<MemberList> {
-    return this.#serially(async () => {
-      const list = this.#requireMember();
-      const request = this.#joins.pending.find((p) => p.peerId === peerId);
-      if (!request) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
-      await this.#adopt(await change(list, this.#key, { approve: [{ peerId, addresses: request.addresses }] }), `approval of ${peerId}`);
-      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId) };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'join-approved', peer: peerId, by: 'operator' }, 'join approved');
-      void this.#announce(this.#others().filter((p) => p !== peerId));
-      return this.#list!;
-    });
+    return this.#joins.approve(peerId);
   }
 
   /** Rejects a pending join request; that peer's later requests are rejected too. */
   reject(peerId: string): Promise<void> {
-    return this.#serially(async () => {
-      this.#requireMember();
-      if (!this.#joins.pending.some((p) => p.peerId === peerId)) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
-      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId), rejected: [...this.#joins.rejected.filter((r) => r.peerId !== peerId), { peerId, at: Date.now() }] };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'join-rejected', peer: peerId }, 'join rejected');
-    });
+    return this.#joins.reject(peerId);
   }
 
   /** Revokes a member: saved, told to the revoked peer, then its connections here end; others learn by heartbeat. */
@@ -782,9 +561,9 @@ export class Node {
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { revoke: [peerId] }), `revocation of ${peerId}`, peerId);
       // The revoked peer hears it from us (so it stops), then is cut off.
-      await this.#announce([peerId]);
+      await this.#heartbeats.announce([peerId]);
       await this.carrier.node.hangUp(peerIdFromString(peerId)).catch(() => {});
-      void this.#announce(others.filter((p) => p !== peerId));
+      void this.#heartbeats.announce(others.filter((p) => p !== peerId));
       return this.#list!;
     });
   }
@@ -808,7 +587,7 @@ export class Node {
       if (remaining < needed) throw new RefusedError(`draining would leave ${remaining} member${remaining === 1 ? '' : 's'} to hold blocks placed on ${needed}: add a member first`);
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { drain: [this.peerId] }), 'drain');
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
     });
   }
 
@@ -818,7 +597,7 @@ export class Node {
       const list = this.#requireMember();
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { replicationFactor: factor }), `replication factor ${factor}`);
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
       this.replication.kick();
       return this.#list!;
     });
@@ -844,26 +623,31 @@ export class Node {
       const list = this.#requireMember();
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { leave: true }), 'leave');
-      await this.#announce(others);
+      await this.#heartbeats.announce(others);
     });
   }
 
   /** A one-time join token valid for `ttlMs`; only its hash is kept. */
   createToken(ttlMs: number): Promise<{ token: string; expiresAt: number }> {
-    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1000 || ttlMs > 30 * 24 * 3600_000) throw new BadArgumentError('token ttl must be between 1 s and 30 days');
-    return this.#serially(async () => {
-      const list = this.#requireMember();
-      const secret = crypto.randomBytes(32).toString('base64url');
-      const now = Date.now();
-      const expiresAt = now + ttlMs;
-      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now), { hash: hashToken(secret), expiresAt }] };
-      await this.#files.writeJoins(this.#joins);
-      this.log.info({ event: 'token-created', expiresAt }, 'join token created');
-      return { token: `${TOKEN_PREFIX}.${list.clusterId}.${secret}`, expiresAt };
-    });
+    return this.#joins.createToken(ttlMs);
   }
 
   // ------------------------------------------------------------------ views
+
+  /** What the metrics' gauges read when scraped. */
+  #metricSources(): MetricSources {
+    return {
+      memberStates: () => this.stateCounts(),
+      listEpoch: () => this.#list?.epoch ?? 0,
+      member: () => this.#role === 'member',
+      pendingJoins: () => this.pending().length,
+      repair: () => this.replication.progress,
+      quarantinedMembers: () => this.memberViews().filter((m) => m.quarantined).length,
+      ledgerEvents: () => this.ledger.view().events,
+      disk: () => this.series.disk(),
+      db: this.db,
+    };
+  }
 
   memberViews(): MemberView[] {
     const list = this.#list;
@@ -873,7 +657,7 @@ export class Node {
     return list.approvals.map((a) => {
       const self = a.peerId === this.peerId;
       const revoked = revokedBy.has(a.peerId);
-      const h = self || revoked ? undefined : this.#detector.health(a.peerId);
+      const h = self || revoked ? undefined : this.#heartbeats.health(a.peerId);
       return {
         peerId: a.peerId,
         self,
@@ -891,7 +675,7 @@ export class Node {
   }
 
   stateCounts(): Record<MemberState, number> {
-    return this.#detector.counts();
+    return this.#heartbeats.counts();
   }
 
   async status(): Promise<Record<string, unknown>> {
@@ -904,8 +688,8 @@ export class Node {
       addresses: this.carrier.addresses,
       startedAt: this.startedAt,
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
-      members: this.#detector.counts(),
-      pendingJoins: this.#joins.pending.length,
+      members: this.#heartbeats.counts(),
+      pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
       replication: { factor: this.replicationFactor, ...this.replication.progress },
       drain: this.replication.drainProgress,
@@ -925,8 +709,8 @@ export class Node {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    clearInterval(this.#timer);
-    for (const t of this.#ledgerTimers) clearInterval(t);
+    this.#heartbeats.stop();
+    this.#feed.stop();
     this.series.stop();
     const deadline = new Promise((r) => setTimeout(r, this.config.requestTimeoutMs).unref());
     await Promise.race([Promise.allSettled([...this.#handling]), deadline]);
@@ -934,7 +718,7 @@ export class Node {
     await this.proofs.stop();
     await this.replication.stop();
     await this.#draining;
-    await this.#syncing;
+    await this.#feed.syncing;
     await this.carrier.stop();
     await this.ledger.close();
     if (this.#ownsDb) await this.db!.close();

@@ -21,6 +21,12 @@
  * pass it lost a block is not asked for it until it has it again (proofs check claims). Each round's verdicts
  * go into the ledger as one signed event (carrier/ledger.ts), where repeated failures quarantine
  * the holder.
+ *
+ * Owns, and alone changes: the challenge stock (keys `p:<block>:<nonce>` in the ledger's store,
+ * beside its events: made by #restock after a seal or when a block's stock runs out, struck by
+ * #take before each challenge), the round-robin cursor and the round under way (#challengeRound,
+ * one at a time through kick), and its timer. Who holds a block and where it is placed are the
+ * replicator's, read through ProverHost; verdicts are counted through ProofMetrics ({ proof }).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -28,7 +34,6 @@ import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
 import { CorruptionError, OuroError, ProtocolError, errorText, ioError } from '../lib/errors.js';
 import type { Ledger, ProofResult } from './ledger.js';
-import type { NodeMetrics } from './metrics.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 
 const PROOF_VERSION = 1;
@@ -107,11 +112,16 @@ export async function makeChallenges(file: string, id: string, size: number, cou
   return out;
 }
 
+/** Where the prover counts its verdicts (NodeMetrics implements it). */
+export interface ProofMetrics {
+  proof(result: ProofResult | 'undecided'): void;
+}
+
 /** What the prover needs of its node and replicator. */
 export interface ProverHost {
   readonly peerId: string;
   readonly log: Logger;
-  readonly metrics: NodeMetrics;
+  readonly metrics: ProofMetrics;
   memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; quarantined: boolean }>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;

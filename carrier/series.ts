@@ -2,9 +2,12 @@
  * The figures behind the status page's charts (`GET /series`): sampled every `series.sampleMs`
  * and kept for `series.keepMs` in memory (a ring; nothing is written). Each sample holds running
  * totals; the page turns neighbouring samples into rates, so a missed sample loses nothing.
+ *
+ * Owns, and alone changes, the ring of samples (#sample adds and ages them; one sample at a time,
+ * #sampling) and its timer (start, stop). It reads the SeriesSources it is given (carrier/node.ts
+ * wires them to the metrics' totals, the replicator and the database) and imports none of them.
  */
 import fs from 'node:fs/promises';
-import type { Node } from './node.js';
 
 export interface Sample {
   /** ms since the epoch */
@@ -34,15 +37,29 @@ export interface DiskUse {
   heldBytes: number;
 }
 
+/** What the samples read (carrier/node.ts gives them). */
+export interface SeriesSources {
+  /** The node's directory: the file system measured is the one holding it. */
+  readonly dir: string;
+  /** Running totals since the node started (NodeMetrics.totals). */
+  totals(): { replicatedIn: number; replicatedOut: number; proofs: { pass: number; fail: number; late: number } };
+  /** Replication repair progress now. */
+  repair(): { underReplicated: number; unsettled: number; pushed: number };
+  /** The blocks this node holds now. */
+  held(): Promise<ReadonlyArray<{ size: number }>>;
+  /** The database, when the node has one (its logical bytes are sampled; 0 without one). */
+  readonly db: { stats(): Promise<{ logicalBytes: number }> } | undefined;
+}
+
 export class Series {
-  readonly #node: Node;
+  readonly #sources: SeriesSources;
   readonly #config: { sampleMs: number; keepMs: number };
   readonly #samples: Sample[] = [];
   #timer: NodeJS.Timeout | undefined;
   #sampling = false;
 
-  constructor(node: Node, config: { sampleMs: number; keepMs: number }) {
-    this.#node = node;
+  constructor(sources: SeriesSources, config: { sampleMs: number; keepMs: number }) {
+    this.#sources = sources;
     this.#config = config;
   }
 
@@ -61,8 +78,8 @@ export class Series {
   }
 
   async disk(): Promise<DiskUse> {
-    const st = await fs.statfs(this.#node.dir);
-    const held = await this.#node.replication.held();
+    const st = await fs.statfs(this.#sources.dir);
+    const held = await this.#sources.held();
     return { totalBytes: st.blocks * st.bsize, freeBytes: st.bavail * st.bsize, heldBytes: held.reduce((n, b) => n + b.size, 0) };
   }
 
@@ -70,13 +87,13 @@ export class Series {
     if (this.#sampling) return;
     this.#sampling = true;
     try {
-      const node = this.#node;
-      const m = node.metrics.totals();
-      const p = node.replication.progress;
+      const sources = this.#sources;
+      const m = sources.totals();
+      const p = sources.repair();
       const d = await this.disk();
       this.#samples.push({
         t: Date.now(),
-        logicalBytes: node.db ? (await node.db.stats()).logicalBytes : 0,
+        logicalBytes: sources.db ? (await sources.db.stats()).logicalBytes : 0,
         replicatedInBytes: m.replicatedIn,
         replicatedOutBytes: m.replicatedOut,
         proofsPassed: m.proofs.pass,

@@ -10,6 +10,11 @@
  * A block deleted across the cluster is tombstoned on every shelf (released, then dropped: see
  * carrier/replication.ts): from its tombstone on it is never listed, kept or pushed again, and
  * its file is deleted once every member has released it.
+ *
+ * A shelf owns the block files it holds (DbShelf through the database, which owns its blocks).
+ * The replicator's parts change them, each its own way: Transfers keeps what it receives or
+ * fetches (staging, keep), Repair removes surplus copies and quarantines corrupt ones (remove,
+ * quarantine), Deletion releases and drops deleted blocks (release, drop); the prover only reads.
  */
 import crypto from 'node:crypto';
 import path from 'node:path';

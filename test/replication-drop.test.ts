@@ -1,9 +1,9 @@
 /**
- * Dropping a surplus copy (carrier/replication.ts, #dropIfSurplus and #onHave), with the moments
- * that matter held still: a Replicator in this process over a fake host and an in-memory shelf,
- * whose peers' answers and file removals wait on gates the test opens. Two members must never
- * each drop a copy while counting the other's: a block-have asked during a removal answers "no",
- * and a list learned from an asker before the removal's last check calls the removal off.
+ * Dropping a surplus copy (carrier/replication-repair.ts, #dropIfSurplus and onHave), with the
+ * moments that matter held still: a Replicator in this process over a fake host and an in-memory
+ * shelf, whose peers' answers and file removals wait on gates the test opens. Two members must
+ * never each drop a copy while counting the other's: a block-have asked during a removal answers
+ * "no", and a list learned from an asker before the removal's last check calls the removal off.
  */
 import crypto from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -1,0 +1,233 @@
+/**
+ * Joining a cluster (docs/node.md, "Membership"): the joining side, which asks the member named in
+ * join.json until an operator decides or a token admits it, and the member side of the join
+ * protocol (open to any peer), with the operator's decisions on the requests and the join tokens.
+ *
+ * Owns, and alone changes:
+ *   - #joins (joins.json: requests waiting for an operator, peers rejected, token hashes): changed
+ *     only inside the node's list changes (JoinHost.serially), by onJoin, approve, reject and
+ *     createToken, each saving the file (fsync) before answering; a token is spent on disk before
+ *     the approval it pays for exists anywhere;
+ *   - #joinTarget (join.json: whom this node asks): written by requestJoin (`ouro node join`,
+ *     before the node starts), cleared by ask() once approved;
+ *   - #lastJoinAnswer: the answer to this node's latest request, set by ask().
+ * The member list and this node's role are the node's: it changes them through the JoinHost it
+ * gives (adopt, rejected), and this module does not import it.
+ */
+import crypto from 'node:crypto';
+import type { PrivateKey } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import { BadArgumentError, NotFoundError, ProtocolError, RefusedError } from '../lib/errors.js';
+import { protocolId } from './carrier.js';
+import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
+import { type MemberList, change, isMember, verify } from './membership.js';
+
+export const JOIN_PROTOCOL = protocolId('join');
+
+/** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
+const MAX_PENDING = 100;
+const TOKEN_PREFIX = 'ouro-join-v1';
+
+export interface JoinAnswer {
+  status: 'approved' | 'pending' | 'rejected';
+  clusterId?: string;
+  reason?: string;
+  list?: MemberList;
+}
+
+export interface JoinRequest {
+  v: number;
+  addresses: string[];
+  token?: string;
+  /**
+   * Set by a member whose heartbeat this peer refused, asking why: the answer is as for a join
+   * (a revoked peer gets the signed list that revokes it), but a peer the member does not know is
+   * neither recorded as pending nor counted, only answered `rejected`.
+   */
+  check?: true;
+}
+
+const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
+
+/**
+ * Records whom to ask to join (`ouro node join`, Node.requestJoin); a node started with no member
+ * list asks there until an operator approves or rejects it, or at once with a token.
+ */
+export async function requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+  const files = new ClusterFiles(dir);
+  if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
+  for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
+  await files.writeJoinTarget(peer, token);
+}
+
+/** What joining needs of its node (carrier/node.ts gives it). */
+export interface JoinHost {
+  readonly peerId: string;
+  readonly log: Logger;
+  readonly metrics: { join(outcome: string): void };
+  /** The addresses this node listens on (sent with its join request). */
+  addresses(): string[];
+  /** This node's role now ('member', 'joining', ...). */
+  role(): string;
+  /** The member list this node holds. */
+  list(): MemberList | undefined;
+  /** Runs `fn` after the list and join-state changes before it, one at a time. */
+  serially<T>(fn: () => Promise<T>): Promise<T>;
+  /** Saves `list`, then acts on it (call it serially). */
+  adopt(list: MemberList, why: string): Promise<void>;
+  /** The list, when this node is a member; refuses otherwise. */
+  requireMember(): MemberList;
+  /** Sends the current list to `peers` now, best effort. */
+  announce(peers: string[]): Promise<void>;
+  /** Members other than this node. */
+  others(): string[];
+  /** Sends a join request to the member at `peer` (multiaddrs) and returns its answer. */
+  askJoin(peer: string[], request: JoinRequest): Promise<unknown>;
+  /** The member asked rejected this node. */
+  rejected(): void;
+  /** This node joined (heartbeats may start at once). */
+  joined(): void;
+}
+
+export class Joins {
+  readonly #host: JoinHost;
+  readonly #files: ClusterFiles;
+  readonly #key: PrivateKey;
+  #joins: JoinState;
+  #joinTarget: { peer: string[]; token?: string } | undefined;
+  #lastJoinAnswer: JoinAnswer['status'] | null = null;
+
+  constructor(host: JoinHost, files: ClusterFiles, key: PrivateKey, joins: JoinState, joinTarget: { peer: string[]; token?: string } | undefined) {
+    this.#host = host;
+    this.#files = files;
+    this.#key = key;
+    this.#joins = joins;
+    this.#joinTarget = joinTarget;
+  }
+
+  /** The answer to this node's latest join request (null before one arrives). */
+  get lastJoinAnswer(): JoinAnswer['status'] | null {
+    return this.#lastJoinAnswer;
+  }
+
+  /** Join requests waiting for an operator. */
+  get pendingCount(): number {
+    return this.#joins.pending.length;
+  }
+
+  // ------------------------------------------------------------------ joining
+
+  /** The joining side: asks the member named in join.json. */
+  async ask(): Promise<void> {
+    const target = this.#joinTarget!;
+    const answer = (await this.#host.askJoin(target.peer, { v: 1, addresses: this.#host.addresses(), ...(target.token ? { token: target.token } : {}) } satisfies JoinRequest)) as JoinAnswer;
+    if (answer !== null && typeof answer === 'object' && ['approved', 'pending', 'rejected'].includes(answer.status)) this.#lastJoinAnswer = answer.status;
+    if (answer?.status === 'approved' && answer.list) {
+      const list = await verify(answer.list);
+      if (!isMember(list, this.#host.peerId)) throw new ProtocolError('join approved with a list that does not name this node');
+      await this.#host.serially(async () => {
+        await this.#host.adopt(list, 'joined');
+        await this.#files.removeJoinTarget();
+      });
+      this.#joinTarget = undefined;
+      this.#host.log.info({ event: 'joined', clusterId: list.clusterId, epoch: list.epoch }, 'joined the cluster');
+      this.#host.joined();
+    } else if (answer?.status === 'rejected') {
+      this.#host.rejected();
+      this.#host.log.error({ event: 'join-rejected', reason: answer.reason ?? null }, 'join request rejected');
+    } else if (answer?.status === 'pending') {
+      this.#host.log.info({ event: 'join-pending', clusterId: answer.clusterId ?? null }, 'join request pending: an operator of the member must approve it');
+    } else {
+      throw new ProtocolError('malformed join answer');
+    }
+  }
+
+  /** The member side of the join protocol (open to any peer). */
+  async onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
+    const m = message as JoinRequest | null;
+    if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string') || (m.check !== undefined && m.check !== true)) throw new ProtocolError('malformed join request');
+    if (this.#host.role() !== 'member' || !this.#host.list()) throw new RefusedError(`this node is not a member of a cluster (${this.#host.role()})`);
+    return this.#host.serially(async () => {
+      const list = this.#host.list()!;
+      if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
+      // The signed list goes with the answer, so a revoked node that missed the news can prove it to itself.
+      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked', list });
+      if (m.check) return { status: 'rejected', reason: 'not a member of this cluster here' };
+      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
+      if (m.token !== undefined) {
+        const [prefix, clusterId, secret] = m.token.split('.');
+        const now = Date.now();
+        const hash = secret !== undefined ? hashToken(secret) : '';
+        const i = this.#joins.tokens.findIndex((t) => t.expiresAt > now && t.hash.length === hash.length && crypto.timingSafeEqual(Buffer.from(t.hash), Buffer.from(hash)));
+        if (prefix !== TOKEN_PREFIX || clusterId !== list.clusterId || i < 0) return this.#joinOutcome({ status: 'rejected', reason: 'the token is not valid here, expired, or used' });
+        // Spend the token before the approval it pays for exists anywhere.
+        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((_, k) => k !== i), pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
+        await this.#files.writeJoins(this.#joins);
+        await this.#host.adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
+        this.#host.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
+        void this.#host.announce(this.#host.others().filter((p) => p !== peer));
+        return this.#joinOutcome({ status: 'approved', list: this.#host.list()! });
+      }
+      const pending = this.#joins.pending.filter((p) => p.peerId !== peer);
+      const isNew = pending.length === this.#joins.pending.length;
+      pending.push({ peerId: peer, addresses: m.addresses, at: Date.now() });
+      while (pending.length > MAX_PENDING) pending.shift();
+      this.#joins = { ...this.#joins, pending };
+      await this.#files.writeJoins(this.#joins);
+      if (isNew) this.#host.log.info({ event: 'join-pending', peer, addresses: m.addresses }, 'join request waiting for approval');
+      return this.#joinOutcome({ status: 'pending', clusterId: list.clusterId });
+    });
+  }
+
+  #joinOutcome(a: JoinAnswer): JoinAnswer {
+    this.#host.metrics.join(a.status);
+    return a;
+  }
+
+  // ------------------------------------------------------------------ operator actions
+
+  pending(): PendingJoin[] {
+    return this.#joins.pending.map((p) => ({ ...p, addresses: [...p.addresses] }));
+  }
+
+  /** Approves a pending join request; the joiner learns it on its next request. */
+  approve(peerId: string): Promise<MemberList> {
+    return this.#host.serially(async () => {
+      const list = this.#host.requireMember();
+      const request = this.#joins.pending.find((p) => p.peerId === peerId);
+      if (!request) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
+      await this.#host.adopt(await change(list, this.#key, { approve: [{ peerId, addresses: request.addresses }] }), `approval of ${peerId}`);
+      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId) };
+      await this.#files.writeJoins(this.#joins);
+      this.#host.log.info({ event: 'join-approved', peer: peerId, by: 'operator' }, 'join approved');
+      void this.#host.announce(this.#host.others().filter((p) => p !== peerId));
+      return this.#host.list()!;
+    });
+  }
+
+  /** Rejects a pending join request; that peer's later requests are rejected too. */
+  reject(peerId: string): Promise<void> {
+    return this.#host.serially(async () => {
+      this.#host.requireMember();
+      if (!this.#joins.pending.some((p) => p.peerId === peerId)) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
+      this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId), rejected: [...this.#joins.rejected.filter((r) => r.peerId !== peerId), { peerId, at: Date.now() }] };
+      await this.#files.writeJoins(this.#joins);
+      this.#host.log.info({ event: 'join-rejected', peer: peerId }, 'join rejected');
+    });
+  }
+
+  /** A one-time join token valid for `ttlMs`; only its hash is kept. */
+  createToken(ttlMs: number): Promise<{ token: string; expiresAt: number }> {
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1000 || ttlMs > 30 * 24 * 3600_000) throw new BadArgumentError('token ttl must be between 1 s and 30 days');
+    return this.#host.serially(async () => {
+      const list = this.#host.requireMember();
+      const secret = crypto.randomBytes(32).toString('base64url');
+      const now = Date.now();
+      const expiresAt = now + ttlMs;
+      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now), { hash: hashToken(secret), expiresAt }] };
+      await this.#files.writeJoins(this.#joins);
+      this.#host.log.info({ event: 'token-created', expiresAt }, 'join token created');
+      return { token: `${TOKEN_PREFIX}.${list.clusterId}.${secret}`, expiresAt };
+    });
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The core of replication (carrier/replication.ts describes the whole and wires the parts): what
+ * every part shares, and the holders and placement of blocks. It imports none of the other parts.
+ *
+ * ReplicationContext owns what stopping needs and the failure count:
+ *   - the stop signal: aborted only by Replicator.stop (abort()); every part reads it;
+ *   - the background tasks: any part adds one with track(); it leaves the set when it settles;
+ *     Replicator.stop waits for those left;
+ *   - `failures`: counted only by failed() (a push, repair, index or release that failed).
+ * The host, shelf, database and config it hands to the parts are not its state: they are read.
+ *
+ * Holders owns placement (computed from the host's member views each time, never stored) and
+ * the blocks this node's database sealed with the members known to hold each:
+ *   - #own and #confirmedAt change only through sealed() (a seal, or the blocks found at start),
+ *     confirm() (a push acknowledged, or a block-have "yes"), unconfirm() (a block-have "no"
+ *     newer than the last confirmation) and forget() (a member's quarantine started or ended);
+ *   - #pushing: pushStarted()/pushEnded(), called by Replicator's seal subscription around the
+ *     push that follows each seal;
+ *   - #changed: the waits of settled(); woken by confirm(), pushEnded() and wakeAll() (at stop).
+ * It asks the repair loop for a pass through the `repairSoon` callback it is given.
+ */
+import type { Stream } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import type { OuroDB } from '../lib/db.js';
+import { BadArgumentError, OuroError, errorText } from '../lib/errors.js';
+import { replicaSet } from './placement.js';
+import type { HeldBlock, Shelf } from './shelf.js';
+
+export interface ReplicationConfig {
+  /** A dead member keeps its placements this long before its blocks are copied elsewhere. */
+  deadGraceMs: number;
+  /** Pause between repair passes. */
+  repairIntervalMs: number;
+  /** Bytes per second the repair loop may send (pushes right after a seal are not limited). */
+  repairBytesPerSec: number;
+}
+
+/** Where replication counts the blocks it moves (NodeMetrics implements it). */
+export interface ReplicationMetrics {
+  replicated(direction: 'in' | 'out', bytes: number): void;
+}
+
+/** What the replicator needs of its node (carrier/node.ts implements it). */
+export interface ReplicationHost {
+  readonly peerId: string;
+  /** Members each block is placed on (capped by the candidates there are): the cluster's setting. */
+  readonly replicationFactor: number;
+  readonly log: Logger;
+  readonly metrics: ReplicationMetrics;
+  /** Current members with their failure detector state. */
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null; draining: boolean; quarantined: boolean }>;
+  /** `peer` sent this node `bytes` of a block for repair or restore (the ledger's "served"). */
+  served(peer: string, bytes: number): void;
+  handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
+  handleStream(name: string, handler: (stream: Stream, ctx: { peer: string; signal: AbortSignal }) => Promise<void>): Promise<void>;
+  request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
+  /** The signed member list this node acts on (sent with block-have, see Repair.onHave). */
+  memberList(): unknown;
+  /** Merges a member list a member sent (checked like a heartbeat's). */
+  learnList(list: unknown, from: string): Promise<void>;
+  openStream(peer: string, name: string, signal: AbortSignal): Promise<Stream>;
+  readonly maxFrameBytes: number;
+  readonly requestTimeoutMs: number;
+}
+
+export const PROTOCOL_VERSION = 1;
+export const HAVE_BATCH = 512;
+export const LIST_PAGE = 1000;
+
+/** The blocks `shelf` holds now. */
+export async function heldBlocks(shelf: Shelf): Promise<HeldBlock[]> {
+  const out: HeldBlock[] = [];
+  for await (const b of shelf.list()) out.push(b);
+  return out;
+}
+
+/** What every part of replication shares: see the top of this file for who changes what. */
+export class ReplicationContext {
+  readonly host: ReplicationHost;
+  readonly shelf: Shelf;
+  readonly db: OuroDB | undefined;
+  readonly config: ReplicationConfig;
+  readonly #stop = new AbortController();
+  readonly #tasks = new Set<Promise<unknown>>();
+  #failures = 0;
+
+  constructor(host: ReplicationHost, shelf: Shelf, db: OuroDB | undefined, config: ReplicationConfig) {
+    this.host = host;
+    this.shelf = shelf;
+    this.db = db;
+    this.config = config;
+  }
+
+  /** Aborted once replication stops. */
+  get signal(): AbortSignal {
+    return this.#stop.signal;
+  }
+
+  /** Since start: pushes, repairs, indexings and releases that failed. */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  /** Replicator.stop's first step: every part sees the signal aborted from now on. */
+  abort(): void {
+    this.#stop.abort(new Error('replication stopped'));
+  }
+
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#tasks.add(p);
+    void p.finally(() => this.#tasks.delete(p)).catch(() => {});
+    return p;
+  }
+
+  /** The background tasks not settled yet (stop waits for them). */
+  tasks(): Array<Promise<unknown>> {
+    return [...this.#tasks];
+  }
+
+  /** Options of a repair pass's small requests: a member that does not answer soon is skipped this pass. */
+  smallRequest(): { signal: AbortSignal; timeoutMs: number } {
+    return { signal: this.#stop.signal, timeoutMs: Math.min(this.host.requestTimeoutMs, 3000) };
+  }
+
+  failed(what: string, peer: string, id: string, err: unknown): void {
+    if (this.#stop.signal.aborted) return;
+    this.#failures++;
+    this.host.log.warn({ event: `${what}-failed`, peer, id, err: errorText(err) }, `block ${what} failed`);
+  }
+}
+
+/** Placement, and who holds this database's blocks: see the top of this file for who changes what. */
+export class Holders {
+  readonly #host: ReplicationHost;
+  readonly #config: ReplicationConfig;
+  readonly #signal: AbortSignal;
+  readonly #repairSoon: () => void;
+  /** Blocks this node's database sealed, with the members known to hold each durably. */
+  readonly #own = new Map<string, Set<string>>();
+  /** When each `<block> <peer>` of #own was last confirmed (a "no" asked before that is stale). */
+  readonly #confirmedAt = new Map<string, number>();
+  readonly #changed = new Set<() => void>();
+  /** Blocks this database sealed whose push to their placement (Transfers.afterSeal) is under way. */
+  readonly #pushing = new Set<string>();
+
+  constructor(ctx: ReplicationContext, repairSoon: () => void) {
+    this.#host = ctx.host;
+    this.#config = ctx.config;
+    this.#signal = ctx.signal;
+    this.#repairSoon = repairSoon;
+  }
+
+  // ------------------------------------------------------------------ placement
+
+  /** Members blocks may be placed on now: approved, not revoked, not draining, not quarantined, not dead past the grace. */
+  candidates(): string[] {
+    const now = Date.now();
+    return this.#host
+      .memberViews()
+      .filter((m) => m.status === 'member' && !m.draining && !m.quarantined && (m.self || !(m.state === 'dead' && now - (m.since ?? now) > this.#config.deadGraceMs)))
+      .map((m) => m.peerId);
+  }
+
+  placement(id: string): string[] {
+    return replicaSet(id, this.candidates(), this.#host.replicationFactor);
+  }
+
+  /**
+   * The placement every member computes alike, whatever its failure detector says: over the
+   * members not draining or quarantined, with no one left out for being dead. placement() leaves
+   * out members dead past the grace, as this node sees them; two members seeing that differently
+   * could each count the other's surplus copy and both drop theirs. A copy is dropped only once
+   * every member of this placement holds it too, so those copies stay whatever the views (a
+   * member away keeps surplus copies in place until it answers again or is revoked).
+   */
+  firmPlacement(id: string): string[] {
+    const members = this.#host.memberViews().filter((m) => m.status === 'member' && !m.draining && !m.quarantined).map((m) => m.peerId);
+    return replicaSet(id, members, this.#host.replicationFactor);
+  }
+
+  // ------------------------------------------------------------------ holders of this database's blocks
+
+  /** Block `id` was sealed by this node's database: held here, by no one else known yet. */
+  sealed(id: string): void {
+    this.#own.set(id, new Set([this.#host.peerId]));
+  }
+
+  /** Members known to hold block `id`, a block this database sealed (this node included). */
+  holdersOf(id: string): ReadonlySet<string> | undefined {
+    return this.#own.get(id);
+  }
+
+  /**
+   * Forgets every confirmation `peer` gave (its quarantine started or ended): until a repair pass
+   * or a push confirms a block again, no proof of storage asks it for that block.
+   */
+  forget(peer: string): void {
+    for (const [id, holders] of this.#own) {
+      holders.delete(peer);
+      this.#confirmedAt.delete(`${id} ${peer}`);
+    }
+  }
+
+  confirm(id: string, peer: string): void {
+    const holders = this.#own.get(id);
+    if (!holders) return;
+    this.#confirmedAt.set(`${id} ${peer}`, performance.now());
+    if (holders.has(peer)) return;
+    holders.add(peer);
+    for (const wake of this.#changed) wake();
+  }
+
+  /**
+   * `peer` answered, to a question asked at `askedAt`, that it lacks block `id`: it gets the block
+   * again from the repair pass, and no proof asks for it meanwhile. A push that completed after
+   * the question was asked wins (the answer is stale).
+   */
+  unconfirm(id: string, peer: string, askedAt: number): void {
+    const key = `${id} ${peer}`;
+    if ((this.#confirmedAt.get(key) ?? -Infinity) > askedAt) return;
+    this.#own.get(id)?.delete(peer);
+    this.#confirmedAt.delete(key);
+  }
+
+  /** The push that follows the seal of block `id` started. */
+  pushStarted(id: string): void {
+    this.#pushing.add(id);
+  }
+
+  /** That push ended: one that failed leaves its block short, so settled() now asks for a repair pass. */
+  pushEnded(id: string): void {
+    this.#pushing.delete(id);
+    for (const wake of this.#changed) wake();
+  }
+
+  /** Wakes every wait of settled() (replication is stopping: they throw). */
+  wakeAll(): void {
+    for (const wake of this.#changed) wake();
+  }
+
+  /**
+   * Resolves once every block this database sealed so far is held by `replicas` members (this
+   * one included). `replicas` may not exceed the replication factor, nor the members there are.
+   */
+  async settled(replicas: number, signal?: AbortSignal): Promise<void> {
+    const members = this.#host.memberViews().filter((m) => m.status === 'member').length;
+    if (replicas > this.#host.replicationFactor) throw new BadArgumentError(`replicas ${replicas} is more than the cluster's replication factor (${this.#host.replicationFactor})`);
+    if (replicas > members) throw new BadArgumentError(`replicas ${replicas}: the cluster has ${members} member${members === 1 ? '' : 's'}`);
+    const ids = [...this.#own.keys()];
+    for (;;) {
+      signal?.throwIfAborted();
+      if (this.#signal.aborted) throw new OuroError('OURO_CLOSED', 'the node stopped before the blocks were replicated');
+      const short = ids.filter((id) => (this.#own.get(id)?.size ?? 0) < replicas);
+      if (short.length === 0) return;
+      // A block still being pushed confirms itself as its targets ack (confirm() wakes this loop).
+      // Only a block no push is placing needs a repair pass: a pass lists every block of every
+      // member (Repair's indexFromCluster and runPass), so kicking one per wait made each replicated
+      // flush cost in proportion to everything the cluster holds, and raced the push it waits for.
+      if (short.some((id) => !this.#pushing.has(id))) this.#repairSoon();
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#changed.delete(wake);
+          signal?.removeEventListener('abort', wake);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(wake, 1000);
+        this.#changed.add(wake);
+        signal?.addEventListener('abort', wake, { once: true });
+      });
+    }
+  }
+}

@@ -1,0 +1,467 @@
+/**
+ * The repair loop (carrier/replication.ts describes what it is for): passes over the blocks held
+ * here that ask their placement who holds each (block-have) and push to those that do not, scrub
+ * held blocks, drop surplus copies, drain this node, and on a keyed member index the blocks the
+ * cluster holds that its database does not know (each pass, an announce, `ouro restore`). It
+ * serves the requests that go with those: block-have, block-list, block-announce, descriptor.
+ *
+ * Owns, and alone changes:
+ *   - the pass: #pass (the one running), #again (one more is due), #timer (the interval that
+ *     kicks scrubbing passes), #scrubDue and #scrubCursor: changed by kick(), #runPass(),
+ *     #scrub(), startLoop() and stopLoop();
+ *   - #haveLock: block-have's checks hold it shared (onHave), a surplus removal exclusive
+ *     (#dropIfSurplus), so that no check runs between a removal's last placement check and its
+ *     delete;
+ *   - #indexing: the index-from-cluster round under way (indexOnce shares it);
+ *   - #drain: this node's drain progress, set by drain();
+ *   - #progress: the pass counters (RepairProgress shows them with the other parts').
+ * Placement and confirmations are Holders' (this loop confirms and unconfirms through it);
+ * pushes and fetches are Transfers'; a pass's deletions are Deletion's (deleteRetired).
+ */
+import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { OuroDB } from '../lib/db.js';
+import { BadArgumentError, CorruptionError, OuroError, ProtocolError, errorText } from '../lib/errors.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
+import { verifyBlockFile } from '../blockstore/store.js';
+import { type Holders, type ReplicationConfig, type ReplicationContext, type ReplicationHost, HAVE_BATCH, LIST_PAGE, PROTOCOL_VERSION, heldBlocks } from './replication-core.js';
+import type { Transfers } from './replication-transfer.js';
+import { SharedLock } from './shared-lock.js';
+import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
+
+export interface DrainProgress {
+  startedAt: number;
+  /** Blocks held here, and of them the ones not yet held by every member of their placement, in the last finished pass. */
+  held: number;
+  unsettled: number;
+  passes: number;
+  done: boolean;
+}
+
+/** Bytes of held blocks each repair pass verifies (round-robin across passes). */
+const SCRUB_BYTES_PER_PASS = 256 * 2 ** 20;
+
+/** What a pass needs of deletion (Deletion implements it). */
+export interface RetiredBlocks {
+  /** A writer's deletions across the cluster: one round of asks for the blocks its gc retired. */
+  deleteRetired(): Promise<void>;
+}
+
+/** The counters of the repair passes (part of RepairProgress). */
+export interface PassProgress {
+  passes: number;
+  running: boolean;
+  lastPassAt: number | null;
+  checked: number;
+  underReplicated: number;
+  pushed: number;
+  pushedBytes: number;
+  removed: number;
+  verified: number;
+  corrupt: number;
+  unsettled: number;
+}
+
+export class Repair {
+  readonly #ctx: ReplicationContext;
+  readonly #host: ReplicationHost;
+  readonly #shelf: Shelf;
+  readonly #db: OuroDB | undefined;
+  readonly #config: ReplicationConfig;
+  readonly #signal: AbortSignal;
+  readonly #holders: Holders;
+  readonly #transfers: Transfers;
+  readonly #deletion: RetiredBlocks;
+  /** block-have's checks (shared) against surplus removals (exclusive): see onHave. */
+  readonly #haveLock = new SharedLock();
+  readonly #progress: PassProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, verified: 0, corrupt: 0, unsettled: 0 };
+  #indexing: Promise<unknown> | undefined;
+  #drain: DrainProgress | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #pass: Promise<void> | undefined;
+  #again = false;
+  /** The next pass scrubs (set by the repair timer and by operators, see kick). */
+  #scrubDue = false;
+  #scrubCursor = '';
+
+  constructor(ctx: ReplicationContext, holders: Holders, transfers: Transfers, deletion: RetiredBlocks) {
+    this.#ctx = ctx;
+    this.#host = ctx.host;
+    this.#shelf = ctx.shelf;
+    this.#db = ctx.db;
+    this.#config = ctx.config;
+    this.#signal = ctx.signal;
+    this.#holders = holders;
+    this.#transfers = transfers;
+    this.#deletion = deletion;
+  }
+
+  get progress(): PassProgress {
+    return { ...this.#progress };
+  }
+
+  /** Progress of this node's drain; null when it is not draining. */
+  get drainProgress(): DrainProgress | null {
+    return this.#drain && { ...this.#drain };
+  }
+
+  /** The pass running now, if one is (stop waits for it). */
+  get passing(): Promise<void> | undefined {
+    return this.#pass;
+  }
+
+  /** Starts the repair timer, and a first pass that scrubs. */
+  startLoop(): void {
+    this.#timer = setInterval(() => this.kick({ scrub: true }), this.#config.repairIntervalMs);
+    this.#timer.unref();
+    this.kick({ scrub: true });
+  }
+
+  /** Stops the repair timer (the stop signal ends the pass running). */
+  stopLoop(): void {
+    clearInterval(this.#timer);
+  }
+
+  // ------------------------------------------------------------------ passes
+
+  /**
+   * Starts a repair pass now (or right after the one running). `scrub`: the pass also scrubs
+   * held blocks. Only the repair timer and an operator's request scrub: the passes kicked by
+   * seals, waits for replicas and membership changes would otherwise read back the very block
+   * being pushed, competing with the push for disk and CPU.
+   */
+  kick(options: { scrub?: boolean } = {}): void {
+    if (this.#signal.aborted) return;
+    if (options.scrub) this.#scrubDue = true;
+    if (this.#pass) {
+      this.#again = true;
+      return;
+    }
+    this.#pass = this.#runPass()
+      .catch((err: unknown) => this.#host.log.warn({ event: 'repair-failed', err: errorText(err) }, 'repair pass failed'))
+      .finally(() => {
+        this.#pass = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Waits for the pass running now, and for one more if one is due. */
+  async idle(): Promise<void> {
+    while (this.#pass) await this.#pass;
+  }
+
+  async #runPass(): Promise<void> {
+    const p = this.#progress;
+    p.running = true;
+    const pass = { checked: 0, under: 0, unsettled: 0 };
+    try {
+      if (this.#scrubDue) {
+        this.#scrubDue = false;
+        await this.#scrub();
+      }
+      if (this.#db) await this.indexOnce();
+      if (this.#db) await this.#deletion.deleteRetired();
+      let batch: HeldBlock[] = [];
+      const flushBatch = async () => {
+        const r = await this.#repairBatch(batch);
+        pass.checked += batch.length;
+        pass.under += r.under;
+        pass.unsettled += r.unsettled;
+        batch = [];
+      };
+      for await (const b of this.#shelf.list()) {
+        if (this.#signal.aborted) return;
+        batch.push(b);
+        if (batch.length >= HAVE_BATCH) await flushBatch();
+      }
+      if (batch.length > 0) await flushBatch();
+      p.passes++;
+      p.lastPassAt = Date.now();
+      p.checked = pass.checked;
+      p.underReplicated = pass.under;
+      p.unsettled = pass.unsettled;
+    } finally {
+      p.running = false;
+    }
+  }
+
+  /**
+   * The block moves of a drain (Node.drain has put the drain certificate in the member list, so
+   * this node is no candidate any more): repair passes until one finds every block held here
+   * held by every member of its placement, with none being received. Rejects when the
+   * replicator stops (a restart resumes the drain).
+   */
+  async drain(): Promise<void> {
+    const d = (this.#drain ??= { startedAt: Date.now(), held: 0, unsettled: 0, passes: 0, done: false });
+    for (;;) {
+      this.#signal.throwIfAborted();
+      const before = this.#progress.passes;
+      this.kick();
+      await this.idle();
+      if (this.#progress.passes > before) {
+        d.passes++;
+        d.held = this.#progress.checked;
+        d.unsettled = this.#progress.unsettled;
+        if (d.unsettled === 0 && this.#transfers.receiving === 0 && !this.#holders.candidates().includes(this.#host.peerId)) {
+          d.done = true;
+          return;
+        }
+      }
+      await sleep(this.#config.repairIntervalMs, undefined, { signal: this.#signal });
+    }
+  }
+
+  /**
+   * Verifies held blocks against their ids (every byte: structure, footer, each entry's hash),
+   * up to SCRUB_BYTES_PER_PASS per pass, going round from where the last pass stopped. A block
+   * that fails is moved to `quarantine/` beside it (kept for inspection, no longer served or
+   * counted as held), so the repair passes copy a good one back from another holder.
+   */
+  async #scrub(): Promise<void> {
+    let budget = SCRUB_BYTES_PER_PASS;
+    const blocks = await heldBlocks(this.#shelf);
+    blocks.sort((x, y) => (x.id < y.id ? -1 : 1));
+    const start = blocks.findIndex((b) => b.id > this.#scrubCursor);
+    const order = start < 0 ? blocks : [...blocks.slice(start), ...blocks.slice(0, start)];
+    for (const b of order) {
+      if (budget <= 0 || this.#signal.aborted) return;
+      budget -= b.size;
+      this.#scrubCursor = b.id;
+      try {
+        await verifyBlockFile(nodeVfs, this.#shelf.path(b.id), blockIdBytes(b.id));
+        this.#progress.verified++;
+      } catch (err) {
+        if (!(err instanceof CorruptionError) && (err as { cause?: { code?: string } }).cause?.code === 'ENOENT') continue;
+        this.#progress.corrupt++;
+        this.#host.log.error({ event: 'replica-corrupt', id: b.id, err: err instanceof Error ? err.message : String(err) }, 'a held block failed verification; quarantined, to be copied back from another holder');
+        await this.#shelf.quarantine(b.id);
+      }
+    }
+  }
+
+  /**
+   * One batch of held blocks: which placed members lack each, push to them, drop surplus copies.
+   * Returns how many were below placement at the start, and how many are still not held by every
+   * placed member (this one aside) at the end.
+   */
+  async #repairBatch(blocks: HeldBlock[]): Promise<{ under: number; unsettled: number }> {
+    const self = this.#host.peerId;
+    const placements = new Map(blocks.map((b) => [b.id, this.#holders.placement(b.id)]));
+    const holders = new Map<string, Set<string>>(blocks.map((b) => [b.id, new Set([self])]));
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) {
+      for (const peer of placed) {
+        if (peer === self) continue;
+        let ids = asks.get(peer);
+        if (!ids) asks.set(peer, (ids = []));
+        ids.push(id);
+      }
+    }
+    const unreachable = new Set<string>();
+    await Promise.all(
+      [...asks].map(async ([peer, ids]) => {
+        try {
+          const askedAt = performance.now();
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids, list: this.#host.memberList() }, this.#ctx.smallRequest())) as { have?: unknown };
+          const have = r?.have;
+          if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed block-have reply');
+          ids.forEach((id, i) => {
+            if (have[i] === true) {
+              holders.get(id)!.add(peer);
+              this.#holders.confirm(id, peer);
+            } else {
+              this.#holders.unconfirm(id, peer, askedAt);
+            }
+          });
+        } catch (err) {
+          unreachable.add(peer);
+          this.#host.log.debug({ event: 'have-failed', peer, err: errorText(err) }, 'block-have failed');
+        }
+      }),
+    );
+    let under = 0;
+    let unsettled = 0;
+    for (const b of blocks) {
+      if (this.#signal.aborted) break;
+      const placed = placements.get(b.id)!;
+      const held = holders.get(b.id)!;
+      const missing = placed.filter((p) => p !== self && !held.has(p) && !unreachable.has(p));
+      if (missing.length > 0 || placed.some((p) => unreachable.has(p))) under++;
+      for (const peer of missing) {
+        try {
+          if (await this.#transfers.pushTo(peer, b.id, b.size, true)) {
+            held.add(peer);
+            this.#progress.pushed++;
+            this.#progress.pushedBytes += b.size;
+            this.#host.log.info({ event: 'block-repaired', id: b.id, to: peer, size: b.size }, 'block copied to its placement');
+          }
+        } catch (err) {
+          this.#ctx.failed('repair', peer, b.id, err);
+        }
+      }
+      if (!placed.every((p) => p === self || held.has(p))) unsettled++;
+      else if (!placed.includes(self)) await this.#dropIfSurplus(b.id, placed, held);
+    }
+    return { under, unsettled };
+  }
+
+  // ------------------------------------------------------------------ surplus copies
+
+  /**
+   * Asks each of `peers` not yet in `held` whether it holds block `id`; adds those that do. A
+   * member not seen alive is not asked (it stays unconfirmed): waiting out a request's time limit
+   * for every surplus copy would stall repair passes while a member is away.
+   */
+  async #confirmHolders(id: string, peers: string[], held: Set<string>): Promise<void> {
+    const alive = new Set(this.#host.memberViews().filter((m) => m.self || m.state === 'alive').map((m) => m.peerId));
+    for (const peer of peers) {
+      if (held.has(peer) || !alive.has(peer)) continue;
+      const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: [id], list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown[] } | null;
+      if (r?.have?.[0] === true) held.add(peer);
+    }
+  }
+
+  /** Removes this node's copy of a block placed elsewhere once every placed member holds it. */
+  async #dropIfSurplus(id: string, placed: string[], known?: Set<string>): Promise<void> {
+    const self = this.#host.peerId;
+    if (placed.length === 0 || placed.includes(self) || placed.length < Math.min(this.#host.replicationFactor, this.#holders.candidates().length)) return;
+    if (!(await this.#shelf.removable(id))) return;
+    const held = known ?? new Set<string>();
+    await this.#confirmHolders(id, placed, held);
+    if (!placed.every((p) => held.has(p))) return;
+    const firm = this.#holders.firmPlacement(id);
+    if (firm.includes(self)) return;
+    await this.#confirmHolders(id, firm, held);
+    // The list may have changed while we asked (a drain, a join): decide on the placements as they
+    // are now, where no block-have check can run between the decision and the delete (see onHave).
+    const removed = await this.#haveLock.exclusive(async () => {
+      const now = this.#holders.placement(id);
+      const firmNow = this.#holders.firmPlacement(id);
+      if (now.includes(self) || firmNow.includes(self) || now.length < Math.min(this.#host.replicationFactor, this.#holders.candidates().length)) return null;
+      if (!now.every((p) => held.has(p)) || !firmNow.every((p) => held.has(p))) return null;
+      await this.#shelf.remove(id);
+      return now;
+    });
+    if (!removed) return;
+    this.#progress.removed++;
+    this.#host.log.info({ event: 'surplus-removed', id, placed: removed }, 'surplus copy removed');
+  }
+
+  /**
+   * Which of `ids` this node holds. A "yes" may let the asker drop its own copy, so two rules keep
+   * two holders from each dropping theirs on the strength of the other's (a member dropping a
+   * surplus copy under an old list while a drainer, under the new one, counts that copy):
+   * the asker's list is merged before the checks, and a removal (its placement check and the
+   * delete) never overlaps the checks. So a removal either ends before the checks (a "no") or
+   * starts after them, deciding on a list at least as new as the asker's.
+   */
+  async onHave(m: unknown, peer: string): Promise<{ have: boolean[] }> {
+    const q = m as { v?: unknown; ids?: unknown; list?: unknown } | null;
+    const ids = q?.ids;
+    if (q?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed block-have');
+    if (q.list !== undefined) await this.#host.learnList(q.list, peer);
+    const have = await this.#haveLock.shared(() => Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#shelf.has(id) : false))));
+    return { have };
+  }
+
+  // ------------------------------------------------------------------ indexing what the cluster holds
+
+  /**
+   * Rebuilds this keyed member's database from the cluster (`ouro restore`): every block any
+   * live member holds is fetched, verified and adopted. Resolves with the counts once a full
+   * round over the members found nothing new; throws if a block could not be had.
+   */
+  async restore(): Promise<{ blocks: number; adopted: number }> {
+    if (!this.#db) throw new BadArgumentError('restore needs the database (start the node with --database and the key)');
+    let adopted = 0;
+    for (;;) {
+      const round = await this.#indexFromCluster();
+      adopted += round.adopted;
+      if (round.failed > 0) throw new OuroError('OURO_NOT_FOUND', `${round.failed} blocks could not be fetched from the cluster; run restore again once their holders are back`);
+      if (round.adopted === 0) break;
+    }
+    let blocks = 0;
+    for await (const _ of this.#db.blocks()) blocks++;
+    return { blocks, adopted };
+  }
+
+  /** A keyed member learns every block the others hold and indexes the ones it does not know. */
+  async #indexFromCluster(): Promise<{ adopted: number; failed: number }> {
+    const db = this.#db!;
+    const round = { adopted: 0, failed: 0 };
+    for (const m of this.#host.memberViews()) {
+      if (m.self || m.status !== 'member' || m.state !== 'alive') continue;
+      let after = '';
+      for (;;) {
+        if (this.#signal.aborted) return round;
+        let page: { blocks: HeldBlock[]; done: boolean };
+        try {
+          page = (await this.#host.request(m.peerId, 'block-list', { v: PROTOCOL_VERSION, after, limit: LIST_PAGE }, this.#ctx.smallRequest())) as typeof page;
+        } catch (err) {
+          this.#host.log.debug({ event: 'list-failed', peer: m.peerId, err: errorText(err) }, 'block-list failed');
+          break;
+        }
+        for (const b of page.blocks) {
+          if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || db.block(b.id) || db.tombstone(b.id) !== undefined) continue;
+          try {
+            await this.#index(b.id);
+            round.adopted++;
+          } catch (err) {
+            round.failed++;
+            this.#ctx.failed('index', m.peerId, b.id, err);
+          }
+        }
+        if (page.done || page.blocks.length === 0) break;
+        after = page.blocks[page.blocks.length - 1]!.id;
+      }
+    }
+    return round;
+  }
+
+  /** #indexFromCluster, shared by callers that come while one runs. */
+  indexOnce(): Promise<unknown> {
+    this.#indexing ??= this.#indexFromCluster().finally(() => (this.#indexing = undefined));
+    return this.#indexing;
+  }
+
+  async onList(m: unknown): Promise<{ blocks: HeldBlock[]; done: boolean }> {
+    const q = m as { v?: unknown; after?: unknown; limit?: unknown } | null;
+    if (q === null || typeof q !== 'object' || q.v !== PROTOCOL_VERSION) throw new ProtocolError('malformed block-list');
+    const after = typeof q.after === 'string' ? q.after : '';
+    const limit = Math.min(LIST_PAGE, Number.isSafeInteger(q.limit) ? (q.limit as number) : LIST_PAGE);
+    const blocks: HeldBlock[] = [];
+    for await (const b of this.#shelf.list(after)) {
+      if (blocks.length === limit) return { blocks, done: false };
+      blocks.push(b);
+    }
+    return { blocks, done: true };
+  }
+
+  onAnnounce(m: unknown, peer: string): Record<string, never> {
+    const blocks = (m as { blocks?: unknown } | null)?.blocks;
+    if ((m as { v?: unknown } | null)?.v !== PROTOCOL_VERSION || !Array.isArray(blocks)) throw new ProtocolError('malformed block-announce');
+    // Only a member with the key indexes blocks it is not placed on.
+    if (this.#db) {
+      for (const b of blocks as Array<{ id?: unknown }>) {
+        if (typeof b?.id !== 'string' || !/^[0-9a-f]{64}$/.test(b.id) || this.#db.block(b.id) || this.#db.tombstone(b.id) !== undefined) continue;
+        this.#ctx.track(this.#index(b.id)).catch((err: unknown) => this.#ctx.failed('index', peer, b.id as string, err));
+      }
+    }
+    return {};
+  }
+
+  /** Fetches and adopts a block this keyed member does not know, then drops the file if it is not placed here. */
+  async #index(id: string): Promise<void> {
+    if (!this.#db || this.#db.block(id) || this.#db.tombstone(id) !== undefined) return;
+    await this.#transfers.fetchBlock(id);
+    await this.#dropIfSurplus(id, this.#holders.placement(id));
+  }
+
+  async onDescriptor(): Promise<{ descriptor: string | null }> {
+    if (!this.#db) return { descriptor: null };
+    return { descriptor: await fs.promises.readFile(`${this.#db.dir}/OURODB.json`, 'utf8') };
+  }
+}
