@@ -11,19 +11,19 @@
  * synced batch. Opening the database recovers from a crash at any of these steps.
  */
 import crypto from 'node:crypto';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { ClassicLevel, levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
-import { Packr } from 'msgpackr/pack';
+import { levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
 import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
 import { FileCache } from '../blockstore/files.js';
 import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBlockEntries, deferred } from '../blockstore/store.js';
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
 import { type BatchOp, writeOps } from '../index/batch.js';
-import { Counters } from '../index/counters.js';
-import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
+import { IndexStore, type Ldb, type Snapshot } from '../index/store.js';
+import { checkIndexFormat, existsOnDisk, indexDamage, openIndex, setIndexAside } from '../index/open.js';
+import { type PersistedStats, addStat, decodeStats, encodeStats } from '../index/stats.js';
+import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeCount, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
@@ -38,11 +38,8 @@ import {
   CorruptionError,
   DiskFullError,
   FailedError,
-  LockedError,
   NotFoundError,
-  OuroError,
   RefusedError,
-  UnsupportedVersionError,
   ioError,
   isDiskFull,
 } from './errors.js';
@@ -50,7 +47,7 @@ import { checkDatabase } from './check.js';
 import { failpoint } from './failpoints.js';
 import { RecordCache } from './record-cache.js';
 import { type OpenedPack, PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
-import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
+import { type RebuildReport, rebuildIndex } from './rebuild.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import { type VersionNode, nextHeads, versionNumber } from './versions.js';
 import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js';
@@ -59,14 +56,8 @@ import { type Vfs, nodeVfs } from './vfs/vfs.js';
 import { type Argon2Cost, DESCRIPTOR_FILE, type Descriptor, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
 import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, comparedFields, decodeRecord, encodeRecord } from './record.js';
 
-/** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
-/**
- * The index layout this release writes. Version 2 added locations of records inside packs
- * (index/values.ts); a version 1 index is read as it is and marked version 2 on open, after
- * which a release that reads only version 1 refuses it instead of misreading a packed record.
- */
-export const INDEX_FORMAT_VERSION = 2;
-const INDEX_FORMAT_VERSIONS_READ = [1, 2];
+/** Version of the LevelDB key/value layout (index/keys.ts, index/open.ts). Never reuse a retired number. */
+export { INDEX_FORMAT_VERSION } from '../index/open.js';
 
 export type Durability = 'durable' | 'relaxed';
 
@@ -382,9 +373,6 @@ export interface CheckReport {
   problems: Problem[];
 }
 
-const ZERO_STATS: PersistedStats = { objects: 0, chunks: 0, logicalBytes: 0, uniqueBytes: 0, chunkStoredBytes: 0, storedBytes: 0, blocks: 0, walRecords: 0, walEntryBytes: 0 };
-
-const statsCodec = new Packr({ useRecords: false });
 
 /** An entry appended to an open block and waiting for (or past) its group commit. */
 interface PendingEntry {
@@ -484,8 +472,6 @@ const PACK_RECORD_MAX_BYTES = 16 * 1024;
  */
 const PACK_MAX_BYTES = 16 * 1024;
 
-type Ldb = ClassicLevel<Buffer, Buffer>;
-type Snapshot = ReturnType<Ldb['snapshot']>;
 const EMPTY = Buffer.alloc(0);
 
 interface KeyName {
@@ -541,14 +527,13 @@ interface UnsealedBlock {
 
 export class OuroDB {
   readonly dir: string;
-  readonly #ldb: Ldb;
+  /** The index: its handle, batch chain, stats and failure latch (index/store.ts). */
+  readonly #index: IndexStore;
   readonly #keys: DatabaseKeys;
   /** OURODB.json as opened (set by open). */
   #descriptor: Descriptor | undefined;
   /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
   readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
-  /** Hint rows waiting for the next index batch (#keepHint). */
-  #hintsPending: BatchOp[] = [];
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
   readonly #files: FileCache;
@@ -561,7 +546,6 @@ export class OuroDB {
 
   #closed = false;
   #closing: Promise<void> | undefined;
-  #failed: OuroError | undefined;
   #nextSeq: number;
   #current: OpenBlock | undefined;
   #creating: Promise<OpenBlock> | undefined;
@@ -581,8 +565,6 @@ export class OuroDB {
   /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
   #synced: PendingEntry[] = [];
   #indexer: Promise<void> | undefined;
-  #batchChain: Promise<void> = Promise.resolve();
-  #stats: PersistedStats;
   readonly #inflight = new Set<Promise<unknown>>();
   /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
   #smallHits = 0;
@@ -590,8 +572,6 @@ export class OuroDB {
   readonly #sealedSeqs = new Map<number, Buffer>();
   /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
   readonly #blockFiles = new Map<number, [string, string]>();
-  /** Counter changes of the batch being prepared (set only inside #writeBatch's prepare step). */
-  #counters: Counters | undefined;
   /** Per-key write locks: the tail of each key's chain of waiting writes. */
   readonly #keyLocks = new Map<string, Promise<void>>();
   /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
@@ -617,16 +597,15 @@ export class OuroDB {
   /** Block adoptions run one at a time. */
   #adoptChain: Promise<unknown> = Promise.resolve();
 
-  private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
+  private constructor(dir: string, index: IndexStore, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, nextSeq: number) {
     this.dir = dir;
-    this.#ldb = ldb;
+    this.#index = index;
     this.#keys = keys;
     this.#chunker = chunker;
     this.#store = store;
     this.#blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.#compression = opts.compression ?? true;
     this.#durability = opts.durability ?? 'durable';
-    this.#stats = stats;
     this.#nextSeq = nextSeq;
     this.#sealPool = new SealPool(keys.material, { chunkMax: chunker.sizes.max });
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
@@ -667,7 +646,7 @@ export class OuroDB {
       if (options.create === false) throw new NotFoundError(`no OuroDB database in ${root}`);
       // A directory with blocks or an index but no descriptor lost its key slots: refuse to
       // create a new database over it, which would make the old data unreadable for good.
-      if ((await exists(path.join(root, 'index'))) || (await vfs.exists(path.join(root, 'blocks')))) {
+      if ((await existsOnDisk(path.join(root, 'index'))) || (await vfs.exists(path.join(root, 'blocks')))) {
         throw new CorruptionError(`${root} holds OuroDB data but no ${DESCRIPTOR_FILE}`, { location: { file: descriptorFile } });
       }
       await ensureDir(vfs, root);
@@ -686,23 +665,12 @@ export class OuroDB {
     for (let attempt = 0; ; attempt++) {
       let db: OuroDB | undefined;
       try {
-        const format = ldb.getSync(keys.meta('format'));
-        if (format === undefined) {
-          // A fresh index beside existing blocks: the index directory was lost. Rebuild it.
-          rebuild ||= (await store.listSealed()).length > 0 || (await store.listOpen()).length > 0;
-          await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
-        } else if (!INDEX_FORMAT_VERSIONS_READ.includes(format.readUInt32LE(0))) {
-          throw new UnsupportedVersionError(`${root}/index has layout version ${format.readUInt32LE(0)}; this release reads ${INDEX_FORMAT_VERSIONS_READ.join(' and ')}`);
-        } else if (format.readUInt32LE(0) !== INDEX_FORMAT_VERSION) {
-          await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
-        }
-        rebuild ||= ldb.getSync(keys.meta('rebuilding')) !== undefined;
+        rebuild = await checkIndexFormat(ldb, root, store, rebuild);
         if (rebuild) await rebuildFromBlocks(ldb, store, dbKeys);
-        const statsBytes = ldb.getSync(keys.meta('stats'));
-        const stats: PersistedStats = { ...ZERO_STATS, ...(statsBytes ? (statsCodec.unpack(statsBytes) as Partial<PersistedStats>) : {}) };
+        const stats = decodeStats(ldb.getSync(keys.meta('stats')));
         const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
         const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
-        db = new OuroDB(root, ldb, dbKeys, chunker, store, options, stats, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
+        db = new OuroDB(root, new IndexStore(ldb, stats), dbKeys, chunker, store, options, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
         db.#descriptor = descriptor;
         const opened = db;
         vfs.crashed?.then(() => opened.#lost());
@@ -734,16 +702,16 @@ export class OuroDB {
     try {
       while (this.#gcRun) await this.#gcRun.catch(() => {});
       await this.#flush();
-      await this.#batchChain;
-      const report = await rebuildIndex(this.#ldb, this.#store, this.#keys, this.#nextSeq, (s) => statsCodec.pack(s));
-      this.#stats = { ...report.stats };
+      await this.#index.settled();
+      const report = await rebuildIndex(this.#index.ldb, this.#store, this.#keys, this.#nextSeq, encodeStats);
+      this.#index.resetStats(report.stats);
       this.#nextSeq = report.nextSeq;
       this.#sealedSeqs.clear();
       this.#blockFiles.clear();
       this.#recordCache.clear();
       return report;
     } catch (err) {
-      this.#fail(err);
+      this.#index.fail(err);
       throw err;
     } finally {
       this.#exclusive = undefined;
@@ -766,7 +734,7 @@ export class OuroDB {
     let maxSeq = this.#nextSeq - 1;
     // 0. gc removals a crash interrupted: the block is unregistered, only its file may remain.
     const retired = new Set<string>();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_RETIRED))) {
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_RETIRED))) {
       retired.add(toHex(k.subarray(1)));
       await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
     }
@@ -774,7 +742,7 @@ export class OuroDB {
     for (const { idHex, path: file } of await this.#store.listSealed()) {
       const id = Buffer.from(idHex, 'hex');
       // A released block (deleted across the cluster) stays unregistered until its holders drop it.
-      if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined || this.#get(keys.tombstone(id)) !== undefined) continue;
+      if (retired.has(idHex) || this.#index.get(keys.block(id)) !== undefined || this.#index.get(keys.tombstone(id)) !== undefined) continue;
       const index = await this.#store.readIndex(file);
       if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
       const walRows = await this.#walRows(index.seq);
@@ -790,7 +758,7 @@ export class OuroDB {
     }
 
     const walBySeq = new Map<number, EntryRow[]>();
-    for await (const [k, v] of this.#ldb.iterator(keys.walRange())) {
+    for await (const [k, v] of this.#index.ldb.iterator(keys.walRange())) {
       const { seq, offset } = keys.decodeWal(k);
       let rows = walBySeq.get(seq);
       if (!rows) walBySeq.set(seq, (rows = []));
@@ -839,7 +807,7 @@ export class OuroDB {
 
   async #walRows(seq: number): Promise<EntryRow[]> {
     const rows: EntryRow[] = [];
-    for await (const [k, v] of this.#ldb.iterator(keys.walRange(seq))) rows.push(...decodeWalRecords(v, keys.decodeWal(k).offset));
+    for await (const [k, v] of this.#index.ldb.iterator(keys.walRange(seq))) rows.push(...decodeWalRecords(v, keys.decodeWal(k).offset));
     return rows;
   }
 
@@ -1077,7 +1045,7 @@ export class OuroDB {
     this.#checkDiskFullEpoch(link);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
-      for (const id of chunkIds) this.#changeRef(id, +1);
+      for (const id of chunkIds) this.#index.changeRef(id, +1);
     };
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
@@ -1101,7 +1069,7 @@ export class OuroDB {
         await this.#keySettled(key.name);
         // The head's content tag, when a hinted put left one, answers without reading its record.
         const contentTag = this.#contentTag(key.bytes, head.hash, compared!);
-        const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#get(keys.hint(key.bytes));
+        const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#index.get(keys.hint(key.bytes));
         if (rowHasContent(row, contentTag) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
           if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
           link.kept = true;
@@ -1289,7 +1257,7 @@ export class OuroDB {
   }
 
   #committedEntry(indexKey: Buffer, idHex: string): boolean {
-    return this.#get(indexKey) !== undefined && !this.#dying.has(idHex);
+    return this.#index.get(indexKey) !== undefined && !this.#dying.has(idHex);
   }
 
   /**
@@ -1385,7 +1353,7 @@ export class OuroDB {
   #headsOf(key: KeyName): Head[] {
     const pending = this.#headOverlay.get(key.name);
     if (pending) return pending.heads;
-    const stored = this.#get(keys.heads(key.bytes));
+    const stored = this.#index.get(keys.heads(key.bytes));
     return stored ? decodeHeads(stored) : [];
   }
 
@@ -1418,7 +1386,7 @@ export class OuroDB {
     await this.#keySettled(key.name);
     const wanted = new Map(hashes.map((h) => [toHex(h), h]));
     const found: Head[] = [];
-    for await (const k of this.#ldb.keys(keys.versionRange(key.bytes))) {
+    for await (const k of this.#index.ldb.keys(keys.versionRange(key.bytes))) {
       const v = keys.decodeVersion(k);
       if (wanted.delete(toHex(v.hash))) found.push({ hash: Buffer.from(v.hash), n: v.n, tombstone: false });
       if (wanted.size === 0) break;
@@ -1429,30 +1397,8 @@ export class OuroDB {
 
   #checkParent(parent: Buffer): void {
     const hex = toHex(parent);
-    if (this.#pending.has(hex) || this.#get(keys.object(parent)) !== undefined) return;
+    if (this.#pending.has(hex) || this.#index.get(keys.object(parent)) !== undefined) return;
     throw new NotFoundError(`parent ${hex} does not exist`);
-  }
-
-  /**
-   * Changes a chunk's reference count inside the batch chain. A count that reaches zero stays
-   * stored as zero ("was referenced, now dead") and adds the chunk's bytes to its block's dead
-   * bytes; a stored zero that rises again takes them back.
-   */
-  #changeRef(id: Buffer, delta: number): void {
-    const c = this.#counters!;
-    const key = keys.refcount(id);
-    const { value, present } = c.get(key, 4);
-    const next = Math.max(0, value + delta);
-    c.set(key, 4, next, next > 0 || present || value > 0);
-    const died = value > 0 && next === 0;
-    const revived = value === 0 && present && next > 0;
-    if (died || revived) {
-      const loc = this.#get(keys.chunk(id));
-      if (loc) {
-        const l = decodeLocation(loc);
-        c.addDead(keys.dead(l.seq), died ? l.length : -l.length);
-      }
-    }
   }
 
   /** The value under `key`: its newest head's. A deleted (tombstoned) or unknown key is NotFoundError. */
@@ -1499,7 +1445,7 @@ export class OuroDB {
   #checkHint(key: KeyName, hint: Uint8Array): { heads: Head[]; row?: Buffer | undefined; tag?: Buffer; match: boolean } {
     const heads = this.#headsOf(key);
     if (heads.length !== 1 || heads[0]!.tombstone) return { heads, match: false };
-    const row = this.#get(keys.hint(key.bytes));
+    const row = this.#index.get(keys.hint(key.bytes));
     const tag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, hint);
     return { heads, row, tag, match: row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).hintTag, tag) };
   }
@@ -1527,20 +1473,20 @@ export class OuroDB {
    * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
    */
   #keepHint(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag?: Buffer): void {
-    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag, hintTag) });
-    if (this.#hintsPending.length === HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
+    const riding = this.#index.ride({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag, hintTag) });
+    if (riding === HINTS_PENDING_MAX) this.#index.write([], {}).catch(() => {}); // a failure fails the database (IndexStore.fail)
   }
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
   async heads(key: string): Promise<string[]> {
     this.#checkOpen();
     if (this.#exclusive) await this.#settledIndex();
-    const stored = this.#get(keys.heads(keyBytes(key)));
+    const stored = this.#index.get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
   }
 
   #newestHead(key: Buffer): Head | undefined {
-    const stored = this.#get(keys.heads(key));
+    const stored = this.#index.get(keys.heads(key));
     return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
   }
 
@@ -1564,7 +1510,7 @@ export class OuroDB {
     else opts.gte = range.gte;
     if (limit === 0) return;
     let n = 0;
-    const it = this.#ldb.iterator(opts);
+    const it = this.#index.ldb.iterator(opts);
     try {
       for await (const [k, v] of it) {
         let entry: ListEntry;
@@ -1597,7 +1543,7 @@ export class OuroDB {
     const limit = options.limit ?? Infinity;
     const reader = this.#openReader();
     try {
-      const it = this.#ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
+      const it = this.#index.ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
       let n = 0;
       try {
         for await (const [vk] of it) {
@@ -1628,7 +1574,7 @@ export class OuroDB {
       range.gt = keys.child(parent, parseHash(options.after, 'after'));
     }
     const out: string[] = [];
-    for await (const k of this.#ldb.keys(range)) out.push(toHex(k.subarray(33)));
+    for await (const k of this.#index.ldb.keys(range)) out.push(toHex(k.subarray(33)));
     return out;
   }
 
@@ -1667,7 +1613,7 @@ export class OuroDB {
       await this.#keySettled(key);
       const before = this.#headsOf(k);
       const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
-      for await (const vk of this.#ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
+      for await (const vk of this.#index.ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
       if (versions.length === 0) return 0;
       const records = await Promise.all(versions.map((v) => this.#readRecord(v.hash)));
       const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }, { type: 'del', key: keys.hint(k.bytes) }];
@@ -1680,18 +1626,18 @@ export class OuroDB {
         this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
         versions.forEach((v, i) => {
           const r = records[i]!;
-          const loc = this.#get(keys.object(v.hash));
+          const loc = this.#index.get(keys.object(v.hash));
           if (loc) {
             const l = decodeLocation(loc);
-            this.#counters!.addDead(keys.dead(l.seq), deadBytes(l));
+            this.#index.tx.addDead(keys.dead(l.seq), deadBytes(l));
           }
-          add(delta, 'objects', -1);
-          add(delta, 'logicalBytes', -r.size);
+          addStat(delta, 'objects', -1);
+          addStat(delta, 'logicalBytes', -r.size);
           if (r.inline) {
-            add(delta, 'uniqueBytes', -r.inline.byteLength);
-            add(delta, 'chunkStoredBytes', -r.inline.byteLength);
+            addStat(delta, 'uniqueBytes', -r.inline.byteLength);
+            addStat(delta, 'chunkStoredBytes', -r.inline.byteLength);
           }
-          for (const c of r.chunks) this.#changeRef(c.id, -1);
+          for (const c of r.chunks) this.#index.changeRef(c.id, -1);
         });
       };
       const marker: ObjectRecord = { type: 'purge', size: 0, chunks: [], key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
@@ -1726,8 +1672,8 @@ export class OuroDB {
         return block;
       } catch (err) {
         if (isDiskFull(err)) throw err;
-        this.#fail(err);
-        throw this.#failed!;
+        this.#index.fail(err);
+        throw this.#index.failed!;
       } finally {
         this.#creating = undefined;
       }
@@ -1784,7 +1730,7 @@ export class OuroDB {
     try {
       // One turn after the work that started it: see RELEASE_COHORT.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      while (this.#commitWork() && !this.#failed) {
+      while (this.#commitWork() && !this.#index.failed) {
         // Records gathered while the last group committed are sealed into a pack now: they
         // form the front of this group's work with whatever else was queued.
         if (this.#openPack || this.#packsReady.length > 0) await this.#flushPacks();
@@ -1818,8 +1764,8 @@ export class OuroDB {
           await Promise.all([...blocks].map((b) => b.sync()));
           failpoint('commit.after-datasync');
         } catch (err) {
-          this.#fail(err);
-          for (const e of group) e.reject(this.#failed);
+          this.#index.fail(err);
+          for (const e of group) e.reject(this.#index.failed);
           break;
         }
         for (const e of group) this.#synced.push(e);
@@ -1827,10 +1773,10 @@ export class OuroDB {
       }
     } finally {
       this.#committer = undefined;
-      if (this.#failed) {
-        for (const e of this.#queue) e.reject(this.#failed);
+      if (this.#index.failed) {
+        for (const e of this.#queue) e.reject(this.#index.failed);
         this.#queue = [];
-        for (const pack of [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])]) this.#rejectPack(pack, this.#failed);
+        for (const pack of [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])]) this.#rejectPack(pack, this.#index.failed);
         this.#packsReady = [];
         this.#openPack = undefined;
       } else if (this.#commitWork()) {
@@ -1847,24 +1793,24 @@ export class OuroDB {
   /** Stage two of group commit (see #commitLoop): one synced index batch for all synced groups. */
   async #indexLoop(): Promise<void> {
     try {
-      while (this.#synced.length > 0 && !this.#failed) {
+      while (this.#synced.length > 0 && !this.#index.failed) {
         const entries = this.#synced;
         this.#synced = [];
         try {
           const [ops, delta, prepares] = this.#walOps(entries);
-          await this.#writeBatch(ops, delta, prepares);
+          await this.#index.write(ops, delta, prepares);
           failpoint('commit.after-wal');
         } catch (err) {
-          this.#fail(err);
-          for (const e of entries) e.reject(this.#failed);
+          this.#index.fail(err);
+          for (const e of entries) e.reject(this.#index.failed);
           break;
         }
         this.#committed(entries);
       }
     } finally {
       this.#indexer = undefined;
-      if (this.#failed) {
-        for (const e of this.#synced) e.reject(this.#failed);
+      if (this.#index.failed) {
+        for (const e of this.#synced) e.reject(this.#index.failed);
         this.#synced = [];
       } else if (this.#synced.length > 0) {
         this.#indexer = this.#indexLoop();
@@ -1889,15 +1835,15 @@ export class OuroDB {
       const rows: EntryRow[] = [];
       for (let i = start; i < end; i++) if (rows[rows.length - 1] !== group[i]!.row) rows.push(group[i]!.row);
       ops.push({ type: 'put', key: keys.wal(group[start]!.block.seq, rows[0]!.offset), value: encodeWalRecords(rows) });
-      add(delta, 'walRecords', rows.length);
+      addStat(delta, 'walRecords', rows.length);
       start = end;
     }
     let lastRow: EntryRow | undefined;
     for (const e of group) {
       const loc = encodeLocation({ kind: e.slot ? EntryKind.Pack : e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq, slot: e.slot });
       if (e.row !== lastRow) {
-        add(delta, 'walEntryBytes', e.row.length);
-        add(delta, 'storedBytes', e.row.length);
+        addStat(delta, 'walEntryBytes', e.row.length);
+        addStat(delta, 'storedBytes', e.row.length);
         lastRow = e.row;
       }
       if (e.ops) ops.push(...e.ops);
@@ -1908,20 +1854,20 @@ export class OuroDB {
       }
       ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
       if (e.kind === EntryKind.Chunk) {
-        add(delta, 'chunks', 1);
-        add(delta, 'uniqueBytes', e.row.plainLength);
-        add(delta, 'chunkStoredBytes', e.row.length);
+        addStat(delta, 'chunks', 1);
+        addStat(delta, 'uniqueBytes', e.row.plainLength);
+        addStat(delta, 'chunkStoredBytes', e.row.length);
       } else {
-        if (!e.marker) add(delta, 'objects', 1);
-        add(delta, 'logicalBytes', e.objectSize);
+        if (!e.marker) addStat(delta, 'objects', 1);
+        addStat(delta, 'logicalBytes', e.objectSize);
         // An inline value is stored once per object, so it counts fully as unique bytes. It counts
         // one to one in the compression ratio too: when zstd shrinks its record, the ratio does not
         // credit it (storedBytes, the real size on disk, does).
-        add(delta, 'uniqueBytes', e.inlineSize);
-        add(delta, 'chunkStoredBytes', e.inlineSize);
+        addStat(delta, 'uniqueBytes', e.inlineSize);
+        addStat(delta, 'chunkStoredBytes', e.inlineSize);
       }
     }
-    ops.push({ type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) });
+    ops.push({ type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#nextSeq, 8) });
     return [ops, delta, prepares];
   }
 
@@ -1971,40 +1917,6 @@ export class OuroDB {
   }
 
   /**
-   * Serialises every index batch, so the stats written with each are exact and in order. Once a
-   * batch has failed no later one runs: a later group may depend on entries of the failed one.
-   */
-  #writeBatch(ops: BatchOp[], delta: Partial<PersistedStats>, prepares: ReadonlyArray<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = []): Promise<void> {
-    const run = this.#batchChain.then(async () => {
-      if (this.#failed) throw this.#failed;
-      // Read-modify-write index changes (reference counts, dead bytes, gc's checks) are computed
-      // here: every earlier batch has landed, so what getSync reads is exactly current.
-      const counters = new Counters(this.#ldb);
-      this.#counters = counters;
-      try {
-        for (const prepare of prepares) prepare(ops, delta);
-      } finally {
-        this.#counters = undefined;
-      }
-      counters.emit(ops);
-      if (this.#hintsPending.length > 0) ops.unshift(...this.#hintsPending.splice(0));
-      const next = { ...this.#stats };
-      for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
-      ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
-      try {
-        await writeOps(this.#ldb, ops);
-      } catch (err) {
-        const failure = ioError('index batch', err);
-        this.#fail(failure);
-        throw failure;
-      }
-      this.#stats = next;
-    });
-    this.#batchChain = run.catch(() => {});
-    return run;
-  }
-
-  /**
    * Seals a full block whose entries are all committed. A full disk leaves it open (readable,
    * WAL records kept) with `sealError` set, for #rotate or #flush to try again; other failures
    * are fatal to the handle.
@@ -2016,7 +1928,7 @@ export class OuroDB {
         () => (state.sealError = undefined),
         (err: unknown) => {
           if (isDiskFull(err)) state.sealError = err;
-          else this.#fail(err);
+          else this.#index.fail(err);
         },
       )
       .finally(() => {
@@ -2056,9 +1968,9 @@ export class OuroDB {
       { type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) },
       { type: 'put', key: keys.sealedSeq(sealed.seq), value: sealed.id },
     ];
-    for await (const k of this.#ldb.keys(keys.walRange(sealed.seq))) ops.push({ type: 'del', key: k });
+    for await (const k of this.#index.ldb.keys(keys.walRange(sealed.seq))) ops.push({ type: 'del', key: k });
     const overhead = sealed.size - sumLengths(sealed.rows);
-    await this.#writeBatch(ops, { blocks: 1, storedBytes: overhead, walRecords: -walRecords, walEntryBytes: -walEntryBytes });
+    await this.#index.write(ops, { blocks: 1, storedBytes: overhead, walRecords: -walRecords, walEntryBytes: -walEntryBytes });
     this.#sealedSeqs.set(sealed.seq, sealed.id);
     failpoint('seal.after-register');
   }
@@ -2086,8 +1998,8 @@ export class OuroDB {
     while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
     // The hints of kept heads (#keepHint) still waiting for a batch, and those batches under way:
     // after a flush, matchHint sees every hint put before it.
-    if (!this.#failed) await (this.#hintsPending.length > 0 ? this.#writeBatch([], {}) : this.#batchChain);
-    if (this.#failed) throw this.#failed;
+    if (!this.#index.failed) await (this.#index.riding > 0 ? this.#index.write([], {}) : this.#index.settled());
+    if (this.#index.failed) throw this.#index.failed;
     const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
     if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);
   }
@@ -2117,7 +2029,7 @@ export class OuroDB {
   /** Every registered block, in id order. */
   async *blocks(): AsyncGenerator<BlockListing> {
     this.#checkOpen();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
       yield { id: toHex(k.subarray(1)), size: info.size, adopted: info.adopted === true };
     }
@@ -2126,7 +2038,7 @@ export class OuroDB {
   /** Registered block `id` (hex), or undefined. */
   block(id: string): BlockListing | undefined {
     this.#checkOpen();
-    const v = this.#get(keys.block(parseHash(id, 'block id')));
+    const v = this.#index.get(keys.block(parseHash(id, 'block id')));
     if (v === undefined) return undefined;
     const info = decodeBlockInfo(v);
     return { id, size: info.size, adopted: info.adopted === true };
@@ -2178,7 +2090,7 @@ export class OuroDB {
     const index = await store.readIndex(file);
     const idHex = toHex(index.id);
     const dest = store.blockPath(index.id);
-    if (this.#get(keys.block(index.id)) !== undefined || this.#get(keys.tombstone(index.id)) !== undefined) {
+    if (this.#index.get(keys.block(index.id)) !== undefined || this.#index.get(keys.tombstone(index.id)) !== undefined) {
       if (file !== dest) await store.vfs.remove(file).catch(() => {});
       return { id: idHex, adopted: false };
     }
@@ -2206,7 +2118,7 @@ export class OuroDB {
       for (const name of names) {
         await this.#keySettled(name);
         const known: Array<VersionNode & { n: number }> = [];
-        for await (const k of this.#ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
+        for await (const k of this.#index.ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
           const v = keys.decodeVersion(k);
           const hash = Buffer.from(v.hash);
           const r = await this.#readRecord(hash);
@@ -2215,16 +2127,16 @@ export class OuroDB {
         changes.set(name, mergeVersions(known, byKey.get(name)!));
       }
       let seq = 0;
-      await this.#writeBatch([], {}, [
+      await this.#index.write([], {}, [
         (ops, delta) => {
           seq = this.#nextSeq++;
           ops.push(
             { type: 'put', key: keys.block(index.id), value: encodeBlockInfo({ seq, adopted: true, size: index.size, entries: index.rows.length, liveBytes: sumLengths(index.rows) }) },
             { type: 'put', key: keys.sealedSeq(seq), value: index.id },
-            { type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) },
+            { type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#nextSeq, 8) },
           );
-          add(delta, 'blocks', 1);
-          add(delta, 'storedBytes', index.size);
+          addStat(delta, 'blocks', 1);
+          addStat(delta, 'storedBytes', index.size);
           for (const row of index.rows) {
             if (row.kind !== EntryKind.Pack) this.#indexAdopted(row.id, row, undefined, seq, records.get(toHex(row.id))?.record, ops, delta);
           }
@@ -2252,28 +2164,28 @@ export class OuroDB {
     const chunk = row.kind === EntryKind.Chunk;
     const indexKey = chunk ? keys.chunk(id) : keys.object(id);
     const loc: Location = { kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq, slot };
-    if (this.#get(indexKey) !== undefined || this.#pending.has(hex)) {
+    if (this.#index.get(indexKey) !== undefined || this.#pending.has(hex)) {
       // Known already: this copy is dead here, but remembered, so that releasing the block the
       // index names (a writer compacted it into this one) re-points instead of copying.
-      this.#counters!.addDead(keys.dead(seq), deadBytes(loc));
+      this.#index.tx.addDead(keys.dead(seq), deadBytes(loc));
       ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation(loc) });
       return;
     }
     ops.push({ type: 'put', key: indexKey, value: encodeLocation(loc) });
     if (chunk) {
-      add(delta, 'chunks', 1);
-      add(delta, 'uniqueBytes', row.plainLength);
-      add(delta, 'chunkStoredBytes', row.length);
+      addStat(delta, 'chunks', 1);
+      addStat(delta, 'uniqueBytes', row.plainLength);
+      addStat(delta, 'chunkStoredBytes', row.length);
       return;
     }
     if (!record || record.type === 'purge') return;
-    add(delta, 'objects', 1);
-    add(delta, 'logicalBytes', record.size);
+    addStat(delta, 'objects', 1);
+    addStat(delta, 'logicalBytes', record.size);
     if (record.inline) {
-      add(delta, 'uniqueBytes', record.inline.byteLength);
-      add(delta, 'chunkStoredBytes', record.inline.byteLength);
+      addStat(delta, 'uniqueBytes', record.inline.byteLength);
+      addStat(delta, 'chunkStoredBytes', record.inline.byteLength);
     }
-    for (const c of record.chunks) this.#changeRef(c.id, 1);
+    for (const c of record.chunks) this.#index.changeRef(c.id, 1);
     if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, id), value: EMPTY });
   }
 
@@ -2296,7 +2208,7 @@ export class OuroDB {
     const snapshot = reader.snapshot;
     try {
       const deps = new Map<string, string[]>();
-      for await (const k of this.#ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
+      for await (const k of this.#index.ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
         const hash = Buffer.from(k.subarray(1));
         const r = await this.#readRecord(hash, snapshot);
         if (r.type === 'purge') continue;
@@ -2358,13 +2270,13 @@ export class OuroDB {
     try {
       return await checkDatabase(
         {
-          ldb: this.#ldb,
+          ldb: this.#index.ldb,
           snapshot: reader.snapshot,
           store: this.#store,
           keys: this.#keys,
           blockOf: async (seq) => {
             const open = this.#unsealed.get(seq);
-            const id = this.#get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
+            const id = this.#index.get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
             if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open.block.rows } : undefined;
             const file = this.#store.blockPath(id);
             if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
@@ -2383,7 +2295,7 @@ export class OuroDB {
   // ---------------------------------------------------------------- gc
 
   #openReader(): { snapshot: Snapshot; epoch: number; open: boolean } {
-    const reader = { snapshot: this.#ldb.snapshot(), epoch: this.#epoch, open: true };
+    const reader = { snapshot: this.#index.ldb.snapshot(), epoch: this.#epoch, open: true };
     this.#readers.add(reader);
     return reader;
   }
@@ -2421,26 +2333,26 @@ export class OuroDB {
       const at = decodeLocation(loc);
       for (const r of e.moved!.records) {
         const indexKey = keys.object(r.id);
-        const cur = this.#get(indexKey);
+        const cur = this.#index.get(indexKey);
         const was = cur ? decodeLocation(cur) : undefined;
         const mine = { ...at, slot: r.slot };
         if (was && was.seq === e.moved!.seq && was.offset === e.moved!.offset) ops.push({ type: 'put', key: indexKey, value: encodeLocation(mine) });
-        else this.#counters!.addDead(keys.dead(e.block.seq), deadBytes(mine));
+        else this.#index.tx.addDead(keys.dead(e.block.seq), deadBytes(mine));
       }
       return;
     }
     const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
-    const cur = this.#get(indexKey);
+    const cur = this.#index.get(indexKey);
     const at = cur ? decodeLocation(cur) : undefined;
     if (at && at.seq === e.moved!.seq && at.offset === e.moved!.offset) {
       ops.push({ type: 'put', key: indexKey, value: loc });
       if (e.kind === EntryKind.Chunk) {
-        const ref = this.#counters!.get(keys.refcount(e.id), 4);
-        if (ref.present && ref.value === 0) this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
+        const ref = this.#index.tx.get(keys.refcount(e.id), 4);
+        if (ref.present && ref.value === 0) this.#index.tx.addDead(keys.dead(e.block.seq), e.row.length);
       }
       return;
     }
-    this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
+    this.#index.tx.addDead(keys.dead(e.block.seq), e.row.length);
   }
 
   /**
@@ -2480,12 +2392,12 @@ export class OuroDB {
   async #gc(threshold: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
     const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 };
     const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
       // Another member's block: its holders keep it whole (deletion across the cluster is the
       // writer's to start), so its dead entries are not compacted here.
       if (info.adopted) continue;
-      const dead = decodeCount(this.#get(keys.dead(info.seq)));
+      const dead = decodeCount(this.#index.get(keys.dead(info.seq)));
       if (dead === 0) continue;
       const entryBytes = Math.max(1, info.liveBytes);
       if (1 - dead / entryBytes < threshold) candidates.push({ id: Buffer.from(k.subarray(1)), seq: info.seq, size: info.size });
@@ -2506,7 +2418,7 @@ export class OuroDB {
    */
   #pointsInto(seq: number, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): (row: EntryRow) => boolean {
     const names = (indexKey: Buffer, offset: number) => {
-      const cur = this.#get(indexKey);
+      const cur = this.#index.get(indexKey);
       if (!cur) return false;
       const at = decodeLocation(cur);
       return at.seq === seq && at.offset === offset;
@@ -2537,17 +2449,17 @@ export class OuroDB {
   async #dropDeadRows(rows: EntryRow[], here: (row: EntryRow) => boolean, repoint?: (row: EntryRow, ops: BatchOp[]) => boolean): Promise<{ live: EntryRow[]; dropped: number }> {
     const live: EntryRow[] = [];
     const dropped: string[] = [];
-    await this.#writeBatch([], {}, [
+    await this.#index.write([], {}, [
       (ops, delta) => {
         for (const row of rows) {
           if (!here(row) || repoint?.(row, ops)) continue;
           const hex = toHex(row.id);
-          if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#counters!.get(keys.refcount(row.id), 4).value === 0) {
+          if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#index.tx.get(keys.refcount(row.id), 4).value === 0) {
             ops.push({ type: 'del', key: keys.chunk(row.id) });
-            this.#counters!.set(keys.refcount(row.id), 4, 0, false);
-            add(delta, 'chunks', -1);
-            add(delta, 'uniqueBytes', -row.plainLength);
-            add(delta, 'chunkStoredBytes', -row.length);
+            this.#index.tx.set(keys.refcount(row.id), 4, 0, false);
+            addStat(delta, 'chunks', -1);
+            addStat(delta, 'uniqueBytes', -row.plainLength);
+            addStat(delta, 'chunkStoredBytes', -row.length);
             this.#dying.add(hex);
             dropped.push(hex);
           } else {
@@ -2599,16 +2511,16 @@ export class OuroDB {
 
     // 3. Unregister and remove the block, unless something still points into it.
     let retired = false;
-    await this.#writeBatch([], {}, [
+    await this.#index.write([], {}, [
       (ops, delta) => {
         if (rows.some(here)) return;
         retired = true;
-        ops.push({ type: 'del', key: keys.block(block.id) }, { type: 'del', key: keys.sealedSeq(block.seq) }, { type: 'put', key: keys.retired(block.id), value: u64(block.seq) });
+        ops.push({ type: 'del', key: keys.block(block.id) }, { type: 'del', key: keys.sealedSeq(block.seq) }, { type: 'put', key: keys.retired(block.id), value: encodeCount(block.seq, 8) });
         // In a cluster, other members hold copies and may index them: ask them to let go (Tombstone.Retired).
         if (this.#replicas) ops.push({ type: 'put', key: keys.tombstone(block.id), value: Buffer.from([Tombstone.Retired]) });
-        this.#counters!.set(keys.dead(block.seq), 8, 0, false);
-        add(delta, 'blocks', -1);
-        add(delta, 'storedBytes', -block.size);
+        this.#index.tx.set(keys.dead(block.seq), 8, 0, false);
+        addStat(delta, 'blocks', -1);
+        addStat(delta, 'storedBytes', -block.size);
       },
     ]);
     if (!retired) return;
@@ -2637,9 +2549,9 @@ export class OuroDB {
 
   async #release(id: Buffer): Promise<ReleaseReport> {
     const report: ReleaseReport = { released: false, repointed: 0, copied: 0, dropped: 0 };
-    const infoBytes = this.#get(keys.block(id));
+    const infoBytes = this.#index.get(keys.block(id));
     if (infoBytes === undefined) {
-      if (this.#get(keys.tombstone(id)) === undefined) await this.#writeBatch([{ type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) }], {});
+      if (this.#index.get(keys.tombstone(id)) === undefined) await this.#index.write([{ type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) }], {});
       report.released = true;
       return report;
     }
@@ -2658,21 +2570,21 @@ export class OuroDB {
     // writer's gc copied the pack whole); otherwise it is copied here whole (below).
     const repointPack = (row: EntryRow, ops: BatchOp[]): boolean => {
       const records = (packs.get(row.offset) ?? []).filter((r) => {
-        const cur = this.#get(keys.object(r.id));
+        const cur = this.#index.get(keys.object(r.id));
         const at = cur ? decodeLocation(cur) : undefined;
         return at !== undefined && at.seq === info.seq && at.offset === row.offset;
       });
-      const alts = records.map((r) => this.#get(keys.alt(keys.object(r.id))));
+      const alts = records.map((r) => this.#index.get(keys.alt(keys.object(r.id))));
       if (records.length === 0 || alts.some((a) => a === undefined)) return false;
       const where = alts.map((a) => decodeLocation(a!));
       const first = where[0]!;
-      if (first.seq === info.seq || !where.every((w) => w.seq === first.seq && w.offset === first.offset) || this.#get(keys.sealedSeq(first.seq)) === undefined) return false;
+      if (first.seq === info.seq || !where.every((w) => w.seq === first.seq && w.offset === first.offset) || this.#index.get(keys.sealedSeq(first.seq)) === undefined) return false;
       records.forEach((r, i) => {
         const altKey = keys.alt(keys.object(r.id));
         ops.push({ type: 'del', key: altKey }, { type: 'put', key: altKey.subarray(1), value: alts[i]! });
       });
-      this.#counters!.addDead(keys.dead(info.seq), row.length);
-      this.#counters!.addDead(keys.dead(first.seq), -row.length);
+      this.#index.tx.addDead(keys.dead(info.seq), row.length);
+      this.#index.tx.addDead(keys.dead(first.seq), -row.length);
       report.repointed++;
       return true;
     };
@@ -2681,14 +2593,14 @@ export class OuroDB {
     const repoint = (row: EntryRow, ops: BatchOp[]): boolean => {
       if (row.kind === EntryKind.Pack) return repointPack(row, ops);
       const altKey = keys.alt(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
-      const altBytes = this.#get(altKey);
+      const altBytes = this.#index.get(altKey);
       if (altBytes === undefined) return false;
       ops.push({ type: 'del', key: altKey });
       const alt = decodeLocation(altBytes);
-      if (alt.seq === info.seq || this.#get(keys.sealedSeq(alt.seq)) === undefined) return false;
+      if (alt.seq === info.seq || this.#index.get(keys.sealedSeq(alt.seq)) === undefined) return false;
       ops.push({ type: 'put', key: altKey.subarray(1), value: altBytes });
-      this.#counters!.addDead(keys.dead(info.seq), row.length);
-      this.#counters!.addDead(keys.dead(alt.seq), -row.length);
+      this.#index.tx.addDead(keys.dead(info.seq), row.length);
+      this.#index.tx.addDead(keys.dead(alt.seq), -row.length);
       report.repointed++;
       return true;
     };
@@ -2702,14 +2614,14 @@ export class OuroDB {
     failpoint('release.after-copy');
 
     // 3. Unregister and tombstone it, unless something still points into it.
-    await this.#writeBatch([], {}, [
+    await this.#index.write([], {}, [
       (ops, delta) => {
         if (rows.some(here)) return;
         report.released = true;
         ops.push({ type: 'del', key: keys.block(id) }, { type: 'del', key: keys.sealedSeq(info.seq) }, { type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) });
-        this.#counters!.set(keys.dead(info.seq), 8, 0, false);
-        add(delta, 'blocks', -1);
-        add(delta, 'storedBytes', -info.size);
+        this.#index.tx.set(keys.dead(info.seq), 8, 0, false);
+        addStat(delta, 'blocks', -1);
+        addStat(delta, 'storedBytes', -info.size);
       },
     ]);
     return report;
@@ -2718,14 +2630,14 @@ export class OuroDB {
   /** The tombstone state of block `id` (hex), or undefined when it was never deleted across the cluster. */
   tombstone(id: string): TombstoneState | undefined {
     this.#checkOpen();
-    const v = this.#get(keys.tombstone(parseHash(id, 'block id')));
+    const v = this.#index.get(keys.tombstone(parseHash(id, 'block id')));
     return v === undefined ? undefined : (v[0] as TombstoneState);
   }
 
   /** Every tombstone in `states`, in id order. */
   async *tombstones(states: readonly TombstoneState[] = [Tombstone.Released, Tombstone.Retired, Tombstone.Dropping]): AsyncGenerator<{ id: string; state: TombstoneState }> {
     this.#checkOpen();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
       if (states.includes(v[0] as TombstoneState)) yield { id: toHex(k.subarray(1)), state: v[0] as TombstoneState };
     }
   }
@@ -2734,8 +2646,8 @@ export class OuroDB {
   async setTombstone(id: string, state: TombstoneState): Promise<void> {
     this.#checkWritable();
     const block = parseHash(id, 'block id');
-    if (this.#get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
-    await this.#writeBatch([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
+    if (this.#index.get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
+    await this.#index.write([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
   }
 
   /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */
@@ -2749,7 +2661,7 @@ export class OuroDB {
     });
     await fsyncDir(this.#store.vfs, path.dirname(file));
     failpoint('gc.after-remove');
-    await this.#writeBatch([{ type: 'del', key: keys.retired(id) }], {});
+    await this.#index.write([{ type: 'del', key: keys.retired(id) }], {});
   }
 
   // ---------------------------------------------------------------- reads
@@ -2795,7 +2707,7 @@ export class OuroDB {
   async has(hash: string): Promise<boolean> {
     this.#checkOpen();
     if (this.#exclusive) await this.#settledIndex();
-    return this.#get(keys.object(parseHash(hash))) !== undefined;
+    return this.#index.get(keys.object(parseHash(hash))) !== undefined;
   }
 
   async stat(hash: string): Promise<ObjectStat> {
@@ -2842,11 +2754,11 @@ export class OuroDB {
    */
   async #readEntry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
     const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    const before = this.#get(indexKey, snapshot ? { snapshot } : {});
+    const before = this.#index.get(indexKey, snapshot ? { snapshot } : {});
     try {
       return await this.#readAt(kind, id, before);
     } catch (err) {
-      const now = this.#get(indexKey);
+      const now = this.#index.get(indexKey);
       if (now === undefined || (before !== undefined && now.equals(before))) throw err;
       return this.#readAt(kind, id, now);
     }
@@ -2935,7 +2847,7 @@ export class OuroDB {
     if (known && this.#sealedSeqs.has(loc.seq)) return known;
     let id = this.#sealedSeqs.get(loc.seq);
     if (id === undefined && !this.#unsealed.has(loc.seq)) {
-      id = this.#get(keys.sealedSeq(loc.seq));
+      id = this.#index.get(keys.sealedSeq(loc.seq));
       if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
       this.#sealedSeqs.set(loc.seq, id);
     }
@@ -2961,8 +2873,8 @@ export class OuroDB {
 
   async stats(): Promise<Stats> {
     this.#checkOpen();
-    await this.#batchChain;
-    const s = this.#stats;
+    await this.#index.settled();
+    const s = this.#index.stats;
     return {
       objects: s.objects,
       chunks: s.chunks,
@@ -2985,7 +2897,7 @@ export class OuroDB {
   /** Number of sealed blocks the index knows (counted from the index itself, for tests and checks). */
   async countBlocks(): Promise<number> {
     let n = 0;
-    for await (const _ of this.#ldb.keys(keys.range(PREFIX_BLOCK))) n++;
+    for await (const _ of this.#index.ldb.keys(keys.range(PREFIX_BLOCK))) n++;
     return n;
   }
 
@@ -2995,46 +2907,31 @@ export class OuroDB {
       try {
         // A block a full disk keeps from sealing stays open with its WAL records: the next open
         // seals it. Closing must not need free space.
-        if (!this.#failed) await this.#flush().catch((err: unknown) => {
+        if (!this.#index.failed) await this.#flush().catch((err: unknown) => {
           if (!isDiskFull(err)) throw err;
         });
-        if (!this.#failed) {
+        if (!this.#index.failed) {
           for (const r of [...this.#readers]) await this.#closeReader(r);
           await this.#removeDeferred(true);
-          if (this.#hintsPending.length > 0) await this.#writeBatch([], {});
-          await this.#compactIndexTail();
+          if (this.#index.riding > 0) await this.#index.write([], {});
+          await this.#index.compactTail();
         }
       } finally {
         this.#closed = true;
         await this.#sealPool.close();
         await this.#files.closeAll();
-        await this.#ldb.close();
+        await this.#index.ldb.close();
       }
     })();
     return this.#closing;
   }
 
-  /**
-   * Compacts the index over the WAL's key range before closing. LevelDB turns its log into a
-   * level-0 table at every open and merges level 0 only once four tables pile up, so a database
-   * opened and closed often (every `ouro` command) kept up to three stale copies of its churn:
-   * WAL values written and deleted, stats and heads overwritten. On the tree benchmark (4 versions
-   * of date-fns, then one restore) that was 2.2 MB of index instead of 1.1 MB. Compacting a range
-   * flushes the memtable and merges level 0 (whose tables span every key) into level 1; below
-   * that only the tables overlapping the WAL range take part, so the cost is bounded by level 0
-   * and level 1 (10 MiB in LevelDB), not by the size of the index.
-   */
-  async #compactIndexTail(): Promise<void> {
-    const range = keys.walRange();
-    await this.#ldb.compactRange(range.gte, range.lt);
-  }
-
   /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
   #lost(): void {
     if (this.#closed) return;
-    this.#failed ??= new FailedError('the file system was lost');
+    this.#index.latch(new FailedError('the file system was lost'));
     void this.#abandon().catch(() => {});
-    void this.#ldb.close().catch(() => {});
+    void this.#index.ldb.close().catch(() => {});
   }
 
   /** Releases what a half-opened handle holds (worker threads, file handles), writing nothing. */
@@ -3042,29 +2939,6 @@ export class OuroDB {
     this.#closed = true;
     await this.#sealPool.close();
     await this.#files.closeAll();
-  }
-
-  #fail(err: unknown): void {
-    if (this.#failed) return;
-    if (err instanceof FailedError) {
-      this.#failed = err;
-      return;
-    }
-    this.#failed = new FailedError(`a write could not be made durable; reopen the database to recover (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-  }
-
-  /**
-   * One index read. LevelDB's own errors (a damaged table it notices, an I/O error) become typed
-   * errors here, so no raw LevelDB error reaches a caller.
-   */
-  #get(key: Buffer, options: { snapshot?: Snapshot } = {}): Buffer | undefined {
-    try {
-      return this.#ldb.getSync(key, options);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`the index is damaged (${(err as Error).message}); rebuildIndex() or 'ouro repair --rebuild-index' rebuilds it`, { cause: err });
-      throw ioError('index read', err);
-    }
   }
 
   /** Reads wait while rebuildIndex runs: the index is incomplete until it ends. */
@@ -3082,12 +2956,12 @@ export class OuroDB {
    */
   #checkAlive(): void {
     if (this.#closed) throw new ClosedError();
-    if (this.#failed) throw this.#failed;
+    if (this.#index.failed) throw this.#index.failed;
   }
 
   #checkWritable(): void {
     this.#checkOpen();
-    if (this.#failed) throw this.#failed;
+    if (this.#index.failed) throw this.#index.failed;
   }
 }
 
@@ -3188,85 +3062,8 @@ function isMissingFile(err: unknown): boolean {
   return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
 }
 
-function add(delta: Partial<PersistedStats>, k: keyof PersistedStats, v: number): void {
-  delta[k] = (delta[k] ?? 0) + v;
-}
-
 function sumLengths(rows: readonly EntryRow[]): number {
   return rows.reduce((n, r) => n + r.length, 0);
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
-}
-
-function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n), 0);
-  return b;
-}
-
-
-/**
- * Opens the index LevelDB. A corrupt one is moved aside (kept for inspection, never deleted) and
- * a fresh one created, which the caller then rebuilds from the blocks.
- */
-async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> {
-  const dir = path.join(root, 'index');
-  // LevelDB creates only the last directory; with a Vfs other than the real one, `root` may
-  // exist only there.
-  await fs.mkdir(root, { recursive: true, mode: 0o700 });
-  for (let attempt = 0; ; attempt++) {
-    const ldb: Ldb = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    try {
-      await ldb.open();
-      return { ldb, rebuild: attempt > 0 };
-    } catch (err) {
-      const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
-      if (code === 'LEVEL_LOCKED') throw new LockedError(`${root} is open in another process or handle`, { cause: err });
-      // LevelDB reports a CURRENT file that names no manifest as an I/O error: that is damage too.
-      const damaged = code === 'LEVEL_CORRUPTION' || (code === 'LEVEL_IO_ERROR' && !(await currentNamesManifest(dir)));
-      if (damaged && attempt === 0) {
-        await setIndexAside(root);
-        continue;
-      }
-      if (damaged) throw new CorruptionError(`${dir} is corrupt`, { cause: err });
-      throw ioError(`opening ${dir}`, err);
-    }
-  }
-}
-
-/** Moves a damaged index directory aside (kept for inspection, never deleted). */
-async function setIndexAside(root: string): Promise<void> {
-  const dir = path.join(root, 'index');
-  const aside = `${dir}.corrupt-${Date.now()}`;
-  await fs.rename(dir, aside).catch((e: unknown) => {
-    throw ioError(`moving the corrupt index to ${aside}`, e);
-  });
-  await fsyncDir(nodeVfs, root);
-}
-
-/** Whether an error says LevelDB found its own files damaged (raw, or wrapped by #get). */
-function indexDamage(err: unknown): boolean {
-  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
-  return code(err) === 'LEVEL_CORRUPTION' || (err instanceof CorruptionError && code(err.cause) === 'LEVEL_CORRUPTION');
-}
-
-/** Whether a path exists on the real disk (LevelDB's index directory lives there). */
-async function exists(p: string): Promise<boolean> {
-  return nodeVfs.exists(p);
-}
-
-/** Whether the index's CURRENT file names a manifest that exists (LevelDB's entry point). */
-async function currentNamesManifest(dir: string): Promise<boolean> {
-  try {
-    const name = (await fs.readFile(path.join(dir, 'CURRENT'), 'latin1')).trim();
-    return /^MANIFEST-[0-9]+$/.test(name) && (await exists(path.join(dir, name)));
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -3299,5 +3096,5 @@ async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKe
       await block.handle.close().catch(() => {});
     }
   }
-  await rebuildIndex(ldb, store, dbKeys, maxSeq + 1, (s) => statsCodec.pack(s));
+  await rebuildIndex(ldb, store, dbKeys, maxSeq + 1, encodeStats);
 }
