@@ -24,7 +24,12 @@ import { IndexStore, type Ldb, type Snapshot } from '../index/store.js';
 import { checkIndexFormat, existsOnDisk, indexDamage, openIndex, setIndexAside } from '../index/open.js';
 import { type PersistedStats, addStat, decodeStats, encodeStats } from '../index/stats.js';
 import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeCount, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
-import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
+import { WAL_RECORD_BYTES } from '../wal/record.js';
+import { BlockSet, type Liveness, type SealedBlockInfo, blockName, openName, sumLengths } from '../wal/blocks.js';
+import { CommitPipeline } from '../wal/commit.js';
+import { InFlight, type PendingEntry, type RecordExtra } from '../wal/inflight.js';
+import { Packer } from '../wal/packer.js';
+import { recoverWal } from '../wal/recover.js';
 import { fromHex, toHex } from './bytes.js';
 import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
 import { DatabaseKeys, ID_BYTES, TAG_CONTENT, TAG_HINT, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
@@ -116,12 +121,7 @@ export interface FlushOptions {
   signal?: AbortSignal;
 }
 
-/** A block this database sealed, as `onSealed` reports it. */
-export interface SealedBlockInfo {
-  id: string;
-  size: number;
-  path: string;
-}
+export type { SealedBlockInfo } from '../wal/blocks.js';
 
 /** A registered block, as `blocks()` lists it. */
 export interface BlockListing {
@@ -374,77 +374,11 @@ export interface CheckReport {
 }
 
 
-/** An entry appended to an open block and waiting for (or past) its group commit. */
-interface PendingEntry {
-  kind: EntryKind;
-  id: Buffer;
-  block: OpenBlock;
-  row: EntryRow;
-  written: Promise<void>;
-  committed: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  /** Logical size added by this entry when it is an object record. */
-  objectSize: number;
-  /** Bytes of the value held inline in this object record (0 for chunks and chunked values). */
-  inlineSize: number;
-  /** Index changes that commit with this entry (a keyed version's heads, history, child key). */
-  ops?: BatchOp[];
-  /** Computes more of them inside the batch chain, where the index is exactly current. */
-  prepare?: (ops: BatchOp[], delta: Partial<PersistedStats>) => void;
-  /** A purge marker: an object record, but not an object in stats (it stands for none). */
-  marker?: boolean;
-  /**
-   * A live entry gc copied here from block `seq`: not new data, so stats count only its bytes.
-   * For a pack, `records` lists the records in it (each switches its own location).
-   */
-  moved?: { seq: number; offset: number; records?: ReadonlyArray<{ id: Buffer; slot: PackSlot }> };
-  /** A record in a pack: where it lies in the pack's plaintext (set when the pack is sealed). */
-  slot?: PackSlot;
-}
-
-/**
- * Records waiting for the next group commit, to be sealed together as one pack (lib/pack.ts).
- * Their entries are in #pending from the start (so equal records deduplicate against them) and
- * get their block, row and slot when the commit loop seals the pack and appends it.
- */
-interface OpenPack {
-  members: PendingEntry[];
-  plains: Uint8Array[];
-  bytes: number;
-  written: Deferred;
-}
-
-/** Index changes that commit with an object record (see #writeRecord). */
-interface RecordExtra {
-  ops?: BatchOp[] | undefined;
-  prepare?: PendingEntry['prepare'];
-  marker?: boolean;
-  /** The put's #diskFullEpoch: checked again right before the record is appended (#enqueue). */
-  epoch?: number | undefined;
-}
-
 const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
-/** How many bytes may wait to be written before put() waits: bounds memory while streaming. */
-const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
 const NO_ID = Buffer.alloc(0);
 const NO_NAMES: ReadonlySet<string> = new Set();
-/**
- * Committed puts are released (their promises resolved) this many per event-loop turn, and the
- * commit loop starts one turn after the entry that woke it. Writers that put again as soon as
- * their put resolves (64 of them on the small-put benchmark) then come back a cohort at a time:
- * while one cohort's next puts are being built on this thread, the group before is being
- * written and synced, so the CPU and the disk overlap. Released all at once, they came back in
- * lockstep: the first of them started the commit loop alone, as a group of one, the other 63
- * waited a whole write-and-fsync cycle for the next group, and the main thread idled in between.
- * Measured with 40,000 1 KiB puts from 64 writers: 1,805 groups (1,186 of one entry) and 1.3-1.4 s
- * of the event loop idle against 1,256 groups of ~32 and 0.69-0.74 s idle; cohorts of 8 or 32,
- * or either change alone, idled more. A put alone starts its group one turn later (a setImmediate
- * on an idle loop: p50 2.5 us, p99 34 us, 2,000 measured) and is released at once.
- */
-const RELEASE_COHORT = 16;
 /**
  * Puts in flight from which a small entry (an object record, #identifyRecord, or a chunk under
  * OFFLOAD_MIN_BYTES, #storeChunk) is sealed on the pool in a batch with others (SealPool.sealSmall):
@@ -462,16 +396,6 @@ const SEAL_AHEAD = 8;
  * sealed at the start of the next group, or once it holds PACK_MAX_BYTES.
  */
 const PACK_RECORD_MAX_BYTES = 16 * 1024;
-/**
- * A random read of a record in a compressed pack decrypts and decompresses the whole pack, so
- * packs stay small. Measured (20,000 keyed 1 KiB text values, random getByKey, one run each):
- * packs up to 256 KiB stored 1.67 MB and read 5,050 gets/s, 32 KiB 2.00 MB and 5,369, 16 KiB
- * 2.39 MB and 6,562, 8 KiB 2.88 MB and 9,287 (the same values one record per entry: 10.3 MB,
- * 10,403-15,024 gets/s). The four-version source tree: 6.17, 6.22 and 6.32 MB at 256, 32 and
- * 16 KiB. Uncompressed packs are read record by record (#readPackedSlice) whatever their size.
- */
-const PACK_MAX_BYTES = 16 * 1024;
-
 const EMPTY = Buffer.alloc(0);
 
 interface KeyName {
@@ -514,21 +438,23 @@ interface Link {
   held?: { heads: Head[]; hintRow?: Buffer | undefined; hintTag?: Buffer | undefined };
 }
 
-/** An open block not yet sealed: how many of its entries await commit, and its seal's state. */
-interface UnsealedBlock {
-  block: OpenBlock;
-  uncommitted: number;
-  /** Takes no more entries; sealed once `uncommitted` is 0. */
-  full: boolean;
-  sealing?: Promise<void>;
-  /** The last seal attempt ran out of disk space: #flush and #rotate try again. */
-  sealError?: unknown;
+/** Where gc's copy of a live entry came from: block `seq` at `offset`, and a pack's records. */
+interface Moved {
+  seq: number;
+  offset: number;
+  records?: ReadonlyArray<{ id: Buffer; slot: PackSlot }>;
 }
 
 export class OuroDB {
   readonly dir: string;
   /** The index: its handle, batch chain, stats and failure latch (index/store.ts). */
   readonly #index: IndexStore;
+  /** Block numbering, the open and unsealed blocks, seals, block files (wal/blocks.ts). */
+  readonly #blocks: BlockSet;
+  /** Pending entries, pins and the chunks gc is dropping (wal/inflight.ts). */
+  readonly #held: InFlight;
+  /** The queue and group commit (wal/commit.ts). */
+  readonly #commit: CommitPipeline;
   readonly #keys: DatabaseKeys;
   /** OURODB.json as opened (set by open). */
   #descriptor: Descriptor | undefined;
@@ -536,50 +462,21 @@ export class OuroDB {
   readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
-  readonly #files: FileCache;
   readonly #sealPool: SealPool;
-  readonly #blockSize: number;
   readonly #compression: boolean;
   readonly #durability: Durability;
   readonly #recordCache: RecordCache;
-  readonly #reserveBytes: number;
 
   #closed = false;
   #closing: Promise<void> | undefined;
-  #nextSeq: number;
-  #current: OpenBlock | undefined;
-  #creating: Promise<OpenBlock> | undefined;
-  /** Open blocks not yet sealed, by seq, with how many of their entries await commit. */
-  readonly #unsealed = new Map<number, UnsealedBlock>();
-  /** Counts disk-full write failures: a put that sees it change may have lost a chunk to one. */
-  #diskFullEpoch = 0;
-  readonly #sealing = new Set<Promise<void>>();
-  readonly #pending = new Map<string, PendingEntry>();
-  /** Records gathered for the next pack (see OpenPack). */
-  #openPack: OpenPack | undefined;
-  /** Packs that reached PACK_MAX_BYTES, waiting for the commit loop to append them. */
-  #packsReady: OpenPack[] = [];
   readonly #packCache = new PackCache();
-  #queue: PendingEntry[] = [];
-  #committer: Promise<void> | undefined;
-  /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
-  #synced: PendingEntry[] = [];
-  #indexer: Promise<void> | undefined;
   readonly #inflight = new Set<Promise<unknown>>();
   /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
   #smallHits = 0;
-  /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
-  readonly #sealedSeqs = new Map<number, Buffer>();
-  /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
-  readonly #blockFiles = new Map<number, [string, string]>();
   /** Per-key write locks: the tail of each key's chain of waiting writes. */
   readonly #keyLocks = new Map<string, Promise<void>>();
   /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
   readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
-  /** Chunks that puts in progress reference (hex id -> count): gc must keep them. */
-  readonly #pins = new Map<string, number>();
-  /** Chunks gc has decided to drop, between that decision and its batch landing. */
-  readonly #dying = new Set<string>();
   /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
   readonly #readers = new Set<{ snapshot: Snapshot; epoch: number; open: boolean }>();
   #epoch = 0;
@@ -589,8 +486,6 @@ export class OuroDB {
   #gcRun: Promise<unknown> | undefined;
   /** Set while rebuildIndex runs: writes wait for it. */
   #exclusive: Promise<void> | undefined;
-  readonly #maxUnsealedMs: number | undefined;
-  readonly #sealedListeners = new Set<(block: SealedBlockInfo) => void>();
   #replicas: ReplicaSource | undefined;
   /** Received block files the open could not adopt without the cluster (#recover). */
   readonly #deferredAdoptions: string[] = [];
@@ -603,15 +498,21 @@ export class OuroDB {
     this.#keys = keys;
     this.#chunker = chunker;
     this.#store = store;
-    this.#blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
     this.#compression = opts.compression ?? true;
     this.#durability = opts.durability ?? 'durable';
-    this.#nextSeq = nextSeq;
     this.#sealPool = new SealPool(keys.material, { chunkMax: chunker.sizes.max });
     this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
-    this.#files = new FileCache(store.vfs);
-    this.#reserveBytes = opts.reserveBytes ?? Math.max(2 * this.#blockSize, 16 * 1024 * 1024);
-    this.#maxUnsealedMs = opts.maxUnsealedMs;
+    const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const db = this;
+    const live: Liveness = {
+      get closed() {
+        return db.#closed;
+      },
+      checkAlive: () => this.#checkAlive(),
+    };
+    this.#blocks = new BlockSet(store, index, live, nextSeq, { dir, blockSize, reserveBytes: opts.reserveBytes ?? Math.max(2 * blockSize, 16 * 1024 * 1024), maxUnsealedMs: opts.maxUnsealedMs });
+    this.#held = new InFlight(index);
+    this.#commit = new CommitPipeline(index, this.#blocks, this.#held, new Packer(keys, this.#compression, this.#held), live);
   }
 
   /**
@@ -703,11 +604,9 @@ export class OuroDB {
       while (this.#gcRun) await this.#gcRun.catch(() => {});
       await this.#flush();
       await this.#index.settled();
-      const report = await rebuildIndex(this.#index.ldb, this.#store, this.#keys, this.#nextSeq, encodeStats);
+      const report = await rebuildIndex(this.#index.ldb, this.#store, this.#keys, this.#blocks.nextSeq, encodeStats);
       this.#index.resetStats(report.stats);
-      this.#nextSeq = report.nextSeq;
-      this.#sealedSeqs.clear();
-      this.#blockFiles.clear();
+      this.#blocks.reset(report.nextSeq);
       this.#recordCache.clear();
       return report;
     } catch (err) {
@@ -731,55 +630,14 @@ export class OuroDB {
    *    reported as corruption rather than silently dropped.
    */
   async #recover(): Promise<void> {
-    let maxSeq = this.#nextSeq - 1;
     // 0. gc removals a crash interrupted: the block is unregistered, only its file may remain.
     const retired = new Set<string>();
     for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_RETIRED))) {
       retired.add(toHex(k.subarray(1)));
       await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
     }
-    const received: string[] = [];
-    for (const { idHex, path: file } of await this.#store.listSealed()) {
-      const id = Buffer.from(idHex, 'hex');
-      // A released block (deleted across the cluster) stays unregistered until its holders drop it.
-      if (retired.has(idHex) || this.#index.get(keys.block(id)) !== undefined || this.#index.get(keys.tombstone(id)) !== undefined) continue;
-      const index = await this.#store.readIndex(file);
-      if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
-      const walRows = await this.#walRows(index.seq);
-      // Sealed here, its WAL records (deleted only by its registration) are exactly its entries;
-      // otherwise it is a block received from another member whose adoption a crash cut short.
-      if (!sameRows(walRows, index.rows)) {
-        received.push(file);
-        continue;
-      }
-      await assertBlockEntries(this.#store.vfs, file, index.rows);
-      maxSeq = Math.max(maxSeq, index.seq);
-      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
-    }
-
-    const walBySeq = new Map<number, EntryRow[]>();
-    for await (const [k, v] of this.#index.ldb.iterator(keys.walRange())) {
-      const { seq, offset } = keys.decodeWal(k);
-      let rows = walBySeq.get(seq);
-      if (!rows) walBySeq.set(seq, (rows = []));
-      rows.push(...decodeWalRecords(v, offset));
-    }
-    const openSeqs = new Set(await this.#store.listOpen());
-    for (const seq of walBySeq.keys()) {
-      if (!openSeqs.has(seq)) throw new CorruptionError(`acknowledged entries of open block ${seq} are missing: ${this.#store.openPath(seq)} is gone`, { location: { file: this.#store.openPath(seq) } });
-    }
-    for (const seq of openSeqs) {
-      maxSeq = Math.max(maxSeq, seq);
-      const rows = walBySeq.get(seq) ?? [];
-      if (rows.length === 0) {
-        await this.#store.removeOpen(seq);
-        continue;
-      }
-      const block = await this.#store.recoverOpen(seq, rows);
-      this.#files.adopt(openName(seq), block.handle);
-      this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
-    }
-    this.#nextSeq = maxSeq + 1;
+    // 1, 2. Unknown sealed blocks registered, open blocks cut back to their WAL records.
+    const received = await recoverWal(this.#index, this.#store, this.#blocks, retired);
     for (const file of received) {
       try {
         await this.#adopt(file);
@@ -793,22 +651,7 @@ export class OuroDB {
     }
     // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
     // once there is room: opening must not need free space.
-    await Promise.all(
-      [...this.#unsealed.values()].map(async (state) => {
-        try {
-          await this.#seal(state.block);
-        } catch (err) {
-          if (!isDiskFull(err)) throw err;
-          state.sealError = err;
-        }
-      }),
-    );
-  }
-
-  async #walRows(seq: number): Promise<EntryRow[]> {
-    const rows: EntryRow[] = [];
-    for await (const [k, v] of this.#index.ldb.iterator(keys.walRange(seq))) rows.push(...decodeWalRecords(v, keys.decodeWal(k).offset));
-    return rows;
+    await this.#blocks.sealRecovered();
   }
 
   // ---------------------------------------------------------------- writes
@@ -913,7 +756,7 @@ export class OuroDB {
 
   /** `cut`: `value` is the chunks themselves (putCut), not a value for the chunker. */
   async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
-    link.epoch = this.#diskFullEpoch;
+    link.epoch = this.#commit.diskFullEpoch;
     const { source, owned } = cut ? { source: value as AsyncIterable<Uint8Array>, owned: false } : this.#chunksOf(value);
     const chunks: ChunkRef[] = [];
     // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
@@ -923,24 +766,10 @@ export class OuroDB {
       return await this.#putChunked(source, owned, chunks, meta, durability, link, cut);
     } finally {
       const unpin = () => {
-        for (const c of chunks) if (c.id !== NO_ID) this.#unpin(toHex(c.id));
+        for (const c of chunks) if (c.id !== NO_ID) this.#held.unpin(toHex(c.id));
       };
       settled.then(unpin, unpin);
     }
-  }
-
-  /**
-   * Chunks pinned while a put runs: between the dedup check that finds a chunk stored and the
-   * commit of the record that counts a reference to it, gc must not drop it.
-   */
-  #pin(idHex: string): void {
-    this.#pins.set(idHex, (this.#pins.get(idHex) ?? 0) + 1);
-  }
-
-  #unpin(idHex: string): void {
-    const n = (this.#pins.get(idHex) ?? 0) - 1;
-    if (n > 0) this.#pins.set(idHex, n);
-    else this.#pins.delete(idHex);
   }
 
   async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
@@ -987,21 +816,21 @@ export class OuroDB {
       if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
         const id = this.#keys.chunkId(chunk);
         const idHex = toHex(id);
-        const inflight = this.#pending.get(idHex);
-        if (inflight || this.#committedEntry(keys.chunk(id), idHex)) {
+        const inflight = this.#held.pending(idHex);
+        if (inflight || this.#held.isStored(keys.chunk(id), idHex)) {
           // As #store_ answers for a stored chunk: the entry on its way, or none once committed.
           this.#smallHit(true);
           chunks.push({ id, size });
-          this.#pin(idHex);
+          this.#held.pin(idHex);
           return Promise.resolve(inflight);
         }
       }
       const at = chunks.push({ id: NO_ID, size }) - 1;
       return this.#sealPool.sealSmall(EntryKind.Chunk, chunk, this.#compression).then(({ id, sealed }) => {
         chunks[at] = { id, size };
-        this.#pin(toHex(id));
+        this.#held.pin(toHex(id));
         let found = false;
-        const stored = this.#store_(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
+        const stored = this.#commit.store(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
         this.#smallHit(found); // #store_ tells a stored chunk before its first await
         return stored;
       });
@@ -1009,14 +838,14 @@ export class OuroDB {
     if (size < OFFLOAD_MIN_BYTES) {
       const id = this.#keys.chunkId(chunk);
       chunks.push({ id, size });
-      this.#pin(toHex(id));
-      return this.#store_(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
+      this.#held.pin(toHex(id));
+      return this.#commit.store(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
     }
     const at = chunks.push({ id: NO_ID, size }) - 1;
     return this.#sealPool.identify(chunk, owned).then((ticket) => {
       chunks[at] = { id: ticket.id, size };
-      this.#pin(toHex(ticket.id));
-      return this.#store_(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
+      this.#held.pin(toHex(ticket.id));
+      return this.#commit.store(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
     });
   }
 
@@ -1112,7 +941,7 @@ export class OuroDB {
    * entry in the queue are rejected with it the same way; see #rejectFrom).
    */
   #checkDiskFullEpoch(link: Link): void {
-    if (link.epoch !== undefined && link.epoch !== this.#diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
+    if (link.epoch !== undefined && link.epoch !== this.#commit.diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
   }
 
   /**
@@ -1126,9 +955,9 @@ export class OuroDB {
    * already was sealed for nothing; records carry their creation time, so that is rare.
    */
   async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; store: (objectSize: number, inlineSize: number, extra: RecordExtra) => Promise<PendingEntry | undefined> }> {
-    if ((this.#committer !== undefined || this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
+    if ((this.#commit.committing || this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
       const hash = this.#keys.objectId(bytes);
-      return { hash, store: async (objectSize, inlineSize, extra) => this.#joinPack(hash, bytes, objectSize, inlineSize, extra) };
+      return { hash, store: async (objectSize, inlineSize, extra) => this.#commit.joinPack(hash, bytes, objectSize, inlineSize, extra) };
     }
     let hash: Buffer;
     let seal: () => SealedEntry;
@@ -1141,174 +970,7 @@ export class OuroDB {
       hash = h;
       seal = () => sealEntry(this.#keys.data, EntryKind.Object, h, bytes, this.#compression);
     }
-    return { hash, store: (objectSize, inlineSize, extra) => this.#store_(EntryKind.Object, hash, seal, objectSize, inlineSize, undefined, extra) };
-  }
-
-  /**
-   * Puts a record into the open pack, unless an equal one is stored or on its way (then returns
-   * that one's entry, or undefined when it is committed). The entry is pending from now on, so
-   * equal records deduplicate against it; its block, row and slot come when the commit loop seals
-   * the pack (#appendPack), which also queues it for that group.
-   */
-  #joinPack(hash: Buffer, bytes: Uint8Array, objectSize: number, inlineSize: number, extra: RecordExtra): PendingEntry | undefined {
-    const idHex = toHex(hash);
-    const inflight = this.#pending.get(idHex);
-    if (inflight || this.#committedEntry(keys.object(hash), idHex)) return inflight;
-    this.#checkAlive();
-    const pack = (this.#openPack ??= { members: [], plains: [], bytes: 0, written: deferred() });
-    const committed = deferred();
-    // block and row are set by #appendPack, before anything reads them: only the commit
-    // pipeline does, and the entry reaches it through the queue, which #appendPack fills.
-    const entry: PendingEntry = { kind: EntryKind.Object, id: hash, block: undefined!, row: undefined!, written: pack.written.promise, committed: committed.promise, resolve: committed.resolve, reject: committed.reject, objectSize, inlineSize, ops: extra.ops, prepare: extra.prepare, marker: extra.marker };
-    pack.members.push(entry);
-    pack.plains.push(bytes);
-    pack.bytes += bytes.byteLength;
-    this.#pending.set(idHex, entry);
-    if (pack.bytes >= PACK_MAX_BYTES) {
-      this.#packsReady.push(pack);
-      this.#openPack = undefined;
-    }
-    this.#committer ??= this.#commitLoop();
-    return entry;
-  }
-
-  /** Seals the packs gathered so far and appends them (run by the commit loop, before it takes a group). */
-  async #flushPacks(): Promise<void> {
-    const packs = this.#packsReady;
-    this.#packsReady = [];
-    if (this.#openPack) packs.push(this.#openPack);
-    this.#openPack = undefined;
-    for (const pack of packs) {
-      try {
-        await this.#appendPack(pack);
-      } catch (err) {
-        this.#rejectPack(pack, err);
-      }
-    }
-  }
-
-  /**
-   * Seals one pack and appends it to the open block; its records join the queue, in order, right
-   * behind it (queue order stays block order). A pack of one record is sealed as an ordinary
-   * object entry: nothing to share, and a reader needs no pack to find it.
-   */
-  async #appendPack(pack: OpenPack): Promise<void> {
-    let sealed: SealedEntry;
-    if (pack.members.length === 1) {
-      sealed = sealEntry(this.#keys.data, EntryKind.Object, pack.members[0]!.id, pack.plains[0]!, this.#compression);
-    } else {
-      const { plain, id, slots } = encodePack(pack.members.map((m, i) => ({ hash: m.id, bytes: pack.plains[i]! })));
-      sealed = sealEntry(this.#keys.data, EntryKind.Pack, id, plain, this.#compression);
-      pack.members.forEach((m, i) => (m.slot = slots[i]));
-    }
-    let block = this.#current ?? (await this.#openBlock());
-    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
-    this.#checkAlive();
-    const { written } = block.append(sealed.bytes, { id: sealed.id, kind: sealed.kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash });
-    written.then(pack.written.resolve, pack.written.reject);
-    const appended = block.rows[block.rows.length - 1]!;
-    const state = this.#unsealed.get(block.seq)!;
-    for (const m of pack.members) {
-      m.block = block;
-      m.row = appended;
-      state.uncommitted++;
-      this.#queue.push(m);
-    }
-    this.#afterAppend(block);
-  }
-
-  /** A pack that could not be appended: its records fail (newest first, as #rejectFrom does). */
-  #rejectPack(pack: OpenPack, reason: unknown): void {
-    pack.written.reject(reason);
-    for (const m of [...pack.members].reverse()) {
-      const hex = toHex(m.id);
-      if (this.#pending.get(hex) === m) this.#pending.delete(hex);
-      m.reject(reason);
-    }
-  }
-
-  /**
-   * Stores one entry unless an identical one is stored or on its way. Returns the pending entry
-   * (this put's or the one it deduplicated against) or undefined when it is already committed.
-   * Correctness of dedup against an in-flight entry: that entry was queued before this call
-   * returns, commits go in queue order, so it commits no later than anything queued after it.
-   * A chunk gc is dropping (#dying) counts as absent: a fresh copy is written, whose location
-   * lands after gc's delete (batches run in order).
-   */
-  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void, extra?: RecordExtra): Promise<PendingEntry | undefined> {
-    const idHex = toHex(id);
-    const inflight = this.#pending.get(idHex);
-    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    if (inflight || this.#committedEntry(indexKey, idHex)) {
-      skip?.();
-      return inflight;
-    }
-    const sealing = seal();
-    const sealed = sealing instanceof Promise ? await sealing : sealing;
-    // The open block may have filled (and been replaced) while we waited, and another put may have
-    // queued (or, while a worker sealed, even committed) the same entry: re-checked after the last await.
-    const again = this.#pending.get(idHex);
-    if (again || (sealing instanceof Promise && this.#committedEntry(indexKey, idHex))) {
-      sealed.release?.();
-      return again;
-    }
-    const row = { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash };
-    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker }, sealed.release, extra?.epoch);
-  }
-
-  #committedEntry(indexKey: Buffer, idHex: string): boolean {
-    return this.#index.get(indexKey) !== undefined && !this.#dying.has(idHex);
-  }
-
-  /**
-   * Appends an entry's bytes to the open block and queues it for the next group commit.
-   * `release` (SealedEntry.release) runs once nothing reads `bytes` any more: when its write has
-   * finished or failed, or at once when the entry turns out to be queued already.
-   */
-  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>, release?: () => void, epoch?: number): Promise<PendingEntry> {
-    let block = this.#current ?? (await this.#openBlock());
-    const again = this.#pending.get(toHex(row.id));
-    if (again && !extra.moved) {
-      release?.();
-      return again;
-    }
-    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
-    this.#checkAlive();
-    // A record whose put began before a disk-full failure may name chunks it cut: a failure
-    // while this waited for a block (the only await since its put's last check) fails it too.
-    if (epoch !== undefined && epoch !== this.#diskFullEpoch) {
-      release?.();
-      throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
-    }
-    const { written } = block.append(bytes, row);
-    if (release) written.then(release, release);
-    const appended = block.rows[block.rows.length - 1]!;
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const committed = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    committed.catch(() => {});
-    const entry: PendingEntry = { kind: row.kind, id: row.id, block, row: appended, written, committed, resolve, reject, ...extra };
-    this.#pending.set(toHex(row.id), entry);
-    this.#unsealed.get(block.seq)!.uncommitted++;
-    this.#queue.push(entry);
-    this.#afterAppend(block);
-    this.#committer ??= this.#commitLoop();
-    if (block.backlog > WRITE_BACKLOG_LIMIT) await block.drain();
-    return entry;
-  }
-
-  /** After an append: the unsealed-time limit starts with a block's first entry; a full block rotates. */
-  #afterAppend(block: OpenBlock): void {
-    if (block.rows.length === 1 && this.#maxUnsealedMs !== undefined) {
-      const first = block;
-      setTimeout(() => {
-        if (this.#current === first && !this.#closed) this.#rotate();
-      }, this.#maxUnsealedMs).unref();
-    }
-    if (block.size >= this.#blockSize) this.#rotate();
+    return { hash, store: (objectSize, inlineSize, extra) => this.#commit.store(EntryKind.Object, hash, seal, objectSize, inlineSize, undefined, extra) };
   }
 
   // ---------------------------------------------------------------- keys and versions
@@ -1397,7 +1059,7 @@ export class OuroDB {
 
   #checkParent(parent: Buffer): void {
     const hex = toHex(parent);
-    if (this.#pending.has(hex) || this.#index.get(keys.object(parent)) !== undefined) return;
+    if (this.#held.isPending(hex) || this.#index.get(keys.object(parent)) !== undefined) return;
     throw new NotFoundError(`parent ${hex} does not exist`);
   }
 
@@ -1643,7 +1305,7 @@ export class OuroDB {
       const marker: ObjectRecord = { type: 'purge', size: 0, chunks: [], key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
       const bytes = encodeRecord(marker);
       const hash = this.#keys.objectId(bytes);
-      const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
+      const entry = await this.#commit.store(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
       if (entry) {
         this.#overlay(key, [], before, entry);
         await entry.committed;
@@ -1658,321 +1320,6 @@ export class OuroDB {
     } finally {
       this.#inflight.delete(op);
     }
-  }
-
-  async #openBlock(): Promise<OpenBlock> {
-    this.#creating ??= (async () => {
-      try {
-        await this.#checkFreeSpace();
-        const seq = this.#nextSeq++;
-        const block = await this.#store.createOpen(seq, this.#blockSize);
-        this.#files.adopt(openName(seq), block.handle);
-        this.#unsealed.set(seq, { block, uncommitted: 0, full: false });
-        this.#current = block;
-        return block;
-      } catch (err) {
-        if (isDiskFull(err)) throw err;
-        this.#index.fail(err);
-        throw this.#index.failed!;
-      } finally {
-        this.#creating = undefined;
-      }
-    })();
-    return this.#creating;
-  }
-
-  /**
-   * Refuses a new block when the disk would keep less than reserveBytes free once it is full,
-   * so that a full disk stops puts before it stops LevelDB (see OpenOptions.reserveBytes).
-   */
-  async #checkFreeSpace(): Promise<void> {
-    const vfs = this.#store.vfs;
-    if (this.#reserveBytes === 0 || !vfs.freeBytes) return;
-    let free: number;
-    try {
-      free = await vfs.freeBytes(this.dir);
-    } catch {
-      return; // a file system without statfs: rely on ENOSPC alone
-    }
-    if (free < this.#reserveBytes + this.#blockSize) {
-      throw new DiskFullError(`${free} bytes free on the disk of ${this.dir}; OuroDB keeps ${this.#reserveBytes} free (reserveBytes) beside the block it writes`);
-    }
-  }
-
-  /** Stops appending to the current block; it is sealed once all its entries are committed. */
-  #rotate(): void {
-    const block = this.#current;
-    this.#current = undefined;
-    // Seals that a full disk stopped are tried again whenever a block fills.
-    for (const state of this.#unsealed.values()) {
-      if (state.block === block) state.full = true;
-      if (state.full && state.uncommitted === 0) this.#startSeal(state);
-    }
-  }
-
-  /**
-   * Group commit, in two stages so that neither the block files' fsyncs nor LevelDB's wait on
-   * the other.
-   *
-   * Stage one (#commitLoop) takes everything queued so far, waits for its bytes to reach the OS
-   * and fdatasyncs each block file involved, then hands the group to stage two and takes the next.
-   * Stage two (#indexLoop) writes the WAL records and locations of every group handed over since
-   * its last batch in one synced LevelDB batch: while one batch is being synced, the groups
-   * synced meanwhile gather into the next. So N concurrent puts cost a block fdatasync per group
-   * and a LevelDB sync per batch instead of two fsyncs each, and the batches grow with the load.
-   *
-   * Safe because a group reaches stage two only after its own blocks are synced, and stage two
-   * takes groups in queue order and runs its batches strictly in order (#writeBatch), so an entry
-   * never becomes durable before the entries queued ahead of it (which its dedup hits may point
-   * into).
-   */
-  async #commitLoop(): Promise<void> {
-    try {
-      // One turn after the work that started it: see RELEASE_COHORT.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      while (this.#commitWork() && !this.#index.failed) {
-        // Records gathered while the last group committed are sealed into a pack now: they
-        // form the front of this group's work with whatever else was queued.
-        if (this.#openPack || this.#packsReady.length > 0) await this.#flushPacks();
-        if (this.#queue.length === 0) continue;
-        let group = this.#queue;
-        this.#queue = [];
-        try {
-          const writes = await Promise.allSettled(group.map((e) => e.written));
-          const bad = writes.findIndex((w) => w.status === 'rejected');
-          if (bad >= 0) {
-            const reason = (writes[bad] as PromiseRejectedResult).reason;
-            if (!isDiskFull(reason)) throw reason;
-            // Out of space: what was queued before the failed entry commits; it and everything
-            // queued after it (which may share its chunks) fail, and the handle goes on. That
-            // includes the records waiting in packs: they joined after this group was taken, and
-            // a put's record may name chunks cut here (its put checked the disk-full epoch before
-            // joining, not after). They go first, newest first, as #rejectFrom unwinds.
-            const failure = ioError('write', reason);
-            const waiting = [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])];
-            this.#packsReady = [];
-            this.#openPack = undefined;
-            for (const pack of waiting.reverse()) this.#rejectPack(pack, failure);
-            const rejected = [...group.slice(bad), ...this.#queue];
-            this.#queue = [];
-            group = group.slice(0, bad);
-            this.#rejectFrom(rejected, reason);
-            if (group.length === 0) continue;
-          }
-          failpoint('commit.after-write');
-          const blocks = new Set(group.map((e) => e.block));
-          await Promise.all([...blocks].map((b) => b.sync()));
-          failpoint('commit.after-datasync');
-        } catch (err) {
-          this.#index.fail(err);
-          for (const e of group) e.reject(this.#index.failed);
-          break;
-        }
-        for (const e of group) this.#synced.push(e);
-        this.#indexer ??= this.#indexLoop();
-      }
-    } finally {
-      this.#committer = undefined;
-      if (this.#index.failed) {
-        for (const e of this.#queue) e.reject(this.#index.failed);
-        this.#queue = [];
-        for (const pack of [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])]) this.#rejectPack(pack, this.#index.failed);
-        this.#packsReady = [];
-        this.#openPack = undefined;
-      } else if (this.#commitWork()) {
-        this.#committer = this.#commitLoop();
-      }
-    }
-  }
-
-  /** Whether the commit loop has anything to do: queued entries or records waiting in a pack. */
-  #commitWork(): boolean {
-    return this.#queue.length > 0 || this.#openPack !== undefined || this.#packsReady.length > 0;
-  }
-
-  /** Stage two of group commit (see #commitLoop): one synced index batch for all synced groups. */
-  async #indexLoop(): Promise<void> {
-    try {
-      while (this.#synced.length > 0 && !this.#index.failed) {
-        const entries = this.#synced;
-        this.#synced = [];
-        try {
-          const [ops, delta, prepares] = this.#walOps(entries);
-          await this.#index.write(ops, delta, prepares);
-          failpoint('commit.after-wal');
-        } catch (err) {
-          this.#index.fail(err);
-          for (const e of entries) e.reject(this.#index.failed);
-          break;
-        }
-        this.#committed(entries);
-      }
-    } finally {
-      this.#indexer = undefined;
-      if (this.#index.failed) {
-        for (const e of this.#synced) e.reject(this.#index.failed);
-        this.#synced = [];
-      } else if (this.#synced.length > 0) {
-        this.#indexer = this.#indexLoop();
-      }
-    }
-  }
-
-  /**
-   * The index batch that commits a group: a WAL value per block run, a location per entry, stats.
-   * The records of one pack are consecutive entries sharing one row: the row goes into the WAL,
-   * and counts in the stats, once.
-   */
-  #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>, Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void>] {
-    const ops: BatchOp[] = [];
-    const prepares: Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = [];
-    const delta: Partial<PersistedStats> = {};
-    // A group's entries in one block are contiguous (append and queue happen together, in order):
-    // each run of them gets one WAL value.
-    for (let start = 0; start < group.length; ) {
-      let end = start + 1;
-      while (end < group.length && group[end]!.block === group[start]!.block) end++;
-      const rows: EntryRow[] = [];
-      for (let i = start; i < end; i++) if (rows[rows.length - 1] !== group[i]!.row) rows.push(group[i]!.row);
-      ops.push({ type: 'put', key: keys.wal(group[start]!.block.seq, rows[0]!.offset), value: encodeWalRecords(rows) });
-      addStat(delta, 'walRecords', rows.length);
-      start = end;
-    }
-    let lastRow: EntryRow | undefined;
-    for (const e of group) {
-      const loc = encodeLocation({ kind: e.slot ? EntryKind.Pack : e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq, slot: e.slot });
-      if (e.row !== lastRow) {
-        addStat(delta, 'walEntryBytes', e.row.length);
-        addStat(delta, 'storedBytes', e.row.length);
-        lastRow = e.row;
-      }
-      if (e.ops) ops.push(...e.ops);
-      if (e.prepare) prepares.push(e.prepare);
-      if (e.moved) {
-        prepares.push((more, d) => this.#switchMoved(e, loc, more, d));
-        continue;
-      }
-      ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
-      if (e.kind === EntryKind.Chunk) {
-        addStat(delta, 'chunks', 1);
-        addStat(delta, 'uniqueBytes', e.row.plainLength);
-        addStat(delta, 'chunkStoredBytes', e.row.length);
-      } else {
-        if (!e.marker) addStat(delta, 'objects', 1);
-        addStat(delta, 'logicalBytes', e.objectSize);
-        // An inline value is stored once per object, so it counts fully as unique bytes. It counts
-        // one to one in the compression ratio too: when zstd shrinks its record, the ratio does not
-        // credit it (storedBytes, the real size on disk, does).
-        addStat(delta, 'uniqueBytes', e.inlineSize);
-        addStat(delta, 'chunkStoredBytes', e.inlineSize);
-      }
-    }
-    ops.push({ type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#nextSeq, 8) });
-    return [ops, delta, prepares];
-  }
-
-  #committed(group: PendingEntry[]): void {
-    for (const e of group) {
-      this.#pending.delete(toHex(e.id));
-      const state = this.#unsealed.get(e.block.seq)!;
-      state.uncommitted--;
-      if (state.full && state.uncommitted === 0) this.#startSeal(state);
-    }
-    // The puts are released in cohorts, one per event-loop turn (see RELEASE_COHORT).
-    const release = (from: number): void => {
-      const end = Math.min(group.length, from + RELEASE_COHORT);
-      for (let i = from; i < end; i++) group[i]!.resolve();
-      if (end < group.length) setImmediate(() => release(end));
-    };
-    release(0);
-  }
-
-  /**
-   * A write failed for lack of space: fails `entries` (the failed one and everything queued
-   * after it, in queue order) with a DiskFullError. Each block they were in ends before the
-   * first of them (OpenBlock.cut) and takes no more entries: its committed entries are sealed
-   * as usual and new writes go to a new block. Nothing is fatal; what committed before stays.
-   */
-  #rejectFrom(entries: PendingEntry[], reason: unknown): void {
-    const failure = ioError('write', reason);
-    this.#diskFullEpoch++;
-    const cuts = new Map<OpenBlock, number>();
-    for (const e of entries) if (!cuts.has(e.block)) cuts.set(e.block, e.row.offset);
-    for (const [block, offset] of cuts) {
-      block.cut(offset, failure);
-      if (this.#current === block) this.#current = undefined;
-      this.#unsealed.get(block.seq)!.full = true;
-    }
-    // Newest first, so that each key's heads overlay unwinds version by version (#overlay).
-    for (const e of [...entries].reverse()) {
-      const hex = toHex(e.id);
-      if (this.#pending.get(hex) === e) this.#pending.delete(hex);
-      this.#unsealed.get(e.block.seq)!.uncommitted--;
-      e.reject(failure);
-    }
-    for (const block of cuts.keys()) {
-      const state = this.#unsealed.get(block.seq)!;
-      if (state.uncommitted === 0) this.#startSeal(state);
-    }
-  }
-
-  /**
-   * Seals a full block whose entries are all committed. A full disk leaves it open (readable,
-   * WAL records kept) with `sealError` set, for #rotate or #flush to try again; other failures
-   * are fatal to the handle.
-   */
-  #startSeal(state: UnsealedBlock): void {
-    if (state.sealing) return; // already under way
-    const task = this.#seal(state.block)
-      .then(
-        () => (state.sealError = undefined),
-        (err: unknown) => {
-          if (isDiskFull(err)) state.sealError = err;
-          else this.#index.fail(err);
-        },
-      )
-      .finally(() => {
-        state.sealing = undefined;
-        this.#sealing.delete(task);
-      });
-    state.sealing = task;
-    this.#sealing.add(task);
-  }
-
-  async #seal(block: OpenBlock): Promise<void> {
-    if (block.rows.length === 0) return this.#dropEmpty(block);
-    const sealed = await block.seal(this.#store);
-    this.#files.alias(openName(block.seq), blockName(sealed.id));
-    await this.#register(sealed, block.rows.length, block.entryBytes);
-    this.#files.unpin(openName(block.seq));
-    this.#unsealed.delete(block.seq);
-    const info: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
-    for (const listener of this.#sealedListeners) listener(info);
-  }
-
-  /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
-  async #dropEmpty(block: OpenBlock): Promise<void> {
-    await block.drain();
-    this.#unsealed.delete(block.seq);
-    this.#files.retire(openName(block.seq));
-    await this.#store.removeOpen(block.seq);
-  }
-
-  /**
-   * Step 5 of the seal protocol: one synced batch registers the block (its info and the 's' key
-   * that sends every location naming its seq to it) and deletes the block's WAL records.
-   * Locations themselves do not change: they name the seq, which the block keeps.
-   */
-  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number): Promise<void> {
-    const ops: BatchOp[] = [
-      { type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) },
-      { type: 'put', key: keys.sealedSeq(sealed.seq), value: sealed.id },
-    ];
-    for await (const k of this.#index.ldb.keys(keys.walRange(sealed.seq))) ops.push({ type: 'del', key: k });
-    const overhead = sealed.size - sumLengths(sealed.rows);
-    await this.#index.write(ops, { blocks: 1, storedBytes: overhead, walRecords: -walRecords, walEntryBytes: -walEntryBytes });
-    this.#sealedSeqs.set(sealed.seq, sealed.id);
-    failpoint('seal.after-register');
   }
 
   /**
@@ -1992,16 +1339,15 @@ export class OuroDB {
     await Promise.allSettled([...this.#inflight]);
     // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
     // them: let it finish before rotating, so that the rotation seals them too.
-    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
-    this.#rotate();
-    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
-    while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
+    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    this.#blocks.rotate();
+    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    while (this.#blocks.sealingCount > 0) await Promise.allSettled(this.#blocks.sealingTasks());
     // The hints of kept heads (#keepHint) still waiting for a batch, and those batches under way:
     // after a flush, matchHint sees every hint put before it.
     if (!this.#index.failed) await (this.#index.riding > 0 ? this.#index.write([], {}) : this.#index.settled());
     if (this.#index.failed) throw this.#index.failed;
-    const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
-    if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);
+    this.#blocks.checkStuck();
   }
 
   // ---------------------------------------------------------------- cluster
@@ -2022,8 +1368,7 @@ export class OuroDB {
 
   /** Calls `listener` after each block this database seals (not ones it adopts). Returns an unsubscribe. */
   onSealed(listener: (block: SealedBlockInfo) => void): () => void {
-    this.#sealedListeners.add(listener);
-    return () => this.#sealedListeners.delete(listener);
+    return this.#blocks.onSealed(listener);
   }
 
   /** Every registered block, in id order. */
@@ -2129,11 +1474,11 @@ export class OuroDB {
       let seq = 0;
       await this.#index.write([], {}, [
         (ops, delta) => {
-          seq = this.#nextSeq++;
+          seq = this.#blocks.allocateSeq();
           ops.push(
             { type: 'put', key: keys.block(index.id), value: encodeBlockInfo({ seq, adopted: true, size: index.size, entries: index.rows.length, liveBytes: sumLengths(index.rows) }) },
             { type: 'put', key: keys.sealedSeq(seq), value: index.id },
-            { type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#nextSeq, 8) },
+            { type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#blocks.nextSeq, 8) },
           );
           addStat(delta, 'blocks', 1);
           addStat(delta, 'storedBytes', index.size);
@@ -2149,7 +1494,7 @@ export class OuroDB {
           }
         },
       ]);
-      this.#sealedSeqs.set(seq, index.id);
+      this.#blocks.noteSealed(seq, index.id);
       failpoint('adopt.after-register');
       return { id: idHex, adopted: true };
     });
@@ -2164,7 +1509,7 @@ export class OuroDB {
     const chunk = row.kind === EntryKind.Chunk;
     const indexKey = chunk ? keys.chunk(id) : keys.object(id);
     const loc: Location = { kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq, slot };
-    if (this.#index.get(indexKey) !== undefined || this.#pending.has(hex)) {
+    if (this.#index.get(indexKey) !== undefined || this.#held.isPending(hex)) {
       // Known already: this copy is dead here, but remembered, so that releasing the block the
       // index names (a writer compacted it into this one) re-points instead of copying.
       this.#index.tx.addDead(keys.dead(seq), deadBytes(loc));
@@ -2275,15 +1620,15 @@ export class OuroDB {
           store: this.#store,
           keys: this.#keys,
           blockOf: async (seq) => {
-            const open = this.#unsealed.get(seq);
-            const id = this.#index.get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
-            if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open.block.rows } : undefined;
+            const open = this.#blocks.openRows(seq);
+            const id = this.#index.get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#blocks.sealedId(seq);
+            if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open } : undefined;
             const file = this.#store.blockPath(id);
             if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
             return { name: blockName(id), file, rows: await indexes.get(file)! };
           },
-          sealing: (seq) => this.#unsealed.has(seq),
-          read: (name, file, offset, length) => this.#files.read(name, file, offset, length),
+          sealing: (seq) => this.#blocks.isUnsealed(seq),
+          read: (name, file, offset, length) => this.#blocks.files.read(name, file, offset, length),
         },
         { readData: options.readData ?? false, sample, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
       );
@@ -2326,17 +1671,17 @@ export class OuroDB {
    * names the original (a purge may have dropped the object meanwhile). Otherwise, or if the
    * chunk died meanwhile, the copy is dead on arrival and counts as dead bytes of its block.
    */
-  #switchMoved(e: PendingEntry, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
-    if (e.moved!.records) {
+  #switchMoved(e: PendingEntry, moved: Moved, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
+    if (moved.records) {
       // A pack: each record switches on its own; the pack's bytes that stay behind (records a
       // purge dropped meanwhile) count as dead in the new block.
       const at = decodeLocation(loc);
-      for (const r of e.moved!.records) {
+      for (const r of moved.records) {
         const indexKey = keys.object(r.id);
         const cur = this.#index.get(indexKey);
         const was = cur ? decodeLocation(cur) : undefined;
         const mine = { ...at, slot: r.slot };
-        if (was && was.seq === e.moved!.seq && was.offset === e.moved!.offset) ops.push({ type: 'put', key: indexKey, value: encodeLocation(mine) });
+        if (was && was.seq === moved.seq && was.offset === moved.offset) ops.push({ type: 'put', key: indexKey, value: encodeLocation(mine) });
         else this.#index.tx.addDead(keys.dead(e.block.seq), deadBytes(mine));
       }
       return;
@@ -2344,7 +1689,7 @@ export class OuroDB {
     const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
     const cur = this.#index.get(indexKey);
     const at = cur ? decodeLocation(cur) : undefined;
-    if (at && at.seq === e.moved!.seq && at.offset === e.moved!.offset) {
+    if (at && at.seq === moved.seq && at.offset === moved.offset) {
       ops.push({ type: 'put', key: indexKey, value: loc });
       if (e.kind === EntryKind.Chunk) {
         const ref = this.#index.tx.get(keys.refcount(e.id), 4);
@@ -2434,7 +1779,7 @@ export class OuroDB {
     const packs = new Map<number, Array<{ id: Buffer; slot: PackSlot }>>();
     for (const row of rows) {
       if (row.kind !== EntryKind.Pack) continue;
-      const bytes = await this.#files.read(name, file, row.offset, row.length);
+      const bytes = await this.#blocks.files.read(name, file, row.offset, row.length);
       const plain = openEntry(this.#keys.data, bytes, { id: row.id, kind: EntryKind.Pack }, file, row.offset);
       packs.set(row.offset, decodePack(plain, `${file}@${row.offset}`).map((r) => ({ id: r.hash, slot: { offset: r.offset, length: r.length } })));
     }
@@ -2454,13 +1799,13 @@ export class OuroDB {
         for (const row of rows) {
           if (!here(row) || repoint?.(row, ops)) continue;
           const hex = toHex(row.id);
-          if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#index.tx.get(keys.refcount(row.id), 4).value === 0) {
+          if (row.kind === EntryKind.Chunk && !this.#held.isHeld(hex) && this.#index.tx.get(keys.refcount(row.id), 4).value === 0) {
             ops.push({ type: 'del', key: keys.chunk(row.id) });
             this.#index.tx.set(keys.refcount(row.id), 4, 0, false);
             addStat(delta, 'chunks', -1);
             addStat(delta, 'uniqueBytes', -row.plainLength);
             addStat(delta, 'chunkStoredBytes', -row.length);
-            this.#dying.add(hex);
+            this.#held.markDying(hex);
             dropped.push(hex);
           } else {
             live.push(row);
@@ -2468,7 +1813,7 @@ export class OuroDB {
         }
       },
     ]).finally(() => {
-      for (const hex of dropped) this.#dying.delete(hex);
+      for (const hex of dropped) this.#held.undying(hex);
     });
     return { live, dropped: dropped.length };
   }
@@ -2479,14 +1824,15 @@ export class OuroDB {
     const copies: Promise<void>[] = [];
     let bytesCopied = 0;
     for (const row of live) {
-      if (!here(row) || this.#pending.has(toHex(row.id))) continue;
-      const bytes = await this.#files.read(name, file, row.offset, row.length);
+      if (!here(row) || this.#held.isPending(toHex(row.id))) continue;
+      const bytes = await this.#blocks.files.read(name, file, row.offset, row.length);
       if (bytes.length !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
         throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; the block was left in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
       }
       const { id, kind, flags, length, plainLength, hash } = row;
       const records = kind === EntryKind.Pack ? packs.get(row.offset) : undefined;
-      const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset, ...(records ? { records } : {}) } });
+      const moved: Moved = { seq: block.seq, offset: row.offset, ...(records ? { records } : {}) };
+      const entry = await this.#commit.enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, relocate: (e, loc, ops, delta) => this.#switchMoved(e, moved, loc, ops, delta) });
       copies.push(entry.committed);
       bytesCopied += row.length;
     }
@@ -2653,9 +1999,7 @@ export class OuroDB {
   /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */
   async #removeRetired(id: Buffer, seq: number): Promise<void> {
     const file = this.#store.blockPath(id);
-    this.#files.retire(blockName(id));
-    this.#sealedSeqs.delete(seq);
-    this.#blockFiles.delete(seq);
+    this.#blocks.forget(id, seq);
     await this.#store.vfs.remove(file).catch((err: unknown) => {
       throw ioError(`remove ${file}`, err);
     });
@@ -2769,7 +2113,7 @@ export class OuroDB {
       return Promise.reject(kind === EntryKind.Object ? new NotFoundError(`no object ${toHex(id)}`) : new CorruptionError(`chunk ${toHex(id)} is referenced but not in the index`, { location: { id: toHex(id) } }));
     }
     const loc = decodeLocation(locBytes);
-    const [name, file] = this.#fileOf(loc);
+    const [name, file] = this.#blocks.fileOf(loc);
     const slot = loc.slot;
     if (slot) {
       // A record in a pack: the pack is opened once and kept while its neighbours are read.
@@ -2801,11 +2145,11 @@ export class OuroDB {
   #readLocated(name: string, file: string, loc: Location, at = loc.offset, length = loc.length): Promise<Buffer> {
     // #fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
     // close the descriptor between them (FileCache counts the reference before awaiting).
-    const read = this.#files.read(name, file, at, length).catch(async (err: unknown) => {
+    const read = this.#blocks.files.read(name, file, at, length).catch(async (err: unknown) => {
       // A registered block this cluster member does not keep: fetch it from a holder once.
       if (!this.#replicas || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
       await this.#replicas.fetchBlock(name.slice(4), file);
-      return this.#files.read(name, file, at, length);
+      return this.#blocks.files.read(name, file, at, length);
     });
     return read.then((bytes) => {
       if (bytes.length !== length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });
@@ -2835,27 +2179,6 @@ export class OuroDB {
     const plain = xchachaDecryptRange(this.#keys.data, h.nonce, slot.offset, cipher);
     if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${where.id} in its pack does not hash to its id`, { location: where });
     return plain;
-  }
-
-  /**
-   * The file holding a location's entry: the sealed block its seq became, or the open block file
-   * while the seq is unsealed. An unsealed seq stays in #unsealed (and its file handle pinned in
-   * the FileCache) until #sealedSeqs knows its block, so a read never finds neither.
-   */
-  #fileOf(loc: Location): [string, string] {
-    const known = this.#blockFiles.get(loc.seq);
-    if (known && this.#sealedSeqs.has(loc.seq)) return known;
-    let id = this.#sealedSeqs.get(loc.seq);
-    if (id === undefined && !this.#unsealed.has(loc.seq)) {
-      id = this.#index.get(keys.sealedSeq(loc.seq));
-      if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
-      this.#sealedSeqs.set(loc.seq, id);
-    }
-    if (!id) return [openName(loc.seq), this.#store.openPath(loc.seq)];
-    // Sealed blocks never move: remember their name and path (bounded like #sealedSeqs).
-    const file: [string, string] = [blockName(id), this.#store.blockPath(id)];
-    this.#blockFiles.set(loc.seq, file);
-    return file;
   }
 
   // ---------------------------------------------------------------- stats and lifecycle
@@ -2891,7 +2214,7 @@ export class OuroDB {
   }
 
   #openHeaderBytes(): number {
-    return this.#unsealed.size * HEADER_BYTES;
+    return this.#blocks.openCount * HEADER_BYTES;
   }
 
   /** Number of sealed blocks the index knows (counted from the index itself, for tests and checks). */
@@ -2919,7 +2242,7 @@ export class OuroDB {
       } finally {
         this.#closed = true;
         await this.#sealPool.close();
-        await this.#files.closeAll();
+        await this.#blocks.files.closeAll();
         await this.#index.ldb.close();
       }
     })();
@@ -2938,7 +2261,7 @@ export class OuroDB {
   async #abandon(): Promise<void> {
     this.#closed = true;
     await this.#sealPool.close();
-    await this.#files.closeAll();
+    await this.#blocks.files.closeAll();
   }
 
   /** Reads wait while rebuildIndex runs: the index is incomplete until it ends. */
@@ -2963,14 +2286,6 @@ export class OuroDB {
     this.#checkOpen();
     if (this.#index.failed) throw this.#index.failed;
   }
-}
-
-function openName(seq: number): string {
-  return `open:${seq}`;
-}
-
-function blockName(id: Uint8Array): string {
-  return `blk:${toHex(id)}`;
 }
 
 /** PutOptions.expectHash: the record about to be written must have that hash. */
@@ -3052,18 +2367,9 @@ function validateMeta(meta: unknown): Record<string, string> {
   return { ...(meta as Record<string, string>) };
 }
 
-/** Whether two lists of entry rows name the same entries at the same offsets. */
-function sameRows(a: readonly EntryRow[], b: readonly EntryRow[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.offset === b[i]!.offset && r.id.equals(b[i]!.id));
-}
-
 function isMissingFile(err: unknown): boolean {
   const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
   return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
-}
-
-function sumLengths(rows: readonly EntryRow[]): number {
-  return rows.reduce((n, r) => n + r.length, 0);
 }
 
 /**
