@@ -25,6 +25,11 @@ import { checkIndexFormat, existsOnDisk, indexDamage, openIndex, setIndexAside }
 import { type PersistedStats, addStat, decodeStats, encodeStats } from '../index/stats.js';
 import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeCount, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
+import { parseHash, sortHeads } from './args.js';
+import { Lifecycle } from './lifecycle.js';
+import { Query } from './query.js';
+import { Reader, isMissingFile } from './read.js';
+import { Snapshots } from './snapshots.js';
 import { BlockSet, type Liveness, type SealedBlockInfo, blockName, openName, sumLengths } from '../wal/blocks.js';
 import { CommitPipeline } from '../wal/commit.js';
 import { InFlight, type PendingEntry, type RecordExtra } from '../wal/inflight.js';
@@ -64,319 +69,13 @@ import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, co
 /** Version of the LevelDB key/value layout (index/keys.ts, index/open.ts). Never reuse a retired number. */
 export { INDEX_FORMAT_VERSION } from '../index/open.js';
 
-export type Durability = 'durable' | 'relaxed';
-
-export interface OpenOptions {
-  passphrase?: string;
-  key?: Uint8Array;
-  /** argon2id cost for a new database's passphrase slot (default: 64 MiB, 3 passes). */
-  kdf?: Argon2Cost;
-  /** Target size of a sealed block in bytes (default 16 MiB). */
-  blockSize?: number;
-  /** Content-defined chunking sizes (default min 64 KiB, avg 256 KiB, max 1 MiB). */
-  chunkSizes?: ChunkSizes;
-  /** Try zstd on every chunk and keep it when it saves space (default true). */
-  compression?: boolean;
-  /** Default durability of put (default 'durable'). */
-  durability?: Durability;
-  /** Bytes of decoded small object records kept in memory for reads (default 16 MiB; 0: none). */
-  recordCacheBytes?: number;
-  /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
-  create?: boolean;
-  /**
-   * Free space to leave on the disk (default: twice the block size, at least 16 MiB). A new
-   * block is not started with less than this plus a block free: the put fails with
-   * OURO_DISK_FULL while LevelDB still has room for its log and compactions, so the handle goes
-   * on once space is freed (a LevelDB write that hits a full disk stops the handle). 0: no guard.
-   */
-  reserveBytes?: number;
-  /**
-   * The file system for every file OuroDB writes itself (descriptor, blocks); default the real
-   * one. Tests pass a crashable or error-injecting one (lib/vfs). The index directory is always
-   * LevelDB's, on the real disk.
-   */
-  fs?: Vfs;
-  /**
-   * Seal the open block once its oldest entry is this old, even if it is not full (default: no
-   * limit). A cluster node sets it: data reaches other members only once sealed, so this bounds
-   * how long an acknowledged write may exist on one node only.
-   */
-  maxUnsealedMs?: number;
-  /**
-   * Refuse to open (OURO_BAD_CONFIG) when this process's LevelDB does not verify the checksums
-   * of the index blocks it reads (default false: open, and warn once per process). That happens
-   * only where neither the shipped binding nor a local build of it loads: see `levelBinding`
-   * and docs/design.md, "Verified index reads".
-   */
-  requireVerifiedIndex?: boolean;
-}
-
-export interface FlushOptions {
-  /**
-   * Also wait until this many cluster members, this one included, hold every block sealed so
-   * far durably (needs a node serving the database; see docs/node.md). Default 1: this one.
-   */
-  replicas?: number;
-  /** Gives up waiting for replicas (rejects with the signal's reason); sealing is not undone. */
-  signal?: AbortSignal;
-}
-
 export type { SealedBlockInfo } from '../wal/blocks.js';
-
-/** A registered block, as `blocks()` lists it. */
-export interface BlockListing {
-  id: string;
-  size: number;
-  /** Received from another member (adoptBlock) rather than sealed here. */
-  adopted: boolean;
-}
-
-/**
- * What a cluster node plugs into a database it serves (carrier/replication.ts): waiting for
- * replicas, and fetching a registered block whose file this member does not keep.
- */
-export interface ReplicaSource {
-  /** Resolves once every block this database sealed so far is held by `replicas` members. */
-  settled(replicas: number, signal?: AbortSignal): Promise<void>;
-  /** Puts block `id` (hex) at `dest`, verified and durable, from a member that holds it. */
-  fetchBlock(id: string, dest: string): Promise<void>;
-}
-
-/**
- * States of a block deleted across the cluster (index key 't'; docs/node.md, "Deletion across
- * the cluster"). A tombstone is kept for good: a block once deleted is never adopted again.
- */
-export const Tombstone = {
-  /** Released here (another member retired it): nothing here names it; never adopted again. */
-  Released: 0,
-  /** Retired by this database's gc: the other members are asked to release it. */
-  Retired: 1,
-  /** Every member released it: the holders are asked to delete their copies. */
-  Dropping: 2,
-} as const;
-export type TombstoneState = (typeof Tombstone)[keyof typeof Tombstone];
-
-export interface ReleaseReport {
-  /** False when something still named the block at the end (a write raced it): release again. */
-  released: boolean;
-  /** Entries moved to another adopted copy, copied into this database's open block, dropped as dead. */
-  repointed: number;
-  copied: number;
-  dropped: number;
-}
-
-export interface PutOptions {
-  /** User metadata, stored encrypted in the object record. */
-  meta?: Record<string, string>;
-  /** File the value under this key: it becomes the key's head, the old head its predecessor. */
-  key?: string;
-  /** Hash of an existing object this one is a child of (see children/parent). */
-  parent?: string;
-  /**
-   * Compare-and-set on `key`: the put happens only if the key's heads are exactly these (one
-   * hash, or all of them to merge several heads), or, with null, only if the key has no version.
-   * Otherwise it fails with ConflictError (OURO_CONFLICT) and writes nothing.
-   */
-  ifHead?: string | string[] | null;
-  /**
-   * Advanced: the predecessors to record instead of the current heads, as a writer that had not
-   * seen the newer versions would (each must be a version of `key`). The key then has several
-   * heads until a put names them all. Replication uses this model; most callers never need it.
-   * An empty array records a first version (no predecessor), as an importer of a history does.
-   */
-  prev?: string[];
-  /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
-  created?: Date | number;
-  /**
-   * Advanced: the hash the new record must have. If it would have another, the put fails with
-   * CorruptionError before the record is written (chunks it stored stay unreferenced until gc).
-   * Import of an archive that keeps its source's hashes passes each one (lib/archive.ts).
-   */
-  expectHash?: string;
-  /**
-   * Cancels the put: it rejects with the signal's reason and writes no object record (chunks it
-   * already stored stay unreferenced until gc collects them).
-   */
-  signal?: AbortSignal;
-  /**
-   * With `key`: write a new version only if it would differ from the key's head (value, metadata
-   * or parent); otherwise resolve to the head's hash and write nothing, as a backup of an
-   * unchanged file should. Only applies when the key has exactly one head, a value.
-   * `{ ignoreMeta: [names] }`: the same, except that the metadata entries named are left out of
-   * the comparison (a value that differs from the head only in them keeps the head, whose
-   * entries stay as they were). With `hint`, an equal value is told by the key's hint row,
-   * without reading the head's record, when the head was put (or last kept) with a hint and the
-   * same `ignoreMeta`.
-   */
-  ifChanged?: boolean | { ignoreMeta: readonly string[] };
-  /**
-   * With `key`: up to 1 KiB that `matchHint(key, hint)` later recognizes, bound to the head this
-   * put leaves (the version it makes, or the head `ifChanged` keeps). Not part of the version,
-   * never exported or replicated; the index keeps only a keyed tag of it. `ouro put` gives the
-   * stat a file was read with, so the next backup can tell the file is unchanged without reading
-   * it or the head's record.
-   */
-  hint?: Uint8Array;
-  /**
-   * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
-   * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
-   * milliseconds, but a crash before it may lose this put (never half of it).
-   */
-  durability?: Durability;
-}
-
-export type PutValue = Uint8Array | string | Readable | AsyncIterable<Uint8Array>;
-
-export interface PutResult {
-  hash: string;
-  size: number;
-  /** True when `ifChanged` found the value equal to the key's head and kept it (nothing written). */
-  unchanged?: boolean;
-}
-
-export interface ObjectStat {
-  hash: string;
-  type: ObjectType;
-  size: number;
-  /** Chunks the value was cut into; 0 when it is stored inline. */
-  chunks: number;
-  /** True when the value (at most 4 KiB) is stored inside its object record, not in chunks. */
-  inline: boolean;
-  created: Date;
-  key: string | null;
-  parent: string | null;
-  prev: string[];
-  meta: Record<string, string>;
-}
-
-export interface Stats {
-  /** Object records stored (every put is one). */
-  objects: number;
-  /** Distinct chunks stored. */
-  chunks: number;
-  /** Sum of the sizes of all stored objects, as the application sees them. */
-  logicalBytes: number;
-  /** Plaintext bytes of the distinct chunks (what is left after deduplication). */
-  uniqueBytes: number;
-  /** Bytes on disk in block files, sealed and open (entries with their headers, footers). */
-  storedBytes: number;
-  /** logicalBytes / uniqueBytes: how many times over deduplication stores the data. */
-  dedupRatio: number;
-  /** uniqueBytes / stored chunk payload bytes: what compression saved. */
-  compressionRatio: number;
-  /** Sealed blocks. */
-  blocks: number;
-  /** Entries acknowledged but not yet sealed into a block (each has a WAL record). */
-  walRecords: number;
-  /** Bytes those entries occupy in open block files plus their WAL records in LevelDB. */
-  walBytes: number;
-  /** Whether LevelDB verifies the checksum of every index block it reads (see `levelBinding`). */
-  indexReadsVerified: boolean;
-}
-
-export interface ListOptions {
-  /** Only keys starting with this (default: all keys). */
-  prefix?: string;
-  /** Start after this key (exclusive): pass the last key of one page to get the next. */
-  after?: string;
-  /** At most this many keys (default: no limit). */
-  limit?: number;
-  /** Also list keys whose head is a tombstone (default false). */
-  includeDeleted?: boolean;
-}
-
-export interface ListEntry {
-  key: string;
-  /** The newest head (highest version number; ties by hash). */
-  hash: string;
-  /** Every head, newest first: more than one while concurrent versions are unmerged. */
-  heads: string[];
-  /** True when the newest head is a tombstone (only listed with includeDeleted). */
-  deleted: boolean;
-}
-
-export interface Version {
-  hash: string;
-  /** Version number: 1 for a key's first version, 1 + the largest of its predecessors' after. */
-  version: number;
-  type: ObjectType;
-  size: number;
-  created: Date;
-  meta: Record<string, string>;
-  prev: string[];
-}
-
-/** One object of `db.objects()`: its record's fields and a reader of its value. */
-export interface ExportedObject {
-  hash: string;
-  type: 'value' | 'tombstone';
-  key: string | null;
-  parent: string | null;
-  prev: string[];
-  /** Milliseconds since the Unix epoch. */
-  created: number;
-  meta: Record<string, string>;
-  size: number;
-  /**
-   * Plaintext size of each chunk the value is stored as, in value order; empty when it is stored
-   * inline. An archive that keeps its source's hashes carries it, so that the import cuts the
-   * value exactly so (`putCut`) whatever chunk sizes either database was opened with.
-   */
-  chunkSizes: number[];
-  data(): AsyncIterable<Uint8Array>;
-}
-
-export interface GcOptions {
-  /** Compact sealed blocks whose live share of entry bytes is below this (0..1, default 0.5). */
-  threshold?: number;
-  /** Called after each block: the report so far and the number of candidate blocks. */
-  onProgress?: (report: GcReport, candidates: number) => void;
-}
-
-export interface GcReport {
-  /** Blocks whose live entries were copied out and whose files were removed. */
-  blocksRemoved: number;
-  /** Dead entries (chunks no live object names) dropped from the index. */
-  entriesDropped: number;
-  /** Live entry bytes copied into new blocks. */
-  bytesCopied: number;
-  /** Block file bytes removed from disk. */
-  bytesFreed: number;
-}
-
-export interface CheckOptions {
-  /** Read every entry (or a sample) and authenticate it with the key (default false). */
-  readData?: boolean;
-  /** With readData, the share of entries to authenticate, 0..1 (default 1). */
-  sample?: number;
-  /** Called now and then with the entries checked and the entry bytes read so far. */
-  onProgress?: (entries: number, bytesRead: number) => void;
-}
-
-export interface Problem {
-  /** What is wrong, as a stable word: see docs/errors.md ("check problems"). */
-  kind: string;
-  /** The block file involved (hex id) or open block (`open:<seq>`). */
-  block?: string;
-  /** The chunk id or object hash involved (hex). */
-  id?: string;
-  key?: string;
-  message: string;
-}
-
-export interface CheckReport {
-  ok: boolean;
-  blocks: number;
-  entries: number;
-  /** Entries authenticated with the key (readData). */
-  entriesRead: number;
-  problems: Problem[];
-}
-
+export { Tombstone } from './types.js';
+export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
+import { Tombstone } from './types.js';
+import type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
 
 const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
-/** Chunks read ahead while streaming a value out. */
-const READ_AHEAD = 4;
 const NO_ID = Buffer.alloc(0);
 const NO_NAMES: ReadonlySet<string> = new Set();
 /**
@@ -449,6 +148,13 @@ export class OuroDB {
   readonly dir: string;
   /** The index: its handle, batch chain, stats and failure latch (index/store.ts). */
   readonly #index: IndexStore;
+  /** Closed/closing, the rebuild gate, operations in flight (lib/lifecycle.ts). */
+  readonly #life: Lifecycle;
+  /** Record and pack caches; reads of entries and records (lib/read.ts). */
+  readonly #reader: Reader;
+  /** Snapshot readers, the gc epoch, retired files (lib/snapshots.ts). */
+  readonly #snapshots: Snapshots;
+  readonly #query: Query;
   /** Block numbering, the open and unsealed blocks, seals, block files (wal/blocks.ts). */
   readonly #blocks: BlockSet;
   /** Pending entries, pins and the chunks gc is dropping (wal/inflight.ts). */
@@ -458,34 +164,20 @@ export class OuroDB {
   readonly #keys: DatabaseKeys;
   /** OURODB.json as opened (set by open). */
   #descriptor: Descriptor | undefined;
-  /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
-  readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
   readonly #chunker: Chunker;
   readonly #store: BlockStore;
   readonly #sealPool: SealPool;
   readonly #compression: boolean;
   readonly #durability: Durability;
-  readonly #recordCache: RecordCache;
 
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  readonly #packCache = new PackCache();
-  readonly #inflight = new Set<Promise<unknown>>();
   /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
   #smallHits = 0;
   /** Per-key write locks: the tail of each key's chain of waiting writes. */
   readonly #keyLocks = new Map<string, Promise<void>>();
   /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
   readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
-  /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
-  readonly #readers = new Set<{ snapshot: Snapshot; epoch: number; open: boolean }>();
-  #epoch = 0;
-  /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
-  readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
   /** The gc or block release running (one at a time, never beside an exclusive task). */
   #gcRun: Promise<unknown> | undefined;
-  /** Set while rebuildIndex runs: writes wait for it. */
-  #exclusive: Promise<void> | undefined;
   #replicas: ReplicaSource | undefined;
   /** Received block files the open could not adopt without the cluster (#recover). */
   readonly #deferredAdoptions: string[] = [];
@@ -501,18 +193,15 @@ export class OuroDB {
     this.#compression = opts.compression ?? true;
     this.#durability = opts.durability ?? 'durable';
     this.#sealPool = new SealPool(keys.material, { chunkMax: chunker.sizes.max });
-    this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
     const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-    const db = this;
-    const live: Liveness = {
-      get closed() {
-        return db.#closed;
-      },
-      checkAlive: () => this.#checkAlive(),
-    };
+    const live = new Lifecycle(index);
+    this.#life = live;
     this.#blocks = new BlockSet(store, index, live, nextSeq, { dir, blockSize, reserveBytes: opts.reserveBytes ?? Math.max(2 * blockSize, 16 * 1024 * 1024), maxUnsealedMs: opts.maxUnsealedMs });
     this.#held = new InFlight(index);
     this.#commit = new CommitPipeline(index, this.#blocks, this.#held, new Packer(keys, this.#compression, this.#held), live);
+    this.#reader = new Reader(index, this.#blocks, keys, opts.recordCacheBytes ?? 16 * 1024 * 1024, () => this.#replicas);
+    this.#snapshots = new Snapshots(index, store, this.#blocks);
+    this.#query = new Query(live, index, this.#reader, this.#snapshots);
   }
 
   /**
@@ -595,11 +284,11 @@ export class OuroDB {
    * pending. Writes wait while it runs. The rebuilt index answers every query as before.
    */
   async rebuildIndex(): Promise<RebuildReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     let release!: () => void;
     const exclusive = new Promise<void>((r) => (release = r));
-    while (this.#exclusive) await this.#exclusive;
-    this.#exclusive = exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
+    this.#life.beginExclusive(exclusive);
     try {
       while (this.#gcRun) await this.#gcRun.catch(() => {});
       await this.#flush();
@@ -607,13 +296,13 @@ export class OuroDB {
       const report = await rebuildIndex(this.#index.ldb, this.#store, this.#keys, this.#blocks.nextSeq, encodeStats);
       this.#index.resetStats(report.stats);
       this.#blocks.reset(report.nextSeq);
-      this.#recordCache.clear();
+      this.#reader.clear();
       return report;
     } catch (err) {
       this.#index.fail(err);
       throw err;
     } finally {
-      this.#exclusive = undefined;
+      this.#life.endExclusive();
       release();
     }
   }
@@ -634,7 +323,7 @@ export class OuroDB {
     const retired = new Set<string>();
     for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_RETIRED))) {
       retired.add(toHex(k.subarray(1)));
-      await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
+      await this.#snapshots.removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
     }
     // 1, 2. Unknown sealed blocks registered, open blocks cut back to their WAL records.
     const received = await recoverWal(this.#index, this.#store, this.#blocks, retired);
@@ -659,8 +348,8 @@ export class OuroDB {
   /** Stores a value. Resolves to its object hash once it is durable (see PutOptions.durability). */
   async put(value: PutValue, options: PutOptions = {}): Promise<PutResult> {
     const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
-    return this.#tracked(this.#putValue(value, meta, durability, link));
+    while (this.#life.exclusive) await this.#life.exclusive;
+    return this.#life.tracked(this.#putValue(value, meta, durability, link));
   }
 
   /**
@@ -676,9 +365,9 @@ export class OuroDB {
     if (typeof read !== 'function') throw new BadArgumentError('read must be a function giving the value');
     if (options === null || typeof options !== 'object' || options.key === undefined || options.hint === undefined) throw new BadArgumentError('putHinted needs options.key and options.hint');
     const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
     const key = link.key!;
-    return this.#tracked(
+    return this.#life.tracked(
       this.#withKey(key.name, async () => {
         const pending = this.#headOverlay.has(key.name);
         const { heads, row, tag, match } = this.#checkHint(key, link.hint!);
@@ -692,7 +381,7 @@ export class OuroDB {
 
   /** The checked arguments of a put. */
   #putArgs(options: PutOptions): { meta: Record<string, string>; durability: Durability; link: Link } {
-    this.#checkWritable();
+    this.#life.checkWritable();
     if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
     const meta = validateMeta(options.meta);
     const durability = options.durability ?? this.#durability;
@@ -715,29 +404,19 @@ export class OuroDB {
   async putCut(pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     if (pieces === null || typeof pieces !== 'object' || !(Symbol.asyncIterator in pieces || Symbol.iterator in pieces)) throw new BadArgumentError('pieces must be an iterable of Uint8Array');
     const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
     const checked = async function* (): AsyncGenerator<Uint8Array> {
       for await (const piece of pieces) {
         if (!(piece instanceof Uint8Array) || piece.byteLength === 0) throw new BadArgumentError('putCut takes non-empty Uint8Array pieces');
         yield piece;
       }
     };
-    return this.#tracked(this.#put(checked(), meta, durability, link, true));
+    return this.#life.tracked(this.#put(checked(), meta, durability, link, true));
   }
 
   #putValue(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const small = smallValue(value);
     return small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
-  }
-
-  /** Counts `op` among the puts in flight (#inflight) while it runs. */
-  async #tracked<T>(op: Promise<T>): Promise<T> {
-    this.#inflight.add(op);
-    try {
-      return await op;
-    } finally {
-      this.#inflight.delete(op);
-    }
   }
 
   /**
@@ -810,7 +489,7 @@ export class OuroDB {
    */
   #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
-    if (size < OFFLOAD_MIN_BYTES && this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) {
+    if (size < OFFLOAD_MIN_BYTES && this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) {
       // Mostly stored already (a tree put again): the id here and the dedup check first, so a
       // chunk found stored costs no round trip to the pool, nor a seal that would be dropped.
       if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
@@ -899,7 +578,7 @@ export class OuroDB {
         // The head's content tag, when a hinted put left one, answers without reading its record.
         const contentTag = this.#contentTag(key.bytes, head.hash, compared!);
         const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#index.get(keys.hint(key.bytes));
-        if (rowHasContent(row, contentTag) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
+        if (rowHasContent(row, contentTag) || comparedFields(await this.#reader.record(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
           if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
           link.kept = true;
           return { hash: head.hash, stored: undefined };
@@ -955,13 +634,13 @@ export class OuroDB {
    * already was sealed for nothing; records carry their creation time, so that is rare.
    */
   async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; store: (objectSize: number, inlineSize: number, extra: RecordExtra) => Promise<PendingEntry | undefined> }> {
-    if ((this.#commit.committing || this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
+    if ((this.#commit.committing || this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
       const hash = this.#keys.objectId(bytes);
       return { hash, store: async (objectSize, inlineSize, extra) => this.#commit.joinPack(hash, bytes, objectSize, inlineSize, extra) };
     }
     let hash: Buffer;
     let seal: () => SealedEntry;
-    if (this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
+    if (this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
       const { id, sealed } = await this.#sealPool.sealSmall(EntryKind.Object, bytes, this.#compression);
       hash = id;
       seal = () => sealed;
@@ -1065,21 +744,21 @@ export class OuroDB {
 
   /** The value under `key`: its newest head's. A deleted (tombstoned) or unknown key is NotFoundError. */
   async getByKey(key: string): Promise<Uint8Array> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const head = this.#newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
-    const record = await this.#readRecord(head.hash);
+    const record = await this.#reader.record(head.hash);
     if (record.inline) return record.inline;
     const parts: Uint8Array[] = [];
-    for await (const part of this.#streamRecord(record)) parts.push(part);
+    for await (const part of this.#reader.stream(record)) parts.push(part);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   /** The newest head of `key` (a tombstone's hash once deleted), or null if the key has no version. */
   async head(key: string): Promise<string | null> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const head = this.#newestHead(keyBytes(key));
     return head ? toHex(head.hash) : null;
   }
@@ -1093,8 +772,8 @@ export class OuroDB {
    * never read back.
    */
   async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const check = this.#checkHint({ name: key, bytes: keyBytes(key) }, hint);
     return check.match ? toHex(check.heads[0]!.hash) : null;
   }
@@ -1141,8 +820,8 @@ export class OuroDB {
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
   async heads(key: string): Promise<string[]> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const stored = this.#index.get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
   }
@@ -1157,40 +836,8 @@ export class OuroDB {
    * a single consistent state however long the listing runs; it streams, so a listing of
    * millions of keys holds only the current entry.
    */
-  async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
-    const prefix = prefixBytes(options.prefix);
-    const limit = options.limit ?? Infinity;
-    if (limit !== Infinity && !(Number.isSafeInteger(limit) && limit >= 0)) throw new BadArgumentError('limit must be a non-negative integer');
-    const range = { gte: keys.heads(prefix), lt: keys.heads(Buffer.concat([prefix, Buffer.from([0xff])])) };
-    if (prefix.length === 0) range.lt = Buffer.from([keys.heads(prefix)[0]! + 1]);
-    const opts: { gte?: Buffer; gt?: Buffer; lt: Buffer } = { lt: range.lt };
-    const after = options.after === undefined ? undefined : keys.heads(keyBytes(options.after, 'after'));
-    if (after && Buffer.compare(after, range.gte) >= 0) opts.gt = after;
-    else opts.gte = range.gte;
-    if (limit === 0) return;
-    let n = 0;
-    const it = this.#index.ldb.iterator(opts);
-    try {
-      for await (const [k, v] of it) {
-        let entry: ListEntry;
-        if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
-          // One head, the usual case: read it in place (a listing of millions spends its time here).
-          const hash = v.toString('hex', 2, 34);
-          entry = { key: k.toString('utf8', 1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
-        } else {
-          const heads = sortHeads(decodeHeads(v));
-          entry = { key: k.toString('utf8', 1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
-        }
-        if (entry.deleted && !options.includeDeleted) continue;
-        yield entry;
-        if (++n >= limit) break;
-      }
-    } finally {
-      await it.close();
-    }
+  list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
+    return this.#query.list(options);
   }
 
   /**
@@ -1198,46 +845,13 @@ export class OuroDB {
    * Reads from one LevelDB snapshot: versions written meanwhile are not seen, and gc keeps the
    * block files this snapshot's locations name until the iteration ends.
    */
-  async *history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const k = keyBytes(key);
-    const limit = options.limit ?? Infinity;
-    const reader = this.#openReader();
-    try {
-      const it = this.#index.ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
-      let n = 0;
-      try {
-        for await (const [vk] of it) {
-          const v = keys.decodeVersion(vk);
-          const hash = Buffer.from(v.hash);
-          const r = await this.#readRecord(hash, reader.snapshot);
-          yield { hash: toHex(hash), version: v.n, type: r.type, size: r.size, created: new Date(r.created), meta: r.meta, prev: r.prev.map(toHex) };
-          if (++n >= limit) break;
-        }
-      } finally {
-        await it.close();
-      }
-    } finally {
-      await this.#closeReader(reader);
-    }
+  history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
+    return this.#query.history(key, options);
   }
 
   /** Objects put with `parent: hash`, in hash order, a page at a time. */
-  async children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const parent = parseHash(hash);
-    const limit = options.limit ?? 1000;
-    if (!(Number.isSafeInteger(limit) && limit > 0)) throw new BadArgumentError('limit must be a positive integer');
-    const range: { gt?: Buffer; gte?: Buffer; lt: Buffer; limit: number } = { ...keys.childRange(parent), limit };
-    if (options.after !== undefined) {
-      delete range.gte;
-      range.gt = keys.child(parent, parseHash(options.after, 'after'));
-    }
-    const out: string[] = [];
-    for await (const k of this.#index.ldb.keys(range)) out.push(toHex(k.subarray(33)));
-    return out;
+  children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
+    return this.#query.children(hash, options);
   }
 
   /** The parent an object was put with, or null. */
@@ -1248,16 +862,16 @@ export class OuroDB {
 
   /** Writes a tombstone version: the key reads as deleted, its history keeps every version. */
   async delete(key: string, options: Pick<PutOptions, 'ifHead' | 'durability' | 'prev' | 'created' | 'expectHash'> = {}): Promise<PutResult> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const link = this.#link({ key, ifHead: options.ifHead, prev: options.prev, created: options.created, expectHash: options.expectHash });
-    while (this.#exclusive) await this.#exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
     const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
     const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
-    this.#inflight.add(op);
+    this.#life.track(op);
     try {
       return { hash: toHex(await op), size: 0 };
     } finally {
-      this.#inflight.delete(op);
+      this.#life.untrack(op);
     }
   }
 
@@ -1268,16 +882,16 @@ export class OuroDB {
    * versions forgotten (0 when the key had none).
    */
   async purge(key: string): Promise<{ versions: number }> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const k = { name: key, bytes: keyBytes(key) };
-    while (this.#exclusive) await this.#exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
     const op = this.#withKey(key, async () => {
       await this.#keySettled(key);
       const before = this.#headsOf(k);
       const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
       for await (const vk of this.#index.ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
       if (versions.length === 0) return 0;
-      const records = await Promise.all(versions.map((v) => this.#readRecord(v.hash)));
+      const records = await Promise.all(versions.map((v) => this.#reader.record(v.hash)));
       const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }, { type: 'del', key: keys.hint(k.bytes) }];
       versions.forEach((v, i) => {
         ops.push({ type: 'del', key: v.vkey }, { type: 'del', key: keys.object(v.hash) });
@@ -1285,7 +899,7 @@ export class OuroDB {
         if (parent) ops.push({ type: 'del', key: keys.child(parent, v.hash) });
       });
       const prepare = (_ops: BatchOp[], delta: Partial<PersistedStats>) => {
-        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
+        this.#reader.evict(versions.map((v) => toHex(v.hash)));
         versions.forEach((v, i) => {
           const r = records[i]!;
           const loc = this.#index.get(keys.object(v.hash));
@@ -1310,15 +924,15 @@ export class OuroDB {
         this.#overlay(key, [], before, entry);
         await entry.committed;
         // Again after the batch landed: a read between prepare and landing may have cached one.
-        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
+        this.#reader.evict(versions.map((v) => toHex(v.hash)));
       }
       return versions.length;
     });
-    this.#inflight.add(op);
+    this.#life.track(op);
     try {
       return { versions: await op };
     } finally {
-      this.#inflight.delete(op);
+      this.#life.untrack(op);
     }
   }
 
@@ -1327,7 +941,7 @@ export class OuroDB {
    * with `replicas` > 1 once that many cluster members hold them durably.
    */
   async flush(options: FlushOptions = {}): Promise<void> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const replicas = options.replicas ?? 1;
     if (!Number.isSafeInteger(replicas) || replicas < 1) throw new BadArgumentError('replicas must be a positive integer');
     if (replicas > 1 && !this.#replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
@@ -1336,7 +950,7 @@ export class OuroDB {
   }
 
   async #flush(): Promise<void> {
-    await Promise.allSettled([...this.#inflight]);
+    await Promise.allSettled(this.#life.inFlight());
     // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
     // them: let it finish before rotating, so that the rotation seals them too.
     for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
@@ -1373,7 +987,7 @@ export class OuroDB {
 
   /** Every registered block, in id order. */
   async *blocks(): AsyncGenerator<BlockListing> {
-    this.#checkOpen();
+    this.#life.checkOpen();
     for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
       yield { id: toHex(k.subarray(1)), size: info.size, adopted: info.adopted === true };
@@ -1382,7 +996,7 @@ export class OuroDB {
 
   /** Registered block `id` (hex), or undefined. */
   block(id: string): BlockListing | undefined {
-    this.#checkOpen();
+    this.#life.checkOpen();
     const v = this.#index.get(keys.block(parseHash(id, 'block id')));
     if (v === undefined) return undefined;
     const info = decodeBlockInfo(v);
@@ -1421,16 +1035,16 @@ export class OuroDB {
    * the file was received (blockstore/entry-hashes.ts); when they match, entries are not reread.
    */
   adoptBlock(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file), seen));
     this.#adoptChain = run.catch(() => {});
-    this.#inflight.add(run);
-    void run.finally(() => this.#inflight.delete(run)).catch(() => {});
+    this.#life.track(run);
+    void run.finally(() => this.#life.untrack(run)).catch(() => {});
     return run;
   }
 
   async #adopt(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
-    while (this.#exclusive) await this.#exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
     const store = this.#store;
     const index = await store.readIndex(file);
     const idHex = toHex(index.id);
@@ -1466,7 +1080,7 @@ export class OuroDB {
         for await (const k of this.#index.ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
           const v = keys.decodeVersion(k);
           const hash = Buffer.from(v.hash);
-          const r = await this.#readRecord(hash);
+          const r = await this.#reader.record(hash);
           known.push({ hash, n: v.n, prev: r.prev, tombstone: r.type === 'tombstone' });
         }
         changes.set(name, mergeVersions(known, byKey.get(name)!));
@@ -1546,71 +1160,18 @@ export class OuroDB {
    * parent and its predecessors, with a reader of its value from the same snapshot: what an
    * export needs to be consistent while writes go on. Holds ~100 bytes per object for the order.
    */
-  async *objects(): AsyncGenerator<ExportedObject> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const reader = this.#openReader();
-    const snapshot = reader.snapshot;
-    try {
-      const deps = new Map<string, string[]>();
-      for await (const k of this.#index.ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
-        const hash = Buffer.from(k.subarray(1));
-        const r = await this.#readRecord(hash, snapshot);
-        if (r.type === 'purge') continue;
-        deps.set(toHex(hash), [...(r.parent ? [toHex(r.parent)] : []), ...r.prev.map(toHex)]);
-      }
-      const done = new Set<string>();
-      for (const start of deps.keys()) {
-        // Iterative depth-first order: dependencies (present in this snapshot) before dependents.
-        const stack = [start];
-        const onStack = new Set(stack);
-        while (stack.length > 0) {
-          const h = stack[stack.length - 1]!;
-          if (done.has(h)) {
-            onStack.delete(stack.pop()!);
-            continue;
-          }
-          // One dependency at a time, so the stack is always a path of dependents (a node on it
-          // is an ancestor; hashes cannot form a cycle, and onStack guards against one anyway).
-          const pending = deps.get(h)!.find((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
-          if (pending !== undefined) {
-            onStack.add(pending);
-            stack.push(pending);
-            continue;
-          }
-          onStack.delete(stack.pop()!);
-          done.add(h);
-          const r = await this.#readRecord(fromHex(h, ID_BYTES)!, snapshot);
-          yield {
-            hash: h,
-            type: r.type as 'value' | 'tombstone',
-            key: r.key,
-            parent: r.parent ? toHex(r.parent) : null,
-            prev: r.prev.map(toHex),
-            created: r.created,
-            meta: r.meta,
-            size: r.size,
-            chunkSizes: r.chunks.map((c) => c.size),
-            data: () => {
-              if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
-              return this.#streamRecord(r, snapshot);
-            },
-          };
-        }
-      }
-    } finally {
-      await this.#closeReader(reader);
-    }
+  objects(): AsyncGenerator<ExportedObject> {
+    return this.#query.objects();
   }
 
   // ---------------------------------------------------------------- check
 
   /** Verifies the index against the blocks (see lib/check.ts); problems come back as data. */
   async check(options: CheckOptions = {}): Promise<CheckReport> {
-    this.#checkOpen();
+    this.#life.checkOpen();
     const sample = options.sample ?? 1;
     if (typeof sample !== 'number' || !(sample >= 0 && sample <= 1)) throw new BadArgumentError('sample must be a number in [0, 1]');
-    const reader = this.#openReader();
+    const reader = this.#snapshots.open();
     const indexes = new Map<string, Promise<EntryRow[]>>();
     try {
       return await checkDatabase(
@@ -1633,38 +1194,11 @@ export class OuroDB {
         { readData: options.readData ?? false, sample, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
       );
     } finally {
-      await this.#closeReader(reader);
+      await this.#snapshots.close(reader);
     }
   }
 
   // ---------------------------------------------------------------- gc
-
-  #openReader(): { snapshot: Snapshot; epoch: number; open: boolean } {
-    const reader = { snapshot: this.#index.ldb.snapshot(), epoch: this.#epoch, open: true };
-    this.#readers.add(reader);
-    return reader;
-  }
-
-  async #closeReader(reader: { snapshot: Snapshot; epoch: number; open: boolean }): Promise<void> {
-    reader.open = false;
-    this.#readers.delete(reader);
-    await reader.snapshot.close();
-    await this.#removeDeferred();
-  }
-
-  /**
-   * Removes retired block files no open reader can still name. A reader that started before a
-   * block was retired may read it through its snapshot, so the file waits for that reader; gc
-   * itself never waits (a paused iteration would stall it), and the 'z' mark makes the next open
-   * remove the file if this process ends first.
-   */
-  async #removeDeferred(force = false): Promise<void> {
-    for (const r of [...this.#retiredFiles]) {
-      if (!force && [...this.#readers].some((reader) => reader.epoch < r.epoch)) continue;
-      this.#retiredFiles.delete(r);
-      await this.#removeRetired(r.id, r.seq);
-    }
-  }
 
   /**
    * The index switch of an entry gc copied: its location moves to the copy only if it still
@@ -1714,7 +1248,7 @@ export class OuroDB {
    * Writers keep writing throughout: gc holds no lock across these steps.
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
     return this.#asGcRun(() => this.#gc(threshold, options.onProgress));
@@ -1722,15 +1256,15 @@ export class OuroDB {
 
   /** Runs `work` as the gc run: after the one running (and any exclusive task), alone. */
   async #asGcRun<T>(work: () => Promise<T>): Promise<T> {
-    while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
+    while (this.#gcRun || this.#life.exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#life.exclusive);
     const run = work();
     this.#gcRun = run;
-    this.#inflight.add(run);
+    this.#life.track(run);
     try {
       return await run;
     } finally {
       this.#gcRun = undefined;
-      this.#inflight.delete(run);
+      this.#life.untrack(run);
     }
   }
 
@@ -1749,8 +1283,8 @@ export class OuroDB {
     }
     for (const c of candidates) {
       // Between blocks, gc gives way to close(): what it compacted so far stays compacted.
-      if (this.#closing) break;
-      this.#checkAlive();
+      if (this.#life.closing) break;
+      this.#life.checkAlive();
       await this.#compact(c, report);
       onProgress?.({ ...report }, candidates.length);
     }
@@ -1871,8 +1405,7 @@ export class OuroDB {
     ]);
     if (!retired) return;
     failpoint('gc.after-unregister');
-    this.#retiredFiles.add({ id: block.id, seq: block.seq, epoch: ++this.#epoch });
-    await this.#removeDeferred();
+    await this.#snapshots.retire(block.id, block.seq);
     report.blocksRemoved++;
     report.bytesFreed += block.size;
   }
@@ -1888,7 +1421,7 @@ export class OuroDB {
    * (only its own gc retires those).
    */
   async releaseBlock(id: string): Promise<ReleaseReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const block = parseHash(id, 'block id');
     return this.#asGcRun(() => this.#release(block));
   }
@@ -1975,14 +1508,14 @@ export class OuroDB {
 
   /** The tombstone state of block `id` (hex), or undefined when it was never deleted across the cluster. */
   tombstone(id: string): TombstoneState | undefined {
-    this.#checkOpen();
+    this.#life.checkOpen();
     const v = this.#index.get(keys.tombstone(parseHash(id, 'block id')));
     return v === undefined ? undefined : (v[0] as TombstoneState);
   }
 
   /** Every tombstone in `states`, in id order. */
   async *tombstones(states: readonly TombstoneState[] = [Tombstone.Released, Tombstone.Retired, Tombstone.Dropping]): AsyncGenerator<{ id: string; state: TombstoneState }> {
-    this.#checkOpen();
+    this.#life.checkOpen();
     for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
       if (states.includes(v[0] as TombstoneState)) yield { id: toHex(k.subarray(1)), state: v[0] as TombstoneState };
     }
@@ -1990,22 +1523,10 @@ export class OuroDB {
 
   /** Moves a block this database retired on to its next deletion state (durably). */
   async setTombstone(id: string, state: TombstoneState): Promise<void> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const block = parseHash(id, 'block id');
     if (this.#index.get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
     await this.#index.write([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
-  }
-
-  /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */
-  async #removeRetired(id: Buffer, seq: number): Promise<void> {
-    const file = this.#store.blockPath(id);
-    this.#blocks.forget(id, seq);
-    await this.#store.vfs.remove(file).catch((err: unknown) => {
-      throw ioError(`remove ${file}`, err);
-    });
-    await fsyncDir(this.#store.vfs, path.dirname(file));
-    failpoint('gc.after-remove');
-    await this.#index.write([{ type: 'del', key: keys.retired(id) }], {});
   }
 
   // ---------------------------------------------------------------- reads
@@ -2019,46 +1540,23 @@ export class OuroDB {
 
   /** The value chunk by chunk, reading a few chunks ahead; memory stays bounded. */
   async *stream(hash: string): AsyncGenerator<Uint8Array> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    yield* this.#streamRecord(await this.#readRecord(id));
-  }
-
-  async *#streamRecord(record: ObjectRecord, snapshot?: Snapshot): AsyncGenerator<Uint8Array> {
-    if (record.inline) {
-      if (record.inline.byteLength > 0) yield record.inline;
-      return;
-    }
-    const reads: Promise<Buffer>[] = [];
-    let next = 0;
-    const refill = () => {
-      while (reads.length < READ_AHEAD && next < record.chunks.length) {
-        const c = record.chunks[next++]!;
-        const p = this.#readEntry(EntryKind.Chunk, c.id, snapshot);
-        p.catch(() => {});
-        reads.push(p);
-      }
-    };
-    refill();
-    while (reads.length > 0) {
-      const chunk = await reads.shift()!;
-      refill();
-      yield chunk;
-    }
+    yield* this.#reader.stream(await this.#reader.record(id));
   }
 
   async has(hash: string): Promise<boolean> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     return this.#index.get(keys.object(parseHash(hash))) !== undefined;
   }
 
   async stat(hash: string): Promise<ObjectStat> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    const r = await this.#readRecord(id);
+    const r = await this.#reader.record(id);
     return {
       hash: toHex(id),
       type: r.type,
@@ -2071,114 +1569,6 @@ export class OuroDB {
       prev: r.prev.map(toHex),
       meta: r.meta,
     };
-  }
-
-  /**
-   * An object record, authenticated: the entry's AEAD binds its bytes to the hash (the id is in
-   * the associated data), so only a holder of the key could have written them under this hash.
-   * Recomputing the HMAC over the record as well would cost a fifth of a small read for no
-   * further assurance; check({ readData }) still does it, to catch a writer that computed a
-   * hash over other bytes than it stored.
-   */
-  async #readRecord(hash: Buffer, snapshot?: Snapshot): Promise<ObjectRecord> {
-    const hex = toHex(hash);
-    const cached = this.#recordCache.get(hex);
-    if (cached) return cached;
-    const generation = this.#recordCache.generation;
-    const bytes = await this.#readEntry(EntryKind.Object, hash, snapshot);
-    const record = decodeRecord(bytes, hex);
-    this.#recordCache.set(hex, record, bytes.length, generation);
-    return record;
-  }
-
-  /**
-   * Reads one entry by its id through the index: an exact-range pread, then authenticate. If the
-   * read fails because gc moved the entry and removed its old file between the index lookup and
-   * the read, it is retried once at the entry's new location (same id, so same bytes).
-   */
-  async #readEntry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
-    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    const before = this.#index.get(indexKey, snapshot ? { snapshot } : {});
-    try {
-      return await this.#readAt(kind, id, before);
-    } catch (err) {
-      const now = this.#index.get(indexKey);
-      if (now === undefined || (before !== undefined && now.equals(before))) throw err;
-      return this.#readAt(kind, id, now);
-    }
-  }
-
-  #readAt(kind: EntryKind, id: Buffer, locBytes: Buffer | undefined): Promise<Buffer> {
-    if (locBytes === undefined) {
-      return Promise.reject(kind === EntryKind.Object ? new NotFoundError(`no object ${toHex(id)}`) : new CorruptionError(`chunk ${toHex(id)} is referenced but not in the index`, { location: { id: toHex(id) } }));
-    }
-    const loc = decodeLocation(locBytes);
-    const [name, file] = this.#blocks.fileOf(loc);
-    const slot = loc.slot;
-    if (slot) {
-      // A record in a pack: the pack is opened once and kept while its neighbours are read.
-      const where = `${file}@${loc.offset}`;
-      const cached = this.#packCache.get(file, loc.offset);
-      if (cached) return Promise.resolve(Buffer.from(recordInPack(cached.plain, cached.records, id, slot, where)));
-      if ((loc.flags & FLAG_ZSTD) === 0) return this.#readPackedSlice(name, file, loc, id, slot);
-      // Reads of neighbours arrive together (a tree's files are put, and their heads read, in
-      // order, many in flight): they share one opening of the pack rather than each decrypting
-      // and decompressing it before the first lands in the cache.
-      let opening = this.#packsOpening.get(where);
-      if (!opening) {
-        opening = this.#readLocated(name, file, loc)
-          .then((bytes) => {
-            const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
-            const pack = { plain, records: decodePack(plain, where) };
-            this.#packCache.set(file, loc.offset, pack);
-            return pack;
-          })
-          .finally(() => this.#packsOpening.delete(where));
-        this.#packsOpening.set(where, opening);
-      }
-      return opening.then((pack) => Buffer.from(recordInPack(pack.plain, pack.records, id, slot, where)));
-    }
-    return this.#readLocated(name, file, loc).then((bytes) => openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset));
-  }
-
-  /** The bytes of the entry at `loc` in block file `file` (cache name `name`), exactly its length. */
-  #readLocated(name: string, file: string, loc: Location, at = loc.offset, length = loc.length): Promise<Buffer> {
-    // #fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
-    // close the descriptor between them (FileCache counts the reference before awaiting).
-    const read = this.#blocks.files.read(name, file, at, length).catch(async (err: unknown) => {
-      // A registered block this cluster member does not keep: fetch it from a holder once.
-      if (!this.#replicas || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
-      await this.#replicas.fetchBlock(name.slice(4), file);
-      return this.#blocks.files.read(name, file, at, length);
-    });
-    return read.then((bytes) => {
-      if (bytes.length !== length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });
-      return bytes;
-    });
-  }
-
-  /**
-   * A record from a pack stored without compression, reading only its own bytes: the entry
-   * header and the record's slice of ciphertext, in the same tick (see #readLocated). ChaCha20
-   * decrypts any range of a stream on its own; the Poly1305 tag, which covers the whole pack,
-   * is not checked, so the record is authenticated by its hash instead: HMAC-SHA256 under the
-   * object-id key over the bytes decrypted must give the hash asked for, which only a holder
-   * of the key can arrange. A random read then costs about what it did for a record in an
-   * entry of its own, instead of decrypting the whole pack.
-   */
-  async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Promise<Buffer> {
-    const [headerBytes, cipher] = await Promise.all([
-      this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
-      this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + slot.offset, slot.length),
-    ]);
-    const where = { file, offset: loc.offset, id: toHex(id) };
-    const h = readEntryHeader(headerBytes, 0, file, loc.offset);
-    if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) {
-      throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where });
-    }
-    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, slot.offset, cipher);
-    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${where.id} in its pack does not hash to its id`, { location: where });
-    return plain;
   }
 
   // ---------------------------------------------------------------- stats and lifecycle
@@ -2195,7 +1585,7 @@ export class OuroDB {
   }
 
   async stats(): Promise<Stats> {
-    this.#checkOpen();
+    this.#life.checkOpen();
     await this.#index.settled();
     const s = this.#index.stats;
     return {
@@ -2226,7 +1616,7 @@ export class OuroDB {
 
   /** Waits for writes in flight, seals what is pending, and closes every file. */
   async close(): Promise<void> {
-    this.#closing ??= (async () => {
+    return this.#life.closeOnce(async () => {
       try {
         // A block a full disk keeps from sealing stays open with its WAL records: the next open
         // seals it. Closing must not need free space.
@@ -2234,24 +1624,23 @@ export class OuroDB {
           if (!isDiskFull(err)) throw err;
         });
         if (!this.#index.failed) {
-          for (const r of [...this.#readers]) await this.#closeReader(r);
-          await this.#removeDeferred(true);
+          for (const r of this.#snapshots.readers()) await this.#snapshots.close(r);
+          await this.#snapshots.removeDeferred(true);
           if (this.#index.riding > 0) await this.#index.write([], {});
           await this.#index.compactTail();
         }
       } finally {
-        this.#closed = true;
+        this.#life.markClosed();
         await this.#sealPool.close();
         await this.#blocks.files.closeAll();
         await this.#index.ldb.close();
       }
-    })();
-    return this.#closing;
+    });
   }
 
   /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
   #lost(): void {
-    if (this.#closed) return;
+    if (this.#life.closed) return;
     this.#index.latch(new FailedError('the file system was lost'));
     void this.#abandon().catch(() => {});
     void this.#index.ldb.close().catch(() => {});
@@ -2259,49 +1648,17 @@ export class OuroDB {
 
   /** Releases what a half-opened handle holds (worker threads, file handles), writing nothing. */
   async #abandon(): Promise<void> {
-    this.#closed = true;
+    this.#life.markClosed();
     await this.#sealPool.close();
     await this.#blocks.files.closeAll();
   }
 
-  /** Reads wait while rebuildIndex runs: the index is incomplete until it ends. */
-  async #settledIndex(): Promise<void> {
-    while (this.#exclusive) await this.#exclusive;
-  }
 
-  #checkOpen(): void {
-    if (this.#closed || this.#closing) throw new ClosedError();
-  }
-
-  /**
-   * For work already under way (a put that started before close() was called): close() waits for
-   * it, so only a closed or failed handle stops it. New operations check #checkWritable.
-   */
-  #checkAlive(): void {
-    if (this.#closed) throw new ClosedError();
-    if (this.#index.failed) throw this.#index.failed;
-  }
-
-  #checkWritable(): void {
-    this.#checkOpen();
-    if (this.#index.failed) throw this.#index.failed;
-  }
 }
 
 /** PutOptions.expectHash: the record about to be written must have that hash. */
 function checkExpected(link: Link, hash: Buffer): void {
   if (link.expect && !link.expect.equals(hash)) throw new CorruptionError(`the record made hashes to ${toHex(hash)}, not to ${toHex(link.expect)} (expectHash): nothing written`);
-}
-
-function parseHash(hash: unknown, what = 'hash'): Buffer {
-  const b = typeof hash === 'string' ? fromHex(hash, ID_BYTES) : undefined;
-  if (!b) throw new BadArgumentError(`${what} must be 64 lowercase hex characters`);
-  return b;
-}
-
-/** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
-function sortHeads(heads: Head[]): Head[] {
-  return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
 }
 
 /** The largest hint a put accepts (it is hashed on every match, so it stays small). */
@@ -2365,11 +1722,6 @@ function validateMeta(meta: unknown): Record<string, string> {
     if (typeof v !== 'string') throw new BadArgumentError(`meta.${k} must be a string`);
   }
   return { ...(meta as Record<string, string>) };
-}
-
-function isMissingFile(err: unknown): boolean {
-  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
-  return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
 }
 
 /**
