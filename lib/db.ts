@@ -31,6 +31,8 @@ import { Query } from './query.js';
 import { Reader, isMissingFile } from './read.js';
 import { Snapshots } from './snapshots.js';
 import { Collector } from './gc.js';
+import { Heads, type KeyName } from './heads.js';
+import { Adopter } from './adopt.js';
 import { BlockSet, type Liveness, type SealedBlockInfo, blockName, openName, sumLengths } from '../wal/blocks.js';
 import { CommitPipeline } from '../wal/commit.js';
 import { InFlight, type PendingEntry, type RecordExtra } from '../wal/inflight.js';
@@ -98,11 +100,6 @@ const SEAL_AHEAD = 8;
 const PACK_RECORD_MAX_BYTES = 16 * 1024;
 const EMPTY = Buffer.alloc(0);
 
-interface KeyName {
-  name: string;
-  bytes: Buffer;
-}
-
 /** Where a record goes in the key and parent indexes (parsed put options). */
 interface Link {
   key?: KeyName;
@@ -149,6 +146,10 @@ export class OuroDB {
   /** Snapshot readers, the gc epoch, retired files (lib/snapshots.ts). */
   readonly #snapshots: Snapshots;
   readonly #query: Query;
+  /** Key locks and the overlay of queued heads (lib/heads.ts). */
+  readonly #heads: Heads;
+  /** The adoption chain and deferred adoptions (lib/adopt.ts). */
+  readonly #adopter: Adopter;
   /** The gc and block-release runs (lib/gc.ts). */
   readonly #collector: Collector;
   /** Block numbering, the open and unsealed blocks, seals, block files (wal/blocks.ts). */
@@ -168,15 +169,7 @@ export class OuroDB {
 
   /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
   #smallHits = 0;
-  /** Per-key write locks: the tail of each key's chain of waiting writes. */
-  readonly #keyLocks = new Map<string, Promise<void>>();
-  /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
-  readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
   #replicas: ReplicaSource | undefined;
-  /** Received block files the open could not adopt without the cluster (#recover). */
-  readonly #deferredAdoptions: string[] = [];
-  /** Block adoptions run one at a time. */
-  #adoptChain: Promise<unknown> = Promise.resolve();
 
   private constructor(dir: string, index: IndexStore, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, nextSeq: number) {
     this.dir = dir;
@@ -196,6 +189,8 @@ export class OuroDB {
     this.#reader = new Reader(index, this.#blocks, keys, opts.recordCacheBytes ?? 16 * 1024 * 1024, () => this.#replicas);
     this.#snapshots = new Snapshots(index, store, this.#blocks);
     this.#query = new Query(live, index, this.#reader, this.#snapshots);
+    this.#heads = new Heads(index, keys);
+    this.#adopter = new Adopter({ life: live, index, store, keys, blocks: this.#blocks, held: this.#held, heads: this.#heads, reader: this.#reader });
     this.#collector = new Collector({ life: live, index, store, keys, blocks: this.#blocks, held: this.#held, commit: this.#commit, snapshots: this.#snapshots, cluster: () => this.#replicas });
   }
 
@@ -324,13 +319,13 @@ export class OuroDB {
     const received = await recoverWal(this.#index, this.#store, this.#blocks, retired);
     for (const file of received) {
       try {
-        await this.#adopt(file);
+        await this.#adopter.adoptNow(file);
       } catch (err) {
         // Merging its versions read records in blocks this member does not keep, and no cluster
         // node serves the database yet: finished once one does (setReplicaSource). Never
         // acknowledged to its sender, so nothing waits on it meanwhile.
         if (!isMissingFile(err) || this.#replicas) throw err;
-        this.#deferredAdoptions.push(file);
+        this.#adopter.defer(file);
       }
     }
     // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
@@ -363,9 +358,9 @@ export class OuroDB {
     while (this.#life.exclusive) await this.#life.exclusive;
     const key = link.key!;
     return this.#life.tracked(
-      this.#withKey(key.name, async () => {
-        const pending = this.#headOverlay.has(key.name);
-        const { heads, row, tag, match } = this.#checkHint(key, link.hint!);
+      this.#heads.withKey(key.name, async () => {
+        const pending = this.#heads.queued(key.name);
+        const { heads, row, tag, match } = this.#heads.checkHint(key, link.hint!);
         if (match) return { hash: toHex(heads[0]!.hash), read: false as const };
         const value = await read();
         link.held = { heads, ...(pending ? {} : { hintRow: row, hintTag: tag }) };
@@ -564,24 +559,24 @@ export class OuroDB {
     }
     const key = link.key;
     const write = async () => {
-      const current = link.held?.heads ?? this.#headsOf(key);
+      const current = link.held?.heads ?? this.#heads.headsOf(key);
       if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
       const compared = link.hint || link.ifChanged ? comparedFields(record, link.ifChanged?.ignoreMeta ?? NO_NAMES) : undefined;
       if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
         const head = current[0]!;
-        await this.#keySettled(key.name);
+        await this.#heads.keySettled(key.name);
         // The head's content tag, when a hinted put left one, answers without reading its record.
-        const contentTag = this.#contentTag(key.bytes, head.hash, compared!);
+        const contentTag = this.#heads.contentTag(key.bytes, head.hash, compared!);
         const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#index.get(keys.hint(key.bytes));
         if (rowHasContent(row, contentTag) || comparedFields(await this.#reader.record(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
-          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
+          if (link.hint) this.#heads.keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
           link.kept = true;
           return { hash: head.hash, stored: undefined };
         }
       }
       // After ifChanged: an unchanged file's parent is its head's, and its put writes nothing.
       if (link.parent) this.#checkParent(link.parent);
-      const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
+      const prevHeads = link.prev ? await this.#heads.versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
       const { hash, store } = await this.#identifyRecord(encodeRecord(record));
@@ -596,15 +591,15 @@ export class OuroDB {
       if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
       // A hint belongs to the head it came with: a later head without one leaves the row stale,
       // which matchHint() tells by the head hash in its tags; a delete drops it.
-      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint, this.#contentTag(key.bytes, hash, compared!)) });
+      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#heads.hintRow(key.bytes, hash, link.hint, this.#heads.contentTag(key.bytes, hash, compared!)) });
       else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
       const stored = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
-      if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
+      if (stored?.id === hash) this.#heads.overlay(key.name, heads, current, stored);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
     };
     // putHinted holds the key's lock already.
-    const entry = await (link.held ? write() : this.#withKey(key.name, write));
+    const entry = await (link.held ? write() : this.#heads.withKey(key.name, write));
     if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
     return entry.hash;
   }
@@ -670,67 +665,6 @@ export class OuroDB {
     return link;
   }
 
-  /** Runs `fn` with no other write of the same key between its start and end. */
-  async #withKey<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prior = this.#keyLocks.get(name);
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    this.#keyLocks.set(name, mine);
-    if (prior) await prior;
-    try {
-      return await fn();
-    } finally {
-      if (this.#keyLocks.get(name) === mine) this.#keyLocks.delete(name);
-      release();
-    }
-  }
-
-  /** The heads a new write of the key builds on: queued but uncommitted versions included. */
-  #headsOf(key: KeyName): Head[] {
-    const pending = this.#headOverlay.get(key.name);
-    if (pending) return pending.heads;
-    const stored = this.#index.get(keys.heads(key.bytes));
-    return stored ? decodeHeads(stored) : [];
-  }
-
-  #overlay(name: string, heads: Head[], before: Head[], entry: PendingEntry): void {
-    let o = this.#headOverlay.get(name);
-    if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed }));
-    o.heads = heads;
-    o.settled = entry.committed;
-    o.refs++;
-    const state = o;
-    const release = () => {
-      if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
-    };
-    // A rejected version (a full disk; #rejectFrom rejects newest first) takes its heads back.
-    const unwind = () => {
-      if (state.heads === heads) state.heads = before;
-      release();
-    };
-    entry.committed.then(release, unwind);
-  }
-
-  /** Waits until every queued write of the key has committed (so the index alone is current). */
-  async #keySettled(name: string): Promise<void> {
-    for (let o = this.#headOverlay.get(name); o; o = this.#headOverlay.get(name)) await o.settled;
-  }
-
-  /** The versions of `key` named by `hashes`, with their numbers; each must exist. */
-  async #versionsNamed(key: KeyName, hashes: Buffer[]): Promise<Head[]> {
-    if (hashes.length === 0) return [];
-    await this.#keySettled(key.name);
-    const wanted = new Map(hashes.map((h) => [toHex(h), h]));
-    const found: Head[] = [];
-    for await (const k of this.#index.ldb.keys(keys.versionRange(key.bytes))) {
-      const v = keys.decodeVersion(k);
-      if (wanted.delete(toHex(v.hash))) found.push({ hash: Buffer.from(v.hash), n: v.n, tombstone: false });
-      if (wanted.size === 0) break;
-    }
-    if (wanted.size > 0) throw new NotFoundError(`prev names ${[...wanted.keys()][0]}, which is not a version of key ${JSON.stringify(key.name)}`);
-    return found;
-  }
-
   #checkParent(parent: Buffer): void {
     const hex = toHex(parent);
     if (this.#held.isPending(hex) || this.#index.get(keys.object(parent)) !== undefined) return;
@@ -741,7 +675,7 @@ export class OuroDB {
   async getByKey(key: string): Promise<Uint8Array> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
-    const head = this.#newestHead(keyBytes(key));
+    const head = this.#heads.newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
     const record = await this.#reader.record(head.hash);
     if (record.inline) return record.inline;
@@ -754,7 +688,7 @@ export class OuroDB {
   async head(key: string): Promise<string | null> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
-    const head = this.#newestHead(keyBytes(key));
+    const head = this.#heads.newestHead(keyBytes(key));
     return head ? toHex(head.hash) : null;
   }
 
@@ -769,48 +703,8 @@ export class OuroDB {
   async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
-    const check = this.#checkHint({ name: key, bytes: keyBytes(key) }, hint);
+    const check = this.#heads.checkHint({ name: key, bytes: keyBytes(key) }, hint);
     return check.match ? toHex(check.heads[0]!.hash) : null;
-  }
-
-  /**
-   * The hint check of matchHint and putHinted: the key's heads (queued versions included), and
-   * when they are one value head, its hint row, the tag `hint` has for that head, and whether the
-   * row carries that tag.
-   */
-  #checkHint(key: KeyName, hint: Uint8Array): { heads: Head[]; row?: Buffer | undefined; tag?: Buffer; match: boolean } {
-    const heads = this.#headsOf(key);
-    if (heads.length !== 1 || heads[0]!.tombstone) return { heads, match: false };
-    const row = this.#index.get(keys.hint(key.bytes));
-    const tag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, hint);
-    return { heads, row, tag, match: row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).hintTag, tag) };
-  }
-
-  /** The content tag of a hint row: head `head` of `key` has these compared fields (comparedFields). */
-  #contentTag(key: Buffer, head: Buffer, compared: Buffer): Buffer {
-    return this.#keys.tag(TAG_CONTENT, key, head, compared);
-  }
-
-  /** `hintTag`: the tag of (key, head, hint) when the caller has it already. */
-  #hintRow(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag = this.#keys.tag(TAG_HINT, key, head, hint)): Buffer {
-    return encodeHintRow(hintTag, contentTag);
-  }
-
-  /**
-   * The hint of a put that kept its head (ifChanged) and so writes no batch of its own: it rides
-   * in the next index batch (#writeBatch), or in one of its own once HINTS_PENDING_MAX wait, and
-   * flush() and close() write what is left. One batch is asked for as the count reaches the
-   * limit: it takes every hint pending when it runs. (Asked for at every hint past the limit
-   * while earlier batches were still queued, 4,400 kept heads made 2,354 synced batches.) Until
-   * then matchHint does not see it, and a crash loses it: a hint is a cache, and a lost one costs
-   * one more read of the file. (Written at once, one
-   * LevelDB write each, they queued behind the group commits' synced batches and held every put
-   * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
-   * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
-   */
-  #keepHint(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag?: Buffer): void {
-    const riding = this.#index.ride({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag, hintTag) });
-    if (riding === HINTS_PENDING_MAX) this.#index.write([], {}).catch(() => {}); // a failure fails the database (IndexStore.fail)
   }
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
@@ -819,11 +713,6 @@ export class OuroDB {
     if (this.#life.exclusive) await this.#life.settledIndex();
     const stored = this.#index.get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
-  }
-
-  #newestHead(key: Buffer): Head | undefined {
-    const stored = this.#index.get(keys.heads(key));
-    return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
   }
 
   /**
@@ -880,9 +769,9 @@ export class OuroDB {
     this.#life.checkWritable();
     const k = { name: key, bytes: keyBytes(key) };
     while (this.#life.exclusive) await this.#life.exclusive;
-    const op = this.#withKey(key, async () => {
-      await this.#keySettled(key);
-      const before = this.#headsOf(k);
+    const op = this.#heads.withKey(key, async () => {
+      await this.#heads.keySettled(key);
+      const before = this.#heads.headsOf(k);
       const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
       for await (const vk of this.#index.ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
       if (versions.length === 0) return 0;
@@ -916,7 +805,7 @@ export class OuroDB {
       const hash = this.#keys.objectId(bytes);
       const entry = await this.#commit.store(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
       if (entry) {
-        this.#overlay(key, [], before, entry);
+        this.#heads.overlay(key, [], before, entry);
         await entry.committed;
         // Again after the batch landed: a read between prepare and landing may have cached one.
         this.#reader.evict(versions.map((v) => toHex(v.hash)));
@@ -1008,9 +897,7 @@ export class OuroDB {
     this.#replicas = source;
     if (!source) return;
     // Adoptions the open had to leave (see #recover); one that fails again waits for the next source.
-    for (const file of this.#deferredAdoptions.splice(0)) {
-      this.adoptBlock(file).catch(() => this.#deferredAdoptions.push(file));
-    }
+    this.#adopter.retryDeferred((file) => this.adoptBlock(file));
   }
 
   /**
@@ -1031,121 +918,7 @@ export class OuroDB {
    */
   adoptBlock(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
     this.#life.checkWritable();
-    const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file), seen));
-    this.#adoptChain = run.catch(() => {});
-    this.#life.track(run);
-    void run.finally(() => this.#life.untrack(run)).catch(() => {});
-    return run;
-  }
-
-  async #adopt(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
-    while (this.#life.exclusive) await this.#life.exclusive;
-    const store = this.#store;
-    const index = await store.readIndex(file);
-    const idHex = toHex(index.id);
-    const dest = store.blockPath(index.id);
-    if (this.#index.get(keys.block(index.id)) !== undefined || this.#index.get(keys.tombstone(index.id)) !== undefined) {
-      if (file !== dest) await store.vfs.remove(file).catch(() => {});
-      return { id: idHex, adopted: false };
-    }
-    await assertBlockEntries(store.vfs, file, index.rows, seen);
-    const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
-    if (file !== dest) {
-      await ensureDir(store.vfs, path.dirname(dest));
-      await store.vfs.rename(file, dest).catch((err: unknown) => {
-        throw ioError(`rename ${file} -> ${dest}`, err);
-      });
-      await fsyncDir(store.vfs, path.dirname(dest));
-    }
-    failpoint('adopt.after-rename');
-
-    const byKey = new Map<string, VersionNode[]>();
-    for (const { hash, record } of records.values()) {
-      if (record.key === null || record.type === 'purge') continue;
-      let list = byKey.get(record.key);
-      if (!list) byKey.set(record.key, (list = []));
-      list.push({ hash, prev: record.prev, tombstone: record.type === 'tombstone' });
-    }
-    const names = [...byKey.keys()].sort();
-    return this.#withKeys(names, async () => {
-      const changes = new Map<string, VersionChange>();
-      for (const name of names) {
-        await this.#keySettled(name);
-        const known: Array<VersionNode & { n: number }> = [];
-        for await (const k of this.#index.ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
-          const v = keys.decodeVersion(k);
-          const hash = Buffer.from(v.hash);
-          const r = await this.#reader.record(hash);
-          known.push({ hash, n: v.n, prev: r.prev, tombstone: r.type === 'tombstone' });
-        }
-        changes.set(name, mergeVersions(known, byKey.get(name)!));
-      }
-      let seq = 0;
-      await this.#index.write([], {}, [
-        (ops, delta) => {
-          seq = this.#blocks.allocateSeq();
-          ops.push(
-            { type: 'put', key: keys.block(index.id), value: encodeBlockInfo({ seq, adopted: true, size: index.size, entries: index.rows.length, liveBytes: sumLengths(index.rows) }) },
-            { type: 'put', key: keys.sealedSeq(seq), value: index.id },
-            { type: 'put', key: keys.meta('nextSeq'), value: encodeCount(this.#blocks.nextSeq, 8) },
-          );
-          addStat(delta, 'blocks', 1);
-          addStat(delta, 'storedBytes', index.size);
-          for (const row of index.rows) {
-            if (row.kind !== EntryKind.Pack) this.#indexAdopted(row.id, row, undefined, seq, records.get(toHex(row.id))?.record, ops, delta);
-          }
-          for (const r of records.values()) if (r.slot) this.#indexAdopted(r.hash, r.row, r.slot, seq, r.record, ops, delta);
-          for (const [name, change] of changes) {
-            const kb = Buffer.from(name, 'utf8');
-            for (const d of change.drop) ops.push({ type: 'del', key: keys.version(kb, d.n, d.hash) });
-            for (const w of change.write) ops.push({ type: 'put', key: keys.version(kb, w.n, w.hash), value: EMPTY });
-            ops.push({ type: 'put', key: keys.heads(kb), value: encodeHeads(change.heads) });
-          }
-        },
-      ]);
-      this.#blocks.noteSealed(seq, index.id);
-      failpoint('adopt.after-register');
-      return { id: idHex, adopted: true };
-    });
-  }
-
-  /**
-   * The index entries of one entry of an adopted block, or of one record of a pack in it (`slot`
-   * set, `id` the record's hash), inside its batch's prepare step.
-   */
-  #indexAdopted(id: Buffer, row: EntryRow, slot: PackSlot | undefined, seq: number, record: ObjectRecord | undefined, ops: BatchOp[], delta: Partial<PersistedStats>): void {
-    const hex = toHex(id);
-    const chunk = row.kind === EntryKind.Chunk;
-    const indexKey = chunk ? keys.chunk(id) : keys.object(id);
-    const loc: Location = { kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq, slot };
-    if (this.#index.get(indexKey) !== undefined || this.#held.isPending(hex)) {
-      // Known already: this copy is dead here, but remembered, so that releasing the block the
-      // index names (a writer compacted it into this one) re-points instead of copying.
-      this.#index.tx.addDead(keys.dead(seq), deadBytes(loc));
-      ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation(loc) });
-      return;
-    }
-    ops.push({ type: 'put', key: indexKey, value: encodeLocation(loc) });
-    if (chunk) {
-      addStat(delta, 'chunks', 1);
-      addStat(delta, 'uniqueBytes', row.plainLength);
-      addStat(delta, 'chunkStoredBytes', row.length);
-      return;
-    }
-    if (!record || record.type === 'purge') return;
-    addStat(delta, 'objects', 1);
-    addStat(delta, 'logicalBytes', record.size);
-    if (record.inline) {
-      addStat(delta, 'uniqueBytes', record.inline.byteLength);
-      addStat(delta, 'chunkStoredBytes', record.inline.byteLength);
-    }
-    for (const c of record.chunks) this.#index.changeRef(c.id, 1);
-    if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, id), value: EMPTY });
-  }
-
-  /** #withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
-  #withKeys<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
-    return names.reduceRight<() => Promise<T>>((inner, name) => () => this.#withKey(name, inner), fn)();
+    return this.#adopter.adopt(file, seen);
   }
 
   // ---------------------------------------------------------------- export
@@ -1388,9 +1161,6 @@ function checkExpected(link: Link, hash: Buffer): void {
 
 /** The largest hint a put accepts (it is hashed on every match, so it stays small). */
 const HINT_MAX_BYTES = 1024;
-/** Hints of puts that kept their head waiting for an index batch before they get one of their own (#keepHint). */
-const HINTS_PENDING_MAX = 1024;
-
 /** PutOptions.hint, checked, as Link.hint. */
 function hintOf(option: PutOptions['hint']): Pick<Link, 'hint'> {
   if (option === undefined) return {};
