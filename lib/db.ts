@@ -1,75 +1,53 @@
 /**
- * OuroDB: the embedded engine. Public methods check their arguments and state, private ones do
- * the work. The write path, in order (docs/design.md has the reasoning):
+ * OuroDB: the public facade of the embedded engine. Public methods check their arguments and
+ * the handle's state, then delegate to the engine's parts, which lib/open.ts builds and wires;
+ * this file keeps only the sequencing that spans several parts (flush, close, rebuildIndex,
+ * check). The write path, in order (docs/design.md has the reasoning):
  *
  *   put -> chunk (FastCDC) -> chunk id (HMAC) -> dedup (index or in-flight) -> compress, encrypt
  *       -> append to the open block file -> group commit: fdatasync the file(s), then one synced
  *          LevelDB batch with the WAL records and index locations -> resolve
  *
- * and, once an open block reaches its target size (or on flush/close), the seal protocol of
- * blockstore/store.ts, whose last step registers the block and deletes its WAL records in one
- * synced batch. Opening the database recovers from a crash at any of these steps.
+ * (lib/write.ts, then wal/commit.ts) and, once an open block reaches its target size (or on
+ * flush/close), the seal protocol of blockstore/store.ts, whose last step registers the block
+ * and deletes its WAL records in one synced batch (wal/blocks.ts). Opening the database
+ * recovers from a crash at any of these steps (lib/open.ts, wal/recover.ts).
+ *
+ * Layers (imports only go down): this facade -> engine modules in lib/ (open, write, heads,
+ * read, query, snapshots, gc, adopt, lifecycle, put-options, args, types) -> wal/ -> index/
+ * -> blockstore/; the leaf helpers of lib/ (errors, bytes, vfs/, fsutil, failpoints, crypto,
+ * entry, record, pack, versions, keyname) from anywhere.
  */
-import crypto from 'node:crypto';
-import path from 'node:path';
-import { Readable } from 'node:stream';
-import { levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
-import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
-import { FileCache } from '../blockstore/files.js';
-import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBlockEntries, deferred } from '../blockstore/store.js';
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
-import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
-import { type BatchOp, writeOps } from '../index/batch.js';
-import { IndexStore, type Ldb, type Snapshot } from '../index/store.js';
-import { checkIndexFormat, existsOnDisk, indexDamage, openIndex, setIndexAside } from '../index/open.js';
-import { type PersistedStats, addStat, decodeStats, encodeStats } from '../index/stats.js';
-import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeCount, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
+import { type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
+import type { BlockStore } from '../blockstore/store.js';
+import { PREFIX_BLOCK, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
+import { levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
+import { encodeStats } from '../index/stats.js';
+import type { IndexStore } from '../index/store.js';
+import { decodeBlockInfo, decodeHeads } from '../index/values.js';
+import { type BlockSet, type SealedBlockInfo, blockName, openName } from '../wal/blocks.js';
+import type { CommitPipeline } from '../wal/commit.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
+import type { Adopter } from './adopt.js';
 import { parseHash, sortHeads } from './args.js';
-import { Lifecycle } from './lifecycle.js';
-import { Query } from './query.js';
-import { Reader, isMissingFile } from './read.js';
-import { Snapshots } from './snapshots.js';
-import { Collector } from './gc.js';
-import { Heads, type KeyName } from './heads.js';
-import { Adopter } from './adopt.js';
-import { parseLink } from './put-options.js';
-import { Writer } from './write.js';
-import { BlockSet, type Liveness, type SealedBlockInfo, blockName, openName, sumLengths } from '../wal/blocks.js';
-import { CommitPipeline } from '../wal/commit.js';
-import { InFlight, type PendingEntry, type RecordExtra } from '../wal/inflight.js';
-import { Packer } from '../wal/packer.js';
-import { recoverWal } from '../wal/recover.js';
-import { fromHex, toHex } from './bytes.js';
-import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
-import { DatabaseKeys, ID_BYTES, TAG_CONTENT, TAG_HINT, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
-import { type SealedEntry, openEntry, sealEntry } from './entry.js';
-import { OFFLOAD_MIN_BYTES, SMALL_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
-import {
-  BadArgumentError,
-  ClosedError,
-  ConfigError,
-  ConflictError,
-  CorruptionError,
-  DiskFullError,
-  FailedError,
-  NotFoundError,
-  RefusedError,
-  ioError,
-  isDiskFull,
-} from './errors.js';
+import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
-import { failpoint } from './failpoints.js';
-import { RecordCache } from './record-cache.js';
-import { type OpenedPack, PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
+import { type DatabaseKeys, deriveKey } from './crypto.js';
+import { BadArgumentError, ConfigError, NotFoundError, isDiskFull } from './errors.js';
+import type { Collector } from './gc.js';
+import type { Heads } from './heads.js';
+import { keyBytes } from './keyname.js';
+import { type Descriptor, validateCredentials } from './keyring.js';
+import type { Lifecycle } from './lifecycle.js';
+import { type Engine, openEngine } from './open.js';
+import { parseLink } from './put-options.js';
+import type { Query } from './query.js';
+import type { Reader } from './read.js';
 import { type RebuildReport, rebuildIndex } from './rebuild.js';
-import { keyBytes, prefixBytes } from './keyname.js';
-import { type VersionNode, nextHeads, versionNumber } from './versions.js';
-import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js';
-import { ensureDir, fsyncDir } from './fsutil.js';
-import { type Vfs, nodeVfs } from './vfs/vfs.js';
-import { type Argon2Cost, DESCRIPTOR_FILE, type Descriptor, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
-import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, comparedFields, decodeRecord, encodeRecord } from './record.js';
+import type { ObjectRecord } from './record.js';
+import type { Snapshots } from './snapshots.js';
+import type { Writer } from './write.js';
 
 /** Version of the LevelDB key/value layout (index/keys.ts, index/open.ts). Never reuse a retired number. */
 export { INDEX_FORMAT_VERSION } from '../index/open.js';
@@ -78,61 +56,42 @@ export type { SealedBlockInfo } from '../wal/blocks.js';
 export { Tombstone } from './types.js';
 export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
 import { Tombstone } from './types.js';
-import type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
+import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
 
-const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
 export class OuroDB {
   readonly dir: string;
-  /** The index: its handle, batch chain, stats and failure latch (index/store.ts). */
+  /** The wired engine (lib/open.ts); the fields below are its parts, held for short access. */
+  readonly #engine: Engine;
   readonly #index: IndexStore;
-  /** Closed/closing, the rebuild gate, operations in flight (lib/lifecycle.ts). */
   readonly #life: Lifecycle;
-  /** Record and pack caches; reads of entries and records (lib/read.ts). */
   readonly #reader: Reader;
-  /** Snapshot readers, the gc epoch, retired files (lib/snapshots.ts). */
   readonly #snapshots: Snapshots;
   readonly #query: Query;
-  /** The write path: seal pool, chunker, puts, deletes, purges (lib/write.ts). */
   readonly #writer: Writer;
-  /** Key locks and the overlay of queued heads (lib/heads.ts). */
   readonly #heads: Heads;
-  /** The adoption chain and deferred adoptions (lib/adopt.ts). */
   readonly #adopter: Adopter;
-  /** The gc and block-release runs (lib/gc.ts). */
   readonly #collector: Collector;
-  /** Block numbering, the open and unsealed blocks, seals, block files (wal/blocks.ts). */
   readonly #blocks: BlockSet;
-  /** Pending entries, pins and the chunks gc is dropping (wal/inflight.ts). */
-  readonly #held: InFlight;
-  /** The queue and group commit (wal/commit.ts). */
   readonly #commit: CommitPipeline;
   readonly #keys: DatabaseKeys;
-  /** OURODB.json as opened (set by open). */
-  #descriptor: Descriptor | undefined;
   readonly #store: BlockStore;
-  readonly #compression: boolean;
 
-  #replicas: ReplicaSource | undefined;
-
-  private constructor(dir: string, index: IndexStore, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, nextSeq: number) {
-    this.dir = dir;
-    this.#index = index;
-    this.#keys = keys;
-    this.#store = store;
-    this.#compression = opts.compression ?? true;
-    const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-    const live = new Lifecycle(index);
-    this.#life = live;
-    this.#blocks = new BlockSet(store, index, live, nextSeq, { dir, blockSize, reserveBytes: opts.reserveBytes ?? Math.max(2 * blockSize, 16 * 1024 * 1024), maxUnsealedMs: opts.maxUnsealedMs });
-    this.#held = new InFlight(index);
-    this.#commit = new CommitPipeline(index, this.#blocks, this.#held, new Packer(keys, this.#compression, this.#held), live);
-    this.#reader = new Reader(index, this.#blocks, keys, opts.recordCacheBytes ?? 16 * 1024 * 1024, () => this.#replicas);
-    this.#snapshots = new Snapshots(index, store, this.#blocks);
-    this.#query = new Query(live, index, this.#reader, this.#snapshots);
-    this.#heads = new Heads(index, keys);
-    this.#writer = new Writer({ life: live, index, keys, commit: this.#commit, held: this.#held, heads: this.#heads, reader: this.#reader, chunker, compression: this.#compression, durability: opts.durability ?? 'durable' });
-    this.#adopter = new Adopter({ life: live, index, store, keys, blocks: this.#blocks, held: this.#held, heads: this.#heads, reader: this.#reader });
-    this.#collector = new Collector({ life: live, index, store, keys, blocks: this.#blocks, held: this.#held, commit: this.#commit, snapshots: this.#snapshots, cluster: () => this.#replicas });
+  private constructor(engine: Engine) {
+    this.dir = engine.dir;
+    this.#engine = engine;
+    this.#index = engine.index;
+    this.#life = engine.life;
+    this.#reader = engine.reader;
+    this.#snapshots = engine.snapshots;
+    this.#query = engine.query;
+    this.#writer = engine.writer;
+    this.#heads = engine.heads;
+    this.#adopter = engine.adopter;
+    this.#collector = engine.collector;
+    this.#blocks = engine.blocks;
+    this.#commit = engine.commit;
+    this.#keys = engine.keys;
+    this.#store = engine.store;
   }
 
   /**
@@ -153,61 +112,7 @@ export class OuroDB {
       if (options.requireVerifiedIndex === true) throw new ConfigError(`LevelDB here does not verify index block checksums (requireVerifiedIndex): ${levelBinding.reason}`, 'requireVerifiedIndex');
       warnUnverifiedIndex();
     }
-    const root = path.resolve(dir);
-    const vfs = options.fs ?? nodeVfs;
-    const descriptorFile = path.join(root, DESCRIPTOR_FILE);
-    let masterKey: Uint8Array;
-    let databaseId: Buffer;
-    let descriptor: Descriptor;
-    if (await vfs.exists(descriptorFile)) {
-      descriptor = await readDescriptor(descriptorFile, vfs);
-      masterKey = await unlock(descriptor, creds);
-      databaseId = fromHex(descriptor.databaseId, 16)!;
-    } else {
-      if (options.create === false) throw new NotFoundError(`no OuroDB database in ${root}`);
-      // A directory with blocks or an index but no descriptor lost its key slots: refuse to
-      // create a new database over it, which would make the old data unreadable for good.
-      if ((await existsOnDisk(path.join(root, 'index'))) || (await vfs.exists(path.join(root, 'blocks')))) {
-        throw new CorruptionError(`${root} holds OuroDB data but no ${DESCRIPTOR_FILE}`, { location: { file: descriptorFile } });
-      }
-      await ensureDir(vfs, root);
-      const created = await createDescriptor(descriptorFile, creds, vfs);
-      masterKey = created.masterKey;
-      databaseId = created.databaseId;
-      descriptor = created.descriptor;
-    }
-
-    const store = new BlockStore(vfs, root, databaseId);
-    await store.init();
-    const dbKeys = new DatabaseKeys(masterKey, databaseId);
-    let { ldb, rebuild } = await openIndex(root);
-    // A test file system that "loses power" takes the process with it: release the index at once.
-    vfs.crashed?.then(() => ldb.close().catch(() => {}));
-    for (let attempt = 0; ; attempt++) {
-      let db: OuroDB | undefined;
-      try {
-        rebuild = await checkIndexFormat(ldb, root, store, rebuild);
-        if (rebuild) await rebuildFromBlocks(ldb, store, dbKeys);
-        const stats = decodeStats(ldb.getSync(keys.meta('stats')));
-        const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
-        const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
-        db = new OuroDB(root, new IndexStore(ldb, stats), dbKeys, chunker, store, options, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
-        db.#descriptor = descriptor;
-        const opened = db;
-        vfs.crashed?.then(() => opened.#lost());
-        await db.#recover();
-        return db;
-      } catch (err) {
-        if (db) await db.#abandon();
-        await ldb.close().catch(() => {});
-        // LevelDB noticed damage in its tables while recovery read them: the index cannot be
-        // trusted. Set it aside, like one that does not open, and rebuild it from the blocks.
-        if (attempt > 0 || !indexDamage(err)) throw err;
-        await setIndexAside(root);
-        ({ ldb } = await openIndex(root));
-        rebuild = true;
-      }
-    }
+    return new OuroDB(await openEngine(dir, options, creds));
   }
 
   /**
@@ -236,42 +141,6 @@ export class OuroDB {
       this.#life.endExclusive();
       release();
     }
-  }
-
-  // ---------------------------------------------------------------- recovery
-
-  /**
-   * Brings the directory back to a state where every acknowledged entry is findable:
-   * 1. sealed block files the index does not know (a crash between rename and registration) are
-   *    verified entry by entry and registered, which also drops their WAL records;
-   * 2. open block files are cut back to the end of their last WAL-recorded entry (bytes beyond it
-   *    were never acknowledged) and sealed; files with no WAL record at all are removed;
-   * 3. WAL records whose bytes are in neither place mean acknowledged data is missing: that is
-   *    reported as corruption rather than silently dropped.
-   */
-  async #recover(): Promise<void> {
-    // 0. gc removals a crash interrupted: the block is unregistered, only its file may remain.
-    const retired = new Set<string>();
-    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_RETIRED))) {
-      retired.add(toHex(k.subarray(1)));
-      await this.#snapshots.removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
-    }
-    // 1, 2. Unknown sealed blocks registered, open blocks cut back to their WAL records.
-    const received = await recoverWal(this.#index, this.#store, this.#blocks, retired);
-    for (const file of received) {
-      try {
-        await this.#adopter.adoptNow(file);
-      } catch (err) {
-        // Merging its versions read records in blocks this member does not keep, and no cluster
-        // node serves the database yet: finished once one does (setReplicaSource). Never
-        // acknowledged to its sender, so nothing waits on it meanwhile.
-        if (!isMissingFile(err) || this.#replicas) throw err;
-        this.#adopter.defer(file);
-      }
-    }
-    // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
-    // once there is room: opening must not need free space.
-    await this.#blocks.sealRecovered();
   }
 
   // ---------------------------------------------------------------- writes
@@ -448,9 +317,9 @@ export class OuroDB {
     this.#life.checkWritable();
     const replicas = options.replicas ?? 1;
     if (!Number.isSafeInteger(replicas) || replicas < 1) throw new BadArgumentError('replicas must be a positive integer');
-    if (replicas > 1 && !this.#replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
+    if (replicas > 1 && !this.#engine.replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
     await this.#flush();
-    if (replicas > 1) await this.#replicas!.settled(replicas, options.signal);
+    if (replicas > 1) await this.#engine.replicas!.settled(replicas, options.signal);
   }
 
   async #flush(): Promise<void> {
@@ -481,7 +350,7 @@ export class OuroDB {
    * it, so that an import can make a database of this identity, whose hashes are this one's.
    */
   get descriptor(): Descriptor {
-    return structuredClone(this.#descriptor!);
+    return structuredClone(this.#engine.descriptor);
   }
 
   /** Calls `listener` after each block this database seals (not ones it adopts). Returns an unsubscribe. */
@@ -514,7 +383,7 @@ export class OuroDB {
 
   /** Connects (or with undefined, disconnects) the cluster node serving this database. */
   setReplicaSource(source: ReplicaSource | undefined): void {
-    this.#replicas = source;
+    this.#engine.connect(source);
     if (!source) return;
     // Adoptions the open had to leave (see #recover); one that fails again waits for the next source.
     this.#adopter.retryDeferred((file) => this.adoptBlock(file));
@@ -756,53 +625,4 @@ export class OuroDB {
     });
   }
 
-  /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
-  #lost(): void {
-    if (this.#life.closed) return;
-    this.#index.latch(new FailedError('the file system was lost'));
-    void this.#abandon().catch(() => {});
-    void this.#index.ldb.close().catch(() => {});
-  }
-
-  /** Releases what a half-opened handle holds (worker threads, file handles), writing nothing. */
-  async #abandon(): Promise<void> {
-    this.#life.markClosed();
-    await this.#writer.closePool();
-    await this.#blocks.files.closeAll();
-  }
-
-
-}
-
-/**
- * Opening with a lost or corrupt index: open block files lost their WAL records with it, so each
- * keeps the longest prefix of entries that authenticate under the key and is sealed; then every
- * index is rebuilt from the sealed blocks.
- */
-async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKeys): Promise<void> {
-  await ldb.put(keys.meta('rebuilding'), Buffer.from([1]), { sync: true });
-  let maxSeq = 0;
-  for (const seq of await store.listOpen()) {
-    const file = store.openPath(seq);
-    const rows = await store.scanOpen(seq, (entry, offset) => {
-      try {
-        openEntry(dbKeys.data, entry, { id: entry.subarray(12, 44), kind: entry[0] as EntryKind }, file, offset);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    maxSeq = Math.max(maxSeq, seq);
-    if (rows.length === 0) {
-      await store.removeOpen(seq);
-      continue;
-    }
-    const block = await store.recoverOpen(seq, rows);
-    try {
-      await block.seal(store);
-    } finally {
-      await block.handle.close().catch(() => {});
-    }
-  }
-  await rebuildIndex(ldb, store, dbKeys, maxSeq + 1, encodeStats);
 }
