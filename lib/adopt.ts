@@ -130,7 +130,7 @@ export class Adopter {
   readonly #held: InFlight;
   readonly #heads: Heads;
   readonly #reader: Reader;
-  /** Received block files the open could not adopt without the cluster (lib/db.ts, #recover). */
+  /** Received block files the open could not adopt without the cluster (Engine.recover, lib/open.ts). */
   readonly #deferredAdoptions: string[] = [];
   /** Block adoptions run one at a time. */
   #adoptChain: Promise<unknown> = Promise.resolve();

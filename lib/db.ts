@@ -330,7 +330,7 @@ export class OuroDB {
     this.#blocks.rotate();
     for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
     while (this.#blocks.sealingCount > 0) await Promise.allSettled(this.#blocks.sealingTasks());
-    // The hints of kept heads (#keepHint) still waiting for a batch, and those batches under way:
+    // The hints of kept heads (Heads.keepHint) still waiting for a batch, and those batches under way:
     // after a flush, matchHint sees every hint put before it.
     if (!this.#index.failed) await (this.#index.riding > 0 ? this.#index.write([], {}) : this.#index.settled());
     if (this.#index.failed) throw this.#index.failed;
@@ -385,7 +385,7 @@ export class OuroDB {
   setReplicaSource(source: ReplicaSource | undefined): void {
     this.#engine.connect(source);
     if (!source) return;
-    // Adoptions the open had to leave (see #recover); one that fails again waits for the next source.
+    // Adoptions the open had to leave (see Engine.recover, lib/open.ts); one that fails again waits for the next source.
     this.#adopter.retryDeferred((file) => this.adoptBlock(file));
   }
 

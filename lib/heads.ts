@@ -25,7 +25,7 @@ export interface KeyName {
   bytes: Buffer;
 }
 
-/** Hints of puts that kept their head waiting for an index batch before they get one of their own (#keepHint). */
+/** Hints of puts that kept their head waiting for an index batch before they get one of their own (keepHint). */
 const HINTS_PENDING_MAX = 1024;
 
 export class Heads {
@@ -79,7 +79,7 @@ export class Heads {
     const release = () => {
       if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
     };
-    // A rejected version (a full disk; #rejectFrom rejects newest first) takes its heads back.
+    // A rejected version (a full disk; the commit pipeline rejects newest first) takes its heads back.
     const unwind = () => {
       if (state.heads === heads) state.heads = before;
       release();
@@ -132,7 +132,7 @@ export class Heads {
 
   /**
    * The hint of a put that kept its head (ifChanged) and so writes no batch of its own: it rides
-   * in the next index batch (#writeBatch), or in one of its own once HINTS_PENDING_MAX wait, and
+   * in the next index batch (IndexStore.ride), or in one of its own once HINTS_PENDING_MAX wait, and
    * flush() and close() write what is left. One batch is asked for as the count reaches the
    * limit: it takes every hint pending when it runs. (Asked for at every hint past the limit
    * while earlier batches were still queued, 4,400 kept heads made 2,354 synced batches.) Until
@@ -152,7 +152,7 @@ export class Heads {
     return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
   }
 
-  /** #withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
+  /** withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
   withKeys<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
     return names.reduceRight<() => Promise<T>>((inner, name) => () => this.withKey(name, inner), fn)();
   }

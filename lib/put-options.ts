@@ -38,7 +38,7 @@ interface Link {
   signal?: AbortSignal | undefined;
   /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
   onQueued?: (committed: Promise<void>) => void;
-  /** #diskFullEpoch when the put began: a disk-full failure since may have taken its chunks. */
+  /** CommitPipeline.diskFullEpoch when the put began: a disk-full failure since may have taken its chunks. */
   epoch?: number;
   /**
    * Set by putHinted, which holds the key's lock from its hint check to the end of the put: the

@@ -198,7 +198,7 @@ export class Writer {
         const idHex = toHex(id);
         const inflight = this.#held.pending(idHex);
         if (inflight || this.#held.isStored(keys.chunk(id), idHex)) {
-          // As #store_ answers for a stored chunk: the entry on its way, or none once committed.
+          // As CommitPipeline.store answers for a stored chunk: the entry on its way, or none once committed.
           this.#smallHit(true);
           chunks.push({ id, size });
           this.#held.pin(idHex);
@@ -211,7 +211,7 @@ export class Writer {
         this.#held.pin(toHex(id));
         let found = false;
         const stored = this.#commit.store(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
-        this.#smallHit(found); // #store_ tells a stored chunk before its first await
+        this.#smallHit(found); // CommitPipeline.store tells a stored chunk before its first await
         return stored;
       });
     }
@@ -318,7 +318,7 @@ export class Writer {
   /**
    * A chunk this value shares with a write that failed for lack of space may be gone with it.
    * Rather than trace which, a put that saw such a failure fails too (records after a failed
-   * entry in the queue are rejected with it the same way; see #rejectFrom).
+   * entry in the queue are rejected with it the same way; see CommitPipeline's #rejectFrom).
    */
   #checkDiskFullEpoch(link: Link): void {
     if (link.epoch !== undefined && link.epoch !== this.#commit.diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
@@ -326,7 +326,7 @@ export class Writer {
 
   /**
    * An encoded object record's hash and how to store it. While a group commit is under way, or
-   * other puts are in flight, a small record joins the open pack (#joinPack): it would wait for
+   * other puts are in flight, a small record joins the open pack (CommitPipeline.joinPack): it would wait for
    * the next group anyway, and sharing that group's pack spares it its own compression frame,
    * encryption and footer row.
    * Otherwise, while other puts are in flight, the record goes to the seal pool, batched with

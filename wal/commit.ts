@@ -394,7 +394,7 @@ export class CommitPipeline {
     const cuts = new Map<OpenBlock, number>();
     for (const e of entries) if (!cuts.has(e.block)) cuts.set(e.block, e.row.offset);
     for (const [block, offset] of cuts) this.#blocks.cut(block, offset, failure);
-    // Newest first, so that each key's heads overlay unwinds version by version (lib/db.ts, #overlay).
+    // Newest first, so that each key's heads overlay unwinds version by version (lib/heads.ts, Heads.overlay).
     for (const e of [...entries].reverse()) {
       this.#inflight.rejected(toHex(e.id), e);
       this.#blocks.dropped(e.block.seq);

@@ -6,7 +6,7 @@
  *     committed, by hex id. Set by the commit pipeline when it takes an entry, removed when the
  *     entry commits or is rejected (wal/commit.ts, wal/packer.ts);
  *   - the pins (`pin`/`unpin`): chunks that puts in progress reference. A put pins a chunk in the
- *     same synchronous section as its dedup check finds it stored (lib/db.ts, #storeChunk), and
+ *     same synchronous section as its dedup check finds it stored (lib/write.ts, #storeChunk), and
  *     unpins it once its record's commit lands;
  *   - the dying set (`markDying`): chunks gc decided to drop, from that decision (inside its
  *     batch's prepare step) until its batch has landed or failed.
@@ -50,7 +50,7 @@ export interface PendingEntry {
   slot?: PackSlot;
 }
 
-/** Index changes that commit with an object record (see lib/db.ts, #writeRecord). */
+/** Index changes that commit with an object record (see lib/write.ts, Writer.writeRecord). */
 export interface RecordExtra {
   ops?: BatchOp[] | undefined;
   prepare?: PendingEntry['prepare'];
