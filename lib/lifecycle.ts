@@ -17,10 +17,13 @@ import { ClosedError } from './errors.js';
 
 export class Lifecycle implements Liveness {
   readonly #index: IndexStore;
+  /** Set once, by markClosed (end of close, abandon, a lost file system); never cleared. */
   #closed = false;
+  /** Set once, by closeOnce (close()), to its one run. */
   #closing: Promise<void> | undefined;
-  /** Set while rebuildIndex runs: writes wait for it. */
+  /** Set while rebuildIndex runs (beginExclusive/endExclusive, rebuildIndex only): writes wait for it. */
   #exclusive: Promise<void> | undefined;
+  /** Operations in flight: added and removed by their own starters (track/untrack, tracked). */
   readonly #inflight = new Set<Promise<unknown>>();
 
   constructor(index: IndexStore) {

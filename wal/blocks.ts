@@ -81,11 +81,15 @@ export class BlockSet {
   readonly #maxUnsealedMs: number | undefined;
   /** Handles of block files, open and sealed (reads share them). */
   readonly files: FileCache;
+  /** Taken by openBlock and allocateSeq (inside an index batch's prepare step); set by recovery and reset. */
   #nextSeq: number;
+  /** Set by openBlock; cleared by rotate and by cut (a disk-full failure in it). */
   #current: OpenBlock | undefined;
+  /** The one openBlock under way: concurrent appenders share it. */
   #creating: Promise<OpenBlock> | undefined;
   /** Open blocks not yet sealed, by seq, with how many of their entries await commit. */
   readonly #unsealed = new Map<number, UnsealedBlock>();
+  /** Seals under way: added and removed by #startSeal only. */
   readonly #sealing = new Set<Promise<void>>();
   /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
   readonly #sealedSeqs = new Map<number, Buffer>();

@@ -58,10 +58,13 @@ export class CommitPipeline {
   readonly #inflight: InFlight;
   readonly #packer: Packer;
   readonly #live: Liveness;
+  /** Entries appended and waiting for stage one: pushed by enqueue and #appendPack, taken whole by #commitLoop. */
   #queue: PendingEntry[] = [];
+  /** Stage one's run: started by the first entry queued while none runs; it restarts itself while work remains. */
   #committer: Promise<void> | undefined;
   /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
   #synced: PendingEntry[] = [];
+  /** Stage two's run: started by stage one when it hands a group over; restarts itself while groups wait. */
   #indexer: Promise<void> | undefined;
   /** Counts disk-full write failures: a put that sees it change may have lost a chunk to one. */
   #diskFullEpoch = 0;
