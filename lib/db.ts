@@ -1,638 +1,97 @@
 /**
- * OuroDB: the embedded engine. Public methods check their arguments and state, private ones do
- * the work. The write path, in order (docs/design.md has the reasoning):
+ * OuroDB: the public facade of the embedded engine. Public methods check their arguments and
+ * the handle's state, then delegate to the engine's parts, which lib/open.ts builds and wires;
+ * this file keeps only the sequencing that spans several parts (flush, close, rebuildIndex,
+ * check). The write path, in order (docs/design.md has the reasoning):
  *
  *   put -> chunk (FastCDC) -> chunk id (HMAC) -> dedup (index or in-flight) -> compress, encrypt
  *       -> append to the open block file -> group commit: fdatasync the file(s), then one synced
  *          LevelDB batch with the WAL records and index locations -> resolve
  *
- * and, once an open block reaches its target size (or on flush/close), the seal protocol of
- * blockstore/store.ts, whose last step registers the block and deletes its WAL records in one
- * synced batch. Opening the database recovers from a crash at any of these steps.
+ * (lib/write.ts, then wal/commit.ts) and, once an open block reaches its target size (or on
+ * flush/close), the seal protocol of blockstore/store.ts, whose last step registers the block
+ * and deletes its WAL records in one synced batch (wal/blocks.ts). Opening the database
+ * recovers from a crash at any of these steps (lib/open.ts, wal/recover.ts).
+ *
+ * Layers (imports only go down): this facade -> engine modules in lib/ (open, write, heads,
+ * read, query, snapshots, gc, adopt, lifecycle, put-options, args, types) -> wal/ -> index/
+ * -> blockstore/; the leaf helpers of lib/ (errors, bytes, vfs/, fsutil, failpoints, crypto,
+ * entry, record, pack, versions, keyname) from anywhere.
  */
-import crypto from 'node:crypto';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { Readable } from 'node:stream';
-import { ClassicLevel, levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
-import { Packr } from 'msgpackr/pack';
-import { ENTRY_HEADER_BYTES, EntryKind, type EntryRow, FLAG_ZSTD, HEADER_BYTES, readEntryHeader } from '../blockstore/format.js';
-import { FileCache } from '../blockstore/files.js';
-import { BlockStore, type Deferred, type OpenBlock, type SealedBlock, assertBlockEntries, deferred } from '../blockstore/store.js';
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
-import { PREFIX_BLOCK, PREFIX_OBJECT, PREFIX_RETIRED, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
-import { type BatchOp, writeOps } from '../index/batch.js';
-import { Counters } from '../index/counters.js';
-import { HEAD_BYTES, type Head, type Location, deadBytes, decodeBlockInfo, decodeCount, decodeHeads, decodeHintRow, decodeLocation, encodeBlockInfo, encodeHeads, encodeHintRow, encodeLocation } from '../index/values.js';
-import { WAL_RECORD_BYTES, decodeWalRecords, encodeWalRecords } from '../wal/record.js';
-import { fromHex, toHex } from './bytes.js';
-import { type ChunkSizes, Chunker, DEFAULT_CHUNK_SIZES } from './chunker.js';
-import { DatabaseKeys, ID_BYTES, TAG_CONTENT, TAG_HINT, deriveKey, gearTable, xchachaDecryptRange } from './crypto.js';
-import { type SealedEntry, openEntry, sealEntry } from './entry.js';
-import { OFFLOAD_MIN_BYTES, SMALL_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
-import {
-  BadArgumentError,
-  ClosedError,
-  ConfigError,
-  ConflictError,
-  CorruptionError,
-  DiskFullError,
-  FailedError,
-  LockedError,
-  NotFoundError,
-  OuroError,
-  RefusedError,
-  UnsupportedVersionError,
-  ioError,
-  isDiskFull,
-} from './errors.js';
+import { type EntryRow, HEADER_BYTES } from '../blockstore/format.js';
+import type { BlockStore } from '../blockstore/store.js';
+import { PREFIX_BLOCK, PREFIX_TOMBSTONE, keys } from '../index/keys.js';
+import { levelBinding, warnUnverifiedIndex } from '../index/leveldb.js';
+import { encodeStats } from '../index/stats.js';
+import type { IndexStore } from '../index/store.js';
+import { decodeBlockInfo, decodeHeads } from '../index/values.js';
+import { type BlockSet, type SealedBlockInfo, blockName, openName } from '../wal/blocks.js';
+import type { CommitPipeline } from '../wal/commit.js';
+import { WAL_RECORD_BYTES } from '../wal/record.js';
+import type { Adopter } from './adopt.js';
+import { parseHash, sortHeads } from './args.js';
+import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
-import { failpoint } from './failpoints.js';
-import { RecordCache } from './record-cache.js';
-import { type OpenedPack, PackCache, type PackSlot, decodePack, encodePack, recordInPack } from './pack.js';
-import { type PersistedStats, type RebuildReport, rebuildIndex } from './rebuild.js';
-import { keyBytes, prefixBytes } from './keyname.js';
-import { type VersionNode, nextHeads, versionNumber } from './versions.js';
-import { type VersionChange, mergeVersions, readBlockRecords } from './adopt.js';
-import { ensureDir, fsyncDir } from './fsutil.js';
-import { type Vfs, nodeVfs } from './vfs/vfs.js';
-import { type Argon2Cost, DESCRIPTOR_FILE, type Descriptor, createDescriptor, readDescriptor, unlock, validateCredentials } from './keyring.js';
-import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, type ObjectType, comparedFields, decodeRecord, encodeRecord } from './record.js';
+import { type DatabaseKeys, deriveKey } from './crypto.js';
+import { BadArgumentError, ConfigError, NotFoundError, isDiskFull } from './errors.js';
+import type { Collector } from './gc.js';
+import type { Heads } from './heads.js';
+import { keyBytes } from './keyname.js';
+import { type Descriptor, validateCredentials } from './keyring.js';
+import type { Lifecycle } from './lifecycle.js';
+import { type Engine, openEngine } from './open.js';
+import { parseLink } from './put-options.js';
+import type { Query } from './query.js';
+import type { Reader } from './read.js';
+import { type RebuildReport, rebuildIndex } from './rebuild.js';
+import type { ObjectRecord } from './record.js';
+import type { Snapshots } from './snapshots.js';
+import type { Writer } from './write.js';
 
-/** Version of the LevelDB key/value layout (index/keys.ts). Never reuse a retired number. */
-/**
- * The index layout this release writes. Version 2 added locations of records inside packs
- * (index/values.ts); a version 1 index is read as it is and marked version 2 on open, after
- * which a release that reads only version 1 refuses it instead of misreading a packed record.
- */
-export const INDEX_FORMAT_VERSION = 2;
-const INDEX_FORMAT_VERSIONS_READ = [1, 2];
+/** Version of the LevelDB key/value layout (index/keys.ts, index/open.ts). Never reuse a retired number. */
+export { INDEX_FORMAT_VERSION } from '../index/open.js';
 
-export type Durability = 'durable' | 'relaxed';
-
-export interface OpenOptions {
-  passphrase?: string;
-  key?: Uint8Array;
-  /** argon2id cost for a new database's passphrase slot (default: 64 MiB, 3 passes). */
-  kdf?: Argon2Cost;
-  /** Target size of a sealed block in bytes (default 16 MiB). */
-  blockSize?: number;
-  /** Content-defined chunking sizes (default min 64 KiB, avg 256 KiB, max 1 MiB). */
-  chunkSizes?: ChunkSizes;
-  /** Try zstd on every chunk and keep it when it saves space (default true). */
-  compression?: boolean;
-  /** Default durability of put (default 'durable'). */
-  durability?: Durability;
-  /** Bytes of decoded small object records kept in memory for reads (default 16 MiB; 0: none). */
-  recordCacheBytes?: number;
-  /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
-  create?: boolean;
-  /**
-   * Free space to leave on the disk (default: twice the block size, at least 16 MiB). A new
-   * block is not started with less than this plus a block free: the put fails with
-   * OURO_DISK_FULL while LevelDB still has room for its log and compactions, so the handle goes
-   * on once space is freed (a LevelDB write that hits a full disk stops the handle). 0: no guard.
-   */
-  reserveBytes?: number;
-  /**
-   * The file system for every file OuroDB writes itself (descriptor, blocks); default the real
-   * one. Tests pass a crashable or error-injecting one (lib/vfs). The index directory is always
-   * LevelDB's, on the real disk.
-   */
-  fs?: Vfs;
-  /**
-   * Seal the open block once its oldest entry is this old, even if it is not full (default: no
-   * limit). A cluster node sets it: data reaches other members only once sealed, so this bounds
-   * how long an acknowledged write may exist on one node only.
-   */
-  maxUnsealedMs?: number;
-  /**
-   * Refuse to open (OURO_BAD_CONFIG) when this process's LevelDB does not verify the checksums
-   * of the index blocks it reads (default false: open, and warn once per process). That happens
-   * only where neither the shipped binding nor a local build of it loads: see `levelBinding`
-   * and docs/design.md, "Verified index reads".
-   */
-  requireVerifiedIndex?: boolean;
-}
-
-export interface FlushOptions {
-  /**
-   * Also wait until this many cluster members, this one included, hold every block sealed so
-   * far durably (needs a node serving the database; see docs/node.md). Default 1: this one.
-   */
-  replicas?: number;
-  /** Gives up waiting for replicas (rejects with the signal's reason); sealing is not undone. */
-  signal?: AbortSignal;
-}
-
-/** A block this database sealed, as `onSealed` reports it. */
-export interface SealedBlockInfo {
-  id: string;
-  size: number;
-  path: string;
-}
-
-/** A registered block, as `blocks()` lists it. */
-export interface BlockListing {
-  id: string;
-  size: number;
-  /** Received from another member (adoptBlock) rather than sealed here. */
-  adopted: boolean;
-}
-
-/**
- * What a cluster node plugs into a database it serves (carrier/replication.ts): waiting for
- * replicas, and fetching a registered block whose file this member does not keep.
- */
-export interface ReplicaSource {
-  /** Resolves once every block this database sealed so far is held by `replicas` members. */
-  settled(replicas: number, signal?: AbortSignal): Promise<void>;
-  /** Puts block `id` (hex) at `dest`, verified and durable, from a member that holds it. */
-  fetchBlock(id: string, dest: string): Promise<void>;
-}
-
-/**
- * States of a block deleted across the cluster (index key 't'; docs/node.md, "Deletion across
- * the cluster"). A tombstone is kept for good: a block once deleted is never adopted again.
- */
-export const Tombstone = {
-  /** Released here (another member retired it): nothing here names it; never adopted again. */
-  Released: 0,
-  /** Retired by this database's gc: the other members are asked to release it. */
-  Retired: 1,
-  /** Every member released it: the holders are asked to delete their copies. */
-  Dropping: 2,
-} as const;
-export type TombstoneState = (typeof Tombstone)[keyof typeof Tombstone];
-
-export interface ReleaseReport {
-  /** False when something still named the block at the end (a write raced it): release again. */
-  released: boolean;
-  /** Entries moved to another adopted copy, copied into this database's open block, dropped as dead. */
-  repointed: number;
-  copied: number;
-  dropped: number;
-}
-
-export interface PutOptions {
-  /** User metadata, stored encrypted in the object record. */
-  meta?: Record<string, string>;
-  /** File the value under this key: it becomes the key's head, the old head its predecessor. */
-  key?: string;
-  /** Hash of an existing object this one is a child of (see children/parent). */
-  parent?: string;
-  /**
-   * Compare-and-set on `key`: the put happens only if the key's heads are exactly these (one
-   * hash, or all of them to merge several heads), or, with null, only if the key has no version.
-   * Otherwise it fails with ConflictError (OURO_CONFLICT) and writes nothing.
-   */
-  ifHead?: string | string[] | null;
-  /**
-   * Advanced: the predecessors to record instead of the current heads, as a writer that had not
-   * seen the newer versions would (each must be a version of `key`). The key then has several
-   * heads until a put names them all. Replication uses this model; most callers never need it.
-   * An empty array records a first version (no predecessor), as an importer of a history does.
-   */
-  prev?: string[];
-  /** Advanced: the creation time to record (default: now). Import uses it to keep histories as they were. */
-  created?: Date | number;
-  /**
-   * Advanced: the hash the new record must have. If it would have another, the put fails with
-   * CorruptionError before the record is written (chunks it stored stay unreferenced until gc).
-   * Import of an archive that keeps its source's hashes passes each one (lib/archive.ts).
-   */
-  expectHash?: string;
-  /**
-   * Cancels the put: it rejects with the signal's reason and writes no object record (chunks it
-   * already stored stay unreferenced until gc collects them).
-   */
-  signal?: AbortSignal;
-  /**
-   * With `key`: write a new version only if it would differ from the key's head (value, metadata
-   * or parent); otherwise resolve to the head's hash and write nothing, as a backup of an
-   * unchanged file should. Only applies when the key has exactly one head, a value.
-   * `{ ignoreMeta: [names] }`: the same, except that the metadata entries named are left out of
-   * the comparison (a value that differs from the head only in them keeps the head, whose
-   * entries stay as they were). With `hint`, an equal value is told by the key's hint row,
-   * without reading the head's record, when the head was put (or last kept) with a hint and the
-   * same `ignoreMeta`.
-   */
-  ifChanged?: boolean | { ignoreMeta: readonly string[] };
-  /**
-   * With `key`: up to 1 KiB that `matchHint(key, hint)` later recognizes, bound to the head this
-   * put leaves (the version it makes, or the head `ifChanged` keeps). Not part of the version,
-   * never exported or replicated; the index keeps only a keyed tag of it. `ouro put` gives the
-   * stat a file was read with, so the next backup can tell the file is unchanged without reading
-   * it or the head's record.
-   */
-  hint?: Uint8Array;
-  /**
-   * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
-   * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
-   * milliseconds, but a crash before it may lose this put (never half of it).
-   */
-  durability?: Durability;
-}
-
-export type PutValue = Uint8Array | string | Readable | AsyncIterable<Uint8Array>;
-
-export interface PutResult {
-  hash: string;
-  size: number;
-  /** True when `ifChanged` found the value equal to the key's head and kept it (nothing written). */
-  unchanged?: boolean;
-}
-
-export interface ObjectStat {
-  hash: string;
-  type: ObjectType;
-  size: number;
-  /** Chunks the value was cut into; 0 when it is stored inline. */
-  chunks: number;
-  /** True when the value (at most 4 KiB) is stored inside its object record, not in chunks. */
-  inline: boolean;
-  created: Date;
-  key: string | null;
-  parent: string | null;
-  prev: string[];
-  meta: Record<string, string>;
-}
-
-export interface Stats {
-  /** Object records stored (every put is one). */
-  objects: number;
-  /** Distinct chunks stored. */
-  chunks: number;
-  /** Sum of the sizes of all stored objects, as the application sees them. */
-  logicalBytes: number;
-  /** Plaintext bytes of the distinct chunks (what is left after deduplication). */
-  uniqueBytes: number;
-  /** Bytes on disk in block files, sealed and open (entries with their headers, footers). */
-  storedBytes: number;
-  /** logicalBytes / uniqueBytes: how many times over deduplication stores the data. */
-  dedupRatio: number;
-  /** uniqueBytes / stored chunk payload bytes: what compression saved. */
-  compressionRatio: number;
-  /** Sealed blocks. */
-  blocks: number;
-  /** Entries acknowledged but not yet sealed into a block (each has a WAL record). */
-  walRecords: number;
-  /** Bytes those entries occupy in open block files plus their WAL records in LevelDB. */
-  walBytes: number;
-  /** Whether LevelDB verifies the checksum of every index block it reads (see `levelBinding`). */
-  indexReadsVerified: boolean;
-}
-
-export interface ListOptions {
-  /** Only keys starting with this (default: all keys). */
-  prefix?: string;
-  /** Start after this key (exclusive): pass the last key of one page to get the next. */
-  after?: string;
-  /** At most this many keys (default: no limit). */
-  limit?: number;
-  /** Also list keys whose head is a tombstone (default false). */
-  includeDeleted?: boolean;
-}
-
-export interface ListEntry {
-  key: string;
-  /** The newest head (highest version number; ties by hash). */
-  hash: string;
-  /** Every head, newest first: more than one while concurrent versions are unmerged. */
-  heads: string[];
-  /** True when the newest head is a tombstone (only listed with includeDeleted). */
-  deleted: boolean;
-}
-
-export interface Version {
-  hash: string;
-  /** Version number: 1 for a key's first version, 1 + the largest of its predecessors' after. */
-  version: number;
-  type: ObjectType;
-  size: number;
-  created: Date;
-  meta: Record<string, string>;
-  prev: string[];
-}
-
-/** One object of `db.objects()`: its record's fields and a reader of its value. */
-export interface ExportedObject {
-  hash: string;
-  type: 'value' | 'tombstone';
-  key: string | null;
-  parent: string | null;
-  prev: string[];
-  /** Milliseconds since the Unix epoch. */
-  created: number;
-  meta: Record<string, string>;
-  size: number;
-  /**
-   * Plaintext size of each chunk the value is stored as, in value order; empty when it is stored
-   * inline. An archive that keeps its source's hashes carries it, so that the import cuts the
-   * value exactly so (`putCut`) whatever chunk sizes either database was opened with.
-   */
-  chunkSizes: number[];
-  data(): AsyncIterable<Uint8Array>;
-}
-
-export interface GcOptions {
-  /** Compact sealed blocks whose live share of entry bytes is below this (0..1, default 0.5). */
-  threshold?: number;
-  /** Called after each block: the report so far and the number of candidate blocks. */
-  onProgress?: (report: GcReport, candidates: number) => void;
-}
-
-export interface GcReport {
-  /** Blocks whose live entries were copied out and whose files were removed. */
-  blocksRemoved: number;
-  /** Dead entries (chunks no live object names) dropped from the index. */
-  entriesDropped: number;
-  /** Live entry bytes copied into new blocks. */
-  bytesCopied: number;
-  /** Block file bytes removed from disk. */
-  bytesFreed: number;
-}
-
-export interface CheckOptions {
-  /** Read every entry (or a sample) and authenticate it with the key (default false). */
-  readData?: boolean;
-  /** With readData, the share of entries to authenticate, 0..1 (default 1). */
-  sample?: number;
-  /** Called now and then with the entries checked and the entry bytes read so far. */
-  onProgress?: (entries: number, bytesRead: number) => void;
-}
-
-export interface Problem {
-  /** What is wrong, as a stable word: see docs/errors.md ("check problems"). */
-  kind: string;
-  /** The block file involved (hex id) or open block (`open:<seq>`). */
-  block?: string;
-  /** The chunk id or object hash involved (hex). */
-  id?: string;
-  key?: string;
-  message: string;
-}
-
-export interface CheckReport {
-  ok: boolean;
-  blocks: number;
-  entries: number;
-  /** Entries authenticated with the key (readData). */
-  entriesRead: number;
-  problems: Problem[];
-}
-
-const ZERO_STATS: PersistedStats = { objects: 0, chunks: 0, logicalBytes: 0, uniqueBytes: 0, chunkStoredBytes: 0, storedBytes: 0, blocks: 0, walRecords: 0, walEntryBytes: 0 };
-
-const statsCodec = new Packr({ useRecords: false });
-
-/** An entry appended to an open block and waiting for (or past) its group commit. */
-interface PendingEntry {
-  kind: EntryKind;
-  id: Buffer;
-  block: OpenBlock;
-  row: EntryRow;
-  written: Promise<void>;
-  committed: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-  /** Logical size added by this entry when it is an object record. */
-  objectSize: number;
-  /** Bytes of the value held inline in this object record (0 for chunks and chunked values). */
-  inlineSize: number;
-  /** Index changes that commit with this entry (a keyed version's heads, history, child key). */
-  ops?: BatchOp[];
-  /** Computes more of them inside the batch chain, where the index is exactly current. */
-  prepare?: (ops: BatchOp[], delta: Partial<PersistedStats>) => void;
-  /** A purge marker: an object record, but not an object in stats (it stands for none). */
-  marker?: boolean;
-  /**
-   * A live entry gc copied here from block `seq`: not new data, so stats count only its bytes.
-   * For a pack, `records` lists the records in it (each switches its own location).
-   */
-  moved?: { seq: number; offset: number; records?: ReadonlyArray<{ id: Buffer; slot: PackSlot }> };
-  /** A record in a pack: where it lies in the pack's plaintext (set when the pack is sealed). */
-  slot?: PackSlot;
-}
-
-/**
- * Records waiting for the next group commit, to be sealed together as one pack (lib/pack.ts).
- * Their entries are in #pending from the start (so equal records deduplicate against them) and
- * get their block, row and slot when the commit loop seals the pack and appends it.
- */
-interface OpenPack {
-  members: PendingEntry[];
-  plains: Uint8Array[];
-  bytes: number;
-  written: Deferred;
-}
-
-/** Index changes that commit with an object record (see #writeRecord). */
-interface RecordExtra {
-  ops?: BatchOp[] | undefined;
-  prepare?: PendingEntry['prepare'];
-  marker?: boolean;
-  /** The put's #diskFullEpoch: checked again right before the record is appended (#enqueue). */
-  epoch?: number | undefined;
-}
-
-const DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024;
-/** How many bytes may wait to be written before put() waits: bounds memory while streaming. */
-const WRITE_BACKLOG_LIMIT = 32 * 1024 * 1024;
-/** Chunks read ahead while streaming a value out. */
-const READ_AHEAD = 4;
-const NO_ID = Buffer.alloc(0);
-const NO_NAMES: ReadonlySet<string> = new Set();
-/**
- * Committed puts are released (their promises resolved) this many per event-loop turn, and the
- * commit loop starts one turn after the entry that woke it. Writers that put again as soon as
- * their put resolves (64 of them on the small-put benchmark) then come back a cohort at a time:
- * while one cohort's next puts are being built on this thread, the group before is being
- * written and synced, so the CPU and the disk overlap. Released all at once, they came back in
- * lockstep: the first of them started the commit loop alone, as a group of one, the other 63
- * waited a whole write-and-fsync cycle for the next group, and the main thread idled in between.
- * Measured with 40,000 1 KiB puts from 64 writers: 1,805 groups (1,186 of one entry) and 1.3-1.4 s
- * of the event loop idle against 1,256 groups of ~32 and 0.69-0.74 s idle; cohorts of 8 or 32,
- * or either change alone, idled more. A put alone starts its group one turn later (a setImmediate
- * on an idle loop: p50 2.5 us, p99 34 us, 2,000 measured) and is released at once.
- */
-const RELEASE_COHORT = 16;
-/**
- * Puts in flight from which a small entry (an object record, #identifyRecord, or a chunk under
- * OFFLOAD_MIN_BYTES, #storeChunk) is sealed on the pool in a batch with others (SealPool.sealSmall):
- * with fewer, a batch would hold little more than the one entry, and its round trip would cost
- * a lone put more than the work it moves.
- */
-const SMALL_OFFLOAD_INFLIGHT = 4;
-/** Score (#smallHit, out of 16) from which small chunks are looked up before they are sealed. */
-const SMALL_HITS_CHECK_FIRST = 8;
-/** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
-const SEAL_AHEAD = 8;
-/**
- * Records up to this size go into a pack when a group commit is already under way (a lone put
- * still writes its record as an entry of its own: nothing would share the pack). A pack is
- * sealed at the start of the next group, or once it holds PACK_MAX_BYTES.
- */
-const PACK_RECORD_MAX_BYTES = 16 * 1024;
-/**
- * A random read of a record in a compressed pack decrypts and decompresses the whole pack, so
- * packs stay small. Measured (20,000 keyed 1 KiB text values, random getByKey, one run each):
- * packs up to 256 KiB stored 1.67 MB and read 5,050 gets/s, 32 KiB 2.00 MB and 5,369, 16 KiB
- * 2.39 MB and 6,562, 8 KiB 2.88 MB and 9,287 (the same values one record per entry: 10.3 MB,
- * 10,403-15,024 gets/s). The four-version source tree: 6.17, 6.22 and 6.32 MB at 256, 32 and
- * 16 KiB. Uncompressed packs are read record by record (#readPackedSlice) whatever their size.
- */
-const PACK_MAX_BYTES = 16 * 1024;
-
-type Ldb = ClassicLevel<Buffer, Buffer>;
-type Snapshot = ReturnType<Ldb['snapshot']>;
-const EMPTY = Buffer.alloc(0);
-
-interface KeyName {
-  name: string;
-  bytes: Buffer;
-}
-
-/** Where a record goes in the key and parent indexes (parsed put options). */
-interface Link {
-  key?: KeyName;
-  parent: Buffer | null;
-  /** Compare-and-set: the heads the key must have (null: no version at all). */
-  ifHead?: Buffer[] | null;
-  /** Explicit predecessors instead of the current heads. */
-  prev?: Buffer[];
-  /** Creation time to record (ms since the epoch), when not now. */
-  created?: number;
-  /** PutOptions.expectHash. */
-  expect?: Buffer;
-  /**
-   * Skip the write when the record would equal the key's single head but for time, prev and the
-   * metadata entries named here (PutOptions.ifChanged).
-   */
-  ifChanged?: { ignoreMeta: ReadonlySet<string> };
-  /** PutOptions.hint. */
-  hint?: Buffer;
-  /** Set when ifChanged kept the head (PutResult.unchanged). */
-  kept?: boolean;
-  /** Checked between chunks and before the record is written. */
-  signal?: AbortSignal | undefined;
-  /** Told the commit promise of the record once it is queued (the put's chunk pins end there). */
-  onQueued?: (committed: Promise<void>) => void;
-  /** #diskFullEpoch when the put began: a disk-full failure since may have taken its chunks. */
-  epoch?: number;
-  /**
-   * Set by putHinted, which holds the key's lock from its hint check to the end of the put: the
-   * heads it read, and the hint row when nothing of the key was pending then (a pending write may
-   * change the row by the time the put compares, so it is read again), with its hint tag.
-   */
-  held?: { heads: Head[]; hintRow?: Buffer | undefined; hintTag?: Buffer | undefined };
-}
-
-/** An open block not yet sealed: how many of its entries await commit, and its seal's state. */
-interface UnsealedBlock {
-  block: OpenBlock;
-  uncommitted: number;
-  /** Takes no more entries; sealed once `uncommitted` is 0. */
-  full: boolean;
-  sealing?: Promise<void>;
-  /** The last seal attempt ran out of disk space: #flush and #rotate try again. */
-  sealError?: unknown;
-}
+export type { SealedBlockInfo } from '../wal/blocks.js';
+export { Tombstone } from './types.js';
+export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
+import { Tombstone } from './types.js';
+import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
 
 export class OuroDB {
   readonly dir: string;
-  readonly #ldb: Ldb;
+  /** The wired engine (lib/open.ts); the fields below are its parts, held for short access. */
+  readonly #engine: Engine;
+  readonly #index: IndexStore;
+  readonly #life: Lifecycle;
+  readonly #reader: Reader;
+  readonly #snapshots: Snapshots;
+  readonly #query: Query;
+  readonly #writer: Writer;
+  readonly #heads: Heads;
+  readonly #adopter: Adopter;
+  readonly #collector: Collector;
+  readonly #blocks: BlockSet;
+  readonly #commit: CommitPipeline;
   readonly #keys: DatabaseKeys;
-  /** OURODB.json as opened (set by open). */
-  #descriptor: Descriptor | undefined;
-  /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
-  readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
-  /** Hint rows waiting for the next index batch (#keepHint). */
-  #hintsPending: BatchOp[] = [];
-  readonly #chunker: Chunker;
   readonly #store: BlockStore;
-  readonly #files: FileCache;
-  readonly #sealPool: SealPool;
-  readonly #blockSize: number;
-  readonly #compression: boolean;
-  readonly #durability: Durability;
-  readonly #recordCache: RecordCache;
-  readonly #reserveBytes: number;
 
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  #failed: OuroError | undefined;
-  #nextSeq: number;
-  #current: OpenBlock | undefined;
-  #creating: Promise<OpenBlock> | undefined;
-  /** Open blocks not yet sealed, by seq, with how many of their entries await commit. */
-  readonly #unsealed = new Map<number, UnsealedBlock>();
-  /** Counts disk-full write failures: a put that sees it change may have lost a chunk to one. */
-  #diskFullEpoch = 0;
-  readonly #sealing = new Set<Promise<void>>();
-  readonly #pending = new Map<string, PendingEntry>();
-  /** Records gathered for the next pack (see OpenPack). */
-  #openPack: OpenPack | undefined;
-  /** Packs that reached PACK_MAX_BYTES, waiting for the commit loop to append them. */
-  #packsReady: OpenPack[] = [];
-  readonly #packCache = new PackCache();
-  #queue: PendingEntry[] = [];
-  #committer: Promise<void> | undefined;
-  /** Entries whose block bytes are synced, waiting for the next index batch (#indexLoop). */
-  #synced: PendingEntry[] = [];
-  #indexer: Promise<void> | undefined;
-  #batchChain: Promise<void> = Promise.resolve();
-  #stats: PersistedStats;
-  readonly #inflight = new Set<Promise<unknown>>();
-  /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
-  #smallHits = 0;
-  /** Block ids by seq, filled as blocks are registered or first read (a few dozen bytes each). */
-  readonly #sealedSeqs = new Map<number, Buffer>();
-  /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
-  readonly #blockFiles = new Map<number, [string, string]>();
-  /** Counter changes of the batch being prepared (set only inside #writeBatch's prepare step). */
-  #counters: Counters | undefined;
-  /** Per-key write locks: the tail of each key's chain of waiting writes. */
-  readonly #keyLocks = new Map<string, Promise<void>>();
-  /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
-  readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
-  /** Chunks that puts in progress reference (hex id -> count): gc must keep them. */
-  readonly #pins = new Map<string, number>();
-  /** Chunks gc has decided to drop, between that decision and its batch landing. */
-  readonly #dying = new Set<string>();
-  /** Readers holding a LevelDB snapshot, with the gc epoch they started in. */
-  readonly #readers = new Set<{ snapshot: Snapshot; epoch: number; open: boolean }>();
-  #epoch = 0;
-  /** Blocks gc unregistered whose files wait for older readers to finish (#removeDeferred). */
-  readonly #retiredFiles = new Set<{ id: Buffer; seq: number; epoch: number }>();
-  /** The gc or block release running (one at a time, never beside an exclusive task). */
-  #gcRun: Promise<unknown> | undefined;
-  /** Set while rebuildIndex runs: writes wait for it. */
-  #exclusive: Promise<void> | undefined;
-  readonly #maxUnsealedMs: number | undefined;
-  readonly #sealedListeners = new Set<(block: SealedBlockInfo) => void>();
-  #replicas: ReplicaSource | undefined;
-  /** Received block files the open could not adopt without the cluster (#recover). */
-  readonly #deferredAdoptions: string[] = [];
-  /** Block adoptions run one at a time. */
-  #adoptChain: Promise<unknown> = Promise.resolve();
-
-  private constructor(dir: string, ldb: Ldb, keys: DatabaseKeys, chunker: Chunker, store: BlockStore, opts: OpenOptions, stats: PersistedStats, nextSeq: number) {
-    this.dir = dir;
-    this.#ldb = ldb;
-    this.#keys = keys;
-    this.#chunker = chunker;
-    this.#store = store;
-    this.#blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-    this.#compression = opts.compression ?? true;
-    this.#durability = opts.durability ?? 'durable';
-    this.#stats = stats;
-    this.#nextSeq = nextSeq;
-    this.#sealPool = new SealPool(keys.material, { chunkMax: chunker.sizes.max });
-    this.#recordCache = new RecordCache(opts.recordCacheBytes ?? 16 * 1024 * 1024);
-    this.#files = new FileCache(store.vfs);
-    this.#reserveBytes = opts.reserveBytes ?? Math.max(2 * this.#blockSize, 16 * 1024 * 1024);
-    this.#maxUnsealedMs = opts.maxUnsealedMs;
+  private constructor(engine: Engine) {
+    this.dir = engine.dir;
+    this.#engine = engine;
+    this.#index = engine.index;
+    this.#life = engine.life;
+    this.#reader = engine.reader;
+    this.#snapshots = engine.snapshots;
+    this.#query = engine.query;
+    this.#writer = engine.writer;
+    this.#heads = engine.heads;
+    this.#adopter = engine.adopter;
+    this.#collector = engine.collector;
+    this.#blocks = engine.blocks;
+    this.#commit = engine.commit;
+    this.#keys = engine.keys;
+    this.#store = engine.store;
   }
 
   /**
@@ -653,72 +112,7 @@ export class OuroDB {
       if (options.requireVerifiedIndex === true) throw new ConfigError(`LevelDB here does not verify index block checksums (requireVerifiedIndex): ${levelBinding.reason}`, 'requireVerifiedIndex');
       warnUnverifiedIndex();
     }
-    const root = path.resolve(dir);
-    const vfs = options.fs ?? nodeVfs;
-    const descriptorFile = path.join(root, DESCRIPTOR_FILE);
-    let masterKey: Uint8Array;
-    let databaseId: Buffer;
-    let descriptor: Descriptor;
-    if (await vfs.exists(descriptorFile)) {
-      descriptor = await readDescriptor(descriptorFile, vfs);
-      masterKey = await unlock(descriptor, creds);
-      databaseId = fromHex(descriptor.databaseId, 16)!;
-    } else {
-      if (options.create === false) throw new NotFoundError(`no OuroDB database in ${root}`);
-      // A directory with blocks or an index but no descriptor lost its key slots: refuse to
-      // create a new database over it, which would make the old data unreadable for good.
-      if ((await exists(path.join(root, 'index'))) || (await vfs.exists(path.join(root, 'blocks')))) {
-        throw new CorruptionError(`${root} holds OuroDB data but no ${DESCRIPTOR_FILE}`, { location: { file: descriptorFile } });
-      }
-      await ensureDir(vfs, root);
-      const created = await createDescriptor(descriptorFile, creds, vfs);
-      masterKey = created.masterKey;
-      databaseId = created.databaseId;
-      descriptor = created.descriptor;
-    }
-
-    const store = new BlockStore(vfs, root, databaseId);
-    await store.init();
-    const dbKeys = new DatabaseKeys(masterKey, databaseId);
-    let { ldb, rebuild } = await openIndex(root);
-    // A test file system that "loses power" takes the process with it: release the index at once.
-    vfs.crashed?.then(() => ldb.close().catch(() => {}));
-    for (let attempt = 0; ; attempt++) {
-      let db: OuroDB | undefined;
-      try {
-        const format = ldb.getSync(keys.meta('format'));
-        if (format === undefined) {
-          // A fresh index beside existing blocks: the index directory was lost. Rebuild it.
-          rebuild ||= (await store.listSealed()).length > 0 || (await store.listOpen()).length > 0;
-          await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
-        } else if (!INDEX_FORMAT_VERSIONS_READ.includes(format.readUInt32LE(0))) {
-          throw new UnsupportedVersionError(`${root}/index has layout version ${format.readUInt32LE(0)}; this release reads ${INDEX_FORMAT_VERSIONS_READ.join(' and ')}`);
-        } else if (format.readUInt32LE(0) !== INDEX_FORMAT_VERSION) {
-          await ldb.put(keys.meta('format'), u32(INDEX_FORMAT_VERSION), { sync: true });
-        }
-        rebuild ||= ldb.getSync(keys.meta('rebuilding')) !== undefined;
-        if (rebuild) await rebuildFromBlocks(ldb, store, dbKeys);
-        const statsBytes = ldb.getSync(keys.meta('stats'));
-        const stats: PersistedStats = { ...ZERO_STATS, ...(statsBytes ? (statsCodec.unpack(statsBytes) as Partial<PersistedStats>) : {}) };
-        const nextSeqBytes = ldb.getSync(keys.meta('nextSeq'));
-        const chunker = new Chunker(gearTable(masterKey, databaseId), options.chunkSizes ?? DEFAULT_CHUNK_SIZES);
-        db = new OuroDB(root, ldb, dbKeys, chunker, store, options, stats, nextSeqBytes ? Number(nextSeqBytes.readBigUInt64LE(0)) : 1);
-        db.#descriptor = descriptor;
-        const opened = db;
-        vfs.crashed?.then(() => opened.#lost());
-        await db.#recover();
-        return db;
-      } catch (err) {
-        if (db) await db.#abandon();
-        await ldb.close().catch(() => {});
-        // LevelDB noticed damage in its tables while recovery read them: the index cannot be
-        // trusted. Set it aside, like one that does not open, and rebuild it from the blocks.
-        if (attempt > 0 || !indexDamage(err)) throw err;
-        await setIndexAside(root);
-        ({ ldb } = await openIndex(root));
-        rebuild = true;
-      }
-    }
+    return new OuroDB(await openEngine(dir, options, creds));
   }
 
   /**
@@ -726,130 +120,36 @@ export class OuroDB {
    * pending. Writes wait while it runs. The rebuilt index answers every query as before.
    */
   async rebuildIndex(): Promise<RebuildReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     let release!: () => void;
     const exclusive = new Promise<void>((r) => (release = r));
-    while (this.#exclusive) await this.#exclusive;
-    this.#exclusive = exclusive;
+    while (this.#life.exclusive) await this.#life.exclusive;
+    this.#life.beginExclusive(exclusive);
     try {
-      while (this.#gcRun) await this.#gcRun.catch(() => {});
+      for (let run = this.#collector.running; run; run = this.#collector.running) await run.catch(() => {});
       await this.#flush();
-      await this.#batchChain;
-      const report = await rebuildIndex(this.#ldb, this.#store, this.#keys, this.#nextSeq, (s) => statsCodec.pack(s));
-      this.#stats = { ...report.stats };
-      this.#nextSeq = report.nextSeq;
-      this.#sealedSeqs.clear();
-      this.#blockFiles.clear();
-      this.#recordCache.clear();
+      await this.#index.settled();
+      const report = await rebuildIndex(this.#index.ldb, this.#store, this.#keys, this.#blocks.nextSeq, encodeStats);
+      this.#index.resetStats(report.stats);
+      this.#blocks.reset(report.nextSeq);
+      this.#reader.clear();
       return report;
     } catch (err) {
-      this.#fail(err);
+      this.#index.fail(err);
       throw err;
     } finally {
-      this.#exclusive = undefined;
+      this.#life.endExclusive();
       release();
     }
-  }
-
-  // ---------------------------------------------------------------- recovery
-
-  /**
-   * Brings the directory back to a state where every acknowledged entry is findable:
-   * 1. sealed block files the index does not know (a crash between rename and registration) are
-   *    verified entry by entry and registered, which also drops their WAL records;
-   * 2. open block files are cut back to the end of their last WAL-recorded entry (bytes beyond it
-   *    were never acknowledged) and sealed; files with no WAL record at all are removed;
-   * 3. WAL records whose bytes are in neither place mean acknowledged data is missing: that is
-   *    reported as corruption rather than silently dropped.
-   */
-  async #recover(): Promise<void> {
-    let maxSeq = this.#nextSeq - 1;
-    // 0. gc removals a crash interrupted: the block is unregistered, only its file may remain.
-    const retired = new Set<string>();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_RETIRED))) {
-      retired.add(toHex(k.subarray(1)));
-      await this.#removeRetired(Buffer.from(k.subarray(1)), Number(v.readBigUInt64LE(0)));
-    }
-    const received: string[] = [];
-    for (const { idHex, path: file } of await this.#store.listSealed()) {
-      const id = Buffer.from(idHex, 'hex');
-      // A released block (deleted across the cluster) stays unregistered until its holders drop it.
-      if (retired.has(idHex) || this.#get(keys.block(id)) !== undefined || this.#get(keys.tombstone(id)) !== undefined) continue;
-      const index = await this.#store.readIndex(file);
-      if (!index.id.equals(id)) throw new CorruptionError(`${file}: contents hash to ${toHex(index.id)}, not to its name`, { location: { file } });
-      const walRows = await this.#walRows(index.seq);
-      // Sealed here, its WAL records (deleted only by its registration) are exactly its entries;
-      // otherwise it is a block received from another member whose adoption a crash cut short.
-      if (!sameRows(walRows, index.rows)) {
-        received.push(file);
-        continue;
-      }
-      await assertBlockEntries(this.#store.vfs, file, index.rows);
-      maxSeq = Math.max(maxSeq, index.seq);
-      await this.#register({ id, path: file, size: index.size, seq: index.seq, rows: index.rows }, walRows.length, sumLengths(walRows));
-    }
-
-    const walBySeq = new Map<number, EntryRow[]>();
-    for await (const [k, v] of this.#ldb.iterator(keys.walRange())) {
-      const { seq, offset } = keys.decodeWal(k);
-      let rows = walBySeq.get(seq);
-      if (!rows) walBySeq.set(seq, (rows = []));
-      rows.push(...decodeWalRecords(v, offset));
-    }
-    const openSeqs = new Set(await this.#store.listOpen());
-    for (const seq of walBySeq.keys()) {
-      if (!openSeqs.has(seq)) throw new CorruptionError(`acknowledged entries of open block ${seq} are missing: ${this.#store.openPath(seq)} is gone`, { location: { file: this.#store.openPath(seq) } });
-    }
-    for (const seq of openSeqs) {
-      maxSeq = Math.max(maxSeq, seq);
-      const rows = walBySeq.get(seq) ?? [];
-      if (rows.length === 0) {
-        await this.#store.removeOpen(seq);
-        continue;
-      }
-      const block = await this.#store.recoverOpen(seq, rows);
-      this.#files.adopt(openName(seq), block.handle);
-      this.#unsealed.set(seq, { block, uncommitted: 0, full: true });
-    }
-    this.#nextSeq = maxSeq + 1;
-    for (const file of received) {
-      try {
-        await this.#adopt(file);
-      } catch (err) {
-        // Merging its versions read records in blocks this member does not keep, and no cluster
-        // node serves the database yet: finished once one does (setReplicaSource). Never
-        // acknowledged to its sender, so nothing waits on it meanwhile.
-        if (!isMissingFile(err) || this.#replicas) throw err;
-        this.#deferredAdoptions.push(file);
-      }
-    }
-    // On a full disk a recovered block stays open (readable, its WAL records kept) and is sealed
-    // once there is room: opening must not need free space.
-    await Promise.all(
-      [...this.#unsealed.values()].map(async (state) => {
-        try {
-          await this.#seal(state.block);
-        } catch (err) {
-          if (!isDiskFull(err)) throw err;
-          state.sealError = err;
-        }
-      }),
-    );
-  }
-
-  async #walRows(seq: number): Promise<EntryRow[]> {
-    const rows: EntryRow[] = [];
-    for await (const [k, v] of this.#ldb.iterator(keys.walRange(seq))) rows.push(...decodeWalRecords(v, keys.decodeWal(k).offset));
-    return rows;
   }
 
   // ---------------------------------------------------------------- writes
 
   /** Stores a value. Resolves to its object hash once it is durable (see PutOptions.durability). */
   async put(value: PutValue, options: PutOptions = {}): Promise<PutResult> {
-    const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
-    return this.#tracked(this.#putValue(value, meta, durability, link));
+    const { meta, durability, link } = this.#writer.args(options);
+    while (this.#life.exclusive) await this.#life.exclusive;
+    return this.#life.tracked(this.#writer.putValue(value, meta, durability, link));
   }
 
   /**
@@ -864,33 +164,19 @@ export class OuroDB {
   async putHinted(read: () => PutValue | Promise<PutValue>, options: PutOptions & { key: string; hint: Uint8Array }): Promise<(PutResult & { read: true }) | { hash: string; read: false }> {
     if (typeof read !== 'function') throw new BadArgumentError('read must be a function giving the value');
     if (options === null || typeof options !== 'object' || options.key === undefined || options.hint === undefined) throw new BadArgumentError('putHinted needs options.key and options.hint');
-    const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
+    const { meta, durability, link } = this.#writer.args(options);
+    while (this.#life.exclusive) await this.#life.exclusive;
     const key = link.key!;
-    return this.#tracked(
-      this.#withKey(key.name, async () => {
-        const pending = this.#headOverlay.has(key.name);
-        const { heads, row, tag, match } = this.#checkHint(key, link.hint!);
+    return this.#life.tracked(
+      this.#heads.withKey(key.name, async () => {
+        const pending = this.#heads.queued(key.name);
+        const { heads, row, tag, match } = this.#heads.checkHint(key, link.hint!);
         if (match) return { hash: toHex(heads[0]!.hash), read: false as const };
         const value = await read();
         link.held = { heads, ...(pending ? {} : { hintRow: row, hintTag: tag }) };
-        return { ...(await this.#putValue(value, meta, durability, link)), read: true as const };
+        return { ...(await this.#writer.putValue(value, meta, durability, link)), read: true as const };
       }),
     );
-  }
-
-  /** The checked arguments of a put. */
-  #putArgs(options: PutOptions): { meta: Record<string, string>; durability: Durability; link: Link } {
-    this.#checkWritable();
-    if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
-    const meta = validateMeta(options.meta);
-    const durability = options.durability ?? this.#durability;
-    if (durability !== 'durable' && durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
-    const link = this.#link(options);
-    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new BadArgumentError('signal must be an AbortSignal');
-    link.signal = options.signal;
-    link.signal?.throwIfAborted();
-    return { meta, durability, link };
   }
 
   /**
@@ -903,576 +189,37 @@ export class OuroDB {
    */
   async putCut(pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     if (pieces === null || typeof pieces !== 'object' || !(Symbol.asyncIterator in pieces || Symbol.iterator in pieces)) throw new BadArgumentError('pieces must be an iterable of Uint8Array');
-    const { meta, durability, link } = this.#putArgs(options);
-    while (this.#exclusive) await this.#exclusive;
+    const { meta, durability, link } = this.#writer.args(options);
+    while (this.#life.exclusive) await this.#life.exclusive;
     const checked = async function* (): AsyncGenerator<Uint8Array> {
       for await (const piece of pieces) {
         if (!(piece instanceof Uint8Array) || piece.byteLength === 0) throw new BadArgumentError('putCut takes non-empty Uint8Array pieces');
         yield piece;
       }
     };
-    return this.#tracked(this.#put(checked(), meta, durability, link, true));
-  }
-
-  #putValue(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
-    const small = smallValue(value);
-    return small ? this.#putRecord(small, [], meta, durability, link) : this.#put(value, meta, durability, link);
-  }
-
-  /** Counts `op` among the puts in flight (#inflight) while it runs. */
-  async #tracked<T>(op: Promise<T>): Promise<T> {
-    this.#inflight.add(op);
-    try {
-      return await op;
-    } finally {
-      this.#inflight.delete(op);
-    }
-  }
-
-  /**
-   * The value's chunks. `owned` says whether each chunk is a buffer of its own that nobody else
-   * holds (stream chunks are copied out of the source by the chunker) and so may be handed to a
-   * seal worker without a copy; chunks of a caller's Uint8Array are views of it and are not.
-   */
-  #chunksOf(value: PutValue): { source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>; owned: boolean } {
-    if (typeof value === 'string') return { source: this.#chunker.chunkBytes(Buffer.from(value, 'utf8')), owned: false };
-    if (value instanceof Uint8Array) return { source: this.#chunker.chunkBytes(value), owned: false };
-    if (value instanceof Readable || (value !== null && typeof value === 'object' && Symbol.asyncIterator in value)) {
-      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.buffers.take(n)), owned: true };
-    }
-    throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
-  }
-
-  /** `cut`: `value` is the chunks themselves (putCut), not a value for the chunker. */
-  async #put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
-    link.epoch = this.#diskFullEpoch;
-    const { source, owned } = cut ? { source: value as AsyncIterable<Uint8Array>, owned: false } : this.#chunksOf(value);
-    const chunks: ChunkRef[] = [];
-    // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
-    let settled: Promise<void> = Promise.resolve();
-    link.onQueued = (committed) => (settled = committed);
-    try {
-      return await this.#putChunked(source, owned, chunks, meta, durability, link, cut);
-    } finally {
-      const unpin = () => {
-        for (const c of chunks) if (c.id !== NO_ID) this.#unpin(toHex(c.id));
-      };
-      settled.then(unpin, unpin);
-    }
-  }
-
-  /**
-   * Chunks pinned while a put runs: between the dedup check that finds a chunk stored and the
-   * commit of the record that counts a reference to it, gc must not drop it.
-   */
-  #pin(idHex: string): void {
-    this.#pins.set(idHex, (this.#pins.get(idHex) ?? 0) + 1);
-  }
-
-  #unpin(idHex: string): void {
-    const n = (this.#pins.get(idHex) ?? 0) - 1;
-    if (n > 0) this.#pins.set(idHex, n);
-    else this.#pins.delete(idHex);
-  }
-
-  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
-    // Up to SEAL_AHEAD chunks are being sealed while the next ones are cut and hashed. Every one
-    // is appended (queued for commit) before the object record is, which is what lets the put
-    // wait on the record's commit alone (commits go in queue order).
-    const sealing: Promise<unknown>[] = [];
-    const store = (chunk: Uint8Array) => {
-      const p = this.#storeChunk(chunk, chunks, owned);
-      p.catch(() => {});
-      sealing.push(p);
-    };
-    // A first chunk small enough to go inline is held back until we know whether more follow.
-    let held: Uint8Array | undefined;
-    for await (const chunk of source) {
-      link.signal?.throwIfAborted();
-      if (held) {
-        store(held);
-        held = undefined;
-      }
-      if (!cut && chunks.length === 0 && chunk.byteLength <= INLINE_MAX_BYTES) held = chunk;
-      else store(chunk);
-      if (sealing.length >= SEAL_AHEAD) await sealing.shift();
-    }
-    await Promise.all(sealing);
-    if (cut && chunks.length === 0) throw new BadArgumentError('putCut needs at least one piece (an empty value is put inline, with put)');
-    // A value with no bytes at all is an empty inline value, as put(new Uint8Array(0)) makes it:
-    // one value, one record, whatever form it came in.
-    if (!held && chunks.length === 0) held = EMPTY;
-    return this.#putRecord(held ?? null, chunks, meta, durability, link);
-  }
-
-  /**
-   * Stores one chunk. Its place in `chunks` is taken at once, so the list keeps value order
-   * whatever order the seal pool answers in. Large chunks are hashed and sealed on the pool;
-   * small ones too, in batches, while other puts are in flight (sealed before the dedup check:
-   * see lib/seal-pool.ts); a lone put's small chunk here.
-   */
-  #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
-    const size = chunk.byteLength;
-    if (size < OFFLOAD_MIN_BYTES && this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) {
-      // Mostly stored already (a tree put again): the id here and the dedup check first, so a
-      // chunk found stored costs no round trip to the pool, nor a seal that would be dropped.
-      if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
-        const id = this.#keys.chunkId(chunk);
-        const idHex = toHex(id);
-        const inflight = this.#pending.get(idHex);
-        if (inflight || this.#committedEntry(keys.chunk(id), idHex)) {
-          // As #store_ answers for a stored chunk: the entry on its way, or none once committed.
-          this.#smallHit(true);
-          chunks.push({ id, size });
-          this.#pin(idHex);
-          return Promise.resolve(inflight);
-        }
-      }
-      const at = chunks.push({ id: NO_ID, size }) - 1;
-      return this.#sealPool.sealSmall(EntryKind.Chunk, chunk, this.#compression).then(({ id, sealed }) => {
-        chunks[at] = { id, size };
-        this.#pin(toHex(id));
-        let found = false;
-        const stored = this.#store_(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
-        this.#smallHit(found); // #store_ tells a stored chunk before its first await
-        return stored;
-      });
-    }
-    if (size < OFFLOAD_MIN_BYTES) {
-      const id = this.#keys.chunkId(chunk);
-      chunks.push({ id, size });
-      this.#pin(toHex(id));
-      return this.#store_(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
-    }
-    const at = chunks.push({ id: NO_ID, size }) - 1;
-    return this.#sealPool.identify(chunk, owned).then((ticket) => {
-      chunks[at] = { id: ticket.id, size };
-      this.#pin(toHex(ticket.id));
-      return this.#store_(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
-    });
-  }
-
-  /** Scores a small chunk found stored (or not): SMALL_HITS_CHECK_FIRST of the last ~16 found makes #storeChunk look before sealing. */
-  #smallHit(found: boolean): void {
-    this.#smallHits += ((found ? 16 : 0) - this.#smallHits) / 16;
-  }
-
-  /** Stores the object record of a value whose chunks are stored (or that goes inline). */
-  async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
-    const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
-    const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: link.created ?? Date.now(), meta, inline };
-    const hash = await this.#writeRecord(record, link, durability);
-    return { hash: toHex(hash), size, ...(link.kept ? { unchanged: true } : {}) };
-  }
-
-  /**
-   * Writes an object record with its index changes: chunk references, the parent's child key and,
-   * for a keyed record, the key's heads and history. They commit in the record's own batch, so
-   * after a crash either all of them exist or none. Keyed records are built under the key's lock:
-   * reading the heads, the compare-and-set check and queueing the record happen with no other put
-   * of that key in between.
-   */
-  async #writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
-    link.signal?.throwIfAborted();
-    this.#checkDiskFullEpoch(link);
-    const chunkIds = record.chunks.map((c) => c.id);
-    const prepare = chunkIds.length === 0 ? undefined : () => {
-      for (const id of chunkIds) this.#changeRef(id, +1);
-    };
-    const inlineSize = record.inline ? record.inline.byteLength : 0;
-    if (!link.key) {
-      if (link.parent) this.#checkParent(link.parent);
-      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
-      checkExpected(link, hash);
-      this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
-      const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
-      const entry = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
-      if (entry) link.onQueued?.(entry.committed);
-      if (entry) await (durability === 'durable' ? entry.committed : entry.written);
-      return hash;
-    }
-    const key = link.key;
-    const write = async () => {
-      const current = link.held?.heads ?? this.#headsOf(key);
-      if (link.ifHead !== undefined) checkHeads(key.name, link.ifHead, current);
-      const compared = link.hint || link.ifChanged ? comparedFields(record, link.ifChanged?.ignoreMeta ?? NO_NAMES) : undefined;
-      if (link.ifChanged && current.length === 1 && !current[0]!.tombstone && !link.prev) {
-        const head = current[0]!;
-        await this.#keySettled(key.name);
-        // The head's content tag, when a hinted put left one, answers without reading its record.
-        const contentTag = this.#contentTag(key.bytes, head.hash, compared!);
-        const row = link.held && 'hintRow' in link.held ? link.held.hintRow : this.#get(keys.hint(key.bytes));
-        if (rowHasContent(row, contentTag) || comparedFields(await this.#readRecord(head.hash), link.ifChanged.ignoreMeta).equals(compared!)) {
-          if (link.hint) this.#keepHint(key.bytes, head.hash, link.hint, contentTag, link.held?.hintTag);
-          link.kept = true;
-          return { hash: head.hash, stored: undefined };
-        }
-      }
-      // After ifChanged: an unchanged file's parent is its head's, and its put writes nothing.
-      if (link.parent) this.#checkParent(link.parent);
-      const prevHeads = link.prev ? await this.#versionsNamed(key, link.prev) : current;
-      record.key = key.name;
-      record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
-      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
-      checkExpected(link, hash);
-      this.#checkDiskFullEpoch(link);
-      const n = versionNumber(prevHeads);
-      const heads = nextHeads(current, record.prev, { hash, n, tombstone: record.type === 'tombstone' });
-      const ops: BatchOp[] = [
-        { type: 'put', key: keys.heads(key.bytes), value: encodeHeads(heads) },
-        { type: 'put', key: keys.version(key.bytes, n, hash), value: EMPTY },
-      ];
-      if (link.parent) ops.push({ type: 'put', key: keys.child(link.parent, hash), value: EMPTY });
-      // A hint belongs to the head it came with: a later head without one leaves the row stale,
-      // which matchHint() tells by the head hash in its tags; a delete drops it.
-      if (link.hint) ops.push({ type: 'put', key: keys.hint(key.bytes), value: this.#hintRow(key.bytes, hash, link.hint, this.#contentTag(key.bytes, hash, compared!)) });
-      else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
-      const stored = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
-      if (stored?.id === hash) this.#overlay(key.name, heads, current, stored);
-      if (stored) link.onQueued?.(stored.committed);
-      return { hash, stored };
-    };
-    // putHinted holds the key's lock already.
-    const entry = await (link.held ? write() : this.#withKey(key.name, write));
-    if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
-    return entry.hash;
-  }
-
-  /**
-   * A chunk this value shares with a write that failed for lack of space may be gone with it.
-   * Rather than trace which, a put that saw such a failure fails too (records after a failed
-   * entry in the queue are rejected with it the same way; see #rejectFrom).
-   */
-  #checkDiskFullEpoch(link: Link): void {
-    if (link.epoch !== undefined && link.epoch !== this.#diskFullEpoch) throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
-  }
-
-  /**
-   * An encoded object record's hash and how to store it. While a group commit is under way, or
-   * other puts are in flight, a small record joins the open pack (#joinPack): it would wait for
-   * the next group anyway, and sharing that group's pack spares it its own compression frame,
-   * encryption and footer row.
-   * Otherwise, while other puts are in flight, the record goes to the seal pool, batched with
-   * theirs (SealPool.sealSmall), so the HMAC and the sealing leave the main thread; a put on its
-   * own keeps them here and skips the worker's round trip. A record that turns out to be stored
-   * already was sealed for nothing; records carry their creation time, so that is rare.
-   */
-  async #identifyRecord(bytes: Buffer): Promise<{ hash: Buffer; store: (objectSize: number, inlineSize: number, extra: RecordExtra) => Promise<PendingEntry | undefined> }> {
-    if ((this.#committer !== undefined || this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT) && bytes.byteLength <= PACK_RECORD_MAX_BYTES) {
-      const hash = this.#keys.objectId(bytes);
-      return { hash, store: async (objectSize, inlineSize, extra) => this.#joinPack(hash, bytes, objectSize, inlineSize, extra) };
-    }
-    let hash: Buffer;
-    let seal: () => SealedEntry;
-    if (this.#inflight.size >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
-      const { id, sealed } = await this.#sealPool.sealSmall(EntryKind.Object, bytes, this.#compression);
-      hash = id;
-      seal = () => sealed;
-    } else {
-      const h = this.#keys.objectId(bytes);
-      hash = h;
-      seal = () => sealEntry(this.#keys.data, EntryKind.Object, h, bytes, this.#compression);
-    }
-    return { hash, store: (objectSize, inlineSize, extra) => this.#store_(EntryKind.Object, hash, seal, objectSize, inlineSize, undefined, extra) };
-  }
-
-  /**
-   * Puts a record into the open pack, unless an equal one is stored or on its way (then returns
-   * that one's entry, or undefined when it is committed). The entry is pending from now on, so
-   * equal records deduplicate against it; its block, row and slot come when the commit loop seals
-   * the pack (#appendPack), which also queues it for that group.
-   */
-  #joinPack(hash: Buffer, bytes: Uint8Array, objectSize: number, inlineSize: number, extra: RecordExtra): PendingEntry | undefined {
-    const idHex = toHex(hash);
-    const inflight = this.#pending.get(idHex);
-    if (inflight || this.#committedEntry(keys.object(hash), idHex)) return inflight;
-    this.#checkAlive();
-    const pack = (this.#openPack ??= { members: [], plains: [], bytes: 0, written: deferred() });
-    const committed = deferred();
-    // block and row are set by #appendPack, before anything reads them: only the commit
-    // pipeline does, and the entry reaches it through the queue, which #appendPack fills.
-    const entry: PendingEntry = { kind: EntryKind.Object, id: hash, block: undefined!, row: undefined!, written: pack.written.promise, committed: committed.promise, resolve: committed.resolve, reject: committed.reject, objectSize, inlineSize, ops: extra.ops, prepare: extra.prepare, marker: extra.marker };
-    pack.members.push(entry);
-    pack.plains.push(bytes);
-    pack.bytes += bytes.byteLength;
-    this.#pending.set(idHex, entry);
-    if (pack.bytes >= PACK_MAX_BYTES) {
-      this.#packsReady.push(pack);
-      this.#openPack = undefined;
-    }
-    this.#committer ??= this.#commitLoop();
-    return entry;
-  }
-
-  /** Seals the packs gathered so far and appends them (run by the commit loop, before it takes a group). */
-  async #flushPacks(): Promise<void> {
-    const packs = this.#packsReady;
-    this.#packsReady = [];
-    if (this.#openPack) packs.push(this.#openPack);
-    this.#openPack = undefined;
-    for (const pack of packs) {
-      try {
-        await this.#appendPack(pack);
-      } catch (err) {
-        this.#rejectPack(pack, err);
-      }
-    }
-  }
-
-  /**
-   * Seals one pack and appends it to the open block; its records join the queue, in order, right
-   * behind it (queue order stays block order). A pack of one record is sealed as an ordinary
-   * object entry: nothing to share, and a reader needs no pack to find it.
-   */
-  async #appendPack(pack: OpenPack): Promise<void> {
-    let sealed: SealedEntry;
-    if (pack.members.length === 1) {
-      sealed = sealEntry(this.#keys.data, EntryKind.Object, pack.members[0]!.id, pack.plains[0]!, this.#compression);
-    } else {
-      const { plain, id, slots } = encodePack(pack.members.map((m, i) => ({ hash: m.id, bytes: pack.plains[i]! })));
-      sealed = sealEntry(this.#keys.data, EntryKind.Pack, id, plain, this.#compression);
-      pack.members.forEach((m, i) => (m.slot = slots[i]));
-    }
-    let block = this.#current ?? (await this.#openBlock());
-    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
-    this.#checkAlive();
-    const { written } = block.append(sealed.bytes, { id: sealed.id, kind: sealed.kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash });
-    written.then(pack.written.resolve, pack.written.reject);
-    const appended = block.rows[block.rows.length - 1]!;
-    const state = this.#unsealed.get(block.seq)!;
-    for (const m of pack.members) {
-      m.block = block;
-      m.row = appended;
-      state.uncommitted++;
-      this.#queue.push(m);
-    }
-    this.#afterAppend(block);
-  }
-
-  /** A pack that could not be appended: its records fail (newest first, as #rejectFrom does). */
-  #rejectPack(pack: OpenPack, reason: unknown): void {
-    pack.written.reject(reason);
-    for (const m of [...pack.members].reverse()) {
-      const hex = toHex(m.id);
-      if (this.#pending.get(hex) === m) this.#pending.delete(hex);
-      m.reject(reason);
-    }
-  }
-
-  /**
-   * Stores one entry unless an identical one is stored or on its way. Returns the pending entry
-   * (this put's or the one it deduplicated against) or undefined when it is already committed.
-   * Correctness of dedup against an in-flight entry: that entry was queued before this call
-   * returns, commits go in queue order, so it commits no later than anything queued after it.
-   * A chunk gc is dropping (#dying) counts as absent: a fresh copy is written, whose location
-   * lands after gc's delete (batches run in order).
-   */
-  async #store_(kind: EntryKind, id: Buffer, seal: () => SealedEntry | Promise<SealedEntry>, objectSize: number, inlineSize: number, skip?: () => void, extra?: RecordExtra): Promise<PendingEntry | undefined> {
-    const idHex = toHex(id);
-    const inflight = this.#pending.get(idHex);
-    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    if (inflight || this.#committedEntry(indexKey, idHex)) {
-      skip?.();
-      return inflight;
-    }
-    const sealing = seal();
-    const sealed = sealing instanceof Promise ? await sealing : sealing;
-    // The open block may have filled (and been replaced) while we waited, and another put may have
-    // queued (or, while a worker sealed, even committed) the same entry: re-checked after the last await.
-    const again = this.#pending.get(idHex);
-    if (again || (sealing instanceof Promise && this.#committedEntry(indexKey, idHex))) {
-      sealed.release?.();
-      return again;
-    }
-    const row = { id, kind, flags: sealed.flags, length: sealed.bytes.length, plainLength: sealed.plainLength, hash: sealed.hash };
-    return this.#enqueue(sealed.bytes, row, { objectSize, inlineSize, ops: extra?.ops, prepare: extra?.prepare, marker: extra?.marker }, sealed.release, extra?.epoch);
-  }
-
-  #committedEntry(indexKey: Buffer, idHex: string): boolean {
-    return this.#get(indexKey) !== undefined && !this.#dying.has(idHex);
-  }
-
-  /**
-   * Appends an entry's bytes to the open block and queues it for the next group commit.
-   * `release` (SealedEntry.release) runs once nothing reads `bytes` any more: when its write has
-   * finished or failed, or at once when the entry turns out to be queued already.
-   */
-  async #enqueue(bytes: Buffer, row: Omit<EntryRow, 'offset'>, extra: Pick<PendingEntry, 'objectSize' | 'inlineSize' | 'ops' | 'prepare' | 'moved' | 'marker'>, release?: () => void, epoch?: number): Promise<PendingEntry> {
-    let block = this.#current ?? (await this.#openBlock());
-    const again = this.#pending.get(toHex(row.id));
-    if (again && !extra.moved) {
-      release?.();
-      return again;
-    }
-    if (this.#current !== block || block.broken) block = this.#current ?? (await this.#openBlock());
-    this.#checkAlive();
-    // A record whose put began before a disk-full failure may name chunks it cut: a failure
-    // while this waited for a block (the only await since its put's last check) fails it too.
-    if (epoch !== undefined && epoch !== this.#diskFullEpoch) {
-      release?.();
-      throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
-    }
-    const { written } = block.append(bytes, row);
-    if (release) written.then(release, release);
-    const appended = block.rows[block.rows.length - 1]!;
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const committed = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    committed.catch(() => {});
-    const entry: PendingEntry = { kind: row.kind, id: row.id, block, row: appended, written, committed, resolve, reject, ...extra };
-    this.#pending.set(toHex(row.id), entry);
-    this.#unsealed.get(block.seq)!.uncommitted++;
-    this.#queue.push(entry);
-    this.#afterAppend(block);
-    this.#committer ??= this.#commitLoop();
-    if (block.backlog > WRITE_BACKLOG_LIMIT) await block.drain();
-    return entry;
-  }
-
-  /** After an append: the unsealed-time limit starts with a block's first entry; a full block rotates. */
-  #afterAppend(block: OpenBlock): void {
-    if (block.rows.length === 1 && this.#maxUnsealedMs !== undefined) {
-      const first = block;
-      setTimeout(() => {
-        if (this.#current === first && !this.#closed) this.#rotate();
-      }, this.#maxUnsealedMs).unref();
-    }
-    if (block.size >= this.#blockSize) this.#rotate();
+    return this.#life.tracked(this.#writer.put(checked(), meta, durability, link, true));
   }
 
   // ---------------------------------------------------------------- keys and versions
 
-  /** Parses and checks the key, parent and compare-and-set options of a put. */
-  #link(options: PutOptions): Link {
-    const parent = options.parent === undefined || options.parent === null ? null : parseHash(options.parent, 'parent');
-    const expect = options.expectHash === undefined ? {} : { expect: parseHash(options.expectHash, 'expectHash') };
-    if (options.key === undefined) {
-      if (options.ifHead !== undefined || options.prev !== undefined || options.hint !== undefined) throw new BadArgumentError('ifHead, prev and hint need a key');
-      return { parent, ...created(options.created), ...expect };
-    }
-    const key = { name: options.key, bytes: keyBytes(options.key) };
-    const link: Link = { key, parent, ...created(options.created), ...ifChangedOf(options.ifChanged), ...hintOf(options.hint), ...expect };
-    if (options.ifHead !== undefined) {
-      if (options.ifHead === null) link.ifHead = null;
-      else link.ifHead = (Array.isArray(options.ifHead) ? options.ifHead : [options.ifHead]).map((h) => parseHash(h, 'ifHead'));
-    }
-    if (options.prev !== undefined) {
-      if (!Array.isArray(options.prev)) throw new BadArgumentError('prev must be an array of hashes');
-      link.prev = options.prev.map((h) => parseHash(h, 'prev'));
-    }
-    return link;
-  }
-
-  /** Runs `fn` with no other write of the same key between its start and end. */
-  async #withKey<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prior = this.#keyLocks.get(name);
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    this.#keyLocks.set(name, mine);
-    if (prior) await prior;
-    try {
-      return await fn();
-    } finally {
-      if (this.#keyLocks.get(name) === mine) this.#keyLocks.delete(name);
-      release();
-    }
-  }
-
-  /** The heads a new write of the key builds on: queued but uncommitted versions included. */
-  #headsOf(key: KeyName): Head[] {
-    const pending = this.#headOverlay.get(key.name);
-    if (pending) return pending.heads;
-    const stored = this.#get(keys.heads(key.bytes));
-    return stored ? decodeHeads(stored) : [];
-  }
-
-  #overlay(name: string, heads: Head[], before: Head[], entry: PendingEntry): void {
-    let o = this.#headOverlay.get(name);
-    if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed }));
-    o.heads = heads;
-    o.settled = entry.committed;
-    o.refs++;
-    const state = o;
-    const release = () => {
-      if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
-    };
-    // A rejected version (a full disk; #rejectFrom rejects newest first) takes its heads back.
-    const unwind = () => {
-      if (state.heads === heads) state.heads = before;
-      release();
-    };
-    entry.committed.then(release, unwind);
-  }
-
-  /** Waits until every queued write of the key has committed (so the index alone is current). */
-  async #keySettled(name: string): Promise<void> {
-    for (let o = this.#headOverlay.get(name); o; o = this.#headOverlay.get(name)) await o.settled;
-  }
-
-  /** The versions of `key` named by `hashes`, with their numbers; each must exist. */
-  async #versionsNamed(key: KeyName, hashes: Buffer[]): Promise<Head[]> {
-    if (hashes.length === 0) return [];
-    await this.#keySettled(key.name);
-    const wanted = new Map(hashes.map((h) => [toHex(h), h]));
-    const found: Head[] = [];
-    for await (const k of this.#ldb.keys(keys.versionRange(key.bytes))) {
-      const v = keys.decodeVersion(k);
-      if (wanted.delete(toHex(v.hash))) found.push({ hash: Buffer.from(v.hash), n: v.n, tombstone: false });
-      if (wanted.size === 0) break;
-    }
-    if (wanted.size > 0) throw new NotFoundError(`prev names ${[...wanted.keys()][0]}, which is not a version of key ${JSON.stringify(key.name)}`);
-    return found;
-  }
-
-  #checkParent(parent: Buffer): void {
-    const hex = toHex(parent);
-    if (this.#pending.has(hex) || this.#get(keys.object(parent)) !== undefined) return;
-    throw new NotFoundError(`parent ${hex} does not exist`);
-  }
-
-  /**
-   * Changes a chunk's reference count inside the batch chain. A count that reaches zero stays
-   * stored as zero ("was referenced, now dead") and adds the chunk's bytes to its block's dead
-   * bytes; a stored zero that rises again takes them back.
-   */
-  #changeRef(id: Buffer, delta: number): void {
-    const c = this.#counters!;
-    const key = keys.refcount(id);
-    const { value, present } = c.get(key, 4);
-    const next = Math.max(0, value + delta);
-    c.set(key, 4, next, next > 0 || present || value > 0);
-    const died = value > 0 && next === 0;
-    const revived = value === 0 && present && next > 0;
-    if (died || revived) {
-      const loc = this.#get(keys.chunk(id));
-      if (loc) {
-        const l = decodeLocation(loc);
-        c.addDead(keys.dead(l.seq), died ? l.length : -l.length);
-      }
-    }
-  }
-
   /** The value under `key`: its newest head's. A deleted (tombstoned) or unknown key is NotFoundError. */
   async getByKey(key: string): Promise<Uint8Array> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const head = this.#newestHead(keyBytes(key));
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const head = this.#heads.newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
-    const record = await this.#readRecord(head.hash);
+    const record = await this.#reader.record(head.hash);
     if (record.inline) return record.inline;
     const parts: Uint8Array[] = [];
-    for await (const part of this.#streamRecord(record)) parts.push(part);
+    for await (const part of this.#reader.stream(record)) parts.push(part);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   /** The newest head of `key` (a tombstone's hash once deleted), or null if the key has no version. */
   async head(key: string): Promise<string | null> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const head = this.#newestHead(keyBytes(key));
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const head = this.#heads.newestHead(keyBytes(key));
     return head ? toHex(head.hash) : null;
   }
 
@@ -1485,63 +232,18 @@ export class OuroDB {
    * never read back.
    */
   async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const check = this.#checkHint({ name: key, bytes: keyBytes(key) }, hint);
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const check = this.#heads.checkHint({ name: key, bytes: keyBytes(key) }, hint);
     return check.match ? toHex(check.heads[0]!.hash) : null;
-  }
-
-  /**
-   * The hint check of matchHint and putHinted: the key's heads (queued versions included), and
-   * when they are one value head, its hint row, the tag `hint` has for that head, and whether the
-   * row carries that tag.
-   */
-  #checkHint(key: KeyName, hint: Uint8Array): { heads: Head[]; row?: Buffer | undefined; tag?: Buffer; match: boolean } {
-    const heads = this.#headsOf(key);
-    if (heads.length !== 1 || heads[0]!.tombstone) return { heads, match: false };
-    const row = this.#get(keys.hint(key.bytes));
-    const tag = this.#keys.tag(TAG_HINT, key.bytes, heads[0]!.hash, hint);
-    return { heads, row, tag, match: row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).hintTag, tag) };
-  }
-
-  /** The content tag of a hint row: head `head` of `key` has these compared fields (comparedFields). */
-  #contentTag(key: Buffer, head: Buffer, compared: Buffer): Buffer {
-    return this.#keys.tag(TAG_CONTENT, key, head, compared);
-  }
-
-  /** `hintTag`: the tag of (key, head, hint) when the caller has it already. */
-  #hintRow(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag = this.#keys.tag(TAG_HINT, key, head, hint)): Buffer {
-    return encodeHintRow(hintTag, contentTag);
-  }
-
-  /**
-   * The hint of a put that kept its head (ifChanged) and so writes no batch of its own: it rides
-   * in the next index batch (#writeBatch), or in one of its own once HINTS_PENDING_MAX wait, and
-   * flush() and close() write what is left. One batch is asked for as the count reaches the
-   * limit: it takes every hint pending when it runs. (Asked for at every hint past the limit
-   * while earlier batches were still queued, 4,400 kept heads made 2,354 synced batches.) Until
-   * then matchHint does not see it, and a crash loses it: a hint is a cache, and a lost one costs
-   * one more read of the file. (Written at once, one
-   * LevelDB write each, they queued behind the group commits' synced batches and held every put
-   * of an unchanged file up for an fsync.) A batch that lands after a newer head's own hint row
-   * overwrites it with a tag of the old head, which matches nothing: a miss, never a false match.
-   */
-  #keepHint(key: Buffer, head: Buffer, hint: Buffer, contentTag: Buffer, hintTag?: Buffer): void {
-    this.#hintsPending.push({ type: 'put', key: keys.hint(key), value: this.#hintRow(key, head, hint, contentTag, hintTag) });
-    if (this.#hintsPending.length === HINTS_PENDING_MAX) this.#writeBatch([], {}).catch(() => {}); // a failure fails the database (#fail)
   }
 
   /** Every head of `key`, newest first (one unless concurrent versions are unmerged). */
   async heads(key: string): Promise<string[]> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const stored = this.#get(keys.heads(keyBytes(key)));
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const stored = this.#index.get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
-  }
-
-  #newestHead(key: Buffer): Head | undefined {
-    const stored = this.#get(keys.heads(key));
-    return stored ? sortHeads(decodeHeads(stored))[0] : undefined;
   }
 
   /**
@@ -1549,40 +251,8 @@ export class OuroDB {
    * a single consistent state however long the listing runs; it streams, so a listing of
    * millions of keys holds only the current entry.
    */
-  async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
-    const prefix = prefixBytes(options.prefix);
-    const limit = options.limit ?? Infinity;
-    if (limit !== Infinity && !(Number.isSafeInteger(limit) && limit >= 0)) throw new BadArgumentError('limit must be a non-negative integer');
-    const range = { gte: keys.heads(prefix), lt: keys.heads(Buffer.concat([prefix, Buffer.from([0xff])])) };
-    if (prefix.length === 0) range.lt = Buffer.from([keys.heads(prefix)[0]! + 1]);
-    const opts: { gte?: Buffer; gt?: Buffer; lt: Buffer } = { lt: range.lt };
-    const after = options.after === undefined ? undefined : keys.heads(keyBytes(options.after, 'after'));
-    if (after && Buffer.compare(after, range.gte) >= 0) opts.gt = after;
-    else opts.gte = range.gte;
-    if (limit === 0) return;
-    let n = 0;
-    const it = this.#ldb.iterator(opts);
-    try {
-      for await (const [k, v] of it) {
-        let entry: ListEntry;
-        if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
-          // One head, the usual case: read it in place (a listing of millions spends its time here).
-          const hash = v.toString('hex', 2, 34);
-          entry = { key: k.toString('utf8', 1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
-        } else {
-          const heads = sortHeads(decodeHeads(v));
-          entry = { key: k.toString('utf8', 1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
-        }
-        if (entry.deleted && !options.includeDeleted) continue;
-        yield entry;
-        if (++n >= limit) break;
-      }
-    } finally {
-      await it.close();
-    }
+  list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
+    return this.#query.list(options);
   }
 
   /**
@@ -1590,46 +260,13 @@ export class OuroDB {
    * Reads from one LevelDB snapshot: versions written meanwhile are not seen, and gc keeps the
    * block files this snapshot's locations name until the iteration ends.
    */
-  async *history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const k = keyBytes(key);
-    const limit = options.limit ?? Infinity;
-    const reader = this.#openReader();
-    try {
-      const it = this.#ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
-      let n = 0;
-      try {
-        for await (const [vk] of it) {
-          const v = keys.decodeVersion(vk);
-          const hash = Buffer.from(v.hash);
-          const r = await this.#readRecord(hash, reader.snapshot);
-          yield { hash: toHex(hash), version: v.n, type: r.type, size: r.size, created: new Date(r.created), meta: r.meta, prev: r.prev.map(toHex) };
-          if (++n >= limit) break;
-        }
-      } finally {
-        await it.close();
-      }
-    } finally {
-      await this.#closeReader(reader);
-    }
+  history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
+    return this.#query.history(key, options);
   }
 
   /** Objects put with `parent: hash`, in hash order, a page at a time. */
-  async children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const parent = parseHash(hash);
-    const limit = options.limit ?? 1000;
-    if (!(Number.isSafeInteger(limit) && limit > 0)) throw new BadArgumentError('limit must be a positive integer');
-    const range: { gt?: Buffer; gte?: Buffer; lt: Buffer; limit: number } = { ...keys.childRange(parent), limit };
-    if (options.after !== undefined) {
-      delete range.gte;
-      range.gt = keys.child(parent, parseHash(options.after, 'after'));
-    }
-    const out: string[] = [];
-    for await (const k of this.#ldb.keys(range)) out.push(toHex(k.subarray(33)));
-    return out;
+  children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
+    return this.#query.children(hash, options);
   }
 
   /** The parent an object was put with, or null. */
@@ -1640,16 +277,16 @@ export class OuroDB {
 
   /** Writes a tombstone version: the key reads as deleted, its history keeps every version. */
   async delete(key: string, options: Pick<PutOptions, 'ifHead' | 'durability' | 'prev' | 'created' | 'expectHash'> = {}): Promise<PutResult> {
-    this.#checkWritable();
-    const link = this.#link({ key, ifHead: options.ifHead, prev: options.prev, created: options.created, expectHash: options.expectHash });
-    while (this.#exclusive) await this.#exclusive;
+    this.#life.checkWritable();
+    const link = parseLink({ key, ifHead: options.ifHead, prev: options.prev, created: options.created, expectHash: options.expectHash });
+    while (this.#life.exclusive) await this.#life.exclusive;
     const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
-    const op = this.#writeRecord(record, link, options.durability ?? this.#durability);
-    this.#inflight.add(op);
+    const op = this.#writer.writeRecord(record, link, options.durability ?? this.#writer.durability);
+    this.#life.track(op);
     try {
       return { hash: toHex(await op), size: 0 };
     } finally {
-      this.#inflight.delete(op);
+      this.#life.untrack(op);
     }
   }
 
@@ -1660,407 +297,16 @@ export class OuroDB {
    * versions forgotten (0 when the key had none).
    */
   async purge(key: string): Promise<{ versions: number }> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const k = { name: key, bytes: keyBytes(key) };
-    while (this.#exclusive) await this.#exclusive;
-    const op = this.#withKey(key, async () => {
-      await this.#keySettled(key);
-      const before = this.#headsOf(k);
-      const versions: Array<{ vkey: Buffer; hash: Buffer }> = [];
-      for await (const vk of this.#ldb.keys(keys.versionRange(k.bytes))) versions.push({ vkey: vk, hash: Buffer.from(keys.decodeVersion(vk).hash) });
-      if (versions.length === 0) return 0;
-      const records = await Promise.all(versions.map((v) => this.#readRecord(v.hash)));
-      const ops: BatchOp[] = [{ type: 'del', key: keys.heads(k.bytes) }, { type: 'del', key: keys.hint(k.bytes) }];
-      versions.forEach((v, i) => {
-        ops.push({ type: 'del', key: v.vkey }, { type: 'del', key: keys.object(v.hash) });
-        const parent = records[i]!.parent;
-        if (parent) ops.push({ type: 'del', key: keys.child(parent, v.hash) });
-      });
-      const prepare = (_ops: BatchOp[], delta: Partial<PersistedStats>) => {
-        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
-        versions.forEach((v, i) => {
-          const r = records[i]!;
-          const loc = this.#get(keys.object(v.hash));
-          if (loc) {
-            const l = decodeLocation(loc);
-            this.#counters!.addDead(keys.dead(l.seq), deadBytes(l));
-          }
-          add(delta, 'objects', -1);
-          add(delta, 'logicalBytes', -r.size);
-          if (r.inline) {
-            add(delta, 'uniqueBytes', -r.inline.byteLength);
-            add(delta, 'chunkStoredBytes', -r.inline.byteLength);
-          }
-          for (const c of r.chunks) this.#changeRef(c.id, -1);
-        });
-      };
-      const marker: ObjectRecord = { type: 'purge', size: 0, chunks: [], key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
-      const bytes = encodeRecord(marker);
-      const hash = this.#keys.objectId(bytes);
-      const entry = await this.#store_(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });
-      if (entry) {
-        this.#overlay(key, [], before, entry);
-        await entry.committed;
-        // Again after the batch landed: a read between prepare and landing may have cached one.
-        this.#recordCache.evict(versions.map((v) => toHex(v.hash)));
-      }
-      return versions.length;
-    });
-    this.#inflight.add(op);
+    while (this.#life.exclusive) await this.#life.exclusive;
+    const op = this.#writer.purge(k);
+    this.#life.track(op);
     try {
       return { versions: await op };
     } finally {
-      this.#inflight.delete(op);
+      this.#life.untrack(op);
     }
-  }
-
-  async #openBlock(): Promise<OpenBlock> {
-    this.#creating ??= (async () => {
-      try {
-        await this.#checkFreeSpace();
-        const seq = this.#nextSeq++;
-        const block = await this.#store.createOpen(seq, this.#blockSize);
-        this.#files.adopt(openName(seq), block.handle);
-        this.#unsealed.set(seq, { block, uncommitted: 0, full: false });
-        this.#current = block;
-        return block;
-      } catch (err) {
-        if (isDiskFull(err)) throw err;
-        this.#fail(err);
-        throw this.#failed!;
-      } finally {
-        this.#creating = undefined;
-      }
-    })();
-    return this.#creating;
-  }
-
-  /**
-   * Refuses a new block when the disk would keep less than reserveBytes free once it is full,
-   * so that a full disk stops puts before it stops LevelDB (see OpenOptions.reserveBytes).
-   */
-  async #checkFreeSpace(): Promise<void> {
-    const vfs = this.#store.vfs;
-    if (this.#reserveBytes === 0 || !vfs.freeBytes) return;
-    let free: number;
-    try {
-      free = await vfs.freeBytes(this.dir);
-    } catch {
-      return; // a file system without statfs: rely on ENOSPC alone
-    }
-    if (free < this.#reserveBytes + this.#blockSize) {
-      throw new DiskFullError(`${free} bytes free on the disk of ${this.dir}; OuroDB keeps ${this.#reserveBytes} free (reserveBytes) beside the block it writes`);
-    }
-  }
-
-  /** Stops appending to the current block; it is sealed once all its entries are committed. */
-  #rotate(): void {
-    const block = this.#current;
-    this.#current = undefined;
-    // Seals that a full disk stopped are tried again whenever a block fills.
-    for (const state of this.#unsealed.values()) {
-      if (state.block === block) state.full = true;
-      if (state.full && state.uncommitted === 0) this.#startSeal(state);
-    }
-  }
-
-  /**
-   * Group commit, in two stages so that neither the block files' fsyncs nor LevelDB's wait on
-   * the other.
-   *
-   * Stage one (#commitLoop) takes everything queued so far, waits for its bytes to reach the OS
-   * and fdatasyncs each block file involved, then hands the group to stage two and takes the next.
-   * Stage two (#indexLoop) writes the WAL records and locations of every group handed over since
-   * its last batch in one synced LevelDB batch: while one batch is being synced, the groups
-   * synced meanwhile gather into the next. So N concurrent puts cost a block fdatasync per group
-   * and a LevelDB sync per batch instead of two fsyncs each, and the batches grow with the load.
-   *
-   * Safe because a group reaches stage two only after its own blocks are synced, and stage two
-   * takes groups in queue order and runs its batches strictly in order (#writeBatch), so an entry
-   * never becomes durable before the entries queued ahead of it (which its dedup hits may point
-   * into).
-   */
-  async #commitLoop(): Promise<void> {
-    try {
-      // One turn after the work that started it: see RELEASE_COHORT.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      while (this.#commitWork() && !this.#failed) {
-        // Records gathered while the last group committed are sealed into a pack now: they
-        // form the front of this group's work with whatever else was queued.
-        if (this.#openPack || this.#packsReady.length > 0) await this.#flushPacks();
-        if (this.#queue.length === 0) continue;
-        let group = this.#queue;
-        this.#queue = [];
-        try {
-          const writes = await Promise.allSettled(group.map((e) => e.written));
-          const bad = writes.findIndex((w) => w.status === 'rejected');
-          if (bad >= 0) {
-            const reason = (writes[bad] as PromiseRejectedResult).reason;
-            if (!isDiskFull(reason)) throw reason;
-            // Out of space: what was queued before the failed entry commits; it and everything
-            // queued after it (which may share its chunks) fail, and the handle goes on. That
-            // includes the records waiting in packs: they joined after this group was taken, and
-            // a put's record may name chunks cut here (its put checked the disk-full epoch before
-            // joining, not after). They go first, newest first, as #rejectFrom unwinds.
-            const failure = ioError('write', reason);
-            const waiting = [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])];
-            this.#packsReady = [];
-            this.#openPack = undefined;
-            for (const pack of waiting.reverse()) this.#rejectPack(pack, failure);
-            const rejected = [...group.slice(bad), ...this.#queue];
-            this.#queue = [];
-            group = group.slice(0, bad);
-            this.#rejectFrom(rejected, reason);
-            if (group.length === 0) continue;
-          }
-          failpoint('commit.after-write');
-          const blocks = new Set(group.map((e) => e.block));
-          await Promise.all([...blocks].map((b) => b.sync()));
-          failpoint('commit.after-datasync');
-        } catch (err) {
-          this.#fail(err);
-          for (const e of group) e.reject(this.#failed);
-          break;
-        }
-        for (const e of group) this.#synced.push(e);
-        this.#indexer ??= this.#indexLoop();
-      }
-    } finally {
-      this.#committer = undefined;
-      if (this.#failed) {
-        for (const e of this.#queue) e.reject(this.#failed);
-        this.#queue = [];
-        for (const pack of [...this.#packsReady, ...(this.#openPack ? [this.#openPack] : [])]) this.#rejectPack(pack, this.#failed);
-        this.#packsReady = [];
-        this.#openPack = undefined;
-      } else if (this.#commitWork()) {
-        this.#committer = this.#commitLoop();
-      }
-    }
-  }
-
-  /** Whether the commit loop has anything to do: queued entries or records waiting in a pack. */
-  #commitWork(): boolean {
-    return this.#queue.length > 0 || this.#openPack !== undefined || this.#packsReady.length > 0;
-  }
-
-  /** Stage two of group commit (see #commitLoop): one synced index batch for all synced groups. */
-  async #indexLoop(): Promise<void> {
-    try {
-      while (this.#synced.length > 0 && !this.#failed) {
-        const entries = this.#synced;
-        this.#synced = [];
-        try {
-          const [ops, delta, prepares] = this.#walOps(entries);
-          await this.#writeBatch(ops, delta, prepares);
-          failpoint('commit.after-wal');
-        } catch (err) {
-          this.#fail(err);
-          for (const e of entries) e.reject(this.#failed);
-          break;
-        }
-        this.#committed(entries);
-      }
-    } finally {
-      this.#indexer = undefined;
-      if (this.#failed) {
-        for (const e of this.#synced) e.reject(this.#failed);
-        this.#synced = [];
-      } else if (this.#synced.length > 0) {
-        this.#indexer = this.#indexLoop();
-      }
-    }
-  }
-
-  /**
-   * The index batch that commits a group: a WAL value per block run, a location per entry, stats.
-   * The records of one pack are consecutive entries sharing one row: the row goes into the WAL,
-   * and counts in the stats, once.
-   */
-  #walOps(group: PendingEntry[]): [BatchOp[], Partial<PersistedStats>, Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void>] {
-    const ops: BatchOp[] = [];
-    const prepares: Array<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = [];
-    const delta: Partial<PersistedStats> = {};
-    // A group's entries in one block are contiguous (append and queue happen together, in order):
-    // each run of them gets one WAL value.
-    for (let start = 0; start < group.length; ) {
-      let end = start + 1;
-      while (end < group.length && group[end]!.block === group[start]!.block) end++;
-      const rows: EntryRow[] = [];
-      for (let i = start; i < end; i++) if (rows[rows.length - 1] !== group[i]!.row) rows.push(group[i]!.row);
-      ops.push({ type: 'put', key: keys.wal(group[start]!.block.seq, rows[0]!.offset), value: encodeWalRecords(rows) });
-      add(delta, 'walRecords', rows.length);
-      start = end;
-    }
-    let lastRow: EntryRow | undefined;
-    for (const e of group) {
-      const loc = encodeLocation({ kind: e.slot ? EntryKind.Pack : e.kind, flags: e.row.flags, length: e.row.length, plainLength: e.row.plainLength, offset: e.row.offset, seq: e.block.seq, slot: e.slot });
-      if (e.row !== lastRow) {
-        add(delta, 'walEntryBytes', e.row.length);
-        add(delta, 'storedBytes', e.row.length);
-        lastRow = e.row;
-      }
-      if (e.ops) ops.push(...e.ops);
-      if (e.prepare) prepares.push(e.prepare);
-      if (e.moved) {
-        prepares.push((more, d) => this.#switchMoved(e, loc, more, d));
-        continue;
-      }
-      ops.push({ type: 'put', key: e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id), value: loc });
-      if (e.kind === EntryKind.Chunk) {
-        add(delta, 'chunks', 1);
-        add(delta, 'uniqueBytes', e.row.plainLength);
-        add(delta, 'chunkStoredBytes', e.row.length);
-      } else {
-        if (!e.marker) add(delta, 'objects', 1);
-        add(delta, 'logicalBytes', e.objectSize);
-        // An inline value is stored once per object, so it counts fully as unique bytes. It counts
-        // one to one in the compression ratio too: when zstd shrinks its record, the ratio does not
-        // credit it (storedBytes, the real size on disk, does).
-        add(delta, 'uniqueBytes', e.inlineSize);
-        add(delta, 'chunkStoredBytes', e.inlineSize);
-      }
-    }
-    ops.push({ type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) });
-    return [ops, delta, prepares];
-  }
-
-  #committed(group: PendingEntry[]): void {
-    for (const e of group) {
-      this.#pending.delete(toHex(e.id));
-      const state = this.#unsealed.get(e.block.seq)!;
-      state.uncommitted--;
-      if (state.full && state.uncommitted === 0) this.#startSeal(state);
-    }
-    // The puts are released in cohorts, one per event-loop turn (see RELEASE_COHORT).
-    const release = (from: number): void => {
-      const end = Math.min(group.length, from + RELEASE_COHORT);
-      for (let i = from; i < end; i++) group[i]!.resolve();
-      if (end < group.length) setImmediate(() => release(end));
-    };
-    release(0);
-  }
-
-  /**
-   * A write failed for lack of space: fails `entries` (the failed one and everything queued
-   * after it, in queue order) with a DiskFullError. Each block they were in ends before the
-   * first of them (OpenBlock.cut) and takes no more entries: its committed entries are sealed
-   * as usual and new writes go to a new block. Nothing is fatal; what committed before stays.
-   */
-  #rejectFrom(entries: PendingEntry[], reason: unknown): void {
-    const failure = ioError('write', reason);
-    this.#diskFullEpoch++;
-    const cuts = new Map<OpenBlock, number>();
-    for (const e of entries) if (!cuts.has(e.block)) cuts.set(e.block, e.row.offset);
-    for (const [block, offset] of cuts) {
-      block.cut(offset, failure);
-      if (this.#current === block) this.#current = undefined;
-      this.#unsealed.get(block.seq)!.full = true;
-    }
-    // Newest first, so that each key's heads overlay unwinds version by version (#overlay).
-    for (const e of [...entries].reverse()) {
-      const hex = toHex(e.id);
-      if (this.#pending.get(hex) === e) this.#pending.delete(hex);
-      this.#unsealed.get(e.block.seq)!.uncommitted--;
-      e.reject(failure);
-    }
-    for (const block of cuts.keys()) {
-      const state = this.#unsealed.get(block.seq)!;
-      if (state.uncommitted === 0) this.#startSeal(state);
-    }
-  }
-
-  /**
-   * Serialises every index batch, so the stats written with each are exact and in order. Once a
-   * batch has failed no later one runs: a later group may depend on entries of the failed one.
-   */
-  #writeBatch(ops: BatchOp[], delta: Partial<PersistedStats>, prepares: ReadonlyArray<(ops: BatchOp[], delta: Partial<PersistedStats>) => void> = []): Promise<void> {
-    const run = this.#batchChain.then(async () => {
-      if (this.#failed) throw this.#failed;
-      // Read-modify-write index changes (reference counts, dead bytes, gc's checks) are computed
-      // here: every earlier batch has landed, so what getSync reads is exactly current.
-      const counters = new Counters(this.#ldb);
-      this.#counters = counters;
-      try {
-        for (const prepare of prepares) prepare(ops, delta);
-      } finally {
-        this.#counters = undefined;
-      }
-      counters.emit(ops);
-      if (this.#hintsPending.length > 0) ops.unshift(...this.#hintsPending.splice(0));
-      const next = { ...this.#stats };
-      for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
-      ops.push({ type: 'put', key: keys.meta('stats'), value: statsCodec.pack(next) });
-      try {
-        await writeOps(this.#ldb, ops);
-      } catch (err) {
-        const failure = ioError('index batch', err);
-        this.#fail(failure);
-        throw failure;
-      }
-      this.#stats = next;
-    });
-    this.#batchChain = run.catch(() => {});
-    return run;
-  }
-
-  /**
-   * Seals a full block whose entries are all committed. A full disk leaves it open (readable,
-   * WAL records kept) with `sealError` set, for #rotate or #flush to try again; other failures
-   * are fatal to the handle.
-   */
-  #startSeal(state: UnsealedBlock): void {
-    if (state.sealing) return; // already under way
-    const task = this.#seal(state.block)
-      .then(
-        () => (state.sealError = undefined),
-        (err: unknown) => {
-          if (isDiskFull(err)) state.sealError = err;
-          else this.#fail(err);
-        },
-      )
-      .finally(() => {
-        state.sealing = undefined;
-        this.#sealing.delete(task);
-      });
-    state.sealing = task;
-    this.#sealing.add(task);
-  }
-
-  async #seal(block: OpenBlock): Promise<void> {
-    if (block.rows.length === 0) return this.#dropEmpty(block);
-    const sealed = await block.seal(this.#store);
-    this.#files.alias(openName(block.seq), blockName(sealed.id));
-    await this.#register(sealed, block.rows.length, block.entryBytes);
-    this.#files.unpin(openName(block.seq));
-    this.#unsealed.delete(block.seq);
-    const info: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
-    for (const listener of this.#sealedListeners) listener(info);
-  }
-
-  /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
-  async #dropEmpty(block: OpenBlock): Promise<void> {
-    await block.drain();
-    this.#unsealed.delete(block.seq);
-    this.#files.retire(openName(block.seq));
-    await this.#store.removeOpen(block.seq);
-  }
-
-  /**
-   * Step 5 of the seal protocol: one synced batch registers the block (its info and the 's' key
-   * that sends every location naming its seq to it) and deletes the block's WAL records.
-   * Locations themselves do not change: they name the seq, which the block keeps.
-   */
-  async #register(sealed: SealedBlock, walRecords: number, walEntryBytes: number): Promise<void> {
-    const ops: BatchOp[] = [
-      { type: 'put', key: keys.block(sealed.id), value: encodeBlockInfo({ seq: sealed.seq, size: sealed.size, entries: sealed.rows.length, liveBytes: sumLengths(sealed.rows) }) },
-      { type: 'put', key: keys.sealedSeq(sealed.seq), value: sealed.id },
-    ];
-    for await (const k of this.#ldb.keys(keys.walRange(sealed.seq))) ops.push({ type: 'del', key: k });
-    const overhead = sealed.size - sumLengths(sealed.rows);
-    await this.#writeBatch(ops, { blocks: 1, storedBytes: overhead, walRecords: -walRecords, walEntryBytes: -walEntryBytes });
-    this.#sealedSeqs.set(sealed.seq, sealed.id);
-    failpoint('seal.after-register');
   }
 
   /**
@@ -2068,28 +314,27 @@ export class OuroDB {
    * with `replicas` > 1 once that many cluster members hold them durably.
    */
   async flush(options: FlushOptions = {}): Promise<void> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const replicas = options.replicas ?? 1;
     if (!Number.isSafeInteger(replicas) || replicas < 1) throw new BadArgumentError('replicas must be a positive integer');
-    if (replicas > 1 && !this.#replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
+    if (replicas > 1 && !this.#engine.replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
     await this.#flush();
-    if (replicas > 1) await this.#replicas!.settled(replicas, options.signal);
+    if (replicas > 1) await this.#engine.replicas!.settled(replicas, options.signal);
   }
 
   async #flush(): Promise<void> {
-    await Promise.allSettled([...this.#inflight]);
+    await Promise.allSettled(this.#life.inFlight());
     // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
     // them: let it finish before rotating, so that the rotation seals them too.
-    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
-    this.#rotate();
-    while (this.#committer || this.#indexer) await (this.#committer ?? this.#indexer);
-    while (this.#sealing.size > 0) await Promise.allSettled([...this.#sealing]);
-    // The hints of kept heads (#keepHint) still waiting for a batch, and those batches under way:
+    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    this.#blocks.rotate();
+    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    while (this.#blocks.sealingCount > 0) await Promise.allSettled(this.#blocks.sealingTasks());
+    // The hints of kept heads (Heads.keepHint) still waiting for a batch, and those batches under way:
     // after a flush, matchHint sees every hint put before it.
-    if (!this.#failed) await (this.#hintsPending.length > 0 ? this.#writeBatch([], {}) : this.#batchChain);
-    if (this.#failed) throw this.#failed;
-    const stuck = [...this.#unsealed.values()].find((s) => s.sealError !== undefined);
-    if (stuck) throw ioError(`sealing block ${stuck.block.seq}`, stuck.sealError);
+    if (!this.#index.failed) await (this.#index.riding > 0 ? this.#index.write([], {}) : this.#index.settled());
+    if (this.#index.failed) throw this.#index.failed;
+    this.#blocks.checkStuck();
   }
 
   // ---------------------------------------------------------------- cluster
@@ -2105,19 +350,18 @@ export class OuroDB {
    * it, so that an import can make a database of this identity, whose hashes are this one's.
    */
   get descriptor(): Descriptor {
-    return structuredClone(this.#descriptor!);
+    return structuredClone(this.#engine.descriptor);
   }
 
   /** Calls `listener` after each block this database seals (not ones it adopts). Returns an unsubscribe. */
   onSealed(listener: (block: SealedBlockInfo) => void): () => void {
-    this.#sealedListeners.add(listener);
-    return () => this.#sealedListeners.delete(listener);
+    return this.#blocks.onSealed(listener);
   }
 
   /** Every registered block, in id order. */
   async *blocks(): AsyncGenerator<BlockListing> {
-    this.#checkOpen();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
+    this.#life.checkOpen();
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
       yield { id: toHex(k.subarray(1)), size: info.size, adopted: info.adopted === true };
     }
@@ -2125,8 +369,8 @@ export class OuroDB {
 
   /** Registered block `id` (hex), or undefined. */
   block(id: string): BlockListing | undefined {
-    this.#checkOpen();
-    const v = this.#get(keys.block(parseHash(id, 'block id')));
+    this.#life.checkOpen();
+    const v = this.#index.get(keys.block(parseHash(id, 'block id')));
     if (v === undefined) return undefined;
     const info = decodeBlockInfo(v);
     return { id, size: info.size, adopted: info.adopted === true };
@@ -2139,12 +383,10 @@ export class OuroDB {
 
   /** Connects (or with undefined, disconnects) the cluster node serving this database. */
   setReplicaSource(source: ReplicaSource | undefined): void {
-    this.#replicas = source;
+    this.#engine.connect(source);
     if (!source) return;
-    // Adoptions the open had to leave (see #recover); one that fails again waits for the next source.
-    for (const file of this.#deferredAdoptions.splice(0)) {
-      this.adoptBlock(file).catch(() => this.#deferredAdoptions.push(file));
-    }
+    // Adoptions the open had to leave (see Engine.recover, lib/open.ts); one that fails again waits for the next source.
+    this.#adopter.retryDeferred((file) => this.adoptBlock(file));
   }
 
   /**
@@ -2164,122 +406,8 @@ export class OuroDB {
    * the file was received (blockstore/entry-hashes.ts); when they match, entries are not reread.
    */
   adoptBlock(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
-    this.#checkWritable();
-    const run = this.#adoptChain.then(() => this.#adopt(path.resolve(file), seen));
-    this.#adoptChain = run.catch(() => {});
-    this.#inflight.add(run);
-    void run.finally(() => this.#inflight.delete(run)).catch(() => {});
-    return run;
-  }
-
-  async #adopt(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
-    while (this.#exclusive) await this.#exclusive;
-    const store = this.#store;
-    const index = await store.readIndex(file);
-    const idHex = toHex(index.id);
-    const dest = store.blockPath(index.id);
-    if (this.#get(keys.block(index.id)) !== undefined || this.#get(keys.tombstone(index.id)) !== undefined) {
-      if (file !== dest) await store.vfs.remove(file).catch(() => {});
-      return { id: idHex, adopted: false };
-    }
-    await assertBlockEntries(store.vfs, file, index.rows, seen);
-    const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
-    if (file !== dest) {
-      await ensureDir(store.vfs, path.dirname(dest));
-      await store.vfs.rename(file, dest).catch((err: unknown) => {
-        throw ioError(`rename ${file} -> ${dest}`, err);
-      });
-      await fsyncDir(store.vfs, path.dirname(dest));
-    }
-    failpoint('adopt.after-rename');
-
-    const byKey = new Map<string, VersionNode[]>();
-    for (const { hash, record } of records.values()) {
-      if (record.key === null || record.type === 'purge') continue;
-      let list = byKey.get(record.key);
-      if (!list) byKey.set(record.key, (list = []));
-      list.push({ hash, prev: record.prev, tombstone: record.type === 'tombstone' });
-    }
-    const names = [...byKey.keys()].sort();
-    return this.#withKeys(names, async () => {
-      const changes = new Map<string, VersionChange>();
-      for (const name of names) {
-        await this.#keySettled(name);
-        const known: Array<VersionNode & { n: number }> = [];
-        for await (const k of this.#ldb.keys(keys.versionRange(Buffer.from(name, 'utf8')))) {
-          const v = keys.decodeVersion(k);
-          const hash = Buffer.from(v.hash);
-          const r = await this.#readRecord(hash);
-          known.push({ hash, n: v.n, prev: r.prev, tombstone: r.type === 'tombstone' });
-        }
-        changes.set(name, mergeVersions(known, byKey.get(name)!));
-      }
-      let seq = 0;
-      await this.#writeBatch([], {}, [
-        (ops, delta) => {
-          seq = this.#nextSeq++;
-          ops.push(
-            { type: 'put', key: keys.block(index.id), value: encodeBlockInfo({ seq, adopted: true, size: index.size, entries: index.rows.length, liveBytes: sumLengths(index.rows) }) },
-            { type: 'put', key: keys.sealedSeq(seq), value: index.id },
-            { type: 'put', key: keys.meta('nextSeq'), value: u64(this.#nextSeq) },
-          );
-          add(delta, 'blocks', 1);
-          add(delta, 'storedBytes', index.size);
-          for (const row of index.rows) {
-            if (row.kind !== EntryKind.Pack) this.#indexAdopted(row.id, row, undefined, seq, records.get(toHex(row.id))?.record, ops, delta);
-          }
-          for (const r of records.values()) if (r.slot) this.#indexAdopted(r.hash, r.row, r.slot, seq, r.record, ops, delta);
-          for (const [name, change] of changes) {
-            const kb = Buffer.from(name, 'utf8');
-            for (const d of change.drop) ops.push({ type: 'del', key: keys.version(kb, d.n, d.hash) });
-            for (const w of change.write) ops.push({ type: 'put', key: keys.version(kb, w.n, w.hash), value: EMPTY });
-            ops.push({ type: 'put', key: keys.heads(kb), value: encodeHeads(change.heads) });
-          }
-        },
-      ]);
-      this.#sealedSeqs.set(seq, index.id);
-      failpoint('adopt.after-register');
-      return { id: idHex, adopted: true };
-    });
-  }
-
-  /**
-   * The index entries of one entry of an adopted block, or of one record of a pack in it (`slot`
-   * set, `id` the record's hash), inside its batch's prepare step.
-   */
-  #indexAdopted(id: Buffer, row: EntryRow, slot: PackSlot | undefined, seq: number, record: ObjectRecord | undefined, ops: BatchOp[], delta: Partial<PersistedStats>): void {
-    const hex = toHex(id);
-    const chunk = row.kind === EntryKind.Chunk;
-    const indexKey = chunk ? keys.chunk(id) : keys.object(id);
-    const loc: Location = { kind: row.kind, flags: row.flags, length: row.length, plainLength: row.plainLength, offset: row.offset, seq, slot };
-    if (this.#get(indexKey) !== undefined || this.#pending.has(hex)) {
-      // Known already: this copy is dead here, but remembered, so that releasing the block the
-      // index names (a writer compacted it into this one) re-points instead of copying.
-      this.#counters!.addDead(keys.dead(seq), deadBytes(loc));
-      ops.push({ type: 'put', key: keys.alt(indexKey), value: encodeLocation(loc) });
-      return;
-    }
-    ops.push({ type: 'put', key: indexKey, value: encodeLocation(loc) });
-    if (chunk) {
-      add(delta, 'chunks', 1);
-      add(delta, 'uniqueBytes', row.plainLength);
-      add(delta, 'chunkStoredBytes', row.length);
-      return;
-    }
-    if (!record || record.type === 'purge') return;
-    add(delta, 'objects', 1);
-    add(delta, 'logicalBytes', record.size);
-    if (record.inline) {
-      add(delta, 'uniqueBytes', record.inline.byteLength);
-      add(delta, 'chunkStoredBytes', record.inline.byteLength);
-    }
-    for (const c of record.chunks) this.#changeRef(c.id, 1);
-    if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, id), value: EMPTY });
-  }
-
-  /** #withKey for several keys, taken in sorted order (puts take one, so no two wait on each other). */
-  #withKeys<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
-    return names.reduceRight<() => Promise<T>>((inner, name) => () => this.#withKey(name, inner), fn)();
+    this.#life.checkWritable();
+    return this.#adopter.adopt(file, seen);
   }
 
   // ---------------------------------------------------------------- export
@@ -2289,159 +417,45 @@ export class OuroDB {
    * parent and its predecessors, with a reader of its value from the same snapshot: what an
    * export needs to be consistent while writes go on. Holds ~100 bytes per object for the order.
    */
-  async *objects(): AsyncGenerator<ExportedObject> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    const reader = this.#openReader();
-    const snapshot = reader.snapshot;
-    try {
-      const deps = new Map<string, string[]>();
-      for await (const k of this.#ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
-        const hash = Buffer.from(k.subarray(1));
-        const r = await this.#readRecord(hash, snapshot);
-        if (r.type === 'purge') continue;
-        deps.set(toHex(hash), [...(r.parent ? [toHex(r.parent)] : []), ...r.prev.map(toHex)]);
-      }
-      const done = new Set<string>();
-      for (const start of deps.keys()) {
-        // Iterative depth-first order: dependencies (present in this snapshot) before dependents.
-        const stack = [start];
-        const onStack = new Set(stack);
-        while (stack.length > 0) {
-          const h = stack[stack.length - 1]!;
-          if (done.has(h)) {
-            onStack.delete(stack.pop()!);
-            continue;
-          }
-          // One dependency at a time, so the stack is always a path of dependents (a node on it
-          // is an ancestor; hashes cannot form a cycle, and onStack guards against one anyway).
-          const pending = deps.get(h)!.find((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
-          if (pending !== undefined) {
-            onStack.add(pending);
-            stack.push(pending);
-            continue;
-          }
-          onStack.delete(stack.pop()!);
-          done.add(h);
-          const r = await this.#readRecord(fromHex(h, ID_BYTES)!, snapshot);
-          yield {
-            hash: h,
-            type: r.type as 'value' | 'tombstone',
-            key: r.key,
-            parent: r.parent ? toHex(r.parent) : null,
-            prev: r.prev.map(toHex),
-            created: r.created,
-            meta: r.meta,
-            size: r.size,
-            chunkSizes: r.chunks.map((c) => c.size),
-            data: () => {
-              if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
-              return this.#streamRecord(r, snapshot);
-            },
-          };
-        }
-      }
-    } finally {
-      await this.#closeReader(reader);
-    }
+  objects(): AsyncGenerator<ExportedObject> {
+    return this.#query.objects();
   }
 
   // ---------------------------------------------------------------- check
 
   /** Verifies the index against the blocks (see lib/check.ts); problems come back as data. */
   async check(options: CheckOptions = {}): Promise<CheckReport> {
-    this.#checkOpen();
+    this.#life.checkOpen();
     const sample = options.sample ?? 1;
     if (typeof sample !== 'number' || !(sample >= 0 && sample <= 1)) throw new BadArgumentError('sample must be a number in [0, 1]');
-    const reader = this.#openReader();
+    const reader = this.#snapshots.open();
     const indexes = new Map<string, Promise<EntryRow[]>>();
     try {
       return await checkDatabase(
         {
-          ldb: this.#ldb,
+          ldb: this.#index.ldb,
           snapshot: reader.snapshot,
           store: this.#store,
           keys: this.#keys,
           blockOf: async (seq) => {
-            const open = this.#unsealed.get(seq);
-            const id = this.#get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#sealedSeqs.get(seq);
-            if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open.block.rows } : undefined;
+            const open = this.#blocks.openRows(seq);
+            const id = this.#index.get(keys.sealedSeq(seq), { snapshot: reader.snapshot }) ?? this.#blocks.sealedId(seq);
+            if (!id) return open ? { name: openName(seq), file: this.#store.openPath(seq), rows: open } : undefined;
             const file = this.#store.blockPath(id);
             if (!indexes.has(file)) indexes.set(file, this.#store.readIndex(file).then((i) => i.rows));
             return { name: blockName(id), file, rows: await indexes.get(file)! };
           },
-          sealing: (seq) => this.#unsealed.has(seq),
-          read: (name, file, offset, length) => this.#files.read(name, file, offset, length),
+          sealing: (seq) => this.#blocks.isUnsealed(seq),
+          read: (name, file, offset, length) => this.#blocks.files.read(name, file, offset, length),
         },
         { readData: options.readData ?? false, sample, ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
       );
     } finally {
-      await this.#closeReader(reader);
+      await this.#snapshots.close(reader);
     }
   }
 
   // ---------------------------------------------------------------- gc
-
-  #openReader(): { snapshot: Snapshot; epoch: number; open: boolean } {
-    const reader = { snapshot: this.#ldb.snapshot(), epoch: this.#epoch, open: true };
-    this.#readers.add(reader);
-    return reader;
-  }
-
-  async #closeReader(reader: { snapshot: Snapshot; epoch: number; open: boolean }): Promise<void> {
-    reader.open = false;
-    this.#readers.delete(reader);
-    await reader.snapshot.close();
-    await this.#removeDeferred();
-  }
-
-  /**
-   * Removes retired block files no open reader can still name. A reader that started before a
-   * block was retired may read it through its snapshot, so the file waits for that reader; gc
-   * itself never waits (a paused iteration would stall it), and the 'z' mark makes the next open
-   * remove the file if this process ends first.
-   */
-  async #removeDeferred(force = false): Promise<void> {
-    for (const r of [...this.#retiredFiles]) {
-      if (!force && [...this.#readers].some((reader) => reader.epoch < r.epoch)) continue;
-      this.#retiredFiles.delete(r);
-      await this.#removeRetired(r.id, r.seq);
-    }
-  }
-
-  /**
-   * The index switch of an entry gc copied: its location moves to the copy only if it still
-   * names the original (a purge may have dropped the object meanwhile). Otherwise, or if the
-   * chunk died meanwhile, the copy is dead on arrival and counts as dead bytes of its block.
-   */
-  #switchMoved(e: PendingEntry, loc: Buffer, ops: BatchOp[], _delta: Partial<PersistedStats>): void {
-    if (e.moved!.records) {
-      // A pack: each record switches on its own; the pack's bytes that stay behind (records a
-      // purge dropped meanwhile) count as dead in the new block.
-      const at = decodeLocation(loc);
-      for (const r of e.moved!.records) {
-        const indexKey = keys.object(r.id);
-        const cur = this.#get(indexKey);
-        const was = cur ? decodeLocation(cur) : undefined;
-        const mine = { ...at, slot: r.slot };
-        if (was && was.seq === e.moved!.seq && was.offset === e.moved!.offset) ops.push({ type: 'put', key: indexKey, value: encodeLocation(mine) });
-        else this.#counters!.addDead(keys.dead(e.block.seq), deadBytes(mine));
-      }
-      return;
-    }
-    const indexKey = e.kind === EntryKind.Chunk ? keys.chunk(e.id) : keys.object(e.id);
-    const cur = this.#get(indexKey);
-    const at = cur ? decodeLocation(cur) : undefined;
-    if (at && at.seq === e.moved!.seq && at.offset === e.moved!.offset) {
-      ops.push({ type: 'put', key: indexKey, value: loc });
-      if (e.kind === EntryKind.Chunk) {
-        const ref = this.#counters!.get(keys.refcount(e.id), 4);
-        if (ref.present && ref.value === 0) this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
-      }
-      return;
-    }
-    this.#counters!.addDead(keys.dead(e.block.seq), e.row.length);
-  }
 
   /**
    * Reclaims the space of dead entries (chunks no live object names, records of purged versions).
@@ -2457,166 +471,10 @@ export class OuroDB {
    * Writers keep writing throughout: gc holds no lock across these steps.
    */
   async gc(options: GcOptions = {}): Promise<GcReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
-    return this.#asGcRun(() => this.#gc(threshold, options.onProgress));
-  }
-
-  /** Runs `work` as the gc run: after the one running (and any exclusive task), alone. */
-  async #asGcRun<T>(work: () => Promise<T>): Promise<T> {
-    while (this.#gcRun || this.#exclusive) await (this.#gcRun?.catch(() => {}) ?? this.#exclusive);
-    const run = work();
-    this.#gcRun = run;
-    this.#inflight.add(run);
-    try {
-      return await run;
-    } finally {
-      this.#gcRun = undefined;
-      this.#inflight.delete(run);
-    }
-  }
-
-  async #gc(threshold: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
-    const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 };
-    const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_BLOCK))) {
-      const info = decodeBlockInfo(v);
-      // Another member's block: its holders keep it whole (deletion across the cluster is the
-      // writer's to start), so its dead entries are not compacted here.
-      if (info.adopted) continue;
-      const dead = decodeCount(this.#get(keys.dead(info.seq)));
-      if (dead === 0) continue;
-      const entryBytes = Math.max(1, info.liveBytes);
-      if (1 - dead / entryBytes < threshold) candidates.push({ id: Buffer.from(k.subarray(1)), seq: info.seq, size: info.size });
-    }
-    for (const c of candidates) {
-      // Between blocks, gc gives way to close(): what it compacted so far stays compacted.
-      if (this.#closing) break;
-      this.#checkAlive();
-      await this.#compact(c, report);
-      onProgress?.({ ...report }, candidates.length);
-    }
-    return report;
-  }
-
-  /**
-   * Whether the index still names `row` in block `seq` (it may have moved or died since); a pack
-   * while it names any of its records there (`packs`: their ids by the pack's offset, #packsIn).
-   */
-  #pointsInto(seq: number, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): (row: EntryRow) => boolean {
-    const names = (indexKey: Buffer, offset: number) => {
-      const cur = this.#get(indexKey);
-      if (!cur) return false;
-      const at = decodeLocation(cur);
-      return at.seq === seq && at.offset === offset;
-    };
-    return (row) => {
-      if (row.kind === EntryKind.Pack) return (packs.get(row.offset) ?? []).some((r) => names(keys.object(r.id), row.offset));
-      return names(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id), row.offset);
-    };
-  }
-
-  /** The records of every pack among `rows` of a block file, by the pack's offset (read and authenticated). */
-  async #packsIn(name: string, file: string, rows: readonly EntryRow[]): Promise<Map<number, Array<{ id: Buffer; slot: PackSlot }>>> {
-    const packs = new Map<number, Array<{ id: Buffer; slot: PackSlot }>>();
-    for (const row of rows) {
-      if (row.kind !== EntryKind.Pack) continue;
-      const bytes = await this.#files.read(name, file, row.offset, row.length);
-      const plain = openEntry(this.#keys.data, bytes, { id: row.id, kind: EntryKind.Pack }, file, row.offset);
-      packs.set(row.offset, decodePack(plain, `${file}@${row.offset}`).map((r) => ({ id: r.hash, slot: { offset: r.offset, length: r.length } })));
-    }
-    return packs;
-  }
-
-  /**
-   * In one batch: drops from the index the chunks among `rows` that no live object names (and
-   * nothing is writing), and when `repoint` is given, first lets it move an entry elsewhere.
-   * Returns the rows still named here and live, and how many were dropped.
-   */
-  async #dropDeadRows(rows: EntryRow[], here: (row: EntryRow) => boolean, repoint?: (row: EntryRow, ops: BatchOp[]) => boolean): Promise<{ live: EntryRow[]; dropped: number }> {
-    const live: EntryRow[] = [];
-    const dropped: string[] = [];
-    await this.#writeBatch([], {}, [
-      (ops, delta) => {
-        for (const row of rows) {
-          if (!here(row) || repoint?.(row, ops)) continue;
-          const hex = toHex(row.id);
-          if (row.kind === EntryKind.Chunk && !this.#pins.has(hex) && !this.#pending.has(hex) && this.#counters!.get(keys.refcount(row.id), 4).value === 0) {
-            ops.push({ type: 'del', key: keys.chunk(row.id) });
-            this.#counters!.set(keys.refcount(row.id), 4, 0, false);
-            add(delta, 'chunks', -1);
-            add(delta, 'uniqueBytes', -row.plainLength);
-            add(delta, 'chunkStoredBytes', -row.length);
-            this.#dying.add(hex);
-            dropped.push(hex);
-          } else {
-            live.push(row);
-          }
-        }
-      },
-    ]).finally(() => {
-      for (const hex of dropped) this.#dying.delete(hex);
-    });
-    return { live, dropped: dropped.length };
-  }
-
-  /** Copies the `live` entries of a sealed block into the open block (each checked against its footer hash); resolves with the bytes copied once all are committed. */
-  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): Promise<number> {
-    const name = blockName(block.id);
-    const copies: Promise<void>[] = [];
-    let bytesCopied = 0;
-    for (const row of live) {
-      if (!here(row) || this.#pending.has(toHex(row.id))) continue;
-      const bytes = await this.#files.read(name, file, row.offset, row.length);
-      if (bytes.length !== row.length || !crypto.createHash('sha256').update(bytes).digest().equals(row.hash)) {
-        throw new CorruptionError(`${file}@${row.offset}: entry does not match its footer; the block was left in place`, { location: { file, offset: row.offset, id: toHex(row.id) } });
-      }
-      const { id, kind, flags, length, plainLength, hash } = row;
-      const records = kind === EntryKind.Pack ? packs.get(row.offset) : undefined;
-      const entry = await this.#enqueue(bytes, { id, kind, flags, length, plainLength, hash }, { objectSize: 0, inlineSize: 0, moved: { seq: block.seq, offset: row.offset, ...(records ? { records } : {}) } });
-      copies.push(entry.committed);
-      bytesCopied += row.length;
-    }
-    await Promise.all(copies);
-    return bytesCopied;
-  }
-
-  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
-    const file = this.#store.blockPath(block.id);
-    const { rows } = await this.#store.readIndex(file);
-    const packs = await this.#packsIn(blockName(block.id), file, rows);
-    const here = this.#pointsInto(block.seq, packs);
-
-    // 1. Drop dead chunks from the index.
-    const { live, dropped } = await this.#dropDeadRows(rows, here);
-    report.entriesDropped += dropped;
-    failpoint('gc.after-drop');
-
-    // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
-    report.bytesCopied += await this.#copyLive(block, file, live, here, packs);
-    failpoint('gc.after-copy');
-
-    // 3. Unregister and remove the block, unless something still points into it.
-    let retired = false;
-    await this.#writeBatch([], {}, [
-      (ops, delta) => {
-        if (rows.some(here)) return;
-        retired = true;
-        ops.push({ type: 'del', key: keys.block(block.id) }, { type: 'del', key: keys.sealedSeq(block.seq) }, { type: 'put', key: keys.retired(block.id), value: u64(block.seq) });
-        // In a cluster, other members hold copies and may index them: ask them to let go (Tombstone.Retired).
-        if (this.#replicas) ops.push({ type: 'put', key: keys.tombstone(block.id), value: Buffer.from([Tombstone.Retired]) });
-        this.#counters!.set(keys.dead(block.seq), 8, 0, false);
-        add(delta, 'blocks', -1);
-        add(delta, 'storedBytes', -block.size);
-      },
-    ]);
-    if (!retired) return;
-    failpoint('gc.after-unregister');
-    this.#retiredFiles.add({ id: block.id, seq: block.seq, epoch: ++this.#epoch });
-    await this.#removeDeferred();
-    report.blocksRemoved++;
-    report.bytesFreed += block.size;
+    return this.#collector.collect(threshold, options.onProgress);
   }
 
   /**
@@ -2630,126 +488,32 @@ export class OuroDB {
    * (only its own gc retires those).
    */
   async releaseBlock(id: string): Promise<ReleaseReport> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const block = parseHash(id, 'block id');
-    return this.#asGcRun(() => this.#release(block));
-  }
-
-  async #release(id: Buffer): Promise<ReleaseReport> {
-    const report: ReleaseReport = { released: false, repointed: 0, copied: 0, dropped: 0 };
-    const infoBytes = this.#get(keys.block(id));
-    if (infoBytes === undefined) {
-      if (this.#get(keys.tombstone(id)) === undefined) await this.#writeBatch([{ type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) }], {});
-      report.released = true;
-      return report;
-    }
-    const info = decodeBlockInfo(infoBytes);
-    if (!info.adopted) throw new RefusedError(`block ${toHex(id)} was sealed by this database: only its own gc retires it`);
-    const file = this.#store.blockPath(id);
-    if (!(await this.#store.vfs.exists(file))) {
-      if (!this.#replicas) throw new NotFoundError(`block ${toHex(id)} is not kept here and no cluster node serves this database`);
-      await this.#replicas.fetchBlock(toHex(id), file);
-    }
-    const { rows } = await this.#store.readIndex(file);
-    const packs = await this.#packsIn(blockName(id), file, rows);
-    const here = this.#pointsInto(info.seq, packs);
-
-    // A pack re-points when every record of it has its other copy in one same pack elsewhere (the
-    // writer's gc copied the pack whole); otherwise it is copied here whole (below).
-    const repointPack = (row: EntryRow, ops: BatchOp[]): boolean => {
-      const records = (packs.get(row.offset) ?? []).filter((r) => {
-        const cur = this.#get(keys.object(r.id));
-        const at = cur ? decodeLocation(cur) : undefined;
-        return at !== undefined && at.seq === info.seq && at.offset === row.offset;
-      });
-      const alts = records.map((r) => this.#get(keys.alt(keys.object(r.id))));
-      if (records.length === 0 || alts.some((a) => a === undefined)) return false;
-      const where = alts.map((a) => decodeLocation(a!));
-      const first = where[0]!;
-      if (first.seq === info.seq || !where.every((w) => w.seq === first.seq && w.offset === first.offset) || this.#get(keys.sealedSeq(first.seq)) === undefined) return false;
-      records.forEach((r, i) => {
-        const altKey = keys.alt(keys.object(r.id));
-        ops.push({ type: 'del', key: altKey }, { type: 'put', key: altKey.subarray(1), value: alts[i]! });
-      });
-      this.#counters!.addDead(keys.dead(info.seq), row.length);
-      this.#counters!.addDead(keys.dead(first.seq), -row.length);
-      report.repointed++;
-      return true;
-    };
-
-    // 1. Re-point what has another copy, drop dead chunks; an alternative inside this block is void.
-    const repoint = (row: EntryRow, ops: BatchOp[]): boolean => {
-      if (row.kind === EntryKind.Pack) return repointPack(row, ops);
-      const altKey = keys.alt(row.kind === EntryKind.Chunk ? keys.chunk(row.id) : keys.object(row.id));
-      const altBytes = this.#get(altKey);
-      if (altBytes === undefined) return false;
-      ops.push({ type: 'del', key: altKey });
-      const alt = decodeLocation(altBytes);
-      if (alt.seq === info.seq || this.#get(keys.sealedSeq(alt.seq)) === undefined) return false;
-      ops.push({ type: 'put', key: altKey.subarray(1), value: altBytes });
-      this.#counters!.addDead(keys.dead(info.seq), row.length);
-      this.#counters!.addDead(keys.dead(alt.seq), -row.length);
-      report.repointed++;
-      return true;
-    };
-    const { live, dropped } = await this.#dropDeadRows(rows, here, repoint);
-    report.dropped = dropped;
-    failpoint('release.after-repoint');
-
-    // 2. What this member still names and has nowhere else: copied into its own open block.
-    await this.#copyLive({ id, seq: info.seq }, file, live, here, packs);
-    report.copied = live.filter((r) => !here(r)).length;
-    failpoint('release.after-copy');
-
-    // 3. Unregister and tombstone it, unless something still points into it.
-    await this.#writeBatch([], {}, [
-      (ops, delta) => {
-        if (rows.some(here)) return;
-        report.released = true;
-        ops.push({ type: 'del', key: keys.block(id) }, { type: 'del', key: keys.sealedSeq(info.seq) }, { type: 'put', key: keys.tombstone(id), value: Buffer.from([Tombstone.Released]) });
-        this.#counters!.set(keys.dead(info.seq), 8, 0, false);
-        add(delta, 'blocks', -1);
-        add(delta, 'storedBytes', -info.size);
-      },
-    ]);
-    return report;
+    return this.#collector.release(block);
   }
 
   /** The tombstone state of block `id` (hex), or undefined when it was never deleted across the cluster. */
   tombstone(id: string): TombstoneState | undefined {
-    this.#checkOpen();
-    const v = this.#get(keys.tombstone(parseHash(id, 'block id')));
+    this.#life.checkOpen();
+    const v = this.#index.get(keys.tombstone(parseHash(id, 'block id')));
     return v === undefined ? undefined : (v[0] as TombstoneState);
   }
 
   /** Every tombstone in `states`, in id order. */
   async *tombstones(states: readonly TombstoneState[] = [Tombstone.Released, Tombstone.Retired, Tombstone.Dropping]): AsyncGenerator<{ id: string; state: TombstoneState }> {
-    this.#checkOpen();
-    for await (const [k, v] of this.#ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
+    this.#life.checkOpen();
+    for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_TOMBSTONE))) {
       if (states.includes(v[0] as TombstoneState)) yield { id: toHex(k.subarray(1)), state: v[0] as TombstoneState };
     }
   }
 
   /** Moves a block this database retired on to its next deletion state (durably). */
   async setTombstone(id: string, state: TombstoneState): Promise<void> {
-    this.#checkWritable();
+    this.#life.checkWritable();
     const block = parseHash(id, 'block id');
-    if (this.#get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
-    await this.#writeBatch([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
-  }
-
-  /** Deletes a retired block's file (if still there), makes that durable, then drops the mark. */
-  async #removeRetired(id: Buffer, seq: number): Promise<void> {
-    const file = this.#store.blockPath(id);
-    this.#files.retire(blockName(id));
-    this.#sealedSeqs.delete(seq);
-    this.#blockFiles.delete(seq);
-    await this.#store.vfs.remove(file).catch((err: unknown) => {
-      throw ioError(`remove ${file}`, err);
-    });
-    await fsyncDir(this.#store.vfs, path.dirname(file));
-    failpoint('gc.after-remove');
-    await this.#writeBatch([{ type: 'del', key: keys.retired(id) }], {});
+    if (this.#index.get(keys.tombstone(block)) === undefined) throw new NotFoundError(`block ${id} has no tombstone`);
+    await this.#index.write([{ type: 'put', key: keys.tombstone(block), value: Buffer.from([state]) }], {});
   }
 
   // ---------------------------------------------------------------- reads
@@ -2763,46 +527,23 @@ export class OuroDB {
 
   /** The value chunk by chunk, reading a few chunks ahead; memory stays bounded. */
   async *stream(hash: string): AsyncGenerator<Uint8Array> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    yield* this.#streamRecord(await this.#readRecord(id));
-  }
-
-  async *#streamRecord(record: ObjectRecord, snapshot?: Snapshot): AsyncGenerator<Uint8Array> {
-    if (record.inline) {
-      if (record.inline.byteLength > 0) yield record.inline;
-      return;
-    }
-    const reads: Promise<Buffer>[] = [];
-    let next = 0;
-    const refill = () => {
-      while (reads.length < READ_AHEAD && next < record.chunks.length) {
-        const c = record.chunks[next++]!;
-        const p = this.#readEntry(EntryKind.Chunk, c.id, snapshot);
-        p.catch(() => {});
-        reads.push(p);
-      }
-    };
-    refill();
-    while (reads.length > 0) {
-      const chunk = await reads.shift()!;
-      refill();
-      yield chunk;
-    }
+    yield* this.#reader.stream(await this.#reader.record(id));
   }
 
   async has(hash: string): Promise<boolean> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
-    return this.#get(keys.object(parseHash(hash))) !== undefined;
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    return this.#index.get(keys.object(parseHash(hash))) !== undefined;
   }
 
   async stat(hash: string): Promise<ObjectStat> {
-    this.#checkOpen();
-    if (this.#exclusive) await this.#settledIndex();
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    const r = await this.#readRecord(id);
+    const r = await this.#reader.record(id);
     return {
       hash: toHex(id),
       type: r.type,
@@ -2815,135 +556,6 @@ export class OuroDB {
       prev: r.prev.map(toHex),
       meta: r.meta,
     };
-  }
-
-  /**
-   * An object record, authenticated: the entry's AEAD binds its bytes to the hash (the id is in
-   * the associated data), so only a holder of the key could have written them under this hash.
-   * Recomputing the HMAC over the record as well would cost a fifth of a small read for no
-   * further assurance; check({ readData }) still does it, to catch a writer that computed a
-   * hash over other bytes than it stored.
-   */
-  async #readRecord(hash: Buffer, snapshot?: Snapshot): Promise<ObjectRecord> {
-    const hex = toHex(hash);
-    const cached = this.#recordCache.get(hex);
-    if (cached) return cached;
-    const generation = this.#recordCache.generation;
-    const bytes = await this.#readEntry(EntryKind.Object, hash, snapshot);
-    const record = decodeRecord(bytes, hex);
-    this.#recordCache.set(hex, record, bytes.length, generation);
-    return record;
-  }
-
-  /**
-   * Reads one entry by its id through the index: an exact-range pread, then authenticate. If the
-   * read fails because gc moved the entry and removed its old file between the index lookup and
-   * the read, it is retried once at the entry's new location (same id, so same bytes).
-   */
-  async #readEntry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
-    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
-    const before = this.#get(indexKey, snapshot ? { snapshot } : {});
-    try {
-      return await this.#readAt(kind, id, before);
-    } catch (err) {
-      const now = this.#get(indexKey);
-      if (now === undefined || (before !== undefined && now.equals(before))) throw err;
-      return this.#readAt(kind, id, now);
-    }
-  }
-
-  #readAt(kind: EntryKind, id: Buffer, locBytes: Buffer | undefined): Promise<Buffer> {
-    if (locBytes === undefined) {
-      return Promise.reject(kind === EntryKind.Object ? new NotFoundError(`no object ${toHex(id)}`) : new CorruptionError(`chunk ${toHex(id)} is referenced but not in the index`, { location: { id: toHex(id) } }));
-    }
-    const loc = decodeLocation(locBytes);
-    const [name, file] = this.#fileOf(loc);
-    const slot = loc.slot;
-    if (slot) {
-      // A record in a pack: the pack is opened once and kept while its neighbours are read.
-      const where = `${file}@${loc.offset}`;
-      const cached = this.#packCache.get(file, loc.offset);
-      if (cached) return Promise.resolve(Buffer.from(recordInPack(cached.plain, cached.records, id, slot, where)));
-      if ((loc.flags & FLAG_ZSTD) === 0) return this.#readPackedSlice(name, file, loc, id, slot);
-      // Reads of neighbours arrive together (a tree's files are put, and their heads read, in
-      // order, many in flight): they share one opening of the pack rather than each decrypting
-      // and decompressing it before the first lands in the cache.
-      let opening = this.#packsOpening.get(where);
-      if (!opening) {
-        opening = this.#readLocated(name, file, loc)
-          .then((bytes) => {
-            const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
-            const pack = { plain, records: decodePack(plain, where) };
-            this.#packCache.set(file, loc.offset, pack);
-            return pack;
-          })
-          .finally(() => this.#packsOpening.delete(where));
-        this.#packsOpening.set(where, opening);
-      }
-      return opening.then((pack) => Buffer.from(recordInPack(pack.plain, pack.records, id, slot, where)));
-    }
-    return this.#readLocated(name, file, loc).then((bytes) => openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset));
-  }
-
-  /** The bytes of the entry at `loc` in block file `file` (cache name `name`), exactly its length. */
-  #readLocated(name: string, file: string, loc: Location, at = loc.offset, length = loc.length): Promise<Buffer> {
-    // #fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
-    // close the descriptor between them (FileCache counts the reference before awaiting).
-    const read = this.#files.read(name, file, at, length).catch(async (err: unknown) => {
-      // A registered block this cluster member does not keep: fetch it from a holder once.
-      if (!this.#replicas || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
-      await this.#replicas.fetchBlock(name.slice(4), file);
-      return this.#files.read(name, file, at, length);
-    });
-    return read.then((bytes) => {
-      if (bytes.length !== length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });
-      return bytes;
-    });
-  }
-
-  /**
-   * A record from a pack stored without compression, reading only its own bytes: the entry
-   * header and the record's slice of ciphertext, in the same tick (see #readLocated). ChaCha20
-   * decrypts any range of a stream on its own; the Poly1305 tag, which covers the whole pack,
-   * is not checked, so the record is authenticated by its hash instead: HMAC-SHA256 under the
-   * object-id key over the bytes decrypted must give the hash asked for, which only a holder
-   * of the key can arrange. A random read then costs about what it did for a record in an
-   * entry of its own, instead of decrypting the whole pack.
-   */
-  async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Promise<Buffer> {
-    const [headerBytes, cipher] = await Promise.all([
-      this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
-      this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + slot.offset, slot.length),
-    ]);
-    const where = { file, offset: loc.offset, id: toHex(id) };
-    const h = readEntryHeader(headerBytes, 0, file, loc.offset);
-    if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) {
-      throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where });
-    }
-    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, slot.offset, cipher);
-    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${where.id} in its pack does not hash to its id`, { location: where });
-    return plain;
-  }
-
-  /**
-   * The file holding a location's entry: the sealed block its seq became, or the open block file
-   * while the seq is unsealed. An unsealed seq stays in #unsealed (and its file handle pinned in
-   * the FileCache) until #sealedSeqs knows its block, so a read never finds neither.
-   */
-  #fileOf(loc: Location): [string, string] {
-    const known = this.#blockFiles.get(loc.seq);
-    if (known && this.#sealedSeqs.has(loc.seq)) return known;
-    let id = this.#sealedSeqs.get(loc.seq);
-    if (id === undefined && !this.#unsealed.has(loc.seq)) {
-      id = this.#get(keys.sealedSeq(loc.seq));
-      if (id === undefined) throw new CorruptionError(`the index places an entry in block seq ${loc.seq}, which is neither open nor sealed`, { location: { offset: loc.offset } });
-      this.#sealedSeqs.set(loc.seq, id);
-    }
-    if (!id) return [openName(loc.seq), this.#store.openPath(loc.seq)];
-    // Sealed blocks never move: remember their name and path (bounded like #sealedSeqs).
-    const file: [string, string] = [blockName(id), this.#store.blockPath(id)];
-    this.#blockFiles.set(loc.seq, file);
-    return file;
   }
 
   // ---------------------------------------------------------------- stats and lifecycle
@@ -2960,9 +572,9 @@ export class OuroDB {
   }
 
   async stats(): Promise<Stats> {
-    this.#checkOpen();
-    await this.#batchChain;
-    const s = this.#stats;
+    this.#life.checkOpen();
+    await this.#index.settled();
+    const s = this.#index.stats;
     return {
       objects: s.objects,
       chunks: s.chunks,
@@ -2979,325 +591,38 @@ export class OuroDB {
   }
 
   #openHeaderBytes(): number {
-    return this.#unsealed.size * HEADER_BYTES;
+    return this.#blocks.openCount * HEADER_BYTES;
   }
 
   /** Number of sealed blocks the index knows (counted from the index itself, for tests and checks). */
   async countBlocks(): Promise<number> {
     let n = 0;
-    for await (const _ of this.#ldb.keys(keys.range(PREFIX_BLOCK))) n++;
+    for await (const _ of this.#index.ldb.keys(keys.range(PREFIX_BLOCK))) n++;
     return n;
   }
 
   /** Waits for writes in flight, seals what is pending, and closes every file. */
   async close(): Promise<void> {
-    this.#closing ??= (async () => {
+    return this.#life.closeOnce(async () => {
       try {
         // A block a full disk keeps from sealing stays open with its WAL records: the next open
         // seals it. Closing must not need free space.
-        if (!this.#failed) await this.#flush().catch((err: unknown) => {
+        if (!this.#index.failed) await this.#flush().catch((err: unknown) => {
           if (!isDiskFull(err)) throw err;
         });
-        if (!this.#failed) {
-          for (const r of [...this.#readers]) await this.#closeReader(r);
-          await this.#removeDeferred(true);
-          if (this.#hintsPending.length > 0) await this.#writeBatch([], {});
-          await this.#compactIndexTail();
+        if (!this.#index.failed) {
+          for (const r of this.#snapshots.readers()) await this.#snapshots.close(r);
+          await this.#snapshots.removeDeferred(true);
+          if (this.#index.riding > 0) await this.#index.write([], {});
+          await this.#index.compactTail();
         }
       } finally {
-        this.#closed = true;
-        await this.#sealPool.close();
-        await this.#files.closeAll();
-        await this.#ldb.close();
-      }
-    })();
-    return this.#closing;
-  }
-
-  /**
-   * Compacts the index over the WAL's key range before closing. LevelDB turns its log into a
-   * level-0 table at every open and merges level 0 only once four tables pile up, so a database
-   * opened and closed often (every `ouro` command) kept up to three stale copies of its churn:
-   * WAL values written and deleted, stats and heads overwritten. On the tree benchmark (4 versions
-   * of date-fns, then one restore) that was 2.2 MB of index instead of 1.1 MB. Compacting a range
-   * flushes the memtable and merges level 0 (whose tables span every key) into level 1; below
-   * that only the tables overlapping the WAL range take part, so the cost is bounded by level 0
-   * and level 1 (10 MiB in LevelDB), not by the size of the index.
-   */
-  async #compactIndexTail(): Promise<void> {
-    const range = keys.walRange();
-    await this.#ldb.compactRange(range.gte, range.lt);
-  }
-
-  /** The file system under the handle died (a test Vfs's `crashed`): stop as a killed process would. */
-  #lost(): void {
-    if (this.#closed) return;
-    this.#failed ??= new FailedError('the file system was lost');
-    void this.#abandon().catch(() => {});
-    void this.#ldb.close().catch(() => {});
-  }
-
-  /** Releases what a half-opened handle holds (worker threads, file handles), writing nothing. */
-  async #abandon(): Promise<void> {
-    this.#closed = true;
-    await this.#sealPool.close();
-    await this.#files.closeAll();
-  }
-
-  #fail(err: unknown): void {
-    if (this.#failed) return;
-    if (err instanceof FailedError) {
-      this.#failed = err;
-      return;
-    }
-    this.#failed = new FailedError(`a write could not be made durable; reopen the database to recover (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-  }
-
-  /**
-   * One index read. LevelDB's own errors (a damaged table it notices, an I/O error) become typed
-   * errors here, so no raw LevelDB error reaches a caller.
-   */
-  #get(key: Buffer, options: { snapshot?: Snapshot } = {}): Buffer | undefined {
-    try {
-      return this.#ldb.getSync(key, options);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'LEVEL_CORRUPTION') throw new CorruptionError(`the index is damaged (${(err as Error).message}); rebuildIndex() or 'ouro repair --rebuild-index' rebuilds it`, { cause: err });
-      throw ioError('index read', err);
-    }
-  }
-
-  /** Reads wait while rebuildIndex runs: the index is incomplete until it ends. */
-  async #settledIndex(): Promise<void> {
-    while (this.#exclusive) await this.#exclusive;
-  }
-
-  #checkOpen(): void {
-    if (this.#closed || this.#closing) throw new ClosedError();
-  }
-
-  /**
-   * For work already under way (a put that started before close() was called): close() waits for
-   * it, so only a closed or failed handle stops it. New operations check #checkWritable.
-   */
-  #checkAlive(): void {
-    if (this.#closed) throw new ClosedError();
-    if (this.#failed) throw this.#failed;
-  }
-
-  #checkWritable(): void {
-    this.#checkOpen();
-    if (this.#failed) throw this.#failed;
-  }
-}
-
-function openName(seq: number): string {
-  return `open:${seq}`;
-}
-
-function blockName(id: Uint8Array): string {
-  return `blk:${toHex(id)}`;
-}
-
-/** PutOptions.expectHash: the record about to be written must have that hash. */
-function checkExpected(link: Link, hash: Buffer): void {
-  if (link.expect && !link.expect.equals(hash)) throw new CorruptionError(`the record made hashes to ${toHex(hash)}, not to ${toHex(link.expect)} (expectHash): nothing written`);
-}
-
-function parseHash(hash: unknown, what = 'hash'): Buffer {
-  const b = typeof hash === 'string' ? fromHex(hash, ID_BYTES) : undefined;
-  if (!b) throw new BadArgumentError(`${what} must be 64 lowercase hex characters`);
-  return b;
-}
-
-/** Newest first: highest version number, then highest hash (a fixed, documented tie-break). */
-function sortHeads(heads: Head[]): Head[] {
-  return heads.sort((a, b) => b.n - a.n || Buffer.compare(b.hash, a.hash));
-}
-
-/** The largest hint a put accepts (it is hashed on every match, so it stays small). */
-const HINT_MAX_BYTES = 1024;
-/** Hints of puts that kept their head waiting for an index batch before they get one of their own (#keepHint). */
-const HINTS_PENDING_MAX = 1024;
-
-/** PutOptions.hint, checked, as Link.hint. */
-function hintOf(option: PutOptions['hint']): Pick<Link, 'hint'> {
-  if (option === undefined) return {};
-  if (!(option instanceof Uint8Array)) throw new BadArgumentError('hint must be a Uint8Array');
-  if (option.byteLength > HINT_MAX_BYTES) throw new BadArgumentError(`a hint is at most ${HINT_MAX_BYTES} bytes, not ${option.byteLength}`);
-  return { hint: Buffer.from(option) };
-}
-
-/** PutOptions.ifChanged, checked, as Link.ifChanged. */
-function ifChangedOf(option: PutOptions['ifChanged']): Pick<Link, 'ifChanged'> {
-  if (option === undefined || option === false) return {};
-  if (option === true) return { ifChanged: { ignoreMeta: new Set() } };
-  if (typeof option !== 'object' || option === null || !Array.isArray(option.ignoreMeta) || !option.ignoreMeta.every((k) => typeof k === 'string')) {
-    throw new BadArgumentError('ifChanged must be a boolean or { ignoreMeta: string[] }');
-  }
-  return { ifChanged: { ignoreMeta: new Set(option.ignoreMeta) } };
-}
-
-function created(value: unknown): { created?: number } {
-  if (value === undefined) return {};
-  const ms = value instanceof Date ? value.getTime() : value;
-  if (typeof ms !== 'number' || !Number.isSafeInteger(ms) || ms < 0) throw new BadArgumentError('created must be a Date or a non-negative integer of milliseconds');
-  return { created: ms };
-}
-
-/** The compare-and-set check of `ifHead`: the key's heads must be exactly the ones named. */
-function checkHeads(name: string, expected: Buffer[] | null, current: Head[]): void {
-  const want = (expected ?? []).map(toHex).sort();
-  const have = current.map((h) => toHex(h.hash)).sort();
-  if (want.length === have.length && want.every((h, i) => h === have[i])) return;
-  throw new ConflictError(`key ${JSON.stringify(name)} has heads [${have.join(', ')}], not [${want.join(', ')}]`, want, have);
-}
-
-/** Whether a key's hint row (if any) carries `contentTag`: its head has these compared fields. */
-function rowHasContent(row: Buffer | undefined, contentTag: Buffer): boolean {
-  return row !== undefined && crypto.timingSafeEqual(decodeHintRow(row).contentTag, contentTag);
-}
-
-/** The bytes of a string or Uint8Array value small enough to be stored inline, else undefined. */
-function smallValue(value: PutValue): Uint8Array | undefined {
-  if (value instanceof Uint8Array) return value.byteLength <= INLINE_MAX_BYTES ? value : undefined;
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit: skip encoding strings that cannot fit.
-  if (typeof value === 'string' && value.length <= INLINE_MAX_BYTES) {
-    const bytes = Buffer.from(value, 'utf8');
-    return bytes.byteLength <= INLINE_MAX_BYTES ? bytes : undefined;
-  }
-  return undefined;
-}
-
-function validateMeta(meta: unknown): Record<string, string> {
-  if (meta === undefined) return {};
-  if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) throw new BadArgumentError('meta must be a Record<string, string>');
-  for (const [k, v] of Object.entries(meta)) {
-    if (typeof v !== 'string') throw new BadArgumentError(`meta.${k} must be a string`);
-  }
-  return { ...(meta as Record<string, string>) };
-}
-
-/** Whether two lists of entry rows name the same entries at the same offsets. */
-function sameRows(a: readonly EntryRow[], b: readonly EntryRow[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.offset === b[i]!.offset && r.id.equals(b[i]!.id));
-}
-
-function isMissingFile(err: unknown): boolean {
-  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
-  return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
-}
-
-function add(delta: Partial<PersistedStats>, k: keyof PersistedStats, v: number): void {
-  delta[k] = (delta[k] ?? 0) + v;
-}
-
-function sumLengths(rows: readonly EntryRow[]): number {
-  return rows.reduce((n, r) => n + r.length, 0);
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
-}
-
-function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n), 0);
-  return b;
-}
-
-
-/**
- * Opens the index LevelDB. A corrupt one is moved aside (kept for inspection, never deleted) and
- * a fresh one created, which the caller then rebuilds from the blocks.
- */
-async function openIndex(root: string): Promise<{ ldb: Ldb; rebuild: boolean }> {
-  const dir = path.join(root, 'index');
-  // LevelDB creates only the last directory; with a Vfs other than the real one, `root` may
-  // exist only there.
-  await fs.mkdir(root, { recursive: true, mode: 0o700 });
-  for (let attempt = 0; ; attempt++) {
-    const ldb: Ldb = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    try {
-      await ldb.open();
-      return { ldb, rebuild: attempt > 0 };
-    } catch (err) {
-      const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
-      if (code === 'LEVEL_LOCKED') throw new LockedError(`${root} is open in another process or handle`, { cause: err });
-      // LevelDB reports a CURRENT file that names no manifest as an I/O error: that is damage too.
-      const damaged = code === 'LEVEL_CORRUPTION' || (code === 'LEVEL_IO_ERROR' && !(await currentNamesManifest(dir)));
-      if (damaged && attempt === 0) {
-        await setIndexAside(root);
-        continue;
-      }
-      if (damaged) throw new CorruptionError(`${dir} is corrupt`, { cause: err });
-      throw ioError(`opening ${dir}`, err);
-    }
-  }
-}
-
-/** Moves a damaged index directory aside (kept for inspection, never deleted). */
-async function setIndexAside(root: string): Promise<void> {
-  const dir = path.join(root, 'index');
-  const aside = `${dir}.corrupt-${Date.now()}`;
-  await fs.rename(dir, aside).catch((e: unknown) => {
-    throw ioError(`moving the corrupt index to ${aside}`, e);
-  });
-  await fsyncDir(nodeVfs, root);
-}
-
-/** Whether an error says LevelDB found its own files damaged (raw, or wrapped by #get). */
-function indexDamage(err: unknown): boolean {
-  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
-  return code(err) === 'LEVEL_CORRUPTION' || (err instanceof CorruptionError && code(err.cause) === 'LEVEL_CORRUPTION');
-}
-
-/** Whether a path exists on the real disk (LevelDB's index directory lives there). */
-async function exists(p: string): Promise<boolean> {
-  return nodeVfs.exists(p);
-}
-
-/** Whether the index's CURRENT file names a manifest that exists (LevelDB's entry point). */
-async function currentNamesManifest(dir: string): Promise<boolean> {
-  try {
-    const name = (await fs.readFile(path.join(dir, 'CURRENT'), 'latin1')).trim();
-    return /^MANIFEST-[0-9]+$/.test(name) && (await exists(path.join(dir, name)));
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Opening with a lost or corrupt index: open block files lost their WAL records with it, so each
- * keeps the longest prefix of entries that authenticate under the key and is sealed; then every
- * index is rebuilt from the sealed blocks.
- */
-async function rebuildFromBlocks(ldb: Ldb, store: BlockStore, dbKeys: DatabaseKeys): Promise<void> {
-  await ldb.put(keys.meta('rebuilding'), Buffer.from([1]), { sync: true });
-  let maxSeq = 0;
-  for (const seq of await store.listOpen()) {
-    const file = store.openPath(seq);
-    const rows = await store.scanOpen(seq, (entry, offset) => {
-      try {
-        openEntry(dbKeys.data, entry, { id: entry.subarray(12, 44), kind: entry[0] as EntryKind }, file, offset);
-        return true;
-      } catch {
-        return false;
+        this.#life.markClosed();
+        await this.#writer.closePool();
+        await this.#blocks.files.closeAll();
+        await this.#index.ldb.close();
       }
     });
-    maxSeq = Math.max(maxSeq, seq);
-    if (rows.length === 0) {
-      await store.removeOpen(seq);
-      continue;
-    }
-    const block = await store.recoverOpen(seq, rows);
-    try {
-      await block.seal(store);
-    } finally {
-      await block.handle.close().catch(() => {});
-    }
   }
-  await rebuildIndex(ldb, store, dbKeys, maxSeq + 1, (s) => statsCodec.pack(s));
+
 }

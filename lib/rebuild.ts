@@ -34,18 +34,8 @@ type Ldb = ClassicLevel<Buffer, Buffer>;
  */
 const REBUILT_PREFIXES = 'cobskvprxzwah'.split('').map((c) => c.charCodeAt(0));
 
-/** The counters persisted under 'm' "stats" (db.ts keeps them current; a rebuild recounts them). */
-export interface PersistedStats {
-  objects: number;
-  chunks: number;
-  logicalBytes: number;
-  uniqueBytes: number;
-  chunkStoredBytes: number;
-  storedBytes: number;
-  blocks: number;
-  walRecords: number;
-  walEntryBytes: number;
-}
+import type { PersistedStats } from '../index/stats.js';
+export type { PersistedStats } from '../index/stats.js';
 
 export interface RebuildReport {
   blocks: number;

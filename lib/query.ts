@@ -1,0 +1,182 @@
+/**
+ * Query: the listings of keys, versions, children and objects. Owns no state: each reads the
+ * index (one iterator, or one snapshot it opens through Snapshots) and records through Reader.
+ * Each runs its own state checks, as the public method did: a generator's checks run at its
+ * first step, and lib/db.ts returns these generators and promises as they are.
+ */
+import { PREFIX_OBJECT, keys } from '../index/keys.js';
+import type { IndexStore } from '../index/store.js';
+import { HEAD_BYTES, decodeHeads } from '../index/values.js';
+import { parseHash, sortHeads } from './args.js';
+import { fromHex, toHex } from './bytes.js';
+import { ID_BYTES } from './crypto.js';
+import { BadArgumentError } from './errors.js';
+import type { ExportedObject, ListEntry, ListOptions, Version } from './types.js';
+import { keyBytes, prefixBytes } from './keyname.js';
+import type { Lifecycle } from './lifecycle.js';
+import type { Reader } from './read.js';
+import type { Snapshots } from './snapshots.js';
+
+export class Query {
+  readonly #life: Lifecycle;
+  readonly #index: IndexStore;
+  readonly #reader: Reader;
+  readonly #snapshots: Snapshots;
+
+  constructor(life: Lifecycle, index: IndexStore, reader: Reader, snapshots: Snapshots) {
+    this.#life = life;
+    this.#index = index;
+    this.#reader = reader;
+    this.#snapshots = snapshots;
+  }
+
+  /**
+   * Keys in byte order of their UTF-8, with their heads. Reads one LevelDB iterator, which sees
+   * a single consistent state however long the listing runs; it streams, so a listing of
+   * millions of keys holds only the current entry.
+   */
+  async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    if (options === null || typeof options !== 'object') throw new BadArgumentError('options must be an object');
+    const prefix = prefixBytes(options.prefix);
+    const limit = options.limit ?? Infinity;
+    if (limit !== Infinity && !(Number.isSafeInteger(limit) && limit >= 0)) throw new BadArgumentError('limit must be a non-negative integer');
+    const range = { gte: keys.heads(prefix), lt: keys.heads(Buffer.concat([prefix, Buffer.from([0xff])])) };
+    if (prefix.length === 0) range.lt = Buffer.from([keys.heads(prefix)[0]! + 1]);
+    const opts: { gte?: Buffer; gt?: Buffer; lt: Buffer } = { lt: range.lt };
+    const after = options.after === undefined ? undefined : keys.heads(keyBytes(options.after, 'after'));
+    if (after && Buffer.compare(after, range.gte) >= 0) opts.gt = after;
+    else opts.gte = range.gte;
+    if (limit === 0) return;
+    let n = 0;
+    const it = this.#index.ldb.iterator(opts);
+    try {
+      for await (const [k, v] of it) {
+        let entry: ListEntry;
+        if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
+          // One head, the usual case: read it in place (a listing of millions spends its time here).
+          const hash = v.toString('hex', 2, 34);
+          entry = { key: k.toString('utf8', 1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
+        } else {
+          const heads = sortHeads(decodeHeads(v));
+          entry = { key: k.toString('utf8', 1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
+        }
+        if (entry.deleted && !options.includeDeleted) continue;
+        yield entry;
+        if (++n >= limit) break;
+      }
+    } finally {
+      await it.close();
+    }
+  }
+
+  /**
+   * The versions of `key`, newest first (by version number, ties by hash), tombstones included.
+   * Reads from one LevelDB snapshot: versions written meanwhile are not seen, and gc keeps the
+   * block files this snapshot's locations name until the iteration ends.
+   */
+  async *history(key: string, options: { limit?: number } = {}): AsyncGenerator<Version> {
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const k = keyBytes(key);
+    const limit = options.limit ?? Infinity;
+    const reader = this.#snapshots.open();
+    try {
+      const it = this.#index.ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
+      let n = 0;
+      try {
+        for await (const [vk] of it) {
+          const v = keys.decodeVersion(vk);
+          const hash = Buffer.from(v.hash);
+          const r = await this.#reader.record(hash, reader.snapshot);
+          yield { hash: toHex(hash), version: v.n, type: r.type, size: r.size, created: new Date(r.created), meta: r.meta, prev: r.prev.map(toHex) };
+          if (++n >= limit) break;
+        }
+      } finally {
+        await it.close();
+      }
+    } finally {
+      await this.#snapshots.close(reader);
+    }
+  }
+
+  /** Objects put with `parent: hash`, in hash order, a page at a time. */
+  async children(hash: string, options: { after?: string; limit?: number } = {}): Promise<string[]> {
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const parent = parseHash(hash);
+    const limit = options.limit ?? 1000;
+    if (!(Number.isSafeInteger(limit) && limit > 0)) throw new BadArgumentError('limit must be a positive integer');
+    const range: { gt?: Buffer; gte?: Buffer; lt: Buffer; limit: number } = { ...keys.childRange(parent), limit };
+    if (options.after !== undefined) {
+      delete range.gte;
+      range.gt = keys.child(parent, parseHash(options.after, 'after'));
+    }
+    const out: string[] = [];
+    for await (const k of this.#index.ldb.keys(range)) out.push(toHex(k.subarray(33)));
+    return out;
+  }
+
+  /**
+   * Every live object (values, tombstones; not purge markers) as of one snapshot, each after its
+   * parent and its predecessors, with a reader of its value from the same snapshot: what an
+   * export needs to be consistent while writes go on. Holds ~100 bytes per object for the order.
+   */
+  async *objects(): AsyncGenerator<ExportedObject> {
+    this.#life.checkOpen();
+    if (this.#life.exclusive) await this.#life.settledIndex();
+    const reader = this.#snapshots.open();
+    const snapshot = reader.snapshot;
+    try {
+      const deps = new Map<string, string[]>();
+      for await (const k of this.#index.ldb.keys({ ...keys.range(PREFIX_OBJECT), snapshot })) {
+        const hash = Buffer.from(k.subarray(1));
+        const r = await this.#reader.record(hash, snapshot);
+        if (r.type === 'purge') continue;
+        deps.set(toHex(hash), [...(r.parent ? [toHex(r.parent)] : []), ...r.prev.map(toHex)]);
+      }
+      const done = new Set<string>();
+      for (const start of deps.keys()) {
+        // Iterative depth-first order: dependencies (present in this snapshot) before dependents.
+        const stack = [start];
+        const onStack = new Set(stack);
+        while (stack.length > 0) {
+          const h = stack[stack.length - 1]!;
+          if (done.has(h)) {
+            onStack.delete(stack.pop()!);
+            continue;
+          }
+          // One dependency at a time, so the stack is always a path of dependents (a node on it
+          // is an ancestor; hashes cannot form a cycle, and onStack guards against one anyway).
+          const pending = deps.get(h)!.find((d) => deps.has(d) && !done.has(d) && !onStack.has(d));
+          if (pending !== undefined) {
+            onStack.add(pending);
+            stack.push(pending);
+            continue;
+          }
+          onStack.delete(stack.pop()!);
+          done.add(h);
+          const r = await this.#reader.record(fromHex(h, ID_BYTES)!, snapshot);
+          yield {
+            hash: h,
+            type: r.type as 'value' | 'tombstone',
+            key: r.key,
+            parent: r.parent ? toHex(r.parent) : null,
+            prev: r.prev.map(toHex),
+            created: r.created,
+            meta: r.meta,
+            size: r.size,
+            chunkSizes: r.chunks.map((c) => c.size),
+            data: () => {
+              if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
+              return this.#reader.stream(r, snapshot);
+            },
+          };
+        }
+      }
+    } finally {
+      await this.#snapshots.close(reader);
+    }
+  }
+}

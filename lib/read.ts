@@ -1,0 +1,193 @@
+/**
+ * Reader: reads of entries and object records through the index.
+ *
+ * Owns, and is the only code that changes: the record cache (cleared by `clear` after a rebuild,
+ * trimmed by `evict` when a purge forgets records), the cache of opened packs, and the packs
+ * being opened (concurrent reads of one pack share its opening). It writes nothing.
+ */
+import { ENTRY_HEADER_BYTES, EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
+import type { IndexStore, Snapshot } from '../index/store.js';
+import { type Location, decodeLocation } from '../index/values.js';
+import { keys } from '../index/keys.js';
+import type { BlockSet } from '../wal/blocks.js';
+import { toHex } from './bytes.js';
+import { type DatabaseKeys, xchachaDecryptRange } from './crypto.js';
+import { openEntry } from './entry.js';
+import { CorruptionError, NotFoundError } from './errors.js';
+import { type OpenedPack, PackCache, type PackSlot, decodePack, recordInPack } from './pack.js';
+import { type ObjectRecord, decodeRecord } from './record.js';
+import { RecordCache } from './record-cache.js';
+
+/** Chunks read ahead while streaming a value out. */
+const READ_AHEAD = 4;
+
+/** Where a registered block this member does not keep can be fetched from (the cluster node). */
+export interface BlockFetcher {
+  fetchBlock(id: string, dest: string): Promise<void>;
+}
+
+export function isMissingFile(err: unknown): boolean {
+  const code = (e: unknown) => (e as { code?: string } | undefined)?.code;
+  return code(err) === 'ENOENT' || code((err as { cause?: unknown } | undefined)?.cause) === 'ENOENT';
+}
+
+export class Reader {
+  readonly #index: IndexStore;
+  readonly #blocks: BlockSet;
+  readonly #keys: DatabaseKeys;
+  readonly #fetcher: () => BlockFetcher | undefined;
+  readonly #recordCache: RecordCache;
+  readonly #packCache = new PackCache();
+  /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
+  readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
+
+  constructor(index: IndexStore, blocks: BlockSet, keys: DatabaseKeys, recordCacheBytes: number, fetcher: () => BlockFetcher | undefined) {
+    this.#index = index;
+    this.#blocks = blocks;
+    this.#keys = keys;
+    this.#fetcher = fetcher;
+    this.#recordCache = new RecordCache(recordCacheBytes);
+  }
+
+  /** Forgets cached records (a purge dropped them). */
+  evict(hexes: string[]): void {
+    this.#recordCache.evict(hexes);
+  }
+
+  /** Forgets every cached record (after a rebuild of the index). */
+  clear(): void {
+    this.#recordCache.clear();
+  }
+
+  async *stream(record: ObjectRecord, snapshot?: Snapshot): AsyncGenerator<Uint8Array> {
+    if (record.inline) {
+      if (record.inline.byteLength > 0) yield record.inline;
+      return;
+    }
+    const reads: Promise<Buffer>[] = [];
+    let next = 0;
+    const refill = () => {
+      while (reads.length < READ_AHEAD && next < record.chunks.length) {
+        const c = record.chunks[next++]!;
+        const p = this.entry(EntryKind.Chunk, c.id, snapshot);
+        p.catch(() => {});
+        reads.push(p);
+      }
+    };
+    refill();
+    while (reads.length > 0) {
+      const chunk = await reads.shift()!;
+      refill();
+      yield chunk;
+    }
+  }
+
+  /**
+   * An object record, authenticated: the entry's AEAD binds its bytes to the hash (the id is in
+   * the associated data), so only a holder of the key could have written them under this hash.
+   * Recomputing the HMAC over the record as well would cost a fifth of a small read for no
+   * further assurance; check({ readData }) still does it, to catch a writer that computed a
+   * hash over other bytes than it stored.
+   */
+  async record(hash: Buffer, snapshot?: Snapshot): Promise<ObjectRecord> {
+    const hex = toHex(hash);
+    const cached = this.#recordCache.get(hex);
+    if (cached) return cached;
+    const generation = this.#recordCache.generation;
+    const bytes = await this.entry(EntryKind.Object, hash, snapshot);
+    const record = decodeRecord(bytes, hex);
+    this.#recordCache.set(hex, record, bytes.length, generation);
+    return record;
+  }
+
+  /**
+   * Reads one entry by its id through the index: an exact-range pread, then authenticate. If the
+   * read fails because gc moved the entry and removed its old file between the index lookup and
+   * the read, it is retried once at the entry's new location (same id, so same bytes).
+   */
+  async entry(kind: EntryKind, id: Buffer, snapshot?: Snapshot): Promise<Buffer> {
+    const indexKey = kind === EntryKind.Chunk ? keys.chunk(id) : keys.object(id);
+    const before = this.#index.get(indexKey, snapshot ? { snapshot } : {});
+    try {
+      return await this.#readAt(kind, id, before);
+    } catch (err) {
+      const now = this.#index.get(indexKey);
+      if (now === undefined || (before !== undefined && now.equals(before))) throw err;
+      return this.#readAt(kind, id, now);
+    }
+  }
+
+  #readAt(kind: EntryKind, id: Buffer, locBytes: Buffer | undefined): Promise<Buffer> {
+    if (locBytes === undefined) {
+      return Promise.reject(kind === EntryKind.Object ? new NotFoundError(`no object ${toHex(id)}`) : new CorruptionError(`chunk ${toHex(id)} is referenced but not in the index`, { location: { id: toHex(id) } }));
+    }
+    const loc = decodeLocation(locBytes);
+    const [name, file] = this.#blocks.fileOf(loc);
+    const slot = loc.slot;
+    if (slot) {
+      // A record in a pack: the pack is opened once and kept while its neighbours are read.
+      const where = `${file}@${loc.offset}`;
+      const cached = this.#packCache.get(file, loc.offset);
+      if (cached) return Promise.resolve(Buffer.from(recordInPack(cached.plain, cached.records, id, slot, where)));
+      if ((loc.flags & FLAG_ZSTD) === 0) return this.#readPackedSlice(name, file, loc, id, slot);
+      // Reads of neighbours arrive together (a tree's files are put, and their heads read, in
+      // order, many in flight): they share one opening of the pack rather than each decrypting
+      // and decompressing it before the first lands in the cache.
+      let opening = this.#packsOpening.get(where);
+      if (!opening) {
+        opening = this.#readLocated(name, file, loc)
+          .then((bytes) => {
+            const plain = openEntry(this.#keys.data, bytes, { id: null, kind: EntryKind.Pack }, file, loc.offset);
+            const pack = { plain, records: decodePack(plain, where) };
+            this.#packCache.set(file, loc.offset, pack);
+            return pack;
+          })
+          .finally(() => this.#packsOpening.delete(where));
+        this.#packsOpening.set(where, opening);
+      }
+      return opening.then((pack) => Buffer.from(recordInPack(pack.plain, pack.records, id, slot, where)));
+    }
+    return this.#readLocated(name, file, loc).then((bytes) => openEntry(this.#keys.data, bytes, { id, kind }, file, loc.offset));
+  }
+
+  /** The bytes of the entry at `loc` in block file `file` (cache name `name`), exactly its length. */
+  #readLocated(name: string, file: string, loc: Location, at = loc.offset, length = loc.length): Promise<Buffer> {
+    // fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
+    // close the descriptor between them (FileCache counts the reference before awaiting).
+    const read = this.#blocks.files.read(name, file, at, length).catch(async (err: unknown) => {
+      // A registered block this cluster member does not keep: fetch it from a holder once.
+      const fetcher = this.#fetcher();
+      if (!fetcher || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
+      await fetcher.fetchBlock(name.slice(4), file);
+      return this.#blocks.files.read(name, file, at, length);
+    });
+    return read.then((bytes) => {
+      if (bytes.length !== length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });
+      return bytes;
+    });
+  }
+
+  /**
+   * A record from a pack stored without compression, reading only its own bytes: the entry
+   * header and the record's slice of ciphertext, in the same tick (see #readLocated). ChaCha20
+   * decrypts any range of a stream on its own; the Poly1305 tag, which covers the whole pack,
+   * is not checked, so the record is authenticated by its hash instead: HMAC-SHA256 under the
+   * object-id key over the bytes decrypted must give the hash asked for, which only a holder
+   * of the key can arrange. A random read then costs about what it did for a record in an
+   * entry of its own, instead of decrypting the whole pack.
+   */
+  async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Promise<Buffer> {
+    const [headerBytes, cipher] = await Promise.all([
+      this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
+      this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + slot.offset, slot.length),
+    ]);
+    const where = { file, offset: loc.offset, id: toHex(id) };
+    const h = readEntryHeader(headerBytes, 0, file, loc.offset);
+    if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) {
+      throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where });
+    }
+    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, slot.offset, cipher);
+    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${where.id} in its pack does not hash to its id`, { location: where });
+    return plain;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * InFlight: what writes in progress hold, the one contract between deduplication and gc.
+ *
+ * Owns, and is the only code that changes:
+ *   - the pending entries (`pending`): every entry appended (or gathered into a pack) and not yet
+ *     committed, by hex id. Set by the commit pipeline when it takes an entry, removed when the
+ *     entry commits or is rejected (wal/commit.ts, wal/packer.ts);
+ *   - the pins (`pin`/`unpin`): chunks that puts in progress reference. A put pins a chunk in the
+ *     same synchronous section as its dedup check finds it stored (lib/write.ts, #storeChunk), and
+ *     unpins it once its record's commit lands;
+ *   - the dying set (`markDying`): chunks gc decided to drop, from that decision (inside its
+ *     batch's prepare step) until its batch has landed or failed.
+ * gc drops a chunk only when it is neither pinned nor pending; a put treats a dying chunk as
+ * absent (`isStored`) and writes a fresh copy, whose location lands after gc's delete.
+ */
+import type { EntryKind, EntryRow } from '../blockstore/format.js';
+import type { OpenBlock } from '../blockstore/store.js';
+import type { BatchOp } from '../index/batch.js';
+import type { PersistedStats } from '../index/stats.js';
+import type { IndexStore, Prepare } from '../index/store.js';
+import type { PackSlot } from '../lib/pack.js';
+
+/** An entry appended to an open block and waiting for (or past) its group commit. */
+export interface PendingEntry {
+  kind: EntryKind;
+  id: Buffer;
+  block: OpenBlock;
+  row: EntryRow;
+  written: Promise<void>;
+  committed: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  /** Logical size added by this entry when it is an object record. */
+  objectSize: number;
+  /** Bytes of the value held inline in this object record (0 for chunks and chunked values). */
+  inlineSize: number;
+  /** Index changes that commit with this entry (a keyed version's heads, history, child key). */
+  ops?: BatchOp[];
+  /** Computes more of them inside the batch chain, where the index is exactly current. */
+  prepare?: Prepare;
+  /** A purge marker: an object record, but not an object in stats (it stands for none). */
+  marker?: boolean;
+  /**
+   * A copy of an entry stored elsewhere (gc's copy of a live entry): not new data, so stats count
+   * only its bytes, and instead of the usual location its batch's prepare step runs this with
+   * the copy's encoded location, to switch the index to it or count it dead (lib/gc.ts).
+   */
+  relocate?: (e: PendingEntry, loc: Buffer, ops: BatchOp[], delta: Partial<PersistedStats>) => void;
+  /** A record in a pack: where it lies in the pack's plaintext (set when the pack is sealed). */
+  slot?: PackSlot;
+}
+
+/** Index changes that commit with an object record (see lib/write.ts, Writer.writeRecord). */
+export interface RecordExtra {
+  ops?: BatchOp[] | undefined;
+  prepare?: PendingEntry['prepare'];
+  marker?: boolean;
+  /** The put's disk-full epoch: checked again right before the record is appended (CommitPipeline.enqueue). */
+  epoch?: number | undefined;
+}
+
+export class InFlight {
+  readonly #index: IndexStore;
+  /** Entries queued and not yet committed, by hex id. */
+  readonly #pending = new Map<string, PendingEntry>();
+  /** Chunks that puts in progress reference (hex id -> count): gc must keep them. */
+  readonly #pins = new Map<string, number>();
+  /** Chunks gc has decided to drop, between that decision and its batch landing. */
+  readonly #dying = new Set<string>();
+
+  constructor(index: IndexStore) {
+    this.#index = index;
+  }
+
+  /** The entry with this id on its way to commit, if any. */
+  pending(idHex: string): PendingEntry | undefined {
+    return this.#pending.get(idHex);
+  }
+
+  isPending(idHex: string): boolean {
+    return this.#pending.has(idHex);
+  }
+
+  /** The entry is on its way from now on: equal entries deduplicate against it. */
+  setPending(idHex: string, entry: PendingEntry): void {
+    this.#pending.set(idHex, entry);
+  }
+
+  /** The entry committed: the index names it now. */
+  committed(idHex: string): void {
+    this.#pending.delete(idHex);
+  }
+
+  /** The entry failed: forgotten, unless another entry of the id took its place. */
+  rejected(idHex: string, entry: PendingEntry): void {
+    if (this.#pending.get(idHex) === entry) this.#pending.delete(idHex);
+  }
+
+  /**
+   * Chunks pinned while a put runs: between the dedup check that finds a chunk stored and the
+   * commit of the record that counts a reference to it, gc must not drop it. The put pins the
+   * chunk in the same synchronous section as that check (no await between them).
+   */
+  pin(idHex: string): void {
+    this.#pins.set(idHex, (this.#pins.get(idHex) ?? 0) + 1);
+  }
+
+  unpin(idHex: string): void {
+    const n = (this.#pins.get(idHex) ?? 0) - 1;
+    if (n > 0) this.#pins.set(idHex, n);
+    else this.#pins.delete(idHex);
+  }
+
+  /** Whether a put in progress holds the chunk, or it is on its way to commit (gc keeps it). */
+  isHeld(idHex: string): boolean {
+    return this.#pins.has(idHex) || this.#pending.has(idHex);
+  }
+
+  /** Whether the index names the entry and gc is not dropping it (synchronous). */
+  isStored(indexKey: Buffer, idHex: string): boolean {
+    return this.#index.get(indexKey) !== undefined && !this.#dying.has(idHex);
+  }
+
+  /** gc drops the chunk in the batch being prepared: it counts as absent until `undying`. */
+  markDying(idHex: string): void {
+    this.#dying.add(idHex);
+  }
+
+  undying(idHex: string): void {
+    this.#dying.delete(idHex);
+  }
+}
