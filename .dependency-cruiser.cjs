@@ -7,11 +7,13 @@
 //   index/                  the LevelDB index: layout, batches, key model (index/leveldb.ts alone loads classic-level)
 //   blockstore/             block files and the seal protocol
 //
-// The small shared helpers of lib/ (LEAVES) may be imported from any layer, and import only
-// each other and what lies below them. `import type` counts (tsPreCompilationDeps), so a
+// lib/db.ts is the facade over lib's engine modules (lib/open.ts wires them); lib/index.ts and
+// the public API's users in lib/ stand above it. The small shared helpers of lib/ (LEAVES) may be
+// imported from any layer, and import only each other (and two format definitions below). `import type` counts (tsPreCompilationDeps), so a
 // type-only import upward is refused too: it is a dependency all the same.
 const LEAVES = 'lib/(errors|bytes|fsutil|failpoints|crypto|entry|record|pack|versions|keyname|chunker|gear-wasm|chunk-buffers|vfs/[^/]+)\\.ts$';
 const ENGINE = `^lib/(?!${LEAVES.slice(4)})`;
+const FACADE_AND_CLIENTS = '(db|index|archive|ipfs-blockstore|inspect)\\.ts$';
 const above = {
   blockstore: ['^index/', '^wal/', ENGINE, '^carrier/', '^bin/'],
   index: ['^wal/', ENGINE, '^carrier/', '^bin/'],
@@ -40,9 +42,16 @@ module.exports = {
     {
       name: 'leaves-stay-leaves',
       severity: 'error',
-      comment: "lib's shared helpers are used from every layer, so they may not import the engine above them",
+      comment: "lib's shared helpers are used from every layer, so they import only each other, and two format definitions of the layers below (an entry's header, a head's shape): data, not engine state",
       from: { path: `^${LEAVES}` },
-      to: { path: [ENGINE, '^wal/', '^carrier/', '^bin/'] },
+      to: { path: [ENGINE, '^(wal|index|blockstore|carrier|bin)/'], pathNot: '^(blockstore/format|index/values)\\.ts$' },
+    },
+    {
+      name: 'engine-below-the-facade',
+      severity: 'error',
+      comment: 'lib/db.ts is the public facade over the engine modules; lib/index.ts and the users of the public API in lib/ (archive, ipfs-blockstore, inspect) stand above it',
+      from: { path: ENGINE, pathNot: `^lib/${FACADE_AND_CLIENTS}` },
+      to: { path: `^lib/${FACADE_AND_CLIENTS}` },
     },
     {
       name: 'only-index-leveldb-loads-classic-level',
