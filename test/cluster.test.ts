@@ -258,11 +258,19 @@ describe('cluster of node processes', () => {
     // Closed: the database opens at once in another process (a held lock would be exit 7), data intact.
     const stats = await ouroJson<{ objects: number }>(['--key-file', keyFile, 'stats', path.join(dir, 'db')]);
     expect(stats.objects).toBeGreaterThanOrEqual(1);
-    // The wrong key opens neither the database nor the identity.
+    // The wrong key opens neither the database nor the identity. The database refuses it first:
     const wrong = path.join(tempDir(), 'wrong');
     fs.writeFileSync(wrong, Buffer.alloc(32, 8).toString('hex'));
     const refused = await ouro(['--key-file', wrong, 'node', 'start', dir]);
     expect(refused.code).toBe(4);
+    expect(refused.stderr).toMatch(/does not unlock this database/);
+    // and beside a database it does open, the sealed identity refuses it: the node does not start.
+    fs.renameSync(path.join(dir, 'db'), path.join(dir, 'db.own'));
+    expect((await ouro(['--key-file', wrong, 'init', path.join(dir, 'db')])).code).toBe(0);
+    const unsealed = await ouro(['--key-file', wrong, 'node', 'start', dir]);
+    expect(unsealed.code, unsealed.stderr).toBe(4);
+    expect(unsealed.stderr).toMatch(/does not unseal .*node-identity\.json/);
+    expect(fs.existsSync(path.join(dir, 'node.run.json'))).toBe(false);
   });
 
   it('admin API: reads are open on loopback, changes need the token; off loopback everything needs it; SIGTERM exits 0', async () => {
