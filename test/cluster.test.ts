@@ -10,7 +10,8 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Carrier, protocolId } from '../carrier/index.js';
+import { Carrier, HEARTBEAT_PROTOCOL, type MemberList, encodeFrame, loadIdentity, protocolId } from '../carrier/index.js';
+import { signedBytes } from '../carrier/membership.js';
 import { FAST, FAST_FLAGS, type NodeProc, converged, founder, joinByToken, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
 import { tempDir } from './helpers.js';
 import { HOSTILE_FRAMES, rawExchange } from './raw-frames.js';
@@ -219,7 +220,8 @@ describe('cluster of node processes', () => {
   it('malformed, oversized and unknown-protocol frames get clean errors and do not crash a member', async () => {
     const a = await founder();
     const b = await joinByToken(a);
-    const s = await stranger();
+    const sDir = tempDir();
+    const s = await stranger(sDir);
     await s.node.dial((await import('@multiformats/multiaddr')).multiaddr(a.address));
     await expect(s.request(a.address, '/ouro/nope/1', {})).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
     // The join protocol is open to strangers, so it reads their frames: each bad one gets OURO_PROTOCOL.
@@ -234,10 +236,51 @@ describe('cluster of node processes', () => {
     const big = await Carrier.start({ dir: tempDir(), maxFrameBytes: 16 * 1024 * 1024 });
     carriers.add(big);
     await expect(big.request(a.address, protocolId('join'), new Uint8Array(5 * 1024 * 1024))).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
-    // A member sending a forged list in a heartbeat gets an error; nothing changes.
+    // A member sending a forged list in a heartbeat gets an error; nothing changes. b's identity
+    // (b stopped) sends heartbeat frames as a member does ({ v: 1, list }, carrier/node.ts), with
+    // lists made from a's: one that adds the stranger with a made-up approval, one at a higher
+    // epoch with another replication factor (both with a's signature altered), and that one
+    // signed by the stranger, who is no member. A list bearing a's own signature is taken for
+    // a's own list and not read at all: ignored, whatever it carries.
+    const membersFile = path.join(a.dir, 'cluster', 'members.json');
+    const before = fs.readFileSync(membersFile, 'utf8');
+    const viewBefore = await a.members();
+    const list = JSON.parse(before) as MemberList;
+    expect(await b.stop()).toBe(0);
+    const asB = await stranger(b.dir);
+    expect(asB.peerId).toBe(b.peerId);
+    await asB.node.dial((await import('@multiformats/multiaddr')).multiaddr(a.address));
+    const sKey = await loadIdentity(sDir);
+    const altered = (list.signature[0] === '0' ? '1' : '0') + list.signature.slice(1);
+    const addsStranger: MemberList = { ...list, epoch: list.epoch + 1, approvals: [...list.approvals, { peerId: s.peerId, approvedBy: b.peerId, sig: list.approvals[0]!.sig }], signature: altered };
+    const reFactored: MemberList = { ...list, epoch: list.epoch + 1, replication: { factor: 1, epoch: list.epoch + 1, by: b.peerId }, signature: altered };
+    const byStranger: MemberList = { ...reFactored, signer: s.peerId };
+    byStranger.signature = Buffer.from(await sKey.sign(signedBytes(byStranger))).toString('hex');
+    const forgeries: Array<[MemberList, RegExp]> = [
+      [addsStranger, /does not chain back to the founder/],
+      [reFactored, /bad signature/],
+      [byStranger, /who is not a member/],
+    ];
+    for (const [forged, why] of forgeries) {
+      const replies = await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list: forged }));
+      expect(replies).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.stringMatching(why) }]);
+    }
+    // The same by the carrier's own request path (the shared session a member's heartbeats take).
+    await expect(asB.request(a.address, HEARTBEAT_PROTOCOL, { v: 1, list: byStranger })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    // Bearing a's own signature: taken for a's own list, so never read (the checks below show it changed nothing).
+    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list: { ...addsStranger, signature: list.signature } }))).toEqual([{ ok: true, body: {} }]);
+    // The genuine list from the same identity is a heartbeat a takes: the forgeries were refused
+    // for what they carried, not for who sent them.
+    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list }))).toEqual([{ ok: true, body: {} }]);
+    expect(fs.readFileSync(membersFile, 'utf8')).toBe(before);
+    const viewAfter = await a.members();
+    expect({ epoch: viewAfter.epoch, signer: viewAfter.signer, members: viewAfter.members.map((m) => m.peerId).sort() }).toEqual({ epoch: viewBefore.epoch, signer: viewBefore.signer, members: viewBefore.members.map((m) => m.peerId).sort() });
+    await asB.stop();
+    carriers.delete(asB);
     expect(a.child.exitCode).toBe(null);
     expect((await a.get<{ status: string }>('/health')).status).toBe('ok');
-    await waitFor(() => converged([a, b], ids([a, b])));
+    const b2 = await startNode(b.dir);
+    await waitFor(() => converged([a, b2], ids([a, b2])));
     expect((await s.request(a.address, protocolId('join'), { v: 1, addresses: [] })) as { status: string }).toMatchObject({ status: 'pending' });
   });
 
