@@ -222,11 +222,16 @@ export async function admitWithDb(via: NodeProc, key: string, dir: string, extra
 
 /** A keyless node (replica only) admitted by token through `via`, then started. */
 export async function joinKeyless(via: NodeProc, extra: string[] = []): Promise<NodeProc> {
+  return startNode((await admitKeyless(via, extra)).dir);
+}
+
+/** `ouro node join DIR` (keyless) by token through `via`, not started: a member from now on. */
+export async function admitKeyless(via: NodeProc, extra: string[] = []): Promise<{ dir: string; peerId: string }> {
   const { token } = await ouroJson<{ token: string }>(['cluster', '--dir', via.dir, 'token', '--ttl', '5m']);
   const dir = tempDir();
-  const r = await ouroJson<{ status: string }>(['node', 'join', dir, '--peer', via.address, '--token', token, ...FAST_FLAGS, ...REPL_FLAGS, ...extra]);
+  const r = await ouroJson<{ status: string; peerId: string }>(['node', 'join', dir, '--peer', via.address, '--token', token, ...FAST_FLAGS, ...REPL_FLAGS, ...extra]);
   if (r.status !== 'joined') throw new Error(`token join answered ${r.status}`);
-  return startNode(dir);
+  return { dir, peerId: r.peerId };
 }
 
 /** Database calls on a running node through its admin API (docs/node.md). */

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FaultyFs, NodeVfs, OuroDB } from '../lib/index.js';
+import { FaultyFs, NodeVfs, OuroDB, OuroError } from '../lib/index.js';
 import type { Fault, OpenOptions } from '../lib/index.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 
@@ -42,6 +42,19 @@ async function putMany(db: OuroDB, from: number, n: number, key?: (i: number) =>
     }),
   );
   return { acked, errors };
+}
+
+/**
+ * What an injected errno may legitimately surface as from gc() or close() (lib/errors.ts):
+ * ioError() makes ENOSPC and EDQUOT OURO_DISK_FULL and any other errno OURO_IO_ERROR (a failed
+ * rename or remove), and a failed fsync, or a write error other than a full disk, fails the
+ * handle: OURO_FAILED then, and for every write after it. Anything else (an untyped error, the
+ * raw errno error, another code) fails the test.
+ */
+function expectFaultError(err: unknown, errno: string, what: string): void {
+  expect(err, `${what}: ${String(err)}`).toBeInstanceOf(OuroError);
+  const fromErrno = errno === 'ENOSPC' || errno === 'EDQUOT' ? 'OURO_DISK_FULL' : 'OURO_IO_ERROR';
+  expect([fromErrno, 'OURO_FAILED'], `${what}: ${String(err)}`).toContain(codeOf(err));
 }
 
 async function expectAll(db: OuroDB, acked: Map<string, Buffer>): Promise<void> {
@@ -242,20 +255,33 @@ describe('other I/O faults are fatal to the handle, not to the data', () => {
     };
     const ops: Fault['op'][] = ['write', 'datasync', 'sync', 'truncate', 'rename', 'mkdir', 'syncDir', 'create', 'remove'];
     const codes = ['ENOSPC', 'EIO', 'EDQUOT'];
+    let fired = 0;
+    const putCodes = new Set<string | undefined>();
     for (let round = 0; round < 12; round++) {
       const faulty = new FaultyFs(new NodeVfs());
       const db = await OuroDB.open(dir, { ...OPTIONS, fs: faulty });
+      let code = '';
+      let closed: unknown;
       try {
         await expectAll(db, acked);
-        faulty.inject({ op: ops[random(ops.length)]!, nth: 1 + random(6), times: 1 + random(3), code: codes[random(codes.length)]! });
+        const fault: Fault = { op: ops[random(ops.length)]!, nth: 1 + random(6), times: 1 + random(3), code: codes[random(codes.length)]! };
+        code = fault.code!;
+        faulty.inject(fault);
         const r = await putMany(db, 1000 + round * 20, 20, round % 2 ? (i) => `k${i % 7}` : undefined);
         for (const [h, v] of r.acked) acked.set(h, v);
         expect(r.errors.map(codeOf).filter((c) => c !== 'OURO_DISK_FULL' && c !== 'OURO_FAILED')).toEqual([]);
-        if (round % 3 === 0) await db.gc({ threshold: 1 }).catch(() => {});
+        for (const err of r.errors) putCodes.add(codeOf(err));
+        if (round % 3 === 0) await db.gc({ threshold: 1 }).catch((err: unknown) => expectFaultError(err, code, `gc in round ${round}`));
       } finally {
-        await db.close().catch(() => {});
+        closed = await db.close().then(() => undefined, (err: unknown) => err ?? new Error('close rejected with nothing'));
       }
+      if (closed !== undefined) expectFaultError(closed, code, `close in round ${round}`);
+      if (faulty.injected > 0) fired++;
     }
+    // The faults really reached the database: with this seed 9 or 10 of the 12 fire (a rename or
+    // remove fault whose nth the round never reaches does not), and puts met both outcomes.
+    expect(fired).toBeGreaterThanOrEqual(8);
+    expect([...putCodes].sort()).toEqual(['OURO_DISK_FULL', 'OURO_FAILED']);
     await reopenAndVerify(dir, acked);
   });
 });

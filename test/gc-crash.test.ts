@@ -32,8 +32,25 @@ describe('crash during gc', () => {
     const key = crypto.randomBytes(32);
     // Each run starts over on the same directory (k<i> are put again) and is killed somewhere
     // in its writes, purges or gc rounds; the acknowledgements of every run must all hold.
+    // The kill is placed by what the writer printed, not by a clock: gc-writer prints `count`
+    // acks of k<i>, then one line per purge (i % 4 != 3), then `count` acks of n<i> while gc runs,
+    // and is SIGKILLed right after a random line of the phase the run is given (runs 0-2: puts,
+    // purges, puts during gc; run 3: anywhere), never among the last `MARGIN` lines, so the kill
+    // lands while it still has work to do. (A kill 0.3-1.5 s after the start never landed here:
+    // the whole run takes about 0.25 s.)
+    const count = 60;
+    const purges = Array.from({ length: count }, (_, i) => i).filter((i) => i % 4 !== 3).length;
+    const MARGIN = 20;
+    const last = 2 * count + purges - MARGIN;
+    const phases: Array<[number, number]> = [[1, count], [count + 1, count + purges], [count + purges + 1, last], [1, last]];
     for (let i = 0; i < 4; i++) {
-      const r = await run('gc-writer.js', dir, key, 20, { killAfterMs: 300 + Math.floor(Math.random() * 1200) });
+      const [from, to] = phases[i]!;
+      const killAtLine = from + crypto.randomInt(0, to - from + 1);
+      const r = await run('gc-writer.js', dir, key, count, { killAtLine });
+      // The kill must have landed before the writer finished, or this run proved nothing.
+      expect(r.signal, `run ${i}: killed after line ${killAtLine}`).toBe('SIGKILL');
+      expect(r.lines).not.toContain('done');
+      expect(r.lines.filter((l) => l !== '').length).toBeGreaterThanOrEqual(killAtLine);
       await verify(dir, key, r, gcValueOf);
     }
   });

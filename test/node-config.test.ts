@@ -105,6 +105,7 @@ describe('a node inside an application', () => {
     await Node.init(sealedDir, { newCluster: true, identityKey: db0.deriveKey('node-identity') });
     await db0.close();
     const node = await Node.start({ dir: sealedDir, dbOpen: { key: KEY } });
+    const peerId = node.peerId;
     try {
       expect(node.role).toBe('member');
       const h = await node.db!.put(new TextEncoder().encode('hello from the app'));
@@ -118,8 +119,32 @@ describe('a node inside an application', () => {
     // The node closed the database it opened: it opens again here.
     const again = await OuroDB.open(path.join(sealedDir, 'db'), { key: KEY });
     await again.close();
-    // Another key cannot unseal the identity.
-    await expect(Node.start({ dir: sealedDir, dbOpen: { key: new Uint8Array(32).fill(1) } })).rejects.toBeInstanceOf(WrongKeyError);
+    // Another key cannot unseal the identity. Beside the node's own database, the database
+    // refuses that key before the identity is read:
+    const other = new Uint8Array(32).fill(1);
+    await expect(Node.start({ dir: sealedDir, dbOpen: { key: other } })).rejects.toBeInstanceOf(WrongKeyError);
+    await expect(Node.start({ dir: sealedDir, dbOpen: { key: other } })).rejects.toThrow(/does not unlock this database/);
+    // so the node gets a database that key does open: only the sealed identity can refuse now.
+    const dbPath = path.join(sealedDir, 'db');
+    fs.renameSync(dbPath, `${dbPath}.own`);
+    await (await OuroDB.open(dbPath, { key: other })).close();
+    const unsealed = await Node.start({ dir: sealedDir, dbOpen: { key: other } }).then(
+      async (n) => {
+        await n.stop();
+        return `started as ${n.peerId}`;
+      },
+      (err: unknown) => err,
+    );
+    expect(unsealed).toBeInstanceOf(WrongKeyError);
+    expect(String(unsealed)).toMatch(new RegExp(`does not unseal .*${IDENTITY_FILE}`));
+    // It closed that database on the way out, and the identity, untouched, still opens with the
+    // node's own database: the same peer id.
+    await (await OuroDB.open(dbPath, { key: other })).close();
+    fs.rmSync(dbPath, { recursive: true });
+    fs.renameSync(`${dbPath}.own`, dbPath);
+    const back = await Node.start({ dir: sealedDir, dbOpen: { key: KEY } });
+    expect(back.peerId).toBe(peerId);
+    await back.stop();
     // An application that owns its database passes it in; the node leaves it open.
     const appDb = await OuroDB.open(path.join(dir, 'appdb'), { key: KEY });
     const n2 = await Node.start({ dir, db: appDb });

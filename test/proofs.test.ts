@@ -80,8 +80,15 @@ describe('proofs of storage', () => {
       60_000,
       'alterer blocks repaired elsewhere',
     );
+    // The loop below checks blocks (the alterer held some: its placed ones, picked above), and
+    // the candidates it reads are the members left once the alterer is quarantined.
+    expect(alterer!.held.length).toBeGreaterThan(0);
+    expect(candidates).not.toContain(alterer!.k.peerId);
     for (const id of alterer!.held) expect(replicaSet(id, candidates, 2)).not.toContain(alterer!.k.peerId);
+    // The blocks in play are the writer's (six or more), and it still holds every one.
     expect(blocks.length).toBeGreaterThanOrEqual(6);
+    expect(blocks).toEqual(expect.arrayContaining([...alterer!.held, victim]));
+    expect(await heldBlocks(w)).toEqual(expect.arrayContaining(blocks));
 
     // The same events give the same ledger: every member folds the common cut alike, and each
     // member's running ledger equals a fold of the events it holds.
@@ -102,11 +109,23 @@ describe('proofs of storage', () => {
     const cuts = await Promise.all(all.map((n) => n.get<LedgerView>(`/ledger?at=${at}`)));
     for (const c of cuts) expect(c).toEqual(cuts[0]);
     expect(cuts[0]!.members.find((m) => m.peerId === alterer!.k.peerId)!.quarantined).toBe(true);
-    const own = await Promise.all(all.map(async (n) => [await ledgerOf(n), n] as const));
-    for (const [v, n] of own) {
-      const fold = await n.get<LedgerView>(`/ledger?at=${Object.entries(v.observers).map(([o, k]) => `${o}:${k}`).join(',')}`);
-      // Events may have come between the two reads; the cut is exact when none did.
-      if (fold.events === v.events) expect(fold).toEqual(v);
+    for (const n of all) {
+      // Events may have come between the two reads; the cut is exact when none did: read both
+      // again until none did, so that every member's ledger is compared with its fold.
+      let read: { v: LedgerView; fold: LedgerView } | undefined;
+      await waitFor(
+        async () => {
+          const v = await ledgerOf(n);
+          const fold = await n.get<LedgerView>(`/ledger?at=${Object.entries(v.observers).map(([o, k]) => `${o}:${k}`).join(',')}`);
+          if (fold.events !== v.events) return false;
+          read = { v, fold };
+          return true;
+        },
+        20_000,
+        `a ledger and its fold read with no event between (${n.peerId})`,
+      );
+      expect(read!.v.events).toBeGreaterThan(0);
+      expect(read!.fold).toEqual(read!.v);
     }
     // Holdings and uptime are on the ledger for every member.
     for (const p of ids) {

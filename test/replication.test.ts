@@ -9,8 +9,23 @@ import { describe, expect, it } from 'vitest';
 import { replicaSet } from '../carrier/placement.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 import { filesUnder } from './files.js';
-import { type NodeProc, admitWithDb, heldBlocks as held, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { type NodeProc, admitKeyless, admitWithDb, heldBlocks as held, converged, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
+/**
+ * The blocks a keyless node's shelf holds, read from its directory as Shelf.list reads them (kept
+ * files less tombstones), so also before the node runs; null when a read raced a change.
+ */
+function shelfOnDisk(dir: string): Set<string> | null {
+  const root = path.join(dir, 'replicas');
+  try {
+    const gone = new Set(fs.existsSync(path.join(root, 'tombstones')) ? fs.readdirSync(path.join(root, 'tombstones')) : []);
+    if (!fs.existsSync(path.join(root, 'blocks'))) return new Set();
+    const ids = filesUnder(path.join(root, 'blocks')).map((f) => /^([0-9a-f]{64})\.blk$/.exec(path.basename(f))?.[1]);
+    return new Set(ids.filter((id): id is string => id !== undefined && !gone.has(id)));
+  } catch {
+    return null;
+  }
+}
 
 describe('replication', () => {
   it('ingests on one member and reads on another; a keyless replica holds only ciphertext', async () => {
@@ -184,15 +199,62 @@ describe('replication', () => {
     };
     // Before the join: b and c hold exactly what placement over {a, b, c} gives them.
     await waitFor(() => keyless([b, c], [a.peerId, b.peerId, c.peerId]), 30_000, 'placement over three');
-    const d = await joinKeyless(a, rf);
-    const all = [a.peerId, b.peerId, c.peerId, d.peerId];
-    await waitFor(() => converged([a, b, c, d], all), 20_000, 'four members');
-    // After: every keyless member holds exactly its placement over four (computed here, in
-    // another process, from the ids alone), and d got the blocks it now owns.
-    await waitFor(() => keyless([b, c, d], all), 60_000, 'rebalanced');
+    // Holders sampled all through the move, as the drain test does, from before d is admitted.
+    // At every sample each block has its two copies on the members of its placement over three
+    // or on those of its placement over four (a surplus copy goes only once the new placement
+    // holds the block), so never fewer than two. b and c, which only lose copies when d joins,
+    // are read before d, which only gains them, and a, which holds every block, so a copy moving
+    // from b to d while a sample is taken is not missed on both. d is read from its directory,
+    // so from before it starts. A node that did not answer is not counted as holding nothing:
+    // that sample is skipped.
+    const three = [a.peerId, b.peerId, c.peerId];
+    let admitted: { dir: string; peerId: string } | undefined;
+    let watching = true;
+    let fewest = Infinity;
+    let samples = 0;
+    let surplusSeen = 0;
+    const heldSet = (n: NodeProc) => held(n).then((ids) => new Set(ids), () => null);
+    const watch = (async () => {
+      while (watching) {
+        const joined = admitted;
+        const sets = new Map<string, Set<string> | null>();
+        for (const n of [b, c]) sets.set(n.peerId, await heldSet(n));
+        if (joined) sets.set(joined.peerId, shelfOnDisk(joined.dir));
+        sets.set(a.peerId, await heldSet(a));
+        if ([...sets.values()].every((s) => s !== null)) {
+          const four = joined ? [...three, joined.peerId] : undefined;
+          for (const id of blocks) {
+            const copiesOn = (placed: string[]) => placed.filter((p) => sets.get(p)!.has(id)).length;
+            fewest = Math.min(fewest, Math.max(copiesOn(replicaSet(id, three, 2)), four ? copiesOn(replicaSet(id, four, 2)) : 0));
+            if (four) for (const n of [b, c]) if (sets.get(n.peerId)!.has(id) && !replicaSet(id, four, 2).includes(n.peerId)) surplusSeen++;
+          }
+          samples++;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    // d is admitted (a member from now on) and then started.
+    admitted = await admitKeyless(a, rf).catch((err: unknown) => {
+      watching = false;
+      throw err;
+    });
+    const all = [...three, admitted.peerId];
+    let d: NodeProc;
+    try {
+      d = await startNode(admitted.dir);
+      await waitFor(() => converged([a, b, c, d], all), 20_000, 'four members');
+      // After: every keyless member holds exactly its placement over four (computed here, in
+      // another process, from the ids alone), and d got the blocks it now owns.
+      await waitFor(() => keyless([b, c, d], all), 60_000, 'rebalanced');
+    } finally {
+      watching = false;
+      await watch;
+    }
+    expect(samples).toBeGreaterThan(3);
+    expect(fewest).toBe(2);
+    expect(surplusSeen).toBeGreaterThan(0); // the samples saw surplus copies before they went
     expect((await held(d)).length).toBeGreaterThan(0);
     // Exactly the copies placement over four moved away were removed, each after its new holders had it.
-    const three = [a.peerId, b.peerId, c.peerId];
     const moved = blocks.flatMap((id) => [b, c].filter((n) => replicaSet(id, three, 2).includes(n.peerId) && !replicaSet(id, all, 2).includes(n.peerId)).map((n) => `${n.peerId}:${id}`));
     const removed = [b, c].flatMap((n) => n.logs.filter((l) => l.event === 'surplus-removed').map((l) => `${n.peerId}:${String(l.id)}`));
     expect(removed.sort()).toEqual(moved.sort());
