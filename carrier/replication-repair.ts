@@ -52,13 +52,17 @@ export interface PassProgress {
   passes: number;
   running: boolean;
   lastPassAt: number | null;
+  /** Blocks checked, and of them below their placement, in the last finished pass. */
   checked: number;
   underReplicated: number;
+  /** Since start: blocks and bytes pushed, and surplus copies removed. */
   pushed: number;
   pushedBytes: number;
   removed: number;
+  /** Since start: blocks verified by scrubbing, and found corrupt (then quarantined). */
   verified: number;
   corrupt: number;
+  /** Blocks held here whose placement members did not all confirm holding them, in the last finished pass. */
   unsettled: number;
 }
 

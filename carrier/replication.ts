@@ -54,36 +54,23 @@
 import type { OuroDB, ReplicaSource } from '../lib/db.js';
 import { Deletion } from './replication-deletion.js';
 import { type ReplicationConfig, type ReplicationHost, Holders, ReplicationContext, heldBlocks } from './replication-core.js';
-import { type DrainProgress, Repair } from './replication-repair.js';
+import { type DrainProgress, type PassProgress, Repair } from './replication-repair.js';
 import { Transfers } from './replication-transfer.js';
 import type { HeldBlock, Shelf } from './shelf.js';
 
 export type { ReplicationConfig, ReplicationHost, ReplicationMetrics } from './replication-core.js';
 export type { DrainProgress } from './replication-repair.js';
 
-export interface RepairProgress {
-  passes: number;
-  running: boolean;
-  lastPassAt: number | null;
-  /** Blocks checked, and of them below their placement, in the last finished pass. */
-  checked: number;
-  underReplicated: number;
-  /** Since start: blocks and bytes pushed, surplus copies removed, blocks fetched in. */
-  pushed: number;
-  pushedBytes: number;
-  removed: number;
+/** What `progress` reports: the repair passes' counters (PassProgress), with the transfers' and the deletions'. */
+export interface RepairProgress extends PassProgress {
+  /** Since start: blocks fetched in, and transfers that failed. */
   fetched: number;
   failures: number;
-  /** Since start: blocks verified by scrubbing, and found corrupt (then quarantined). */
-  verified: number;
-  corrupt: number;
   /** Since start: blocks released here at another member's request, and copies deleted at the end of a deletion. */
   released: number;
   dropped: number;
   /** Blocks this database retired whose deletion across the cluster is not finished (last pass). */
   deleting: number;
-  /** Blocks held here whose placement members did not all confirm holding them, in the last finished pass. */
-  unsettled: number;
 }
 
 export class Replicator implements ReplicaSource {
