@@ -70,8 +70,7 @@ export function applyPatch(dir, patchText) {
     const target = lines[i + 1]?.match(/^\+\+\+ b\/(.+)$/)?.[1];
     if (!target) throw new Error(`patch: no "+++ b/" line after line ${i + 1}`);
     const file = path.join(dir, target);
-    const eol = '\n';
-    const src = fs.readFileSync(file, 'utf8').split(eol);
+    const src = fs.readFileSync(file, 'utf8').split('\n');
     const out = [];
     let at = 0; // next unconsumed line of src (0-based)
     i += 2;
@@ -94,7 +93,7 @@ export function applyPatch(dir, patchText) {
       applied++;
     }
     out.push(...src.slice(at));
-    fs.writeFileSync(file, out.join(eol));
+    fs.writeFileSync(file, out.join('\n'));
   }
   if (applied === 0) throw new Error('patch: no hunks');
   return applied;
