@@ -213,7 +213,7 @@ export class Node {
         totals: () => this.metrics.totals(),
         repair: () => this.replication.progress,
         held: () => this.replication.held(),
-        db: args.db,
+        logicalBytes: () => (shelf instanceof DbShelf ? shelf.logicalBytes() : Promise.resolve({ logicalBytes: 0, adoptedLogicalBytes: 0 })),
       },
       args.config.series,
     );

@@ -5,15 +5,17 @@
  *
  * Owns, and alone changes, the ring of samples (#sample adds and ages them; one sample at a time,
  * #sampling) and its timer (start, stop). It reads the SeriesSources it is given (carrier/node.ts
- * wires them to the metrics' totals, the replicator and the database) and imports none of them.
+ * wires them to the metrics' totals, the replicator and the shelf) and imports none of them.
  */
 import fs from 'node:fs/promises';
 
 export interface Sample {
   /** ms since the epoch */
   t: number;
-  /** The database's logical bytes (0 without one): its rise is the ingest rate. */
+  /** The database's logical bytes (0 without one). It rises by what is written here and by what is adopted from other members. */
   logicalBytes: number;
+  /** Logical bytes adopted from other members since start: the ingest rate is the rise of logicalBytes less the rise of this. */
+  adoptedLogicalBytes: number;
   /** Running totals since the node started. */
   replicatedInBytes: number;
   replicatedOutBytes: number;
@@ -47,8 +49,8 @@ export interface SeriesSources {
   repair(): { underReplicated: number; unsettled: number; pushed: number };
   /** The blocks this node holds now. */
   held(): Promise<ReadonlyArray<{ size: number }>>;
-  /** The database, when the node has one (its logical bytes are sampled; 0 without one). */
-  readonly db: { stats(): Promise<{ logicalBytes: number }> } | undefined;
+  /** The database's logical bytes, and the part of their rise since start adopted from other members, read together (zeros without a database). */
+  logicalBytes(): Promise<{ logicalBytes: number; adoptedLogicalBytes: number }>;
 }
 
 export class Series {
@@ -91,9 +93,11 @@ export class Series {
       const m = sources.totals();
       const p = sources.repair();
       const d = await this.disk();
+      const l = await sources.logicalBytes();
       this.#samples.push({
         t: Date.now(),
-        logicalBytes: sources.db ? (await sources.db.stats()).logicalBytes : 0,
+        logicalBytes: l.logicalBytes,
+        adoptedLogicalBytes: l.adoptedLogicalBytes,
         replicatedInBytes: m.replicatedIn,
         replicatedOutBytes: m.replicatedOut,
         proofsPassed: m.proofs.pass,

@@ -217,6 +217,10 @@ export class DirShelf implements Shelf {
  */
 export class DbShelf implements Shelf {
   readonly db: OuroDB;
+  /** Logical bytes of the objects in blocks adopted since start: the database's logicalBytes rises by them without anything written here. */
+  #adoptedLogicalBytes = 0;
+  /** Adoptions and logicalBytes() run one at a time (the database adopts one at a time anyway). */
+  #adopting: Promise<unknown> = Promise.resolve();
 
   constructor(db: OuroDB) {
     this.db = db;
@@ -248,7 +252,11 @@ export class DbShelf implements Shelf {
         // The header and footer name the block (a cheap read); adoptBlock checks every byte.
         const index = await readBlockIndex(nodeVfs, staging);
         if (toHex(index.id) !== id) throw new CorruptionError(`${staging}: contents hash to ${toHex(index.id)}, not to ${id}`, { location: { file: staging } });
-        return (await this.db.adoptBlock(staging, seen)).adopted;
+        return await this.#oneAtATime(async () => {
+          const r = await this.db.adoptBlock(staging, seen);
+          this.#adoptedLogicalBytes += r.logicalBytes;
+          return r.adopted;
+        });
       }
       // Registered but not kept here (dropped earlier, fetched back now): check it, put it back.
       await verifyBlockFile(nodeVfs, staging, blockIdBytes(id), seen);
@@ -262,6 +270,21 @@ export class DbShelf implements Shelf {
       await nodeVfs.remove(staging).catch(() => {});
       throw err;
     }
+  }
+
+  /**
+   * The database's logical bytes, and of their rise since start what adoptions brought (the rest
+   * was written here: the status page's ingest). Read between adoptions, so that the two figures
+   * agree: read apart, an adoption landing between them would show as ingest.
+   */
+  logicalBytes(): Promise<{ logicalBytes: number; adoptedLogicalBytes: number }> {
+    return this.#oneAtATime(async () => ({ logicalBytes: (await this.db.stats()).logicalBytes, adoptedLogicalBytes: this.#adoptedLogicalBytes }));
+  }
+
+  #oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#adopting.then(fn, fn);
+    this.#adopting = run.catch(() => {});
+    return run;
   }
 
   async removable(id: string): Promise<boolean> {

@@ -101,6 +101,13 @@ export function mergeVersions(known: ReadonlyArray<VersionNode & { n: number }>,
 
 const EMPTY = Buffer.alloc(0);
 
+/** What an adoption did: `logicalBytes` is what it added to stats().logicalBytes (0 when the block was registered already). */
+export interface AdoptResult {
+  id: string;
+  adopted: boolean;
+  logicalBytes: number;
+}
+
 export interface AdopterParts {
   life: Lifecycle;
   index: IndexStore;
@@ -147,7 +154,7 @@ export class Adopter {
   }
 
   /** adoptBlock(): adopts `file` after the adoptions before it, counted among the operations in flight. */
-  adopt(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
+  adopt(file: string, seen?: SeenEntries): Promise<AdoptResult> {
     const run = this.#adoptChain.then(() => this.adoptNow(path.resolve(file), seen));
     this.#adoptChain = run.catch(() => {});
     this.#life.track(run);
@@ -167,7 +174,7 @@ export class Adopter {
     }
   }
 
-  async adoptNow(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
+  async adoptNow(file: string, seen?: SeenEntries): Promise<AdoptResult> {
     while (this.#life.exclusive) await this.#life.exclusive;
     const store = this.#store;
     const index = await store.readIndex(file);
@@ -175,7 +182,7 @@ export class Adopter {
     const dest = store.blockPath(index.id);
     if (this.#index.get(keys.block(index.id)) !== undefined || this.#index.get(keys.tombstone(index.id)) !== undefined) {
       if (file !== dest) await store.vfs.remove(file).catch(() => {});
-      return { id: idHex, adopted: false };
+      return { id: idHex, adopted: false, logicalBytes: 0 };
     }
     await assertBlockEntries(store.vfs, file, index.rows, seen);
     const records = await readBlockRecords(store.vfs, file, index.rows, this.#keys);
@@ -210,7 +217,8 @@ export class Adopter {
         changes.set(name, mergeVersions(known, byKey.get(name)!));
       }
       let seq = 0;
-      await this.#index.write([], {}, [
+      const delta: Partial<PersistedStats> = {};
+      await this.#index.write([], delta, [
         (ops, delta) => {
           seq = this.#blocks.allocateSeq();
           ops.push(
@@ -234,7 +242,7 @@ export class Adopter {
       ]);
       this.#blocks.noteSealed(seq, index.id);
       failpoint('adopt.after-register');
-      return { id: idHex, adopted: true };
+      return { id: idHex, adopted: true, logicalBytes: delta.logicalBytes ?? 0 };
     });
   }
 

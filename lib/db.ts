@@ -29,7 +29,7 @@ import { decodeBlockInfo, decodeHeads } from '../index/values.js';
 import { type BlockSet, type SealedBlockInfo, blockName, openName } from '../wal/blocks.js';
 import type { CommitPipeline } from '../wal/commit.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
-import type { Adopter } from './adopt.js';
+import type { AdoptResult, Adopter } from './adopt.js';
 import { parseHash, sortHeads } from './args.js';
 import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
@@ -404,8 +404,10 @@ export class OuroDB {
    * by gc here. Resolves to adopted false when the block was registered already (its file is
    * then left alone if it is the registered one, else removed). `seen`: entry hashes taken as
    * the file was received (blockstore/entry-hashes.ts); when they match, entries are not reread.
+   * `logicalBytes`: what the adoption added to stats().logicalBytes (the node's status page
+   * tells those bytes apart from the ones written here).
    */
-  adoptBlock(file: string, seen?: SeenEntries): Promise<{ id: string; adopted: boolean }> {
+  adoptBlock(file: string, seen?: SeenEntries): Promise<AdoptResult> {
     this.#life.checkWritable();
     return this.#adopter.adopt(file, seen);
   }
