@@ -1,7 +1,7 @@
 /**
  * The node's admin HTTP API (docs/node.md, "Admin API"), bound to 127.0.0.1 unless configured
  * otherwise. Reads (`/`, the status page, `/health`, `/metrics`, `/members`, `/status`,
- * `/ledger`, `/series`, `/cluster/pending`, `/replication/blocks`) are open on loopback so that
+ * `/ledger`, `/series`, `/cluster/pending`, `/cluster/status`, `/replication/blocks`) are open on loopback so that
  * local scrapers and probes need nothing; every other request needs `Authorization: Bearer
  * <token>` with a token whose scope covers it (carrier/admin-tokens.ts: read, data for `/db/`,
  * admin for the rest), and off loopback every request does. The admin token is `admin.token` from
@@ -200,6 +200,13 @@ export class AdminServer {
           return send(res, 200, { clusterId: node.clusterId ?? null, epoch: node.list?.epoch ?? null, signer: node.list?.signer ?? null, members: node.memberViews() });
         case 'GET /status':
           return send(res, 200, await node.status());
+        case 'GET /cluster/status': {
+          // Every member's own /status, asked over the carrier; one that does not answer within the bound gets an error in its place.
+          const given = url.searchParams.get('timeoutMs');
+          const timeoutMs = given === null ? undefined : Number(given);
+          if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= node.requestTimeoutMs)) throw new BadArgumentError(`timeoutMs must be an integer from 1 to ${node.requestTimeoutMs}`);
+          return send(res, 200, await node.cluster.gather(timeoutMs));
+        }
         case 'GET /cluster/pending':
           return send(res, 200, { pending: node.pending() });
         case 'POST /cluster/approve':

@@ -25,7 +25,43 @@ export interface RepairFigures {
   failures: number;
   verified: number;
   corrupt: number;
+  /** Blocks held here not yet held by every member of their placement (last pass). */
+  unsettled: number;
 }
+
+/** A current member as the per-member gauges show it (name: the one it configured, if any). */
+export interface MemberFigure {
+  peerId: string;
+  name: string | null;
+  /** Failure detector state, `alive` for this node; `unknown` before the detector has heard it. */
+  state: string;
+}
+
+/** This node's drain, while it drains (replication's DrainProgress). */
+export interface DrainFigures {
+  held: number;
+  unsettled: number;
+  passes: number;
+  done: boolean;
+}
+
+/**
+ * Label sets fixed by the code: each is set to 0 at start, so that a series exists before its
+ * first event. Without it `increase()` over a counter misses the first event (Prometheus sees
+ * the series appear at 1, not rise from 0), and the documented alert on the first failed proof
+ * never fires.
+ */
+const FIXED_LABELS = {
+  heartbeats: ['ok', 'failed'],
+  transitions: ['alive', 'suspect', 'dead'],
+  joins: ['approved', 'pending', 'rejected'],
+  directions: ['in', 'out'],
+  proofs: ['pass', 'fail', 'late', 'undecided'],
+  quarantines: ['start', 'end'],
+} as const;
+
+/** The failure detector's states, and `unknown`: each member's `ouro_member_state` series has one 1 among them. */
+const MEMBER_STATES = ['alive', 'suspect', 'dead', 'unknown'] as const;
 
 /** Database figures the gauges show (from OuroDB.stats). */
 export interface DbFigures {
@@ -54,6 +90,12 @@ export interface MetricSources {
   quarantinedMembers(): number;
   /** Ledger events this node holds. */
   ledgerEvents(): number;
+  /** Current members (this node included; revoked and left ones are not). */
+  members(): MemberFigure[];
+  /** This node's drain; null while it does not drain. */
+  drain(): DrainFigures | null;
+  /** Whether fewer members are live than the replication factor (repair cannot restore placements). */
+  cannotHeal(): boolean;
   /** The file system of the node's directory (total and free bytes), and the block bytes held. */
   disk(): Promise<{ totalBytes: number; freeBytes: number; heldBytes: number }>;
   /** The database, when the node has one (the database gauges exist only then). */
@@ -104,6 +146,15 @@ export class NodeMetrics {
       },
     });
     this.#listChanges = new Counter({ name: 'ouro_member_list_changes_total', help: 'Member lists adopted (made here or merged from peers)', registers });
+    for (const result of FIXED_LABELS.heartbeats) this.#heartbeats.inc({ result }, 0);
+    for (const to of FIXED_LABELS.transitions) this.#transitions.inc({ to }, 0);
+    for (const outcome of FIXED_LABELS.joins) this.#joins.inc({ outcome }, 0);
+    for (const direction of FIXED_LABELS.directions) {
+      this.#replicatedBlocks.inc({ direction }, 0);
+      this.#replicatedBytes.inc({ direction }, 0);
+    }
+    for (const result of FIXED_LABELS.proofs) this.#proofs.inc({ result }, 0);
+    for (const change of FIXED_LABELS.quarantines) this.#quarantines.inc({ change }, 0);
   }
 
   /** Adds the gauges that read the node's state when scraped. */
@@ -167,6 +218,63 @@ export class NodeMetrics {
       registers,
       collect() {
         this.set(sources.repair().underReplicated);
+      },
+    });
+    new Gauge({
+      name: 'ouro_unsettled_blocks',
+      help: 'Blocks held here not yet held by every member of their placement at the end of the last repair pass',
+      registers,
+      collect() {
+        this.set(sources.repair().unsettled);
+      },
+    });
+    new Gauge({
+      name: 'ouro_replication_cannot_heal',
+      help: '1 while fewer members are live than the replication factor: under-replicated blocks cannot regain their placement until a member is added or returns',
+      registers,
+      collect() {
+        this.set(sources.cannotHeal() ? 1 : 0);
+      },
+    });
+    // Per member, so that an alert can say who is down. Reset at each scrape: a member revoked or
+    // gone leaves no stale series behind.
+    new Gauge({
+      name: 'ouro_member_up',
+      help: 'Per current member (this node included): 1 while alive as this node sees it, else 0',
+      labelNames: ['peer', 'name'],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of sources.members()) this.set({ peer: m.peerId, name: m.name ?? '' }, m.state === 'alive' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ouro_member_state',
+      help: "Per current member: 1 for its failure detector state as this node sees it, 0 for the others (alive, suspect, dead, unknown)",
+      labelNames: ['peer', 'name', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of sources.members()) for (const state of MEMBER_STATES) this.set({ peer: m.peerId, name: m.name ?? '', state }, m.state === state ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ouro_draining',
+      help: '1 while this node drains (its blocks move to the other members, then it leaves), else 0',
+      registers,
+      collect() {
+        this.set(sources.drain() ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ouro_drain_blocks',
+      help: "This node's drain, at the last finished pass: blocks held here (held) and of them those not yet held by every member of their placement (unsettled); 0 while it does not drain",
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const d = sources.drain();
+        this.set({ kind: 'held' }, d?.held ?? 0);
+        this.set({ kind: 'unsettled' }, d?.unsettled ?? 0);
       },
     });
     new Gauge({

@@ -22,6 +22,7 @@
  *   replication.ts   block replication (its parts: replication-*.ts), on a shelf (shelf.ts)
  *   proofs.ts        proofs of storage
  *   metrics.ts       Prometheus metrics; series.ts: the status page's series
+ *   cluster-view.ts  every member's status side by side; whether repair can heal
  *
  * Owns, and alone changes:
  *   - #list (members.json) and #role: only #adopt changes them, saving the list first, inside
@@ -42,6 +43,7 @@ import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
 import { ensureTokens } from './admin-tokens.js';
 import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
+import { ClusterView, healState, memberFigures } from './cluster-view.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
 import type { MemberState } from './detector.js';
@@ -112,6 +114,7 @@ export class Node {
   readonly ledger: Ledger;
   readonly proofs: Prover;
   readonly series: Series;
+  readonly cluster: ClusterView;
   #list: MemberList | undefined;
   #role: NodeRole;
   readonly #joins: Joins;
@@ -217,6 +220,7 @@ export class Node {
       },
       args.config.series,
     );
+    this.cluster = new ClusterView(this);
   }
 
   /**
@@ -337,6 +341,7 @@ export class Node {
     await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
     await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
+    await this.cluster.start();
     await this.replication.start();
     await this.proofs.start();
     this.series.start();
@@ -646,6 +651,9 @@ export class Node {
       repair: () => this.replication.progress,
       quarantinedMembers: () => this.memberViews().filter((m) => m.quarantined).length,
       ledgerEvents: () => this.ledger.view().events,
+      members: () => memberFigures(this.memberViews()),
+      drain: () => this.replication.drainProgress,
+      cannotHeal: () => healState(this.memberViews(), this.replicationFactor).cannotHeal,
       disk: () => this.series.disk(),
       db: this.db,
     };
@@ -693,7 +701,7 @@ export class Node {
       members: this.#heartbeats.counts(),
       pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
-      replication: { factor: this.replicationFactor, ...this.replication.progress },
+      replication: { factor: this.replicationFactor, ...this.replication.progress, ...healState(this.memberViews(), this.replicationFactor) },
       drain: this.replication.drainProgress,
       proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.totals().proofs },
       ledger: { events: ledger.events, digest: ledger.digest, quarantined: ledger.members.filter((m) => m.quarantined).map((m) => m.peerId) },
