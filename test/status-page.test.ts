@@ -7,6 +7,14 @@
  * measure, so that a loaded machine does not fail it), and shows the repair that follows
  * (cluster-wide, from the ledger).
  *
+ * A second case (issue 30) checks what an operator read wrong on it: member names (or short ids),
+ * addresses and roles; revoked and left members in a table of their own without held figures,
+ * the Members count matching the members table; the "cannot heal" message when fewer members
+ * are live than the replication factor (and `/status` saying so); the cluster view (every
+ * member's own status, asked over the carrier, a killed one shown as not answering); readable
+ * axis labels and legend values for small rates; blocks adopted from the writer not drawn as
+ * ingest on the member that adopted them.
+ *
  * Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it when missing); skipped,
  * saying so, where it is not installed.
  */
@@ -15,7 +23,7 @@ import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pseudoRandom, tempDir } from './helpers.js';
-import { FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, keyFile, waitFor } from './cluster-harness.js';
+import { FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, joinWithDb, keyFile, waitFor } from './cluster-harness.js';
 
 const CHROMIUM = process.env.OURO_CHROMIUM ?? '/usr/bin/chromium';
 const hasChromium = fs.existsSync(CHROMIUM);
@@ -29,6 +37,20 @@ afterEach(async () => {
   await browser?.close();
   browser = undefined;
 });
+
+const BROWSER_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const short = (p: string) => `${p.slice(0, 8)}…${p.slice(-6)}`;
+
+/** /members as this test reads it; `name` and `role` only where the node gives them (another change adds them). */
+interface MemberRow {
+  peerId: string;
+  status: string;
+  addresses: string[];
+  approvedBy: string;
+  draining: boolean;
+  name?: string | null;
+  role?: string;
+}
 
 const number = async (page: import('playwright-core').Page, id: string) => Number(await page.textContent(`#${id}`));
 
@@ -45,7 +67,7 @@ describe.skipIf(!hasChromium)('status page', () => {
       await dbApi.json(w, '/db/flush', 'POST', { replicas: 2 });
     }
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
     const page = await browser.newPage();
     const failed: string[] = [];
     page.on('requestfailed', (r) => failed.push(r.url()));
@@ -116,4 +138,126 @@ describe.skipIf(!hasChromium)('status page', () => {
     if (process.env.OURO_KEEP_SCREENSHOT) fs.copyFileSync(shot, process.env.OURO_KEEP_SCREENSHOT);
     expect(failed).toEqual([]);
   }, 120_000);
+
+  it('names, roles, former members apart, cannot heal, the cluster view, readable small rates, adopted blocks not drawn as ingest', async () => {
+    const key = keyFile();
+    const ledger = ['--ledger-interval-ms', '500', '--ledger-sync-ms', '300'];
+    const w = await founderWithDb(key, ['--replication-factor', '3', ...ledger]);
+    const k = await joinWithDb(w, key, ledger);
+    const leaver = await joinKeyless(w, ledger);
+    const revoked = await joinKeyless(w, ledger);
+    const all = [w, k, leaver, revoked];
+    await waitFor(() => converged(all, all.map((n) => n.peerId)), 20_000, 'four members');
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+    const failed: string[] = [];
+    const open = async (node: NodeProc) => {
+      const page = await browser!.newPage();
+      page.on('pageerror', (e) => failed.push(String(e)));
+      await page.goto(`${node.run.admin}/?refresh=${REFRESH_MS}`);
+      await page.waitForSelector('#members tbody tr', { timeout: 10_000 });
+      return page;
+    };
+    const wPage = await open(w);
+    const kPage = await open(k);
+
+    // A small ingest on the writer (a few KiB/s, for a few samples), sealed and held by three members.
+    const until = Date.now() + 12_000;
+    for (let i = 0; Date.now() < until; i++) {
+      await dbApi.put(w, pseudoRandom(`small-${i}`, 2048), { key: `small/${i}` });
+      if (i % 4 === 3) await dbApi.json(w, '/db/flush', 'POST', { replicas: 3 });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await dbApi.json(w, '/db/flush', 'POST', { replicas: 3 });
+
+    // The writer's ingest chart: a rate of a few KiB/s has an axis with distinct labels in a
+    // byte unit, and its legend gives the latest value, not "--".
+    const ingest = (page: import('playwright-core').Page) =>
+      page.evaluate(`(() => { const c = charts["chart-ingest"]; return { labels: c.axes[1]._values, written: c.data[1], adopted: c.data[2], legend: [...document.querySelectorAll('#chart-ingest .u-legend td.u-value')].map((e) => e.textContent) }; })()`) as Promise<{ labels: string[] | null; written: Array<number | null>; adopted: Array<number | null>; legend: string[] }>;
+    await waitFor(async () => (await ingest(wPage)).written.filter((v) => (v ?? 0) > 0).length >= 3, 20_000, 'ingest samples on the writer');
+    const wIngest = await ingest(wPage);
+    const peak = Math.max(...wIngest.written.map((v) => v ?? 0));
+    expect(peak, 'premise: a small rate, under 1 MiB/s').toBeLessThan(2 ** 20);
+    expect(wIngest.labels!.length).toBeGreaterThanOrEqual(2);
+    for (const l of wIngest.labels!) expect(l).toMatch(/^\d+(\.\d+)? (B|KiB)\/s$/);
+    expect(new Set(wIngest.labels).size, wIngest.labels!.join(' | ')).toBe(wIngest.labels!.length);
+    expect(wIngest.legend.length).toBeGreaterThanOrEqual(2);
+    for (const v of wIngest.legend) expect(v).not.toBe('--');
+    expect(wIngest.legend.some((v) => /\d (B|KiB)\/s$/.test(v))).toBe(true);
+
+    // The keyed member adopted the writer's blocks (its database's logical bytes rose) and wrote
+    // nothing: its page draws them as adopted, never as ingest.
+    await waitFor(async () => (await dbApi.json<{ logicalBytes: number }>(k, '/db/stats')).logicalBytes > 0, 20_000, 'premise: the keyed member adopted objects');
+    const rose = (vs: Array<number | null>) => vs.some((v) => (v ?? 0) > 0);
+    await waitFor(async () => {
+      const i = await ingest(kPage);
+      return rose(i.adopted) || rose(i.written);
+    }, 20_000, "the adoptions in the keyed member's series");
+    const kIngest = await ingest(kPage);
+    expect(kIngest.written.every((v) => v === null || v === 0), kIngest.written.join(',')).toBe(true);
+    expect(rose(kIngest.adopted)).toBe(true);
+
+    // The repair chart draws under-replicated last (on top of unsettled), so it never hides under it.
+    const repairSeries = (await wPage.evaluate('charts["chart-repair"].series.map((s) => s.label)')) as string[];
+    expect(repairSeries.indexOf('under-replicated')).toBeGreaterThan(repairSeries.indexOf('unsettled'));
+
+    // Four members, factor 3: nothing says it cannot heal.
+    expect((await w.get<{ replication: { cannotHeal: boolean } }>('/status')).replication.cannotHeal).toBe(false);
+    expect(await wPage.isVisible('#cannot-heal')).toBe(false);
+
+    // One member leaves, another is revoked: two live members for factor 3.
+    expect((await leaver.post('/cluster/leave', {})).status).toBe(200);
+    expect((await w.post('/cluster/revoke', { peerId: revoked.peerId })).status).toBe(200);
+    await waitFor(async () => (await w.members()).members.filter((m) => m.status === 'member').length === 2, 20_000, 'two members left on the writer');
+    const status = await w.get<{ replication: { cannotHeal: boolean; cannotHealReason: string } }>('/status');
+    expect(status.replication).toMatchObject({ cannotHeal: true, cannotHealReason: '2 live members, factor 3' });
+    await wPage.waitForSelector('#cannot-heal:not([hidden])', { timeout: 10_000 });
+    expect(await wPage.textContent('#cannot-heal')).toContain('2 live members, factor 3');
+    expect(await wPage.textContent('#cannot-heal')).toContain('until a member is added');
+
+    // The tables: current members (as many as the Members card says), former ones apart, as /members gives them.
+    const members = (await w.get<{ members: MemberRow[] }>('/members')).members;
+    const current = members.filter((m) => m.status === 'member');
+    const former = members.filter((m) => m.status !== 'member');
+    expect(former.map((m) => m.peerId).sort()).toEqual([leaver.peerId, revoked.peerId].sort());
+    await waitFor(async () => (await wPage.$$('#members tbody tr')).length === 2 && (await wPage.$$('#former tbody tr')).length === 2, 10_000, 'the tables after the departures');
+    expect(await wPage.textContent('#member-count')).toBe(String((await wPage.$$('#members tbody tr')).length));
+    const roleOf = (m: MemberRow) => (m.role ?? (m.approvedBy === m.peerId ? 'founder' : '–')) + (m.draining ? ' · draining' : '');
+    for (const m of members) {
+      const row = `#${m.status === 'member' ? 'members' : 'former'} tbody tr[data-peer="${m.peerId}"]`;
+      expect(await wPage.textContent(`${row} td.peer`)).toContain(m.name ?? short(m.peerId));
+      expect(await wPage.textContent(`${row} td.role`)).toBe(roleOf(m));
+      expect(await wPage.textContent(`${row} td.address`)).toBe(m.addresses[0] ?? '–');
+    }
+    expect(await wPage.textContent(`#members tbody tr[data-peer="${w.peerId}"] td.role`)).toContain('founder');
+    for (const m of former) {
+      // What /members says (left for the one that left itself, where the node tells the two apart), and no held figures.
+      const row = `#former tbody tr[data-peer="${m.peerId}"]`;
+      expect(await wPage.textContent(`${row} td.state`)).toBe(m.status);
+      expect(await wPage.$$(`${row} td.blocks, ${row} td.bytes`)).toHaveLength(0);
+      expect(await wPage.$(`#members tbody tr[data-peer="${m.peerId}"]`)).toBeNull();
+    }
+    expect(await wPage.textContent(`#former tbody tr[data-peer="${leaver.peerId}"] td.by`)).toBe('itself');
+    expect(current).toHaveLength(2);
+
+    // The cluster view: each current member's own status, side by side.
+    // (The keyed member may hear of the revocation a heartbeat after the writer: its own view says so once it has.)
+    type ClusterStatus = { members: Array<{ peerId: string; ok: boolean; status?: { peerId: string; role: string; replication: { cannotHeal: boolean } }; error?: { code: string } }> };
+    let cluster: ClusterStatus = { members: [] };
+    await waitFor(async () => (cluster = await w.get<ClusterStatus>('/cluster/status')).members.every((m) => m.status?.replication.cannotHeal === true), 10_000, 'every member seeing it cannot heal');
+    expect(cluster.members.map((m) => m.peerId).sort()).toEqual([w.peerId, k.peerId].sort());
+    for (const m of cluster.members) expect(m).toMatchObject({ ok: true, status: { peerId: m.peerId, role: 'member', replication: { cannotHeal: true } } });
+    await waitFor(async () => (await wPage.$$('#cluster-view tbody tr[data-ok="true"]')).length === 2, 10_000, 'the cluster view on the page');
+    await waitFor(async () => (await wPage.textContent(`#cluster-view tbody tr[data-peer="${k.peerId}"] td.heal`))?.includes('cannot heal: 2 live members, factor 3') === true, 10_000, "the keyed member's own cannot-heal in the cluster view");
+    await kPage.close();
+
+    // A member that does not answer gets an error in its place, within the bound asked for.
+    await k.kill9();
+    const after = await w.get<ClusterStatus>('/cluster/status?timeoutMs=1000');
+    expect(after.members.find((m) => m.peerId === w.peerId)).toMatchObject({ ok: true });
+    expect(after.members.find((m) => m.peerId === k.peerId)).toMatchObject({ ok: false, error: { code: expect.stringMatching(/^OURO_/) } });
+    await wPage.waitForSelector(`#cluster-view tbody tr[data-peer="${k.peerId}"][data-ok="false"]`, { timeout: 20_000 });
+    expect(await wPage.textContent(`#cluster-view tbody tr[data-peer="${k.peerId}"]`)).toContain('no answer');
+    expect(failed).toEqual([]);
+  }, 180_000);
 });
