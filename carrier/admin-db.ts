@@ -12,13 +12,17 @@
  *   GET  /db/export                     -> {objects: [{hash, key, parent, prev, meta, created, size, type, sha256}]}
  *   GET  /db/stats                      -> db.stats()
  *   POST /db/flush {replicas?}          -> {} once sealed (and held by `replicas` members)
+ *   POST /db/check {readData?, sample?} -> JSON lines: {progress} at most once a second, then {report} or {error}
  */
 import crypto from 'node:crypto';
 import type http from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { OuroDB } from '../lib/db.js';
-import { BadArgumentError, NotFoundError } from '../lib/errors.js';
+import { BadArgumentError, NotFoundError, OuroError } from '../lib/errors.js';
+
+/** How often a streamed check reports its progress. */
+const CHECK_PROGRESS_MS = 1000;
 
 type Send = (res: http.ServerResponse, status: number, body: unknown) => void;
 
@@ -111,6 +115,34 @@ export async function serveDb(db: OuroDB | undefined, route: string, url: URL, r
       const b = await body();
       if (b.threshold !== undefined && typeof b.threshold !== 'number') throw new BadArgumentError('threshold must be a number');
       send(res, 200, await db.gc(b.threshold === undefined ? {} : { threshold: b.threshold }));
+      return true;
+    }
+    case 'POST /db/check': {
+      // `ouro check NODEDIR` of a running node: the node holds the database's lock, so the check
+      // runs here. A check with --read-data reads every entry and may outlast an HTTP client's
+      // wait for headers, so the answer starts at once and is JSON lines: progress at most once a
+      // second, then the report (or the error) as the last line.
+      const b = await body();
+      if (b.readData !== undefined && typeof b.readData !== 'boolean') throw new BadArgumentError('readData must be true or false');
+      const sample = b.sample === undefined ? 1 : b.sample;
+      if (typeof sample !== 'number' || !(sample >= 0 && sample <= 1)) throw new BadArgumentError('sample must be a share, 0 to 1');
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      let last = Date.now();
+      const line = (v: unknown) => `${JSON.stringify(v)}\n`;
+      try {
+        const report = await db.check({
+          readData: b.readData === true,
+          sample,
+          onProgress: (entries, bytes) => {
+            if (Date.now() - last < CHECK_PROGRESS_MS) return;
+            last = Date.now();
+            res.write(line({ progress: { entries, bytes } }));
+          },
+        });
+        res.end(line({ report }));
+      } catch (err) {
+        res.end(line({ error: { code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) } }));
+      }
       return true;
     }
     default:
