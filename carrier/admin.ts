@@ -1,11 +1,12 @@
 /**
  * The node's admin HTTP API (docs/node.md, "Admin API"), bound to 127.0.0.1 unless configured
  * otherwise. Reads (`/`, the status page, `/health`, `/metrics`, `/members`, `/status`,
- * `/ledger`, `/series`, `/cluster/pending`) are open on
- * loopback so that local scrapers and probes need nothing; every change (`POST /cluster/...`)
- * needs the bearer token, and off loopback every request does. The token is the configured one,
- * or one made at start and written with the address to `<dir>/node.run.json` (owner-only), where
- * the `ouro cluster` commands find it.
+ * `/ledger`, `/series`, `/cluster/pending`, `/replication/blocks`) are open on loopback so that
+ * local scrapers and probes need nothing; every other request needs `Authorization: Bearer
+ * <token>` with a token whose scope covers it (carrier/admin-tokens.ts: read, data for `/db/`,
+ * admin for the rest), and off loopback every request does. The admin token is `admin.token` from
+ * the config or the stable one in `<dir>/admin-tokens.json`; it is written with the address to
+ * `<dir>/node.run.json` (owner-only), where the `ouro cluster` commands find it.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -16,7 +17,9 @@ import path from 'node:path';
 import { BadArgumentError, OuroError } from '../lib/errors.js';
 import { writeFileAtomic } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
-import { serveDb } from './admin-db.js';
+import { DB_ROUTES, dbRoute, serveDb } from './admin-db.js';
+import { HttpError, MAX_HEADER_BYTES, onlyFields, readBody, send } from './admin-http.js';
+import { SCOPES, type Scope, type Tokens, ensureTokens, grants, rotateToken } from './admin-tokens.js';
 import { isLoopback } from './config.js';
 import type { Node } from './node.js';
 import { STATUS_PAGE } from './status-page.js';
@@ -29,13 +32,13 @@ const UI_FILES: Record<string, { file: string; type: string }> = {
 };
 
 export const RUN_FILE = 'node.run.json';
-const MAX_BODY_BYTES = 64 * 1024;
 
 export interface RunInfo {
   pid: number;
   peerId: string;
   addresses: string[];
   admin: string;
+  /** The admin token (scope admin). */
   token: string;
 }
 
@@ -44,43 +47,77 @@ const STATUS_OF: Record<string, number> = {
   OURO_NOT_FOUND: 404,
   OURO_REFUSED: 409,
   OURO_CONFLICT: 409,
+  OURO_UNAVAILABLE: 503,
+  OURO_TIMEOUT: 504,
 };
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
+/** The scope a request needs: GETs outside `/db/` are reads, `/db/` is data, the rest admin. */
+function scopeNeeded(method: string | undefined, pathname: string): Scope {
+  if (pathname.startsWith('/db/')) return 'data';
+  return method === 'GET' ? 'read' : 'admin';
 }
 
 export class AdminServer {
   readonly #node: Node;
   readonly #server: http.Server;
-  readonly #token: string;
+  /** SHA-256 of each scope's token: compared in constant time whatever the token's length. */
+  #tokens = new Map<Scope, Buffer>();
+  #adminToken = '';
   readonly #open: boolean;
   #url = '';
 
   private constructor(node: Node) {
     this.#node = node;
-    this.#token = node.config.admin.token ?? crypto.randomBytes(24).toString('base64url');
     this.#open = isLoopback(node.config.admin.host);
-    this.#server = http.createServer((req, res) => void this.#serve(req, res));
+    // Request lines and headers over Node's default 16 KiB got a 431 with no body; the limit is
+    // raised so that OuroDB's own limits (admin-http.ts) answer first, and beyond it the
+    // clientError handler answers in the JSON error form.
+    this.#server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => void this.#serve(req, res));
+    this.#server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return socket.destroy();
+      const overflow = err.code === 'HPE_HEADER_OVERFLOW';
+      const text = JSON.stringify({ error: { code: 'OURO_BAD_ARGUMENT', message: overflow ? `request line and headers over ${MAX_HEADER_BYTES} bytes` : 'malformed HTTP request' } });
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    });
   }
 
   static async start(node: Node): Promise<AdminServer> {
     const admin = new AdminServer(node);
+    // A directory prepared before admin-tokens.json existed gets its admin token now, once.
+    admin.#useTokens(await ensureTokens(node.dir));
+    if (node.db) node.metrics.dbRoutes(Object.entries(DB_ROUTES).map(([route, r]) => ({ route, method: r.method })));
     await new Promise<void>((resolve, reject) => {
       admin.#server.once('error', reject);
       admin.#server.listen(node.config.admin.port, node.config.admin.host, () => resolve());
     });
     const a = admin.#server.address() as AddressInfo;
     admin.#url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
-    const info: RunInfo = { pid: process.pid, peerId: node.peerId, addresses: node.carrier.addresses, admin: admin.#url, token: admin.#token };
+    await admin.#writeRunInfo();
+    return admin;
+  }
+
+  #useTokens(tokens: Tokens): void {
+    const all: Tokens = { ...tokens, ...(this.#node.config.admin.token !== null ? { admin: this.#node.config.admin.token } : {}) };
+    this.#adminToken = all.admin!;
+    this.#tokens = new Map(SCOPES.filter((s) => all[s] !== undefined).map((s) => [s, sha256(all[s]!)]));
+  }
+
+  async #writeRunInfo(): Promise<void> {
+    const node = this.#node;
+    const info: RunInfo = { pid: process.pid, peerId: node.peerId, addresses: node.carrier.addresses, admin: this.#url, token: this.#adminToken };
     await writeFileAtomic(nodeVfs, path.join(node.dir, RUN_FILE), JSON.stringify(info, null, 2) + '\n');
     await fs.chmod(path.join(node.dir, RUN_FILE), 0o600);
-    return admin;
+  }
+
+  /**
+   * Replaces the token of `scope` (`ouro node token rotate`): saved first, then in force here at
+   * once, the old one refused from the next request; an admin token also goes to node.run.json.
+   */
+  async rotate(scope: Scope): Promise<string> {
+    const { token, tokens } = await rotateToken(this.#node.dir, scope, this.#node.config.admin.token);
+    this.#useTokens(tokens);
+    if (scope === 'admin') await this.#writeRunInfo();
+    return token;
   }
 
   get url(): string {
@@ -95,21 +132,32 @@ export class AdminServer {
     await fs.rm(path.join(this.#node.dir, RUN_FILE), { force: true });
   }
 
-  #authorized(req: http.IncomingMessage): boolean {
-    const given = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer /, ''));
-    const want = Buffer.from(this.#token);
-    return given.length === want.length && crypto.timingSafeEqual(given, want);
+  /** The widest scope of the token the request carries, or undefined. Only `Bearer <token>` counts. */
+  #scopeOf(req: http.IncomingMessage): Scope | undefined {
+    const m = /^Bearer ([^\s]+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return undefined;
+    const given = sha256(m[1]!);
+    let found: Scope | undefined;
+    // Every scope is compared (no early exit), so the time taken does not say which one matched.
+    for (const [scope, want] of this.#tokens) if (crypto.timingSafeEqual(given, want)) found = scope;
+    return found;
   }
 
   async #serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = `${req.method} ${url.pathname}`;
+    const db = url.pathname.startsWith('/db/') ? { route: dbRoute(url.pathname) ?? 'other', started: performance.now() } : undefined;
+    if (db) res.once('close', () => this.#node.metrics.dbRequest(db.route, req.method ?? '', res.statusCode, (performance.now() - db.started) / 1000));
     try {
-      // Database routes return plaintext: they need the token even for reads on loopback.
-      const isRead = req.method === 'GET' && !url.pathname.startsWith('/db/');
-      if (!(isRead && this.#open) && !this.#authorized(req)) throw new HttpError(401, 'this request needs the admin token (Authorization: Bearer <token>)');
+      // Database routes return plaintext: they need a token even for reads on loopback.
+      const need = scopeNeeded(req.method, url.pathname);
+      if (!(need === 'read' && this.#open)) {
+        const have = this.#scopeOf(req);
+        if (have === undefined) throw new HttpError(401, 'UNAUTHORIZED', `this request needs a token: Authorization: Bearer <token> (scope ${need} or wider)`);
+        if (!grants(have, need)) throw new HttpError(403, 'FORBIDDEN', `this token's scope is ${have}; ${route} needs ${need} or wider`);
+      }
       const node = this.#node;
-      if (await serveDb(node.db, route, url, req, res, () => readBody(req), send)) return;
+      if (await serveDb(node.db, req.url ?? '/', url, req, res, () => readBody(req))) return;
       const body = req.method === 'POST' ? await readBody(req) : {};
       const peerArg = () => {
         if (typeof body.peerId !== 'string' || body.peerId === '') throw new BadArgumentError('body must name a peerId');
@@ -182,8 +230,14 @@ export class AdminServer {
         case 'POST /cluster/leave':
           await node.leave();
           return send(res, 200, { left: true });
+        case 'POST /admin/token/rotate': {
+          onlyFields(body, ['scope'], route);
+          const scope = body.scope ?? 'admin';
+          if (!(SCOPES as readonly unknown[]).includes(scope)) throw new BadArgumentError(`scope must be one of ${SCOPES.join(', ')}`);
+          return send(res, 200, { scope, token: await this.rotate(scope as Scope) });
+        }
         default:
-          throw new HttpError(404, `no route ${route}`);
+          throw new HttpError(404, 'NOT_FOUND', `no route ${route}`);
       }
     } catch (err) {
       // A failure in the middle of a streamed answer can only cut the connection.
@@ -191,7 +245,7 @@ export class AdminServer {
         res.destroy(err instanceof Error ? err : new Error(String(err)));
         return;
       }
-      if (err instanceof HttpError) return send(res, err.status, { error: { code: err.status === 401 ? 'UNAUTHORIZED' : 'NOT_FOUND', message: err.message } });
+      if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } }, err.headers);
       const code = err instanceof OuroError ? err.code : 'OURO_IO_ERROR';
       this.#node.log.warn({ event: 'admin-error', route, code, err: err instanceof Error ? err.message : String(err) }, 'admin request failed');
       return send(res, STATUS_OF[code] ?? 500, { error: { code, message: err instanceof Error ? err.message : String(err) } });
@@ -209,28 +263,8 @@ function parseCut(text: string): Record<string, number> {
   return cut;
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-async function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const part of req as AsyncIterable<Buffer>) {
-    n += part.length;
-    if (n > MAX_BODY_BYTES) throw new BadArgumentError(`request body over ${MAX_BODY_BYTES} bytes`);
-    parts.push(part);
-  }
-  if (n === 0) return {};
-  try {
-    const v = JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown;
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-    return v as Record<string, unknown>;
-  } catch (err) {
-    throw new BadArgumentError('request body must be a JSON object', { cause: err });
-  }
+function sha256(text: string): Buffer {
+  return crypto.createHash('sha256').update(text).digest();
 }
 
 /** Reads `<dir>/node.run.json` of a running node (for the `ouro cluster` commands). */

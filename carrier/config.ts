@@ -33,7 +33,7 @@ const schema = z
     admin: z.strictObject({
       host: z.string().min(1),
       port: z.number().int().min(0).max(65535),
-      /** Bearer token for the admin API; required when host is not a loopback address. */
+      /** The admin API's admin token; null: the stable one in admin-tokens.json (carrier/admin-tokens.ts). */
       token: z.string().min(16, 'at least 16 characters').nullable(),
     }),
     heartbeat: z.strictObject({
@@ -100,7 +100,6 @@ const schema = z
   .superRefine((c, ctx) => {
     if (c.heartbeat.suspectAfterMs <= c.heartbeat.intervalMs) ctx.addIssue({ code: 'custom', path: ['heartbeat', 'suspectAfterMs'], message: 'must be longer than heartbeat.intervalMs' });
     if (c.heartbeat.deadAfterMs <= c.heartbeat.suspectAfterMs) ctx.addIssue({ code: 'custom', path: ['heartbeat', 'deadAfterMs'], message: 'must be longer than heartbeat.suspectAfterMs' });
-    if (!isLoopback(c.admin.host) && c.admin.token === null) ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: `is required when admin.host (${c.admin.host}) is not a loopback address` });
   });
 
 export type NodeConfig = z.infer<typeof schema>;

@@ -60,6 +60,9 @@ export interface MetricSources {
   readonly db: { stats(): Promise<DbFigures> } | undefined;
 }
 
+/** The HTTP statuses the admin API's /db/ routes answer (docs/node.md, "Database over the admin API"). */
+const DB_STATUSES = ['200', '400', '401', '403', '404', '405', '409', '500', '503', '504'];
+
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly #requests: Counter<'protocol' | 'direction' | 'outcome'>;
@@ -72,6 +75,8 @@ export class NodeMetrics {
   readonly #replicatedBytes: Counter<'direction'>;
   readonly #proofs: Counter<'result'>;
   readonly #quarantines: Counter<'change'>;
+  readonly #dbRequests: Counter<'route' | 'method' | 'status'>;
+  readonly #dbSeconds: Histogram<'route' | 'method'>;
   /** Plain running totals for the status page's series (prom-client counters are read asynchronously). */
   readonly #totals = { replicatedIn: 0, replicatedOut: 0, proofs: { pass: 0, fail: 0, late: 0, undecided: 0 } };
 
@@ -87,6 +92,8 @@ export class NodeMetrics {
     this.#replicatedBytes = new Counter({ name: 'ouro_replicated_bytes_total', help: 'Bytes of those blocks', labelNames: ['direction'], registers });
     this.#proofs = new Counter({ name: 'ouro_proofs_total', help: 'Proof-of-storage challenges this node made, by verdict (pass, fail, late, undecided: no verdict, e.g. the connection was lost)', labelNames: ['result'], registers });
     this.#quarantines = new Counter({ name: 'ouro_quarantine_changes_total', help: 'Members this node saw quarantined (change=start) or cleared (change=end)', labelNames: ['change'], registers });
+    this.#dbRequests = new Counter({ name: 'ouro_admin_db_requests_total', help: 'Requests to the admin API\'s /db/ routes answered, by route (`other`: no such route), method and HTTP status', labelNames: ['route', 'method', 'status'], registers });
+    this.#dbSeconds = new Histogram({ name: 'ouro_admin_db_request_seconds', help: 'Duration of requests to the admin API\'s /db/ routes, until the answer is sent (a streamed value included)', labelNames: ['route', 'method'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60], registers });
     new Counter({
       name: 'ouro_fsync_failures_total',
       help: 'fsync/fdatasync calls that failed in this process (each is fatal to the handle: see docs/operations.md)',
@@ -224,6 +231,22 @@ export class NodeMetrics {
   request(e: RequestEvent): void {
     this.#requests.inc({ protocol: e.protocol, direction: e.direction, outcome: e.outcome });
     this.#requestSeconds.observe({ protocol: e.protocol, direction: e.direction }, e.seconds);
+  }
+
+  /**
+   * The admin API serves these database routes: each (route, method) starts at 0 for every status
+   * the routes answer, so a rate or an alert on, say, 5xx has a series before the first failure.
+   */
+  dbRoutes(routes: Array<{ route: string; method: string }>): void {
+    for (const { route, method } of routes) {
+      this.#dbSeconds.zero({ route, method });
+      for (const status of DB_STATUSES) this.#dbRequests.inc({ route, method, status }, 0);
+    }
+  }
+
+  dbRequest(route: string, method: string, status: number, seconds: number): void {
+    this.#dbRequests.inc({ route, method, status: String(status) });
+    this.#dbSeconds.observe({ route, method }, seconds);
   }
 
   heartbeat(result: 'ok' | 'failed'): void {

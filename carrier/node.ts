@@ -40,6 +40,7 @@ import { pino, type Logger } from 'pino';
 import { BadArgumentError, NotFoundError, OuroError, RefusedError, errorText } from '../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../lib/db.js';
 import { OuroDB as Database } from '../lib/db.js';
+import { ensureTokens } from './admin-tokens.js';
 import { Carrier, type Handler, type HandlerContext, type RequestEvent, protocolId } from './carrier.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
@@ -227,6 +228,7 @@ export class Node {
     if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
     const config = await loadConfig(dir, options.config);
     await saveConfig(dir, config);
+    await ensureTokens(dir); // the admin API's token, the same at every start
     const key = await loadIdentity(dir, options.identityKey);
     const peerId = peerIdFromPrivateKey(key).toString();
     if (!options.newCluster) return { peerId, clusterId: null };

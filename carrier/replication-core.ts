@@ -22,7 +22,7 @@
 import type { Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
-import { BadArgumentError, OuroError, errorText } from '../lib/errors.js';
+import { BadArgumentError, OuroError, UnavailableError, errorText } from '../lib/errors.js';
 import { replicaSet } from './placement.js';
 import type { HeldBlock, Shelf } from './shelf.js';
 
@@ -241,6 +241,10 @@ export class Holders {
   /**
    * Resolves once every block this database sealed so far is held by `replicas` members (this
    * one included). `replicas` may not exceed the replication factor, nor the members there are.
+   * While a block is short of `replicas` holders and fewer members than that are live (not
+   * dead, as this node's failure detector sees them), no wait can end well: it rejects at once
+   * with UnavailableError rather than waiting for a member that may never come back. Blocks a
+   * member confirmed before it died still count: its copy was durable when it acknowledged it.
    */
   async settled(replicas: number, signal?: AbortSignal): Promise<void> {
     const members = this.#host.memberViews().filter((m) => m.status === 'member').length;
@@ -252,6 +256,9 @@ export class Holders {
       if (this.#signal.aborted) throw new OuroError('OURO_CLOSED', 'the node stopped before the blocks were replicated');
       const short = ids.filter((id) => (this.#own.get(id)?.size ?? 0) < replicas);
       if (short.length === 0) return;
+      // Checked at every wake, not only at the start: a member dying during the wait ends it too.
+      const live = this.#host.memberViews().filter((m) => m.status === 'member' && m.state !== 'dead').length;
+      if (live < replicas) throw new UnavailableError(`replicas ${replicas}: only ${live} member${live === 1 ? ' is' : 's are'} live (not dead) to hold ${short.length} block${short.length === 1 ? '' : 's'} not yet on ${replicas}`);
       // A block still being pushed confirms itself as its targets ack (confirm() wakes this loop).
       // Only a block no push is placing needs a repair pass: a pass lists every block of every
       // member (Repair's indexFromCluster and runPass), so kicking one per wait made each replicated

@@ -19,6 +19,7 @@ export const OURO_ERROR_CODES = [
   'OURO_TIMEOUT',
   'OURO_BAD_CONFIG',
   'OURO_REFUSED',
+  'OURO_UNAVAILABLE',
 ] as const;
 
 export type OuroErrorCode = (typeof OURO_ERROR_CODES)[number];
@@ -107,6 +108,14 @@ export class ConfigError extends OuroError {
  */
 export class RefusedError extends OuroError {
   constructor(message: string, options?: { cause?: unknown }) { super('OURO_REFUSED', message, options); }
+}
+
+/**
+ * The cluster has too few live members to do what was asked now (a replicated flush asking for
+ * more copies than there are members not dead). Nothing was undone; retry once members are back.
+ */
+export class UnavailableError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_UNAVAILABLE', message, options); }
 }
 
 /** A file was written by a format version this release does not understand. */

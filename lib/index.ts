@@ -22,6 +22,7 @@ export {
   TimeoutError,
   ConfigError,
   RefusedError,
+  UnavailableError,
 } from './errors.js';
 export type { OuroErrorCode } from './errors.js';
 export type { ChunkSizes } from './chunker.js';

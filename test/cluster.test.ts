@@ -345,10 +345,14 @@ describe('cluster of node processes', () => {
     expect(metrics).toContain('ouro_process_cpu_user_seconds_total');
     expect(await a.stop()).toBe(0);
 
-    // Bound to every interface: the config must carry a token, and every request needs it.
-    const bare = await ouro(['node', 'start', a.dir, '--admin-host', '0.0.0.0']);
-    expect(bare.code).toBe(2);
-    expect(bare.stderr).toContain('admin.token');
+    // Bound to every interface, every request needs a token: the node's stable one, the same as
+    // on loopback (admin-tokens.json), unless the config sets one; a bare token is refused.
+    const wide = await startNode(a.dir, ['--admin-host', '0.0.0.0']);
+    expect(wide.run.token).toBe(a.run.token);
+    expect((await fetch(`${wide.run.admin}/members`)).status).toBe(401);
+    expect((await fetch(`${wide.run.admin}/members`, { headers: { authorization: a.run.token } })).status).toBe(401);
+    expect((await fetch(`${wide.run.admin}/members`, { headers: { authorization: `Bearer ${a.run.token}` } })).status).toBe(200);
+    expect(await wide.stop()).toBe(0);
     const config = JSON.parse(fs.readFileSync(path.join(a.dir, 'ouro-node.json'), 'utf8')) as { admin: { token: string | null } };
     config.admin.token = 'a-long-enough-admin-token';
     fs.writeFileSync(path.join(a.dir, 'ouro-node.json'), JSON.stringify(config));
@@ -362,5 +366,29 @@ describe('cluster of node processes', () => {
     expect(open.logs.some((l) => l.event === 'heartbeat-failed' || l.level === 20)).toBe(false);
     expect(await open.stop()).toBe(0);
     expect(fs.existsSync(path.join(a.dir, 'node.run.json'))).toBe(false);
+  });
+
+  it('ouro node token rotate: a running node takes the new token at once and the cluster commands keep working; a stopped one at its next start', async () => {
+    const a = await founder();
+    const before = a.run.token;
+    const read = await ouroJson<{ scope: string; token: string }>(['node', 'token', 'rotate', a.dir, '--scope', 'read']);
+    expect(read.scope).toBe('read');
+    const readOnly = { authorization: `Bearer ${read.token}` };
+    expect((await fetch(`${a.run.admin}/metrics`, { headers: readOnly })).status).toBe(200);
+    expect((await fetch(`${a.run.admin}/cluster/token`, { method: 'POST', headers: readOnly, body: JSON.stringify({ ttlSec: 60 }) })).status).toBe(403);
+
+    const rotated = await ouroJson<{ token: string }>(['node', 'token', 'rotate', a.dir]);
+    expect(rotated.token).not.toBe(before);
+    expect((await a.post('/cluster/token', { ttlSec: 60 })).status).toBe(401); // a.run holds the old token
+    const members = await ouroJson<{ members: unknown[] }>(['cluster', '--dir', a.dir, 'members']);
+    expect(members.members).toHaveLength(1);
+    expect(await a.stop()).toBe(0);
+
+    const offline = await ouroJson<{ token: string }>(['node', 'token', 'rotate', a.dir]);
+    const again = await startNode(a.dir);
+    expect(again.run.token).toBe(offline.token);
+    expect((await again.post('/cluster/token', { ttlSec: 60 })).status).toBe(200);
+    expect((await ouro(['node', 'token', 'rotate', a.dir, '--scope', 'everything'])).code).toBe(2);
+    expect(await again.stop()).toBe(0);
   });
 });

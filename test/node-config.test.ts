@@ -23,13 +23,14 @@ describe('node config', () => {
     const c = await loadConfig(dir, { heartbeat: { intervalMs: 250 }, admin: { port: 7000 } });
     expect(c.heartbeat).toEqual({ intervalMs: 250, suspectAfterMs: 2000, deadAfterMs: 6000 });
     expect(c.admin).toEqual({ host: '127.0.0.1', port: 7000, token: null });
+    // Off loopback a config needs no token of its own: the node's stable one (admin-tokens.json) guards it.
+    expect(resolveConfig(DEFAULT_CONFIG, { admin: { host: '0.0.0.0' } }).admin).toEqual({ host: '0.0.0.0', port: 0, token: null });
   });
 
   it.each([
     [{ heartbeat: { intervalMs: 'fast' } }, 'heartbeat.intervalMs'],
     [{ heartbeat: { intervalMs: 5000 } }, 'heartbeat.suspectAfterMs'],
     [{ heartbeat: { deadAfterMs: 3000 } }, 'heartbeat.deadAfterMs'],
-    [{ admin: { host: '0.0.0.0' } }, 'admin.token'],
     [{ admin: { host: '0.0.0.0', token: 'short' } }, 'admin.token'],
     [{ admin: { port: 70000 } }, 'admin.port'],
     [{ listen: ['/ip4/127.0.0.1/tcp/4000'] }, 'listen.0'],

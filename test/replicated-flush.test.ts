@@ -5,10 +5,12 @@
  * per replicated flush made each flush cost in proportion to everything the cluster holds.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { AdminServer, type RunInfo } from '../carrier/admin.js';
 import { Node } from '../carrier/node.js';
-import { ProtocolError } from '../lib/errors.js';
+import { ProtocolError, UnavailableError } from '../lib/errors.js';
 import { OuroDB } from '../lib/index.js';
 import { waitFor } from './cluster-procs.js';
 import { tempDir } from './helpers.js';
@@ -78,5 +80,58 @@ describe('flush({ replicas })', () => {
     expect(sealed.length).toBe(1);
     expect([...(a.replication.holdersOf(sealed[0]!) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
     expect((await b.replication.held()).map((h) => h.id)).toEqual(sealed);
+  });
+
+  it('rejects at once with OURO_UNAVAILABLE when fewer members are live than asked, in the library and over the admin API', async () => {
+    const { a, b, db } = await twoMembers();
+    await b.stop();
+    await waitFor(() => a.memberViews().some((m) => m.peerId === b.peerId && m.state === 'dead'), 15_000, 'b to be dead as a sees it');
+    await db.put(crypto.randomBytes(1024));
+    // The signal bounds the test only: before the live count, the wait outlived any time limit.
+    const err = await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as UnavailableError).code).toBe('OURO_UNAVAILABLE');
+    expect((err as Error).message).toContain('only 1 member is live');
+
+    const admin = await AdminServer.start(a);
+    stops.push(() => admin.stop());
+    const { token } = JSON.parse(fs.readFileSync(path.join(a.dir, 'node.run.json'), 'utf8')) as RunInfo;
+    const res = await fetch(`${admin.url}/db/flush`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ replicas: 2, timeoutMs: 20_000 }) });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ error: { code: 'OURO_UNAVAILABLE' } });
+  });
+
+  it('gives up when its signal aborts (library) or its time limit passes (admin API: 504 OURO_TIMEOUT), the block still sealed', async () => {
+    const { a, b, db } = await twoMembers();
+    // b takes the push and never answers it (until the test ends), so the wait cannot end by itself.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    stops.push(async () => release());
+    let pushes = 0;
+    const ctl = new AbortController();
+    await b.carrier
+      .handle('/ouro/block-put-small/1', async () => {
+        pushes++;
+        ctl.abort(new Error('the caller gave up'));
+        await held;
+        throw new ProtocolError('released at the end of the test');
+      })
+      .catch(() => {});
+    const sealed: string[] = [];
+    const off = db.onSealed((block) => sealed.push(block.id));
+    stops.push(async () => off());
+    await db.put(crypto.randomBytes(1024));
+    await expect(db.flush({ replicas: 2, signal: ctl.signal })).rejects.toThrow('the caller gave up');
+    expect(pushes).toBe(1);
+    expect(sealed.length).toBe(1);
+
+    const admin = await AdminServer.start(a);
+    stops.push(() => admin.stop());
+    const { token } = JSON.parse(fs.readFileSync(path.join(a.dir, 'node.run.json'), 'utf8')) as RunInfo;
+    await db.put(crypto.randomBytes(1024));
+    const res = await fetch(`${admin.url}/db/flush`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ replicas: 2, timeoutMs: 300 }) });
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: { code: 'OURO_TIMEOUT' } });
+    expect(sealed.length).toBe(2);
   });
 });

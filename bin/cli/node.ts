@@ -209,6 +209,28 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       }
     });
 
+  node
+    .command('token')
+    .description("the admin API's bearer tokens (DIR/admin-tokens.json)")
+    .command('rotate')
+    .description('replace the token of a scope (make it if there is none) and print it; a running node refuses the old one at once')
+    .argument('<dir>', 'node directory')
+    .option('--scope <scope>', 'read (status, metrics, ledger, members: what Prometheus needs), data (those and /db/) or admin (everything)', 'admin')
+    .action(async (dir: string, o: { scope: string }) => {
+      const { SCOPES, rotateToken } = await import('../../carrier/admin-tokens.js');
+      const { CONFIG_FILE, loadConfig } = await import('../../carrier/config.js');
+      const { readRunInfo } = await import('../../carrier/admin.js');
+      if (!(SCOPES as readonly string[]).includes(o.scope)) throw new UsageError(`--scope takes ${SCOPES.join(', ')}, not ${o.scope}`);
+      const scope = o.scope as (typeof SCOPES)[number];
+      if (!fs.existsSync(path.join(dir, CONFIG_FILE))) throw new NotFoundError(`${dir} is not a node directory (no ${CONFIG_FILE}): \`ouro node init ${dir}\` makes one`);
+      // A running node rotates it itself, so that it takes the new token at once (and writes
+      // node.run.json); a stopped one reads the file at its next start.
+      const r = (await readRunInfo(dir))
+        ? ((await admin(dir, 'POST', '/admin/token/rotate', { scope })) as { scope: string; token: string })
+        : { scope, token: (await rotateToken(dir, scope, (await loadConfig(dir)).admin.token)).token };
+      output(g(), r, () => r.token);
+    });
+
   configOptions(
     program
       .command('restore')
