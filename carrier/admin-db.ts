@@ -17,6 +17,7 @@
  *   POST /db/flush {replicas?, timeoutMs?} -> {flushed, replicas} once sealed (and held by `replicas` members)
  *   POST /db/purge {key}                -> {versions}
  *   POST /db/gc {threshold?}            -> the gc report
+ *   POST /db/check {readData?, sample?} -> JSON lines: {progress} at most once a second, then {report} or {error}
  *
  * Every parameter and body field is checked before anything is stored (carrier/admin-http.ts):
  * what a route does not take, or takes once, or cannot decode is a 400 naming it.
@@ -26,9 +27,12 @@ import type http from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { OuroDB } from '../lib/db.js';
-import { BadArgumentError, NotFoundError, TimeoutError } from '../lib/errors.js';
+import { BadArgumentError, NotFoundError, OuroError, TimeoutError } from '../lib/errors.js';
 import { keyBytes, prefixBytes } from '../lib/keyname.js';
 import { HttpError, onlyFields, parseQuery, send } from './admin-http.js';
+
+/** How often a streamed check reports its progress. */
+const CHECK_PROGRESS_MS = 1000;
 
 /** The largest metadata taken, as the UTF-8 bytes of its JSON (in the query string or the header). */
 export const MAX_META_BYTES = 16 * 1024;
@@ -53,6 +57,7 @@ export const DB_ROUTES = {
   '/db/flush': { method: 'POST', what: 'seals, and waits for replicas' },
   '/db/purge': { method: 'POST', what: 'forgets a key and its versions' },
   '/db/gc': { method: 'POST', what: 'reclaims space' },
+  '/db/check': { method: 'POST', what: 'checks the database, answering in JSON lines' },
 } as const;
 export type DbRoute = keyof typeof DB_ROUTES;
 
@@ -211,6 +216,35 @@ export async function serveDb(db: OuroDB | undefined, rawUrl: string, url: URL, 
       const b = await fields(['threshold']);
       if (b.threshold !== undefined && typeof b.threshold !== 'number') throw new BadArgumentError('threshold must be a number');
       sendJson(res, 200, await db.gc(b.threshold === undefined ? {} : { threshold: b.threshold }));
+      return true;
+    }
+    case '/db/check': {
+      // `ouro check NODEDIR` of a running node: the node holds the database's lock, so the check
+      // runs here. A check with --read-data reads every entry and may outlast an HTTP client's
+      // wait for headers, so the answer starts at once and is JSON lines: progress at most once a
+      // second, then the report (or the error) as the last line.
+      query([]);
+      const b = await fields(['readData', 'sample']);
+      if (b.readData !== undefined && typeof b.readData !== 'boolean') throw new BadArgumentError('readData must be true or false');
+      const sample = b.sample === undefined ? 1 : b.sample;
+      if (typeof sample !== 'number' || !(sample >= 0 && sample <= 1)) throw new BadArgumentError('sample must be a share, 0 to 1');
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      let last = Date.now();
+      const line = (v: unknown) => `${JSON.stringify(v)}\n`;
+      try {
+        const report = await db.check({
+          readData: b.readData === true,
+          sample,
+          onProgress: (entries, bytes) => {
+            if (Date.now() - last < CHECK_PROGRESS_MS) return;
+            last = Date.now();
+            res.write(line({ progress: { entries, bytes } }));
+          },
+        });
+        res.end(line({ report }));
+      } catch (err) {
+        res.end(line({ error: { code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) } }));
+      }
       return true;
     }
   }

@@ -19,9 +19,11 @@
  * pushes and fetches are Transfers'; a pass's deletions are Deletion's (deleteRetired).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { OuroDB } from '../lib/db.js';
 import { BadArgumentError, CorruptionError, OuroError, ProtocolError, errorText } from '../lib/errors.js';
+import { ensureDir, writeFileAtomic } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 import { verifyBlockFile } from '../blockstore/store.js';
 import { type Holders, type ReplicationConfig, type ReplicationContext, type ReplicationHost, HAVE_BATCH, LIST_PAGE, PROTOCOL_VERSION, heldBlocks } from './replication-core.js';
@@ -165,6 +167,7 @@ export class Repair {
       if (this.#scrubDue) {
         this.#scrubDue = false;
         await this.#scrub();
+        await this.#copyDescriptor();
       }
       if (this.#db) await this.indexOnce();
       if (this.#db) await this.#deletion.deleteRetired();
@@ -465,7 +468,43 @@ export class Repair {
   }
 
   async onDescriptor(): Promise<{ descriptor: string | null }> {
-    if (!this.#db) return { descriptor: null };
-    return { descriptor: await fs.promises.readFile(`${this.#db.dir}/OURODB.json`, 'utf8') };
+    const file = this.#db ? `${this.#db.dir}/OURODB.json` : this.#shelf.descriptorCopy();
+    if (file === undefined) return { descriptor: null };
+    return { descriptor: await fs.promises.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : Promise.reject(err))) };
+  }
+
+  /**
+   * On a keyless member, keeps a copy of the cluster's database descriptor (OURODB.json: the
+   * database id and its key slots, nothing readable without the key), taken from the first live
+   * member that has one. `ouro node join --database` takes the descriptor from the member it
+   * joins through, so without these copies a cluster whose keyed members all lost their disks
+   * could not be restored (docs/operations.md, "Restoring from the cluster"). Run by the timed
+   * passes only, so it costs one small request per repair interval; a copy is rewritten when the
+   * member asked has a different one (a key slot added), and a joining node proves the copy
+   * it gets by opening the database with its key.
+   */
+  async #copyDescriptor(): Promise<void> {
+    const file = this.#shelf.descriptorCopy();
+    if (this.#db || file === undefined) return;
+    for (const m of this.#host.memberViews()) {
+      if (m.self || m.status !== 'member' || m.state !== 'alive') continue;
+      const r = (await this.#host.request(m.peerId, 'descriptor', { v: PROTOCOL_VERSION }, { signal: this.#signal }).catch(() => undefined)) as { descriptor?: unknown } | undefined;
+      if (typeof r?.descriptor !== 'string' || !isDescriptor(r.descriptor)) continue;
+      const current = await fs.promises.readFile(file, 'utf8').catch(() => null);
+      if (current !== r.descriptor) {
+        await ensureDir(nodeVfs, path.dirname(file));
+        await writeFileAtomic(nodeVfs, file, r.descriptor);
+      }
+      return;
+    }
+  }
+}
+
+/** Whether `text` is a database descriptor (OURODB.json), as far as a keyless member can tell. */
+function isDescriptor(text: string): boolean {
+  try {
+    return (JSON.parse(text) as { format?: unknown } | null)?.format === 'ourodb';
+  } catch {
+    return false;
   }
 }

@@ -64,6 +64,11 @@ export interface Shelf {
   release(id: string): Promise<ReleaseReport>;
   /** Deletes this node's copy of a tombstoned, released block; false if it is not released here. */
   drop(id: string): Promise<boolean>;
+  /**
+   * The file where a keyless node keeps its copy of the cluster's database descriptor
+   * (`replicas/OURODB.json`); undefined on a keyed node, whose database holds the original.
+   */
+  descriptorCopy(): string | undefined;
 }
 
 async function quarantineFile(file: string, dir: string): Promise<void> {
@@ -110,6 +115,10 @@ export class DirShelf implements Shelf {
 
   path(id: string): string {
     return path.join(this.root, 'blocks', id.slice(0, 2), `${id}.blk`);
+  }
+
+  descriptorCopy(): string {
+    return path.join(this.root, 'OURODB.json');
   }
 
   has(id: string): Promise<boolean> {
@@ -228,6 +237,10 @@ export class DbShelf implements Shelf {
 
   path(id: string): string {
     return this.db.blockPath(id);
+  }
+
+  descriptorCopy(): undefined {
+    return undefined;
   }
 
   has(id: string): Promise<boolean> {

@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
-import { type ImportResult, NotFoundError, OuroDB, OuroError, type Version, exportArchive, importArchive, importArchiveNew, inspectBlock, inspectKeys, inspectWal } from '../../lib/index.js';
+import { type CheckReport, type GcReport, type ImportResult, NotFoundError, OuroDB, OuroError, type Stats, type Version, exportArchive, importArchive, importArchiveNew, inspectBlock, inspectKeys, inspectWal } from '../../lib/index.js';
 import { registerNodeCommands } from './node.js';
+import { admin, adminLines, dbTarget } from './node-admin.js';
 import { putPaths, restoreTree } from './put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './support.js';
 
@@ -188,35 +189,54 @@ program
 program
   .command('gc')
   .description('reclaim the space of purged data by compacting blocks')
-  .argument('<dir>', 'database directory')
+  .argument('<dir>', 'database directory, or a node directory (its database; through the node while it runs)')
   .option('--threshold <share>', 'compact blocks whose live share is below this (0..1)', '0.5')
   .action(async (dir: string, o: { threshold: string }) => {
-    await withDb(dir, g(), async (db) => {
-      const before = await db.stats();
-      const progress = new Progress('gc', g());
-      const report = await db.gc({ threshold: Number(o.threshold), onProgress: (r) => progress.update(r.bytesFreed, r.blocksRemoved) });
-      progress.done();
-      const after = await db.stats();
-      output(g(), { ...report, storedBytesBefore: before.storedBytes, storedBytesAfter: after.storedBytes }, () => `removed ${report.blocksRemoved} blocks, freed ${mib(report.bytesFreed)} (copied ${mib(report.bytesCopied)} of live data); stored ${mib(before.storedBytes)} -> ${mib(after.storedBytes)}`);
-    });
+    const threshold = Number(o.threshold);
+    const target = await dbTarget(dir);
+    let before: Stats, report: GcReport, after: Stats;
+    if (target.kind === 'node') {
+      // The node holds the lock: its gc runs in the node, which then deletes the removed blocks across the cluster.
+      before = (await admin(target.nodeDir, 'GET', '/db/stats')) as Stats;
+      report = (await admin(target.nodeDir, 'POST', '/db/gc', { threshold })) as GcReport;
+      after = (await admin(target.nodeDir, 'GET', '/db/stats')) as Stats;
+    } else {
+      [before, report, after] = await withDb(target.dir, g(), async (db) => {
+        const b = await db.stats();
+        const progress = new Progress('gc', g());
+        const r = await db.gc({ threshold, onProgress: (p) => progress.update(p.bytesFreed, p.blocksRemoved) });
+        progress.done();
+        return [b, r, await db.stats()] as const;
+      });
+    }
+    output(g(), { ...report, storedBytesBefore: before.storedBytes, storedBytesAfter: after.storedBytes }, () => `removed ${report.blocksRemoved} blocks, freed ${mib(report.bytesFreed)} (copied ${mib(report.bytesCopied)} of live data); stored ${mib(before.storedBytes)} -> ${mib(after.storedBytes)}`);
   });
 
 program
   .command('check')
   .description('verify the index against the blocks; with --read-data, authenticate entries too (exit code 5 if problems)')
-  .argument('<dir>', 'database directory')
+  .argument('<dir>', 'database directory, or a node directory (its database; through the node while it runs)')
   .option('--read-data', 'read and authenticate every entry')
   .option('--sample <pct>', 'with --read-data, the percentage of entries to read', '100')
   .action(async (dir: string, o: { readData?: boolean; sample: string }) => {
-    await withDb(dir, g(), async (db) => {
-      const pct = Number(o.sample);
-      if (!(pct >= 0 && pct <= 100)) throw new UsageError('--sample takes a percentage, 0 to 100');
-      const progress = new Progress('check', g());
-      const report = await db.check({ readData: o.readData === true, sample: pct / 100, onProgress: (entries, bytes) => progress.update(bytes, entries) });
-      progress.done();
-      output(g(), report, () => [`${report.ok ? 'ok' : 'PROBLEMS'}: ${report.blocks} blocks, ${report.entries} entries, ${report.entriesRead} read`, ...report.problems.map((p) => `  ${p.kind}: ${[p.block, p.id, p.key].filter(Boolean).join(' ')} ${p.message}`)].join('\n'));
-      if (!report.ok) process.exitCode = EXIT.corruption;
-    });
+    const pct = Number(o.sample);
+    if (!(pct >= 0 && pct <= 100)) throw new UsageError('--sample takes a percentage, 0 to 100');
+    const target = await dbTarget(dir);
+    const progress = new Progress('check', g());
+    let report: CheckReport;
+    if (target.kind === 'node') {
+      // The running node holds the database's lock: it runs the check and streams its progress.
+      const r = await adminLines<{ report: CheckReport }>(target.nodeDir, '/db/check', { readData: o.readData === true, sample: pct / 100 }, (line) => {
+        const p = line.progress as { entries: number; bytes: number } | undefined;
+        if (p) progress.update(p.bytes, p.entries);
+      });
+      report = r.report;
+    } else {
+      report = await withDb(target.dir, g(), (db) => db.check({ readData: o.readData === true, sample: pct / 100, onProgress: (entries, bytes) => progress.update(bytes, entries) }));
+    }
+    progress.done();
+    output(g(), report, () => [`${report.ok ? 'ok' : 'PROBLEMS'}: ${report.blocks} blocks, ${report.entries} entries, ${report.entriesRead} read`, ...report.problems.map((p) => `  ${p.kind}: ${[p.block, p.id, p.key].filter(Boolean).join(' ')} ${p.message}`)].join('\n'));
+    if (!report.ok) process.exitCode = EXIT.corruption;
   });
 
 program

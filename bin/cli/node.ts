@@ -12,8 +12,9 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { NodeConfigPatch } from '../../carrier/config.js';
 import type { LedgerView } from '../../carrier/ledger.js';
-import { NotFoundError, OuroError, type OuroErrorCode, RefusedError } from '../../lib/errors.js';
+import { NotFoundError, OuroError, RefusedError } from '../../lib/errors.js';
 import type { OpenOptions, OuroDB } from '../../lib/index.js';
+import { admin } from './node-admin.js';
 import { type GlobalOptions, UsageError, credentials, output } from './support.js';
 
 interface ConfigFlags {
@@ -374,23 +375,4 @@ async function takeClusterDescriptor(node: { request(peer: string, name: string,
   await writeFileAtomic(nodeVfs, path.join(dbDir, 'OURODB.json'), r.descriptor);
   const db = await OuroDB.open(dbDir, { ...creds, create: false });
   await db.close();
-}
-
-/** One admin API call to the node running in `dir`. */
-async function admin(dir: string, method: string, route: string, body?: unknown): Promise<unknown> {
-  const { readRunInfo } = await import('../../carrier/admin.js');
-  const run = await readRunInfo(dir);
-  if (!run) throw new NotFoundError(`no node is running in ${dir} (no node.run.json): start it with \`ouro node start ${dir}\``);
-  let res: Response;
-  try {
-    res = await fetch(`${run.admin}${route}`, { method, headers: { authorization: `Bearer ${run.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-  } catch (err) {
-    throw new NotFoundError(`the node in ${dir} does not answer at ${run.admin} (stopped without cleaning up?)`, { cause: err });
-  }
-  const answer = (await res.json()) as { error?: { code: string; message: string } };
-  if (answer.error) {
-    const code = answer.error.code.startsWith('OURO_') ? (answer.error.code as OuroErrorCode) : 'OURO_BAD_ARGUMENT';
-    throw new OuroError(code, answer.error.message);
-  }
-  return answer;
 }
