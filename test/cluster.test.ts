@@ -80,7 +80,7 @@ describe('cluster of node processes', () => {
     expect(rejected.peerId).toBe(d.peerId);
     await expect(rejected.request(a.address, protocolId('ping'), {})).rejects.toMatchObject({ code: 'OURO_REFUSED' });
     await expect(rejected.request(a.address, protocolId('heartbeat'), { v: 1, list: {} })).rejects.toMatchObject({ code: 'OURO_REFUSED' });
-    expect(a.logs.filter((l) => l.event === 'join-rejected').map((l) => l.peer)).toEqual([d.peerId]);
+    expect(a.logs.filter((l) => l.event === 'join-rejected' && l.by === 'operator').map((l) => l.peer)).toEqual([d.peerId]);
 
     // Members reach the member-only protocols.
     for (const n of [a, b, c]) expect((await n.get<{ role: string }>('/status')).role).toBe('member');
@@ -119,7 +119,7 @@ describe('cluster of node processes', () => {
     await ouroJson(['cluster', '--dir', b.dir, 'leave']);
     expect((await b.get<{ role: string }>('/status')).role).toBe('left');
     const view = await a.members();
-    expect(view.members.find((m) => m.peerId === b.peerId)).toMatchObject({ status: 'revoked', revokedBy: b.peerId });
+    expect(view.members.find((m) => m.peerId === b.peerId)).toMatchObject({ status: 'left', revokedBy: b.peerId, state: null });
     expect(a.logs.some((l) => l.event === 'member-left' && l.peer === b.peerId)).toBe(true);
   });
 
