@@ -37,6 +37,9 @@ describe('node config', () => {
     [{ log: { level: 'loud' } }, 'log.level'],
     [{ colour: 'blue' }, '(root)'],
     [{ version: 2 }, 'version'],
+    [{ name: '' }, 'name'],
+    [{ name: 'a\nb' }, 'name'],
+    [{ name: 'x'.repeat(65) }, 'name'],
   ])('rejects %j naming %s', (patch, field) => {
     let err: unknown;
     try {
