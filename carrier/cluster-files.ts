@@ -5,7 +5,8 @@
  *   members.json  the member list (carrier/membership.ts), saved before this node acts on it;
  *   joins.json    this member's join requests waiting for an operator, the peers it rejected, and
  *                 the hashes and expiry times of the join tokens it issued;
- *   join.json     on a node that asked to join and is not approved yet: whom it asked.
+ *   join.json     on a node that asked to join and is not approved yet: whom it asked (and on
+ *                 one that joined to take the cluster's database, until it has).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -28,8 +29,13 @@ export interface JoinState {
   version: number;
   pending: PendingJoin[];
   rejected: Array<{ peerId: string; at: number }>;
-  /** SHA-256 (hex) of each unused token's secret, with its expiry. */
+  /** SHA-256 (hex) of each unused token's secret, with its expiry (expired ones kept 30 days). */
   tokens: Array<{ hash: string; expiresAt: number }>;
+  /**
+   * SHA-256 (hex) of each token spent in the last 30 days, and when: a second try is told the
+   * token was used. Optional (files written before it lack it; older releases leave it be).
+   */
+  spent?: Array<{ hash: string; at: number }>;
 }
 
 export interface JoinTarget {
@@ -37,6 +43,12 @@ export interface JoinTarget {
   /** Multiaddrs of the member asked (each ending in /p2p/<id>). */
   peer: string[];
   token?: string;
+  /**
+   * The node joins without its database and takes the cluster's once approved (`ouro node join
+   * --database` on a node that has none yet). The file then stays after the approval, until the
+   * database is taken, so that a stop in between does not lose that.
+   */
+  database?: true;
   at: number;
 }
 
@@ -94,7 +106,7 @@ export class ClusterFiles {
     const s = await this.#read<JoinState>('joins.json');
     if (s === undefined) return { version: FILES_VERSION, pending: [], rejected: [], tokens: [] };
     if (s.version !== FILES_VERSION) throw new UnsupportedVersionError(`${path.join(this.dir, 'joins.json')} has version ${String(s.version)}; this release reads ${FILES_VERSION}`);
-    if (!Array.isArray(s.pending) || !Array.isArray(s.rejected) || !Array.isArray(s.tokens)) throw new CorruptionError(`${path.join(this.dir, 'joins.json')} is malformed`);
+    if (!Array.isArray(s.pending) || !Array.isArray(s.rejected) || !Array.isArray(s.tokens) || (s.spent !== undefined && !Array.isArray(s.spent))) throw new CorruptionError(`${path.join(this.dir, 'joins.json')} is malformed`);
     return s;
   }
 
@@ -110,8 +122,8 @@ export class ClusterFiles {
     return t;
   }
 
-  writeJoinTarget(peer: string[], token: string | undefined): Promise<void> {
-    return this.#write('join.json', { version: FILES_VERSION, peer, ...(token !== undefined ? { token } : {}), at: Date.now() } satisfies JoinTarget);
+  writeJoinTarget(peer: string[], token: string | undefined, database = false): Promise<void> {
+    return this.#write('join.json', { version: FILES_VERSION, peer, ...(token !== undefined ? { token } : {}), ...(database ? { database: true as const } : {}), at: Date.now() } satisfies JoinTarget);
   }
 
   removeJoinTarget(): Promise<void> {

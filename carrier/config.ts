@@ -25,9 +25,21 @@ export const DEFAULT_PROOFS = { enabled: true, intervalMs: 30_000, perRound: 4, 
 export const DEFAULT_LEDGER = { intervalMs: 60_000, syncIntervalMs: 5000 };
 export const DEFAULT_SERIES = { sampleMs: 2000, keepMs: 15 * 60_000 };
 
+/**
+ * A node's name, for people (the status page, `/members`): 1 to 64 characters, none of them
+ * control characters. Not an identity: two nodes may share one, and the peer id stays the key.
+ */
+export const isNodeName = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= 64 && !/[\p{Cc}]/u.test(v);
+
 const schema = z
   .strictObject({
     version: z.literal(CONFIG_VERSION),
+    /** This node's name, carried to the other members in its heartbeats (see isNodeName). */
+    name: z
+      .string()
+      .refine(isNodeName, 'must be 1 to 64 characters, no control characters')
+      .nullable()
+      .default(null),
     /** QUIC multiaddrs to listen on. */
     listen: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/\d+\/quic-v1$/, 'a QUIC multiaddr such as /ip4/0.0.0.0/udp/4100/quic-v1')).min(1),
     admin: z.strictObject({
@@ -109,6 +121,7 @@ export type NodeConfigPatch = { [K in keyof NodeConfig]?: NodeConfig[K] extends 
 
 export const DEFAULT_CONFIG: NodeConfig = {
   version: CONFIG_VERSION,
+  name: null,
   listen: ['/ip4/127.0.0.1/udp/0/quic-v1'],
   admin: { host: '127.0.0.1', port: 0, token: null },
   heartbeat: { intervalMs: 1000, suspectAfterMs: 3000, deadAfterMs: 10_000 },

@@ -3,17 +3,19 @@
  * `alive` while it was heard from within `suspectAfterMs`, `suspect` until `deadAfterMs`, then
  * `dead`. Hearing from it again (any heartbeat, sent or answered) makes it `alive` at once.
  *
- * A member this node has not heard from yet counts from when it learned of it (its own start, or
- * the list that brought the member), so a member that is down when this node starts is declared
- * dead after `deadAfterMs` like any other. `dead` is an observation, not a verdict: the member
- * stays in the list until an operator revokes it.
+ * A member this node has not heard from since it started (or since the list that brought the
+ * member) is `unknown`, not `alive`: nothing says it runs at all (a node approved a moment ago
+ * may never have been started). Its silence counts from when this node learned of it, so a
+ * member that is down when this node starts is declared dead after `deadAfterMs` like any
+ * other; it skips `suspect`, which says that a member heard before went quiet. `dead` is an
+ * observation, not a verdict: the member stays in the list until an operator revokes it.
  *
  * Owns the members it watches and their states (#members). On a node, only carrier/heartbeats.ts
  * changes them: track() when a list is adopted, heard() on each answer or heartbeat received,
  * tick() at each heartbeat tick; everyone else reads health() and counts().
  */
 
-export type MemberState = 'alive' | 'suspect' | 'dead';
+export type MemberState = 'unknown' | 'alive' | 'suspect' | 'dead';
 
 export interface Transition {
   peer: string;
@@ -48,12 +50,12 @@ export class FailureDetector {
     this.#now = options.now ?? Date.now;
   }
 
-  /** Makes the tracked set exactly `peers`: new ones start `alive`, missing ones are dropped. */
+  /** Makes the tracked set exactly `peers`: new ones start `unknown`, missing ones are dropped. */
   track(peers: Iterable<string>): void {
     const now = this.#now();
     const wanted = new Set(peers);
     for (const p of this.#members.keys()) if (!wanted.has(p)) this.#members.delete(p);
-    for (const p of wanted) if (!this.#members.has(p)) this.#members.set(p, { state: 'alive', since: now, lastHeard: null, reference: now });
+    for (const p of wanted) if (!this.#members.has(p)) this.#members.set(p, { state: 'unknown', since: now, lastHeard: null, reference: now });
   }
 
   /** The member answered or sent a heartbeat. Returns the transition to `alive`, if any. */
@@ -77,7 +79,7 @@ export class FailureDetector {
     const out: Transition[] = [];
     for (const [peer, e] of this.#members) {
       const silentMs = now - e.reference;
-      const state: MemberState = silentMs >= this.#deadAfterMs ? 'dead' : silentMs >= this.#suspectAfterMs ? 'suspect' : 'alive';
+      const state: MemberState = silentMs >= this.#deadAfterMs ? 'dead' : e.state === 'unknown' ? 'unknown' : silentMs >= this.#suspectAfterMs ? 'suspect' : 'alive';
       if (state === e.state || state === 'alive') continue; // only hearing revives
       out.push({ peer, from: e.state, to: state, silentMs });
       e.state = state;
@@ -92,7 +94,7 @@ export class FailureDetector {
   }
 
   counts(): Record<MemberState, number> {
-    const c = { alive: 0, suspect: 0, dead: 0 };
+    const c = { unknown: 0, alive: 0, suspect: 0, dead: 0 };
     for (const e of this.#members.values()) c[e.state]++;
     return c;
   }

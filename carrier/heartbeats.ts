@@ -8,6 +8,10 @@
  *   - the failure detector (#detector): told of each answer (heard), of time passing (tick, each
  *     heartbeat tick) and of the members to watch (track, called by the node whenever it adopts a
  *     list);
+ *   - #heard: what each member said of itself (name, keyed) in its latest heartbeat or reply, set
+ *     on each one and kept after it left or was revoked (so views still name it; only members
+ *     reach heartbeats, so it holds at most one entry per peer the list ever approved); in memory
+ *     only: after a restart the next beat says it again;
  *   - #inFlight: the heartbeats under way, one per member at a time;
  *   - #timer: the heartbeat interval (start, stop).
  * The member list and this node's role are the node's: this module reads them and hands lists
@@ -16,12 +20,30 @@
 import type { Logger } from 'pino';
 import { ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import { protocolId } from './carrier.js';
-import type { NodeConfig } from './config.js';
+import { type NodeConfig, isNodeName } from './config.js';
 import { FailureDetector, type MemberHealth, type MemberState, type Transition } from './detector.js';
 import { type JoinAnswer, type JoinRequest, JOIN_PROTOCOL } from './joins.js';
 import type { MemberList } from './membership.js';
 
 export const HEARTBEAT_PROTOCOL = protocolId('heartbeat');
+
+/**
+ * What a member says of itself in every heartbeat, reply and announce: its configured name and
+ * whether it runs the database (keyed). Optional fields of version 1 (docs/FORMAT.md, "Cluster
+ * protocols"): a release before them neither sends nor reads them, so it interoperates and its
+ * name and role stay unknown (null) to the others.
+ */
+export interface About {
+  name: string | null;
+  keyed: boolean;
+}
+
+/** The About fields of a heartbeat or reply: undefined when it has none (an older release). */
+function aboutIn(m: { name?: unknown; keyed?: unknown }, what: string): About | undefined {
+  if (m.name === undefined && m.keyed === undefined) return undefined;
+  if (typeof m.keyed !== 'boolean' || !(m.name === null || isNodeName(m.name))) throw new ProtocolError(`malformed ${what}: name or keyed`);
+  return { name: m.name, keyed: m.keyed };
+}
 
 /** What heartbeats need of their node (carrier/node.ts gives it). */
 export interface HeartbeatHost {
@@ -37,6 +59,8 @@ export interface HeartbeatHost {
   others(): string[];
   /** The addresses this node listens on. */
   addresses(): string[];
+  /** What this node says of itself to the others. */
+  about(): About;
   /** The open connection to `peer` if there is one, else its listed addresses. */
   route(peer: string): string | string[];
   /** A carrier request (Carrier.request). */
@@ -53,6 +77,7 @@ export class Heartbeats {
   readonly #host: HeartbeatHost;
   readonly #config: Pick<NodeConfig, 'heartbeat' | 'requestTimeoutMs'>;
   readonly #detector: FailureDetector;
+  readonly #heard = new Map<string, About>();
   readonly #inFlight = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
 
@@ -76,6 +101,22 @@ export class Heartbeats {
   /** Watches `peers` from now on (the members other than this node, in the list adopted). */
   track(peers: Iterable<string>): void {
     this.#detector.track(peers);
+  }
+
+  /** What `peer` said of itself in its latest heartbeat or reply (undefined before one, or from an older release). */
+  about(peer: string): About | undefined {
+    return this.#heard.get(peer);
+  }
+
+  /** A heartbeat (or announce) to send: the list, and what this node says of itself. */
+  #beat(list: MemberList): { v: 1; list: MemberList } & About {
+    return { v: 1, list, ...this.#host.about() };
+  }
+
+  /** Keeps what `peer` said of itself in a heartbeat or reply, if it said anything. */
+  #learn(peer: string, m: { name?: unknown; keyed?: unknown }, what: string): void {
+    const about = aboutIn(m, what);
+    if (about) this.#heard.set(peer, about);
   }
 
   health(peer: string): MemberHealth | undefined {
@@ -111,10 +152,11 @@ export class Heartbeats {
   async #heartbeat(peer: string): Promise<void> {
     const list = this.#host.list()!;
     try {
-      const reply = (await this.#host.request(this.#host.route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.#config.requestTimeoutMs, this.#config.heartbeat.suspectAfterMs) })) as { list?: unknown } | null;
+      const reply = (await this.#host.request(this.#host.route(peer), HEARTBEAT_PROTOCOL, this.#beat(list), { timeoutMs: Math.min(this.#config.requestTimeoutMs, this.#config.heartbeat.suspectAfterMs) })) as { list?: unknown; name?: unknown; keyed?: unknown } | null;
       this.#host.metrics.heartbeat('ok');
       const t = this.#detector.heard(peer);
       if (t) this.#transition(t);
+      if (reply !== null && typeof reply === 'object') this.#learn(peer, reply, 'heartbeat reply');
       if (reply && reply.list !== undefined) await this.#host.mergeFrom(reply.list, peer);
     } catch (err) {
       this.#host.metrics.heartbeat('failed');
@@ -139,14 +181,15 @@ export class Heartbeats {
     }
   }
 
-  async onHeartbeat(message: unknown, peer: string): Promise<{ list?: MemberList }> {
-    const m = message as { v?: unknown; list?: unknown } | null;
+  async onHeartbeat(message: unknown, peer: string): Promise<{ list?: MemberList } & About> {
+    const m = message as { v?: unknown; list?: unknown; name?: unknown; keyed?: unknown } | null;
     if (m === null || typeof m !== 'object' || m.v !== 1 || m.list === undefined) throw new ProtocolError('malformed heartbeat');
     const t = this.#detector.heard(peer);
     if (t) this.#transition(t);
+    this.#learn(peer, m, 'heartbeat');
     await this.#host.mergeFrom(m.list, peer);
     const ours = this.#host.list()!;
-    return (m.list as MemberList).signature === ours.signature ? {} : { list: ours };
+    return { ...((m.list as MemberList).signature === ours.signature ? {} : { list: ours }), ...this.#host.about() };
   }
 
   /** Sends the current list to `peers` now (after a change an operator made), best effort. */
@@ -155,9 +198,10 @@ export class Heartbeats {
     await Promise.all(
       peers.map((peer) =>
         this.#host
-          .request(this.#host.route(peer), HEARTBEAT_PROTOCOL, { v: 1, list }, { timeoutMs: Math.min(this.#config.requestTimeoutMs, 2000) })
+          .request(this.#host.route(peer), HEARTBEAT_PROTOCOL, this.#beat(list), { timeoutMs: Math.min(this.#config.requestTimeoutMs, 2000) })
           .then((reply) => {
             this.#host.log.debug({ event: 'announced', peer, epoch: list.epoch }, 'member list announced');
+            if (reply !== null && typeof reply === 'object') this.#learn(peer, reply, 'heartbeat reply');
             const theirs = (reply as { list?: unknown } | null)?.list;
             // Not awaited: an announce runs inside a list change, and a merge waits for that change to end.
             if (theirs !== undefined && this.#host.role() === 'member') void this.#host.mergeFrom(theirs, peer).catch((err: unknown) => this.#host.log.warn({ event: 'merge-failed', peer, err: errorText(err) }, 'a list from a peer did not merge'));

@@ -4,13 +4,15 @@
  * protocol (open to any peer), with the operator's decisions on the requests and the join tokens.
  *
  * Owns, and alone changes:
- *   - #joins (joins.json: requests waiting for an operator, peers rejected, token hashes): changed
+ *   - #joins (joins.json: requests waiting for an operator, peers rejected, token hashes, spent
+ *     token hashes): changed
  *     only inside the node's list changes (JoinHost.serially), by onJoin, approve, reject and
  *     createToken, each saving the file (fsync) before answering; a token is spent on disk before
  *     the approval it pays for exists anywhere;
  *   - #joinTarget (join.json: whom this node asks): written by requestJoin (`ouro node join`,
  *     before the node starts), cleared by ask() once approved;
- *   - #lastJoinAnswer: the answer to this node's latest request, set by ask().
+ *   - #lastJoinAnswer, #lastRefusal: the answer to this node's latest request and, when it was a
+ *     rejection, why; set by ask().
  * The member list and this node's role are the node's: it changes them through the JoinHost it
  * gives (adopt, rejected), and this module does not import it.
  */
@@ -27,10 +29,44 @@ export const JOIN_PROTOCOL = protocolId('join');
 /** At most this many join requests wait for an operator; the oldest is dropped beyond it. */
 const MAX_PENDING = 100;
 const TOKEN_PREFIX = 'ouro-join-v1';
+const TOKEN_RE = /^ouro-join-v1\.[0-9a-f]{32}\.[A-Za-z0-9_-]{43}$/;
+/**
+ * Expired and spent token hashes are kept this long (the longest ttl), so that a late or second
+ * try is told `token-expired` or `token-used` rather than `token-unknown`; at most MAX_SPENT spent.
+ */
+const RETAIN_MS = 30 * 24 * 3600_000;
+const MAX_SPENT = 1000;
+
+/**
+ * Why a join was rejected: a stable code, sent to the joiner as `reason` (docs/FORMAT.md,
+ * "Cluster protocols"), logged on the member (`join-rejected`), and the `reason` of the
+ * joiner's RefusedError (docs/errors.md). None tells a stranger anything it could probe with:
+ * the token codes tell malformed text, another cluster's id (which pending answers give anyway)
+ * and a secret this member never issued apart; only the holder of a secret this member did issue
+ * learns that it expired or was spent, and no code says how near a wrong secret came.
+ */
+export const JOIN_REFUSALS = {
+  revoked: 'this node was revoked from the cluster (it rejoins only with a new identity)',
+  rejected: 'an operator of the member rejected this node',
+  'not-a-member': 'not a member of this cluster here',
+  'token-malformed': 'the token is malformed (expected ouro-join-v1.<cluster id>.<secret>)',
+  'token-foreign': 'the token was made for another cluster',
+  'token-unknown': 'the token was not made by this member (a token is valid only on the member that made it)',
+  'token-expired': 'the token expired',
+  'token-used': 'the token was already used',
+} as const;
+export type JoinRefusal = keyof typeof JOIN_REFUSALS;
+
+/** The text for a refusal: a known code's, or what an older member sent in its place. */
+export function refusalText(reason: string | null | undefined): string {
+  if (reason === null || reason === undefined) return 'no reason given';
+  return Object.hasOwn(JOIN_REFUSALS, reason) ? JOIN_REFUSALS[reason as JoinRefusal] : reason;
+}
 
 export interface JoinAnswer {
   status: 'approved' | 'pending' | 'rejected';
   clusterId?: string;
+  /** With `rejected`: a JoinRefusal code (a member of an older release sends free text). */
   reason?: string;
   list?: MemberList;
 }
@@ -51,13 +87,29 @@ const hashToken = (secret: string) => crypto.createHash('sha256').update(secret)
 
 /**
  * Records whom to ask to join (`ouro node join`, Node.requestJoin); a node started with no member
- * list asks there until an operator approves or rejects it, or at once with a token.
+ * list asks there until an operator approves or rejects it, or at once with a token. With
+ * `database`, the node is to take the cluster's database once approved (see databaseToTake).
  */
-export async function requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
+export async function requestJoin(dir: string, peer: string[], token?: string, options: { database?: boolean } = {}): Promise<void> {
   const files = new ClusterFiles(dir);
   if (await files.readList()) throw new BadArgumentError(`${dir} already belongs to a cluster`);
   for (const p of peer) if (!/\/p2p\/[^/]+$/.test(p)) throw new BadArgumentError(`--peer ${p} must end in /p2p/<peer id>`);
-  await files.writeJoinTarget(peer, token);
+  await files.writeJoinTarget(peer, token, options.database === true);
+}
+
+/**
+ * The member to take the cluster's database from (its multiaddrs), when the node in `dir` joined
+ * with `--database` and has not taken it yet; else undefined. Approved or not yet: the caller
+ * runs the node until it is a member, then takes it and calls databaseTaken.
+ */
+export async function databaseToTake(dir: string): Promise<string[] | undefined> {
+  const target = await new ClusterFiles(dir).readJoinTarget();
+  return target?.database ? target.peer : undefined;
+}
+
+/** The node in `dir` holds the cluster's database now: its join is over. */
+export function databaseTaken(dir: string): Promise<void> {
+  return new ClusterFiles(dir).removeJoinTarget();
 }
 
 /** What joining needs of its node (carrier/node.ts gives it). */
@@ -94,10 +146,11 @@ export class Joins {
   readonly #files: ClusterFiles;
   readonly #key: PrivateKey;
   #joins: JoinState;
-  #joinTarget: { peer: string[]; token?: string } | undefined;
+  #joinTarget: { peer: string[]; token?: string; database?: true } | undefined;
   #lastJoinAnswer: JoinAnswer['status'] | null = null;
+  #lastRefusal: string | null = null;
 
-  constructor(host: JoinHost, files: ClusterFiles, key: PrivateKey, joins: JoinState, joinTarget: { peer: string[]; token?: string } | undefined) {
+  constructor(host: JoinHost, files: ClusterFiles, key: PrivateKey, joins: JoinState, joinTarget: { peer: string[]; token?: string; database?: true } | undefined) {
     this.#host = host;
     this.#files = files;
     this.#key = key;
@@ -108,6 +161,11 @@ export class Joins {
   /** The answer to this node's latest join request (null before one arrives). */
   get lastJoinAnswer(): JoinAnswer['status'] | null {
     return this.#lastJoinAnswer;
+  }
+
+  /** Why the member asked rejected this node (a JoinRefusal code), or null. */
+  get lastRefusal(): string | null {
+    return this.#lastRefusal;
   }
 
   /** Join requests waiting for an operator. */
@@ -127,14 +185,16 @@ export class Joins {
       if (!isMember(list, this.#host.peerId)) throw new ProtocolError('join approved with a list that does not name this node');
       await this.#host.serially(async () => {
         await this.#host.adopt(list, 'joined');
-        await this.#files.removeJoinTarget();
+        // One that is to take the cluster's database keeps join.json until it has (databaseTaken).
+        if (!target.database) await this.#files.removeJoinTarget();
       });
       this.#joinTarget = undefined;
       this.#host.log.info({ event: 'joined', clusterId: list.clusterId, epoch: list.epoch }, 'joined the cluster');
       this.#host.joined();
     } else if (answer?.status === 'rejected') {
+      this.#lastRefusal = typeof answer.reason === 'string' ? answer.reason.slice(0, 200) : null;
       this.#host.rejected();
-      this.#host.log.error({ event: 'join-rejected', reason: answer.reason ?? null }, 'join request rejected');
+      this.#host.log.error({ event: 'join-rejected', reason: this.#lastRefusal }, `join request rejected: ${refusalText(this.#lastRefusal)}`);
     } else if (answer?.status === 'pending') {
       this.#host.log.info({ event: 'join-pending', clusterId: answer.clusterId ?? null }, 'join request pending: an operator of the member must approve it');
     } else {
@@ -150,18 +210,19 @@ export class Joins {
     return this.#host.serially(async () => {
       const list = this.#host.list()!;
       if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
+      // A revoked peer's, or a rejected one's, later requests: logged at debug only, since a
+      // rejected node may ask again and again, and a revoked one asks at each refused heartbeat.
       // The signed list goes with the answer, so a revoked node that missed the news can prove it to itself.
-      if (list.revocations.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'revoked', list });
-      if (m.check) return { status: 'rejected', reason: 'not a member of this cluster here' };
-      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#joinOutcome({ status: 'rejected', reason: 'rejected by an operator' });
+      if (list.revocations.some((r) => r.peerId === peer)) return this.#refuse(peer, 'revoked', 'debug', list);
+      if (m.check) return { status: 'rejected', reason: 'not-a-member' };
+      if (this.#joins.rejected.some((r) => r.peerId === peer)) return this.#refuse(peer, 'rejected', 'debug');
       if (m.token !== undefined) {
-        const [prefix, clusterId, secret] = m.token.split('.');
         const now = Date.now();
-        const hash = secret !== undefined ? hashToken(secret) : '';
-        const i = this.#joins.tokens.findIndex((t) => t.expiresAt > now && t.hash.length === hash.length && crypto.timingSafeEqual(Buffer.from(t.hash), Buffer.from(hash)));
-        if (prefix !== TOKEN_PREFIX || clusterId !== list.clusterId || i < 0) return this.#joinOutcome({ status: 'rejected', reason: 'the token is not valid here, expired, or used' });
+        const token = this.#checkToken(m.token, list.clusterId, now);
+        if (typeof token === 'string') return this.#refuse(peer, token, 'warn');
         // Spend the token before the approval it pays for exists anywhere.
-        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((_, k) => k !== i), pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
+        const spent = [...(this.#joins.spent ?? []).filter((x) => x.at > now - RETAIN_MS), { hash: token.hash, at: now }].slice(-MAX_SPENT);
+        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((t) => t !== token), spent, pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
         await this.#files.writeJoins(this.#joins);
         await this.#host.adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
         this.#host.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
@@ -177,6 +238,28 @@ export class Joins {
       if (isNew) this.#host.log.info({ event: 'join-pending', peer, addresses: m.addresses }, 'join request waiting for approval');
       return this.#joinOutcome({ status: 'pending', clusterId: list.clusterId });
     });
+  }
+
+  /**
+   * The unspent token `text` stands for, or why it does not admit: each case apart, so the
+   * joiner and the operator learn which (see JOIN_REFUSALS for what that tells a stranger).
+   */
+  #checkToken(text: string, clusterId: string, now: number): JoinState['tokens'][number] | JoinRefusal {
+    if (!TOKEN_RE.test(text)) return 'token-malformed';
+    const [, tokenCluster, secret] = text.split('.') as [string, string, string];
+    if (tokenCluster !== clusterId) return 'token-foreign';
+    const hash = Buffer.from(hashToken(secret));
+    // Constant time per comparison: nothing about a near miss shows in the answer's timing.
+    const same = (h: string) => h.length === hash.length && crypto.timingSafeEqual(Buffer.from(h), hash);
+    const issued = this.#joins.tokens.find((t) => same(t.hash));
+    if (issued) return issued.expiresAt > now ? issued : 'token-expired';
+    return (this.#joins.spent ?? []).some((x) => same(x.hash)) ? 'token-used' : 'token-unknown';
+  }
+
+  /** A rejection answered to `peer`, logged with its reason. */
+  #refuse(peer: string, reason: JoinRefusal, level: 'debug' | 'warn', list?: MemberList): JoinAnswer {
+    this.#host.log[level]({ event: 'join-rejected', peer, reason }, `join request rejected: ${JOIN_REFUSALS[reason]}`);
+    return this.#joinOutcome({ status: 'rejected', reason, ...(list ? { list } : {}) });
   }
 
   #joinOutcome(a: JoinAnswer): JoinAnswer {
@@ -212,7 +295,7 @@ export class Joins {
       if (!this.#joins.pending.some((p) => p.peerId === peerId)) throw new NotFoundError(`no pending join request from ${peerId} on this node`);
       this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peerId), rejected: [...this.#joins.rejected.filter((r) => r.peerId !== peerId), { peerId, at: Date.now() }] };
       await this.#files.writeJoins(this.#joins);
-      this.#host.log.info({ event: 'join-rejected', peer: peerId }, 'join rejected');
+      this.#host.log.info({ event: 'join-rejected', peer: peerId, reason: 'rejected', by: 'operator' }, 'join rejected by an operator');
     });
   }
 
@@ -224,7 +307,8 @@ export class Joins {
       const secret = crypto.randomBytes(32).toString('base64url');
       const now = Date.now();
       const expiresAt = now + ttlMs;
-      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now), { hash: hashToken(secret), expiresAt }] };
+      // Expired ones stay a while, so that a late try is told it came late (RETAIN_MS).
+      this.#joins = { ...this.#joins, tokens: [...this.#joins.tokens.filter((t) => t.expiresAt > now - RETAIN_MS), { hash: hashToken(secret), expiresAt }] };
       await this.#files.writeJoins(this.#joins);
       this.#host.log.info({ event: 'token-created', expiresAt }, 'join token created');
       return { token: `${TOKEN_PREFIX}.${list.clusterId}.${secret}`, expiresAt };

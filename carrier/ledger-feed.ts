@@ -33,7 +33,7 @@ export interface FeedHost {
   alive(peer: string): boolean;
   /** The blocks this node holds now. */
   held(): Promise<ReadonlyArray<{ size: number }>>;
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked' | 'left'; state: string | null }>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number }): Promise<unknown>;
 }
 

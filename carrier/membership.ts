@@ -144,6 +144,20 @@ export function isMember(list: MemberList, peerId: string): boolean {
   return members(list).includes(peerId);
 }
 
+export type MemberStatus = 'member' | 'revoked' | 'left';
+
+/**
+ * An approved peer's standing: a member, `left` (its revocation is signed by itself: `leave`,
+ * or the end of a drain) or `revoked` (by another member). Both end membership for good; they
+ * differ in who decided, which an operator needs to tell a node that was thrown out from one
+ * that went. Undefined for a peer the list never approved.
+ */
+export function statusOf(list: MemberList, peerId: string): MemberStatus | undefined {
+  const r = list.revocations.find((x) => x.peerId === peerId);
+  if (r) return r.by === peerId ? 'left' : 'revoked';
+  return list.approvals.some((a) => a.peerId === peerId) ? 'member' : undefined;
+}
+
 /** The cluster's replication factor, or null when the list sets none. */
 export function replicationFactorOf(list: MemberList): number | null {
   return list.replication?.factor ?? null;

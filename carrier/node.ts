@@ -47,9 +47,10 @@ import { ClusterView, healState, memberFigures } from './cluster-view.js';
 import { ClusterFiles, type JoinState, type PendingJoin } from './cluster-files.js';
 import { type NodeConfig, type NodeConfigPatch, loadConfig, saveConfig } from './config.js';
 import type { MemberState } from './detector.js';
+import { type MemberView, memberViews } from './member-views.js';
 import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
-import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, verify } from './membership.js';
+import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, statusOf, verify } from './membership.js';
 import { dialable, withLastPorts } from './addresses.js';
 import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
 import { Ledger, type LedgerView } from './ledger.js';
@@ -81,22 +82,7 @@ export interface NodeOptions {
   logger?: Logger;
 }
 
-export interface MemberView {
-  peerId: string;
-  self: boolean;
-  status: 'member' | 'revoked';
-  /** Failure detector state (self is always alive); null for revoked members. */
-  state: MemberState | null;
-  since: number | null;
-  lastHeard: number | null;
-  addresses: string[];
-  approvedBy: string;
-  revokedBy: string | null;
-  /** A member draining: no block is placed on it any more; it leaves once its blocks are held elsewhere. */
-  draining: boolean;
-  /** Quarantined by the ledger (repeated failed proofs of storage): no block is placed on it until an operator clears it. */
-  quarantined: boolean;
-}
+export type { MemberView } from './member-views.js';
 
 export class Node {
   readonly dir: string;
@@ -126,7 +112,7 @@ export class Node {
   /** The drain of this node under way (it ends in leaving), once one started. */
   #draining: Promise<void> | undefined;
 
-  private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string } | undefined; ledger: Ledger }) {
+  private constructor(args: { dir: string; config: NodeConfig; carrier: Carrier; log: Logger; metrics: NodeMetrics; db: OuroDB | undefined; ownsDb: boolean; key: PrivateKey; files: ClusterFiles; list: MemberList | undefined; joins: JoinState; joinTarget: { peer: string[]; token?: string; database?: true } | undefined; ledger: Ledger }) {
     this.dir = args.dir;
     this.config = args.config;
     this.carrier = args.carrier;
@@ -137,7 +123,8 @@ export class Node {
     this.#key = args.key;
     this.#files = args.files;
     this.#list = args.list;
-    this.#role = args.list ? (isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
+    // A node that left stays `left` across restarts: its list holds the revocation it signed itself.
+    this.#role = args.list ? (statusOf(args.list, this.peerId) === 'left' ? 'left' : isMember(args.list, this.peerId) ? 'member' : 'revoked') : 'joining';
     this.#joins = new Joins(
       {
         peerId: this.peerId,
@@ -169,6 +156,7 @@ export class Node {
         list: () => this.#list,
         others: () => this.#others(),
         addresses: () => this.carrier.addresses,
+        about: () => this.#about(),
         route: (peer) => this.#route(peer),
         request: (to, protocol, message, options) => this.carrier.request(to, protocol, message, options),
         mergeFrom: (list, from) => this.#mergeFrom(list, from),
@@ -245,8 +233,8 @@ export class Node {
    * Records whom to ask to join (`ouro node join`); a node started with no member list asks
    * there until an operator approves or rejects it, or at once with a token.
    */
-  static requestJoin(dir: string, peer: string[], token?: string): Promise<void> {
-    return requestJoin(dir, peer, token);
+  static requestJoin(dir: string, peer: string[], token?: string, options?: { database?: boolean }): Promise<void> {
+    return requestJoin(dir, peer, token, options);
   }
 
   static async start(options: NodeOptions): Promise<Node> {
@@ -323,6 +311,11 @@ export class Node {
     return this.#joins.lastJoinAnswer;
   }
 
+  /** Why the member asked rejected this node (a JoinRefusal code), or null. */
+  get joinRefusal(): string | null {
+    return this.#joins.lastRefusal;
+  }
+
   get list(): MemberList | undefined {
     return this.#list;
   }
@@ -354,7 +347,7 @@ export class Node {
       // A drain cut short by a stop goes on.
       if (draining(this.#list).has(this.peerId)) this.#startDrain();
     } else if (this.#list) {
-      this.log.warn({ event: 'revoked', clusterId: this.clusterId }, 'this node was revoked from its cluster; it serves nothing to the cluster');
+      this.log.warn({ event: this.#role, clusterId: this.clusterId }, `this node ${this.#role === 'left' ? 'left' : 'was revoked from'} its cluster; it serves nothing to the cluster`);
     }
     this.#heartbeats.start();
   }
@@ -660,28 +653,13 @@ export class Node {
   }
 
   memberViews(): MemberView[] {
-    const list = this.#list;
-    if (!list) return [];
-    const revokedBy = new Map(list.revocations.map((r) => [r.peerId, r.by]));
-    const drains = draining(list);
-    return list.approvals.map((a) => {
-      const self = a.peerId === this.peerId;
-      const revoked = revokedBy.has(a.peerId);
-      const h = self || revoked ? undefined : this.#heartbeats.health(a.peerId);
-      return {
-        peerId: a.peerId,
-        self,
-        status: revoked ? 'revoked' : 'member',
-        state: revoked ? null : self ? 'alive' : (h?.state ?? null),
-        since: self ? this.startedAt : (h?.since ?? null),
-        lastHeard: self ? Date.now() : (h?.lastHeard ?? null),
-        addresses: list.addresses[a.peerId] ?? [],
-        approvedBy: a.approvedBy,
-        revokedBy: revokedBy.get(a.peerId) ?? null,
-        draining: !revoked && drains.has(a.peerId),
-        quarantined: !revoked && this.ledger.quarantined(a.peerId),
-      };
-    });
+    const hb = this.#heartbeats;
+    return memberViews(this.#list, { self: this.peerId, selfAbout: this.#about(), startedAt: this.startedAt, health: (p) => hb.health(p), about: (p) => hb.about(p), quarantined: (p) => this.ledger.quarantined(p) });
+  }
+
+  /** What this node says of itself in its heartbeats: its name, and whether it runs the database. */
+  #about(): { name: string | null; keyed: boolean } {
+    return { name: this.config.name, keyed: this.db !== undefined };
   }
 
   stateCounts(): Record<MemberState, number> {

@@ -122,7 +122,7 @@ export interface ProverHost {
   readonly peerId: string;
   readonly log: Logger;
   readonly metrics: ProofMetrics;
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; quarantined: boolean }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked' | 'left'; state: string | null; quarantined: boolean }>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
   /** Members block `id` is placed on now. */

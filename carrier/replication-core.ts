@@ -48,7 +48,7 @@ export interface ReplicationHost {
   readonly log: Logger;
   readonly metrics: ReplicationMetrics;
   /** Current members with their failure detector state. */
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: string | null; since: number | null; draining: boolean; quarantined: boolean }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked' | 'left'; state: string | null; since: number | null; draining: boolean; quarantined: boolean }>;
   /** `peer` sent this node `bytes` of a block for repair or restore (the ledger's "served"). */
   served(peer: string, bytes: number): void;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;

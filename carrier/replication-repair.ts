@@ -400,7 +400,9 @@ export class Repair {
     const db = this.#db!;
     const round = { adopted: 0, failed: 0 };
     for (const m of this.#host.memberViews()) {
-      if (m.self || m.status !== 'member' || m.state !== 'alive') continue;
+      // `unknown` too: a restore runs right after its node starts, before any member has answered
+      // a heartbeat; a member that is down fails its request and is skipped.
+      if (m.self || m.status !== 'member' || (m.state !== 'alive' && m.state !== 'unknown')) continue;
       let after = '';
       for (;;) {
         if (this.#signal.aborted) return round;

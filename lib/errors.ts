@@ -107,7 +107,12 @@ export class ConfigError extends OuroError {
  * rejected, or revoked), so only the join protocol is open to it.
  */
 export class RefusedError extends OuroError {
-  constructor(message: string, options?: { cause?: unknown }) { super('OURO_REFUSED', message, options); }
+  /** Why, when the member said: a join refusal's stable code (`token-expired`...; docs/errors.md). */
+  readonly reason: string | undefined;
+  constructor(message: string, options?: { cause?: unknown; reason?: string }) {
+    super('OURO_REFUSED', message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.reason = options?.reason;
+  }
 }
 
 /**

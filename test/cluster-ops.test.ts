@@ -72,6 +72,9 @@ describe('cluster operations', () => {
     expect(d.logs.some((l) => l.event === 'drained')).toBe(true);
     expect(d.logs.filter((l) => l.event === 'surplus-removed').map((l) => l.id).sort()).toEqual([...onD].sort());
     await waitFor(async () => (await a.members()).members.find((m) => m.peerId === d.peerId)?.revokedBy === d.peerId, 20_000, 'd left');
+    // Left, not revoked: on the others and on itself.
+    expect((await a.members()).members.find((m) => m.peerId === d.peerId)).toMatchObject({ status: 'left', state: null, draining: false });
+    expect(await (await fetch(`${d.run.admin}/health`)).json()).toMatchObject({ status: 'left' });
     expect(await holdsPlacement([b, c], blocks, three, 3)).toBe(true);
     for (let i = 0; i < 12; i += 5) {
       const [head] = (await dbApi.json<{ heads: string[] }>(a, `/db/heads?key=d/${i}`)).heads;

@@ -130,7 +130,7 @@ export interface MembersView {
   clusterId: string;
   epoch: number;
   signer: string;
-  members: Array<{ peerId: string; self: boolean; status: 'member' | 'revoked'; state: 'alive' | 'suspect' | 'dead' | null; since: number | null; addresses: string[]; revokedBy: string | null; draining: boolean; quarantined: boolean }>;
+  members: Array<{ peerId: string; self: boolean; name: string | null; role: 'founder' | 'keyed' | 'keyless' | null; status: 'member' | 'revoked' | 'left'; state: 'unknown' | 'alive' | 'suspect' | 'dead' | null; since: number | null; lastHeard: number | null; addresses: string[]; revokedBy: string | null; draining: boolean; quarantined: boolean }>;
 }
 
 /** Starts `ouro node start DIR` and waits until its admin API is up. */
@@ -185,7 +185,7 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
 export async function converged(nodes: NodeProc[], expected: string[]): Promise<boolean> {
   const views = await Promise.all(nodes.map((n) => n.members()));
   const want = [...expected].sort().join();
-  return views.every((v) => v.epoch === views[0]!.epoch && v.signer === views[0]!.signer && v.members.filter((m) => m.status === 'member').map((m) => m.peerId).sort().join() === want && v.members.every((m) => m.status === 'revoked' || m.state === 'alive'));
+  return views.every((v) => v.epoch === views[0]!.epoch && v.signer === views[0]!.signer && v.members.filter((m) => m.status === 'member').map((m) => m.peerId).sort().join() === want && v.members.every((m) => m.status !== 'member' || m.state === 'alive'));
 }
 
 // ------------------------------------------------------------------ nodes with the database

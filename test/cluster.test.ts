@@ -80,7 +80,7 @@ describe('cluster of node processes', () => {
     expect(rejected.peerId).toBe(d.peerId);
     await expect(rejected.request(a.address, protocolId('ping'), {})).rejects.toMatchObject({ code: 'OURO_REFUSED' });
     await expect(rejected.request(a.address, protocolId('heartbeat'), { v: 1, list: {} })).rejects.toMatchObject({ code: 'OURO_REFUSED' });
-    expect(a.logs.filter((l) => l.event === 'join-rejected').map((l) => l.peer)).toEqual([d.peerId]);
+    expect(a.logs.filter((l) => l.event === 'join-rejected' && l.by === 'operator').map((l) => l.peer)).toEqual([d.peerId]);
 
     // Members reach the member-only protocols.
     for (const n of [a, b, c]) expect((await n.get<{ role: string }>('/status')).role).toBe('member');
@@ -119,7 +119,7 @@ describe('cluster of node processes', () => {
     await ouroJson(['cluster', '--dir', b.dir, 'leave']);
     expect((await b.get<{ role: string }>('/status')).role).toBe('left');
     const view = await a.members();
-    expect(view.members.find((m) => m.peerId === b.peerId)).toMatchObject({ status: 'revoked', revokedBy: b.peerId });
+    expect(view.members.find((m) => m.peerId === b.peerId)).toMatchObject({ status: 'left', revokedBy: b.peerId, state: null });
     expect(a.logs.some((l) => l.event === 'member-left' && l.peer === b.peerId)).toBe(true);
   });
 
@@ -285,11 +285,17 @@ describe('cluster of node processes', () => {
     }
     // The same by the carrier's own request path (the shared session a member's heartbeats take).
     await expect(asB.request(a.address, HEARTBEAT_PROTOCOL, { v: 1, list: byStranger })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
-    // Bearing a's own signature: taken for a's own list, so never read (the checks below show it changed nothing).
-    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list: { ...addsStranger, signature: list.signature } }))).toEqual([{ ok: true, body: {} }]);
+    // Bearing a's own signature: taken for a's own list, so never read (the checks below show it
+    // changed nothing): the reply carries no list, only what a says of itself.
+    const aboutA = { name: null, keyed: false };
+    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list: { ...addsStranger, signature: list.signature } }))).toEqual([{ ok: true, body: aboutA }]);
     // The genuine list from the same identity is a heartbeat a takes: the forgeries were refused
     // for what they carried, not for who sent them.
-    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list }))).toEqual([{ ok: true, body: {} }]);
+    expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list }))).toEqual([{ ok: true, body: aboutA }]);
+    // Without name and keyed it is an older release's heartbeat (taken, above); with them wrong, malformed.
+    for (const bad of [{ name: 5, keyed: true }, { name: 'x'.repeat(65), keyed: true }, { name: 'ok' }]) {
+      expect(await rawExchange(asB, HEARTBEAT_PROTOCOL, encodeFrame({ v: 1, list, ...bad }))).toEqual([{ ok: false, code: 'OURO_PROTOCOL', message: expect.stringMatching(/name or keyed/) }]);
+    }
     expect(fs.readFileSync(membersFile, 'utf8')).toBe(before);
     const viewAfter = await a.members();
     expect({ epoch: viewAfter.epoch, signer: viewAfter.signer, members: viewAfter.members.map((m) => m.peerId).sort() }).toEqual({ epoch: viewBefore.epoch, signer: viewBefore.signer, members: viewBefore.members.map((m) => m.peerId).sort() });

@@ -37,6 +37,9 @@ describe('node config', () => {
     [{ log: { level: 'loud' } }, 'log.level'],
     [{ colour: 'blue' }, '(root)'],
     [{ version: 2 }, 'version'],
+    [{ name: '' }, 'name'],
+    [{ name: 'a\nb' }, 'name'],
+    [{ name: 'x'.repeat(65) }, 'name'],
   ])('rejects %j naming %s', (patch, field) => {
     let err: unknown;
     try {
@@ -77,6 +80,8 @@ describe('failure detector', () => {
     let now = 1000;
     const d = new FailureDetector({ suspectAfterMs: 300, deadAfterMs: 1000, now: () => now });
     d.track(['p', 'q']);
+    expect(d.heard('p')).toMatchObject({ peer: 'p', from: 'unknown', to: 'alive', silentMs: 0 });
+    expect(d.heard('q')).toMatchObject({ peer: 'q', from: 'unknown', to: 'alive', silentMs: 0 });
     now += 299;
     expect(d.tick()).toEqual([]);
     now += 1;
@@ -85,13 +90,31 @@ describe('failure detector', () => {
     now += 700;
     expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700 }]);
     expect(d.tick()).toEqual([]);
-    expect(d.counts()).toEqual({ alive: 0, suspect: 1, dead: 1 });
-    expect(d.health('p')).toEqual({ state: 'dead', since: now, lastHeard: null });
-    // A member dropped from the list is forgotten; a new one starts alive from now.
+    expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
+    expect(d.health('p')).toMatchObject({ state: 'dead', since: now });
+    // A member dropped from the list is forgotten.
     d.track(['q', 'r']);
     expect(d.health('p')).toBeUndefined();
-    expect(d.health('r')).toMatchObject({ state: 'alive', lastHeard: null });
     expect(d.heard('p')).toBeUndefined();
+  });
+
+  it('a member never heard from is unknown, not alive, until it speaks; silent past deadAfterMs it is dead', () => {
+    let now = 1000;
+    const d = new FailureDetector({ suspectAfterMs: 300, deadAfterMs: 1000, now: () => now });
+    d.track(['new', 'down']);
+    expect(d.health('new')).toEqual({ state: 'unknown', since: 1000, lastHeard: null });
+    expect(d.counts()).toEqual({ unknown: 2, alive: 0, suspect: 0, dead: 0 });
+    // Past the suspect timeout it stays unknown: suspect says a member heard before went quiet.
+    now += 500;
+    expect(d.tick()).toEqual([]);
+    expect(d.heard('new')).toEqual({ peer: 'new', from: 'unknown', to: 'alive', silentMs: 500 });
+    expect(d.health('new')).toEqual({ state: 'alive', since: 1500, lastHeard: 1500 });
+    now += 500;
+    expect(d.tick()).toEqual([
+      { peer: 'new', from: 'alive', to: 'suspect', silentMs: 500 },
+      { peer: 'down', from: 'unknown', to: 'dead', silentMs: 1000 },
+    ]);
+    expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
   });
 });
 

@@ -18,6 +18,7 @@ import { admin } from './node-admin.js';
 import { type GlobalOptions, UsageError, credentials, output } from './support.js';
 
 interface ConfigFlags {
+  name?: string;
   listen?: string[];
   adminHost?: string;
   adminPort?: string;
@@ -53,6 +54,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
   const ledger = { intervalMs: num(o.ledgerIntervalMs), syncIntervalMs: num(o.ledgerSyncMs) };
   const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
   return {
+    ...(o.name !== undefined ? { name: o.name } : {}),
     listen: o.listen,
     maxFrameBytes: num(o.maxFrameBytes),
     requestTimeoutMs: num(o.requestTimeoutMs),
@@ -68,6 +70,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
 
 function configOptions(cmd: Command): Command {
   return cmd
+    .option('--name <name>', "this node's name, shown by every member (config: name)")
     .option('--listen <multiaddr...>', 'QUIC addresses to listen on (config: listen)')
     .option('--admin-host <host>', 'admin API host (config: admin.host)')
     .option('--admin-port <port>', 'admin API port, 0 for any free one (config: admin.port)')
@@ -138,7 +141,8 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const config = await loadConfig(dir, patch);
     // A node that has no database yet joins without one and then takes the cluster's database
     // descriptor (its wrapped keys: the credentials must unlock it), so that every keyed member
-    // holds the same database. One that has one opens it once (one passphrase stretch) for the
+    // holds the same database: at once when admitted now, else `node start` does once approved
+    // (join.json records it). One that has one opens it once (one passphrase stretch) for the
     // identity and the node.
     const takeDescriptor = config.database.enabled && !fs.existsSync(path.join(dir, config.database.path, 'OURODB.json'));
     const db = takeDescriptor ? undefined : await openNodeDb(dir, g(), config.database);
@@ -146,7 +150,7 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     let running: Awaited<ReturnType<typeof Node.start>>;
     try {
       await Node.init(dir, { config: patch, identityKey: db?.deriveKey('node-identity') });
-      await Node.requestJoin(dir, o.peer, o.token);
+      await Node.requestJoin(dir, o.peer, o.token, { database: takeDescriptor });
       running = await Node.start({ dir, config: takeDescriptor ? { ...patch, database: { ...config.database, enabled: false } } : patch, db });
     } catch (err) {
       await db?.close();
@@ -160,12 +164,22 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       const until = Date.now() + waitMs;
       while (running.role === 'joining' && (running.lastJoinAnswer === null ? Date.now() < firstBy : Date.now() < until)) await new Promise((r) => setTimeout(r, 100));
       const status = running.role === 'member' ? 'joined' : running.role === 'rejected' ? 'rejected' : running.lastJoinAnswer === 'pending' ? 'pending' : 'unanswered';
-      output(g(), { peerId: running.peerId, status, clusterId: running.clusterId ?? null }, () =>
-        status === 'joined' ? `joined cluster ${running.clusterId} as ${running.peerId}` : status === 'rejected' ? `join rejected` : `join ${status}: an operator runs \`ouro cluster approve ${running.peerId}\` on that member; \`ouro node start ${dir}\` keeps asking`,
+      const { refusalText } = await import('../../carrier/joins.js');
+      const reason = status === 'rejected' ? running.joinRefusal : null;
+      output(g(), { peerId: running.peerId, status, clusterId: running.clusterId ?? null, ...(status === 'rejected' ? { reason } : {}) }, () =>
+        status === 'joined'
+          ? `joined cluster ${running.clusterId} as ${running.peerId}`
+          : status === 'rejected'
+            ? `join rejected: ${refusalText(reason)}`
+            : `join ${status}: on the member asked, an operator runs \`ouro cluster --dir DIR approve ${running.peerId}\` (DIR: that member's node directory); \`ouro node start ${dir}\` keeps asking${takeDescriptor ? ", and takes the cluster's database once approved" : ''}`,
       );
-      if (status === 'rejected') throw new RefusedError(`${running.peerId} was refused by the cluster`);
-      if (status === 'joined' && takeDescriptor) await takeClusterDescriptor(running, o.peer, path.join(dir, config.database.path), creds!);
-      else if (takeDescriptor) process.stderr.write(`the database is taken from the cluster once this node is approved: run \`ouro node join\` again then\n`);
+      if (status === 'rejected') throw new RefusedError(`${running.peerId} was refused by the cluster: ${refusalText(reason)}`, { reason: reason ?? undefined });
+      if (status === 'joined' && takeDescriptor) {
+        const { takeClusterDescriptor } = await import('./node-process.js');
+        const { databaseTaken } = await import('../../carrier/joins.js');
+        await takeClusterDescriptor(running, o.peer, path.join(dir, config.database.path), creds!);
+        await databaseTaken(dir);
+      }
     } finally {
       await running.stop();
       await db?.close();
@@ -247,7 +261,11 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       const started = Date.now();
       const r = await node.replication.restore();
       const stats = await node.db!.stats();
-      output(g(), { ...r, objects: stats.objects, logicalBytes: stats.logicalBytes, seconds: (Date.now() - started) / 1000 }, () => `restored ${stats.objects} objects (${stats.logicalBytes} bytes) from ${r.blocks} blocks, ${r.adopted} fetched now`);
+      // `adopted`: blocks this run fetched from the members; the rest were here already (an
+      // earlier, interrupted restore, or blocks the node received as a member before).
+      output(g(), { ...r, objects: stats.objects, logicalBytes: stats.logicalBytes, seconds: (Date.now() - started) / 1000 }, () =>
+        `restored ${stats.objects} objects (${stats.logicalBytes} bytes) in ${r.blocks} blocks: ${r.adopted} fetched from the cluster by this run, ${r.blocks - r.adopted} already here`,
+      );
     } finally {
       await node.stop();
     }
@@ -261,8 +279,10 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
   const dirOf = () => cluster.opts<{ dir?: string }>().dir ?? process.env.OURO_NODE_DIR ?? (() => { throw new UsageError('name the node with --dir DIR (or OURO_NODE_DIR)'); })();
 
   cluster.command('members').description('members and their states').action(async () => {
-    const r = (await admin(dirOf(), 'GET', '/members')) as { clusterId: string; epoch: number; members: Array<{ peerId: string; status: string; state: string | null; self: boolean }> };
-    output(g(), r, () => [`cluster ${r.clusterId} epoch ${r.epoch}`, ...r.members.map((m) => `${m.peerId}  ${m.status === 'revoked' ? 'revoked' : m.state}${m.self ? '  (this node)' : ''}`)].join('\n'));
+    const r = (await admin(dirOf(), 'GET', '/members')) as { clusterId: string; epoch: number; members: Array<{ peerId: string; name: string | null; role: string | null; status: string; state: string | null; self: boolean; draining: boolean }> };
+    // Left and revoked members have no state: their status says what they are.
+    const line = (m: (typeof r.members)[number]) => [m.peerId, m.name ?? '-', m.role ?? '-', m.status === 'member' ? `${m.state}${m.draining ? ' draining' : ''}` : m.status, m.self ? '(this node)' : ''].join('  ').trimEnd();
+    output(g(), r, () => [`cluster ${r.clusterId} epoch ${r.epoch}`, ...r.members.map(line)].join('\n'));
   });
   cluster.command('status').description('the node\'s status').action(async () => {
     const r = await admin(dirOf(), 'GET', '/status');
@@ -272,14 +292,14 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
     const r = (await admin(dirOf(), 'GET', '/cluster/pending')) as { pending: Array<{ peerId: string; addresses: string[]; at: number }> };
     output(g(), r, () => (r.pending.length ? r.pending.map((p) => `${p.peerId}  ${new Date(p.at).toISOString()}  ${p.addresses.join(' ')}`).join('\n') : '(no pending join requests)'));
   });
-  for (const [verb, help] of [['approve', 'admit a pending peer'], ['reject', 'turn a pending peer away'], ['revoke', 'remove a member for good (it is cut off at once)']] as const) {
+  for (const [verb, done, help] of [['approve', 'approved', 'admit a pending peer'], ['reject', 'rejected', 'turn a pending peer away'], ['revoke', 'revoked', 'remove a member for good (it is cut off at once)']] as const) {
     cluster
       .command(verb)
       .description(help)
       .argument('<peerId>', 'peer id')
       .action(async (peerId: string) => {
         const r = await admin(dirOf(), 'POST', `/cluster/${verb}`, { peerId });
-        output(g(), r, () => `${verb}d ${peerId}`.replace('eed', 'ed'));
+        output(g(), r, () => `${done} ${peerId}`);
       });
   }
   cluster
@@ -351,28 +371,4 @@ async function openNodeDb(dir: string, g: GlobalOptions, database: { enabled: bo
   const { OuroDB } = await import('../../lib/index.js');
   const exists = fs.existsSync(path.join(dir, database.path, 'OURODB.json'));
   return OuroDB.open(path.join(dir, database.path), { ...(await credentials(g, !exists)), create: true });
-}
-
-/**
- * Writes the cluster's database descriptor into `dbDir` (asked of the member this node joined
- * through), then opens the database once to prove the credentials unlock it.
- */
-async function takeClusterDescriptor(node: { request(peer: string, name: string, message: unknown): Promise<unknown> }, peer: string[], dbDir: string, creds: Awaited<ReturnType<typeof credentials>>): Promise<void> {
-  const { writeFileAtomic } = await import('../../lib/fsutil.js');
-  const { nodeVfs } = await import('../../lib/vfs/vfs.js');
-  const { OuroDB } = await import('../../lib/index.js');
-  const via = /\/p2p\/([^/]+)$/.exec(peer[0]!)![1]!;
-  const r = (await node.request(via, 'descriptor', { v: 1 })) as { descriptor?: unknown };
-  if (typeof r?.descriptor !== 'string') throw new NotFoundError('the member joined through runs without a database: start it with one, or join without --database');
-  let parsed: { format?: unknown };
-  try {
-    parsed = JSON.parse(r.descriptor) as { format?: unknown };
-  } catch (err) {
-    throw new OuroError('OURO_PROTOCOL', 'the cluster sent a database descriptor that is not JSON', { cause: err });
-  }
-  if (parsed?.format !== 'ourodb') throw new OuroError('OURO_PROTOCOL', 'the cluster sent something that is not a database descriptor');
-  fs.mkdirSync(dbDir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(nodeVfs, path.join(dbDir, 'OURODB.json'), r.descriptor);
-  const db = await OuroDB.open(dbDir, { ...creds, create: false });
-  await db.close();
 }
