@@ -30,7 +30,7 @@ import { type BlockSet, type SealedBlockInfo, blockName, openName } from '../wal
 import type { CommitPipeline } from '../wal/commit.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
 import type { AdoptResult, Adopter } from './adopt.js';
-import { parseHash, sortHeads } from './args.js';
+import { parseHash, parseRange, sortHeads } from './args.js';
 import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
 import { type DatabaseKeys, deriveKey } from './crypto.js';
@@ -54,9 +54,9 @@ export { INDEX_FORMAT_VERSION } from '../index/open.js';
 
 export type { SealedBlockInfo } from '../wal/blocks.js';
 export { Tombstone } from './types.js';
-export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
+export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, ReadRange, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
 import { Tombstone } from './types.js';
-import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
+import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, ReadRange, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
 
 export class OuroDB {
   readonly dir: string;
@@ -520,19 +520,24 @@ export class OuroDB {
 
   // ---------------------------------------------------------------- reads
 
-  /** The whole value. For large values prefer stream(). */
-  async get(hash: string): Promise<Uint8Array> {
+  /** The whole value, or the bytes of `range` (see stream). For large values prefer stream(). */
+  async get(hash: string, range?: ReadRange): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    for await (const part of this.stream(hash)) parts.push(part);
+    for await (const part of this.stream(hash, range)) parts.push(part);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
-  /** The value chunk by chunk, reading a few chunks ahead; memory stays bounded. */
-  async *stream(hash: string): AsyncGenerator<Uint8Array> {
+  /**
+   * The value chunk by chunk, reading a few chunks ahead; memory stays bounded. With `range`,
+   * only the bytes `[start, end)`, clipped to the value, reading only the chunks they lie in.
+   */
+  async *stream(hash: string, range?: ReadRange): AsyncGenerator<Uint8Array> {
     this.#life.checkOpen();
+    const r = range === undefined ? undefined : parseRange(range);
     if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    yield* this.#reader.stream(await this.#reader.record(id));
+    const record = await this.#reader.record(id);
+    yield* this.#reader.stream(record, undefined, r && { start: Math.min(r.start, record.size), end: Math.min(r.end, record.size) });
   }
 
   async has(hash: string): Promise<boolean> {
