@@ -200,6 +200,23 @@ export class OuroDB {
     return this.#life.tracked(this.#writer.put(checked(), meta, durability, link, true));
   }
 
+  /**
+   * A new value whose bytes are those of the values `hashes` names, in order (a hash may repeat;
+   * an empty list gives the empty value). Its record lists the parts' chunks, so none is read,
+   * sealed or written again: this is how an upload in parts (S3 multipart) is stored once.
+   * Takes the options of `put` and resolves as it does; the parts stay as they were, and gc keeps
+   * every chunk that either they or the new value still name. A hash that names no object is
+   * NotFoundError, a tombstone or purge marker BadArgumentError. See Writer.concat for how
+   * parts stored inline are handled.
+   */
+  async concat(hashes: string[], options: PutOptions = {}): Promise<PutResult> {
+    if (!Array.isArray(hashes)) throw new BadArgumentError('hashes must be an array of object hashes');
+    const parts = hashes.map((h) => parseHash(h));
+    const { meta, durability, link } = this.#writer.args(options);
+    while (this.#life.exclusive) await this.#life.exclusive;
+    return this.#life.tracked(this.#writer.concat(parts, meta, durability, link));
+  }
+
   // ---------------------------------------------------------------- keys and versions
 
   /** The value under `key`: its newest head's. A deleted (tombstoned) or unknown key is NotFoundError. */

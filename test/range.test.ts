@@ -6,46 +6,11 @@
 import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { OuroDB } from '../lib/index.js';
-import { NodeVfs, type VfsFile } from '../lib/vfs/index.js';
-import { pseudoRandom, tempDir } from './helpers.js';
+import { CountingVfs, pseudoRandom, tempDir } from './helpers.js';
 
 const KEY = Buffer.alloc(32, 9);
 // Small chunks, so a value of a few hundred KiB has about a hundred of them.
 const SMALL = { key: KEY, blockSize: 64 * 1024, chunkSizes: { min: 512, avg: 2048, max: 8192 } };
-
-/** The real file system, counting the bytes read from files (to prove what a read touched). */
-class CountingVfs extends NodeVfs {
-  readBytes = 0;
-
-  override async open(path: string, flags: 'r' | 'r+'): Promise<VfsFile> {
-    return this.#counted(await super.open(path, flags));
-  }
-
-  override async create(path: string, options: { exclusive: boolean }): Promise<VfsFile> {
-    return this.#counted(await super.create(path, options));
-  }
-
-  #counted(file: VfsFile): VfsFile {
-    return {
-      read: async (buf, offset, length, position) => {
-        const n = await file.read(buf, offset, length, position);
-        this.readBytes += n;
-        return n;
-      },
-      readSync: (buf, offset, length, position) => {
-        const n = file.readSync(buf, offset, length, position);
-        this.readBytes += n;
-        return n;
-      },
-      writev: (bufs, position) => file.writev(bufs, position),
-      datasync: () => file.datasync(),
-      sync: () => file.sync(),
-      truncate: (length) => file.truncate(length),
-      size: () => file.size(),
-      close: () => file.close(),
-    };
-  }
-}
 
 /** The pieces stream() yields for the whole value: one per chunk, so their sizes are the chunk sizes. */
 async function chunkSizes(db: OuroDB, hash: string): Promise<number[]> {
