@@ -23,6 +23,7 @@ import type { Chunker } from './chunker.js';
 import type { DatabaseKeys } from './crypto.js';
 import { type SealedEntry, sealEntry } from './entry.js';
 import { BadArgumentError, DiskFullError, NotFoundError } from './errors.js';
+import { failpoint } from './failpoints.js';
 import type { Heads, KeyName } from './heads.js';
 import type { Lifecycle } from './lifecycle.js';
 import { type Link, checkExpected, checkHeads, parseLink, rowHasContent, smallValue, validateMeta } from './put-options.js';
@@ -223,6 +224,7 @@ export class Writer {
       }
       if (run.length > 0) await storeRun();
       await Promise.all(sealing);
+      failpoint('concat.before-record');
       return this.#putRecord(null, chunks, meta, durability, link);
     });
   }
