@@ -2,8 +2,9 @@
  * The checksums an S3 client may declare for a request body, and their incremental verification.
  *
  * S3 carries each as base64 of the big-endian digest: `x-amz-checksum-crc32` (4 bytes),
- * `-crc32c` (4), `-crc64nvme` (8), `-sha1` (20), `-sha256` (32) in a header or an aws-chunked
- * trailer, and `Content-MD5` (16, RFC 1864). They are computed over the payload as the client
+ * `-crc32c` (4), `-crc64nvme` (8), `-sha1` (20), `-sha256` (32), `-sha512` (64), `-md5` (16) in a
+ * header or an aws-chunked trailer, and `Content-MD5` (16, RFC 1864). The xxhash family S3 added
+ * later is refused as NotImplemented. They are computed over the payload as the client
  * meant it (after aws-chunked decoding), so the verifier is fed decoded bytes.
  */
 import crypto from 'node:crypto';
@@ -11,10 +12,10 @@ import zlib from 'node:zlib';
 import { Crc32c } from '@aws-crypto/crc32c';
 import { s3 } from './errors.js';
 
-export type ChecksumAlgorithm = 'crc32' | 'crc32c' | 'crc64nvme' | 'sha1' | 'sha256' | 'md5';
+export type ChecksumAlgorithm = 'crc32' | 'crc32c' | 'crc64nvme' | 'sha1' | 'sha256' | 'sha512' | 'md5';
 
 /** Digest length in bytes, by algorithm: a declared value of another length is malformed. */
-const DIGEST_BYTES: Record<ChecksumAlgorithm, number> = { crc32: 4, crc32c: 4, crc64nvme: 8, sha1: 20, sha256: 32, md5: 16 };
+const DIGEST_BYTES: Record<ChecksumAlgorithm, number> = { crc32: 4, crc32c: 4, crc64nvme: 8, sha1: 20, sha256: 32, sha512: 64, md5: 16 };
 
 /**
  * `x-amz-checksum-*` header names that are not checksum values: the algorithm a multipart upload
@@ -86,7 +87,7 @@ class Crc64NvmeHasher implements Hasher {
 
 class NodeHasher implements Hasher {
   #hash: crypto.Hash;
-  constructor(algorithm: 'sha1' | 'sha256' | 'md5') { this.#hash = crypto.createHash(algorithm); }
+  constructor(algorithm: 'sha1' | 'sha256' | 'sha512' | 'md5') { this.#hash = crypto.createHash(algorithm); }
   update(data: Uint8Array): void { this.#hash.update(data); }
   digest(): Buffer { return this.#hash.digest(); }
 }
@@ -100,13 +101,18 @@ export function newHasher(algorithm: ChecksumAlgorithm): Hasher {
   }
 }
 
-/** The algorithm an `x-amz-checksum-NAME` header or trailer names, or NotImplemented for one S3 knows and this gateway does not (the xxhash family). */
+/**
+ * The algorithm a checksum header or trailer names (`x-amz-checksum-NAME`, or `Content-MD5`, which
+ * the SDK also sends as a trailer when asked for MD5), undefined for any other header, and
+ * NotImplemented for an `x-amz-checksum-*` S3 knows and this gateway does not (the xxhash family).
+ */
 export function checksumAlgorithmOf(headerName: string): ChecksumAlgorithm | undefined {
   const name = headerName.toLowerCase();
+  if (name === 'content-md5') return 'md5';
   if (!name.startsWith('x-amz-checksum-') || NOT_A_CHECKSUM.has(name)) return undefined;
   const algorithm = name.slice('x-amz-checksum-'.length);
-  if (algorithm === 'crc32' || algorithm === 'crc32c' || algorithm === 'crc64nvme' || algorithm === 'sha1' || algorithm === 'sha256') return algorithm;
-  throw s3.notImplemented(`checksum algorithm ${algorithm} (${headerName}) is not supported; use crc32, crc32c, crc64nvme, sha1 or sha256`);
+  if (algorithm === 'crc32' || algorithm === 'crc32c' || algorithm === 'crc64nvme' || algorithm === 'sha1' || algorithm === 'sha256' || algorithm === 'sha512' || algorithm === 'md5') return algorithm;
+  throw s3.notImplemented(`checksum algorithm ${algorithm} (${headerName}) is not supported; use crc32, crc32c, crc64nvme, sha1, sha256, sha512 or md5`);
 }
 
 /** Decodes a declared base64 digest, refusing one of the wrong length for its algorithm. */

@@ -205,6 +205,9 @@ async function* decodeChunked(source: AsyncIterable<Uint8Array>, shape: ChunkedB
       onLine(text.slice(0, -2));
     }
   }
+  // Some clients end the body after the last trailer line without the closing empty line; what
+  // the trailer says is complete then (whole lines, signed or checked below), so it is accepted.
+  if (state === 'trailer' && lineBytes === 0 && trailerLines.length > 0) { finishTrailer(); state = 'done'; }
   if (state !== 'done') throw s3.incompleteBody('aws-chunked: the body ended before its final chunk and trailer');
   if (declaredLength !== undefined && total !== declaredLength) throw s3.incompleteBody(`the decoded body has ${total} bytes, x-amz-decoded-content-length says ${declaredLength}`);
   checksums.verify();

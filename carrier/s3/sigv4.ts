@@ -145,7 +145,7 @@ export async function authenticate(req: S3Request, lookupSecret: (accessKeyId: s
       const trailers = (header(headers, 'x-amz-trailer') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '');
       if (withTrailer && trailers.length === 0) throw s3.invalidRequest(`${value} needs an x-amz-trailer header naming the trailer`);
       if (!withTrailer && trailers.length > 0) throw s3.invalidRequest(`x-amz-trailer with ${value}: use ${STREAMING_SIGNED_TRAILER}`);
-      for (const t of trailers) if (checksumAlgorithmOf(t) === undefined) throw s3.invalidRequest(`x-amz-trailer names ${t}; only x-amz-checksum-* trailers are supported`);
+      for (const t of trailers) if (checksumAlgorithmOf(t) === undefined) throw s3.invalidRequest(`x-amz-trailer names ${t}; only checksum trailers (x-amz-checksum-*, Content-MD5) are supported`);
       return { kind: 'chunked', signed: value !== STREAMING_UNSIGNED_TRAILER, trailers };
     }
     if (value.startsWith('STREAMING-AWS4-ECDSA-P256-SHA256')) throw s3.notImplemented(`${value} (Signature Version 4A) is not supported`);
@@ -320,17 +320,15 @@ export function parseQuery(raw: string): Array<[string, string]> {
 /** Checksums the request declares in its headers (and announces as trailers), verified over the decoded body. */
 function declaredChecksums(req: S3Request, mode: { kind: 'plain' } | { kind: 'chunked'; trailers: string[] }): ChecksumVerifier {
   const v = new ChecksumVerifier();
-  const md5 = header(req.headers, 'content-md5');
-  if (md5 !== undefined) v.declare('md5', 'Content-MD5', md5);
   // CompleteMultipartUpload (POST ?uploadId=) sends x-amz-checksum-* of the whole object, not of
   // its XML body: those are the gateway's to check against the parts, not ours against the body.
+  // Its Content-MD5, when sent, is of the body as everywhere.
   const completesUpload = req.method.toUpperCase() === 'POST' && req.query.some(([k]) => k === 'uploadId');
-  if (!completesUpload) {
-    for (const name of Object.keys(req.headers)) {
-      const algorithm = checksumAlgorithmOf(name);
-      const value = header(req.headers, name);
-      if (algorithm !== undefined && value !== undefined) v.declare(algorithm, name, value);
-    }
+  for (const name of Object.keys(req.headers)) {
+    const algorithm = checksumAlgorithmOf(name);
+    const value = header(req.headers, name);
+    if (algorithm === undefined || value === undefined || (completesUpload && name !== 'content-md5')) continue;
+    v.declare(algorithm, name, value);
   }
   if (mode.kind === 'chunked') for (const t of mode.trailers) v.expect(checksumAlgorithmOf(t)!);
   return v;
