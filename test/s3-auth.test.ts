@@ -386,7 +386,8 @@ describe('STREAMING-AWS4-HMAC-SHA256-PAYLOAD: signed chunks', () => {
     await refusal(accept(req('PUT', '/bucket/key', seed.headers, Buffer.from(body.toString('latin1').replace('hello\r\n', 'hello!!'), 'latin1'))), 'InvalidRequest', 400);
 
     let served = 0;
-    async function* endless() { for (;;) { served += 100; yield Buffer.alloc(100, '1'); } }
+    // 1 MiB of one unterminated line, far past the cap: refused once the cap is passed, not at its end.
+    async function* endless() { while (served < 1 << 20) { served += 100; yield Buffer.alloc(100, '1'); } }
     const err = await refusal(accept(req('PUT', '/bucket/key', seed.headers, endless())), 'InvalidRequest', 400);
     expect(err.message).toContain(`${MAX_LINE_BYTES}`);
     expect(served).toBeLessThanOrEqual(MAX_LINE_BYTES + 100);
