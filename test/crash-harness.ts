@@ -27,7 +27,7 @@ export interface RunResult {
  * Runs the writer until it finishes, dies at its failpoint (env OURO_FAILPOINT), or is killed
  * with SIGKILL after `killAfterMs`.
  */
-export async function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number }): Promise<RunResult> {
+export async function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number; killAtLine?: number }): Promise<RunResult> {
   const { out, err, signal } = await runChild(writerPath, [opts.dir, opts.key.toString('hex'), opts.seed, String(opts.count), String(opts.concurrency)], opts);
   const acks: Ack[] = [];
   for (const line of out.split('\n')) {
