@@ -10,6 +10,8 @@ import { pino } from 'pino';
 import { AdminServer } from '../../carrier/admin.js';
 import { CONFIG_FILE, type NodeConfigPatch, loadConfig } from '../../carrier/config.js';
 import { Node } from '../../carrier/node.js';
+import type { S3Gateway } from '../../carrier/s3/server.js';
+import { ConfigError } from '../../lib/errors.js';
 import type { OpenOptions } from '../../lib/index.js';
 
 export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenOptions | undefined): Promise<void> {
@@ -18,11 +20,20 @@ export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenO
   const log = pino({ level: config.log.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 1, sync: true }));
   // A bug that escapes is fatal (the process exits; a restart recovers from the files), but it is logged first.
   process.on('uncaughtExceptionMonitor', (err, origin) => log.fatal({ event: 'crash', origin, err: err instanceof Error ? err.stack : String(err) }, 'uncaught error; exiting'));
+  // The gateway stores in the node's database: a node without one refuses before it starts.
+  if (config.s3.enabled && !config.database.enabled) throw new ConfigError('s3.enabled needs the database (database.enabled, --database): the S3 gateway stores its buckets and objects there', 's3.enabled');
   const node = await Node.start({ dir, config: patch, dbOpen, logger: log });
   let admin: AdminServer;
+  let s3: S3Gateway | undefined;
   try {
-    admin = await AdminServer.start(node);
+    if (config.s3.enabled) {
+      const { S3Gateway } = await import('../../carrier/s3/server.js');
+      s3 = await S3Gateway.start({ db: node.db!, settings: node.config.s3, log, registry: node.metrics.registry, writer: node.peerId });
+      log.info({ event: 's3', url: s3.url, region: node.config.s3.region }, 'S3 API listening');
+    }
+    admin = await AdminServer.start(node, { s3 });
   } catch (err) {
+    await s3?.stop();
     await node.stop();
     throw err;
   }
@@ -43,6 +54,7 @@ export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenO
       void (async () => {
         try {
           await admin.stop();
+          await s3?.stop();
           await node.stop();
           process.exitCode = 0;
         } catch (err) {
