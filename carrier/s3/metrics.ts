@@ -7,8 +7,8 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { OPERATION_NAMES } from './routes.js';
 
-/** The statuses the gateway answers. */
-const STATUSES = ['200', '204', '206', '304', '400', '403', '404', '409', '412', '416', '500', '501', '503'];
+/** The statuses the gateway answers; 499: the client went away before the answer was sent (nginx's code). */
+const STATUSES = ['200', '204', '206', '304', '400', '403', '404', '409', '412', '416', '499', '500', '501', '503'];
 
 export class S3Metrics {
   readonly #requests: Counter<'operation' | 'status'>;

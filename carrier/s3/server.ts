@@ -102,8 +102,10 @@ export class S3Gateway {
     const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
     res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
-      this.metrics.request(operation, res.statusCode, seconds, bytesIn, ctx?.bytesOut ?? 0);
-      this.#log.debug({ event: 's3-request', requestId, operation, method: req.method, path: rawPath.slice(0, 256), status: res.statusCode, accessKeyId, bytesIn, bytesOut: ctx?.bytesOut ?? 0, ms: Math.round(seconds * 1000) }, 's3 request');
+      // A request cut off before its answer was sent is not counted under the status it never got.
+      const status = res.writableFinished ? res.statusCode : 499;
+      this.metrics.request(operation, status, seconds, bytesIn, ctx?.bytesOut ?? 0);
+      this.#log.debug({ event: 's3-request', requestId, operation, method: req.method, path: rawPath.slice(0, 256), status, accessKeyId, bytesIn, bytesOut: ctx?.bytesOut ?? 0, ms: Math.round(seconds * 1000) }, 's3 request');
     });
     try {
       const pairs = parseQuery(q < 0 ? '' : rawUrl.slice(q + 1));
