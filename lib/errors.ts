@@ -20,6 +20,7 @@ export const OURO_ERROR_CODES = [
   'OURO_BAD_CONFIG',
   'OURO_REFUSED',
   'OURO_UNAVAILABLE',
+  'OURO_S3',
 ] as const;
 
 export type OuroErrorCode = (typeof OURO_ERROR_CODES)[number];
