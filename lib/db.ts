@@ -30,7 +30,7 @@ import { type BlockSet, type SealedBlockInfo, blockName, openName } from '../wal
 import type { CommitPipeline } from '../wal/commit.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
 import type { AdoptResult, Adopter } from './adopt.js';
-import { parseHash, sortHeads } from './args.js';
+import { parseHash, parseRange, sortHeads } from './args.js';
 import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
 import { type DatabaseKeys, deriveKey } from './crypto.js';
@@ -54,9 +54,9 @@ export { INDEX_FORMAT_VERSION } from '../index/open.js';
 
 export type { SealedBlockInfo } from '../wal/blocks.js';
 export { Tombstone } from './types.js';
-export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
+export type { Durability, OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, ReadRange, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, Problem, CheckReport } from './types.js';
 import { Tombstone } from './types.js';
-import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
+import type { OpenOptions, FlushOptions, BlockListing, ReplicaSource, TombstoneState, ReleaseReport, PutOptions, PutValue, PutResult, ObjectStat, ReadRange, Stats, ListOptions, ListEntry, Version, ExportedObject, GcOptions, GcReport, CheckOptions, CheckReport } from './types.js';
 
 export class OuroDB {
   readonly dir: string;
@@ -198,6 +198,23 @@ export class OuroDB {
       }
     };
     return this.#life.tracked(this.#writer.put(checked(), meta, durability, link, true));
+  }
+
+  /**
+   * A new value whose bytes are those of the values `hashes` names, in order (a hash may repeat;
+   * an empty list gives the empty value). Its record lists the parts' chunks, so none is read,
+   * sealed or written again: this is how an upload in parts (S3 multipart) is stored once.
+   * Takes the options of `put` and resolves as it does; the parts stay as they were, and gc keeps
+   * every chunk that either they or the new value still name. A hash that names no object is
+   * NotFoundError, a tombstone or purge marker BadArgumentError. See Writer.concat for how
+   * parts stored inline are handled.
+   */
+  async concat(hashes: string[], options: PutOptions = {}): Promise<PutResult> {
+    if (!Array.isArray(hashes)) throw new BadArgumentError('hashes must be an array of object hashes');
+    const parts = hashes.map((h) => parseHash(h));
+    const { meta, durability, link } = this.#writer.args(options);
+    while (this.#life.exclusive) await this.#life.exclusive;
+    return this.#life.tracked(this.#writer.concat(parts, meta, durability, link));
   }
 
   // ---------------------------------------------------------------- keys and versions
@@ -520,19 +537,24 @@ export class OuroDB {
 
   // ---------------------------------------------------------------- reads
 
-  /** The whole value. For large values prefer stream(). */
-  async get(hash: string): Promise<Uint8Array> {
+  /** The whole value, or the bytes of `range` (see stream). For large values prefer stream(). */
+  async get(hash: string, range?: ReadRange): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    for await (const part of this.stream(hash)) parts.push(part);
+    for await (const part of this.stream(hash, range)) parts.push(part);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
-  /** The value chunk by chunk, reading a few chunks ahead; memory stays bounded. */
-  async *stream(hash: string): AsyncGenerator<Uint8Array> {
+  /**
+   * The value chunk by chunk, reading a few chunks ahead; memory stays bounded. With `range`,
+   * only the bytes `[start, end)`, clipped to the value, reading only the chunks they lie in.
+   */
+  async *stream(hash: string, range?: ReadRange): AsyncGenerator<Uint8Array> {
     this.#life.checkOpen();
+    const r = range === undefined ? undefined : parseRange(range);
     if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
-    yield* this.#reader.stream(await this.#reader.record(id));
+    const record = await this.#reader.record(id);
+    yield* this.#reader.stream(record, undefined, r && { start: Math.min(r.start, record.size), end: Math.min(r.end, record.size) });
   }
 
   async has(hash: string): Promise<boolean> {

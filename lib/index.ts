@@ -1,6 +1,6 @@
 /** The public API of OuroDB. Everything a library user needs is exported from here. */
 export { OuroDB, INDEX_FORMAT_VERSION, Tombstone } from './db.js';
-export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport, ExportedObject, ReleaseReport, TombstoneState } from './db.js';
+export type { OpenOptions, PutOptions, PutValue, PutResult, ObjectStat, ReadRange, Stats, Durability, ListOptions, ListEntry, Version, CheckOptions, CheckReport, Problem, GcOptions, GcReport, ExportedObject, ReleaseReport, TombstoneState } from './db.js';
 export { MAX_KEY_BYTES } from './keyname.js';
 export { levelBinding } from '../index/leveldb.js';
 export type { LevelBindingInfo } from '../index/leveldb.js';

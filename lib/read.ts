@@ -59,26 +59,43 @@ export class Reader {
     this.#recordCache.clear();
   }
 
-  async *stream(record: ObjectRecord, snapshot?: Snapshot): AsyncGenerator<Uint8Array> {
+  /**
+   * The value's bytes in `[start, end)` (the whole value without a range; the caller checked and
+   * clipped the range to the value). Only the chunks the range touches are read: the record's
+   * chunk sizes say where each chunk begins, so the first one is found without reading any
+   * before it, and the last chunk read is the one holding byte `end - 1`. A chunk is one
+   * authenticated (and maybe compressed) entry, so the first and last are read whole and sliced.
+   */
+  async *stream(record: ObjectRecord, snapshot?: Snapshot, range?: { start: number; end: number }): AsyncGenerator<Uint8Array> {
+    const start = range?.start ?? 0;
+    const end = range?.end ?? record.size;
+    if (start >= end) return;
     if (record.inline) {
-      if (record.inline.byteLength > 0) yield record.inline;
+      yield start === 0 && end === record.inline.byteLength ? record.inline : record.inline.subarray(start, end);
       return;
     }
-    const reads: Promise<Buffer>[] = [];
     let next = 0;
+    let at = 0; // where chunk `next` begins in the value
+    while (at + record.chunks[next]!.size <= start) at += record.chunks[next++]!.size;
+    const reads: Array<{ read: Promise<Buffer>; at: number }> = [];
+    let readAt = at;
     const refill = () => {
-      while (reads.length < READ_AHEAD && next < record.chunks.length) {
+      while (reads.length < READ_AHEAD && next < record.chunks.length && readAt < end) {
         const c = record.chunks[next++]!;
-        const p = this.entry(EntryKind.Chunk, c.id, snapshot);
-        p.catch(() => {});
-        reads.push(p);
+        const read = this.entry(EntryKind.Chunk, c.id, snapshot);
+        read.catch(() => {});
+        reads.push({ read, at: readAt });
+        readAt += c.size;
       }
     };
     refill();
     while (reads.length > 0) {
-      const chunk = await reads.shift()!;
+      const { read, at: chunkAt } = reads.shift()!;
+      const chunk = await read;
       refill();
-      yield chunk;
+      const from = Math.max(0, start - chunkAt);
+      const to = Math.min(chunk.length, end - chunkAt);
+      if (to > from) yield from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
     }
   }
 

@@ -176,6 +176,16 @@ export interface PutResult {
   unchanged?: boolean;
 }
 
+/**
+ * A byte range of a value for `get` and `stream`: `start` (default 0) up to `end` (default the
+ * value's size), end exclusive. A range reaching past the end of the value is clipped to it, so
+ * a `start` at or past the end gives no bytes.
+ */
+export interface ReadRange {
+  start?: number;
+  end?: number;
+}
+
 export interface ObjectStat {
   hash: string;
   type: ObjectType;

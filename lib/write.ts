@@ -23,6 +23,7 @@ import type { Chunker } from './chunker.js';
 import type { DatabaseKeys } from './crypto.js';
 import { type SealedEntry, sealEntry } from './entry.js';
 import { BadArgumentError, DiskFullError, NotFoundError } from './errors.js';
+import { failpoint } from './failpoints.js';
 import type { Heads, KeyName } from './heads.js';
 import type { Lifecycle } from './lifecycle.js';
 import { type Link, checkExpected, checkHeads, parseLink, rowHasContent, smallValue, validateMeta } from './put-options.js';
@@ -138,18 +139,94 @@ export class Writer {
   async put(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
     link.epoch = this.#commit.diskFullEpoch;
     const { source, owned } = cut ? { source: value as AsyncIterable<Uint8Array>, owned: false } : this.#chunksOf(value);
+    return this.#pinning(link, (chunks) => this.#putChunked(source, owned, chunks, meta, durability, link, cut));
+  }
+
+  /**
+   * Runs a chunked write whose `body` fills `chunks`, pinning each of them (in the body: see
+   * InFlight.pin) until the record that references them commits.
+   */
+  async #pinning(link: Link, body: (chunks: ChunkRef[]) => Promise<PutResult>): Promise<PutResult> {
     const chunks: ChunkRef[] = [];
     // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
     let settled: Promise<void> = Promise.resolve();
     link.onQueued = (committed) => (settled = committed);
     try {
-      return await this.#putChunked(source, owned, chunks, meta, durability, link, cut);
+      return await body(chunks);
     } finally {
       const unpin = () => {
         for (const c of chunks) if (c.id !== NO_ID) this.#held.unpin(toHex(c.id));
       };
       settled.then(unpin, unpin);
     }
+  }
+
+  /**
+   * concat's body: a value whose bytes are those of the values `parts` names, in order, and whose
+   * record lists their chunks, so that no chunk is read, sealed or written again, whatever the
+   * parts' sizes. The record format has no whole-value digest and nothing in it says how the
+   * chunks were cut (a record is a list of chunk ids and sizes, docs/FORMAT.md), so such a record
+   * is an ordinary one: reads, dedup, gc, check, rebuild, export and replication treat it as any
+   * other. Its chunk list is simply not the one this database's chunker would cut from the same
+   * bytes, so a put of those bytes makes a different record (and `ifChanged` tells them apart).
+   *
+   * A part stored inline has no chunk to name: when the whole fits inline and every part is
+   * inline, the result is inline too; otherwise each run of consecutive inline parts is cut by the
+   * chunker and stored like a put's chunks (an S3 upload's last part, the only one that may be
+   * that small, costs one new chunk). Empty parts add nothing.
+   *
+   * Each named chunk is pinned, and checked to be stored, in one synchronous section, as put's
+   * dedup check does: a part purged (and its chunks collected) since its record was read fails
+   * the concatenation with NotFoundError rather than leave a record naming a missing chunk. The
+   * record's batch counts one reference per occurrence (Writer.writeRecord), so the chunks stay
+   * live as long as either the parts or the concatenation does.
+   */
+  async concat(parts: Buffer[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
+    link.epoch = this.#commit.diskFullEpoch;
+    const records: ObjectRecord[] = [];
+    for (const hash of parts) {
+      link.signal?.throwIfAborted();
+      // A part put 'relaxed' may not have committed yet: its record is readable once it has.
+      await this.#held.pending(toHex(hash))?.committed.catch(() => {});
+      const r = await this.#reader.record(hash);
+      if (r.type !== 'value') throw new BadArgumentError(`object ${toHex(hash)} is a ${r.type}, not a value`);
+      records.push(r);
+    }
+    const size = records.reduce((n, r) => n + r.size, 0);
+    if (size <= INLINE_MAX_BYTES && records.every((r) => r.chunks.length === 0)) {
+      return this.#putRecord(Buffer.concat(records.map((r) => r.inline ?? EMPTY)), [], meta, durability, link);
+    }
+    return this.#pinning(link, async (chunks) => {
+      const sealing: Promise<unknown>[] = [];
+      let run: Uint8Array[] = [];
+      const storeRun = async () => {
+        for (const piece of this.#chunker.chunkBytes(Buffer.concat(run))) {
+          const p = this.#storeChunk(piece, chunks, false);
+          p.catch(() => {});
+          sealing.push(p);
+          if (sealing.length >= SEAL_AHEAD) await sealing.shift();
+        }
+        run = [];
+      };
+      for (const r of records) {
+        link.signal?.throwIfAborted();
+        if (r.chunks.length === 0) {
+          if (r.inline && r.inline.byteLength > 0) run.push(r.inline);
+          continue;
+        }
+        if (run.length > 0) await storeRun();
+        for (const c of r.chunks) {
+          const hex = toHex(c.id);
+          this.#held.pin(hex);
+          chunks.push({ id: c.id, size: c.size });
+          if (!this.#held.isPending(hex) && !this.#held.isStored(keys.chunk(c.id), hex)) throw new NotFoundError(`a chunk of the value ${toHex(parts[records.indexOf(r)]!)} is gone (purged and collected while it was concatenated)`);
+        }
+      }
+      if (run.length > 0) await storeRun();
+      await Promise.all(sealing);
+      failpoint('concat.before-record');
+      return this.#putRecord(null, chunks, meta, durability, link);
+    });
   }
 
   async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {

@@ -262,6 +262,35 @@ describe('adoptBlock', () => {
     }
   });
 
+  it('reads a concatenation (db.concat) whose chunks live in older blocks, adopted in any order, and after its parts are purged there', async () => {
+    for (const order of [(x: string[]) => x, (x: string[]) => [...x].reverse()]) {
+      const { a, b } = await pair();
+      const values = [pseudoRandom('c0', 150_000), pseudoRandom('c1', 120_000), pseudoRandom('c2', 900)];
+      const parts = [];
+      for (const [i, v] of values.entries()) parts.push(await a.put(v, { key: `part/${i}` }));
+      await a.flush();
+      const oldBlocks = (await Array.fromAsync(a.blocks())).map((x) => x.id);
+      const whole = await a.concat([parts[0]!.hash, parts[2]!.hash, parts[1]!.hash, parts[0]!.hash], { key: 'whole', meta: { etag: '"x-4"' } });
+      await a.flush();
+      const newBlocks = (await Array.fromAsync(a.blocks())).map((x) => x.id).filter((id) => !oldBlocks.includes(id));
+      // The premise: the concatenation's record is in a block of its own, its chunks in the older ones.
+      expect(newBlocks.length).toBeGreaterThan(0);
+      expect(oldBlocks.length).toBeGreaterThan(2);
+      await ship(a, b, order);
+      const want = Buffer.concat([values[0]!, values[2]!, values[1]!, values[0]!]);
+      expect(Buffer.from(await b.getByKey('whole')).equals(want)).toBe(true);
+      expect(Buffer.from(await b.get(whole.hash, { start: 149_000, end: 152_000 })).equals(want.subarray(149_000, 152_000))).toBe(true);
+      expect((await b.stat(whole.hash)).meta).toEqual({ etag: '"x-4"' });
+      expect((await b.check({ readData: true })).problems).toEqual([]);
+      // The parts purged on b: the concatenation still reads there (b never compacts adopted blocks,
+      // so this is its reference counts at work).
+      for (let i = 0; i < values.length; i++) await b.purge(`part/${i}`);
+      expect(Buffer.from(await b.get(whole.hash)).equals(want)).toBe(true);
+      expect((await b.check({ readData: true })).problems).toEqual([]);
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('seals an idle open block after maxUnsealedMs and reports the sealed blocks', async () => {
     const db = await OuroDB.open(tempDir(), { ...SMALL, maxUnsealedMs: 100 });
     const sealed: string[] = [];

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach } from 'vitest';
+import { NodeVfs, type VfsFile } from '../lib/vfs/index.js';
 
 const dirs: string[] = [];
 
@@ -50,6 +51,40 @@ export function blockFiles(dir: string): string[] {
   const root = path.join(dir, 'blocks');
   if (!fs.existsSync(root)) return [];
   return fs.readdirSync(root).flatMap((shard) => fs.readdirSync(path.join(root, shard)).map((f) => path.join(root, shard, f)));
+}
+
+/** The real file system, counting the bytes read from files (to prove what an operation read). */
+export class CountingVfs extends NodeVfs {
+  readBytes = 0;
+
+  override async open(path: string, flags: 'r' | 'r+'): Promise<VfsFile> {
+    return this.#counted(await super.open(path, flags));
+  }
+
+  override async create(path: string, options: { exclusive: boolean }): Promise<VfsFile> {
+    return this.#counted(await super.create(path, options));
+  }
+
+  #counted(file: VfsFile): VfsFile {
+    return {
+      read: async (buf, offset, length, position) => {
+        const n = await file.read(buf, offset, length, position);
+        this.readBytes += n;
+        return n;
+      },
+      readSync: (buf, offset, length, position) => {
+        const n = file.readSync(buf, offset, length, position);
+        this.readBytes += n;
+        return n;
+      },
+      writev: (bufs, position) => file.writev(bufs, position),
+      datasync: () => file.datasync(),
+      sync: () => file.sync(),
+      truncate: (length) => file.truncate(length),
+      size: () => file.size(),
+      close: () => file.close(),
+    };
+  }
 }
 
 export const FAST_KDF = { m: 256, t: 1, p: 1 };
