@@ -11,7 +11,6 @@
  */
 import crypto from 'node:crypto';
 import { type Ctx, capped, header, isoDate, needBucket, quoted, sendEmpty, sendXml } from './context.js';
-import { concat, streamRange } from './engine-shim.js';
 import { S3Error } from './errors.js';
 import { checkObjectName, objectKey, partKey, partPrefix, uploadKey, uploadPrefix } from './keys.js';
 import { MAX_PUT_BYTES, copySourceObject, parseRange, settle } from './objects.js';
@@ -76,7 +75,7 @@ export async function uploadPartCopy(ctx: Ctx): Promise<void> {
   if (rangeHeader !== undefined && !range) throw new S3Error('InvalidArgument', 400, 'x-amz-copy-source-range takes bytes=first-last');
   // The body is read, so that a signed (empty) payload is still verified.
   for await (const _ of ctx.body);
-  const body = range ? streamRange(ctx.db, source.hash, range) : ctx.db.stream(source.hash);
+  const body = range ? ctx.db.stream(source.hash, range) : ctx.db.stream(source.hash);
   const stored = await storeWithEtag(ctx.db, ctx.writer, partKey(id, n), body, {});
   const created = (await ctx.db.stat(stored.hash)).created.getTime();
   sendXml(ctx, 200, 'CopyPartResult', { ETag: quoted(stored.etag), LastModified: isoDate(created) });
@@ -102,7 +101,7 @@ export async function completeMultipartUpload(ctx: Ctx): Promise<void> {
     md5s.push(Buffer.from(etag, 'hex'));
   }
   const etag = `${crypto.createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${given.length}`;
-  await concat(ctx.db, hashes, { key: objectKey(ctx.bucket!, u.name), meta: { ...u.meta, etag, parts: String(given.length) } });
+  await ctx.db.concat(hashes, { key: objectKey(ctx.bucket!, u.name), meta: { ...u.meta, etag, parts: String(given.length) } });
   await forget(ctx, id);
   await settle(ctx);
   sendXml(ctx, 200, 'CompleteMultipartUploadResult', { Location: `/${ctx.bucket}/${u.name}`, Bucket: ctx.bucket!, Key: u.name, ETag: quoted(etag) });

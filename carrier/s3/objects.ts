@@ -8,7 +8,6 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectStat } from '../../lib/db.js';
 import { type Ctx, capped, header, httpDate, isoDate, needBucket, quoted, sendEmpty, sendXml } from './context.js';
-import { concat, streamRange } from './engine-shim.js';
 import { S3Error } from './errors.js';
 import { checkObjectName, objectKey } from './keys.js';
 import { STORED_HEADERS, liveObject, metaOfHeaders, storeWithEtag } from './store.js';
@@ -114,7 +113,7 @@ export async function getObject(ctx: Ctx): Promise<void> {
   const { start, end } = range ?? { start: 0, end: stat.size };
   ctx.res.writeHead(range ? 206 : 200, { ...h, 'content-length': end - start, ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${stat.size}` } : {}) });
   if (end === start) return void ctx.res.end();
-  const source = range ? streamRange(ctx.db, stat.hash, { start, end }) : ctx.db.stream(stat.hash);
+  const source = range ? ctx.db.stream(stat.hash, { start, end }) : ctx.db.stream(stat.hash);
   const counted = async function* (this: void): AsyncGenerator<Uint8Array> {
     for await (const piece of source) {
       ctx.bytesOut += piece.length;
@@ -195,7 +194,7 @@ export async function copyObject(ctx: Ctx): Promise<void> {
   const key = objectKey(ctx.bucket!, ctx.name!);
   // The copy references the source's chunks (db.concat): no byte is read or written again. A
   // value stored inside its record (at most 4 KiB) is simply put again.
-  const r = source.inline ? await ctx.db.put(await ctx.db.get(source.hash), { key, meta }) : await concat(ctx.db, [source.hash], { key, meta });
+  const r = source.inline ? await ctx.db.put(await ctx.db.get(source.hash), { key, meta }) : await ctx.db.concat([source.hash], { key, meta });
   await settle(ctx);
   const created = (await ctx.db.stat(r.hash)).created.getTime();
   sendXml(ctx, 200, 'CopyObjectResult', { ETag: quoted(meta.etag ?? ''), LastModified: isoDate(created) });

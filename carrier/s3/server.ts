@@ -17,12 +17,11 @@ import type { OuroDB } from '../../lib/db.js';
 import { OuroError, errorText } from '../../lib/errors.js';
 import { type AccessKey, Catalog } from './catalog.js';
 import type { Ctx } from './context.js';
-import { S3Error } from './errors.js';
+import { S3Error, errorXml } from './errors.js';
 import { S3Metrics } from './metrics.js';
 import { OPERATIONS, type Operation, operationOf } from './routes.js';
-import { authenticate } from './sigv4.js';
+import { authenticate, parseQuery } from './sigv4.js';
 import { sweepStaging } from './store.js';
-import { errorDocument } from './xml.js';
 
 export interface S3Settings {
   host: string;
@@ -140,21 +139,18 @@ export class S3Gateway {
       res.destroy(err instanceof Error ? err : new Error(String(err)));
       return;
     }
-    let status: number;
-    let code: string;
-    let headers: Record<string, string> = {};
-    if (err instanceof S3Error) {
-      status = err.status;
-      code = err.s3Code;
-      headers = (err as S3Error & { headers?: Record<string, string> }).headers ?? {};
-    } else {
-      [status, code] = (err instanceof OuroError && S3_CODE_OF[err.code]) || [500, 'InternalError'];
+    let s3err: S3Error;
+    if (err instanceof S3Error) s3err = err;
+    else {
+      const [status, code] = (err instanceof OuroError && S3_CODE_OF[err.code]) || [500, 'InternalError'];
+      s3err = new S3Error(code, status, err instanceof Error ? err.message : String(err), { cause: err });
       this.#log.warn({ event: 's3-error', requestId, operation, err: errorText(err) }, 's3 request failed');
     }
-    const text = req.method === 'HEAD' ? '' : errorDocument(code, err instanceof Error ? err.message : String(err), safeDecode(rawPath), requestId);
+    const headers: Record<string, string> = { ...(s3err as S3Error & { headers?: Record<string, string> }).headers };
+    const text = req.method === 'HEAD' ? '' : errorXml(s3err.resource === undefined ? Object.assign(s3err, { resource: safeDecode(rawPath) }) : s3err, requestId);
     // A body the handler did not read is not read now: the connection closes after the answer.
     if (!req.complete) headers.connection = 'close';
-    res.writeHead(status, { ...headers, 'content-type': 'application/xml', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(s3err.status, { ...headers, 'content-type': 'application/xml', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   }
 }
@@ -173,17 +169,6 @@ function decode(text: string, what: string): string {
   } catch (err) {
     throw new S3Error('InvalidURI', 400, `${what} is not valid percent-encoded UTF-8`, { cause: err });
   }
-}
-
-/** The query string's pairs in wire order, decoded ("+" is a plus sign, as S3 clients mean it). */
-export function parseQuery(raw: string): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (const part of raw.split('&')) {
-    if (part === '') continue;
-    const eq = part.indexOf('=');
-    out.push([decode(eq < 0 ? part : part.slice(0, eq), 'a query parameter'), decode(eq < 0 ? '' : part.slice(eq + 1), 'a query parameter')]);
-  }
-  return out;
 }
 
 /** The bucket and object name of a path-style path: /bucket/name (the name may hold "/"). */

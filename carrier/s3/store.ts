@@ -17,7 +17,6 @@
  */
 import crypto from 'node:crypto';
 import type { OuroDB, ObjectStat, PutResult } from '../../lib/db.js';
-import { concat } from './engine-shim.js';
 import { S3Error } from './errors.js';
 import { stagingPrefix } from './keys.js';
 
@@ -96,7 +95,7 @@ export async function storeWithEtag(db: OuroDB, writer: string, key: string, bod
   }
   try {
     const etag = md5.digest('hex');
-    return { ...(await concat(db, [staged.hash], { key, meta: { ...meta, etag } })), etag };
+    return { ...(await db.concat([staged.hash], { key, meta: { ...meta, etag } })), etag };
   } finally {
     await db.purge(staging);
   }

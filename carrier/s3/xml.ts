@@ -33,11 +33,6 @@ export function xmlDocument(root: string, body: XmlTree): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_NS}">${inner}</${root}>`;
 }
 
-/** S3's error document. */
-export function errorDocument(code: string, message: string, resource: string, requestId: string): string {
-  return `<?xml version="1.0" encoding="UTF-8"?>\n${element('Error', { Code: code, Message: message, Resource: resource, RequestId: requestId })}`;
-}
-
 /** Reads an XML body of at most MAX_XML_BYTES (EntityTooLarge past it: nothing more is read). */
 export async function readXml(body: AsyncIterable<Uint8Array>): Promise<string> {
   const parts: Uint8Array[] = [];
