@@ -195,7 +195,9 @@ async function* decodeChunked(source: AsyncIterable<Uint8Array>, shape: ChunkedB
       const end = nl === -1 ? piece.length : nl + 1;
       lineBytes += end - pos;
       if (lineBytes > MAX_LINE_BYTES) throw s3.invalidRequest(`aws-chunked: a framing line is longer than ${MAX_LINE_BYTES} bytes`);
-      line.push(Buffer.from(piece.buffer, piece.byteOffset + pos, end - pos));
+      // Copied, not a view: a view would keep the whole piece it came from alive while a line
+      // trickles in a byte per piece, and the cap is on bytes held.
+      line.push(Buffer.from(piece.subarray(pos, end)));
       pos = end;
       if (nl === -1) break;
       const text = Buffer.concat(line).toString('latin1');

@@ -20,7 +20,7 @@ import type { Ctx } from './context.js';
 import { S3Error, errorXml } from './errors.js';
 import { S3Metrics } from './metrics.js';
 import { OPERATIONS, type Operation, operationOf } from './routes.js';
-import { authenticate, parseQuery } from './sigv4.js';
+import { authenticate } from './sigv4.js';
 import { sweepStaging } from './store.js';
 
 export interface S3Settings {
@@ -169,6 +169,20 @@ function decode(text: string, what: string): string {
   } catch (err) {
     throw new S3Error('InvalidURI', 400, `${what} is not valid percent-encoded UTF-8`, { cause: err });
   }
+}
+
+/**
+ * The query string's pairs in wire order, decoded, as S3Request.query wants them. "+" stays "+":
+ * SigV4 clients escape a space as %20, and form decoding of "+" would change what they signed.
+ */
+export function parseQuery(raw: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const part of raw.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    out.push([decode(eq < 0 ? part : part.slice(0, eq), 'a query parameter'), decode(eq < 0 ? '' : part.slice(eq + 1), 'a query parameter')]);
+  }
+  return out;
 }
 
 /** The bucket and object name of a path-style path: /bucket/name (the name may hold "/"). */

@@ -21,7 +21,9 @@ export interface S3Request {
   method: string;
   /** The path exactly as it came on the wire (still %-encoded). */
   rawPath: string;
-  /** Decoded pairs in wire order (see `parseQuery`). */
+  /** Decoded pairs in wire order. Decode with decodeURIComponent, not as a form: `+` is a plus
+   *  sign to SigV4 clients (they escape a space as %20), and reading it as a space would change the
+   *  canonical query they signed. */
   query: Array<[string, string]>;
   /** Node's IncomingHttpHeaders (lower-case names). */
   headers: Record<string, string | string[] | undefined>;
@@ -68,7 +70,7 @@ interface Claim {
   service: string;
   signedHeaders: string[];
   signature: string;
-  /** X-Amz-Date, or the Date header in the same basic ISO 8601 form. */
+  /** X-Amz-Date (header or query), basic ISO 8601: 20130524T000000Z. */
   longDate: string;
   expiresSeconds: number | undefined;
 }
@@ -174,14 +176,10 @@ function parseAuthorization(value: string, headers: S3Request['headers']): Claim
   if (credential === undefined || signedHeaders === undefined || signature === undefined || fields.size !== 3) {
     throw s3.authorizationHeaderMalformed('the Authorization header must have exactly Credential, SignedHeaders and Signature');
   }
-  let longDate = header(headers, 'x-amz-date');
-  if (longDate === undefined) {
-    // SigV4 allows the Date header instead of X-Amz-Date; the string to sign has it in basic ISO 8601.
-    const date = header(headers, 'date');
-    const ms = date === undefined ? Number.NaN : Date.parse(date);
-    if (Number.isNaN(ms)) throw s3.accessDenied('the request has no valid x-amz-date or Date header');
-    longDate = new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
-  }
+  // SigV4 also allows the Date header in place of X-Amz-Date; every S3 client sends X-Amz-Date
+  // (and signs it), so only that is accepted: one date format, one source.
+  const longDate = header(headers, 'x-amz-date');
+  if (longDate === undefined) throw s3.accessDenied('AWS authentication requires a valid x-amz-date header');
   return { presigned: false, ...parseCredential(credential, s3.authorizationHeaderMalformed), signedHeaders: parseSignedHeaders(signedHeaders, s3.authorizationHeaderMalformed), signature: parseSignature(signature, s3.authorizationHeaderMalformed), longDate: parseLongDate(longDate, s3.accessDenied), expiresSeconds: undefined };
 }
 
@@ -292,29 +290,8 @@ function canonicalPaths(rawPath: string): string[] {
 }
 
 /** SigV4's URI encoding: everything but A-Z a-z 0-9 - _ . ~ is %XX-escaped (upper-case hex, UTF-8). */
-export function uriEscape(s: string): string {
+function uriEscape(s: string): string {
   return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-/**
- * Splits a raw query string (`a=1&b=%2F`) into decoded pairs in wire order, as `S3Request.query`
- * wants them. `+` stays `+`: SigV4 clients escape a space as %20, and URLSearchParams's form
- * decoding of `+` as a space would change the canonical query they signed.
- */
-export function parseQuery(raw: string): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (const part of (raw.startsWith('?') ? raw.slice(1) : raw).split('&')) {
-    if (part === '') continue;
-    const eq = part.indexOf('=');
-    const k = eq === -1 ? part : part.slice(0, eq);
-    const v = eq === -1 ? '' : part.slice(eq + 1);
-    try {
-      out.push([decodeURIComponent(k), decodeURIComponent(v)]);
-    } catch (err) {
-      throw Object.assign(s3.invalidArgument('the query string has a malformed %-escape'), { cause: err });
-    }
-  }
-  return out;
 }
 
 /** Checksums the request declares in its headers (and announces as trailers), verified over the decoded body. */
