@@ -21,6 +21,8 @@ import { DB_ROUTES, dbRoute, serveDb } from './admin-db.js';
 import { HttpError, MAX_HEADER_BYTES, onlyFields, readBody, send } from './admin-http.js';
 import { SCOPES, type Scope, type Tokens, ensureTokens, grants, rotateToken } from './admin-tokens.js';
 import { isLoopback } from './config.js';
+import { serveS3Admin } from './s3/admin-routes.js';
+import { Catalog } from './s3/catalog.js';
 import type { Node } from './node.js';
 import { STATUS_PAGE } from './status-page.js';
 
@@ -40,6 +42,8 @@ export interface RunInfo {
   admin: string;
   /** The admin token (scope admin). */
   token: string;
+  /** The S3 gateway's address, when it runs (docs/s3.md). */
+  s3?: string;
 }
 
 const STATUS_OF: Record<string, number> = {
@@ -54,6 +58,8 @@ const STATUS_OF: Record<string, number> = {
 /** The scope a request needs: GETs outside `/db/` are reads, `/db/` is data, the rest admin. */
 function scopeNeeded(method: string | undefined, pathname: string): Scope {
   if (pathname.startsWith('/db/')) return 'data';
+  // Who may reach which bucket is the admin's business, reads included.
+  if (pathname.startsWith('/s3/')) return 'admin';
   return method === 'GET' ? 'read' : 'admin';
 }
 
@@ -65,9 +71,12 @@ export class AdminServer {
   #adminToken = '';
   readonly #open: boolean;
   #url = '';
+  /** The S3 catalog of the node's database (the /s3/ routes), and the gateway's address when it runs. */
+  readonly #s3: { catalog: Catalog | undefined; url: string | undefined };
 
-  private constructor(node: Node) {
+  private constructor(node: Node, s3: { url: string } | undefined) {
     this.#node = node;
+    this.#s3 = { catalog: node.db ? new Catalog(node.db, { replicas: node.config.s3.replicas }) : undefined, url: s3?.url };
     this.#open = isLoopback(node.config.admin.host);
     // Request lines and headers over Node's default 16 KiB got a 431 with no body; the limit is
     // raised so that OuroDB's own limits (admin-http.ts) answer first, and beyond it the
@@ -81,8 +90,8 @@ export class AdminServer {
     });
   }
 
-  static async start(node: Node): Promise<AdminServer> {
-    const admin = new AdminServer(node);
+  static async start(node: Node, options: { s3?: { url: string } | undefined } = {}): Promise<AdminServer> {
+    const admin = new AdminServer(node, options.s3);
     // A directory prepared before admin-tokens.json existed gets its admin token now, once.
     admin.#useTokens(await ensureTokens(node.dir));
     if (node.db) node.metrics.dbRoutes(Object.entries(DB_ROUTES).map(([route, r]) => ({ route, method: r.method })));
@@ -104,7 +113,7 @@ export class AdminServer {
 
   async #writeRunInfo(): Promise<void> {
     const node = this.#node;
-    const info: RunInfo = { pid: process.pid, peerId: node.peerId, addresses: node.carrier.addresses, admin: this.#url, token: this.#adminToken };
+    const info: RunInfo = { pid: process.pid, peerId: node.peerId, addresses: node.carrier.addresses, admin: this.#url, token: this.#adminToken, ...(this.#s3.url !== undefined ? { s3: this.#s3.url } : {}) };
     await writeFileAtomic(nodeVfs, path.join(node.dir, RUN_FILE), JSON.stringify(info, null, 2) + '\n');
     await fs.chmod(path.join(node.dir, RUN_FILE), 0o600);
   }
@@ -158,6 +167,8 @@ export class AdminServer {
       }
       const node = this.#node;
       if (await serveDb(node.db, req.url ?? '/', url, req, res, () => readBody(req))) return;
+      const s3 = await serveS3Admin(this.#s3.catalog, route, () => readBody(req));
+      if (s3 !== undefined) return send(res, 200, s3);
       const body = req.method === 'POST' ? await readBody(req) : {};
       const peerArg = () => {
         if (typeof body.peerId !== 'string' || body.peerId === '') throw new BadArgumentError('body must name a peerId');

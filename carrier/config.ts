@@ -24,6 +24,8 @@ export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs
 export const DEFAULT_PROOFS = { enabled: true, intervalMs: 30_000, perRound: 4, deadlineMs: 5000, stock: 8, quarantineAfter: 3, quarantineWindowMs: 24 * 3600_000 };
 export const DEFAULT_LEDGER = { intervalMs: 60_000, syncIntervalMs: 5000 };
 export const DEFAULT_SERIES = { sampleMs: 2000, keepMs: 15 * 60_000 };
+/** The S3 gateway (docs/s3.md): off unless enabled; 3900 is Garage's S3 port, which clients set up for it know. */
+export const DEFAULT_S3 = { enabled: false, host: '127.0.0.1', port: 3900, region: 'us-east-1' };
 
 /**
  * A node's name, for people (the status page, `/members`): 1 to 64 characters, none of them
@@ -103,6 +105,19 @@ const schema = z
         keepMs: ms(1000),
       })
       .default(() => ({ ...DEFAULT_SERIES })),
+    s3: z
+      .strictObject({
+        /** Serve the S3 API (needs the database). */
+        enabled: z.boolean(),
+        host: z.string().min(1),
+        /** 0: any free port (the address is in node.run.json as `s3`). */
+        port: z.number().int().min(0).max(65535),
+        /** The region clients sign for (their credential scope must name it). */
+        region: z.string().regex(/^[a-z0-9-]{1,32}$/, 'a region name such as us-east-1'),
+        /** A write answers only once this many members hold it (db.flush({replicas})); unset: once durable here. */
+        replicas: z.number().int().min(1).max(16).optional(),
+      })
+      .default(() => ({ ...DEFAULT_S3 })),
     database: z.strictObject({
       /** Open the embedded database in `path` (relative to the node directory) with the node. */
       enabled: z.boolean(),
@@ -132,6 +147,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   proofs: { ...DEFAULT_PROOFS },
   ledger: { ...DEFAULT_LEDGER },
   series: { ...DEFAULT_SERIES },
+  s3: { ...DEFAULT_S3 },
   database: { enabled: false, path: 'db' },
 };
 

@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { type CheckReport, type GcReport, type ImportResult, NotFoundError, OuroDB, OuroError, type Stats, type Version, exportArchive, importArchive, importArchiveNew, inspectBlock, inspectKeys, inspectWal } from '../../lib/index.js';
 import { registerNodeCommands } from './node.js';
+import { registerS3Commands } from './s3.js';
 import { admin, adminLines, dbTarget } from './node-admin.js';
 import { putPaths, restoreTree } from './put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './support.js';
@@ -404,6 +405,7 @@ program
   });
 
 registerNodeCommands(program, g);
+registerS3Commands(program, g);
 
 /** A package of the cluster stack (package.json optionalDependencies) is not installed. */
 function clusterStackMissing(err: unknown): boolean {

@@ -15,7 +15,8 @@ import { AdminServer } from '../../carrier/admin.js';
 import { CONFIG_FILE, type NodeConfigPatch, loadConfig } from '../../carrier/config.js';
 import { databaseTaken, databaseToTake } from '../../carrier/joins.js';
 import { Node } from '../../carrier/node.js';
-import { NotFoundError, OuroError } from '../../lib/errors.js';
+import type { S3Gateway } from '../../carrier/s3/server.js';
+import { ConfigError, NotFoundError, OuroError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/fsutil.js';
 import { OuroDB, type OpenOptions } from '../../lib/index.js';
 import { nodeVfs } from '../../lib/vfs/vfs.js';
@@ -26,6 +27,8 @@ export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenO
   const log = pino({ level: config.log.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 1, sync: true }));
   // A bug that escapes is fatal (the process exits; a restart recovers from the files), but it is logged first.
   process.on('uncaughtExceptionMonitor', (err, origin) => log.fatal({ event: 'crash', origin, err: err instanceof Error ? err.stack : String(err) }, 'uncaught error; exiting'));
+  // The gateway stores in the node's database: a node without one refuses before it starts.
+  if (config.s3.enabled && !config.database.enabled) throw new ConfigError('s3.enabled needs the database (database.enabled, --database): the S3 gateway stores its buckets and objects there', 's3.enabled');
   const signalled = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -59,9 +62,17 @@ export async function runNode(dir: string, patch: NodeConfigPatch, dbOpen: OpenO
 async function serve(dir: string, patch: NodeConfigPatch, dbOpen: OpenOptions | undefined, log: Logger, signalled: Promise<string>, until?: (node: Node, signal: AbortSignal) => Promise<void>): Promise<boolean> {
   const node = await Node.start({ dir, config: patch, dbOpen, logger: log });
   let admin: AdminServer;
+  let s3: S3Gateway | undefined;
   try {
-    admin = await AdminServer.start(node);
+    // Not while a node waits to take the cluster's database (it runs without one until then).
+    if (node.config.s3.enabled && node.db) {
+      const { S3Gateway } = await import('../../carrier/s3/server.js');
+      s3 = await S3Gateway.start({ db: node.db!, settings: node.config.s3, log, registry: node.metrics.registry, writer: node.peerId });
+      log.info({ event: 's3', url: s3.url, region: node.config.s3.region }, 'S3 API listening');
+    }
+    admin = await AdminServer.start(node, { s3 });
   } catch (err) {
+    await s3?.stop();
     await node.stop();
     throw err;
   }
@@ -80,6 +91,7 @@ async function serve(dir: string, patch: NodeConfigPatch, dbOpen: OpenOptions | 
   fs.unwatchFile(configFile);
   try {
     await admin.stop();
+    await s3?.stop();
     await node.stop();
     process.exitCode = 0;
   } catch (err) {

@@ -41,6 +41,11 @@ interface ConfigFlags {
   proofs?: boolean;
   ledgerIntervalMs?: string;
   ledgerSyncMs?: string;
+  s3?: boolean;
+  s3Host?: string;
+  s3Port?: string;
+  s3Region?: string;
+  s3Replicas?: string;
 }
 
 const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : Number.NaN);
@@ -52,6 +57,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
   const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec) };
   const proofs = { enabled: o.proofs, intervalMs: num(o.proofIntervalMs), deadlineMs: num(o.proofDeadlineMs), perRound: num(o.proofsPerRound), quarantineAfter: num(o.quarantineAfter) };
   const ledger = { intervalMs: num(o.ledgerIntervalMs), syncIntervalMs: num(o.ledgerSyncMs) };
+  const s3 = { enabled: o.s3, host: o.s3Host, port: num(o.s3Port), region: o.s3Region, replicas: num(o.s3Replicas) };
   const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
   return {
     ...(o.name !== undefined ? { name: o.name } : {}),
@@ -63,6 +69,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
     ...(Object.keys(clean(replication)).length ? { replication: clean(replication) } : {}),
     ...(Object.keys(clean(proofs)).length ? { proofs: clean(proofs) } : {}),
     ...(Object.keys(clean(ledger)).length ? { ledger: clean(ledger) } : {}),
+    ...(Object.keys(clean(s3)).length ? { s3: clean(s3) } : {}),
     ...(o.logLevel !== undefined ? { log: { level: o.logLevel as 'info' } } : {}),
     ...(o.database !== undefined ? { database: { enabled: o.database } } : {}),
   };
@@ -93,6 +100,12 @@ function configOptions(cmd: Command): Command {
     .option('--no-proofs', 'make no proof-of-storage challenges (config: proofs.enabled)')
     .option('--ledger-interval-ms <ms>', 'how often this node records uptime, holding and served events (config: ledger.intervalMs)')
     .option('--ledger-sync-ms <ms>', "how often it copies the other members' ledger events (config: ledger.syncIntervalMs)")
+    .option('--s3', 'serve the S3 API; needs the database (config: s3.enabled; docs/s3.md)')
+    .option('--no-s3', 'do not serve the S3 API')
+    .option('--s3-host <host>', 'S3 API host (config: s3.host)')
+    .option('--s3-port <port>', 'S3 API port, 0 for any free one (config: s3.port)')
+    .option('--s3-region <region>', 'the region S3 clients sign for (config: s3.region)')
+    .option('--s3-replicas <n>', 'an S3 write answers once this many members hold it (config: s3.replicas)')
     .option('--database', 'open the embedded database in <dir>/db with the node (config: database.enabled)')
     .option('--no-database', 'run without the database');
 }
