@@ -7,8 +7,10 @@
  *
  * `.ci/run` installs the three from Debian. A tool that is missing is skipped with a printed reason
  * (never silently). awscli is run once per distinct binary: Debian's v2 (/usr/bin/aws, 2.9: signed
- * payloads, no trailers) and whatever `aws` is first on PATH when it is another (pip's v1 with
- * botocore >= 1.36 sends STREAMING-UNSIGNED-PAYLOAD-TRAILER bodies with a CRC32 trailer).
+ * payloads, no checksums) and whatever `aws` is first on PATH when it is another (pip's v1 with
+ * botocore >= 1.36 adds an x-amz-checksum-crc32 header; it would send a CRC32 trailer in
+ * STREAMING-UNSIGNED-PAYLOAD-TRAILER only over TLS, botocore/httpchecksum.py, so the trailer form
+ * is covered by the JavaScript SDK in test/s3-gateway.test.ts, not here).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
