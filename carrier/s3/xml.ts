@@ -33,7 +33,7 @@ export function xmlDocument(root: string, body: XmlTree): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_NS}">${inner}</${root}>`;
 }
 
-/** Reads an XML body of at most MAX_XML_BYTES (EntityTooLarge past it: nothing more is read). */
+/** Reads an XML body of at most MAX_XML_BYTES (MalformedXML past it: nothing more is read). */
 export async function readXml(body: AsyncIterable<Uint8Array>): Promise<string> {
   const parts: Uint8Array[] = [];
   let n = 0;
