@@ -197,8 +197,7 @@ describe('hostile input over HTTP', () => {
     const create = await raw({ method: 'POST', path: `/${BUCKET}/mpu`, query: { uploads: '' } });
     const uploadId = /<UploadId>([0-9a-f]+)<\/UploadId>/.exec(create.body)![1]!;
     const part = await raw({ method: 'PUT', path: `/${BUCKET}/mpu`, query: { partNumber: '1', uploadId } }, Buffer.from('part one'));
-    const etag = part.status === 200 ? 'etag' : '';
-    expect(etag).toBe('etag');
+    expect(part.status).toBe(200);
     const complete = (xml: string) => () => raw({ method: 'POST', path: `/${BUCKET}/mpu`, query: { uploadId } }, Buffer.from(xml));
     await refusedCleanly('mpu', complete('<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>'), 'MalformedXML', 400);
     await refusedCleanly('mpu', complete('<CompleteMultipartUpload></CompleteMultipartUpload>'), 'MalformedXML', 400);
