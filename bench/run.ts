@@ -26,6 +26,10 @@
  *   blockstore  Helia's UnixFS importer and exporter over OuroBlockstore (ourodb/blockstore) vs over
  *            blockstore-fs: one large file (64 MiB quick, 256 full, or --size-mib) and 2,000 / 10,000
  *            small files; MiB/s both ways and bytes on disk (bench/blockstore.ts)
+ *   s3       the S3 gateway of a real `ouro node start` through the AWS SDK: one 1 GiB object (64 MiB
+ *            quick, or --size-mib) PUT by lib-storage's Upload and GET back vs db.put / db.stream
+ *            in-process; 1 KiB PUTs and GETs from 64 concurrent clients (ops/s, p50/p99) vs
+ *            put/getByKey in-process; the node's peak RSS (bench/s3.ts). No peer S3 server installable
  *   embed    an application embedding OuroDB: the packed tarball installed with and without the
  *            cluster stack (packages, MiB), and the cold import() time of each entry point beside
  *            classic-level's (bench/embed.ts)
@@ -54,6 +58,7 @@ import { PEERS, type PeerRun, keystream } from './peers.js';
 import { recoveryBench } from './recovery.js';
 import { blockstoreBench } from './blockstore.js';
 import { embedBench } from './embed.js';
+import { s3Bench } from './s3.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -303,6 +308,26 @@ if (runs('blockstore')) {
     row({ workload: `Helia UnixFS bytes on disk, ${w.name}`, unit: 'MiB', better: 'lower', ours: w.ouro.diskBytes / MiB, peer, peerValue: w.fs.diskBytes / MiB, note: 'allocated blocks of the store directory (OuroDB: blocks, index, WAL)' });
   }
   Object.assign(results, { blockstore: b });
+}
+if (runs('s3')) {
+  const r = await s3Bench(work, { objectMiB: Number(values['size-mib'] ?? (values.quick ? 64 : 1024)), small: values.quick ? 2_000 : 20_000 });
+  console.log(`\nS3 gateway (ouro node start) through the AWS SDK vs the library in-process        SDK      library  ratio`);
+  console.log(`  one ${r.objectMiB} MiB object PUT (lib-storage Upload), MiB/s                 ${fmt(r.sdkPutMiBs)}   ${fmt(r.libPutMiBs)}   ${(r.sdkPutMiBs / r.libPutMiBs).toFixed(2)}`);
+  console.log(`  one ${r.objectMiB} MiB object GET (streamed), MiB/s                           ${fmt(r.sdkGetMiBs)}   ${fmt(r.libGetMiBs)}   ${(r.sdkGetMiBs / r.libGetMiBs).toFixed(2)}`);
+  console.log(`  ${r.small} x 1 KiB PUT, 64 clients, ops/s (p50 ${r.putP50ms.toFixed(1)} ms, p99 ${r.putP99ms.toFixed(1)} ms)    ${fmt(r.putOps)}   ${fmt(r.libPutOps)}   ${(r.putOps / r.libPutOps).toFixed(2)}`);
+  console.log(`  ${r.small} x 1 KiB GET, 64 clients, ops/s (p50 ${r.getP50ms.toFixed(1)} ms, p99 ${r.getP99ms.toFixed(1)} ms)    ${fmt(r.getOps)}   ${fmt(r.libGetOps)}   ${(r.getOps / r.libGetOps).toFixed(2)}`);
+  console.log(`  node process peak RSS ${r.nodePeakRssMiB.toFixed(0)} MiB`);
+  console.log(`  (${r.skipped})`);
+  skipped.push(r.skipped);
+  const lib = 'the library in-process (same bytes)';
+  row({ workload: `S3 PUT of one ${r.objectMiB} MiB object (SDK Upload)`, unit: 'MiB/s', better: 'higher', ours: r.sdkPutMiBs, peer: `${lib}: db.put from a stream`, peerValue: r.libPutMiBs, note: 'target: at least 0.8x' });
+  row({ workload: `S3 GET of one ${r.objectMiB} MiB object (streamed)`, unit: 'MiB/s', better: 'higher', ours: r.sdkGetMiBs, peer: `${lib}: db.stream`, peerValue: r.libGetMiBs, note: 'target: at least 0.8x' });
+  row({ workload: '1 KiB S3 PUTs, 64 concurrent clients', unit: 'ops/s', better: 'higher', ours: r.putOps, peer: `${lib}: put {key}, 64 writers`, peerValue: r.libPutOps, note: `p50 ${r.putP50ms.toFixed(1)} ms, p99 ${r.putP99ms.toFixed(1)} ms` });
+  row({ workload: '1 KiB S3 GETs, 64 concurrent clients', unit: 'ops/s', better: 'higher', ours: r.getOps, peer: `${lib}: getByKey, 64 readers`, peerValue: r.libGetOps, note: `p50 ${r.getP50ms.toFixed(1)} ms, p99 ${r.getP99ms.toFixed(1)} ms` });
+  row({ workload: '1 KiB S3 PUT latency p99, 64 clients', unit: 'ms', better: 'lower', ours: r.putP99ms });
+  row({ workload: '1 KiB S3 GET latency p99, 64 clients', unit: 'ms', better: 'lower', ours: r.getP99ms });
+  row({ workload: 'peak RSS of the node serving S3', unit: 'MiB', better: 'lower', ours: r.nodePeakRssMiB, note: `over the whole part, ${r.objectMiB} MiB object included` });
+  Object.assign(results, { s3: r });
 }
 if (runs('embed')) {
   const e = embedBench(work, { runs: values.quick ? 5 : 11 });

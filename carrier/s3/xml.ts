@@ -33,7 +33,7 @@ export function xmlDocument(root: string, body: XmlTree): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_NS}">${inner}</${root}>`;
 }
 
-/** Reads an XML body of at most MAX_XML_BYTES (EntityTooLarge past it: nothing more is read). */
+/** Reads an XML body of at most MAX_XML_BYTES (MalformedXML past it: nothing more is read). */
 export async function readXml(body: AsyncIterable<Uint8Array>): Promise<string> {
   const parts: Uint8Array[] = [];
   let n = 0;
@@ -45,7 +45,14 @@ export async function readXml(body: AsyncIterable<Uint8Array>): Promise<string> 
   return Buffer.concat(parts).toString('utf8');
 }
 
-const PARSER_OPTIONS = { ignoreAttributes: true, parseTagValue: false, trimValues: false, processEntities: true, ignoreDeclaration: true, removeNSPrefix: true };
+/**
+ * Character references (`&#34;`, `&#x22;`) are decoded as XML requires: fast-xml-parser decodes
+ * them only with `htmlEntities` on (which also takes HTML's named entities such as `&nbsp;`, that
+ * no conforming client sends: its `&` would be `&amp;`). Go's encoding/xml (rclone, mc, the Go
+ * SDKs) writes every `"` in text as `&#34;`, so without this their CompleteMultipartUpload ETags
+ * never match (InvalidPart). `&amp;` is decoded last, so `&amp;#34;` stays the text `&#34;`.
+ */
+const PARSER_OPTIONS = { ignoreAttributes: true, parseTagValue: false, trimValues: false, processEntities: true, htmlEntities: true, ignoreDeclaration: true, removeNSPrefix: true };
 
 /** Parses `text`, whose root must be `root`; the tree under it (elements named in `lists` always arrays). */
 export function parseXml(text: string, root: string, lists: readonly string[]): Record<string, unknown> {
