@@ -23,6 +23,8 @@
  * digest). Events enter only through record() (this node's own: the prover's proofs, the ledger
  * feed's uptime, holding and served, an operator's clear through Node.clearQuarantine) and
  * accept() (events the ledger feed copied from other members), one at a time (#serial). The
+ * quarantines that placement reads (#quarantined, quarantined()) change only in #settle, once per
+ * record() or accept() call, after all its events are applied. The
  * challenge stock kept beside the events (keys `p:`) is the prover's (carrier/proofs.ts).
  */
 import crypto from 'node:crypto';
@@ -322,42 +324,62 @@ export class Ledger {
       const n = (this.#vector.get(this.#o.peerId) ?? 0) + 1;
       const d = packr.pack({ v: LEDGER_VERSION, c, o: this.#o.peerId, n, t: at, ...body });
       const s = await this.#o.key.sign(Buffer.concat([SIGNED_PREFIX, d]));
-      await this.#store(checkEvent(packr.unpack(d)), { d, s });
+      const touched = new Set<string>();
+      try {
+        await this.#store(checkEvent(packr.unpack(d)), { d, s }, touched);
+      } finally {
+        this.#settle(touched);
+      }
     });
   }
 
   /**
    * Takes events a peer sent: each is checked (shape, cluster, signature by its observer) and
    * stored if it is the next one of its observer. Returns how many were new.
+   *
+   * Quarantines change once, after the whole batch (also when an event in it is refused): a
+   * member catching up on a failure run and the clear that ends it goes from where it was to
+   * where the events leave it. Applied event by event, the run quarantined the member in this
+   * node's view until the clear came; meanwhile placement left it out and repair acted on that
+   * (a quarantined member removes its own copies as surplus), only to put it all back.
    */
   accept(events: WireEvent[]): Promise<number> {
     return this.#serially(async () => {
-      let added = 0;
-      for (const w of events) {
-        if (!(w?.d instanceof Uint8Array) || !(w.s instanceof Uint8Array) || w.d.length > MAX_EVENT_BYTES) throw new ProtocolError('malformed ledger event on the wire');
-        let e: LedgerEvent;
-        try {
-          e = checkEvent(packr.unpack(w.d));
-        } catch (err) {
-          if (err instanceof OuroError) throw err;
-          throw new ProtocolError('ledger event does not decode', { cause: err });
-        }
-        if (e.c !== this.#o.clusterId()) throw new ProtocolError(`ledger event of another cluster (${e.c})`);
-        const have = this.#vector.get(e.o) ?? 0;
-        if (e.n <= have) {
-          const held = await this.#db.get(seqKey(e.o, e.n));
-          if (held && !Buffer.from((packr.unpack(held) as WireEvent).d).equals(Buffer.from(w.d))) this.#o.onConflict?.(e.o, e.n);
-          continue;
-        }
-        if (e.n !== have + 1) continue; // a gap: the next sync brings the ones before it
-        if (!this.#o.knownMember(e.o)) throw new ProtocolError(`ledger event observed by ${e.o}, who is not a member`);
-        const publicKey = peerIdFromString(e.o).publicKey;
-        if (!publicKey || !(await publicKey.verify(Buffer.concat([SIGNED_PREFIX, w.d]), w.s))) throw new ProtocolError(`ledger event ${e.o}#${e.n}: bad signature`);
-        await this.#store(e, w);
-        added++;
+      const touched = new Set<string>();
+      try {
+        return await this.#acceptAll(events, touched);
+      } finally {
+        this.#settle(touched);
       }
-      return added;
     });
+  }
+
+  async #acceptAll(events: WireEvent[], touched: Set<string>): Promise<number> {
+    let added = 0;
+    for (const w of events) {
+      if (!(w?.d instanceof Uint8Array) || !(w.s instanceof Uint8Array) || w.d.length > MAX_EVENT_BYTES) throw new ProtocolError('malformed ledger event on the wire');
+      let e: LedgerEvent;
+      try {
+        e = checkEvent(packr.unpack(w.d));
+      } catch (err) {
+        if (err instanceof OuroError) throw err;
+        throw new ProtocolError('ledger event does not decode', { cause: err });
+      }
+      if (e.c !== this.#o.clusterId()) throw new ProtocolError(`ledger event of another cluster (${e.c})`);
+      const have = this.#vector.get(e.o) ?? 0;
+      if (e.n <= have) {
+        const held = await this.#db.get(seqKey(e.o, e.n));
+        if (held && !Buffer.from((packr.unpack(held) as WireEvent).d).equals(Buffer.from(w.d))) this.#o.onConflict?.(e.o, e.n);
+        continue;
+      }
+      if (e.n !== have + 1) continue; // a gap: the next sync brings the ones before it
+      if (!this.#o.knownMember(e.o)) throw new ProtocolError(`ledger event observed by ${e.o}, who is not a member`);
+      const publicKey = peerIdFromString(e.o).publicKey;
+      if (!publicKey || !(await publicKey.verify(Buffer.concat([SIGNED_PREFIX, w.d]), w.s))) throw new ProtocolError(`ledger event ${e.o}#${e.n}: bad signature`);
+      await this.#store(e, w, touched);
+      added++;
+    }
+    return added;
   }
 
   /** Events after `have` (per observer), in order, up to `maxBytes` of them (what a syncing peer lacks). */
@@ -427,8 +449,8 @@ export class Ledger {
     return run;
   }
 
-  /** Stores one event and applies it, in one synced batch; then tells of quarantines it changed. */
-  async #store(e: LedgerEvent, w: WireEvent): Promise<void> {
+  /** Stores one event and applies it, in one synced batch; adds the members whose accounts it changed to `touched` (see #settle). */
+  async #store(e: LedgerEvent, w: WireEvent, touched: Set<string>): Promise<void> {
     // The fold works on copies of the accounts it touches, so that a failed write leaves memory as the disk is.
     const accounts = new Map<string, Account>();
     applyEvent(accountIn(accounts, this.#accounts), e);
@@ -448,8 +470,13 @@ export class Ledger {
     this.#vector.set(e.o, e.n);
     this.#digest = digest;
     this.#count++;
-    for (const [p, a] of accounts) {
-      const now = quarantineMark(a, this.#o.policy) !== null;
+    for (const p of accounts.keys()) touched.add(p);
+  }
+
+  /** Brings the quarantines of `touched` members in line with their accounts, and tells of each that changed. */
+  #settle(touched: Set<string>): void {
+    for (const p of touched) {
+      const now = quarantineMark(this.#accounts.get(p)!, this.#o.policy) !== null;
       if (now === this.#quarantined.has(p)) continue;
       if (now) this.#quarantined.add(p);
       else this.#quarantined.delete(p);

@@ -192,6 +192,8 @@ export class Node {
         request: (peer, name, message, options) => this.request(peer, name, message, options),
         placement: (id) => this.replication.placement(id),
         holdersOf: (id) => this.replication.holdersOf(id),
+        unconfirm: (id, peer, askedAt) => this.replication.unconfirm(id, peer, askedAt),
+        removedSurplus: (id) => this.replication.wasRemovedSurplus(id),
       },
       args.ledger,
       shelf,

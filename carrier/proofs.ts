@@ -15,10 +15,11 @@
  * Verdicts: the right answer within `deadlineMs` passes; the right answer later, or none before
  * four deadlines, is `late`; a wrong answer, an error reading the block, or "missing" from a holder
  * the block is placed on is `fail`. A holder that says it is missing the block because, in its
- * view of the members, the block is not placed on it (a placement change in flight) gets no
- * verdict. Only members that confirmed holding the block (block-have or a push) and are alive are
- * challenged, so a member still receiving a block is never failed for it; one that tells a repair
- * pass it lost a block is not asked for it until it has it again (proofs check claims). Each round's verdicts
+ * view of the members, the block is not placed on it, or because it removed its copy as surplus
+ * (a placement change in flight either way), gets no verdict. Only members that confirmed holding
+ * the block (block-have or a push) and are alive are challenged, so a member still receiving a
+ * block is never failed for it; one that tells a repair pass or a challenge it lacks a block is
+ * not asked for it until it has it again (proofs check claims). Each round's verdicts
  * go into the ledger as one signed event (carrier/ledger.ts), where repeated failures quarantine
  * the holder.
  *
@@ -129,6 +130,10 @@ export interface ProverHost {
   placement(id: string): string[];
   /** Members known to hold block `id` durably (this node's own blocks). */
   holdersOf(id: string): ReadonlySet<string> | undefined;
+  /** `peer` said, to a challenge sent at `askedAt` (performance.now()), that it lacks block `id`: not asked for it until confirmed again. */
+  unconfirm(id: string, peer: string, askedAt: number): void;
+  /** Whether this node lacks block `id` because it removed its copy as surplus (a placement change in flight). */
+  removedSurplus(id: string): boolean;
 }
 
 const stockPrefix = (id: string) => `p:${id}:`;
@@ -278,8 +283,12 @@ export class Prover {
     try {
       const reply = (await this.#host.request(peer, 'proof', { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
       const ms = performance.now() - started;
-      if (reply?.missing === true) result = reply.placed === false ? undefined : 'fail';
-      else if (!(reply?.answer instanceof Uint8Array)) result = 'fail';
+      if (reply?.missing === true) {
+        result = reply.placed === false ? undefined : 'fail';
+        // Its claim is withdrawn, as by a block-have "no": one loss is one failure, not one per
+        // round, and no copy removed by a placement change is asked for again (proofs check claims).
+        this.#host.unconfirm(id, peer, started);
+      } else if (!(reply?.answer instanceof Uint8Array)) result = 'fail';
       else if (!Buffer.from(reply.answer).equals(Buffer.from(c.answer))) result = 'fail';
       else result = ms > deadline ? 'late' : 'pass';
     } catch (err) {
@@ -308,7 +317,24 @@ export class Prover {
     });
     const id = q.id;
     const idBytes = blockIdBytes(id);
-    if (!(await this.#shelf.has(id))) return { missing: true, placed: this.#host.placement(id).includes(this.#host.peerId) };
-    return { answer: proofAnswer(idBytes, q.nonce, ranges, await readRanges(this.#shelf.path(id), ranges)) };
+    if (!(await this.#shelf.has(id))) return this.#missing(id);
+    try {
+      return { answer: proofAnswer(idBytes, q.nonce, ranges, await readRanges(this.#shelf.path(id), ranges)) };
+    } catch (err) {
+      // Removed between the check and the read (a surplus removal, a deletion): missing, not an I/O error.
+      if (!(await this.#shelf.has(id))) return this.#missing(id);
+      throw err;
+    }
+  }
+
+  /**
+   * The answer for a block not held here. `placed: false` (no verdict) when the block is not
+   * placed here now, or when this node removed its copy as surplus: a placement change either way.
+   * The second covers a member whose view changed back since (it removed the copy while its
+   * ledger held it quarantined, and applied the clear after), which the writer would otherwise
+   * fail for a copy it confirmed before that removal.
+   */
+  #missing(id: string): { missing: true; placed: boolean } {
+    return { missing: true, placed: this.#host.placement(id).includes(this.#host.peerId) && !this.#host.removedSurplus(id) };
   }
 }

@@ -16,6 +16,8 @@
  *     newer than the last confirmation) and forget() (a member's quarantine started or ended);
  *   - #pushing: pushStarted()/pushEnded(), called by Replicator's seal subscription around the
  *     push that follows each seal;
+ *   - #removedSurplus: this node's copies that Repair removed as surplus (removedSurplus()), until
+ *     Transfers keeps the block here again (kept()); the prover reads it (wasRemovedSurplus());
  *   - #changed: the waits of settled(); woken by confirm(), pushEnded() and wakeAll() (at stop).
  * It asks the repair loop for a pass through the `repairSoon` callback it is given.
  */
@@ -142,6 +144,12 @@ export class Holders {
   readonly #changed = new Set<() => void>();
   /** Blocks this database sealed whose push to their placement (Transfers.afterSeal) is under way. */
   readonly #pushing = new Set<string>();
+  /**
+   * Blocks whose copy this node removed as surplus (not placed on it, in its view when it removed
+   * it), not kept here again since. Kept in memory only: after a restart a missing copy is judged
+   * by the current placement alone.
+   */
+  readonly #removedSurplus = new Set<string>();
 
   constructor(ctx: ReplicationContext, repairSoon: () => void) {
     this.#host = ctx.host;
@@ -220,6 +228,31 @@ export class Holders {
     if ((this.#confirmedAt.get(key) ?? -Infinity) > askedAt) return;
     this.#own.get(id)?.delete(peer);
     this.#confirmedAt.delete(key);
+  }
+
+  /**
+   * This node is about to remove its copy of block `id` as surplus. Marked before the file goes,
+   * so that a proof answered meanwhile already sees it (see wasRemovedSurplus).
+   */
+  removedSurplus(id: string): void {
+    this.#removedSurplus.add(id);
+  }
+
+  /** Block `id` is held here again (received or fetched): a later loss of it is a loss. */
+  kept(id: string): void {
+    this.#removedSurplus.delete(id);
+  }
+
+  /**
+   * Whether this node lacks block `id` because it removed its copy as surplus: a placement change
+   * in flight, like a block not placed here now. Members learn quarantines and clears at different
+   * times (ledger sync), so a writer may confirm a copy here (a push after a clear it applied) that
+   * this node then removes as surplus, its ledger still holding it quarantined; once this node
+   * applies the clear too, the block is placed here again and the copy is missing. That is not
+   * the holder's fault (docs/node.md, "Proofs of storage"): the proof of it gets no verdict.
+   */
+  wasRemovedSurplus(id: string): boolean {
+    return this.#removedSurplus.has(id);
   }
 
   /** The push that follows the seal of block `id` started. */

@@ -349,6 +349,7 @@ export class Repair {
       const firmNow = this.#holders.firmPlacement(id);
       if (now.includes(self) || firmNow.includes(self) || now.length < Math.min(this.#host.replicationFactor, this.#holders.candidates().length)) return null;
       if (!now.every((p) => held.has(p)) || !firmNow.every((p) => held.has(p))) return null;
+      this.#holders.removedSurplus(id);
       await this.#shelf.remove(id);
       return now;
     });

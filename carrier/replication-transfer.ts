@@ -259,7 +259,9 @@ export class Transfers {
       const signal = this.#transferSignal(size);
       const staging = await this.#shelf.staging(id);
       const seen = await this.#receive(source, staging, size, signal);
-      return this.#shelf.keep(staging, id, seen);
+      const stored = await this.#shelf.keep(staging, id, seen);
+      this.#holders.kept(id);
+      return stored;
     })();
     this.#receiving.set(id, receipt);
     try {
@@ -420,6 +422,7 @@ export class Transfers {
       const staging = await this.#shelf.staging(id);
       const seen = await this.#receive(reader.bytes(head.size as number), staging, head.size as number, signal);
       await this.#shelf.keep(staging, id, seen);
+      this.#holders.kept(id);
       this.#host.metrics.replicated('in', head.size as number);
       this.#host.served(peer, head.size as number);
     });

@@ -164,6 +164,19 @@ export class Replicator implements ReplicaSource {
   }
 
   /**
+   * `peer` answered, to a proof challenge sent at `askedAt` (performance.now()), that it lacks
+   * block `id`: like a block-have "no", it is not asked for it again until it has it again.
+   */
+  unconfirm(id: string, peer: string, askedAt: number): void {
+    this.#holders.unconfirm(id, peer, askedAt);
+  }
+
+  /** Whether this node lacks block `id` because it removed its copy as surplus (see Holders.wasRemovedSurplus). */
+  wasRemovedSurplus(id: string): boolean {
+    return this.#holders.wasRemovedSurplus(id);
+  }
+
+  /**
    * Resolves once every block this database sealed so far is held by `replicas` members (this
    * one included). `replicas` may not exceed the replication factor, nor the members there are.
    * Implements ReplicaSource.

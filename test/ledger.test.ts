@@ -133,6 +133,33 @@ describe('ledger', () => {
     for (const m of [a!, b!, x!]) await m.ledger.close();
   });
 
+  it('changes a quarantine once per batch of events accepted: failures and the clear that ends them, copied together, never quarantine', async () => {
+    const [a, b, c, x] = await members(4);
+    const fail: EventBody = { k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'fail', ms: 1 }] };
+    await a!.ledger.record(fail, 1000);
+    await a!.ledger.record(fail, 2000);
+    await a!.ledger.record({ k: 'clear', b: { s: x!.peerId } }, 3000);
+    const events = await eventsOf(a!);
+    // Premise: one event at a time, the failures quarantine x until the clear comes.
+    for (const e of events) await b!.ledger.accept([e]);
+    expect(b!.quarantines).toEqual([[x!.peerId, true], [x!.peerId, false]]);
+    // In one batch (as a sync copies them), x is never quarantined; the figures are the same.
+    await c!.ledger.accept(events);
+    expect(c!.quarantines).toEqual([]);
+    expect(c!.ledger.quarantined(x!.peerId)).toBe(false);
+    expect(c!.ledger.view()).toEqual(b!.ledger.view());
+    // A batch that ends quarantined tells of it once, also when a later event in it is refused
+    // (the events before it are stored).
+    await a!.ledger.record(fail, 4000);
+    await a!.ledger.record(fail, 5000);
+    await a!.ledger.record({ k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'pass', ms: 1 }] }, 6000);
+    const [f1, f2, pass] = (await eventsOf(a!)).slice(3);
+    await expect(c!.ledger.accept([f1!, f2!, { d: pass!.d, s: new Uint8Array(64) }])).rejects.toThrow(/bad signature/);
+    expect(c!.quarantines).toEqual([[x!.peerId, true]]);
+    expect(c!.ledger.quarantined(x!.peerId)).toBe(true);
+    for (const m of [a!, b!, c!, x!]) await m.ledger.close();
+  });
+
   it('refuses forged, foreign, unknown-version and oversized events, and stores nothing from them', async () => {
     const [a, b] = await members(2);
     const [stranger] = await members(1);

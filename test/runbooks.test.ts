@@ -19,6 +19,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type NodeConfigPatch, resolveConfig, saveConfig } from '../carrier/config.js';
+import type { LedgerView } from '../carrier/ledger.js';
 import { replicaSet } from '../carrier/placement.js';
 import { type CliResult, FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks as held, joinKeyless, keyFile, startNode, waitFor } from './cluster-harness.js';
 import { filesUnder } from './files.js';
@@ -309,7 +310,7 @@ describe('docs/operations.md runbooks, run as written', () => {
     for (const [hash, value] of values) expect((await dbApi.value(node, hash)).equals(value)).toBe(true);
   });
 
-  it('A corrupt block: a quarantined member shows in the ledger, the clear is applied, check names a corrupt block in the writer\'s database', async () => {
+  it('A corrupt block: a quarantined member shows in the ledger; once cleared it stays cleared and repair copies its blocks back; check names a corrupt block in the writer\'s database', async () => {
     const steps = runbook('A corrupt block');
     expect(steps).toHaveLength(3);
     // a challenges often; a and b run no timed repair pass, so no scrub finds the damage before
@@ -341,10 +342,20 @@ describe('docs/operations.md runbooks, run as written', () => {
     const [cleared] = await op.block(steps[1]!);
     expect(cleared!.stdout).toContain(`quarantine of ${b.peerId} cleared`);
     await waitFor(() => a.logs.some((l) => l.event === 'member-unquarantined' && l.peer === b.peerId), 20_000, 'the clear applied');
-    // Not asserted: that b then stays cleared and gets its copies back. In about half the runs, a
-    // fails b's proofs again within seconds of the clear (before any copy is back on b) and
-    // quarantines it again: an open race between the clear forgetting b's confirmations and the
-    // proof rounds (reported with issue 30; the runbook's promise waits for its fix).
+    const proofsOfB = async () => (await a.get<LedgerView>('/ledger')).members.find((m) => m.peerId === b.peerId)!.proofs;
+    const atClear = await proofsOfB();
+    // Every member applies the clear; repair copies b's blocks back to it, on its placement
+    // (three members, RF 3: every block on every member).
+    const ids = [a.peerId, b.peerId, c.peerId];
+    await waitFor(async () => (await Promise.all([a, b2, c].map((n) => n.members()))).every((v) => v.members.find((m) => m.peerId === b.peerId)?.quarantined === false), 20_000, 'every member applied the clear');
+    await waitFor(() => onPlacement([b2, c], blocks, 3, ids), 30_000, "b's blocks back on it");
+    // And b stays cleared: the writer challenges it for the copies it got back and they pass,
+    // with no failure or late answer since the clear.
+    await waitFor(async () => (await proofsOfB()).passed >= atClear.passed + blocks.length, 30_000, "b's copies proved");
+    const since = await proofsOfB();
+    expect([since.failed, since.late]).toEqual([atClear.failed, atClear.late]);
+    for (const n of [a, b2, c]) expect((await n.members()).members.find((m) => m.peerId === b.peerId)?.quarantined).toBe(false);
+    expect(await held(b2)).toEqual(expect.arrayContaining(blocks));
 
     // 3. The writer's own database: the check passes, then names a block damaged on its disk (exit 5).
     const [ok] = await op.block(steps[2]!);
