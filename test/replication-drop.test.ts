@@ -45,6 +45,10 @@ class MemoryShelf {
   async tombstoned(): Promise<boolean> {
     return false;
   }
+  /** No copy of the database descriptor is kept here (the timed passes skip copying one). */
+  descriptorCopy(): undefined {
+    return undefined;
+  }
 }
 
 /**
