@@ -703,7 +703,7 @@ export class Node {
       members: this.#heartbeats.counts(),
       pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
-      replication: { factor: this.replicationFactor, ...this.replication.progress, ...healState(this.memberViews(), this.replicationFactor) },
+      replication: { factor: this.replicationFactor, ec: this.ecPolicy, ...this.replication.progress, ...healState(this.memberViews(), this.replicationFactor) },
       drain: this.replication.drainProgress,
       proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.totals().proofs },
       ledger: { events: ledger.events, digest: ledger.digest, quarantined: ledger.members.filter((m) => m.quarantined).map((m) => m.peerId) },
