@@ -330,7 +330,7 @@ export async function verify(list: unknown): Promise<MemberList> {
   const zeros = () => Object.fromEntries(Object.keys(given.addresses).map((p) => [p, 0]));
   // Lists before version 4 have no ec policy: replicas only.
   const noEc = given.version < 4 && given.replication ? { replication: { ...given.replication, ec: null } } : {};
-  const l = given.version === 1 ? { ...given, drains: [], replication: null, addressEpochs: zeros() } : given.version === 2 ? { ...given, ...noEc, addressEpochs: zeros() } : { ...given, ...noEc };
+  const l = given.version === 1 ? { ...given, drains: [], replication: null, addressEpochs: zeros() } : given.version === 2 ? { ...given, ...noEc, addressEpochs: zeros() } : given.version === 3 ? { ...given, ...noEc } : given;
   if (clusterIdOf(l.founder, l.salt) !== l.clusterId) throw new ProtocolError(`member list: cluster id ${l.clusterId} does not belong to founder ${l.founder}`);
   const approved = new Set<string>();
   // Approvals in chain order: each pass admits those whose approver is already admitted.
