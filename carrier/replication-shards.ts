@@ -46,6 +46,7 @@ const MS_PER_MIB = 1000;
 export function checkShardPush(id: string, index: number, manifestBytes: Uint8Array, shard: Uint8Array): ShardManifest {
   const manifest = decodeManifest(manifestBytes);
   if (manifest.block !== id) throw new ProtocolError(`shard of ${id} pushed with the manifest of ${manifest.block}`);
+  if (!Number.isSafeInteger(index) || index < 0 || index >= manifest.k + manifest.m) throw new ProtocolError(`shard ${index} of ${id} pushed: the block has ${manifest.k + manifest.m} shards`);
   verifyShard(manifest, index, shard);
   return manifest;
 }
