@@ -30,6 +30,8 @@
  *            quick, or --size-mib) PUT by lib-storage's Upload and GET back vs db.put / db.stream
  *            in-process; 1 KiB PUTs and GETs from 64 concurrent clients (ops/s, p50/p99) vs
  *            put/getByKey in-process; the node's peak RSS (bench/s3.ts). No peer S3 server installable
+ *   ec       the erasure codec: encode and decode (1 and M shards missing) of one 16 MiB block at 4+2
+ *            and 8+3, MiB/s, beside the raw call of the Rust reed-solomon-erasure WASM build (bench/ec.ts)
  *   embed    an application embedding OuroDB: the packed tarball installed with and without the
  *            cluster stack (packages, MiB), and the cold import() time of each entry point beside
  *            classic-level's (bench/embed.ts)
@@ -59,6 +61,7 @@ import { recoveryBench } from './recovery.js';
 import { blockstoreBench } from './blockstore.js';
 import { embedBench } from './embed.js';
 import { s3Bench } from './s3.js';
+import { ecBench } from './ec.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -308,6 +311,15 @@ if (runs('blockstore')) {
     row({ workload: `Helia UnixFS bytes on disk, ${w.name}`, unit: 'MiB', better: 'lower', ours: w.ouro.diskBytes / MiB, peer, peerValue: w.fs.diskBytes / MiB, note: 'allocated blocks of the store directory (OuroDB: blocks, index, WAL)' });
   }
   Object.assign(results, { blockstore: b });
+}
+if (runs('ec')) {
+  const r = await ecBench(values.quick ? 2 : 5);
+  console.log(`\nErasure codec, one 16 MiB block (${r.codec} vs ${r.raw}), MiB/s      ours     raw`);
+  for (const f of r.figures) {
+    console.log(`  ${`${f.shape} ${f.what}`.padEnd(60)} ${fmt(f.oursMiBs)}   ${f.rawMiBs === undefined ? '-' : fmt(f.rawMiBs)}`);
+    row({ workload: `erasure codec ${f.shape} ${f.what}, 16 MiB block`, unit: 'MiB/s', better: 'higher', ours: f.oursMiBs, ...(f.rawMiBs === undefined ? {} : { peer: r.raw, peerValue: f.rawMiBs }), note: 'same construction, same bytes; one thread' });
+  }
+  Object.assign(results, { ec: r });
 }
 if (runs('s3')) {
   const r = await s3Bench(work, { objectMiB: Number(values['size-mib'] ?? (values.quick ? 64 : 1024)), small: values.quick ? 2_000 : 20_000 });

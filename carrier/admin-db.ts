@@ -14,7 +14,8 @@
  *   GET  /db/export                     -> {objects: [{hash, key, parent, prev, meta, created, size, type, sha256}]}
  *   GET  /db/stats                      -> db.stats()
  *   POST /db/delete {key, ifHead?}      -> {key, hash}: a tombstone version
- *   POST /db/flush {replicas?, timeoutMs?} -> {flushed, replicas} once sealed (and held by `replicas` members)
+ *   POST /db/flush {replicas?, shards?, timeoutMs?} -> {flushed, replicas | shards} once sealed (and held by
+ *                       `replicas` members, or at ec K+M with `shards` shards of each block durable)
  *   POST /db/purge {key}                -> {versions}
  *   POST /db/gc {threshold?}            -> the gc report
  *   POST /db/check {readData?, sample?} -> JSON lines: {progress} at most once a second, then {report} or {error}
@@ -185,9 +186,11 @@ export async function serveDb(db: OuroDB | undefined, rawUrl: string, url: URL, 
     }
     case '/db/flush': {
       query([]);
-      const b = await fields(['replicas', 'timeoutMs']);
+      const b = await fields(['replicas', 'shards', 'timeoutMs']);
       const replicas = b.replicas ?? 1;
       if (!Number.isSafeInteger(replicas) || (replicas as number) < 1) throw new BadArgumentError('replicas must be a whole number, 1 or more');
+      const shards = b.shards;
+      if (shards !== undefined && !Number.isSafeInteger(shards)) throw new BadArgumentError('shards must be a whole number');
       const timeoutMs = b.timeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS;
       if (!Number.isSafeInteger(timeoutMs) || (timeoutMs as number) < 1 || (timeoutMs as number) > MAX_FLUSH_TIMEOUT_MS) throw new BadArgumentError(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_FLUSH_TIMEOUT_MS}`);
       // A flush waiting for members that do not come answers within its time limit; a client
@@ -196,12 +199,14 @@ export async function serveDb(db: OuroDB | undefined, rawUrl: string, url: URL, 
       res.once('close', () => gone.abort(new Error('the client closed the connection')));
       const timeout = AbortSignal.timeout(timeoutMs as number);
       try {
-        await db.flush({ replicas: replicas as number, signal: AbortSignal.any([timeout, gone.signal]) });
+        const signal = AbortSignal.any([timeout, gone.signal]);
+        await db.flush(shards === undefined ? { replicas: replicas as number, signal } : { shards: shards as number, signal });
       } catch (err) {
-        if (timeout.aborted && err === timeout.reason) throw new TimeoutError(`flush: the blocks sealed so far were not held by ${String(replicas)} members within ${String(timeoutMs)} ms (they stay sealed; replication goes on)`, { cause: err });
+        const what = shards === undefined ? `held by ${String(replicas)} members` : `held as ${String(shards)} shards`;
+        if (timeout.aborted && err === timeout.reason) throw new TimeoutError(`flush: the blocks sealed so far were not ${what} within ${String(timeoutMs)} ms (they stay sealed; replication goes on)`, { cause: err });
         throw err;
       }
-      sendJson(res, 200, { flushed: true, replicas });
+      sendJson(res, 200, shards === undefined ? { flushed: true, replicas } : { flushed: true, shards });
       return true;
     }
     case '/db/purge': {

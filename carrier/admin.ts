@@ -245,6 +245,12 @@ export class AdminServer {
           if (typeof body.factor !== 'number') throw new BadArgumentError('body must give factor');
           return send(res, 200, { factor: body.factor, epoch: (await node.setReplicationFactor(body.factor)).epoch });
         }
+        case 'POST /cluster/redundancy': {
+          const ec = body.ec as { k?: unknown; m?: unknown } | undefined;
+          if (typeof body.replicas === 'number' && ec === undefined) return send(res, 200, { replicas: body.replicas, epoch: (await node.setRedundancy({ replicas: body.replicas })).epoch });
+          if (ec && typeof ec === 'object' && typeof ec.k === 'number' && typeof ec.m === 'number' && body.replicas === undefined) return send(res, 200, { ec: { k: ec.k, m: ec.m }, epoch: (await node.setRedundancy({ ec: { k: ec.k, m: ec.m } })).epoch });
+          throw new BadArgumentError('body must give replicas, or ec {k, m}');
+        }
         case 'POST /cluster/leave':
           await node.leave();
           return send(res, 200, { left: true });

@@ -29,12 +29,13 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, ProtocolError } from '../lib/errors.js';
 
-export const MEMBER_LIST_VERSION = 3;
+export const MEMBER_LIST_VERSION = 4;
 /**
- * Version 1 lists (before drains and the replication factor) and version 2 lists (before address
- * epochs) are still read, and signed anew as version 3 at their next change.
+ * Version 1 lists (before drains and the replication factor), version 2 lists (before address
+ * epochs) and version 3 lists (before the erasure-coding setting) are still read, and signed anew
+ * as version 4 at their next change.
  */
-const READABLE_VERSIONS = new Set([1, 2, 3]);
+const READABLE_VERSIONS = new Set([1, 2, 3, 4]);
 
 export interface Approval {
   peerId: string;
@@ -55,9 +56,21 @@ export interface Drain {
   sig: string;
 }
 
+/** An erasure-coding policy: K data shards plus M parity shards per block (docs/node.md, "Redundancy"). */
+export interface EcPolicy {
+  k: number;
+  m: number;
+}
+
 export interface FactorSetting {
   /** Members each block is placed on (capped by the candidates there are). */
   factor: number;
+  /**
+   * Erasure coding (`ouro cluster redundancy ec K+M`): blocks at or above the small-block line
+   * are stored as K+M shards; those below it stay replicated by `factor`. Null: replicas only
+   * (`ouro cluster redundancy replicas N`). Version 4; earlier lists read as null.
+   */
+  ec: EcPolicy | null;
   epoch: number;
   by: string;
 }
@@ -118,11 +131,13 @@ function drainBytes(clusterId: string, peerId: string, by: string): Uint8Array {
  * lists had no drains nor factor, versions 1 and 2 no address epochs).
  */
 export function signedBytes(l: Content & { signer: string }): Uint8Array {
+  const r = l.replication;
+  const setting = r && (l.version >= 4 ? [r.factor, r.epoch, r.by, r.ec && [r.ec.k, r.ec.m]] : [r.factor, r.epoch, r.by]);
   const peers = Object.keys(l.addresses).sort();
   const addresses = l.version >= 3 ? peers.map((p) => [p, l.addresses[p], l.addressEpochs[p]]) : peers.map((p) => [p, l.addresses[p]]);
   const common = [l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig])];
   if (l.version === 1) return enc(['ourodb member list', ...common, addresses, l.signer]);
-  return enc(['ourodb member list', ...common, l.drains.map((d) => [d.peerId, d.by, d.sig]), l.replication && [l.replication.factor, l.replication.epoch, l.replication.by], addresses, l.signer]);
+  return enc(['ourodb member list', ...common, l.drains.map((d) => [d.peerId, d.by, d.sig]), setting, addresses, l.signer]);
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -163,6 +178,16 @@ export function replicationFactorOf(list: MemberList): number | null {
   return list.replication?.factor ?? null;
 }
 
+/** The cluster's erasure-coding policy, or null when it keeps replicas only. */
+export function ecPolicyOf(list: MemberList): EcPolicy | null {
+  return list.replication?.ec ?? null;
+}
+
+/** K and M an ec policy may have: shards are placed one per member, so K+M is the members needed. */
+export function checkEcPolicy(ec: EcPolicy): void {
+  if (!Number.isSafeInteger(ec.k) || !Number.isSafeInteger(ec.m) || ec.k < 1 || ec.m < 1 || ec.k + ec.m > 32) throw new BadArgumentError(`ec ${ec.k}+${ec.m}: K and M must be whole numbers of 1 or more with K+M at most 32`);
+}
+
 /** Members that are draining: no new placements on them; they leave once their blocks are elsewhere. */
 export function draining(list: MemberList): Set<string> {
   const now = new Set(members(list));
@@ -181,15 +206,16 @@ export async function newCluster(key: PrivateKey, addresses: string[], replicati
   const salt = crypto.randomBytes(16).toString('hex');
   const clusterId = clusterIdOf(founder, salt);
   const approval = { peerId: founder, approvedBy: founder, sig: hex(await key.sign(approvalBytes(clusterId, founder, founder))) };
-  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], drains: [], replication: replicationFactor === null ? null : { factor: replicationFactor, epoch: 1, by: self }, addresses: { [founder]: addresses }, addressEpochs: { [founder]: 1 } }, key);
+  return signList({ version: MEMBER_LIST_VERSION, clusterId, founder, salt, epoch: 1, approvals: [approval], revocations: [], drains: [], replication: replicationFactor === null ? null : { factor: replicationFactor, ec: null, epoch: 1, by: self }, addresses: { [founder]: addresses }, addressEpochs: { [founder]: 1 } }, key);
 }
 
 /**
  * A change by the member holding `key`: approve nodes, revoke members, update its own addresses,
- * leave (revoke itself), drain members (itself included) or set the replication factor.
+ * leave (revoke itself), drain members (itself included) or set the replication factor (with
+ * `ec`, the erasure-coding policy beside it: null for replicas only; absent, the list's stays).
  * Returns the next epoch, signed.
  */
-export async function change(list: MemberList, key: PrivateKey, edit: { approve?: Array<{ peerId: string; addresses: string[] }>; revoke?: string[]; leave?: boolean; addresses?: string[]; drain?: string[]; replicationFactor?: number }): Promise<MemberList> {
+export async function change(list: MemberList, key: PrivateKey, edit: { approve?: Array<{ peerId: string; addresses: string[] }>; revoke?: string[]; leave?: boolean; addresses?: string[]; drain?: string[]; replicationFactor?: number; ec?: EcPolicy | null }): Promise<MemberList> {
   const self = peerIdFromPrivateKey(key).toString();
   if (!isMember(list, self)) throw new BadArgumentError(`${self} is not a member of cluster ${list.clusterId}`);
   const revoked = new Set(list.revocations.map((r) => r.peerId));
@@ -215,6 +241,8 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
     if (!drains.has(p)) drains.set(p, { peerId: p, by: self, sig: hex(await key.sign(drainBytes(list.clusterId, p, self))) });
   }
   if (edit.replicationFactor !== undefined) checkFactor(edit.replicationFactor);
+  if (edit.ec) checkEcPolicy(edit.ec);
+  if (edit.ec !== undefined && edit.replicationFactor === undefined) throw new BadArgumentError('an ec policy is set together with the replication factor');
   if (edit.addresses) {
     addresses[self] = [...edit.addresses];
     addressEpochs[self] = epoch;
@@ -223,7 +251,7 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
     delete addresses[p];
     delete addressEpochs[p];
   }
-  const replication = edit.replicationFactor === undefined ? list.replication : { factor: edit.replicationFactor, epoch, by: self };
+  const replication = edit.replicationFactor === undefined ? list.replication : { factor: edit.replicationFactor, ec: edit.ec !== undefined ? edit.ec : (list.replication?.ec ?? null), epoch, by: self };
   return signList({ ...list, epoch, approvals: [...approvals.values()], revocations: [...revocations.values()], drains: [...drains.values()], replication, addresses, addressEpochs }, key);
 }
 
@@ -231,6 +259,15 @@ async function verifySig(signer: string, bytes: Uint8Array, sig: string): Promis
   try {
     const publicKey = peerIdFromString(signer).publicKey;
     return publicKey !== undefined && /^([0-9a-f]{2})+$/.test(sig) && (await publicKey.verify(bytes, Buffer.from(sig, 'hex')));
+  } catch {
+    return false;
+  }
+}
+
+function validEc(ec: EcPolicy): boolean {
+  try {
+    checkEcPolicy(ec);
+    return true;
   } catch {
     return false;
   }
@@ -260,7 +297,13 @@ function wellFormed(l: MemberList): boolean {
         l.drains.every((d) => d !== null && typeof d === 'object' && str(d.peerId) && str(d.by) && typeof d.sig === 'string') &&
         new Set(l.drains.map((d) => d.peerId)).size === l.drains.length &&
         (l.replication === null ||
-          (typeof l.replication === 'object' && Number.isSafeInteger(l.replication.factor) && l.replication.factor >= 1 && l.replication.factor <= 16 && Number.isSafeInteger(l.replication.epoch) && str(l.replication.by))))) &&
+          (typeof l.replication === 'object' &&
+            Number.isSafeInteger(l.replication.factor) &&
+            l.replication.factor >= 1 &&
+            l.replication.factor <= 16 &&
+            Number.isSafeInteger(l.replication.epoch) &&
+            str(l.replication.by) &&
+            (l.version < 4 || l.replication.ec === null || (typeof l.replication.ec === 'object' && validEc(l.replication.ec))))))) &&
     l.addresses !== null &&
     typeof l.addresses === 'object' &&
     Object.values(l.addresses).every((a) => Array.isArray(a) && a.every((s) => typeof s === 'string')) &&
@@ -285,7 +328,9 @@ export async function verify(list: unknown): Promise<MemberList> {
   // ones whose addresses were all set at epoch 0 (their signatures do not cover these fields).
   const given = list as MemberList;
   const zeros = () => Object.fromEntries(Object.keys(given.addresses).map((p) => [p, 0]));
-  const l = given.version === 1 ? { ...given, drains: [], replication: null, addressEpochs: zeros() } : given.version === 2 ? { ...given, addressEpochs: zeros() } : given;
+  // Lists before version 4 have no ec policy: replicas only.
+  const noEc = given.version < 4 && given.replication ? { replication: { ...given.replication, ec: null } } : {};
+  const l = given.version === 1 ? { ...given, drains: [], replication: null, addressEpochs: zeros() } : given.version === 2 ? { ...given, ...noEc, addressEpochs: zeros() } : given.version === 3 ? { ...given, ...noEc } : given;
   if (clusterIdOf(l.founder, l.salt) !== l.clusterId) throw new ProtocolError(`member list: cluster id ${l.clusterId} does not belong to founder ${l.founder}`);
   const approved = new Set<string>();
   // Approvals in chain order: each pass admits those whose approver is already admitted.

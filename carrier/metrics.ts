@@ -113,6 +113,7 @@ export class NodeMetrics {
   readonly #transitions: Counter<'to'>;
   readonly #joins: Counter<'outcome'>;
   readonly #listChanges: Counter;
+  readonly #ecDegradedReads: Counter;
   readonly #replicatedBlocks: Counter<'direction'>;
   readonly #replicatedBytes: Counter<'direction'>;
   readonly #proofs: Counter<'result'>;
@@ -145,6 +146,8 @@ export class NodeMetrics {
         this.inc(fsyncFailures());
       },
     });
+    // A counter without labels starts at 0 by itself (no series to initialise).
+    this.#ecDegradedReads = new Counter({ name: 'ouro_ec_degraded_reads_total', help: 'Erasure-coded blocks this node read back by decoding, a data shard being missing or corrupt', registers });
     this.#listChanges = new Counter({ name: 'ouro_member_list_changes_total', help: 'Member lists adopted (made here or merged from peers)', registers });
     for (const result of FIXED_LABELS.heartbeats) this.#heartbeats.inc({ result }, 0);
     for (const to of FIXED_LABELS.transitions) this.#transitions.inc({ to }, 0);
@@ -388,6 +391,11 @@ export class NodeMetrics {
   /** Running totals since start (for the series and /status). */
   totals(): { replicatedIn: number; replicatedOut: number; proofs: { pass: number; fail: number; late: number; undecided: number } } {
     return { ...this.#totals, proofs: { ...this.#totals.proofs } };
+  }
+
+  /** A block fetched from its shards needed parity: a data shard was missing or failed its hash. */
+  ecDegradedRead(): void {
+    this.#ecDegradedReads.inc();
   }
 
   listChanged(): void {

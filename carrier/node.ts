@@ -50,7 +50,7 @@ import type { MemberState } from './detector.js';
 import { type MemberView, memberViews } from './member-views.js';
 import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
-import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, statusOf, verify } from './membership.js';
+import { type EcPolicy, type MemberList, change, checkEcPolicy, draining, ecPolicyOf, isMember, members, merge, newCluster, replicationFactorOf, statusOf, verify } from './membership.js';
 import { dialable, withLastPorts } from './addresses.js';
 import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
 import { Ledger, type LedgerView } from './ledger.js';
@@ -331,6 +331,11 @@ export class Node {
     return (this.#list && replicationFactorOf(this.#list)) ?? this.config.replication.factor;
   }
 
+  /** The cluster's erasure-coding policy (the member list's), or null: replicas only. */
+  get ecPolicy(): EcPolicy | null {
+    return this.#list ? ecPolicyOf(this.#list) : null;
+  }
+
   async #begin(): Promise<void> {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
@@ -595,10 +600,27 @@ export class Node {
 
   /** Sets the cluster's replication factor (a member list change; every member places by it once it has the list). */
   setReplicationFactor(factor: number): Promise<MemberList> {
+    return this.#setRedundancy({ replicationFactor: factor }, `replication factor ${factor}`);
+  }
+
+  /**
+   * `ouro cluster redundancy`: `replicas` N (the factor, erasure coding off) or `ec` K+M (the
+   * factor stays, for the blocks below the small-block line). An ec policy is refused while fewer
+   * than K+M members are placeable: each shard needs a member of its own.
+   */
+  setRedundancy(r: { replicas: number } | { ec: EcPolicy }): Promise<MemberList> {
+    if (!('ec' in r)) return this.#setRedundancy({ replicationFactor: r.replicas, ec: null }, `redundancy replicas ${r.replicas}`);
+    checkEcPolicy(r.ec);
+    const placeable = this.replication.candidates().length;
+    if (placeable < r.ec.k + r.ec.m) throw new RefusedError(`ec ${r.ec.k}+${r.ec.m} places each block's ${r.ec.k + r.ec.m} shards on as many members; the cluster has ${placeable} placeable: add members first`);
+    return this.#setRedundancy({ replicationFactor: this.replicationFactor, ec: r.ec }, `redundancy ec ${r.ec.k}+${r.ec.m}`);
+  }
+
+  #setRedundancy(edit: { replicationFactor: number; ec?: EcPolicy | null }, what: string): Promise<MemberList> {
     return this.#serially(async () => {
       const list = this.#requireMember();
       const others = this.#others();
-      await this.#adopt(await change(list, this.#key, { replicationFactor: factor }), `replication factor ${factor}`);
+      await this.#adopt(await change(list, this.#key, edit), what);
       await this.#heartbeats.announce(others);
       this.replication.kick();
       return this.#list!;
@@ -681,7 +703,7 @@ export class Node {
       members: this.#heartbeats.counts(),
       pendingJoins: this.#joins.pendingCount,
       database: this.db ? { dir: this.db.dir, ...(await this.db.stats()) } : null,
-      replication: { factor: this.replicationFactor, ...this.replication.progress, ...healState(this.memberViews(), this.replicationFactor) },
+      replication: { factor: this.replicationFactor, ec: this.ecPolicy, ...this.replication.progress, ...healState(this.memberViews(), this.replicationFactor) },
       drain: this.replication.drainProgress,
       proofs: { enabled: this.config.proofs.enabled && this.db !== undefined, ...this.metrics.totals().proofs },
       ledger: { events: ledger.events, digest: ledger.digest, quarantined: ledger.members.filter((m) => m.quarantined).map((m) => m.peerId) },

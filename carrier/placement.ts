@@ -28,3 +28,27 @@ export function replicaSet(blockId: string, candidates: readonly string[], rf = 
     .slice(0, rf)
     .map((x) => x.peer);
 }
+
+/**
+ * Where the shards of an erasure-coded block go (`ouro cluster redundancy ec K+M`): the top K+M
+ * members of the same ranking, shard i on the i-th, so every shard sits on a member of its own
+ * and every member holding the list computes the same places. Fewer candidates than K+M give a
+ * shorter list (the policy is refused below K+M placeable members; a member lost later leaves
+ * its shards to repair).
+ */
+export function shardSet(blockId: string, candidates: readonly string[], k: number, m: number): string[] {
+  return replicaSet(blockId, candidates, k + m);
+}
+
+/**
+ * Blocks smaller than this stay whole (replicated by the factor) on a cluster at ec K+M: every
+ * shard of a block costs each of K+M members a transfer, a manifest and an fsync of its own, so
+ * below 64 KiB a shard that work outweighs its bytes, and parity saves nothing a replica of so
+ * small a block would cost. MinIO keeps objects under 128 KiB whole (inlined in their metadata)
+ * for the same reason. At 4+2 the line is 256 KiB; at 8+3, 512 KiB.
+ */
+export const MIN_SHARD_BYTES = 64 * 1024;
+
+export function smallBlockLine(k: number): number {
+  return k * MIN_SHARD_BYTES;
+}

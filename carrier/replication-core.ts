@@ -25,7 +25,8 @@ import type { Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
 import { BadArgumentError, OuroError, UnavailableError, errorText } from '../lib/errors.js';
-import { replicaSet } from './placement.js';
+import type { EcPolicy } from './membership.js';
+import { replicaSet, shardSet, smallBlockLine } from './placement.js';
 import type { HeldBlock, Shelf } from './shelf.js';
 
 export interface ReplicationConfig {
@@ -40,6 +41,8 @@ export interface ReplicationConfig {
 /** Where replication counts the blocks it moves (NodeMetrics implements it). */
 export interface ReplicationMetrics {
   replicated(direction: 'in' | 'out', bytes: number): void;
+  /** A block read back from its shards by decoding (a data shard missing or corrupt). */
+  ecDegradedRead(): void;
 }
 
 /** What the replicator needs of its node (carrier/node.ts implements it). */
@@ -47,6 +50,8 @@ export interface ReplicationHost {
   readonly peerId: string;
   /** Members each block is placed on (capped by the candidates there are): the cluster's setting. */
   readonly replicationFactor: number;
+  /** The cluster's erasure-coding policy (member list), or null/absent: replicas only. */
+  readonly ecPolicy?: EcPolicy | null;
   readonly log: Logger;
   readonly metrics: ReplicationMetrics;
   /** Current members with their failure detector state. */
@@ -150,6 +155,12 @@ export class Holders {
    * by the current placement alone.
    */
   readonly #removedSurplus = new Set<string>();
+  /**
+   * Blocks this database sealed and stored as shards (Transfers.afterSeal, Shards.push), with
+   * their K+M and the indexes of the shards known durable on their member. Sealed in memory only,
+   * like #own: after a restart the shard wait knows the blocks sealed since.
+   */
+  readonly #coded = new Map<string, { k: number; m: number; durable: Set<number> }>();
 
   constructor(ctx: ReplicationContext, repairSoon: () => void) {
     this.#host = ctx.host;
@@ -169,6 +180,17 @@ export class Holders {
       .map((m) => m.peerId);
   }
 
+  /** The cluster's ec policy if block `id` of `size` bytes is to be stored as shards: null for a whole block. */
+  codedAs(size: number): EcPolicy | null {
+    const ec = this.#host.ecPolicy ?? null;
+    return ec && size >= smallBlockLine(ec.k) ? ec : null;
+  }
+
+  /** Members of block `id`'s shards at K+M, shard i on the i-th (see shardSet). */
+  shardPlacement(id: string, ec: EcPolicy): string[] {
+    return shardSet(id, this.candidates(), ec.k, ec.m);
+  }
+
   placement(id: string): string[] {
     return replicaSet(id, this.candidates(), this.#host.replicationFactor);
   }
@@ -184,6 +206,15 @@ export class Holders {
   firmPlacement(id: string): string[] {
     const members = this.#host.memberViews().filter((m) => m.status === 'member' && !m.draining && !m.quarantined).map((m) => m.peerId);
     return replicaSet(id, members, this.#host.replicationFactor);
+  }
+
+  /**
+   * The shard placement every member computes alike (see firmPlacement): where a reader looks
+   * for block `id`'s shards, a member that is down keeping its place in the ranking.
+   */
+  firmShardPlacement(id: string, ec: EcPolicy): string[] {
+    const members = this.#host.memberViews().filter((m) => m.status === 'member' && !m.draining && !m.quarantined).map((m) => m.peerId);
+    return shardSet(id, members, ec.k, ec.m);
   }
 
   // ------------------------------------------------------------------ holders of this database's blocks
@@ -207,6 +238,24 @@ export class Holders {
       holders.delete(peer);
       this.#confirmedAt.delete(`${id} ${peer}`);
     }
+  }
+
+  /** Block `id`, sealed here, is being stored as K+M shards: none is known durable yet. */
+  coded(id: string, ec: EcPolicy): void {
+    this.#coded.set(id, { k: ec.k, m: ec.m, durable: new Set() });
+  }
+
+  /** Shard `index` of block `id` is durable on the member it was pushed to (or here). */
+  confirmShard(id: string, index: number): void {
+    const c = this.#coded.get(id);
+    if (!c || c.durable.has(index)) return;
+    c.durable.add(index);
+    for (const wake of this.#changed) wake();
+  }
+
+  /** Indexes of block `id`'s shards known durable (a block this database sealed as shards). */
+  shardsOf(id: string): ReadonlySet<number> | undefined {
+    return this.#coded.get(id)?.durable;
   }
 
   confirm(id: string, peer: string): void {
@@ -281,17 +330,50 @@ export class Holders {
    */
   async settled(replicas: number, signal?: AbortSignal): Promise<void> {
     const members = this.#host.memberViews().filter((m) => m.status === 'member').length;
+    const ec = this.#host.ecPolicy ?? null;
+    // Whole copies are not what protects a block at ec K+M: a count of them would mean nothing for
+    // the blocks stored as shards, and would wait on the repair of copies the policy does not want.
+    if (ec) throw new BadArgumentError(`this cluster stores blocks as ec ${ec.k}+${ec.m} shards: wait with flush({ shards: n }) (n from ${ec.k} to ${ec.k + ec.m}), not flush({ replicas })`);
     if (replicas > this.#host.replicationFactor) throw new BadArgumentError(`replicas ${replicas} is more than the cluster's replication factor (${this.#host.replicationFactor})`);
     if (replicas > members) throw new BadArgumentError(`replicas ${replicas}: the cluster has ${members} member${members === 1 ? '' : 's'}`);
     const ids = [...this.#own.keys()];
+    return this.#waitFor(`replicas ${replicas}`, replicas, () => ids.filter((id) => (this.#own.get(id)?.size ?? 0) < replicas), signal);
+  }
+
+  /**
+   * Resolves once `shards` shards of every block this database sealed as shards so far are
+   * durable, each on its own member (`flush({ shards })` at ec K+M, K <= shards <= K+M). A block
+   * below the small-block line, kept whole, waits for as many whole copies as survive the same
+   * losses: shards - K + 1 (n shards outlive n - K lost members; c copies outlive c - 1), at most
+   * the replication factor. Rejects like settled() when too few members are live.
+   */
+  async settledShards(shards: number, signal?: AbortSignal): Promise<void> {
+    const ec = this.#host.ecPolicy ?? null;
+    if (!ec) throw new BadArgumentError(`flush({ shards: ${shards} }) needs a cluster at ec K+M (\`ouro cluster redundancy ec K+M\`); this one keeps replicas: wait with flush({ replicas })`);
+    if (!Number.isSafeInteger(shards) || shards < ec.k || shards > ec.k + ec.m) throw new BadArgumentError(`shards ${shards}: at ec ${ec.k}+${ec.m} a block is readable from ${ec.k} shards and has ${ec.k + ec.m}`);
+    const copies = Math.min(shards - ec.k + 1, this.#host.replicationFactor);
+    const ids = [...this.#own.keys()];
+    const short = () =>
+      ids.filter((id) => {
+        const c = this.#coded.get(id);
+        return c ? c.durable.size < Math.min(shards, c.k + c.m) : (this.#own.get(id)?.size ?? 0) < copies;
+      });
+    return this.#waitFor(`shards ${shards}`, Math.max(shards, copies), short, signal);
+  }
+
+  /**
+   * The wait of settled() and settledShards(): until `short()` is empty, failing at once while
+   * fewer than `needed` members are live.
+   */
+  async #waitFor(what: string, needed: number, shortOf: () => string[], signal?: AbortSignal): Promise<void> {
     for (;;) {
       signal?.throwIfAborted();
       if (this.#signal.aborted) throw new OuroError('OURO_CLOSED', 'the node stopped before the blocks were replicated');
-      const short = ids.filter((id) => (this.#own.get(id)?.size ?? 0) < replicas);
+      const short = shortOf();
       if (short.length === 0) return;
       // Checked at every wake, not only at the start: a member dying during the wait ends it too.
       const live = this.#host.memberViews().filter((m) => m.status === 'member' && m.state !== 'dead').length;
-      if (live < replicas) throw new UnavailableError(`replicas ${replicas}: only ${live} member${live === 1 ? ' is' : 's are'} live (not dead) to hold ${short.length} block${short.length === 1 ? '' : 's'} not yet on ${replicas}`);
+      if (live < needed) throw new UnavailableError(`${what}: only ${live} member${live === 1 ? ' is' : 's are'} live (not dead) to hold ${short.length} block${short.length === 1 ? '' : 's'} not yet on ${needed}`);
       // A block still being pushed confirms itself as its targets ack (confirm() wakes this loop).
       // Only a block no push is placing needs a repair pass: a pass lists every block of every
       // member (Repair's indexFromCluster and runPass), so kicking one per wait made each replicated

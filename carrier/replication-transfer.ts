@@ -22,6 +22,7 @@ import { type SeenEntries, EntryHashStream } from '../blockstore/entry-hashes.js
 import { unwrapReply } from './carrier.js';
 import { encodeFrame } from './frames.js';
 import { type Holders, type ReplicationContext, type ReplicationHost, PROTOCOL_VERSION } from './replication-core.js';
+import type { Shards } from './replication-shards.js';
 import { send, sendReleasing } from './send.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
@@ -77,7 +78,10 @@ export class Transfers {
   readonly #fetching = new Map<string, Promise<void>>();
   #fetched = 0;
 
-  constructor(ctx: ReplicationContext, holders: Holders) {
+  readonly #shards: Shards;
+
+  constructor(ctx: ReplicationContext, holders: Holders, shards: Shards) {
+    this.#shards = shards;
     this.#ctx = ctx;
     this.#host = ctx.host;
     this.#shelf = ctx.shelf;
@@ -98,11 +102,16 @@ export class Transfers {
 
   // ------------------------------------------------------------------ writer side
 
-  /** A block this database just sealed: push it to its placement, then tell the keyed members. */
+  /**
+   * A block this database just sealed: push it to its placement (at ec K+M, from the small-block
+   * line up, its shards to their members instead: Shards.push), then tell the keyed members.
+   */
   async afterSeal(id: string, size: number): Promise<void> {
     const self = this.#host.peerId;
     this.#holders.sealed(id);
-    const targets = this.#holders.placement(id).filter((p) => p !== self);
+    const ec = this.#holders.codedAs(size);
+    const targets = ec ? [] : this.#holders.placement(id).filter((p) => p !== self);
+    if (ec) await this.#shards.push(id, size, ec).catch((err: unknown) => this.#ctx.failed('shard-push', self, id, err));
     await Promise.all(targets.map((peer) => this.pushTo(peer, id, size, false).catch((err: unknown) => this.#ctx.failed('push', peer, id, err))));
     const others = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state !== 'dead' && !targets.includes(m.peerId));
     await Promise.all(
@@ -393,6 +402,35 @@ export class Transfers {
   }
 
   async #fetch(id: string): Promise<void> {
+    // At ec K+M a block may be stored as shards: read those first (the whole copies, the writer's
+    // and any repair made, are the fallback). A block never coded answers no manifest: fetched whole.
+    const ec = this.#host.ecPolicy ?? null;
+    let shardError: unknown;
+    if (ec) {
+      try {
+        const block = await this.#shards.fetch(id, ec);
+        if (block) {
+          const staging = await this.#shelf.staging(id);
+          const seen = await this.#receive([block], staging, block.length, this.#signal);
+          await this.#shelf.keep(staging, id, seen);
+          this.#holders.kept(id);
+          this.#fetched++;
+          return;
+        }
+      } catch (err) {
+        shardError = err;
+        this.#host.log.debug({ event: 'shard-read-failed', id, err: errorText(err) }, 'block read from shards failed');
+      }
+    }
+    try {
+      await this.#fetchWhole(id);
+    } catch (err) {
+      // The shards' answer says more (how many of K could be had) than "no member holds it".
+      throw shardError ?? err;
+    }
+  }
+
+  async #fetchWhole(id: string): Promise<void> {
     const self = this.#host.peerId;
     const placed = this.#holders.placement(id);
     const others = this.#host.memberViews().filter((m) => m.status === 'member' && !placed.includes(m.peerId)).map((m) => m.peerId);

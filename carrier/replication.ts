@@ -12,6 +12,7 @@
  *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
  *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
  *   /ouro/block-retire/1 request {v, phase, ids}   -> {done: boolean[]}   (deletion, below)
+ *   /ouro/shard-put/1, /ouro/shard-get/1             erasure-coded shards (replication-shards.ts)
  *
  * Who holds what is never stored: each pass of the repair loop asks the members a block is placed
  * on whether they hold it (block-have) and pushes it to those that do not. So the loop is
@@ -44,6 +45,8 @@
  *   carrier/replication-repair.ts    Repair: the passes, scrub, surplus copies, drain, indexing
  *                                    what the cluster holds (the pass, the block-have lock, the
  *                                    drain's progress)
+ *   carrier/replication-shards.ts    Shards: encode and push shards, receive them, read blocks
+ *                                    back from them (the codec)
  *   carrier/replication-deletion.ts  Deletion: deletion across the cluster (releases under way)
  * This file wires them: it builds them, serves their protocols, subscribes to the database's
  * seals, and is the database's ReplicaSource and the node's one view of replication. The parts
@@ -55,6 +58,7 @@ import type { OuroDB, ReplicaSource } from '../lib/db.js';
 import { Deletion } from './replication-deletion.js';
 import { type ReplicationConfig, type ReplicationHost, Holders, ReplicationContext, heldBlocks } from './replication-core.js';
 import { type DrainProgress, type PassProgress, Repair } from './replication-repair.js';
+import { Shards } from './replication-shards.js';
 import { Transfers } from './replication-transfer.js';
 import type { HeldBlock, Shelf } from './shelf.js';
 
@@ -78,6 +82,7 @@ export class Replicator implements ReplicaSource {
   readonly #ctx: ReplicationContext;
   readonly #holders: Holders;
   readonly #transfers: Transfers;
+  readonly #shards: Shards;
   readonly #deletion: Deletion;
   readonly #repair: Repair;
   /** Ends the seal subscription (set by start, called by stop). */
@@ -87,7 +92,8 @@ export class Replicator implements ReplicaSource {
     this.#db = db;
     this.#ctx = new ReplicationContext(host, shelf, db, config);
     this.#holders = new Holders(this.#ctx, () => this.#repair.kick());
-    this.#transfers = new Transfers(this.#ctx, this.#holders);
+    this.#shards = new Shards(this.#ctx, this.#holders);
+    this.#transfers = new Transfers(this.#ctx, this.#holders, this.#shards);
     this.#deletion = new Deletion(this.#ctx, { indexOnce: () => this.#repair.indexOnce() });
     this.#repair = new Repair(this.#ctx, this.#holders, this.#transfers, this.#deletion);
   }
@@ -115,6 +121,8 @@ export class Replicator implements ReplicaSource {
     await h.handle('block-announce', (m, ctx) => repair.onAnnounce(m, ctx.peer));
     await h.handle('descriptor', () => repair.onDescriptor());
     await h.handle('block-retire', (m) => this.#deletion.onRetire(m));
+    await h.handleStream('shard-put', (stream, ctx) => this.#shards.onPut(stream, ctx.peer));
+    await h.handleStream('shard-get', (stream) => this.#shards.onGet(stream));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#holders.sealed(b.id);
       this.#unsubscribe = this.#db.onSealed((b) => {
@@ -183,6 +191,20 @@ export class Replicator implements ReplicaSource {
    */
   settled(replicas: number, signal?: AbortSignal): Promise<void> {
     return this.#holders.settled(replicas, signal);
+  }
+
+  /**
+   * Resolves once `shards` shards of every block this database sealed as shards are durable (and
+   * the blocks kept whole are on as many copies as survive the same losses: Holders.settledShards).
+   * Implements ReplicaSource.
+   */
+  settledShards(shards: number, signal?: AbortSignal): Promise<void> {
+    return this.#holders.settledShards(shards, signal);
+  }
+
+  /** Indexes of block `id`'s shards known durable (a block this database sealed as shards). */
+  shardsOf(id: string): ReadonlySet<number> | undefined {
+    return this.#holders.shardsOf(id);
   }
 
   // ------------------------------------------------------------------ transfers (Transfers)

@@ -17,12 +17,13 @@
  * quarantine), Deletion releases and drops deleted blocks (release, drop); the prover only reads.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { SeenEntries } from '../blockstore/entry-hashes.js';
 import { type BlockIndex, readBlockIndex, verifyBlockFile } from '../blockstore/store.js';
 import { fromHex, toHex } from '../lib/bytes.js';
 import type { OuroDB, ReleaseReport } from '../lib/db.js';
-import { BadArgumentError, CorruptionError, ioError, syncFailure } from '../lib/errors.js';
+import { BadArgumentError, CorruptionError, OuroError, ioError, syncFailure } from '../lib/errors.js';
 import { ensureDir, fsyncDir } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 
@@ -69,6 +70,97 @@ export interface Shelf {
    * (`replicas/OURODB.json`); undefined on a keyed node, whose database holds the original.
    */
   descriptorCopy(): string | undefined;
+  /** The erasure-coded shards this node holds, beside the whole blocks (see ShardFiles). */
+  readonly shards: ShardFiles;
+}
+
+/**
+ * Shards of erasure-coded blocks a node holds (docs/node.md, "Redundancy"), beside its whole
+ * blocks: `<root>/shards/<2 hex>/<block id>.<index>.shd`, and the block's manifest, as received,
+ * in `<block id>.manifest` next to them. A shard is kept only once it matches the manifest
+ * (Shards.onPut verifies it before keep), and it is written like a block: to a staging file,
+ * fsynced, renamed into place, the directory fsynced, so a shard acknowledged survives a crash.
+ * The manifest is written before the shard, so a shard on disk always has its manifest.
+ */
+export class ShardFiles {
+  readonly #root: string;
+
+  constructor(root: string) {
+    this.#root = path.join(root, 'shards');
+  }
+
+  #dir(blockId: string): string {
+    return path.join(this.#root, blockId.slice(0, 2));
+  }
+
+  /** The file of shard `index` of block `blockId` (present or not). */
+  path(blockId: string, index: number): string {
+    return path.join(this.#dir(blockId), `${blockId}.${index}.shd`);
+  }
+
+  manifestPath(blockId: string): string {
+    return path.join(this.#dir(blockId), `${blockId}.manifest`);
+  }
+
+  /** The manifest bytes kept for block `blockId`, or undefined. */
+  manifest(blockId: string): Promise<Uint8Array | undefined> {
+    return readOrUndefined(this.manifestPath(blockId));
+  }
+
+  /** Shard `index` of block `blockId`, or undefined when not held here (unchecked: the reader verifies). */
+  read(blockId: string, index: number): Promise<Uint8Array | undefined> {
+    return readOrUndefined(this.path(blockId, index));
+  }
+
+  /** Indexes of the shards of block `blockId` held here. */
+  async held(blockId: string): Promise<number[]> {
+    const names = await nodeVfs.readdir(this.#dir(blockId)).catch(() => [] as string[]);
+    return names.flatMap((n) => (n.startsWith(`${blockId}.`) && n.endsWith('.shd') ? [Number(n.slice(65, -4))] : [])).sort((a, b) => a - b);
+  }
+
+  /**
+   * Keeps shard `index` of block `blockId` (already verified against `manifest`) durably, with
+   * the manifest if it has none yet. False when the shard was held already.
+   */
+  async keep(blockId: string, index: number, manifest: Uint8Array, shard: Uint8Array): Promise<boolean> {
+    const dest = this.path(blockId, index);
+    if (await exists(dest)) return false;
+    const dir = this.#dir(blockId);
+    await ensureDir(nodeVfs, dir);
+    if (!(await exists(this.manifestPath(blockId)))) await writeDurably(path.join(this.#root, 'incoming'), this.manifestPath(blockId), manifest);
+    await writeDurably(path.join(this.#root, 'incoming'), dest, shard);
+    return true;
+  }
+}
+
+async function readOrUndefined(file: string): Promise<Uint8Array | undefined> {
+  return fs.promises.readFile(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw ioError(`read ${file}`, err);
+  });
+}
+
+/** Writes `bytes` to a staging file in `incoming`, fsyncs it, renames it to `dest` and fsyncs its directory. */
+async function writeDurably(incoming: string, dest: string, bytes: Uint8Array): Promise<void> {
+  const staging = await stagingIn(incoming, path.basename(dest));
+  try {
+    const handle = await fs.promises.open(staging, 'wx', 0o600);
+    try {
+      await handle.writeFile(bytes);
+      await handle.sync().catch((err: unknown) => {
+        throw syncFailure(`fsync ${staging}`, err);
+      });
+    } finally {
+      await handle.close();
+    }
+    await nodeVfs.rename(staging, dest);
+  } catch (err) {
+    await nodeVfs.remove(staging).catch(() => {});
+    throw err instanceof OuroError ? err : ioError(`write ${dest}`, err);
+  }
+  await fsyncDir(nodeVfs, path.dirname(dest)).catch((err: unknown) => {
+    throw syncFailure(`fsync ${path.dirname(dest)}`, err);
+  });
 }
 
 async function quarantineFile(file: string, dir: string): Promise<void> {
@@ -109,8 +201,11 @@ async function stagingIn(dir: string, id: string): Promise<string> {
 export class DirShelf implements Shelf {
   readonly root: string;
 
+  readonly shards: ShardFiles;
+
   constructor(nodeDir: string) {
     this.root = path.join(nodeDir, 'replicas');
+    this.shards = new ShardFiles(this.root);
   }
 
   path(id: string): string {
@@ -231,8 +326,12 @@ export class DbShelf implements Shelf {
   /** Adoptions and logicalBytes() run one at a time (the database adopts one at a time anyway). */
   #adopting: Promise<unknown> = Promise.resolve();
 
+  readonly shards: ShardFiles;
+
   constructor(db: OuroDB) {
     this.db = db;
+    // In the database directory, under cluster/: the cluster's shards, which the database never reads.
+    this.shards = new ShardFiles(path.join(db.dir, 'cluster'));
   }
 
   path(id: string): string {

@@ -335,8 +335,15 @@ export class OuroDB {
     const replicas = options.replicas ?? 1;
     if (!Number.isSafeInteger(replicas) || replicas < 1) throw new BadArgumentError('replicas must be a positive integer');
     if (replicas > 1 && !this.#engine.replicas) throw new BadArgumentError(`flush({ replicas: ${replicas} }) needs a cluster node serving this database`);
+    const shards = options.shards;
+    if (shards !== undefined) {
+      if (!Number.isSafeInteger(shards) || shards < 1) throw new BadArgumentError('shards must be a positive integer');
+      if (options.replicas !== undefined) throw new BadArgumentError('flush waits for replicas or for shards, not both');
+      if (!this.#engine.replicas?.settledShards) throw new BadArgumentError(`flush({ shards: ${shards} }) needs a cluster node serving this database`);
+    }
     await this.#flush();
     if (replicas > 1) await this.#engine.replicas!.settled(replicas, options.signal);
+    if (shards !== undefined) await this.#engine.replicas!.settledShards!(shards, options.signal);
   }
 
   async #flush(): Promise<void> {

@@ -61,6 +61,14 @@ export interface FlushOptions {
    * far durably (needs a node serving the database; see docs/node.md). Default 1: this one.
    */
   replicas?: number;
+  /**
+   * On a cluster at ec K+M (`ouro cluster redundancy ec K+M`), instead of `replicas`: also wait
+   * until this many shards (K to K+M) of every block sealed so far as shards are durable, each
+   * on a member of its own; blocks below the small-block line, kept whole, wait for shards - K + 1
+   * copies (as many losses survived). `replicas` on such a cluster is refused (OURO_BAD_ARGUMENT):
+   * whole copies are not what protects its blocks. docs/node.md, "Redundancy".
+   */
+  shards?: number;
   /** Gives up waiting for replicas (rejects with the signal's reason); sealing is not undone. */
   signal?: AbortSignal;
 }
@@ -80,6 +88,8 @@ export interface BlockListing {
 export interface ReplicaSource {
   /** Resolves once every block this database sealed so far is held by `replicas` members. */
   settled(replicas: number, signal?: AbortSignal): Promise<void>;
+  /** Resolves once `shards` shards of every block this database sealed as shards are durable (FlushOptions.shards). */
+  settledShards?(shards: number, signal?: AbortSignal): Promise<void>;
   /** Puts block `id` (hex) at `dest`, verified and durable, from a member that holds it. */
   fetchBlock(id: string, dest: string): Promise<void>;
 }

@@ -271,7 +271,7 @@ describe('cluster of node processes', () => {
     const sKey = await loadIdentity(sDir);
     const altered = (list.signature[0] === '0' ? '1' : '0') + list.signature.slice(1);
     const addsStranger: MemberList = { ...list, epoch: list.epoch + 1, approvals: [...list.approvals, { peerId: s.peerId, approvedBy: b.peerId, sig: list.approvals[0]!.sig }], signature: altered };
-    const reFactored: MemberList = { ...list, epoch: list.epoch + 1, replication: { factor: 1, epoch: list.epoch + 1, by: b.peerId }, signature: altered };
+    const reFactored: MemberList = { ...list, epoch: list.epoch + 1, replication: { factor: 1, ec: null, epoch: list.epoch + 1, by: b.peerId }, signature: altered };
     const byStranger: MemberList = { ...reFactored, signer: s.peerId };
     byStranger.signature = Buffer.from(await sKey.sign(signedBytes(byStranger))).toString('hex');
     const forgeries: Array<[MemberList, RegExp]> = [

@@ -8,7 +8,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type MemberList, change, draining, isMember, members, merge, newCluster, replicationFactorOf, signedBytes, verify } from '../carrier/membership.js';
+import { type MemberList, change, draining, ecPolicyOf, isMember, members, merge, newCluster, replicationFactorOf, signedBytes, verify } from '../carrier/membership.js';
 
 const idOf = (k: PrivateKey) => peerIdFromPrivateKey(k).toString();
 const keys = async (n: number) => Promise.all(Array.from({ length: n }, () => generateKeyPair('Ed25519')));
@@ -78,7 +78,7 @@ describe('member list', () => {
     // Once c leaves, it is no longer draining, just gone.
     expect(draining(await change(drained, c!, { leave: true })).size).toBe(0);
 
-    // A version 1 list (written before drains existed) verifies, and its next change is version 3.
+    // A version 1 list (written before drains existed) verifies, and its next change is version 4.
     const { signature: _s, drains: _d, replication: _f, addressEpochs: _e, ...rest } = l;
     const v1Content = { ...rest, version: 1, signer: idOf(a!) };
     const v1 = { ...v1Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v1Content, drains: [], replication: null, addressEpochs: {} }))).toString('hex') };
@@ -86,7 +86,7 @@ describe('member list', () => {
     expect(read.drains).toEqual([]);
     expect(replicationFactorOf(read)).toBeNull();
     const next = await change(read, a!, { drain: [idOf(b!)] });
-    expect(next.version).toBe(3);
+    expect(next.version).toBe(4);
     await verify(next);
   });
 
@@ -120,7 +120,7 @@ describe('member list', () => {
     await expect(verify({ ...both, addressEpochs: { ...both.addressEpochs, [idOf(x!)]: 1 } })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
 
     // A version 2 list (before address epochs) verifies, reads as every address set at epoch 0,
-    // loses to any address set since, and its next change is version 3.
+    // loses to any address set since, and its next change is version 4.
     const { signature: _s, addressEpochs: _e, ...rest } = l;
     const v2Content = { ...rest, version: 2, signer: idOf(a!) };
     const v2 = { ...v2Content, signature: Buffer.from(await a!.sign(signedBytes({ ...v2Content, addressEpochs: {} }))).toString('hex') };
@@ -129,8 +129,32 @@ describe('member list', () => {
     const merged = (await merge(read, await verify(xMoved), a!)).list;
     expect(merged.addresses[idOf(x!)]).toEqual(['/ip4/127.0.0.1/udp/20/quic-v1']);
     const next = await change(read, a!, { approve: [] });
-    expect(next.version).toBe(3);
+    expect(next.version).toBe(4);
     await verify(next);
+  });
+
+  it('the ec policy: signed beside the factor, kept by a factor change, merged as the setting set last; version 3 lists read as replicas only', async () => {
+    const [a, b] = await keys(2);
+    const l = await change(await newCluster(a!, [], 3), a!, { approve: [{ peerId: idOf(b!), addresses: [] }] });
+    expect(ecPolicyOf(l)).toBeNull();
+    const ec = await change(l, a!, { replicationFactor: 3, ec: { k: 4, m: 2 } });
+    expect(ecPolicyOf(await verify(ec))).toEqual({ k: 4, m: 2 });
+    // The policy is covered by the signature.
+    await expect(verify({ ...ec, replication: { ...ec.replication!, ec: { k: 2, m: 1 } } })).rejects.toMatchObject({ code: 'OURO_PROTOCOL' });
+    await expect(change(l, a!, { replicationFactor: 3, ec: { k: 0, m: 2 } })).rejects.toMatchObject({ code: 'OURO_BAD_ARGUMENT' });
+    // Changing the factor alone keeps the policy; redundancy replicas N clears it.
+    expect(ecPolicyOf(await change(ec, b!, { replicationFactor: 2 }))).toEqual({ k: 4, m: 2 });
+    const back = await change(ec, b!, { replicationFactor: 3, ec: null });
+    expect(ecPolicyOf(back)).toBeNull();
+    for (const [x, y] of [[ec, back], [back, ec]] as const) expect(ecPolicyOf((await merge(x, await verify(y), a!)).list)).toBeNull();
+    // A version 3 list (before the policy) verifies and reads as replicas only.
+    const { signature: _s, ...rest } = l;
+    const v3Content = { ...rest, version: 3, replication: { factor: 3, epoch: 1, by: idOf(a!) } as MemberList['replication'], signer: idOf(a!) };
+    const v3 = { ...v3Content, signature: Buffer.from(await a!.sign(signedBytes(v3Content))).toString('hex') };
+    const read = await verify(v3);
+    expect(replicationFactorOf(read)).toBe(3);
+    expect(ecPolicyOf(read)).toBeNull();
+    expect((await change(read, a!, { approve: [] })).version).toBe(4);
   });
 
   it('a revoked member cannot revive itself by gossiping an old list', async () => {

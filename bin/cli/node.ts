@@ -333,6 +333,28 @@ export function registerNodeCommands(program: Command, g: () => GlobalOptions): 
       const r = await admin(dirOf(), 'POST', '/cluster/replication-factor', { factor });
       output(g(), r, () => `replication factor ${factor}`);
     });
+  const redundancy = cluster.command('redundancy').description("how the cluster stores each sealed block: whole replicas, or erasure-coded shards (a member list change; docs/node.md, \"Redundancy\")");
+  redundancy
+    .command('replicas')
+    .description('every block whole on N members (erasure coding off)')
+    .argument('<n>', 'members each sealed block is placed on')
+    .action(async (n: string) => {
+      const replicas = num(n);
+      if (!Number.isSafeInteger(replicas)) throw new UsageError(`replicas must be a whole number, not ${n}`);
+      const r = await admin(dirOf(), 'POST', '/cluster/redundancy', { replicas });
+      output(g(), r, () => `redundancy replicas ${replicas}`);
+    });
+  redundancy
+    .command('ec')
+    .description('blocks from the small-block line up as K data + M parity shards, one per member (refused while fewer than K+M members are placeable)')
+    .argument('<K+M>', 'e.g. 4+2 or 8+3')
+    .action(async (km: string) => {
+      const parts = /^(\d+)\+(\d+)$/.exec(km);
+      if (!parts) throw new UsageError(`ec takes K+M, e.g. 4+2, not ${km}`);
+      const ec = { k: Number(parts[1]), m: Number(parts[2]) };
+      const r = await admin(dirOf(), 'POST', '/cluster/redundancy', { ec });
+      output(g(), r, () => `redundancy ec ${ec.k}+${ec.m}`);
+    });
   cluster
     .command('ledger')
     .description('the node ledger: per member, blocks and bytes held, proofs passed/failed/late, uptime seen by others, bytes served for repair')

@@ -1,0 +1,263 @@
+/**
+ * Erasure-coded blocks between members (docs/node.md, "Redundancy"; docs/FORMAT.md, "Shard
+ * transfers"): at ec K+M, a block from the small-block line up is stored as K data + M parity
+ * shards, shard i on the i-th member of the block's ranking (placement.ts shardSet).
+ *
+ *   /ouro/shard-put/1  stream  -> {v, id, index, manifest}  -> shardSize raw bytes
+ *                              <- reply {stored} once the shard is durable (verified first)
+ *   /ouro/shard-get/1  stream  -> {v, id, index}  <- reply {manifest, size}  <- size raw bytes
+ *
+ * Writer: after the seal, push() encodes the block and sends each shard with the block's manifest
+ * to its member (its own shard it keeps itself); Holders counts each shard acknowledged, which is
+ * what flush({ shards }) waits for. The writer keeps its whole block as well (docs/node.md).
+ * Receiver: onPut() keeps a shard only once it matches the manifest that came with it, and the
+ * manifest only once it is well formed and names the block pushed (checkShardPush).
+ * Reader: fetch() gathers the K data shards (no decoding when all verify) and, when one is
+ * missing or fails its hash, the parity shards too, decoding from any K verified ones (a degraded
+ * read, counted in ouro_ec_degraded_reads_total). The block it returns is checked against its id
+ * by the shelf that keeps it, so a member lying with a manifest and shards that match each other
+ * still cannot pass off another block.
+ *
+ * Owns only the codec, loaded once. Shard holders are Holders' (coded, confirmShard); shard files
+ * the shelf's (ShardFiles). Repair, scrub, proofs and deletion of shards are not here yet.
+ */
+import fs from 'node:fs';
+import type { Stream } from '@libp2p/interface';
+import { CorruptionError, OuroError, ProtocolError, TimeoutError, UnavailableError, errorText, ioError } from '../lib/errors.js';
+import { unwrapReply } from './carrier.js';
+import { type ErasureCodec, loadCodec } from './ec/codec.js';
+import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verifyShard } from './ec/manifest.js';
+import { encodeFrame } from './frames.js';
+import type { EcPolicy } from './membership.js';
+import { type Holders, type ReplicationContext, type ReplicationHost, PROTOCOL_VERSION } from './replication-core.js';
+import { send } from './send.js';
+import { blockIdBytes } from './shelf.js';
+import { StreamReader } from './stream-reader.js';
+
+/** Time allowed per MiB of a shard transfer on top of the request time limit. */
+const MS_PER_MIB = 1000;
+
+/**
+ * The checks a receiver makes of a shard pushed to it, before anything is kept: the manifest is
+ * well formed (decodeManifest: sizes consistent with K, M and the block size, hash lengths) and
+ * names the block pushed, the index is one of its K+M, and the shard's bytes hash to the
+ * manifest's entry for that index. Throws ProtocolError or CorruptionError.
+ */
+export function checkShardPush(id: string, index: number, manifestBytes: Uint8Array, shard: Uint8Array): ShardManifest {
+  const manifest = decodeManifest(manifestBytes);
+  if (manifest.block !== id) throw new ProtocolError(`shard of ${id} pushed with the manifest of ${manifest.block}`);
+  if (!Number.isSafeInteger(index) || index < 0 || index >= manifest.k + manifest.m) throw new ProtocolError(`shard ${index} of ${id} pushed: the block has ${manifest.k + manifest.m} shards`);
+  verifyShard(manifest, index, shard);
+  return manifest;
+}
+
+async function collect(source: AsyncIterable<Uint8Array>, size: number): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for await (const piece of source) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
+
+export class Shards {
+  readonly #ctx: ReplicationContext;
+  readonly #host: ReplicationHost;
+  readonly #holders: Holders;
+  #codec: Promise<ErasureCodec> | undefined;
+
+  constructor(ctx: ReplicationContext, holders: Holders) {
+    this.#ctx = ctx;
+    this.#host = ctx.host;
+    this.#holders = holders;
+  }
+
+  #loadCodec(): Promise<ErasureCodec> {
+    this.#codec ??= loadCodec();
+    return this.#codec;
+  }
+
+  #signal(bytes: number): AbortSignal {
+    return AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(this.#host.requestTimeoutMs + Math.ceil(bytes / 2 ** 20) * MS_PER_MIB)]);
+  }
+
+  /** Runs `fn` on a new `protocol` stream to `peer`; the time limit, or any failure, aborts the stream. */
+  async #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
+    const signal = this.#signal(bytes);
+    const stream = await this.#host.openStream(peer, protocol, signal);
+    const onAbort = () => stream.abort(new TimeoutError(`${what}: time limit`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await fn(stream, new StreamReader(stream), signal);
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ------------------------------------------------------------------ writer side
+
+  /**
+   * Block `id` (`size` bytes, sealed here) at `ec`: encodes it and stores shard i on the i-th
+   * member of its shard placement, this node's own shard in its own shelf. A shard whose push
+   * fails is counted (failures) and left short: the shard wait then does not end by itself.
+   */
+  async push(id: string, size: number, ec: EcPolicy): Promise<void> {
+    this.#holders.coded(id, ec);
+    const file = this.#ctx.shelf.path(id);
+    const block = await fs.promises.readFile(file).catch((err: unknown) => {
+      throw ioError(`read ${file}`, err);
+    });
+    if (block.length !== size) throw new CorruptionError(`${file} has ${block.length} bytes, not ${size}`, { location: { file } });
+    const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
+    const manifest = encodeManifest(makeManifest(id, block, shards, ec.k, ec.m));
+    const placed = this.#holders.shardPlacement(id, ec);
+    await Promise.all(
+      placed.map(async (peer, index) => {
+        try {
+          if (peer === this.#host.peerId) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
+          else await this.#pushTo(peer, id, index, manifest, shards[index]!);
+          this.#holders.confirmShard(id, index);
+        } catch (err) {
+          this.#ctx.failed('shard-push', peer, `${id}.${index}`, err);
+        }
+      }),
+    );
+  }
+
+  #pushTo(peer: string, id: string, index: number, manifest: Uint8Array, shard: Uint8Array): Promise<void> {
+    const what = `shard-put ${id}.${index} to ${peer}`;
+    return this.#exchange(peer, 'shard-put', what, shard.length, async (stream, reader, signal) => {
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, index, manifest }, this.#host.maxFrameBytes), signal);
+      await send(stream, shard, signal);
+      await stream.close({ signal });
+      const done = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as { stored?: unknown };
+      if (typeof done.stored !== 'boolean') throw new ProtocolError(`${what}: malformed reply`);
+      this.#host.metrics.replicated('out', shard.length);
+    });
+  }
+
+  // ------------------------------------------------------------------ receiver side
+
+  async onPut(stream: Stream, peer: string): Promise<void> {
+    const reader = new StreamReader(stream);
+    const max = this.#host.maxFrameBytes;
+    try {
+      const head = (await reader.frame(max)) as { v?: unknown; id?: unknown; index?: unknown; manifest?: unknown } | null;
+      if (head === null || typeof head !== 'object' || head.v !== PROTOCOL_VERSION || typeof head.id !== 'string' || !Number.isSafeInteger(head.index) || !(head.manifest instanceof Uint8Array)) {
+        throw new ProtocolError(`malformed shard-put from ${peer}`);
+      }
+      blockIdBytes(head.id);
+      // The manifest says how many bytes follow: checked before they are read.
+      const manifest = decodeManifest(head.manifest);
+      const shard = await collect(reader.bytes(manifest.shardSize), manifest.shardSize);
+      checkShardPush(head.id, head.index as number, head.manifest, shard);
+      const stored = await this.#ctx.shelf.shards.keep(head.id, head.index as number, head.manifest, shard);
+      this.#host.metrics.replicated('in', shard.length);
+      await send(stream, encodeFrame({ ok: true, body: { stored } }, max), this.#ctx.signal);
+      await stream.close();
+    } catch (err) {
+      this.#host.log.warn({ event: 'shard-refused', peer, err: errorText(err) }, 'shard push refused');
+      await send(stream, encodeFrame({ ok: false, code: err instanceof OuroError ? err.code : 'OURO_IO_ERROR', message: err instanceof Error ? err.message : String(err) }, max), this.#ctx.signal).catch(() => {});
+      await stream.close().catch(() => {});
+    }
+  }
+
+  async onGet(stream: Stream): Promise<void> {
+    const reader = new StreamReader(stream);
+    const max = this.#host.maxFrameBytes;
+    const m = (await reader.frame(max)) as { v?: unknown; id?: unknown; index?: unknown } | null;
+    if (m === null || typeof m !== 'object' || m.v !== PROTOCOL_VERSION || typeof m.id !== 'string' || !Number.isSafeInteger(m.index)) throw new ProtocolError('malformed shard-get');
+    blockIdBytes(m.id);
+    const shelf = this.#ctx.shelf.shards;
+    const [manifest, shard] = await Promise.all([shelf.manifest(m.id), shelf.read(m.id, m.index as number)]);
+    if (!manifest || !shard) {
+      await send(stream, encodeFrame({ ok: false, code: 'OURO_NOT_FOUND', message: `shard ${m.id}.${String(m.index)} is not held here` }, max), this.#ctx.signal);
+      await stream.close();
+      return;
+    }
+    const signal = this.#signal(shard.length);
+    await send(stream, encodeFrame({ ok: true, body: { manifest, size: shard.length } }, max), signal);
+    await send(stream, shard, signal);
+    await stream.close({ signal });
+  }
+
+  // ------------------------------------------------------------------ reader side
+
+  /** Shard `index` of block `id` with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
+  async #get(peer: string, id: string, index: number): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
+    if (peer === this.#host.peerId) {
+      const shelf = this.#ctx.shelf.shards;
+      const [manifest, shard] = await Promise.all([shelf.manifest(id), shelf.read(id, index)]);
+      return manifest && shard ? { manifest, shard } : undefined;
+    }
+    const what = `shard-get ${id}.${index} from ${peer}`;
+    // The size arrives with the answer: the budget allows a shard of a large block.
+    return this.#exchange(peer, 'shard-get', what, 64 * 2 ** 20, async (stream, reader, signal) => {
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, index }, this.#host.maxFrameBytes), signal);
+      await stream.close({ signal });
+      let head: { manifest?: unknown; size?: unknown };
+      try {
+        head = unwrapReply(await reader.frame(this.#host.maxFrameBytes), what) as typeof head;
+      } catch (err) {
+        if (err instanceof OuroError && err.code === 'OURO_NOT_FOUND') return undefined;
+        throw err;
+      }
+      if (!(head.manifest instanceof Uint8Array) || !Number.isSafeInteger(head.size) || (head.size as number) < 0) throw new ProtocolError(`${what}: malformed reply`);
+      return { manifest: head.manifest, shard: await collect(reader.bytes(head.size as number), head.size as number) };
+    });
+  }
+
+  /**
+   * Block `id` read back from its shards: the data shards alone when all are there and verify,
+   * else decoded from any K verified shards (a degraded read). Undefined when no member answered
+   * with a manifest (the block is not stored as shards: the caller fetches it whole). Throws
+   * UnavailableError when it is, but fewer than K shards could be had and verified.
+   */
+  async fetch(id: string, ec: EcPolicy): Promise<Uint8Array | undefined> {
+    const placed = this.#holders.firmShardPlacement(id, ec);
+    const dead = new Set(this.#host.memberViews().filter((m) => !m.self && m.state === 'dead').map((m) => m.peerId));
+    let manifest: ShardManifest | undefined;
+    const verified = new Map<number, Uint8Array>();
+    const problems: string[] = [];
+    const gather = (indexes: number[]) =>
+      Promise.all(
+        indexes.map(async (index) => {
+          const peer = placed[index];
+          if (peer === undefined || dead.has(peer)) return void problems.push(`${index}: holder ${peer ?? 'none'} is down`);
+          try {
+            const got = await this.#get(peer, id, index);
+            if (!got) return void problems.push(`${index}: not held by ${peer}`);
+            const m = decodeManifest(got.manifest);
+            if (m.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${m.block}`);
+            manifest ??= m;
+            verifyShard(manifest, index, got.shard);
+            verified.set(index, got.shard);
+          } catch (err) {
+            problems.push(`${index}: ${errorText(err)}`);
+            this.#host.log.debug({ event: 'shard-fetch-failed', id, index, peer, err: errorText(err) }, 'shard fetch failed');
+          }
+        }),
+      );
+    const data = Array.from({ length: ec.k }, (_, i) => i);
+    await gather(data);
+    const k = manifest?.k ?? ec.k;
+    const m = manifest?.m ?? ec.m;
+    if (manifest && data.every((i) => verified.has(i)) && k === ec.k) return join(manifest, data.map((i) => verified.get(i)!));
+    // Degraded: the remaining shards of the block's K+M (the manifest's, when it differs from the policy).
+    await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && (i >= ec.k || k !== ec.k)));
+    if (!manifest) return undefined;
+    if (verified.size < k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${k} shards needed could be read and verified (${problems.join('; ')})`);
+    const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: k + m }, (_, i) => verified.get(i)), k, m);
+    if (!Array.from({ length: k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
+    return join(manifest, all.slice(0, k));
+  }
+}
+
+/** The block from its K data shards: concatenated, cut to the block's size (the code is systematic). */
+function join(manifest: ShardManifest, data: Uint8Array[]): Uint8Array {
+  return Buffer.concat(data).subarray(0, manifest.size);
+}
