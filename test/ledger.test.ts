@@ -160,6 +160,57 @@ describe('ledger', () => {
     for (const m of [a!, b!, c!, x!]) await m.ledger.close();
   });
 
+  it('reaches the same ledger and quarantines from the same events, whatever the order and grouping they arrive in (failures, late answers and clears by several observers at close times), also across a reopen', async () => {
+    const keys = await Promise.all([0, 1, 2, 3].map(() => generateKeyPair('Ed25519')));
+    const ids = new Set(keys.map((k) => peerIdFromPrivateKey(k).toString()));
+    const x = peerIdFromPrivateKey(keys[3]!).toString();
+    const policy: QuarantinePolicy = { after: 3, windowMs: 40 };
+    // Per observer, events about x at times in a narrow range: ties and crossings between
+    // observers, and within one (a round's time is taken before it waits its turn to be stored).
+    const event = fc.record({ k: fc.constantFrom('pass', 'fail', 'late', 'fail', 'late', 'clear'), t: fc.integer({ min: 0, max: 100 }) });
+    const scripts = fc.tuple(...[0, 1, 2].map(() => fc.array(event, { minLength: 1, maxLength: 8 })));
+    const arrival = fc.array(fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 1, max: 4 })), { minLength: 40, maxLength: 40 });
+    await fc.assert(
+      fc.asyncProperty(scripts, arrival, async (perObserver, picks) => {
+        const byObserver: WireEvent[][] = [];
+        for (let o = 0; o < 3; o++) {
+          const m = await open(keys[o]!, ids, CLUSTER, policy);
+          for (const e of perObserver[o]!) await m.ledger.record(e.k === 'clear' ? { k: 'clear', b: { s: x } } : { k: 'proofs', b: [{ s: x, blk: BLOCK, r: e.k as 'pass', ms: 1 }] }, 1_000_000 + e.t);
+          byObserver.push(await eventsOf(m));
+          await m.ledger.close();
+        }
+        // The reference takes every observer's events in one batch each.
+        const reference = await open(keys[3]!, ids, CLUSTER, policy);
+        for (const events of byObserver) await reference.ledger.accept(events);
+        // The receiver takes them in an interleaving of the observers' sequences (each in its own
+        // order, as a sync gives them), grouped into batches of 1 to 4 events.
+        const dir = tempDir();
+        const receiver = await open(keys[3]!, ids, CLUSTER, policy, dir);
+        const next = [0, 0, 0];
+        for (const [o, size] of picks) {
+          const batch = byObserver[o]!.slice(next[o], next[o]! + size);
+          next[o]! += batch.length;
+          if (batch.length > 0) await receiver.ledger.accept(batch);
+        }
+        for (let o = 0; o < 3; o++) await receiver.ledger.accept(byObserver[o]!.slice(next[o]));
+        const view = reference.ledger.view();
+        expect(receiver.ledger.view()).toEqual(view);
+        expect(receiver.ledger.quarantined(x)).toBe(reference.ledger.quarantined(x));
+        expect(reference.ledger.quarantined(x)).toBe(view.members.find((m) => m.peerId === x)?.quarantined ?? false);
+        expect(await reference.ledger.viewAt(view.observers)).toEqual(view);
+        // What it told placement is where the events leave x.
+        expect(receiver.quarantines.filter(([p]) => p === x).at(-1)?.[1] ?? false).toBe(reference.ledger.quarantined(x));
+        await receiver.ledger.close();
+        const reopened = await open(keys[3]!, ids, CLUSTER, policy, dir);
+        expect(reopened.ledger.view()).toEqual(view);
+        expect(reopened.ledger.quarantined(x)).toBe(reference.ledger.quarantined(x));
+        await reopened.ledger.close();
+        await reference.ledger.close();
+      }),
+      { numRuns: 40 },
+    );
+  });
+
   it('refuses forged, foreign, unknown-version and oversized events, and stores nothing from them', async () => {
     const [a, b] = await members(2);
     const [stranger] = await members(1);
