@@ -22,9 +22,9 @@
  * Owns its store (a LevelDB of its own) and the fold kept over it (accounts, vector, quarantines,
  * digest). Events enter only through record() (this node's own: the prover's proofs, the ledger
  * feed's uptime, holding and served, an operator's clear through Node.clearQuarantine) and
- * accept() (events the ledger feed copied from other members), one at a time (#serial). The
- * quarantines that placement reads (#quarantined, quarantined()) change only in #settle, once per
- * record() or accept() call, after all its events are applied. The
+ * accept() and catchUp() (events the ledger feed copied from other members), one at a time
+ * (#serial). The quarantines that placement reads (#quarantined, quarantined()) change only in
+ * #settle, once per record() or accept() call or catch-up, after all its events are applied. The
  * challenge stock kept beside the events (keys `p:`) is the prover's (carrier/proofs.ts).
  */
 import crypto from 'node:crypto';
@@ -352,6 +352,28 @@ export class Ledger {
         this.#settle(touched);
       }
     });
+  }
+
+  /**
+   * A catch-up from several members at once (one ledger sync round, carrier/ledger-feed.ts):
+   * accept() takes each member's reply as it comes, as accept() above does, and quarantines
+   * change once, at end(), where everything the round brought leaves them.
+   *
+   * Why not per reply: members lag behind each other. A member whose ledger holds a failure run
+   * but not yet the clear that ended it answers with the run; one that holds the clear answers
+   * with both. Applied reply by reply, the order the replies arrived in decided whether this
+   * node went through a quarantine the cluster had already ended (stale reply first) or not;
+   * in that moment placement left the member out and repair acted on it (a member that saw
+   * itself quarantined removed its own copies as surplus). Taken as one, the round's outcome
+   * depends only on the events it brought, whatever the order and grouping of the replies.
+   * end() must be called once, also when a reply failed (the events stored count).
+   */
+  catchUp(): { accept(events: WireEvent[]): Promise<number>; end(): Promise<void> } {
+    const touched = new Set<string>();
+    return {
+      accept: (events) => this.#serially(() => this.#acceptAll(events, touched)),
+      end: () => this.#serially(async () => this.#settle(touched)),
+    };
   }
 
   async #acceptAll(events: WireEvent[], touched: Set<string>): Promise<number> {

@@ -13,8 +13,10 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import fc from 'fast-check';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type EventBody, Ledger, type QuarantinePolicy, type WireEvent } from '../carrier/ledger.js';
+import { type FeedHost, LedgerFeed } from '../carrier/ledger-feed.js';
 import { PROOF_RANGE_BYTES, makeChallenges, proofAnswer, readRanges } from '../carrier/proofs.js';
 import { blockIdBytes } from '../carrier/shelf.js';
 import { pseudoRandom, tempDir } from './helpers.js';
@@ -256,6 +258,57 @@ describe('ledger', () => {
     expect(page.events.length).toBeLessThan(16);
     await expect(again.ledger.viewAt({ [again.peerId]: 22 })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
     await again.ledger.close();
+  });
+});
+
+describe('ledger sync', () => {
+  it('takes a round of replies as one: a member lagging behind another cannot put this node through a quarantine the other reply ends, whichever answers first', async () => {
+    const [a, stale, fresh, r, x] = await members(5);
+    const fail: EventBody = { k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'fail', ms: 1 }] };
+    await a!.ledger.record(fail, 1000);
+    await a!.ledger.record(fail, 2000);
+    // `stale` copied the failure run, not yet the clear that ended it; `fresh` holds both.
+    await stale!.ledger.accept(await eventsOf(a!));
+    await a!.ledger.record({ k: 'clear', b: { s: x!.peerId } }, 3000);
+    await fresh!.ledger.accept(await eventsOf(a!));
+    expect(stale!.ledger.quarantined(x!.peerId)).toBe(true);
+    expect(fresh!.ledger.quarantined(x!.peerId)).toBe(false);
+
+    // r syncs from both; the stale reply comes first and is taken before the fresh one arrives.
+    const peers = new Map([stale!, fresh!].map((m) => [m.peerId, m]));
+    let staleTaken = false;
+    const host: FeedHost = {
+      log: pino({ level: 'silent' }),
+      member: () => true,
+      stopping: () => false,
+      others: () => [...peers.keys()],
+      alive: () => true,
+      held: async () => [],
+      memberViews: () => [...peers.keys()].map((peerId) => ({ peerId, self: false, status: 'member' as const, state: 'alive' })),
+      request: async (peer, _name, message) => {
+        const have = (message as { have: Record<string, number> }).have;
+        if (peer === fresh!.peerId) {
+          while (r!.ledger.vector()[a!.peerId] !== 2) await new Promise((resolve) => setTimeout(resolve, 5));
+          staleTaken = true;
+        }
+        return peers.get(peer)!.ledger.since(have, 1 << 20);
+      },
+    };
+    await new LedgerFeed(host, r!.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(staleTaken).toBe(true);
+    expect(r!.ledger.view()).toEqual(fresh!.ledger.view());
+    expect(r!.quarantines).toEqual([]);
+    expect(r!.ledger.quarantined(x!.peerId)).toBe(false);
+
+    // A round where only the stale member answers leaves r where those events do: quarantined, told once.
+    const r2 = await open(await generateKeyPair('Ed25519'), new Set([a!.peerId, stale!.peerId, fresh!.peerId]), CLUSTER, POLICY);
+    const failing: FeedHost = { ...host, request: async (peer, _name, message) => {
+      if (peer === fresh!.peerId) throw new Error('no answer');
+      return stale!.ledger.since((message as { have: Record<string, number> }).have, 1 << 20);
+    } };
+    await new LedgerFeed(failing, r2.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(r2.quarantines).toEqual([[x!.peerId, true]]);
+    for (const m of [a!, stale!, fresh!, r!, x!, r2]) await m.ledger.close();
   });
 });
 
