@@ -272,6 +272,8 @@ export class Ledger {
   #count = 0;
   /** Every change to the store runs through here, one at a time (exactly-once application). */
   #serial: Promise<unknown> = Promise.resolve();
+  /** The members touched by each catch-up under way: their quarantines wait for its end(). */
+  readonly #rounds = new Set<Set<string>>();
 
   private constructor(db: ClassicLevel<string, Buffer>, options: LedgerOptions) {
     this.#db = db;
@@ -328,6 +330,8 @@ export class Ledger {
       try {
         await this.#store(checkEvent(packr.unpack(d)), { d, s }, touched);
       } finally {
+        // A member a catch-up under way has touched is settled at its end, not half-way through it.
+        for (const round of this.#rounds) for (const p of round) touched.delete(p);
         this.#settle(touched);
       }
     });
@@ -366,13 +370,20 @@ export class Ledger {
    * in that moment placement left the member out and repair acted on it (a member that saw
    * itself quarantined removed its own copies as surplus). Taken as one, the round's outcome
    * depends only on the events it brought, whatever the order and grouping of the replies.
-   * end() must be called once, also when a reply failed (the events stored count).
+   * This node's own events recorded meanwhile (a writer's proof rounds go on) leave the members
+   * the round touched to its end. end() must be called once, also when a reply failed (the
+   * events stored count).
    */
   catchUp(): { accept(events: WireEvent[]): Promise<number>; end(): Promise<void> } {
     const touched = new Set<string>();
+    this.#rounds.add(touched);
     return {
       accept: (events) => this.#serially(() => this.#acceptAll(events, touched)),
-      end: () => this.#serially(async () => this.#settle(touched)),
+      end: () =>
+        this.#serially(async () => {
+          this.#rounds.delete(touched);
+          this.#settle(touched);
+        }),
     };
   }
 

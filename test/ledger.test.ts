@@ -308,7 +308,22 @@ describe('ledger sync', () => {
     } };
     await new LedgerFeed(failing, r2.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
     expect(r2.quarantines).toEqual([[x!.peerId, true]]);
-    for (const m of [a!, stale!, fresh!, r!, x!, r2]) await m.ledger.close();
+    // A writer that records its own verdict on x while the round is open (its proof rounds go on)
+    // leaves x to the round's end too.
+    const r3 = await open(await generateKeyPair('Ed25519'), new Set([a!.peerId, stale!.peerId, fresh!.peerId]), CLUSTER, POLICY);
+    const recording: FeedHost = { ...host, request: async (peer, _name, message) => {
+      const have = (message as { have: Record<string, number> }).have;
+      if (peer === fresh!.peerId) {
+        while (r3.ledger.vector()[a!.peerId] !== 2) await new Promise((resolve) => setTimeout(resolve, 5));
+        await r3.ledger.record({ k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'pass', ms: 1 }] }, 2500);
+      }
+      return peers.get(peer)!.ledger.since(have, 1 << 20);
+    } };
+    await new LedgerFeed(recording, r3.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(r3.ledger.vector()[r3.peerId]).toBe(1);
+    expect(r3.quarantines).toEqual([]);
+    expect(r3.ledger.quarantined(x!.peerId)).toBe(false);
+    for (const m of [a!, stale!, fresh!, r!, x!, r2, r3]) await m.ledger.close();
   });
 });
 
