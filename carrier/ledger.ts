@@ -101,6 +101,9 @@ export interface LedgerEntry {
   quarantined: boolean;
   /** [time, observer, event number] of the failure that made it quarantined. */
   quarantinedBy: [number, string, number] | null;
+  /** [time, observer, event number] of its newest clear, and the failed or late proofs after it (what the quarantine rule reads). */
+  clearedBy: [number, string, number] | null;
+  failsSinceClear: number;
 }
 
 export interface LedgerView {
@@ -243,6 +246,8 @@ export function entryOf(peerId: string, a: Account, policy: QuarantinePolicy): L
     servedForRepairBytes: a.servedBytes,
     quarantined: q !== null,
     quarantinedBy: q && [q[0], q[1], q[2]],
+    clearedBy: a.cleared && [a.cleared[0], a.cleared[1], a.cleared[2]],
+    failsSinceClear: a.fails.length,
   };
 }
 

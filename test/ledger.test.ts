@@ -115,6 +115,7 @@ describe('ledger', () => {
     expect(a!.ledger.quarantined(x!.peerId)).toBe(true);
     expect(a!.quarantines).toEqual([[x!.peerId, true]]);
     expect(a!.ledger.entry(x!.peerId)!.quarantinedBy).toEqual([13_000, a!.peerId, 4]);
+    expect(a!.ledger.entry(x!.peerId)).toMatchObject({ clearedBy: null, failsSinceClear: 3 });
 
     // b clears x at 20 000; a's later failure at 15 000 (before the clear) arrives after it and counts for nothing.
     await b!.ledger.accept(await eventsOf(a!));
@@ -125,6 +126,7 @@ describe('ledger', () => {
     await a!.ledger.record(fail(), 15_000);
     await b!.ledger.accept(await eventsOf(a!));
     expect(b!.ledger.quarantined(x!.peerId)).toBe(false);
+    expect(b!.ledger.entry(x!.peerId)).toMatchObject({ clearedBy: [20_000, b!.peerId, 1], failsSinceClear: 0, quarantinedBy: null });
     // Two new failures after the clear quarantine it again.
     await a!.ledger.record(fail(), 21_000);
     await a!.ledger.record(fail(), 22_000);

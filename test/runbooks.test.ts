@@ -365,7 +365,9 @@ describe('docs/operations.md runbooks, run as written', () => {
     expect([since.failed, since.late]).toEqual([atClear.failed, atClear.late]);
     for (const [name, n] of [['a', a], ['b2', b2], ['c', c]] as const) {
       const quarantined = (await n.members()).members.find((m) => m.peerId === b.peerId)?.quarantined;
-      // Which member, what it holds of the writer's events (the clear is within the first clearN) and its entry for b (quarantinedBy: the failure that did it).
+      // Which member, what it holds of the writer's events (the clear is within the first clearN)
+      // and its entry for b: the clear it holds (clearedBy), the failures it counts after it
+      // (failsSinceClear) and the one that quarantined b (quarantinedBy).
       expect(quarantined, `${name} shows b quarantined: ${JSON.stringify({ clearN, ...(await ledgerOfB(n)) })}`).toBe(false);
     }
     expect(await held(b2)).toEqual(expect.arrayContaining(blocks));
