@@ -29,7 +29,7 @@ import { type ErasureCodec, loadCodec } from './ec/codec.js';
 import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verifyShard } from './ec/manifest.js';
 import { encodeFrame } from './frames.js';
 import type { EcPolicy } from './membership.js';
-import { type Holders, type ReplicationContext, type ReplicationHost, PROTOCOL_VERSION } from './replication-core.js';
+import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION } from './replication-core.js';
 import { send } from './send.js';
 import { blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
@@ -185,7 +185,147 @@ export class Shards {
     await stream.close({ signal });
   }
 
+  /**
+   * shard-have: for each of `ids`, the K and M of the manifest held here and the indexes of the
+   * shards held here, or null when none is. What a repairer counts a block's healthy shards by.
+   */
+  async onHave(m: unknown): Promise<{ have: Array<ShardsHeld | null> }> {
+    const q = m as { v?: unknown; ids?: unknown } | null;
+    const ids = q?.ids;
+    if (q?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed shard-have');
+    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#heldHere(id) : null))) };
+  }
+
+  async #heldHere(id: string): Promise<ShardsHeld | null> {
+    const shelf = this.#ctx.shelf.shards;
+    const [bytes, shards] = await Promise.all([shelf.manifest(id), shelf.held(id)]);
+    if (!bytes || shards.length === 0) return null;
+    const manifest = decodeManifest(bytes);
+    return { k: manifest.k, m: manifest.m, shards: shards.filter((i) => i < manifest.k + manifest.m) };
+  }
+
+  // ------------------------------------------------------------------ repair
+
+  /**
+   * One repair pass over `blocks`, coded blocks held whole here (the writer's copy, or a keyed
+   * member's before it drops it): asks each member of each block's shard placement which shards
+   * it holds (shard-have), counts the block's healthy shards (the distinct indexes held by placed
+   * members that answered; a shard on a member no longer placed does not count), and when they
+   * are K + `threshold` or fewer, encodes the block again and pushes each missing shard to a
+   * placed member holding none of the block's shards (with fewer placeable members than K+M,
+   * to the one holding fewest: a smaller cluster still gets every shard back, some members then
+   * holding two). Nothing is stored about who holds what, so a pass after a restart simply finds
+   * the same shortfall again; a push that failed is retried by the next pass. `take` is the
+   * repair rate limit. Returns, per block, its healthy shard count before and after.
+   */
+  async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
+    const self = this.#host.peerId;
+    const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
+    const answers = await this.#askHolders(placements);
+    const out = new Map<string, ShardHealth>();
+    for (const b of blocks) {
+      if (this.#ctx.signal.aborted) break;
+      const placed = placements.get(b.id)!;
+      const held = new Map<string, number[]>();
+      let foreign = false;
+      for (const peer of placed) {
+        const a = answers.get(peer);
+        if (a === undefined) continue;
+        const h = a.get(b.id) ?? null;
+        // A manifest of another K+M (the policy changed since the block was coded) is not this
+        // pass's to mend: pushing shards of the new policy beside it would mix two codings.
+        if (h && (h.k !== ec.k || h.m !== ec.m)) foreign = true;
+        held.set(peer, h?.shards ?? []);
+      }
+      const healthy = new Set([...held.values()].flat());
+      const health: ShardHealth = { k: ec.k, m: ec.m, before: healthy.size, after: healthy.size, reachable: held.size === placed.length, pushed: 0, pushedBytes: 0 };
+      out.set(b.id, health);
+      if (this.#holders.shardsOf(b.id) === undefined && this.#holders.holdersOf(b.id)) this.#holders.coded(b.id, ec);
+      for (const i of healthy) this.#holders.confirmShard(b.id, i);
+      // A block whose first push is still under way is short only of the shards in flight.
+      if (this.#holders.pushing(b.id)) health.reachable = false;
+      if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > ec.k + threshold) continue;
+      const targets = assignMissing(ec, placed, held);
+      if (targets.size === 0) continue;
+      const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
+      for (const [index, peer] of targets) {
+        if (this.#ctx.signal.aborted) break;
+        try {
+          await take(shards[index]!.length);
+          if (peer === self) await this.#ctx.shelf.shards.keep(b.id, index, manifest, shards[index]!);
+          else await this.#pushTo(peer, b.id, index, manifest, shards[index]!);
+          this.#holders.confirmShard(b.id, index);
+          health.after++;
+          health.pushed++;
+          health.pushedBytes += shards[index]!.length;
+          this.#host.log.info({ event: 'shard-repaired', id: b.id, index, to: peer }, 'shard rebuilt on its placement');
+        } catch (err) {
+          this.#ctx.failed('shard-repair', peer, `${b.id}.${index}`, err);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Every placed member's shard-have answer for the blocks placed on it; a member that did not answer is left out. */
+  async #askHolders(placements: Map<string, string[]>): Promise<Map<string, Map<string, ShardsHeld | null>>> {
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) for (const peer of placed) asks.set(peer, [...(asks.get(peer) ?? []), id]);
+    const answers = new Map<string, Map<string, ShardsHeld | null>>();
+    await Promise.all(
+      [...asks].map(async ([peer, ids]) => {
+        try {
+          let have: unknown;
+          if (peer === this.#host.peerId) have = (await this.onHave({ v: PROTOCOL_VERSION, ids })).have;
+          else have = ((await this.#host.request(peer, 'shard-have', { v: PROTOCOL_VERSION, ids }, this.#ctx.smallRequest())) as { have?: unknown } | null)?.have;
+          if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed shard-have reply');
+          answers.set(peer, new Map(ids.map((id, i) => [id, parseHeld(have[i])])));
+        } catch (err) {
+          this.#host.log.debug({ event: 'shard-have-failed', peer, err: errorText(err) }, 'shard-have failed');
+        }
+      }),
+    );
+    return answers;
+  }
+
+  /** Block `id` held whole here, coded again: the same shards and manifest as at the write (the code is deterministic). */
+  async #encodeHeld(id: string, size: number, ec: EcPolicy): Promise<{ shards: Uint8Array[]; manifest: Uint8Array }> {
+    const file = this.#ctx.shelf.path(id);
+    const block = await fs.promises.readFile(file).catch((err: unknown) => {
+      throw ioError(`read ${file}`, err);
+    });
+    if (block.length !== size) throw new CorruptionError(`${file} has ${block.length} bytes, not ${size}`, { location: { file } });
+    const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
+    return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
+  }
+
   // ------------------------------------------------------------------ reader side
+
+  /**
+   * fetch()'s last resort: the shards of block `id` wherever the live members of its placements
+   * (the firm one, and the one over live candidates that repair fills) say they hold them; each
+   * verified against the manifest like the rest.
+   */
+  async #gatherMoved(id: string, ec: EcPolicy, dead: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
+    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !dead.has(p));
+    const answers = await this.#askHolders(new Map([[id, peers]]));
+    for (const [peer, a] of answers) {
+      for (const index of a.get(id)?.shards ?? []) {
+        if (verified.has(index)) continue;
+        try {
+          const got = await this.#get(peer, id, index);
+          if (!got) continue;
+          const decoded = decodeManifest(got.manifest);
+          if (decoded.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${decoded.block}`);
+          const manifest = first(decoded);
+          verifyShard(manifest, index, got.shard);
+          verified.set(index, got.shard);
+        } catch (err) {
+          problems.push(`${index} on ${peer}: ${errorText(err)}`);
+        }
+      }
+    }
+  }
 
   /** Shard `index` of block `id` with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
   async #get(peer: string, id: string, index: number): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
@@ -249,12 +389,65 @@ export class Shards {
     if (manifest && data.every((i) => verified.has(i)) && k === ec.k) return join(manifest, data.map((i) => verified.get(i)!));
     // Degraded: the remaining shards of the block's K+M (the manifest's, when it differs from the policy).
     await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && (i >= ec.k || k !== ec.k)));
+    // Repair puts a lost shard on whichever placed member holds none (or, on a cluster left with
+    // fewer than K+M placeable members, on one holding another already): when the ranking's
+    // places do not give K, ask the live members of both placements which shards they hold.
+    if (verified.size < (manifest?.k ?? ec.k)) await this.#gatherMoved(id, ec, dead, verified, problems, (got) => (manifest ??= got));
     if (!manifest) return undefined;
     if (verified.size < k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${k} shards needed could be read and verified (${problems.join('; ')})`);
     const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: k + m }, (_, i) => verified.get(i)), k, m);
     if (!Array.from({ length: k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
     return join(manifest, all.slice(0, k));
   }
+}
+
+/** What a member holds of a coded block (shard-have). */
+export interface ShardsHeld {
+  k: number;
+  m: number;
+  shards: number[];
+}
+
+/** A coded block's healthy shards at the start and the end of a repair pass's look at it. */
+export interface ShardHealth {
+  k: number;
+  m: number;
+  before: number;
+  after: number;
+  /** Every placed member answered (one not answering may hold its shard) and no first push of the block is under way: else not settled. */
+  reachable: boolean;
+  pushed: number;
+  pushedBytes: number;
+}
+
+function parseHeld(v: unknown): ShardsHeld | null {
+  if (v === null) return null;
+  const h = v as { k?: unknown; m?: unknown; shards?: unknown };
+  if (typeof h !== 'object' || !Number.isSafeInteger(h.k) || !Number.isSafeInteger(h.m) || !Array.isArray(h.shards) || !h.shards.every((i) => Number.isSafeInteger(i) && i >= 0 && i < (h.k as number) + (h.m as number))) {
+    throw new ProtocolError('malformed shard-have reply');
+  }
+  return { k: h.k as number, m: h.m as number, shards: h.shards as number[] };
+}
+
+/**
+ * Where the shards missing from a block go: index -> member. Placed members that answered and
+ * hold none of its shards first, in ranking order; when the placement is short of K+M members
+ * (fewer placeable members than that), the members holding fewest, so the block still gets back
+ * all K+M shards. Members that did not answer get nothing (they may be away with their shard).
+ */
+export function assignMissing(ec: EcPolicy, placed: string[], held: Map<string, number[]>): Map<number, string> {
+  const present = new Set([...held.values()].flat());
+  const missing = Array.from({ length: ec.k + ec.m }, (_, i) => i).filter((i) => !present.has(i));
+  const load = new Map([...held].map(([peer, s]) => [peer, s.length]));
+  const out = new Map<number, string>();
+  for (const index of missing) {
+    const free = placed.find((p) => load.get(p) === 0);
+    const peer = free ?? (placed.length < ec.k + ec.m ? [...load].sort((a, b) => a[1] - b[1])[0]?.[0] : undefined);
+    if (peer === undefined) break;
+    out.set(index, peer);
+    load.set(peer, load.get(peer)! + 1);
+  }
+  return out;
 }
 
 /** The block from its K data shards: concatenated, cut to the block's size (the code is systematic). */

@@ -95,13 +95,13 @@ export class Replicator implements ReplicaSource {
     this.#shards = new Shards(this.#ctx, this.#holders);
     this.#transfers = new Transfers(this.#ctx, this.#holders, this.#shards);
     this.#deletion = new Deletion(this.#ctx, { indexOnce: () => this.#repair.indexOnce() });
-    this.#repair = new Repair(this.#ctx, this.#holders, this.#transfers, this.#deletion);
+    this.#repair = new Repair(this.#ctx, this.#holders, this.#transfers, this.#shards, this.#deletion);
   }
 
   get progress(): RepairProgress {
     const p = this.#repair.progress;
     const d = this.#deletion.progress;
-    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled };
+    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled, shardHealth: p.shardHealth, shardsRepaired: p.shardsRepaired, shardsRepairedBytes: p.shardsRepairedBytes };
   }
 
   /** Progress of this node's drain; null when it is not draining. */
@@ -123,6 +123,7 @@ export class Replicator implements ReplicaSource {
     await h.handle('block-retire', (m) => this.#deletion.onRetire(m));
     await h.handleStream('shard-put', (stream, ctx) => this.#shards.onPut(stream, ctx.peer));
     await h.handleStream('shard-get', (stream) => this.#shards.onGet(stream));
+    await h.handle('shard-have', (m) => this.#shards.onHave(m));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#holders.sealed(b.id);
       this.#unsubscribe = this.#db.onSealed((b) => {

@@ -103,7 +103,7 @@ function surplusId(candidates: string[]): string {
   }
 }
 
-const config = { deadGraceMs: 60_000, repairIntervalMs: 3_600_000, repairBytesPerSec: 1 << 30 };
+const config = { deadGraceMs: 60_000, repairIntervalMs: 3_600_000, repairBytesPerSec: 1 << 30, repairThreshold: 1 };
 const started: Replicator[] = [];
 /** Gates a failing test left shut are opened before the replicators stop (which waits for their passes). */
 const gates: Array<() => void> = [];

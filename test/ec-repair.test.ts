@@ -1,0 +1,118 @@
+/**
+ * Erasure coding (issue 32, repair): six `ouro node` processes on loopback QUIC at ec 4+2
+ * (docs/node.md, "Redundancy"). A coded block keeps no whole copy besides the writer's; blocks
+ * under the small-block line stay replicated by the factor; two shard holders SIGKILLed, and
+ * once the dead grace is over the writer's repair passes put every block back at six verified
+ * shards on the four live members.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decodeManifest, verifyShard } from '../carrier/ec/manifest.js';
+import { replicaSet } from '../carrier/placement.js';
+import { type NodeProc, dbApi, founderWithDb, joinKeyless, keyFile, ouro, waitFor } from './cluster-harness.js';
+
+/** Every shard file under a node's directory, verified against the manifest beside it: `<block id>.<index>`. */
+function verifiedShards(node: NodeProc): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, e.name);
+      if (e.isDirectory()) walk(file);
+      else if (e.name.endsWith('.shd')) {
+        const [id, index] = e.name.slice(0, -4).split('.') as [string, string];
+        verifyShard(decodeManifest(fs.readFileSync(path.join(dir, `${id}.manifest`))), Number(index), fs.readFileSync(file));
+        out.push(`${id}.${index}`);
+      }
+    }
+  };
+  walk(node.dir);
+  return out;
+}
+
+async function held(node: NodeProc): Promise<Set<string>> {
+  return new Set((await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id));
+}
+
+interface Progress {
+  passes: number;
+  shardHealth: { blocks: number; full: number; atThreshold: number; unreadable: number };
+  shardsRepaired: number;
+}
+async function progress(node: NodeProc): Promise<Progress> {
+  return (await node.get<{ replication: Progress }>('/status')).replication;
+}
+
+describe('ec 4+2 repair on six members', () => {
+  it('keeps no whole copy of a coded block beyond the writer, and rebuilds the shards of two SIGKILLed members on the four left', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key);
+    const keyless: NodeProc[] = [];
+    for (let i = 0; i < 5; i++) keyless.push(await joinKeyless(a));
+    const all = [a, ...keyless];
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 6, 30_000, 'six live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":4,"m":2}', 20_000, `${n.peerId} to take ec 4+2`);
+
+    // Coded blocks (above the 256 KiB line at 4+2) and small ones, one block per flush.
+    const coded: string[] = [];
+    const small: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const before = await held(a);
+      await dbApi.put(a, crypto.randomBytes(i < 6 ? 300_000 + i * 40_000 : 20_000));
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 6, timeoutMs: 30_000 });
+      const fresh = [...(await held(a))].filter((id) => !before.has(id));
+      expect(fresh.length).toBe(1);
+      (i < 6 ? coded : small).push(fresh[0]!);
+    }
+
+    // Two full repair passes of the writer's after the writes: they found every coded block at
+    // six shards, and pushed no whole copy of one anywhere; the small blocks sit on their three.
+    const start = (await progress(a)).passes;
+    await waitFor(async () => (await progress(a)).passes >= start + 2, 20_000, 'two repair passes');
+    expect((await progress(a)).shardHealth).toEqual({ blocks: 6, full: 6, atThreshold: 0, unreadable: 0 });
+    const peers = all.map((n) => n.peerId);
+    for (const n of keyless) {
+      const h = await held(n);
+      for (const id of coded) expect(h.has(id), `${n.peerId} holds coded ${id} whole`).toBe(false);
+      for (const id of small) expect(h.has(id), `${n.peerId} and small ${id}`).toBe(replicaSet(id, peers, 3).includes(n.peerId));
+    }
+
+    // Two shard holders (every member holds one shard of every coded block) SIGKILLed.
+    const victims = keyless.slice(0, 2);
+    for (const n of victims) await n.kill9();
+    const live = all.filter((n) => !victims.includes(n));
+    const shardsOn = (ids: string[]) => {
+      const byBlock = new Map(ids.map((id) => [id, [] as number[]]));
+      for (const n of live) {
+        for (const name of verifiedShards(n)) {
+          const [id, index] = name.split('.') as [string, string];
+          byBlock.get(id)?.push(Number(index));
+        }
+      }
+      return byBlock;
+    };
+    // The premise: right after the kills, every coded block has only four shards on the living.
+    for (const [id, indexes] of shardsOn(coded)) expect(indexes.length, id).toBe(4);
+
+    // After the dead grace: every block back at six distinct verified shards on the four left.
+    await waitFor(() => [...shardsOn(coded).values()].every((indexes) => new Set(indexes).size === 6 && indexes.length === 6), 60_000, 'every coded block back at six shards');
+    for (const n of live) {
+      const perBlock = new Map<string, number>();
+      for (const name of verifiedShards(n)) perBlock.set(name.split('.')[0]!, (perBlock.get(name.split('.')[0]!) ?? 0) + 1);
+      for (const count of perBlock.values()) expect(count).toBeLessThanOrEqual(2);
+    }
+    const repaired = a.logs.filter((l) => l.event === 'shard-repaired');
+    expect((await progress(a)).shardsRepaired, JSON.stringify(repaired)).toBe(12);
+    await waitFor(async () => (await progress(a)).shardHealth.full === 6, 20_000, 'the writer to count six full blocks');
+    // The small blocks are back on their three placed members again, by the factor (the writer
+    // keeps its copy besides, placed or not).
+    await waitFor(async () => {
+      const holds = new Map(await Promise.all(live.map(async (n) => [n.peerId, await held(n)] as const)));
+      return small.every((id) => replicaSet(id, [...holds.keys()], 3).every((p) => holds.get(p)!.has(id)));
+    }, 30_000, 'the small blocks on their three live placed members');
+    for (const n of live.slice(1)) for (const id of coded) expect((await held(n)).has(id)).toBe(false);
+  }, 180_000);
+});
