@@ -119,6 +119,17 @@ export class ShardFiles {
   }
 
   /**
+   * Deletes every shard of block `blockId` held here, then its manifest (deletion across the
+   * cluster: the block is released everywhere). The number of shards removed.
+   */
+  async removeAll(blockId: string): Promise<number> {
+    const held = await this.held(blockId);
+    for (const index of held) await removeDurably(this.path(blockId, index));
+    if (await exists(this.manifestPath(blockId))) await removeDurably(this.manifestPath(blockId));
+    return held.length;
+  }
+
+  /**
    * Keeps shard `index` of block `blockId` (already verified against `manifest`) durably, with
    * the manifest if it has none yet. False when the shard was held already.
    */
@@ -245,7 +256,8 @@ export class DirShelf implements Shelf {
 
   async drop(id: string): Promise<boolean> {
     if (!(await this.tombstoned(id))) return false;
-    await removeDurably(this.path(id));
+    // A member may hold only shards of the block, and no directory its whole copy would be in.
+    if (await exists(this.path(id))) await removeDurably(this.path(id));
     return true;
   }
 
@@ -421,7 +433,7 @@ export class DbShelf implements Shelf {
 
   async drop(id: string): Promise<boolean> {
     if (this.db.block(id) || this.db.tombstone(id) === undefined) return false;
-    await removeDurably(this.path(id));
+    if (await exists(this.path(id))) await removeDurably(this.path(id));
     return true;
   }
 }
