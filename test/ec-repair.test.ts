@@ -120,6 +120,9 @@ describe('ec 4+2 repair on six members', () => {
     const repaired = a.logs.filter((l) => l.event === 'shard-repaired');
     expect((await progress(a)).shardsRepaired, JSON.stringify(repaired)).toBe(10);
     await waitFor(async () => (await progress(a)).shardHealth.full === 5, 20_000, 'the writer to count five full blocks');
+    const metrics = await (await fetch(`${a.run.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^ouro_ec_blocks\{health="full"\} 5$/m);
+    expect(metrics).toMatch(/^ouro_repair\{kind="shards_repaired"\} 10$/m);
     // The small blocks are back on their three placed members again, by the factor (the writer
     // keeps its copy besides, placed or not).
     await waitFor(async () => {
