@@ -108,6 +108,7 @@ export class Repair {
   /** The next pass scrubs (set by the repair timer and by operators, see kick). */
   #scrubDue = false;
   #scrubCursor = '';
+  #shardScrubCursor = '';
 
   constructor(ctx: ReplicationContext, holders: Holders, transfers: Transfers, shards: Shards, deletion: RetiredBlocks) {
     this.#shards = shards;
@@ -249,6 +250,12 @@ export class Repair {
    * counted as held), so the repair passes copy a good one back from another holder.
    */
   async #scrub(): Promise<void> {
+    // Shards first (a share of the budget), so a node holding many whole blocks still gets round
+    // its shards; they are verified against their manifests, not their block's id.
+    const shards = await this.#shards.scrub(SCRUB_BYTES_PER_PASS / 4, this.#shardScrubCursor);
+    this.#shardScrubCursor = shards.last;
+    this.#progress.verified += shards.verified;
+    this.#progress.corrupt += shards.corrupt;
     let budget = SCRUB_BYTES_PER_PASS;
     const blocks = await heldBlocks(this.#shelf);
     blocks.sort((x, y) => (x.id < y.id ? -1 : 1));

