@@ -206,6 +206,9 @@ export class Repair {
         if (batch.length >= HAVE_BATCH) await flushBatch();
       }
       if (batch.length > 0) await flushBatch();
+      // Shards held here that are no longer placed here (a drain, a join above this node): they
+      // count as unsettled until the placement holds every shard without them.
+      pass.unsettled += await this.#shards.dropSurplus();
       p.passes++;
       p.lastPassAt = Date.now();
       p.checked = pass.checked;

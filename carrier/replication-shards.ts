@@ -222,6 +222,7 @@ export class Shards {
     const self = this.#host.peerId;
     const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
     const answers = await this.#askHolders(placements);
+    const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
     const out = new Map<string, ShardHealth>();
     for (const b of blocks) {
       if (this.#ctx.signal.aborted) break;
@@ -244,7 +245,11 @@ export class Shards {
       for (const i of healthy) this.#holders.confirmShard(b.id, i);
       // A block whose first push is still under way is short only of the shards in flight.
       if (this.#holders.pushing(b.id)) health.reachable = false;
-      if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > ec.k + threshold) continue;
+      // While a member drains, every short block is mended at once: the drainer's shards stop
+      // counting (it is not placed) and stay until the placement holds all K+M without them, so
+      // the threshold would otherwise hold the drain up without protecting anything.
+      const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
+      if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > line) continue;
       const targets = assignMissing(ec, placed, held);
       if (targets.size === 0) continue;
       const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
@@ -297,6 +302,48 @@ export class Shards {
     if (block.length !== size) throw new CorruptionError(`${file} has ${block.length} bytes, not ${size}`, { location: { file } });
     const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
     return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
+  }
+
+  /**
+   * Shards held here of blocks whose current shard placement leaves this node out (it drains, is
+   * quarantined, or a member joined above it): removed once the placed members hold all K+M of
+   * the block's shards without this node's (a drain never takes a block below what it had), and
+   * kept meanwhile, so a read or repair can still use them. Shards held under another K+M than
+   * the cluster's policy are left alone. Returns how many blocks' shards are still here though
+   * not placed here (a drain waits for none).
+   */
+  async dropSurplus(): Promise<number> {
+    const ec = this.#host.ecPolicy ?? null;
+    const self = this.#host.peerId;
+    const files = this.#ctx.shelf.shards;
+    const surplus = new Map<string, string[]>();
+    for (const id of await files.blocks()) {
+      const bytes = await files.manifest(id);
+      const manifest = bytes && (() => {
+        try {
+          return decodeManifest(bytes);
+        } catch {
+          return undefined;
+        }
+      })();
+      if (!manifest || !ec || manifest.k !== ec.k || manifest.m !== ec.m) continue;
+      const placed = this.#holders.shardPlacement(id, ec);
+      if (placed.includes(self) || this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
+      surplus.set(id, placed);
+    }
+    if (surplus.size === 0) return 0;
+    const answers = await this.#askHolders(surplus);
+    let left = 0;
+    for (const [id, placed] of surplus) {
+      const healthy = new Set(placed.flatMap((p) => answers.get(p)?.get(id)?.shards ?? []));
+      if (healthy.size < ec!.k + ec!.m) {
+        left++;
+        continue;
+      }
+      const removed = await files.removeAll(id);
+      this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
+    }
+    return left;
   }
 
   // ------------------------------------------------------------------ scrub

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeManifest, verifyShard } from '../carrier/ec/manifest.js';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, dbApi, founderWithDb, joinKeyless, keyFile, ouro, waitFor } from './cluster-harness.js';
+import { type NodeProc, dbApi, founderWithDb, joinKeyless, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
 
 /** Every shard file under a node's directory, verified against the manifest beside it: `<block id>.<index>`. */
 function verifiedShards(node: NodeProc): string[] {
@@ -162,5 +162,62 @@ describe('ec 4+2 repair on six members', () => {
     await waitFor(() => holder.logs.some((l) => l.event === 'shard-corrupt' && l.id === id && l.index === Number(index)), 30_000, 'the holder\'s scrub to find the rotted shard');
     await waitFor(() => fs.existsSync(file) && verifiedShards(holder).includes(`${id}.${index}`), 30_000, 'the rotted shard rebuilt');
     expect((await progress(a)).shardsRepaired).toBeGreaterThan(repairedNow);
+  }, 180_000);
+  it('drains a member holding shards: they are rebuilt on the member that takes its place before it drops them, never fewer than six', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const keyless: NodeProc[] = [];
+    for (let i = 0; i < 6; i++) keyless.push(await joinKeyless(a, GRACE));
+    const all = [a, ...keyless];
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 7, 30_000, 'seven live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":4,"m":2}', 20_000, `${n.peerId} to take ec 4+2`);
+    const blocks: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = await held(a);
+      await dbApi.put(a, crypto.randomBytes(300_000 + i * 10_000));
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 6, timeoutMs: 30_000 });
+      blocks.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const shardsIn = (nodes: NodeProc[]) => nodes.map((n) => verifiedShards(n));
+    // The drainer: the keyless member holding shards of the most blocks.
+    const counts = shardsIn(keyless).map((names) => names.length);
+    const d = keyless[counts.indexOf(Math.max(...counts))]!;
+    const onD = verifiedShards(d);
+    expect(onD.length).toBeGreaterThan(0);
+
+    // Every block's distinct verified shards across all seven, sampled all through the drain: d
+    // (which only loses shards) read first, so a shard moving from it is not missed on both sides.
+    let watching = true;
+    let fewest = Infinity;
+    let samples = 0;
+    const watch = (async () => {
+      while (watching) {
+        try {
+          const names = [...shardsIn([d]), ...shardsIn(all.filter((n) => n !== d))].flat();
+          for (const id of blocks) fewest = Math.min(fewest, new Set(names.filter((x) => x.startsWith(`${id}.`))).size);
+          samples++;
+        } catch {
+          // A shard removed while it was read: that sample is skipped.
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const r = await ouroJson<{ left: boolean }>(['node', 'drain', d.dir]);
+    watching = false;
+    await watch;
+    expect(r.left).toBe(true);
+    expect(samples).toBeGreaterThan(3);
+    expect(fewest).toBe(6);
+    // d holds no shard now; every block has its six on six distinct members of the six left.
+    expect(verifiedShards(d)).toEqual([]);
+    const rest = all.filter((n) => n !== d);
+    for (const id of blocks) {
+      const per = shardsIn(rest).map((names) => names.filter((x) => x.startsWith(`${id}.`)).length);
+      expect(per.reduce((x, y) => x + y, 0), id).toBe(6);
+      expect(Math.max(...per)).toBe(1);
+    }
+    expect(d.logs.filter((l) => l.event === 'surplus-shards-removed').length).toBe(new Set(onD.map((x) => x.split('.')[0])).size);
   }, 180_000);
 });
