@@ -69,6 +69,12 @@ export interface PassProgress {
   unsettled: number;
   /** Coded blocks held whole here, by healthy shards, in the last finished pass (see ShardCounts). */
   shardHealth: ShardCounts;
+  /**
+   * Blocks whose shards this node holds though the cluster's policy is no longer their K+M (back
+   * at replicas: kept until the replica placement holds the block whole), in the last pass: the
+   * re-encoding still to finish here.
+   */
+  staleShards: number;
   /** Since start: shards rebuilt and pushed to their placement, and their bytes. */
   shardsRepaired: number;
   shardsRepairedBytes: number;
@@ -99,7 +105,7 @@ export class Repair {
   readonly #deletion: RetiredBlocks;
   /** block-have's checks (shared) against surplus removals (exclusive): see onHave. */
   readonly #haveLock = new SharedLock();
-  readonly #progress: PassProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, verified: 0, corrupt: 0, unsettled: 0, shardHealth: { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 }, shardsRepaired: 0, shardsRepairedBytes: 0 };
+  readonly #progress: PassProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, verified: 0, corrupt: 0, unsettled: 0, shardHealth: { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 }, shardsRepaired: 0, shardsRepairedBytes: 0, staleShards: 0 };
   #indexing: Promise<unknown> | undefined;
   #drain: DrainProgress | null = null;
   #timer: NodeJS.Timeout | undefined;
@@ -208,7 +214,9 @@ export class Repair {
       if (batch.length > 0) await flushBatch();
       // Shards held here that are no longer placed here (a drain, a join above this node): they
       // count as unsettled until the placement holds every shard without them.
-      pass.unsettled += await this.#shards.dropSurplus();
+      const shardsLeft = await this.#shards.dropSurplus();
+      pass.unsettled += shardsLeft.left + shardsLeft.stale;
+      p.staleShards = shardsLeft.stale;
       p.passes++;
       p.lastPassAt = Date.now();
       p.checked = pass.checked;

@@ -312,11 +312,12 @@ export class Shards {
    * the cluster's policy are left alone. Returns how many blocks' shards are still here though
    * not placed here (a drain waits for none).
    */
-  async dropSurplus(): Promise<number> {
+  async dropSurplus(): Promise<{ left: number; stale: number }> {
     const ec = this.#host.ecPolicy ?? null;
     const self = this.#host.peerId;
     const files = this.#ctx.shelf.shards;
     const surplus = new Map<string, string[]>();
+    const stale: string[] = [];
     for (const id of await files.blocks()) {
       const bytes = await files.manifest(id);
       const manifest = bytes && (() => {
@@ -326,12 +327,17 @@ export class Shards {
           return undefined;
         }
       })();
-      if (!manifest || !ec || manifest.k !== ec.k || manifest.m !== ec.m) continue;
+      if (!manifest) continue;
+      if (!ec || manifest.k !== ec.k || manifest.m !== ec.m) {
+        stale.push(id);
+        continue;
+      }
       const placed = this.#holders.shardPlacement(id, ec);
       if (placed.includes(self) || this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
       surplus.set(id, placed);
     }
-    if (surplus.size === 0) return 0;
+    const staleLeft = stale.length > 0 ? await this.#dropStale(stale, ec) : 0;
+    if (surplus.size === 0) return { left: 0, stale: staleLeft };
     const answers = await this.#askHolders(surplus);
     let left = 0;
     for (const [id, placed] of surplus) {
@@ -342,6 +348,39 @@ export class Shards {
       }
       const removed = await files.removeAll(id);
       this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
+    }
+    return { left, stale: staleLeft };
+  }
+
+  /**
+   * Shards held here of blocks coded under a policy the cluster no longer has. Back at replicas
+   * (`ec` null): removed once every member of the block's replica placement holds it whole (the
+   * writer's passes push those copies), so the block is never without its old or its new form.
+   * Under another K+M they are kept (re-coding from one K+M to another is not built). Returns
+   * how many blocks' stale shards are still here.
+   */
+  async #dropStale(ids: string[], ec: EcPolicy | null): Promise<number> {
+    if (ec) return ids.length;
+    const self = this.#host.peerId;
+    const placements = new Map(ids.map((id) => [id, this.#holders.placement(id)]));
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) for (const peer of placed) if (peer !== self) asks.set(peer, [...(asks.get(peer) ?? []), id]);
+    const holding = new Map<string, Set<string>>();
+    await Promise.all(
+      [...asks].map(async ([peer, asked]) => {
+        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: asked, list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown } | null;
+        if (Array.isArray(r?.have) && r.have.length === asked.length) holding.set(peer, new Set(asked.filter((_, i) => (r.have as unknown[])[i] === true)));
+      }),
+    );
+    let left = 0;
+    for (const [id, placed] of placements) {
+      const whole = await Promise.all(placed.map((p) => (p === self ? this.#ctx.shelf.has(id) : holding.get(p)?.has(id) === true)));
+      if (placed.length === 0 || !whole.every(Boolean)) {
+        left++;
+        continue;
+      }
+      const removed = await this.#ctx.shelf.shards.removeAll(id);
+      this.#host.log.info({ event: 'stale-shards-removed', id, shards: removed }, 'shards of a block the cluster keeps whole again removed: its replica placement holds it');
     }
     return left;
   }

@@ -101,7 +101,7 @@ export class Replicator implements ReplicaSource {
   get progress(): RepairProgress {
     const p = this.#repair.progress;
     const d = this.#deletion.progress;
-    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled, shardHealth: p.shardHealth, shardsRepaired: p.shardsRepaired, shardsRepairedBytes: p.shardsRepairedBytes };
+    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled, shardHealth: p.shardHealth, shardsRepaired: p.shardsRepaired, shardsRepairedBytes: p.shardsRepairedBytes, staleShards: p.staleShards };
   }
 
   /** Progress of this node's drain; null when it is not draining. */

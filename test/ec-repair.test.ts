@@ -220,4 +220,52 @@ describe('ec 4+2 repair on six members', () => {
     }
     expect(d.logs.filter((l) => l.event === 'surplus-shards-removed').length).toBe(new Set(onD.map((x) => x.split('.')[0])).size);
   }, 180_000);
+  it('switches a populated cluster from replicas 3 to ec 4+2 and back: shards pushed then whole copies dropped, whole copies back then shards dropped, nothing lost', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const keyless: NodeProc[] = [];
+    for (let i = 0; i < 5; i++) keyless.push(await joinKeyless(a, GRACE));
+    const all = [a, ...keyless];
+    const peers = all.map((n) => n.peerId);
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 6, 30_000, 'six live members');
+    const values = new Map<string, Buffer>();
+    const blocks: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = await held(a);
+      const value = crypto.randomBytes(i < 3 ? 300_000 + i * 10_000 : 20_000);
+      values.set((await dbApi.put(a, value)).hash, value);
+      await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
+      blocks.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const [coded, small] = [blocks.slice(0, 3), blocks.slice(3)];
+    const wholeOn = async (id: string) => (await Promise.all(keyless.map(async (n) => ((await held(n)).has(id) ? n.peerId : null)))).filter((p) => p !== null);
+    const shardCount = (id: string) => all.flatMap((n) => verifiedShards(n)).filter((x) => x.startsWith(`${id}.`)).length;
+    const onReplicaPlacement = async (id: string) => {
+      const want = replicaSet(id, peers, 3).filter((p) => p !== a.peerId).sort();
+      return JSON.stringify((await wholeOn(id)).sort()) === JSON.stringify(want);
+    };
+    for (const id of blocks) expect(await onReplicaPlacement(id)).toBe(true);
+
+    // To ec: the writer's passes code the existing blocks; the keyless members drop their whole
+    // copies once all six shards are placed; the small block stays on its three.
+    const toEc = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
+    expect(toEc.code, toEc.stderr).toBe(0);
+    await waitFor(async () => {
+      for (const id of coded) if (shardCount(id) !== 6 || (await wholeOn(id)).length !== 0) return false;
+      return true;
+    }, 60_000, 'every coded block at six shards and no whole copy but the writer\'s');
+    expect(await onReplicaPlacement(small[0]!)).toBe(true);
+    expect(shardCount(small[0]!)).toBe(0);
+
+    // Back to replicas 3: whole copies pushed to the placement again, then every shard removed.
+    const back = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'replicas', '3']);
+    expect(back.code, back.stderr).toBe(0);
+    await waitFor(async () => {
+      for (const id of coded) if (shardCount(id) !== 0 || !(await onReplicaPlacement(id))) return false;
+      return true;
+    }, 60_000, 'every coded block whole on its three again and no shard left');
+    for (const n of keyless) expect((await n.get<{ replication: { staleShards: number } }>('/status')).replication.staleShards).toBe(0);
+    // Nothing lost: every object reads back from the writer, and every whole copy verified on receipt.
+    for (const [hash, value] of values) expect((await dbApi.value(a, hash)).equals(value)).toBe(true);
+  }, 180_000);
 });
