@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newHasher } from '../carrier/s3/checksums.js';
 import { S3Error, errorXml } from '../carrier/s3/errors.js';
 import { MAX_LINE_BYTES } from '../carrier/s3/payload.js';
-import { type Authenticated, type S3Request, authenticate } from '../carrier/s3/sigv4.js';
+import { type Authenticated, type S3Request, authenticate, signingKeys } from '../carrier/s3/sigv4.js';
 
 const KEY_ID = 'OUROTESTKEYID';
 const SECRET = 'ouro/test+secret=with-odd-chars';
@@ -256,6 +256,25 @@ describe('requests the AWS SDK sends', () => {
     const c = await capture(() => client().send(new PutObjectCommand({ Bucket: 'b', Key: 'k', Body: 'x' })));
     await refusal(accept({ ...toRequest(c), rawPath: '/b/other' }), 'SignatureDoesNotMatch', 403);
     await refusal(accept({ ...toRequest(c), query: [['x-id', 'DeleteObject']] }), 'SignatureDoesNotMatch', 403);
+  });
+});
+
+describe('signing keys', () => {
+  it('derives the signing key once per access key, secret and day, and never verifies with a key derived from another secret', async () => {
+    const id = 'OUROCACHEKEYID';
+    let secret = 'first secret';
+    const lookupNow = async (k: string) => (k === id ? secret : undefined);
+    const signed = (s: string) => capture(() => new S3Client({ endpoint, region: REGION, forcePathStyle: true, maxAttempts: 1, credentials: { accessKeyId: id, secretAccessKey: s } }).send(new PutObjectCommand({ Bucket: 'b', Key: 'k', Body: 'x' })));
+    const first = await signed('first secret');
+    const before = signingKeys.derivations;
+    for (let i = 0; i < 3; i++) expect((await read(await authenticate(toRequest(first), lookupNow, options))).toString()).toBe('x');
+    expect(signingKeys.derivations - before).toBe(1);
+    // The catalog now says another secret for the id: the request signed with the first no longer
+    // verifies (the cached key is not used for it), and one signed with the new secret does.
+    secret = 'second secret';
+    await refusal(authenticate(toRequest(first), lookupNow, options), 'SignatureDoesNotMatch', 403);
+    expect((await read(await authenticate(toRequest(await signed('second secret')), lookupNow, options))).toString()).toBe('x');
+    expect(signingKeys.derivations - before).toBe(2);
   });
 });
 

@@ -4,10 +4,8 @@
  * the database's chunker as it stores, a GET's value is piped to the socket chunk by chunk.
  * A delete writes a tombstone version, so the object's history stays (S3 versioning stays off).
  */
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { ObjectStat } from '../../lib/db.js';
-import { type Ctx, capped, header, httpDate, isoDate, needBucket, quoted, sendEmpty, sendXml } from './context.js';
+import { type Ctx, capped, header, httpDate, sendBody, isoDate, needBucket, quoted, sendEmpty, sendXml } from './context.js';
 import { S3Error } from './errors.js';
 import { checkObjectName, objectKey } from './keys.js';
 import { STORED_HEADERS, liveObject, metaOfHeaders, storeWithEtag } from './store.js';
@@ -113,15 +111,7 @@ export async function getObject(ctx: Ctx): Promise<void> {
   const { start, end } = range ?? { start: 0, end: stat.size };
   ctx.res.writeHead(range ? 206 : 200, { ...h, 'content-length': end - start, ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${stat.size}` } : {}) });
   if (end === start) return void ctx.res.end();
-  const source = range ? ctx.db.stream(stat.hash, { start, end }) : ctx.db.stream(stat.hash);
-  const counted = async function* (this: void): AsyncGenerator<Uint8Array> {
-    for await (const piece of source) {
-      ctx.bytesOut += piece.length;
-      yield piece;
-    }
-  };
-  // pipeline waits for the socket to drain before it pulls the next chunk: backpressure.
-  await pipeline(Readable.from(counted()), ctx.res);
+  await sendBody(ctx, range ? ctx.db.stream(stat.hash, { start, end }) : ctx.db.stream(stat.hash));
 }
 
 export async function deleteObject(ctx: Ctx): Promise<void> {

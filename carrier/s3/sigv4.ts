@@ -112,10 +112,8 @@ export async function authenticate(req: S3Request, lookupSecret: (accessKeyId: s
   const secret = await lookupSecret(claim.accessKeyId);
   if (secret === undefined) throw s3.invalidAccessKeyId('the AWS access key id you provided does not exist in our records');
 
-  // The signing key is derived from the secret through the scope (date, region, service), so a
-  // key leaked from one scope signs nothing in another.
   const scope = `${claim.scopeDate}/${claim.region}/${claim.service}/aws4_request`;
-  const signingKey = hmac(hmac(hmac(hmac(`AWS4${secret}`, claim.scopeDate), claim.region), claim.service), 'aws4_request');
+  const signingKey = signingKeys.get(claim.accessKeyId, secret, claim.scopeDate, claim.region, claim.service);
   const canonicalHeaders: Record<string, string> = {};
   for (const name of claim.signedHeaders) canonicalHeaders[name] = canonicalHeaderValue(headers[name]);
   const query = queryRecord(req.query);
@@ -317,6 +315,39 @@ function contentLength(headers: S3Request['headers'], chunked: boolean): number 
   if (!/^\d{1,16}$/.test(value)) throw s3.invalidArgument(`${chunked ? 'x-amz-decoded-content-length' : 'Content-Length'} must be a number of bytes`);
   return Number(value);
 }
+
+/**
+ * The signing keys derived lately, by access key and scope. A key is derived from the secret
+ * through the scope (date, region, service), so a key leaked from one scope signs nothing in
+ * another; the derivation is four HMACs, the same for every request of one access key on one day,
+ * so it is done once per key and day rather than per request.
+ *
+ * An entry is used only for the very secret it was derived from (compared on each lookup), so a
+ * cached key never outlives a change of what the catalog says the secret is: a deleted access
+ * key is refused by the lookup before this is reached, and another secret under the same id
+ * derives afresh. At most MAX_ENTRIES are kept, the oldest dropped first.
+ */
+export class SigningKeys {
+  static readonly MAX_ENTRIES = 1024;
+  readonly #entries = new Map<string, { secret: string; key: crypto.KeyObject }>();
+  /** How many keys were derived (not found here): what tests observe. */
+  derivations = 0;
+
+  get(accessKeyId: string, secret: string, scopeDate: string, region: string, service: string): crypto.KeyObject {
+    const id = `${accessKeyId}/${scopeDate}/${region}/${service}`;
+    const hit = this.#entries.get(id);
+    if (hit !== undefined && hit.secret === secret) return hit.key;
+    this.derivations++;
+    const key = crypto.createSecretKey(hmac(hmac(hmac(hmac(`AWS4${secret}`, scopeDate), region), service), 'aws4_request'));
+    this.#entries.delete(id);
+    if (this.#entries.size >= SigningKeys.MAX_ENTRIES) this.#entries.delete(this.#entries.keys().next().value!);
+    this.#entries.set(id, { secret, key });
+    return key;
+  }
+}
+
+/** The gateway's signing keys: one per process, shared by every request. */
+export const signingKeys = new SigningKeys();
 
 /** A hash for the SDK signer's constructor; only the canonical request is taken from the signer. */
 class NodeSha256 {
