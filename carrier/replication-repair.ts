@@ -8,7 +8,7 @@
  * Owns, and alone changes:
  *   - the pass: #pass (the one running), #again (one more is due), #timer (the interval that
  *     kicks scrubbing passes), #scrubDue and #scrubCursor: changed by kick(), #runPass(),
- *     #scrub(), startLoop() and stopLoop();
+ *     #scrub(), startLoop() and stopLoop(); #shardScrubCursor, by #scrub (Shards.scrub does the work);
  *   - #haveLock: block-have's checks hold it shared (onHave), a surplus removal exclusive
  *     (#dropIfSurplus), so that no check runs between a removal's last placement check and its
  *     delete;

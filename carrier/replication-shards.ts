@@ -18,8 +18,17 @@
  * by the shelf that keeps it, so a member lying with a manifest and shards that match each other
  * still cannot pass off another block.
  *
+ *   /ouro/shard-have/1 request -> {v, ids}                <- {have: [{k, m, shards} | null]}
+ *
+ * Repair (repairWhole, run by Repair's passes on the coded blocks held whole here): counts each
+ * block's healthy shards on its current placement and rebuilds the missing ones at K +
+ * repairThreshold or fewer. dropSurplus removes shards no longer placed here once the placement
+ * holds them all (drain, rebalance) and shards of an old policy once the block is whole on its
+ * replica placement again; scrub verifies held shards against their manifest. Deletion removes
+ * shards through the shelf (ShardFiles.removeAll). Proofs of storage per shard are not built.
+ *
  * Owns only the codec, loaded once. Shard holders are Holders' (coded, confirmShard); shard files
- * the shelf's (ShardFiles). Repair, scrub, proofs and deletion of shards are not here yet.
+ * the shelf's (ShardFiles). Nothing about who holds which shard is stored: each pass asks.
  */
 import fs from 'node:fs';
 import type { Stream } from '@libp2p/interface';

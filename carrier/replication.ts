@@ -12,7 +12,7 @@
  *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
  *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
  *   /ouro/block-retire/1 request {v, phase, ids}   -> {done: boolean[]}   (deletion, below)
- *   /ouro/shard-put/1, /ouro/shard-get/1             erasure-coded shards (replication-shards.ts)
+ *   /ouro/shard-put/1, /ouro/shard-get/1, /ouro/shard-have/1   erasure-coded shards (replication-shards.ts)
  *
  * Who holds what is never stored: each pass of the repair loop asks the members a block is placed
  * on whether they hold it (block-have) and pushes it to those that do not. So the loop is
@@ -46,11 +46,11 @@
  *                                    what the cluster holds (the pass, the block-have lock, the
  *                                    drain's progress)
  *   carrier/replication-shards.ts    Shards: encode and push shards, receive them, read blocks
- *                                    back from them (the codec)
+ *                                    back from them, repair, scrub and move them (the codec)
  *   carrier/replication-deletion.ts  Deletion: deletion across the cluster (releases under way)
  * This file wires them: it builds them, serves their protocols, subscribes to the database's
  * seals, and is the database's ReplicaSource and the node's one view of replication. The parts
- * import the core and no other part (Repair aside, which imports the type of Transfers); what one
+ * import the core and no other part (Repair aside, which imports the types of Transfers and Shards); what one
  * needs of a part built after it, it is given as a callback (Holders' repairSoon, Deletion's
  * indexOnce).
  */
