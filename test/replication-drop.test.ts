@@ -49,6 +49,8 @@ class MemoryShelf {
   descriptorCopy(): undefined {
     return undefined;
   }
+  /** No shards held here (every repair pass looks for shards no longer placed here, and scrubs them). */
+  readonly shards = { blocks: async (): Promise<string[]> => [] };
 }
 
 /**
