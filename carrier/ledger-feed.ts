@@ -123,26 +123,36 @@ export class LedgerFeed {
     this.#served.set(peer, (this.#served.get(peer) ?? 0) + bytes);
   }
 
-  /** Copies the ledger events this node lacks from every live member (one sync at a time). */
+  /**
+   * Copies the ledger events this node lacks from every live member (one sync at a time). The
+   * replies go in as one catch-up (Ledger.catchUp): quarantines change once, after every member
+   * answered or failed, so a member lagging behind another cannot put this node through a
+   * quarantine that the other's reply ends.
+   */
   sync(): Promise<void> {
     this.#syncing ??= (async () => {
       if (!this.#host.member()) return;
-      await Promise.all(
-        this.#host.memberViews()
-          .filter((m) => !m.self && m.status === 'member' && m.state === 'alive')
-          .map(async (m) => {
-            try {
-              for (let page = 0; page < 64; page++) {
-                const r = (await this.#host.request(m.peerId, 'ledger-sync', { v: 1, have: this.#ledger.vector() }, { timeoutMs: Math.min(this.#config.requestTimeoutMs, 5000) })) as { events?: unknown; more?: unknown };
-                if (!Array.isArray(r?.events)) throw new ProtocolError('malformed ledger-sync reply');
-                await this.#ledger.accept(r.events as WireEvent[]);
-                if (r.more !== true) break;
+      const round = this.#ledger.catchUp();
+      try {
+        await Promise.all(
+          this.#host.memberViews()
+            .filter((m) => !m.self && m.status === 'member' && m.state === 'alive')
+            .map(async (m) => {
+              try {
+                for (let page = 0; page < 64; page++) {
+                  const r = (await this.#host.request(m.peerId, 'ledger-sync', { v: 1, have: this.#ledger.vector() }, { timeoutMs: Math.min(this.#config.requestTimeoutMs, 5000) })) as { events?: unknown; more?: unknown };
+                  if (!Array.isArray(r?.events)) throw new ProtocolError('malformed ledger-sync reply');
+                  await round.accept(r.events as WireEvent[]);
+                  if (r.more !== true) break;
+                }
+              } catch (err) {
+                this.#host.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errorText(err) }, 'ledger sync failed');
               }
-            } catch (err) {
-              this.#host.log.debug({ event: 'ledger-sync-failed', peer: m.peerId, err: errorText(err) }, 'ledger sync failed');
-            }
-          }),
-      );
+            }),
+        );
+      } finally {
+        await round.end();
+      }
     })().finally(() => (this.#syncing = undefined));
     return this.#syncing;
   }

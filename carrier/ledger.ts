@@ -22,9 +22,9 @@
  * Owns its store (a LevelDB of its own) and the fold kept over it (accounts, vector, quarantines,
  * digest). Events enter only through record() (this node's own: the prover's proofs, the ledger
  * feed's uptime, holding and served, an operator's clear through Node.clearQuarantine) and
- * accept() (events the ledger feed copied from other members), one at a time (#serial). The
- * quarantines that placement reads (#quarantined, quarantined()) change only in #settle, once per
- * record() or accept() call, after all its events are applied. The
+ * accept() and catchUp() (events the ledger feed copied from other members), one at a time
+ * (#serial). The quarantines that placement reads (#quarantined, quarantined()) change only in
+ * #settle, once per record() or accept() call or catch-up, after all its events are applied. The
  * challenge stock kept beside the events (keys `p:`) is the prover's (carrier/proofs.ts).
  */
 import crypto from 'node:crypto';
@@ -101,6 +101,9 @@ export interface LedgerEntry {
   quarantined: boolean;
   /** [time, observer, event number] of the failure that made it quarantined. */
   quarantinedBy: [number, string, number] | null;
+  /** [time, observer, event number] of its newest clear, and the failed or late proofs after it (what the quarantine rule reads). */
+  clearedBy: [number, string, number] | null;
+  failsSinceClear: number;
 }
 
 export interface LedgerView {
@@ -243,6 +246,8 @@ export function entryOf(peerId: string, a: Account, policy: QuarantinePolicy): L
     servedForRepairBytes: a.servedBytes,
     quarantined: q !== null,
     quarantinedBy: q && [q[0], q[1], q[2]],
+    clearedBy: a.cleared && [a.cleared[0], a.cleared[1], a.cleared[2]],
+    failsSinceClear: a.fails.length,
   };
 }
 
@@ -272,6 +277,8 @@ export class Ledger {
   #count = 0;
   /** Every change to the store runs through here, one at a time (exactly-once application). */
   #serial: Promise<unknown> = Promise.resolve();
+  /** The members touched by each catch-up under way: their quarantines wait for its end(). */
+  readonly #rounds = new Set<Set<string>>();
 
   private constructor(db: ClassicLevel<string, Buffer>, options: LedgerOptions) {
     this.#db = db;
@@ -328,6 +335,8 @@ export class Ledger {
       try {
         await this.#store(checkEvent(packr.unpack(d)), { d, s }, touched);
       } finally {
+        // A member a catch-up under way has touched is settled at its end, not half-way through it.
+        for (const round of this.#rounds) for (const p of round) touched.delete(p);
         this.#settle(touched);
       }
     });
@@ -352,6 +361,35 @@ export class Ledger {
         this.#settle(touched);
       }
     });
+  }
+
+  /**
+   * A catch-up from several members at once (one ledger sync round, carrier/ledger-feed.ts):
+   * accept() takes each member's reply as it comes, as accept() above does, and quarantines
+   * change once, at end(), where everything the round brought leaves them.
+   *
+   * Why not per reply: members lag behind each other. A member whose ledger holds a failure run
+   * but not yet the clear that ended it answers with the run; one that holds the clear answers
+   * with both. Applied reply by reply, the order the replies arrived in decided whether this
+   * node went through a quarantine the cluster had already ended (stale reply first) or not;
+   * in that moment placement left the member out and repair acted on it (a member that saw
+   * itself quarantined removed its own copies as surplus). Taken as one, the round's outcome
+   * depends only on the events it brought, whatever the order and grouping of the replies.
+   * This node's own events recorded meanwhile (a writer's proof rounds go on) leave the members
+   * the round touched to its end. end() must be called once, also when a reply failed (the
+   * events stored count).
+   */
+  catchUp(): { accept(events: WireEvent[]): Promise<number>; end(): Promise<void> } {
+    const touched = new Set<string>();
+    this.#rounds.add(touched);
+    return {
+      accept: (events) => this.#serially(() => this.#acceptAll(events, touched)),
+      end: () =>
+        this.#serially(async () => {
+          this.#rounds.delete(touched);
+          this.#settle(touched);
+        }),
+    };
   }
 
   async #acceptAll(events: WireEvent[], touched: Set<string>): Promise<number> {

@@ -13,8 +13,10 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import fc from 'fast-check';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { type EventBody, Ledger, type QuarantinePolicy, type WireEvent } from '../carrier/ledger.js';
+import { type FeedHost, LedgerFeed } from '../carrier/ledger-feed.js';
 import { PROOF_RANGE_BYTES, makeChallenges, proofAnswer, readRanges } from '../carrier/proofs.js';
 import { blockIdBytes } from '../carrier/shelf.js';
 import { pseudoRandom, tempDir } from './helpers.js';
@@ -113,6 +115,7 @@ describe('ledger', () => {
     expect(a!.ledger.quarantined(x!.peerId)).toBe(true);
     expect(a!.quarantines).toEqual([[x!.peerId, true]]);
     expect(a!.ledger.entry(x!.peerId)!.quarantinedBy).toEqual([13_000, a!.peerId, 4]);
+    expect(a!.ledger.entry(x!.peerId)).toMatchObject({ clearedBy: null, failsSinceClear: 3 });
 
     // b clears x at 20 000; a's later failure at 15 000 (before the clear) arrives after it and counts for nothing.
     await b!.ledger.accept(await eventsOf(a!));
@@ -123,6 +126,7 @@ describe('ledger', () => {
     await a!.ledger.record(fail(), 15_000);
     await b!.ledger.accept(await eventsOf(a!));
     expect(b!.ledger.quarantined(x!.peerId)).toBe(false);
+    expect(b!.ledger.entry(x!.peerId)).toMatchObject({ clearedBy: [20_000, b!.peerId, 1], failsSinceClear: 0, quarantinedBy: null });
     // Two new failures after the clear quarantine it again.
     await a!.ledger.record(fail(), 21_000);
     await a!.ledger.record(fail(), 22_000);
@@ -158,6 +162,57 @@ describe('ledger', () => {
     expect(c!.quarantines).toEqual([[x!.peerId, true]]);
     expect(c!.ledger.quarantined(x!.peerId)).toBe(true);
     for (const m of [a!, b!, c!, x!]) await m.ledger.close();
+  });
+
+  it('reaches the same ledger and quarantines from the same events, whatever the order and grouping they arrive in (failures, late answers and clears by several observers at close times), also across a reopen', async () => {
+    const keys = await Promise.all([0, 1, 2, 3].map(() => generateKeyPair('Ed25519')));
+    const ids = new Set(keys.map((k) => peerIdFromPrivateKey(k).toString()));
+    const x = peerIdFromPrivateKey(keys[3]!).toString();
+    const policy: QuarantinePolicy = { after: 3, windowMs: 40 };
+    // Per observer, events about x at times in a narrow range: ties and crossings between
+    // observers, and within one (a round's time is taken before it waits its turn to be stored).
+    const event = fc.record({ k: fc.constantFrom('pass', 'fail', 'late', 'fail', 'late', 'clear'), t: fc.integer({ min: 0, max: 100 }) });
+    const scripts = fc.tuple(...[0, 1, 2].map(() => fc.array(event, { minLength: 1, maxLength: 8 })));
+    const arrival = fc.array(fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 1, max: 4 })), { minLength: 40, maxLength: 40 });
+    await fc.assert(
+      fc.asyncProperty(scripts, arrival, async (perObserver, picks) => {
+        const byObserver: WireEvent[][] = [];
+        for (let o = 0; o < 3; o++) {
+          const m = await open(keys[o]!, ids, CLUSTER, policy);
+          for (const e of perObserver[o]!) await m.ledger.record(e.k === 'clear' ? { k: 'clear', b: { s: x } } : { k: 'proofs', b: [{ s: x, blk: BLOCK, r: e.k as 'pass', ms: 1 }] }, 1_000_000 + e.t);
+          byObserver.push(await eventsOf(m));
+          await m.ledger.close();
+        }
+        // The reference takes every observer's events in one batch each.
+        const reference = await open(keys[3]!, ids, CLUSTER, policy);
+        for (const events of byObserver) await reference.ledger.accept(events);
+        // The receiver takes them in an interleaving of the observers' sequences (each in its own
+        // order, as a sync gives them), grouped into batches of 1 to 4 events.
+        const dir = tempDir();
+        const receiver = await open(keys[3]!, ids, CLUSTER, policy, dir);
+        const next = [0, 0, 0];
+        for (const [o, size] of picks) {
+          const batch = byObserver[o]!.slice(next[o], next[o]! + size);
+          next[o]! += batch.length;
+          if (batch.length > 0) await receiver.ledger.accept(batch);
+        }
+        for (let o = 0; o < 3; o++) await receiver.ledger.accept(byObserver[o]!.slice(next[o]));
+        const view = reference.ledger.view();
+        expect(receiver.ledger.view()).toEqual(view);
+        expect(receiver.ledger.quarantined(x)).toBe(reference.ledger.quarantined(x));
+        expect(reference.ledger.quarantined(x)).toBe(view.members.find((m) => m.peerId === x)?.quarantined ?? false);
+        expect(await reference.ledger.viewAt(view.observers)).toEqual(view);
+        // What it told placement is where the events leave x.
+        expect(receiver.quarantines.filter(([p]) => p === x).at(-1)?.[1] ?? false).toBe(reference.ledger.quarantined(x));
+        await receiver.ledger.close();
+        const reopened = await open(keys[3]!, ids, CLUSTER, policy, dir);
+        expect(reopened.ledger.view()).toEqual(view);
+        expect(reopened.ledger.quarantined(x)).toBe(reference.ledger.quarantined(x));
+        await reopened.ledger.close();
+        await reference.ledger.close();
+      }),
+      { numRuns: 40 },
+    );
   });
 
   it('refuses forged, foreign, unknown-version and oversized events, and stores nothing from them', async () => {
@@ -205,6 +260,72 @@ describe('ledger', () => {
     expect(page.events.length).toBeLessThan(16);
     await expect(again.ledger.viewAt({ [again.peerId]: 22 })).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
     await again.ledger.close();
+  });
+});
+
+describe('ledger sync', () => {
+  it('takes a round of replies as one: a member lagging behind another cannot put this node through a quarantine the other reply ends, whichever answers first', async () => {
+    const [a, stale, fresh, r, x] = await members(5);
+    const fail: EventBody = { k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'fail', ms: 1 }] };
+    await a!.ledger.record(fail, 1000);
+    await a!.ledger.record(fail, 2000);
+    // `stale` copied the failure run, not yet the clear that ended it; `fresh` holds both.
+    await stale!.ledger.accept(await eventsOf(a!));
+    await a!.ledger.record({ k: 'clear', b: { s: x!.peerId } }, 3000);
+    await fresh!.ledger.accept(await eventsOf(a!));
+    expect(stale!.ledger.quarantined(x!.peerId)).toBe(true);
+    expect(fresh!.ledger.quarantined(x!.peerId)).toBe(false);
+
+    // r syncs from both; the stale reply comes first and is taken before the fresh one arrives.
+    const peers = new Map([stale!, fresh!].map((m) => [m.peerId, m]));
+    let staleTaken = false;
+    const host: FeedHost = {
+      log: pino({ level: 'silent' }),
+      member: () => true,
+      stopping: () => false,
+      others: () => [...peers.keys()],
+      alive: () => true,
+      held: async () => [],
+      memberViews: () => [...peers.keys()].map((peerId) => ({ peerId, self: false, status: 'member' as const, state: 'alive' })),
+      request: async (peer, _name, message) => {
+        const have = (message as { have: Record<string, number> }).have;
+        if (peer === fresh!.peerId) {
+          while (r!.ledger.vector()[a!.peerId] !== 2) await new Promise((resolve) => setTimeout(resolve, 5));
+          staleTaken = true;
+        }
+        return peers.get(peer)!.ledger.since(have, 1 << 20);
+      },
+    };
+    await new LedgerFeed(host, r!.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(staleTaken).toBe(true);
+    expect(r!.ledger.view()).toEqual(fresh!.ledger.view());
+    expect(r!.quarantines).toEqual([]);
+    expect(r!.ledger.quarantined(x!.peerId)).toBe(false);
+
+    // A round where only the stale member answers leaves r where those events do: quarantined, told once.
+    const r2 = await open(await generateKeyPair('Ed25519'), new Set([a!.peerId, stale!.peerId, fresh!.peerId]), CLUSTER, POLICY);
+    const failing: FeedHost = { ...host, request: async (peer, _name, message) => {
+      if (peer === fresh!.peerId) throw new Error('no answer');
+      return stale!.ledger.since((message as { have: Record<string, number> }).have, 1 << 20);
+    } };
+    await new LedgerFeed(failing, r2.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(r2.quarantines).toEqual([[x!.peerId, true]]);
+    // A writer that records its own verdict on x while the round is open (its proof rounds go on)
+    // leaves x to the round's end too.
+    const r3 = await open(await generateKeyPair('Ed25519'), new Set([a!.peerId, stale!.peerId, fresh!.peerId]), CLUSTER, POLICY);
+    const recording: FeedHost = { ...host, request: async (peer, _name, message) => {
+      const have = (message as { have: Record<string, number> }).have;
+      if (peer === fresh!.peerId) {
+        while (r3.ledger.vector()[a!.peerId] !== 2) await new Promise((resolve) => setTimeout(resolve, 5));
+        await r3.ledger.record({ k: 'proofs', b: [{ s: x!.peerId, blk: BLOCK, r: 'pass', ms: 1 }] }, 2500);
+      }
+      return peers.get(peer)!.ledger.since(have, 1 << 20);
+    } };
+    await new LedgerFeed(recording, r3.ledger, { ledger: { intervalMs: 60_000, syncIntervalMs: 60_000 }, requestTimeoutMs: 5000, maxFrameBytes: 4 << 20 }).sync();
+    expect(r3.ledger.vector()[r3.peerId]).toBe(1);
+    expect(r3.quarantines).toEqual([]);
+    expect(r3.ledger.quarantined(x!.peerId)).toBe(false);
+    for (const m of [a!, stale!, fresh!, r!, x!, r2, r3]) await m.ledger.close();
   });
 });
 

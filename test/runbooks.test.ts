@@ -342,19 +342,34 @@ describe('docs/operations.md runbooks, run as written', () => {
     const [cleared] = await op.block(steps[1]!);
     expect(cleared!.stdout).toContain(`quarantine of ${b.peerId} cleared`);
     await waitFor(() => a.logs.some((l) => l.event === 'member-unquarantined' && l.peer === b.peerId), 20_000, 'the clear applied');
-    const proofsOfB = async () => (await a.get<LedgerView>('/ledger')).members.find((m) => m.peerId === b.peerId)!.proofs;
+    const ledgerOfB = async (n: NodeProc) => {
+      const v = await n.get<LedgerView>('/ledger');
+      return { heldOfA: v.observers[a.peerId] ?? 0, entry: v.members.find((m) => m.peerId === b.peerId) };
+    };
+    const proofsOfB = async () => (await ledgerOfB(a)).entry!.proofs;
     const atClear = await proofsOfB();
-    // Every member applies the clear; repair copies b's blocks back to it, on its placement
-    // (three members, RF 3: every block on every member).
+    // The writer's events up to the clear (it holds the clear now; the number may be past it).
+    const clearN = (await ledgerOfB(a)).heldOfA;
+    // Every member applies the clear: it holds the writer's events up to it, and b is not
+    // quarantined. (Not quarantined alone proves nothing: b2 restarted with none of the
+    // writer's events, so it shows b unquarantined before it ever learns of the failures.)
+    // Repair copies b's blocks back to it, on its placement (three members, RF 3: every block
+    // on every member).
     const ids = [a.peerId, b.peerId, c.peerId];
-    await waitFor(async () => (await Promise.all([a, b2, c].map((n) => n.members()))).every((v) => v.members.find((m) => m.peerId === b.peerId)?.quarantined === false), 20_000, 'every member applied the clear');
+    await waitFor(async () => (await Promise.all([a, b2, c].map(async (n) => ({ l: await ledgerOfB(n), q: (await n.members()).members.find((m) => m.peerId === b.peerId)?.quarantined })))).every(({ l, q }) => l.heldOfA >= clearN && q === false), 20_000, 'every member applied the clear');
     await waitFor(() => onPlacement([b2, c], blocks, 3, ids), 30_000, "b's blocks back on it");
     // And b stays cleared: the writer challenges it for the copies it got back and they pass,
     // with no failure or late answer since the clear.
     await waitFor(async () => (await proofsOfB()).passed >= atClear.passed + blocks.length, 30_000, "b's copies proved");
     const since = await proofsOfB();
     expect([since.failed, since.late]).toEqual([atClear.failed, atClear.late]);
-    for (const n of [a, b2, c]) expect((await n.members()).members.find((m) => m.peerId === b.peerId)?.quarantined).toBe(false);
+    for (const [name, n] of [['a', a], ['b2', b2], ['c', c]] as const) {
+      const quarantined = (await n.members()).members.find((m) => m.peerId === b.peerId)?.quarantined;
+      // Which member, what it holds of the writer's events (the clear is within the first clearN)
+      // and its entry for b: the clear it holds (clearedBy), the failures it counts after it
+      // (failsSinceClear) and the one that quarantined b (quarantinedBy).
+      expect(quarantined, `${name} shows b quarantined: ${JSON.stringify({ clearN, ...(await ledgerOfB(n)) })}`).toBe(false);
+    }
     expect(await held(b2)).toEqual(expect.arrayContaining(blocks));
 
     // 3. The writer's own database: the check passes, then names a block damaged on its disk (exit 5).

@@ -92,26 +92,31 @@ export function parseRange(text: string | undefined, size: number): { start: num
 }
 
 export async function headObject(ctx: Ctx): Promise<void> {
-  const stat = await readable(ctx);
-  const pre = preconditions(ctx, stat);
-  if (pre !== undefined) return sendEmpty(ctx, pre, pre === 304 ? { etag: quoted(stat.meta.etag ?? '') } : {});
-  const range = parseRange(header(ctx, 'range'), stat.size);
-  const h = objectHeaders(ctx, stat);
-  const { start, end } = range ?? { start: 0, end: stat.size };
-  ctx.res.writeHead(range ? 206 : 200, { ...h, 'content-length': end - start, ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${stat.size}` } : {}) });
-  ctx.res.end();
+  if ((await answerHead(ctx)) !== undefined) ctx.res.end();
 }
 
 export async function getObject(ctx: Ctx): Promise<void> {
+  const sent = await answerHead(ctx);
+  if (sent === undefined) return;
+  const { hash, start, end, ranged } = sent;
+  if (end === start) return void ctx.res.end();
+  await sendBody(ctx, ranged ? ctx.db.stream(hash, { start, end }) : ctx.db.stream(hash));
+}
+
+/**
+ * What HEAD and GET answer before the body: a precondition's 304/412 (then undefined: the answer
+ * is complete), or the status and headers of the object or its range, written, with the bytes to
+ * send.
+ */
+async function answerHead(ctx: Ctx): Promise<{ hash: string; start: number; end: number; ranged: boolean } | undefined> {
   const stat = await readable(ctx);
   const pre = preconditions(ctx, stat);
-  if (pre !== undefined) return sendEmpty(ctx, pre, pre === 304 ? { etag: quoted(stat.meta.etag ?? '') } : {});
+  if (pre !== undefined) return void sendEmpty(ctx, pre, pre === 304 ? { etag: quoted(stat.meta.etag ?? '') } : {});
   const range = parseRange(header(ctx, 'range'), stat.size);
   const h = objectHeaders(ctx, stat);
   const { start, end } = range ?? { start: 0, end: stat.size };
   ctx.res.writeHead(range ? 206 : 200, { ...h, 'content-length': end - start, ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${stat.size}` } : {}) });
-  if (end === start) return void ctx.res.end();
-  await sendBody(ctx, range ? ctx.db.stream(stat.hash, { start, end }) : ctx.db.stream(stat.hash));
+  return { hash: stat.hash, start, end, ranged: range !== undefined };
 }
 
 export async function deleteObject(ctx: Ctx): Promise<void> {
