@@ -32,6 +32,9 @@
  *            put/getByKey in-process; the node's peak RSS (bench/s3.ts). No peer S3 server installable
  *   ec       the erasure codec: encode and decode (1 and M shards missing) of one 16 MiB block at 4+2
  *            and 8+3, MiB/s, beside the raw call of the Rust reed-solomon-erasure WASM build (bench/ec.ts)
+ *   ec-cluster  replicas 3 against ec 4+2 on seven members in this process: bytes on disk per logical
+ *            byte (the writer's copy apart) and the time to rebuild after losing a member, --size-mib
+ *            written (64 quick, 1024 full) (bench/ec-cluster.ts)
  *   embed    an application embedding OuroDB: the packed tarball installed with and without the
  *            cluster stack (packages, MiB), and the cold import() time of each entry point beside
  *            classic-level's (bench/embed.ts)
@@ -62,6 +65,7 @@ import { blockstoreBench } from './blockstore.js';
 import { embedBench } from './embed.js';
 import { s3Bench } from './s3.js';
 import { ecBench } from './ec.js';
+import { type EcClusterFigures, ecClusterBench } from './ec-cluster.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -320,6 +324,17 @@ if (runs('ec')) {
     row({ workload: `erasure codec ${f.shape} ${f.what}, 16 MiB block`, unit: 'MiB/s', better: 'higher', ours: f.oursMiBs, ...(f.rawMiBs === undefined ? {} : { peer: r.raw, peerValue: f.rawMiBs }), note: 'same construction, same bytes; one thread' });
   }
   Object.assign(results, { ec: r });
+}
+if (runs('ec-cluster')) {
+  const figures = await ecClusterBench(Number(values['size-mib'] ?? (values.quick ? 64 : 1024)));
+  console.log('\nReplicas 3 against ec 4+2, seven members in this process      others/logical  writer/logical  lost MiB  noticed s  rebuilt s  total s');
+  for (const f of figures) {
+    console.log(`  ${`${f.mode}, ${f.logicalMiB.toFixed(0)} MiB written`.padEnd(60)} ${f.othersPerLogical.toFixed(2).padStart(14)} ${f.writerPerLogical.toFixed(2).padStart(15)} ${f.lostMiB.toFixed(0).padStart(9)} ${f.noticedSec.toFixed(2).padStart(10)} ${f.rebuildSec.toFixed(2).padStart(10)} ${f.totalSec.toFixed(2).padStart(8)}`);
+  }
+  const [rep, ec] = figures as [EcClusterFigures, EcClusterFigures];
+  row({ workload: 'bytes on the other members per logical byte, ec 4+2', unit: 'x', better: 'lower', ours: ec.othersPerLogical, peer: 'replicas 3', peerValue: rep.othersPerLogical, note: `the writer's own copy besides: ${ec.writerPerLogical.toFixed(2)}x at ec, ${rep.writerPerLogical.toFixed(2)}x at replicas` });
+  row({ workload: 'time to rebuild after losing a member, ec 4+2', unit: 's', better: 'lower', ours: ec.rebuildSec, peer: 'replicas 3', peerValue: rep.rebuildSec, note: `after noticing (dead + grace); the member held ${ec.lostMiB.toFixed(0)} MiB at ec, ${rep.lostMiB.toFixed(0)} MiB at replicas` });
+  Object.assign(results, { ecCluster: figures });
 }
 if (runs('s3')) {
   const r = await s3Bench(work, { objectMiB: Number(values['size-mib'] ?? (values.quick ? 64 : 1024)), small: values.quick ? 2_000 : 20_000 });

@@ -20,7 +20,7 @@ export const isLoopback = (host: string) => LOOPBACK.has(host) || host.startsWit
 
 const ms = (min: number) => z.number().int().min(min).max(24 * 3600_000);
 
-export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs: 60_000, repairIntervalMs: 10_000, repairBytesPerSec: 64 * 1024 * 1024 };
+export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs: 60_000, repairIntervalMs: 10_000, repairBytesPerSec: 64 * 1024 * 1024, repairThreshold: 1 };
 export const DEFAULT_PROOFS = { enabled: true, intervalMs: 30_000, perRound: 4, deadlineMs: 5000, stock: 8, quarantineAfter: 3, quarantineWindowMs: 24 * 3600_000 };
 export const DEFAULT_LEDGER = { intervalMs: 60_000, syncIntervalMs: 5000 };
 export const DEFAULT_SERIES = { sampleMs: 2000, keepMs: 15 * 60_000 };
@@ -70,6 +70,8 @@ const schema = z
         repairIntervalMs: ms(100),
         /** Bytes per second repair may send. */
         repairBytesPerSec: z.number().int().min(64 * 1024),
+        /** At ec K+M: repair a coded block once its healthy shards fall to K + this many (docs/node.md, "Redundancy"). */
+        repairThreshold: z.number().int().min(0).max(255).default(DEFAULT_REPLICATION.repairThreshold),
       })
       .default(() => ({ ...DEFAULT_REPLICATION })),
     proofs: z

@@ -27,6 +27,11 @@ export interface RepairFigures {
   corrupt: number;
   /** Blocks held here not yet held by every member of their placement (last pass). */
   unsettled: number;
+  /** At ec K+M: the coded blocks held whole here by healthy shards (last pass; see ShardCounts in replication-repair.ts). */
+  shardHealth: { blocks: number; full: number; atThreshold: number; unreadable: number };
+  /** Since start: shards rebuilt and pushed, and their bytes. */
+  shardsRepaired: number;
+  shardsRepairedBytes: number;
 }
 
 /** A current member as the per-member gauges show it (name: the one it configured, if any). */
@@ -213,6 +218,21 @@ export class NodeMetrics {
         this.set({ kind: 'failures' }, p.failures);
         this.set({ kind: 'verified' }, p.verified);
         this.set({ kind: 'corrupt' }, p.corrupt);
+        this.set({ kind: 'shards_repaired' }, p.shardsRepaired);
+        this.set({ kind: 'shards_repaired_bytes' }, p.shardsRepairedBytes);
+      },
+    });
+    new Gauge({
+      name: 'ouro_ec_blocks',
+      help: 'At ec K+M, coded blocks held whole here (the writer\'s) by healthy shards at the start of the last repair pass: full (K+M), at_threshold (K + repairThreshold or fewer, repaired), unreadable (under K, readable only from a whole copy), total',
+      labelNames: ['health'],
+      registers,
+      collect() {
+        const h = sources.repair().shardHealth;
+        this.set({ health: 'full' }, h.full);
+        this.set({ health: 'at_threshold' }, h.atThreshold);
+        this.set({ health: 'unreadable' }, h.unreadable);
+        this.set({ health: 'total' }, h.blocks);
       },
     });
     new Gauge({

@@ -590,7 +590,7 @@ export class Node {
       if (draining(list).has(this.peerId)) return;
       const candidates = this.replication.candidates();
       const remaining = candidates.filter((p) => p !== this.peerId).length;
-      const needed = Math.min(this.replicationFactor, candidates.length);
+      const needed = Math.min(Math.max(this.replicationFactor, this.ecPolicy ? this.ecPolicy.k + this.ecPolicy.m : 0), candidates.length);
       if (remaining < needed) throw new RefusedError(`draining would leave ${remaining} member${remaining === 1 ? '' : 's'} to hold blocks placed on ${needed}: add a member first`);
       const others = this.#others();
       await this.#adopt(await change(list, this.#key, { drain: [this.peerId] }), 'drain');

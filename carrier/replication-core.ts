@@ -36,6 +36,11 @@ export interface ReplicationConfig {
   repairIntervalMs: number;
   /** Bytes per second the repair loop may send (pushes right after a seal are not limited). */
   repairBytesPerSec: number;
+  /**
+   * At ec K+M, a coded block is repaired once its healthy shards are K + this many or fewer
+   * (docs/node.md, "Redundancy"). 0 waits until one more loss would make it unreadable.
+   */
+  repairThreshold: number;
 }
 
 /** Where replication counts the blocks it moves (NodeMetrics implements it). */
@@ -307,6 +312,11 @@ export class Holders {
   /** The push that follows the seal of block `id` started. */
   pushStarted(id: string): void {
     this.#pushing.add(id);
+  }
+
+  /** Whether the push that follows the seal of block `id` is under way (a repair pass leaves the block to it). */
+  pushing(id: string): boolean {
+    return this.#pushing.has(id);
   }
 
   /** That push ended: one that failed leaves its block short, so settled() now asks for a repair pass. */

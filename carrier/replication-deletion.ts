@@ -97,7 +97,11 @@ export class Deletion {
         for (const [j, id] of batch.entries()) {
           if (!done[j]) continue;
           await db.setTombstone(id, next);
-          if (next === Tombstone.Released) this.#progress.deleting--;
+          if (next === Tombstone.Released) {
+            this.#progress.deleting--;
+            // The writer's own shard, last: every other member dropped its copies and shards.
+            await this.#dropShards(id);
+          }
           this.#host.log.info({ event: phase === 'release' ? 'block-released-everywhere' : 'block-deleted-everywhere', id }, phase === 'release' ? 'every member released a deleted block; its copies go next' : 'every copy of a deleted block is gone');
         }
       }
@@ -122,6 +126,9 @@ export class Deletion {
               this.#progress.dropped++;
               this.#host.log.info({ event: 'block-dropped', id }, 'copy of a block deleted across the cluster removed');
             }
+            // An erasure-coded block's shards go with it (this member released the block, so
+            // nothing here names it); a member may hold shards and no whole copy.
+            if (dropped) await this.#dropShards(id);
             return dropped;
           }),
         ),
@@ -150,6 +157,11 @@ export class Deletion {
         return state.done;
       }),
     };
+  }
+
+  async #dropShards(id: string): Promise<void> {
+    const removed = await this.#shelf.shards.removeAll(id);
+    if (removed > 0) this.#host.log.info({ event: 'shards-dropped', id, shards: removed }, 'shards of a block deleted across the cluster removed');
   }
 
   /** Releases a block here: a keyed member first indexes what the cluster holds (where the moved entries are). */

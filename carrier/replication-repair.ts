@@ -8,7 +8,7 @@
  * Owns, and alone changes:
  *   - the pass: #pass (the one running), #again (one more is due), #timer (the interval that
  *     kicks scrubbing passes), #scrubDue and #scrubCursor: changed by kick(), #runPass(),
- *     #scrub(), startLoop() and stopLoop();
+ *     #scrub(), startLoop() and stopLoop(); #shardScrubCursor, by #scrub (Shards.scrub does the work);
  *   - #haveLock: block-have's checks hold it shared (onHave), a surplus removal exclusive
  *     (#dropIfSurplus), so that no check runs between a removal's last placement check and its
  *     delete;
@@ -27,6 +27,7 @@ import { ensureDir, writeFileAtomic } from '../lib/fsutil.js';
 import { nodeVfs } from '../lib/vfs/vfs.js';
 import { verifyBlockFile } from '../blockstore/store.js';
 import { type Holders, type ReplicationConfig, type ReplicationContext, type ReplicationHost, HAVE_BATCH, LIST_PAGE, PROTOCOL_VERSION, heldBlocks } from './replication-core.js';
+import type { ShardHealth, Shards } from './replication-shards.js';
 import type { Transfers } from './replication-transfer.js';
 import { SharedLock } from './shared-lock.js';
 import { type HeldBlock, type Shelf, blockIdBytes } from './shelf.js';
@@ -66,6 +67,29 @@ export interface PassProgress {
   corrupt: number;
   /** Blocks held here whose placement members did not all confirm holding them, in the last finished pass. */
   unsettled: number;
+  /** Coded blocks held whole here, by healthy shards, in the last finished pass (see ShardCounts). */
+  shardHealth: ShardCounts;
+  /**
+   * Blocks whose shards this node holds though the cluster's policy is no longer their K+M (back
+   * at replicas: kept until the replica placement holds the block whole), in the last pass: the
+   * re-encoding still to finish here.
+   */
+  staleShards: number;
+  /** Since start: shards rebuilt and pushed to their placement, and their bytes. */
+  shardsRepaired: number;
+  shardsRepairedBytes: number;
+}
+
+/**
+ * Coded blocks by their healthy shards (held by placed members that answered): `full` at K+M,
+ * `atThreshold` at K + repairThreshold or fewer but still readable (repaired), `unreadable` under K;
+ * the rest are between (short, not yet at the repair line).
+ */
+export interface ShardCounts {
+  blocks: number;
+  full: number;
+  atThreshold: number;
+  unreadable: number;
 }
 
 export class Repair {
@@ -77,10 +101,11 @@ export class Repair {
   readonly #signal: AbortSignal;
   readonly #holders: Holders;
   readonly #transfers: Transfers;
+  readonly #shards: Shards;
   readonly #deletion: RetiredBlocks;
   /** block-have's checks (shared) against surplus removals (exclusive): see onHave. */
   readonly #haveLock = new SharedLock();
-  readonly #progress: PassProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, verified: 0, corrupt: 0, unsettled: 0 };
+  readonly #progress: PassProgress = { passes: 0, running: false, lastPassAt: null, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, verified: 0, corrupt: 0, unsettled: 0, shardHealth: { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 }, shardsRepaired: 0, shardsRepairedBytes: 0, staleShards: 0 };
   #indexing: Promise<unknown> | undefined;
   #drain: DrainProgress | null = null;
   #timer: NodeJS.Timeout | undefined;
@@ -89,8 +114,10 @@ export class Repair {
   /** The next pass scrubs (set by the repair timer and by operators, see kick). */
   #scrubDue = false;
   #scrubCursor = '';
+  #shardScrubCursor = '';
 
-  constructor(ctx: ReplicationContext, holders: Holders, transfers: Transfers, deletion: RetiredBlocks) {
+  constructor(ctx: ReplicationContext, holders: Holders, transfers: Transfers, shards: Shards, deletion: RetiredBlocks) {
+    this.#shards = shards;
     this.#ctx = ctx;
     this.#host = ctx.host;
     this.#shelf = ctx.shelf;
@@ -103,7 +130,7 @@ export class Repair {
   }
 
   get progress(): PassProgress {
-    return { ...this.#progress };
+    return { ...this.#progress, shardHealth: { ...this.#progress.shardHealth } };
   }
 
   /** Progress of this node's drain; null when it is not draining. */
@@ -162,7 +189,7 @@ export class Repair {
   async #runPass(): Promise<void> {
     const p = this.#progress;
     p.running = true;
-    const pass = { checked: 0, under: 0, unsettled: 0 };
+    const pass = { checked: 0, under: 0, unsettled: 0, shards: { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 } };
     try {
       if (this.#scrubDue) {
         this.#scrubDue = false;
@@ -173,7 +200,7 @@ export class Repair {
       if (this.#db) await this.#deletion.deleteRetired();
       let batch: HeldBlock[] = [];
       const flushBatch = async () => {
-        const r = await this.#repairBatch(batch);
+        const r = await this.#repairBatch(batch, pass.shards);
         pass.checked += batch.length;
         pass.under += r.under;
         pass.unsettled += r.unsettled;
@@ -185,11 +212,17 @@ export class Repair {
         if (batch.length >= HAVE_BATCH) await flushBatch();
       }
       if (batch.length > 0) await flushBatch();
+      // Shards held here that are no longer placed here (a drain, a join above this node): they
+      // count as unsettled until the placement holds every shard without them.
+      const shardsLeft = await this.#shards.dropSurplus();
+      pass.unsettled += shardsLeft.left + shardsLeft.stale;
+      p.staleShards = shardsLeft.stale;
       p.passes++;
       p.lastPassAt = Date.now();
       p.checked = pass.checked;
       p.underReplicated = pass.under;
       p.unsettled = pass.unsettled;
+      p.shardHealth = pass.shards;
     } finally {
       p.running = false;
     }
@@ -228,6 +261,12 @@ export class Repair {
    * counted as held), so the repair passes copy a good one back from another holder.
    */
   async #scrub(): Promise<void> {
+    // Shards first (a share of the budget), so a node holding many whole blocks still gets round
+    // its shards; they are verified against their manifests, not their block's id.
+    const shards = await this.#shards.scrub(SCRUB_BYTES_PER_PASS / 4, this.#shardScrubCursor);
+    this.#shardScrubCursor = shards.last;
+    this.#progress.verified += shards.verified;
+    this.#progress.corrupt += shards.corrupt;
     let budget = SCRUB_BYTES_PER_PASS;
     const blocks = await heldBlocks(this.#shelf);
     blocks.sort((x, y) => (x.id < y.id ? -1 : 1));
@@ -254,8 +293,15 @@ export class Repair {
    * Returns how many were below placement at the start, and how many are still not held by every
    * placed member (this one aside) at the end.
    */
-  async #repairBatch(blocks: HeldBlock[]): Promise<{ under: number; unsettled: number }> {
+  async #repairBatch(all: HeldBlock[], counts: ShardCounts): Promise<{ under: number; unsettled: number }> {
     const self = this.#host.peerId;
+    // At ec K+M a block from the small-block line up is protected by its shards: no whole copy is
+    // placed anywhere (the writer keeps its own, which is not removable), so those blocks go to
+    // the shard repair, and only the blocks below the line are replicated by the factor.
+    const ec = this.#host.ecPolicy ?? null;
+    const coded = ec ? all.filter((b) => this.#holders.codedAs(b.size) !== null) : [];
+    const blocks = coded.length > 0 ? all.filter((b) => !coded.includes(b)) : all;
+    const shardPass = coded.length > 0 ? await this.#repairCoded(coded, ec!, counts) : { under: 0, unsettled: 0 };
     const placements = new Map(blocks.map((b) => [b.id, this.#holders.placement(b.id)]));
     const holders = new Map<string, Set<string>>(blocks.map((b) => [b.id, new Set([self])]));
     const asks = new Map<string, string[]>();
@@ -311,6 +357,35 @@ export class Repair {
       }
       if (!placed.every((p) => p === self || held.has(p))) unsettled++;
       else if (!placed.includes(self)) await this.#dropIfSurplus(b.id, placed, held);
+    }
+    return { under: under + shardPass.under, unsettled: unsettled + shardPass.unsettled };
+  }
+
+  /**
+   * The coded blocks of a batch, held whole here: their shards repaired (Shards.repairWhole), then
+   * a whole copy that is not the writer's (a keyed member's, adopted when it indexed the block)
+   * removed once every shard is back on its placement.
+   */
+  async #repairCoded(blocks: HeldBlock[], ec: { k: number; m: number }, counts: ShardCounts): Promise<{ under: number; unsettled: number }> {
+    const threshold = this.#config.repairThreshold;
+    const health = await this.#shards.repairWhole(blocks, ec, threshold, (n) => this.#transfers.repairBudget(n));
+    let under = 0;
+    let unsettled = 0;
+    for (const [id, h] of health) {
+      counts.blocks++;
+      if (h.before >= h.k + h.m) counts.full++;
+      else if (h.before < h.k) counts.unreadable++;
+      else if (h.before <= h.k + threshold) counts.atThreshold++;
+      if (h.before < h.k + h.m || !h.reachable) under++;
+      this.#progress.shardsRepaired += h.pushed;
+      this.#progress.shardsRepairedBytes += h.pushedBytes;
+      if (h.after < h.k + h.m || !h.reachable) unsettled++;
+      else if (await this.#shelf.removable(id)) {
+        this.#holders.removedSurplus(id);
+        await this.#shelf.remove(id);
+        this.#progress.removed++;
+        this.#host.log.info({ event: 'surplus-removed', id, shards: h.after }, 'whole copy of a coded block removed: its shards are complete');
+      }
     }
     return { under, unsettled };
   }

@@ -18,8 +18,17 @@
  * by the shelf that keeps it, so a member lying with a manifest and shards that match each other
  * still cannot pass off another block.
  *
+ *   /ouro/shard-have/1 request -> {v, ids}                <- {have: [{k, m, shards} | null]}
+ *
+ * Repair (repairWhole, run by Repair's passes on the coded blocks held whole here): counts each
+ * block's healthy shards on its current placement and rebuilds the missing ones at K +
+ * repairThreshold or fewer. dropSurplus removes shards no longer placed here once the placement
+ * holds them all (drain, rebalance) and shards of an old policy once the block is whole on its
+ * replica placement again; scrub verifies held shards against their manifest. Deletion removes
+ * shards through the shelf (ShardFiles.removeAll). Proofs of storage per shard are not built.
+ *
  * Owns only the codec, loaded once. Shard holders are Holders' (coded, confirmShard); shard files
- * the shelf's (ShardFiles). Repair, scrub, proofs and deletion of shards are not here yet.
+ * the shelf's (ShardFiles). Nothing about who holds which shard is stored: each pass asks.
  */
 import fs from 'node:fs';
 import type { Stream } from '@libp2p/interface';
@@ -29,7 +38,7 @@ import { type ErasureCodec, loadCodec } from './ec/codec.js';
 import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verifyShard } from './ec/manifest.js';
 import { encodeFrame } from './frames.js';
 import type { EcPolicy } from './membership.js';
-import { type Holders, type ReplicationContext, type ReplicationHost, PROTOCOL_VERSION } from './replication-core.js';
+import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION } from './replication-core.js';
 import { send } from './send.js';
 import { blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
@@ -185,7 +194,277 @@ export class Shards {
     await stream.close({ signal });
   }
 
+  /**
+   * shard-have: for each of `ids`, the K and M of the manifest held here and the indexes of the
+   * shards held here, or null when none is. What a repairer counts a block's healthy shards by.
+   */
+  async onHave(m: unknown): Promise<{ have: Array<ShardsHeld | null> }> {
+    const q = m as { v?: unknown; ids?: unknown } | null;
+    const ids = q?.ids;
+    if (q?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed shard-have');
+    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#heldHere(id) : null))) };
+  }
+
+  async #heldHere(id: string): Promise<ShardsHeld | null> {
+    const shelf = this.#ctx.shelf.shards;
+    const [bytes, shards] = await Promise.all([shelf.manifest(id), shelf.held(id)]);
+    if (!bytes || shards.length === 0) return null;
+    const manifest = decodeManifest(bytes);
+    return { k: manifest.k, m: manifest.m, shards: shards.filter((i) => i < manifest.k + manifest.m) };
+  }
+
+  // ------------------------------------------------------------------ repair
+
+  /**
+   * One repair pass over `blocks`, coded blocks held whole here (the writer's copy, or a keyed
+   * member's before it drops it): asks each member of each block's shard placement which shards
+   * it holds (shard-have), counts the block's healthy shards (the distinct indexes held by placed
+   * members that answered; a shard on a member no longer placed does not count), and when they
+   * are K + `threshold` or fewer, encodes the block again and pushes each missing shard to a
+   * placed member holding none of the block's shards (with fewer placeable members than K+M,
+   * to the one holding fewest: a smaller cluster still gets every shard back, some members then
+   * holding two). Nothing is stored about who holds what, so a pass after a restart simply finds
+   * the same shortfall again; a push that failed is retried by the next pass. `take` is the
+   * repair rate limit. Returns, per block, its healthy shard count before and after.
+   */
+  async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
+    const self = this.#host.peerId;
+    const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
+    const answers = await this.#askHolders(placements);
+    const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
+    const out = new Map<string, ShardHealth>();
+    for (const b of blocks) {
+      if (this.#ctx.signal.aborted) break;
+      const placed = placements.get(b.id)!;
+      const held = new Map<string, number[]>();
+      let foreign = false;
+      for (const peer of placed) {
+        const a = answers.get(peer);
+        if (a === undefined) continue;
+        const h = a.get(b.id) ?? null;
+        // A manifest of another K+M (the policy changed since the block was coded) is not this
+        // pass's to mend: pushing shards of the new policy beside it would mix two codings.
+        if (h && (h.k !== ec.k || h.m !== ec.m)) foreign = true;
+        held.set(peer, h?.shards ?? []);
+      }
+      const healthy = new Set([...held.values()].flat());
+      const health: ShardHealth = { k: ec.k, m: ec.m, before: healthy.size, after: healthy.size, reachable: held.size === placed.length, pushed: 0, pushedBytes: 0 };
+      out.set(b.id, health);
+      if (this.#holders.shardsOf(b.id) === undefined && this.#holders.holdersOf(b.id)) this.#holders.coded(b.id, ec);
+      for (const i of healthy) this.#holders.confirmShard(b.id, i);
+      // A block whose first push is still under way is short only of the shards in flight.
+      if (this.#holders.pushing(b.id)) health.reachable = false;
+      // While a member drains, every short block is mended at once: the drainer's shards stop
+      // counting (it is not placed) and stay until the placement holds all K+M without them, so
+      // the threshold would otherwise hold the drain up without protecting anything.
+      const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
+      if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > line) continue;
+      const targets = assignMissing(ec, placed, held);
+      if (targets.size === 0) continue;
+      const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
+      for (const [index, peer] of targets) {
+        if (this.#ctx.signal.aborted) break;
+        try {
+          await take(shards[index]!.length);
+          if (peer === self) await this.#ctx.shelf.shards.keep(b.id, index, manifest, shards[index]!);
+          else await this.#pushTo(peer, b.id, index, manifest, shards[index]!);
+          this.#holders.confirmShard(b.id, index);
+          health.after++;
+          health.pushed++;
+          health.pushedBytes += shards[index]!.length;
+          this.#host.log.info({ event: 'shard-repaired', id: b.id, index, to: peer }, 'shard rebuilt on its placement');
+        } catch (err) {
+          this.#ctx.failed('shard-repair', peer, `${b.id}.${index}`, err);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Every placed member's shard-have answer for the blocks placed on it; a member that did not answer is left out. */
+  async #askHolders(placements: Map<string, string[]>): Promise<Map<string, Map<string, ShardsHeld | null>>> {
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) for (const peer of placed) asks.set(peer, [...(asks.get(peer) ?? []), id]);
+    const answers = new Map<string, Map<string, ShardsHeld | null>>();
+    await Promise.all(
+      [...asks].map(async ([peer, ids]) => {
+        try {
+          let have: unknown;
+          if (peer === this.#host.peerId) have = (await this.onHave({ v: PROTOCOL_VERSION, ids })).have;
+          else have = ((await this.#host.request(peer, 'shard-have', { v: PROTOCOL_VERSION, ids }, this.#ctx.smallRequest())) as { have?: unknown } | null)?.have;
+          if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed shard-have reply');
+          answers.set(peer, new Map(ids.map((id, i) => [id, parseHeld(have[i])])));
+        } catch (err) {
+          this.#host.log.debug({ event: 'shard-have-failed', peer, err: errorText(err) }, 'shard-have failed');
+        }
+      }),
+    );
+    return answers;
+  }
+
+  /** Block `id` held whole here, coded again: the same shards and manifest as at the write (the code is deterministic). */
+  async #encodeHeld(id: string, size: number, ec: EcPolicy): Promise<{ shards: Uint8Array[]; manifest: Uint8Array }> {
+    const file = this.#ctx.shelf.path(id);
+    const block = await fs.promises.readFile(file).catch((err: unknown) => {
+      throw ioError(`read ${file}`, err);
+    });
+    if (block.length !== size) throw new CorruptionError(`${file} has ${block.length} bytes, not ${size}`, { location: { file } });
+    const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
+    return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
+  }
+
+  /**
+   * Shards held here of blocks whose current shard placement leaves this node out (it drains, is
+   * quarantined, or a member joined above it): removed once the placed members hold all K+M of
+   * the block's shards without this node's (a drain never takes a block below what it had), and
+   * kept meanwhile, so a read or repair can still use them. Shards held under another K+M than
+   * the cluster's policy are left alone. Returns how many blocks' shards are still here though
+   * not placed here (a drain waits for none).
+   */
+  async dropSurplus(): Promise<{ left: number; stale: number }> {
+    const ec = this.#host.ecPolicy ?? null;
+    const self = this.#host.peerId;
+    const files = this.#ctx.shelf.shards;
+    const surplus = new Map<string, string[]>();
+    const stale: string[] = [];
+    for (const id of await files.blocks()) {
+      const bytes = await files.manifest(id);
+      const manifest = bytes && (() => {
+        try {
+          return decodeManifest(bytes);
+        } catch {
+          return undefined;
+        }
+      })();
+      if (!manifest) continue;
+      if (!ec || manifest.k !== ec.k || manifest.m !== ec.m) {
+        stale.push(id);
+        continue;
+      }
+      const placed = this.#holders.shardPlacement(id, ec);
+      if (placed.includes(self) || this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
+      surplus.set(id, placed);
+    }
+    const staleLeft = stale.length > 0 ? await this.#dropStale(stale, ec) : 0;
+    if (surplus.size === 0) return { left: 0, stale: staleLeft };
+    const answers = await this.#askHolders(surplus);
+    let left = 0;
+    for (const [id, placed] of surplus) {
+      const healthy = new Set(placed.flatMap((p) => answers.get(p)?.get(id)?.shards ?? []));
+      if (healthy.size < ec!.k + ec!.m) {
+        left++;
+        continue;
+      }
+      const removed = await files.removeAll(id);
+      this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
+    }
+    return { left, stale: staleLeft };
+  }
+
+  /**
+   * Shards held here of blocks coded under a policy the cluster no longer has. Back at replicas
+   * (`ec` null): removed once every member of the block's replica placement holds it whole (the
+   * writer's passes push those copies), so the block is never without its old or its new form.
+   * Under another K+M they are kept (re-coding from one K+M to another is not built). Returns
+   * how many blocks' stale shards are still here.
+   */
+  async #dropStale(ids: string[], ec: EcPolicy | null): Promise<number> {
+    if (ec) return ids.length;
+    const self = this.#host.peerId;
+    const placements = new Map(ids.map((id) => [id, this.#holders.placement(id)]));
+    const asks = new Map<string, string[]>();
+    for (const [id, placed] of placements) for (const peer of placed) if (peer !== self) asks.set(peer, [...(asks.get(peer) ?? []), id]);
+    const holding = new Map<string, Set<string>>();
+    await Promise.all(
+      [...asks].map(async ([peer, asked]) => {
+        const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: asked, list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown } | null;
+        if (Array.isArray(r?.have) && r.have.length === asked.length) holding.set(peer, new Set(asked.filter((_, i) => (r.have as unknown[])[i] === true)));
+      }),
+    );
+    let left = 0;
+    for (const [id, placed] of placements) {
+      const whole = await Promise.all(placed.map((p) => (p === self ? this.#ctx.shelf.has(id) : holding.get(p)?.has(id) === true)));
+      if (placed.length === 0 || !whole.every(Boolean)) {
+        left++;
+        continue;
+      }
+      const removed = await this.#ctx.shelf.shards.removeAll(id);
+      this.#host.log.info({ event: 'stale-shards-removed', id, shards: removed }, 'shards of a block the cluster keeps whole again removed: its replica placement holds it');
+    }
+    return left;
+  }
+
+  // ------------------------------------------------------------------ scrub
+
+  /**
+   * Verifies the shards held here against their block's manifest, about `budget` bytes of them,
+   * going round from the block after `after`. A shard that fails (or a manifest that no longer
+   * decodes, with every shard it describes) is moved to `shards/quarantine/`: shard-have stops
+   * reporting it, so the next repair pass of the block's writer rebuilds it on its placement.
+   * Returns the counts and the last block looked at (the next call's `after`).
+   */
+  async scrub(budget: number, after: string): Promise<{ verified: number; corrupt: number; last: string }> {
+    const files = this.#ctx.shelf.shards;
+    const ids = await files.blocks();
+    const start = ids.findIndex((id) => id > after);
+    const order = start < 0 ? ids : [...ids.slice(start), ...ids.slice(0, start)];
+    const out = { verified: 0, corrupt: 0, last: after };
+    for (const id of order) {
+      if (budget <= 0 || this.#ctx.signal.aborted) break;
+      out.last = id;
+      const bytes = await files.manifest(id);
+      if (!bytes) continue;
+      let manifest: ShardManifest | undefined;
+      try {
+        manifest = decodeManifest(bytes);
+      } catch (err) {
+        this.#host.log.error({ event: 'shard-corrupt', id, err: errorText(err) }, 'a held manifest failed to decode; its shards are quarantined');
+      }
+      for (const index of await files.held(id)) {
+        const shard = await files.read(id, index);
+        if (!shard) continue;
+        budget -= shard.length;
+        try {
+          if (!manifest) throw new CorruptionError(`the manifest of ${id} does not decode`);
+          verifyShard(manifest, index, shard);
+          out.verified++;
+        } catch (err) {
+          out.corrupt++;
+          this.#host.log.error({ event: 'shard-corrupt', id, index, err: errorText(err) }, 'a held shard failed verification; quarantined, to be rebuilt by repair');
+          await files.quarantine(id, index);
+        }
+      }
+    }
+    return out;
+  }
+
   // ------------------------------------------------------------------ reader side
+
+  /**
+   * fetch()'s last resort: the shards of block `id` wherever the live members of its placements
+   * (the firm one, and the one over live candidates that repair fills) say they hold them; each
+   * verified against the manifest like the rest.
+   */
+  async #gatherMoved(id: string, ec: EcPolicy, dead: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
+    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !dead.has(p));
+    const answers = await this.#askHolders(new Map([[id, peers]]));
+    for (const [peer, a] of answers) {
+      for (const index of a.get(id)?.shards ?? []) {
+        if (verified.has(index)) continue;
+        try {
+          const got = await this.#get(peer, id, index);
+          if (!got) continue;
+          const decoded = decodeManifest(got.manifest);
+          if (decoded.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${decoded.block}`);
+          const manifest = first(decoded);
+          verifyShard(manifest, index, got.shard);
+          verified.set(index, got.shard);
+        } catch (err) {
+          problems.push(`${index} on ${peer}: ${errorText(err)}`);
+        }
+      }
+    }
+  }
 
   /** Shard `index` of block `id` with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
   async #get(peer: string, id: string, index: number): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
@@ -249,12 +528,65 @@ export class Shards {
     if (manifest && data.every((i) => verified.has(i)) && k === ec.k) return join(manifest, data.map((i) => verified.get(i)!));
     // Degraded: the remaining shards of the block's K+M (the manifest's, when it differs from the policy).
     await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && (i >= ec.k || k !== ec.k)));
+    // Repair puts a lost shard on whichever placed member holds none (or, on a cluster left with
+    // fewer than K+M placeable members, on one holding another already): when the ranking's
+    // places do not give K, ask the live members of both placements which shards they hold.
+    if (verified.size < (manifest?.k ?? ec.k)) await this.#gatherMoved(id, ec, dead, verified, problems, (got) => (manifest ??= got));
     if (!manifest) return undefined;
     if (verified.size < k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${k} shards needed could be read and verified (${problems.join('; ')})`);
     const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: k + m }, (_, i) => verified.get(i)), k, m);
     if (!Array.from({ length: k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
     return join(manifest, all.slice(0, k));
   }
+}
+
+/** What a member holds of a coded block (shard-have). */
+export interface ShardsHeld {
+  k: number;
+  m: number;
+  shards: number[];
+}
+
+/** A coded block's healthy shards at the start and the end of a repair pass's look at it. */
+export interface ShardHealth {
+  k: number;
+  m: number;
+  before: number;
+  after: number;
+  /** Every placed member answered (one not answering may hold its shard) and no first push of the block is under way: else not settled. */
+  reachable: boolean;
+  pushed: number;
+  pushedBytes: number;
+}
+
+function parseHeld(v: unknown): ShardsHeld | null {
+  if (v === null) return null;
+  const h = v as { k?: unknown; m?: unknown; shards?: unknown };
+  if (typeof h !== 'object' || !Number.isSafeInteger(h.k) || !Number.isSafeInteger(h.m) || !Array.isArray(h.shards) || !h.shards.every((i) => Number.isSafeInteger(i) && i >= 0 && i < (h.k as number) + (h.m as number))) {
+    throw new ProtocolError('malformed shard-have reply');
+  }
+  return { k: h.k as number, m: h.m as number, shards: h.shards as number[] };
+}
+
+/**
+ * Where the shards missing from a block go: index -> member. Placed members that answered and
+ * hold none of its shards first, in ranking order; when the placement is short of K+M members
+ * (fewer placeable members than that), the members holding fewest, so the block still gets back
+ * all K+M shards. Members that did not answer get nothing (they may be away with their shard).
+ */
+export function assignMissing(ec: EcPolicy, placed: string[], held: Map<string, number[]>): Map<number, string> {
+  const present = new Set([...held.values()].flat());
+  const missing = Array.from({ length: ec.k + ec.m }, (_, i) => i).filter((i) => !present.has(i));
+  const load = new Map([...held].map(([peer, s]) => [peer, s.length]));
+  const out = new Map<number, string>();
+  for (const index of missing) {
+    const free = placed.find((p) => load.get(p) === 0);
+    const peer = free ?? (placed.length < ec.k + ec.m ? [...load].sort((a, b) => a[1] - b[1])[0]?.[0] : undefined);
+    if (peer === undefined) break;
+    out.set(index, peer);
+    load.set(peer, load.get(peer)! + 1);
+  }
+  return out;
 }
 
 /** The block from its K data shards: concatenated, cut to the block's size (the code is systematic). */

@@ -95,6 +95,11 @@ export class Transfers {
     return this.#fetched;
   }
 
+  /** Waits until `bytes` more repair traffic fits the repair rate limit (shard repairs share it). */
+  repairBudget(bytes: number): Promise<void> {
+    return this.#limit.take(bytes, this.#signal);
+  }
+
   /** Blocks being received now. */
   get receiving(): number {
     return this.#receiving.size;

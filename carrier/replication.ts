@@ -12,7 +12,7 @@
  *   /ouro/block-announce/1 request {v, blocks}     -> {}   (a writer tells keyed members)
  *   /ouro/descriptor/1  request {v}                -> {descriptor: OURODB.json text | null}
  *   /ouro/block-retire/1 request {v, phase, ids}   -> {done: boolean[]}   (deletion, below)
- *   /ouro/shard-put/1, /ouro/shard-get/1             erasure-coded shards (replication-shards.ts)
+ *   /ouro/shard-put/1, /ouro/shard-get/1, /ouro/shard-have/1   erasure-coded shards (replication-shards.ts)
  *
  * Who holds what is never stored: each pass of the repair loop asks the members a block is placed
  * on whether they hold it (block-have) and pushes it to those that do not. So the loop is
@@ -46,11 +46,11 @@
  *                                    what the cluster holds (the pass, the block-have lock, the
  *                                    drain's progress)
  *   carrier/replication-shards.ts    Shards: encode and push shards, receive them, read blocks
- *                                    back from them (the codec)
+ *                                    back from them, repair, scrub and move them (the codec)
  *   carrier/replication-deletion.ts  Deletion: deletion across the cluster (releases under way)
  * This file wires them: it builds them, serves their protocols, subscribes to the database's
  * seals, and is the database's ReplicaSource and the node's one view of replication. The parts
- * import the core and no other part (Repair aside, which imports the type of Transfers); what one
+ * import the core and no other part (Repair aside, which imports the types of Transfers and Shards); what one
  * needs of a part built after it, it is given as a callback (Holders' repairSoon, Deletion's
  * indexOnce).
  */
@@ -95,13 +95,13 @@ export class Replicator implements ReplicaSource {
     this.#shards = new Shards(this.#ctx, this.#holders);
     this.#transfers = new Transfers(this.#ctx, this.#holders, this.#shards);
     this.#deletion = new Deletion(this.#ctx, { indexOnce: () => this.#repair.indexOnce() });
-    this.#repair = new Repair(this.#ctx, this.#holders, this.#transfers, this.#deletion);
+    this.#repair = new Repair(this.#ctx, this.#holders, this.#transfers, this.#shards, this.#deletion);
   }
 
   get progress(): RepairProgress {
     const p = this.#repair.progress;
     const d = this.#deletion.progress;
-    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled };
+    return { passes: p.passes, running: p.running, lastPassAt: p.lastPassAt, checked: p.checked, underReplicated: p.underReplicated, pushed: p.pushed, pushedBytes: p.pushedBytes, removed: p.removed, fetched: this.#transfers.fetched, failures: this.#ctx.failures, verified: p.verified, corrupt: p.corrupt, released: d.released, dropped: d.dropped, deleting: d.deleting, unsettled: p.unsettled, shardHealth: p.shardHealth, shardsRepaired: p.shardsRepaired, shardsRepairedBytes: p.shardsRepairedBytes, staleShards: p.staleShards };
   }
 
   /** Progress of this node's drain; null when it is not draining. */
@@ -123,6 +123,7 @@ export class Replicator implements ReplicaSource {
     await h.handle('block-retire', (m) => this.#deletion.onRetire(m));
     await h.handleStream('shard-put', (stream, ctx) => this.#shards.onPut(stream, ctx.peer));
     await h.handleStream('shard-get', (stream) => this.#shards.onGet(stream));
+    await h.handle('shard-have', (m) => this.#shards.onHave(m));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#holders.sealed(b.id);
       this.#unsubscribe = this.#db.onSealed((b) => {

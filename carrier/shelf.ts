@@ -118,6 +118,35 @@ export class ShardFiles {
     return names.flatMap((n) => (n.startsWith(`${blockId}.`) && n.endsWith('.shd') ? [Number(n.slice(65, -4))] : [])).sort((a, b) => a - b);
   }
 
+  /** Ids of the blocks some shard of which is held here (those with a manifest), in id order. */
+  async blocks(): Promise<string[]> {
+    const out: string[] = [];
+    for (const prefix of (await nodeVfs.readdir(this.#root).catch(() => [] as string[])).sort()) {
+      if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+      for (const name of (await nodeVfs.readdir(path.join(this.#root, prefix)).catch(() => [] as string[])).sort()) {
+        const m = /^([0-9a-f]{64})\.manifest$/.exec(name);
+        if (m) out.push(m[1]!);
+      }
+    }
+    return out;
+  }
+
+  /** Moves shard `index` of block `blockId`, which failed verification, to `shards/quarantine/` (no longer held). */
+  quarantine(blockId: string, index: number): Promise<void> {
+    return quarantineFile(this.path(blockId, index), path.join(this.#root, 'quarantine'));
+  }
+
+  /**
+   * Deletes every shard of block `blockId` held here, then its manifest (deletion across the
+   * cluster: the block is released everywhere). The number of shards removed.
+   */
+  async removeAll(blockId: string): Promise<number> {
+    const held = await this.held(blockId);
+    for (const index of held) await removeDurably(this.path(blockId, index));
+    if (await exists(this.manifestPath(blockId))) await removeDurably(this.manifestPath(blockId));
+    return held.length;
+  }
+
   /**
    * Keeps shard `index` of block `blockId` (already verified against `manifest`) durably, with
    * the manifest if it has none yet. False when the shard was held already.
@@ -245,7 +274,8 @@ export class DirShelf implements Shelf {
 
   async drop(id: string): Promise<boolean> {
     if (!(await this.tombstoned(id))) return false;
-    await removeDurably(this.path(id));
+    // A member may hold only shards of the block, and no directory its whole copy would be in.
+    if (await exists(this.path(id))) await removeDurably(this.path(id));
     return true;
   }
 
@@ -421,7 +451,7 @@ export class DbShelf implements Shelf {
 
   async drop(id: string): Promise<boolean> {
     if (this.db.block(id) || this.db.tombstone(id) === undefined) return false;
-    await removeDurably(this.path(id));
+    if (await exists(this.path(id))) await removeDurably(this.path(id));
     return true;
   }
 }

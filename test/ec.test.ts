@@ -17,7 +17,7 @@ import { shardSet } from '../carrier/placement.js';
 import { checkShardPush } from '../carrier/replication-shards.js';
 import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, waitFor } from './cluster-harness.js';
 
-const EXTRA = ['--dead-grace-ms', '3600000', '--replication-factor', '1'];
+const EXTRA = ['--dead-grace-ms', '3600000'];
 
 /** Every shard file under a node's directory: `<block id>.<index>`. */
 function shardFiles(node: NodeProc): string[] {
@@ -89,18 +89,18 @@ describe('ec 4+2 on six members', () => {
       for (const [peer, files] of byPeer) for (let i = 0; i < 6; i++) if (placed[i] !== peer) expect(files.has(`${o.block}.${i}`)).toBe(false);
     }
 
-    // The keyed member b indexes every block (fetched from shards), then keeps a whole copy only
-    // of those placed on it (factor 1: the top member of the same ranking).
+    // The keyed member b indexes every block (fetched from shards), then drops its whole copy of
+    // each once all six shards are on their placement: at ec no whole copy is placed anywhere
+    // (the writer keeps its own).
     const blocks = objects.map((o) => o.block);
+    const dropped = () => new Set(b.logs.filter((l) => l.event === 'surplus-removed').map((l) => l.id as string));
     await waitFor(async () => {
       const h = await held(b);
-      return blocks.every((id) => h.has(id) === (shardSet(id, peers, 4, 2)[0] === b.peerId));
-    }, 30_000, 'b to index every block and drop the copies not placed on it');
-    const lacking = objects.filter((o) => shardSet(o.block, peers, 4, 2)[0] !== b.peerId);
-    expect(lacking.length).toBeGreaterThan(2);
+      return blocks.every((id) => dropped().has(id) && !h.has(id));
+    }, 30_000, 'b to index every block and drop its whole copies');
+    const lacking = objects;
 
-    // A block kept for the last step, read by no one before: its top member (holding the only
-    // whole copy besides the writer's) is among the members killed.
+    // A block kept for the last step, read by no one before: its top member is among the members killed.
     const reserved = lacking[0]!;
     const top = shardSet(reserved.block, peers, 4, 2)[0]!;
     const victims = keyless.filter((n) => n.peerId === top);

@@ -13,7 +13,7 @@ function sources(state: { members: MemberFigure[]; drain: DrainFigures | null; c
     listEpoch: () => 1,
     member: () => true,
     pendingJoins: () => 0,
-    repair: () => ({ passes: 0, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, unsettled: state.unsettled }),
+    repair: () => ({ passes: 0, checked: 0, underReplicated: 0, pushed: 0, pushedBytes: 0, removed: 0, fetched: 0, failures: 0, verified: 0, corrupt: 0, unsettled: state.unsettled, shardHealth: { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 }, shardsRepaired: 0, shardsRepairedBytes: 0 }),
     quarantinedMembers: () => 0,
     ledgerEvents: () => 0,
     members: () => state.members,

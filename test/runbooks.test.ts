@@ -21,7 +21,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type NodeConfigPatch, resolveConfig, saveConfig } from '../carrier/config.js';
 import type { LedgerView } from '../carrier/ledger.js';
 import { replicaSet } from '../carrier/placement.js';
-import { type CliResult, FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks as held, joinKeyless, keyFile, startNode, waitFor } from './cluster-harness.js';
+import { type CliResult, FAST, type NodeProc, converged, dbApi, ouro, founderWithDb, heldBlocks as held, joinKeyless, keyFile, startNode, waitFor } from './cluster-harness.js';
 import { filesUnder } from './files.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 import { repoRoot } from './paths.js';
@@ -31,7 +31,7 @@ const DOC = path.join(repoRoot, 'docs', 'operations.md');
 const PLACEHOLDERS = ['DIR', 'PEER', 'MEMBER', 'T', 'NEWDIR', 'OLDDIR', 'OLDPEER', 'PID', 'N'];
 
 /** The runbooks this file runs: every `###` heading of the Runbooks section, checked below. */
-const TITLES = ['A dead node', 'A node to replace', 'Restoring from the cluster', 'A corrupt block', 'A full disk', "Rotating a node's identity"];
+const TITLES = ['A dead node', 'A node to replace', 'Restoring from the cluster', 'A corrupt block', 'A full disk', "Rotating a node's identity", 'A block below K+threshold'];
 
 /** The `##` section of the document named `name`. */
 function section(name: string): string {
@@ -454,5 +454,32 @@ describe('docs/operations.md runbooks, run as written', () => {
     expect(await c.exited).toBe(0);
     expect(fs.existsSync(c.dir)).toBe(false);
     expect((await e.members()).members.find((m) => m.peerId === c.peerId)?.status).toBe('revoked');
+  });
+  it('A block below K+threshold: at ec 4+2 a SIGKILLed member shows dead, status counts blocks at the threshold, then repair puts them back at six shards', async () => {
+    const steps = runbook('A block below K+threshold');
+    expect(steps).toHaveLength(2);
+    // A dead grace long enough to see the blocks at the threshold before repair moves anything.
+    const { key, a, members } = await cluster(5, ['--dead-grace-ms', '4000'], ['--dead-grace-ms', '4000']);
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of members) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":4,"m":2}', 20_000, 'ec 4+2 taken');
+    for (let i = 0; i < 3; i++) {
+      await dbApi.put(a, pseudoRandom(`ec${i}`, 300_000), { key: `ec/${i}` });
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 6 });
+    }
+    type Health = { replication: { shardHealth: { blocks: number; full: number; atThreshold: number; unreadable: number }; shardsRepaired: number } };
+    const op = operator(key).set('DIR', a.dir);
+    const status = async () => JSON.parse((await op.block(steps[1]!))[0]!.stdout) as Health;
+    await waitFor(async () => (await status()).replication.shardHealth.full === 3, 20_000, 'three blocks at six shards');
+    const victim = members[5]!;
+    expect(await victim.kill9()).toBe(null);
+    // 1. The members command shows it dead.
+    await waitFor(async () => new RegExp(`^${victim.peerId}  \\S+  \\S+  dead$`, 'm').test((await op.block(steps[0]!))[0]!.stdout), 20_000, 'the victim dead in `ouro cluster members`');
+    // 2. Status shows the blocks at the threshold (five shards: K + 1), then back at six once repaired.
+    await waitFor(async () => (await status()).replication.shardHealth.atThreshold === 3, 20_000, 'three blocks at the threshold');
+    await waitFor(async () => {
+      const s = (await status()).replication;
+      return s.shardHealth.full === 3 && s.shardsRepaired === 3;
+    }, 40_000, 'three blocks back at six shards');
   });
 });

@@ -34,6 +34,7 @@ interface ConfigFlags {
   deadGraceMs?: string;
   repairIntervalMs?: string;
   repairBytesPerSec?: string;
+  repairThreshold?: string;
   proofIntervalMs?: string;
   proofDeadlineMs?: string;
   proofsPerRound?: string;
@@ -54,7 +55,7 @@ const num = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.te
 function patchOf(o: ConfigFlags): NodeConfigPatch {
   const heartbeat = { intervalMs: num(o.heartbeatMs), suspectAfterMs: num(o.suspectAfterMs), deadAfterMs: num(o.deadAfterMs) };
   const admin = { host: o.adminHost, port: num(o.adminPort) };
-  const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec) };
+  const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec), repairThreshold: num(o.repairThreshold) };
   const proofs = { enabled: o.proofs, intervalMs: num(o.proofIntervalMs), deadlineMs: num(o.proofDeadlineMs), perRound: num(o.proofsPerRound), quarantineAfter: num(o.quarantineAfter) };
   const ledger = { intervalMs: num(o.ledgerIntervalMs), syncIntervalMs: num(o.ledgerSyncMs) };
   const s3 = { enabled: o.s3, host: o.s3Host, port: num(o.s3Port), region: o.s3Region, replicas: num(o.s3Replicas) };
@@ -92,6 +93,7 @@ function configOptions(cmd: Command): Command {
     .option('--dead-grace-ms <ms>', 'how long a dead member keeps its placements before repair copies its blocks (config: replication.deadGraceMs)')
     .option('--repair-interval-ms <ms>', 'pause between repair passes (config: replication.repairIntervalMs)')
     .option('--repair-bytes-per-sec <n>', 'bandwidth repair may use (config: replication.repairBytesPerSec)')
+    .option('--repair-threshold <n>', 'at ec K+M, repair a block once its healthy shards fall to K + n (config: replication.repairThreshold, default 1)')
     .option('--proof-interval-ms <ms>', 'pause between proof-of-storage challenge rounds (config: proofs.intervalMs)')
     .option('--proof-deadline-ms <ms>', 'a correct proof later than this is late (config: proofs.deadlineMs)')
     .option('--proofs-per-round <n>', 'challenges per round (config: proofs.perRound)')

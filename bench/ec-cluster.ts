@@ -1,0 +1,149 @@
+/**
+ * `--only ec-cluster`: what erasure coding costs and saves on a real cluster (issue 32), replicas
+ * 3 against ec 4+2 in the same run, each on a fresh seven-member cluster in this process (a
+ * writer with the database and six keyless members, real QUIC on loopback):
+ *   - bytes on disk across the cluster per logical byte written, the writer's whole copy stated
+ *     separately (the writer keeps every block it sealed, under either policy);
+ *   - time to restore full health after one keyless member holding its share is stopped: until
+ *     every block is held by three live members (replicas), or has six healthy shards on live
+ *     members (ec), split into noticing (dead, plus the grace) and rebuilding.
+ * Degraded reads against healthy ones are the codec's decode against a plain join: the `ec` part
+ * measures those (a keyed member's read adds the same transfers either way).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Node } from '../carrier/node.js';
+import { smallBlockLine } from '../carrier/placement.js';
+import { OuroDB } from '../lib/index.js';
+
+const MiB = 1 << 20;
+
+async function until(check: () => boolean | Promise<boolean>, what: string, limitMs = 600_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Bytes of the block and shard files under `dir` (not the database's index or WAL). */
+function dataBytes(dir: string): { blocks: number; shards: number } {
+  const out = { blocks: 0, shards: 0 };
+  for (const name of fs.readdirSync(dir, { recursive: true }) as string[]) {
+    if (name.includes('quarantine') || name.includes('incoming')) continue;
+    if (name.endsWith('.blk')) out.blocks += fs.statSync(path.join(dir, name)).size;
+    else if (name.endsWith('.shd') || name.endsWith('.manifest')) out.shards += fs.statSync(path.join(dir, name)).size;
+  }
+  return out;
+}
+
+export interface EcClusterFigures {
+  mode: 'replicas 3' | 'ec 4+2';
+  logicalMiB: number;
+  /** Block and shard bytes on the six keyless members, per logical byte. */
+  othersPerLogical: number;
+  /** The writer's bytes (its whole copies, and its shards at ec), per logical byte. */
+  writerPerLogical: number;
+  lostMiB: number;
+  noticedSec: number;
+  rebuildSec: number;
+  totalSec: number;
+}
+
+async function one(mode: EcClusterFigures['mode'], sizeMiB: number): Promise<EcClusterFigures> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-ec-'));
+  const heartbeat = { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 };
+  const replication = { factor: 3, maxUnsealedMs: 1000, deadGraceMs: 500, repairIntervalMs: 500, repairBytesPerSec: 1 << 30 };
+  const config = { heartbeat, replication, proofs: { enabled: false } };
+  const dirs = Array.from({ length: 7 }, (_, i) => path.join(root, `n${i}`));
+  await Node.init(dirs[0]!, { newCluster: true, config });
+  const db = await OuroDB.open(path.join(dirs[0]!, 'db'), { key: crypto.randomBytes(32), blockSize: 4 * MiB, compression: false });
+  const a = await Node.start({ dir: dirs[0]!, db, config });
+  const nodes: Node[] = [a];
+  try {
+    for (const dir of dirs.slice(1)) {
+      const { token } = await a.createToken(60_000);
+      await Node.init(dir, { config });
+      await Node.requestJoin(dir, a.carrier.addresses, token);
+      nodes.push(await Node.start({ dir, config }));
+    }
+    const nodeDirs = new Map(nodes.map((n, i) => [n, i]));
+    await until(() => nodes.every((n) => n.role === 'member' && n.memberViews().filter((m) => m.status === 'member' && m.state === 'alive').length === 7), 'seven members');
+    if (mode === 'ec 4+2') {
+      await a.setRedundancy({ ec: { k: 4, m: 2 } });
+      await until(() => nodes.every((n) => n.ecPolicy?.k === 4), 'ec 4+2 everywhere');
+    }
+    const total = sizeMiB * MiB;
+    const cipher = crypto.createCipheriv('chacha20', crypto.randomBytes(32), Buffer.alloc(16));
+    const zeros = Buffer.alloc(MiB);
+    for (let done = 0; done < total; done += zeros.length) await db.put(cipher.update(zeros), { durability: 'relaxed' });
+    await db.flush(mode === 'ec 4+2' ? { shards: 6 } : { replicas: 3 });
+    const blocks = await a.replication.held();
+    const logical = blocks.reduce((x, b) => x + b.size, 0);
+    // Blocks under the small-block line (the last one sealed by the flush, at most) stay whole.
+    const coded = new Set(mode === 'ec 4+2' ? blocks.filter((b) => b.size >= smallBlockLine(4)).map((b) => b.id) : []);
+    const healthy = async (live: Node[]) => {
+      const sets = await Promise.all(live.map(async (n) => new Set((await n.replication.held()).map((b) => b.id))));
+      if (!blocks.every((b) => coded.has(b.id) || sets.filter((s) => s.has(b.id)).length >= 3)) return false;
+      if (mode === 'ec 4+2') {
+        // Six distinct shards of every block on the live members.
+        const per = new Map([...coded].map((id) => [id, new Set<number>()]));
+        for (const n of live) {
+          for (const name of fs.readdirSync(dirs[nodeDirs.get(n)!]!, { recursive: true }) as string[]) {
+            const m = /([0-9a-f]{64})\.(\d+)\.shd$/.exec(name);
+            if (m && !name.includes('quarantine')) per.get(m[1]!)?.add(Number(m[2]));
+          }
+        }
+        return [...per.values()].every((s) => s.size === 6);
+      }
+      return true;
+    };
+    await until(() => healthy(nodes), `${mode}: full health after the write`, 120_000);
+    // Surplus copies from the write settle: disk figures once a pass found nothing to move.
+    await new Promise((r) => setTimeout(r, 2000));
+    const writer = dataBytes(dirs[0]!);
+    const others = dirs.slice(1).map(dataBytes);
+    const othersBytes = others.reduce((x, o) => x + o.blocks + o.shards, 0);
+    const victimAt = 1 + others.map((o) => o.blocks + o.shards).indexOf(Math.max(...others.map((o) => o.blocks + o.shards)));
+    const victim = nodes[victimAt]!;
+    const lost = others[victimAt - 1]!.blocks + others[victimAt - 1]!.shards;
+    const t0 = performance.now();
+    await victim.stop();
+    nodes.splice(victimAt, 1);
+    let noticed = 0;
+    await until(async () => {
+      if (!noticed && a.replication.candidates().length === 6) noticed = performance.now();
+      return noticed > 0 && (await healthy(nodes));
+    }, `${mode}: full health after the loss`, 300_000);
+    const t1 = performance.now();
+    return {
+      mode,
+      logicalMiB: logical / MiB,
+      othersPerLogical: othersBytes / logical,
+      writerPerLogical: (writer.blocks + writer.shards) / logical,
+      lostMiB: lost / MiB,
+      noticedSec: (noticed - t0) / 1000,
+      rebuildSec: (t1 - noticed) / 1000,
+      totalSec: (t1 - t0) / 1000,
+    };
+  } finally {
+    for (const n of nodes.slice(1).reverse()) await n.stop().catch(() => {});
+    await a.stop();
+    await db.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export async function ecClusterBench(sizeMiB: number): Promise<EcClusterFigures[]> {
+  // Stopping seven in-process nodes one after the other has left a request's 'carrier stopped'
+  // rejection unhandled (not yet traced): reported, not fatal, so the second run still happens.
+  const report = (err: unknown) => console.error('unhandled rejection while the nodes stop:', err instanceof Error ? err.stack : err);
+  process.on('unhandledRejection', report);
+  try {
+    return [await one('replicas 3', sizeMiB), await one('ec 4+2', sizeMiB)];
+  } finally {
+    process.off('unhandledRejection', report);
+  }
+}
