@@ -81,6 +81,15 @@ describe("an operator's day", () => {
       const r = await ouro(['cluster', '--dir', a.dir, 'approve', n.peerId]);
       expect(r.code, r.stderr).toBe(0);
     }
+    // e, approved while running, took the database and serves it (it restarted in its process with
+    // the database, so its admin API moved: node.run.json says where, as `ouro cluster` reads it).
+    step('e takes the database');
+    await waitFor(() => e.logs.some((l) => l.event === 'database-taken'), 30_000, 'e to take the database');
+    await waitFor(async () => {
+      if (e.logs.filter((l) => l.event === 'admin').length < 2) return false;
+      e.run = JSON.parse(fs.readFileSync(path.join(e.dir, 'node.run.json'), 'utf8')) as RunInfo;
+      return (await fetch(`${e.run.admin}/health`)).status === 200;
+    }, 30_000, 'e to run with it');
     const five = [a, b, c, d, e];
     await waitFor(() => converged(five, five.map((n) => n.peerId)), 30_000, 'five members, all alive');
     expect(e.child.exitCode).toBe(null);
@@ -94,15 +103,7 @@ describe("an operator's day", () => {
       written.push({ key: k, size, hash: (await dbApi.put(a, pseudoRandom(k, size), { key: k })).hash });
     }
     await dbApi.json(a, '/db/flush', 'POST', { replicas: 3 });
-    // e, approved while running, took the database and serves it (it restarted in its process with
-    // the database, so its admin API moved: node.run.json says where, as `ouro cluster` reads it).
-    step('e takes the database');
-    await waitFor(() => e.logs.some((l) => l.event === 'database-taken'), 30_000, 'e to take the database');
-    await waitFor(async () => {
-      if (e.logs.filter((l) => l.event === 'admin').length < 2) return false;
-      e.run = JSON.parse(fs.readFileSync(path.join(e.dir, 'node.run.json'), 'utf8')) as RunInfo;
-      return (await fetch(`${e.run.admin}/health`)).status === 200;
-    }, 30_000, 'e to run with it');
+    // e serves the database it took.
     await waitFor(async () => (await dbApi.get(e, `/db/objects/${written[0]!.hash}`)).status === 200, 30_000, 'e serves the database');
     await readsBack(e, written);
 
