@@ -24,10 +24,11 @@
 import type { Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
-import { BadArgumentError, OuroError, UnavailableError, errorText } from '../lib/errors.js';
+import { BadArgumentError, OuroError, TimeoutError, UnavailableError, errorText } from '../lib/errors.js';
 import type { EcPolicy } from './membership.js';
 import { replicaSet, shardSet, smallBlockLine } from './placement.js';
 import type { HeldBlock, Shelf } from './shelf.js';
+import { StreamReader } from './stream-reader.js';
 
 export interface ReplicationConfig {
   /** A dead member keeps its placements this long before its blocks are copied elsewhere. */
@@ -401,5 +402,33 @@ export class Holders {
         signal?.addEventListener('abort', wake, { once: true });
       });
     }
+  }
+}
+
+/** Time a transfer is allowed per MiB, on top of the request time limit. */
+export const MS_PER_MIB = 1000;
+
+/** The signal of one transfer of about `bytes`: aborted when the replicator stops (`stop`) or its time is up. */
+export function transferSignal(stop: AbortSignal, requestTimeoutMs: number, bytes: number): AbortSignal {
+  return AbortSignal.any([stop, AbortSignal.timeout(requestTimeoutMs + Math.ceil(bytes / 2 ** 20) * MS_PER_MIB)]);
+}
+
+/**
+ * Opens a `protocol` stream to `peer` for one transfer and runs `fn` on it under `signal`
+ * (transferSignal): the time limit aborts the stream, and so does any failure, which is rethrown.
+ * The block transfers (replication-transfer.ts) and the shard transfers (replication-shards.ts)
+ * both go through it.
+ */
+export async function onTransferStream<T>(host: Pick<ReplicationHost, 'openStream'>, peer: string, protocol: string, what: string, signal: AbortSignal, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stream = await host.openStream(peer, protocol, signal);
+  const onAbort = () => stream.abort(new TimeoutError(`${what}: time limit`));
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await fn(stream, new StreamReader(stream), signal);
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }

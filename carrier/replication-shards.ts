@@ -38,13 +38,12 @@ import { type ErasureCodec, loadCodec } from './ec/codec.js';
 import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verifyShard } from './ec/manifest.js';
 import { encodeFrame } from './frames.js';
 import type { EcPolicy } from './membership.js';
-import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION } from './replication-core.js';
+import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION, onTransferStream, transferSignal } from './replication-core.js';
 import { send } from './send.js';
 import { blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
 
 /** Time allowed per MiB of a shard transfer on top of the request time limit. */
-const MS_PER_MIB = 1000;
 
 /**
  * The checks a receiver makes of a shard pushed to it, before anything is kept: the manifest is
@@ -88,23 +87,12 @@ export class Shards {
   }
 
   #signal(bytes: number): AbortSignal {
-    return AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(this.#host.requestTimeoutMs + Math.ceil(bytes / 2 ** 20) * MS_PER_MIB)]);
+    return transferSignal(this.#ctx.signal, this.#host.requestTimeoutMs, bytes);
   }
 
-  /** Runs `fn` on a new `protocol` stream to `peer`; the time limit, or any failure, aborts the stream. */
-  async #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
-    const signal = this.#signal(bytes);
-    const stream = await this.#host.openStream(peer, protocol, signal);
-    const onAbort = () => stream.abort(new TimeoutError(`${what}: time limit`));
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      return await fn(stream, new StreamReader(stream), signal);
-    } catch (err) {
-      stream.abort(err instanceof Error ? err : new Error(String(err)));
-      throw err;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+  /** Runs `fn` on a new `protocol` stream to `peer` (onTransferStream, with this part's time limit). */
+  #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
+    return onTransferStream(this.#host, peer, protocol, what, this.#signal(bytes), fn);
   }
 
   // ------------------------------------------------------------------ writer side

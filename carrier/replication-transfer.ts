@@ -21,14 +21,13 @@ import { nodeVfs } from '../lib/vfs/vfs.js';
 import { type SeenEntries, EntryHashStream } from '../blockstore/entry-hashes.js';
 import { unwrapReply } from './carrier.js';
 import { encodeFrame } from './frames.js';
-import { type Holders, type ReplicationContext, type ReplicationHost, PROTOCOL_VERSION } from './replication-core.js';
+import { type Holders, type ReplicationContext, type ReplicationHost, MS_PER_MIB, PROTOCOL_VERSION, onTransferStream, transferSignal } from './replication-core.js';
 import type { Shards } from './replication-shards.js';
 import { send, sendReleasing } from './send.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
 
 /** Time allowed per MiB of a block transfer on top of the request time limit. */
-const MS_PER_MIB = 1000;
 /** Time budget of a fetch, as bytes at MS_PER_MIB: a default-size block several times over. */
 const FETCH_BUDGET_BYTES = 64 * 2 ** 20;
 /**
@@ -129,26 +128,12 @@ export class Transfers {
   // ------------------------------------------------------------------ transfers
 
   #transferSignal(size: number): AbortSignal {
-    return AbortSignal.any([this.#signal, AbortSignal.timeout(this.#host.requestTimeoutMs + Math.ceil(size / 2 ** 20) * MS_PER_MIB)]);
+    return transferSignal(this.#signal, this.#host.requestTimeoutMs, size);
   }
 
-  /**
-   * Opens a `protocol` stream to `peer` for one block transfer of about `budgetBytes` and runs
-   * `fn` on it: the time limit aborts the stream, and so does any failure, which is rethrown.
-   */
-  async #transfer<T>(peer: string, protocol: 'block-put' | 'block-get', what: string, budgetBytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
-    const signal = this.#transferSignal(budgetBytes);
-    const stream = await this.#host.openStream(peer, protocol, signal);
-    const onAbort = () => stream.abort(new TimeoutError(`${what}: time limit`));
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      return await fn(stream, new StreamReader(stream), signal);
-    } catch (err) {
-      stream.abort(err instanceof Error ? err : new Error(String(err)));
-      throw err;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+  /** Runs `fn` on a `protocol` stream to `peer` for one block transfer of about `budgetBytes` (onTransferStream). */
+  #transfer<T>(peer: string, protocol: 'block-put' | 'block-get', what: string, budgetBytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
+    return onTransferStream(this.#host, peer, protocol, what, this.#transferSignal(budgetBytes), fn);
   }
 
   /** Pushes block `id` to `peer`; true once the peer holds it durably (false: busy receiving it from someone else). */
