@@ -8,7 +8,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { describe, expect, it } from 'vitest';
 import { OuroDB } from '../lib/index.js';
 import { pseudoRandom, tempDir } from './helpers.js';
@@ -49,22 +48,24 @@ describe('ouro put killed with SIGKILL', () => {
     for (let round = 0; round < 4; round++) {
       const db = path.join(work, `db${round}`);
       expect(spawnSync(process.execPath, [OURO, '--key-file', keyFile, 'init', db]).status).toBe(0);
-      const child = spawn(process.execPath, [OURO, '--key-file', keyFile, '--json', 'put', db, 'tree'], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'] });
+      const env = round % 2 === 0 ? process.env : { ...process.env, OURO_FAILPOINT: `commit.after-wal:${3 + Math.floor(Math.random() * 5)}` };
+      const child = spawn(process.execPath, [OURO, '--key-file', keyFile, '--json', 'put', db, 'tree'], { cwd: work, stdio: 'ignore', env });
       // Listening from the start: a put that finished before the kill has exited already.
       const exited = new Promise((r) => child.once('exit', r));
       if (round % 2 === 0) {
         // Somewhere between loading and the end of the walk: a fixed 100-600 ms stopped landing
         // mid-put once the machine was quiet enough for the whole put to take under 0.4 s.
         await new Promise((r) => setTimeout(r, wholePutMs * (0.4 + 0.5 * Math.random())));
+        child.kill('SIGKILL');
+        await exited;
       } else {
-        // Once the put reports its first stored file (its first JSON progress line, printed at
-        // once), plus a little: this lands mid-put however loaded the machine is, where a time
-        // alone may come before the walk or after the end.
-        await Promise.race([exited, new Promise((r) => readline.createInterface({ input: child.stderr! }).on('line', (l) => l.includes('"progress"') && r(l)))]);
-        await new Promise((r) => setTimeout(r, wholePutMs * 0.2 * Math.random()));
+        // A real SIGKILL the process sends itself after its N-th index batch (a failpoint,
+        // lib/failpoints.ts): it lands mid-put however loaded the machine is, where a time
+        // alone may land before the first batch or after the last (a put of this tree writes
+        // 12-20 batches here; in one CI run, at de56d4f, no kill by time found a partial tree).
+        await exited;
+        expect(child.signalCode, 'the failpoint killed the put').toBe('SIGKILL');
       }
-      child.kill('SIGKILL');
-      await exited;
 
       const opened = await OuroDB.open(db, { key });
       try {
