@@ -468,9 +468,10 @@ function contentKey(l: Content): string {
  * Merges a list from a peer (already verified) into ours; `key` signs a merge when one is
  * needed. The result's content is a function of the union of both lists' certificates alone, so
  * members converge whatever order lists reach them in. Returns the list to keep and whether it
- * differs from ours.
+ * differs from ours, and whether the holder of `key` is revoked in the union: a revocation of it
+ * that stands, not merely one that `theirs` names (a revoked key may forge one).
  */
-export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKey): Promise<{ list: MemberList; changed: boolean }> {
+export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKey): Promise<{ list: MemberList; changed: boolean; selfRevoked: boolean }> {
   if (theirs.clusterId !== ours.clusterId) throw new ProtocolError(`member list of cluster ${theirs.clusterId}, not ${ours.clusterId}`);
   const { approvals, revocations, drains, replication } = settle(ours, [ours.approvals, theirs.approvals], [ours.revocations, theirs.revocations], [ours.drains, theirs.drains], [ours.replication, theirs.replication]);
   // Addresses: per member, those set last (by the epoch of the change that set them, then by
@@ -509,16 +510,17 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
     addresses,
     addressEpochs,
   };
+  const self = peerIdFromPrivateKey(key).toString();
+  const selfRevoked = revoked.has(self);
   const u = contentKey(union);
   if (u === contentKey(ours) && u === contentKey(theirs)) {
     const pick = newerWord(theirs, ours) ? theirs : ours;
-    return { list: pick, changed: pick !== ours };
+    return { list: pick, changed: pick !== ours, selfRevoked };
   }
-  if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true };
-  if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false };
-  const self = peerIdFromPrivateKey(key).toString();
+  if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true, selfRevoked };
+  if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false, selfRevoked };
   // A revoked member may sign nothing more: it keeps its last list (which others may still merge,
   // so what it did before it learned of its revocation is not lost) and is out of the cluster.
-  if (revoked.has(self) || !approvedNow.has(self)) return { list: ours, changed: false };
-  return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true };
+  if (selfRevoked || !approvedNow.has(self)) return { list: ours, changed: false, selfRevoked };
+  return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true, selfRevoked };
 }

@@ -471,14 +471,15 @@ export class Node {
     return this.#serially(async () => {
       const current = this.#list!;
       if (verified.signature === current.signature) return false;
-      const { list, changed } = await merge(current, verified, this.#key);
+      const { list, changed, selfRevoked } = await merge(current, verified, this.#key);
       if (changed) {
         await this.#adopt(list, `merge from ${from}`);
         await this.#putOwnAddressesBack();
         return true;
       }
-      // A revoked member signs nothing (merge keeps its list), but it must still learn the news.
-      if (!isMember(verified, this.peerId) && verified.revocations.some((r) => r.peerId === this.peerId)) {
+      // A revoked member signs nothing (merge keeps its list), but it must still learn the news:
+      // from a revocation that stands (a revoked key's forged revocation of this node does not).
+      if (selfRevoked && !isMember(verified, this.peerId)) {
         await this.#adopt(verified, `revocation told by ${from}`);
         return true;
       }

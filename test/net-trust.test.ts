@@ -1,0 +1,69 @@
+/**
+ * Members that misbehave (issue 33, item 6), between real `ouro node` processes on loopback: a
+ * revoked member that kept its directory (its key, and a copy of the list from before its
+ * revocation) signs a list approving a stranger, revoking an honest member and changing the
+ * replication factor, and a real process gossips it to a member that was down during the
+ * revocation. That member takes it (it cannot know better yet); once it hears the revocation,
+ * none of it counts anywhere, and what the revoked key signed never comes back.
+ */
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { describe, expect, it } from 'vitest';
+import { ClusterFiles } from '../carrier/cluster-files.js';
+import { loadIdentity } from '../carrier/identity.js';
+import { change, verify } from '../carrier/membership.js';
+import { type MembersView, type NodeProc, converged, founder, joinByToken, ouroJson, startNode, waitFor } from './cluster-harness.js';
+
+const statusIn = (v: MembersView, peer: string) => v.members.find((m) => m.peerId === peer)?.status;
+
+describe('a revoked member that kept its key', () => {
+  it('signs an approval, a revocation and a factor after its revocation: a member that took them drops them once it hears the revocation, and no member accepts them', async () => {
+    let a = await founder();
+    let b = await joinByToken(a);
+    const c = await joinByToken(a);
+    let d = await joinByToken(a);
+    await waitFor(() => converged([a, b, c, d], [a.peerId, b.peerId, c.peerId, d.peerId]), 30_000, 'four members');
+    const factor = async (n: NodeProc) => (await n.get<{ replication: { factor: number } }>('/status')).replication.factor;
+    expect(await factor(a)).toBe(3);
+
+    // C's operator keeps a copy of the list as it is now, and C's identity stays in its directory.
+    const old = (await new ClusterFiles(c.dir).readList())!;
+    const cKey = await loadIdentity(c.dir);
+    await d.stop(); // down while C is revoked: it will not have heard
+    await ouroJson(['cluster', '--dir', a.dir, 'revoke', c.peerId]);
+    await waitFor(async () => statusIn(await b.members(), c.peerId) === 'revoked', 15_000, 'B to hear of the revocation');
+    await c.stop();
+    const [aDir, bDir] = [a.dir, b.dir];
+    await Promise.all([a.stop(), b.stop()]);
+
+    // After its revocation, C signs on its old list: X approved, B revoked, the factor set to 1.
+    const x = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString();
+    const forged = await change(old, cKey, { approve: [{ peerId: x, addresses: [] }], revoke: [b.peerId], replicationFactor: 1 });
+    await verify(forged);
+    await new ClusterFiles(c.dir).writeList(forged);
+
+    // C's process gossips it to D, which was down and holds the old list: D takes it (the premise).
+    const c2 = await startNode(c.dir);
+    d = await startNode(d.dir);
+    await waitFor(async () => {
+      const v = await d.members();
+      return statusIn(v, x) === 'member' && statusIn(v, b.peerId) === 'revoked';
+    }, 20_000, 'D to take the forged list');
+    expect(await factor(d)).toBe(1);
+
+    // A and B come back: D hears the revocation, and what C signed after it counts nowhere.
+    a = await startNode(aDir);
+    b = await startNode(bDir);
+    await waitFor(() => converged([a, b, d], [a.peerId, b.peerId, d.peerId]), 30_000, 'A, B and D to converge without X');
+    for (const n of [a, b, d]) {
+      const v = await n.members();
+      expect(statusIn(v, x)).toBeUndefined();
+      expect(statusIn(v, b.peerId)).toBe('member');
+      expect(statusIn(v, c.peerId)).toBe('revoked');
+      expect(await factor(n)).toBe(3);
+    }
+    // C's own process learns it stays revoked (its forged revocation of B did not void A's of it).
+    await waitFor(async () => (await fetch(`${c2.run.admin}/health`)).status === 503, 15_000, 'C to know it is revoked');
+    expect(d.logs.some((l) => l.event === 'member-added' && l.peer === x)).toBe(true);
+  }, 120_000);
+});
