@@ -52,7 +52,7 @@ import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
 import { type EcPolicy, type MemberList, change, checkEcPolicy, draining, ecPolicyOf, isMember, members, merge, newCluster, replicationFactorOf, statusOf, verify } from './membership.js';
 import { dialable, withLastPorts } from './addresses.js';
-import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
+import { type JoinAnswer, JOIN_PROTOCOL, Joins, TOKEN_SPEND, requestJoin } from './joins.js';
 import { Ledger, type LedgerView } from './ledger.js';
 import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
@@ -139,6 +139,9 @@ export class Node {
         announce: (peers) => this.#heartbeats.announce(peers),
         others: () => this.#others(),
         askJoin: (peer, request) => this.carrier.request(peer, JOIN_PROTOCOL, request),
+        request: (peer, name, message, options) => this.request(peer, name, message, options),
+        requestTimeoutMs: args.config.requestTimeoutMs,
+        reachable: (peer) => this.#heartbeats.health(peer)?.state !== 'dead',
         rejected: () => (this.#role = 'rejected'),
         joined: () => void this.#heartbeats.tick(),
       },
@@ -339,6 +342,7 @@ export class Node {
   async #begin(): Promise<void> {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
+    await this.handle(TOKEN_SPEND, (m, ctx) => this.#joins.onSpend(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
     await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
     await this.cluster.start();

@@ -4,7 +4,8 @@
  * revocation) signs a list approving a stranger, revoking an honest member and changing the
  * replication factor, and a real process gossips it to a member that was down during the
  * revocation. That member takes it (it cannot know better yet); once it hears the revocation,
- * none of it counts anywhere, and what the revoked key signed never comes back.
+ * none of it counts anywhere, and what the revoked key signed never comes back. And join tokens
+ * made on one member admit through any other, once, until they expire.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
@@ -12,7 +13,8 @@ import { describe, expect, it } from 'vitest';
 import { ClusterFiles } from '../carrier/cluster-files.js';
 import { loadIdentity } from '../carrier/identity.js';
 import { change, verify } from '../carrier/membership.js';
-import { type MembersView, type NodeProc, converged, founder, joinByToken, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { FAST_FLAGS, type MembersView, type NodeProc, converged, founder, joinByToken, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { tempDir } from './helpers.js';
 
 const statusIn = (v: MembersView, peer: string) => v.members.find((m) => m.peerId === peer)?.status;
 
@@ -66,4 +68,40 @@ describe('a revoked member that kept its key', () => {
     await waitFor(async () => (await fetch(`${c2.run.admin}/health`)).status === 503, 15_000, 'C to know it is revoked');
     expect(d.logs.some((l) => l.event === 'member-added' && l.peer === x)).toBe(true);
   }, 120_000);
+});
+
+describe('join tokens', () => {
+  it('a token made on one member admits through another, once cluster-wide (two joiners racing through two members: one gets in), until it expires', async () => {
+    const a = await founder();
+    const b = await joinByToken(a);
+    await waitFor(() => converged([a, b], [a.peerId, b.peerId]), 20_000, 'two members');
+    const token = async (on: NodeProc, ttl = '5m') => (await ouroJson<{ token: string; expiresAt: number }>(['cluster', '--dir', on.dir, 'token', '--ttl', ttl]));
+    const join = async (via: NodeProc, t: string) => {
+      const r = await ouro(['--json', 'node', 'join', tempDir(), '--peer', via.address, '--token', t, ...FAST_FLAGS]);
+      return { code: r.code, ...(JSON.parse(r.stdout) as { status: string; reason?: string; peerId?: string }) };
+    };
+
+    // Made on A, used through B: admitted; B logs the maker.
+    const t1 = (await token(a)).token;
+    const x = await join(b, t1);
+    expect(x).toMatchObject({ code: 0, status: 'joined' });
+    expect(b.logs.some((l) => l.event === 'join-approved' && l.by === 'token' && l.issuer === a.peerId)).toBe(true);
+    expect(a.logs.some((l) => l.event === 'token-spent' && l.by === b.peerId)).toBe(true);
+    await waitFor(async () => statusIn(await a.members(), x.peerId!) === 'member', 10_000, 'A to know the new member');
+    // Spent for good, wherever it is tried next.
+    for (const via of [a, b]) expect(await join(via, t1)).toMatchObject({ code: 9, status: 'rejected', reason: 'token-used' });
+
+    // Two joiners race with one token made on B, one through A and one through B: only one gets in.
+    const t2 = (await token(b)).token;
+    const race = await Promise.all([join(a, t2), join(b, t2)]);
+    expect(race.map((r) => r.status).sort()).toEqual(['joined', 'rejected']);
+    expect(race.find((r) => r.status === 'rejected')!.reason).toBe('token-used');
+
+    // Expired, through the member that did not make it.
+    const short = await token(a, '1s');
+    await waitFor(() => Date.now() > short.expiresAt + 50, 5000, 'the token to expire');
+    expect(await join(b, short.token)).toMatchObject({ code: 9, status: 'rejected', reason: 'token-expired' });
+    // A token nobody made is still unknown.
+    expect(await join(b, `${t1.slice(0, t1.lastIndexOf('.'))}.${'A'.repeat(43)}`)).toMatchObject({ code: 9, status: 'rejected', reason: 'token-unknown' });
+  }, 90_000);
 });
