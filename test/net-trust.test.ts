@@ -5,15 +5,18 @@
  * replication factor, and a real process gossips it to a member that was down during the
  * revocation. That member takes it (it cannot know better yet); once it hears the revocation,
  * none of it counts anywhere, and what the revoked key signed never comes back. And join tokens
- * made on one member admit through any other, once, until they expire.
+ * made on one member admit through any other, once, until they expire. And a stranger flooding
+ * the join protocol and opening streams in a loop is refused for its rate, while members go on.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { describe, expect, it } from 'vitest';
 import { ClusterFiles } from '../carrier/cluster-files.js';
 import { loadIdentity } from '../carrier/identity.js';
+import { Carrier, protocolId } from '../carrier/carrier.js';
+import { JOIN_PROTOCOL } from '../carrier/joins.js';
 import { change, verify } from '../carrier/membership.js';
-import { FAST_FLAGS, type MembersView, type NodeProc, converged, founder, joinByToken, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
+import { FAST_FLAGS, type MembersView, type NodeProc, converged, dbApi, founder, founderWithDb, joinByToken, joinKeyless, keyFile, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
 import { tempDir } from './helpers.js';
 
 const statusIn = (v: MembersView, peer: string) => v.members.find((m) => m.peerId === peer)?.status;
@@ -104,4 +107,66 @@ describe('join tokens', () => {
     // A token nobody made is still unknown.
     expect(await join(b, `${t1.slice(0, t1.lastIndexOf('.'))}.${'A'.repeat(43)}`)).toMatchObject({ code: 9, status: 'rejected', reason: 'token-unknown' });
   }, 90_000);
+});
+
+describe('a non-member flooding a member', () => {
+  it('is refused for its rate (typed, logged, counted) on the join protocol and on streams, while members heartbeat and a replicated put completes', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key);
+    const b = await joinKeyless(a);
+    await waitFor(() => converged([a, b], [a.peerId, b.peerId]), 20_000, 'two members');
+    const flooder = await Carrier.start({ dir: tempDir() });
+    // From here on (a node's start logs its own transitions, e.g. B heard at its join, then started).
+    const logsFrom = [a.logs.length, b.logs.length];
+    try {
+      const outcomes = new Map<string, number>();
+      const note = (o: string) => outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
+      let stop = false;
+      // Join requests on sessions and on a new stream each, and a members-only protocol, in loops.
+      const loop = async (protocol: string, message: unknown, reuse: boolean) => {
+        while (!stop) {
+          try {
+            const r = (await flooder.request(a.address, protocol, message, { reuse, timeoutMs: 5000 })) as { status?: string };
+            note(`ok:${r?.status ?? '?'}`);
+          } catch (err) {
+            note((err as { code?: string }).code ?? 'error');
+          }
+        }
+      };
+      const join = { v: 1, addresses: flooder.addresses };
+      const loops = [true, false].flatMap((reuse) => [loop(JOIN_PROTOCOL, join, reuse), loop(JOIN_PROTOCOL, join, reuse), loop(protocolId('heartbeat'), { v: 1, list: null }, reuse)]);
+      const limited = () => outcomes.get('OURO_RATE_LIMITED') ?? 0;
+      let put: { hash: string } | undefined;
+      let flushed: { replicas: number } | undefined;
+      try {
+        await waitFor(() => limited() >= 200, 30_000, 'the flood to be limited');
+        // Meanwhile the members replicate: a put on A, flushed to two members.
+        put = await dbApi.put(a, 'written during a flood', { key: 'flood' });
+        flushed = await dbApi.json<{ replicas: number }>(a, '/db/flush', 'POST', { replicas: 2, timeoutMs: 30_000 });
+        // Several failure-detector periods of flood with the put done (suspectAfterMs is 800 ms).
+        const more = limited() + 200;
+        await waitFor(() => limited() >= more, 30_000, 'more of the flood');
+      } finally {
+        stop = true;
+        await Promise.all(loops);
+      }
+      expect(flushed!.replicas).toBeGreaterThanOrEqual(2);
+      // The flood met each kind of answer: first served (pending) or refused as a stranger, then limited.
+      expect(outcomes.get('ok:pending') ?? 0).toBeGreaterThan(0);
+      expect(outcomes.get('OURO_REFUSED') ?? 0).toBeGreaterThan(0);
+      // Members never saw each other go quiet, and stay alive to each other.
+      [a, b].forEach((n, i) => expect(n.logs.slice(logsFrom[i]).filter((l) => l.event === 'member-state' && l.to !== 'alive')).toEqual([]));
+      expect(await converged([a, b], [a.peerId, b.peerId])).toBe(true);
+      // Logged with its reason (at most once per 10 s per peer), counted in the metric.
+      const logged = a.logs.filter((l) => l.event === 'rate-limited');
+      expect(logged.length).toBeGreaterThan(0);
+      expect(logged.length).toBeLessThan(5);
+      expect(logged[0]).toMatchObject({ peer: flooder.peerId, reason: 'peer' });
+      const metrics = await (await fetch(`${a.run.admin}/metrics`)).text();
+      expect(Number(/^ouro_rate_limited_total\{reason="peer"\} (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(limited());
+      expect((await a.get<{ pendingJoins: number }>('/status')).pendingJoins).toBe(1);
+    } finally {
+      await flooder.stop();
+    }
+  }, 120_000);
 });
