@@ -21,7 +21,7 @@ import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { type Libp2p, createLibp2p } from 'libp2p';
-import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
+import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RateLimitedError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
 import { UnsentError, send } from './send.js';
@@ -42,6 +42,11 @@ export interface CarrierOptions {
   requestTimeoutMs?: number;
   /** Called once per finished request, served or sent (metrics plug in here). */
   observe?: (event: RequestEvent) => void;
+  /**
+   * Called for every inbound stream and session request before anything else: a message refuses
+   * it with OURO_RATE_LIMITED, unread (the node's rate limits on non-members plug in here).
+   */
+  limit?: (peer: string, protocol: string) => string | undefined;
 }
 
 export interface RequestEvent {
@@ -99,12 +104,14 @@ export class Carrier {
   readonly #timeoutMs: number;
   readonly #stopping = new AbortController();
   readonly #observe: (event: RequestEvent) => void;
+  readonly #limit: (peer: string, protocol: string) => string | undefined;
   readonly #served = new Map<string, Served>();
   readonly #sessions = new Map<string, Promise<ClientSession>>();
 
   private constructor(node: Libp2p, options: CarrierOptions) {
     this.node = node;
     this.#observe = options.observe ?? (() => {});
+    this.#limit = options.limit ?? (() => undefined);
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#timeoutMs = options.requestTimeoutMs ?? 10_000;
   }
@@ -137,6 +144,7 @@ export class Carrier {
           timeoutMs: carrier.#timeoutMs,
           stopping: carrier.#stopping.signal,
           lookup: (protocol) => carrier.#served.get(protocol),
+          limit: (protocol) => carrier.#limit(connection.remotePeer.toString(), protocol),
           observe: (protocol, outcome, seconds) => carrier.#observe({ protocol, direction: 'in', outcome, seconds }),
         }),
       { maxInboundStreams: 16 },
@@ -164,8 +172,14 @@ export class Carrier {
       async (stream: Stream, connection: Connection) => {
         const peer = connection.remotePeer.toString();
         const started = performance.now();
+        const limited = this.#limit(peer, protocol);
+        if (limited !== undefined) {
+          await this.#refuse(stream, { ok: false, code: 'OURO_RATE_LIMITED', message: limited });
+          this.#observe({ protocol, direction: 'in', outcome: 'OURO_RATE_LIMITED', seconds: (performance.now() - started) / 1000 });
+          return;
+        }
         if (options.allow && !options.allow(peer)) {
-          await this.#refuse(stream, peer, protocol);
+          await this.#refuse(stream, refusal(peer, protocol));
           this.#observe({ protocol, direction: 'in', outcome: 'refused', seconds: (performance.now() - started) / 1000 });
           return;
         }
@@ -190,9 +204,15 @@ export class Carrier {
         const started = performance.now();
         let outcome = 'ok';
         try {
+          const limited = this.#limit(peer, protocol);
+          if (limited !== undefined) {
+            outcome = 'OURO_RATE_LIMITED';
+            await this.#refuse(stream, { ok: false, code: outcome, message: limited });
+            return;
+          }
           if (options.allow && !options.allow(peer)) {
             outcome = 'refused';
-            await this.#refuse(stream, peer, protocol);
+            await this.#refuse(stream, refusal(peer, protocol));
             return;
           }
           await handler(stream, { peer, signal: this.#stopping.signal });
@@ -217,9 +237,8 @@ export class Carrier {
     }
   }
 
-  /** One OURO_REFUSED reply, then the stream is closed both ways; the request is never read. */
-  async #refuse(stream: Stream, peer: string, protocol: string): Promise<void> {
-    const reply = refusal(peer, protocol);
+  /** One refusal `reply` (OURO_REFUSED, OURO_RATE_LIMITED), then the stream is closed both ways; the request is never read. */
+  async #refuse(stream: Stream, reply: Reply): Promise<void> {
     const signal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(this.#timeoutMs)]);
     try {
       await send(stream, encodeFrame(reply, this.#maxFrameBytes), signal);
@@ -441,5 +460,6 @@ const KNOWN_CODES = new Set<string>(OURO_ERROR_CODES);
 /** A typed error for a code a peer sent back (unknown codes become OURO_PROTOCOL). */
 function remoteError(code: string, message: string): OuroError {
   if (code === 'OURO_REFUSED') return new RefusedError(message);
+  if (code === 'OURO_RATE_LIMITED') return new RateLimitedError(message);
   return new OuroError((KNOWN_CODES.has(code) ? code : 'OURO_PROTOCOL') as OuroErrorCode, message);
 }

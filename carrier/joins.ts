@@ -51,7 +51,7 @@ export const JOIN_REFUSALS = {
   'not-a-member': 'not a member of this cluster here',
   'token-malformed': 'the token is malformed (expected ouro-join-v1.<cluster id>.<secret>)',
   'token-foreign': 'the token was made for another cluster',
-  'token-unknown': 'the token was not made by this member (a token is valid only on the member that made it)',
+  'token-unknown': 'no member asked made this token (the member that made it checks it, and must be reachable)',
   'token-expired': 'the token expired',
   'token-used': 'the token was already used',
 } as const;
@@ -82,6 +82,20 @@ export interface JoinRequest {
    */
   check?: true;
 }
+
+/**
+ * The members-only protocol by which the member a joiner asked has a token it did not make
+ * checked and spent by the member that made it (docs/FORMAT.md, "Cluster protocols"): a token
+ * made on any member admits through any member, and stays single-use and time-limited cluster
+ * wide because only its maker, holding its hash, spends it (one at a time, on disk).
+ */
+export const TOKEN_SPEND = 'join-token';
+/** Spend answers, best first: one member spent it, else the most telling refusal wins. */
+const SPEND_RANK = ['spent', 'token-used', 'token-expired', 'token-unknown'] as const;
+type SpendAnswer = (typeof SPEND_RANK)[number];
+
+/** onJoin's inner answer when a token is not this member's: ask its maker, outside the serial section. */
+const ELSEWHERE = Symbol('ask the token\'s maker');
 
 const hashToken = (secret: string) => crypto.createHash('sha256').update(secret).digest('hex');
 
@@ -135,6 +149,12 @@ export interface JoinHost {
   others(): string[];
   /** Sends a join request to the member at `peer` (multiaddrs) and returns its answer. */
   askJoin(peer: string[], request: JoinRequest): Promise<unknown>;
+  /** Sends `message` on the members-only protocol `name` to the member `peer`. */
+  request(peer: string, name: string, message: unknown, options: { timeoutMs?: number }): Promise<unknown>;
+  /** Whether `peer` may answer now (not dead to this node): a dead one is not waited for. */
+  reachable(peer: string): boolean;
+  /** The time limit of a request to another member. */
+  readonly requestTimeoutMs: number;
   /** The member asked rejected this node. */
   rejected(): void;
   /** This node joined (heartbeats may start at once). */
@@ -204,10 +224,28 @@ export class Joins {
 
   /** The member side of the join protocol (open to any peer). */
   async onJoin(message: unknown, peer: string): Promise<JoinAnswer> {
+    const answer = await this.#onJoin(message, peer);
+    if (answer !== ELSEWHERE) return answer;
+    // A token this member did not make: its maker checks and spends it. Asked outside the list's
+    // serial section (a member asking this one the same at once would wait on it otherwise).
+    const m = message as JoinRequest;
+    const [, , secret] = m.token!.split('.') as [string, string, string];
+    const verdict = await this.#spendElsewhere(hashToken(secret));
+    return this.#host.serially(async () => {
+      const list = this.#host.list();
+      if (this.#host.role() !== 'member' || !list) throw new RefusedError(`this node is not a member of a cluster (${this.#host.role()})`);
+      if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
+      if (list.revocations.some((r) => r.peerId === peer)) return this.#refuse(peer, 'revoked', 'debug', list);
+      if (verdict.answer !== 'spent') return this.#refuse(peer, verdict.answer, 'warn');
+      return this.#approveByToken(list, peer, m.addresses, verdict.by!);
+    });
+  }
+
+  async #onJoin(message: unknown, peer: string): Promise<JoinAnswer | typeof ELSEWHERE> {
     const m = message as JoinRequest | null;
     if (m === null || typeof m !== 'object' || m.v !== 1 || !Array.isArray(m.addresses) || m.addresses.length > 16 || !m.addresses.every((a) => typeof a === 'string' && a.length < 256) || (m.token !== undefined && typeof m.token !== 'string') || (m.check !== undefined && m.check !== true)) throw new ProtocolError('malformed join request');
     if (this.#host.role() !== 'member' || !this.#host.list()) throw new RefusedError(`this node is not a member of a cluster (${this.#host.role()})`);
-    return this.#host.serially(async () => {
+    return this.#host.serially(async (): Promise<JoinAnswer | typeof ELSEWHERE> => {
       const list = this.#host.list()!;
       if (isMember(list, peer)) return { status: 'approved', list } as JoinAnswer;
       // A revoked peer's, or a rejected one's, later requests: logged at debug only, since a
@@ -219,15 +257,11 @@ export class Joins {
       if (m.token !== undefined) {
         const now = Date.now();
         const token = this.#checkToken(m.token, list.clusterId, now);
+        if (token === 'token-unknown') return ELSEWHERE;
         if (typeof token === 'string') return this.#refuse(peer, token, 'warn');
         // Spend the token before the approval it pays for exists anywhere.
-        const spent = [...(this.#joins.spent ?? []).filter((x) => x.at > now - RETAIN_MS), { hash: token.hash, at: now }].slice(-MAX_SPENT);
-        this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((t) => t !== token), spent, pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
-        await this.#files.writeJoins(this.#joins);
-        await this.#host.adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses: m.addresses }] }), `token join of ${peer}`);
-        this.#host.log.info({ event: 'join-approved', peer, by: 'token' }, 'join approved by token');
-        void this.#host.announce(this.#host.others().filter((p) => p !== peer));
-        return this.#joinOutcome({ status: 'approved', list: this.#host.list()! });
+        await this.#spend(token, now);
+        return this.#approveByToken(list, peer, m.addresses, this.#host.peerId);
       }
       const pending = this.#joins.pending.filter((p) => p.peerId !== peer);
       const isNew = pending.length === this.#joins.pending.length;
@@ -248,12 +282,79 @@ export class Joins {
     if (!TOKEN_RE.test(text)) return 'token-malformed';
     const [, tokenCluster, secret] = text.split('.') as [string, string, string];
     if (tokenCluster !== clusterId) return 'token-foreign';
-    const hash = Buffer.from(hashToken(secret));
+    return this.#checkHash(hashToken(secret), now);
+  }
+
+  /** The unspent token whose hash is `hex`, or why it does not admit (see #checkToken). */
+  #checkHash(hex: string, now: number): JoinState['tokens'][number] | 'token-expired' | 'token-used' | 'token-unknown' {
+    const hash = Buffer.from(hex);
     // Constant time per comparison: nothing about a near miss shows in the answer's timing.
     const same = (h: string) => h.length === hash.length && crypto.timingSafeEqual(Buffer.from(h), hash);
     const issued = this.#joins.tokens.find((t) => same(t.hash));
     if (issued) return issued.expiresAt > now ? issued : 'token-expired';
     return (this.#joins.spent ?? []).some((x) => same(x.hash)) ? 'token-used' : 'token-unknown';
+  }
+
+  /** Marks `token` spent, on disk (call it serially). */
+  async #spend(token: JoinState['tokens'][number], now: number): Promise<void> {
+    const spent = [...(this.#joins.spent ?? []).filter((x) => x.at > now - RETAIN_MS), { hash: token.hash, at: now }].slice(-MAX_SPENT);
+    this.#joins = { ...this.#joins, tokens: this.#joins.tokens.filter((t) => t !== token), spent };
+    await this.#files.writeJoins(this.#joins);
+  }
+
+  /** Approves `peer`, admitted by a token that `issuer` made and spent (call it serially). */
+  async #approveByToken(list: MemberList, peer: string, addresses: string[], issuer: string): Promise<JoinAnswer> {
+    this.#joins = { ...this.#joins, pending: this.#joins.pending.filter((p) => p.peerId !== peer) };
+    await this.#files.writeJoins(this.#joins);
+    await this.#host.adopt(await change(list, this.#key, { approve: [{ peerId: peer, addresses }] }), `token join of ${peer}`);
+    this.#host.log.info({ event: 'join-approved', peer, by: 'token', issuer }, 'join approved by token');
+    void this.#host.announce(this.#host.others().filter((p) => p !== peer));
+    return this.#joinOutcome({ status: 'approved', list: this.#host.list()! });
+  }
+
+  /**
+   * Asks every other member to spend the token whose hash is `hash`: only its maker holds that
+   * hash, so at most one answers `spent`. A member that is dead to this node is not asked, and
+   * one that does not answer in time counts as not knowing it (the joiner may try again later,
+   * or through the token's maker).
+   */
+  async #spendElsewhere(hash: string): Promise<{ answer: SpendAnswer; by?: string }> {
+    const timeoutMs = Math.min(this.#host.requestTimeoutMs, 5000);
+    const asked = this.#host.others().filter((p) => this.#host.reachable(p));
+    return new Promise((resolve) => {
+      let best: { answer: SpendAnswer; by?: string } = { answer: 'token-unknown' };
+      let left = asked.length;
+      if (left === 0) resolve(best);
+      for (const peer of asked) {
+        this.#host
+          .request(peer, TOKEN_SPEND, { v: 1, hash }, { timeoutMs })
+          .then((a) => {
+            const answer = SPEND_RANK.find((x) => x === (a as { answer?: unknown } | null)?.answer);
+            if (answer && SPEND_RANK.indexOf(answer) < SPEND_RANK.indexOf(best.answer)) best = { answer, by: peer };
+            // Spent is final (only its maker could spend it): no need to wait for the others.
+            if (answer === 'spent') resolve(best);
+          })
+          .catch((err: unknown) => this.#host.log.debug({ event: 'token-check-failed', peer, err: err instanceof Error ? err.message : String(err) }, 'a member could not be asked about a join token'))
+          .finally(() => {
+            if (--left === 0) resolve(best);
+          });
+      }
+    });
+  }
+
+  /** The maker's side of TOKEN_SPEND: spends the token whose hash a member sends, if it is one of ours and unspent. */
+  onSpend(message: unknown, peer: string): Promise<{ answer: SpendAnswer }> {
+    const m = message as { v?: unknown; hash?: unknown } | null;
+    if (m === null || typeof m !== 'object' || m.v !== 1 || typeof m.hash !== 'string' || !/^[0-9a-f]{64}$/.test(m.hash)) throw new ProtocolError('malformed token check');
+    const hash = m.hash;
+    return this.#host.serially(async () => {
+      const now = Date.now();
+      const token = this.#checkHash(hash, now);
+      if (typeof token === 'string') return { answer: token };
+      await this.#spend(token, now);
+      this.#host.log.info({ event: 'token-spent', by: peer }, 'a join token made here was spent through another member');
+      return { answer: 'spent' as const };
+    });
   }
 
   /** A rejection answered to `peer`, logged with its reason. */

@@ -16,9 +16,14 @@
  * change it, and the list with the higher (epoch, signer) has the word. Addresses are settings
  * too, one per member, each with the epoch of the change that set it: per member, the one set
  * last wins (so two members that move at once both keep their new addresses).
- * Known gap: certificates carry no time, so a revoked member that kept its key can still sign
- * approvals that others accept; voiding a revoked member's later approvals needs approvals bound
- * to an epoch the revocation names (next work).
+ * A revoked key signs nothing that counts (version 5): certificates carry no time, and a revoked
+ * member that kept its key could always date what it signs back, so a revocation instead names
+ * what it keeps: `keeps` lists the signatures of every certificate the revoked member had signed
+ * that the revoker held (and its replication setting, if it set the current one). Any other
+ * certificate by that key is void wherever the revocation is known (settle()): an approval, a
+ * revocation, a drain, a setting; so is everything that chains only through a void approval. The
+ * one exception is two members revoking each other: each revocation omits the other, and nothing
+ * tells a concurrent pair from a forged one, so both stand (both are out; neither gets back in).
  * Content is the union of certificates, so two members approving two nodes at once both count and
  * a revocation beats any approval. A merge whose content neither side had is signed anew at the
  * next epoch; equal content at different epochs settles on the highest (epoch, signer).
@@ -29,13 +34,14 @@ import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { Packr } from 'msgpackr/pack';
 import { BadArgumentError, ProtocolError } from '../lib/errors.js';
 
-export const MEMBER_LIST_VERSION = 4;
+export const MEMBER_LIST_VERSION = 5;
 /**
  * Version 1 lists (before drains and the replication factor), version 2 lists (before address
  * epochs) and version 3 lists (before the erasure-coding setting) are still read, and signed anew
- * as version 4 at their next change.
+ * as version 5 at their next change. Version 4 lists (before `keeps` in revocations) read with
+ * every revocation keeping all its member signed: the old rule, for those revocations only.
  */
-const READABLE_VERSIONS = new Set([1, 2, 3, 4]);
+const READABLE_VERSIONS = new Set([1, 2, 3, 4, 5]);
 
 export interface Approval {
   peerId: string;
@@ -48,6 +54,12 @@ export interface Revocation {
   peerId: string;
   by: string;
   sig: string;
+  /**
+   * Version 5: what of the revoked peer's signing still counts (sorted): the signatures of its
+   * certificates the revoker held when it revoked, and settingMark() of the replication setting
+   * if the revoked peer set it. Absent (revocations made before version 5): everything counts.
+   */
+  keeps?: string[];
 }
 
 export interface Drain {
@@ -118,8 +130,20 @@ function approvalBytes(clusterId: string, peerId: string, approvedBy: string): U
   return enc(['ourodb member approval', clusterId, peerId, approvedBy]);
 }
 
-function revocationBytes(clusterId: string, peerId: string, by: string): Uint8Array {
-  return enc(['ourodb member revocation', clusterId, peerId, by]);
+function revocationBytes(clusterId: string, peerId: string, by: string, keeps: string[] | undefined): Uint8Array {
+  return keeps === undefined ? enc(['ourodb member revocation', clusterId, peerId, by]) : enc(['ourodb member revocation v5', clusterId, peerId, by, keeps]);
+}
+
+/** How a revocation names the replication setting it keeps (the setting is not signed on its own). */
+function settingMark(r: FactorSetting): string {
+  return `replication:${r.factor}:${r.ec ? `${r.ec.k}+${r.ec.m}` : '-'}:${r.epoch}`;
+}
+
+/** Everything `peer` signed in `list` that a revocation of it keeps (see Revocation.keeps). */
+function signedBy(list: Content, peer: string): string[] {
+  const sigs = [...list.approvals.filter((a) => a.approvedBy === peer), ...list.revocations.filter((r) => r.by === peer && r.peerId !== peer), ...list.drains.filter((d) => d.by === peer)].map((c) => c.sig);
+  if (list.replication?.by === peer) sigs.push(settingMark(list.replication));
+  return sigs.sort();
 }
 
 function drainBytes(clusterId: string, peerId: string, by: string): Uint8Array {
@@ -135,7 +159,8 @@ export function signedBytes(l: Content & { signer: string }): Uint8Array {
   const setting = r && (l.version >= 4 ? [r.factor, r.epoch, r.by, r.ec && [r.ec.k, r.ec.m]] : [r.factor, r.epoch, r.by]);
   const peers = Object.keys(l.addresses).sort();
   const addresses = l.version >= 3 ? peers.map((p) => [p, l.addresses[p], l.addressEpochs[p]]) : peers.map((p) => [p, l.addresses[p]]);
-  const common = [l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), l.revocations.map((r) => [r.peerId, r.by, r.sig])];
+  const revocations = l.version >= 5 ? l.revocations.map((r) => [r.peerId, r.by, r.sig, r.keeps ?? null]) : l.revocations.map((r) => [r.peerId, r.by, r.sig]);
+  const common = [l.version, l.clusterId, l.founder, l.salt, l.epoch, l.approvals.map((a) => [a.peerId, a.approvedBy, a.sig]), revocations];
   if (l.version === 1) return enc(['ourodb member list', ...common, addresses, l.signer]);
   return enc(['ourodb member list', ...common, l.drains.map((d) => [d.peerId, d.by, d.sig]), setting, addresses, l.signer]);
 }
@@ -233,7 +258,9 @@ export async function change(list: MemberList, key: PrivateKey, edit: { approve?
   }
   for (const p of [...(edit.revoke ?? []), ...(edit.leave ? [self] : [])]) {
     if (!approvals.has(p)) throw new BadArgumentError(`${p} is not a member of cluster ${list.clusterId}`);
-    if (!revocations.has(p)) revocations.set(p, { peerId: p, by: self, sig: hex(await key.sign(revocationBytes(list.clusterId, p, self))) });
+    if (revocations.has(p)) continue;
+    const keeps = signedBy(list, p);
+    revocations.set(p, { peerId: p, by: self, sig: hex(await key.sign(revocationBytes(list.clusterId, p, self, keeps))), keeps });
   }
   const drains = new Map(list.drains.map((d) => [d.peerId, d]));
   for (const p of edit.drain ?? []) {
@@ -290,7 +317,7 @@ function wellFormed(l: MemberList): boolean {
     l.approvals.every((a) => a !== null && typeof a === 'object' && str(a.peerId) && str(a.approvedBy) && typeof a.sig === 'string') &&
     new Set(l.approvals.map((a) => a.peerId)).size === l.approvals.length &&
     Array.isArray(l.revocations) &&
-    l.revocations.every((r) => r !== null && typeof r === 'object' && str(r.peerId) && str(r.by) && typeof r.sig === 'string') &&
+    l.revocations.every((r) => r !== null && typeof r === 'object' && str(r.peerId) && str(r.by) && typeof r.sig === 'string' && (r.keeps === undefined || (l.version >= 5 && Array.isArray(r.keeps) && r.keeps.length <= 100_000 && r.keeps.every((k) => str(k))))) &&
     new Set(l.revocations.map((r) => r.peerId)).size === l.revocations.length &&
     (l.version === 1 ||
       (Array.isArray(l.drains) &&
@@ -347,7 +374,7 @@ export async function verify(list: unknown): Promise<MemberList> {
   }
   if (approved.size !== l.approvals.length) throw new ProtocolError(`member list epoch ${l.epoch}: an approval does not chain back to the founder`);
   for (const r of l.revocations) {
-    if (!approved.has(r.peerId) || !approved.has(r.by) || !(await verifySig(r.by, revocationBytes(l.clusterId, r.peerId, r.by), r.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a revocation of ${r.peerId} is not valid`);
+    if (!approved.has(r.peerId) || !approved.has(r.by) || !(await verifySig(r.by, revocationBytes(l.clusterId, r.peerId, r.by, r.keeps), r.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a revocation of ${r.peerId} is not valid`);
   }
   for (const d of l.drains) {
     if (!approved.has(d.peerId) || !approved.has(d.by) || !(await verifySig(d.by, drainBytes(l.clusterId, d.peerId, d.by), d.sig))) throw new ProtocolError(`member list epoch ${l.epoch}: a drain of ${d.peerId} is not valid`);
@@ -355,7 +382,77 @@ export async function verify(list: unknown): Promise<MemberList> {
   const leaving = l.revocations.some((r) => r.peerId === l.signer && r.by === l.signer);
   if (!isMember(l, l.signer) && !leaving) throw new ProtocolError(`member list epoch ${l.epoch} is signed by ${l.signer}, who is not a member`);
   if (!(await verifySig(l.signer, signedBytes(l), l.signature))) throw new ProtocolError(`member list epoch ${l.epoch}: bad signature by ${l.signer}`);
+  // A member signs only settled content (merge settles it), so a list holding something a
+  // revocation inside it voids was made by the revoked key itself, after its revocation.
+  const settled = settle(l, [l.approvals], [l.revocations], [l.drains], [l.replication]);
+  if (settled.approvals.length !== l.approvals.length || settled.revocations.length !== l.revocations.length || settled.drains.length !== l.drains.length || settled.replication !== l.replication) throw new ProtocolError(`member list epoch ${l.epoch}: holds what a revoked member signed after its revocation`);
   return l;
+}
+
+/**
+ * The certificates that count among `approvals`, `revocations`, `drains` and `settings` (several
+ * per peer when merging), one per peer, sorted, as a function of the candidates alone (so members
+ * converge whatever order lists reach them in). All signatures are checked already.
+ *
+ * A certificate by a revoked signer counts only when every revocation of that signer that stands
+ * keeps it (Revocation.keeps; one made before version 5 keeps all). A revocation stands unless its
+ * signer's own revocation voids it, except when the two revoke each other (nothing tells that from
+ * a concurrent pair: both stand) or go round a cycle (all stand); a leave always stands. Then the
+ * approvals chain from the founder through approvals that count; per peer the one by the lowest
+ * approver id is kept (as before version 5); revocations: the standing one keeping the least
+ * (then the lowest revoker id); drains: the lowest signer id; the setting: the one set last.
+ */
+function settle(l: { founder: string }, approvalSets: Approval[][], revocationSets: Revocation[][], drainSets: Drain[][], settings: Array<FactorSetting | null>): { approvals: Approval[]; revocations: Revocation[]; drains: Drain[]; replication: FactorSetting | null } {
+  const revsOf = new Map<string, Revocation[]>();
+  for (const r of revocationSets.flat()) {
+    const rs = revsOf.get(r.peerId) ?? [];
+    if (!rs.some((x) => x.sig === r.sig)) rs.push(r);
+    revsOf.set(r.peerId, rs);
+  }
+  const standing = new Map<Revocation, boolean>();
+  const stands = (r: Revocation): boolean => {
+    const known = standing.get(r);
+    if (known !== undefined) return known;
+    standing.set(r, true); // a cycle of revocations: every one in it stands
+    const v = r.by === r.peerId || counts(r.by, r.sig, r.peerId);
+    standing.set(r, v);
+    return v;
+  };
+  // Whether what `signer` signed (`sig`) counts; `revoking`: the peer it revokes, if it is a revocation.
+  const counts = (signer: string, sig: string, revoking?: string): boolean => (revsOf.get(signer) ?? []).every((r) => r.keeps === undefined || r.keeps.includes(sig) || r.by === revoking || !stands(r));
+  const candidates = approvalSets.flat().filter((a) => counts(a.approvedBy, a.sig));
+  const approved = new Set<string>();
+  for (let progress = true; progress; ) {
+    progress = false;
+    for (const a of candidates) {
+      if (approved.has(a.peerId)) continue;
+      if (a.peerId === l.founder ? a.approvedBy === l.founder : approved.has(a.approvedBy)) {
+        approved.add(a.peerId);
+        progress = true;
+      }
+    }
+  }
+  const lowest = <T extends { peerId: string }>(items: T[], better: (x: T, y: T) => boolean): T[] => {
+    const one = new Map<string, T>();
+    for (const x of items) if (!one.has(x.peerId) || better(x, one.get(x.peerId)!)) one.set(x.peerId, x);
+    return [...one.values()].sort(byPeer);
+  };
+  const approvals = lowest(
+    candidates.filter((a) => approved.has(a.approvedBy) && approved.has(a.peerId)),
+    (x, y) => x.approvedBy < y.approvedBy,
+  );
+  const rank = (r: Revocation) => r.keeps?.length ?? Infinity;
+  const revocations = lowest(
+    [...revsOf.values()].flat().filter((r) => approved.has(r.peerId) && approved.has(r.by) && stands(r)),
+    (x, y) => rank(x) < rank(y) || (rank(x) === rank(y) && x.by < y.by),
+  );
+  const drains = lowest(
+    drainSets.flat().filter((d) => approved.has(d.peerId) && approved.has(d.by) && counts(d.by, d.sig)),
+    (x, y) => x.by < y.by,
+  );
+  // The factor: the one set last (epoch, then setter), so a concurrent unrelated change does not undo it.
+  const replication = settings.filter((r): r is FactorSetting => r !== null && counts(r.by, settingMark(r))).sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : x.by > y.by ? -1 : 0))[0] ?? null;
+  return { approvals, revocations, drains, replication };
 }
 
 /** Whether `a` is the later word: a higher epoch, or the same epoch and a higher signer id. */
@@ -364,30 +461,19 @@ function newerWord(a: MemberList, b: MemberList): boolean {
 }
 
 function contentKey(l: Content): string {
-  return JSON.stringify([l.version, l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => r.peerId), l.drains.map((d) => d.peerId), l.replication, Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p], l.addressEpochs[p]])]);
+  return JSON.stringify([l.version, l.approvals.map((a) => [a.peerId, a.approvedBy]), l.revocations.map((r) => [r.peerId, r.by, r.keeps ?? null]), l.drains.map((d) => d.peerId), l.replication, Object.keys(l.addresses).sort().map((p) => [p, l.addresses[p], l.addressEpochs[p]])]);
 }
 
 /**
  * Merges a list from a peer (already verified) into ours; `key` signs a merge when one is
  * needed. The result's content is a function of the union of both lists' certificates alone, so
  * members converge whatever order lists reach them in. Returns the list to keep and whether it
- * differs from ours.
+ * differs from ours, and whether the holder of `key` is revoked in the union: a revocation of it
+ * that stands, not merely one that `theirs` names (a revoked key may forge one).
  */
-export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKey): Promise<{ list: MemberList; changed: boolean }> {
+export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKey): Promise<{ list: MemberList; changed: boolean; selfRevoked: boolean }> {
   if (theirs.clusterId !== ours.clusterId) throw new ProtocolError(`member list of cluster ${theirs.clusterId}, not ${ours.clusterId}`);
-  const revocations = new Map(ours.revocations.map((r) => [r.peerId, r]));
-  for (const r of theirs.revocations) if (!revocations.has(r.peerId) || r.by < revocations.get(r.peerId)!.by) revocations.set(r.peerId, r);
-  const approvals = new Map(ours.approvals.map((a) => [a.peerId, a]));
-  for (const a of theirs.approvals) {
-    const mine = approvals.get(a.peerId);
-    // One certificate per peer, the same on every member: the one by the lowest approver id.
-    if (!mine || a.approvedBy < mine.approvedBy) approvals.set(a.peerId, a);
-  }
-  const drains = new Map(ours.drains.map((d) => [d.peerId, d]));
-  for (const d of theirs.drains) if (!drains.has(d.peerId) || d.by < drains.get(d.peerId)!.by) drains.set(d.peerId, d);
-  // The factor: the one set last (epoch, then setter), so a concurrent unrelated change does not undo it.
-  const settings = [ours.replication, theirs.replication].filter((r): r is FactorSetting => r !== null);
-  const replication = settings.sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : x.by > y.by ? -1 : 0))[0] ?? null;
+  const { approvals, revocations, drains, replication } = settle(ours, [ours.approvals, theirs.approvals], [ours.revocations, theirs.revocations], [ours.drains, theirs.drains], [ours.replication, theirs.replication]);
   // Addresses: per member, those set last (by the epoch of the change that set them, then by
   // their content, so that the choice does not depend on which list is merged into which); none
   // for revoked ones.
@@ -403,8 +489,10 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
       }
     }
   }
+  const revoked = new Set(revocations.map((r) => r.peerId));
+  const approvedNow = new Set(approvals.map((a) => a.peerId));
   for (const p of Object.keys(addresses)) {
-    if (revocations.has(p) || !approvals.has(p)) {
+    if (revoked.has(p) || !approvedNow.has(p)) {
       delete addresses[p];
       delete addressEpochs[p];
     }
@@ -415,23 +503,24 @@ export async function merge(ours: MemberList, theirs: MemberList, key: PrivateKe
     founder: ours.founder,
     salt: ours.salt,
     epoch: Math.max(ours.epoch, theirs.epoch),
-    approvals: [...approvals.values()].sort(byPeer),
-    revocations: [...revocations.values()].sort(byPeer),
-    drains: [...drains.values()].sort(byPeer),
+    approvals,
+    revocations,
+    drains,
     replication,
     addresses,
     addressEpochs,
   };
+  const self = peerIdFromPrivateKey(key).toString();
+  const selfRevoked = revoked.has(self);
   const u = contentKey(union);
   if (u === contentKey(ours) && u === contentKey(theirs)) {
     const pick = newerWord(theirs, ours) ? theirs : ours;
-    return { list: pick, changed: pick !== ours };
+    return { list: pick, changed: pick !== ours, selfRevoked };
   }
-  if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true };
-  if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false };
-  const self = peerIdFromPrivateKey(key).toString();
+  if (u === contentKey(theirs) && newerWord(theirs, ours)) return { list: theirs, changed: true, selfRevoked };
+  if (u === contentKey(ours) && newerWord(ours, theirs)) return { list: ours, changed: false, selfRevoked };
   // A revoked member may sign nothing more: it keeps its last list (which others may still merge,
   // so what it did before it learned of its revocation is not lost) and is out of the cluster.
-  if (revocations.has(self) || !approvals.has(self)) return { list: ours, changed: false };
-  return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true };
+  if (selfRevoked || !approvedNow.has(self)) return { list: ours, changed: false, selfRevoked };
+  return { list: await signList({ ...union, epoch: union.epoch + 1 }, key), changed: true, selfRevoked };
 }

@@ -63,6 +63,7 @@ const FIXED_LABELS = {
   directions: ['in', 'out'],
   proofs: ['pass', 'fail', 'late', 'undecided'],
   quarantines: ['start', 'end'],
+  rateLimited: ['peer', 'strangers'],
 } as const;
 
 /** The failure detector's states, and `unknown`: each member's `ouro_member_state` series has one 1 among them. */
@@ -117,6 +118,7 @@ export class NodeMetrics {
   readonly #heartbeats: Counter<'result'>;
   readonly #transitions: Counter<'to'>;
   readonly #joins: Counter<'outcome'>;
+  readonly #rateLimited: Counter<'reason'>;
   readonly #listChanges: Counter;
   readonly #ecDegradedReads: Counter;
   readonly #replicatedBlocks: Counter<'direction'>;
@@ -135,6 +137,7 @@ export class NodeMetrics {
     this.#requestSeconds = new Histogram({ name: 'ouro_carrier_request_seconds', help: 'Carrier request duration', labelNames: ['protocol', 'direction'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers });
     this.#heartbeats = new Counter({ name: 'ouro_heartbeats_sent_total', help: 'Heartbeats sent, by result (ok, failed)', labelNames: ['result'], registers });
     this.#transitions = new Counter({ name: 'ouro_member_transitions_total', help: 'Failure detector transitions, by the state entered', labelNames: ['to'], registers });
+    this.#rateLimited = new Counter({ name: 'ouro_rate_limited_total', help: 'Requests from non-members refused unread for their rate (carrier/rate-limit.ts), by reason: peer (its own limit), strangers (the limit all non-members share)', labelNames: ['reason'], registers });
     this.#joins = new Counter({ name: 'ouro_join_requests_total', help: 'Join requests answered, by outcome (approved, pending, rejected)', labelNames: ['outcome'], registers });
     this.#replicatedBlocks = new Counter({ name: 'ouro_replicated_blocks_total', help: 'Blocks transferred to (out) or from (in) other members and kept durably there or here', labelNames: ['direction'], registers });
     this.#replicatedBytes = new Counter({ name: 'ouro_replicated_bytes_total', help: 'Bytes of those blocks', labelNames: ['direction'], registers });
@@ -157,6 +160,7 @@ export class NodeMetrics {
     for (const result of FIXED_LABELS.heartbeats) this.#heartbeats.inc({ result }, 0);
     for (const to of FIXED_LABELS.transitions) this.#transitions.inc({ to }, 0);
     for (const outcome of FIXED_LABELS.joins) this.#joins.inc({ outcome }, 0);
+    for (const reason of FIXED_LABELS.rateLimited) this.#rateLimited.inc({ reason }, 0);
     for (const direction of FIXED_LABELS.directions) {
       this.#replicatedBlocks.inc({ direction }, 0);
       this.#replicatedBytes.inc({ direction }, 0);
@@ -390,6 +394,10 @@ export class NodeMetrics {
 
   join(outcome: string): void {
     this.#joins.inc({ outcome });
+  }
+
+  rateLimited(reason: string): void {
+    this.#rateLimited.inc({ reason });
   }
 
   replicated(direction: 'in' | 'out', bytes: number): void {

@@ -52,7 +52,8 @@ import { Heartbeats } from './heartbeats.js';
 import { loadIdentity } from './identity.js';
 import { type EcPolicy, type MemberList, change, checkEcPolicy, draining, ecPolicyOf, isMember, members, merge, newCluster, replicationFactorOf, statusOf, verify } from './membership.js';
 import { dialable, withLastPorts } from './addresses.js';
-import { type JoinAnswer, JOIN_PROTOCOL, Joins, requestJoin } from './joins.js';
+import { type JoinAnswer, JOIN_PROTOCOL, Joins, TOKEN_SPEND, requestJoin } from './joins.js';
+import { StrangerLimiter } from './rate-limit.js';
 import { Ledger, type LedgerView } from './ledger.js';
 import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
@@ -139,6 +140,9 @@ export class Node {
         announce: (peers) => this.#heartbeats.announce(peers),
         others: () => this.#others(),
         askJoin: (peer, request) => this.carrier.request(peer, JOIN_PROTOCOL, request),
+        request: (peer, name, message, options) => this.request(peer, name, message, options),
+        requestTimeoutMs: args.config.requestTimeoutMs,
+        reachable: (peer) => this.#heartbeats.health(peer)?.state !== 'dead',
         rejected: () => (this.#role = 'rejected'),
         joined: () => void this.#heartbeats.tick(),
       },
@@ -268,8 +272,9 @@ export class Node {
         onQuarantine: (p, q) => node?.onQuarantine(p, q),
         onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
       });
+      const limiter = new StrangerLimiter({ log, metrics, member: (p) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list) });
       const startCarrier = (listen: string[]) =>
-        Carrier.start({ dir, listen, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e) });
+        Carrier.start({ dir, listen, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
       // Where the config leaves the port free, the one this node had last time (its entry in the
       // member list) if it is still free: members that were down meanwhile find it where they
       // left it. Else any free port, announced at start (#putOwnAddressesBack).
@@ -339,6 +344,7 @@ export class Node {
   async #begin(): Promise<void> {
     await this.carrier.handle(JOIN_PROTOCOL, (m, ctx) => this.#track(this.#joins.onJoin(m, ctx.peer)), { maxInboundStreams: 256 });
     await this.handle('heartbeat', (m, ctx) => this.#heartbeats.onHeartbeat(m, ctx.peer));
+    await this.handle(TOKEN_SPEND, (m, ctx) => this.#joins.onSpend(m, ctx.peer));
     await this.handle('ping', () => ({ peerId: this.peerId, epoch: this.#list?.epoch ?? 0, time: Date.now() }));
     await this.handle('ledger-sync', (m) => this.#feed.onSync(m));
     await this.cluster.start();
@@ -471,14 +477,15 @@ export class Node {
     return this.#serially(async () => {
       const current = this.#list!;
       if (verified.signature === current.signature) return false;
-      const { list, changed } = await merge(current, verified, this.#key);
+      const { list, changed, selfRevoked } = await merge(current, verified, this.#key);
       if (changed) {
         await this.#adopt(list, `merge from ${from}`);
         await this.#putOwnAddressesBack();
         return true;
       }
-      // A revoked member signs nothing (merge keeps its list), but it must still learn the news.
-      if (!isMember(verified, this.peerId) && verified.revocations.some((r) => r.peerId === this.peerId)) {
+      // A revoked member signs nothing (merge keeps its list), but it must still learn the news:
+      // from a revocation that stands (a revoked key's forged revocation of this node does not).
+      if (selfRevoked && !isMember(verified, this.peerId)) {
         await this.#adopt(verified, `revocation told by ${from}`);
         return true;
       }

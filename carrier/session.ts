@@ -7,8 +7,8 @@
  *
  * Frames (carrier/frames.ts) on a session: request `{ id, p: protocol, m: message }`, reply
  * `{ id, r: reply envelope }` (docs/FORMAT.md). Each request passes its protocol's own `allow`
- * check; a refused one gets its OURO_REFUSED reply and the whole session is closed, as a refused
- * stream is. A malformed frame closes the session with OURO_PROTOCOL for every request on it.
+ * check (and the carrier's rate limit first); a refused one gets its OURO_REFUSED (or
+ * OURO_RATE_LIMITED) reply and the whole session is closed, as a refused stream is. A malformed frame closes the session with OURO_PROTOCOL for every request on it.
  */
 import type { Stream } from '@libp2p/interface';
 import { OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
@@ -29,6 +29,8 @@ export interface SessionContext {
   timeoutMs: number;
   stopping: AbortSignal;
   lookup(protocol: string): Served | undefined;
+  /** A message when the peer may not make a request on `protocol` now (Carrier's `limit`). */
+  limit(protocol: string): string | undefined;
   observe(protocol: string, outcome: string, seconds: number): void;
 }
 
@@ -61,9 +63,11 @@ export async function serveSession(stream: Stream, peer: string, ctx: SessionCon
         void reply(id, { ok: false, code: 'OURO_PROTOCOL', message: `protocol ${protocol} is not served` });
         continue;
       }
-      if (served.allow && !served.allow(peer)) {
-        ctx.observe(protocol, 'refused', 0);
-        await reply(id, refusal(peer, protocol));
+      const limited = ctx.limit(protocol);
+      const refused = limited === undefined && served.allow && !served.allow(peer);
+      if (limited !== undefined || refused) {
+        ctx.observe(protocol, limited !== undefined ? 'OURO_RATE_LIMITED' : 'refused', 0);
+        await reply(id, limited !== undefined ? { ok: false, code: 'OURO_RATE_LIMITED', message: limited } : refusal(peer, protocol));
         await stream.close().catch(() => {});
         await stream.closeRead().catch(() => {});
         return;

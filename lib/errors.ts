@@ -21,6 +21,7 @@ export const OURO_ERROR_CODES = [
   'OURO_REFUSED',
   'OURO_UNAVAILABLE',
   'OURO_S3',
+  'OURO_RATE_LIMITED',
 ] as const;
 
 export type OuroErrorCode = (typeof OURO_ERROR_CODES)[number];
@@ -114,6 +115,15 @@ export class RefusedError extends OuroError {
     super('OURO_REFUSED', message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.reason = options?.reason;
   }
+}
+
+/**
+ * A cluster member refused a request from a peer that is not a member because that peer (or all
+ * non-members together) sent more than the member takes (docs/node.md, "Access"). Nothing of the
+ * request was read; slow down and retry.
+ */
+export class RateLimitedError extends OuroError {
+  constructor(message: string, options?: { cause?: unknown }) { super('OURO_RATE_LIMITED', message, options); }
 }
 
 /**

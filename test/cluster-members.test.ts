@@ -34,7 +34,7 @@ describe('membership for an operator', () => {
     };
     expect(await tryToken('not-a-token')).toMatchObject({ reason: 'token-malformed', stderr: expect.stringContaining('the token is malformed') });
     expect(await tryToken(`ouro-join-v1.${'0'.repeat(32)}.${secret()}`)).toMatchObject({ reason: 'token-foreign', stderr: expect.stringContaining('made for another cluster') });
-    expect(await tryToken(`ouro-join-v1.${clusterId}.${secret()}`)).toMatchObject({ reason: 'token-unknown', stderr: expect.stringContaining('not made by this member') });
+    expect(await tryToken(`ouro-join-v1.${clusterId}.${secret()}`)).toMatchObject({ reason: 'token-unknown', stderr: expect.stringContaining('no member asked made this token') });
     const short = await ouroJson<{ token: string; expiresAt: number }>(['cluster', '--dir', a.dir, 'token', '--ttl', '1s']);
     await waitFor(() => Date.now() > short.expiresAt + 50, 5000, 'the token to expire');
     expect(await tryToken(short.token)).toMatchObject({ reason: 'token-expired', stderr: expect.stringContaining('the token expired') });

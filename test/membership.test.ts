@@ -7,10 +7,13 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import fc from 'fast-check';
+import { Packr } from 'msgpackr/pack';
 import { describe, expect, it } from 'vitest';
 import { type MemberList, change, draining, ecPolicyOf, isMember, members, merge, newCluster, replicationFactorOf, signedBytes, verify } from '../carrier/membership.js';
 
 const idOf = (k: PrivateKey) => peerIdFromPrivateKey(k).toString();
+/** The member list's MessagePack settings (carrier/membership.ts), to sign what an older release signed. */
+const v4Packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
 const keys = async (n: number) => Promise.all(Array.from({ length: n }, () => generateKeyPair('Ed25519')));
 
 describe('member list', () => {
@@ -86,7 +89,7 @@ describe('member list', () => {
     expect(read.drains).toEqual([]);
     expect(replicationFactorOf(read)).toBeNull();
     const next = await change(read, a!, { drain: [idOf(b!)] });
-    expect(next.version).toBe(4);
+    expect(next.version).toBe(5);
     await verify(next);
   });
 
@@ -129,7 +132,7 @@ describe('member list', () => {
     const merged = (await merge(read, await verify(xMoved), a!)).list;
     expect(merged.addresses[idOf(x!)]).toEqual(['/ip4/127.0.0.1/udp/20/quic-v1']);
     const next = await change(read, a!, { approve: [] });
-    expect(next.version).toBe(4);
+    expect(next.version).toBe(5);
     await verify(next);
   });
 
@@ -154,7 +157,7 @@ describe('member list', () => {
     const read = await verify(v3);
     expect(replicationFactorOf(read)).toBe(3);
     expect(ecPolicyOf(read)).toBeNull();
-    expect((await change(read, a!, { approve: [] })).version).toBe(4);
+    expect((await change(read, a!, { approve: [] })).version).toBe(5);
   });
 
   it('a revoked member cannot revive itself by gossiping an old list', async () => {
@@ -165,6 +168,65 @@ describe('member list', () => {
     const { list } = await merge(l3, await verify(bsOwn), a!);
     await verify(list);
     expect(isMember(list, idOf(b!))).toBe(false);
+  });
+
+  it('a revoked member that kept its key signs nothing that counts: approvals, revocations, drains, the factor (version 5)', async () => {
+    const [a, b, c, x, y] = await keys(5);
+    let l = await newCluster(a!, [], 3);
+    l = await change(l, a!, { approve: [{ peerId: idOf(b!), addresses: [] }, { peerId: idOf(c!), addresses: [] }] });
+    const byC = await change(l, c!, { approve: [{ peerId: idOf(y!), addresses: [] }] }); // made before the revocation, and known to A
+    l = (await merge(l, await verify(byC), a!)).list;
+    const old = l; // C keeps a copy of this list, and its key
+    const revoked = await change(l, a!, { revoke: [idOf(c!)] });
+    expect(revoked.revocations[0]!.keeps).toEqual([byC.approvals.find((p) => p.peerId === idOf(y!))!.sig]);
+    // After its revocation C signs, on its old list: an approval of X, a revocation of B, a drain
+    // of A and a new factor. Each list verifies alone (C is a member in it)...
+    const forged = await change(old, c!, { approve: [{ peerId: idOf(x!), addresses: [] }], revoke: [idOf(b!)], drain: [idOf(a!)], replicationFactor: 1 });
+    await verify(forged);
+    // ...but merged with the revocation, in either order, none of it counts; what C signed before
+    // the revocation (Y's approval) still does.
+    for (const [ours, theirs, key] of [[revoked, forged, a!], [forged, revoked, b!]] as const) {
+      const { list } = await merge(ours, await verify(theirs), key);
+      await verify(list);
+      expect(new Set(members(list))).toEqual(new Set([idOf(a!), idOf(b!), idOf(y!)]));
+      expect(draining(list).size).toBe(0);
+      expect(replicationFactorOf(list)).toBe(3);
+    }
+    // A list that carries both (made by hand: no member signs one) is refused outright.
+    const { list: merged } = await merge(revoked, await verify(forged), a!);
+    const smuggled = { ...merged, approvals: [...forged.approvals].sort((p, q) => (p.peerId < q.peerId ? -1 : 1)) };
+    const { signature: _s, ...unsigned } = smuggled;
+    const resigned = { ...unsigned, signature: Buffer.from(await a!.sign(signedBytes(unsigned))).toString('hex') };
+    await expect(verify(resigned)).rejects.toThrow(/revoked member signed after its revocation/);
+    // A member that left and kept its key is held to what it had signed, too.
+    const left = await change(old, b!, { leave: true });
+    const afterLeaving = await change(old, b!, { approve: [{ peerId: idOf(x!), addresses: [] }] });
+    expect(isMember((await merge(left, await verify(afterLeaving), a!)).list, idOf(x!))).toBe(false);
+  });
+
+  it('two members revoking each other both stand (nothing tells a concurrent pair from a forged one); version 4 revocations keep everything', async () => {
+    const [a, b, c, x] = await keys(4);
+    let l = await newCluster(a!, []);
+    l = await change(l, a!, { approve: [{ peerId: idOf(b!), addresses: [] }, { peerId: idOf(c!), addresses: [] }] });
+    const bRevokesC = await change(l, b!, { revoke: [idOf(c!)] });
+    const cRevokesB = await change(l, c!, { revoke: [idOf(b!)] });
+    const { list } = await merge(bRevokesC, await verify(cRevokesB), a!);
+    expect(members(list)).toEqual([idOf(a!)]);
+    // A version 4 revocation (no keeps) voids nothing, the rule before version 5, for it alone;
+    // the version 4 list carrying it still reads.
+    const cApprovesX = await change(l, c!, { approve: [{ peerId: idOf(x!), addresses: [] }] });
+    const { signature: _s, ...content } = l;
+    const oldRevocation = { peerId: idOf(c!), by: idOf(a!), sig: Buffer.from(await a!.sign(v4Packr.pack(['ourodb member revocation', l.clusterId, idOf(c!), idOf(a!)]))).toString('hex') };
+    const { [idOf(c!)]: _c, ...addresses } = l.addresses;
+    const { [idOf(c!)]: _e, ...addressEpochs } = l.addressEpochs;
+    const v4Content = { ...content, version: 4, epoch: l.epoch + 1, revocations: [oldRevocation], addresses, addressEpochs, signer: idOf(a!) };
+    const v4 = { ...v4Content, signature: Buffer.from(await a!.sign(signedBytes(v4Content))).toString('hex') };
+    const { list: withLegacy } = await merge(await verify(v4), await verify(cApprovesX), a!);
+    expect(isMember(withLegacy, idOf(x!))).toBe(true);
+    expect(isMember(withLegacy, idOf(c!))).toBe(false);
+    // The same revocation made now keeps only what C had signed then.
+    const rev = await change(l, a!, { revoke: [idOf(c!)] });
+    expect(isMember((await merge(rev, await verify(cApprovesX), a!)).list, idOf(x!))).toBe(false);
   });
 
   it('members making concurrent changes converge on one signed list, whatever the gossip order', async () => {
@@ -178,25 +240,33 @@ describe('member list', () => {
           let base = await newCluster(pool[0]!, []);
           for (let i = 1; i < 4; i++) base = await change(base, pool[0]!, { approve: [{ peerId: idOf(pool[i]!), addresses: [] }] });
           const views: MemberList[] = [base, base, base, base];
-          const approvedSomewhere = new Set(members(base));
+          // Each certificate made, by whom and its signature: one by a member that the founder
+          // revoked counts only if the revocation keeps it (version 5).
+          const approvalsMade: Array<{ peerId: string; by: string; sig: string }> = base.approvals.map((a) => ({ peerId: a.peerId, by: a.approvedBy, sig: a.sig }));
           const revokedSomewhere = new Set<string>();
-          const drainedSomewhere = new Set<string>();
+          const drainsMade: Array<{ peerId: string; by: string; sig: string }> = [];
           const factorsSet: Array<NonNullable<MemberList['replication']>> = [];
+          const keptBy = new Map<string, string[]>();
           for (const c of changes) {
             const key = pool[c.at]!;
             if (!isMember(views[c.at]!, idOf(key))) continue;
             const target = idOf(pool[c.who]!);
             if (c.op === 'approve' && !views[c.at]!.revocations.some((r) => r.peerId === target)) {
               views[c.at] = await change(views[c.at]!, key, { approve: [{ peerId: target, addresses: [`/ip4/10.0.0.${c.who}/udp/1/quic-v1`] }] });
-              approvedSomewhere.add(target);
+              const a = views[c.at]!.approvals.find((x) => x.peerId === target)!;
+              approvalsMade.push({ peerId: target, by: a.approvedBy, sig: a.sig });
             }
-            if (c.op === 'revoke' && c.who !== 0 && c.who !== c.at && isMember(views[c.at]!, target)) {
+            // Revocations by the founder only, who is never revoked: so each one stands, and the
+            // model stays simple (revokers revoked, and each other: the examples below).
+            if (c.op === 'revoke' && c.at === 0 && c.who !== 0 && isMember(views[c.at]!, target)) {
               views[c.at] = await change(views[c.at]!, key, { revoke: [target] });
               revokedSomewhere.add(target);
+              keptBy.set(target, views[c.at]!.revocations.find((r) => r.peerId === target)!.keeps!);
             }
             if (c.op === 'drain' && isMember(views[c.at]!, target)) {
               views[c.at] = await change(views[c.at]!, key, { drain: [target] });
-              drainedSomewhere.add(target);
+              const d = views[c.at]!.drains.find((x) => x.peerId === target)!;
+              drainsMade.push({ peerId: target, by: d.by, sig: d.sig });
             }
             if (c.op === 'factor') {
               views[c.at] = await change(views[c.at]!, key, { replicationFactor: 1 + (c.who % 5) });
@@ -220,10 +290,15 @@ describe('member list', () => {
           const live = views.filter((_, i) => !revokedSomewhere.has(idOf(pool[i]!)));
           expect(new Set(live.map((v) => v.signature)).size).toBe(1);
           await verify(live[0]!);
-          // The converged content: everyone approved anywhere, minus everyone revoked anywhere.
+          // The converged content: everyone approved anywhere by a signer not revoked, or whose
+          // revocation keeps that approval, minus everyone revoked anywhere.
+          const counts = (by: string, sig: string) => !keptBy.has(by) || keptBy.get(by)!.includes(sig);
+          const approvedSomewhere = new Set(approvalsMade.filter((a) => counts(a.by, a.sig)).map((a) => a.peerId));
           expect(new Set(members(live[0]!))).toEqual(new Set([...approvedSomewhere].filter((p) => !revokedSomewhere.has(p))));
-          // The factor is the one set last (highest epoch, then setter), whoever merged it.
-          expect(live[0]!.replication).toEqual(factorsSet.sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : -1))[0] ?? null);
+          // The factor is the one set last (highest epoch, then setter) among those that count, whoever merged it.
+          const mark = (r: NonNullable<MemberList['replication']>) => `replication:${r.factor}:-:${r.epoch}`;
+          expect(live[0]!.replication).toEqual(factorsSet.filter((r) => counts(r.by, mark(r))).sort((x, y) => (x.epoch !== y.epoch ? y.epoch - x.epoch : x.by < y.by ? 1 : -1))[0] ?? null);
+          const drainedSomewhere = new Set(drainsMade.filter((d) => counts(d.by, d.sig) && approvedSomewhere.has(d.peerId)).map((d) => d.peerId));
           expect(draining(live[0]!)).toEqual(new Set([...drainedSomewhere].filter((p) => !revokedSomewhere.has(p))));
         },
       ),
