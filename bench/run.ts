@@ -196,6 +196,13 @@ if (runs('ingest')) {
   else row({ workload: rss, unit: 'MiB', better: 'lower', ours: io.ingestRssMiB });
   if (readRows.length) rows.push(...readRows);
   else row({ workload: read, unit: 'MiB/s', better: 'higher', ours: io.readMiBs });
+  // Memory flat with size (issue 34): a put eight times as large peaks no higher. Full mode
+  // ingests 8 GiB beside the 1 GiB above; quick mode four times its size.
+  const largeMiB = sizeMiB * (values.quick ? 4 : 8);
+  const large = peerRun('OuroDB', largeMiB * MiB);
+  console.log(`  peak RSS while ingesting ${largeMiB} MiB              ${fmt(large.ingestRssMiB)} MiB (${fmt(large.ingestMiBs)} MiB/s)`);
+  row({ workload: `peak RSS while ingesting ${largeMiB} MiB`, unit: 'MiB', better: 'lower', ours: large.ingestRssMiB, peer: `OuroDB ingesting ${sizeMiB} MiB`, peerValue: io.ingestRssMiB, note: 'flat with size: at most 1.00' });
+  Object.assign(results, { largeIngestMiB: largeMiB, largeIngestPeakRssMiB: large.ingestRssMiB, largeIngestMiBs: large.ingestMiBs });
 }
 if (runs('backup')) {
   const b = largeFileBench(work, sizeMiB);
@@ -211,6 +218,15 @@ one ${sizeMiB} MiB incompressible file, backed up and restored (each tool a proc
     row({ workload: `restore one ${sizeMiB} MiB file`, unit: 'MiB/s', better: 'higher', ours: sizeMiB / ours.restoreSecs, peer: r.tool, peerValue: sizeMiB / r.restoreSecs });
   }
   toolRssRows(`one ${sizeMiB} MiB file`, ours, b.results);
+  // CPU per GiB (issue 34): what the backup of the same file costs each tool in CPU seconds,
+  // user + sys, from GNU time; robust to a busy machine where wall time is not.
+  const perGiB = (r: ToolResult) => r.backupCpuSecs! / (sizeMiB / 1024);
+  if (Number.isFinite(ours.backupCpuSecs)) {
+    console.log(`  CPU s (user+sys) per GiB backed up: ${b.results.map((r) => `${r.tool} ${perGiB(r).toFixed(2)}`).join(', ')}`);
+    for (const r of b.results.filter((x) => x !== ours)) {
+      row({ workload: `CPU s (user+sys) per GiB backing up one ${sizeMiB} MiB file`, unit: 's/GiB', better: 'lower', ours: perGiB(ours), peer: r.tool, peerValue: perGiB(r), note: 'GNU time, each a separate process' });
+    }
+  }
   Object.assign(results, { backup: b });
 }
 if (runs('recovery')) {
