@@ -554,6 +554,8 @@ export class OuroDB {
   /**
    * The value chunk by chunk, reading a few chunks ahead; memory stays bounded. With `range`,
    * only the bytes `[start, end)`, clipped to the value, reading only the chunks they lie in.
+   * Each piece is the caller's own (no cache keeps it): it may be kept, changed, or freed once
+   * used, as the CLI's restore does (bin/cli/put.ts writeValue).
    */
   async *stream(hash: string, range?: ReadRange): AsyncGenerator<Uint8Array> {
     this.#life.checkOpen();

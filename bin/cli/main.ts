@@ -10,7 +10,7 @@ import { type CheckReport, type GcReport, type ImportResult, NotFoundError, Ouro
 import { registerNodeCommands } from './node.js';
 import { registerS3Commands } from './s3.js';
 import { admin, adminLines, dbTarget } from './node-admin.js';
-import { putPaths, restoreTree } from './put.js';
+import { putPaths, restoreTree, writeValue } from './put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './support.js';
 
 // A reader that stops early (`ouro ls | head`) closes the pipe: that ends the command, quietly.
@@ -98,7 +98,7 @@ program
       }
       const tmp = `${o.output}.ouro-tmp-${process.pid}`;
       try {
-        await pipeline(source, fs.createWriteStream(tmp));
+        await writeValue(source, tmp);
         const fd = fs.openSync(tmp, 'r');
         fs.fsyncSync(fd);
         fs.closeSync(fd);
