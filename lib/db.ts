@@ -544,7 +544,7 @@ export class OuroDB {
 
   // ---------------------------------------------------------------- reads
 
-  /** The whole value, or the bytes of `range` (see stream). For large values prefer stream(). */
+  /** The whole value, or the bytes of `range` (see stream), the caller's own. For large values prefer stream(). */
   async get(hash: string, range?: ReadRange): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     for await (const part of this.stream(hash, range)) parts.push(part);

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { readReusing, writeValue } from '../bin/cli/put.js';
+import { READ_AHEAD_BYTES, putPaths, readReusing, writeValue } from '../bin/cli/put.js';
 import { AeadKey, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
 import { maybeCompress } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
@@ -151,5 +151,40 @@ describe('restore hands each chunk back once it is written', () => {
     } finally {
       await db.close();
     }
+  });
+});
+
+describe('`ouro put` of many files bounds the bytes read ahead', () => {
+  it('files of 1-4 MiB read and not yet stored stay within READ_AHEAD_BYTES, not 64 files', async () => {
+    const dir = tempDir();
+    const sizes = Array.from({ length: 40 }, (_, i) => MiB + ((i * 997_331) % (3 * MiB)));
+    sizes.forEach((n, i) => fs.writeFileSync(path.join(dir, `f${String(i).padStart(2, '0')}`), crypto.randomBytes(n)));
+    // A database that holds each value a while before its put returns, as a busy one does.
+    let held = 0;
+    let most = 0;
+    let atOnce = 0;
+    let mostAtOnce = 0;
+    const put = async (value: unknown) => {
+      const n = (value as Buffer).length ?? 0;
+      held += n;
+      atOnce++;
+      most = Math.max(most, held);
+      mostAtOnce = Math.max(mostAtOnce, atOnce);
+      await new Promise((r) => setTimeout(r, 5));
+      held -= n;
+      atOnce--;
+      return { hash: crypto.randomBytes(32).toString('hex'), size: n };
+    };
+    const db = {
+      put,
+      putHinted: async (read: () => Promise<unknown>) => ({ ...(await put(await read())), read: true }),
+      flush: async () => {},
+    };
+    const report = await putPaths(db as unknown as OuroDB, [dir], {});
+    expect(report.files).toBe(40);
+    expect(report.failed).toEqual([]);
+    expect(mostAtOnce).toBeGreaterThan(2); // the premise: puts still overlap
+    expect(sizes.reduce((a, b) => a + b, 0)).toBeGreaterThan(4 * READ_AHEAD_BYTES); // would all fit in 64 puts
+    expect(most).toBeLessThanOrEqual(READ_AHEAD_BYTES);
   });
 });

@@ -182,6 +182,16 @@ const DIRECTORY_HINT = Buffer.from([2]);
 /** Puts in flight across the whole tree: enough to fill group commits, bounded for memory. */
 const PUTS_IN_FLIGHT = 64;
 
+/**
+ * Bytes of file contents read and not yet stored, across the puts in flight (and, for a restore,
+ * of values read whole and not yet written). PUTS_IN_FLIGHT alone let 64 files of up to
+ * READ_WHOLE_MAX_BYTES each be read at once, ~256 MiB for a tree of 4 MiB files, where a backup
+ * of one large file peaks at ~150 MiB in all. A streamed file counts for its one read buffer
+ * (db.put's own window and write backlog are bounded by db.put). 16 MiB still keeps 4-16 files
+ * of 1-4 MiB in flight, each several chunks, enough to keep the seal worker busy.
+ */
+export const READ_AHEAD_BYTES = 16 << 20;
+
 /** Directories walked at once by `ouro put` of a tree (see walkDir). */
 const DIRS_IN_FLIGHT = 8;
 
@@ -216,6 +226,48 @@ class Limiter {
   }
 }
 
+/**
+ * Lends bytes out of a fixed total: `take(n)` waits until n are free (n is clipped to the total,
+ * so one large request waits for all others to finish, never forever); `give(n)` returns them.
+ * Waiters are served in order, so a large request is not starved by small ones.
+ */
+export class ByteBudget {
+  readonly #total: number;
+  #free: number;
+  readonly #waiting: Array<{ n: number; go: () => void }> = [];
+  constructor(total: number) {
+    this.#total = total;
+    this.#free = total;
+  }
+  /** Bytes lent out now. */
+  get inUse(): number {
+    return this.#total - this.#free;
+  }
+  /** Resolves to the bytes taken (n clipped to the total): give exactly that back. */
+  async take(n: number): Promise<number> {
+    const want = Math.min(n, this.#total);
+    if (this.#waiting.length === 0 && this.#free >= want) {
+      this.#free -= want;
+      return want;
+    }
+    await new Promise<void>((go) => this.#waiting.push({ n: want, go }));
+    return want;
+  }
+  give(n: number): void {
+    this.#free += n;
+    while (this.#waiting.length > 0 && this.#free >= this.#waiting[0]!.n) {
+      const w = this.#waiting.shift()!;
+      this.#free -= w.n;
+      w.go();
+    }
+  }
+}
+
+/** Bytes a file's read holds until its put returns: its size when read whole, else one read buffer. */
+function readBytesOf(size: number): number {
+  return size > READ_WHOLE_MAX_BYTES ? STREAM_READ_BYTES : size;
+}
+
 export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, opts: { stdinKey?: string | undefined; always?: boolean } = {}): Promise<PutReport> {
   const report: PutReport = { items: [], files: 0, directories: 0, bytes: 0, unchanged: 0, read: 0, skipped: [], failed: [] };
   const progress = new Progress('put', g);
@@ -223,6 +275,7 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   const fail = (p: string, err: unknown) => report.failed.push({ path: p, error: err instanceof Error ? err.message : String(err), ...((err as { code?: string }).code ? { code: (err as { code: string }).code } : {}) });
   const ifChanged = opts.always ? {} : { ifChanged: { ignoreMeta: OLD_STAT_META } };
   const limiter = new Limiter(PUTS_IN_FLIGHT);
+  const budget = new ByteBudget(READ_AHEAD_BYTES);
   // Each put returns once its bytes are written, not synced: the tree is made durable as a whole
   // by the flush at the end, before anything is reported stored (the command's promise, as a
   // backup tool's snapshot is). Waiting for each group commit's fsync kept 64 puts waiting on the
@@ -233,10 +286,14 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
   // `key`: given by the walk for what it finds (its directory's key and the name: resolving each
   // path again cost ~8 us a file), else derived from the path.
   const putFile = async (file: string, parent: string | undefined, key = keyForPath(file)) => {
+    // Bytes taken from the budget for this file's read, given back once its put has returned.
+    let held = 0;
     try {
       let r: { hash: string; size: number; unchanged?: boolean };
       if (opts.always) {
-        const { value, st } = await fileValue(file);
+        const seen = fs.statSync(file);
+        held = await budget.take(readBytesOf(seen.size));
+        const { value, st } = await fileValue(file, seen);
         report.read++;
         r = await db.put(value, { key, meta: fileMeta(st), hint: statHint(st, parent), ...relaxed, ...(parent ? { parent } : {}) });
       } else {
@@ -250,6 +307,7 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
         const meta = fileMeta(seen);
         const done = await db.putHinted(
           async () => {
+            held = await budget.take(readBytesOf(seen.size));
             const { value } = await fileValue(file, seen);
             report.read++;
             return value;
@@ -272,6 +330,8 @@ export async function putPaths(db: OuroDB, paths: string[], g: GlobalOptions, op
       if (r.unchanged) report.unchanged++;
     } catch (err) {
       fail(file, err);
+    } finally {
+      budget.give(held);
     }
     tick();
   };
@@ -374,6 +434,7 @@ export async function restoreTree(db: OuroDB, prefix: string, target: string, g:
   const root = path.resolve(target);
   const pending: Promise<void>[] = [];
   const made = new Map<string, Promise<unknown>>();
+  const budget = new ByteBudget(READ_AHEAD_BYTES);
   const restoreOne = async (key: string, hash: string) => {
     const rel = key.slice(prefix.length);
     const dest = path.resolve(root, rel);
@@ -383,9 +444,18 @@ export async function restoreTree(db: OuroDB, prefix: string, target: string, g:
     await made.get(parentDir);
     const tmp = `${dest}.ouro-tmp-${process.pid}`;
     const st = await db.stat(hash);
-    // Small values in one write, large ones streamed (bounded memory).
-    if (st.size <= READ_WHOLE_MAX_BYTES) await fs.promises.writeFile(tmp, await db.get(hash));
-    else await writeValue(db.stream(hash), tmp);
+    // Small values in one write, large ones streamed (bounded memory). The bytes of values
+    // read whole and not yet written are bounded across the restores in flight, as a put's are.
+    if (st.size <= READ_WHOLE_MAX_BYTES) {
+      const held = await budget.take(st.size);
+      try {
+        const value = await db.get(hash);
+        await fs.promises.writeFile(tmp, value);
+        freeNow(value); // the caller's own (db.stream's contract), written: freed now
+      } finally {
+        budget.give(held);
+      }
+    } else await writeValue(db.stream(hash), tmp);
     const mtime = Number(st.meta['mtime']);
     if (Number.isFinite(mtime) && mtime > 0) await fs.promises.utimes(tmp, new Date(mtime), new Date(mtime));
     await fs.promises.rename(tmp, dest);
