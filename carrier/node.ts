@@ -274,7 +274,7 @@ export class Node {
       });
       const limiter = new StrangerLimiter({ log, metrics, member: (p) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list) });
       const startCarrier = (listen: string[]) =>
-        Carrier.start({ dir, listen, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
+        Carrier.start({ dir, listen, announce: config.announce, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
       // Where the config leaves the port free, the one this node had last time (its entry in the
       // member list) if it is still free: members that were down meanwhile find it where they
       // left it. Else any free port, announced at start (#putOwnAddressesBack).
