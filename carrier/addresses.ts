@@ -29,7 +29,11 @@ export function withLastPorts(listen: string[], last: readonly string[] | undefi
   return changed ? out : listen;
 }
 
-/** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
+/**
+ * `<addr>/p2p/<peer>` for each address that does not end in a peer id (libp2p dials need it). A
+ * relay's circuit address, `.../p2p/<relay>/p2p-circuit`, names the relay and not the peer: it
+ * gets the peer's id too.
+ */
 export function dialable(peer: string, addresses: string[]): string[] {
-  return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
+  return addresses.map((a) => (/\/p2p\/[^/]+$/.test(a) ? a : `${a}/p2p/${peer}`));
 }

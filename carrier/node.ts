@@ -54,6 +54,7 @@ import { type EcPolicy, type MemberList, change, checkEcPolicy, draining, ecPoli
 import { dialable, withLastPorts } from './addresses.js';
 import { type JoinAnswer, JOIN_PROTOCOL, Joins, TOKEN_SPEND, requestJoin } from './joins.js';
 import { StrangerLimiter } from './rate-limit.js';
+import { carrierRelay } from './relay.js';
 import { Ledger, type LedgerView } from './ledger.js';
 import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
@@ -272,9 +273,10 @@ export class Node {
         onQuarantine: (p, q) => node?.onQuarantine(p, q),
         onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
       });
-      const limiter = new StrangerLimiter({ log, metrics, member: (p) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list) });
+      const member = (p: string) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list);
+      const limiter = new StrangerLimiter({ log, metrics, member });
       const startCarrier = (listen: string[]) =>
-        Carrier.start({ dir, listen, announce: config.announce, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
+        Carrier.start({ dir, listen, announce: config.announce, relay: carrierRelay(config.relay, member, log), privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
       // Where the config leaves the port free, the one this node had last time (its entry in the
       // member list) if it is still free: members that were down meanwhile find it where they
       // left it. Else any free port, announced at start (#putOwnAddressesBack).
