@@ -26,7 +26,7 @@ import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RateLimitedError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
-import { type CarrierRelay, RelayReservations, relayAnnounce, relayLibp2p } from './relay.js';
+import { type CarrierRelay, RelayReservations, relayAnnounce, relayLibp2p, serveRelayHops } from './relay.js';
 import { UnsentError, send } from './send.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
@@ -150,6 +150,7 @@ export class Carrier {
       }
       throw err;
     }
+    await serveRelayHops(node);
     const carrier = new Carrier(node, options);
     if (options.relay) (carrier.#reservations = new RelayReservations(node, options.relay)).start();
     await node.handle(

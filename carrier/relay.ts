@@ -23,9 +23,9 @@
  */
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { RELAY_V2_HOP_CODEC, circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { identify } from '@libp2p/identify';
-import type { ConnectionGater, PeerId } from '@libp2p/interface';
+import type { Connection, ConnectionGater, PeerId, Stream } from '@libp2p/interface';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Libp2p, Libp2pOptions } from 'libp2p';
 import type { Logger } from 'pino';
@@ -78,6 +78,40 @@ export function relayLibp2p(relay: CarrierRelay | undefined): Required<Pick<Libp
   // A relayed connection is a stream inside two QUIC connections, not a QUIC connection of its
   // own: libp2p secures it end to end (noise) and multiplexes it (yamux) as it would a TCP one.
   return { transport: circuitRelayTransport(), connectionEncrypters: [noise()], streamMuxers: [yamux()], services, connectionGater };
+}
+
+/**
+ * Serves the relay's hop protocol through the relay server, closing each stream it leaves open.
+ *
+ * js-libp2p's relay answers a request it refuses (a CONNECT to a peer without a reservation, such
+ * as a member behind NAT that is down or not yet reserved; a peer its gater refuses) with a status
+ * and returns without closing its end of the stream. Over QUIC that stream stays open after the
+ * requester has closed its own, and each connection takes at most 32 open hop streams: once a
+ * member had 32 requests refused (its heartbeats to a member behind NAT that was down do that
+ * within seconds) every later one on that connection was reset unread, and the member behind NAT
+ * stayed unreachable from it after it came back (test/nat.test.ts saw it). So the relay's end is
+ * closed once the requester has closed its own: at once for a refused request (the requester
+ * closes on reading the refusal), at the end of the relayed connection for one that was relayed
+ * (whose pipe closes it then too).
+ */
+export async function serveRelayHops(node: Libp2p): Promise<void> {
+  const server = (node.services as { relay?: { onHop(stream: Stream, connection: Connection): Promise<void> } }).relay;
+  if (!server) return;
+  await node.handle(
+    RELAY_V2_HOP_CODEC,
+    async (stream: Stream, connection: Connection) => {
+      try {
+        await server.onHop(stream, connection);
+      } finally {
+        const close = () => {
+          if (stream.status === 'open') stream.close({ signal: AbortSignal.timeout(5000) }).catch((err: unknown) => stream.abort(err instanceof Error ? err : new Error(String(err))));
+        };
+        if (stream.remoteWriteStatus !== 'writable') close();
+        else stream.addEventListener('remoteCloseWrite', close, { once: true });
+      }
+    },
+    { runOnLimitedConnection: true, force: true },
+  );
 }
 
 /** What a node behind relays announces where the config names nothing: `<relay>/p2p-circuit` for each. */

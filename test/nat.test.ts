@@ -13,7 +13,6 @@
  * both of which cross the relay; a put through 2 with flush({ replicas: 3 }) completes and reads
  * back on 1.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NodeProc, converged, dbApi, heldBlocks, keyFile, waitFor } from './cluster-harness.js';
 import { NetLab, netnsUnavailable } from './netns.js';
