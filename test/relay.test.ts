@@ -72,6 +72,24 @@ describe('circuit relay among members', () => {
     expect(await p.request(target, ECHO, 'back', { timeoutMs: 5000 })).toEqual({ echo: 'back' });
   }, 60_000);
 
+  it('takes a slot again after the relay restarts', async () => {
+    const rDir = tempDir();
+    let r = await start(relayOptions({ serve: true }), rDir);
+    const at = r.addresses[0]!;
+    const events: Array<{ ok: boolean }> = [];
+    const n = await start(relayOptions({ via: [at], onReservation: (e) => events.push(e) }));
+    await n.handle(ECHO, (m) => ({ echo: m }));
+    await until(() => n.relays.length === 1);
+    await r.stop();
+    // libp2p drops a reservation whose connection closed, and asks a configured relay no more.
+    await until(() => n.relays.length === 0);
+    r = await Carrier.start({ dir: rDir, listen: [at.replace(/\/p2p\/.*$/, '')], relay: relayOptions({ serve: true }) });
+    started.push(r);
+    await until(() => n.relays.length === 1, 20_000);
+    const p = await start(relayOptions({}));
+    expect(await p.request(n.addresses, ECHO, 'again', { timeoutMs: 5000 })).toEqual({ echo: 'again' });
+  }, 60_000);
+
   it('gives no slot to a peer the relay does not allow, and relays nothing to or from it', async () => {
     const outsiders = new Set<string>();
     const r = await start(relayOptions({ serve: true, allow: (peer) => !outsiders.has(peer) }));
