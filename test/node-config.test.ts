@@ -36,6 +36,11 @@ describe('node config', () => {
     [{ listen: ['/ip4/127.0.0.1/tcp/4000'] }, 'listen.0'],
     [{ announce: ['/ip4/203.0.113.7/udp/0/quic-v1'] }, 'announce.0'],
     [{ announce: '/ip4/203.0.113.7/udp/4100/quic-v1' }, 'announce'],
+    [{ announce: ['/ip4/203.0.113.7/udp/4100/quic-v1/p2p-circuit'] }, 'announce.0'],
+    [{ relay: { via: ['/ip4/203.0.113.7/udp/4100/quic-v1'] } }, 'relay.via.0'],
+    [{ relay: { serve: 'yes' } }, 'relay.serve'],
+    [{ relay: { durationLimitMs: -1 } }, 'relay.durationLimitMs'],
+    [{ relay: { maxReservations: 0 } }, 'relay.maxReservations'],
     [{ log: { level: 'loud' } }, 'log.level'],
     [{ colour: 'blue' }, '(root)'],
     [{ version: 2 }, 'version'],
@@ -60,6 +65,18 @@ describe('node config', () => {
     fs.writeFileSync(path.join(dir, CONFIG_FILE), JSON.stringify(older));
     expect((await loadConfig(dir)).announce).toEqual([]);
     expect((await loadConfig(dir, { announce: ['/ip4/203.0.113.7/udp/4100/quic-v1'] })).announce).toEqual(['/ip4/203.0.113.7/udp/4100/quic-v1']);
+  });
+
+  it('a config file from before `relay` serves no relay and reserves none; a relay circuit address may be announced', async () => {
+    const dir = tempDir();
+    const { relay: _, ...older } = DEFAULT_CONFIG;
+    fs.writeFileSync(path.join(dir, CONFIG_FILE), JSON.stringify(older));
+    expect((await loadConfig(dir)).relay).toEqual({ serve: false, via: [], maxReservations: 64, durationLimitMs: 0, dataLimitBytes: 0 });
+    const via = '/ip4/203.0.113.7/udp/4100/quic-v1/p2p/12D3KooWBjennPNR2R5JdsGP8GjNv4zgoPzKyUVx52Zu9DiinQsN';
+    const c = await loadConfig(dir, { relay: { via: [via] }, announce: [`${via}/p2p-circuit`] });
+    expect(c.relay.via).toEqual([via]);
+    expect(c.relay.serve).toBe(false);
+    expect(c.announce).toEqual([`${via}/p2p-circuit`]);
   });
 
   it('a config file that is not JSON is a ConfigError', async () => {

@@ -5,6 +5,7 @@
  * real NAT in network namespaces.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { dialable } from '../carrier/addresses.js';
 import { Carrier } from '../carrier/carrier.js';
 import type { CarrierRelay } from '../carrier/relay.js';
 import { tempDir } from './helpers.js';
@@ -24,6 +25,16 @@ async function until(check: () => boolean, ms = 10_000): Promise<void> {
 }
 
 describe('circuit relay among members', () => {
+  it("dials a relay's circuit address with the peer's id after it", () => {
+    const circuit = '/ip4/203.0.113.7/udp/4100/quic-v1/p2p/RELAY/p2p-circuit';
+    expect(dialable('PEER', [circuit, '/ip4/10.0.0.1/udp/4100/quic-v1', '/ip4/10.0.0.1/udp/4100/quic-v1/p2p/PEER', `${circuit}/p2p/PEER`])).toEqual([
+      `${circuit}/p2p/PEER`,
+      '/ip4/10.0.0.1/udp/4100/quic-v1/p2p/PEER',
+      '/ip4/10.0.0.1/udp/4100/quic-v1/p2p/PEER',
+      `${circuit}/p2p/PEER`,
+    ]);
+  });
+
   const started: Carrier[] = [];
   const start = async (relay: CarrierRelay, dir = tempDir()) => {
     const c = await Carrier.start({ dir, relay });
