@@ -5,9 +5,10 @@
  * A member behind a NAT can dial out but nobody can dial it. It reserves a slot on a member that
  * serves the relay (config `relay.via`), and announces `<relay address>/p2p-circuit` instead of
  * the addresses it listens on: a member that wants it dials the relay, which opens a stream to it
- * over the connection it keeps open, and the two streams become one relayed connection, secured end
- * to end with noise and multiplexed with yamux (the relay carries bytes it cannot read). Whenever it has dialed a member itself
- * (heartbeats do, every second) that member answers over the direct connection instead.
+ * over the connection it keeps open, and the two streams become one relayed connection, secured
+ * end to end with noise and multiplexed with yamux (the relay carries bytes it cannot read).
+ * Whenever it has dialed a member itself (its heartbeats do) that member answers over that direct
+ * connection instead.
  *
  * Who may use a relay: only members. The relay's connection gater refuses a reservation from a
  * peer that is not in the member list, and a relayed connection unless both ends are; so a relay
@@ -18,8 +19,9 @@
  * all of its own (`runOnLimitedConnection`): its membership checks are what guard them.
  *
  * Every member runs the relay transport (to dial `/p2p-circuit` addresses) and identify (the
- * transport requires it). Direct connection upgrade (DCUtR, hole punching) is not wired: js-libp2p's
- * implementation dials only TCP addresses, and members speak QUIC only (see docs/operations.md).
+ * transport requires it). Direct connection upgrade (DCUtR, hole punching) is not wired:
+ * js-libp2p's implementation punches holes for TCP only and to public addresses only, and members
+ * speak QUIC (docs/operations.md, "Members behind NAT").
  */
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
