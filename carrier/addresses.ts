@@ -18,6 +18,8 @@ export function withLastPorts(listen: string[], last: readonly string[] | undefi
     if (!want || want[3] !== '0') return a;
     const wildcard = want[2] === '0.0.0.0' || want[2] === '::';
     for (const l of last) {
+      // A relay's circuit address (a member behind NAT announces those) carries the relay's port.
+      if (l.includes('/p2p-circuit')) continue;
       const had = parse(l);
       if (had && had[1] === want[1] && (wildcard || had[2] === want[2]) && had[3] !== '0') {
         changed = true;

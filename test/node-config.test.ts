@@ -99,6 +99,9 @@ describe('listen ports across restarts', () => {
     expect(withLastPorts(other, last)).toBe(other);
     expect(withLastPorts(other, undefined)).toBe(other);
     expect(withLastPorts(other, [])).toBe(other);
+    // A relay's circuit address names the relay's port, not this node's: a node behind NAT keeps port 0.
+    const behindNat = ['/ip4/0.0.0.0/udp/0/quic-v1'];
+    expect(withLastPorts(behindNat, ['/ip4/203.0.113.7/udp/4100/quic-v1/p2p/12D3KooWr/p2p-circuit/p2p/12D3KooWx'])).toBe(behindNat);
   });
 });
 
