@@ -22,7 +22,9 @@
  *
  * Repair (repairWhole, run by Repair's passes on the coded blocks held whole here): counts each
  * block's healthy shards on its current placement and rebuilds the missing ones at K +
- * repairThreshold or fewer. dropSurplus removes shards no longer placed here once the placement
+ * repairThreshold or fewer. repairFromShards does the same for the blocks held here as shards
+ * only, when no live member holds them whole (the writer lost): one member per block rebuilds it
+ * from K verified shards, checked against the block id. dropSurplus removes shards no longer placed here once the placement
  * holds them all (drain, rebalance) and shards of an old policy once the block is whole on its
  * replica placement again; scrub verifies held shards against their manifest. Deletion removes
  * shards through the shelf (ShardFiles.removeAll). Proofs of storage per shard are not built.
@@ -41,6 +43,8 @@ import type { EcPolicy } from './membership.js';
 import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION, onTransferStream, transferSignal } from './replication-core.js';
 import { send } from './send.js';
 import { blockIdBytes } from './shelf.js';
+import { verifyBlockFile } from '../blockstore/store.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
 import { StreamReader } from './stream-reader.js';
 
 /** Time allowed per MiB of a shard transfer on top of the request time limit. */
@@ -216,7 +220,6 @@ export class Shards {
    * repair rate limit. Returns, per block, its healthy shard count before and after.
    */
   async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
-    const self = this.#host.peerId;
     const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
     const answers = await this.#askHolders(placements);
     const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
@@ -250,23 +253,140 @@ export class Shards {
       const targets = assignMissing(ec, placed, held);
       if (targets.size === 0) continue;
       const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
-      for (const [index, peer] of targets) {
-        if (this.#ctx.signal.aborted) break;
-        try {
-          await take(shards[index]!.length);
-          if (peer === self) await this.#ctx.shelf.shards.keep(b.id, index, manifest, shards[index]!);
-          else await this.#pushTo(peer, b.id, index, manifest, shards[index]!);
-          this.#holders.confirmShard(b.id, index);
-          health.after++;
-          health.pushed++;
-          health.pushedBytes += shards[index]!.length;
-          this.#host.log.info({ event: 'shard-repaired', id: b.id, index, to: peer }, 'shard rebuilt on its placement');
-        } catch (err) {
-          this.#ctx.failed('shard-repair', peer, `${b.id}.${index}`, err);
-        }
+      await this.#pushMissing(b.id, targets, shards, manifest, take, health);
+    }
+    return out;
+  }
+
+  /** Pushes shard `index` of `shards` to each target (this node: its own shelf), counting into `health`. */
+  async #pushMissing(id: string, targets: Map<number, string>, shards: Uint8Array[], manifest: Uint8Array, take: (bytes: number) => Promise<void>, health: ShardHealth): Promise<void> {
+    const self = this.#host.peerId;
+    for (const [index, peer] of targets) {
+      if (this.#ctx.signal.aborted) break;
+      try {
+        await take(shards[index]!.length);
+        if (peer === self) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
+        else await this.#pushTo(peer, id, index, manifest, shards[index]!);
+        this.#holders.confirmShard(id, index);
+        health.after++;
+        health.pushed++;
+        health.pushedBytes += shards[index]!.length;
+        this.#host.log.info({ event: 'shard-repaired', id, index, to: peer }, 'shard rebuilt on its placement');
+      } catch (err) {
+        this.#ctx.failed('shard-repair', peer, `${id}.${index}`, err);
+      }
+    }
+  }
+
+  /**
+   * One repair pass over the coded blocks this node holds shards of but not whole: the blocks
+   * no whole copy may be left of (their writer lost). For each, the placed members are asked
+   * which shards they hold (as in repairWhole); a block at K + `threshold` or fewer healthy
+   * shards is rebuilt by one member only, the first placed member holding a shard of it (this
+   * node when no placed member holds one), and only when no live member holds it whole (that
+   * member's repairWhole encodes from its copy, reading nothing back). The rebuilder reads K
+   * verified shards (fetch: degraded when it must), checks the block they make against its id
+   * (a manifest and shards that agree with each other but are not the block are refused),
+   * encodes it again and pushes the missing shards to the placement, like repairWhole. The
+   * same member also reports these blocks' health (returned, keyed by block id), so that the
+   * cluster's members together count each coded block once: its whole-copy holder, or its
+   * rebuilder. Blocks it is not the rebuilder of are left out.
+   */
+  async repairFromShards(ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
+    const self = this.#host.peerId;
+    const files = this.#ctx.shelf.shards;
+    const out = new Map<string, ShardHealth>();
+    const sizes = new Map<string, number>();
+    for (const id of await files.blocks()) {
+      const bytes = await files.manifest(id);
+      const manifest = bytes && decodeOrUndefined(bytes);
+      if (!manifest || manifest.k !== ec.k || manifest.m !== ec.m || (await this.#ctx.shelf.has(id))) continue;
+      sizes.set(id, manifest.size);
+    }
+    if (sizes.size === 0) return out;
+    const placements = new Map([...sizes.keys()].map((id) => [id, this.#holders.shardPlacement(id, ec)]));
+    const answers = await this.#askHolders(placements);
+    const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
+    const mine = new Map<string, { placed: string[]; held: Map<string, number[]>; health: ShardHealth }>();
+    for (const [id, placed] of placements) {
+      const held = new Map<string, number[]>();
+      let foreign = false;
+      for (const peer of placed) {
+        const a = answers.get(peer);
+        if (a === undefined) continue;
+        const h = a.get(id) ?? null;
+        if (h && (h.k !== ec.k || h.m !== ec.m)) foreign = true;
+        held.set(peer, h?.shards ?? []);
+      }
+      // Shards of another K+M beside these: not this pass's to mend (as in repairWhole).
+      if (foreign) continue;
+      // One rebuilder per block, by the same rule on every member: the first placed member
+      // holding a shard. Members whose views differ may both rebuild; the shards they push are
+      // the same bytes to the same places (assignMissing is deterministic from the answers).
+      const rebuilder = placed.find((p) => (held.get(p)?.length ?? 0) > 0) ?? self;
+      if (rebuilder !== self) continue;
+      const healthy = new Set([...held.values()].flat());
+      mine.set(id, { placed, held, health: { k: ec.k, m: ec.m, before: healthy.size, after: healthy.size, reachable: held.size === placed.length, pushed: 0, pushedBytes: 0 } });
+    }
+    if (mine.size === 0) return out;
+    // Blocks some live member holds whole are that member's to mend and to count.
+    const whole = await this.#heldWholeElsewhere([...mine.keys()]);
+    const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
+    for (const [id, { placed, held, health }] of mine) {
+      if (this.#ctx.signal.aborted) break;
+      if (whole.has(id)) continue;
+      out.set(id, health);
+      if (health.before >= ec.k + ec.m || health.before > line) continue;
+      const targets = assignMissing(ec, placed, held);
+      if (targets.size === 0) continue;
+      try {
+        const { shards, manifest } = await this.#rebuild(id, sizes.get(id)!, ec);
+        await this.#pushMissing(id, targets, shards, manifest, take, health);
+      } catch (err) {
+        this.#ctx.failed('shard-rebuild', self, id, err);
       }
     }
     return out;
+  }
+
+  /** Which of `ids` a live member other than this one holds whole (block-have); a member that does not answer holds none. */
+  async #heldWholeElsewhere(ids: string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    const peers = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state === 'alive').map((m) => m.peerId);
+    await Promise.all(
+      peers.map(async (peer) => {
+        for (let i = 0; i < ids.length; i += HAVE_BATCH) {
+          const asked = ids.slice(i, i + HAVE_BATCH);
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: asked, list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown } | null;
+          if (Array.isArray(r?.have) && r.have.length === asked.length) asked.forEach((id, j) => (r.have as unknown[])[j] === true && out.add(id));
+        }
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * Block `id` rebuilt from K verified shards (no whole copy at hand), checked against its id, and
+   * coded again: its shards and manifest. Throws UnavailableError with fewer than K shards to be
+   * had, CorruptionError when the shards make a block that is not `id`.
+   */
+  async #rebuild(id: string, size: number, ec: EcPolicy): Promise<{ shards: Uint8Array[]; manifest: Uint8Array }> {
+    const block = await this.fetch(id, ec);
+    if (!block) throw new UnavailableError(`block ${id}: no member answered with its shards`);
+    if (block.length !== size) throw new CorruptionError(`block ${id} rebuilt from its shards has ${block.length} bytes, its manifest says ${size}`);
+    // The manifest only binds the shards to each other: the block id is what binds them to the
+    // block. Checked on a staging file, as a replica checks a block it receives.
+    const staging = await this.#ctx.shelf.staging(id);
+    try {
+      await fs.promises.writeFile(staging, block, { mode: 0o600 }).catch((err: unknown) => {
+        throw ioError(`write ${staging}`, err);
+      });
+      await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+    } finally {
+      await fs.promises.rm(staging, { force: true }).catch(() => {});
+    }
+    const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
+    return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
   }
 
   /** Every placed member's shard-have answer for the blocks placed on it; a member that did not answer is left out. */
@@ -317,13 +437,7 @@ export class Shards {
     const stale: string[] = [];
     for (const id of await files.blocks()) {
       const bytes = await files.manifest(id);
-      const manifest = bytes && (() => {
-        try {
-          return decodeManifest(bytes);
-        } catch {
-          return undefined;
-        }
-      })();
+      const manifest = bytes && decodeOrUndefined(bytes);
       if (!manifest) continue;
       if (!ec || manifest.k !== ec.k || manifest.m !== ec.m) {
         stale.push(id);
@@ -580,4 +694,13 @@ export function assignMissing(ec: EcPolicy, placed: string[], held: Map<string, 
 /** The block from its K data shards: concatenated, cut to the block's size (the code is systematic). */
 function join(manifest: ShardManifest, data: Uint8Array[]): Uint8Array {
   return Buffer.concat(data).subarray(0, manifest.size);
+}
+
+/** A held manifest decoded, or undefined when it no longer decodes (scrub quarantines it). */
+function decodeOrUndefined(bytes: Uint8Array): ShardManifest | undefined {
+  try {
+    return decodeManifest(bytes);
+  } catch {
+    return undefined;
+  }
 }

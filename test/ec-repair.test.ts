@@ -11,7 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeManifest, verifyShard } from '../carrier/ec/manifest.js';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, dbApi, founderWithDb, joinKeyless, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
+import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
 
 /** Every shard file under a node's directory, verified against the manifest beside it: `<block id>.<index>`. */
 function verifiedShards(node: NodeProc): string[] {
@@ -267,5 +267,71 @@ describe('ec 4+2 repair on six members', () => {
     for (const n of keyless) expect((await n.get<{ replication: { staleShards: number } }>('/status')).replication.staleShards).toBe(0);
     // Nothing lost: every object reads back from the writer, and every whole copy verified on receipt.
     for (const [hash, value] of values) expect((await dbApi.value(a, hash)).equals(value)).toBe(true);
+  }, 180_000);
+  it('rebuilds shards from K shards when no whole copy is left: the writer SIGKILLed and revoked, then a shard holder; every value reads on the other keyed member', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const b = await joinWithDb(a, key, GRACE);
+    const keyless: NodeProc[] = [];
+    for (let i = 0; i < 3; i++) keyless.push(await joinKeyless(a, GRACE));
+    const all = [a, b, ...keyless];
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 5, 30_000, 'five live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+
+    // Coded blocks only (above the 128 KiB line at 2+1), one per flush; at least five, and
+    // enough that the writer holds a shard of one (so losing it costs a shard, not only the copy).
+    const values = new Map<string, Buffer>();
+    const coded: string[] = [];
+    for (let i = 0; coded.length < 5 || verifiedShards(a).length === 0; i++) {
+      const before = await held(a);
+      const value = crypto.randomBytes(200_000 + i * 30_000);
+      values.set((await dbApi.put(a, value)).hash, value);
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const wholeOn = async (nodes: NodeProc[]) => (await Promise.all(nodes.map(async (n) => [...(await held(n))].filter((id) => coded.includes(id)).map((id) => `${id} on ${n.peerId}`)))).flat();
+    // b indexed every block (read from the shards) and dropped its adopted copies once the shards were placed.
+    await waitFor(async () => (await wholeOn([b, ...keyless])).length === 0, 30_000, 'no whole copy of a coded block beside the writer\'s');
+
+    // The writer lost: SIGKILLed and revoked (so placement leaves it out at once).
+    await a.kill9();
+    const revoked = await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', a.peerId]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    let live = [b, ...keyless];
+    for (const n of live) await waitFor(async () => (await n.members()).members.find((m) => m.peerId === a.peerId)?.status === 'revoked', 20_000, `${n.peerId} to learn a's revocation`);
+    const shardsOn = (nodes: NodeProc[]) => {
+      const byBlock = new Map(coded.map((id) => [id, [] as number[]]));
+      for (const n of nodes) for (const name of verifiedShards(n)) byBlock.get(name.split('.')[0]!)?.push(Number(name.split('.')[1]));
+      return byBlock;
+    };
+    // The premise: no whole copy of any coded block on a living member, and some blocks short of a shard (the writer's).
+    expect(await wholeOn(live)).toEqual([]);
+    expect([...shardsOn(live).values()].some((indexes) => indexes.length < 3)).toBe(true);
+
+    // Rebuilt from two shards each: every block back at three distinct verified shards on the living.
+    const full = (nodes: NodeProc[]) => [...shardsOn(nodes).values()].every((indexes) => new Set(indexes).size === 3);
+    await waitFor(() => full(live), 60_000, 'every coded block back at three shards without the writer');
+    expect(await wholeOn(live)).toEqual([]);
+    expect(live.some((n) => n.logs.some((l) => l.event === 'shard-repaired'))).toBe(true);
+
+    // Then a shard holder lost too: SIGKILLed and revoked; its shards rebuilt on the three left.
+    const victim = [...keyless].sort((x, y) => verifiedShards(y).length - verifiedShards(x).length)[0]!;
+    expect(verifiedShards(victim).length).toBeGreaterThan(0);
+    await victim.kill9();
+    expect((await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', victim.peerId])).code).toBe(0);
+    live = live.filter((n) => n !== victim);
+    expect([...shardsOn(live).values()].some((indexes) => new Set(indexes).size < 3)).toBe(true);
+    await waitFor(() => full(live), 60_000, 'every coded block back at three shards on the three left');
+    expect(await wholeOn(live)).toEqual([]);
+    // b counts the blocks it rebuilds (the others count theirs): together every block, all full.
+    await waitFor(async () => {
+      const counts = await Promise.all(live.map(async (n) => (await progress(n)).shardHealth));
+      return counts.reduce((s, c) => s + c.blocks, 0) === coded.length && counts.reduce((s, c) => s + c.full, 0) === coded.length;
+    }, 30_000, 'the living to count every coded block once, full');
+
+    // Every value reads back on the keyed member left, byte-identical.
+    for (const [hash, value] of values) expect((await dbApi.value(b, hash)).equals(value), hash).toBe(true);
   }, 180_000);
 });
