@@ -121,7 +121,7 @@ export class Shards {
         try {
           if (peer === this.#host.peerId) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
           else await this.#pushTo(peer, id, index, manifest, shards[index]!);
-          this.#holders.confirmShard(id, index);
+          this.#holders.confirmShard(id, index, peer);
         } catch (err) {
           this.#ctx.failed('shard-push', peer, `${id}.${index}`, err);
         }
@@ -243,6 +243,7 @@ export class Shards {
       out.set(b.id, health);
       if (this.#holders.shardsOf(b.id) === undefined && this.#holders.holdersOf(b.id)) this.#holders.coded(b.id, ec);
       for (const i of healthy) this.#holders.confirmShard(b.id, i);
+      for (const [peer, indexes] of held) this.#holders.shardsHeldBy(b.id, peer, indexes);
       // A block whose first push is still under way is short only of the shards in flight.
       if (this.#holders.pushing(b.id)) health.reachable = false;
       // While a member drains, every short block is mended at once: the drainer's shards stop
@@ -267,7 +268,7 @@ export class Shards {
         await take(shards[index]!.length);
         if (peer === self) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
         else await this.#pushTo(peer, id, index, manifest, shards[index]!);
-        this.#holders.confirmShard(id, index);
+        this.#holders.confirmShard(id, index, peer);
         health.after++;
         health.pushed++;
         health.pushedBytes += shards[index]!.length;

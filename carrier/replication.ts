@@ -180,6 +180,28 @@ export class Replicator implements ReplicaSource {
     this.#holders.unconfirm(id, peer, askedAt);
   }
 
+  /**
+   * Block `id`, sealed here as shards under the cluster's current K+M: its K+M and which member
+   * holds which shard (Holders.shardHolders). Undefined once the policy changed (the block is
+   * being re-encoded: its whole copies or new shards are what hold it).
+   */
+  shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined {
+    const ec = this.#ctx.host.ecPolicy ?? null;
+    const coded = this.#holders.shardHolders(id);
+    return coded && ec && coded.k === ec.k && coded.m === ec.m ? coded : undefined;
+  }
+
+  /** `peer` answered a proof challenge that it lacks shard `index` of block `id` (Holders.unconfirmShard). */
+  unconfirmShard(id: string, peer: string, index: number): void {
+    this.#holders.unconfirmShard(id, peer, index);
+  }
+
+  /** Members block `id`'s shards are placed on now; none when the cluster keeps replicas. */
+  shardPlacement(id: string): string[] {
+    const ec = this.#ctx.host.ecPolicy ?? null;
+    return ec ? this.#holders.shardPlacement(id, ec) : [];
+  }
+
   /** Whether this node lacks block `id` because it removed its copy as surplus (see Holders.wasRemovedSurplus). */
   wasRemovedSurplus(id: string): boolean {
     return this.#holders.wasRemovedSurplus(id);
