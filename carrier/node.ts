@@ -196,7 +196,7 @@ export class Node {
         removedSurplus: (id) => this.replication.wasRemovedSurplus(id),
         shardHolders: (id) => this.replication.shardHolders(id),
         unconfirmShard: (id, peer, index) => this.replication.unconfirmShard(id, peer, index),
-        shardPlacement: (id) => this.replication.shardPlacement(id),
+        shardPlaced: (id, index) => this.replication.shardPlaced(id, index),
       },
       args.ledger,
       shelf,

@@ -176,8 +176,8 @@ export interface ProverHost {
   shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined;
   /** `peer` said, to a challenge, that it lacks shard `index` of block `id`: not asked for it until confirmed again. */
   unconfirmShard(id: string, peer: string, index: number): void;
-  /** Members block `id`'s shards are placed on now (none when the cluster keeps replicas). */
-  shardPlacement(id: string): string[];
+  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate. */
+  shardPlaced(id: string, index: number): boolean;
 }
 
 const stockPrefix = (id: string) => `p:${id}:`;
@@ -411,7 +411,8 @@ export class Prover {
 
   /**
    * The answer for shard `index` of block `id` as held here. A shard not held here is missing;
-   * placed (a failure) when this node is among the block's shard placement now.
+   * placed (a failure) when this node is among the block's shard placement now and did not
+   * remove it as a duplicate of another member's (the challenger learns that at its next pass).
    */
   async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[]): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
     const file = this.#shelf.shards.path(id, index);
@@ -419,7 +420,7 @@ export class Prover {
       return { answer: shardProofAnswer(idBytes, index, nonce, ranges, await readRanges(file, ranges)) };
     } catch (err) {
       if ((err as { cause?: { code?: string } }).cause?.code !== 'ENOENT') throw err;
-      return { missing: true, placed: this.#host.shardPlacement(id).includes(this.#host.peerId) };
+      return { missing: true, placed: this.#host.shardPlaced(id, index) };
     }
   }
 

@@ -161,6 +161,8 @@ export class Holders {
    * by the current placement alone.
    */
   readonly #removedSurplus = new Set<string>();
+  /** Shards (`<block id>.<index>`) removed here as duplicates (see removedShard); in memory only. */
+  readonly #removedShards = new Set<string>();
   /**
    * Blocks this database sealed and stored as shards (Transfers.afterSeal, Shards.push), with
    * their K+M, the indexes of the shards known durable on their member, and which member holds
@@ -322,6 +324,25 @@ export class Holders {
    */
   removedSurplus(id: string): void {
     this.#removedSurplus.add(id);
+  }
+
+  /**
+   * This node is about to remove shard `index` of block `id`, a duplicate of one another placed
+   * member holds (Shards.dropDuplicates): a proof asking for it is then answered as not placed.
+   * In memory, until the shard is held here again.
+   */
+  removedShard(id: string, index: number): void {
+    this.#removedShards.add(`${id}.${index}`);
+  }
+
+  /** Whether this node removed shard `index` of block `id` as a duplicate (and has not held it since). */
+  wasRemovedShard(id: string, index: number): boolean {
+    return this.#removedShards.has(`${id}.${index}`);
+  }
+
+  /** Shard `index` of block `id` is held here again (received): a later loss of it is a loss. */
+  keptShard(id: string, index: number): void {
+    this.#removedShards.delete(`${id}.${index}`);
   }
 
   /** Block `id` is held here again (received or fetched): a later loss of it is a loss. */

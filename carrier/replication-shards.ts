@@ -157,6 +157,7 @@ export class Shards {
       const shard = await collect(reader.bytes(manifest.shardSize), manifest.shardSize);
       checkShardPush(head.id, head.index as number, head.manifest, shard);
       const stored = await this.#ctx.shelf.shards.keep(head.id, head.index as number, head.manifest, shard);
+      this.#holders.keptShard(head.id, head.index as number);
       this.#host.metrics.replicated('in', shard.length);
       await send(stream, encodeFrame({ ok: true, body: { stored } }, max), this.#ctx.signal);
       await stream.close();
@@ -266,8 +267,10 @@ export class Shards {
       if (this.#ctx.signal.aborted) break;
       try {
         await take(shards[index]!.length);
-        if (peer === self) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
-        else await this.#pushTo(peer, id, index, manifest, shards[index]!);
+        if (peer === self) {
+          await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
+          this.#holders.keptShard(id, index);
+        } else await this.#pushTo(peer, id, index, manifest, shards[index]!);
         this.#holders.confirmShard(id, index, peer);
         health.after++;
         health.pushed++;
@@ -435,6 +438,7 @@ export class Shards {
     const self = this.#host.peerId;
     const files = this.#ctx.shelf.shards;
     const surplus = new Map<string, string[]>();
+    const doubled = new Map<string, string[]>();
     const stale: string[] = [];
     for (const id of await files.blocks()) {
       const bytes = await files.manifest(id);
@@ -445,9 +449,14 @@ export class Shards {
         continue;
       }
       const placed = this.#holders.shardPlacement(id, ec);
-      if (placed.includes(self) || this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
+      if (placed.includes(self)) {
+        if ((await files.held(id)).length > 1) doubled.set(id, placed);
+        continue;
+      }
+      if (this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
       surplus.set(id, placed);
     }
+    if (doubled.size > 0) await this.#dropDuplicates(doubled, ec!);
     const staleLeft = stale.length > 0 ? await this.#dropStale(stale, ec) : 0;
     if (surplus.size === 0) return { left: 0, stale: staleLeft };
     const answers = await this.#askHolders(surplus);
@@ -462,6 +471,42 @@ export class Shards {
       this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
     }
     return { left, stale: staleLeft };
+  }
+
+  /**
+   * Blocks placed here of which this node holds more than one shard: repair put a second shard
+   * here while the cluster had fewer placeable members than K+M, and the member it stood in for
+   * came back (or one joined), holding or being given that index. A shard is removed here once
+   * another placed member holds the same index and the placed members together hold all K+M, so
+   * the block never drops below K+M; this node keeps at least one. Two members holding the same
+   * extra index decide alike from the same answers: the one holding more shards of the block
+   * drops it, and between equals the one with the greater peer id, so the index is never dropped
+   * by both.
+   */
+  async #dropDuplicates(blocks: Map<string, string[]>, ec: EcPolicy): Promise<void> {
+    const self = this.#host.peerId;
+    const answers = await this.#askHolders(blocks);
+    for (const [id, placed] of blocks) {
+      const held = new Map<string, number[]>();
+      for (const peer of placed) {
+        const h = answers.get(peer)?.get(id);
+        if (h && h.k === ec.k && h.m === ec.m) held.set(peer, h.shards);
+      }
+      const mine = held.get(self) ?? [];
+      if (new Set([...held.values()].flat()).size < ec.k + ec.m) continue;
+      let kept = mine.length;
+      for (const index of [...mine].reverse()) {
+        if (kept <= 1) break;
+        const others = [...held].filter(([peer, s]) => peer !== self && s.includes(index));
+        // Another placed member holds it and will not drop it: it holds fewer shards than this
+        // node, or as many with a smaller peer id (it then leaves the index to this node).
+        if (!others.some(([peer, s]) => s.length < kept || (s.length === kept && peer < self))) continue;
+        this.#holders.removedShard(id, index);
+        await this.#ctx.shelf.shards.remove(id, index);
+        kept--;
+        this.#host.log.info({ event: 'duplicate-shard-removed', id, index }, 'a second shard of a block removed: another placed member holds the same one');
+      }
+    }
   }
 
   /**

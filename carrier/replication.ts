@@ -196,10 +196,13 @@ export class Replicator implements ReplicaSource {
     this.#holders.unconfirmShard(id, peer, index);
   }
 
-  /** Members block `id`'s shards are placed on now; none when the cluster keeps replicas. */
-  shardPlacement(id: string): string[] {
+  /**
+   * Whether shard `index` of block `id`, missing here, is a loss: this node is among the block's
+   * shard placement now and did not remove that shard as a duplicate (Holders.removedShard).
+   */
+  shardPlaced(id: string, index: number): boolean {
     const ec = this.#ctx.host.ecPolicy ?? null;
-    return ec ? this.#holders.shardPlacement(id, ec) : [];
+    return ec !== null && this.#holders.shardPlacement(id, ec).includes(this.#ctx.host.peerId) && !this.#holders.wasRemovedShard(id, index);
   }
 
   /** Whether this node lacks block `id` because it removed its copy as surplus (see Holders.wasRemovedSurplus). */

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeManifest, verifyShard } from '../carrier/ec/manifest.js';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
+import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
 /** Every shard file under a node's directory, verified against the manifest beside it: `<block id>.<index>`. */
 function verifiedShards(node: NodeProc): string[] {
@@ -295,20 +295,21 @@ describe('ec 4+2 repair on six members', () => {
     // b indexed every block (read from the shards) and dropped its adopted copies once the shards were placed.
     await waitFor(async () => (await wholeOn([b, ...keyless])).length === 0, 30_000, 'no whole copy of a coded block beside the writer\'s');
 
-    // The writer lost: SIGKILLed and revoked (so placement leaves it out at once).
-    await a.kill9();
-    const revoked = await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', a.peerId]);
-    expect(revoked.code, revoked.stderr).toBe(0);
-    let live = [b, ...keyless];
-    for (const n of live) await waitFor(async () => (await n.members()).members.find((m) => m.peerId === a.peerId)?.status === 'revoked', 20_000, `${n.peerId} to learn a's revocation`);
     const shardsOn = (nodes: NodeProc[]) => {
       const byBlock = new Map(coded.map((id) => [id, [] as number[]]));
       for (const n of nodes) for (const name of verifiedShards(n)) byBlock.get(name.split('.')[0]!)?.push(Number(name.split('.')[1]));
       return byBlock;
     };
-    // The premise: no whole copy of any coded block on a living member, and some blocks short of a shard (the writer's).
+    // The writer lost: SIGKILLed, then revoked (so placement leaves it out at once).
+    await a.kill9();
+    let live = [b, ...keyless];
+    // The premise, before the revocation lets repair start: no whole copy of any coded block on a
+    // living member, and some blocks short of a shard (the writer's).
     expect(await wholeOn(live)).toEqual([]);
     expect([...shardsOn(live).values()].some((indexes) => indexes.length < 3)).toBe(true);
+    const revoked = await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', a.peerId]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    for (const n of live) await waitFor(async () => (await n.members()).members.find((m) => m.peerId === a.peerId)?.status === 'revoked', 20_000, `${n.peerId} to learn a's revocation`);
 
     // Rebuilt from two shards each: every block back at three distinct verified shards on the living.
     const full = (nodes: NodeProc[]) => [...shardsOn(nodes).values()].every((indexes) => new Set(indexes).size === 3);
@@ -320,9 +321,9 @@ describe('ec 4+2 repair on six members', () => {
     const victim = [...keyless].sort((x, y) => verifiedShards(y).length - verifiedShards(x).length)[0]!;
     expect(verifiedShards(victim).length).toBeGreaterThan(0);
     await victim.kill9();
-    expect((await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', victim.peerId])).code).toBe(0);
     live = live.filter((n) => n !== victim);
     expect([...shardsOn(live).values()].some((indexes) => new Set(indexes).size < 3)).toBe(true);
+    expect((await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', victim.peerId])).code).toBe(0);
     await waitFor(() => full(live), 60_000, 'every coded block back at three shards on the three left');
     expect(await wholeOn(live)).toEqual([]);
     // b counts the blocks it rebuilds (the others count theirs): together every block, all full.
@@ -333,5 +334,42 @@ describe('ec 4+2 repair on six members', () => {
 
     // Every value reads back on the keyed member left, byte-identical.
     for (const [hash, value] of values) expect((await dbApi.value(b, hash)).equals(value), hash).toBe(true);
+  }, 180_000);
+  it('removes the duplicate shards left when a member dead past the grace comes back, never below three', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const k1 = await joinKeyless(a, GRACE);
+    const k2 = await joinKeyless(a, GRACE);
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 3, 30_000, 'three live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of [a, k1, k2]) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+    const coded: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = await held(a);
+      await dbApi.put(a, crypto.randomBytes(200_000 + i * 30_000));
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const files = (nodes: NodeProc[]) => nodes.flatMap((n) => verifiedShards(n).filter((name) => coded.includes(name.split('.')[0]!)));
+    const perBlock = (nodes: NodeProc[]) => coded.map((id) => files(nodes).filter((name) => name.startsWith(`${id}.`)).map((name) => Number(name.split('.')[1])).sort());
+    // k1 holds one shard of every block (three members at 2+1): killed, and past the grace its
+    // shards are rebuilt on a and k2, one of them then holding two of a block.
+    expect(perBlock([k1]).every((s) => s.length === 1)).toBe(true);
+    await k1.kill9();
+    await waitFor(() => perBlock([a, k2]).every((s) => new Set(s).size === 3), 60_000, 'every block back at three shards on a and k2');
+    // k1 comes back with its old shards: each block has four shard files, one index twice.
+    const back = await startNode(k1.dir);
+    expect(perBlock([a, back, k2]).every((s) => s.length === 4)).toBe(true);
+    // Sampled all along: never fewer than three distinct shards; in the end three files, one a member.
+    let fewest = Infinity;
+    await waitFor(() => {
+      const now = perBlock([a, back, k2]);
+      fewest = Math.min(fewest, ...now.map((s) => new Set(s).size));
+      return now.every((s) => s.length === 3 && new Set(s).size === 3);
+    }, 60_000, 'the duplicate shards removed');
+    expect(fewest).toBe(3);
+    for (const n of [a, back, k2]) expect(perBlock([n]).every((s) => s.length === 1), n.peerId).toBe(true);
+    expect([a, k2].some((n) => n.logs.some((l) => l.event === 'duplicate-shard-removed'))).toBe(true);
   }, 180_000);
 });
