@@ -225,6 +225,7 @@ export class Shards {
     const answers = await this.#askHolders(placements);
     const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
     const out = new Map<string, ShardHealth>();
+    const short = new Map<string, { size: number; targets: Map<number, string>; health: ShardHealth }>();
     for (const b of blocks) {
       if (this.#ctx.signal.aborted) break;
       const placed = placements.get(b.id)!;
@@ -253,9 +254,17 @@ export class Shards {
       const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
       if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > line) continue;
       const targets = assignMissing(ec, placed, held);
-      if (targets.size === 0) continue;
-      const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
-      await this.#pushMissing(b.id, targets, shards, manifest, take, health);
+      if (targets.size > 0) short.set(b.id, { size: b.size, targets, health });
+    }
+    // Several members may hold a short block whole (the writer; replica holders after a switch
+    // to ec; a keyed member before it drops its adopted copy): the one with the smallest peer id
+    // among them rebuilds it, the others leave it (they count it all the same).
+    const whole = short.size > 0 ? await this.#heldWholeElsewhere([...short.keys()]) : new Map<string, string[]>();
+    for (const [id, { size, targets, health }] of short) {
+      if (this.#ctx.signal.aborted) break;
+      if ((whole.get(id) ?? []).some((peer) => peer < this.#host.peerId)) continue;
+      const { shards, manifest } = await this.#encodeHeld(id, size, ec);
+      await this.#pushMissing(id, targets, shards, manifest, take, health);
     }
     return out;
   }
@@ -353,16 +362,16 @@ export class Shards {
     return out;
   }
 
-  /** Which of `ids` a live member other than this one holds whole (block-have); a member that does not answer holds none. */
-  async #heldWholeElsewhere(ids: string[]): Promise<Set<string>> {
-    const out = new Set<string>();
+  /** Which live members other than this one hold each of `ids` whole (block-have); a member that does not answer holds none. */
+  async #heldWholeElsewhere(ids: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
     const peers = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state === 'alive').map((m) => m.peerId);
     await Promise.all(
       peers.map(async (peer) => {
         for (let i = 0; i < ids.length; i += HAVE_BATCH) {
           const asked = ids.slice(i, i + HAVE_BATCH);
           const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: asked, list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown } | null;
-          if (Array.isArray(r?.have) && r.have.length === asked.length) asked.forEach((id, j) => (r.have as unknown[])[j] === true && out.add(id));
+          if (Array.isArray(r?.have) && r.have.length === asked.length) asked.forEach((id, j) => (r.have as unknown[])[j] === true && out.set(id, [...(out.get(id) ?? []), peer]));
         }
       }),
     );

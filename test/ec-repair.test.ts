@@ -254,6 +254,14 @@ describe('ec 4+2 repair on six members', () => {
       for (const id of coded) if (shardCount(id) !== 6 || (await wholeOn(id)).length !== 0) return false;
       return true;
     }, 60_000, 'every coded block at six shards and no whole copy but the writer\'s');
+    // Three members held each block whole: one of them coded and pushed its shards, each shard
+    // pushed by one member only.
+    for (const id of coded) {
+      for (let index = 0; index < 6; index++) {
+        const by = all.filter((n) => n.logs.some((l) => l.event === 'shard-repaired' && l.id === id && l.index === index)).map((n) => n.peerId);
+        expect(by, `shard ${id}.${index} pushed by`).toHaveLength(1);
+      }
+    }
     expect(await onReplicaPlacement(small[0]!)).toBe(true);
     expect(shardCount(small[0]!)).toBe(0);
 
