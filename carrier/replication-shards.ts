@@ -217,7 +217,9 @@ export class Shards {
    * placed member holding none of the block's shards (with fewer placeable members than K+M,
    * to the one holding fewest: a smaller cluster still gets every shard back, some members then
    * holding two). Nothing is stored about who holds what, so a pass after a restart simply finds
-   * the same shortfall again; a push that failed is retried by the next pass. `take` is the
+   * the same shortfall again; a push that failed is retried by the next pass. Of several members
+   * holding a short block whole, only the one with the smallest peer id pushes (asked with
+   * block-have, for the short blocks only). `take` is the
    * repair rate limit. Returns, per block, its healthy shard count before and after.
    */
   async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
