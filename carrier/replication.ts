@@ -46,7 +46,8 @@
  *                                    what the cluster holds (the pass, the block-have lock, the
  *                                    drain's progress)
  *   carrier/replication-shards.ts    Shards: encode and push shards, receive them, read blocks
- *                                    back from them, repair, scrub and move them (the codec)
+ *                                    back from them, repair, scrub and move them (the codec);
+ *                                    its rules that need no node in replication-shard-rules.ts
  *   carrier/replication-deletion.ts  Deletion: deletion across the cluster (releases under way)
  * This file wires them: it builds them, serves their protocols, subscribes to the database's
  * seals, and is the database's ReplicaSource and the node's one view of replication. The parts
