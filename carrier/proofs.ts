@@ -13,7 +13,9 @@
  * struck from the stock, durably, before it is sent, so no nonce is ever used twice.
  *
  * Verdicts: the right answer within `deadlineMs` passes; the right answer later, or none before
- * four deadlines, is `late`; a wrong answer, an error reading the block, or "missing" from a holder
+ * four deadlines, is `late` when the holder was reachable all along (#reachable: the failure
+ * detector saw it alive throughout, and heard from it meanwhile when it did not answer), else no
+ * verdict (a partition is not a cheat); a wrong answer, an error reading the block, or "missing" from a holder
  * the block is placed on is `fail`. A holder that says it is missing the block because, in its
  * view of the members, the block is not placed on it, or because it removed its copy as surplus
  * (a placement change in flight either way), gets no verdict. Only members that confirmed holding
@@ -123,7 +125,7 @@ export interface ProverHost {
   readonly peerId: string;
   readonly log: Logger;
   readonly metrics: ProofMetrics;
-  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked' | 'left'; state: string | null; quarantined: boolean }>;
+  memberViews(): Array<{ peerId: string; self: boolean; status: 'member' | 'revoked' | 'left'; state: string | null; since: number | null; lastHeard: number | null; quarantined: boolean }>;
   handle(name: string, handler: (message: unknown, ctx: { peer: string; signal: AbortSignal }) => unknown): Promise<void>;
   request(peer: string, name: string, message: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<unknown>;
   /** Members block `id` is placed on now. */
@@ -279,6 +281,7 @@ export class Prover {
     if (!c) return undefined;
     const deadline = this.#config.deadlineMs;
     const started = performance.now();
+    const sentAt = Date.now();
     let result: ProofResult | undefined;
     try {
       const reply = (await this.#host.request(peer, 'proof', { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
@@ -290,14 +293,15 @@ export class Prover {
         this.#host.unconfirm(id, peer, started);
       } else if (!(reply?.answer instanceof Uint8Array)) result = 'fail';
       else if (!Buffer.from(reply.answer).equals(Buffer.from(c.answer))) result = 'fail';
-      else result = ms > deadline ? 'late' : 'pass';
+      else result = ms > deadline ? (this.#reachable(peer, sentAt, false) ? 'late' : this.#unreachable(peer, id)) : 'pass';
     } catch (err) {
       if (this.#stop.signal.aborted) return undefined;
       const code = err instanceof OuroError ? err.code : undefined;
-      // No answer in time is late; an error the holder sent about the block is a failure;
-      // anything else (a connection lost, a refusal during a list change) decides nothing.
-      result = code === 'OURO_TIMEOUT' ? 'late' : code === 'OURO_CORRUPTION' || code === 'OURO_IO_ERROR' || code === 'OURO_NOT_FOUND' ? 'fail' : undefined;
-      if (result === undefined) this.#host.log.debug({ event: 'proof-undecided', peer, id, err: errorText(err) }, 'proof challenge got no verdict');
+      // No answer in time is late, from a holder that was reachable; an error the holder sent
+      // about the block is a failure; anything else (a connection lost, a refusal during a list
+      // change) decides nothing.
+      result = code === 'OURO_TIMEOUT' ? (this.#reachable(peer, sentAt, true) ? 'late' : this.#unreachable(peer, id)) : code === 'OURO_CORRUPTION' || code === 'OURO_IO_ERROR' || code === 'OURO_NOT_FOUND' ? 'fail' : undefined;
+      if (result === undefined && code !== 'OURO_TIMEOUT') this.#host.log.debug({ event: 'proof-undecided', peer, id, err: errorText(err) }, 'proof challenge got no verdict');
     }
     const ms = Math.round(performance.now() - started);
     this.#host.metrics.proof(result ?? 'undecided');
@@ -305,6 +309,28 @@ export class Prover {
     const level = result === 'pass' ? 'debug' : 'warn';
     this.#host.log[level]({ event: `proof-${result}`, peer, id, ms }, `proof of storage: ${result}`);
     return { s: peer, blk: id, r: result, ms };
+  }
+
+  /**
+   * Whether a slow or missing answer from `peer` to a challenge sent at `sentAt` (ms since the
+   * epoch) is the holder's doing: the failure detector has seen it alive without a break since
+   * before the challenge went out and, when no answer came at all, heard from it after that (it
+   * answered heartbeats, not the challenge). A partition, a link down, or a holder stalled past
+   * the detector's suspect time silences the heartbeats too: the holder went suspect (its state
+   * changed after sentAt) or was not heard from since, and the challenge decides nothing. A
+   * partition must not look like a cheat, and a holder that stores nothing and fetches what it is
+   * asked for from elsewhere still answers heartbeats: that one is late.
+   */
+  #reachable(peer: string, sentAt: number, noAnswer: boolean): boolean {
+    const m = this.#host.memberViews().find((v) => v.peerId === peer);
+    if (m?.state !== 'alive' || m.since === null || m.since > sentAt) return false;
+    return !noAnswer || (m.lastHeard !== null && m.lastHeard > sentAt);
+  }
+
+  /** No verdict for a challenge its holder could not be reached for (logged and counted as undecided). */
+  #unreachable(peer: string, id: string): undefined {
+    this.#host.log.info({ event: 'proof-unreachable', peer, id }, 'proof challenge unanswered while the holder was unreachable: no verdict');
+    return undefined;
   }
 
   /** The holder's side: the answer over the ranges of the block as held here. */

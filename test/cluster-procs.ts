@@ -23,7 +23,8 @@ let makeDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'ourodb-cluster-'));
 export function setDirMaker(fn: () => string): void {
   makeDir = fn;
 }
-function tempDir(): string {
+/** A new node directory (the tests' temp dirs under cluster-harness.ts). */
+export function tempDir(): string {
   return makeDir();
 }
 
@@ -41,10 +42,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `ouro ARGS` to completion. */
-export function ouro(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+/**
+ * Runs `ouro ARGS` to completion. `wrap` is an argv prefix the command runs under (test/netns.ts:
+ * `ip netns exec NS`, to run it inside a lab member's network namespace).
+ */
+export function ouro(args: string[], env: Record<string, string> = {}, wrap: string[] = []): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [OURO, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+    const [cmd, ...argv] = [...wrap, process.execPath, OURO, ...args];
+    const child = execFile(cmd!, argv, { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
       children.delete(child);
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
     });
@@ -53,8 +58,8 @@ export function ouro(args: string[], env: Record<string, string> = {}): Promise<
 }
 
 /** `ouro --json ARGS`, parsed; fails the test with stderr when it exits non-zero. */
-export async function ouroJson<T = Record<string, unknown>>(args: string[]): Promise<T> {
-  const r = await ouro(['--json', ...args]);
+export async function ouroJson<T = Record<string, unknown>>(args: string[], wrap: string[] = []): Promise<T> {
+  const r = await ouro(['--json', ...args], {}, wrap);
   if (r.code !== 0) throw new Error(`ouro ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
@@ -93,7 +98,8 @@ export class NodeProc {
   }
 
   async get<T = Record<string, unknown>>(route: string): Promise<T> {
-    const res = await fetch(`${this.run.admin}${route}`);
+    // With the token: off loopback (a node in a network namespace) every admin request needs one.
+    const res = await fetch(`${this.run.admin}${route}`, { headers: { authorization: `Bearer ${this.run.token}` } });
     return (await res.json()) as T;
   }
 
@@ -133,10 +139,11 @@ export interface MembersView {
   members: Array<{ peerId: string; self: boolean; name: string | null; role: 'founder' | 'keyed' | 'keyless' | null; status: 'member' | 'revoked' | 'left'; state: 'unknown' | 'alive' | 'suspect' | 'dead' | null; since: number | null; lastHeard: number | null; addresses: string[]; revokedBy: string | null; draining: boolean; quarantined: boolean }>;
 }
 
-/** Starts `ouro node start DIR` and waits until its admin API is up. */
-export async function startNode(dir: string, flags: string[] = [], globalFlags: string[] = []): Promise<NodeProc> {
+/** Starts `ouro node start DIR` (under the argv prefix `wrap`, as ouro()) and waits until its admin API is up. */
+export async function startNode(dir: string, flags: string[] = [], globalFlags: string[] = [], wrap: string[] = []): Promise<NodeProc> {
   fs.rmSync(path.join(dir, 'node.run.json'), { force: true });
-  const child = spawn(process.execPath, [OURO, ...globalFlags, 'node', 'start', dir, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...argv] = [...wrap, process.execPath, OURO, ...globalFlags, 'node', 'start', dir, ...flags];
+  const child = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

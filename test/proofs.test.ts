@@ -146,7 +146,9 @@ describe('proofs of storage', () => {
 
   it('marks a holder that stalls past the deadline late', async () => {
     const key = keyFile();
-    const flags = ['--quarantine-after', '50', '--proof-deadline-ms', '300', ...PROOF_FLAGS];
+    // A stall the failure detector does not notice (suspect after 5 s): a slow holder, not an
+    // unreachable one (the next test), and the 1.5 s stall is answered within four deadlines.
+    const flags = ['--quarantine-after', '50', '--proof-deadline-ms', '500', '--suspect-after-ms', '5000', '--dead-after-ms', '10000', ...PROOF_FLAGS];
     const w = await founderWithDb(key, ['--replication-factor', '2', ...flags]);
     const k = await joinKeyless(w, flags);
     await waitFor(() => converged([w, k], [w.peerId, k.peerId]), 20_000, 'two members');
@@ -173,5 +175,31 @@ describe('proofs of storage', () => {
     // Late because of the stall: at least twice the deadline (a loaded machine answers in ms).
     expect(Math.max(...late.map((l) => l.ms as number))).toBeGreaterThanOrEqual(600);
     await waitFor(async () => ((await entryOf(k, k.peerId))?.proofs.late ?? 0) > 0, 20_000, 'the late verdict on the holder too');
+  }, 120_000);
+
+  it('gives no verdict for a challenge whose holder went silent to heartbeats too (stalled past the suspect time, as in a partition)', async () => {
+    const key = keyFile();
+    // Suspect after 800 ms (FAST), challenges time out after 4 x 300 ms: a 2.5 s stall outlasts both.
+    const flags = ['--quarantine-after', '50', '--proof-deadline-ms', '300', ...PROOF_FLAGS];
+    const w = await founderWithDb(key, ['--replication-factor', '2', ...flags]);
+    const k = await joinKeyless(w, flags);
+    await waitFor(() => converged([w, k], [w.peerId, k.peerId]), 20_000, 'two members');
+    await fill(w, 2, 2);
+    await waitFor(async () => ((await entryOf(w, k.peerId))?.proofs.passed ?? 0) > 0, 20_000, 'a passed proof');
+    const unreachable = () => w.logs.filter((l) => l.event === 'proof-unreachable' && l.peer === k.peerId).length;
+    // As above: a challenge must be in flight when k freezes, which a loaded machine may miss.
+    for (let stall = 0; stall < 4 && unreachable() === 0; stall++) {
+      await waitFor(async () => (await w.members()).members.find((m) => m.peerId === k.peerId)?.state === 'alive', 10_000, 'k alive before the stall');
+      k.child.kill('SIGSTOP');
+      void w.post('/proofs/round', {}).catch(() => {});
+      await new Promise((r) => setTimeout(r, 2500));
+      k.child.kill('SIGCONT');
+      await waitFor(() => unreachable() > 0, 5_000, 'an unanswered challenge').catch(() => {});
+    }
+    // The premise: challenges went unanswered while k was frozen; none of them counted against
+    // it. (An answer a little past 300 ms from a loaded machine, k awake, is late: those took
+    // far less than the four deadlines an unanswered challenge waits.)
+    expect(unreachable()).toBeGreaterThan(0);
+    expect(w.logs.filter((l) => l.event === 'proof-late' && l.peer === k.peerId && (l.ms as number) >= 4 * 300)).toEqual([]);
   }, 120_000);
 });
