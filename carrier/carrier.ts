@@ -32,6 +32,8 @@ export interface CarrierOptions {
   dir: string;
   /** Multiaddrs to listen on (default: QUIC on 127.0.0.1, a free port). */
   listen?: string[];
+  /** Multiaddrs to announce instead of the listen addresses (default, or empty: those). */
+  announce?: string[];
   /** Seals the identity file (the database key, where the node has one). */
   identityKey?: Uint8Array;
   /** The identity, already loaded by the caller (then `dir`'s file is not read again). */
@@ -113,7 +115,7 @@ export class Carrier {
     const privateKey: PrivateKey = options.privateKey ?? (await loadIdentity(options.dir, options.identityKey));
     const node = await createLibp2p({
       privateKey,
-      addresses: { listen: options.listen ?? DEFAULT_LISTEN },
+      addresses: { listen: options.listen ?? DEFAULT_LISTEN, ...(options.announce?.length ? { announce: options.announce } : {}) },
       transports: [quic()],
       start: false,
     });

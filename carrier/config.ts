@@ -44,6 +44,12 @@ const schema = z
       .default(null),
     /** QUIC multiaddrs to listen on. */
     listen: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/\d+\/quic-v1$/, 'a QUIC multiaddr such as /ip4/0.0.0.0/udp/4100/quic-v1')).min(1),
+    /**
+     * The addresses this node announces to the other members instead of those it listens on
+     * (empty: those). A wildcard listen address announces every interface's, loopback included,
+     * and an address behind a port forward is not one this node has: name the ones members dial.
+     */
+    announce: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/[1-9]\d*\/quic-v1$/, 'a QUIC multiaddr with a port, such as /ip4/203.0.113.7/udp/4100/quic-v1')).default([]),
     admin: z.strictObject({
       host: z.string().min(1),
       port: z.number().int().min(0).max(65535),
@@ -140,6 +146,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   version: CONFIG_VERSION,
   name: null,
   listen: ['/ip4/127.0.0.1/udp/0/quic-v1'],
+  announce: [],
   admin: { host: '127.0.0.1', port: 0, token: null },
   heartbeat: { intervalMs: 1000, suspectAfterMs: 3000, deadAfterMs: 10_000 },
   maxFrameBytes: 4 * 1024 * 1024,

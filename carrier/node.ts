@@ -269,7 +269,7 @@ export class Node {
         onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
       });
       const startCarrier = (listen: string[]) =>
-        Carrier.start({ dir, listen, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e) });
+        Carrier.start({ dir, listen, announce: config.announce, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e) });
       // Where the config leaves the port free, the one this node had last time (its entry in the
       // member list) if it is still free: members that were down meanwhile find it where they
       // left it. Else any free port, announced at start (#putOwnAddressesBack).

@@ -7,7 +7,9 @@
 import dgram from 'node:dgram';
 import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { converged, ouroJson, startNode, tempDir, waitFor } from './cluster-harness.js';
 import { NetLab, netnsUnavailable } from './netns.js';
+import { LAB_PORT, labJoin } from './netns-nodes.js';
 
 const skip = netnsUnavailable();
 if (skip) console.warn(`netns tests skipped: ${skip}`);
@@ -127,5 +129,26 @@ describe.skipIf(skip)('network lab', () => {
     const { execFileSync } = await import('node:child_process');
     const list = execFileSync('ip', ['netns', 'list']).toString();
     for (const n of names) expect(list).not.toContain(n);
+  });
+});
+
+describe.skipIf(skip)('nodes in the lab', () => {
+  let lab: NetLab;
+  beforeAll(async () => {
+    lab = await NetLab.create(2, { name: 'ourolabn' });
+  });
+  afterAll(() => lab?.destroy());
+
+  it('a node listening on every interface announces only the address given with --announce, and is joined there', async () => {
+    const dir = tempDir();
+    const ip = lab.hosts[0]!.ip;
+    const announced = `/ip4/${ip}/udp/${LAB_PORT}/quic-v1`;
+    await ouroJson(['node', 'init', dir, '--new-cluster', '--listen', `/ip4/0.0.0.0/udp/${LAB_PORT}/quic-v1`, '--announce', announced, '--admin-host', ip], lab.wrap(0));
+    const a = await startNode(dir, [], [], lab.wrap(0));
+    // Without --announce the wildcard gives loopback first (what the other members would dial).
+    expect(a.run.addresses).toEqual([`${announced}/p2p/${a.peerId}`]);
+    const b = await labJoin(lab, 1, a);
+    await waitFor(() => converged([a, b], [a.peerId, b.peerId]), 20_000, 'two members');
+    expect((await b.members()).members.find((m) => m.peerId === a.peerId)?.addresses).toEqual([`${announced}/p2p/${a.peerId}`]);
   });
 });

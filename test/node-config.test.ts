@@ -34,6 +34,8 @@ describe('node config', () => {
     [{ admin: { host: '0.0.0.0', token: 'short' } }, 'admin.token'],
     [{ admin: { port: 70000 } }, 'admin.port'],
     [{ listen: ['/ip4/127.0.0.1/tcp/4000'] }, 'listen.0'],
+    [{ announce: ['/ip4/203.0.113.7/udp/0/quic-v1'] }, 'announce.0'],
+    [{ announce: '/ip4/203.0.113.7/udp/4100/quic-v1' }, 'announce'],
     [{ log: { level: 'loud' } }, 'log.level'],
     [{ colour: 'blue' }, '(root)'],
     [{ version: 2 }, 'version'],
@@ -50,6 +52,14 @@ describe('node config', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect(err).toMatchObject({ code: 'OURO_BAD_CONFIG', field });
     expect((err as Error).message).toContain(field === '(root)' ? 'colour' : field);
+  });
+
+  it('a config file from before `announce` announces the listen addresses', async () => {
+    const dir = tempDir();
+    const { announce: _, ...older } = DEFAULT_CONFIG;
+    fs.writeFileSync(path.join(dir, CONFIG_FILE), JSON.stringify(older));
+    expect((await loadConfig(dir)).announce).toEqual([]);
+    expect((await loadConfig(dir, { announce: ['/ip4/203.0.113.7/udp/4100/quic-v1'] })).announce).toEqual(['/ip4/203.0.113.7/udp/4100/quic-v1']);
   });
 
   it('a config file that is not JSON is a ConfigError', async () => {

@@ -20,6 +20,7 @@ import { type GlobalOptions, UsageError, credentials, output } from './support.j
 interface ConfigFlags {
   name?: string;
   listen?: string[];
+  announce?: string[];
   adminHost?: string;
   adminPort?: string;
   heartbeatMs?: string;
@@ -63,6 +64,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
   return {
     ...(o.name !== undefined ? { name: o.name } : {}),
     listen: o.listen,
+    announce: o.announce,
     maxFrameBytes: num(o.maxFrameBytes),
     requestTimeoutMs: num(o.requestTimeoutMs),
     ...(Object.keys(clean(heartbeat)).length ? { heartbeat: clean(heartbeat) } : {}),
@@ -80,6 +82,7 @@ function configOptions(cmd: Command): Command {
   return cmd
     .option('--name <name>', "this node's name, shown by every member (config: name)")
     .option('--listen <multiaddr...>', 'QUIC addresses to listen on (config: listen)')
+    .option('--announce <multiaddr...>', 'QUIC addresses the other members dial, instead of the listen addresses (config: announce)')
     .option('--admin-host <host>', 'admin API host (config: admin.host)')
     .option('--admin-port <port>', 'admin API port, 0 for any free one (config: admin.port)')
     .option('--heartbeat-ms <ms>', 'heartbeat interval (config: heartbeat.intervalMs)')
