@@ -457,8 +457,14 @@ export class Holders {
   }
 }
 
-/** Time a transfer is allowed per MiB, on top of the request time limit. */
-export const MS_PER_MIB = 1000;
+/**
+ * Time a transfer is allowed per MiB, on top of the request time limit: a floor of about 34 KiB/s.
+ * It was 1 s (a floor of 1 MiB/s) until 2026-12: across a link of 100 ms round trip and 1% loss,
+ * where QUIC carries 0.1-0.15 MiB/s (bench/net.ts), every push of a block past a few MiB was cut
+ * off at its limit and retried for ever (test/net-links.test.ts). A dead peer does not hold a
+ * transfer for this long: QUIC's idle timeout closes its connection, which fails the stream.
+ */
+export const MS_PER_MIB = 30_000;
 
 /** The signal of one transfer of about `bytes`: aborted when the replicator stops (`stop`) or its time is up. */
 export function transferSignal(stop: AbortSignal, requestTimeoutMs: number, bytes: number): AbortSignal {
