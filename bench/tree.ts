@@ -31,12 +31,15 @@ export interface ToolResult {
   /** Peak RSS of the tool's process (the largest over its backups), or NaN without GNU time. */
   backupRssMiB: number;
   restoreRssMiB: number;
+  /** CPU seconds (user + sys) of the backup process (the large-file backup), or NaN without GNU time. */
+  backupCpuSecs?: number;
 }
 
-/** One run of a tool's process: wall seconds and its peak RSS. */
+/** One run of a tool's process: wall seconds, its peak RSS and its CPU seconds (user + sys; NaN without GNU time). */
 export interface ToolRun {
   secs: number;
   rssMiB: number;
+  cpuSecs: number;
 }
 
 /** How many turns the unchanged backup and the restore of the tree get (the median is reported). */
@@ -96,17 +99,21 @@ const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
 
 function timed(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): ToolRun {
   const rssFile = path.join(os.tmpdir(), `ouro-bench-rss-${process.pid}`);
-  const [file, argv] = gnuTime ? [gnuTime, ['-f', '%M', '-o', rssFile, cmd, ...args]] : [cmd, args];
+  // Peak RSS, user and system CPU seconds, on the last line GNU time writes.
+  const [file, argv] = gnuTime ? [gnuTime, ['-f', '%M %U %S', '-o', rssFile, cmd, ...args]] : [cmd, args];
   const t = process.hrtime.bigint();
   const r = spawnSync(file, argv, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
   const secs = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   let rssMiB = NaN;
+  let cpuSecs = NaN;
   if (gnuTime) {
-    rssMiB = Number(fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()) / 1024;
+    const [kib, user, sys] = fs.readFileSync(rssFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+    rssMiB = kib! / 1024;
+    cpuSecs = user! + sys!;
     fs.rmSync(rssFile);
   }
-  return { secs, rssMiB };
+  return { secs, rssMiB, cpuSecs };
 }
 
 function installed(cmd: string, versionArgs: string[]): boolean {
@@ -287,7 +294,7 @@ export function largeFileBench(work: string, sizeMiB: number): { results: ToolRe
     const restore = tool.restore(out);
     if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different file`);
     fs.rmSync(out, { recursive: true });
-    results.push({ tool: tool.name, backupSecs: backup.secs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB: backup.rssMiB, restoreRssMiB: restore.rssMiB });
+    results.push({ tool: tool.name, backupSecs: backup.secs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB: backup.rssMiB, restoreRssMiB: restore.rssMiB, backupCpuSecs: backup.cpuSecs });
     fs.rmSync(tool.repo, { recursive: true, force: true });
   }
   fs.rmSync(subject, { recursive: true, force: true });

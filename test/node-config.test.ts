@@ -7,9 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_FILE, DEFAULT_CONFIG, loadConfig, resolveConfig } from '../carrier/config.js';
-import { FailureDetector } from '../carrier/detector.js';
+import { FLAP_WINDOW, FailureDetector, MAX_TIMEOUT_SCALE } from '../carrier/detector.js';
 import { IDENTITY_FILE } from '../carrier/identity.js';
-import { Node, withLastPorts } from '../carrier/node.js';
+import { withLastPorts } from '../carrier/addresses.js';
+import { Node } from '../carrier/node.js';
 import { ConfigError, OuroDB, WrongKeyError } from '../lib/index.js';
 import { tempDir } from './helpers.js';
 
@@ -118,7 +119,7 @@ describe('failure detector', () => {
     expect(d.tick().map((t) => [t.peer, t.from, t.to])).toEqual([['p', 'alive', 'suspect'], ['q', 'alive', 'suspect']]);
     expect(d.heard('q')).toMatchObject({ peer: 'q', from: 'suspect', to: 'alive', silentMs: 300 });
     now += 700;
-    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700 }]);
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000, timeoutScale: 1 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700, timeoutScale: 1 }]);
     expect(d.tick()).toEqual([]);
     expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
     expect(d.health('p')).toMatchObject({ state: 'dead', since: now });
@@ -137,14 +138,91 @@ describe('failure detector', () => {
     // Past the suspect timeout it stays unknown: suspect says a member heard before went quiet.
     now += 500;
     expect(d.tick()).toEqual([]);
-    expect(d.heard('new')).toEqual({ peer: 'new', from: 'unknown', to: 'alive', silentMs: 500 });
+    expect(d.heard('new')).toEqual({ peer: 'new', from: 'unknown', to: 'alive', silentMs: 500, timeoutScale: 1 });
     expect(d.health('new')).toEqual({ state: 'alive', since: 1500, lastHeard: 1500 });
     now += 500;
     expect(d.tick()).toEqual([
-      { peer: 'new', from: 'alive', to: 'suspect', silentMs: 500 },
-      { peer: 'down', from: 'unknown', to: 'dead', silentMs: 1000 },
+      { peer: 'new', from: 'alive', to: 'suspect', silentMs: 500, timeoutScale: 1 },
+      { peer: 'down', from: 'unknown', to: 'dead', silentMs: 1000, timeoutScale: 1 },
     ]);
     expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
+  });
+});
+
+describe('failure detector on a flapping link', () => {
+  /**
+   * A link up for `upMs` and down for `downMs`, heard at each tick (`tickMs`) while up, for
+   * `cycles` cycles; the transitions the detector made for the member on the other side.
+   */
+  function flap(d: FailureDetector, clock: { now: number }, upMs: number, downMs: number, tickMs: number, cycles: number): string[] {
+    const seen: string[] = [];
+    for (let c = 0; c < cycles; c++) {
+      for (let t = 0; t < upMs + downMs; t += tickMs) {
+        clock.now += tickMs;
+        for (const x of d.tick()) seen.push(`${x.from}>${x.to}`);
+        if (t < upMs) {
+          const x = d.heard('p');
+          if (x) seen.push(`${x.from}>${x.to}`);
+        }
+      }
+    }
+    return seen;
+  }
+
+  it('a member whose link goes down 3 s in every 6 s is not taken through dead on every cycle: its timeouts stretch after the second revival', () => {
+    const clock = { now: 1000 };
+    // The tests' fast timeouts (test/cluster-procs.ts FAST): dead after 2 s of silence.
+    const d = new FailureDetector({ suspectAfterMs: 800, deadAfterMs: 2000, now: () => clock.now });
+    d.track(['p']);
+    d.heard('p');
+    const seen = flap(d, clock, 3000, 3000, 200, 20);
+    // The premise: the first cycles do take it through dead (down longer than deadAfterMs).
+    expect(seen.slice(0, 3)).toEqual(['alive>suspect', 'suspect>dead', 'dead>alive']);
+    // Over 20 cycles (2 minutes), it is dead twice, then at most suspect now and then.
+    expect(seen.filter((s) => s.endsWith('>dead'))).toHaveLength(2);
+    // The next 10 cycles: no transition to dead, and fewer than one to suspect in two cycles.
+    const late = flap(d, clock, 3000, 3000, 200, 10);
+    expect(late.filter((s) => s.endsWith('>dead'))).toEqual([]);
+    expect(late.filter((s) => s.endsWith('>suspect')).length).toBeLessThan(5);
+  });
+
+  it('one revival (a restart) leaves the timeouts as configured; a flapping member that stops is still declared dead; a calm spell restores the timeouts', () => {
+    const clock = { now: 1000 };
+    const d = new FailureDetector({ suspectAfterMs: 800, deadAfterMs: 2000, now: () => clock.now });
+    d.track(['p']);
+    d.heard('p');
+    // A restart: dead, then back once. The next silence is timed as configured.
+    clock.now += 2000;
+    expect(d.tick().map((x) => x.to)).toEqual(['dead']);
+    expect(d.heard('p')).toMatchObject({ from: 'dead', to: 'alive', timeoutScale: 1 });
+    clock.now += 800;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 800, timeoutScale: 1 }]);
+    // Back again: each revival past the first within the window doubles the timeouts, up to MAX_TIMEOUT_SCALE.
+    expect(d.heard('p')).toMatchObject({ from: 'suspect', to: 'alive', timeoutScale: 2 });
+    clock.now += 1600;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 1600, timeoutScale: 2 }]);
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: 4 });
+    clock.now += 3200;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 3200, timeoutScale: 4 }]);
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: MAX_TIMEOUT_SCALE });
+    clock.now += 3200;
+    expect(d.heard('p')).toBeUndefined();
+    // It stops for good: suspect after 8 x 800 ms, dead after 8 x 2 s, never later.
+    clock.now += 6399;
+    expect(d.tick()).toEqual([]);
+    clock.now += 1;
+    expect(d.tick().map((x) => x.to)).toEqual(['suspect']);
+    clock.now += 9600;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 16000, timeoutScale: 8 }]);
+    // It comes back and stays: each FLAP_WINDOW x deadAfterMs without a revival takes one doubling back.
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: MAX_TIMEOUT_SCALE });
+    for (let i = 0; i < (3 * FLAP_WINDOW * 2000) / 200; i++) {
+      clock.now += 200;
+      d.heard('p');
+      d.tick();
+    }
+    clock.now += 2000;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'dead', silentMs: 2000, timeoutScale: 1 }]);
   });
 });
 

@@ -79,7 +79,7 @@ const SYNC_READ_MAX_BYTES = 64 * 1024;
  * replaced in between, the hint describes the file as it was, which its next stat will not
  * match: the next backup reads it again, never skips it.
  */
-function fileValue(file: string, known?: fs.Stats): Promise<{ value: Buffer | fs.ReadStream; st: fs.Stats }> {
+function fileValue(file: string, known?: fs.Stats): Promise<{ value: Buffer | AsyncIterable<Buffer>; st: fs.Stats }> {
   let fd: number;
   let st: fs.Stats;
   try {
@@ -101,7 +101,7 @@ function fileValue(file: string, known?: fs.Stats): Promise<{ value: Buffer | fs
     fs.close(fd, () => {});
     return Promise.reject(err);
   }
-  if (st.size > READ_WHOLE_MAX_BYTES) return Promise.resolve({ value: fs.createReadStream('', { fd }), st }); // closes fd at its end
+  if (st.size > READ_WHOLE_MAX_BYTES) return Promise.resolve({ value: readReusing(fd), st }); // closes fd at its end
   return new Promise((resolve, reject) => {
     const buf = Buffer.allocUnsafe(st.size);
     const fail = (e: Error) => fs.close(fd, () => reject(e));
@@ -115,6 +115,31 @@ function fileValue(file: string, known?: fs.Stats): Promise<{ value: Buffer | fs
     };
     readFrom(0);
   });
+}
+
+/** Bytes asked for per read of a streamed file: readReusing's one buffer. */
+const STREAM_READ_BYTES = 1 << 20;
+
+/**
+ * A large file's bytes for put, read into one buffer that every read reuses: each piece yielded
+ * is valid until the next one is asked for, which is how db.put's chunker consumes a stream (it
+ * copies each piece into its window before asking for the next). fs.createReadStream allocated a
+ * fresh 64 KiB buffer per read instead, 16,384 per GiB: garbage that drove ~75 full collections
+ * of the main thread in a 1 GiB `ouro put` and, waiting for them, tens of MiB of RSS
+ * (docs/performance.md, "Cost per byte"). Closes `fd` when done, failed or abandoned.
+ */
+export async function* readReusing(fd: number): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafeSlow(STREAM_READ_BYTES);
+  try {
+    for (let at = 0; ; ) {
+      const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, buf.length, at, (err, got) => (err ? reject(err) : resolve(got))));
+      if (n === 0) return;
+      at += n;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+  }
 }
 
 /**
