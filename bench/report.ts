@@ -6,7 +6,7 @@
  */
 
 /** The benchmark parts, in the order the harness runs them (`--only <part>` runs one). */
-export const PARTS = ['ingest', 'backup', 'small', 'keyed', 'list', 'gc', 'tree', 'blockstore', 'embed', 'recovery', 'carrier', 'replication', 'restore-rf', 's3', 'ec', 'ec-cluster', 'micro'];
+export const PARTS = ['ingest', 'backup', 'small', 'keyed', 'list', 'gc', 'tree', 'blockstore', 'embed', 'recovery', 'carrier', 'replication', 'restore-rf', 's3', 'ec', 'ec-cluster', 'net', 'micro'];
 
 /** One figure of OuroDB's, with the peer it is measured against in the same run (if any). */
 export interface Row {

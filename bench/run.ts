@@ -35,6 +35,10 @@
  *   ec-cluster  replicas 3 against ec 4+2 on seven members in this process: bytes on disk per logical
  *            byte (the writer's copy apart) and the time to rebuild after losing a member, --size-mib
  *            written (64 quick, 1024 full) (bench/ec-cluster.ts)
+ *   net      two members in network namespaces across a link of 100 ms round trip and 1% loss: the
+ *            push of a 16 MiB block against a raw libp2p stream, and a 1 KiB put held by both
+ *            members (p50) against a raw round trip, beside the same unshaped; skips with the
+ *            reason where namespaces are unavailable (bench/net.ts)
  *   embed    an application embedding OuroDB: the packed tarball installed with and without the
  *            cluster stack (packages, MiB), and the cold import() time of each entry point beside
  *            classic-level's (bench/embed.ts)
@@ -66,6 +70,7 @@ import { embedBench } from './embed.js';
 import { s3Bench } from './s3.js';
 import { ecBench } from './ec.js';
 import { type EcClusterFigures, ecClusterBench } from './ec-cluster.js';
+import { type NetFigures, netBench } from './net.js';
 import { PARTS, type Row } from './report.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'size-mib': { type: 'string' }, out: { type: 'string', default: 'bench/results.json' }, only: { type: 'string' } } });
@@ -351,6 +356,17 @@ if (runs('ec-cluster')) {
   row({ workload: 'bytes on the other members per logical byte, ec 4+2', unit: 'x', better: 'lower', ours: ec.othersPerLogical, peer: 'replicas 3', peerValue: rep.othersPerLogical, note: `the writer's own copy besides: ${ec.writerPerLogical.toFixed(2)}x at ec, ${rep.writerPerLogical.toFixed(2)}x at replicas` });
   row({ workload: 'time to rebuild after losing a member, ec 4+2', unit: 's', better: 'lower', ours: ec.rebuildSec, peer: 'replicas 3', peerValue: rep.rebuildSec, note: `after noticing (dead + grace); the member held ${ec.lostMiB.toFixed(0)} MiB at ec, ${rep.lostMiB.toFixed(0)} MiB at replicas` });
   Object.assign(results, { ecCluster: figures });
+}
+if (runs('net')) {
+  const r = await netBench(values.quick);
+  if (typeof r.skipped === 'string') skipped.push(`net: ${r.skipped}`);
+  else {
+    const shaped = r.shaped as NetFigures;
+    const link = 'across 100 ms RTT, 1% loss each way';
+    row({ workload: `push of one 16 MiB block, ${link}`, unit: 'MiB/s', better: 'higher', ours: shaped.pushMiBs, peer: 'one raw libp2p stream, same link', peerValue: shaped.rawMiBs, note: `unshaped lab: ${(r.unshaped as NetFigures).pushMiBs.toFixed(1)} vs ${(r.unshaped as NetFigures).rawMiBs.toFixed(1)} MiB/s` });
+    row({ workload: `1 KiB put made durable on two members p50, ${link}`, unit: 'ms', better: 'lower', ours: shaped.putReplicatedP50, peer: '1 KiB round trip on a raw libp2p stream, same link', peerValue: shaped.rawRttP50, note: `p99 ${shaped.putReplicatedP99.toFixed(0)} ms vs ${shaped.rawRttP99.toFixed(0)} ms` });
+  }
+  Object.assign(results, { net: r });
 }
 if (runs('s3')) {
   const r = await s3Bench(work, { objectMiB: Number(values['size-mib'] ?? (values.quick ? 64 : 1024)), small: values.quick ? 2_000 : 20_000 });

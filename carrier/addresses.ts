@@ -18,6 +18,8 @@ export function withLastPorts(listen: string[], last: readonly string[] | undefi
     if (!want || want[3] !== '0') return a;
     const wildcard = want[2] === '0.0.0.0' || want[2] === '::';
     for (const l of last) {
+      // A relay's circuit address (a member behind NAT announces those) carries the relay's port.
+      if (l.includes('/p2p-circuit')) continue;
       const had = parse(l);
       if (had && had[1] === want[1] && (wildcard || had[2] === want[2]) && had[3] !== '0') {
         changed = true;
@@ -29,7 +31,11 @@ export function withLastPorts(listen: string[], last: readonly string[] | undefi
   return changed ? out : listen;
 }
 
-/** `<addr>/p2p/<peer>` for each address (libp2p dials need the peer id). */
+/**
+ * `<addr>/p2p/<peer>` for each address that does not end in a peer id (libp2p dials need it). A
+ * relay's circuit address, `.../p2p/<relay>/p2p-circuit`, names the relay and not the peer: it
+ * gets the peer's id too.
+ */
 export function dialable(peer: string, addresses: string[]): string[] {
-  return addresses.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peer}`));
+  return addresses.map((a) => (/\/p2p\/[^/]+$/.test(a) ? a : `${a}/p2p/${peer}`));
 }

@@ -14,7 +14,9 @@
  *
  * Owns the libp2p node, the protocols served on sessions (#served, added by handle(), which its
  * user calls while starting) and the client sessions, one per peer (#sessions, opened by a
- * request that needs one and dropped when it closes). It knows nothing of members or blocks.
+ * request that needs one and dropped when it closes), and its slots on relays (#reservations,
+ * carrier/relay.ts). It knows nothing of members or blocks: who may use a relay it serves is its
+ * user's `relay.allow`.
  */
 import { quic } from '@chainsafe/libp2p-quic';
 import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
@@ -24,6 +26,7 @@ import { type Libp2p, createLibp2p } from 'libp2p';
 import { BadArgumentError, OURO_ERROR_CODES, OuroError, ProtocolError, RateLimitedError, RefusedError, TimeoutError, errorText, type OuroErrorCode } from '../lib/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { loadIdentity } from './identity.js';
+import { type CarrierRelay, RelayReservations, relayAnnounce, relayLibp2p, serveRelayHops } from './relay.js';
 import { UnsentError, send } from './send.js';
 import { ClientSession, SESSION_MAX_REQUEST_BYTES, SESSION_PROTOCOL, type Served, serveSession, sessionFrame } from './session.js';
 
@@ -49,6 +52,8 @@ export interface CarrierOptions {
    * it with OURO_RATE_LIMITED, unread (the node's rate limits on non-members plug in here).
    */
   limit?: (peer: string, protocol: string) => string | undefined;
+  /** Circuit relay among members (carrier/relay.ts): serve it, or reserve slots on relays (behind NAT). */
+  relay?: CarrierRelay;
 }
 
 export interface RequestEvent {
@@ -109,6 +114,7 @@ export class Carrier {
   readonly #limit: (peer: string, protocol: string) => string | undefined;
   readonly #served = new Map<string, Served>();
   readonly #sessions = new Map<string, Promise<ClientSession>>();
+  #reservations: RelayReservations | undefined;
 
   private constructor(node: Libp2p, options: CarrierOptions) {
     this.node = node;
@@ -120,10 +126,17 @@ export class Carrier {
 
   static async start(options: CarrierOptions): Promise<Carrier> {
     const privateKey: PrivateKey = options.privateKey ?? (await loadIdentity(options.dir, options.identityKey));
+    const relay = relayLibp2p(options.relay);
+    // Behind relays and announcing nothing of its own: the relays' circuit addresses (its own are unreachable).
+    const announce = options.announce?.length ? options.announce : relayAnnounce(options.relay);
     const node = await createLibp2p({
       privateKey,
-      addresses: { listen: options.listen ?? DEFAULT_LISTEN, ...(options.announce?.length ? { announce: options.announce } : {}) },
-      transports: [quic()],
+      addresses: { listen: options.listen ?? DEFAULT_LISTEN, ...(announce.length ? { announce } : {}) },
+      transports: [quic(), relay.transport],
+      connectionEncrypters: relay.connectionEncrypters,
+      streamMuxers: relay.streamMuxers,
+      services: relay.services,
+      connectionGater: relay.connectionGater,
       start: false,
     });
     try {
@@ -137,7 +150,9 @@ export class Carrier {
       }
       throw err;
     }
+    await serveRelayHops(node);
     const carrier = new Carrier(node, options);
+    if (options.relay) (carrier.#reservations = new RelayReservations(node, options.relay)).start();
     await node.handle(
       SESSION_PROTOCOL,
       (stream: Stream, connection: Connection) =>
@@ -149,13 +164,18 @@ export class Carrier {
           limit: (protocol) => carrier.#limit(connection.remotePeer.toString(), protocol),
           observe: (protocol, outcome, seconds) => carrier.#observe({ protocol, direction: 'in', outcome, seconds }),
         }),
-      { maxInboundStreams: 16 },
+      { maxInboundStreams: 16, runOnLimitedConnection: true },
     );
     return carrier;
   }
 
   get peerId(): string {
     return this.node.peerId.toString();
+  }
+
+  /** The relays this node holds a slot on now (their peer ids; carrier/relay.ts). */
+  get relays(): string[] {
+    return this.#reservations?.held() ?? [];
   }
 
   /** Dialable addresses, each ending in /p2p/<peer id>. */
@@ -188,7 +208,7 @@ export class Carrier {
         const outcome = await this.#serve(stream, peer, handler);
         this.#observe({ protocol, direction: 'in', outcome, seconds: (performance.now() - started) / 1000 });
       },
-      { maxInboundStreams: options.maxInboundStreams ?? 64 },
+      { maxInboundStreams: options.maxInboundStreams ?? 64, runOnLimitedConnection: true },
     );
   }
 
@@ -225,14 +245,14 @@ export class Carrier {
           this.#observe({ protocol, direction: 'in', outcome, seconds: (performance.now() - started) / 1000 });
         }
       },
-      { maxInboundStreams: options.maxInboundStreams ?? 16 },
+      { maxInboundStreams: options.maxInboundStreams ?? 16, runOnLimitedConnection: true },
     );
   }
 
   /** A new stream to `peer` for `protocol` (see handleStream); the caller closes it. */
   async openStream(peer: string | string[], protocol: string, signal: AbortSignal): Promise<Stream> {
     try {
-      return await this.node.dialProtocol(target(peer), protocol, { signal: AbortSignal.any([signal, this.#stopping.signal]) });
+      return await this.node.dialProtocol(target(peer), protocol, { signal: AbortSignal.any([signal, this.#stopping.signal]), runOnLimitedConnection: true });
     } catch (err) {
       if (signal.aborted) throw new TimeoutError(`${protocol} to ${String(peer)}: no stream`, { cause: err });
       throw new ProtocolError(`${protocol} to ${String(peer)}: ${err instanceof Error ? err.message : errorText(err)}`, { cause: err });
@@ -329,7 +349,7 @@ export class Carrier {
     const onAbort = () => stream?.abort(new Error('request aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      stream = await this.node.dialProtocol(target(peer), protocol, { signal });
+      stream = await this.node.dialProtocol(target(peer), protocol, { signal, runOnLimitedConnection: true });
       // Read from the start: a stream's reader that begins after the peer closed its end never
       // sees that end (libp2p 3 signals it only to readers already listening).
       const replied = firstFrame(stream, this.#maxFrameBytes, signal);
@@ -403,7 +423,7 @@ export class Carrier {
     // restarted on a new port) fails as fast as the request would, and the next request dials
     // the addresses known by then instead of waiting behind it.
     const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
-    const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
+    const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal, runOnLimitedConnection: true }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
     this.#sessions.set(key, opened);
     const forget = () => {
       if (this.#sessions.get(key) === opened) this.#sessions.delete(key);
@@ -414,6 +434,7 @@ export class Carrier {
 
   async stop(): Promise<void> {
     this.#stopping.abort(new Error('carrier stopped'));
+    this.#reservations?.stop();
     for (const s of this.#sessions.values()) void s.then((x) => x.close()).catch(() => {});
     this.#sessions.clear();
     await this.node.stop();

@@ -10,6 +10,11 @@
  * replication factor, in which case under-replicated blocks stay so until a member is added or
  * comes back, whatever repair does. /status, the page and the metrics all show this one.
  *
+ * Also the cluster's coded blocks by shard health (clusterShardHealth): each member counts in its
+ * own `/status` `replication.shardHealth` the coded blocks it looks after (those it holds whole,
+ * and those it rebuilds from shards when no live member holds them whole), so each block is
+ * counted by one member and the sum over the members that answered is the cluster's.
+ *
  * Owns no state: it reads its host (carrier/node.ts gives it the node's views and requests).
  */
 import { OuroError, ProtocolError } from '../lib/errors.js';
@@ -68,6 +73,33 @@ export interface ClusterStatus {
   asker: string;
   timeoutMs: number;
   members: MemberStatus[];
+  /** The coded blocks of the members that answered, by shard health (clusterShardHealth). */
+  shardHealth: ShardHealthSum;
+}
+
+/** Coded blocks by healthy shards: `full` at K+M, `atThreshold` at K + repairThreshold or fewer, `unreadable` under K. */
+export interface ShardHealthSum {
+  blocks: number;
+  full: number;
+  atThreshold: number;
+  unreadable: number;
+  /** Members that answered without shard figures (an older release): the sum leaves their blocks out. */
+  unknown: number;
+}
+
+/** The sum of the members' `replication.shardHealth`; a member that did not answer adds nothing (see `members`). */
+export function clusterShardHealth(members: ReadonlyArray<MemberStatus>): ShardHealthSum {
+  const sum: ShardHealthSum = { blocks: 0, full: 0, atThreshold: 0, unreadable: 0, unknown: 0 };
+  for (const m of members) {
+    if (!m.ok) continue;
+    const h = (m.status.replication as { shardHealth?: Partial<Record<'blocks' | 'full' | 'atThreshold' | 'unreadable', unknown>> } | undefined)?.shardHealth;
+    if (!h || typeof h !== 'object') {
+      sum.unknown++;
+      continue;
+    }
+    for (const k of ['blocks', 'full', 'atThreshold', 'unreadable'] as const) if (Number.isSafeInteger(h[k])) sum[k] += h[k] as number;
+  }
+  return sum;
 }
 
 export interface ClusterViewHost {
@@ -115,7 +147,7 @@ export class ClusterView {
         }
       }),
     );
-    return { at, asker: host.peerId, timeoutMs, members };
+    return { at, asker: host.peerId, timeoutMs, members, shardHealth: clusterShardHealth(members) };
   }
 }
 

@@ -24,6 +24,8 @@ export const DEFAULT_REPLICATION = { factor: 3, maxUnsealedMs: 5000, deadGraceMs
 export const DEFAULT_PROOFS = { enabled: true, intervalMs: 30_000, perRound: 4, deadlineMs: 5000, stock: 8, quarantineAfter: 3, quarantineWindowMs: 24 * 3600_000 };
 export const DEFAULT_LEDGER = { intervalMs: 60_000, syncIntervalMs: 5000 };
 export const DEFAULT_SERIES = { sampleMs: 2000, keepMs: 15 * 60_000 };
+/** Circuit relay among members (carrier/relay.ts): off; its limits off too (only members use it). */
+export const DEFAULT_RELAY = { serve: false, via: [] as string[], maxReservations: 64, durationLimitMs: 0, dataLimitBytes: 0 };
 /** The S3 gateway (docs/s3.md): off unless enabled; 3900 is Garage's S3 port, which clients set up for it know. */
 export const DEFAULT_S3 = { enabled: false, host: '127.0.0.1', port: 3900, region: 'us-east-1' };
 
@@ -49,7 +51,25 @@ const schema = z
      * (empty: those). A wildcard listen address announces every interface's, loopback included,
      * and an address behind a port forward is not one this node has: name the ones members dial.
      */
-    announce: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/[1-9]\d*\/quic-v1$/, 'a QUIC multiaddr with a port, such as /ip4/203.0.113.7/udp/4100/quic-v1')).default([]),
+    announce: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/[1-9]\d*\/quic-v1(\/p2p\/[^/]+\/p2p-circuit)?$/, 'a QUIC multiaddr with a port, such as /ip4/203.0.113.7/udp/4100/quic-v1, or a relay\'s with /p2p/<relay id>/p2p-circuit')).default([]),
+    /** Circuit relay among members, for members behind NAT (carrier/relay.ts; docs/operations.md, "Members behind NAT"). */
+    relay: z
+      .strictObject({
+        /** Serve the relay to members (only members may reserve a slot or be relayed). */
+        serve: z.boolean(),
+        /**
+         * This node is behind NAT: it reserves a slot on these relays (members' QUIC multiaddrs
+         * ending in /p2p/<relay id>) and, where `announce` is empty, announces `<relay>/p2p-circuit`.
+         */
+        via: z.array(z.string().regex(/^\/ip[46]\/[^/]+\/udp\/[1-9]\d*\/quic-v1\/p2p\/[^/]+$/, 'a relay member\'s QUIC multiaddr with its peer id, such as /ip4/203.0.113.7/udp/4100/quic-v1/p2p/12D3KooW...')),
+        /** Slots a serving relay holds at once. */
+        maxReservations: z.number().int().min(1).max(4096),
+        /** A relayed connection is closed after this long; 0: no limit (members only use the relay). */
+        durationLimitMs: z.number().int().min(0).max(2 ** 31 - 1),
+        /** ...or once this many bytes crossed it; 0: no limit. Below the largest block, block transfers through it fail. */
+        dataLimitBytes: z.number().int().min(0),
+      })
+      .default(() => ({ ...DEFAULT_RELAY, via: [] })),
     admin: z.strictObject({
       host: z.string().min(1),
       port: z.number().int().min(0).max(65535),
@@ -147,6 +167,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   name: null,
   listen: ['/ip4/127.0.0.1/udp/0/quic-v1'],
   announce: [],
+  relay: { ...DEFAULT_RELAY, via: [] },
   admin: { host: '127.0.0.1', port: 0, token: null },
   heartbeat: { intervalMs: 1000, suspectAfterMs: 3000, deadAfterMs: 10_000 },
   maxFrameBytes: 4 * 1024 * 1024,

@@ -10,6 +10,18 @@
  * other; it skips `suspect`, which says that a member heard before went quiet. `dead` is an
  * observation, not a verdict: the member stays in the list until an operator revokes it.
  *
+ * Flap damping: a member that comes back (heard again after `suspect` or `dead`) more than once
+ * has its two timeouts doubled for each revival past the first, up to MAX_TIMEOUT_SCALE; each
+ * FLAP_WINDOW deadAfterMs without a revival takes one doubling back. A link that goes up and
+ * down every few seconds would otherwise take the member through alive, suspect and dead on every
+ * cycle, each one logged, counted and acted on (flush({ replicas }) refusing at once, placements
+ * moving after the grace): with the timeouts stretched past the link's down time, the member
+ * stays alive through the cycles, and is suspect now and then as a doubling wears off. The first
+ * revival is free, so one restart leaves detection as fast as configured; a member that really
+ * stops while flapping is still declared dead, later (at most MAX_TIMEOUT_SCALE times
+ * deadAfterMs). A silence is measured against the scale as of its start, so a doubling wearing
+ * off during the silence does not shorten it.
+ *
  * Owns the members it watches and their states (#members). On a node, only carrier/heartbeats.ts
  * changes them: track() when a list is adopted, heard() on each answer or heartbeat received,
  * tick() at each heartbeat tick; everyone else reads health() and counts().
@@ -23,7 +35,14 @@ export interface Transition {
   to: MemberState;
   /** Milliseconds since the member was last heard from. */
   silentMs: number;
+  /** What this member's timeouts are multiplied by now (1 unless it flaps: flap damping). */
+  timeoutScale: number;
 }
+
+/** Each this many deadAfterMs without a revival takes one doubling of the timeouts back (flap damping). */
+export const FLAP_WINDOW = 10;
+/** The most a flapping member's timeouts are stretched. */
+export const MAX_TIMEOUT_SCALE = 8;
 
 export interface MemberHealth {
   state: MemberState;
@@ -36,6 +55,9 @@ export interface MemberHealth {
 interface Entry extends MemberHealth {
   /** Start of the silence the timeouts count from. */
   reference: number;
+  /** Revivals (back from suspect or dead) counted for flap damping, as of `lastRevival`. */
+  revivals: number;
+  lastRevival: number;
 }
 
 export class FailureDetector {
@@ -55,7 +77,7 @@ export class FailureDetector {
     const now = this.#now();
     const wanted = new Set(peers);
     for (const p of this.#members.keys()) if (!wanted.has(p)) this.#members.delete(p);
-    for (const p of wanted) if (!this.#members.has(p)) this.#members.set(p, { state: 'unknown', since: now, lastHeard: null, reference: now });
+    for (const p of wanted) if (!this.#members.has(p)) this.#members.set(p, { state: 'unknown', since: now, lastHeard: null, reference: now, revivals: 0, lastRevival: now });
   }
 
   /** The member answered or sent a heartbeat. Returns the transition to `alive`, if any. */
@@ -67,7 +89,11 @@ export class FailureDetector {
     e.lastHeard = now;
     e.reference = now;
     if (e.state === 'alive') return undefined;
-    const t: Transition = { peer, from: e.state, to: 'alive', silentMs };
+    if (e.state !== 'unknown') {
+      e.revivals = Math.min(1 + Math.log2(MAX_TIMEOUT_SCALE), this.#revivals(e, now) + 1);
+      e.lastRevival = now;
+    }
+    const t: Transition = { peer, from: e.state, to: 'alive', silentMs, timeoutScale: this.#scale(e, now) };
     e.state = 'alive';
     e.since = now;
     return t;
@@ -79,13 +105,26 @@ export class FailureDetector {
     const out: Transition[] = [];
     for (const [peer, e] of this.#members) {
       const silentMs = now - e.reference;
-      const state: MemberState = silentMs >= this.#deadAfterMs ? 'dead' : e.state === 'unknown' ? 'unknown' : silentMs >= this.#suspectAfterMs ? 'suspect' : 'alive';
+      // The scale as of the silence's start: revivals leaving the window during a silence must
+      // not shrink the timeouts the silence is being measured against.
+      const scale = this.#scale(e, e.reference);
+      const state: MemberState = silentMs >= this.#deadAfterMs * scale ? 'dead' : e.state === 'unknown' ? 'unknown' : silentMs >= this.#suspectAfterMs * scale ? 'suspect' : 'alive';
       if (state === e.state || state === 'alive') continue; // only hearing revives
-      out.push({ peer, from: e.state, to: state, silentMs });
+      out.push({ peer, from: e.state, to: state, silentMs, timeoutScale: scale });
       e.state = state;
       e.since = now;
     }
     return out;
+  }
+
+  /** `e`'s revivals as of `at`: one fewer for each FLAP_WINDOW deadAfterMs since its last one. */
+  #revivals(e: Entry, at: number): number {
+    return Math.max(0, e.revivals - Math.floor((at - e.lastRevival) / (FLAP_WINDOW * this.#deadAfterMs)));
+  }
+
+  /** The factor on `e`'s timeouts as of `at`: 2 to the power of its revivals past the first, at most MAX_TIMEOUT_SCALE. */
+  #scale(e: Entry, at: number): number {
+    return Math.min(MAX_TIMEOUT_SCALE, 2 ** Math.max(0, this.#revivals(e, at) - 1));
   }
 
   health(peer: string): MemberHealth | undefined {

@@ -146,7 +146,7 @@ export class Heartbeats {
   #transition(t: Transition): void {
     this.#host.metrics.transition(t.to);
     const level = t.to === 'alive' ? 'info' : 'warn';
-    this.#host.log[level]({ event: 'member-state', peer: t.peer, from: t.from, to: t.to, silentMs: t.silentMs }, `member ${t.to}`);
+    this.#host.log[level]({ event: 'member-state', peer: t.peer, from: t.from, to: t.to, silentMs: t.silentMs, timeoutScale: t.timeoutScale }, `member ${t.to}`);
   }
 
   async #heartbeat(peer: string): Promise<void> {

@@ -54,6 +54,7 @@ import { type EcPolicy, type MemberList, change, checkEcPolicy, draining, ecPoli
 import { dialable, withLastPorts } from './addresses.js';
 import { type JoinAnswer, JOIN_PROTOCOL, Joins, TOKEN_SPEND, requestJoin } from './joins.js';
 import { StrangerLimiter } from './rate-limit.js';
+import { carrierRelay } from './relay.js';
 import { Ledger, type LedgerView } from './ledger.js';
 import { LedgerFeed } from './ledger-feed.js';
 import { type MetricSources, NodeMetrics } from './metrics.js';
@@ -62,7 +63,6 @@ import { Replicator } from './replication.js';
 import { Series } from './series.js';
 import { DbShelf, DirShelf } from './shelf.js';
 
-export { withLastPorts } from './addresses.js';
 export { JOIN_PROTOCOL } from './joins.js';
 export { HEARTBEAT_PROTOCOL } from './heartbeats.js';
 export const PING_PROTOCOL = protocolId('ping');
@@ -198,6 +198,9 @@ export class Node {
         holdersOf: (id) => this.replication.holdersOf(id),
         unconfirm: (id, peer, askedAt) => this.replication.unconfirm(id, peer, askedAt),
         removedSurplus: (id) => this.replication.wasRemovedSurplus(id),
+        shardHolders: (id) => this.replication.shardHolders(id),
+        unconfirmShard: (id, peer, index) => this.replication.unconfirmShard(id, peer, index),
+        shardPlaced: (id, index) => this.replication.shardPlaced(id, index),
       },
       args.ledger,
       shelf,
@@ -272,9 +275,9 @@ export class Node {
         onQuarantine: (p, q) => node?.onQuarantine(p, q),
         onConflict: (o, n) => log.error({ event: 'ledger-conflict', observer: o, n }, 'a peer sent a ledger event that differs from the one held under the same number'),
       });
-      const limiter = new StrangerLimiter({ log, metrics, member: (p) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list) });
+      const member = (p: string) => ((l) => l !== undefined && isMember(l, p))(node?.list ?? list), limiter = new StrangerLimiter({ log, metrics, member });
       const startCarrier = (listen: string[]) =>
-        Carrier.start({ dir, listen, announce: config.announce, privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
+        Carrier.start({ dir, listen, announce: config.announce, relay: carrierRelay(config.relay, member, log), privateKey: key, maxFrameBytes: config.maxFrameBytes, requestTimeoutMs: config.requestTimeoutMs, observe: (e: RequestEvent) => metrics.request(e), limit: (peer, protocol) => limiter.check(peer, protocol) });
       // Where the config leaves the port free, the one this node had last time (its entry in the
       // member list) if it is still free: members that were down meanwhile find it where they
       // left it. Else any free port, announced at start (#putOwnAddressesBack).

@@ -7,6 +7,16 @@
  *   HMAC-SHA256(key = nonce, "ourodb proof v1\0" || block id || for each range:
  *               offset u64be || length u32be || the block's bytes in the range)
  *
+ * A block stored as erasure-coded shards (docs/node.md, "Redundancy") is challenged per shard: the
+ * members holding its shards (Holders.shardHolders: confirmed by the push and by each repair
+ * pass's shard-have) are asked for ranges of the shard they hold, and answer
+ *
+ *   HMAC-SHA256(key = nonce, "ourodb shard proof v1\0" || block id || shard index u8 ||
+ *               for each range: offset u64be || length u32be || the shard's bytes in the range)
+ *
+ * The stock is per shard too (keys `p:<block>/<K>+<M>/<index>:<nonce>`), made from the writer's
+ * whole copy coded again (the code is deterministic: the same shards the holders got).
+ *
  * The challenger needs no copy of the block to check the answer: it keeps a small stock of
  * challenges per block (nonce, ranges, expected answer; ~100 bytes each), made while it holds the
  * block (right after sealing it, and again from its copy when the stock runs out). A challenge is
@@ -37,10 +47,18 @@ import type { Logger } from 'pino';
 import type { OuroDB } from '../lib/db.js';
 import { CorruptionError, OuroError, ProtocolError, errorText, ioError } from '../lib/errors.js';
 import type { Ledger, ProofResult } from './ledger.js';
+import { loadCodec } from './ec/codec.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 
 const PROOF_VERSION = 1;
+/**
+ * A shard challenge is version 2 (`index` added): a holder of a release before shard proofs
+ * refuses it as malformed, which decides nothing, where a version-1 message with an extra field
+ * would have been answered for the whole block (missing) and failed.
+ */
+const SHARD_PROOF_VERSION = 2;
 const DOMAIN = Buffer.from('ourodb proof v1\0');
+const SHARD_DOMAIN = Buffer.from('ourodb shard proof v1\0');
 /** Ranges per challenge, and the bytes of each (fewer for a smaller block). */
 export const PROOF_RANGES = 4;
 export const PROOF_RANGE_BYTES = 4096;
@@ -66,7 +84,15 @@ export interface ProofConfig {
 
 /** The answer to a challenge, over the bytes of its ranges (in the same order). */
 export function proofAnswer(blockId: Uint8Array, nonce: Uint8Array, ranges: Range[], bytes: Uint8Array[]): Buffer {
-  const h = crypto.createHmac('sha256', nonce).update(DOMAIN).update(blockId);
+  return answerOver(crypto.createHmac('sha256', nonce).update(DOMAIN).update(blockId), ranges, bytes);
+}
+
+/** The answer to a challenge of shard `index` of a block, over the bytes of its ranges in the shard. */
+export function shardProofAnswer(blockId: Uint8Array, index: number, nonce: Uint8Array, ranges: Range[], bytes: Uint8Array[]): Buffer {
+  return answerOver(crypto.createHmac('sha256', nonce).update(SHARD_DOMAIN).update(blockId).update(Uint8Array.of(index)), ranges, bytes);
+}
+
+function answerOver(h: crypto.Hmac, ranges: Range[], bytes: Uint8Array[]): Buffer {
   const head = Buffer.alloc(12);
   ranges.forEach(([offset, length], i) => {
     head.writeBigUInt64BE(BigInt(offset), 0);
@@ -103,6 +129,18 @@ export async function readRanges(file: string, ranges: Range[]): Promise<Buffer[
   }
 }
 
+/** Fresh challenges for shard `index` of block `id`, from the shard's bytes. */
+export function makeShardChallenges(shard: Uint8Array, id: string, index: number, count: number): Challenge[] {
+  const idBytes = blockIdBytes(id);
+  const out: Challenge[] = [];
+  for (let i = 0; i < count; i++) {
+    const nonce = crypto.randomBytes(32);
+    const ranges = pickRanges(shard.length);
+    out.push({ nonce, ranges, answer: shardProofAnswer(idBytes, index, nonce, ranges, ranges.map(([o, l]) => shard.subarray(o, o + l))) });
+  }
+  return out;
+}
+
 /** Fresh challenges for a block from a copy of it that this node holds. */
 export async function makeChallenges(file: string, id: string, size: number, count: number): Promise<Challenge[]> {
   const idBytes = blockIdBytes(id);
@@ -136,9 +174,17 @@ export interface ProverHost {
   unconfirm(id: string, peer: string, askedAt: number): void;
   /** Whether this node lacks block `id` because it removed its copy as surplus (a placement change in flight). */
   removedSurplus(id: string): boolean;
+  /** Block `id`, sealed here as shards: its K+M and which member holds which shard; undefined for a block kept whole. */
+  shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined;
+  /** `peer` said, to a challenge, that it lacks shard `index` of block `id`: not asked for it until confirmed again. */
+  unconfirmShard(id: string, peer: string, index: number): void;
+  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate. */
+  shardPlaced(id: string, index: number): boolean;
 }
 
 const stockPrefix = (id: string) => `p:${id}:`;
+/** Shard stock: `/` sorts before `:`, so no block's stock range (`p:<id>:` to `p:<id>;`) holds a shard's. */
+const shardStockPrefix = (id: string, k: number, m: number, index: number) => `p:${id}/${k}+${m}/${index}:`;
 
 export interface ProofPair {
   id: string;
@@ -235,22 +281,44 @@ export class Prover {
     await batch.write({ sync: true });
   }
 
-  /** Takes one challenge for block `id` out of the stock (made first if there is none and the block is here). */
-  async #take(id: string, size: number): Promise<Challenge | undefined> {
+  /**
+   * Stock for every shard of coded block `id` at K+M, from the whole copy here coded again (one
+   * encode serves all K+M shards' stock).
+   */
+  async #restockShards(id: string, size: number, k: number, m: number): Promise<void> {
+    const file = this.#shelf.path(id);
+    const block = await fs.promises.readFile(file).catch((err: unknown) => {
+      throw ioError(`read ${file}`, err);
+    });
+    if (block.length !== size) throw new CorruptionError(`${file} has ${block.length} bytes, not ${size}`, { location: { file } });
+    const shards = await (await loadCodec()).encode(block, k, m);
+    const batch = this.#ledger.store.batch();
+    shards.forEach((shard, index) => {
+      for (const c of makeShardChallenges(shard, id, index, this.#config.stock)) batch.put(shardStockPrefix(id, k, m, index) + Buffer.from(c.nonce).toString('hex'), Buffer.from(JSON.stringify({ r: c.ranges, a: Buffer.from(c.answer).toString('hex') })));
+    });
+    await batch.write({ sync: true });
+  }
+
+  /**
+   * Takes one challenge out of the stock under `prefix` (made first by `restock` if there is none
+   * and the block is here): block `id`'s, or one of its shards'.
+   */
+  async #take(id: string, prefix: string, restock: () => Promise<void>): Promise<Challenge | undefined> {
     const store = this.#ledger.store;
+    const range = { gte: prefix, lt: `${prefix.slice(0, -1)};`, limit: 1 };
     let entry: [string, Buffer] | undefined;
-    for await (const e of store.iterator({ gte: stockPrefix(id), lt: `p:${id};`, limit: 1 })) entry = e;
+    for await (const e of store.iterator(range)) entry = e;
     if (!entry) {
       if (!(await this.#shelf.has(id))) return undefined;
-      await this.#restock(id, size);
-      for await (const e of store.iterator({ gte: stockPrefix(id), lt: `p:${id};`, limit: 1 })) entry = e;
+      await restock();
+      for await (const e of store.iterator(range)) entry = e;
       if (!entry) return undefined;
     }
     const [key, value] = entry;
     // Struck out durably before it is sent: a crash never makes a nonce serve twice.
     await store.del(key, { sync: true });
     const v = JSON.parse(value.toString('utf8')) as { r: Range[]; a: string };
-    return { nonce: Buffer.from(key.slice(stockPrefix(id).length), 'hex'), ranges: v.r, answer: Buffer.from(v.a, 'hex') };
+    return { nonce: Buffer.from(key.slice(prefix.length), 'hex'), ranges: v.r, answer: Buffer.from(v.a, 'hex') };
   }
 
   /** One round: up to perRound (block, holder) pairs, going round this database's blocks. */
@@ -263,6 +331,10 @@ export class Prover {
       return p !== self && m !== undefined && m.status === 'member' && m.state === 'alive' && !m.quarantined;
     };
     const holdersHere = (id: string) => {
+      // A coded block: the members holding its shards, by what they confirmed (whatever their
+      // place in the ranking now: a shard repair put elsewhere is challenged where it is).
+      const coded = this.#host.shardHolders(id);
+      if (coded) return [...coded.byPeer].filter(([peer, held]) => held.size > 0 && eligible(peer)).map(([peer]) => peer);
       const holders = this.#host.holdersOf(id);
       return this.#host.placement(id).filter((peer) => eligible(peer) && holders?.has(peer) === true);
     };
@@ -277,20 +349,26 @@ export class Prover {
   }
 
   async #challenge(id: string, size: number, peer: string): Promise<{ s: string; blk: string; r: ProofResult; ms: number } | undefined> {
-    const c = await this.#take(id, size);
+    // A coded block: one shard the peer holds (the lowest index; a member holds one shard of a
+    // block unless the cluster is short of K+M members).
+    const coded = this.#host.shardHolders(id);
+    const index = coded && [...(coded.byPeer.get(peer) ?? [])].sort((x, y) => x - y)[0];
+    if (coded && index === undefined) return undefined;
+    const c = coded ? await this.#take(id, shardStockPrefix(id, coded.k, coded.m, index!), () => this.#restockShards(id, size, coded.k, coded.m)) : await this.#take(id, stockPrefix(id), () => this.#restock(id, size));
     if (!c) return undefined;
     const deadline = this.#config.deadlineMs;
     const started = performance.now();
     const sentAt = Date.now();
     let result: ProofResult | undefined;
     try {
-      const reply = (await this.#host.request(peer, 'proof', { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
+      const reply = (await this.#host.request(peer, 'proof', index !== undefined ? { v: SHARD_PROOF_VERSION, id, index, nonce: c.nonce, ranges: c.ranges } : { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
       const ms = performance.now() - started;
       if (reply?.missing === true) {
         result = reply.placed === false ? undefined : 'fail';
         // Its claim is withdrawn, as by a block-have "no": one loss is one failure, not one per
         // round, and no copy removed by a placement change is asked for again (proofs check claims).
-        this.#host.unconfirm(id, peer, started);
+        if (index !== undefined) this.#host.unconfirmShard(id, peer, index);
+        else this.#host.unconfirm(id, peer, started);
       } else if (!(reply?.answer instanceof Uint8Array)) result = 'fail';
       else if (!Buffer.from(reply.answer).equals(Buffer.from(c.answer))) result = 'fail';
       else result = ms > deadline ? (this.#reachable(peer, sentAt, false) ? 'late' : this.#unreachable(peer, id)) : 'pass';
@@ -307,7 +385,7 @@ export class Prover {
     this.#host.metrics.proof(result ?? 'undecided');
     if (result === undefined) return undefined;
     const level = result === 'pass' ? 'debug' : 'warn';
-    this.#host.log[level]({ event: `proof-${result}`, peer, id, ms }, `proof of storage: ${result}`);
+    this.#host.log[level]({ event: `proof-${result}`, peer, id, ...(index !== undefined ? { index } : {}), ms }, `proof of storage: ${result}`);
     return { s: peer, blk: id, r: result, ms };
   }
 
@@ -335,14 +413,18 @@ export class Prover {
 
   /** The holder's side: the answer over the ranges of the block as held here. */
   async #answer(m: unknown): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
-    const q = m as { v?: unknown; id?: unknown; nonce?: unknown; ranges?: unknown } | null;
-    if (q === null || typeof q !== 'object' || q.v !== PROOF_VERSION || typeof q.id !== 'string' || !(q.nonce instanceof Uint8Array) || q.nonce.length !== 32 || !Array.isArray(q.ranges) || q.ranges.length === 0 || q.ranges.length > MAX_RANGES) throw new ProtocolError('malformed proof challenge');
+    const q = m as { v?: unknown; id?: unknown; index?: unknown; nonce?: unknown; ranges?: unknown } | null;
+    if (q === null || typeof q !== 'object' || (q.v !== PROOF_VERSION && q.v !== SHARD_PROOF_VERSION) || typeof q.id !== 'string' || !(q.nonce instanceof Uint8Array) || q.nonce.length !== 32 || !Array.isArray(q.ranges) || q.ranges.length === 0 || q.ranges.length > MAX_RANGES) throw new ProtocolError('malformed proof challenge');
     const ranges = q.ranges.map((r: unknown) => {
       if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || r[0] < 0 || !Number.isSafeInteger(r[1]) || r[1] < 1 || r[1] > MAX_RANGE_BYTES) throw new ProtocolError('malformed proof range');
       return [r[0], r[1]] as Range;
     });
     const id = q.id;
     const idBytes = blockIdBytes(id);
+    if (q.v === SHARD_PROOF_VERSION) {
+      if (!Number.isSafeInteger(q.index) || (q.index as number) < 0 || (q.index as number) > 255) throw new ProtocolError('malformed proof challenge: shard index');
+      return this.#answerShard(idBytes, id, q.index as number, q.nonce, ranges);
+    }
     if (!(await this.#shelf.has(id))) return this.#missing(id);
     try {
       return { answer: proofAnswer(idBytes, q.nonce, ranges, await readRanges(this.#shelf.path(id), ranges)) };
@@ -350,6 +432,21 @@ export class Prover {
       // Removed between the check and the read (a surplus removal, a deletion): missing, not an I/O error.
       if (!(await this.#shelf.has(id))) return this.#missing(id);
       throw err;
+    }
+  }
+
+  /**
+   * The answer for shard `index` of block `id` as held here. A shard not held here is missing;
+   * placed (a failure) when this node is among the block's shard placement now and did not
+   * remove it as a duplicate of another member's (the challenger learns that at its next pass).
+   */
+  async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[]): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
+    const file = this.#shelf.shards.path(id, index);
+    try {
+      return { answer: shardProofAnswer(idBytes, index, nonce, ranges, await readRanges(file, ranges)) };
+    } catch (err) {
+      if ((err as { cause?: { code?: string } }).cause?.code !== 'ENOENT') throw err;
+      return { missing: true, placed: this.#host.shardPlaced(id, index) };
     }
   }
 

@@ -161,12 +161,16 @@ export class Holders {
    * by the current placement alone.
    */
   readonly #removedSurplus = new Set<string>();
+  /** Shards (`<block id>.<index>`) removed here as duplicates (see removedShard); in memory only. */
+  readonly #removedShards = new Set<string>();
   /**
    * Blocks this database sealed and stored as shards (Transfers.afterSeal, Shards.push), with
-   * their K+M and the indexes of the shards known durable on their member. Sealed in memory only,
-   * like #own: after a restart the shard wait knows the blocks sealed since.
+   * their K+M, the indexes of the shards known durable on their member, and which member holds
+   * which (`byPeer`: what proofs of storage challenge; a push or a repair pass's shard-have
+   * answer confirms, a "no" withdraws). Sealed in memory only, like #own: after a restart the
+   * shard wait knows the blocks sealed since, and repair passes fill byPeer again.
    */
-  readonly #coded = new Map<string, { k: number; m: number; durable: Set<number> }>();
+  readonly #coded = new Map<string, { k: number; m: number; durable: Set<number>; byPeer: Map<string, Set<number>> }>();
 
   constructor(ctx: ReplicationContext, repairSoon: () => void) {
     this.#host = ctx.host;
@@ -244,19 +248,48 @@ export class Holders {
       holders.delete(peer);
       this.#confirmedAt.delete(`${id} ${peer}`);
     }
+    for (const c of this.#coded.values()) c.byPeer.delete(peer);
   }
 
   /** Block `id`, sealed here, is being stored as K+M shards: none is known durable yet. */
   coded(id: string, ec: EcPolicy): void {
-    this.#coded.set(id, { k: ec.k, m: ec.m, durable: new Set() });
+    this.#coded.set(id, { k: ec.k, m: ec.m, durable: new Set(), byPeer: new Map() });
   }
 
-  /** Shard `index` of block `id` is durable on the member it was pushed to (or here). */
-  confirmShard(id: string, index: number): void {
+  /** Shard `index` of block `id` is durable on the member it was pushed to (or here): `peer`, when known. */
+  confirmShard(id: string, index: number, peer?: string): void {
     const c = this.#coded.get(id);
-    if (!c || c.durable.has(index)) return;
+    if (!c) return;
+    if (peer !== undefined) {
+      let held = c.byPeer.get(peer);
+      if (!held) c.byPeer.set(peer, (held = new Set()));
+      held.add(index);
+    }
+    if (c.durable.has(index)) return;
     c.durable.add(index);
     for (const wake of this.#changed) wake();
+  }
+
+  /**
+   * What `peer` answered a repair pass's shard-have for block `id`: the indexes it holds now
+   * (none: []). Replaces what was known of it, so a shard it lost is no longer challenged.
+   */
+  shardsHeldBy(id: string, peer: string, indexes: number[]): void {
+    const c = this.#coded.get(id);
+    if (!c) return;
+    if (indexes.length === 0) c.byPeer.delete(peer);
+    else c.byPeer.set(peer, new Set(indexes));
+  }
+
+  /** `peer` answered a proof challenge that it lacks shard `index` of block `id`: not asked for it until confirmed again. */
+  unconfirmShard(id: string, peer: string, index: number): void {
+    this.#coded.get(id)?.byPeer.get(peer)?.delete(index);
+  }
+
+  /** Block `id`, sealed here as shards: its K+M and which member holds which of its shards (proofs of storage challenge them). */
+  shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined {
+    const c = this.#coded.get(id);
+    return c && { k: c.k, m: c.m, byPeer: c.byPeer };
   }
 
   /** Indexes of block `id`'s shards known durable (a block this database sealed as shards). */
@@ -291,6 +324,25 @@ export class Holders {
    */
   removedSurplus(id: string): void {
     this.#removedSurplus.add(id);
+  }
+
+  /**
+   * This node is about to remove shard `index` of block `id`, a duplicate of one another placed
+   * member holds (Shards.dropDuplicates): a proof asking for it is then answered as not placed.
+   * In memory, until the shard is held here again.
+   */
+  removedShard(id: string, index: number): void {
+    this.#removedShards.add(`${id}.${index}`);
+  }
+
+  /** Whether this node removed shard `index` of block `id` as a duplicate (and has not held it since). */
+  wasRemovedShard(id: string, index: number): boolean {
+    return this.#removedShards.has(`${id}.${index}`);
+  }
+
+  /** Shard `index` of block `id` is held here again (received): a later loss of it is a loss. */
+  keptShard(id: string, index: number): void {
+    this.#removedShards.delete(`${id}.${index}`);
   }
 
   /** Block `id` is held here again (received or fetched): a later loss of it is a loss. */
@@ -405,8 +457,14 @@ export class Holders {
   }
 }
 
-/** Time a transfer is allowed per MiB, on top of the request time limit. */
-export const MS_PER_MIB = 1000;
+/**
+ * Time a transfer is allowed per MiB, on top of the request time limit: a floor of about 34 KiB/s.
+ * It was 1 s (a floor of 1 MiB/s) until 2026-12: across a link of 100 ms round trip and 1% loss,
+ * where QUIC carries 0.1-0.15 MiB/s (bench/net.ts), every push of a block past a few MiB was cut
+ * off at its limit and retried for ever (test/net-links.test.ts). A dead peer does not hold a
+ * transfer for this long: QUIC's idle timeout closes its connection, which fails the stream.
+ */
+export const MS_PER_MIB = 30_000;
 
 /** The signal of one transfer of about `bytes`: aborted when the replicator stops (`stop`) or its time is up. */
 export function transferSignal(stop: AbortSignal, requestTimeoutMs: number, bytes: number): AbortSignal {

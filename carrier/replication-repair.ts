@@ -212,6 +212,16 @@ export class Repair {
         if (batch.length >= HAVE_BATCH) await flushBatch();
       }
       if (batch.length > 0) await flushBatch();
+      // Coded blocks held here as shards only, whose writer may be lost: rebuilt from K shards.
+      const ec = this.#host.ecPolicy ?? null;
+      if (ec) {
+        const health = await this.#shards.repairFromShards(ec, this.#config.repairThreshold, (n) => this.#transfers.repairBudget(n));
+        for (const h of health.values()) {
+          const r = this.#countHealth(h, pass.shards);
+          if (r.under) pass.under++;
+          if (r.unsettled) pass.unsettled++;
+        }
+      }
       // Shards held here that are no longer placed here (a drain, a join above this node): they
       // count as unsettled until the placement holds every shard without them.
       const shardsLeft = await this.#shards.dropSurplus();
@@ -372,14 +382,9 @@ export class Repair {
     let under = 0;
     let unsettled = 0;
     for (const [id, h] of health) {
-      counts.blocks++;
-      if (h.before >= h.k + h.m) counts.full++;
-      else if (h.before < h.k) counts.unreadable++;
-      else if (h.before <= h.k + threshold) counts.atThreshold++;
-      if (h.before < h.k + h.m || !h.reachable) under++;
-      this.#progress.shardsRepaired += h.pushed;
-      this.#progress.shardsRepairedBytes += h.pushedBytes;
-      if (h.after < h.k + h.m || !h.reachable) unsettled++;
+      const r = this.#countHealth(h, counts);
+      if (r.under) under++;
+      if (r.unsettled) unsettled++;
       else if (await this.#shelf.removable(id)) {
         this.#holders.removedSurplus(id);
         await this.#shelf.remove(id);
@@ -388,6 +393,21 @@ export class Repair {
       }
     }
     return { under, unsettled };
+  }
+
+  /**
+   * Counts one coded block's health from a repair pass's look at it (into `counts` and the
+   * progress): whether it was short at the start (`under`), and still short or not settled at the
+   * end (`unsettled`).
+   */
+  #countHealth(h: ShardHealth, counts: ShardCounts): { under: boolean; unsettled: boolean } {
+    counts.blocks++;
+    if (h.before >= h.k + h.m) counts.full++;
+    else if (h.before < h.k) counts.unreadable++;
+    else if (h.before <= h.k + this.#config.repairThreshold) counts.atThreshold++;
+    this.#progress.shardsRepaired += h.pushed;
+    this.#progress.shardsRepairedBytes += h.pushedBytes;
+    return { under: h.before < h.k + h.m || !h.reachable, unsettled: h.after < h.k + h.m || !h.reachable };
   }
 
   // ------------------------------------------------------------------ surplus copies

@@ -22,7 +22,9 @@
  *
  * Repair (repairWhole, run by Repair's passes on the coded blocks held whole here): counts each
  * block's healthy shards on its current placement and rebuilds the missing ones at K +
- * repairThreshold or fewer. dropSurplus removes shards no longer placed here once the placement
+ * repairThreshold or fewer. repairFromShards does the same for the blocks held here as shards
+ * only, when no live member holds them whole (the writer lost): one member per block rebuilds it
+ * from K verified shards, checked against the block id. dropSurplus removes shards no longer placed here once the placement
  * holds them all (drain, rebalance) and shards of an old policy once the block is whole on its
  * replica placement again; scrub verifies held shards against their manifest. Deletion removes
  * shards through the shelf (ShardFiles.removeAll). Proofs of storage per shard are not built.
@@ -32,42 +34,19 @@
  */
 import fs from 'node:fs';
 import type { Stream } from '@libp2p/interface';
-import { CorruptionError, OuroError, ProtocolError, TimeoutError, UnavailableError, errorText, ioError } from '../lib/errors.js';
+import { verifyBlockFile } from '../blockstore/store.js';
+import { CorruptionError, OuroError, ProtocolError, UnavailableError, errorText, ioError } from '../lib/errors.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
 import { unwrapReply } from './carrier.js';
 import { type ErasureCodec, loadCodec } from './ec/codec.js';
 import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verifyShard } from './ec/manifest.js';
 import { encodeFrame } from './frames.js';
 import type { EcPolicy } from './membership.js';
 import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION, onTransferStream, transferSignal } from './replication-core.js';
+import { type ShardsHeld, assignMissing, checkShardPush, collect, decodeOrUndefined, join, parseHeld } from './replication-shard-rules.js';
 import { send } from './send.js';
 import { blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
-
-/** Time allowed per MiB of a shard transfer on top of the request time limit. */
-
-/**
- * The checks a receiver makes of a shard pushed to it, before anything is kept: the manifest is
- * well formed (decodeManifest: sizes consistent with K, M and the block size, hash lengths) and
- * names the block pushed, the index is one of its K+M, and the shard's bytes hash to the
- * manifest's entry for that index. Throws ProtocolError or CorruptionError.
- */
-export function checkShardPush(id: string, index: number, manifestBytes: Uint8Array, shard: Uint8Array): ShardManifest {
-  const manifest = decodeManifest(manifestBytes);
-  if (manifest.block !== id) throw new ProtocolError(`shard of ${id} pushed with the manifest of ${manifest.block}`);
-  if (!Number.isSafeInteger(index) || index < 0 || index >= manifest.k + manifest.m) throw new ProtocolError(`shard ${index} of ${id} pushed: the block has ${manifest.k + manifest.m} shards`);
-  verifyShard(manifest, index, shard);
-  return manifest;
-}
-
-async function collect(source: AsyncIterable<Uint8Array>, size: number): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  for await (const piece of source) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out;
-}
 
 export class Shards {
   readonly #ctx: ReplicationContext;
@@ -117,7 +96,7 @@ export class Shards {
         try {
           if (peer === this.#host.peerId) await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
           else await this.#pushTo(peer, id, index, manifest, shards[index]!);
-          this.#holders.confirmShard(id, index);
+          this.#holders.confirmShard(id, index, peer);
         } catch (err) {
           this.#ctx.failed('shard-push', peer, `${id}.${index}`, err);
         }
@@ -153,6 +132,7 @@ export class Shards {
       const shard = await collect(reader.bytes(manifest.shardSize), manifest.shardSize);
       checkShardPush(head.id, head.index as number, head.manifest, shard);
       const stored = await this.#ctx.shelf.shards.keep(head.id, head.index as number, head.manifest, shard);
+      this.#holders.keptShard(head.id, head.index as number);
       this.#host.metrics.replicated('in', shard.length);
       await send(stream, encodeFrame({ ok: true, body: { stored } }, max), this.#ctx.signal);
       await stream.close();
@@ -212,15 +192,17 @@ export class Shards {
    * placed member holding none of the block's shards (with fewer placeable members than K+M,
    * to the one holding fewest: a smaller cluster still gets every shard back, some members then
    * holding two). Nothing is stored about who holds what, so a pass after a restart simply finds
-   * the same shortfall again; a push that failed is retried by the next pass. `take` is the
+   * the same shortfall again; a push that failed is retried by the next pass. Of several members
+   * holding a short block whole, only the one with the smallest peer id pushes (asked with
+   * block-have, for the short blocks only). `take` is the
    * repair rate limit. Returns, per block, its healthy shard count before and after.
    */
   async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
-    const self = this.#host.peerId;
     const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
     const answers = await this.#askHolders(placements);
     const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
     const out = new Map<string, ShardHealth>();
+    const short = new Map<string, { size: number; targets: Map<number, string>; health: ShardHealth }>();
     for (const b of blocks) {
       if (this.#ctx.signal.aborted) break;
       const placed = placements.get(b.id)!;
@@ -240,6 +222,7 @@ export class Shards {
       out.set(b.id, health);
       if (this.#holders.shardsOf(b.id) === undefined && this.#holders.holdersOf(b.id)) this.#holders.coded(b.id, ec);
       for (const i of healthy) this.#holders.confirmShard(b.id, i);
+      for (const [peer, indexes] of held) this.#holders.shardsHeldBy(b.id, peer, indexes);
       // A block whose first push is still under way is short only of the shards in flight.
       if (this.#holders.pushing(b.id)) health.reachable = false;
       // While a member drains, every short block is mended at once: the drainer's shards stop
@@ -248,25 +231,152 @@ export class Shards {
       const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
       if (foreign || this.#holders.pushing(b.id) || healthy.size >= ec.k + ec.m || healthy.size > line) continue;
       const targets = assignMissing(ec, placed, held);
+      if (targets.size > 0) short.set(b.id, { size: b.size, targets, health });
+    }
+    // Several members may hold a short block whole (the writer; replica holders after a switch
+    // to ec; a keyed member before it drops its adopted copy): the one with the smallest peer id
+    // among them rebuilds it, the others leave it (they count it all the same).
+    const whole = short.size > 0 ? await this.#heldWholeElsewhere([...short.keys()]) : new Map<string, string[]>();
+    for (const [id, { size, targets, health }] of short) {
+      if (this.#ctx.signal.aborted) break;
+      if ((whole.get(id) ?? []).some((peer) => peer < this.#host.peerId)) continue;
+      const { shards, manifest } = await this.#encodeHeld(id, size, ec);
+      await this.#pushMissing(id, targets, shards, manifest, take, health);
+    }
+    return out;
+  }
+
+  /** Pushes shard `index` of `shards` to each target (this node: its own shelf), counting into `health`. */
+  async #pushMissing(id: string, targets: Map<number, string>, shards: Uint8Array[], manifest: Uint8Array, take: (bytes: number) => Promise<void>, health: ShardHealth): Promise<void> {
+    const self = this.#host.peerId;
+    for (const [index, peer] of targets) {
+      if (this.#ctx.signal.aborted) break;
+      try {
+        await take(shards[index]!.length);
+        if (peer === self) {
+          await this.#ctx.shelf.shards.keep(id, index, manifest, shards[index]!);
+          this.#holders.keptShard(id, index);
+        } else await this.#pushTo(peer, id, index, manifest, shards[index]!);
+        this.#holders.confirmShard(id, index, peer);
+        health.after++;
+        health.pushed++;
+        health.pushedBytes += shards[index]!.length;
+        this.#host.log.info({ event: 'shard-repaired', id, index, to: peer }, 'shard rebuilt on its placement');
+      } catch (err) {
+        this.#ctx.failed('shard-repair', peer, `${id}.${index}`, err);
+      }
+    }
+  }
+
+  /**
+   * One repair pass over the coded blocks this node holds shards of but not whole: the blocks
+   * no whole copy may be left of (their writer lost). For each, the placed members are asked
+   * which shards they hold (as in repairWhole); a block at K + `threshold` or fewer healthy
+   * shards is rebuilt by one member only, the first placed member holding a shard of it (this
+   * node when no placed member holds one), and only when no live member holds it whole (that
+   * member's repairWhole encodes from its copy, reading nothing back). The rebuilder reads K
+   * verified shards (fetch: degraded when it must), checks the block they make against its id
+   * (a manifest and shards that agree with each other but are not the block are refused),
+   * encodes it again and pushes the missing shards to the placement, like repairWhole. The
+   * same member also reports these blocks' health (returned, keyed by block id), so that the
+   * cluster's members together count each coded block once: its whole-copy holder, or its
+   * rebuilder. Blocks it is not the rebuilder of are left out.
+   */
+  async repairFromShards(ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
+    const self = this.#host.peerId;
+    const files = this.#ctx.shelf.shards;
+    const out = new Map<string, ShardHealth>();
+    const sizes = new Map<string, number>();
+    for (const id of await files.blocks()) {
+      const bytes = await files.manifest(id);
+      const manifest = bytes && decodeOrUndefined(bytes);
+      if (!manifest || manifest.k !== ec.k || manifest.m !== ec.m || (await this.#ctx.shelf.has(id))) continue;
+      sizes.set(id, manifest.size);
+    }
+    if (sizes.size === 0) return out;
+    const placements = new Map([...sizes.keys()].map((id) => [id, this.#holders.shardPlacement(id, ec)]));
+    const answers = await this.#askHolders(placements);
+    const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
+    const mine = new Map<string, { placed: string[]; held: Map<string, number[]>; health: ShardHealth }>();
+    for (const [id, placed] of placements) {
+      const held = new Map<string, number[]>();
+      let foreign = false;
+      for (const peer of placed) {
+        const a = answers.get(peer);
+        if (a === undefined) continue;
+        const h = a.get(id) ?? null;
+        if (h && (h.k !== ec.k || h.m !== ec.m)) foreign = true;
+        held.set(peer, h?.shards ?? []);
+      }
+      // Shards of another K+M beside these: not this pass's to mend (as in repairWhole).
+      if (foreign) continue;
+      // One rebuilder per block, by the same rule on every member: the first placed member
+      // holding a shard. Members whose views differ may both rebuild; the shards they push are
+      // the same bytes to the same places (assignMissing is deterministic from the answers).
+      const rebuilder = placed.find((p) => (held.get(p)?.length ?? 0) > 0) ?? self;
+      if (rebuilder !== self) continue;
+      const healthy = new Set([...held.values()].flat());
+      mine.set(id, { placed, held, health: { k: ec.k, m: ec.m, before: healthy.size, after: healthy.size, reachable: held.size === placed.length, pushed: 0, pushedBytes: 0 } });
+    }
+    if (mine.size === 0) return out;
+    // Blocks some live member holds whole are that member's to mend and to count.
+    const whole = await this.#heldWholeElsewhere([...mine.keys()]);
+    const line = draining ? ec.k + ec.m - 1 : ec.k + threshold;
+    for (const [id, { placed, held, health }] of mine) {
+      if (this.#ctx.signal.aborted) break;
+      if (whole.has(id)) continue;
+      out.set(id, health);
+      if (health.before >= ec.k + ec.m || health.before > line) continue;
+      const targets = assignMissing(ec, placed, held);
       if (targets.size === 0) continue;
-      const { shards, manifest } = await this.#encodeHeld(b.id, b.size, ec);
-      for (const [index, peer] of targets) {
-        if (this.#ctx.signal.aborted) break;
-        try {
-          await take(shards[index]!.length);
-          if (peer === self) await this.#ctx.shelf.shards.keep(b.id, index, manifest, shards[index]!);
-          else await this.#pushTo(peer, b.id, index, manifest, shards[index]!);
-          this.#holders.confirmShard(b.id, index);
-          health.after++;
-          health.pushed++;
-          health.pushedBytes += shards[index]!.length;
-          this.#host.log.info({ event: 'shard-repaired', id: b.id, index, to: peer }, 'shard rebuilt on its placement');
-        } catch (err) {
-          this.#ctx.failed('shard-repair', peer, `${b.id}.${index}`, err);
-        }
+      try {
+        const { shards, manifest } = await this.#rebuild(id, sizes.get(id)!, ec);
+        await this.#pushMissing(id, targets, shards, manifest, take, health);
+      } catch (err) {
+        this.#ctx.failed('shard-rebuild', self, id, err);
       }
     }
     return out;
+  }
+
+  /** Which live members other than this one hold each of `ids` whole (block-have); a member that does not answer holds none. */
+  async #heldWholeElsewhere(ids: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    const peers = this.#host.memberViews().filter((m) => !m.self && m.status === 'member' && m.state === 'alive').map((m) => m.peerId);
+    await Promise.all(
+      peers.map(async (peer) => {
+        for (let i = 0; i < ids.length; i += HAVE_BATCH) {
+          const asked = ids.slice(i, i + HAVE_BATCH);
+          const r = (await this.#host.request(peer, 'block-have', { v: PROTOCOL_VERSION, ids: asked, list: this.#host.memberList() }, this.#ctx.smallRequest()).catch(() => null)) as { have?: unknown } | null;
+          if (Array.isArray(r?.have) && r.have.length === asked.length) asked.forEach((id, j) => (r.have as unknown[])[j] === true && out.set(id, [...(out.get(id) ?? []), peer]));
+        }
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * Block `id` rebuilt from K verified shards (no whole copy at hand), checked against its id, and
+   * coded again: its shards and manifest. Throws UnavailableError with fewer than K shards to be
+   * had, CorruptionError when the shards make a block that is not `id`.
+   */
+  async #rebuild(id: string, size: number, ec: EcPolicy): Promise<{ shards: Uint8Array[]; manifest: Uint8Array }> {
+    const block = await this.fetch(id, ec);
+    if (!block) throw new UnavailableError(`block ${id}: no member answered with its shards`);
+    if (block.length !== size) throw new CorruptionError(`block ${id} rebuilt from its shards has ${block.length} bytes, its manifest says ${size}`);
+    // The manifest only binds the shards to each other: the block id is what binds them to the
+    // block. Checked on a staging file, as a replica checks a block it receives.
+    const staging = await this.#ctx.shelf.staging(id);
+    try {
+      await fs.promises.writeFile(staging, block, { mode: 0o600 }).catch((err: unknown) => {
+        throw ioError(`write ${staging}`, err);
+      });
+      await verifyBlockFile(nodeVfs, staging, blockIdBytes(id));
+    } finally {
+      await fs.promises.rm(staging, { force: true }).catch(() => {});
+    }
+    const shards = await (await this.#loadCodec()).encode(block, ec.k, ec.m);
+    return { shards, manifest: encodeManifest(makeManifest(id, block, shards, ec.k, ec.m)) };
   }
 
   /** Every placed member's shard-have answer for the blocks placed on it; a member that did not answer is left out. */
@@ -314,25 +424,25 @@ export class Shards {
     const self = this.#host.peerId;
     const files = this.#ctx.shelf.shards;
     const surplus = new Map<string, string[]>();
+    const doubled = new Map<string, string[]>();
     const stale: string[] = [];
     for (const id of await files.blocks()) {
       const bytes = await files.manifest(id);
-      const manifest = bytes && (() => {
-        try {
-          return decodeManifest(bytes);
-        } catch {
-          return undefined;
-        }
-      })();
+      const manifest = bytes && decodeOrUndefined(bytes);
       if (!manifest) continue;
       if (!ec || manifest.k !== ec.k || manifest.m !== ec.m) {
         stale.push(id);
         continue;
       }
       const placed = this.#holders.shardPlacement(id, ec);
-      if (placed.includes(self) || this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
+      if (placed.includes(self)) {
+        if ((await files.held(id)).length > 1) doubled.set(id, placed);
+        continue;
+      }
+      if (this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
       surplus.set(id, placed);
     }
+    if (doubled.size > 0) await this.#dropDuplicates(doubled, ec!);
     const staleLeft = stale.length > 0 ? await this.#dropStale(stale, ec) : 0;
     if (surplus.size === 0) return { left: 0, stale: staleLeft };
     const answers = await this.#askHolders(surplus);
@@ -347,6 +457,42 @@ export class Shards {
       this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
     }
     return { left, stale: staleLeft };
+  }
+
+  /**
+   * Blocks placed here of which this node holds more than one shard: repair put a second shard
+   * here while the cluster had fewer placeable members than K+M, and the member it stood in for
+   * came back (or one joined), holding or being given that index. A shard is removed here once
+   * another placed member holds the same index and the placed members together hold all K+M, so
+   * the block never drops below K+M; this node keeps at least one. Two members holding the same
+   * extra index decide alike from the same answers: the one holding more shards of the block
+   * drops it, and between equals the one with the greater peer id, so the index is never dropped
+   * by both.
+   */
+  async #dropDuplicates(blocks: Map<string, string[]>, ec: EcPolicy): Promise<void> {
+    const self = this.#host.peerId;
+    const answers = await this.#askHolders(blocks);
+    for (const [id, placed] of blocks) {
+      const held = new Map<string, number[]>();
+      for (const peer of placed) {
+        const h = answers.get(peer)?.get(id);
+        if (h && h.k === ec.k && h.m === ec.m) held.set(peer, h.shards);
+      }
+      const mine = held.get(self) ?? [];
+      if (new Set([...held.values()].flat()).size < ec.k + ec.m) continue;
+      let kept = mine.length;
+      for (const index of [...mine].reverse()) {
+        if (kept <= 1) break;
+        const others = [...held].filter(([peer, s]) => peer !== self && s.includes(index));
+        // Another placed member holds it and will not drop it: it holds fewer shards than this
+        // node, or as many with a smaller peer id (it then leaves the index to this node).
+        if (!others.some(([peer, s]) => s.length < kept || (s.length === kept && peer < self))) continue;
+        this.#holders.removedShard(id, index);
+        await this.#ctx.shelf.shards.remove(id, index);
+        kept--;
+        this.#host.log.info({ event: 'duplicate-shard-removed', id, index }, 'a second shard of a block removed: another placed member holds the same one');
+      }
+    }
   }
 
   /**
@@ -528,13 +674,6 @@ export class Shards {
   }
 }
 
-/** What a member holds of a coded block (shard-have). */
-export interface ShardsHeld {
-  k: number;
-  m: number;
-  shards: number[];
-}
-
 /** A coded block's healthy shards at the start and the end of a repair pass's look at it. */
 export interface ShardHealth {
   k: number;
@@ -545,39 +684,4 @@ export interface ShardHealth {
   reachable: boolean;
   pushed: number;
   pushedBytes: number;
-}
-
-function parseHeld(v: unknown): ShardsHeld | null {
-  if (v === null) return null;
-  const h = v as { k?: unknown; m?: unknown; shards?: unknown };
-  if (typeof h !== 'object' || !Number.isSafeInteger(h.k) || !Number.isSafeInteger(h.m) || !Array.isArray(h.shards) || !h.shards.every((i) => Number.isSafeInteger(i) && i >= 0 && i < (h.k as number) + (h.m as number))) {
-    throw new ProtocolError('malformed shard-have reply');
-  }
-  return { k: h.k as number, m: h.m as number, shards: h.shards as number[] };
-}
-
-/**
- * Where the shards missing from a block go: index -> member. Placed members that answered and
- * hold none of its shards first, in ranking order; when the placement is short of K+M members
- * (fewer placeable members than that), the members holding fewest, so the block still gets back
- * all K+M shards. Members that did not answer get nothing (they may be away with their shard).
- */
-export function assignMissing(ec: EcPolicy, placed: string[], held: Map<string, number[]>): Map<number, string> {
-  const present = new Set([...held.values()].flat());
-  const missing = Array.from({ length: ec.k + ec.m }, (_, i) => i).filter((i) => !present.has(i));
-  const load = new Map([...held].map(([peer, s]) => [peer, s.length]));
-  const out = new Map<number, string>();
-  for (const index of missing) {
-    const free = placed.find((p) => load.get(p) === 0);
-    const peer = free ?? (placed.length < ec.k + ec.m ? [...load].sort((a, b) => a[1] - b[1])[0]?.[0] : undefined);
-    if (peer === undefined) break;
-    out.set(index, peer);
-    load.set(peer, load.get(peer)! + 1);
-  }
-  return out;
-}
-
-/** The block from its K data shards: concatenated, cut to the block's size (the code is systematic). */
-function join(manifest: ShardManifest, data: Uint8Array[]): Uint8Array {
-  return Buffer.concat(data).subarray(0, manifest.size);
 }

@@ -27,7 +27,6 @@ import { send, sendReleasing } from './send.js';
 import { type Shelf, blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
 
-/** Time allowed per MiB of a block transfer on top of the request time limit. */
 /** Time budget of a fetch, as bytes at MS_PER_MIB: a default-size block several times over. */
 const FETCH_BUDGET_BYTES = 64 * 2 ** 20;
 /**

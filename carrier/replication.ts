@@ -46,7 +46,8 @@
  *                                    what the cluster holds (the pass, the block-have lock, the
  *                                    drain's progress)
  *   carrier/replication-shards.ts    Shards: encode and push shards, receive them, read blocks
- *                                    back from them, repair, scrub and move them (the codec)
+ *                                    back from them, repair, scrub and move them (the codec);
+ *                                    its rules that need no node in replication-shard-rules.ts
  *   carrier/replication-deletion.ts  Deletion: deletion across the cluster (releases under way)
  * This file wires them: it builds them, serves their protocols, subscribes to the database's
  * seals, and is the database's ReplicaSource and the node's one view of replication. The parts
@@ -178,6 +179,31 @@ export class Replicator implements ReplicaSource {
    */
   unconfirm(id: string, peer: string, askedAt: number): void {
     this.#holders.unconfirm(id, peer, askedAt);
+  }
+
+  /**
+   * Block `id`, sealed here as shards under the cluster's current K+M: its K+M and which member
+   * holds which shard (Holders.shardHolders). Undefined once the policy changed (the block is
+   * being re-encoded: its whole copies or new shards are what hold it).
+   */
+  shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined {
+    const ec = this.#ctx.host.ecPolicy ?? null;
+    const coded = this.#holders.shardHolders(id);
+    return coded && ec && coded.k === ec.k && coded.m === ec.m ? coded : undefined;
+  }
+
+  /** `peer` answered a proof challenge that it lacks shard `index` of block `id` (Holders.unconfirmShard). */
+  unconfirmShard(id: string, peer: string, index: number): void {
+    this.#holders.unconfirmShard(id, peer, index);
+  }
+
+  /**
+   * Whether shard `index` of block `id`, missing here, is a loss: this node is among the block's
+   * shard placement now and did not remove that shard as a duplicate (Holders.removedShard).
+   */
+  shardPlaced(id: string, index: number): boolean {
+    const ec = this.#ctx.host.ecPolicy ?? null;
+    return ec !== null && this.#holders.shardPlacement(id, ec).includes(this.#ctx.host.peerId) && !this.#holders.wasRemovedShard(id, index);
   }
 
   /** Whether this node lacks block `id` because it removed its copy as surplus (see Holders.wasRemovedSurplus). */

@@ -136,6 +136,11 @@ export class ShardFiles {
     return quarantineFile(this.path(blockId, index), path.join(this.#root, 'quarantine'));
   }
 
+  /** Deletes shard `index` of block `blockId` held here (a duplicate: another member holds the same one); the manifest stays. */
+  async remove(blockId: string, index: number): Promise<void> {
+    if (await exists(this.path(blockId, index))) await removeDurably(this.path(blockId, index));
+  }
+
   /**
    * Deletes every shard of block `blockId` held here, then its manifest (deletion across the
    * cluster: the block is released everywhere). The number of shards removed.

@@ -52,6 +52,7 @@ export const STATUS_PAGE = `<!doctype html>
   <div class="card"><div class="label">Members</div><div class="value" id="member-count">–</div><div class="note" id="member-states"></div></div>
   <div class="card"><div class="label">Under-replicated blocks</div><div class="value" id="under-replicated">–</div><div class="note">last repair pass · <span id="unsettled"></span> unsettled <span class="heal-note" id="heal-note"></span></div></div>
   <div class="card"><div class="label">Repair</div><div class="value" id="repair-pushed">–</div><div class="note">blocks copied by this node · <span id="repair-bytes"></span> · <span id="repair-passes"></span> passes · last <span id="repair-last"></span> · cluster: <span id="repair-cluster" data-bytes="0"></span> served for repair (ledger)</div></div>
+  <div class="card"><div class="label">Coded blocks (cluster)</div><div class="value" id="shards-blocks">–</div><div class="note"><span id="shards-cluster">–</span> · this node: <span id="shards-here">–</span></div></div>
   <div class="card"><div class="label">Proof pass rate</div><div class="value" id="proof-rate">–</div><div class="note" id="proof-counts"></div></div>
   <div class="card"><div class="label">Disk</div><div class="value" id="disk-held">–</div><div class="note"><span id="disk-free"></span> free of <span id="disk-total"></span></div><div class="bar"><div id="disk-bar" style="width:0"></div></div></div>
 </div>
@@ -67,7 +68,7 @@ export const STATUS_PAGE = `<!doctype html>
 </table>
 <h2>Cluster: every member's own view <span class="note" id="cluster-updated"></span></h2>
 <table id="cluster-view">
-  <thead><tr><th>Member</th><th>Node role</th><th>Sees alive / suspect / dead</th><th>Under-replicated</th><th>Unsettled</th><th>Heal</th><th>Proofs passed / failed / late</th><th>Held</th><th>Disk free</th><th>Drain</th></tr></thead>
+  <thead><tr><th>Member</th><th>Node role</th><th>Sees alive / suspect / dead</th><th>Under-replicated</th><th>Unsettled</th><th>Heal</th><th>Proofs passed / failed / late</th><th>Coded blocks full / at threshold / unreadable</th><th>Held</th><th>Disk free</th><th>Drain</th></tr></thead>
   <tbody></tbody>
 </table>
 <div class="charts">
@@ -92,6 +93,8 @@ const short = (p) => p.slice(0, 8) + "…" + p.slice(-6);
 const label = (m) => (m.name ? m.name : short(m.peerId));
 const role = (m) => (m.role || (m.approvedBy === m.peerId ? "founder" : "–")) + (m.draining ? " · draining" : "");
 const address = (m) => (m.addresses && m.addresses[0]) || "–";
+// Coded blocks by healthy shards (docs/node.md, "Redundancy": full at K+M, at threshold, unreadable under K).
+const shardText = (h) => h.full + " full · " + h.atThreshold + " at threshold · " + h.unreadable + " unreadable";
 // Byte rates: the axis and legend pick the unit from the values, with the decimals the tick
 // step needs, so that a small rate reads 0.25 KiB/s, not 0 MiB/s.
 const UNITS = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
@@ -187,6 +190,7 @@ function render(status, members, ledger, series) {
   text("repair-bytes", mib(r.pushedBytes));
   text("repair-passes", r.passes);
   text("repair-last", ago(r.lastPassAt));
+  text("shards-here", r.shardHealth ? shardText(r.shardHealth) : "–");
   const p = status.proofs;
   const decided = p.pass + p.fail + p.late;
   text("proof-rate", decided ? (100 * p.pass / decided).toFixed(1) + " %" : "–");
@@ -260,12 +264,20 @@ function renderCluster(cluster) {
       [r.unsettled ?? "–", "unsettled"],
       [r.cannotHeal ? "cannot heal: " + r.cannotHealReason : "ok", r.cannotHeal ? "heal error" : "heal"],
       [p.enabled ? p.pass + " / " + p.fail + " / " + p.late : "–", "proofs"],
+      [r.shardHealth ? r.shardHealth.full + " / " + r.shardHealth.atThreshold + " / " + r.shardHealth.unreadable : "–", r.shardHealth && r.shardHealth.unreadable > 0 ? "shards error" : "shards"],
       [st.disk ? mib(st.disk.heldBytes) : "–", "held"],
       [st.disk ? mib(st.disk.freeBytes) : "–", "free"],
       [d ? (d.done ? "done" : d.unsettled + " of " + d.held + " to move") : "–", "drain"],
     ]);
   }));
   text("cluster-updated", "(asked by this node, " + new Date(cluster.at).toLocaleTimeString() + ")");
+  // Each coded block is counted by one member (its whole-copy holder, or its rebuilder): the sum is the cluster's.
+  const h = cluster.shardHealth;
+  if (h) {
+    text("shards-blocks", h.blocks);
+    text("shards-cluster", shardText(h) + (cluster.members.some((m) => !m.ok) ? " (members not answering left out)" : ""));
+    $("shards-cluster").className = h.unreadable > 0 ? "error" : "";
+  }
 }
 async function refreshCluster() {
   try {

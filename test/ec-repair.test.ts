@@ -11,7 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeManifest, verifyShard } from '../carrier/ec/manifest.js';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, dbApi, founderWithDb, joinKeyless, keyFile, ouro, ouroJson, waitFor } from './cluster-harness.js';
+import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, ouroJson, startNode, waitFor } from './cluster-harness.js';
 
 /** Every shard file under a node's directory, verified against the manifest beside it: `<block id>.<index>`. */
 function verifiedShards(node: NodeProc): string[] {
@@ -254,6 +254,14 @@ describe('ec 4+2 repair on six members', () => {
       for (const id of coded) if (shardCount(id) !== 6 || (await wholeOn(id)).length !== 0) return false;
       return true;
     }, 60_000, 'every coded block at six shards and no whole copy but the writer\'s');
+    // Three members held each block whole: one of them coded and pushed its shards, each shard
+    // pushed by one member only.
+    for (const id of coded) {
+      for (let index = 0; index < 6; index++) {
+        const by = all.filter((n) => n.logs.some((l) => l.event === 'shard-repaired' && l.id === id && l.index === index)).map((n) => n.peerId);
+        expect(by, `shard ${id}.${index} pushed by`).toHaveLength(1);
+      }
+    }
     expect(await onReplicaPlacement(small[0]!)).toBe(true);
     expect(shardCount(small[0]!)).toBe(0);
 
@@ -267,5 +275,110 @@ describe('ec 4+2 repair on six members', () => {
     for (const n of keyless) expect((await n.get<{ replication: { staleShards: number } }>('/status')).replication.staleShards).toBe(0);
     // Nothing lost: every object reads back from the writer, and every whole copy verified on receipt.
     for (const [hash, value] of values) expect((await dbApi.value(a, hash)).equals(value)).toBe(true);
+  }, 180_000);
+  it('rebuilds shards from K shards when no whole copy is left: the writer SIGKILLed and revoked, then a shard holder; every value reads on the other keyed member', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const b = await joinWithDb(a, key, GRACE);
+    const keyless: NodeProc[] = [];
+    for (let i = 0; i < 3; i++) keyless.push(await joinKeyless(a, GRACE));
+    const all = [a, b, ...keyless];
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 5, 30_000, 'five live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+
+    // Coded blocks only (above the 128 KiB line at 2+1), one per flush; at least five, and
+    // enough that the writer holds a shard of one (so losing it costs a shard, not only the copy).
+    const values = new Map<string, Buffer>();
+    const coded: string[] = [];
+    for (let i = 0; coded.length < 5 || verifiedShards(a).length === 0; i++) {
+      const before = await held(a);
+      const value = crypto.randomBytes(200_000 + i * 30_000);
+      values.set((await dbApi.put(a, value)).hash, value);
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const wholeOn = async (nodes: NodeProc[]) => (await Promise.all(nodes.map(async (n) => [...(await held(n))].filter((id) => coded.includes(id)).map((id) => `${id} on ${n.peerId}`)))).flat();
+    // b indexed every block (fetched from the shards: counted once each) and dropped its adopted
+    // copies once the shards were placed; a fetch still under way would keep one after this.
+    await waitFor(async () => (await b.get<{ replication: { fetched: number } }>('/status')).replication.fetched >= coded.length && (await wholeOn([b, ...keyless])).length === 0, 30_000, 'no whole copy of a coded block beside the writer\'s');
+
+    const shardsOn = (nodes: NodeProc[]) => {
+      const byBlock = new Map(coded.map((id) => [id, [] as number[]]));
+      for (const n of nodes) for (const name of verifiedShards(n)) byBlock.get(name.split('.')[0]!)?.push(Number(name.split('.')[1]));
+      return byBlock;
+    };
+    // The writer lost: SIGKILLed, then revoked (so placement leaves it out at once).
+    await a.kill9();
+    let live = [b, ...keyless];
+    // The premise, before the revocation lets repair start: no whole copy of any coded block on a
+    // living member, and some blocks short of a shard (the writer's).
+    expect(await wholeOn(live)).toEqual([]);
+    expect([...shardsOn(live).values()].some((indexes) => indexes.length < 3)).toBe(true);
+    const revoked = await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', a.peerId]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    for (const n of live) await waitFor(async () => (await n.members()).members.find((m) => m.peerId === a.peerId)?.status === 'revoked', 20_000, `${n.peerId} to learn a's revocation`);
+
+    // Rebuilt from two shards each: every block back at three distinct verified shards on the living.
+    const full = (nodes: NodeProc[]) => [...shardsOn(nodes).values()].every((indexes) => new Set(indexes).size === 3);
+    await waitFor(() => full(live), 60_000, 'every coded block back at three shards without the writer');
+    expect(await wholeOn(live)).toEqual([]);
+    expect(live.some((n) => n.logs.some((l) => l.event === 'shard-repaired'))).toBe(true);
+
+    // Then a shard holder lost too: SIGKILLed and revoked; its shards rebuilt on the three left.
+    const victim = [...keyless].sort((x, y) => verifiedShards(y).length - verifiedShards(x).length)[0]!;
+    expect(verifiedShards(victim).length).toBeGreaterThan(0);
+    await victim.kill9();
+    live = live.filter((n) => n !== victim);
+    expect([...shardsOn(live).values()].some((indexes) => new Set(indexes).size < 3)).toBe(true);
+    expect((await ouro(['--json', 'cluster', '--dir', b.dir, 'revoke', victim.peerId])).code).toBe(0);
+    await waitFor(() => full(live), 60_000, 'every coded block back at three shards on the three left');
+    expect(await wholeOn(live)).toEqual([]);
+    // b counts the blocks it rebuilds (the others count theirs): together every block, all full.
+    await waitFor(async () => {
+      const counts = await Promise.all(live.map(async (n) => (await progress(n)).shardHealth));
+      return counts.reduce((s, c) => s + c.blocks, 0) === coded.length && counts.reduce((s, c) => s + c.full, 0) === coded.length;
+    }, 30_000, 'the living to count every coded block once, full');
+
+    // Every value reads back on the keyed member left, byte-identical.
+    for (const [hash, value] of values) expect((await dbApi.value(b, hash)).equals(value), hash).toBe(true);
+  }, 180_000);
+  it('removes the duplicate shards left when a member dead past the grace comes back, never below three', async () => {
+    const key = keyFile();
+    const a = await founderWithDb(key, GRACE);
+    const k1 = await joinKeyless(a, GRACE);
+    const k2 = await joinKeyless(a, GRACE);
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 3, 30_000, 'three live members');
+    const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of [a, k1, k2]) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+    const coded: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = await held(a);
+      await dbApi.put(a, crypto.randomBytes(200_000 + i * 30_000));
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...[...(await held(a))].filter((id) => !before.has(id)));
+    }
+    const files = (nodes: NodeProc[]) => nodes.flatMap((n) => verifiedShards(n).filter((name) => coded.includes(name.split('.')[0]!)));
+    const perBlock = (nodes: NodeProc[]) => coded.map((id) => files(nodes).filter((name) => name.startsWith(`${id}.`)).map((name) => Number(name.split('.')[1])).sort());
+    // k1 holds one shard of every block (three members at 2+1): killed, and past the grace its
+    // shards are rebuilt on a and k2, one of them then holding two of a block.
+    expect(perBlock([k1]).every((s) => s.length === 1)).toBe(true);
+    await k1.kill9();
+    await waitFor(() => perBlock([a, k2]).every((s) => new Set(s).size === 3), 60_000, 'every block back at three shards on a and k2');
+    // k1 comes back with its old shards: each block has four shard files, one index twice.
+    const back = await startNode(k1.dir);
+    expect(perBlock([a, back, k2]).every((s) => s.length === 4)).toBe(true);
+    // Sampled all along: never fewer than three distinct shards; in the end three files, one a member.
+    let fewest = Infinity;
+    await waitFor(() => {
+      const now = perBlock([a, back, k2]);
+      fewest = Math.min(fewest, ...now.map((s) => new Set(s).size));
+      return now.every((s) => s.length === 3 && new Set(s).size === 3);
+    }, 60_000, 'the duplicate shards removed');
+    expect(fewest).toBe(3);
+    for (const n of [a, back, k2]) expect(perBlock([n]).every((s) => s.length === 1), n.peerId).toBe(true);
+    expect([a, k2].some((n) => n.logs.some((l) => l.event === 'duplicate-shard-removed'))).toBe(true);
   }, 180_000);
 });

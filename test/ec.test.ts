@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { loadCodec, shardSize } from '../carrier/ec/codec.js';
 import { encodeManifest, makeManifest } from '../carrier/ec/manifest.js';
 import { shardSet } from '../carrier/placement.js';
-import { checkShardPush } from '../carrier/replication-shards.js';
+import { checkShardPush } from '../carrier/replication-shard-rules.js';
 import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, waitFor } from './cluster-harness.js';
 
 const EXTRA = ['--dead-grace-ms', '3600000'];

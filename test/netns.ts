@@ -165,6 +165,8 @@ export interface ShapeOptions {
 
 export class NetLab {
   readonly hosts: Array<{ ns: string; ip: string }>;
+  /** The NAT routers natBehind() added (namespaces, deleted with the lab). */
+  readonly #routers: string[] = [];
   /** The test process's address on the lab's network. */
   readonly hostIp: string;
   readonly #hub: string;
@@ -338,6 +340,79 @@ export class NetLab {
     }
   }
 
+  /**
+   * Puts member i behind a NAT of its own, as a home or office router would (masquerade, and no
+   * connection from outside in). Member i's namespace gets a private address on a subnet of its
+   * own, behind a router namespace `<ns>-nat` that takes member i's lab address as its public one:
+   *
+   *   hub --p<i>-- router (eth0 = the lab address; lan0 = <private>.1) --lan0/eth0-- member i (<private>.2)
+   *
+   * Other members can dial neither the private address (no route to it anywhere but the hub's,
+   * which the router refuses for them) nor the public one (nothing listens on the router). The
+   * test process alone may open connections in, to reach member i's admin API: the hub and the
+   * host route the private subnet to the router, whose forward chain lets new connections in
+   * from the host's address only. Afterwards hosts[i].ip is the private address (listen and
+   * admin there); partition(), cut() and shape() name lab addresses, so they do not apply to it.
+   * Returns both addresses.
+   */
+  async natBehind(i: number): Promise<{ privateIp: string; publicIp: string }> {
+    const h = this.#member(i);
+    const publicIp = h.ip;
+    const priv = await freeSubnet();
+    const privateIp = `${priv}.2`;
+    const router = `${h.ns}-nat`;
+    const hub = this.#hub;
+    const net = `${this.#subnet}.0/24`;
+    this.#routers.push(router);
+    await ip('netns', 'add', router);
+    await ip('-n', router, 'link', 'set', 'lo', 'up');
+    await ip('netns', 'exec', router, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    // The hub's port now leads to the router (deleting it deleted member i's eth0).
+    await ip('-n', hub, 'link', 'del', `p${i}`);
+    await ip('-n', hub, 'link', 'add', `p${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', router);
+    await ip('-n', hub, 'addr', 'add', `${this.#hubIp}/32`, 'dev', `p${i}`);
+    await ip('-n', hub, 'link', 'set', `p${i}`, 'up');
+    await ip('-n', hub, 'route', 'add', `${publicIp}/32`, 'dev', `p${i}`, 'src', this.#hubIp);
+    await ip('-n', hub, 'route', 'add', `${priv}.0/24`, 'via', publicIp, 'dev', `p${i}`, 'onlink');
+    await ip('-n', router, 'addr', 'add', `${publicIp}/32`, 'dev', 'eth0');
+    await ip('-n', router, 'link', 'set', 'eth0', 'up');
+    await ip('-n', router, 'route', 'add', net, 'via', this.#hubIp, 'dev', 'eth0', 'onlink');
+    await ip('-n', router, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns);
+    await ip('-n', router, 'addr', 'add', `${priv}.1/24`, 'dev', 'lan0');
+    await ip('-n', router, 'link', 'set', 'lan0', 'up');
+    await ip('-n', h.ns, 'addr', 'add', `${privateIp}/24`, 'dev', 'eth0');
+    await ip('-n', h.ns, 'link', 'set', 'eth0', 'up');
+    await ip('-n', h.ns, 'route', 'add', 'default', 'via', `${priv}.1`);
+    await ip('route', 'add', `${priv}.0/24`, 'via', this.#hubIp, 'dev', this.#hostLink, 'onlink');
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('ip', ['netns', 'exec', router, 'nft', '-f', '-'], (err, _o, stderr) => (err ? reject(new Error(`nft in ${router}: ${stderr || err.message}`)) : resolve()));
+      child.stdin!.end(
+        [
+          'add table ip nat',
+          'add chain ip nat postrouting { type nat hook postrouting priority 100; }',
+          'add rule ip nat postrouting oifname "eth0" masquerade',
+          'add table inet fw',
+          'add chain inet fw forward { type filter hook forward priority 0; policy accept; }',
+          'add rule inet fw forward ct state established,related accept',
+          `add rule inet fw forward iifname "eth0" ip saddr != ${this.hostIp} drop`,
+          '',
+        ].join('\n'),
+      );
+    });
+    this.hosts[i] = { ns: h.ns, ip: privateIp };
+    return { privateIp, publicIp };
+  }
+
+  /** Drops the traffic between NATed member i and lab member j in i's router (both ways), as between two members behind different NATs. */
+  async natCut(i: number, j: number): Promise<void> {
+    const router = `${this.#member(i).ns}-nat`;
+    const other = this.#member(j).ip;
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('ip', ['netns', 'exec', router, 'nft', '-f', '-'], (err, _o, stderr) => (err ? reject(new Error(`nft in ${router}: ${stderr || err.message}`)) : resolve()));
+      child.stdin!.end(`insert rule inet fw forward ip daddr ${other} drop\ninsert rule inet fw forward ip saddr ${other} drop\n`);
+    });
+  }
+
   /** Removes every drop and every shaping rule. */
   async heal(): Promise<void> {
     await Promise.all(this.hosts.map((_, i) => this.#nft(i, 'flush chain inet ourolab input\nflush chain inet ourolab output\n')));
@@ -369,7 +444,7 @@ export class NetLab {
         return '';
       }
     };
-    for (const ns of [...this.hosts.map((h) => h.ns), this.#hub]) {
+    for (const ns of [...this.hosts.map((h) => h.ns), ...this.#routers, this.#hub]) {
       // Processes started in the namespace by anyone (cluster-procs spawns through wrap()).
       for (const pid of quiet(['ip', 'netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
         try {

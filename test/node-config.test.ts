@@ -7,9 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_FILE, DEFAULT_CONFIG, loadConfig, resolveConfig } from '../carrier/config.js';
-import { FailureDetector } from '../carrier/detector.js';
+import { FLAP_WINDOW, FailureDetector, MAX_TIMEOUT_SCALE } from '../carrier/detector.js';
 import { IDENTITY_FILE } from '../carrier/identity.js';
-import { Node, withLastPorts } from '../carrier/node.js';
+import { withLastPorts } from '../carrier/addresses.js';
+import { Node } from '../carrier/node.js';
 import { ConfigError, OuroDB, WrongKeyError } from '../lib/index.js';
 import { tempDir } from './helpers.js';
 
@@ -36,6 +37,11 @@ describe('node config', () => {
     [{ listen: ['/ip4/127.0.0.1/tcp/4000'] }, 'listen.0'],
     [{ announce: ['/ip4/203.0.113.7/udp/0/quic-v1'] }, 'announce.0'],
     [{ announce: '/ip4/203.0.113.7/udp/4100/quic-v1' }, 'announce'],
+    [{ announce: ['/ip4/203.0.113.7/udp/4100/quic-v1/p2p-circuit'] }, 'announce.0'],
+    [{ relay: { via: ['/ip4/203.0.113.7/udp/4100/quic-v1'] } }, 'relay.via.0'],
+    [{ relay: { serve: 'yes' } }, 'relay.serve'],
+    [{ relay: { durationLimitMs: -1 } }, 'relay.durationLimitMs'],
+    [{ relay: { maxReservations: 0 } }, 'relay.maxReservations'],
     [{ log: { level: 'loud' } }, 'log.level'],
     [{ colour: 'blue' }, '(root)'],
     [{ version: 2 }, 'version'],
@@ -62,6 +68,18 @@ describe('node config', () => {
     expect((await loadConfig(dir, { announce: ['/ip4/203.0.113.7/udp/4100/quic-v1'] })).announce).toEqual(['/ip4/203.0.113.7/udp/4100/quic-v1']);
   });
 
+  it('a config file from before `relay` serves no relay and reserves none; a relay circuit address may be announced', async () => {
+    const dir = tempDir();
+    const { relay: _, ...older } = DEFAULT_CONFIG;
+    fs.writeFileSync(path.join(dir, CONFIG_FILE), JSON.stringify(older));
+    expect((await loadConfig(dir)).relay).toEqual({ serve: false, via: [], maxReservations: 64, durationLimitMs: 0, dataLimitBytes: 0 });
+    const via = '/ip4/203.0.113.7/udp/4100/quic-v1/p2p/12D3KooWBjennPNR2R5JdsGP8GjNv4zgoPzKyUVx52Zu9DiinQsN';
+    const c = await loadConfig(dir, { relay: { via: [via] }, announce: [`${via}/p2p-circuit`] });
+    expect(c.relay.via).toEqual([via]);
+    expect(c.relay.serve).toBe(false);
+    expect(c.announce).toEqual([`${via}/p2p-circuit`]);
+  });
+
   it('a config file that is not JSON is a ConfigError', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, CONFIG_FILE), '{ "version": 1,');
@@ -82,6 +100,9 @@ describe('listen ports across restarts', () => {
     expect(withLastPorts(other, last)).toBe(other);
     expect(withLastPorts(other, undefined)).toBe(other);
     expect(withLastPorts(other, [])).toBe(other);
+    // A relay's circuit address names the relay's port, not this node's: a node behind NAT keeps port 0.
+    const behindNat = ['/ip4/0.0.0.0/udp/0/quic-v1'];
+    expect(withLastPorts(behindNat, ['/ip4/203.0.113.7/udp/4100/quic-v1/p2p/12D3KooWr/p2p-circuit/p2p/12D3KooWx'])).toBe(behindNat);
   });
 });
 
@@ -98,7 +119,7 @@ describe('failure detector', () => {
     expect(d.tick().map((t) => [t.peer, t.from, t.to])).toEqual([['p', 'alive', 'suspect'], ['q', 'alive', 'suspect']]);
     expect(d.heard('q')).toMatchObject({ peer: 'q', from: 'suspect', to: 'alive', silentMs: 300 });
     now += 700;
-    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700 }]);
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 1000, timeoutScale: 1 }, { peer: 'q', from: 'alive', to: 'suspect', silentMs: 700, timeoutScale: 1 }]);
     expect(d.tick()).toEqual([]);
     expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
     expect(d.health('p')).toMatchObject({ state: 'dead', since: now });
@@ -117,14 +138,91 @@ describe('failure detector', () => {
     // Past the suspect timeout it stays unknown: suspect says a member heard before went quiet.
     now += 500;
     expect(d.tick()).toEqual([]);
-    expect(d.heard('new')).toEqual({ peer: 'new', from: 'unknown', to: 'alive', silentMs: 500 });
+    expect(d.heard('new')).toEqual({ peer: 'new', from: 'unknown', to: 'alive', silentMs: 500, timeoutScale: 1 });
     expect(d.health('new')).toEqual({ state: 'alive', since: 1500, lastHeard: 1500 });
     now += 500;
     expect(d.tick()).toEqual([
-      { peer: 'new', from: 'alive', to: 'suspect', silentMs: 500 },
-      { peer: 'down', from: 'unknown', to: 'dead', silentMs: 1000 },
+      { peer: 'new', from: 'alive', to: 'suspect', silentMs: 500, timeoutScale: 1 },
+      { peer: 'down', from: 'unknown', to: 'dead', silentMs: 1000, timeoutScale: 1 },
     ]);
     expect(d.counts()).toEqual({ unknown: 0, alive: 0, suspect: 1, dead: 1 });
+  });
+});
+
+describe('failure detector on a flapping link', () => {
+  /**
+   * A link up for `upMs` and down for `downMs`, heard at each tick (`tickMs`) while up, for
+   * `cycles` cycles; the transitions the detector made for the member on the other side.
+   */
+  function flap(d: FailureDetector, clock: { now: number }, upMs: number, downMs: number, tickMs: number, cycles: number): string[] {
+    const seen: string[] = [];
+    for (let c = 0; c < cycles; c++) {
+      for (let t = 0; t < upMs + downMs; t += tickMs) {
+        clock.now += tickMs;
+        for (const x of d.tick()) seen.push(`${x.from}>${x.to}`);
+        if (t < upMs) {
+          const x = d.heard('p');
+          if (x) seen.push(`${x.from}>${x.to}`);
+        }
+      }
+    }
+    return seen;
+  }
+
+  it('a member whose link goes down 3 s in every 6 s is not taken through dead on every cycle: its timeouts stretch after the second revival', () => {
+    const clock = { now: 1000 };
+    // The tests' fast timeouts (test/cluster-procs.ts FAST): dead after 2 s of silence.
+    const d = new FailureDetector({ suspectAfterMs: 800, deadAfterMs: 2000, now: () => clock.now });
+    d.track(['p']);
+    d.heard('p');
+    const seen = flap(d, clock, 3000, 3000, 200, 20);
+    // The premise: the first cycles do take it through dead (down longer than deadAfterMs).
+    expect(seen.slice(0, 3)).toEqual(['alive>suspect', 'suspect>dead', 'dead>alive']);
+    // Over 20 cycles (2 minutes), it is dead twice, then at most suspect now and then.
+    expect(seen.filter((s) => s.endsWith('>dead'))).toHaveLength(2);
+    // The next 10 cycles: no transition to dead, and fewer than one to suspect in two cycles.
+    const late = flap(d, clock, 3000, 3000, 200, 10);
+    expect(late.filter((s) => s.endsWith('>dead'))).toEqual([]);
+    expect(late.filter((s) => s.endsWith('>suspect')).length).toBeLessThan(5);
+  });
+
+  it('one revival (a restart) leaves the timeouts as configured; a flapping member that stops is still declared dead; a calm spell restores the timeouts', () => {
+    const clock = { now: 1000 };
+    const d = new FailureDetector({ suspectAfterMs: 800, deadAfterMs: 2000, now: () => clock.now });
+    d.track(['p']);
+    d.heard('p');
+    // A restart: dead, then back once. The next silence is timed as configured.
+    clock.now += 2000;
+    expect(d.tick().map((x) => x.to)).toEqual(['dead']);
+    expect(d.heard('p')).toMatchObject({ from: 'dead', to: 'alive', timeoutScale: 1 });
+    clock.now += 800;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 800, timeoutScale: 1 }]);
+    // Back again: each revival past the first within the window doubles the timeouts, up to MAX_TIMEOUT_SCALE.
+    expect(d.heard('p')).toMatchObject({ from: 'suspect', to: 'alive', timeoutScale: 2 });
+    clock.now += 1600;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 1600, timeoutScale: 2 }]);
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: 4 });
+    clock.now += 3200;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'suspect', silentMs: 3200, timeoutScale: 4 }]);
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: MAX_TIMEOUT_SCALE });
+    clock.now += 3200;
+    expect(d.heard('p')).toBeUndefined();
+    // It stops for good: suspect after 8 x 800 ms, dead after 8 x 2 s, never later.
+    clock.now += 6399;
+    expect(d.tick()).toEqual([]);
+    clock.now += 1;
+    expect(d.tick().map((x) => x.to)).toEqual(['suspect']);
+    clock.now += 9600;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'suspect', to: 'dead', silentMs: 16000, timeoutScale: 8 }]);
+    // It comes back and stays: each FLAP_WINDOW x deadAfterMs without a revival takes one doubling back.
+    expect(d.heard('p')).toMatchObject({ to: 'alive', timeoutScale: MAX_TIMEOUT_SCALE });
+    for (let i = 0; i < (3 * FLAP_WINDOW * 2000) / 200; i++) {
+      clock.now += 200;
+      d.heard('p');
+      d.tick();
+    }
+    clock.now += 2000;
+    expect(d.tick()).toEqual([{ peer: 'p', from: 'alive', to: 'dead', silentMs: 2000, timeoutScale: 1 }]);
   });
 });
 

@@ -3,7 +3,8 @@
  * (issue 8): a replica that alters its blocks fails its proofs, is quarantined on every member
  * and its blocks are placed and copied elsewhere; one that deletes a block fails the next proof
  * of it; a holder that stalls (SIGSTOP) is marked late; and members holding the same events
- * show the same ledger.
+ * show the same ledger. At ec 2+1 the members holding shards are challenged per shard: one that
+ * deletes a shard, and one that alters its shards, fail.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -13,7 +14,7 @@ import type { LedgerEntry, LedgerView } from '../carrier/ledger.js';
 import { replicaSet } from '../carrier/placement.js';
 import { filesUnder } from './files.js';
 import { pseudoRandom } from './helpers.js';
-import { type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, keyFile, waitFor } from './cluster-harness.js';
+import { type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, keyFile, ouro, waitFor } from './cluster-harness.js';
 
 /** Challenges every 200 ms, ledger events every 500 ms, synced every 200 ms; repair only when kicked (a quarantine kicks it). */
 const PROOF_FLAGS = ['--proof-interval-ms', '200', '--proofs-per-round', '8', '--ledger-interval-ms', '500', '--ledger-sync-ms', '200', '--repair-interval-ms', '600000'];
@@ -201,5 +202,45 @@ describe('proofs of storage', () => {
     // far less than the four deadlines an unanswered challenge waits.)
     expect(unreachable()).toBeGreaterThan(0);
     expect(w.logs.filter((l) => l.event === 'proof-late' && l.peer === k.peerId && (l.ms as number) >= 4 * 300)).toEqual([]);
+  }, 120_000);
+
+  it('challenges the members holding shards per shard: honest holders pass, one that deletes a shard and one that alters its shards fail', async () => {
+    const key = keyFile();
+    const flags = ['--quarantine-after', '50', ...PROOF_FLAGS];
+    const w = await founderWithDb(key, flags);
+    const ks = [await joinKeyless(w, flags), await joinKeyless(w, flags), await joinKeyless(w, flags)];
+    const all = [w, ...ks];
+    await waitFor(() => converged(all, all.map((n) => n.peerId)), 20_000, 'four members');
+    const set = await ouro(['--json', 'cluster', '--dir', w.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+    // Coded blocks (above the 128 KiB line at 2+1), each durable as three shards.
+    const coded: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = new Set(await heldBlocks(w));
+      await dbApi.put(w, pseudoRandom(`shard-proof-${i}`, 200_000 + i * 20_000), { key: `s/${i}` });
+      await dbApi.json(w, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...(await heldBlocks(w)).filter((id) => !before.has(id)));
+    }
+    const shardFiles = (n: NodeProc) => filesUnder(n.dir).filter((f) => f.endsWith('.shd') && !f.includes(`${path.sep}quarantine${path.sep}`));
+    const holders = ks.filter((k) => shardFiles(k).length > 0).sort((x, y) => shardFiles(y).length - shardFiles(x).length);
+    expect(holders.length).toBeGreaterThanOrEqual(2);
+    // The premise: the keyless members hold no coded block whole, so what they prove is their shards.
+    for (const k of ks) expect((await heldBlocks(k)).filter((id) => coded.includes(id))).toEqual([]);
+    for (const k of holders) await waitFor(async () => ((await entryOf(w, k.peerId))?.proofs.passed ?? 0) > 0, 20_000, `${k.peerId} to pass a shard proof`);
+
+    // Deleting a shard fails the next proof of it (the writer's passes let finish first, as above).
+    const [deleter, alterer] = holders as [NodeProc, NodeProc];
+    await w.post('/replication/repair', {});
+    const file = shardFiles(deleter)[0]!;
+    const [id, index] = path.basename(file, '.shd').split('.') as [string, string];
+    fs.rmSync(file);
+    await waitFor(async () => ((await entryOf(w, deleter.peerId))?.proofs.failed ?? 0) > 0, 30_000, 'the deleter to fail a shard proof');
+    expect(w.logs.some((l) => l.event === 'proof-fail' && l.peer === deleter.peerId && l.id === id && l.index === Number(index))).toBe(true);
+
+    // Altering its shards fails too.
+    for (const f of shardFiles(alterer)) fs.writeFileSync(f, crypto.randomBytes(fs.statSync(f).size));
+    await waitFor(async () => ((await entryOf(w, alterer.peerId))?.proofs.failed ?? 0) > 0, 30_000, 'the alterer to fail a shard proof');
+    expect(w.logs.some((l) => l.event === 'proof-fail' && l.peer === alterer.peerId && typeof l.index === 'number')).toBe(true);
   }, 120_000);
 });

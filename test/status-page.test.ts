@@ -15,6 +15,10 @@
  * axis labels and legend values for small rates; blocks adopted from the writer not drawn as
  * ingest on the member that adopted them.
  *
+ * A third (issue 32) checks shard health at ec 2+1: the coded blocks full, at threshold and
+ * unreadable as members holding their shards are SIGKILLed, on the page's card (the cluster's
+ * sum, from `/cluster/status` `shardHealth`) and in the cluster view's rows.
+ *
  * Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it when missing); skipped,
  * saying so, where it is not installed.
  */
@@ -23,7 +27,8 @@ import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pseudoRandom, tempDir } from './helpers.js';
-import { FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, joinWithDb, keyFile, waitFor } from './cluster-harness.js';
+import { FAST, type NodeProc, converged, dbApi, founderWithDb, heldBlocks, joinKeyless, joinWithDb, keyFile, ouro, waitFor } from './cluster-harness.js';
+import { filesUnder } from './files.js';
 
 const CHROMIUM = process.env.OURO_CHROMIUM ?? '/usr/bin/chromium';
 const hasChromium = fs.existsSync(CHROMIUM);
@@ -259,5 +264,67 @@ describe.skipIf(!hasChromium)('status page', () => {
     await wPage.waitForSelector(`#cluster-view tbody tr[data-peer="${k.peerId}"][data-ok="false"]`, { timeout: 20_000 });
     expect(await wPage.textContent(`#cluster-view tbody tr[data-peer="${k.peerId}"]`)).toContain('no answer');
     expect(failed).toEqual([]);
+  }, 180_000);
+  it('shows the coded blocks by shard health: full, at threshold and unreadable as shard holders die, for the cluster and per member', async () => {
+    const key = keyFile();
+    // A long dead grace: a killed member keeps its place, so its shards are missing, not rebuilt.
+    const flags = ['--dead-grace-ms', '600000'];
+    const w = await founderWithDb(key, flags);
+    const ks = [await joinKeyless(w, flags), await joinKeyless(w, flags), await joinKeyless(w, flags)];
+    const all = [w, ...ks];
+    await waitFor(() => converged(all, all.map((n) => n.peerId)), 20_000, 'four members');
+    const set = await ouro(['--json', 'cluster', '--dir', w.dir, 'redundancy', 'ec', '2+1']);
+    expect(set.code, set.stderr).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, `${n.peerId} to take ec 2+1`);
+    const coded: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = new Set(await heldBlocks(w));
+      await dbApi.put(w, pseudoRandom(`shards-${i}`, 200_000 + i * 20_000), { key: `shards/${i}` });
+      await dbApi.json(w, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      coded.push(...(await heldBlocks(w)).filter((id) => !before.has(id)));
+    }
+    expect(coded).toHaveLength(3);
+    // Which member holds a shard of which block (each block's three shards on three of the four).
+    const shardsOf = new Map(all.map((n) => [n, new Set(filesUnder(n.dir).filter((f) => f.endsWith('.shd')).map((f) => path.basename(f).split('.')[0]!))]));
+    const expected = (dead: NodeProc[]) => {
+      const h = { blocks: coded.length, full: 0, atThreshold: 0, unreadable: 0 };
+      for (const id of coded) {
+        const live = all.filter((n) => !dead.includes(n) && shardsOf.get(n)!.has(id)).length;
+        if (live >= 3) h.full++;
+        else if (live >= 2) h.atThreshold++;
+        else h.unreadable++;
+      }
+      return h;
+    };
+    // Two keyless members both holding a shard of the first block: losing both leaves it one shard.
+    const [v, u] = ks.filter((n) => shardsOf.get(n)!.has(coded[0]!)) as [NodeProc, NodeProc];
+    expect(u).toBeDefined();
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+    const page = await browser.newPage();
+    await page.goto(`${w.run.admin}/?refresh=${REFRESH_MS}`);
+    const shows = async (h: { full: number; atThreshold: number; unreadable: number }) => {
+      const want = `${h.full} full · ${h.atThreshold} at threshold · ${h.unreadable} unreadable`;
+      await waitFor(async () => (await page.textContent('#shards-cluster'))?.startsWith(want) === true && (await page.textContent('#shards-here')) === want && (await page.textContent(`#cluster-view tbody tr[data-peer="${w.peerId}"] td.shards`)) === `${h.full} / ${h.atThreshold} / ${h.unreadable}`, 30_000, `the page to show ${want}`).catch(async (err: unknown) => {
+        throw new Error(`${(err as Error).message}: card ${await page.textContent('#shards-cluster')}, status ${JSON.stringify((await w.get<{ replication: { shardHealth: unknown } }>('/status')).replication.shardHealth)}`);
+      });
+      expect(Number(await page.textContent('#shards-blocks'))).toBe(coded.length);
+    };
+    await shows(expected([]));
+    expect(expected([])).toMatchObject({ full: 3 });
+    type ClusterStatus = { shardHealth: { blocks: number; full: number; atThreshold: number; unreadable: number; unknown: number } };
+    expect((await w.get<ClusterStatus>('/cluster/status')).shardHealth).toEqual({ ...expected([]), unknown: 0 });
+
+    // One holder killed: the blocks it held a shard of are at the threshold (two of three left).
+    await v.kill9();
+    expect(expected([v]).atThreshold).toBeGreaterThan(0);
+    await shows(expected([v]));
+    // Two: the first block is down to one shard, unreadable (only the writer's whole copy is left), and shown as an error.
+    await u.kill9();
+    expect(expected([v, u]).unreadable).toBeGreaterThan(0);
+    await shows(expected([v, u]));
+    expect(await page.getAttribute(`#cluster-view tbody tr[data-peer="${w.peerId}"] td.shards`, 'class')).toContain('error');
+    expect(await page.getAttribute('#shards-cluster', 'class')).toBe('error');
+    expect((await w.get<ClusterStatus>('/cluster/status')).shardHealth).toMatchObject(expected([v, u]));
   }, 180_000);
 });

@@ -21,6 +21,8 @@ interface ConfigFlags {
   name?: string;
   listen?: string[];
   announce?: string[];
+  relayServe?: boolean;
+  relayVia?: string[];
   adminHost?: string;
   adminPort?: string;
   heartbeatMs?: string;
@@ -59,6 +61,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
   const replication = { factor: num(o.replicationFactor), maxUnsealedMs: num(o.maxUnsealedMs), deadGraceMs: num(o.deadGraceMs), repairIntervalMs: num(o.repairIntervalMs), repairBytesPerSec: num(o.repairBytesPerSec), repairThreshold: num(o.repairThreshold) };
   const proofs = { enabled: o.proofs, intervalMs: num(o.proofIntervalMs), deadlineMs: num(o.proofDeadlineMs), perRound: num(o.proofsPerRound), quarantineAfter: num(o.quarantineAfter) };
   const ledger = { intervalMs: num(o.ledgerIntervalMs), syncIntervalMs: num(o.ledgerSyncMs) };
+  const relay = { serve: o.relayServe, via: o.relayVia };
   const s3 = { enabled: o.s3, host: o.s3Host, port: num(o.s3Port), region: o.s3Region, replicas: num(o.s3Replicas) };
   const clean = <T extends object>(x: T) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as Partial<T>;
   return {
@@ -73,6 +76,7 @@ function patchOf(o: ConfigFlags): NodeConfigPatch {
     ...(Object.keys(clean(proofs)).length ? { proofs: clean(proofs) } : {}),
     ...(Object.keys(clean(ledger)).length ? { ledger: clean(ledger) } : {}),
     ...(Object.keys(clean(s3)).length ? { s3: clean(s3) } : {}),
+    ...(Object.keys(clean(relay)).length ? { relay: clean(relay) } : {}),
     ...(o.logLevel !== undefined ? { log: { level: o.logLevel as 'info' } } : {}),
     ...(o.database !== undefined ? { database: { enabled: o.database } } : {}),
   };
@@ -83,6 +87,8 @@ function configOptions(cmd: Command): Command {
     .option('--name <name>', "this node's name, shown by every member (config: name)")
     .option('--listen <multiaddr...>', 'QUIC addresses to listen on (config: listen)')
     .option('--announce <multiaddr...>', 'QUIC addresses the other members dial, instead of the listen addresses (config: announce)')
+    .option('--relay-serve', 'serve circuit relay to members behind NAT (config: relay.serve)')
+    .option('--relay-via <multiaddr...>', 'behind NAT: reserve a slot on these relay members (/.../p2p/<id>) and announce their /p2p-circuit addresses (config: relay.via)')
     .option('--admin-host <host>', 'admin API host (config: admin.host)')
     .option('--admin-port <port>', 'admin API port, 0 for any free one (config: admin.port)')
     .option('--heartbeat-ms <ms>', 'heartbeat interval (config: heartbeat.intervalMs)')
