@@ -12,8 +12,9 @@
  *   - every block is held by its full placement (computed here from the member list, as the
  *     nodes do), and by nobody else once repair has settled;
  *   - no member reported a corrupt replica;
- *   - no member is revoked or quarantined in any member's view (proofs run every 2 s, so the
- *     partitions and slow links meet challenges: they must not pass for failed proofs);
+ *   - no member is revoked or quarantined in any member's view, and no proof of storage failed
+ *     (proofs run every 2 s, so the partitions and slow links meet challenges: they must not
+ *     pass for failed proofs);
  * and the count of each fault it injected.
  * Exit 0 when all hold, 1 otherwise. Run it with `npm run build` done (it drives dist/bin/ouro.js).
  */
@@ -226,6 +227,9 @@ async function main(): Promise<number> {
   const events = (match: (l: LogLine) => boolean) => members.reduce((n, m) => n + m.runs.reduce((k, p) => k + p.logs.filter(match).length, 0), 0);
   const proofs = (r: string) => events((l) => l.event === `proof-${r}`);
   log(`${wrongly === 0 ? 'no member revoked or quarantined in any view' : `${wrongly} revoked or quarantined (member, view) pairs`}; proofs: ${proofs('pass')} passed, ${proofs('fail')} failed, ${proofs('late')} late, ${proofs('unreachable')} unanswered while the holder was unreachable (no verdict)`);
+  // A failed proof (a wrong answer, or a placed holder saying it lacks the block) is never the
+  // network's doing, and no member here cheats: one is a lost replica or a wrong verdict.
+  if (proofs('fail') > 0) failures.push(`${proofs('fail')} failed proofs of storage`);
   log(`failure detector: ${events((l) => l.event === 'member-state' && l.to === 'dead')} transitions to dead, ${events((l) => l.event === 'member-state' && l.to === 'suspect')} to suspect (over all members' views)`);
   log(`kills: ${counts.sigkill} SIGKILL, ${counts.sigterm} SIGTERM; ${counts.restarts} restarts`);
   log(net ? net.summary() : 'network faults: none (loopback)');
