@@ -44,7 +44,7 @@ export function inLab(lab: NetLab): Placement {
 }
 
 /** How long faults may pile up before a heal is forced. */
-const HOLD_MS = 20_000;
+export const HOLD_MS = 20_000;
 
 export interface NetCounts {
   partitions: number;
@@ -60,7 +60,7 @@ export class NetChaos {
   #faultySince: number | undefined;
 
   constructor(
-    readonly lab: NetLab,
+    readonly lab: Pick<NetLab, 'partition' | 'cut' | 'shape' | 'heal'>,
     readonly rand: () => number,
     readonly log: (text: string) => void,
     /** Names of the members, for the log (index = lab member). */
