@@ -1,13 +1,21 @@
 /**
- * `npm run chaos -- --minutes N [--seed S]`: five real `ouro node` processes on loopback QUIC
- * (two with the database, three replicas only; RF 3) under a steady write load, while members
- * are killed at random (SIGKILL, or now and then SIGTERM), the writer included, and restarted
- * after a random pause; at most two are down at once, so every block keeps a copy. When the time
- * is up every member is brought back and the script checks, and prints:
+ * `npm run chaos -- --minutes N [--seed S] [--no-net]`: five real `ouro node` processes (two with
+ * the database, three replicas only; RF 3) under a steady write load, while members are killed at
+ * random (SIGKILL, or now and then SIGTERM), the writer included, and restarted after a random
+ * pause; at most two are down at once, so every block keeps a copy. Where network namespaces are
+ * available (test/netns.ts) each member runs in one of its own, and the rounds also break the
+ * network between members: partitions into random groups, one-way cuts, delay, jitter and loss on
+ * random links, and heals (test/chaos-net.ts). With `--no-net`, or where namespaces are
+ * unavailable (it prints why), the members run on loopback QUIC and only processes fail. When the
+ * time is up the network is healed, every member is brought back and the script checks, and prints:
  *   - every write the writer acknowledged reads back byte for byte on both keyed members;
  *   - every block is held by its full placement (computed here from the member list, as the
  *     nodes do), and by nobody else once repair has settled;
- *   - no member reported a corrupt replica.
+ *   - no member reported a corrupt replica;
+ *   - no member is revoked or quarantined in any member's view, and no proof of storage failed
+ *     (proofs run every 2 s, so the partitions and slow links meet challenges: they must not
+ *     pass for failed proofs);
+ * and the count of each fault it injected.
  * Exit 0 when all hold, 1 otherwise. Run it with `npm run build` done (it drives dist/bin/ouro.js).
  */
 import crypto from 'node:crypto';
@@ -16,9 +24,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { replicaSet } from '../carrier/placement.js';
-import { type NodeProc, converged, heldBlocks, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, killAll, startNode, waitFor } from './cluster-procs.js';
+import { type LogLine, type NodeProc, converged, heldBlocks, dbApi, keyFile, killAll, waitFor } from './cluster-procs.js';
+import { NetChaos, inLab, loopback, openLab } from './chaos-net.js';
 
-const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' }, 'no-net': { type: 'boolean', default: false } } });
 const minutes = Number(args.minutes);
 if (!(minutes > 0)) throw new Error('--minutes takes a positive number');
 const seed = args.seed ?? crypto.randomBytes(4).toString('hex');
@@ -53,14 +62,17 @@ function dumpLogs(members: Member[]): string {
 }
 
 async function main(): Promise<number> {
-  log(`seed ${seed}, ${minutes} min, five members, RF ${RF}`);
+  const where = await openLab(5, !args['no-net']);
+  log(`seed ${seed}, ${minutes} min, five members, RF ${RF}, ${'lab' in where ? 'each in a network namespace, with network faults' : `on loopback, no network faults (${where.reason})`}`);
+  const placement = 'lab' in where ? inLab(where.lab) : loopback;
   const key = keyFile();
   // Debug logs (heartbeat failures among them), kept for every process a member ran: a run that
-  // fails writes them out for the post-mortem.
-  const DEBUG = ['--log-level', 'debug'];
-  const a = await founderWithDb(key, DEBUG);
-  const b = await joinWithDb(a, key, DEBUG);
-  const rest = [await joinKeyless(a, DEBUG), await joinKeyless(a, DEBUG), await joinKeyless(a, DEBUG)];
+  // fails writes them out for the post-mortem. Proofs every 2 s (default deadline, 5 s): the
+  // faults meet many challenges, and none may count against a member.
+  const DEBUG = ['--log-level', 'debug', '--proof-interval-ms', '2000', '--replication-factor', String(RF)];
+  const a = await placement.founder(key, DEBUG);
+  const b = await placement.join(1, a, key, DEBUG);
+  const rest = [await placement.join(2, a, undefined, DEBUG), await placement.join(3, a, undefined, DEBUG), await placement.join(4, a, undefined, DEBUG)];
   const members: Member[] = [
     { name: 'a (writer)', proc: a, keyed: true, down: false, runs: [a] },
     { name: 'b (keyed)', proc: b, keyed: true, down: false, runs: [b] },
@@ -69,8 +81,9 @@ async function main(): Promise<number> {
   const peers = members.map((m) => m.proc.peerId);
   log(`peers: ${members.map((m) => `${m.name[0]}=${m.proc.peerId.slice(-6)}`).join(' ')}`);
   await waitFor(() => converged(members.map((m) => m.proc), peers), 30_000, 'five members');
+  const net = 'lab' in where ? new NetChaos(where.lab, rand, log, members.map((m) => m.name)) : undefined;
   const restart = async (m: Member) => {
-    m.proc = await startNode(m.proc.dir, [], m.keyed ? ['--key-file', key] : []);
+    m.proc = await placement.restart(members.indexOf(m), m.proc.dir, m.keyed ? key : undefined);
     m.runs.push(m.proc);
     m.down = false;
   };
@@ -126,9 +139,11 @@ async function main(): Promise<number> {
         log(`SIGTERM ${m.name}`);
       }
     }
+    await net?.step();
   }
   running = false;
   await load;
+  await net?.heal();
   for (const m of members.filter((x) => x.down)) {
     await restart(m);
     counts.restarts++;
@@ -199,7 +214,25 @@ async function main(): Promise<number> {
     log(`${m.name}: ${r.passes} repair passes, ${r.pushed} blocks pushed, ${r.removed} surplus removed, ${r.corrupt} corrupt, ${r.failures} transfer failures`);
     if (r.corrupt > 0) failures.push(`${m.name} found ${r.corrupt} corrupt replicas`);
   }
+  // 4. No member revoked or quarantined, in any member's view (ledgers copied first): no member
+  // misbehaves here, so every revocation or quarantine would be a fault taken for a cheat.
+  await Promise.all(members.map((m) => m.proc.post('/ledger/sync', {})));
+  let wrongly = 0;
+  for (const m of members) {
+    const view = await m.proc.members();
+    const seen = view.members.filter((x) => x.status !== 'member' || x.quarantined).map((x) => `${members.find((y) => y.proc.peerId === x.peerId)?.name ?? x.peerId} ${x.status}${x.quarantined ? ' quarantined' : ''}`);
+    wrongly += seen.length;
+    if (seen.length > 0) failures.push(`${m.name} sees ${seen.join(', ')}`);
+  }
+  const events = (match: (l: LogLine) => boolean) => members.reduce((n, m) => n + m.runs.reduce((k, p) => k + p.logs.filter(match).length, 0), 0);
+  const proofs = (r: string) => events((l) => l.event === `proof-${r}`);
+  log(`${wrongly === 0 ? 'no member revoked or quarantined in any view' : `${wrongly} revoked or quarantined (member, view) pairs`}; proofs: ${proofs('pass')} passed, ${proofs('fail')} failed, ${proofs('late')} late, ${proofs('unreachable')} unanswered while the holder was unreachable (no verdict)`);
+  // A failed proof (a wrong answer, or a placed holder saying it lacks the block) is never the
+  // network's doing, and no member here cheats: one is a lost replica or a wrong verdict.
+  if (proofs('fail') > 0) failures.push(`${proofs('fail')} failed proofs of storage`);
+  log(`failure detector: ${events((l) => l.event === 'member-state' && l.to === 'dead')} transitions to dead, ${events((l) => l.event === 'member-state' && l.to === 'suspect')} to suspect (over all members' views)`);
   log(`kills: ${counts.sigkill} SIGKILL, ${counts.sigterm} SIGTERM; ${counts.restarts} restarts`);
+  log(net ? net.summary() : 'network faults: none (loopback)');
   for (const m of members) await m.proc.stop();
   for (const m of members) fs.rmSync(m.proc.dir, { recursive: true, force: true });
   if (failures.length > 0) {
