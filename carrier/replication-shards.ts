@@ -575,12 +575,12 @@ export class Shards {
   // ------------------------------------------------------------------ reader side
 
   /**
-   * fetch()'s last resort: the shards of block `id` wherever the live members of its placements
-   * (the firm one, and the one over live candidates that repair fills) say they hold them; each
-   * verified against the manifest like the rest.
+   * fetch()'s last resort: the shards of block `id` wherever the members of its placements (the
+   * firm one, and the one over live candidates that repair fills), but those in `skip` (dead or
+   * suspect), say they hold them; each verified against the manifest like the rest.
    */
-  async #gatherMoved(id: string, ec: EcPolicy, dead: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
-    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !dead.has(p));
+  async #gatherMoved(id: string, ec: EcPolicy, skip: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
+    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !skip.has(p));
     const answers = await this.#askHolders(new Map([[id, peers]]));
     for (const [peer, a] of answers) {
       for (const index of a.get(id)?.shards ?? []) {
@@ -632,15 +632,24 @@ export class Shards {
    */
   async fetch(id: string, ec: EcPolicy): Promise<Uint8Array | undefined> {
     const placed = this.#holders.firmShardPlacement(id, ec);
-    const dead = new Set(this.#host.memberViews().filter((m) => !m.self && m.state === 'dead').map((m) => m.peerId));
+    const states = new Map(this.#host.memberViews().filter((m) => !m.self).map((m) => [m.peerId, m.state]));
+    const dead = new Set([...states].filter(([, state]) => state === 'dead').map(([peer]) => peer));
+    // A suspect holder (silent to heartbeats, not yet dead: the first seconds of a partition, a
+    // stopped or overloaded process) is asked last, only when the others do not give K: a stream
+    // to it waits for the connection's idle limit or the transfer's time limit, and a read (or a
+    // keyed member's adoption, holding its keys' locks meanwhile) would wait with it, where a
+    // parity shard from a live member does instead.
+    const suspect = new Set([...states].filter(([, state]) => state === 'suspect').map(([peer]) => peer));
+    const deferred: number[] = [];
     let manifest: ShardManifest | undefined;
     const verified = new Map<number, Uint8Array>();
     const problems: string[] = [];
-    const gather = (indexes: number[]) =>
+    const gather = (indexes: number[], late = false) =>
       Promise.all(
         indexes.map(async (index) => {
           const peer = placed[index];
           if (peer === undefined || dead.has(peer)) return void problems.push(`${index}: holder ${peer ?? 'none'} is down`);
+          if (!late && suspect.has(peer)) return void deferred.push(index);
           try {
             const got = await this.#get(peer, id, index);
             if (!got) return void problems.push(`${index}: not held by ${peer}`);
@@ -661,16 +670,19 @@ export class Shards {
     const m = manifest?.m ?? ec.m;
     if (manifest && data.every((i) => verified.has(i)) && k === ec.k) return join(manifest, data.map((i) => verified.get(i)!));
     // Degraded: the remaining shards of the block's K+M (the manifest's, when it differs from the policy).
-    await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && (i >= ec.k || k !== ec.k)));
+    await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && !deferred.includes(i) && (i >= ec.k || k !== ec.k)));
     // Repair puts a lost shard on whichever placed member holds none (or, on a cluster left with
     // fewer than K+M placeable members, on one holding another already): when the ranking's
     // places do not give K, ask the live members of both placements which shards they hold.
-    if (verified.size < (manifest?.k ?? ec.k)) await this.#gatherMoved(id, ec, dead, verified, problems, (got) => (manifest ??= got));
+    const enough = () => verified.size >= (manifest?.k ?? ec.k);
+    if (!enough()) await this.#gatherMoved(id, ec, new Set([...dead, ...suspect]), verified, problems, (got) => (manifest ??= got));
+    // Last, the suspect holders, which may only be slow.
+    if (!enough() && deferred.length > 0) await gather(deferred.filter((i) => !verified.has(i)), true);
     if (!manifest) return undefined;
-    if (verified.size < k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${k} shards needed could be read and verified (${problems.join('; ')})`);
-    const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: k + m }, (_, i) => verified.get(i)), k, m);
-    if (!Array.from({ length: k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
-    return join(manifest, all.slice(0, k));
+    if (verified.size < manifest.k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${manifest.k} shards needed could be read and verified (${problems.join('; ')})`);
+    const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: manifest.k + manifest.m }, (_, i) => verified.get(i)), manifest.k, manifest.m);
+    if (!Array.from({ length: manifest.k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
+    return join(manifest, all.slice(0, manifest.k));
   }
 }
 
