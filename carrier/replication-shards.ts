@@ -69,9 +69,25 @@ export class Shards {
     return transferSignal(this.#ctx.signal, this.#host.requestTimeoutMs, bytes);
   }
 
-  /** Runs `fn` on a new `protocol` stream to `peer` (onTransferStream, with this part's time limit). */
-  #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
-    return onTransferStream(this.#host, peer, protocol, what, this.#signal(bytes), fn);
+  /** Runs `fn` on a new `protocol` stream to `peer` (onTransferStream, with this part's time limit, and `also` if given). */
+  #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>, also?: AbortSignal): Promise<T> {
+    return onTransferStream(this.#host, peer, protocol, what, also ? AbortSignal.any([this.#signal(bytes), also]) : this.#signal(bytes), fn);
+  }
+
+  /**
+   * A signal that aborts once `peer` turns suspect or dead (checked every 250 ms), for a shard
+   * read that other members' shards can stand in for: a holder that went silent mid-read (a
+   * partition beginning) would otherwise hold it until the connection's idle limit (10 s).
+   * `done` stops the watch.
+   */
+  #whileHeard(peer: string): { signal: AbortSignal; done: () => void } {
+    const ac = new AbortController();
+    const timer = setInterval(() => {
+      const state = this.#host.memberViews().find((m) => m.peerId === peer)?.state;
+      if (state === 'suspect' || state === 'dead') ac.abort(new UnavailableError(`${peer} went silent to heartbeats (${state}) during the read`));
+    }, 250);
+    timer.unref();
+    return { signal: ac.signal, done: () => clearInterval(timer) };
   }
 
   // ------------------------------------------------------------------ writer side
@@ -585,8 +601,9 @@ export class Shards {
     for (const [peer, a] of answers) {
       for (const index of a.get(id)?.shards ?? []) {
         if (verified.has(index)) continue;
+        const watch = this.#whileHeard(peer);
         try {
-          const got = await this.#get(peer, id, index);
+          const got = await this.#get(peer, id, index, watch.signal);
           if (!got) continue;
           const decoded = decodeManifest(got.manifest);
           if (decoded.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${decoded.block}`);
@@ -594,14 +611,16 @@ export class Shards {
           verifyShard(manifest, index, got.shard);
           verified.set(index, got.shard);
         } catch (err) {
-          problems.push(`${index} on ${peer}: ${errorText(err)}`);
+          problems.push(`${index} on ${peer}: ${errorText(watch.signal.aborted ? watch.signal.reason : err)}`);
+        } finally {
+          watch.done();
         }
       }
     }
   }
 
   /** Shard `index` of block `id` with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
-  async #get(peer: string, id: string, index: number): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
+  async #get(peer: string, id: string, index: number, also?: AbortSignal): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
     if (peer === this.#host.peerId) {
       const shelf = this.#ctx.shelf.shards;
       const [manifest, shard] = await Promise.all([shelf.manifest(id), shelf.read(id, index)]);
@@ -621,7 +640,7 @@ export class Shards {
       }
       if (!(head.manifest instanceof Uint8Array) || !Number.isSafeInteger(head.size) || (head.size as number) < 0) throw new ProtocolError(`${what}: malformed reply`);
       return { manifest: head.manifest, shard: await collect(reader.bytes(head.size as number), head.size as number) };
-    });
+    }, also);
   }
 
   /**
@@ -650,8 +669,11 @@ export class Shards {
           const peer = placed[index];
           if (peer === undefined || dead.has(peer)) return void problems.push(`${index}: holder ${peer ?? 'none'} is down`);
           if (!late && suspect.has(peer)) return void deferred.push(index);
+          // A holder going silent mid-read is given up on, as one silent before it (not when it
+          // is asked last, already suspect: then it is all that is left).
+          const watch = late ? undefined : this.#whileHeard(peer);
           try {
-            const got = await this.#get(peer, id, index);
+            const got = await this.#get(peer, id, index, watch?.signal);
             if (!got) return void problems.push(`${index}: not held by ${peer}`);
             const m = decodeManifest(got.manifest);
             if (m.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${m.block}`);
@@ -659,8 +681,11 @@ export class Shards {
             verifyShard(manifest, index, got.shard);
             verified.set(index, got.shard);
           } catch (err) {
-            problems.push(`${index}: ${errorText(err)}`);
-            this.#host.log.debug({ event: 'shard-fetch-failed', id, index, peer, err: errorText(err) }, 'shard fetch failed');
+            const why = errorText(watch?.signal.aborted ? watch.signal.reason : err);
+            problems.push(`${index}: ${why}`);
+            this.#host.log.debug({ event: 'shard-fetch-failed', id, index, peer, err: why }, 'shard fetch failed');
+          } finally {
+            watch?.done();
           }
         }),
       );
