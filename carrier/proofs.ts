@@ -48,7 +48,8 @@ import type { OuroDB } from '../lib/db.js';
 import { CorruptionError, OuroError, ProtocolError, errorText, ioError } from '../lib/errors.js';
 import type { Ledger, ProofResult } from './ledger.js';
 import { loadCodec } from './ec/codec.js';
-import { type Shelf, blockIdBytes } from './shelf.js';
+import { codingOf } from './replication-shard-rules.js';
+import { type Coding, type Shelf, blockIdBytes } from './shelf.js';
 
 const PROOF_VERSION = 1;
 /**
@@ -361,7 +362,7 @@ export class Prover {
     const sentAt = Date.now();
     let result: ProofResult | undefined;
     try {
-      const reply = (await this.#host.request(peer, 'proof', index !== undefined ? { v: SHARD_PROOF_VERSION, id, index, nonce: c.nonce, ranges: c.ranges } : { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
+      const reply = (await this.#host.request(peer, 'proof', index !== undefined ? { v: SHARD_PROOF_VERSION, id, index, k: coded!.k, m: coded!.m, nonce: c.nonce, ranges: c.ranges } : { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
       const ms = performance.now() - started;
       if (reply?.missing === true) {
         result = reply.placed === false ? undefined : 'fail';
@@ -423,7 +424,9 @@ export class Prover {
     const idBytes = blockIdBytes(id);
     if (q.v === SHARD_PROOF_VERSION) {
       if (!Number.isSafeInteger(q.index) || (q.index as number) < 0 || (q.index as number) > 255) throw new ProtocolError('malformed proof challenge: shard index');
-      return this.#answerShard(idBytes, id, q.index as number, q.nonce, ranges);
+      // The challenger's K+M (since the re-coding to another K+M): the set of that coding. A
+      // challenge without it means the block's default set.
+      return this.#answerShard(idBytes, id, q.index as number, q.nonce, ranges, codingOf(q));
     }
     if (!(await this.#shelf.has(id))) return this.#missing(id);
     try {
@@ -440,8 +443,8 @@ export class Prover {
    * placed (a failure) when this node is among the block's shard placement now and did not
    * remove it as a duplicate of another member's (the challenger learns that at its next pass).
    */
-  async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[]): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
-    const file = this.#shelf.shards.path(id, index);
+  async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[], coding: Coding | undefined): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
+    const file = await this.#shelf.shards.path(id, index, coding);
     try {
       return { answer: shardProofAnswer(idBytes, index, nonce, ranges, await readRanges(file, ranges)) };
     } catch (err) {

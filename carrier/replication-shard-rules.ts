@@ -2,11 +2,14 @@
  * The rules of shard transfers and shard repair that need no node (docs/node.md, "Redundancy"):
  * what a receiver checks of a pushed shard, where a block's missing shards go, how a shard-have
  * answer and a held manifest are read, and how a block is joined from its data shards. Apart from
- * Shards (replication-shards.ts), which asks, pushes and stores, so each reads and tests alone.
+ * Shards (replication-shards.ts), which asks, pushes and stores, so each reads and tests alone;
+ * and the scrub of the shard files, which needs nothing but the files.
  */
-import { ProtocolError } from '../lib/errors.js';
+import type { Logger } from 'pino';
+import { CorruptionError, ProtocolError, errorText } from '../lib/errors.js';
 import { type ShardManifest, decodeManifest, verifyShard } from './ec/manifest.js';
 import type { EcPolicy } from './membership.js';
+import type { Coding, ShardFiles } from './shelf.js';
 
 /**
  * The checks a receiver makes of a shard pushed to it, before anything is kept: the manifest is
@@ -83,4 +86,56 @@ export function decodeOrUndefined(bytes: Uint8Array): ShardManifest | undefined 
   } catch {
     return undefined;
   }
+}
+
+/** The K+M a shard-get, shard-have or proof request names (`k`, `m`), or undefined: the block's default set. */
+export function codingOf(q: unknown): Coding | undefined {
+  const c = q as { k?: unknown; m?: unknown } | null;
+  if (c?.k === undefined && c?.m === undefined) return undefined;
+  if (!Number.isSafeInteger(c.k) || !Number.isSafeInteger(c.m) || (c.k as number) < 1 || (c.m as number) < 1 || (c.k as number) + (c.m as number) > 255) throw new ProtocolError('malformed K+M in a shard request');
+  return { k: c.k as number, m: c.m as number };
+}
+
+/**
+ * Verifies the shards held in `files` against their block's manifest (each K+M set of a block
+ * against its own), about `budget` bytes of them, going round from the block after `after`. A
+ * shard that fails (or a manifest that no longer decodes, with every shard it describes) is
+ * moved to `shards/quarantine/`: shard-have stops reporting it, so the next repair pass of the
+ * block's writer rebuilds it on its placement. Returns the counts and the last block looked at
+ * (the next call's `after`).
+ */
+export async function scrubShards(files: ShardFiles, log: Logger, signal: AbortSignal, budget: number, after: string): Promise<{ verified: number; corrupt: number; last: string }> {
+  const ids = await files.blocks();
+  const start = ids.findIndex((id) => id > after);
+  const order = start < 0 ? ids : [...ids.slice(start), ...ids.slice(0, start)];
+  const out = { verified: 0, corrupt: 0, last: after };
+  for (const id of order) {
+    if (budget <= 0 || signal.aborted) break;
+    out.last = id;
+    for (const coding of await files.codings(id)) {
+      const bytes = await files.manifest(id, coding);
+      if (!bytes) continue;
+      let manifest: ShardManifest | undefined;
+      try {
+        manifest = decodeManifest(bytes);
+      } catch (err) {
+        log.error({ event: 'shard-corrupt', id, err: errorText(err) }, 'a held manifest failed to decode; its shards are quarantined');
+      }
+      for (const index of await files.held(id, coding)) {
+        const shard = await files.read(id, index, coding);
+        if (!shard) continue;
+        budget -= shard.length;
+        try {
+          if (!manifest) throw new CorruptionError(`the manifest of ${id} does not decode`);
+          verifyShard(manifest, index, shard);
+          out.verified++;
+        } catch (err) {
+          out.corrupt++;
+          log.error({ event: 'shard-corrupt', id, index, err: errorText(err) }, 'a held shard failed verification; quarantined, to be rebuilt by repair');
+          await files.quarantine(id, index, coding);
+        }
+      }
+    }
+  }
+  return out;
 }

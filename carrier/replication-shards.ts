@@ -25,9 +25,15 @@
  * repairThreshold or fewer. repairFromShards does the same for the blocks held here as shards
  * only, when no live member holds them whole (the writer lost): one member per block rebuilds it
  * from K verified shards, checked against the block id. dropSurplus removes shards no longer placed here once the placement
- * holds them all (drain, rebalance) and shards of an old policy once the block is whole on its
- * replica placement again; scrub verifies held shards against their manifest. Deletion removes
- * shards through the shelf (ShardFiles.removeAll). Proofs of storage per shard are not built.
+ * holds them all (drain, rebalance) and shards of an old policy once the block's new form is
+ * complete; scrub verifies held shards against their manifest. Deletion removes
+ * shards through the shelf (ShardFiles.removeAll).
+ *
+ * Re-coding to another K+M: a block's shards at the policy's K+M are asked for by that K+M
+ * (shard-have, shard-get `{k, m}`), so a whole-copy holder's repairWhole finds none of a block
+ * coded at an old K+M and pushes the new set, which members keep beside the old one (ShardFiles'
+ * second set); dropSurplus removes the old set once the new one is complete on its placement;
+ * fetch reads the new set first, else each holder's default set.
  *
  * Owns only the codec, loaded once. Shard holders are Holders' (coded, confirmShard); shard files
  * the shelf's (ShardFiles). Nothing about who holds which shard is stored: each pass asks.
@@ -43,9 +49,9 @@ import { type ShardManifest, decodeManifest, encodeManifest, makeManifest, verif
 import { encodeFrame } from './frames.js';
 import type { EcPolicy } from './membership.js';
 import { type Holders, type ReplicationContext, type ReplicationHost, HAVE_BATCH, PROTOCOL_VERSION, onTransferStream, transferSignal } from './replication-core.js';
-import { type ShardsHeld, assignMissing, checkShardPush, collect, decodeOrUndefined, join, parseHeld } from './replication-shard-rules.js';
+import { type ShardsHeld, assignMissing, checkShardPush, codingOf, collect, decodeOrUndefined, join, parseHeld, scrubShards } from './replication-shard-rules.js';
 import { send } from './send.js';
-import { blockIdBytes } from './shelf.js';
+import { type Coding, blockIdBytes } from './shelf.js';
 import { StreamReader } from './stream-reader.js';
 
 export class Shards {
@@ -69,9 +75,25 @@ export class Shards {
     return transferSignal(this.#ctx.signal, this.#host.requestTimeoutMs, bytes);
   }
 
-  /** Runs `fn` on a new `protocol` stream to `peer` (onTransferStream, with this part's time limit). */
-  #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>): Promise<T> {
-    return onTransferStream(this.#host, peer, protocol, what, this.#signal(bytes), fn);
+  /** Runs `fn` on a new `protocol` stream to `peer` (onTransferStream, with this part's time limit, and `also` if given). */
+  #exchange<T>(peer: string, protocol: string, what: string, bytes: number, fn: (stream: Stream, reader: StreamReader, signal: AbortSignal) => Promise<T>, also?: AbortSignal): Promise<T> {
+    return onTransferStream(this.#host, peer, protocol, what, also ? AbortSignal.any([this.#signal(bytes), also]) : this.#signal(bytes), fn);
+  }
+
+  /**
+   * A signal that aborts once `peer` turns suspect or dead (checked every 250 ms), for a shard
+   * read that other members' shards can stand in for: a holder that went silent mid-read (a
+   * partition beginning) would otherwise hold it until the connection's idle limit (10 s).
+   * `done` stops the watch.
+   */
+  #whileHeard(peer: string): { signal: AbortSignal; done: () => void } {
+    const ac = new AbortController();
+    const timer = setInterval(() => {
+      const state = this.#host.memberViews().find((m) => m.peerId === peer)?.state;
+      if (state === 'suspect' || state === 'dead') ac.abort(new UnavailableError(`${peer} went silent to heartbeats (${state}) during the read`));
+    }, 250);
+    timer.unref();
+    return { signal: ac.signal, done: () => clearInterval(timer) };
   }
 
   // ------------------------------------------------------------------ writer side
@@ -150,7 +172,8 @@ export class Shards {
     if (m === null || typeof m !== 'object' || m.v !== PROTOCOL_VERSION || typeof m.id !== 'string' || !Number.isSafeInteger(m.index)) throw new ProtocolError('malformed shard-get');
     blockIdBytes(m.id);
     const shelf = this.#ctx.shelf.shards;
-    const [manifest, shard] = await Promise.all([shelf.manifest(m.id), shelf.read(m.id, m.index as number)]);
+    const coding = codingOf(m);
+    const [manifest, shard] = await Promise.all([shelf.manifest(m.id, coding), shelf.read(m.id, m.index as number, coding)]);
     if (!manifest || !shard) {
       await send(stream, encodeFrame({ ok: false, code: 'OURO_NOT_FOUND', message: `shard ${m.id}.${String(m.index)} is not held here` }, max), this.#ctx.signal);
       await stream.close();
@@ -164,18 +187,20 @@ export class Shards {
 
   /**
    * shard-have: for each of `ids`, the K and M of the manifest held here and the indexes of the
-   * shards held here, or null when none is. What a repairer counts a block's healthy shards by.
+   * shards held here, or null when none is: of the set of the K+M asked for (`k`, `m`), else of
+   * the block's default set. What a repairer counts a block's healthy shards by.
    */
   async onHave(m: unknown): Promise<{ have: Array<ShardsHeld | null> }> {
     const q = m as { v?: unknown; ids?: unknown } | null;
     const ids = q?.ids;
     if (q?.v !== PROTOCOL_VERSION || !Array.isArray(ids) || ids.length > HAVE_BATCH * 4) throw new ProtocolError('malformed shard-have');
-    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#heldHere(id) : null))) };
+    const coding = codingOf(q);
+    return { have: await Promise.all(ids.map((id) => (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id) ? this.#heldHere(id, coding) : null))) };
   }
 
-  async #heldHere(id: string): Promise<ShardsHeld | null> {
+  async #heldHere(id: string, coding: Coding | undefined): Promise<ShardsHeld | null> {
     const shelf = this.#ctx.shelf.shards;
-    const [bytes, shards] = await Promise.all([shelf.manifest(id), shelf.held(id)]);
+    const [bytes, shards] = await Promise.all([shelf.manifest(id, coding), shelf.held(id, coding)]);
     if (!bytes || shards.length === 0) return null;
     const manifest = decodeManifest(bytes);
     return { k: manifest.k, m: manifest.m, shards: shards.filter((i) => i < manifest.k + manifest.m) };
@@ -199,7 +224,9 @@ export class Shards {
    */
   async repairWhole(blocks: Array<{ id: string; size: number }>, ec: EcPolicy, threshold: number, take: (bytes: number) => Promise<void>): Promise<Map<string, ShardHealth>> {
     const placements = new Map(blocks.map((b) => [b.id, this.#holders.shardPlacement(b.id, ec)]));
-    const answers = await this.#askHolders(placements);
+    // The shards of the policy's K+M only: a block coded under another K+M is re-coded beside
+    // its old shards, which stay until the new set is complete (dropSurplus).
+    const answers = await this.#askHolders(placements, ec);
     const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
     const out = new Map<string, ShardHealth>();
     const short = new Map<string, { size: number; targets: Map<number, string>; health: ShardHealth }>();
@@ -212,15 +239,17 @@ export class Shards {
         const a = answers.get(peer);
         if (a === undefined) continue;
         const h = a.get(b.id) ?? null;
-        // A manifest of another K+M (the policy changed since the block was coded) is not this
-        // pass's to mend: pushing shards of the new policy beside it would mix two codings.
+        // A member from before re-coding answers with its default set whatever K+M was asked:
+        // one of another K+M is left alone there (new shards beside it would mix two codings).
         if (h && (h.k !== ec.k || h.m !== ec.m)) foreign = true;
         held.set(peer, h?.shards ?? []);
       }
       const healthy = new Set([...held.values()].flat());
       const health: ShardHealth = { k: ec.k, m: ec.m, before: healthy.size, after: healthy.size, reachable: held.size === placed.length, pushed: 0, pushedBytes: 0 };
       out.set(b.id, health);
-      if (this.#holders.shardsOf(b.id) === undefined && this.#holders.holdersOf(b.id)) this.#holders.coded(b.id, ec);
+      // The writer's record of who holds which shard starts again at a new K+M (what proofs challenge).
+      const was = this.#holders.shardHolders(b.id);
+      if ((was === undefined && this.#holders.holdersOf(b.id)) || (was && (was.k !== ec.k || was.m !== ec.m))) this.#holders.coded(b.id, ec);
       for (const i of healthy) this.#holders.confirmShard(b.id, i);
       for (const [peer, indexes] of held) this.#holders.shardsHeldBy(b.id, peer, indexes);
       // A block whose first push is still under way is short only of the shards in flight.
@@ -288,14 +317,14 @@ export class Shards {
     const out = new Map<string, ShardHealth>();
     const sizes = new Map<string, number>();
     for (const id of await files.blocks()) {
-      const bytes = await files.manifest(id);
+      const bytes = await files.manifest(id, ec);
       const manifest = bytes && decodeOrUndefined(bytes);
-      if (!manifest || manifest.k !== ec.k || manifest.m !== ec.m || (await this.#ctx.shelf.has(id))) continue;
+      if (!manifest || (await this.#ctx.shelf.has(id))) continue;
       sizes.set(id, manifest.size);
     }
     if (sizes.size === 0) return out;
     const placements = new Map([...sizes.keys()].map((id) => [id, this.#holders.shardPlacement(id, ec)]));
-    const answers = await this.#askHolders(placements);
+    const answers = await this.#askHolders(placements, ec);
     const draining = this.#host.memberViews().some((m) => m.status === 'member' && m.draining);
     const mine = new Map<string, { placed: string[]; held: Map<string, number[]>; health: ShardHealth }>();
     for (const [id, placed] of placements) {
@@ -380,7 +409,7 @@ export class Shards {
   }
 
   /** Every placed member's shard-have answer for the blocks placed on it; a member that did not answer is left out. */
-  async #askHolders(placements: Map<string, string[]>): Promise<Map<string, Map<string, ShardsHeld | null>>> {
+  async #askHolders(placements: Map<string, string[]>, coding?: Coding): Promise<Map<string, Map<string, ShardsHeld | null>>> {
     const asks = new Map<string, string[]>();
     for (const [id, placed] of placements) for (const peer of placed) asks.set(peer, [...(asks.get(peer) ?? []), id]);
     const answers = new Map<string, Map<string, ShardsHeld | null>>();
@@ -388,8 +417,9 @@ export class Shards {
       [...asks].map(async ([peer, ids]) => {
         try {
           let have: unknown;
-          if (peer === this.#host.peerId) have = (await this.onHave({ v: PROTOCOL_VERSION, ids })).have;
-          else have = ((await this.#host.request(peer, 'shard-have', { v: PROTOCOL_VERSION, ids }, this.#ctx.smallRequest())) as { have?: unknown } | null)?.have;
+          const ask = { v: PROTOCOL_VERSION, ids, ...(coding ? { k: coding.k, m: coding.m } : {}) };
+          if (peer === this.#host.peerId) have = (await this.onHave(ask)).have;
+          else have = ((await this.#host.request(peer, 'shard-have', ask, this.#ctx.smallRequest())) as { have?: unknown } | null)?.have;
           if (!Array.isArray(have) || have.length !== ids.length) throw new ProtocolError('malformed shard-have reply');
           answers.set(peer, new Map(ids.map((id, i) => [id, parseHeld(have[i])])));
         } catch (err) {
@@ -425,27 +455,29 @@ export class Shards {
     const files = this.#ctx.shelf.shards;
     const surplus = new Map<string, string[]>();
     const doubled = new Map<string, string[]>();
-    const stale: string[] = [];
+    const stale: Array<{ id: string; coding: Coding; size: number }> = [];
     for (const id of await files.blocks()) {
-      const bytes = await files.manifest(id);
-      const manifest = bytes && decodeOrUndefined(bytes);
-      if (!manifest) continue;
-      if (!ec || manifest.k !== ec.k || manifest.m !== ec.m) {
-        stale.push(id);
-        continue;
+      for (const coding of await files.codings(id)) {
+        const bytes = await files.manifest(id, coding);
+        const manifest = bytes && decodeOrUndefined(bytes);
+        if (!manifest) continue;
+        if (!ec || coding.k !== ec.k || coding.m !== ec.m) {
+          stale.push({ id, coding, size: manifest.size });
+          continue;
+        }
+        const placed = this.#holders.shardPlacement(id, ec);
+        if (placed.includes(self)) {
+          if ((await files.held(id, ec)).length > 1) doubled.set(id, placed);
+          continue;
+        }
+        if (this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
+        surplus.set(id, placed);
       }
-      const placed = this.#holders.shardPlacement(id, ec);
-      if (placed.includes(self)) {
-        if ((await files.held(id)).length > 1) doubled.set(id, placed);
-        continue;
-      }
-      if (this.#holders.firmShardPlacement(id, ec).includes(self)) continue;
-      surplus.set(id, placed);
     }
     if (doubled.size > 0) await this.#dropDuplicates(doubled, ec!);
     const staleLeft = stale.length > 0 ? await this.#dropStale(stale, ec) : 0;
     if (surplus.size === 0) return { left: 0, stale: staleLeft };
-    const answers = await this.#askHolders(surplus);
+    const answers = await this.#askHolders(surplus, ec!);
     let left = 0;
     for (const [id, placed] of surplus) {
       const healthy = new Set(placed.flatMap((p) => answers.get(p)?.get(id)?.shards ?? []));
@@ -453,7 +485,7 @@ export class Shards {
         left++;
         continue;
       }
-      const removed = await files.removeAll(id);
+      const removed = await files.removeAll(id, ec!);
       this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
     }
     return { left, stale: staleLeft };
@@ -471,7 +503,7 @@ export class Shards {
    */
   async #dropDuplicates(blocks: Map<string, string[]>, ec: EcPolicy): Promise<void> {
     const self = this.#host.peerId;
-    const answers = await this.#askHolders(blocks);
+    const answers = await this.#askHolders(blocks, ec);
     for (const [id, placed] of blocks) {
       const held = new Map<string, number[]>();
       for (const peer of placed) {
@@ -488,7 +520,7 @@ export class Shards {
         // node, or as many with a smaller peer id (it then leaves the index to this node).
         if (!others.some(([peer, s]) => s.length < kept || (s.length === kept && peer < self))) continue;
         this.#holders.removedShard(id, index);
-        await this.#ctx.shelf.shards.remove(id, index);
+        await this.#ctx.shelf.shards.remove(id, index, ec);
         kept--;
         this.#host.log.info({ event: 'duplicate-shard-removed', id, index }, 'a second shard of a block removed: another placed member holds the same one');
       }
@@ -496,16 +528,30 @@ export class Shards {
   }
 
   /**
-   * Shards held here of blocks coded under a policy the cluster no longer has. Back at replicas
-   * (`ec` null): removed once every member of the block's replica placement holds it whole (the
-   * writer's passes push those copies), so the block is never without its old or its new form.
-   * Under another K+M they are kept (re-coding from one K+M to another is not built). Returns
-   * how many blocks' stale shards are still here.
+   * Shards held here of blocks coded under a K+M the cluster no longer has (`stale`), removed
+   * once the block's new form is complete, so that it is never without its old or its new one:
+   * at ec K'+M' and above its small-block line, all K'+M' shards of the new coding on its shard
+   * placement (the whole-copy holders' repair passes push them: repairWhole); else (back at
+   * replicas, or below the new line) whole on every member of its replica placement. Returns how
+   * many stale sets are still here.
    */
-  async #dropStale(ids: string[], ec: EcPolicy | null): Promise<number> {
-    if (ec) return ids.length;
+  async #dropStale(stale: Array<{ id: string; coding: Coding; size: number }>, ec: EcPolicy | null): Promise<number> {
     const self = this.#host.peerId;
-    const placements = new Map(ids.map((id) => [id, this.#holders.placement(id)]));
+    const recoded = stale.filter((s) => ec && this.#holders.codedAs(s.size));
+    const whole = stale.filter((s) => !recoded.includes(s));
+    const complete = new Set<string>();
+    if (recoded.length > 0) {
+      const placements = new Map(recoded.map((s) => [s.id, this.#holders.shardPlacement(s.id, ec!)]));
+      const answers = await this.#askHolders(placements, ec!);
+      for (const [id, placed] of placements) {
+        const held = placed.flatMap((p) => {
+          const h = answers.get(p)?.get(id);
+          return h && h.k === ec!.k && h.m === ec!.m ? h.shards : [];
+        });
+        if (new Set(held).size >= ec!.k + ec!.m) complete.add(id);
+      }
+    }
+    const placements = new Map(whole.map((s) => [s.id, this.#holders.placement(s.id)]));
     const asks = new Map<string, string[]>();
     for (const [id, placed] of placements) for (const peer of placed) if (peer !== self) asks.set(peer, [...(asks.get(peer) ?? []), id]);
     const holding = new Map<string, Set<string>>();
@@ -515,78 +561,45 @@ export class Shards {
         if (Array.isArray(r?.have) && r.have.length === asked.length) holding.set(peer, new Set(asked.filter((_, i) => (r.have as unknown[])[i] === true)));
       }),
     );
-    let left = 0;
     for (const [id, placed] of placements) {
-      const whole = await Promise.all(placed.map((p) => (p === self ? this.#ctx.shelf.has(id) : holding.get(p)?.has(id) === true)));
-      if (placed.length === 0 || !whole.every(Boolean)) {
+      const held = await Promise.all(placed.map((p) => (p === self ? this.#ctx.shelf.has(id) : holding.get(p)?.has(id) === true)));
+      if (placed.length > 0 && held.every(Boolean)) complete.add(id);
+    }
+    let left = 0;
+    for (const { id, coding } of stale) {
+      if (!complete.has(id)) {
         left++;
         continue;
       }
-      const removed = await this.#ctx.shelf.shards.removeAll(id);
-      this.#host.log.info({ event: 'stale-shards-removed', id, shards: removed }, 'shards of a block the cluster keeps whole again removed: its replica placement holds it');
+      const removed = await this.#ctx.shelf.shards.removeAll(id, coding);
+      this.#host.log.info({ event: 'stale-shards-removed', id, k: coding.k, m: coding.m, shards: removed }, 'shards of an old coding removed: the block is complete in its new form');
     }
     return left;
   }
 
   // ------------------------------------------------------------------ scrub
 
-  /**
-   * Verifies the shards held here against their block's manifest, about `budget` bytes of them,
-   * going round from the block after `after`. A shard that fails (or a manifest that no longer
-   * decodes, with every shard it describes) is moved to `shards/quarantine/`: shard-have stops
-   * reporting it, so the next repair pass of the block's writer rebuilds it on its placement.
-   * Returns the counts and the last block looked at (the next call's `after`).
-   */
-  async scrub(budget: number, after: string): Promise<{ verified: number; corrupt: number; last: string }> {
-    const files = this.#ctx.shelf.shards;
-    const ids = await files.blocks();
-    const start = ids.findIndex((id) => id > after);
-    const order = start < 0 ? ids : [...ids.slice(start), ...ids.slice(0, start)];
-    const out = { verified: 0, corrupt: 0, last: after };
-    for (const id of order) {
-      if (budget <= 0 || this.#ctx.signal.aborted) break;
-      out.last = id;
-      const bytes = await files.manifest(id);
-      if (!bytes) continue;
-      let manifest: ShardManifest | undefined;
-      try {
-        manifest = decodeManifest(bytes);
-      } catch (err) {
-        this.#host.log.error({ event: 'shard-corrupt', id, err: errorText(err) }, 'a held manifest failed to decode; its shards are quarantined');
-      }
-      for (const index of await files.held(id)) {
-        const shard = await files.read(id, index);
-        if (!shard) continue;
-        budget -= shard.length;
-        try {
-          if (!manifest) throw new CorruptionError(`the manifest of ${id} does not decode`);
-          verifyShard(manifest, index, shard);
-          out.verified++;
-        } catch (err) {
-          out.corrupt++;
-          this.#host.log.error({ event: 'shard-corrupt', id, index, err: errorText(err) }, 'a held shard failed verification; quarantined, to be rebuilt by repair');
-          await files.quarantine(id, index);
-        }
-      }
-    }
-    return out;
+  /** Verifies about `budget` bytes of the shards held here, from the block after `after` (scrubShards). */
+  scrub(budget: number, after: string): Promise<{ verified: number; corrupt: number; last: string }> {
+    return scrubShards(this.#ctx.shelf.shards, this.#host.log, this.#ctx.signal, budget, after);
   }
 
   // ------------------------------------------------------------------ reader side
 
   /**
-   * fetch()'s last resort: the shards of block `id` wherever the live members of its placements
-   * (the firm one, and the one over live candidates that repair fills) say they hold them; each
-   * verified against the manifest like the rest.
+   * fetch()'s last resort: the shards of block `id` wherever the members of its placements (the
+   * firm one, and the one over live candidates that repair fills), but those in `skip` (dead or
+   * suspect), say they hold them; each verified against the manifest like the rest.
    */
-  async #gatherMoved(id: string, ec: EcPolicy, dead: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
-    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !dead.has(p));
-    const answers = await this.#askHolders(new Map([[id, peers]]));
+  async #gatherMoved(id: string, ec: EcPolicy, coding: Coding | undefined, skip: Set<string>, verified: Map<number, Uint8Array>, problems: string[], first: (m: ShardManifest) => ShardManifest): Promise<void> {
+    const peers = [...new Set([...this.#holders.firmShardPlacement(id, ec), ...this.#holders.shardPlacement(id, ec)])].filter((p) => !skip.has(p));
+    const answers = await this.#askHolders(new Map([[id, peers]]), coding);
     for (const [peer, a] of answers) {
       for (const index of a.get(id)?.shards ?? []) {
         if (verified.has(index)) continue;
+        const watch = this.#whileHeard(peer);
         try {
-          const got = await this.#get(peer, id, index);
+          const got = await this.#get(peer, id, index, watch.signal, coding);
           if (!got) continue;
           const decoded = decodeManifest(got.manifest);
           if (decoded.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${decoded.block}`);
@@ -594,23 +607,25 @@ export class Shards {
           verifyShard(manifest, index, got.shard);
           verified.set(index, got.shard);
         } catch (err) {
-          problems.push(`${index} on ${peer}: ${errorText(err)}`);
+          problems.push(`${index} on ${peer}: ${errorText(watch.signal.aborted ? watch.signal.reason : err)}`);
+        } finally {
+          watch.done();
         }
       }
     }
   }
 
-  /** Shard `index` of block `id` with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
-  async #get(peer: string, id: string, index: number): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
+  /** Shard `index` of block `id` (of its `coding` set, else its default one) with the manifest it came with, from `peer` (this node: its shelf); undefined if not held there. */
+  async #get(peer: string, id: string, index: number, also?: AbortSignal, coding?: Coding): Promise<{ manifest: Uint8Array; shard: Uint8Array } | undefined> {
     if (peer === this.#host.peerId) {
       const shelf = this.#ctx.shelf.shards;
-      const [manifest, shard] = await Promise.all([shelf.manifest(id), shelf.read(id, index)]);
+      const [manifest, shard] = await Promise.all([shelf.manifest(id, coding), shelf.read(id, index, coding)]);
       return manifest && shard ? { manifest, shard } : undefined;
     }
     const what = `shard-get ${id}.${index} from ${peer}`;
     // The size arrives with the answer: the budget allows a shard of a large block.
     return this.#exchange(peer, 'shard-get', what, 64 * 2 ** 20, async (stream, reader, signal) => {
-      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, index }, this.#host.maxFrameBytes), signal);
+      await send(stream, encodeFrame({ v: PROTOCOL_VERSION, id, index, ...(coding ? { k: coding.k, m: coding.m } : {}) }, this.#host.maxFrameBytes), signal);
       await stream.close({ signal });
       let head: { manifest?: unknown; size?: unknown };
       try {
@@ -621,7 +636,7 @@ export class Shards {
       }
       if (!(head.manifest instanceof Uint8Array) || !Number.isSafeInteger(head.size) || (head.size as number) < 0) throw new ProtocolError(`${what}: malformed reply`);
       return { manifest: head.manifest, shard: await collect(reader.bytes(head.size as number), head.size as number) };
-    });
+    }, also);
   }
 
   /**
@@ -631,18 +646,48 @@ export class Shards {
    * UnavailableError when it is, but fewer than K shards could be had and verified.
    */
   async fetch(id: string, ec: EcPolicy): Promise<Uint8Array | undefined> {
+    // The policy's K+M first; a block not yet re-coded to it (or only partly) from its default
+    // set, whatever K+M that is.
+    let first: unknown;
+    try {
+      const block = await this.#fetchAs(id, ec, ec);
+      if (block) return block;
+    } catch (err) {
+      first = err;
+    }
+    const block = await this.#fetchAs(id, ec, undefined).catch((err: unknown) => {
+      throw first ?? err;
+    });
+    if (!block && first) throw first;
+    return block;
+  }
+
+  /** fetch() from the shard sets of `coding` (undefined: each holder's default set). */
+  async #fetchAs(id: string, ec: EcPolicy, coding: Coding | undefined): Promise<Uint8Array | undefined> {
     const placed = this.#holders.firmShardPlacement(id, ec);
-    const dead = new Set(this.#host.memberViews().filter((m) => !m.self && m.state === 'dead').map((m) => m.peerId));
+    const states = new Map(this.#host.memberViews().filter((m) => !m.self).map((m) => [m.peerId, m.state]));
+    const dead = new Set([...states].filter(([, state]) => state === 'dead').map(([peer]) => peer));
+    // A suspect holder (silent to heartbeats, not yet dead: the first seconds of a partition, a
+    // stopped or overloaded process) is asked last, only when the others do not give K: a stream
+    // to it waits for the connection's idle limit or the transfer's time limit, and a read (or a
+    // keyed member's adoption, holding its keys' locks meanwhile) would wait with it, where a
+    // parity shard from a live member does instead.
+    const suspect = new Set([...states].filter(([, state]) => state === 'suspect').map(([peer]) => peer));
+    const deferred: number[] = [];
     let manifest: ShardManifest | undefined;
     const verified = new Map<number, Uint8Array>();
     const problems: string[] = [];
-    const gather = (indexes: number[]) =>
+    const gather = (indexes: number[], late = false) =>
       Promise.all(
         indexes.map(async (index) => {
           const peer = placed[index];
           if (peer === undefined || dead.has(peer)) return void problems.push(`${index}: holder ${peer ?? 'none'} is down`);
+          if (!late && suspect.has(peer)) return void deferred.push(index);
+          // A holder going silent mid-read is given up on, as one silent before it (not when it
+          // is asked last, already suspect: then it is all that is left).
+          const watch = late ? undefined : this.#whileHeard(peer);
           try {
-            const got = await this.#get(peer, id, index);
+            const got = await this.#get(peer, id, index, watch?.signal, coding);
             if (!got) return void problems.push(`${index}: not held by ${peer}`);
             const m = decodeManifest(got.manifest);
             if (m.block !== id) throw new CorruptionError(`the manifest from ${peer} names block ${m.block}`);
@@ -650,8 +695,11 @@ export class Shards {
             verifyShard(manifest, index, got.shard);
             verified.set(index, got.shard);
           } catch (err) {
-            problems.push(`${index}: ${errorText(err)}`);
-            this.#host.log.debug({ event: 'shard-fetch-failed', id, index, peer, err: errorText(err) }, 'shard fetch failed');
+            const why = errorText(watch?.signal.aborted ? watch.signal.reason : err);
+            problems.push(`${index}: ${why}`);
+            this.#host.log.debug({ event: 'shard-fetch-failed', id, index, peer, err: why }, 'shard fetch failed');
+          } finally {
+            watch?.done();
           }
         }),
       );
@@ -661,16 +709,19 @@ export class Shards {
     const m = manifest?.m ?? ec.m;
     if (manifest && data.every((i) => verified.has(i)) && k === ec.k) return join(manifest, data.map((i) => verified.get(i)!));
     // Degraded: the remaining shards of the block's K+M (the manifest's, when it differs from the policy).
-    await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && (i >= ec.k || k !== ec.k)));
+    await gather(Array.from({ length: k + m }, (_, i) => i).filter((i) => !verified.has(i) && !deferred.includes(i) && (i >= ec.k || k !== ec.k)));
     // Repair puts a lost shard on whichever placed member holds none (or, on a cluster left with
     // fewer than K+M placeable members, on one holding another already): when the ranking's
     // places do not give K, ask the live members of both placements which shards they hold.
-    if (verified.size < (manifest?.k ?? ec.k)) await this.#gatherMoved(id, ec, dead, verified, problems, (got) => (manifest ??= got));
+    const enough = () => verified.size >= (manifest?.k ?? ec.k);
+    if (!enough()) await this.#gatherMoved(id, ec, coding, new Set([...dead, ...suspect]), verified, problems, (got) => (manifest ??= got));
+    // Last, the suspect holders, which may only be slow.
+    if (!enough() && deferred.length > 0) await gather(deferred.filter((i) => !verified.has(i)), true);
     if (!manifest) return undefined;
-    if (verified.size < k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${k} shards needed could be read and verified (${problems.join('; ')})`);
-    const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: k + m }, (_, i) => verified.get(i)), k, m);
-    if (!Array.from({ length: k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
-    return join(manifest, all.slice(0, k));
+    if (verified.size < manifest.k) throw new UnavailableError(`block ${id}: ${verified.size} of the ${manifest.k} shards needed could be read and verified (${problems.join('; ')})`);
+    const all = await (await this.#loadCodec()).reconstruct(Array.from({ length: manifest.k + manifest.m }, (_, i) => verified.get(i)), manifest.k, manifest.m);
+    if (!Array.from({ length: manifest.k }, (_, i) => i).every((i) => verified.has(i))) this.#host.metrics.ecDegradedRead();
+    return join(manifest, all.slice(0, manifest.k));
   }
 }
 

@@ -422,9 +422,14 @@ export class Transfers {
   async #fetchWhole(id: string): Promise<void> {
     const self = this.#host.peerId;
     const placed = this.#holders.placement(id);
-    const others = this.#host.memberViews().filter((m) => m.status === 'member' && !placed.includes(m.peerId)).map((m) => m.peerId);
+    const views = this.#host.memberViews();
+    const others = views.filter((m) => m.status === 'member' && !placed.includes(m.peerId)).map((m) => m.peerId);
+    // Members silent to heartbeats (suspect, then dead) are asked last: a transfer from one waits
+    // for its time limit before the next member is tried (placement order otherwise kept).
+    const silent: Record<string, number> = { suspect: 1, dead: 2 };
+    const rank = (peer: string) => silent[views.find((m) => m.peerId === peer)?.state ?? 'alive'] ?? 0;
     let last: unknown = new OuroError('OURO_NOT_FOUND', `no member holds block ${id}`);
-    for (const peer of [...placed, ...others]) {
+    for (const peer of [...placed, ...others].sort((x, y) => rank(x) - rank(y))) {
       if (peer === self) continue;
       try {
         await this.#fetchFrom(peer, id);

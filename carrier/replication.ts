@@ -256,7 +256,7 @@ export class Replicator implements ReplicaSource {
     this.#repair.kick(options);
   }
 
-  /** Waits for the pass running now, and for one more if one is due. */
+  /** Waits for the pass running now, and for one more if one is due (no further: see Repair.idle). */
   idle(): Promise<void> {
     return this.#repair.idle();
   }

@@ -74,6 +74,12 @@ export interface Shelf {
   readonly shards: ShardFiles;
 }
 
+/** A K+M coding of a block: which of its shard sets a ShardFiles call means. */
+export interface Coding {
+  k: number;
+  m: number;
+}
+
 /**
  * Shards of erasure-coded blocks a node holds (docs/node.md, "Redundancy"), beside its whole
  * blocks: `<root>/shards/<2 hex>/<block id>.<index>.shd`, and the block's manifest, as received,
@@ -81,6 +87,12 @@ export interface Shelf {
  * (Shards.onPut verifies it before keep), and it is written like a block: to a staging file,
  * fsynced, renamed into place, the directory fsynced, so a shard acknowledged survives a crash.
  * The manifest is written before the shard, so a shard on disk always has its manifest.
+ *
+ * A block re-coded to another K+M (the cluster's policy changed) has both sets here for a while,
+ * the old one kept until the new one is complete on its placement: the set first kept has the
+ * plain names above (the primary), a set of another K+M `<block id>.<K>+<M>.manifest` and
+ * `<block id>.<K>+<M>.<index>.shd` (docs/FORMAT.md). A call naming a `coding` means that set; one
+ * naming none means the block's default set: the primary, or when only another is left, that one.
  */
 export class ShardFiles {
   readonly #root: string;
@@ -93,75 +105,118 @@ export class ShardFiles {
     return path.join(this.#root, blockId.slice(0, 2));
   }
 
+  /** The file-name stem of `coding`'s set of block `blockId` (see the class comment). */
+  async #stem(blockId: string, coding: Coding | undefined): Promise<string> {
+    const alt = (c: Coding) => `${blockId}.${c.k}+${c.m}`;
+    if (coding) {
+      if (await exists(this.#manifestFile(alt(coding)))) return alt(coding);
+      const primary = await readOrUndefined(this.#manifestFile(blockId));
+      return !primary || (primary[8] === coding.k && primary[9] === coding.m) ? blockId : alt(coding);
+    }
+    if (await exists(this.#manifestFile(blockId))) return blockId;
+    const other = (await this.codings(blockId))[0];
+    return other ? alt(other) : blockId;
+  }
+
+  #manifestFile(stem: string): string {
+    return path.join(this.#dir(stem), `${stem}.manifest`);
+  }
+
   /** The file of shard `index` of block `blockId` (present or not). */
-  path(blockId: string, index: number): string {
-    return path.join(this.#dir(blockId), `${blockId}.${index}.shd`);
+  async path(blockId: string, index: number, coding?: Coding): Promise<string> {
+    return path.join(this.#dir(blockId), `${await this.#stem(blockId, coding)}.${index}.shd`);
   }
 
-  manifestPath(blockId: string): string {
-    return path.join(this.#dir(blockId), `${blockId}.manifest`);
+  /**
+   * The K+M codings of block `blockId` held here, the primary's first. The primary's is read
+   * from its manifest (K at byte 8, M at 9: carrier/ec/manifest.ts); another's from its name.
+   */
+  async codings(blockId: string): Promise<Coding[]> {
+    const out: Coding[] = [];
+    const primary = await readOrUndefined(this.#manifestFile(blockId));
+    if (primary && primary.length > 9) out.push({ k: primary[8]!, m: primary[9]! });
+    for (const n of await nodeVfs.readdir(this.#dir(blockId)).catch(() => [] as string[])) {
+      const c = /^[0-9a-f]{64}\.(\d+)\+(\d+)\.manifest$/.exec(n);
+      if (c && n.startsWith(`${blockId}.`)) out.push({ k: Number(c[1]), m: Number(c[2]) });
+    }
+    return out;
   }
 
-  /** The manifest bytes kept for block `blockId`, or undefined. */
-  manifest(blockId: string): Promise<Uint8Array | undefined> {
-    return readOrUndefined(this.manifestPath(blockId));
+  /** The manifest bytes kept for block `blockId` (its `coding` set), or undefined. */
+  async manifest(blockId: string, coding?: Coding): Promise<Uint8Array | undefined> {
+    const bytes = await readOrUndefined(this.#manifestFile(await this.#stem(blockId, coding)));
+    // The primary set may be of another coding than the one asked for.
+    return bytes && coding && (bytes[8] !== coding.k || bytes[9] !== coding.m) ? undefined : bytes;
   }
 
   /** Shard `index` of block `blockId`, or undefined when not held here (unchecked: the reader verifies). */
-  read(blockId: string, index: number): Promise<Uint8Array | undefined> {
-    return readOrUndefined(this.path(blockId, index));
+  async read(blockId: string, index: number, coding?: Coding): Promise<Uint8Array | undefined> {
+    if (coding && !(await this.manifest(blockId, coding))) return undefined;
+    return readOrUndefined(await this.path(blockId, index, coding));
   }
 
-  /** Indexes of the shards of block `blockId` held here. */
-  async held(blockId: string): Promise<number[]> {
+  /** Indexes of the shards of block `blockId` (its `coding` set) held here. */
+  async held(blockId: string, coding?: Coding): Promise<number[]> {
+    if (coding && !(await this.manifest(blockId, coding))) return [];
+    const stem = await this.#stem(blockId, coding);
     const names = await nodeVfs.readdir(this.#dir(blockId)).catch(() => [] as string[]);
-    return names.flatMap((n) => (n.startsWith(`${blockId}.`) && n.endsWith('.shd') ? [Number(n.slice(65, -4))] : [])).sort((a, b) => a - b);
+    return names.flatMap((n) => (n.startsWith(`${stem}.`) && /^\d+\.shd$/.test(n.slice(stem.length + 1)) ? [Number(n.slice(stem.length + 1, -4))] : [])).sort((a, b) => a - b);
   }
 
-  /** Ids of the blocks some shard of which is held here (those with a manifest), in id order. */
+  /** Ids of the blocks some shard of which is held here (those with a manifest of any coding), in id order. */
   async blocks(): Promise<string[]> {
     const out: string[] = [];
     for (const prefix of (await nodeVfs.readdir(this.#root).catch(() => [] as string[])).sort()) {
       if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
       for (const name of (await nodeVfs.readdir(path.join(this.#root, prefix)).catch(() => [] as string[])).sort()) {
-        const m = /^([0-9a-f]{64})\.manifest$/.exec(name);
-        if (m) out.push(m[1]!);
+        const m = /^([0-9a-f]{64})(\.\d+\+\d+)?\.manifest$/.exec(name);
+        if (m && out.at(-1) !== m[1]) out.push(m[1]!);
       }
     }
-    return out;
+    return [...new Set(out)];
   }
 
   /** Moves shard `index` of block `blockId`, which failed verification, to `shards/quarantine/` (no longer held). */
-  quarantine(blockId: string, index: number): Promise<void> {
-    return quarantineFile(this.path(blockId, index), path.join(this.#root, 'quarantine'));
+  async quarantine(blockId: string, index: number, coding?: Coding): Promise<void> {
+    return quarantineFile(await this.path(blockId, index, coding), path.join(this.#root, 'quarantine'));
   }
 
   /** Deletes shard `index` of block `blockId` held here (a duplicate: another member holds the same one); the manifest stays. */
-  async remove(blockId: string, index: number): Promise<void> {
-    if (await exists(this.path(blockId, index))) await removeDurably(this.path(blockId, index));
+  async remove(blockId: string, index: number, coding?: Coding): Promise<void> {
+    const file = await this.path(blockId, index, coding);
+    if (await exists(file)) await removeDurably(file);
   }
 
   /**
-   * Deletes every shard of block `blockId` held here, then its manifest (deletion across the
+   * Deletes every shard of block `blockId` held here, then its manifest: of its `coding` set (an
+   * old K+M, once the new set is complete), or with none of every set (deletion across the
    * cluster: the block is released everywhere). The number of shards removed.
    */
-  async removeAll(blockId: string): Promise<number> {
-    const held = await this.held(blockId);
-    for (const index of held) await removeDurably(this.path(blockId, index));
-    if (await exists(this.manifestPath(blockId))) await removeDurably(this.manifestPath(blockId));
-    return held.length;
+  async removeAll(blockId: string, coding?: Coding): Promise<number> {
+    let removed = 0;
+    for (const c of coding ? [coding] : await this.codings(blockId)) {
+      if (!(await this.manifest(blockId, c))) continue;
+      const stem = await this.#stem(blockId, c);
+      for (const index of await this.held(blockId, c)) {
+        await removeDurably(path.join(this.#dir(blockId), `${stem}.${index}.shd`));
+        removed++;
+      }
+      await removeDurably(this.#manifestFile(stem));
+    }
+    return removed;
   }
 
   /**
    * Keeps shard `index` of block `blockId` (already verified against `manifest`) durably, with
-   * the manifest if it has none yet. False when the shard was held already.
+   * the manifest if its set has none yet: the primary set when the block has none or one of the
+   * manifest's K+M, else the set of that K+M beside it. False when the shard was held already.
    */
   async keep(blockId: string, index: number, manifest: Uint8Array, shard: Uint8Array): Promise<boolean> {
-    const dest = this.path(blockId, index);
+    const stem = await this.#stem(blockId, { k: manifest[8]!, m: manifest[9]! });
+    const dest = path.join(this.#dir(blockId), `${stem}.${index}.shd`);
     if (await exists(dest)) return false;
-    const dir = this.#dir(blockId);
-    await ensureDir(nodeVfs, dir);
-    if (!(await exists(this.manifestPath(blockId)))) await writeDurably(path.join(this.#root, 'incoming'), this.manifestPath(blockId), manifest);
+    await ensureDir(nodeVfs, this.#dir(blockId));
+    if (!(await exists(this.#manifestFile(stem)))) await writeDurably(path.join(this.#root, 'incoming'), this.#manifestFile(stem), manifest);
     await writeDurably(path.join(this.#root, 'incoming'), dest, shard);
     return true;
   }

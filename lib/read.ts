@@ -182,11 +182,19 @@ export class Reader {
     // fileOf and the read's handle lookup happen in this same tick, so a seal or eviction cannot
     // close the descriptor between them (FileCache counts the reference before awaiting).
     const read = this.#blocks.files.read(name, file, at, length).catch(async (err: unknown) => {
-      // A registered block this cluster member does not keep: fetch it from a holder once.
+      // A registered block this cluster member does not keep: fetch it from a holder. A member
+      // drops a copy it is not placed on in its repair passes, and one can come between the
+      // fetch and this read: then fetched again (three times at most; each fetch is whole).
       const fetcher = this.#fetcher();
       if (!fetcher || !name.startsWith('blk:') || !isMissingFile(err)) throw err;
-      await fetcher.fetchBlock(name.slice(4), file);
-      return this.#blocks.files.read(name, file, at, length);
+      for (let attempt = 1; ; attempt++) {
+        await fetcher.fetchBlock(name.slice(4), file);
+        try {
+          return await this.#blocks.files.read(name, file, at, length);
+        } catch (again) {
+          if (attempt === 3 || !isMissingFile(again)) throw again;
+        }
+      }
     });
     return read.then((bytes) => {
       if (bytes.length !== length) throw new CorruptionError(`${file}@${loc.offset}: entry truncated`, { location: { file, offset: loc.offset } });

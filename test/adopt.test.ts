@@ -195,6 +195,30 @@ describe('adoptBlock', () => {
     await Promise.all([a.close(), again.close()]);
   });
 
+  it('reads a value whose fetched block was removed again before the read (a surplus drop between the two): fetched once more', async () => {
+    const { a, b } = await pair();
+    const value = pseudoRandom('fetched twice', 30_000);
+    const { hash } = await a.put(value);
+    await a.flush();
+    await ship(a, b);
+    const [id] = (await Array.fromAsync(b.blocks())).filter((x) => x.adopted).map((x) => x.id);
+    fs.rmSync(b.blockPath(id!));
+    // The first fetch lands, and the copy is gone again before the reader opens it, as when a
+    // cluster member's repair pass drops a copy it is not placed on right after a read fetched it.
+    const fetched: string[] = [];
+    b.setReplicaSource({
+      settled: async () => {},
+      fetchBlock: async (blockId, dest) => {
+        fetched.push(blockId);
+        fs.copyFileSync(a.blockPath(blockId), dest);
+        if (fetched.length === 1) fs.rmSync(dest);
+      },
+    });
+    expect(Buffer.from(await b.get(hash)).equals(value)).toBe(true);
+    expect(fetched).toEqual([id, id]);
+    await Promise.all([a.close(), b.close()]);
+  });
+
   it('releaseBlock: what the writer compacted elsewhere is re-pointed, what only this member names is copied; a crash at each step loses nothing', async () => {
     for (const point of [undefined, 'release.after-repoint', 'release.after-copy']) {
       const { a, b, bDir } = await pair();

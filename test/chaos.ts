@@ -16,6 +16,10 @@
  *     (proofs run every 2 s, so the partitions and slow links meet challenges: they must not
  *     pass for failed proofs);
  * and the count of each fault it injected.
+ * With `--ec K+M` (e.g. 3+2, which loses nothing with two members down) the cluster runs at ec K+M
+ * instead (`ouro cluster redundancy ec`, docs/node.md "Redundancy"): the placement check then
+ * asks, for the blocks from the small-block line up (K x 64 KiB), that the writer's last repair
+ * pass found every one at K+M healthy shards, and that no member but the writer holds them whole.
  * Exit 0 when all hold, 1 otherwise. Run it with `npm run build` done (it drives dist/bin/ouro.js).
  */
 import crypto from 'node:crypto';
@@ -24,10 +28,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { replicaSet } from '../carrier/placement.js';
-import { type LogLine, type NodeProc, converged, heldBlocks, dbApi, keyFile, killAll, waitFor } from './cluster-procs.js';
+import { type LogLine, type NodeProc, converged, heldBlocks, dbApi, keyFile, killAll, ouroJson, waitFor } from './cluster-procs.js';
 import { NetChaos, inLab, loopback, openLab } from './chaos-net.js';
 
-const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' }, 'no-net': { type: 'boolean', default: false } } });
+const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '2' }, seed: { type: 'string' }, 'no-net': { type: 'boolean', default: false }, ec: { type: 'string' } } });
+const ec = args.ec === undefined ? undefined : (/^(\d+)\+(\d+)$/.exec(args.ec)?.slice(1).map(Number) as [number, number] | undefined);
+if (args.ec !== undefined && !ec) throw new Error('--ec takes K+M, e.g. 3+2');
+/** At ec K+M, blocks from this size up are coded (docs/node.md, "Redundancy"); below it, replicated. */
+const LINE = ec ? ec[0] * 64 * 1024 : Infinity;
 const minutes = Number(args.minutes);
 if (!(minutes > 0)) throw new Error('--minutes takes a positive number');
 const seed = args.seed ?? crypto.randomBytes(4).toString('hex');
@@ -63,7 +71,7 @@ function dumpLogs(members: Member[]): string {
 
 async function main(): Promise<number> {
   const where = await openLab(5, !args['no-net']);
-  log(`seed ${seed}, ${minutes} min, five members, RF ${RF}, ${'lab' in where ? 'each in a network namespace, with network faults' : `on loopback, no network faults (${where.reason})`}`);
+  log(`seed ${seed}, ${minutes} min, five members, ${ec ? `ec ${ec.join('+')}` : `RF ${RF}`}, ${'lab' in where ? 'each in a network namespace, with network faults' : `on loopback, no network faults (${where.reason})`}`);
   const placement = 'lab' in where ? inLab(where.lab) : loopback;
   const key = keyFile();
   // Debug logs (heartbeat failures among them), kept for every process a member ran: a run that
@@ -82,6 +90,7 @@ async function main(): Promise<number> {
   log(`peers: ${members.map((m) => `${m.name[0]}=${m.proc.peerId.slice(-6)}`).join(' ')}`);
   await waitFor(() => converged(members.map((m) => m.proc), peers), 30_000, 'five members');
   const net = 'lab' in where ? new NetChaos(where.lab, rand, log, members.map((m) => m.name)) : undefined;
+  if (ec) await ouroJson(['cluster', '--dir', a.dir, 'redundancy', 'ec', ec.join('+')]);
   const restart = async (m: Member) => {
     m.proc = await placement.restart(members.indexOf(m), m.proc.dir, m.keyed ? key : undefined);
     m.runs.push(m.proc);
@@ -187,6 +196,7 @@ async function main(): Promise<number> {
   // 2. Placement: every block the writer sealed held by exactly its placement (the writer keeps its own too).
   await dbApi.json(writer.proc, '/db/flush', 'POST', {});
   const heldBy = async () => new Map(await Promise.all(members.map(async (m) => [m.proc.peerId, new Set(await heldBlocks(m.proc))] as const)));
+  const sizes = new Map((await writer.proc.get<{ blocks: Array<{ id: string; size: number }> }>('/replication/blocks')).blocks.map((b) => [b.id, b.size]));
   let blocks: string[] = [];
   let wrong: string[] = [];
   try {
@@ -195,7 +205,8 @@ async function main(): Promise<number> {
       blocks = [...held.get(writer.proc.peerId)!];
       wrong = [];
       for (const id of blocks) {
-        const placed = replicaSet(id, peers, RF);
+        // A coded block is held whole by its writer only (its shards are checked below).
+        const placed = (sizes.get(id) ?? 0) >= LINE ? [] : replicaSet(id, peers, RF);
         for (const m of members) {
           const want = placed.includes(m.proc.peerId) || m === writer;
           if (held.get(m.proc.peerId)!.has(id) !== want) wrong.push(`${id.slice(0, 12)} ${want ? 'missing on' : 'surplus on'} ${m.name}`);
@@ -206,7 +217,21 @@ async function main(): Promise<number> {
   } catch {
     failures.push(`placement not reached: ${wrong.slice(0, 5).join('; ')}${wrong.length > 5 ? ` and ${wrong.length - 5} more` : ''}`);
   }
-  log(`${blocks.length} blocks: ${wrong.length === 0 ? 'each held by exactly its placement of three' : `${wrong.length} placement errors`}`);
+  log(`${blocks.length} blocks: ${wrong.length === 0 ? 'each held by exactly its placement of three (coded ones: by the writer only)' : `${wrong.length} placement errors`}`);
+  if (ec) {
+    // Every coded block at K+M healthy shards, by the writer's own repair pass.
+    let health = { blocks: 0, full: 0, atThreshold: 0, unreadable: 0 };
+    try {
+      await waitFor(async () => {
+        await writer.proc.post('/replication/repair', {});
+        health = (await writer.proc.get<{ replication: { shardHealth: typeof health } }>('/status')).replication.shardHealth;
+        return health.full === health.blocks;
+      }, 180_000, 'every coded block at K+M');
+    } catch {
+      failures.push(`coded blocks not all at K+M: ${JSON.stringify(health)}`);
+    }
+    log(`${health.blocks} coded blocks, ${health.full} at ${ec[0] + ec[1]} healthy shards`);
+  }
   // 3. Repair's own account, per member.
   for (const m of members) {
     const s = await m.proc.get<{ replication: { passes: number; pushed: number; removed: number; corrupt: number; failures: number } }>('/status');

@@ -10,12 +10,16 @@ import crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { multiaddr } from '@multiformats/multiaddr';
 import { describe, expect, it } from 'vitest';
+import { Carrier, encodeFrame, protocolId } from '../carrier/index.js';
 import { loadCodec, shardSize } from '../carrier/ec/codec.js';
 import { encodeManifest, makeManifest } from '../carrier/ec/manifest.js';
 import { shardSet } from '../carrier/placement.js';
 import { checkShardPush } from '../carrier/replication-shard-rules.js';
-import { type NodeProc, dbApi, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, waitFor } from './cluster-harness.js';
+import { type NodeProc, dbApi, founder, founderWithDb, joinKeyless, joinWithDb, keyFile, ouro, waitFor } from './cluster-harness.js';
+import { tempDir } from './helpers.js';
+import { rawExchange } from './raw-frames.js';
 
 const EXTRA = ['--dead-grace-ms', '3600000'];
 
@@ -173,4 +177,85 @@ describe('a shard pushed to a member', () => {
     expect(() => checkShardPush('cd'.repeat(32), 0, manifest, shards[0]!)).toThrow(expect.objectContaining({ code: 'OURO_PROTOCOL' }));
     expect(() => checkShardPush(id, 6, manifest, shards[0]!)).toThrow(expect.objectContaining({ code: 'OURO_PROTOCOL' }));
   });
+
+  it('is refused unread when a non-member pushes it, and nothing is kept', async () => {
+    const node = await founder();
+    const s = await Carrier.start({ dir: tempDir() });
+    try {
+      await s.node.dial(multiaddr(node.address));
+      const { shards, manifest } = await coded();
+      const push = Buffer.concat([encodeFrame({ v: 1, id, index: 0, manifest }), shards[0]!]);
+      // The premise: the same push is well formed (it would be kept from a member).
+      expect(checkShardPush(id, 0, manifest, shards[0]!).k).toBe(4);
+      expect(await rawExchange(s, protocolId('shard-put'), push)).toEqual([{ ok: false, code: 'OURO_REFUSED', message: expect.stringMatching(/not an approved member/) }]);
+      expect(shardFiles(node)).toEqual([]);
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
+describe('ec 2+1 with a shard holder suspect', () => {
+  it('reads blocks whose data shard is on a stopped member from the live members: reads under way given up on it once it is suspect, later ones never asking it', async () => {
+    // Suspect after 800 ms of silence, never dead during the test: the first seconds of a
+    // partition, which is where reads waited on the other side's holders (issue 32, the
+    // partition test: a put waited over 10 s behind an adoption reading through them).
+    const flags = ['--dead-grace-ms', '3600000', '--dead-after-ms', '3600000', '--log-level', 'debug'];
+    const key = keyFile();
+    const a = await founderWithDb(key, flags);
+    const b = await joinWithDb(a, key, flags);
+    const keyless = [await joinKeyless(a, flags), await joinKeyless(a, flags)];
+    const all = [a, b, ...keyless];
+    const peers = all.map((n) => n.peerId);
+    await waitFor(async () => (await a.members()).members.filter((m) => m.status === 'member' && (m.self || m.state === 'alive')).length === 4, 20_000, 'four live members');
+    expect((await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '2+1'])).code).toBe(0);
+    for (const n of all) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":2,"m":1}', 20_000, 'ec 2+1 everywhere');
+
+    // Blocks above the 128 KiB line at 2+1, one object each, all three shards placed.
+    const objects: Array<{ hash: string; value: Buffer; block: string }> = [];
+    for (let i = 0; i < 8; i++) {
+      const before = await held(a);
+      const value = crypto.randomBytes(200_000 + i * 10_000);
+      const { hash } = await dbApi.put(a, value);
+      await dbApi.json(a, '/db/flush', 'POST', { shards: 3, timeoutMs: 30_000 });
+      objects.push({ hash, value, block: [...(await held(a))].find((id) => !before.has(id))! });
+    }
+    // b indexes each block and drops its whole copy once the shards are placed: what it reads
+    // next comes from the shards.
+    const dropped = () => new Set(b.logs.filter((l) => l.event === 'surplus-removed').map((l) => l.id as string));
+    await waitFor(async () => {
+      const h = await held(b);
+      return objects.every((o) => dropped().has(o.block) && !h.has(o.block));
+    }, 30_000, 'b to index every block and drop its whole copies');
+
+    // The keyless member holding the most data shards is stopped (SIGSTOP: its connections stay
+    // open, and nothing it is asked is answered).
+    const dataOn = (n: NodeProc) => objects.filter((o) => shardSet(o.block, peers, 2, 1).slice(0, 2).includes(n.peerId));
+    const stopped = [...keyless].sort((x, y) => dataOn(y).length - dataOn(x).length)[0]!;
+    const lacking = dataOn(stopped);
+    expect(lacking.length).toBeGreaterThanOrEqual(2);
+    const [midRead, whileSuspect] = [lacking.slice(0, Math.ceil(lacking.length / 2)), lacking.slice(Math.ceil(lacking.length / 2))];
+    const fromStopped = () => b.logs.filter((l) => l.event === 'shard-fetch-failed' && l.peer === stopped.peerId);
+    stopped.child.kill('SIGSTOP');
+    try {
+      // Read at once, while b still hears it alive: the shard reads from it are under way when
+      // it turns suspect, and are given up on then (before: they waited for the connection's
+      // idle limit), the blocks decoded from the live members' shards.
+      const degraded = await degradedReads(b);
+      const values = await Promise.all(midRead.map((o) => dbApi.value(b, o.hash)));
+      midRead.forEach((o, i) => expect(values[i]!.equals(o.value)).toBe(true));
+      expect(fromStopped().length).toBeGreaterThan(0);
+      for (const l of fromStopped()) expect(l.err).toMatch(/went silent to heartbeats/);
+      const asked = fromStopped().length;
+
+      // Once it is suspect it is not asked at all.
+      await waitFor(async () => (await b.members()).members.find((m) => m.peerId === stopped.peerId)?.state === 'suspect', 20_000, 'b to see the stopped member suspect');
+      for (const o of whileSuspect) expect((await dbApi.value(b, o.hash)).equals(o.value)).toBe(true);
+      expect(await degradedReads(b)).toBe(degraded + lacking.length);
+      expect(fromStopped().length).toBe(asked);
+      expect((await b.members()).members.find((m) => m.peerId === stopped.peerId)?.state).toBe('suspect');
+    } finally {
+      stopped.child.kill('SIGCONT');
+    }
+  }, 180_000);
 });

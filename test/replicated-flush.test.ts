@@ -135,3 +135,31 @@ describe('flush({ replicas })', () => {
     expect(sealed.length).toBe(2);
   });
 });
+
+describe('replication.idle()', () => {
+  it('returns after the pass running and the one due, though kicks keep coming (a repair timer shorter than a pass)', async () => {
+    const { a, db } = await twoMembers();
+    for (let i = 0; i < 3; i++) await db.put(crypto.randomBytes(1024));
+    await db.flush({ replicas: 2 });
+    // Kicks arriving all the time, as the repair timer's do when passes take longer than its
+    // interval (the partition test: POST /replication/repair answered nothing for 300 s).
+    let kicking = true;
+    const kicker = (async () => {
+      while (kicking) {
+        a.replication.kick();
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    try {
+      const start = a.replication.progress.passes;
+      // Bounded by passes, not time: idle() owes at most the pass running and the one due.
+      const tooMany = waitFor(() => a.replication.progress.passes >= start + 20, 120_000, 'twenty passes').then(() => 'still waiting' as const);
+      const outcome = await Promise.race([a.replication.idle().then(() => 'idle' as const), tooMany]);
+      expect(outcome).toBe('idle');
+      expect(a.replication.progress.passes - start).toBeLessThanOrEqual(2);
+    } finally {
+      kicking = false;
+      await kicker;
+    }
+  });
+});
