@@ -479,7 +479,9 @@ describe('docs/operations.md runbooks, run as written', () => {
     await waitFor(async () => (await status()).replication.shardHealth.atThreshold === 3, 20_000, 'three blocks at the threshold');
     await waitFor(async () => {
       const s = (await status()).replication;
-      return s.shardHealth.full === 3 && s.shardsRepaired === 3;
-    }, 40_000, 'three blocks back at six shards');
+      // At least three: a push cut off by its time limit on a loaded machine may have landed and
+      // be counted again when repeated.
+      return s.shardHealth.full === 3 && s.shardsRepaired >= 3;
+    }, 90_000, 'three blocks back at six shards'); // 24 s alone here; over 40 s in a CI run with the machine loaded
   });
 });
