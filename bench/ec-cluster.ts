@@ -7,8 +7,11 @@
  *   - time to restore full health after one keyless member holding its share is stopped: until
  *     every block is held by three live members (replicas), or has six healthy shards on live
  *     members (ec), split into noticing (dead, plus the grace) and rebuilding.
- * Degraded reads against healthy ones are the codec's decode against a plain join: the `ec` part
- * measures those (a keyed member's read adds the same transfers either way).
+ *   - reads at ec 4+2 on a third cluster: a member reading every coded block back from its shards
+ *     with all members up (the K data shards, joined), against another member reading them with
+ *     one member stopped and seen dead (decoded wherever that member held a data shard). Repair
+ *     is held off there (a dead grace of an hour), so the degraded reads stay degraded.
+ * The codec alone (decode against a plain join) is the `ec` part.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -52,10 +55,13 @@ export interface EcClusterFigures {
   totalSec: number;
 }
 
-async function one(mode: EcClusterFigures['mode'], sizeMiB: number): Promise<EcClusterFigures> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-ec-'));
+/**
+ * A fresh seven-member cluster in this process under `root` (a writer with the database, six
+ * keyless members), at `mode`, every member alive. `replication` overrides the bench's settings.
+ */
+async function sevenMembers(root: string, mode: EcClusterFigures['mode'], replicationOverrides: Record<string, number> = {}): Promise<{ a: Node; db: OuroDB; nodes: Node[]; dirs: string[] }> {
   const heartbeat = { intervalMs: 200, suspectAfterMs: 1000, deadAfterMs: 3000 };
-  const replication = { factor: 3, maxUnsealedMs: 1000, deadGraceMs: 500, repairIntervalMs: 500, repairBytesPerSec: 1 << 30 };
+  const replication = { factor: 3, maxUnsealedMs: 1000, deadGraceMs: 500, repairIntervalMs: 500, repairBytesPerSec: 1 << 30, ...replicationOverrides };
   const config = { heartbeat, replication, proofs: { enabled: false } };
   const dirs = Array.from({ length: 7 }, (_, i) => path.join(root, `n${i}`));
   await Node.init(dirs[0]!, { newCluster: true, config });
@@ -69,17 +75,38 @@ async function one(mode: EcClusterFigures['mode'], sizeMiB: number): Promise<EcC
       await Node.requestJoin(dir, a.carrier.addresses, token);
       nodes.push(await Node.start({ dir, config }));
     }
-    const nodeDirs = new Map(nodes.map((n, i) => [n, i]));
     await until(() => nodes.every((n) => n.role === 'member' && n.memberViews().filter((m) => m.status === 'member' && m.state === 'alive').length === 7), 'seven members');
     if (mode === 'ec 4+2') {
       await a.setRedundancy({ ec: { k: 4, m: 2 } });
       await until(() => nodes.every((n) => n.ecPolicy?.k === 4), 'ec 4+2 everywhere');
     }
-    const total = sizeMiB * MiB;
-    const cipher = crypto.createCipheriv('chacha20', crypto.randomBytes(32), Buffer.alloc(16));
-    const zeros = Buffer.alloc(MiB);
-    for (let done = 0; done < total; done += zeros.length) await db.put(cipher.update(zeros), { durability: 'relaxed' });
-    await db.flush(mode === 'ec 4+2' ? { shards: 6 } : { replicas: 3 });
+    return { a, db, nodes, dirs };
+  } catch (err) {
+    await stopAll(nodes, db);
+    throw err;
+  }
+}
+
+async function stopAll(nodes: Node[], db: OuroDB): Promise<void> {
+  for (const n of nodes.slice(1).reverse()) await n.stop().catch(() => {});
+  await nodes[0]?.stop();
+  await db.close();
+}
+
+/** `sizeMiB` of incompressible values put by the writer, flushed to full redundancy. */
+async function fill(db: OuroDB, mode: EcClusterFigures['mode'], sizeMiB: number): Promise<void> {
+  const cipher = crypto.createCipheriv('chacha20', crypto.randomBytes(32), Buffer.alloc(16));
+  const zeros = Buffer.alloc(MiB);
+  for (let done = 0; done < sizeMiB * MiB; done += zeros.length) await db.put(cipher.update(zeros), { durability: 'relaxed' });
+  await db.flush(mode === 'ec 4+2' ? { shards: 6 } : { replicas: 3 });
+}
+
+async function one(mode: EcClusterFigures['mode'], sizeMiB: number): Promise<EcClusterFigures> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-ec-'));
+  const { a, db, nodes, dirs } = await sevenMembers(root, mode);
+  try {
+    const nodeDirs = new Map(nodes.map((n, i) => [n, i]));
+    await fill(db, mode, sizeMiB);
     const blocks = await a.replication.held();
     const logical = blocks.reduce((x, b) => x + b.size, 0);
     // Blocks under the small-block line (the last one sealed by the flush, at most) stay whole.
@@ -129,20 +156,60 @@ async function one(mode: EcClusterFigures['mode'], sizeMiB: number): Promise<EcC
       totalSec: (t1 - t0) / 1000,
     };
   } finally {
-    for (const n of nodes.slice(1).reverse()) await n.stop().catch(() => {});
-    await a.stop();
-    await db.close();
+    await stopAll(nodes, db);
     fs.rmSync(root, { recursive: true, force: true });
   }
 }
 
-export async function ecClusterBench(sizeMiB: number): Promise<EcClusterFigures[]> {
+export interface EcReadFigures {
+  blocks: number;
+  MiB: number;
+  healthyMiBs: number;
+  degradedMiBs: number;
+  /** Of the blocks the degraded pass read, how many needed decoding (the stopped member held a data shard). */
+  decoded: number;
+}
+
+/** Metric `name`'s value on `node` (0 when absent). */
+async function counter(node: Node, name: string): Promise<number> {
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(await node.metrics.registry.metrics());
+  return m ? Number(m[1]) : 0;
+}
+
+/** Healthy against degraded reads of every coded block, two keyless readers (see the header). */
+async function reads(sizeMiB: number): Promise<EcReadFigures> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-bench-ec-'));
+  const { a, db, nodes } = await sevenMembers(root, 'ec 4+2', { deadGraceMs: 3_600_000 });
+  try {
+    await fill(db, 'ec 4+2', sizeMiB);
+    const coded = (await a.replication.held()).filter((b) => b.size >= smallBlockLine(4));
+    const bytes = coded.reduce((x, b) => x + b.size, 0);
+    const [healthyReader, degradedReader, stopped] = [nodes[1]!, nodes[2]!, nodes[3]!];
+    const readAll = async (reader: Node) => {
+      const t0 = performance.now();
+      for (const b of coded) await reader.replication.fetchBlock(b.id);
+      return bytes / MiB / ((performance.now() - t0) / 1000);
+    };
+    const healthyMiBs = await readAll(healthyReader);
+    await stopped.stop();
+    nodes.splice(3, 1);
+    await until(() => degradedReader.memberViews().some((m) => m.peerId === stopped.peerId && m.state === 'dead'), 'the stopped member dead to the reader');
+    const before = await counter(degradedReader, 'ouro_ec_degraded_reads_total');
+    const degradedMiBs = await readAll(degradedReader);
+    return { blocks: coded.length, MiB: bytes / MiB, healthyMiBs, degradedMiBs, decoded: (await counter(degradedReader, 'ouro_ec_degraded_reads_total')) - before };
+  } finally {
+    await stopAll(nodes, db);
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export async function ecClusterBench(sizeMiB: number): Promise<{ figures: EcClusterFigures[]; reads: EcReadFigures }> {
   // Stopping seven in-process nodes one after the other has left a request's 'carrier stopped'
   // rejection unhandled (not yet traced): reported, not fatal, so the second run still happens.
   const report = (err: unknown) => console.error('unhandled rejection while the nodes stop:', err instanceof Error ? err.stack : err);
   process.on('unhandledRejection', report);
   try {
-    return [await one('replicas 3', sizeMiB), await one('ec 4+2', sizeMiB)];
+    return { figures: [await one('replicas 3', sizeMiB), await one('ec 4+2', sizeMiB)], reads: await reads(sizeMiB) };
   } finally {
     process.off('unhandledRejection', report);
   }

@@ -34,7 +34,8 @@
  *            and 8+3, MiB/s, beside the raw call of the Rust reed-solomon-erasure WASM build (bench/ec.ts)
  *   ec-cluster  replicas 3 against ec 4+2 on seven members in this process: bytes on disk per logical
  *            byte (the writer's copy apart) and the time to rebuild after losing a member, --size-mib
- *            written (64 quick, 1024 full) (bench/ec-cluster.ts)
+ *            written (64 quick, 1024 full); reads from shards with all members up against one
+ *            member stopped (degraded) (bench/ec-cluster.ts)
  *   net      two members in network namespaces across a link of 100 ms round trip and 1% loss: the
  *            push of a 16 MiB block against a raw libp2p stream, and a 1 KiB put held by both
  *            members (p50) against a raw round trip, beside the same unshaped; skips with the
@@ -347,7 +348,7 @@ if (runs('ec')) {
   Object.assign(results, { ec: r });
 }
 if (runs('ec-cluster')) {
-  const figures = await ecClusterBench(Number(values['size-mib'] ?? (values.quick ? 64 : 1024)));
+  const { figures, reads } = await ecClusterBench(Number(values['size-mib'] ?? (values.quick ? 64 : 1024)));
   console.log('\nReplicas 3 against ec 4+2, seven members in this process      others/logical  writer/logical  lost MiB  noticed s  rebuilt s  total s');
   for (const f of figures) {
     console.log(`  ${`${f.mode}, ${f.logicalMiB.toFixed(0)} MiB written`.padEnd(60)} ${f.othersPerLogical.toFixed(2).padStart(14)} ${f.writerPerLogical.toFixed(2).padStart(15)} ${f.lostMiB.toFixed(0).padStart(9)} ${f.noticedSec.toFixed(2).padStart(10)} ${f.rebuildSec.toFixed(2).padStart(10)} ${f.totalSec.toFixed(2).padStart(8)}`);
@@ -355,7 +356,9 @@ if (runs('ec-cluster')) {
   const [rep, ec] = figures as [EcClusterFigures, EcClusterFigures];
   row({ workload: 'bytes on the other members per logical byte, ec 4+2', unit: 'x', better: 'lower', ours: ec.othersPerLogical, peer: 'replicas 3', peerValue: rep.othersPerLogical, note: `the writer's own copy besides: ${ec.writerPerLogical.toFixed(2)}x at ec, ${rep.writerPerLogical.toFixed(2)}x at replicas` });
   row({ workload: 'time to rebuild after losing a member, ec 4+2', unit: 's', better: 'lower', ours: ec.rebuildSec, peer: 'replicas 3', peerValue: rep.rebuildSec, note: `after noticing (dead + grace); the member held ${ec.lostMiB.toFixed(0)} MiB at ec, ${rep.lostMiB.toFixed(0)} MiB at replicas` });
-  Object.assign(results, { ecCluster: figures });
+  console.log(`\nReads at ec 4+2 of ${reads.blocks} coded blocks (${reads.MiB.toFixed(0)} MiB) by a keyless member from their shards: ${reads.healthyMiBs.toFixed(1)} MiB/s with all up, ${reads.degradedMiBs.toFixed(1)} MiB/s with one member stopped (${reads.decoded} blocks decoded)`);
+  row({ workload: 'degraded read from shards, one member down, ec 4+2', unit: 'MiB/s', better: 'higher', ours: reads.degradedMiBs, peer: 'all members up', peerValue: reads.healthyMiBs, note: `${reads.decoded} of ${reads.blocks} blocks decoded; the rest had their K data shards` });
+  Object.assign(results, { ecCluster: { figures, reads } });
 }
 if (runs('net')) {
   const r = await netBench(values.quick);
