@@ -179,7 +179,7 @@ export interface ProverHost {
   shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined;
   /** `peer` said, to a challenge, that it lacks shard `index` of block `id`: not asked for it until confirmed again. */
   unconfirmShard(id: string, peer: string, index: number): void;
-  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate. */
+  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate or as surplus. */
   shardPlaced(id: string, index: number): boolean;
 }
 
@@ -441,7 +441,8 @@ export class Prover {
   /**
    * The answer for shard `index` of block `id` as held here. A shard not held here is missing;
    * placed (a failure) when this node is among the block's shard placement now and did not
-   * remove it as a duplicate of another member's (the challenger learns that at its next pass).
+   * remove it itself, as a duplicate of another member's or as surplus (the challenger learns
+   * that at its next pass, or from this answer).
    */
   async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[], coding: Coding | undefined): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
     const file = await this.#shelf.shards.path(id, index, coding);
