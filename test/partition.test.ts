@@ -12,9 +12,9 @@
  * revoked or quarantined for having been on the other side. The replicas run splits for 30 s, the
  * issue's figure (the file takes about 80 s on two cores). The ec 2+1 run (values of 160 KiB, so
  * that blocks are coded: above 2 x 64 KiB; a 15 s split) runs only with OURO_PARTITION_EC=1: it
- * takes another 100 to 135 s here (33 to 61 s of it reading every write back after the heal), and
- * after the heal a shard proof can fail against a member of the smaller side, which is then
- * quarantined (docs/node.md, "Network partitions": open). During
+ * takes another 65 to 135 s here (20 to 61 s of it reading every write back after the heal).
+ * The failed shard proofs and late verdicts that quarantined members after the heal are fixed
+ * (docs/node.md, "Network partitions"); it stays opt-in for its time. During
  * the split the test reads what an operator sees (`/status`, `/cluster/status`, `/metrics`) on
  * both sides, and afterwards prints what the failure detector and the proofs did.
  */
