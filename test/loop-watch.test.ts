@@ -7,13 +7,13 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ClassicLevel } from 'classic-level';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { OuroDB } from '../lib/db.js';
 import type { Ledger } from '../carrier/ledger.js';
-import { LoopWatch, Prover, proofAnswer, readRanges, type Range } from '../carrier/proofs.js';
+import { LoopWatch, Prover, type Range, proofAnswer, readRanges } from '../carrier/proofs.js';
 import type { Shelf } from '../carrier/shelf.js';
+import { ClassicLevel } from '../index/leveldb.js';
+import type { OuroDB } from '../lib/db.js';
 import { tempDir } from './helpers.js';
 
 /** Holds this process's loop for `ms` (a synchronous stretch of work, as coding a large block is). */
