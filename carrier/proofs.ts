@@ -154,6 +154,56 @@ export async function makeChallenges(file: string, id: string, size: number, cou
   return out;
 }
 
+/** How often LoopWatch's timer ticks. */
+const WATCH_TICK_MS = 50;
+/** How long LoopWatch remembers a late tick (longer than any challenge waits: four deadlines). */
+const WATCH_KEEP_MS = 10 * 60_000;
+
+/**
+ * How long this process's event loop was held up since a given moment: a timer ticking every
+ * WATCH_TICK_MS notes each tick that came late, and by how much. A challenger whose own loop was
+ * busy (a loaded machine: coding blocks, collecting garbage, several nodes on two cores) reads an
+ * answer late that arrived in time, and every challenge of the round alike; that delay is not the
+ * holder's doing, so it is taken off the answer's time before the answer is judged late. A holder
+ * that is slow itself is still late: only this process's own hold-ups are taken off.
+ */
+export class LoopWatch {
+  #timer: NodeJS.Timeout | undefined;
+  #last = performance.now();
+  /** Late ticks: when each came (performance.now()) and how late. */
+  readonly #held: Array<{ at: number; ms: number }> = [];
+
+  start(): void {
+    this.#last = performance.now();
+    this.#timer ??= setInterval(() => {
+      const now = performance.now();
+      const late = now - this.#last - WATCH_TICK_MS;
+      this.#last = now;
+      if (late > 0) this.#held.push({ at: now, ms: late });
+      while (this.#held.length > 0 && this.#held[0]!.at < now - WATCH_KEEP_MS) this.#held.shift();
+    }, WATCH_TICK_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /**
+   * Milliseconds the loop was held up between `from` (performance.now()) and now: the late ticks
+   * since, each counted no further back than `from`, and the hold-up under way (a tick overdue
+   * now: the callback reading this may run before the timer does).
+   */
+  heldSince(from: number): number {
+    const now = performance.now();
+    let ms = 0;
+    for (const h of this.#held) if (h.at > from) ms += Math.min(h.ms, h.at - from);
+    if (this.#timer) ms += Math.max(0, Math.min(now - Math.max(this.#last, from), now - this.#last - WATCH_TICK_MS));
+    return ms;
+  }
+}
+
 /** Where the prover counts its verdicts (NodeMetrics implements it). */
 export interface ProofMetrics {
   proof(result: ProofResult | 'undecided'): void;
@@ -179,7 +229,7 @@ export interface ProverHost {
   shardHolders(id: string): { k: number; m: number; byPeer: ReadonlyMap<string, ReadonlySet<number>> } | undefined;
   /** `peer` said, to a challenge, that it lacks shard `index` of block `id`: not asked for it until confirmed again. */
   unconfirmShard(id: string, peer: string, index: number): void;
-  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate. */
+  /** Whether shard `index` of block `id`, missing here, is a loss: placed here now, and not removed here as a duplicate or as surplus. */
   shardPlaced(id: string, index: number): boolean;
 }
 
@@ -231,6 +281,8 @@ export class Prover {
   readonly #tasks = new Set<Promise<unknown>>();
   #timer: NodeJS.Timeout | undefined;
   #round: Promise<void> | undefined;
+  /** This process's own hold-ups, taken off an answer's time (see LoopWatch). */
+  readonly #watch = new LoopWatch();
   #unsubscribe: (() => void) | undefined;
   /** Round-robin position: the last (block, holder) pair challenged. */
   #cursor: ProofPair | undefined;
@@ -248,12 +300,14 @@ export class Prover {
     if (!this.#db || !this.#config.enabled) return;
     // Stock is made while the freshly sealed block is at hand (and in the page cache).
     this.#unsubscribe = this.#db.onSealed((b) => this.#track(this.#restock(b.id, b.size)).catch((err: unknown) => this.#host.log.warn({ event: 'proof-stock-failed', id: b.id, err: errorText(err) }, 'could not make proof challenges for a block')));
+    this.#watch.start();
     this.#timer = setInterval(() => this.kick(), this.#config.intervalMs);
     this.#timer.unref();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#timer);
+    this.#watch.stop();
     this.#unsubscribe?.();
     this.#stop.abort(new Error('proofs stopped'));
     await Promise.allSettled([...this.#tasks, this.#round]);
@@ -363,7 +417,8 @@ export class Prover {
     let result: ProofResult | undefined;
     try {
       const reply = (await this.#host.request(peer, 'proof', index !== undefined ? { v: SHARD_PROOF_VERSION, id, index, k: coded!.k, m: coded!.m, nonce: c.nonce, ranges: c.ranges } : { v: PROOF_VERSION, id, nonce: c.nonce, ranges: c.ranges }, { timeoutMs: deadline * 4, signal: this.#stop.signal })) as { answer?: unknown; missing?: unknown; placed?: unknown } | null;
-      const ms = performance.now() - started;
+      // The holder's time: this process's own hold-ups meanwhile are not its doing.
+      const ms = performance.now() - started - this.#watch.heldSince(started);
       if (reply?.missing === true) {
         result = reply.placed === false ? undefined : 'fail';
         // Its claim is withdrawn, as by a block-have "no": one loss is one failure, not one per
@@ -383,10 +438,11 @@ export class Prover {
       if (result === undefined && code !== 'OURO_TIMEOUT') this.#host.log.debug({ event: 'proof-undecided', peer, id, err: errorText(err) }, 'proof challenge got no verdict');
     }
     const ms = Math.round(performance.now() - started);
+    const heldMs = Math.round(this.#watch.heldSince(started));
     this.#host.metrics.proof(result ?? 'undecided');
     if (result === undefined) return undefined;
     const level = result === 'pass' ? 'debug' : 'warn';
-    this.#host.log[level]({ event: `proof-${result}`, peer, id, ...(index !== undefined ? { index } : {}), ms }, `proof of storage: ${result}`);
+    this.#host.log[level]({ event: `proof-${result}`, peer, id, ...(index !== undefined ? { index } : {}), ms, ...(heldMs > 0 ? { heldMs } : {}) }, `proof of storage: ${result}`);
     return { s: peer, blk: id, r: result, ms };
   }
 
@@ -441,7 +497,8 @@ export class Prover {
   /**
    * The answer for shard `index` of block `id` as held here. A shard not held here is missing;
    * placed (a failure) when this node is among the block's shard placement now and did not
-   * remove it as a duplicate of another member's (the challenger learns that at its next pass).
+   * remove it itself, as a duplicate of another member's or as surplus (the challenger learns
+   * that at its next pass, or from this answer).
    */
   async #answerShard(idBytes: Uint8Array, id: string, index: number, nonce: Uint8Array, ranges: Range[], coding: Coding | undefined): Promise<{ answer: Uint8Array } | { missing: true; placed: boolean }> {
     const file = await this.#shelf.shards.path(id, index, coding);

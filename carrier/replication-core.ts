@@ -18,6 +18,8 @@
  *     push that follows each seal;
  *   - #removedSurplus: this node's copies that Repair removed as surplus (removedSurplus()), until
  *     Transfers keeps the block here again (kept()); the prover reads it (wasRemovedSurplus());
+ *   - #removedShards: shards Shards removed here as duplicates or as surplus (removedShard()),
+ *     until one is kept here again (keptShard()); the prover reads it (shardPlaced());
  *   - #changed: the waits of settled(); woken by confirm(), pushEnded() and wakeAll() (at stop).
  * It asks the repair loop for a pass through the `repairSoon` callback it is given.
  */
@@ -161,7 +163,7 @@ export class Holders {
    * by the current placement alone.
    */
   readonly #removedSurplus = new Set<string>();
-  /** Shards (`<block id>.<index>`) removed here as duplicates (see removedShard); in memory only. */
+  /** Shards (`<block id>.<index>`) removed here as duplicates or as surplus (see removedShard); in memory only. */
   readonly #removedShards = new Set<string>();
   /**
    * Blocks this database sealed and stored as shards (Transfers.afterSeal, Shards.push), with
@@ -327,17 +329,33 @@ export class Holders {
   }
 
   /**
-   * This node is about to remove shard `index` of block `id`, a duplicate of one another placed
-   * member holds (Shards.dropDuplicates): a proof asking for it is then answered as not placed.
-   * In memory, until the shard is held here again.
+   * This node is about to remove shard `index` of block `id`: a duplicate of one another placed
+   * member holds (Shards.dropDuplicates), or surplus, the block's shard placement leaving this
+   * node out and holding all K+M without it (Shards.dropSurplus). A proof asking for it is then
+   * answered as not placed, whatever the placement is by then. In memory, until the shard is
+   * held here again.
    */
   removedShard(id: string, index: number): void {
     this.#removedShards.add(`${id}.${index}`);
   }
 
-  /** Whether this node removed shard `index` of block `id` as a duplicate (and has not held it since). */
+  /** Whether this node removed shard `index` of block `id` as a duplicate or as surplus (and has not held it since). */
   wasRemovedShard(id: string, index: number): boolean {
     return this.#removedShards.has(`${id}.${index}`);
+  }
+
+  /**
+   * Whether shard `index` of block `id`, missing here, is a loss: this node is among the block's
+   * shard placement now and did not remove that shard itself (removedShard). A shard removed as
+   * surplus is no loss when the placement takes this node back later: members see each other
+   * dead or alive at different times and learn quarantines at different times, so after a
+   * partition heals a member may drop a shard it held for its side and be placed on the block
+   * again moments later (another member quarantined, or dead past the grace in its view), while
+   * the writer, which had not asked it since, still counts it a holder of that shard.
+   */
+  shardPlaced(id: string, index: number): boolean {
+    const ec = this.#host.ecPolicy ?? null;
+    return ec !== null && this.shardPlacement(id, ec).includes(this.#host.peerId) && !this.wasRemovedShard(id, index);
   }
 
   /** Shard `index` of block `id` is held here again (received): a later loss of it is a loss. */

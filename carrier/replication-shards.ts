@@ -485,6 +485,9 @@ export class Shards {
         left++;
         continue;
       }
+      // Marked before the files go, so that a proof answered meanwhile, or after this node is
+      // placed on the block again, already sees them removed rather than lost.
+      for (const index of await files.held(id, ec!)) this.#holders.removedShard(id, index);
       const removed = await files.removeAll(id, ec!);
       this.#host.log.info({ event: 'surplus-shards-removed', id, shards: removed }, 'shards not placed here removed: the placed members hold all of them');
     }

@@ -197,13 +197,9 @@ export class Replicator implements ReplicaSource {
     this.#holders.unconfirmShard(id, peer, index);
   }
 
-  /**
-   * Whether shard `index` of block `id`, missing here, is a loss: this node is among the block's
-   * shard placement now and did not remove that shard as a duplicate (Holders.removedShard).
-   */
+  /** Whether shard `index` of block `id`, missing here, is a loss (Holders.shardPlaced). */
   shardPlaced(id: string, index: number): boolean {
-    const ec = this.#ctx.host.ecPolicy ?? null;
-    return ec !== null && this.#holders.shardPlacement(id, ec).includes(this.#ctx.host.peerId) && !this.#holders.wasRemovedShard(id, index);
+    return this.#holders.shardPlaced(id, index);
   }
 
   /** Whether this node lacks block `id` because it removed its copy as surplus (see Holders.wasRemovedSurplus). */
