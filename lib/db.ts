@@ -266,7 +266,7 @@ export class OuroDB {
   /**
    * Keys in byte order of their UTF-8, with their heads. Reads one LevelDB iterator, which sees
    * a single consistent state however long the listing runs; it streams, so a listing of
-   * millions of keys holds only the current entry.
+   * millions of keys holds at most two batches of 1000 entries.
    */
   list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
     return this.#query.list(options);

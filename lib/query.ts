@@ -17,6 +17,42 @@ import type { Lifecycle } from './lifecycle.js';
 import type { Reader } from './read.js';
 import type { Snapshots } from './snapshots.js';
 
+/**
+ * Entries per LevelDB read of a listing. classic-level makes a Buffer for every key and value it
+ * hands back (napi_create_buffer_copy: a backing store, an ArrayBuffer and a Uint8Array each),
+ * and that, not LevelDB, was most of a listing's time; a string costs a fraction of it. So list
+ * takes the heads keys as strings (user keys are well-formed UTF-8, lib/keyname.ts, so the
+ * string is exact) and only the values as Buffers, and reads batches itself with `nextv`,
+ * reading the next one while the caller takes the current one.
+ */
+const LIST_BATCH = 1000;
+
+/**
+ * The key encoding of a listing's iterator: keys decoded natively to strings (format 'utf8'),
+ * but range bounds passed to LevelDB as the Buffers they are (classic-level's binding takes a
+ * Buffer or a string for a bound whatever the encoding). A bound such as 'k' + prefix + 0xff is
+ * not UTF-8, so the 'utf8' encoding, which would turn it into a string, cannot carry it.
+ * One object for the process: abstract-level caches an encoding by its object.
+ */
+const HEADS_KEY_TEXT = Object.freeze({
+  name: 'ourodb-heads-key-text',
+  format: 'utf8' as const,
+  encode: (bound: Buffer): Buffer => bound,
+  decode: (key: string): string => key,
+});
+
+/** The part of classic-level's iterator a listing uses, with the key and value types it asks for. */
+interface HeadsIterator {
+  nextv(size: number): Promise<[string, Buffer][]>;
+  close(): Promise<void>;
+}
+
+/** `read` with its rejection already handled: it may settle while nobody awaits it (the caller is slow or has stopped). */
+function readAhead<T>(read: Promise<T>): Promise<T> {
+  read.catch(() => {});
+  return read;
+}
+
 export class Query {
   readonly #life: Lifecycle;
   readonly #index: IndexStore;
@@ -33,7 +69,7 @@ export class Query {
   /**
    * Keys in byte order of their UTF-8, with their heads. Reads one LevelDB iterator, which sees
    * a single consistent state however long the listing runs; it streams, so a listing of
-   * millions of keys holds only the current entry.
+   * millions of keys holds at most two batches of LIST_BATCH entries.
    */
   async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
     this.#life.checkOpen();
@@ -50,23 +86,38 @@ export class Query {
     else opts.gte = range.gte;
     if (limit === 0) return;
     let n = 0;
-    const it = this.#index.ldb.iterator(opts);
+    // Keys come back as strings (HEADS_KEY_TEXT), values as Buffers: see LIST_BATCH for why.
+    const it = this.#index.ldb.iterator({ ...opts, keyEncoding: HEADS_KEY_TEXT as never, valueEncoding: 'buffer' }) as unknown as HeadsIterator;
+    const batchAfter = (listed: number) => Math.min(LIST_BATCH, Math.max(1, limit - listed));
+    let ahead: Promise<[string, Buffer][]> | undefined;
     try {
-      for await (const [k, v] of it) {
-        let entry: ListEntry;
-        if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
-          // One head, the usual case: read it in place (a listing of millions spends its time here).
-          const hash = v.toString('hex', 2, 34);
-          entry = { key: k.toString('utf8', 1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
-        } else {
-          const heads = sortHeads(decodeHeads(v));
-          entry = { key: k.toString('utf8', 1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
+      let batch = await it.nextv(batchAfter(0));
+      while (batch.length > 0) {
+        // The next batch is read (on LevelDB's thread) while the caller takes this one, unless
+        // this one may already hold the rest of a limited listing (a page then reads no more).
+        ahead = batch.length < limit - n ? readAhead(it.nextv(batchAfter(n + batch.length))) : undefined;
+        for (const [k, v] of batch) {
+          let entry: ListEntry;
+          if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
+            // One head, the usual case: read it in place (a listing of millions spends its time here).
+            const hash = v.toString('hex', 2, 34);
+            entry = { key: k.slice(1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
+          } else {
+            const heads = sortHeads(decodeHeads(v));
+            entry = { key: k.slice(1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
+          }
+          if (entry.deleted && !options.includeDeleted) continue;
+          yield entry;
+          if (++n >= limit) return;
         }
-        if (entry.deleted && !options.includeDeleted) continue;
-        yield entry;
-        if (++n >= limit) break;
+        const next = ahead;
+        ahead = undefined;
+        batch = await (next ?? it.nextv(batchAfter(n)));
       }
     } finally {
+      // A read still in flight (the caller stopped early, or this batch failed) ends before the
+      // iterator closes; its outcome no longer matters.
+      if (ahead) await ahead.catch(() => {});
       await it.close();
     }
   }

@@ -333,6 +333,55 @@ describe('keys', () => {
     }
   });
 
+  it('lists across its read batches: every key once, in byte order, with limits, pages and early stops', async () => {
+    // lib/query.ts reads a listing 1000 entries at a time and the next batch while the caller
+    // takes one; 2600 keys span three batches, with every 7th deleted (hidden unless asked).
+    const db = await OuroDB.open(tempDir(), { key, kdf: FAST_KDF, durability: 'relaxed' });
+    try {
+      const names = Array.from({ length: 2600 }, (_, i) => `k/${i.toString().padStart(5, '0')}`);
+      for (let i = 0; i < names.length; i += 100) await Promise.all(names.slice(i, i + 100).map((n) => db.put(n, { key: n })));
+      for (let i = 0; i < names.length; i += 7) await db.delete(names[i]!);
+      await db.flush(); // relaxed writes reach the index by then
+      const live = names.filter((_, i) => i % 7 !== 0);
+      const keysOf = async (o: Parameters<typeof db.list>[0]) => (await Array.fromAsync(db.list(o))).map((e) => e.key);
+      expect(await keysOf({})).toEqual(live);
+      expect(await keysOf({ includeDeleted: true })).toEqual(names);
+      expect(await keysOf({ limit: 1500 })).toEqual(live.slice(0, 1500));
+      expect(await keysOf({ prefix: 'k/01', after: 'k/01234', limit: 900 })).toEqual(live.filter((n) => n.startsWith('k/01') && n > 'k/01234').slice(0, 900));
+      const paged: string[] = [];
+      for (let page = await keysOf({ limit: 700 }); page.length > 0; page = await keysOf({ limit: 700, after: paged.at(-1) })) paged.push(...page);
+      expect(paged).toEqual(live);
+      // Stopping in the second batch, with the third being read: the listing closes its iterator
+      // and the next one (and close) go on as usual.
+      let seen = 0;
+      for await (const _ of db.list()) if (++seen === 1200) break;
+      expect(seen).toBe(1200);
+      const one = await db.put('one', { key: 'k/00000' });
+      await db.flush();
+      expect((await Array.fromAsync(db.list({ limit: 1 })))[0]).toEqual({ key: 'k/00000', hash: one.hash, heads: [one.hash], deleted: false });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('lists a prefix up to its last key, whatever the bytes after it', async () => {
+    // The upper bound of a prefix is 'k' + prefix + 0xff, not UTF-8: it must reach LevelDB as
+    // bytes. Turned into a string it would end at U+FFFD (EF BF BD) and leave out these keys.
+    const db = await open(tempDir());
+    try {
+      const names = ['o\u{10FFFF}x', 'p', 'p\uFFFD', 'p\uFFFF', 'p\u{10FFFF}', 'p\u{10FFFF}\u{10FFFF}', 'q', '\u{10FFFF}'];
+      for (const n of names) await db.put(n, { key: n });
+      const keysOf = async (o: Parameters<typeof db.list>[0]) => (await Array.fromAsync(db.list(o))).map((e) => e.key);
+      expect(await keysOf({ prefix: 'p' })).toEqual(['p', 'p\uFFFD', 'p\uFFFF', 'p\u{10FFFF}', 'p\u{10FFFF}\u{10FFFF}']);
+      expect(await keysOf({ prefix: 'p\u{10FFFF}' })).toEqual(['p\u{10FFFF}', 'p\u{10FFFF}\u{10FFFF}']);
+      expect(await keysOf({ prefix: 'o' })).toEqual(['o\u{10FFFF}x']);
+      expect(await keysOf({ after: 'q' })).toEqual(['\u{10FFFF}']);
+      expect(await keysOf({})).toEqual([...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y))));
+    } finally {
+      await db.close();
+    }
+  });
+
   it('delete writes a tombstone that history keeps; purge forgets every version', async () => {
     const db = await open(tempDir());
     try {
