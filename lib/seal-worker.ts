@@ -3,17 +3,26 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { EntryKind } from '../blockstore/format.js';
 import { DatabaseKeys } from './crypto.js';
 import { sealEntry } from './entry.js';
-import type { PoolReply, PoolRequest, SmallKind, WorkerKeys } from './seal-pool.js';
+import type { PoolReply, PoolRequest, SmallKind, WorkerStart } from './seal-pool.js';
 
-const { masterKey, databaseId } = workerData as WorkerKeys;
+const { masterKey, databaseId, slab } = workerData as WorkerStart;
 const keys = new DatabaseKeys(masterKey, databaseId);
-/** Chunks identified and waiting for the main thread's seal-or-drop decision, by job. */
-const held = new Map<number, { id: Buffer; plain: Uint8Array }>();
+/**
+ * Chunks identified and waiting for the main thread's seal-or-drop decision, by job. A chunk in
+ * the pool's slab is held as its slot (`at`, `capacity`): the main thread gives that slot to no
+ * other chunk until this one's entry has been written, or it was dropped.
+ */
+const held = new Map<number, { id: Buffer; plain: Uint8Array; at?: number; capacity?: number }>();
 const port = parentPort!;
 
 port.on('message', (m: PoolRequest) => {
   try {
-    if (m.op === 'identify') {
+    if (m.op === 'identify' && 'at' in m) {
+      const plain = Buffer.from(slab, m.at, m.length);
+      const id = keys.chunkId(plain);
+      held.set(m.job, { id, plain, at: m.at, capacity: m.capacity });
+      port.postMessage({ job: m.job, id } satisfies PoolReply);
+    } else if (m.op === 'identify') {
       const id = keys.chunkId(m.plain);
       held.set(m.job, { id, plain: m.plain });
       port.postMessage({ job: m.job, id } satisfies PoolReply);
@@ -21,6 +30,17 @@ port.on('message', (m: PoolRequest) => {
       const chunk = held.get(m.job);
       if (!chunk) throw new Error(`no chunk held for job ${m.job}`);
       held.delete(m.job);
+      if (chunk.at !== undefined) {
+        // In the slab: sealed in place (an entry is never longer than its slot's capacity), and
+        // only the offset goes back. Into a buffer of its own if it ever did not fit.
+        const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress, Buffer.from(slab, chunk.at, chunk.capacity));
+        if (s.bytes.buffer === slab) {
+          port.postMessage({ job: m.job, at: chunk.at, length: s.bytes.length, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply);
+        } else {
+          port.postMessage({ job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
+        }
+        return;
+      }
       // Sealed in place when the chunk's buffer has room (lib/chunk-buffers.ts), else into a
       // buffer of its own; either way the entry owns its ArrayBuffer, so handing it over moves
       // no bytes. A chunk buffer left unused goes back as `spare`.
@@ -36,7 +56,7 @@ port.on('message', (m: PoolRequest) => {
     } else if (m.op === 'drop') {
       const chunk = held.get(m.job);
       held.delete(m.job);
-      if (chunk) port.postMessage({ job: m.job, spare: chunk.plain.buffer as ArrayBuffer } satisfies PoolReply, [chunk.plain.buffer as ArrayBuffer]);
+      if (chunk && chunk.at === undefined) port.postMessage({ job: m.job, spare: chunk.plain.buffer as ArrayBuffer } satisfies PoolReply, [chunk.plain.buffer as ArrayBuffer]);
     } else {
       throw new Error(`unknown request ${(m as { op: unknown }).op}`);
     }

@@ -130,7 +130,7 @@ export class Writer {
     if (typeof value === 'string') return { source: this.#chunker.chunkBytes(Buffer.from(value, 'utf8')), owned: false };
     if (value instanceof Uint8Array) return { source: this.#chunker.chunkBytes(value), owned: false };
     if (value instanceof Readable || (value !== null && typeof value === 'object' && Symbol.asyncIterator in value)) {
-      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.buffers.take(n)), owned: true };
+      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.takeChunk(n)), owned: true };
     }
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
@@ -242,7 +242,11 @@ export class Writer {
     // A first chunk small enough to go inline is held back until we know whether more follow.
     let held: Uint8Array | undefined;
     for await (const chunk of source) {
-      link.signal?.throwIfAborted();
+      if (link.signal?.aborted) {
+        // Cut into the pool's slab perhaps: its slot must not stay taken (lib/chunk-slab.ts).
+        if (owned) this.#sealPool.giveBack(chunk);
+        link.signal.throwIfAborted();
+      }
       if (held) {
         store(held);
         held = undefined;
