@@ -47,7 +47,7 @@ export const OFFLOAD_MIN_BYTES = 32 * 1024;
 export type PoolRequest =
   | { op: 'identify'; job: number; plain: Uint8Array }
   /** A chunk in the slab: `length` bytes at `at`, with room for its sealed entry up to `capacity`. */
-  | { op: 'identify'; job: number; at: number; length: number; capacity: number }
+  | { op: 'identify'; job: number; at: number; length: number; capacity: number; seal?: { kind: EntryKind; compress: boolean } }
   | { op: 'seal'; job: number; kind: EntryKind; compress: boolean }
   | { op: 'drop'; job: number }
   /** Entries of one kind (object records or chunks) back to back in `plain`, their lengths in `lengths`: id and seal each. */
@@ -59,9 +59,9 @@ export type PoolRequest =
  */
 export type PoolReply =
   | { job: number; id: Uint8Array }
-  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer }
-  /** A chunk sealed in place in the slab: the entry is `length` bytes at `at`. */
-  | { job: number; at: number; length: number; flags: number; plainLength: number; hash: Uint8Array }
+  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer; id?: Uint8Array }
+  /** A chunk sealed in place in the slab: the entry is `length` bytes at `at` (and its id, when identified and sealed at once). */
+  | { job: number; at: number; length: number; flags: number; plainLength: number; hash: Uint8Array; id?: Uint8Array }
   | { job: number; spare: ArrayBuffer }
   | { job: number; error: string }
   /** Sealed entries back to back in `bytes`; per entry its length, id, footer hash and flags. */
@@ -171,6 +171,22 @@ export class SealPool {
    * else holds, such as one from `buffers`. Otherwise the chunk is copied into one.
    */
   async identify(plain: Uint8Array, transfer: boolean): Promise<Ticket> {
+    return (await this.#identify(plain, transfer)) as Ticket;
+  }
+
+  /**
+   * identify() and seal() in one round trip, for a chunk most likely not stored yet (the caller
+   * keeps score): the worker seals it right after hashing it, so a chunk that turns out to be
+   * stored costs a seal for nothing (release() the entry then), and a new one two messages
+   * instead of four. Only a chunk in the slab goes this way; one that found no room there takes
+   * the two steps.
+   */
+  async identifyAndSeal(plain: Uint8Array, transfer: boolean, kind: EntryKind, compress: boolean): Promise<SealedEntry> {
+    const r = await this.#identify(plain, transfer, { kind, compress });
+    return 'bytes' in r ? r : this.seal(r, kind, compress);
+  }
+
+  async #identify(plain: Uint8Array, transfer: boolean, sealAs?: { kind: EntryKind; compress: boolean }): Promise<Ticket | SealedEntry> {
     let own = plain;
     if (!transfer) {
       own = this.takeChunk(plain.byteLength);
@@ -186,19 +202,24 @@ export class SealPool {
       throw err;
     }
     const job = this.#nextJob++;
-    slot.held++;
+    // A chunk identified and sealed at once is not held by the worker between two calls.
+    const holds = !(at >= 0 && sealAs);
+    if (holds) slot.held++;
+    let reply: PoolReply;
     try {
-      const reply = at >= 0
-        ? await this.#call(slot, { op: 'identify', job, at, length: own.byteLength, capacity: own.byteLength + SEAL_OVERHEAD_BYTES })
+      reply = at >= 0
+        ? await this.#call(slot, { op: 'identify', job, at, length: own.byteLength, capacity: own.byteLength + SEAL_OVERHEAD_BYTES, ...(sealAs ? { seal: sealAs } : {}) })
         : await this.#call(slot, { op: 'identify', job, plain: own }, [own.buffer as ArrayBuffer]);
-      if (!('id' in reply)) throw new FailedError('seal worker answered identify with something else');
-      return { id: Buffer.from(reply.id.buffer, reply.id.byteOffset, reply.id.byteLength), slot, job, at };
+      if (!('id' in reply) || !reply.id) throw new FailedError('seal worker answered identify with something else');
     } catch (err) {
       // The worker answered (with an error) or is gone: it holds the slot no more.
       if (at >= 0) this.slab.give(at);
-      slot.held--;
+      if (holds) slot.held--;
       throw err;
     }
+    const id = Buffer.from(reply.id.buffer, reply.id.byteOffset, reply.id.byteLength);
+    const ticket: Ticket = { id, slot, job, at };
+    return holds ? ticket : this.#sealed(reply, ticket, sealAs!.kind);
   }
 
   /** Seals a chunk identify() sent, on the worker holding it. */
@@ -211,6 +232,11 @@ export class SealPool {
       if (ticket.at >= 0) this.slab.give(ticket.at);
       throw err;
     }
+    return this.#sealed(reply, ticket, kind);
+  }
+
+  /** The sealed entry a worker answered with, for the chunk `ticket` names. */
+  #sealed(reply: PoolReply, ticket: Ticket, kind: EntryKind): SealedEntry {
     if ('at' in reply) {
       // Sealed in place: the slot is the entry's until its write has finished.
       const bytes = this.slab.view(reply.at, reply.length);

@@ -20,8 +20,12 @@ port.on('message', (m: PoolRequest) => {
     if (m.op === 'identify' && 'at' in m) {
       const plain = Buffer.from(slab, m.at, m.length);
       const id = keys.chunkId(plain);
-      held.set(m.job, { id, plain, at: m.at, capacity: m.capacity });
-      port.postMessage({ job: m.job, id } satisfies PoolReply);
+      // Sealed at once when asked (SealPool.identifyAndSeal): one round trip instead of two.
+      if (m.seal) sealInSlab(m.job, { id, plain, at: m.at, capacity: m.capacity }, m.seal.kind, m.seal.compress, true);
+      else {
+        held.set(m.job, { id, plain, at: m.at, capacity: m.capacity });
+        port.postMessage({ job: m.job, id } satisfies PoolReply);
+      }
     } else if (m.op === 'identify') {
       const id = keys.chunkId(m.plain);
       held.set(m.job, { id, plain: m.plain });
@@ -31,14 +35,7 @@ port.on('message', (m: PoolRequest) => {
       if (!chunk) throw new Error(`no chunk held for job ${m.job}`);
       held.delete(m.job);
       if (chunk.at !== undefined) {
-        // In the slab: sealed in place (an entry is never longer than its slot's capacity), and
-        // only the offset goes back. Into a buffer of its own if it ever did not fit.
-        const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress, Buffer.from(slab, chunk.at, chunk.capacity));
-        if (s.bytes.buffer === slab) {
-          port.postMessage({ job: m.job, at: chunk.at, length: s.bytes.length, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply);
-        } else {
-          port.postMessage({ job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
-        }
+        sealInSlab(m.job, chunk as SlabChunk, m.kind, m.compress, false);
         return;
       }
       // Sealed in place when the chunk's buffer has room (lib/chunk-buffers.ts), else into a
@@ -47,7 +44,7 @@ port.on('message', (m: PoolRequest) => {
       const memory = chunk.plain.buffer as ArrayBuffer;
       const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress, Buffer.from(memory, chunk.plain.byteOffset));
       const inPlace = s.bytes.buffer === memory;
-      const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash, ...(inPlace ? {} : { spare: memory }) };
+      const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: new Uint8Array(s.hash), ...(inPlace ? {} : { spare: memory }) };
       port.postMessage(reply, inPlace ? [memory] : [s.bytes.buffer as ArrayBuffer, memory]);
     } else if (m.op === 'small') {
       const reply = sealSmall(m.job, m.kind, m.plain, m.lengths, m.compress);
@@ -64,6 +61,31 @@ port.on('message', (m: PoolRequest) => {
     port.postMessage({ job: m.job, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
   }
 });
+
+interface SlabChunk {
+  id: Buffer;
+  plain: Uint8Array;
+  at: number;
+  capacity: number;
+}
+
+/**
+ * Seals a chunk of the slab in place (an entry is never longer than its slot's capacity) and
+ * answers with its offset, and its id when `withId`. Into a buffer of its own if it ever did not
+ * fit. The footer hash goes back in an array of its own: sha256Native's digest is a view of
+ * a shared 64 KiB pool array, all of which a message would copy (and the main thread collect:
+ * ~22 mark-compacts per GiB, docs/performance.md "third round").
+ */
+function sealInSlab(job: number, chunk: SlabChunk, kind: EntryKind, compress: boolean, withId: boolean): void {
+  const s = sealEntry(keys.data, kind, chunk.id, chunk.plain, compress, Buffer.from(slab, chunk.at, chunk.capacity));
+  const hash = new Uint8Array(s.hash);
+  const id = withId ? { id: new Uint8Array(chunk.id) } : {};
+  if (s.bytes.buffer === slab) {
+    port.postMessage({ job, at: chunk.at, length: s.bytes.length, flags: s.flags, plainLength: s.plainLength, hash, ...id } satisfies PoolReply);
+  } else {
+    port.postMessage({ job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash, ...id } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
+  }
+}
 
 /** Ids and seals a batch of object records or of chunks (SealPool.sealSmall); one buffer of results each way. */
 function sealSmall(job: number, kind: SmallKind, plain: Uint8Array, lengths: Uint32Array, compress: boolean) {

@@ -82,6 +82,44 @@ describe('seal pool and slab', () => {
   });
 });
 
+describe('identified and sealed in one round trip', () => {
+  it('seals in the chunk\'s slot, answers with the hash in an array of its own, and frees the slot on release', async () => {
+    const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
+    const keys = new DatabaseKeys(material.masterKey, material.databaseId);
+    const pool = new SealPool(material, { size: 1, chunkMax: 1024 * 1024, slabBytes: 4 * 1024 * 1024 });
+    const plain = pseudoRandom('one-trip', 200 * 1024);
+    const chunk = pool.takeChunk(plain.length);
+    chunk.set(plain);
+    const sealed = await pool.identifyAndSeal(chunk, true, EntryKind.Chunk, true);
+    expect(sealed.id.equals(keys.chunkId(plain))).toBe(true);
+    expect(sealed.bytes.buffer).toBe(pool.slab.memory);
+    expect(sealed.hash.buffer.byteLength).toBe(32); // its own array, not a view of Node's 8 KiB pool
+    expect(openEntry(keys.data, Buffer.from(sealed.bytes), { id: sealed.id, kind: EntryKind.Chunk }, 'mem', 0).equals(plain)).toBe(true);
+    expect(pool.slab.taken).toBe(1);
+    sealed.release!();
+    expect(pool.slab.taken).toBe(0);
+    await pool.close();
+  });
+
+  it('a value streamed twice is stored once', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const db = await OuroDB.open(dir, { key, chunkSizes });
+    const total = 8 * 1024 * 1024;
+    const first = await db.put(pseudoRandomStream('twice', total, 100_000));
+    const after = (await db.stats()).uniqueBytes;
+    const second = await db.put(pseudoRandomStream('twice', total, 100_000));
+    expect(second.hash).not.toBe(first.hash); // records carry their creation time
+    expect((await db.stats()).uniqueBytes).toBe(after); // the chunks deduplicated
+    expect(Buffer.from(await db.get(second.hash)).equals(pseudoRandom('twice', total))).toBe(true);
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes });
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
+  });
+});
+
 describe('chunks in the slab on their way to disk', () => {
   it('keep their bytes until their write has finished, and read back intact', async () => {
     // Every block write waits 10 ms before it starts. Meanwhile two puts keep cutting chunks into
