@@ -80,13 +80,29 @@ async function kek(creds: Credentials, salt: Uint8Array, cost: Argon2Cost): Prom
 }
 
 /**
- * Argon2id of a passphrase (UTF-8) into a 32-byte key. @noble/hashes' argon2 module is loaded
- * here, on first use: a process opening with a raw key (every `ouro --key-file` run) never needs
- * it, and importing it cost ~10 ms of each such run's start.
+ * Argon2id of a passphrase (UTF-8) into a 32-byte key. Node's own argon2 (node:crypto, OpenSSL,
+ * Node 24.7 and later) when it has one, else @noble/hashes', loaded here on first use (a process
+ * opening with a raw key, every `ouro --key-file` run, never needs it: importing it cost ~10 ms).
+ * Both compute RFC 9106 Argon2id v1.3 with no secret and no associated data, so they give the
+ * same key (test/keys.test.ts checks them against each other). Why native: at the default cost
+ * (64 MiB, 3 passes) @noble/hashes took ~1.0-1.4 CPU seconds on the main thread of every
+ * passphrase open, a fifth of a 1 GiB `ouro put`'s CPU, and a 64 MiB array left to the
+ * collector; OpenSSL's takes ~0.2 s, off the main thread (docs/performance.md, "third round").
  */
 export async function argon2id(passphrase: string, salt: Uint8Array, cost: Argon2Cost): Promise<Uint8Array> {
+  const message = Buffer.from(passphrase, 'utf8');
+  if (typeof crypto.argon2 === 'function') {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      crypto.argon2('argon2id', { message, nonce: salt, parallelism: cost.p, tagLength: KEY_BYTES, memory: cost.m, passes: cost.t }, (err, key) => (err ? reject(err) : resolve(new Uint8Array(key.buffer, key.byteOffset, key.byteLength))));
+    });
+  }
+  return argon2idPortable(message, salt, cost);
+}
+
+/** @noble/hashes' Argon2id: the fallback for a Node without node:crypto's argon2. */
+export async function argon2idPortable(message: Uint8Array, salt: Uint8Array, cost: Argon2Cost): Promise<Uint8Array> {
   const { argon2idAsync } = await import('@noble/hashes/argon2.js');
-  return argon2idAsync(Buffer.from(passphrase, 'utf8'), salt, { m: cost.m, t: cost.t, p: cost.p, dkLen: KEY_BYTES });
+  return argon2idAsync(message, salt, { m: cost.m, t: cost.t, p: cost.p, dkLen: KEY_BYTES });
 }
 
 /** Creates a new descriptor with a fresh master key wrapped under `creds`. Returns both. */

@@ -19,9 +19,10 @@
  *
  * A chunk goes to a worker once and stays there for two steps, so dedup still happens before
  * any sealing work: identify() hashes it and returns its id; the caller looks the id up and
- * then calls seal() (new chunk) or drop() (already stored). The plaintext crosses to the worker
- * once, by transfer, in a buffer from `buffers` (lib/chunk-buffers.ts) unless the caller owns one
- * already; the worker seals it in place and moves it back, and the sealed entry's release()
+ * then calls seal() (new chunk) or drop() (already stored). A chunk lies in a slot of `slab`
+ * (lib/chunk-slab.ts: memory shared with the workers, so only its offset crosses, and the worker
+ * seals it in place there) or, when the slab is full, crosses once, by transfer, in a buffer from
+ * `buffers` (lib/chunk-buffers.ts) unless the caller owns one already; the worker seals it in place and moves it back, and the sealed entry's release()
  * returns the buffer to `buffers` once the block has written it. A dropped chunk's buffer comes
  * back the same way. So a streamed put allocates no memory per chunk on either thread beyond
  * what node:crypto allocates for the ciphertext.
@@ -34,8 +35,9 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { EntryKind } from '../blockstore/format.js';
 import { ChunkBuffers } from './chunk-buffers.js';
+import { ChunkSlab } from './chunk-slab.js';
 import { DEFAULT_CHUNK_SIZES } from './chunker.js';
-import type { SealedEntry } from './entry.js';
+import { SEAL_OVERHEAD_BYTES, type SealedEntry } from './entry.js';
 import { FailedError } from './errors.js';
 
 /** Chunks at least this large are hashed and sealed on a worker. */
@@ -44,6 +46,8 @@ export const OFFLOAD_MIN_BYTES = 32 * 1024;
 /** Messages to a worker. */
 export type PoolRequest =
   | { op: 'identify'; job: number; plain: Uint8Array }
+  /** A chunk in the slab: `length` bytes at `at`, with room for its sealed entry up to `capacity`. */
+  | { op: 'identify'; job: number; at: number; length: number; capacity: number; seal?: { kind: EntryKind; compress: boolean } }
   | { op: 'seal'; job: number; kind: EntryKind; compress: boolean }
   | { op: 'drop'; job: number }
   /** Entries of one kind (object records or chunks) back to back in `plain`, their lengths in `lengths`: id and seal each. */
@@ -55,7 +59,9 @@ export type PoolRequest =
  */
 export type PoolReply =
   | { job: number; id: Uint8Array }
-  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer }
+  | { job: number; bytes: Uint8Array; flags: number; plainLength: number; hash: Uint8Array; spare?: ArrayBuffer; id?: Uint8Array }
+  /** A chunk sealed in place in the slab: the entry is `length` bytes at `at` (and its id, when identified and sealed at once). */
+  | { job: number; at: number; length: number; flags: number; plainLength: number; hash: Uint8Array; id?: Uint8Array }
   | { job: number; spare: ArrayBuffer }
   | { job: number; error: string }
   /** Sealed entries back to back in `bytes`; per entry its length, id, footer hash and flags. */
@@ -93,11 +99,25 @@ export interface WorkerKeys {
   databaseId: Uint8Array;
 }
 
+/** What a worker starts with: the keys and the pool's slab (lib/chunk-slab.ts). */
+export interface WorkerStart extends WorkerKeys {
+  slab: SharedArrayBuffer;
+}
+
+/**
+ * Bytes of the slab chunks share with the workers: about what a streamed put has in flight
+ * (SEAL_AHEAD chunks being sealed and the write backlog behind them). A chunk that finds no room
+ * takes a buffer of its own from `buffers` instead.
+ */
+export const SLAB_BYTES = 16 * 1024 * 1024;
+
 /** A chunk held by one worker between identify() and seal()/drop(). */
 export interface Ticket {
   readonly id: Buffer;
   readonly slot: Slot;
   readonly job: number;
+  /** Where the chunk lies in the slab, or -1 when it went in a buffer of its own. */
+  readonly at: number;
 }
 
 interface Slot {
@@ -109,6 +129,8 @@ interface Slot {
 export class SealPool {
   /** Buffers for chunks on their way to a worker and back (see the top of this file). */
   readonly buffers: ChunkBuffers;
+  /** The memory streamed chunks are cut into first (lib/chunk-slab.ts). */
+  readonly slab: ChunkSlab;
   readonly #keys: WorkerKeys;
   readonly #size: number;
   readonly #slots: Slot[] = [];
@@ -117,10 +139,30 @@ export class SealPool {
   #batch: SmallBatch | undefined;
 
   /** `chunkMax`: the largest chunk the caller's chunker cuts (sizes the buffers lent). */
-  constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number } = {}) {
+  constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number; slabBytes?: number } = {}) {
     this.#keys = keys;
     this.#size = options.size ?? defaultPoolSize();
     this.buffers = new ChunkBuffers(OFFLOAD_MIN_BYTES, options.chunkMax ?? DEFAULT_CHUNK_SIZES.max, IDLE_BUFFER_BYTES);
+    this.slab = new ChunkSlab(options.slabBytes ?? SLAB_BYTES);
+  }
+
+  /**
+   * Memory for a chunk of `length` bytes about to be cut: a slot of the slab with room for its
+   * sealed entry when the chunk goes to a worker (OFFLOAD_MIN_BYTES and up) and the ring has
+   * room, else a buffer of its own (`buffers`). Either is the caller's alone, to pass to
+   * identify() with `transfer` true, or to giveBack() if it will not be.
+   */
+  takeChunk(length: number): Buffer {
+    if (length >= OFFLOAD_MIN_BYTES && !this.#closed) {
+      const at = this.slab.take(length + SEAL_OVERHEAD_BYTES);
+      if (at >= 0) return this.slab.view(at, length);
+    }
+    return this.buffers.take(length);
+  }
+
+  /** Hands back memory from takeChunk() that will not go to identify() (a put that failed first). */
+  giveBack(chunk: Uint8Array): void {
+    if (chunk.buffer === this.slab.memory) this.slab.give(chunk.byteOffset);
   }
 
   /**
@@ -129,28 +171,86 @@ export class SealPool {
    * else holds, such as one from `buffers`. Otherwise the chunk is copied into one.
    */
   async identify(plain: Uint8Array, transfer: boolean): Promise<Ticket> {
-    const slot = this.#pick();
-    const job = this.#nextJob++;
+    return (await this.#identify(plain, transfer)) as Ticket;
+  }
+
+  /**
+   * identify() and seal() in one round trip, for a chunk most likely not stored yet (the caller
+   * keeps score): the worker seals it right after hashing it, so a chunk that turns out to be
+   * stored costs a seal for nothing (release() the entry then), and a new one two messages
+   * instead of four. Only a chunk in the slab goes this way; one that found no room there takes
+   * the two steps.
+   */
+  async identifyAndSeal(plain: Uint8Array, transfer: boolean, kind: EntryKind, compress: boolean): Promise<SealedEntry> {
+    const r = await this.#identify(plain, transfer, { kind, compress });
+    return 'bytes' in r ? r : this.seal(r, kind, compress);
+  }
+
+  async #identify(plain: Uint8Array, transfer: boolean, sealAs?: { kind: EntryKind; compress: boolean }): Promise<Ticket | SealedEntry> {
     let own = plain;
     if (!transfer) {
-      own = this.buffers.take(plain.byteLength);
+      own = this.takeChunk(plain.byteLength);
       own.set(plain);
     }
-    slot.held++;
+    // A chunk in the slab crosses as its offset; the worker sees the same memory.
+    const at = own.buffer === this.slab.memory ? own.byteOffset : -1;
+    let slot: Slot;
     try {
-      const reply = await this.#call(slot, { op: 'identify', job, plain: own }, [own.buffer as ArrayBuffer]);
-      if (!('id' in reply)) throw new FailedError('seal worker answered identify with something else');
-      return { id: Buffer.from(reply.id.buffer, reply.id.byteOffset, reply.id.byteLength), slot, job };
+      slot = this.#pick();
     } catch (err) {
-      slot.held--;
+      if (at >= 0) this.slab.give(at);
       throw err;
     }
+    const job = this.#nextJob++;
+    // A chunk identified and sealed at once is not held by the worker between two calls.
+    const holds = !(at >= 0 && sealAs);
+    if (holds) slot.held++;
+    let reply: PoolReply;
+    try {
+      reply = at >= 0
+        ? await this.#call(slot, { op: 'identify', job, at, length: own.byteLength, capacity: own.byteLength + SEAL_OVERHEAD_BYTES, ...(sealAs ? { seal: sealAs } : {}) })
+        : await this.#call(slot, { op: 'identify', job, plain: own }, [own.buffer as ArrayBuffer]);
+      if (!('id' in reply) || !reply.id) throw new FailedError('seal worker answered identify with something else');
+    } catch (err) {
+      // The worker answered (with an error) or is gone: it holds the slot no more.
+      if (at >= 0) this.slab.give(at);
+      if (holds) slot.held--;
+      throw err;
+    }
+    const id = Buffer.from(reply.id.buffer, reply.id.byteOffset, reply.id.byteLength);
+    const ticket: Ticket = { id, slot, job, at };
+    return holds ? ticket : this.#sealed(reply, ticket, sealAs!.kind);
   }
 
   /** Seals a chunk identify() sent, on the worker holding it. */
   async seal(ticket: Ticket, kind: EntryKind, compress: boolean): Promise<SealedEntry> {
     ticket.slot.held--;
-    const reply = await this.#call(ticket.slot, { op: 'seal', job: ticket.job, kind, compress });
+    let reply: PoolReply;
+    try {
+      reply = await this.#call(ticket.slot, { op: 'seal', job: ticket.job, kind, compress });
+    } catch (err) {
+      if (ticket.at >= 0) this.slab.give(ticket.at);
+      throw err;
+    }
+    return this.#sealed(reply, ticket, kind);
+  }
+
+  /** The sealed entry a worker answered with, for the chunk `ticket` names. */
+  #sealed(reply: PoolReply, ticket: Ticket, kind: EntryKind): SealedEntry {
+    if ('at' in reply) {
+      // Sealed in place: the slot is the entry's until its write has finished.
+      const bytes = this.slab.view(reply.at, reply.length);
+      const hash = Buffer.from(reply.hash.buffer, reply.hash.byteOffset, reply.hash.byteLength);
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.slab.give(reply.at);
+      };
+      return { bytes, kind, id: ticket.id, flags: reply.flags, plainLength: reply.plainLength, hash, release };
+    }
+    // Sealed into a buffer of the worker's own (or failed): a slab chunk's slot is free now.
+    if (ticket.at >= 0) this.slab.give(ticket.at);
     if (!('bytes' in reply)) throw new FailedError('seal worker answered seal with something else');
     const memory = reply.bytes.buffer as ArrayBuffer;
     const bytes = Buffer.from(memory, reply.bytes.byteOffset, reply.bytes.byteLength);
@@ -232,6 +332,8 @@ export class SealPool {
   /** Releases a chunk identify() sent that turned out to be stored already. */
   drop(ticket: Ticket): void {
     ticket.slot.held--;
+    // The worker is done with the chunk since it answered identify: the slot is free at once.
+    if (ticket.at >= 0) this.slab.give(ticket.at);
     if (this.#slots.includes(ticket.slot)) ticket.slot.worker.postMessage({ op: 'drop', job: ticket.job } satisfies PoolRequest);
   }
 
@@ -264,7 +366,7 @@ export class SealPool {
   }
 
   #spawn(): Slot {
-    const worker = new Worker(WORKER_FILE, { workerData: this.#keys });
+    const worker = new Worker(WORKER_FILE, { workerData: { ...this.#keys, slab: this.slab.memory } satisfies WorkerStart });
     const slot: Slot = { worker, waiting: new Map(), held: 0 };
     worker.unref();
     worker.on('message', (reply: PoolReply) => {

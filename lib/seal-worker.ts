@@ -3,17 +3,30 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { EntryKind } from '../blockstore/format.js';
 import { DatabaseKeys } from './crypto.js';
 import { sealEntry } from './entry.js';
-import type { PoolReply, PoolRequest, SmallKind, WorkerKeys } from './seal-pool.js';
+import type { PoolReply, PoolRequest, SmallKind, WorkerStart } from './seal-pool.js';
 
-const { masterKey, databaseId } = workerData as WorkerKeys;
+const { masterKey, databaseId, slab } = workerData as WorkerStart;
 const keys = new DatabaseKeys(masterKey, databaseId);
-/** Chunks identified and waiting for the main thread's seal-or-drop decision, by job. */
-const held = new Map<number, { id: Buffer; plain: Uint8Array }>();
+/**
+ * Chunks identified and waiting for the main thread's seal-or-drop decision, by job. A chunk in
+ * the pool's slab is held as its slot (`at`, `capacity`): the main thread gives that slot to no
+ * other chunk until this one's entry has been written, or it was dropped.
+ */
+const held = new Map<number, { id: Buffer; plain: Uint8Array; at?: number; capacity?: number }>();
 const port = parentPort!;
 
 port.on('message', (m: PoolRequest) => {
   try {
-    if (m.op === 'identify') {
+    if (m.op === 'identify' && 'at' in m) {
+      const plain = Buffer.from(slab, m.at, m.length);
+      const id = keys.chunkId(plain);
+      // Sealed at once when asked (SealPool.identifyAndSeal): one round trip instead of two.
+      if (m.seal) sealInSlab(m.job, { id, plain, at: m.at, capacity: m.capacity }, m.seal.kind, m.seal.compress, true);
+      else {
+        held.set(m.job, { id, plain, at: m.at, capacity: m.capacity });
+        port.postMessage({ job: m.job, id } satisfies PoolReply);
+      }
+    } else if (m.op === 'identify') {
       const id = keys.chunkId(m.plain);
       held.set(m.job, { id, plain: m.plain });
       port.postMessage({ job: m.job, id } satisfies PoolReply);
@@ -21,13 +34,17 @@ port.on('message', (m: PoolRequest) => {
       const chunk = held.get(m.job);
       if (!chunk) throw new Error(`no chunk held for job ${m.job}`);
       held.delete(m.job);
+      if (chunk.at !== undefined) {
+        sealInSlab(m.job, chunk as SlabChunk, m.kind, m.compress, false);
+        return;
+      }
       // Sealed in place when the chunk's buffer has room (lib/chunk-buffers.ts), else into a
       // buffer of its own; either way the entry owns its ArrayBuffer, so handing it over moves
       // no bytes. A chunk buffer left unused goes back as `spare`.
       const memory = chunk.plain.buffer as ArrayBuffer;
       const s = sealEntry(keys.data, m.kind, chunk.id, chunk.plain, m.compress, Buffer.from(memory, chunk.plain.byteOffset));
       const inPlace = s.bytes.buffer === memory;
-      const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: s.hash, ...(inPlace ? {} : { spare: memory }) };
+      const reply: PoolReply = { job: m.job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash: new Uint8Array(s.hash), ...(inPlace ? {} : { spare: memory }) };
       port.postMessage(reply, inPlace ? [memory] : [s.bytes.buffer as ArrayBuffer, memory]);
     } else if (m.op === 'small') {
       const reply = sealSmall(m.job, m.kind, m.plain, m.lengths, m.compress);
@@ -36,7 +53,7 @@ port.on('message', (m: PoolRequest) => {
     } else if (m.op === 'drop') {
       const chunk = held.get(m.job);
       held.delete(m.job);
-      if (chunk) port.postMessage({ job: m.job, spare: chunk.plain.buffer as ArrayBuffer } satisfies PoolReply, [chunk.plain.buffer as ArrayBuffer]);
+      if (chunk && chunk.at === undefined) port.postMessage({ job: m.job, spare: chunk.plain.buffer as ArrayBuffer } satisfies PoolReply, [chunk.plain.buffer as ArrayBuffer]);
     } else {
       throw new Error(`unknown request ${(m as { op: unknown }).op}`);
     }
@@ -44,6 +61,31 @@ port.on('message', (m: PoolRequest) => {
     port.postMessage({ job: m.job, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
   }
 });
+
+interface SlabChunk {
+  id: Buffer;
+  plain: Uint8Array;
+  at: number;
+  capacity: number;
+}
+
+/**
+ * Seals a chunk of the slab in place (an entry is never longer than its slot's capacity) and
+ * answers with its offset, and its id when `withId`. Into a buffer of its own if it ever did not
+ * fit. The footer hash goes back in an array of its own: sha256Native's digest is a view of
+ * a shared 64 KiB pool array, all of which a message would copy (and the main thread collect:
+ * ~22 mark-compacts per GiB, docs/performance.md "third round").
+ */
+function sealInSlab(job: number, chunk: SlabChunk, kind: EntryKind, compress: boolean, withId: boolean): void {
+  const s = sealEntry(keys.data, kind, chunk.id, chunk.plain, compress, Buffer.from(slab, chunk.at, chunk.capacity));
+  const hash = new Uint8Array(s.hash);
+  const id = withId ? { id: new Uint8Array(chunk.id) } : {};
+  if (s.bytes.buffer === slab) {
+    port.postMessage({ job, at: chunk.at, length: s.bytes.length, flags: s.flags, plainLength: s.plainLength, hash, ...id } satisfies PoolReply);
+  } else {
+    port.postMessage({ job, bytes: s.bytes, flags: s.flags, plainLength: s.plainLength, hash, ...id } satisfies PoolReply, [s.bytes.buffer as ArrayBuffer]);
+  }
+}
 
 /** Ids and seals a batch of object records or of chunks (SealPool.sealSmall); one buffer of results each way. */
 function sealSmall(job: number, kind: SmallKind, plain: Uint8Array, lengths: Uint32Array, compress: boolean) {

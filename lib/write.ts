@@ -44,6 +44,14 @@ const NO_NAMES: ReadonlySet<string> = new Set();
 const SMALL_OFFLOAD_INFLIGHT = 4;
 /** Score (#smallHit, out of 16) from which small chunks are looked up before they are sealed. */
 const SMALL_HITS_CHECK_FIRST = 8;
+/**
+ * Score (#largeHit, out of 16) from which a large chunk is identified, looked up, and only then
+ * sealed (two round trips to the pool); below it, mostly new chunks lately, it is identified and
+ * sealed in one (SealPool.identifyAndSeal). A chunk found stored then costs a seal for nothing:
+ * one in 16 found stored in a row of new ones costs 1/16 of a seal, against two messages each
+ * way saved on every chunk; a value put again moves the score above this within a few chunks.
+ */
+const LARGE_HITS_IDENTIFY_FIRST = 4;
 /** Chunks of one put being sealed at once (on the seal pool) while the next are cut. */
 const SEAL_AHEAD = 8;
 /**
@@ -82,6 +90,8 @@ export class Writer {
   readonly durability: Durability;
   /** How many of the last small chunks were found stored, as a moving score (#smallHit). */
   #smallHits = 0;
+  /** The same for chunks sent to the seal pool one by one (#largeHit). */
+  #largeHits = 0;
 
   constructor(parts: WriterParts) {
     this.#life = parts.life;
@@ -130,7 +140,7 @@ export class Writer {
     if (typeof value === 'string') return { source: this.#chunker.chunkBytes(Buffer.from(value, 'utf8')), owned: false };
     if (value instanceof Uint8Array) return { source: this.#chunker.chunkBytes(value), owned: false };
     if (value instanceof Readable || (value !== null && typeof value === 'object' && Symbol.asyncIterator in value)) {
-      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.buffers.take(n)), owned: true };
+      return { source: this.#chunker.chunkStream(value as AsyncIterable<Uint8Array>, (n) => this.#sealPool.takeChunk(n)), owned: true };
     }
     throw new BadArgumentError('value must be a Uint8Array, a string, a Readable or an AsyncIterable<Uint8Array>');
   }
@@ -242,7 +252,11 @@ export class Writer {
     // A first chunk small enough to go inline is held back until we know whether more follow.
     let held: Uint8Array | undefined;
     for await (const chunk of source) {
-      link.signal?.throwIfAborted();
+      if (link.signal?.aborted) {
+        // Cut into the pool's slab perhaps: its slot must not stay taken (lib/chunk-slab.ts).
+        if (owned) this.#sealPool.giveBack(chunk);
+        link.signal.throwIfAborted();
+      }
       if (held) {
         store(held);
         held = undefined;
@@ -299,11 +313,37 @@ export class Writer {
       return this.#commit.store(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
     }
     const at = chunks.push({ id: NO_ID, size }) - 1;
+    if (this.#largeHits < LARGE_HITS_IDENTIFY_FIRST) {
+      // Mostly new chunks lately: hashed and sealed in one round trip to the pool; one found
+      // stored was sealed for nothing and is let go.
+      return this.#sealPool.identifyAndSeal(chunk, owned, EntryKind.Chunk, this.#compression).then((sealed) => {
+        chunks[at] = { id: sealed.id, size };
+        this.#held.pin(toHex(sealed.id));
+        let found = false;
+        const stored = this.#commit.store(EntryKind.Chunk, sealed.id, () => sealed, 0, 0, () => {
+          found = true;
+          sealed.release?.();
+        });
+        this.#largeHit(found); // CommitPipeline.store tells a stored chunk before its first await
+        return stored;
+      });
+    }
     return this.#sealPool.identify(chunk, owned).then((ticket) => {
       chunks[at] = { id: ticket.id, size };
       this.#held.pin(toHex(ticket.id));
-      return this.#commit.store(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
+      let found = false;
+      const stored = this.#commit.store(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => {
+        found = true;
+        this.#sealPool.drop(ticket);
+      });
+      this.#largeHit(found);
+      return stored;
     });
+  }
+
+  /** Scores a large chunk found stored (or not): below LARGE_HITS_IDENTIFY_FIRST of the last ~16, #storeChunk seals before the dedup check. */
+  #largeHit(found: boolean): void {
+    this.#largeHits += ((found ? 16 : 0) - this.#largeHits) / 16;
   }
 
   /** Scores a small chunk found stored (or not): SMALL_HITS_CHECK_FIRST of the last ~16 found makes #storeChunk look before sealing. */

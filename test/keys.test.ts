@@ -608,3 +608,20 @@ function diskBytes(dir: string): number {
     .filter((e) => e.isFile())
     .reduce((n, e) => n + fs.statSync(path.join(e.parentPath, e.name)).size, 0);
 }
+
+describe('argon2id', () => {
+  // The key of every passphrase slot: node:crypto's argon2 (used when Node has it) must give
+  // exactly what @noble/hashes gave when the slot was written, for any cost a descriptor holds.
+  it("node:crypto's Argon2id gives @noble/hashes' key", async () => {
+    const { argon2id, argon2idPortable } = await import('../lib/keyring.js');
+    const crypto = await import('node:crypto');
+    expect(typeof crypto.argon2).toBe('function'); // else argon2id() below is the portable one
+    const salt = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
+    for (const [passphrase, cost] of [['correct horse', { m: 64, t: 1, p: 1 }], ['pässwörd ✓', { m: 256, t: 3, p: 2 }], ['x', { m: 1024, t: 2, p: 4 }]] as const) {
+      const native = await argon2id(passphrase, salt, cost);
+      const portable = await argon2idPortable(Buffer.from(passphrase, 'utf8'), salt, cost);
+      expect(Buffer.from(native).toString('hex')).toBe(Buffer.from(portable).toString('hex'));
+      expect(native.byteLength).toBe(32);
+    }
+  });
+});

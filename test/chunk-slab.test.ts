@@ -1,0 +1,174 @@
+import crypto from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { OuroDB } from '../lib/index.js';
+import { ChunkSlab } from '../lib/chunk-slab.js';
+import { EntryKind } from '../blockstore/format.js';
+import { DatabaseKeys } from '../lib/crypto.js';
+import { openEntry } from '../lib/entry.js';
+import { SealPool } from '../lib/seal-pool.js';
+import { NodeVfs, type VfsFile } from '../lib/vfs/index.js';
+import { pseudoRandom, pseudoRandomStream, tempDir } from './helpers.js';
+
+describe('ChunkSlab', () => {
+  it('never hands out bytes of a slot not given back, whatever the order slots come back in', () => {
+    const slab = new ChunkSlab(1 << 20);
+    const rnd = pseudoRandom('slab-ring', 200_000);
+    let r = 0;
+    const next = () => rnd.readUInt32LE((r = (r + 4) % (rnd.length - 4)));
+    const live = new Map<number, number>(); // at -> end
+    let refused = 0;
+    for (let step = 0; step < 20_000; step++) {
+      if (live.size > 0 && next() % 3 === 0) {
+        // Give back a random live slot (out of order, as a dropped chunk or a later block's write).
+        const ats = [...live.keys()];
+        const at = ats[next() % ats.length]!;
+        live.delete(at);
+        slab.give(at);
+        continue;
+      }
+      const length = 1 + (next() % (256 * 1024));
+      const at = slab.take(length);
+      if (at < 0) {
+        refused++;
+        continue;
+      }
+      expect(at + length).toBeLessThanOrEqual(slab.memory.byteLength);
+      for (const [a, end] of live) expect(at + length <= a || at >= end).toBe(true);
+      live.set(at, at + length);
+    }
+    expect(refused).toBeGreaterThan(0); // the ring did fill up
+    for (const at of live.keys()) slab.give(at);
+    expect(slab.taken).toBe(0);
+    expect(slab.take(1 << 20)).toBe(0); // all of it free again
+  });
+
+  it('refuses (-1) rather than wait when the oldest slot is still taken', () => {
+    const slab = new ChunkSlab(4096);
+    const a = slab.take(2048);
+    const b = slab.take(2048);
+    expect([a, b]).toEqual([0, 2048]);
+    expect(slab.take(64)).toBe(-1);
+    slab.give(b); // behind a: not free yet
+    expect(slab.take(64)).toBe(-1);
+    slab.give(a);
+    expect(slab.take(4096)).toBe(0);
+  });
+});
+
+describe('seal pool and slab', () => {
+  it('seals a chunk in its slot, and frees the slot on release or drop, not before', async () => {
+    const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
+    const keys = new DatabaseKeys(material.masterKey, material.databaseId);
+    const pool = new SealPool(material, { size: 1, chunkMax: 1024 * 1024, slabBytes: 4 * 1024 * 1024 });
+    const plain = pseudoRandom('slab-round-trip', 300 * 1024);
+    const chunk = pool.takeChunk(plain.length);
+    expect(chunk.buffer).toBe(pool.slab.memory);
+    chunk.set(plain);
+    const ticket = await pool.identify(chunk, true);
+    expect(ticket.id.equals(keys.chunkId(plain))).toBe(true);
+    const sealed = await pool.seal(ticket, EntryKind.Chunk, true);
+    expect(sealed.bytes.buffer).toBe(pool.slab.memory); // sealed in place
+    expect(sealed.bytes.byteOffset).toBe(chunk.byteOffset);
+    expect(openEntry(keys.data, Buffer.from(sealed.bytes), { id: ticket.id, kind: EntryKind.Chunk }, 'mem', 0).equals(plain)).toBe(true);
+    // A caller's bytes are copied into a slot; dropping the chunk frees it.
+    const callers = pseudoRandom('slab-dropped', 40 * 1024);
+    const dropped = await pool.identify(callers, false);
+    expect(pool.slab.taken).toBe(2);
+    pool.drop(dropped);
+    expect(pool.slab.taken).toBe(2); // behind the sealed one, which is still unwritten
+    sealed.release!();
+    expect(pool.slab.taken).toBe(0);
+    await pool.close();
+  });
+});
+
+describe('identified and sealed in one round trip', () => {
+  it('seals in the chunk\'s slot, answers with the hash in an array of its own, and frees the slot on release', async () => {
+    const material = { masterKey: crypto.randomBytes(32), databaseId: crypto.randomBytes(16) };
+    const keys = new DatabaseKeys(material.masterKey, material.databaseId);
+    const pool = new SealPool(material, { size: 1, chunkMax: 1024 * 1024, slabBytes: 4 * 1024 * 1024 });
+    const plain = pseudoRandom('one-trip', 200 * 1024);
+    const chunk = pool.takeChunk(plain.length);
+    chunk.set(plain);
+    const sealed = await pool.identifyAndSeal(chunk, true, EntryKind.Chunk, true);
+    expect(sealed.id.equals(keys.chunkId(plain))).toBe(true);
+    expect(sealed.bytes.buffer).toBe(pool.slab.memory);
+    expect(sealed.hash.buffer.byteLength).toBe(32); // its own array, not a view of Node's 8 KiB pool
+    expect(openEntry(keys.data, Buffer.from(sealed.bytes), { id: sealed.id, kind: EntryKind.Chunk }, 'mem', 0).equals(plain)).toBe(true);
+    expect(pool.slab.taken).toBe(1);
+    sealed.release!();
+    expect(pool.slab.taken).toBe(0);
+    await pool.close();
+  });
+
+  it('a value streamed twice is stored once', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const db = await OuroDB.open(dir, { key, chunkSizes });
+    const total = 8 * 1024 * 1024;
+    const first = await db.put(pseudoRandomStream('twice', total, 100_000));
+    const after = (await db.stats()).uniqueBytes;
+    const second = await db.put(pseudoRandomStream('twice', total, 100_000));
+    expect(second.hash).not.toBe(first.hash); // records carry their creation time
+    expect((await db.stats()).uniqueBytes).toBe(after); // the chunks deduplicated
+    expect(Buffer.from(await db.get(second.hash)).equals(pseudoRandom('twice', total))).toBe(true);
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes });
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
+  });
+});
+
+describe('chunks in the slab on their way to disk', () => {
+  it('keep their bytes until their write has finished, and read back intact', async () => {
+    // Every block write waits 10 ms before it starts. Meanwhile two puts keep cutting chunks into
+    // the slab and the workers seal them there; a slot given back before its write finished would
+    // be overwritten by a later chunk: the bytes handed to writev would change before they reach
+    // the file (checked here), and the entry would fail authentication when read.
+    let slabWrites = 0;
+    let changed = 0;
+    const slowWrites = (file: VfsFile): VfsFile =>
+      new Proxy(file, {
+        get(target, prop) {
+          if (prop === 'writev') {
+            return async (bufs: Buffer[], position: number) => {
+              const copies = bufs.map((b) => Buffer.from(b));
+              if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
+              await new Promise((r) => setTimeout(r, 10));
+              const n = await target.writev(bufs, position);
+              bufs.forEach((b, i) => {
+                if (!b.equals(copies[i]!)) changed++;
+              });
+              return n;
+            };
+          }
+          const v = Reflect.get(target, prop) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    const fsWithSlowWrites = new (class extends NodeVfs {
+      override async open(p: string, flags: 'r' | 'r+') {
+        return slowWrites(await super.open(p, flags));
+      }
+      override async create(p: string, options: { exclusive: boolean }) {
+        return slowWrites(await super.create(p, options));
+      }
+    })();
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const db = await OuroDB.open(dir, { key, chunkSizes, fs: fsWithSlowWrites });
+    // 2 x 20 MiB through a 16 MiB slab: the ring wraps and fills (chunks then take buffers of their own).
+    const total = 20 * 1024 * 1024;
+    const seeds = ['slab-a', 'slab-b'];
+    const puts = await Promise.all(seeds.map((seed) => db.put(pseudoRandomStream(seed, total, 100_000))));
+    expect(slabWrites).toBeGreaterThan(3);
+    expect(changed).toBe(0);
+    for (const [i, seed] of seeds.entries()) expect(Buffer.from(await db.get(puts[i]!.hash)).equals(pseudoRandom(seed, total))).toBe(true);
+    await db.close();
+    const again = await OuroDB.open(dir, { key, chunkSizes });
+    expect((await again.check()).problems).toEqual([]);
+    await again.close();
+  });
+});
