@@ -17,7 +17,7 @@
  *   POST /db/flush {replicas?, shards?, timeoutMs?} -> {flushed, replicas | shards} once sealed (and held by
  *                       `replicas` members, or at ec K+M with `shards` shards of each block durable)
  *   POST /db/purge {key}                -> {versions}
- *   POST /db/gc {threshold?}            -> the gc report
+ *   POST /db/gc {threshold?, pace?}     -> the gc report
  *   POST /db/check {readData?, sample?} -> JSON lines: {progress} at most once a second, then {report} or {error}
  *
  * Every parameter and body field is checked before anything is stored (carrier/admin-http.ts):
@@ -218,9 +218,11 @@ export async function serveDb(db: OuroDB | undefined, rawUrl: string, url: URL, 
     }
     case '/db/gc': {
       query([]);
-      const b = await fields(['threshold']);
+      const b = await fields(['threshold', 'pace']);
       if (b.threshold !== undefined && typeof b.threshold !== 'number') throw new BadArgumentError('threshold must be a number');
-      sendJson(res, 200, await db.gc(b.threshold === undefined ? {} : { threshold: b.threshold }));
+      if (b.pace !== undefined && typeof b.pace !== 'number') throw new BadArgumentError('pace must be a number');
+      // A node's gc runs beside its writers: `pace` is its share of the time while puts run (GcOptions.pace).
+      sendJson(res, 200, await db.gc({ ...(b.threshold === undefined ? {} : { threshold: b.threshold }), ...(b.pace === undefined ? {} : { pace: b.pace }) }));
       return true;
     }
     case '/db/check': {

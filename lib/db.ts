@@ -35,6 +35,7 @@ import { toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
 import { type DatabaseKeys, deriveKey } from './crypto.js';
 import { BadArgumentError, ConfigError, NotFoundError, isDiskFull } from './errors.js';
+import { DEFAULT_GC_PACE } from './gc-pace.js';
 import type { Collector } from './gc.js';
 import type { Heads } from './heads.js';
 import { keyBytes } from './keyname.js';
@@ -500,7 +501,9 @@ export class OuroDB {
     this.#life.checkWritable();
     const threshold = options.threshold ?? 0.5;
     if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new BadArgumentError('threshold must be a number in [0, 1]');
-    return this.#collector.collect(threshold, options.onProgress);
+    const pace = options.pace ?? DEFAULT_GC_PACE;
+    if (typeof pace !== 'number' || !(pace > 0 && pace <= 1)) throw new BadArgumentError('pace must be a number in (0, 1]');
+    return this.#collector.collect(threshold, pace, options.onProgress);
   }
 
   /**

@@ -7,7 +7,8 @@
  * the exact current index; a chunk it drops is marked dying (InFlight) from that decision until
  * the batch lands, and one a put holds (pinned or pending) is kept. Live entries are copied
  * through the ordinary group commit, each with a relocate() step that switches its location in
- * the copy's own batch.
+ * the copy's own batch, a slice at a time, resting between slices while puts are being written
+ * (lib/gc-pace.ts).
  */
 import crypto from 'node:crypto';
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
@@ -25,6 +26,7 @@ import type { DatabaseKeys } from './crypto.js';
 import { openEntry } from './entry.js';
 import { CorruptionError, NotFoundError, RefusedError } from './errors.js';
 import { failpoint } from './failpoints.js';
+import { DEFAULT_GC_PACE, GC_SLICE_BYTES, GcPacer } from './gc-pace.js';
 import type { Lifecycle } from './lifecycle.js';
 import { type PackSlot, decodePack } from './pack.js';
 import type { Snapshots } from './snapshots.js';
@@ -81,8 +83,13 @@ export class Collector {
   }
 
   /** gc(): compacts every sealed block whose live share is below `threshold` (see lib/db.ts). */
-  collect(threshold: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
-    return this.#asGcRun(() => this.#gc(threshold, onProgress));
+  collect(threshold: number, pace: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
+    return this.#asGcRun(() => this.#gc(threshold, this.#pacer(pace), onProgress));
+  }
+
+  /** A pacer for one run: it rests while entries other than gc's copies are being queued. */
+  #pacer(pace: number): GcPacer {
+    return new GcPacer(pace, () => this.#commit.foreground, () => this.#life.closing !== undefined);
   }
 
   /** releaseBlock(): lets go of adopted block `id` (see lib/db.ts). */
@@ -138,8 +145,8 @@ export class Collector {
     }
   }
 
-  async #gc(threshold: number, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
-    const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0 };
+  async #gc(threshold: number, pacer: GcPacer, onProgress?: GcOptions['onProgress']): Promise<GcReport> {
+    const report: GcReport = { blocksRemoved: 0, entriesDropped: 0, bytesCopied: 0, bytesFreed: 0, restedMs: 0 };
     const candidates: Array<{ id: Buffer; seq: number; size: number }> = [];
     for await (const [k, v] of this.#index.ldb.iterator(keys.range(PREFIX_BLOCK))) {
       const info = decodeBlockInfo(v);
@@ -155,7 +162,8 @@ export class Collector {
       // Between blocks, gc gives way to close(): what it compacted so far stays compacted.
       if (this.#life.closing) break;
       this.#life.checkAlive();
-      await this.#compact(c, report);
+      await this.#compact(c, report, pacer);
+      report.restedMs = Math.round(pacer.restedMs);
       onProgress?.({ ...report }, candidates.length);
     }
     return report;
@@ -222,8 +230,26 @@ export class Collector {
     return { live, dropped: dropped.length };
   }
 
-  /** Copies the `live` entries of a sealed block into the open block (each checked against its footer hash); resolves with the bytes copied once all are committed. */
-  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): Promise<number> {
+  /**
+   * Copies the `live` entries of a sealed block into the open block (each checked against its
+   * footer hash), in slices of at most GC_SLICE_BYTES, each committed before the next is read
+   * and followed by the pacer's rest; resolves with the bytes copied once all are committed.
+   */
+  async #copyLive(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>, pacer: GcPacer): Promise<number> {
+    let bytesCopied = 0;
+    for (let start = 0; start < live.length; ) {
+      let end = start + 1;
+      let bytes = live[start]!.length;
+      while (end < live.length && bytes + live[end]!.length <= GC_SLICE_BYTES) bytes += live[end++]!.length;
+      const slice = live.slice(start, end);
+      start = end;
+      bytesCopied += await pacer.slice(() => this.#copySlice(block, file, slice, here, packs));
+    }
+    return bytesCopied;
+  }
+
+  /** One slice of #copyLive: reads, checks and queues each entry; resolves once all are committed. */
+  async #copySlice(block: { id: Buffer; seq: number }, file: string, live: EntryRow[], here: (row: EntryRow) => boolean, packs: ReadonlyMap<number, ReadonlyArray<{ id: Buffer; slot: PackSlot }>>): Promise<number> {
     const name = blockName(block.id);
     const copies: Promise<void>[] = [];
     let bytesCopied = 0;
@@ -244,7 +270,7 @@ export class Collector {
     return bytesCopied;
   }
 
-  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport): Promise<void> {
+  async #compact(block: { id: Buffer; seq: number; size: number }, report: GcReport, pacer: GcPacer): Promise<void> {
     const file = this.#store.blockPath(block.id);
     const { rows } = await this.#store.readIndex(file);
     const packs = await this.#packsIn(blockName(block.id), file, rows);
@@ -256,7 +282,7 @@ export class Collector {
     failpoint('gc.after-drop');
 
     // 2. Copy live entries into the open block, a bounded amount of bytes at a time.
-    report.bytesCopied += await this.#copyLive(block, file, live, here, packs);
+    report.bytesCopied += await this.#copyLive(block, file, live, here, packs, pacer);
     failpoint('gc.after-copy');
 
     // 3. Unregister and remove the block, unless something still points into it.
@@ -343,7 +369,7 @@ export class Collector {
     failpoint('release.after-repoint');
 
     // 2. What this member still names and has nowhere else: copied into its own open block.
-    await this.#copyLive({ id, seq: info.seq }, file, live, here, packs);
+    await this.#copyLive({ id, seq: info.seq }, file, live, here, packs, this.#pacer(DEFAULT_GC_PACE));
     report.copied = live.filter((r) => !here(r)).length;
     failpoint('release.after-copy');
 

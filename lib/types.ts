@@ -291,6 +291,12 @@ export interface ExportedObject {
 export interface GcOptions {
   /** Compact sealed blocks whose live share of entry bytes is below this (0..1, default 0.5). */
   threshold?: number;
+  /**
+   * The share of time gc's copying may take while puts are being written (0 < pace <= 1,
+   * default 1/3): after each slice of copies, gc rests for (1 - pace) / pace times as long as
+   * the slice took, if puts were queued meanwhile. 1 never rests. With no puts it never rests.
+   */
+  pace?: number;
   /** Called after each block: the report so far and the number of candidate blocks. */
   onProgress?: (report: GcReport, candidates: number) => void;
 }
@@ -304,6 +310,8 @@ export interface GcReport {
   bytesCopied: number;
   /** Block file bytes removed from disk. */
   bytesFreed: number;
+  /** Milliseconds gc rested between slices of copies because puts were being written (GcOptions.pace). */
+  restedMs: number;
 }
 
 export interface CheckOptions {

@@ -185,8 +185,10 @@ describe('ouro CLI', () => {
     expect(ouro([...k, '--json', 'rm', db, 'f1', '--purge']).json()).toEqual({ key: 'f1', purged: 1 });
     expect(ouro([...k, 'rm', db, 'nothing']).code).toBe(3);
     ouro([...k, 'rm', db, 'f0', '--purge']);
-    const gc = ouro([...k, '--json', 'gc', db, '--threshold', '1']).json();
+    expect(ouro([...k, 'gc', db, '--pace', '0']).code).toBe(2); // a share in (0, 1]
+    const gc = ouro([...k, '--json', 'gc', db, '--threshold', '1', '--pace', '0.5']).json();
     expect(gc.storedBytesAfter).toBeLessThan(gc.storedBytesBefore / 2);
+    expect(gc.restedMs).toBe(0); // nothing else writes beside the CLI's own gc
     expect(ouro([...k, 'cat', db, 'f2']).stdout.length).toBeGreaterThan(0);
 
     // Flip a byte inside the first entry's payload of the largest block (f2's data).

@@ -68,6 +68,8 @@ export class CommitPipeline {
   #indexer: Promise<void> | undefined;
   /** Counts disk-full write failures: a put that sees it change may have lost a chunk to one. */
   #diskFullEpoch = 0;
+  /** Counts the entries queued that are not gc's copies: gc rests while it moves (lib/gc-pace.ts). */
+  #foreground = 0;
 
   constructor(index: IndexStore, blocks: BlockSet, inflight: InFlight, packer: Packer, live: Liveness) {
     this.#index = index;
@@ -79,6 +81,11 @@ export class CommitPipeline {
 
   get diskFullEpoch(): number {
     return this.#diskFullEpoch;
+  }
+
+  /** A count of the entries queued other than gc's copies (those with `relocate`): puts, records, markers. */
+  get foreground(): number {
+    return this.#foreground;
   }
 
   /** Whether a group commit is under way (stage one). */
@@ -131,6 +138,7 @@ export class CommitPipeline {
     const inflight = this.#inflight.pending(idHex);
     if (inflight || this.#inflight.isStored(keys.object(hash), idHex)) return inflight;
     this.#live.checkAlive();
+    this.#foreground++;
     const entry = this.#packer.add(idHex, bytes, (written) => {
       const committed = deferred();
       // block and row are set by #appendPack, before anything reads them: only the commit
@@ -194,6 +202,7 @@ export class CommitPipeline {
       throw new DiskFullError('the disk filled up while this value was written; nothing of it was kept');
     }
     const { written } = block.append(bytes, row);
+    if (!extra.relocate) this.#foreground++;
     if (release) written.then(release, release);
     const appended = block.rows[block.rows.length - 1]!;
     let resolve!: () => void;

@@ -192,20 +192,22 @@ program
   .description('reclaim the space of purged data by compacting blocks')
   .argument('<dir>', 'database directory, or a node directory (its database; through the node while it runs)')
   .option('--threshold <share>', 'compact blocks whose live share is below this (0..1)', '0.5')
-  .action(async (dir: string, o: { threshold: string }) => {
+  .option('--pace <share>', 'share of the time gc copies while puts are written (0..1, default 1/3; only a running node has writers beside it)')
+  .action(async (dir: string, o: { threshold: string; pace?: string }) => {
     const threshold = Number(o.threshold);
+    const pace = o.pace === undefined ? undefined : Number(o.pace);
     const target = await dbTarget(dir);
     let before: Stats, report: GcReport, after: Stats;
     if (target.kind === 'node') {
       // The node holds the lock: its gc runs in the node, which then deletes the removed blocks across the cluster.
       before = (await admin(target.nodeDir, 'GET', '/db/stats')) as Stats;
-      report = (await admin(target.nodeDir, 'POST', '/db/gc', { threshold })) as GcReport;
+      report = (await admin(target.nodeDir, 'POST', '/db/gc', { threshold, ...(pace === undefined ? {} : { pace }) })) as GcReport;
       after = (await admin(target.nodeDir, 'GET', '/db/stats')) as Stats;
     } else {
       [before, report, after] = await withDb(target.dir, g(), async (db) => {
         const b = await db.stats();
         const progress = new Progress('gc', g());
-        const r = await db.gc({ threshold, onProgress: (p) => progress.update(p.bytesFreed, p.blocksRemoved) });
+        const r = await db.gc({ threshold, ...(pace === undefined ? {} : { pace }), onProgress: (p) => progress.update(p.bytesFreed, p.blocksRemoved) });
         progress.done();
         return [b, r, await db.stats()] as const;
       });
