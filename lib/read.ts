@@ -2,21 +2,31 @@
  * Reader: reads of entries and object records through the index.
  *
  * Owns, and is the only code that changes: the record cache (cleared by `clear` after a rebuild,
- * trimmed by `evict` when a purge forgets records), the cache of opened packs, and the packs
- * being opened (concurrent reads of one pack share its opening). It writes nothing.
+ * trimmed by `evict` when a purge forgets records, fed by `remember` with the records puts
+ * committed), the cache of opened packs, and the packs being opened (concurrent reads of one
+ * pack share its opening). It writes nothing.
  */
 import { ENTRY_HEADER_BYTES, EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
 import type { IndexStore, Snapshot } from '../index/store.js';
 import { type Location, decodeLocation } from '../index/values.js';
 import { keys } from '../index/keys.js';
 import type { BlockSet } from '../wal/blocks.js';
-import { toHex } from './bytes.js';
+import { copyOf, toHex } from './bytes.js';
 import { type DatabaseKeys, freeNow, xchachaDecryptRange } from './crypto.js';
 import { openEntry } from './entry.js';
 import { CorruptionError, NotFoundError } from './errors.js';
 import { type OpenedPack, PackCache, type PackSlot, decodePack, recordInPack } from './pack.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { RecordCache } from './record-cache.js';
+
+/**
+ * A record in an uncompressed pack whose first ChaCha20 block begins at most this far from the
+ * pack's entry header is read together with the header, in one pread, bytes between included.
+ * A pread of the page cache cost ~4 us here whatever its size, plus ~0.5 us per KiB (fs.readSync,
+ * 100,000 reads each of 72 B, 1.1, 4, 8 and 16 KiB): one read saves a syscall while the gap costs
+ * less than one.
+ */
+const ONE_READ_GAP_BYTES = 4096;
 
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
@@ -49,6 +59,16 @@ export class Reader {
     this.#recordCache = new RecordCache(recordCacheBytes);
   }
 
+  /** What a put reads before queueing a record it will hand to `remember` once committed. */
+  get cacheGeneration(): number {
+    return this.#recordCache.generation;
+  }
+
+  /** Caches a committed record by its canonical bytes (lib/write.ts, #cacheOnCommit). */
+  remember(hash: Buffer, encoded: Uint8Array, generation: number): void {
+    this.#recordCache.setEncoded(toHex(hash), encoded, generation);
+  }
+
   /** Forgets cached records (a purge dropped them). */
   evict(hexes: string[]): void {
     this.#recordCache.evict(hexes);
@@ -73,7 +93,7 @@ export class Reader {
     if (record.inline) {
       // A copy: the record cache holds the record, and every piece stream yields is the
       // caller's own to keep, change or free (bin/cli/put.ts writeValue frees what it wrote).
-      yield Buffer.from(record.inline.subarray(start, end));
+      yield copyOf(record.inline.subarray(start, end));
       return;
     }
     let next = 0;
@@ -112,6 +132,15 @@ export class Reader {
     const hex = toHex(hash);
     const cached = this.#recordCache.get(hex);
     if (cached) return cached;
+    return this.#readRecord(hash, hex, snapshot);
+  }
+
+  /** The record if the record cache holds it, at once; else undefined (then `record` reads it). */
+  cached(hash: Buffer): ObjectRecord | undefined {
+    return this.#recordCache.get(toHex(hash));
+  }
+
+  async #readRecord(hash: Buffer, hex: string, snapshot?: Snapshot): Promise<ObjectRecord> {
     const generation = this.#recordCache.generation;
     const bytes = await this.entry(EntryKind.Object, hash, snapshot);
     const record = decodeRecord(bytes, hex);
@@ -204,25 +233,39 @@ export class Reader {
 
   /**
    * A record from a pack stored without compression, reading only its own bytes: the entry
-   * header and the record's slice of ciphertext, in the same tick (see #readLocated). ChaCha20
-   * decrypts any range of a stream on its own; the Poly1305 tag, which covers the whole pack,
-   * is not checked, so the record is authenticated by its hash instead: HMAC-SHA256 under the
-   * object-id key over the bytes decrypted must give the hash asked for, which only a holder
-   * of the key can arrange. A random read then costs about what it did for a record in an
-   * entry of its own, instead of decrypting the whole pack.
+   * header and the record's slice of ciphertext. ChaCha20 decrypts any range of a stream on its
+   * own; the Poly1305 tag, which covers the whole pack, is not checked, so the record is
+   * authenticated by its hash instead: HMAC-SHA256 under the object-id key over the bytes
+   * decrypted must give the hash asked for, which only a holder of the key can arrange. A random
+   * read then costs about what it did for a record in an entry of its own, instead of
+   * decrypting the whole pack.
+   * Decryption starts at the 64-byte ChaCha20 block the record begins in (the read starts there),
+   * instead of first running the cipher over a buffer of zeros up to the record: one cipher
+   * update instead of two and no buffer of zeros. A record near the pack's start is read with
+   * its header in one pread (see ONE_READ_GAP_BYTES).
    */
   async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Promise<Buffer> {
-    const [headerBytes, cipher] = await Promise.all([
-      this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
-      this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + slot.offset, slot.length),
-    ]);
-    const where = { file, offset: loc.offset, id: toHex(id) };
+    const from = slot.offset - (slot.offset % 64); // the ChaCha20 block the record starts in
+    let headerBytes: Buffer;
+    let cipher: Buffer;
+    if (ENTRY_HEADER_BYTES + from <= ONE_READ_GAP_BYTES) {
+      const both = await this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES + slot.offset + slot.length);
+      headerBytes = both.subarray(0, ENTRY_HEADER_BYTES);
+      cipher = both.subarray(ENTRY_HEADER_BYTES + from);
+    } else {
+      // Both reads are issued in the same tick (see #readLocated).
+      [headerBytes, cipher] = await Promise.all([
+        this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
+        this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + from, slot.offset + slot.length - from),
+      ]);
+    }
+    const where = () => ({ file, offset: loc.offset, id: toHex(id) });
     const h = readEntryHeader(headerBytes, 0, file, loc.offset);
     if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) {
-      throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where });
+      throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where() });
     }
-    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, slot.offset, cipher);
-    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${where.id} in its pack does not hash to its id`, { location: where });
+    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, from, cipher).subarray(slot.offset - from);
+    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${toHex(id)} in its pack does not hash to its id`, { location: where() });
     return plain;
   }
 }

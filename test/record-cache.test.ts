@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RecordCache } from '../lib/record-cache.js';
-import type { ObjectRecord } from '../lib/record.js';
+import { type ObjectRecord, encodeRecord } from '../lib/record.js';
 
 const record = (n: number): ObjectRecord => ({ type: 'value', size: n, chunks: [], key: null, parent: null, prev: [], created: n, meta: {}, inline: null });
 
@@ -66,5 +66,20 @@ describe('record cache', () => {
     cache.evict(['r3']);
     expect(cache.get('r3')).toBeUndefined();
     expect(cache.bytes).toBe(0);
+  });
+
+  it("keeps a put's record by its own copy of the encoded bytes, decoded when first read", () => {
+    const cache = new RecordCache(1 << 20);
+    const r: ObjectRecord = { type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [], created: 7, meta: { a: 'b' }, inline: Buffer.from('abc') };
+    const encoded = encodeRecord(r);
+    cache.setEncoded('h1', encoded, cache.generation);
+    expect(cache.bytes).toBe(encoded.byteLength);
+    encoded.fill(0); // the encoder's buffer is reused: the cache must not depend on it
+    expect(cache.get('h1')).toEqual(r);
+    expect(cache.get('h1')).toBe(cache.get('h1')); // decoded once
+    const stale = cache.generation;
+    cache.evict(['h2']);
+    cache.setEncoded('h2', encodeRecord(r), stale);
+    expect(cache.get('h2')).toBeUndefined();
   });
 });
