@@ -31,6 +31,11 @@ export class RecordCache {
     return this.#bytes;
   }
 
+  /** Whether the record is held, without counting as a use (tests). */
+  has(hex: string): boolean {
+    return this.#map.has(hex);
+  }
+
   get(hex: string): ObjectRecord | undefined {
     const hit = this.#map.get(hex);
     if (!hit) return undefined;
