@@ -6,7 +6,7 @@
  * committed), the cache of opened packs, and the packs being opened (concurrent reads of one
  * pack share its opening). It writes nothing.
  */
-import { ENTRY_HEADER_BYTES, EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
+import { ENTRY_HEADER_BYTES, type EntryHeader, EntryKind, FLAG_ZSTD, readEntryHeader } from '../blockstore/format.js';
 import type { IndexStore, Snapshot } from '../index/store.js';
 import { type Location, decodeLocation } from '../index/values.js';
 import { keys } from '../index/keys.js';
@@ -28,6 +28,9 @@ import { RecordCache } from './record-cache.js';
  */
 const ONE_READ_GAP_BYTES = 4096;
 
+/** Pack entry headers kept (Reader.#packHeaders): ~200 bytes each, first in first out. */
+const PACK_HEADERS_KEPT = 1024;
+
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
 
@@ -48,6 +51,14 @@ export class Reader {
   readonly #fetcher: () => BlockFetcher | undefined;
   readonly #recordCache: RecordCache;
   readonly #packCache = new PackCache();
+  /**
+   * Entry headers of uncompressed packs (their nonce and lengths) by `seq@offset`, so a cold read
+   * of a record whose pack was read before is one pread of the record's own bytes. An entry at a
+   * block seq and offset named by the index never changes (sealing renames the file, gc writes
+   * new seqs, a rebuild clears this); and a header that were wrong anyway would only make the
+   * record fail its HMAC, on which it is dropped and read again (#readPackedSlice).
+   */
+  readonly #packHeaders = new Map<string, EntryHeader>();
   /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
   readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
 
@@ -77,6 +88,7 @@ export class Reader {
   /** Forgets every cached record (after a rebuild of the index). */
   clear(): void {
     this.#recordCache.clear();
+    this.#packHeaders.clear();
   }
 
   /**
@@ -242,30 +254,56 @@ export class Reader {
    * Decryption starts at the 64-byte ChaCha20 block the record begins in (the read starts there),
    * instead of first running the cipher over a buffer of zeros up to the record: one cipher
    * update instead of two and no buffer of zeros. A record near the pack's start is read with
-   * its header in one pread (see ONE_READ_GAP_BYTES).
+   * its header in one pread (see ONE_READ_GAP_BYTES), and once its pack's header is known
+   * (#packHeaders, kept only from a read whose record authenticated) a record is one pread of
+   * its own bytes. A record that fails to authenticate under a kept header is read once more
+   * with the header read afresh (`useKnown` false), so only the bytes on disk decide an error.
    */
-  async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Promise<Buffer> {
+  async #readPackedSlice(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot, useKnown = true): Promise<Buffer> {
     const from = slot.offset - (slot.offset % 64); // the ChaCha20 block the record starts in
-    let headerBytes: Buffer;
-    let cipher: Buffer;
-    if (ENTRY_HEADER_BYTES + from <= ONE_READ_GAP_BYTES) {
-      const both = await this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES + slot.offset + slot.length);
-      headerBytes = both.subarray(0, ENTRY_HEADER_BYTES);
-      cipher = both.subarray(ENTRY_HEADER_BYTES + from);
-    } else {
-      // Both reads are issued in the same tick (see #readLocated).
-      [headerBytes, cipher] = await Promise.all([
-        this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
-        this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + from, slot.offset + slot.length - from),
-      ]);
-    }
     const where = () => ({ file, offset: loc.offset, id: toHex(id) });
-    const h = readEntryHeader(headerBytes, 0, file, loc.offset);
+    const headerKey = `${loc.seq}@${loc.offset}`;
+    const known = useKnown ? this.#packHeaders.get(headerKey) : undefined;
+    let h: EntryHeader;
+    let cipher: Buffer;
+    if (known) {
+      h = known;
+      cipher = await this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + from, slot.offset + slot.length - from);
+    } else {
+      let headerBytes: Buffer;
+      if (ENTRY_HEADER_BYTES + from <= ONE_READ_GAP_BYTES) {
+        const both = await this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES + slot.offset + slot.length);
+        headerBytes = both.subarray(0, ENTRY_HEADER_BYTES);
+        cipher = both.subarray(ENTRY_HEADER_BYTES + from);
+      } else {
+        // Both reads are issued in the same tick (see #readLocated).
+        [headerBytes, cipher] = await Promise.all([
+          this.#readLocated(name, file, loc, loc.offset, ENTRY_HEADER_BYTES),
+          this.#readLocated(name, file, loc, loc.offset + ENTRY_HEADER_BYTES + from, slot.offset + slot.length - from),
+        ]);
+      }
+      h = readEntryHeader(headerBytes, 0, file, loc.offset);
+    }
     if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) {
+      if (known) {
+        this.#packHeaders.delete(headerKey);
+        return this.#readPackedSlice(name, file, loc, id, slot, false);
+      }
       throw new CorruptionError(`${file}@${loc.offset}: not the pack the index names`, { location: where() });
     }
     const plain = xchachaDecryptRange(this.#keys.data, h.nonce, from, cipher).subarray(slot.offset - from);
-    if (!this.#keys.objectId(plain).equals(id)) throw new CorruptionError(`${file}@${loc.offset}: record ${toHex(id)} in its pack does not hash to its id`, { location: where() });
+    if (!this.#keys.objectId(plain).equals(id)) {
+      if (known) {
+        this.#packHeaders.delete(headerKey);
+        return this.#readPackedSlice(name, file, loc, id, slot, false);
+      }
+      throw new CorruptionError(`${file}@${loc.offset}: record ${toHex(id)} in its pack does not hash to its id`, { location: where() });
+    }
+    if (!known) {
+      if (this.#packHeaders.size >= PACK_HEADERS_KEPT) this.#packHeaders.delete(this.#packHeaders.keys().next().value!);
+      this.#packHeaders.set(headerKey, h);
+    }
     return plain;
   }
+
 }

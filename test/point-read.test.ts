@@ -4,8 +4,11 @@
  * purge forgot it, and what a read returns is the caller's own.
  */
 import crypto from 'node:crypto';
+import nodeFs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OuroDB } from '../lib/index.js';
+import { NodeVfs, type VfsFile } from '../lib/vfs/index.js';
 import { CountingVfs, tempDir } from './helpers.js';
 
 describe('point reads', () => {
@@ -88,6 +91,74 @@ describe('point reads', () => {
         if (head === h) expect(Buffer.from(await db.getByKey('race')).toString()).toBe(`v${i}`);
         else await expect(db.get(h)).rejects.toMatchObject({ code: 'OURO_NOT_FOUND' });
       }
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a cold read of a record in a pack read before is one pread of its own bytes', async () => {
+    /** Counts the preads of block files (synchronous ones: every read of a small record). */
+    class PreadCounting extends NodeVfs {
+      preads = 0;
+      override async open(p: string, flags: 'r' | 'r+'): Promise<VfsFile> {
+        const file = await super.open(p, flags);
+        return { ...file, readSync: (buf, offset, length, position) => (this.preads++, file.readSync(buf, offset, length, position)), read: file.read.bind(file), writev: file.writev.bind(file), datasync: file.datasync.bind(file), sync: file.sync.bind(file), truncate: file.truncate.bind(file), size: file.size.bind(file), close: file.close.bind(file) };
+      }
+    }
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const first = await OuroDB.open(dir, { key });
+    // Random 1 KiB values put together: their records share uncompressed packs.
+    const values = Array.from({ length: 48 }, () => crypto.randomBytes(1024));
+    const hashes = await Promise.all(values.map((v) => first.put(v).then((r) => r.hash)));
+    await first.close();
+    const fs = new PreadCounting();
+    const db = await OuroDB.open(dir, { key, fs, recordCacheBytes: 0 });
+    try {
+      expect(Buffer.from(await db.get(hashes[0]!)).equals(values[0]!)).toBe(true);
+      // Records past the first 4 KiB of their pack read their header apart, the first time.
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < values.length; i++) {
+          const before = fs.preads;
+          expect(Buffer.from(await db.get(hashes[i]!)).equals(values[i]!)).toBe(true);
+          if (round === 1) expect(fs.preads - before).toBe(1);
+        }
+      }
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a record damaged on disk after its pack header was kept is still a corruption error', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const first = await OuroDB.open(dir, { key });
+    const values = Array.from({ length: 48 }, () => crypto.randomBytes(1024));
+    const hashes = await Promise.all(values.map((v) => first.put(v).then((r) => r.hash)));
+    await first.close();
+    const db = await OuroDB.open(dir, { key, recordCacheBytes: 0 });
+    try {
+      for (const h of hashes) await db.get(h); // every pack's header is now kept
+      // Damage 64 bytes in the middle of every block file: some record's ciphertext.
+      const blocks = path.join(dir, 'blocks');
+      const files = nodeFs.readdirSync(blocks, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+      expect(files.length).toBeGreaterThan(0);
+      for (const f of files) {
+        const p = path.join(f.parentPath, f.name);
+        const fd = nodeFs.openSync(p, 'r+');
+        nodeFs.writeSync(fd, Buffer.alloc(64, 0x5a), 0, 64, Math.floor(nodeFs.fstatSync(fd).size / 2));
+        nodeFs.closeSync(fd);
+      }
+      let damaged = 0;
+      for (let i = 0; i < hashes.length; i++) {
+        try {
+          expect(Buffer.from(await db.get(hashes[i]!)).equals(values[i]!)).toBe(true);
+        } catch (err) {
+          expect((err as { code?: string }).code).toBe('OURO_CORRUPTION');
+          damaged++;
+        }
+      }
+      expect(damaged).toBeGreaterThan(0);
     } finally {
       await db.close();
     }
