@@ -31,7 +31,7 @@ import type { CommitPipeline } from '../wal/commit.js';
 import { WAL_RECORD_BYTES } from '../wal/record.js';
 import type { AdoptResult, Adopter } from './adopt.js';
 import { parseHash, parseRange, sortHeads } from './args.js';
-import { toHex } from './bytes.js';
+import { copyOf, toHex } from './bytes.js';
 import { checkDatabase } from './check.js';
 import { type DatabaseKeys, deriveKey } from './crypto.js';
 import { BadArgumentError, ConfigError, NotFoundError, isDiskFull } from './errors.js';
@@ -226,8 +226,11 @@ export class OuroDB {
     if (this.#life.exclusive) await this.#life.settledIndex();
     const head = this.#heads.newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
-    const record = await this.#reader.record(head.hash);
-    if (record.inline) return record.inline;
+    // A cached record (a value read or put lately) is taken without a promise of its own.
+    const record = this.#reader.cached(head.hash) ?? (await this.#reader.record(head.hash));
+    // A copy, as get and stream give: the record cache holds the record, and the caller may
+    // change what it got.
+    if (record.inline) return copyOf(record.inline);
     const parts: Uint8Array[] = [];
     for await (const part of this.#reader.stream(record)) parts.push(part);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);

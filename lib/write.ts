@@ -376,11 +376,14 @@ export class Writer {
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
       if (link.parent) this.#checkParent(link.parent);
-      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
+      const generation = this.#reader.cacheGeneration;
+      const encoded = encodeRecord(record);
+      const { hash, store } = await this.#identifyRecord(encoded);
       checkExpected(link, hash);
       this.#checkDiskFullEpoch(link); // again: the pool's round trip was a window for a failure
       const ops = link.parent ? [{ type: 'put' as const, key: keys.child(link.parent, hash), value: EMPTY }] : undefined;
       const entry = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
+      if (entry) this.#cacheOnCommit(entry, hash, encoded, generation);
       if (entry) link.onQueued?.(entry.committed);
       if (entry) await (durability === 'durable' ? entry.committed : entry.written);
       return hash;
@@ -407,7 +410,9 @@ export class Writer {
       const prevHeads = link.prev ? await this.#heads.versionsNamed(key, link.prev) : current;
       record.key = key.name;
       record.prev = prevHeads.map((h) => h.hash).sort(Buffer.compare);
-      const { hash, store } = await this.#identifyRecord(encodeRecord(record));
+      const generation = this.#reader.cacheGeneration;
+      const encoded = encodeRecord(record);
+      const { hash, store } = await this.#identifyRecord(encoded);
       checkExpected(link, hash);
       this.#checkDiskFullEpoch(link);
       const n = versionNumber(prevHeads);
@@ -423,6 +428,7 @@ export class Writer {
       else if (record.type === 'tombstone') ops.push({ type: 'del', key: keys.hint(key.bytes) });
       const stored = await store(record.size, inlineSize, { ops, prepare, epoch: link.epoch });
       if (stored?.id === hash) this.#heads.overlay(key.name, heads, current, stored);
+      if (stored) this.#cacheOnCommit(stored, hash, encoded, generation);
       if (stored) link.onQueued?.(stored.committed);
       return { hash, stored };
     };
@@ -430,6 +436,18 @@ export class Writer {
     const entry = await (link.held ? write() : this.#heads.withKey(key.name, write));
     if (entry.stored) await (durability === 'durable' ? entry.stored.committed : entry.stored.written);
     return entry.hash;
+  }
+
+  /**
+   * Once `entry` commits, the record it stores goes into the reader's record cache, so a read of
+   * a value just written (getByKey after put, the common case) costs no index lookup of the
+   * record's location, no block-file read and no decryption. Not before the commit: until then
+   * get(hash) answers NotFoundError, as the index does. `generation` was read before the record
+   * was queued, so a purge that forgot it meanwhile keeps it out (RecordCache.setEncoded).
+   */
+  #cacheOnCommit(entry: PendingEntry, hash: Buffer, encoded: Uint8Array, generation: number): void {
+    if (entry.id !== hash && !entry.id.equals(hash)) return;
+    entry.committed.then(() => this.#reader.remember(hash, encoded, generation), () => {});
   }
 
   /**

@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RecordCache } from '../lib/record-cache.js';
-import type { ObjectRecord } from '../lib/record.js';
+import { type ObjectRecord, encodeRecord } from '../lib/record.js';
 
 const record = (n: number): ObjectRecord => ({ type: 'value', size: n, chunks: [], key: null, parent: null, prev: [], created: n, meta: {}, inline: null });
 
@@ -32,12 +32,22 @@ describe('record cache', () => {
               used.splice(0, i + 1);
             }
           } else {
+            // A record set again after the cache dropped it is new to it: the model drops it
+            // (and, by LRU order, every record older than it) before it goes in anew. Without
+            // this the model kept its old place (fast-check found [r0, ..., r0 again, get r24]).
+            const i = used.findIndex((u) => u.hex === hex);
+            if (i >= 0 && !cache.has(hex)) {
+              for (const older of used.slice(0, i)) expect(cache.has(older.hex)).toBe(false);
+              used.splice(0, i + 1);
+            }
             cache.set(hex, record(n), bytes, cache.generation);
             if (!used.some((u) => u.hex === hex)) used.push({ hex, bytes });
           }
           expect(cache.bytes).toBeLessThanOrEqual(max);
         }
       }),
+      // The sequence that found the model's old gap (r0 set again after it was dropped).
+      { examples: [[[[false, 0, 175], [false, 3, 20], [false, 24, 262], [false, 1, 269], [false, 2, 275], [false, 0, 1], [true, 24, 1]]]] },
     );
   });
 
@@ -66,5 +76,20 @@ describe('record cache', () => {
     cache.evict(['r3']);
     expect(cache.get('r3')).toBeUndefined();
     expect(cache.bytes).toBe(0);
+  });
+
+  it("keeps a put's record by its own copy of the encoded bytes, decoded when first read", () => {
+    const cache = new RecordCache(1 << 20);
+    const r: ObjectRecord = { type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [], created: 7, meta: { a: 'b' }, inline: Buffer.from('abc') };
+    const encoded = encodeRecord(r);
+    cache.setEncoded('h1', encoded, cache.generation);
+    expect(cache.bytes).toBe(encoded.byteLength);
+    encoded.fill(0); // the encoder's buffer is reused: the cache must not depend on it
+    expect(cache.get('h1')).toEqual(r);
+    expect(cache.get('h1')).toBe(cache.get('h1')); // decoded once
+    const stale = cache.generation;
+    cache.evict(['h2']);
+    cache.setEncoded('h2', encodeRecord(r), stale);
+    expect(cache.get('h2')).toBeUndefined();
   });
 });

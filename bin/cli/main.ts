@@ -13,6 +13,9 @@ import { admin, adminLines, dbTarget } from './node-admin.js';
 import { putPaths, restoreTree, writeValue } from './put.js';
 import { EXIT, type GlobalOptions, Progress, UsageError, credentials, exitCodeOf, mib, output, readKeyFile, withDb } from './support.js';
 
+/** The record cache of `ouro put` (the library's default is 16 MiB). */
+const PUT_RECORD_CACHE_BYTES = 1024 * 1024;
+
 // A reader that stops early (`ouro ls | head`) closes the pipe: that ends the command, quietly.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(EXIT.ok);
@@ -56,7 +59,10 @@ program
   .option('--key <key>', 'the key for stdin (-)')
   .option('--always', 'write a new version of every file, even one equal to its current version')
   .action(async (dir: string, paths: string[], o: { key?: string; always?: boolean }) => {
-    const report = await withDb(dir, g(), (db) => putPaths(db, paths, g(), { stdinKey: o.key, always: o.always === true }));
+    // A small record cache: puts feed it the records they commit (for an application that reads
+    // back what it wrote), but this process reads back almost none of what it stores, and a
+    // cache filled to the default 16 MiB was that much more peak RSS (docs/performance.md).
+    const report = await withDb(dir, g(), (db) => putPaths(db, paths, g(), { stdinKey: o.key, always: o.always === true }), { recordCacheBytes: PUT_RECORD_CACHE_BYTES });
     output(g(), report, () => {
       const lines = report.items.filter((i) => i.type !== 'directory').map((i) => `${i.hash}  ${i.key}`);
       lines.push(`stored ${report.files} files (${report.unchanged} unchanged, ${report.read} read), ${report.directories} directories, ${mib(report.bytes)}`);
