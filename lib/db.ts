@@ -38,6 +38,7 @@ import { BadArgumentError, ConfigError, NotFoundError, isDiskFull } from './erro
 import { DEFAULT_GC_PACE } from './gc-pace.js';
 import type { Collector } from './gc.js';
 import type { Heads } from './heads.js';
+import type { Landed } from './landed.js';
 import { keyBytes } from './keyname.js';
 import { type Descriptor, validateCredentials } from './keyring.js';
 import type { Lifecycle } from './lifecycle.js';
@@ -70,6 +71,7 @@ export class OuroDB {
   readonly #query: Query;
   readonly #writer: Writer;
   readonly #heads: Heads;
+  readonly #landed: Landed;
   readonly #adopter: Adopter;
   readonly #collector: Collector;
   readonly #blocks: BlockSet;
@@ -87,6 +89,7 @@ export class OuroDB {
     this.#query = engine.query;
     this.#writer = engine.writer;
     this.#heads = engine.heads;
+    this.#landed = engine.landed;
     this.#adopter = engine.adopter;
     this.#collector = engine.collector;
     this.#blocks = engine.blocks;
@@ -224,6 +227,8 @@ export class OuroDB {
   async getByKey(key: string): Promise<Uint8Array> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
+    const landing = this.#landed.key(key);
+    if (landing) await landing;
     const head = this.#heads.newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
     // A cached record (a value read or put lately) is taken without a promise of its own.
@@ -240,6 +245,8 @@ export class OuroDB {
   async head(key: string): Promise<string | null> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
+    const landing = this.#landed.key(key);
+    if (landing) await landing;
     const head = this.#heads.newestHead(keyBytes(key));
     return head ? toHex(head.hash) : null;
   }
@@ -255,6 +262,9 @@ export class OuroDB {
   async matchHint(key: string, hint: Uint8Array): Promise<string | null> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
+    // The hint row lands with its version's batch: checked against the heads before, it would miss.
+    const landing = this.#landed.key(key);
+    if (landing) await landing;
     const check = this.#heads.checkHint({ name: key, bytes: keyBytes(key) }, hint);
     return check.match ? toHex(check.heads[0]!.hash) : null;
   }
@@ -263,6 +273,8 @@ export class OuroDB {
   async heads(key: string): Promise<string[]> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
+    const landing = this.#landed.key(key);
+    if (landing) await landing;
     const stored = this.#index.get(keys.heads(keyBytes(key)));
     return stored ? sortHeads(decodeHeads(stored)).map((h) => toHex(h.hash)) : [];
   }
@@ -568,6 +580,8 @@ export class OuroDB {
     const r = range === undefined ? undefined : parseRange(range);
     if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
+    const landing = this.#landed.object(id);
+    if (landing) await landing;
     const record = await this.#reader.record(id);
     yield* this.#reader.stream(record, undefined, r && { start: Math.min(r.start, record.size), end: Math.min(r.end, record.size) });
   }
@@ -575,13 +589,18 @@ export class OuroDB {
   async has(hash: string): Promise<boolean> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
-    return this.#index.get(keys.object(parseHash(hash))) !== undefined;
+    const id = parseHash(hash);
+    const landing = this.#landed.object(id);
+    if (landing) await landing;
+    return this.#index.get(keys.object(id)) !== undefined;
   }
 
   async stat(hash: string): Promise<ObjectStat> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
     const id = parseHash(hash);
+    const landing = this.#landed.object(id);
+    if (landing) await landing;
     const r = await this.#reader.record(id);
     return {
       hash: toHex(id),
@@ -612,6 +631,8 @@ export class OuroDB {
 
   async stats(): Promise<Stats> {
     this.#life.checkOpen();
+    const landing = this.#landed.all();
+    if (landing) await landing;
     await this.#index.settled();
     const s = this.#index.stats;
     return {

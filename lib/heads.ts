@@ -6,7 +6,8 @@
  *     several keys are taken in sorted order, so no two writers wait on each other;
  *   - the overlay of queued heads (`overlay`): the heads a key will have once its queued,
  *     uncommitted versions land. A version's heads are taken back when it is rejected, which
- *     relies on the commit pipeline rejecting newest first (wal/commit.ts).
+ *     relies on the commit pipeline rejecting newest first (wal/commit.ts). Reads do not use
+ *     these heads (a queued version may not be written yet); they wait for `landed` (lib/landed.ts).
  * It reads the index and writes to it only by the ops it hands back to a put (heads, history,
  * hint rows), except kept heads' hint rows, which ride on the next batch (`keepHint`).
  */
@@ -25,6 +26,22 @@ export interface KeyName {
   bytes: Buffer;
 }
 
+/** The queued, uncommitted versions of one key. */
+interface Overlay {
+  /** The heads the key will have once they land. */
+  heads: Head[];
+  /** How many are queued. */
+  refs: number;
+  /** The newest one's commit (rejects when it fails): what a new write of the key waits for. */
+  settled: Promise<void>;
+  /**
+   * Resolves once every one of them has landed or failed, never rejects: what a read waits for
+   * (lib/landed.ts). Commits land in queue order, so the newest one landing means every older
+   * one has; when it fails, older ones may still land, so its `landed` waits for theirs.
+   */
+  landed: Promise<unknown>;
+}
+
 /** Hints of puts that kept their head waiting for an index batch before they get one of their own (keepHint). */
 const HINTS_PENDING_MAX = 1024;
 
@@ -34,7 +51,7 @@ export class Heads {
   /** Per-key write locks: the tail of each key's chain of waiting writes. */
   readonly #keyLocks = new Map<string, Promise<void>>();
   /** Heads of keys with queued, uncommitted versions: what the index will say once they land. */
-  readonly #headOverlay = new Map<string, { heads: Head[]; refs: number; settled: Promise<void> }>();
+  readonly #headOverlay = new Map<string, Overlay>();
 
   constructor(index: IndexStore, keys: DatabaseKeys) {
     this.#index = index;
@@ -71,7 +88,8 @@ export class Heads {
 
   overlay(name: string, heads: Head[], before: Head[], entry: PendingEntry): void {
     let o = this.#headOverlay.get(name);
-    if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed }));
+    const older = o?.landed;
+    if (!o) this.#headOverlay.set(name, (o = { heads, refs: 0, settled: entry.committed, landed: entry.committed }));
     o.heads = heads;
     o.settled = entry.committed;
     o.refs++;
@@ -80,11 +98,24 @@ export class Heads {
       if (--state.refs === 0 && this.#headOverlay.get(name) === state) this.#headOverlay.delete(name);
     };
     // A rejected version (a full disk; the commit pipeline rejects newest first) takes its heads back.
+    // It then waits for the older versions' commits (see Overlay.landed).
     const unwind = () => {
       if (state.heads === heads) state.heads = before;
       release();
+      return older;
     };
-    entry.committed.then(release, unwind);
+    o.landed = entry.committed.then(release, unwind);
+  }
+
+  /** Resolves once the key's versions queued so far have landed or failed; undefined when none is queued. */
+  landed(name: string): Promise<unknown> | undefined {
+    return this.#headOverlay.get(name)?.landed;
+  }
+
+  /** landed() for every key with queued versions; undefined when there are none. */
+  allLanded(): Promise<unknown> | undefined {
+    if (this.#headOverlay.size === 0) return undefined;
+    return Promise.all(Array.from(this.#headOverlay.values(), (o) => o.landed));
   }
 
   /** Waits until every queued write of the key has committed (so the index alone is current). */

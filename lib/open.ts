@@ -32,6 +32,7 @@ import { CorruptionError, FailedError, NotFoundError } from './errors.js';
 import { ensureDir } from './fsutil.js';
 import { Collector } from './gc.js';
 import { Heads } from './heads.js';
+import { Landed } from './landed.js';
 import { type Credentials, DESCRIPTOR_FILE, type Descriptor, createDescriptor, readDescriptor, unlock } from './keyring.js';
 import { Lifecycle } from './lifecycle.js';
 import { Query } from './query.js';
@@ -67,6 +68,8 @@ export class Engine {
   readonly query: Query;
   /** Key locks and the overlay of queued heads (lib/heads.ts). */
   readonly heads: Heads;
+  /** What a read waits for to see every write resolved before it (lib/landed.ts). */
+  readonly landed: Landed;
   /** The write path: seal pool, chunker, puts, deletes, purges (lib/write.ts). */
   readonly writer: Writer;
   /** The adoption chain and deferred adoptions (lib/adopt.ts). */
@@ -92,8 +95,9 @@ export class Engine {
     this.commit = new CommitPipeline(index, this.blocks, this.held, new Packer(keys, this.compression, this.held), live);
     this.reader = new Reader(index, this.blocks, keys, opts.recordCacheBytes ?? 16 * 1024 * 1024, () => this.#replicas);
     this.snapshots = new Snapshots(index, store, this.blocks);
-    this.query = new Query(live, index, this.reader, this.snapshots);
     this.heads = new Heads(index, keys);
+    this.landed = new Landed(this.heads, this.held);
+    this.query = new Query(live, index, this.reader, this.snapshots, this.landed);
     this.writer = new Writer({ life: live, index, keys, commit: this.commit, held: this.held, heads: this.heads, reader: this.reader, chunker, compression: this.compression, durability: opts.durability ?? 'durable' });
     this.adopter = new Adopter({ life: live, index, store, keys, blocks: this.blocks, held: this.held, heads: this.heads, reader: this.reader });
     this.collector = new Collector({ life: live, index, store, keys, blocks: this.blocks, held: this.held, commit: this.commit, snapshots: this.snapshots, cluster: () => this.#replicas });

@@ -13,6 +13,7 @@ import { ID_BYTES } from './crypto.js';
 import { BadArgumentError } from './errors.js';
 import type { ExportedObject, ListEntry, ListOptions, Version } from './types.js';
 import { keyBytes, prefixBytes } from './keyname.js';
+import type { Landed } from './landed.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Reader } from './read.js';
 import type { Snapshots } from './snapshots.js';
@@ -58,18 +59,22 @@ export class Query {
   readonly #index: IndexStore;
   readonly #reader: Reader;
   readonly #snapshots: Snapshots;
+  /** Each listing first waits for the writes queued before it (relaxed ones resolve before they land). */
+  readonly #landed: Landed;
 
-  constructor(life: Lifecycle, index: IndexStore, reader: Reader, snapshots: Snapshots) {
+  constructor(life: Lifecycle, index: IndexStore, reader: Reader, snapshots: Snapshots, landed: Landed) {
     this.#life = life;
     this.#index = index;
     this.#reader = reader;
     this.#snapshots = snapshots;
+    this.#landed = landed;
   }
 
   /**
    * Keys in byte order of their UTF-8, with their heads. Reads one LevelDB iterator, which sees
-   * a single consistent state however long the listing runs; it streams, so a listing of
-   * millions of keys holds at most two batches of LIST_BATCH entries.
+   * a single consistent state however long the listing runs (once the keyed writes queued before
+   * it have landed); it streams, so a listing of millions of keys holds at most two batches of
+   * LIST_BATCH entries.
    */
   async *list(options: ListOptions = {}): AsyncGenerator<ListEntry> {
     this.#life.checkOpen();
@@ -78,6 +83,8 @@ export class Query {
     const prefix = prefixBytes(options.prefix);
     const limit = options.limit ?? Infinity;
     if (limit !== Infinity && !(Number.isSafeInteger(limit) && limit >= 0)) throw new BadArgumentError('limit must be a non-negative integer');
+    const landing = this.#landed.keys();
+    if (landing) await landing;
     const range = { gte: keys.heads(prefix), lt: keys.heads(Buffer.concat([prefix, Buffer.from([0xff])])) };
     if (prefix.length === 0) range.lt = Buffer.from([keys.heads(prefix)[0]! + 1]);
     const opts: { gte?: Buffer; gt?: Buffer; lt: Buffer } = { lt: range.lt };
@@ -132,6 +139,8 @@ export class Query {
     if (this.#life.exclusive) await this.#life.settledIndex();
     const k = keyBytes(key);
     const limit = options.limit ?? Infinity;
+    const landing = this.#landed.key(key);
+    if (landing) await landing;
     const reader = this.#snapshots.open();
     try {
       const it = this.#index.ldb.iterator({ ...keys.versionRange(k), snapshot: reader.snapshot, values: false });
@@ -164,6 +173,9 @@ export class Query {
       delete range.gte;
       range.gt = keys.child(parent, parseHash(options.after, 'after'));
     }
+    // A child's key lands with its record's batch; no index tells which queued writes name this parent.
+    const landing = this.#landed.all();
+    if (landing) await landing;
     const out: string[] = [];
     for await (const k of this.#index.ldb.keys(range)) out.push(toHex(k.subarray(33)));
     return out;
@@ -177,6 +189,8 @@ export class Query {
   async *objects(): AsyncGenerator<ExportedObject> {
     this.#life.checkOpen();
     if (this.#life.exclusive) await this.#life.settledIndex();
+    const landing = this.#landed.all();
+    if (landing) await landing;
     const reader = this.#snapshots.open();
     const snapshot = reader.snapshot;
     try {

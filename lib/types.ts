@@ -173,6 +173,11 @@ export interface PutOptions {
    * 'durable' (default): resolve once the value is on disk (fsync) and survives a crash.
    * 'relaxed': resolve once the bytes are handed to the OS; the fsync still follows within
    * milliseconds, but a crash before it may lose this put (never half of it).
+   * Either way a write is visible to every read made after it resolved (get, stream, has, stat,
+   * getByKey, head, heads, matchHint, history, list, children, objects, stats): a read first
+   * waits for the commit of the queued writes it depends on, which follows within milliseconds
+   * (lib/landed.ts). If that commit fails (a full disk, a failed fsync), the read does not fail
+   * with it: it sees the database without that write.
    */
   durability?: Durability;
 }

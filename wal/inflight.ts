@@ -81,6 +81,16 @@ export class InFlight {
     return this.#pending.has(idHex);
   }
 
+  /**
+   * Resolves once every entry pending now has committed or failed (never rejects); undefined
+   * when none is pending. A read that must see every write resolved before it waits for this
+   * (lib/landed.ts): a relaxed write resolves before its commit.
+   */
+  settled(): Promise<unknown> | undefined {
+    if (this.#pending.size === 0) return undefined;
+    return Promise.allSettled(Array.from(this.#pending.values(), (e) => e.committed));
+  }
+
   /** The entry is on its way from now on: equal entries deduplicate against it. */
   setPending(idHex: string, entry: PendingEntry): void {
     this.#pending.set(idHex, entry);
