@@ -66,6 +66,8 @@ export interface WriterParts {
   compression: boolean;
   /** Default durability of put and delete. */
   durability: Durability;
+  /** OpenOptions.sealInlineBytes (SealPool's `inlineBytes`). */
+  sealInlineBytes?: number | undefined;
 }
 
 export class Writer {
@@ -94,7 +96,7 @@ export class Writer {
     this.#chunker = parts.chunker;
     this.#compression = parts.compression;
     this.durability = parts.durability;
-    this.#sealPool = new SealPool(parts.keys.material, { chunkMax: parts.chunker.sizes.max });
+    this.#sealPool = new SealPool(parts.keys.material, { chunkMax: parts.chunker.sizes.max, inlineBytes: parts.sealInlineBytes });
   }
 
   /** Stops the seal pool's workers (close, or a handle abandoned). */
@@ -267,7 +269,11 @@ export class Writer {
    */
   #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
-    if (size < OFFLOAD_MIN_BYTES && this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) {
+    const small = size < OFFLOAD_MIN_BYTES;
+    // Work the pool would take, kept here while the handle has sealed too little to be worth a
+    // worker (SealPool.offload): a tree of small files then never starts one.
+    if ((!small || this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) && !this.#sealPool.offload(size)) return this.#sealChunkHere(chunk, chunks, owned);
+    if (small && this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) {
       // Mostly stored already (a tree put again): the id here and the dedup check first, so a
       // chunk found stored costs no round trip to the pool, nor a seal that would be dropped.
       if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
@@ -292,18 +298,33 @@ export class Writer {
         return stored;
       });
     }
-    if (size < OFFLOAD_MIN_BYTES) {
-      const id = this.#keys.chunkId(chunk);
-      chunks.push({ id, size });
-      this.#held.pin(toHex(id));
-      return this.#commit.store(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
-    }
+    if (small) return this.#sealChunkHere(chunk, chunks, owned);
     const at = chunks.push({ id: NO_ID, size }) - 1;
     return this.#sealPool.identify(chunk, owned).then((ticket) => {
       chunks[at] = { id: ticket.id, size };
       this.#held.pin(toHex(ticket.id));
       return this.#commit.store(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => this.#sealPool.drop(ticket));
     });
+  }
+
+  /**
+   * Hashes and seals a chunk on this thread. An owned chunk (a buffer the chunker took from the
+   * pool's `buffers`) goes back to them once sealed, or once found stored already: the sealed
+   * entry is a buffer of its own.
+   */
+  #sealChunkHere(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
+    const id = this.#keys.chunkId(chunk);
+    chunks.push({ id, size: chunk.byteLength });
+    this.#held.pin(toHex(id));
+    const giveBack = owned ? () => this.#sealPool.buffers.give(chunk.buffer as ArrayBuffer) : undefined;
+    const seal = () => {
+      try {
+        return sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression);
+      } finally {
+        giveBack?.();
+      }
+    };
+    return this.#commit.store(EntryKind.Chunk, id, seal, 0, 0, giveBack);
   }
 
   /** Scores a small chunk found stored (or not): SMALL_HITS_CHECK_FIRST of the last ~16 found makes #storeChunk look before sealing. */
@@ -418,7 +439,7 @@ export class Writer {
     }
     let hash: Buffer;
     let seal: () => SealedEntry;
-    if (this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
+    if (this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES && this.#sealPool.offload(bytes.byteLength)) {
       const { id, sealed } = await this.#sealPool.sealSmall(EntryKind.Object, bytes, this.#compression);
       hash = id;
       seal = () => sealed;
