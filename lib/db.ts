@@ -110,6 +110,7 @@ export class OuroDB {
     }
     if (options.durability !== undefined && options.durability !== 'durable' && options.durability !== 'relaxed') throw new BadArgumentError("durability must be 'durable' or 'relaxed'");
     if (options.recordCacheBytes !== undefined && !(Number.isSafeInteger(options.recordCacheBytes) && options.recordCacheBytes >= 0)) throw new BadArgumentError('recordCacheBytes must be a non-negative integer');
+    if (options.sealInlineBytes !== undefined && !((Number.isSafeInteger(options.sealInlineBytes) && options.sealInlineBytes >= 0) || options.sealInlineBytes === Infinity)) throw new BadArgumentError('sealInlineBytes must be a non-negative integer or Infinity');
     if (options.reserveBytes !== undefined && !(Number.isSafeInteger(options.reserveBytes) && options.reserveBytes >= 0)) throw new BadArgumentError('reserveBytes must be a non-negative integer');
     if (options.maxUnsealedMs !== undefined && !(Number.isSafeInteger(options.maxUnsealedMs) && options.maxUnsealedMs >= 1)) throw new BadArgumentError('maxUnsealedMs must be a positive integer');
     if (!levelBinding.verified) {

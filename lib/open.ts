@@ -98,7 +98,7 @@ export class Engine {
     this.heads = new Heads(index, keys);
     this.landed = new Landed(this.heads, this.held);
     this.query = new Query(live, index, this.reader, this.snapshots, this.landed);
-    this.writer = new Writer({ life: live, index, keys, commit: this.commit, held: this.held, heads: this.heads, reader: this.reader, chunker, compression: this.compression, durability: opts.durability ?? 'durable' });
+    this.writer = new Writer({ life: live, index, keys, commit: this.commit, held: this.held, heads: this.heads, reader: this.reader, chunker, compression: this.compression, durability: opts.durability ?? 'durable', sealInlineBytes: opts.sealInlineBytes });
     this.adopter = new Adopter({ life: live, index, store, keys, blocks: this.blocks, held: this.held, heads: this.heads, reader: this.reader });
     this.collector = new Collector({ life: live, index, store, keys, blocks: this.blocks, held: this.held, commit: this.commit, snapshots: this.snapshots, cluster: () => this.#replicas });
   }

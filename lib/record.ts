@@ -106,10 +106,20 @@ export function comparedFields(r: ObjectRecord, ignoreMeta: ReadonlySet<string>)
   return packr.pack([TYPE_CODES[r.type], r.size, chunkIds(r), r.chunks.map((c) => c.size), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
 }
 
+/** A Buffer over the same memory (no copy: see decodeRecord). */
+const view = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
 export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
+  // The record keeps views of its bytes (chunk ids, inline value, parent, prev), so they are made
+  // a buffer of their own first when they are a slice of a larger one: a record read from a pack
+  // (a copy of its slice, under 4 KiB so from Node's 8 KiB pool) and its parent and prev (copied
+  // from the pool too) kept whole pool slabs alive for as long as the record cache held it, ~10
+  // KiB of memory per record of a source tree: 46 MiB for the 16 MiB cache full of a date-fns
+  // tree's records, 5 MiB now (docs/performance.md, "Cost per byte, third round").
+  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes);
   let a: unknown;
   try {
-    a = packr.unpack(bytes);
+    a = packr.unpack(own);
   } catch (err) {
     throw new CorruptionError(`object record ${where} is not valid MessagePack`, { cause: err, location: { id: where } });
   }
@@ -138,8 +148,8 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
     size: size as number,
     chunks,
     key: key as string | null,
-    parent: parent === null ? null : Buffer.from(parent as Uint8Array),
-    prev: (prev as Uint8Array[]).map((p) => Buffer.from(p)),
+    parent: parent === null ? null : view(parent as Uint8Array),
+    prev: (prev as Uint8Array[]).map(view),
     created: created as number,
     meta: metaObj,
     inline: inline as Uint8Array | null,

@@ -76,6 +76,17 @@ export interface SealedSmall {
   sealed: SealedEntry;
 }
 
+/**
+ * Bytes of sealing work a handle does on its own thread before it starts a worker (OpenOptions
+ * `sealInlineBytes`). A worker is a second V8 isolate with its own heap, young generation and
+ * allocator arena: ~40 MiB of RSS in a `ouro put` of a source tree (173-188 MiB with it,
+ * 134 MiB without, docs/performance.md "Cost per byte, third round"), while sealing 64 MiB on the
+ * main thread costs it ~0.15-0.3 s once (chunk id, zstd probe, ChaCha20-Poly1305, entry hash).
+ * So work that stays small (a tree of small files, a few puts) never pays for a worker, and a
+ * large ingest starts one after its first 64 MiB, as before.
+ */
+export const SEAL_INLINE_BYTES = 64 * 1024 * 1024;
+
 /** Spare chunk buffers kept for reuse: about what a streamed put has in flight (SEAL_AHEAD chunks and their writes). */
 const IDLE_BUFFER_BYTES = 16 * 1024 * 1024;
 
@@ -137,11 +148,18 @@ export class SealPool {
   #nextJob = 0;
   #closed = false;
   #batch: SmallBatch | undefined;
+  /** Sealing work still to be done inline before a worker is started (see `offload`). */
+  #inlineLeft: number;
 
-  /** `chunkMax`: the largest chunk the caller's chunker cuts (sizes the buffers lent). */
-  constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number; slabBytes?: number } = {}) {
+  /**
+   * `chunkMax`: the largest chunk the caller's chunker cuts (sizes the buffers lent).
+   * `inlineBytes`: sealing work left to the caller before the first worker (SEAL_INLINE_BYTES).
+   * `slabBytes`: the shared slab's size (SLAB_BYTES; 0: every chunk a buffer of its own).
+   */
+  constructor(keys: WorkerKeys, options: { size?: number; chunkMax?: number; slabBytes?: number; inlineBytes?: number } = {}) {
     this.#keys = keys;
     this.#size = options.size ?? defaultPoolSize();
+    this.#inlineLeft = options.inlineBytes ?? SEAL_INLINE_BYTES;
     this.buffers = new ChunkBuffers(OFFLOAD_MIN_BYTES, options.chunkMax ?? DEFAULT_CHUNK_SIZES.max, IDLE_BUFFER_BYTES);
     this.slab = new ChunkSlab(options.slabBytes ?? SLAB_BYTES);
   }
@@ -160,9 +178,36 @@ export class SealPool {
     return this.buffers.take(length);
   }
 
-  /** Hands back memory from takeChunk() that will not go to identify() (a put that failed first). */
+  /**
+   * Hands back memory from takeChunk() that will not go to identify(): a put that failed first, or
+   * a chunk sealed on the caller's thread (Writer, before the first worker). A slot returns to
+   * the slab; a buffer of its own to `buffers` (which keeps it only if it is of a size it lends).
+   */
   giveBack(chunk: Uint8Array): void {
     if (chunk.buffer === this.slab.memory) this.slab.give(chunk.byteOffset);
+    else this.buffers.give(chunk.buffer as ArrayBuffer);
+  }
+
+  /**
+   * Whether an entry of `bytes` should be sealed on a worker (identify, sealSmall) or by the
+   * caller on its own thread (false). Once a worker is running, always true. Before that, the
+   * first `inlineBytes` of work are the caller's, counted entry by entry; the entry that would
+   * go past them starts the worker (the pool spawns on its first call). A worker that failed
+   * and left is replaced the same way, at once (the inline allowance is spent by then).
+   */
+  offload(bytes: number): boolean {
+    if (this.#slots.length > 0) return true;
+    if (bytes <= this.#inlineLeft) {
+      this.#inlineLeft -= bytes;
+      return false;
+    }
+    this.#inlineLeft = 0;
+    return true;
+  }
+
+  /** Workers running now (0 until the first entry goes to one). */
+  get workers(): number {
+    return this.#slots.length;
   }
 
   /**

@@ -25,6 +25,14 @@ export interface OpenOptions {
   durability?: Durability;
   /** Bytes of decoded small object records kept in memory for reads (default 16 MiB; 0: none). */
   recordCacheBytes?: number;
+  /**
+   * Bytes of chunks and records this handle hashes and seals on the calling thread before it
+   * starts its seal workers (default 64 MiB, SEAL_INLINE_BYTES; 0: a worker from the first
+   * large chunk, as before 2026-12-07). A worker is a second V8 isolate, ~40 MiB of RSS: a
+   * handle that writes less than this never starts one, a larger ingest moves its sealing to
+   * workers after the first 64 MiB (docs/operations.md, "Memory on a small machine").
+   */
+  sealInlineBytes?: number;
   /** Create the database if `dir` has none (default true); false: NotFoundError instead. */
   create?: boolean;
   /**

@@ -74,6 +74,8 @@ export interface WriterParts {
   compression: boolean;
   /** Default durability of put and delete. */
   durability: Durability;
+  /** OpenOptions.sealInlineBytes (SealPool's `inlineBytes`). */
+  sealInlineBytes?: number | undefined;
 }
 
 export class Writer {
@@ -104,7 +106,7 @@ export class Writer {
     this.#chunker = parts.chunker;
     this.#compression = parts.compression;
     this.durability = parts.durability;
-    this.#sealPool = new SealPool(parts.keys.material, { chunkMax: parts.chunker.sizes.max });
+    this.#sealPool = new SealPool(parts.keys.material, { chunkMax: parts.chunker.sizes.max, inlineBytes: parts.sealInlineBytes });
   }
 
   /** Stops the seal pool's workers (close, or a handle abandoned). */
@@ -281,7 +283,11 @@ export class Writer {
    */
   #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
-    if (size < OFFLOAD_MIN_BYTES && this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) {
+    const small = size < OFFLOAD_MIN_BYTES;
+    // Work the pool would take, kept here while the handle has sealed too little to be worth a
+    // worker (SealPool.offload): a tree of small files then never starts one.
+    if ((!small || this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) && !this.#sealPool.offload(size)) return this.#sealChunkHere(chunk, chunks, owned);
+    if (small && this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT) {
       // Mostly stored already (a tree put again): the id here and the dedup check first, so a
       // chunk found stored costs no round trip to the pool, nor a seal that would be dropped.
       if (this.#smallHits >= SMALL_HITS_CHECK_FIRST) {
@@ -306,12 +312,7 @@ export class Writer {
         return stored;
       });
     }
-    if (size < OFFLOAD_MIN_BYTES) {
-      const id = this.#keys.chunkId(chunk);
-      chunks.push({ id, size });
-      this.#held.pin(toHex(id));
-      return this.#commit.store(EntryKind.Chunk, id, () => sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression), 0, 0);
-    }
+    if (small) return this.#sealChunkHere(chunk, chunks, owned);
     const at = chunks.push({ id: NO_ID, size }) - 1;
     if (this.#largeHits < LARGE_HITS_IDENTIFY_FIRST) {
       // Mostly new chunks lately: hashed and sealed in one round trip to the pool; one found
@@ -344,6 +345,26 @@ export class Writer {
   /** Scores a large chunk found stored (or not): below LARGE_HITS_IDENTIFY_FIRST of the last ~16, #storeChunk seals before the dedup check. */
   #largeHit(found: boolean): void {
     this.#largeHits += ((found ? 16 : 0) - this.#largeHits) / 16;
+  }
+
+  /**
+   * Hashes and seals a chunk on this thread. An owned chunk (memory the chunker took with
+   * SealPool.takeChunk: a slot of the slab or one of `buffers`) goes back once sealed, or once
+   * found stored already: the sealed entry is a buffer of its own.
+   */
+  #sealChunkHere(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
+    const id = this.#keys.chunkId(chunk);
+    chunks.push({ id, size: chunk.byteLength });
+    this.#held.pin(toHex(id));
+    const giveBack = owned ? () => this.#sealPool.giveBack(chunk) : undefined;
+    const seal = () => {
+      try {
+        return sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression);
+      } finally {
+        giveBack?.();
+      }
+    };
+    return this.#commit.store(EntryKind.Chunk, id, seal, 0, 0, giveBack);
   }
 
   /** Scores a small chunk found stored (or not): SMALL_HITS_CHECK_FIRST of the last ~16 found makes #storeChunk look before sealing. */
@@ -476,7 +497,7 @@ export class Writer {
     }
     let hash: Buffer;
     let seal: () => SealedEntry;
-    if (this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES) {
+    if (this.#life.inFlightCount >= SMALL_OFFLOAD_INFLIGHT && bytes.byteLength <= SMALL_BATCH_MAX_BYTES && this.#sealPool.offload(bytes.byteLength)) {
       const { id, sealed } = await this.#sealPool.sealSmall(EntryKind.Object, bytes, this.#compression);
       hash = id;
       seal = () => sealed;

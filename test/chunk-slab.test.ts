@@ -158,7 +158,9 @@ describe('chunks in the slab on their way to disk', () => {
     const dir = tempDir();
     const key = crypto.randomBytes(32);
     const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
-    const db = await OuroDB.open(dir, { key, chunkSizes, fs: fsWithSlowWrites });
+    // sealInlineBytes 0: the workers seal from the first chunk (by default a handle seals its
+    // first 64 MiB itself, and a chunk sealed here leaves its slot at once: covered below).
+    const db = await OuroDB.open(dir, { key, chunkSizes, fs: fsWithSlowWrites, sealInlineBytes: 0 });
     // 2 x 20 MiB through a 16 MiB slab: the ring wraps and fills (chunks then take buffers of their own).
     const total = 20 * 1024 * 1024;
     const seeds = ['slab-a', 'slab-b'];
@@ -170,5 +172,44 @@ describe('chunks in the slab on their way to disk', () => {
     const again = await OuroDB.open(dir, { key, chunkSizes });
     expect((await again.check()).problems).toEqual([]);
     await again.close();
+  });
+  it('sealed on the caller\'s thread (before the first worker) give their slot back at once', async () => {
+    // The first sealInlineBytes of a handle are sealed on the main thread, from the chunk's slot
+    // into an entry of its own, so the slot is free once sealed. Were it never given back, the
+    // 16 MiB ring would be full after the inline phase and every chunk after it would take a
+    // buffer of its own: no block write would come from the slab again.
+    let slabWrites = 0;
+    const counting = (file: VfsFile): VfsFile =>
+      new Proxy(file, {
+        get(target, prop) {
+          if (prop === 'writev') {
+            return (bufs: Buffer[], position: number) => {
+              if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
+              return target.writev(bufs, position);
+            };
+          }
+          const v = Reflect.get(target, prop) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    const countingFs = new (class extends NodeVfs {
+      override async open(p: string, flags: 'r' | 'r+') {
+        return counting(await super.open(p, flags));
+      }
+      override async create(p: string, options: { exclusive: boolean }) {
+        return counting(await super.create(p, options));
+      }
+    })();
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const db = await OuroDB.open(dir, { key, chunkSizes, fs: countingFs, sealInlineBytes: 24 * 1024 * 1024 });
+    const inline = await db.put(pseudoRandomStream('inline', 24 * 1024 * 1024, 100_000));
+    expect(slabWrites).toBe(0); // sealed here: the entries are buffers of their own
+    const pooled = await db.put(pseudoRandomStream('pooled', 20 * 1024 * 1024, 100_000));
+    expect(slabWrites).toBeGreaterThan(3); // the workers' entries, in slots the inline phase gave back
+    expect(Buffer.from(await db.get(inline.hash)).equals(pseudoRandom('inline', 24 * 1024 * 1024))).toBe(true);
+    expect(Buffer.from(await db.get(pooled.hash)).equals(pseudoRandom('pooled', 20 * 1024 * 1024))).toBe(true);
+    await db.close();
   });
 });

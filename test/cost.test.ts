@@ -1,4 +1,5 @@
 // Cost per byte (issue 34): what ingest allocates per chunk and gives back at once.
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,8 +10,11 @@ import { READ_AHEAD_BYTES, putPaths, readReusing, writeValue } from '../bin/cli/
 import { AeadKey, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
 import { maybeCompress } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
-import { CountingVfs, pseudoRandomStream, tempDir } from './helpers.js';
-import type { VfsFile } from '../lib/vfs/index.js';
+import { decodeRecord, encodeRecord } from '../lib/record.js';
+import { CountingVfs, blockFiles, pseudoRandom, pseudoRandomStream, tempDir } from './helpers.js';
+import { type VfsFile, nodeVfs } from '../lib/vfs/index.js';
+import { EntryKind, readEntryHeader } from '../blockstore/format.js';
+import { readBlockIndex } from '../blockstore/store.js';
 
 const MiB = 1 << 20;
 
@@ -186,5 +190,102 @@ describe('`ouro put` of many files bounds the bytes read ahead', () => {
     expect(mostAtOnce).toBeGreaterThan(2); // the premise: puts still overlap
     expect(sizes.reduce((a, b) => a + b, 0)).toBeGreaterThan(4 * READ_AHEAD_BYTES); // would all fit in 64 puts
     expect(most).toBeLessThanOrEqual(READ_AHEAD_BYTES);
+  });
+});
+
+describe('a handle that seals little never starts a seal worker (sealInlineBytes)', () => {
+  // Every entry's nonce begins with the prefix of the thread that sealed it (lib/crypto.ts): the
+  // main thread's, or a worker's of its own. So the block files tell where each entry was sealed.
+  const sealPrefixes = async (dir: string): Promise<Set<string>> => {
+    const prefixes = new Set<string>();
+    for (const file of blockFiles(dir)) {
+      const bytes = fs.readFileSync(file);
+      for (const row of (await readBlockIndex(nodeVfs, file)).rows) {
+        if (row.kind === EntryKind.Chunk) prefixes.add(readEntryHeader(bytes, row.offset, file, row.offset).nonce.subarray(0, 16).toString('hex'));
+      }
+    }
+    return prefixes;
+  };
+  // A source tree's shape: 96 files of 6-20 KiB put 96 at once (their chunks are the pool's,
+  // batched, while puts are in flight), and one 3 MiB file streamed (chunks of up to 1 MiB in
+  // the pool's own buffers).
+  const files = Array.from({ length: 96 }, (_, i) => pseudoRandom(`file${i}`, 6000 + 150 * i));
+  const large = pseudoRandom('large', 3 * MiB);
+  const putAll = async (db: OuroDB) => {
+    const small = await Promise.all(files.map((v) => db.put(v)));
+    const big = await db.put((async function* () {
+      for (let at = 0; at < large.length; at += 100_000) yield large.subarray(at, at + 100_000);
+    })());
+    for (let i = 0; i < files.length; i++) expect(Buffer.from(await db.get(small[i]!.hash)).equals(files[i]!)).toBe(true);
+    expect(Buffer.from(await db.get(big.hash)).equals(large)).toBe(true);
+  };
+
+  it('seals everything on the main thread below the default 64 MiB', async () => {
+    const dir = tempDir();
+    const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
+    await putAll(db);
+    await db.close();
+    // One prefix, this thread's: no worker sealed anything (before sealInlineBytes, the batches
+    // of small chunks and the large chunks all went to one).
+    expect([...(await sealPrefixes(dir))]).toEqual([nextNonce().subarray(0, 16).toString('hex')]);
+  });
+
+  it('moves sealing to a worker once the handle has sealed sealInlineBytes itself', async () => {
+    const dir = tempDir();
+    const db = await OuroDB.open(dir, { key: crypto.randomBytes(32), sealInlineBytes: 256 * 1024 });
+    await putAll(db);
+    await db.close();
+    const prefixes = await sealPrefixes(dir);
+    expect(prefixes.has(nextNonce().subarray(0, 16).toString('hex'))).toBe(true); // the first 256 KiB
+    expect(prefixes.size).toBeGreaterThan(1); // and a worker's after them
+  });
+});
+
+describe('a cached object record holds its own bytes only', () => {
+  it('decodes a record read as a slice of a larger buffer into memory of its own, parent and prev as views of it', () => {
+    const id = (n: number) => Buffer.alloc(32, n);
+    const encoded = encodeRecord({ type: 'value', size: 3, chunks: [], key: 'tree/a.js', parent: id(1), prev: [id(2), id(3)], created: Date.now(), meta: { type: 'file' }, inline: Buffer.from('abc') });
+    // As lib/read.ts gets a record out of an opened pack: a slice of a larger buffer.
+    const pack = Buffer.alloc(64 * 1024);
+    encoded.copy(pack, 1000);
+    const r = decodeRecord(pack.subarray(1000, 1000 + encoded.length), 'test');
+    expect(r.parent!.equals(id(1))).toBe(true);
+    expect(r.prev.map((p) => p[0])).toEqual([2, 3]);
+    expect(Buffer.from(r.inline!).toString()).toBe('abc');
+    // Every part the record keeps is a view of one buffer exactly the record's size: neither the
+    // pack nor a slab of Node's buffer pool (where a copy under 4 KiB lands) is kept alive by it.
+    for (const part of [r.parent!, ...r.prev, r.inline!]) {
+      expect(part.buffer).not.toBe(pack.buffer);
+      expect(part.buffer.byteLength).toBe(encoded.length);
+    }
+  });
+});
+
+describe('one-shot commands keep V8 young generation small', () => {
+  // In a child process (the setting is process-wide): objects that survive scavenges, as the
+  // objects of 64 files in flight do, make V8 grow its young generation; boundYoungGeneration
+  // (called by withDb) keeps it near the size it starts with. Needs the build (dist/), as the seal
+  // worker does.
+  const support = new URL('../dist/bin/cli/support.js', import.meta.url).pathname;
+  const script = `
+    import v8 from 'node:v8';
+    const { boundYoungGeneration } = await import(${JSON.stringify(support)});
+    if (process.argv[1] === 'bound') boundYoungGeneration();
+    const newSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
+    let max = 0;
+    const live = new Array(100000);
+    for (let i = 0; i < 2000000; i++) {
+      live[i % live.length] = { i, s: 'x' + i };
+      if (i % 10000 === 0) max = Math.max(max, newSpace());
+    }
+    console.log(max);`;
+  const peakNewSpace = (mode: string, env: NodeJS.ProcessEnv = {}) => Number(execFileSync(process.execPath, ['--input-type=module', '-e', script, mode], { env: { ...process.env, ...env } }).toString().trim());
+
+  it('bounds the young generation unless OURO_YOUNG_GENERATION=grow', () => {
+    const bound = peakNewSpace('bound');
+    const grown = peakNewSpace('none');
+    expect(bound).toBeLessThan(16 * MiB);
+    expect(bound * 2).toBeLessThan(grown);
+    expect(peakNewSpace('bound', { OURO_YOUNG_GENERATION: 'grow' }) * 2).toBeGreaterThan(grown);
   });
 });

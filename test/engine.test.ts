@@ -200,7 +200,8 @@ describe('seal pool (chunk ids and sealing on worker threads)', () => {
     // puts are in flight, and so do small chunks (here all of them, under 1 KiB), in batches.
     // Entries sealed on a worker carry its nonce prefix, not the main thread's.
     const tiny = { min: 64, avg: 256, max: 1024 };
-    const big = await openNew(tempDir(), { chunkSizes: tiny });
+    // sealInlineBytes 0: the pool from the first entry (by default a handle seals its first 64 MiB itself).
+    const big = await openNew(tempDir(), { chunkSizes: tiny, sealInlineBytes: 0 });
     const large = Array.from({ length: 12 }, (_, i) => pseudoRandom(`large${i}`, 200_000));
     const lonePut = await big.db.put(pseudoRandom('lone', 6000)); // alone (and not inline): sealed on the main thread
     const hashes = await Promise.all(large.map((v) => big.db.put(v)));
