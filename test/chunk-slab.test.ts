@@ -6,8 +6,7 @@ import { EntryKind } from '../blockstore/format.js';
 import { DatabaseKeys } from '../lib/crypto.js';
 import { openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
-import { NodeVfs, type VfsFile } from '../lib/vfs/index.js';
-import { pseudoRandom, pseudoRandomStream, tempDir } from './helpers.js';
+import { pseudoRandom, pseudoRandomStream, tempDir, vfsWithWritev } from './helpers.js';
 
 describe('ChunkSlab', () => {
   it('never hands out bytes of a slot not given back, whatever the order slots come back in', () => {
@@ -128,33 +127,16 @@ describe('chunks in the slab on their way to disk', () => {
     // the file (checked here), and the entry would fail authentication when read.
     let slabWrites = 0;
     let changed = 0;
-    const slowWrites = (file: VfsFile): VfsFile =>
-      new Proxy(file, {
-        get(target, prop) {
-          if (prop === 'writev') {
-            return async (bufs: Buffer[], position: number) => {
-              const copies = bufs.map((b) => Buffer.from(b));
-              if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
-              await new Promise((r) => setTimeout(r, 10));
-              const n = await target.writev(bufs, position);
-              bufs.forEach((b, i) => {
-                if (!b.equals(copies[i]!)) changed++;
-              });
-              return n;
-            };
-          }
-          const v = Reflect.get(target, prop) as unknown;
-          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-        },
+    const fsWithSlowWrites = vfsWithWritev(async (file, bufs, position) => {
+      const copies = bufs.map((b) => Buffer.from(b));
+      if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
+      await new Promise((r) => setTimeout(r, 10));
+      const n = await file.writev(bufs, position);
+      bufs.forEach((b, i) => {
+        if (!b.equals(copies[i]!)) changed++;
       });
-    const fsWithSlowWrites = new (class extends NodeVfs {
-      override async open(p: string, flags: 'r' | 'r+') {
-        return slowWrites(await super.open(p, flags));
-      }
-      override async create(p: string, options: { exclusive: boolean }) {
-        return slowWrites(await super.create(p, options));
-      }
-    })();
+      return n;
+    });
     const dir = tempDir();
     const key = crypto.randomBytes(32);
     const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
@@ -179,27 +161,10 @@ describe('chunks in the slab on their way to disk', () => {
     // 16 MiB ring would be full after the inline phase and every chunk after it would take a
     // buffer of its own: no block write would come from the slab again.
     let slabWrites = 0;
-    const counting = (file: VfsFile): VfsFile =>
-      new Proxy(file, {
-        get(target, prop) {
-          if (prop === 'writev') {
-            return (bufs: Buffer[], position: number) => {
-              if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
-              return target.writev(bufs, position);
-            };
-          }
-          const v = Reflect.get(target, prop) as unknown;
-          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-        },
-      });
-    const countingFs = new (class extends NodeVfs {
-      override async open(p: string, flags: 'r' | 'r+') {
-        return counting(await super.open(p, flags));
-      }
-      override async create(p: string, options: { exclusive: boolean }) {
-        return counting(await super.create(p, options));
-      }
-    })();
+    const countingFs = vfsWithWritev((file, bufs, position) => {
+      if (bufs.some((b) => b.buffer instanceof SharedArrayBuffer)) slabWrites++;
+      return file.writev(bufs, position);
+    });
     const dir = tempDir();
     const key = crypto.randomBytes(32);
     const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };

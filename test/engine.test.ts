@@ -10,8 +10,8 @@ import { readBlockIndex } from '../blockstore/store.js';
 import { DatabaseKeys, nextNonce } from '../lib/crypto.js';
 import { maybeCompress, openEntry } from '../lib/entry.js';
 import { SealPool } from '../lib/seal-pool.js';
-import { NodeVfs, type VfsFile, nodeVfs } from '../lib/vfs/index.js';
-import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir } from './helpers.js';
+import { nodeVfs } from '../lib/vfs/index.js';
+import { FAST_KDF, blockFiles, fixture, pseudoRandom, pseudoRandomStream, snapshotTree, tempDir, vfsWithWritev } from './helpers.js';
 
 const small = { min: 4096, avg: 16384, max: 65536 };
 const DEFAULT = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
@@ -241,28 +241,11 @@ describe('chunk buffers on their way to disk', () => {
     // chunks into pooled buffers; a buffer handed back before its write finished would be
     // overwritten by a later chunk, and that entry would fail authentication when read.
     let delayed = 0;
-    const slowWrites = (file: VfsFile): VfsFile =>
-      new Proxy(file, {
-        get(target, prop) {
-          if (prop === 'writev') {
-            return async (bufs: Buffer[], position: number) => {
-              delayed++;
-              await new Promise((r) => setTimeout(r, 15));
-              return target.writev(bufs, position);
-            };
-          }
-          const v = Reflect.get(target, prop) as unknown;
-          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-        },
-      });
-    const fsWithSlowWrites = new (class extends NodeVfs {
-      override async open(p: string, flags: 'r' | 'r+') {
-        return slowWrites(await super.open(p, flags));
-      }
-      override async create(p: string, options: { exclusive: boolean }) {
-        return slowWrites(await super.create(p, options));
-      }
-    })();
+    const fsWithSlowWrites = vfsWithWritev(async (file, bufs, position) => {
+      delayed++;
+      await new Promise((r) => setTimeout(r, 15));
+      return file.writev(bufs, position);
+    });
     const dir = tempDir();
     const key = crypto.randomBytes(32);
     const db = await OuroDB.open(dir, { key, chunkSizes: small, fs: fsWithSlowWrites });

@@ -53,6 +53,29 @@ export function blockFiles(dir: string): string[] {
   return fs.readdirSync(root).flatMap((shard) => fs.readdirSync(path.join(root, shard)).map((f) => path.join(root, shard, f)));
 }
 
+/**
+ * The real file system with every file's writev going through `writev` (given the real file), to
+ * delay block writes or look at the buffers handed to them.
+ */
+export function vfsWithWritev(writev: (file: VfsFile, bufs: Buffer[], position: number) => Promise<number>): NodeVfs {
+  const wrap = (file: VfsFile): VfsFile =>
+    new Proxy(file, {
+      get(target, prop) {
+        if (prop === 'writev') return (bufs: Buffer[], position: number) => writev(target, bufs, position);
+        const v = Reflect.get(target, prop) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+  return new (class extends NodeVfs {
+    override async open(p: string, flags: 'r' | 'r+') {
+      return wrap(await super.open(p, flags));
+    }
+    override async create(p: string, options: { exclusive: boolean }) {
+      return wrap(await super.create(p, options));
+    }
+  })();
+}
+
 /** The real file system, counting the bytes read from files (to prove what an operation read). */
 export class CountingVfs extends NodeVfs {
   readBytes = 0;
