@@ -127,7 +127,10 @@ export class Replicator implements ReplicaSource {
     await h.handle('shard-have', (m) => this.#shards.onHave(m));
     if (this.#db) {
       for await (const b of this.#db.blocks()) if (!b.adopted) this.#holders.sealed(b.id);
-      this.#unsubscribe = this.#db.onSealed((b) => {
+      // The push starts as the block is durable under its id, not after its registration: the
+      // writer's recovery registers that very file (wal/recover.ts), so a crash between the two
+      // cannot leave a replica holding a block the writer then seals differently.
+      this.#unsubscribe = this.#db.onSealedDurable((b) => {
         this.#holders.pushStarted(b.id);
         const pushed = transfers.afterSeal(b.id, b.size).finally(() => {
           // A push that failed leaves its block short: settled() now asks for a repair pass.

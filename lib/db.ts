@@ -399,6 +399,16 @@ export class OuroDB {
     return this.#blocks.onSealed(listener);
   }
 
+  /**
+   * Calls `listener` as each block this database seals is durable under its id (its file renamed
+   * into place, the directories fsynced), before the synced index batch that registers it: a
+   * crash from then on leaves recovery to register that same file, so the block may be copied
+   * out already (the cluster's push starts here). Not yet readable through `block(id)`.
+   */
+  onSealedDurable(listener: (block: SealedBlockInfo) => void): () => void {
+    return this.#blocks.onDurable(listener);
+  }
+
   /** Every registered block, in id order. */
   async *blocks(): AsyncGenerator<BlockListing> {
     this.#life.checkOpen();

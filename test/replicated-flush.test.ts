@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AdminServer, type RunInfo } from '../carrier/admin.js';
 import { Node } from '../carrier/node.js';
 import { ProtocolError, UnavailableError } from '../lib/errors.js';
+import { setFailpoint } from '../lib/failpoints.js';
 import { OuroDB } from '../lib/index.js';
 import { waitFor } from './cluster-procs.js';
 import { tempDir } from './helpers.js';
@@ -22,12 +23,13 @@ afterEach(async () => {
 });
 
 /** A writer with a database and a keyless second member, both in this process. */
-async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB }> {
+async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB; key: Buffer }> {
   const root = tempDir();
   const [dirA, dirB] = [path.join(root, 'a'), path.join(root, 'b')];
   await Node.init(dirA, { newCluster: true, config });
-  const db = await OuroDB.open(path.join(dirA, 'db'), { key: crypto.randomBytes(32) });
-  stops.push(() => db.close());
+  const key = crypto.randomBytes(32);
+  const db = await OuroDB.open(path.join(dirA, 'db'), { key });
+  stops.push(() => db.close().catch(() => {}));
   const a = await Node.start({ dir: dirA, db, config });
   stops.push(() => a.stop());
   const { token } = await a.createToken(60_000);
@@ -37,7 +39,7 @@ async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB }> {
   stops.push(() => b.stop());
   await waitFor(() => a.memberViews().some((m) => m.peerId === b.peerId && m.status === 'member' && m.state === 'alive'), 15_000, 'the second member to join');
   await a.replication.idle();
-  return { a, b, db };
+  return { a, b, db, key };
 }
 
 describe('flush({ replicas })', () => {
@@ -133,6 +135,55 @@ describe('flush({ replicas })', () => {
     expect(res.status).toBe(504);
     expect(await res.json()).toMatchObject({ error: { code: 'OURO_TIMEOUT' } });
     expect(sealed.length).toBe(2);
+  });
+});
+
+describe('the push of a sealed block', () => {
+  it('starts once the block is durable under its id, before its registration; recovery registers that very block', async () => {
+    const { a, b, db, key } = await twoMembers();
+    const durable: string[] = [];
+    const off = db.onSealedDurable((block) => {
+      // Not registered yet: the listener runs between the seal's directory fsync and the index batch.
+      expect(db.block(block.id)).toBeUndefined();
+      expect(fs.existsSync(block.path)).toBe(true);
+      durable.push(block.id);
+    });
+    stops.push(async () => off());
+    // The writer fails right before the registration (as if it crashed there): with the push
+    // started only after registration (onSealed), the second member would never get the block.
+    setFailpoint('seal.before-register', () => {
+      throw new Error('injected: stopped before the registration');
+    });
+    try {
+      await db.put(crypto.randomBytes(1024));
+      await expect(db.flush()).rejects.toThrow();
+    } finally {
+      setFailpoint('seal.before-register', undefined);
+    }
+    expect(durable.length).toBe(1);
+    const id = durable[0]!;
+    await waitFor(async () => (await b.replication.held()).some((h) => h.id === id), 15_000, 'the second member to hold the block');
+    // Reopened, the writer's recovery registers the file it made durable: the block b holds.
+    await a.stop();
+    await db.close().catch(() => {});
+    const again = await OuroDB.open(path.join(a.dir, 'db'), { key });
+    stops.push(() => again.close());
+    expect(again.block(id)).toMatchObject({ id, adopted: false });
+  });
+});
+
+describe('a keyless member receiving pushes', () => {
+  it('makes its incoming/ directory again when it was removed from outside (directories are made once per process)', async () => {
+    const { a, b, db } = await twoMembers();
+    await db.put(crypto.randomBytes(1024));
+    await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
+    fs.rmSync(path.join(b.dir, 'replicas', 'incoming'), { recursive: true });
+    const sealed: string[] = [];
+    const off = db.onSealed((block) => sealed.push(block.id));
+    stops.push(async () => off());
+    await db.put(crypto.randomBytes(1024));
+    await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
+    expect([...(a.replication.holdersOf(sealed[0]!) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
   });
 });
 

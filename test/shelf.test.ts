@@ -1,12 +1,15 @@
 /**
  * A keyless node's shelf (carrier/shelf.ts, DirShelf): what it lists, and the pages of
- * block-list, which ask for the blocks after the last id of the page before.
+ * block-list, which ask for the blocks after the last id of the page before; and what it keeps.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { blockIndexOf, readBlockIndex } from '../blockstore/store.js';
 import { DirShelf } from '../carrier/shelf.js';
+import { OuroDB } from '../lib/index.js';
+import { nodeVfs } from '../lib/vfs/vfs.js';
 import { tempDir } from './helpers.js';
 
 async function collect(it: AsyncIterable<{ id: string; size: number }>): Promise<Array<{ id: string; size: number }>> {
@@ -44,5 +47,53 @@ describe('DirShelf.list', () => {
       after = page[page.length - 1]!;
     }
     expect(paged).toEqual(held);
+  });
+});
+
+describe('DirShelf.keep', () => {
+  /** Two sealed blocks of a database: their files' bytes. */
+  async function twoBlocks(): Promise<Buffer[]> {
+    const db = await OuroDB.open(path.join(tempDir(), 'db'), { key: crypto.randomBytes(32) });
+    try {
+      for (let i = 0; i < 2; i++) {
+        await db.put(crypto.randomBytes(1024));
+        await db.flush();
+      }
+      const out: Buffer[] = [];
+      for await (const b of db.blocks()) out.push(fs.readFileSync(db.blockPath(b.id)));
+      return out;
+    } finally {
+      await db.close();
+    }
+  }
+  const idOf = async (bytes: Buffer) => (await blockIndexOf(bytes, 'mem')).id.toString('hex');
+
+  it('reads the index from the bytes it is handed (no read back), the same index as from the file', async () => {
+    const [a, b] = await twoBlocks();
+    const shelf = new DirShelf(tempDir());
+    const staging = await shelf.staging(await idOf(a!));
+    fs.writeFileSync(staging, a!);
+    expect(await blockIndexOf(a!, staging)).toEqual(await readBlockIndex(nodeVfs, staging));
+    // Handed the bytes of another block, the check goes by them: refused, though the file is good.
+    await expect(shelf.keep(staging, await idOf(a!), undefined, b!)).rejects.toMatchObject({ code: 'OURO_CORRUPTION' });
+    expect(fs.existsSync(staging)).toBe(false);
+    const again = await shelf.staging(await idOf(a!));
+    fs.writeFileSync(again, a!);
+    expect(await shelf.keep(again, await idOf(a!), undefined, a!)).toBe(true);
+    expect(fs.readFileSync(shelf.path(await idOf(a!)))).toEqual(a!);
+  });
+
+  it('makes a block directory removed from outside again (directories are made once per process)', async () => {
+    const [a] = await twoBlocks();
+    const id = await idOf(a!);
+    const shelf = new DirShelf(tempDir());
+    const first = await shelf.staging(id);
+    fs.writeFileSync(first, a!);
+    expect(await shelf.keep(first, id, undefined, a!)).toBe(true);
+    fs.rmSync(path.join(shelf.root, 'blocks'), { recursive: true });
+    const second = await shelf.staging(id);
+    fs.writeFileSync(second, a!);
+    expect(await shelf.keep(second, id, undefined, a!)).toBe(true);
+    expect(fs.readFileSync(shelf.path(id))).toEqual(a!);
   });
 });

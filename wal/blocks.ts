@@ -96,6 +96,7 @@ export class BlockSet {
   /** File cache name and path of sealed blocks by seq (the hot read path builds them once). */
   readonly #blockFiles = new Map<number, [string, string]>();
   readonly #sealedListeners = new Set<(block: SealedBlockInfo) => void>();
+  readonly #durableListeners = new Set<(block: SealedBlockInfo) => void>();
 
   constructor(store: BlockStore, index: IndexStore, live: Liveness, nextSeq: number, opts: BlockSetOptions) {
     this.#store = store;
@@ -252,11 +253,16 @@ export class BlockSet {
     if (block.rows.length === 0) return this.#dropEmpty(block);
     const sealed = await block.seal(this.#store);
     this.files.alias(openName(block.seq), blockName(sealed.id));
+    // Seal steps 1-4 are done: the block is durable under its id, and a crash from here on leaves
+    // it to recovery, which registers this very file (blockstore/store.ts). Its holders need not
+    // wait for step 5 (the synced index batch) to start on it.
+    const durable: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
+    for (const listener of this.#durableListeners) listener(durable);
+    failpoint('seal.before-register');
     await this.register(sealed, block.rows.length, block.entryBytes);
     this.files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
-    const info: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
-    for (const listener of this.#sealedListeners) listener(info);
+    for (const listener of this.#sealedListeners) listener(durable);
   }
 
   /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
@@ -362,6 +368,12 @@ export class BlockSet {
   onSealed(listener: (block: SealedBlockInfo) => void): () => void {
     this.#sealedListeners.add(listener);
     return () => this.#sealedListeners.delete(listener);
+  }
+
+  /** Calls `listener` as each block sealed here is durable under its id, before its registration (see #seal). */
+  onDurable(listener: (block: SealedBlockInfo) => void): () => void {
+    this.#durableListeners.add(listener);
+    return () => this.#durableListeners.delete(listener);
   }
 
   /**
