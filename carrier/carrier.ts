@@ -441,10 +441,15 @@ export class Carrier {
   }
 }
 
-/** `p`, or the signal's reason if it fires first (`p` goes on; its failure is left handled). */
+/**
+ * `p`, or the signal's reason if it fires first (`p` goes on; its failure is left handled).
+ * Handled before anything else: a request made while the carrier stops (a node's background loop)
+ * comes here with its signal already fired and a session dial that fails with 'carrier stopped';
+ * left unhandled, that rejection would end an embedding application by Node's default.
+ */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
   p.catch(() => {});
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });

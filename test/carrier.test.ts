@@ -118,6 +118,35 @@ describe('carrier over QUIC between processes', () => {
     expect(await c.request(server.address, protocolId('echo'), 1)).toMatchObject({ echo: 1 });
   });
 
+  it('stopping while requests are in flight, and requests made while or after it stops, leave no rejection unhandled', async () => {
+    // A node's background loops (heartbeats, repair) keep calling request() while the node
+    // stops. Such a request's signal has already fired; the session dial it still started
+    // (after stop() dropped the sessions) failed with 'carrier stopped' and nobody listened:
+    // an unhandled rejection, which ends an embedding application by Node's default.
+    const unhandled: unknown[] = [];
+    const note = (err: unknown) => unhandled.push(err);
+    process.on('unhandledRejection', note);
+    try {
+      const server = await startServer();
+      const c = await client();
+      expect(await c.request(server.address, protocolId('echo'), 'warm')).toMatchObject({ echo: 'warm' });
+      // Each request's own outcome is taken at once (it fails: the carrier stops under it).
+      const ask = () => c.request(server.address, protocolId('delay'), { ms: 1000 }).then(() => 'answered', (err: unknown) => err);
+      const inFlight = Array.from({ length: 5 }, ask);
+      const stopped = c.stop();
+      const during = Array.from({ length: 5 }, ask);
+      await stopped;
+      const after = Array.from({ length: 5 }, ask);
+      const outcomes = await Promise.all([...inFlight, ...during, ...after]);
+      expect(outcomes.every((o) => o instanceof Error)).toBe(true);
+      // Unhandled rejections are reported after the microtask queue drains: give them the chance.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(unhandled.map((e) => (e instanceof Error ? e.message : String(e)))).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', note);
+    }
+  });
+
   it('unknown protocols, refused peers, and malformed or oversized frames get clean errors; the server lives on', async () => {
     const allowed = await client();
     const server = await startServer({ ALLOW: allowed.peerId });
