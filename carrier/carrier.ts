@@ -423,7 +423,10 @@ export class Carrier {
     // restarted on a new port) fails as fast as the request would, and the next request dials
     // the addresses known by then instead of waiting behind it.
     const dialSignal = AbortSignal.any([this.#stopping.signal, AbortSignal.timeout(timeoutMs)]);
-    const opened = this.node.dialProtocol(target(peer), SESSION_PROTOCOL, { signal: dialSignal, runOnLimitedConnection: true }).then((stream) => new ClientSession(stream, this.#maxFrameBytes));
+    // dial, then newStream (what dialProtocol does), to keep the connection: the session asks its
+    // status before each request (ClientSession).
+    const options = { signal: dialSignal, runOnLimitedConnection: true };
+    const opened = this.node.dial(target(peer), options).then(async (connection) => new ClientSession(await connection.newStream(SESSION_PROTOCOL, options), this.#maxFrameBytes, connection));
     this.#sessions.set(key, opened);
     const forget = () => {
       if (this.#sessions.get(key) === opened) this.#sessions.delete(key);

@@ -10,7 +10,7 @@
  * check (and the carrier's rate limit first); a refused one gets its OURO_REFUSED (or
  * OURO_RATE_LIMITED) reply and the whole session is closed, as a refused stream is. A malformed frame closes the session with OURO_PROTOCOL for every request on it.
  */
-import type { Stream } from '@libp2p/interface';
+import type { Connection, Stream } from '@libp2p/interface';
 import { OuroError, ProtocolError, RefusedError, errorText } from '../lib/errors.js';
 import { type Reply, decodeFrames, encodeFrame, errorReply, refusal } from './frames.js';
 import { UnsentError, send } from './send.js';
@@ -103,6 +103,7 @@ interface Waiting {
 /** The requesting side: one session to one peer, shared by every request to it. */
 export class ClientSession {
   readonly #stream: Stream;
+  readonly #connection: Pick<Connection, 'status'> | undefined;
   readonly #writer: Writer;
   readonly #waiting = new Map<number, Waiting>();
   #nextId = 1;
@@ -110,8 +111,16 @@ export class ClientSession {
   #retired = false;
   readonly done: Promise<void>;
 
-  constructor(stream: Stream, maxFrameBytes: number) {
+  /**
+   * `connection`: the connection under `stream`. A connection aborted on this side (a lost
+   * connection libp2p noticed, or an operator's abort) is known at once from its status, while
+   * the stream may learn of it only when it next reads: a frame sent meanwhile would be accepted
+   * into a stream whose transport is gone, and its request fail as "closed by the peer" although
+   * it never left.
+   */
+  constructor(stream: Stream, maxFrameBytes: number, connection?: Pick<Connection, 'status'>) {
     this.#stream = stream;
+    this.#connection = connection;
     this.#writer = new Writer(stream);
     // Read from the start: libp2p 3 signals a remote close only to readers already listening.
     this.done = (async () => {
@@ -139,7 +148,11 @@ export class ClientSession {
 
   /** Closed, or retired: either way it takes no new request. */
   get closed(): boolean {
-    return this.#closed !== undefined || this.#retired;
+    return this.#closed !== undefined || this.#retired || this.#connectionGone;
+  }
+
+  get #connectionGone(): boolean {
+    return this.#connection !== undefined && this.#connection.status !== 'open';
   }
 
   /**
@@ -173,6 +186,10 @@ export class ClientSession {
   async request(protocol: string, frameOf: (id: number) => Uint8Array, signal: AbortSignal): Promise<Reply> {
     if (this.#closed) throw new UnsentError(this.#closed);
     if (this.#retired) throw new UnsentError(new ProtocolError('session closed'));
+    if (this.#connectionGone) {
+      this.#retired = true;
+      throw new UnsentError(new ProtocolError(`session's connection is ${this.#connection!.status}`));
+    }
     const id = this.#nextId++;
     const reply = new Promise<Reply>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
     reply.catch(() => {}); // awaited below unless the write fails first
