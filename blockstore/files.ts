@@ -128,18 +128,29 @@ export class FileCache {
   }
 
   /**
+   * Reads now, synchronously, when `name`'s handle is open and the read is small (see #readSync);
+   * else undefined, and the caller takes `read`. Into `into` when given (it must hold `length`
+   * bytes): a caller that consumes the bytes before anything else runs reads without allocating.
+   */
+  readNow(name: string, path: string, offset: number, length: number, into?: Buffer): Buffer | undefined {
+    const open = this.#slots.get(name);
+    if (!open || length > SYNC_READ_MAX_BYTES || (into && into.length < length)) return undefined;
+    return this.#readSync(name, open, path, offset, length, into);
+  }
+
+  /**
    * Small reads are synchronous preads on the cached descriptor, as LevelDB's getSync reads its
    * own files: from the page cache that costs a few microseconds, where a round trip through the
    * thread pool costs several times more main-thread time than the read itself. Large reads (chunks)
    * stay asynchronous so that a cold disk never stalls the event loop for long.
    */
-  #readSync(name: string, slot: Slot, path: string, offset: number, length: number): Buffer {
+  #readSync(name: string, slot: Slot, path: string, offset: number, length: number, into?: Buffer): Buffer {
     if (this.#slots.get(name) === slot) {
       // refresh LRU position
       this.#slots.delete(name);
       this.#slots.set(name, slot);
     }
-    const buf = Buffer.allocUnsafeSlow(length);
+    const buf = into ?? Buffer.allocUnsafeSlow(length);
     let done = 0;
     try {
       while (done < length) {
@@ -152,7 +163,7 @@ export class FileCache {
     } finally {
       this.#evict();
     }
-    return done === length ? buf : buf.subarray(0, done);
+    return done === length && !into ? buf : buf.subarray(0, done);
   }
 
   #evict(): void {

@@ -160,9 +160,10 @@ export function xchachaOpen(key: AeadKey, nonce: Uint8Array, sealed: Uint8Array,
 export function xchachaDecryptRange(key: AeadKey, nonce: Uint8Array, position: number, data: Uint8Array): Buffer {
   if (nonce.byteLength !== NONCE_BYTES) throw new RangeError('nonce must be 24 bytes');
   // node's chacha20 takes a 16-byte IV: the 32-bit little-endian block counter, then the 12-byte IETF nonce.
-  const iv = Buffer.alloc(16);
+  const iv = Buffer.allocUnsafe(16);
   iv.writeUInt32LE(1 + Math.floor(position / 64), 0);
-  ietfNonce(nonce).copy(iv, 4);
+  iv.writeUInt32LE(0, 4);
+  iv.set(nonce.subarray(16, 24), 8);
   const decipher = crypto.createDecipheriv('chacha20', key.subkey(nonce), iv);
   const skip = position % 64;
   if (skip > 0) decipher.update(Buffer.alloc(skip));

@@ -232,8 +232,9 @@ export class OuroDB {
     if (landing) await landing;
     const head = this.#heads.newestHead(keyBytes(key));
     if (!head || head.tombstone) throw new NotFoundError(`no value under key ${JSON.stringify(key)}${head ? ' (deleted)' : ''}`);
-    // A cached record (a value read or put lately) is taken without a promise of its own.
-    const record = this.#reader.cached(head.hash) ?? (await this.#reader.record(head.hash));
+    // A cached record (a value read or put lately), or one read cold from an open block file, is
+    // taken without a promise of its own (Reader.recordNow).
+    const record = this.#reader.recordNow(head.hash) ?? (await this.#reader.record(head.hash));
     // A copy, as get and stream give: the record cache holds the record, and the caller may
     // change what it got.
     if (record.inline) return copyOf(record.inline);
@@ -593,7 +594,7 @@ export class OuroDB {
     const id = parseHash(hash);
     const landing = this.#landed.object(id);
     if (landing) await landing;
-    const record = await this.#reader.record(id);
+    const record = this.#reader.recordNow(id) ?? (await this.#reader.record(id));
     yield* this.#reader.stream(record, undefined, r && { start: Math.min(r.start, record.size), end: Math.min(r.end, record.size) });
   }
 

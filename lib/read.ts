@@ -16,6 +16,7 @@ import { type DatabaseKeys, freeNow, xchachaDecryptRange } from './crypto.js';
 import { openEntry } from './entry.js';
 import { CorruptionError, NotFoundError } from './errors.js';
 import { type OpenedPack, PackCache, type PackSlot, decodePack, recordInPack } from './pack.js';
+import { type KeptHeader, PackHeaders } from './pack-headers.js';
 import { type ObjectRecord, decodeRecord } from './record.js';
 import { RecordCache } from './record-cache.js';
 
@@ -28,8 +29,11 @@ import { RecordCache } from './record-cache.js';
  */
 const ONE_READ_GAP_BYTES = 4096;
 
-/** Pack entry headers kept (Reader.#packHeaders): ~200 bytes each, first in first out. */
-const PACK_HEADERS_KEPT = 1024;
+/** Pack entry headers kept (Reader.#packHeaders): ~100 bytes each, each standing for its pack's records (lib/pack-headers.ts). */
+const PACK_HEADERS_KEPT = 8192;
+
+/** The largest slice `recordNow` reads into its scratch buffer: a pack is ~16 KiB (lib/write.ts PACK_MAX_BYTES). */
+const SCRATCH_BYTES = 32 * 1024;
 
 /** Chunks read ahead while streaming a value out. */
 const READ_AHEAD = 4;
@@ -53,12 +57,12 @@ export class Reader {
   readonly #packCache = new PackCache();
   /**
    * Entry headers of uncompressed packs (their nonce and lengths) by `seq@offset`, so a cold read
-   * of a record whose pack was read before is one pread of the record's own bytes. An entry at a
-   * block seq and offset named by the index never changes (sealing renames the file, gc writes
-   * new seqs, a rebuild clears this); and a header that were wrong anyway would only make the
-   * record fail its HMAC, on which it is dropped and read again (#readPackedSlice).
+   * of a record whose pack was read before is one pread of the record's own bytes (see
+   * lib/pack-headers.ts for why a kept header is safe to use).
    */
-  readonly #packHeaders = new Map<string, EntryHeader>();
+  readonly #packHeaders = new PackHeaders(PACK_HEADERS_KEPT);
+  /** Where recordNow reads the ciphertext it decrypts at once (allocated at its first use). */
+  #scratch: Buffer | undefined;
   /** Compressed packs being read and opened, by `file@offset`: concurrent reads share one (#readAt). */
   readonly #packsOpening = new Map<string, Promise<OpenedPack>>();
 
@@ -147,9 +151,86 @@ export class Reader {
     return this.#readRecord(hash, hex, snapshot);
   }
 
-  /** The record if the record cache holds it, at once; else undefined (then `record` reads it). */
-  cached(hash: Buffer): ObjectRecord | undefined {
-    return this.#recordCache.get(toHex(hash));
+  /**
+   * The record at once, without a promise, when that can be done synchronously: from the record
+   * cache, or read cold from a record's own entry or an uncompressed pack in a block file whose
+   * handle is open (or a compressed pack the pack cache holds). Otherwise undefined, and also on
+   * any failure: then `record` reads it and decides the error (a record gc moved since the index
+   * was read, a block fetched from the cluster, damage) exactly as before, so this path can only
+   * succeed where `record` would have, with the same bytes authenticated the same way.
+   * Why: every step of a cold read was synchronous already (getSync, a pread of the page cache,
+   * the cipher, the HMAC), but chained through six async functions and their promises, and the
+   * ciphertext read into a fresh buffer each time; here it goes into a scratch buffer consumed
+   * before anything else runs (docs/performance.md, branch get-sync).
+   */
+  recordNow(hash: Buffer): ObjectRecord | undefined {
+    const hex = toHex(hash);
+    const cached = this.#recordCache.get(hex);
+    if (cached) return cached;
+    try {
+      const locBytes = this.#index.get(keys.object(hash));
+      if (locBytes === undefined) return undefined;
+      const loc = decodeLocation(locBytes);
+      const [name, file] = this.#blocks.fileOf(loc);
+      let plain: Buffer | undefined;
+      if (!loc.slot) {
+        const bytes = this.#blocks.files.readNow(name, file, loc.offset, loc.length, this.#scratchBuffer());
+        if (bytes?.length !== loc.length) return undefined;
+        plain = openEntry(this.#keys.data, bytes, { id: hash, kind: EntryKind.Object }, file, loc.offset);
+      } else if ((loc.flags & FLAG_ZSTD) === 0) {
+        plain = this.#packedSliceNow(name, file, loc, hash, loc.slot);
+      } else {
+        const pack = this.#packCache.get(file, loc.offset);
+        if (pack) plain = Buffer.from(recordInPack(pack.plain, pack.records, hash, loc.slot, `${file}@${loc.offset}`));
+      }
+      if (!plain) return undefined;
+      const record = decodeRecord(plain, hex);
+      this.#recordCache.set(hex, record, plain.length, this.#recordCache.generation);
+      return record;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #scratchBuffer(): Buffer {
+    return (this.#scratch ??= Buffer.allocUnsafeSlow(SCRATCH_BYTES));
+  }
+
+  /**
+   * #readPackedSlice done synchronously into the scratch buffer (see recordNow), or undefined
+   * where that one would read asynchronously, throw or retry. The cipher's output is a buffer of
+   * its own, so the scratch is free again once this returns.
+   */
+  #packedSliceNow(name: string, file: string, loc: Location, id: Buffer, slot: PackSlot): Buffer | undefined {
+    const from = slot.offset - (slot.offset % 64);
+    const cipherLength = slot.offset + slot.length - from;
+    const headerKey = `${loc.seq}@${loc.offset}`;
+    const scratch = this.#scratchBuffer();
+    const files = this.#blocks.files;
+    let h: KeptHeader | undefined = this.#packHeaders.get(headerKey);
+    const known = h !== undefined;
+    let cipher: Buffer | undefined;
+    if (h) {
+      cipher = files.readNow(name, file, loc.offset + ENTRY_HEADER_BYTES + from, cipherLength, scratch);
+    } else if (ENTRY_HEADER_BYTES + from <= ONE_READ_GAP_BYTES) {
+      const both = files.readNow(name, file, loc.offset, ENTRY_HEADER_BYTES + from + cipherLength, scratch);
+      if (both?.length !== ENTRY_HEADER_BYTES + from + cipherLength) return undefined;
+      h = readEntryHeader(both, 0, file, loc.offset); // copies the nonce out of the scratch
+      cipher = both.subarray(ENTRY_HEADER_BYTES + from);
+    } else {
+      // The header goes at the scratch's end, the ciphertext at its start.
+      if (cipherLength > SCRATCH_BYTES - ENTRY_HEADER_BYTES) return undefined;
+      const headerBytes = files.readNow(name, file, loc.offset, ENTRY_HEADER_BYTES, scratch.subarray(SCRATCH_BYTES - ENTRY_HEADER_BYTES));
+      if (headerBytes?.length !== ENTRY_HEADER_BYTES) return undefined;
+      h = readEntryHeader(headerBytes, 0, file, loc.offset);
+      cipher = files.readNow(name, file, loc.offset + ENTRY_HEADER_BYTES + from, cipherLength, scratch);
+    }
+    if (cipher?.length !== cipherLength) return undefined;
+    if (h.kind !== EntryKind.Pack || h.flags !== loc.flags || ENTRY_HEADER_BYTES + h.payloadLength !== loc.length || slot.offset + slot.length > h.plainLength) return undefined;
+    const plain = xchachaDecryptRange(this.#keys.data, h.nonce, from, cipher).subarray(slot.offset - from);
+    if (!this.#keys.objectId(plain).equals(id)) return undefined;
+    if (!known) this.#packHeaders.set(headerKey, h);
+    return plain;
   }
 
   async #readRecord(hash: Buffer, hex: string, snapshot?: Snapshot): Promise<ObjectRecord> {
@@ -264,7 +345,7 @@ export class Reader {
     const where = () => ({ file, offset: loc.offset, id: toHex(id) });
     const headerKey = `${loc.seq}@${loc.offset}`;
     const known = useKnown ? this.#packHeaders.get(headerKey) : undefined;
-    let h: EntryHeader;
+    let h: KeptHeader;
     let cipher: Buffer;
     if (known) {
       h = known;
@@ -300,7 +381,6 @@ export class Reader {
       throw new CorruptionError(`${file}@${loc.offset}: record ${toHex(id)} in its pack does not hash to its id`, { location: where() });
     }
     if (!known) {
-      if (this.#packHeaders.size >= PACK_HEADERS_KEPT) this.#packHeaders.delete(this.#packHeaders.keys().next().value!);
       this.#packHeaders.set(headerKey, h);
     }
     return plain;

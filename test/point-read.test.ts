@@ -129,6 +129,44 @@ describe('point reads', () => {
     }
   });
 
+  it('a cold read of a small record is done at once, into one buffer reused from read to read', async () => {
+    // Reader.recordNow: the ciphertext of a record read cold from an open block file goes into
+    // the reader's scratch buffer and is decrypted before anything else runs, instead of into a
+    // fresh buffer per pread behind a chain of promises.
+    class BufferNoting extends NodeVfs {
+      readonly buffers = new Set<ArrayBufferLike>();
+      preads = 0;
+      override async open(p: string, flags: 'r' | 'r+'): Promise<VfsFile> {
+        const file = await super.open(p, flags);
+        return { ...file, readSync: (buf, offset, length, position) => (this.preads++, this.buffers.add(buf.buffer), file.readSync(buf, offset, length, position)), read: file.read.bind(file), writev: file.writev.bind(file), datasync: file.datasync.bind(file), sync: file.sync.bind(file), truncate: file.truncate.bind(file), size: file.size.bind(file), close: file.close.bind(file) };
+      }
+    }
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const first = await OuroDB.open(dir, { key });
+    // Random values put together share uncompressed packs; the lone last one is an entry of its own.
+    const values = Array.from({ length: 48 }, (_, i) => crypto.randomBytes(200 + i * 40));
+    await Promise.all(values.map((v, i) => first.put(v, { key: `k${i}` })));
+    const lone = crypto.randomBytes(3000);
+    await first.put(lone, { key: 'lone' });
+    await first.close();
+    const fs = new BufferNoting();
+    const db = await OuroDB.open(dir, { key, fs, recordCacheBytes: 0 });
+    try {
+      expect(Buffer.from(await db.getByKey('k0')).equals(values[0]!)).toBe(true); // opens the block file
+      fs.buffers.clear();
+      fs.preads = 0;
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < values.length; i++) expect(Buffer.from(await db.getByKey(`k${i}`)).equals(values[i]!)).toBe(true);
+        expect(Buffer.from(await db.getByKey('lone')).equals(lone)).toBe(true);
+      }
+      expect(fs.preads).toBeGreaterThanOrEqual(2 * (values.length + 1));
+      expect(fs.buffers.size).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('a record damaged on disk after its pack header was kept is still a corruption error', async () => {
     const dir = tempDir();
     const key = crypto.randomBytes(32);
