@@ -126,7 +126,11 @@ export class Replicator implements ReplicaSource {
     await h.handleStream('shard-get', (stream) => this.#shards.onGet(stream));
     await h.handle('shard-have', (m) => this.#shards.onHave(m));
     if (this.#db) {
-      for await (const b of this.#db.blocks()) if (!b.adopted) this.#holders.sealed(b.id);
+      // Subscribed before the registered blocks are listed, so that no seal falls between the
+      // two: one durable before the subscription and registered after the listing began is
+      // reported by the subscription itself (OuroDB.onSealedDurable). Listing first left a block
+      // sealed meanwhile unknown to Holders (a flush({ replicas }) did not wait for it) and
+      // unpushed until a repair pass found it.
       // The push starts as the block is durable under its id, not after its registration: the
       // writer's recovery registers that very file (wal/recover.ts), so a crash between the two
       // cannot leave a replica holding a block the writer then seals differently.
@@ -138,6 +142,8 @@ export class Replicator implements ReplicaSource {
         });
         this.#ctx.track(pushed);
       });
+      // A block reported by the subscription too is known already, with its confirmations.
+      for await (const b of this.#db.blocks()) if (!b.adopted && !this.#holders.holdersOf(b.id)) this.#holders.sealed(b.id);
       this.#db.setReplicaSource(this);
     }
     repair.startLoop();

@@ -318,6 +318,16 @@ async function stagingIn(dir: string, id: string): Promise<string> {
   return path.join(dir, `${id}.${crypto.randomBytes(6).toString('hex')}.part`);
 }
 
+/**
+ * A shelf's list asks the file system about this many blocks at once (a keyless shelf: the
+ * blocks of one fan-out directory). Asked one at a time, each call waited its turn on libuv's
+ * thread pool behind the fsyncs of pushes and seals, and on a loaded machine a block-list page
+ * of a few hundred blocks outlived the 3 s a repair pass gives it (docs/performance.md, "Two
+ * replication tests in clean-clone CI"): the keyed members then indexed nothing that member
+ * held, pass after pass.
+ */
+const LIST_RUN = 64;
+
 /** Blocks of a keyless node: `<dir>/replicas/blocks/<2 hex>/<id>.blk`. */
 export class DirShelf implements Shelf {
   readonly root: string;
@@ -377,17 +387,14 @@ export class DirShelf implements Shelf {
     const shards = await nodeVfs.readdir(base).catch(() => [] as string[]);
     for (const shard of shards.sort()) {
       if (!/^[0-9a-f]{2}$/.test(shard) || shard < after.slice(0, 2)) continue;
+      const ids: string[] = [];
       for (const name of (await nodeVfs.readdir(path.join(base, shard)).catch(() => [] as string[])).sort()) {
         const m = /^([0-9a-f]{64})\.blk$/.exec(name);
-        if (!m || m[1]! <= after || gone.has(m[1]!)) continue;
-        const handle = await nodeVfs.open(path.join(base, shard, name), 'r').catch(() => undefined);
-        if (!handle) continue;
-        try {
-          yield { id: m[1]!, size: await handle.size() };
-        } finally {
-          await handle.close().catch(() => {});
-        }
+        if (m && m[1]! > after && !gone.has(m[1]!)) ids.push(m[1]!);
       }
+      // One stat per block, a directory's asked at once (see LIST_RUN); a file gone meanwhile is skipped.
+      const sizes = await Promise.all(ids.map((id) => fs.promises.stat(this.path(id)).then((st) => st.size, () => undefined)));
+      for (let i = 0; i < ids.length; i++) if (sizes[i] !== undefined) yield { id: ids[i]!, size: sizes[i]! };
     }
   }
 
@@ -458,7 +465,20 @@ export class DbShelf implements Shelf {
   }
 
   async *list(after = ''): AsyncIterable<HeldBlock> {
-    for await (const b of this.db.blocks()) if (b.id > after && (await exists(this.path(b.id)))) yield { id: b.id, size: b.size };
+    // Which registered blocks are kept here is asked LIST_RUN at a time (see LIST_RUN).
+    const kept = async (run: HeldBlock[]) => {
+      const here = await Promise.all(run.map((b) => exists(this.path(b.id))));
+      return run.filter((_, i) => here[i]);
+    };
+    let run: HeldBlock[] = [];
+    for await (const b of this.db.blocks()) {
+      if (b.id <= after) continue;
+      run.push({ id: b.id, size: b.size });
+      if (run.length < LIST_RUN) continue;
+      yield* await kept(run);
+      run = [];
+    }
+    if (run.length > 0) yield* await kept(run);
   }
 
   staging(id: string): Promise<string> {

@@ -405,6 +405,8 @@ export class OuroDB {
    * into place, the directories fsynced), before the synced index batch that registers it: a
    * crash from then on leaves recovery to register that same file, so the block may be copied
    * out already (the cluster's push starts here). Not yet readable through `block(id)`.
+   * A block durable and not yet registered when `listener` subscribes is reported to it at once,
+   * during this call: a subscriber that then lists `blocks()` misses no block.
    */
   onSealedDurable(listener: (block: SealedBlockInfo) => void): () => void {
     return this.#blocks.onDurable(listener);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AdminServer, type RunInfo } from '../carrier/admin.js';
 import { Node } from '../carrier/node.js';
-import { ProtocolError, UnavailableError } from '../lib/errors.js';
+import { DiskFullError, ProtocolError, UnavailableError } from '../lib/errors.js';
 import { setFailpoint } from '../lib/failpoints.js';
 import { OuroDB } from '../lib/index.js';
 import { waitFor } from './cluster-procs.js';
@@ -22,14 +22,18 @@ afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
 });
 
-/** A writer with a database and a keyless second member, both in this process. */
-async function twoMembers(): Promise<{ a: Node; b: Node; db: OuroDB; key: Buffer }> {
+/**
+ * A writer with a database and a keyless second member, both in this process. `beforeStart`
+ * runs on the database before the writer's node starts with it.
+ */
+async function twoMembers(beforeStart?: (db: OuroDB) => void): Promise<{ a: Node; b: Node; db: OuroDB; key: Buffer }> {
   const root = tempDir();
   const [dirA, dirB] = [path.join(root, 'a'), path.join(root, 'b')];
   await Node.init(dirA, { newCluster: true, config });
   const key = crypto.randomBytes(32);
   const db = await OuroDB.open(path.join(dirA, 'db'), { key });
   stops.push(() => db.close().catch(() => {}));
+  beforeStart?.(db);
   const a = await Node.start({ dir: dirA, db, config });
   stops.push(() => a.stop());
   const { token } = await a.createToken(60_000);
@@ -169,6 +173,88 @@ describe('the push of a sealed block', () => {
     const again = await OuroDB.open(path.join(a.dir, 'db'), { key });
     stops.push(() => again.close());
     expect(again.block(id)).toMatchObject({ id, adopted: false });
+  });
+});
+
+describe('the seal subscription of a starting node', () => {
+  it('misses no block sealed while the node lists the blocks registered before it started', async () => {
+    // The node lists the database's registered blocks as it starts; a block sealed right after
+    // that listing read the index (here: as it ends) was lost between the listing and the
+    // subscription to seals, when the node listed first: unknown to the holders (a flush with
+    // replicas did not wait for it) and pushed only when a repair pass came across it (this
+    // file's repair interval is an hour).
+    let sealedDuringListing: string | undefined;
+    const { a, b } = await twoMembers((db) => {
+      const list = db.blocks.bind(db);
+      // Once: the replicator's start is the first to list (Node.start), later listings are plain.
+      db.blocks = async function* () {
+        db.blocks = list;
+        yield* list();
+        const off = db.onSealed((block) => (sealedDuringListing = block.id));
+        await db.put(crypto.randomBytes(1024));
+        await db.flush();
+        off();
+      };
+    });
+    const id = sealedDuringListing!;
+    expect(id).toBeDefined();
+    expect(a.replication.holdersOf(id)).toBeDefined();
+    await a.db!.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
+    expect([...(a.replication.holdersOf(id) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
+    expect((await b.replication.held()).map((h) => h.id)).toContain(id);
+  });
+
+  it('reports a block durable and not yet registered to a listener that subscribes meanwhile', async () => {
+    const db = await OuroDB.open(path.join(tempDir(), 'db'), { key: crypto.randomBytes(32) });
+    stops.push(() => db.close());
+    const late: string[] = [];
+    let offLate: (() => void) | undefined;
+    // The first listener runs between the seal's last directory fsync and its registration:
+    // a second one subscribing there is told of that block at once.
+    const off = db.onSealedDurable((block) => {
+      offLate = db.onSealedDurable((b) => late.push(b.id));
+      expect(late).toEqual([block.id]);
+    });
+    await db.put(crypto.randomBytes(1024));
+    await db.flush();
+    off();
+    offLate?.();
+    expect(late).toHaveLength(1);
+    expect(db.block(late[0]!)).toMatchObject({ id: late[0], adopted: false });
+  });
+});
+
+describe('a seal whose registration ran out of disk space', () => {
+  it('is registered when tried again, under the id it was pushed with, and reported durable once', async () => {
+    const { a, b, db } = await twoMembers();
+    const durable: string[] = [];
+    const off = db.onSealedDurable((block) => durable.push(block.id));
+    stops.push(async () => off());
+    // The registration's synced index batch fails once for lack of space (as LevelDB reports it).
+    let fail = true;
+    setFailpoint('seal.before-register', () => {
+      if (!fail) return;
+      fail = false;
+      throw new DiskFullError('injected: no space left for the registration');
+    });
+    try {
+      await db.put(crypto.randomBytes(1024));
+      const err = await db.flush().catch((e: unknown) => e);
+      expect((err as DiskFullError).code).toBe('OURO_DISK_FULL');
+      expect(durable).toHaveLength(1);
+      expect(db.block(durable[0]!)).toBeUndefined();
+      // Tried again (flush rotates, which retries a seal a full disk stopped): registration
+      // only. Sealing again renamed an open file already renamed away, and the handle failed.
+      await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
+    } finally {
+      setFailpoint('seal.before-register', undefined);
+    }
+    expect(durable).toHaveLength(1);
+    const id = durable[0]!;
+    expect(db.block(id)).toMatchObject({ id, adopted: false });
+    expect([...(a.replication.holdersOf(id) ?? [])].sort()).toEqual([a.peerId, b.peerId].sort());
+    await db.put(crypto.randomBytes(1024));
+    await db.flush();
   });
 });
 

@@ -50,6 +50,12 @@ export interface UnsealedBlock {
   sealing?: Promise<void>;
   /** The last seal attempt ran out of disk space: flush and rotate try again. */
   sealError?: unknown;
+  /**
+   * Set once seal steps 1-4 are done (the block durable under its id), before its registration.
+   * A seal tried again after a failed registration (a full disk) only registers: the open file
+   * is already renamed away, and the block was already reported durable (see #seal).
+   */
+  durable?: { sealed: SealedBlock; info: SealedBlockInfo };
 }
 
 export interface BlockSetOptions {
@@ -233,7 +239,7 @@ export class BlockSet {
    */
   #startSeal(state: UnsealedBlock): void {
     if (state.sealing) return; // already under way
-    const task = this.#seal(state.block)
+    const task = this.#seal(state)
       .then(
         () => (state.sealError = undefined),
         (err: unknown) => {
@@ -249,20 +255,29 @@ export class BlockSet {
     this.#sealing.add(task);
   }
 
-  async #seal(block: OpenBlock): Promise<void> {
+  async #seal(state: UnsealedBlock): Promise<void> {
+    const block = state.block;
     if (block.rows.length === 0) return this.#dropEmpty(block);
-    const sealed = await block.seal(this.#store);
-    this.files.alias(openName(block.seq), blockName(sealed.id));
-    // Seal steps 1-4 are done: the block is durable under its id, and a crash from here on leaves
-    // it to recovery, which registers this very file (blockstore/store.ts). Its holders need not
-    // wait for step 5 (the synced index batch) to start on it.
-    const durable: SealedBlockInfo = { id: toHex(sealed.id), size: sealed.size, path: sealed.path };
-    for (const listener of this.#durableListeners) listener(durable);
+    // Steps 1-4 run once. A registration that failed for lack of space leaves the block durable
+    // under its id with its WAL records kept; the seal tried again (rotate, flush) only registers
+    // it. Running steps 1-4 again renamed an open file that was no longer there (ENOENT, and the
+    // handle failed), and would report the same block durable twice (a second push of it).
+    if (!state.durable) {
+      const sealed = await block.seal(this.#store);
+      this.files.alias(openName(block.seq), blockName(sealed.id));
+      // Seal steps 1-4 are done: the block is durable under its id, and a crash from here on
+      // leaves it to recovery, which registers this very file (blockstore/store.ts). Its holders
+      // need not wait for step 5 (the synced index batch) to start on it.
+      state.durable = { sealed, info: { id: toHex(sealed.id), size: sealed.size, path: sealed.path } };
+      // Over a copy: a listener subscribing from one of these is told of this block by onDurable.
+      for (const listener of [...this.#durableListeners]) listener(state.durable.info);
+    }
+    const { sealed, info } = state.durable;
     failpoint('seal.before-register');
     await this.register(sealed, block.rows.length, block.entryBytes);
     this.files.unpin(openName(block.seq));
     this.#unsealed.delete(block.seq);
-    for (const listener of this.#sealedListeners) listener(durable);
+    for (const listener of this.#sealedListeners) listener(info);
   }
 
   /** A block a full disk cut back to nothing: it holds no entry and no WAL record names it. */
@@ -305,7 +320,7 @@ export class BlockSet {
     return Promise.all(
       [...this.#unsealed.values()].map(async (state) => {
         try {
-          await this.#seal(state.block);
+          await this.#seal(state);
         } catch (err) {
           if (!isDiskFull(err)) throw err;
           state.sealError = err;
@@ -370,9 +385,17 @@ export class BlockSet {
     return () => this.#sealedListeners.delete(listener);
   }
 
-  /** Calls `listener` as each block sealed here is durable under its id, before its registration (see #seal). */
+  /**
+   * Calls `listener` as each block sealed here is durable under its id, before its registration
+   * (see #seal); and at once, before returning, for each block durable now and not yet
+   * registered. So a subscriber that lists the registered blocks after subscribing misses none:
+   * a block registered by then is listed, and one durable before the subscription but
+   * registered after the listing began is reported here (the replicator's start, which listed
+   * first and subscribed next, lost the blocks sealed in between to the repair loop).
+   */
   onDurable(listener: (block: SealedBlockInfo) => void): () => void {
     this.#durableListeners.add(listener);
+    for (const state of this.#unsealed.values()) if (state.durable) listener(state.durable.info);
     return () => this.#durableListeners.delete(listener);
   }
 
