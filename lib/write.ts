@@ -21,7 +21,7 @@ import type { InFlight, PendingEntry, RecordExtra } from '../wal/inflight.js';
 import { toHex } from './bytes.js';
 import type { Chunker } from './chunker.js';
 import type { DatabaseKeys } from './crypto.js';
-import { type SealedEntry, sealEntry } from './entry.js';
+import { SEAL_OVERHEAD_BYTES, type SealedEntry, sealEntry } from './entry.js';
 import { BadArgumentError, DiskFullError, NotFoundError } from './errors.js';
 import { failpoint } from './failpoints.js';
 import type { Heads, KeyName } from './heads.js';
@@ -349,20 +349,39 @@ export class Writer {
 
   /**
    * Hashes and seals a chunk on this thread. An owned chunk (memory the chunker took with
-   * SealPool.takeChunk: a slot of the slab or one of `buffers`) goes back once sealed, or once
-   * found stored already: the sealed entry is a buffer of its own.
+   * SealPool.takeChunk: a slot of the slab or one of `buffers`) is sealed in place, as a worker
+   * seals it (its memory has room for the entry), and goes back once its write has finished
+   * (the entry's release), or at once when it is found stored already or did not fit. Sealed
+   * into a fresh buffer instead, the first SEAL_INLINE_BYTES of a large put (sealed here before
+   * a worker starts) left ~230 buffers of ~280 KiB to the collector in its first second, 64 MiB
+   * that glibc's heap kept for the rest of the put: the 1 GiB ingest's peak RSS ~15-20 MiB
+   * higher (docs/performance.md, "The library's memory while ingesting").
    */
   #sealChunkHere(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
     const id = this.#keys.chunkId(chunk);
     chunks.push({ id, size: chunk.byteLength });
     this.#held.pin(toHex(id));
     const giveBack = owned ? () => this.#sealPool.giveBack(chunk) : undefined;
-    const seal = () => {
+    const seal = (): SealedEntry => {
+      let sealed: SealedEntry;
       try {
-        return sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression);
-      } finally {
+        const room = owned ? Math.min(chunk.buffer.byteLength - chunk.byteOffset, chunk.byteLength + SEAL_OVERHEAD_BYTES) : 0;
+        sealed = sealEntry(this.#keys.data, EntryKind.Chunk, id, chunk, this.#compression, owned ? Buffer.from(chunk.buffer, chunk.byteOffset, room) : undefined);
+      } catch (err) {
         giveBack?.();
+        throw err;
       }
+      if (!giveBack || sealed.bytes.buffer !== chunk.buffer) {
+        giveBack?.();
+        return sealed;
+      }
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        giveBack();
+      };
+      return { ...sealed, release };
     };
     return this.#commit.store(EntryKind.Chunk, id, seal, 0, 0, giveBack);
   }
