@@ -7,8 +7,13 @@
  * snapshot pays every time.
  * The cache holds compiled code only, never data. NODE_COMPILE_CACHE overrides its place, and
  * NODE_DISABLE_COMPILE_CACHE=1 turns it off.
+ * For a command that only reads (get, cat, ls, stats) it then bounds V8's young generation
+ * (bin/cli/memory.ts) before loading anything else, so that loading the CLI and the library does
+ * not grow it first.
  */
 import module from 'node:module';
+import { boundYoungGeneration, boundsEarly } from './cli/memory.js';
 
 module.enableCompileCache?.();
+if (boundsEarly(process.argv.slice(2))) boundYoungGeneration();
 await import('./cli/main.js');

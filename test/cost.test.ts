@@ -1,11 +1,12 @@
 // Cost per byte (issue 34): what ingest allocates per chunk and gives back at once.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { boundsEarly } from '../bin/cli/memory.js';
 import { READ_AHEAD_BYTES, putPaths, readReusing, writeValue } from '../bin/cli/put.js';
 import { AeadKey, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
 import { maybeCompress } from '../lib/entry.js';
@@ -287,5 +288,41 @@ describe('one-shot commands keep V8 young generation small', () => {
     expect(bound).toBeLessThan(16 * MiB);
     expect(bound * 2).toBeLessThan(grown);
     expect(peakNewSpace('bound', { OURO_YOUNG_GENERATION: 'grow' }) * 2).toBeGreaterThan(grown);
+  });
+
+  // For commands that only read, the launcher bounds it before it loads the CLI and the library:
+  // set only once the database was open (withDb), loading ~1 MB of JavaScript had already grown
+  // it to 4 MiB semi-spaces (8 MiB of new space, where it stayed). A preloaded probe records the new space's largest
+  // size through a whole `ouro stats` (2 MiB with the bound set first, 8 MiB without).
+  it('is bounded from the launcher on for commands that only read, before the CLI loads', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-young-'));
+    try {
+      const ouro = new URL('../dist/bin/ouro.js', import.meta.url).pathname;
+      const key = path.join(dir, 'key');
+      fs.writeFileSync(key, crypto.randomBytes(32));
+      execFileSync(process.execPath, [ouro, '--key-file', key, 'init', path.join(dir, 'db')]);
+      const probe = path.join(dir, 'probe.mjs');
+      fs.writeFileSync(probe, `import v8 from 'node:v8';
+        let max = 0;
+        const sample = () => { max = Math.max(max, v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size); };
+        setInterval(sample, 1).unref();
+        process.on('exit', () => { sample(); process.stderr.write('NEW_SPACE ' + max + '\\n'); });`);
+      const peak = (env: NodeJS.ProcessEnv = {}) => {
+        const out = spawnSync(process.execPath, ['--import', probe, ouro, '--key-file', key, 'stats', path.join(dir, 'db')], { env: { ...process.env, ...env } });
+        expect(out.status).toBe(0);
+        return Number(/NEW_SPACE (\d+)/.exec(out.stderr.toString())![1]);
+      };
+      const bound = peak();
+      const grown = peak({ OURO_YOUNG_GENERATION: 'grow' });
+      expect(bound).toBeLessThanOrEqual(4 * MiB);
+      expect(bound * 2).toBeLessThan(grown);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    expect(boundsEarly(['--json', 'get', 'db', 'tree/', '-o', 'out'])).toBe(true);
+    expect(boundsEarly(['--key-file', 'put', 'stats', 'db'])).toBe(true);
+    expect(boundsEarly(['--key-file', 'k', 'put', 'db', 'x'])).toBe(false);
+    expect(boundsEarly(['node', 'start'])).toBe(false);
+    expect(boundsEarly(['--version'])).toBe(false);
   });
 });

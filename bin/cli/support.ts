@@ -3,9 +3,9 @@
  * progress and the mapping from errors to exit codes (docs/cli.md lists them).
  */
 import fs from 'node:fs';
-import v8 from 'node:v8';
 import { OuroDB, OuroError, type OpenOptions } from '../../lib/index.js';
 import type { Credentials } from '../../lib/keyring.js';
+import { boundYoungGeneration } from './memory.js';
 
 export const EXIT = {
   ok: 0,
@@ -124,21 +124,7 @@ export async function withDb<T>(dir: string, g: GlobalOptions, fn: (db: OuroDB) 
   }
 }
 
-/**
- * A one-shot command (withDb: put, get, ls, export, ...) keeps V8's young generation at the
- * size it starts with (1 MiB semi-spaces) instead of letting it grow to 16 MiB ones (V8 doubles
- * it while many objects survive a scavenge, as with 64 files in flight): a restore of a date-fns
- * tree peaked at 103-111 MiB of RSS with it, 133-140 without, at the same CPU (docs/performance.md,
- * "Cost per byte, third round"). The setting is V8's `--semi-space-growth-factor`, read each
- * time the young generation would grow, so setting it now, before any command's work, is in
- * time. OURO_YOUNG_GENERATION=grow leaves V8's default (docs/cli.md, "Memory"); an operator's own
- * `--min-semi-space-size` in NODE_OPTIONS still sets the size it starts and stays at. The
- * long-running `ouro node start` does not go through here.
- */
-export function boundYoungGeneration(): void {
-  if (process.env['OURO_YOUNG_GENERATION'] === 'grow') return;
-  v8.setFlagsFromString('--semi-space-growth-factor=1');
-}
+export { boundYoungGeneration } from './memory.js';
 
 /** Prints a result: JSON on stdout with --json, else the human form. */
 export function output(g: GlobalOptions, value: unknown, human: () => string | undefined): void {
