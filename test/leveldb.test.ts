@@ -79,7 +79,7 @@ describe('packed batches (ourodbPacked)', () => {
     try {
       const entries: [string, string][] = Array.from({ length: 2500 }, (_, i) => [`k/${i.toString().padStart(4, '0')}${i % 5 === 0 ? '\u{10FFFF}é' : ''}`, valueOf(i).subarray(0, i % 70).toString('hex')]);
       await db.batch(entries.map(([key, v]) => ({ type: 'put' as const, key, value: Buffer.from(v, 'hex') })));
-      await db.compactRange('a', 'z'); // half from tables, half from the memtable
+      await db.compactRange('a', 'z'); // into tables; then 1,500 of them again into the memtable, merged over their table copies
       await db.batch(entries.slice(1000).map(([key, v]) => ({ type: 'put' as const, key, value: Buffer.from(v, 'hex') })));
       entries.sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])));
       const it = db.iterator({ gte: 'k/0100', ourodbPacked: true, highWaterMarkBytes: 1 << 20 } as never);
