@@ -6,8 +6,9 @@
  * checksums (`ReadOptions::verify_checksums` defaults to false and classic-level exposes no
  * option), so a flipped bit in an index table can read back as a missing key, another key's
  * value or an older head, with no error. The patched build verifies every block it reads (damage
- * then fails as LEVEL_CORRUPTION, which OuroDB reports as OURO_CORRUPTION) and zero-fills its
- * write-ahead logs ahead (native/README.md). The package ships it prebuilt for linux-x64 (glibc);
+ * then fails as LEVEL_CORRUPTION, which OuroDB reports as OURO_CORRUPTION), zero-fills its
+ * write-ahead logs ahead, and hands an iterator asked for it (`ourodbPacked`) each batch as one
+ * Buffer, which `list` reads (native/README.md). The package ships it prebuilt for linux-x64 (glibc);
  * scripts/postinstall.mjs compiles it where that does not load.
  *
  * How it is wired in without touching node_modules: classic-level's index.js, iterator.js and
@@ -30,7 +31,7 @@ import type { ClassicLevel as ClassicLevelClass } from 'classic-level';
 const require = createRequire(import.meta.url);
 
 /** The revision of native/classic-level+3.0.0.patch that this code expects its binding to report (`ourodb_patch`). */
-export const NATIVE_PATCH_REVISION = 1;
+export const NATIVE_PATCH_REVISION = 2;
 
 export interface LevelBindingInfo {
   /** True when LevelDB verifies the checksum of every block it reads. */

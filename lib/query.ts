@@ -10,7 +10,7 @@ import { HEAD_BYTES, decodeHeads } from '../index/values.js';
 import { parseHash, sortHeads } from './args.js';
 import { fromHex, toHex } from './bytes.js';
 import { ID_BYTES } from './crypto.js';
-import { BadArgumentError } from './errors.js';
+import { BadArgumentError, CorruptionError } from './errors.js';
 import type { ExportedObject, ListEntry, ListOptions, Version } from './types.js';
 import { keyBytes, prefixBytes } from './keyname.js';
 import type { Landed } from './landed.js';
@@ -21,31 +21,76 @@ import type { Snapshots } from './snapshots.js';
 /**
  * Entries per LevelDB read of a listing. classic-level makes a Buffer for every key and value it
  * hands back (napi_create_buffer_copy: a backing store, an ArrayBuffer and a Uint8Array each),
- * and that, not LevelDB, was most of a listing's time; a string costs a fraction of it. So list
- * takes the heads keys as strings (user keys are well-formed UTF-8, lib/keyname.ts, so the
- * string is exact) and only the values as Buffers, and reads batches itself with `nextv`,
- * reading the next one while the caller takes the current one.
+ * and that, not LevelDB, was most of a listing's time. So list asks OuroDB's binding for each
+ * batch packed into ONE Buffer (the iterator option `ourodbPacked`, native/README.md "Packed
+ * batches") and cuts keys and heads out of it itself. classic-level's own binding, the fallback
+ * where OuroDB's does not load (index/leveldb.ts), ignores the option and returns its entries
+ * as usual: the heads keys then come as strings (user keys are well-formed UTF-8,
+ * lib/keyname.ts, so the string is exact), the values as Buffers. Either way list reads batches
+ * itself with `nextv`, reading the next one while the caller takes the current one.
  */
 const LIST_BATCH = 1000;
+
+/**
+ * The byte bound of one batch read (classic-level's `highWaterMarkBytes`, keys and values
+ * counted). Its default, 16 KiB, cut a batch of one-head entries (~60 bytes) at ~270 entries,
+ * so LIST_BATCH was never reached; this lets it be, and still bounds a batch of many-headed
+ * values to ~1 MiB.
+ */
+const LIST_BATCH_BYTES = 1 << 20;
 
 /**
  * The key encoding of a listing's iterator: keys decoded natively to strings (format 'utf8'),
  * but range bounds passed to LevelDB as the Buffers they are (classic-level's binding takes a
  * Buffer or a string for a bound whatever the encoding). A bound such as 'k' + prefix + 0xff is
  * not UTF-8, so the 'utf8' encoding, which would turn it into a string, cannot carry it.
- * One object for the process: abstract-level caches an encoding by its object.
+ * One object for the process: abstract-level caches an encoding by its object. A packed batch
+ * comes back as the key of a single entry and passes through its decode unchanged.
  */
 const HEADS_KEY_TEXT = Object.freeze({
   name: 'ourodb-heads-key-text',
   format: 'utf8' as const,
   encode: (bound: Buffer): Buffer => bound,
-  decode: (key: string): string => key,
+  decode: <T>(key: T): T => key,
 });
+
+/** What a listing's `nextv` returns: entries (classic-level's own binding), or one entry holding the packed batch (OuroDB's). */
+type HeadsBatch = [string, Buffer][] | [[Buffer, undefined]];
 
 /** The part of classic-level's iterator a listing uses, with the key and value types it asks for. */
 interface HeadsIterator {
-  nextv(size: number): Promise<[string, Buffer][]>;
+  nextv(size: number): Promise<HeadsBatch>;
   close(): Promise<void>;
+}
+
+/** The entry of one heads key ('k' + user key, the 'k' cut off already) and its value `v[from, to)`. */
+function headsEntry(key: string, v: Buffer, from: number, to: number): ListEntry {
+  if (to - from === 2 + HEAD_BYTES && v[from] === 1 && v[from + 1] === 1) {
+    // One head, the usual case: read it in place (a listing of millions spends its time here).
+    const hash = v.toString('hex', from + 2, from + 34);
+    return { key, hash, heads: [hash], deleted: v[from + 2 + 40] === 1 };
+  }
+  const heads = sortHeads(decodeHeads(v.subarray(from, to)));
+  return { key, hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
+}
+
+/**
+ * The entries of one batch, either form. A packed batch is entries one after another, each
+ * | key length (u32 LE) | value length (u32 LE) | key | value |; its keys are sliced out as UTF-8.
+ */
+function headsEntries(batch: HeadsBatch): ListEntry[] {
+  const first = batch[0]?.[0];
+  if (!Buffer.isBuffer(first)) return (batch as [string, Buffer][]).map(([k, v]) => headsEntry(k.slice(1), v, 0, v.length));
+  const out: ListEntry[] = [];
+  for (let at = 0; at < first.length;) {
+    const keyAt = at + 8;
+    if (keyAt > first.length) throw new CorruptionError('a packed LevelDB batch of heads is malformed');
+    const valueAt = keyAt + first.readUInt32LE(at);
+    at = valueAt + first.readUInt32LE(at + 4);
+    if (at > first.length || valueAt === keyAt) throw new CorruptionError('a packed LevelDB batch of heads is malformed');
+    out.push(headsEntry(first.toString('utf8', keyAt + 1, valueAt), first, valueAt, at));
+  }
+  return out;
 }
 
 /** `read` with its rejection already handled: it may settle while nobody awaits it (the caller is slow or has stopped). */
@@ -93,33 +138,23 @@ export class Query {
     else opts.gte = range.gte;
     if (limit === 0) return;
     let n = 0;
-    // Keys come back as strings (HEADS_KEY_TEXT), values as Buffers: see LIST_BATCH for why.
-    const it = this.#index.ldb.iterator({ ...opts, keyEncoding: HEADS_KEY_TEXT as never, valueEncoding: 'buffer' }) as unknown as HeadsIterator;
+    const it = this.#index.ldb.iterator({ ...opts, keyEncoding: HEADS_KEY_TEXT as never, valueEncoding: 'buffer', ourodbPacked: true, highWaterMarkBytes: LIST_BATCH_BYTES } as never) as unknown as HeadsIterator;
     const batchAfter = (listed: number) => Math.min(LIST_BATCH, Math.max(1, limit - listed));
-    let ahead: Promise<[string, Buffer][]> | undefined;
+    let ahead: Promise<HeadsBatch> | undefined;
     try {
-      let batch = await it.nextv(batchAfter(0));
+      let batch = headsEntries(await it.nextv(batchAfter(0)));
       while (batch.length > 0) {
         // The next batch is read (on LevelDB's thread) while the caller takes this one, unless
         // this one may already hold the rest of a limited listing (a page then reads no more).
         ahead = batch.length < limit - n ? readAhead(it.nextv(batchAfter(n + batch.length))) : undefined;
-        for (const [k, v] of batch) {
-          let entry: ListEntry;
-          if (v[0] === 1 && v[1] === 1 && v.length === 2 + HEAD_BYTES) {
-            // One head, the usual case: read it in place (a listing of millions spends its time here).
-            const hash = v.toString('hex', 2, 34);
-            entry = { key: k.slice(1), hash, heads: [hash], deleted: v[2 + 40] === 1 };
-          } else {
-            const heads = sortHeads(decodeHeads(v));
-            entry = { key: k.slice(1), hash: toHex(heads[0]!.hash), heads: heads.map((h) => toHex(h.hash)), deleted: heads[0]!.tombstone };
-          }
+        for (const entry of batch) {
           if (entry.deleted && !options.includeDeleted) continue;
           yield entry;
           if (++n >= limit) return;
         }
         const next = ahead;
         ahead = undefined;
-        batch = await (next ?? it.nextv(batchAfter(n)));
+        batch = headsEntries(await (next ?? it.nextv(batchAfter(n))));
       }
     } finally {
       // A read still in flight (the caller stopped early, or this batch failed) ends before the

@@ -1,6 +1,6 @@
 // Builds OuroDB's own LevelDB binding: classic-level's native source with
 // native/classic-level+3.0.0.patch applied (block checksums verified on every read, logs zeroed
-// ahead, a revision marker), compiled with node-gyp into
+// ahead, iterator batches packed into one Buffer, a revision marker), compiled with node-gyp into
 // prebuilds/<target>/classic_level.node beside a stamp of the patch it was built from.
 // index/leveldb.ts loads that file and nothing else as a verified binding.
 //
@@ -24,7 +24,7 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const patchFile = path.join(root, 'native', 'classic-level+3.0.0.patch');
 
 /** Must equal the `ourodb_patch` the patch exports and NATIVE_PATCH_REVISION in index/leveldb.ts. */
-export const PATCH_REVISION = 1;
+export const PATCH_REVISION = 2;
 
 /** The folder under prebuilds/ for this machine; index/leveldb.ts names it the same way. */
 export function nativeTarget() {

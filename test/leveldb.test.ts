@@ -60,6 +60,81 @@ describe('the verified LevelDB binding', () => {
   });
 });
 
+describe('packed batches (ourodbPacked)', () => {
+  /** The entries of a packed batch: | key length (u32 LE) | value length (u32 LE) | key | value |, one after another. */
+  const unpack = (b: Buffer): [string, string][] => {
+    const out: [string, string][] = [];
+    for (let at = 0; at < b.length;) {
+      const k = b.readUInt32LE(at);
+      const v = b.readUInt32LE(at + 4);
+      out.push([b.toString('utf8', at + 8, at + 8 + k), b.toString('hex', at + 8 + k, at + 8 + k + v)]);
+      at += 8 + k + v;
+    }
+    expect(out.length).toBeGreaterThan(0);
+    return out;
+  };
+
+  it('nextv hands a batch back as one Buffer of lengths, keys and values, within its size and byte bounds', async () => {
+    const db = new ClassicLevel<string, Buffer>(tempDir(), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    try {
+      const entries: [string, string][] = Array.from({ length: 2500 }, (_, i) => [`k/${i.toString().padStart(4, '0')}${i % 5 === 0 ? '\u{10FFFF}é' : ''}`, valueOf(i).subarray(0, i % 70).toString('hex')]);
+      await db.batch(entries.map(([key, v]) => ({ type: 'put' as const, key, value: Buffer.from(v, 'hex') })));
+      await db.compactRange('a', 'z'); // into tables; then 1,500 of them again into the memtable, merged over their table copies
+      await db.batch(entries.slice(1000).map(([key, v]) => ({ type: 'put' as const, key, value: Buffer.from(v, 'hex') })));
+      entries.sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])));
+      const it = db.iterator({ gte: 'k/0100', ourodbPacked: true, highWaterMarkBytes: 1 << 20 } as never);
+      const read: [string, string][] = [];
+      const first = (await it.nextv(3)) as unknown as [Buffer, undefined][];
+      expect(first).toHaveLength(1);
+      expect(Buffer.isBuffer(first[0]![0])).toBe(true);
+      expect(first[0]![1]).toBeUndefined();
+      expect(unpack(first[0]![0])).toHaveLength(3);
+      read.push(...unpack(first[0]![0]));
+      for (let b = await it.nextv(1000); b.length > 0; b = await it.nextv(1000)) {
+        expect(b).toHaveLength(1);
+        const got = unpack((b[0] as unknown as [Buffer])[0]);
+        expect(got.length).toBeLessThanOrEqual(1000);
+        read.push(...got);
+      }
+      await it.close();
+      expect(read).toEqual(entries.filter(([k]) => k >= 'k/0100'));
+      // The byte bound (highWaterMarkBytes) ends a batch after the entry that passes it.
+      const small = db.iterator({ ourodbPacked: true, highWaterMarkBytes: 1 } as never);
+      const one = (await small.nextv(1000)) as unknown as [Buffer][];
+      expect(unpack(one[0]![0])).toEqual([entries[0]]);
+      await small.close();
+    } finally {
+      await db.close();
+    }
+  });
+
+  it.each(['packed', 'fallback'])('list gives the same entries through %s batches', (mode) => {
+    // lib/query.ts asks for packed batches; classic-level's own binding (the fallback where
+    // OuroDB's does not load) ignores the option and returns entries: both must list the same.
+    const r = spawnSync(process.execPath, [fixture('list-binding.js'), mode], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const { verified, batches, listings } = JSON.parse(r.stdout) as { verified: boolean; batches: { packed: number; entries: number }; listings: Record<string, string[]> };
+    expect(verified).toBe(mode === 'packed');
+    if (mode === 'packed') expect(batches.packed).toBeGreaterThan(15);
+    else expect(batches).toMatchObject({ packed: 0, entries: expect.any(Number) as number });
+    // What the fixture wrote: these keys in this order, every 7th deleted, k/00001 with two heads.
+    const names = Array.from({ length: 2600 }, (_, i) => `k/${i.toString().padStart(5, '0')}`).concat(['p', 'p\uFFFD', 'p\uFFFF', 'p\u{10FFFF}', 'p\u{10FFFF}\u{10FFFF}', 'é', '\u{10FFFF}']);
+    const deleted = new Set(names.filter((_, i) => i % 7 === 0));
+    const lineOf = (n: string) => `${n} ${n === 'k/00001' ? 2 : 1}${deleted.has(n) ? ' deleted' : ''}`;
+    names.sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    const all = names.map(lineOf);
+    const live = all.filter((l) => !l.endsWith(' deleted'));
+    expect(listings.withDeleted).toEqual(all);
+    expect(listings.all).toEqual(live);
+    expect(listings.limited).toEqual(live.slice(0, 1500));
+    expect(listings.range).toEqual(live.filter((l) => l.startsWith('k/01') && l.split(' ')[0]! > 'k/01234').slice(0, 900));
+    expect(listings.prefixP).toEqual(live.filter((l) => l.startsWith('p')));
+    expect(listings.prefixP).toHaveLength(4);
+    expect(listings.prefixTop).toEqual(['p\u{10FFFF} 1']);
+    expect(listings.paged).toEqual(live);
+  });
+});
+
 describe('LevelDB block checksums', () => {
   it('a flipped bit in a table reads as LEVEL_CORRUPTION, never as a missing key or another value', async () => {
     let corrupt = 0;
