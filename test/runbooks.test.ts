@@ -466,7 +466,11 @@ describe('docs/operations.md runbooks, run as written', () => {
     const steps = runbook('A block below K+threshold');
     expect(steps).toHaveLength(2);
     // A dead grace long enough to see the blocks at the threshold before repair moves anything.
-    const { key, a, members } = await cluster(5, ['--dead-grace-ms', '4000'], ['--dead-grace-ms', '4000']);
+    // 15 s, not 4: the test sees the death through one spawned `ouro cluster members` and the
+    // count through spawned `ouro status` runs, each a few seconds on a loaded machine, and a
+    // clean-clone CI run (2026-12-07) found the three small blocks repaired before any status
+    // run showed them at the threshold ('timed out waiting for three blocks at the threshold').
+    const { key, a, members } = await cluster(5, ['--dead-grace-ms', '15000'], ['--dead-grace-ms', '15000']);
     const set = await ouro(['--json', 'cluster', '--dir', a.dir, 'redundancy', 'ec', '4+2']);
     expect(set.code, set.stderr).toBe(0);
     for (const n of members) await waitFor(async () => JSON.stringify((await n.get<{ replication: { ec: unknown } }>('/status')).replication.ec) === '{"k":4,"m":2}', 20_000, 'ec 4+2 taken');
