@@ -257,7 +257,10 @@ describe('other I/O faults are fatal to the handle, not to the data', () => {
     const codes = ['ENOSPC', 'EIO', 'EDQUOT'];
     let fired = 0;
     const putCodes = new Set<string | undefined>();
-    for (let round = 0; round < 12; round++) {
+    // Rounds go on until 8 have had their fault fire (at most 30): whether a round reaches the
+    // nth operation of its kind depends on timing (a rename or remove fault needs a seal to come
+    // that far), and a clean-clone CI run had 7 of a fixed 12 fire.
+    for (let round = 0; fired < 8 && round < 30; round++) {
       const faulty = new FaultyFs(new NodeVfs());
       const db = await OuroDB.open(dir, { ...OPTIONS, fs: faulty });
       let code = '';
@@ -278,8 +281,8 @@ describe('other I/O faults are fatal to the handle, not to the data', () => {
       if (closed !== undefined) expectFaultError(closed, code, `close in round ${round}`);
       if (faulty.injected > 0) fired++;
     }
-    // The faults really reached the database: with this seed 9 or 10 of the 12 fire (a rename or
-    // remove fault whose nth the round never reaches does not), and puts met both outcomes.
+    // The faults really reached the database: 8 rounds had theirs fire (9 or 10 of the first 12
+    // with this seed, usually), and puts met both outcomes.
     expect(fired).toBeGreaterThanOrEqual(8);
     expect([...putCodes].sort()).toEqual(['OURO_DISK_FULL', 'OURO_FAILED']);
     await reopenAndVerify(dir, acked);
