@@ -191,4 +191,57 @@ describe('chunks in the slab on their way to disk', () => {
     expect((await db.check()).problems).toEqual([]);
     await db.close();
   });
+  it('an aborted put and a put whose source fails give their slots back: later writes still come from the slab', async () => {
+    // The ring frees a slot only once every older slot is back (lib/chunk-slab.ts), so one slot
+    // kept by a put that ended early would leave every later chunk in a buffer of its own once
+    // the ring has gone round: 16 MiB. The puts after the failures write 48 MiB: most of it
+    // must come from the slab.
+    let slabBytes = 0;
+    const countingFs = vfsWithWritev(async (file, bufs, position) => {
+      for (const b of bufs) if (b.buffer instanceof SharedArrayBuffer) slabBytes += b.length;
+      return file.writev(bufs, position);
+    });
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+    const db = await OuroDB.open(dir, { key, chunkSizes, fs: countingFs, sealInlineBytes: 0 });
+    let aborted = 0;
+    let failed = 0;
+    for (let round = 0; round < 4; round++) {
+      // Aborted after 3 MiB of a 16 MiB stream, while its chunks are in slots on their way.
+      const controller = new AbortController();
+      async function* abortMidway(): AsyncGenerator<Uint8Array> {
+        let sent = 0;
+        for await (const piece of pseudoRandomStream(`abort${round}`, 16 * 1024 * 1024, 256 * 1024)) {
+          if (sent >= 3 * 1024 * 1024) controller.abort(new Error('given up'));
+          sent += piece.length;
+          yield piece;
+        }
+      }
+      await db.put(abortMidway(), { signal: controller.signal }).catch((err: unknown) => {
+        if ((err as Error).message === 'given up') aborted++;
+      });
+      // A source that throws after 3 MiB.
+      async function* failMidway(): AsyncGenerator<Uint8Array> {
+        let sent = 0;
+        for await (const piece of pseudoRandomStream(`fail${round}`, 16 * 1024 * 1024, 256 * 1024)) {
+          if (sent >= 3 * 1024 * 1024) throw new Error('source broke');
+          sent += piece.length;
+          yield piece;
+        }
+      }
+      await db.put(failMidway()).catch((err: unknown) => {
+        if ((err as Error).message === 'source broke') failed++;
+      });
+    }
+    // The premise: every put ended early, in the way it was meant to.
+    expect([aborted, failed]).toEqual([4, 4]);
+    const before = slabBytes;
+    expect(before).toBeGreaterThan(0);
+    const after = await db.put(pseudoRandomStream('after', 48 * 1024 * 1024, 1 << 20));
+    expect(slabBytes - before).toBeGreaterThan(32 * 1024 * 1024);
+    expect(Buffer.from(await db.get(after.hash)).equals(pseudoRandom('after', 48 * 1024 * 1024))).toBe(true);
+    expect((await db.check()).problems).toEqual([]);
+    await db.close();
+  });
 });

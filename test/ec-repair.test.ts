@@ -329,7 +329,7 @@ describe('ec 4+2 repair on six members', () => {
     const full = (nodes: NodeProc[]) => [...shardsOn(nodes).values()].every((indexes) => new Set(indexes).size === 3);
     await waitFor(() => full(live), 60_000, 'every coded block back at three shards without the writer');
     expect(await wholeOn(live)).toEqual([]);
-    expect(live.some((n) => n.logs.some((l) => l.event === 'shard-repaired'))).toBe(true);
+    await waitFor(() => live.some((n) => n.logs.some((l) => l.event === 'shard-repaired')), 20_000, 'a shard-repaired line (logged after the shard is written)');
 
     // Then a shard holder lost too: SIGKILLed and revoked; its shards rebuilt on the three left.
     const victim = [...keyless].sort((x, y) => verifiedShards(y).length - verifiedShards(x).length)[0]!;
@@ -384,6 +384,8 @@ describe('ec 4+2 repair on six members', () => {
     }, 60_000, 'the duplicate shards removed');
     expect(fewest).toBe(3);
     for (const n of [a, back, k2]) expect(perBlock([n]).every((s) => s.length === 1), n.peerId).toBe(true);
-    expect([a, k2].some((n) => n.logs.some((l) => l.event === 'duplicate-shard-removed'))).toBe(true);
+    // The node logs the removal after its file is gone, so the line can reach this process after
+    // the files are seen removed: waited for, not read at once.
+    await waitFor(() => [a, k2].some((n) => n.logs.some((l) => l.event === 'duplicate-shard-removed')), 20_000, 'a duplicate-shard-removed line from a or k2');
   }, 180_000);
 });
