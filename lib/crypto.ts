@@ -101,7 +101,7 @@ export function xchachaSealInto(key: AeadKey, nonce: Uint8Array, plaintext: Uint
 }
 
 /** Buffers at least this large are handed back to the allocator by freeNow (see there). */
-const FREE_NOW_MIN_BYTES = 16 * 1024;
+export const FREE_NOW_MIN_BYTES = 16 * 1024;
 
 /**
  * Gives a buffer nobody else will read back to the allocator now instead of at the next full

@@ -8,7 +8,7 @@ import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { boundsEarly } from '../bin/cli/memory.js';
 import { READ_AHEAD_BYTES, putPaths, readReusing, writeValue } from '../bin/cli/put.js';
-import { AeadKey, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
+import { AeadKey, FREE_NOW_MIN_BYTES, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
 import { maybeCompress } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { decodeRecord, encodeRecord } from '../lib/record.js';
@@ -113,7 +113,11 @@ describe('restore hands each chunk back once it is written', () => {
       expect(crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')).toBe(want.digest('hex'));
       // Every piece written was freed, and so were the sealed bytes each was opened from: left to
       // the collector, 64 MiB of the two would still be counted here.
-      expect(pieces.every((p) => p.byteLength === 0)).toBe(true);
+      // Buffers under FREE_NOW_MIN_BYTES are left to the collector (freeNow): the value's last
+      // chunk, cut wherever the bytes ended, is that small in ~5% of runs (the cuts depend on the
+      // random key). Every other piece is freed.
+      const kept = pieces.map((p, i) => [p, i] as const).filter(([p]) => p.byteLength > 0);
+      expect(kept.every(([p, i]) => i === pieces.length - 1 && p.byteLength < FREE_NOW_MIN_BYTES), `${kept.length} pieces not freed`).toBe(true);
       expect(grown).toBeLessThan(8 * MiB);
     } finally {
       await db.close();
