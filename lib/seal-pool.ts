@@ -116,11 +116,16 @@ export interface WorkerStart extends WorkerKeys {
 }
 
 /**
- * Bytes of the slab chunks share with the workers: about what a streamed put has in flight
- * (SEAL_AHEAD chunks being sealed and the write backlog behind them). A chunk that finds no room
- * takes a buffer of its own from `buffers` instead.
+ * Bytes of the slab chunks share with the workers: SEAL_AHEAD chunks of the default average
+ * (256 KiB) being sealed, and a few behind them on their way to disk. A chunk that finds no room
+ * takes a buffer of its own from `buffers` instead. A put fills and touches the whole slab, so
+ * its size is resident for the process's life: 16 MiB was measured against 8, 4, 2 and 0 on
+ * `ouro put` of 1 GiB (GNU time, alternated): peak RSS 128.5-129.3 MiB at 16 (four runs),
+ * 120.7-121.4 at 8, 117.0-119.8 at 4, 119.8-121.0 at 2, 123.2-123.8 at 0 (every chunk a buffer
+ * of its own, garbage until a collection), CPU and time the same within the noise
+ * (docs/performance.md, "The slab's size").
  */
-export const SLAB_BYTES = 16 * 1024 * 1024;
+export const SLAB_BYTES = 4 * 1024 * 1024;
 
 /** A chunk held by one worker between identify() and seal()/drop(). */
 export interface Ticket {
