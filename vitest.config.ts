@@ -8,8 +8,12 @@ export default defineConfig({
   resolve: { alias: { 'aegir/chai': fileURLToPath(new URL('./test/aegir-chai.ts', import.meta.url)) } },
   test: {
     include: ['test/**/*.test.ts'],
-    testTimeout: 120_000,
-    hookTimeout: 60_000,
+    // Limits against hangs, not speed checks (no test asserts a wall-clock time): the cluster
+    // tests wait on real processes, and with two files at once on two cores the longest took
+    // 97 s of the old 120 s limit (partition, replicas 3), and starting a five-member lab in a
+    // hook ~45 s of the old 60.
+    testTimeout: 240_000,
+    hookTimeout: 180_000,
     pool: 'forks',
     // Two test files at once, also on two cores (vitest's default there is one): the cluster
     // files spend most of their time waiting on heartbeats, graces and repair intervals (the
