@@ -207,32 +207,27 @@ describe('chunks in the slab on their way to disk', () => {
     const key = crypto.randomBytes(32);
     const chunkSizes = { min: 32 * 1024, avg: 64 * 1024, max: 256 * 1024 };
     const db = await OuroDB.open(dir, { key, chunkSizes, fs: countingFs, sealInlineBytes: 0 });
+    // 16 MiB streamed in 256 KiB pieces; once 3 MiB have gone, `atCut` runs before each piece,
+    // while the put's chunks are in slots on their way.
+    async function* cutShort(seed: string, atCut: () => void): AsyncGenerator<Uint8Array> {
+      let sent = 0;
+      for await (const piece of pseudoRandomStream(seed, 16 * 1024 * 1024, 256 * 1024)) {
+        if (sent >= 3 * 1024 * 1024) atCut();
+        sent += piece.length;
+        yield piece;
+      }
+    }
     let aborted = 0;
     let failed = 0;
     for (let round = 0; round < 4; round++) {
-      // Aborted after 3 MiB of a 16 MiB stream, while its chunks are in slots on their way.
       const controller = new AbortController();
-      async function* abortMidway(): AsyncGenerator<Uint8Array> {
-        let sent = 0;
-        for await (const piece of pseudoRandomStream(`abort${round}`, 16 * 1024 * 1024, 256 * 1024)) {
-          if (sent >= 3 * 1024 * 1024) controller.abort(new Error('given up'));
-          sent += piece.length;
-          yield piece;
-        }
-      }
-      await db.put(abortMidway(), { signal: controller.signal }).catch((err: unknown) => {
+      await db.put(cutShort(`abort${round}`, () => controller.abort(new Error('given up'))), { signal: controller.signal }).catch((err: unknown) => {
         if ((err as Error).message === 'given up') aborted++;
       });
-      // A source that throws after 3 MiB.
-      async function* failMidway(): AsyncGenerator<Uint8Array> {
-        let sent = 0;
-        for await (const piece of pseudoRandomStream(`fail${round}`, 16 * 1024 * 1024, 256 * 1024)) {
-          if (sent >= 3 * 1024 * 1024) throw new Error('source broke');
-          sent += piece.length;
-          yield piece;
-        }
-      }
-      await db.put(failMidway()).catch((err: unknown) => {
+      const breakSource = () => {
+        throw new Error('source broke');
+      };
+      await db.put(cutShort(`fail${round}`, breakSource)).catch((err: unknown) => {
         if ((err as Error).message === 'source broke') failed++;
       });
     }
