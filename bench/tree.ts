@@ -26,7 +26,7 @@ export interface ToolResult {
   /** The tree backup only: the last version backed up once more, unchanged (the nightly case); the median of `againRuns`. */
   againSecs?: number;
   againRuns?: number[];
-  /** The tree backup only: every restore's seconds (`restoreSecs` is their median). */
+  /** Every restore's seconds (`restoreSecs` is their median). */
   restoreRuns?: number[];
   /** Peak RSS of the tool's process (the largest over its backups), or NaN without GNU time. */
   backupRssMiB: number;
@@ -268,6 +268,10 @@ export function treeBench(work: string): { results: ToolResult[]; logicalBytes: 
 /**
  * One large incompressible file (`sizeMiB`, a ChaCha20 keystream) backed up and restored by each
  * tool, every one a separate process as a user would run it: MiB/s both ways and bytes on disk.
+ * Each tool backs up once; then the restores take TURNS turns in rotated order, the median
+ * reported (as the tree's are). Every timed run starts with nothing dirty in the page cache
+ * (`sync` before it): the subject file just written, a repository or a restore just removed
+ * would otherwise be written back while the next run, always the same tool's, was timed.
  */
 export function largeFileBench(work: string, sizeMiB: number): { results: ToolResult[]; skipped: string[] } {
   const subject = path.join(work, 'large');
@@ -280,23 +284,38 @@ export function largeFileBench(work: string, sizeMiB: number): { results: ToolRe
   fs.closeSync(fd);
   const key = path.join(work, 'key-large');
   fs.writeFileSync(key, crypto.randomBytes(32));
-  const results: ToolResult[] = [];
   const skipped: string[] = [];
   const want = treeDigest(subject);
-  for (const tool of backupTools(work, key, 'large')) {
-    if (!tool.available) {
-      skipped.push(`${tool.name}: not installed`);
-      continue;
-    }
+  const tools = backupTools(work, key, 'large').filter((tool) => {
+    if (!tool.available) skipped.push(`${tool.name}: not installed`);
+    return tool.available;
+  });
+  const backups = tools.map((tool) => {
     tool.init();
-    const backup = tool.backup();
-    const out = path.join(work, `restore-large-${results.length}`);
-    const restore = tool.restore(out);
-    if (treeDigest(out) !== want) throw new Error(`${tool.name} restored a different file`);
-    fs.rmSync(out, { recursive: true });
-    results.push({ tool: tool.name, backupSecs: backup.secs, storedBytes: du(tool.repo), restoreSecs: restore.secs, backupRssMiB: backup.rssMiB, restoreRssMiB: restore.rssMiB, backupCpuSecs: backup.cpuSecs });
-    fs.rmSync(tool.repo, { recursive: true, force: true });
+    spawnSync('sync');
+    return tool.backup();
+  });
+  const restores: ToolRun[][] = tools.map(() => []);
+  for (let turn = 0; turn < TURNS; turn++) {
+    for (const i of turnOrder(tools.length, turn)) {
+      const out = path.join(work, `restore-large-${i}`);
+      spawnSync('sync');
+      restores[i]!.push(tools[i]!.restore(out));
+      if (treeDigest(out) !== want) throw new Error(`${tools[i]!.name} restored a different file`);
+      fs.rmSync(out, { recursive: true });
+    }
   }
+  const results = tools.map((tool, i): ToolResult => ({
+    tool: tool.name,
+    backupSecs: backups[i]!.secs,
+    storedBytes: du(tool.repo),
+    restoreSecs: median(restores[i]!.map((r) => r.secs)),
+    restoreRuns: restores[i]!.map((r) => r.secs),
+    backupRssMiB: backups[i]!.rssMiB,
+    restoreRssMiB: Math.max(...restores[i]!.map((r) => r.rssMiB)),
+    backupCpuSecs: backups[i]!.cpuSecs,
+  }));
+  for (const tool of tools) fs.rmSync(tool.repo, { recursive: true, force: true });
   fs.rmSync(subject, { recursive: true, force: true });
   return { results, skipped };
 }

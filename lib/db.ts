@@ -366,6 +366,7 @@ export class OuroDB {
 
   async #flush(): Promise<void> {
     await Promise.allSettled(this.#life.inFlight());
+    this.#commit.hurry();
     // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
     // them: let it finish before rotating, so that the rotation seals them too.
     for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
@@ -645,6 +646,7 @@ export class OuroDB {
 
   async stats(): Promise<Stats> {
     this.#life.checkOpen();
+    this.#commit.hurry(); // stats wait for every entry queued: chunks need not gather first
     const landing = this.#landed.all();
     if (landing) await landing;
     await this.#index.settled();

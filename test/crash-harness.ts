@@ -27,8 +27,8 @@ export interface RunResult {
  * Runs the writer until it finishes, dies at its failpoint (env OURO_FAILPOINT), or is killed
  * with SIGKILL after `killAfterMs`.
  */
-export async function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number; killAtLine?: number }): Promise<RunResult> {
-  const { out, err, signal } = await runChild(writerPath, [opts.dir, opts.key.toString('hex'), opts.seed, String(opts.count), String(opts.concurrency)], opts);
+export async function runWriter(opts: { dir: string; key: Buffer; seed: string; count: number; concurrency: number; failpoint?: string; killAfterMs?: number; killAtLine?: number; stream?: boolean }): Promise<RunResult> {
+  const { out, err, signal } = await runChild(writerPath, [opts.dir, opts.key.toString('hex'), opts.seed, String(opts.count), String(opts.concurrency), opts.stream ? 'stream' : 'array'], opts);
   const acks: Ack[] = [];
   for (const line of out.split('\n')) {
     const m = /^ack (\S+) (\d+) ([0-9a-f]{64})$/.exec(line);

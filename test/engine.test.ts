@@ -427,6 +427,74 @@ describe('group commit, blocks and stats', () => {
   });
 });
 
+describe('chunks gathering into groups (wal/commit.ts, GATHER_BYTES)', () => {
+  /** Counts the block fdatasyncs `body` makes (the failpoint every block sync passes). */
+  async function countingSyncs<T>(body: (synced: () => number) => Promise<T>): Promise<{ result: T; syncs: number }> {
+    const { setFailpoint } = await import('../lib/failpoints.js');
+    let syncs = 0;
+    setFailpoint('block.fdatasync', () => void syncs++);
+    try {
+      const result = await body(() => syncs);
+      return { result, syncs };
+    } finally {
+      setFailpoint('block.fdatasync', undefined);
+    }
+  }
+
+  it('a streamed put syncs its chunks a few MiB at a time, not a group per chunk or two', async () => {
+    const dir = tempDir();
+    const key = crypto.randomBytes(32);
+    const db = await OuroDB.open(dir, { key });
+    const total = 48 << 20;
+    // A source that gives the event loop a turn between pieces, as a file or a socket does, and
+    // with it the commit loop, which used to take whatever chunks were queued at that moment.
+    async function* source() {
+      for await (const piece of pseudoRandomStream('gather', total, 256 << 10)) {
+        yield piece;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    const { result, syncs } = await countingSyncs(() => db.put(source()));
+    const { chunks } = await db.stat(result.hash);
+    expect(chunks).toBeGreaterThan(100); // the premise: many chunks, each once a group of its own or two
+    // 48 MiB in groups of up to 8 MiB, each syncing the one or two 16 MiB blocks it spans: 6 here.
+    // Taken as they came, a group every turn or two, the same put made 77 syncs.
+    expect(syncs).toBeLessThanOrEqual(20);
+    expect(syncs).toBeGreaterThan(0);
+    await db.close();
+    const again = await OuroDB.open(dir, { key });
+    let n = 0;
+    for await (const part of again.stream(result.hash)) n += part.byteLength;
+    expect(n).toBe(total);
+    expect((await again.check({ readData: true })).problems).toEqual([]);
+    await again.close();
+  });
+
+  it('the chunks of a stream that stalls are synced once nothing new comes, before its record', async () => {
+    const db = await OuroDB.open(tempDir(), { key: crypto.randomBytes(32) });
+    let resume!: () => void;
+    const stalled = new Promise<void>((r) => (resume = r));
+    let syncedWhileStalled = -1;
+    const { result, syncs } = await countingSyncs(async (synced) => {
+      async function* source() {
+        yield* pseudoRandomStream('stall-a', 4 << 20);
+        await stalled;
+        yield* pseudoRandomStream('stall-b', 1 << 20);
+      }
+      const put = db.put(source());
+      // Well past GATHER_IDLE_MS: the 4 MiB cut so far, under GATHER_BYTES, were synced all the same.
+      await new Promise((r) => setTimeout(r, 1500));
+      syncedWhileStalled = synced();
+      resume();
+      return put;
+    });
+    expect(syncedWhileStalled).toBeGreaterThan(0);
+    expect(syncs).toBeGreaterThan(syncedWhileStalled); // the rest, with the record, synced after
+    expect((await db.stat(result.hash)).size).toBe(5 << 20);
+    await db.close();
+  });
+});
+
 describe('a failed fsync (the "fsyncgate" lesson)', () => {
   it('is fatal to the handle, not to the data: writes stop with OURO_FAILED, reads go on, reopening recovers', async () => {
     const { setFailpoint } = await import('../lib/failpoints.js');

@@ -1,0 +1,25 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { OuroDB } from './dist/lib/index.js';
+import { ClassicLevel } from 'classic-level';
+const dir = '/tmp/scratch-get'; fs.rmSync(dir, { recursive: true, force: true }); fs.mkdirSync(dir);
+const keyName = (i) => `key/${String(i).padStart(8, '0')}`;
+async function concurrent(n, width, fn) { let next = 0; const t = performance.now(); await Promise.all(Array.from({ length: width }, async () => { while (next < n) await fn(next++); })); return n / ((performance.now() - t) / 1000); }
+const pool = Array.from({ length: 1024 }, () => crypto.randomBytes(1024));
+const value = (i) => { const v = Buffer.from(pool[i % 1024]); v.writeUInt32LE(i, 0); return v; };
+const puts = 40000, reads = Number(process.argv[2] ?? 100000);
+const picks = Array.from({ length: reads }, () => crypto.randomInt(puts));
+const db = await OuroDB.open(dir + '/keyed', { key: crypto.randomBytes(32) });
+await concurrent(puts, 64, (i) => db.put(value(i), { key: keyName(i) }));
+const c0 = process.cpuUsage();
+const get = await concurrent(reads, 16, (i) => db.getByKey(keyName(picks[i])));
+const c1 = process.cpuUsage(c0);
+await db.close();
+const ldb = new ClassicLevel(dir + '/level', { valueEncoding: 'buffer' }); await ldb.open();
+await concurrent(puts, 64, (i) => ldb.put(keyName(i), value(i), { sync: true }));
+const c2 = process.cpuUsage();
+const lget = await concurrent(reads, 16, (i) => ldb.get(keyName(picks[i])));
+const c3 = process.cpuUsage(c2);
+await ldb.close();
+console.log(`getByKey ${get.toFixed(0)}/s cpu ${((c1.user+c1.system)/reads).toFixed(1)} us/get; level ${lget.toFixed(0)}/s cpu ${((c3.user+c3.system)/reads).toFixed(1)} us/get; ratio ${(get/lget).toFixed(2)}`);
+fs.rmSync(dir, { recursive: true, force: true });

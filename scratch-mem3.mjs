@@ -1,0 +1,18 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import v8 from 'node:v8';
+import { OuroDB } from './dist/lib/index.js';
+import { keystream } from './dist/bench/peers.js';
+const total = Number(process.argv[2]) * (1 << 20);
+const dir = '/tmp/scratch-ingest';
+fs.rmSync(dir, { recursive: true, force: true });
+const db = await OuroDB.open(dir, { key: crypto.randomBytes(32) });
+const M = (x) => Math.round(x / 1048576);
+const snap = () => v8.getHeapSpaceStatistics().map(s => `${s.space_name.replace('_space','')}:${M(s.space_size)}/${M(s.space_used_size)}/${M(s.physical_space_size)}`).join(' ');
+const t0 = Date.now();
+const iv = setInterval(() => console.log(Date.now()-t0, 'rss', M(process.memoryUsage().rss), snap()), 4000);
+await db.put(keystream(total, crypto.randomBytes(32)));
+clearInterval(iv);
+console.log('end rss', M(process.memoryUsage().rss), snap());
+await db.close();
+fs.rmSync(dir, { recursive: true, force: true });
