@@ -366,12 +366,18 @@ export class OuroDB {
 
   async #flush(): Promise<void> {
     await Promise.allSettled(this.#life.inFlight());
-    this.#commit.hurry();
     // Records waiting in a pack are appended by the commit loop, maybe to a block it opens for
-    // them: let it finish before rotating, so that the rotation seals them too.
-    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    // them: let it finish before rotating, so that the rotation seals them too. Hurried each
+    // time: chunks queued without their record need not wait to gather (CommitPipeline.hurry).
+    const settle = async () => {
+      for (let running = this.#commit.running(); running; running = this.#commit.running()) {
+        this.#commit.hurry();
+        await running;
+      }
+    };
+    await settle();
     this.#blocks.rotate();
-    for (let running = this.#commit.running(); running; running = this.#commit.running()) await running;
+    await settle();
     while (this.#blocks.sealingCount > 0) await Promise.allSettled(this.#blocks.sealingTasks());
     // The hints of kept heads (Heads.keepHint) still waiting for a batch, and those batches under way:
     // after a flush, matchHint sees every hint put before it.
