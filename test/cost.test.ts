@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { boundsEarly } from '../bin/cli/memory.js';
+import { RESTORE_MALLOC, boundsEarly, isTreeRestore, mallocRestart } from '../bin/cli/memory.js';
 import { READ_AHEAD_BYTES, putPaths, readReusing, writeValue } from '../bin/cli/put.js';
 import { AeadKey, FREE_NOW_MIN_BYTES, freeNow, nextNonce, xchachaOpen, xchachaSealInto } from '../lib/crypto.js';
 import { maybeCompress } from '../lib/entry.js';
@@ -328,5 +328,61 @@ describe('one-shot commands keep V8 young generation small', () => {
     expect(boundsEarly(['--key-file', 'k', 'put', 'db', 'x'])).toBe(false);
     expect(boundsEarly(['node', 'start'])).toBe(false);
     expect(boundsEarly(['--version'])).toBe(false);
+  });
+});
+
+describe('a tree restore restarts itself with malloc settings (bin/cli/memory.ts, mallocRestart)', () => {
+  it('only `get PREFIX/`, on Linux, and never over the operator\'s own malloc settings', () => {
+    expect(isTreeRestore(['--key-file', 'k', 'get', 'db', 'tree/', '-o', 'out'])).toBe(true);
+    expect(isTreeRestore(['--key-file', 'get', 'get', 'db', 'tree/'])).toBe(true);
+    expect(isTreeRestore(['get', '-o', 'out/', 'db', 'tree/'])).toBe(true);
+    expect(isTreeRestore(['get', 'db', 'file.txt', '-o', 'out/'])).toBe(false); // one file, whatever its name
+    expect(isTreeRestore(['get', 'db/', 'file.txt'])).toBe(false);
+    expect(isTreeRestore(['--key-file', 'get', 'cat', 'db', 'tree/'])).toBe(false);
+    expect(isTreeRestore(['get', 'db', 'file.txt'])).toBe(false);
+    expect(isTreeRestore(['put', 'db', 'tree/'])).toBe(false);
+    const args = ['get', 'db', 'tree/', '-o', 'out'];
+    if (process.platform === 'linux') expect(mallocRestart(args, { PATH: '/bin' })).toEqual({ PATH: '/bin', ...RESTORE_MALLOC });
+    expect(mallocRestart(args, { OURO_MALLOC: 'default' })).toBeUndefined();
+    expect(mallocRestart(args, { MALLOC_MMAP_THRESHOLD_: '65536' })).toBeUndefined();
+    expect(mallocRestart(args, { MALLOC_TRIM_THRESHOLD_: '0' })).toBeUndefined();
+    expect(mallocRestart(args, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=1' })).toBeUndefined();
+    expect(mallocRestart(['get', 'db', 'file.txt'], {})).toBeUndefined();
+  });
+
+  // A probe preloaded with --import reports the process id and the setting each time Node starts
+  // the launcher: twice in one process (execve keeps the pid) when it restarted, once otherwise.
+  it.runIf(process.platform === 'linux')('restarts in the same process with the settings, and restores the same bytes', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ouro-malloc-'));
+    try {
+      const ouro = new URL('../dist/bin/ouro.js', import.meta.url).pathname;
+      const key = path.join(dir, 'key');
+      fs.writeFileSync(key, crypto.randomBytes(32));
+      const db = path.join(dir, 'db');
+      fs.mkdirSync(path.join(dir, 'tree'));
+      const value = pseudoRandom('malloc-restart', 3 * MiB);
+      fs.writeFileSync(path.join(dir, 'tree', 'value.bin'), value);
+      execFileSync(process.execPath, [ouro, '--key-file', key, 'init', db]);
+      execFileSync(process.execPath, [ouro, '--key-file', key, 'put', db, 'tree'], { cwd: dir });
+      const probe = path.join(dir, 'probe.mjs');
+      fs.writeFileSync(probe, `process.stderr.write('START ' + process.pid + ' ' + process.env.MALLOC_MMAP_THRESHOLD_ + '\\n');`);
+      const restore = (out: string, env: NodeJS.ProcessEnv = {}) => {
+        const env0 = { ...process.env, ...env };
+        for (const k of ['MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'GLIBC_TUNABLES', 'OURO_MALLOC']) if (!(k in env)) delete env0[k];
+        const r = spawnSync(process.execPath, ['--import', probe, ouro, '--key-file', key, 'get', db, 'tree/', '-o', path.join(dir, out)], { env: env0 });
+        expect(r.status).toBe(0);
+        expect(fs.readFileSync(path.join(dir, out, 'value.bin')).equals(value)).toBe(true);
+        return [...r.stderr.toString().matchAll(/START (\d+) (\S+)/g)].map((m) => ({ pid: m[1], mmap: m[2] }));
+      };
+      const restarted = restore('out1');
+      expect(restarted).toHaveLength(2);
+      expect(restarted[1]!.pid).toBe(restarted[0]!.pid);
+      expect(restarted[0]!.mmap).toBe('undefined');
+      expect(restarted[1]!.mmap).toBe(RESTORE_MALLOC.MALLOC_MMAP_THRESHOLD_);
+      expect(restore('out2', { OURO_MALLOC: 'default' })).toEqual([{ pid: expect.any(String), mmap: 'undefined' }]);
+      expect(restore('out3', { MALLOC_MMAP_THRESHOLD_: '131072' })).toEqual([{ pid: expect.any(String), mmap: '131072' }]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

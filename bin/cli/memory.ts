@@ -1,7 +1,9 @@
 /**
- * V8 settings for one-shot `ouro` commands, applied by the launcher (bin/ouro.ts) before it
- * loads the CLI and the library. Imports nothing but node:v8, so that setting them loads no code.
+ * V8 and malloc settings for one-shot `ouro` commands, applied by the launcher (bin/ouro.ts)
+ * before it loads the CLI and the library. Imports nothing but node:v8 and node:fs, so that
+ * setting them loads no code.
  */
+import fs from 'node:fs';
 import v8 from 'node:v8';
 
 /**
@@ -37,15 +39,78 @@ const OPTIONS_WITH_VALUE = new Set(['--key-file']);
  */
 const READ_COMMANDS = new Set(['get', 'cat', 'ls', 'stats']);
 
-/** Whether the command line names a command in READ_COMMANDS (the first word not an option). */
-export function boundsEarly(args: readonly string[]): boolean {
+/** Where the command line names its command: its first word that is not an option or an option's value (-1: none). */
+function commandAt(args: readonly string[]): number {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a.startsWith('-')) {
       if (OPTIONS_WITH_VALUE.has(a)) i++;
       continue;
     }
-    return READ_COMMANDS.has(a);
+    return i;
   }
-  return false;
+  return -1;
+}
+
+/** Whether the command line names a command in READ_COMMANDS. */
+export function boundsEarly(args: readonly string[]): boolean {
+  const at = commandAt(args);
+  return at >= 0 && READ_COMMANDS.has(args[at]!);
+}
+
+/**
+ * glibc malloc settings for a tree restore (`get PREFIX/ -o DIR`), which the launcher restarts
+ * itself with (process.execve: the same process, its image replaced, so only the settings
+ * differ). A value streams out a chunk at a time: each chunk's ciphertext and plaintext (64 KiB
+ * to 1 MiB) are allocated, written and freed at once (lib/read.ts, freeNow). With glibc's
+ * defaults the heap's top, freed, went back to the kernel (its trim threshold follows its mmap
+ * threshold, a few hundred KiB once chunks were freed) and the next chunk faulted fresh zeroed
+ * pages in: 21,000-76,000 page faults restoring one 1 GiB file, the system and wall time moving
+ * with them (1.5-2.6 s). Chunk-sized blocks from the heap (an mmap threshold above the largest
+ * chunk) and a heap top kept up to 64 MiB: ~8,800 faults and 1.16-1.35 s in six interleaved
+ * pairs, at the same peak RSS (81 MiB), because the heap holds only the chunks in flight. Either
+ * setting alone is worse than neither (docs/performance.md, "Cost per byte, sixth round").
+ * Only a tree restore: the restart costs a second start of Node (~90 ms here), paid once for a
+ * whole tree but a third more on a `get` of one small value. Setting them without a restart
+ * needs mallopt() from native code (not done).
+ */
+export const RESTORE_MALLOC = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024), MALLOC_TRIM_THRESHOLD_: String(64 * 1024 * 1024) };
+
+/** Whether the command line is a tree restore: `get` of a ref ending in `/`. */
+export function isTreeRestore(args: readonly string[]): boolean {
+  const at = commandAt(args);
+  if (at < 0 || args[at] !== 'get') return false;
+  // The command's words: DIR, then REF; -o/--output and the global options with a value skip theirs.
+  const words: string[] = [];
+  for (let i = at + 1; i < args.length; i++) {
+    const a = args[i]!;
+    if (a.startsWith('-')) {
+      if (a === '-o' || a === '--output' || OPTIONS_WITH_VALUE.has(a)) i++;
+      continue;
+    }
+    words.push(a);
+  }
+  return words[1]?.endsWith('/') === true;
+}
+
+/**
+ * The environment to restart `ouro` with for its malloc settings, or undefined to run on as it
+ * is: only for a tree restore on Linux with glibc, not when the operator chose a malloc setting
+ * (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, GLIBC_TUNABLES; which also keeps the restarted
+ * process from restarting again), and not with OURO_MALLOC=default.
+ */
+export function mallocRestart(args: readonly string[], env: NodeJS.ProcessEnv): NodeJS.ProcessEnv | undefined {
+  if (process.platform !== 'linux' || !isTreeRestore(args)) return undefined;
+  if (env['OURO_MALLOC'] === 'default' || 'MALLOC_MMAP_THRESHOLD_' in env || 'MALLOC_TRIM_THRESHOLD_' in env || 'GLIBC_TUNABLES' in env) return undefined;
+  if (!usesGlibc()) return undefined;
+  return { ...env, ...RESTORE_MALLOC };
+}
+
+/** Whether this process runs on glibc (its libc.so.6 is mapped); musl and others ignore the settings. */
+function usesGlibc(): boolean {
+  try {
+    return /\/libc\.so\.6$/m.test(fs.readFileSync('/proc/self/maps', 'utf8'));
+  } catch {
+    return false;
+  }
 }
