@@ -2,7 +2,8 @@
  * CommitPipeline: the queue of appended entries and group commit.
  *
  *   store/enqueue/joinPack -> append to the open block (BlockSet) and queue
- *     -> stage one (#commitLoop): wait for the group's bytes, fdatasync its block files
+ *     -> stage one (#commitLoop): a queue of chunks alone first gathers (GATHER_BYTES); wait
+ *        for the group's bytes, fdatasync its block files
  *     -> stage two (#indexLoop): one synced index batch (IndexStore) with the WAL records and
  *        locations of every group synced meanwhile -> resolve, a cohort per event-loop turn.
  *
@@ -13,7 +14,8 @@
  *
  * No await may be added here: the measured timing (the release cohorts, `store` telling a stored
  * chunk before its first await, `enqueue` re-checking after its only await) depends on where
- * they are. The two stages move as one unit.
+ * they are. (The gathering wait in #commitLoop was added with its own measurements: it only
+ * delays groups of chunks that nobody waits on.) The two stages move as one unit.
  */
 import { EntryKind, type EntryRow } from '../blockstore/format.js';
 import type { OpenBlock } from '../blockstore/store.js';
