@@ -19,6 +19,29 @@ const FAILPOINTS = [
   'seal.after-register',
 ];
 
+/**
+ * Rounds of one database's writer, each killed with SIGKILL: half at a random moment (which on a
+ * loaded machine may come before the first ack: the start-up and recovery are worth killing
+ * too), half once a random number of puts were acknowledged, so the run has acks to check however
+ * slow the machine is. After each round every put acknowledged so far must read back.
+ */
+async function killRounds(o: { rounds: number; seed: string; concurrency: number; afterMs: [number, number]; atLine: number; stream?: boolean }): Promise<Ack[]> {
+  const dir = tempDir();
+  const key = crypto.randomBytes(32);
+  const acks: Ack[] = [];
+  let kills = 0;
+  for (let round = 0; round < o.rounds; round++) {
+    const when = round % 2 === 0 ? { killAfterMs: o.afterMs[0] + crypto.randomInt(0, o.afterMs[1]) } : { killAtLine: crypto.randomInt(1, o.atLine) };
+    const run = await runWriter({ dir, key, seed: `${o.seed}-${round}`, count: 100_000, concurrency: o.concurrency, stream: o.stream, ...when });
+    if (run.signal === 'SIGKILL') kills++;
+    acks.push(...run.acks);
+    const result = await verifyAfterCrash(dir, key, acks);
+    expect(result.verified).toBe(acks.length);
+  }
+  expect(kills).toBe(o.rounds);
+  return acks;
+}
+
 describe('crash at every step of commit and seal (failpoints, real SIGKILL)', () => {
   it.each(FAILPOINTS)('%s: acknowledged puts survive, the database reopens and accepts writes', async (name) => {
     const dir = tempDir();
@@ -49,42 +72,16 @@ describe('crash while a streamed put\'s chunks gather (wal/commit.ts, GATHER_BYT
   });
 
   it('survives SIGKILLs at random moments of streaming writers', async () => {
-    const dir = tempDir();
-    const key = crypto.randomBytes(32);
-    const acks: Ack[] = [];
-    let kills = 0;
-    for (let round = 0; round < 6; round++) {
-      const when = round % 2 === 0 ? { killAfterMs: 300 + crypto.randomInt(0, 700) } : { killAtLine: crypto.randomInt(1, 60) };
-      const run = await runWriter({ dir, key, seed: `gather-kill-${round}`, count: 100_000, concurrency: 4, stream: true, ...when });
-      if (run.signal === 'SIGKILL') kills++;
-      acks.push(...run.acks);
-      const result = await verifyAfterCrash(dir, key, acks);
-      expect(result.verified).toBe(acks.length);
-    }
-    expect(kills).toBe(6);
+    const acks = await killRounds({ rounds: 6, seed: 'gather-kill', concurrency: 4, afterMs: [300, 700], atLine: 60, stream: true });
     expect(acks.length).toBeGreaterThan(20);
   });
 });
 
 describe('kill -9 at random moments', () => {
   it('survives repeated SIGKILLs of a concurrent writer, before, during and after seals', async () => {
-    const dir = tempDir();
-    const key = crypto.randomBytes(32);
-    const acks: Ack[] = [];
-    let kills = 0;
-    for (let round = 0; round < 12; round++) {
-      // Half the rounds kill at a random moment (which on a loaded machine may come before the
-      // first ack: the start-up and recovery are worth killing too), half once a random number of
-      // puts were acknowledged, so the run has acks to check however slow the machine is.
-      const when = round % 2 === 0 ? { killAfterMs: 150 + crypto.randomInt(0, 600) } : { killAtLine: crypto.randomInt(1, 400) };
-      const run = await runWriter({ dir, key, seed: `kill-${round}`, count: 100_000, concurrency: 8, ...when });
-      if (run.signal === 'SIGKILL') kills++;
-      acks.push(...run.acks);
-      const result = await verifyAfterCrash(dir, key, acks);
-      expect(result.verified).toBe(acks.length);
-    }
-    expect(kills).toBe(12);
+    const acks = await killRounds({ rounds: 12, seed: 'kill', concurrency: 8, afterMs: [150, 600], atLine: 400 });
     // The writers got far enough to make the test meaningful.
     expect(acks.length).toBeGreaterThan(100);
   });
 });
+
