@@ -81,10 +81,13 @@ describe('ec 4+2 repair on six members', () => {
 
     // Two full repair passes of the writer's after the writes: they found every coded block at
     // six shards, and pushed no whole copy of one anywhere; the small blocks sit on their three.
-    const start = (await progress(a)).passes;
+    // A shard repaired during the writes (a push that timed out under load, redone by a pass
+    // before the flush saw six shards: CI at e13c5da) is the repair working; once every shard is
+    // placed, passes must find nothing to repair.
+    const { passes: start, shardsRepaired: repairedAtStart } = await progress(a);
     await waitFor(async () => (await progress(a)).passes >= start + 2, 20_000, 'two repair passes');
     expect((await progress(a)).shardHealth).toEqual({ blocks: 6, full: 6, atThreshold: 0, unreadable: 0 });
-    expect((await progress(a)).shardsRepaired).toBe(0);
+    expect((await progress(a)).shardsRepaired).toBe(repairedAtStart);
     const peers = all.map((n) => n.peerId);
     for (const n of keyless) {
       const h = await held(n);
