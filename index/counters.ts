@@ -1,13 +1,20 @@
 /**
  * Read-modify-write of counter values (reference counts 'r', dead bytes 'x') within one index
  * batch. Reads go to LevelDB once per key (getSync: the batch chain guarantees every earlier batch
- * has landed), later changes in the same batch see the earlier ones, and emit() turns the final
- * values into batch operations.
+ * has landed), later changes in the same batch see the earlier ones, and emit() writes the final
+ * values into the batch being built.
+ *
+ * A put of a very large value changes one reference count per chunk in one batch (32,768 for
+ * 8 GiB of 256 KiB chunks), in one synchronous stretch whose garbage V8's young generation holds
+ * until it next collects: each change looks its cell up once (`touch`), and the final values go
+ * into the batch with no operation object each (docs/performance.md, "Cost per byte, seventh
+ * round").
  */
+import type { OpSink } from './batch.js';
 import type { ClassicLevel } from './leveldb.js';
 import { decodeCount, encodeCount } from './values.js';
 
-interface Cell {
+export interface Cell {
   key: Buffer;
   value: number;
   /** Whether the key exists: a reference count of 0 that exists means "was referenced, now dead". */
@@ -41,8 +48,18 @@ export class Counters {
   }
 
   set(key: Buffer, width: 4 | 8, value: number, present = true): void {
-    if (value < 0 || !Number.isSafeInteger(value)) throw new RangeError(`counter ${key.toString('hex')} would become ${value}`);
-    const c = this.#cell(key, width);
+    Counters.assign(this.#cell(key, width), value, present);
+  }
+
+  /** The cell of `key`, read from LevelDB the first time: for a read-modify-write with one lookup (`assign`). */
+  touch(key: Buffer, width: 4 | 8): Readonly<Cell> {
+    return this.#cell(key, width);
+  }
+
+  /** Sets a cell `touch` gave. */
+  static assign(cell: Readonly<Cell>, value: number, present = true): void {
+    if (value < 0 || !Number.isSafeInteger(value)) throw new RangeError(`counter ${cell.key.toString('hex')} would become ${value}`);
+    const c = cell as Cell;
     c.value = value;
     c.present = present;
     c.dirty = true;
@@ -59,10 +76,14 @@ export class Counters {
     this.set(key, 8, value, value > 0);
   }
 
-  emit(ops: Array<{ type: 'put' | 'del'; key: Buffer; value?: Buffer }>): void {
-    for (const c of this.#cells.values()) {
-      if (!c.dirty) continue;
-      ops.push(c.present ? { type: 'put', key: c.key, value: encodeCount(c.value, c.width) } : { type: 'del', key: c.key });
-    }
+  /** Writes every changed counter into `sink` (the batch being built), in the order first touched. */
+  emit(sink: OpSink): void {
+    // forEach, not for-of: this loop runs once per batch, too rarely for V8 to optimise away
+    // the iterator's result object for each of its cells.
+    this.#cells.forEach((c) => {
+      if (!c.dirty) return;
+      if (c.present) sink.put(c.key, encodeCount(c.value, c.width));
+      else sink.del(c.key);
+    });
   }
 }

@@ -124,13 +124,15 @@ export class IndexStore {
       } finally {
         this.#counters = undefined;
       }
-      counters.emit(ops);
       if (this.#riders.length > 0) ops.unshift(...this.#riders.splice(0));
       const next = { ...this.#stats };
       for (const [k, v] of Object.entries(delta) as [keyof PersistedStats, number][]) next[k] += v;
-      ops.push({ type: 'put', key: keys.meta('stats'), value: encodeStats(next) });
       try {
-        await writeOps(this.ldb, ops);
+        // The counters after the ops, the stats last, as before: in the batch the later op on a key wins.
+        await writeOps(this.ldb, ops, true, (sink) => {
+          counters.emit(sink);
+          sink.put(keys.meta('stats'), encodeStats(next));
+        });
       } catch (err) {
         const failure = ioError('index batch', err);
         this.fail(failure);
@@ -149,10 +151,10 @@ export class IndexStore {
    */
   changeRef(id: Buffer, delta: number): void {
     const c = this.#counters!;
-    const key = keys.refcount(id);
-    const { value, present } = c.get(key, 4);
+    const cell = c.touch(keys.refcount(id), 4);
+    const { value, present } = cell;
     const next = Math.max(0, value + delta);
-    c.set(key, 4, next, next > 0 || present || value > 0);
+    Counters.assign(cell, next, next > 0 || present || value > 0);
     const died = value > 0 && next === 0;
     const revived = value === 0 && present && next > 0;
     if (died || revived) {

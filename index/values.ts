@@ -156,7 +156,9 @@ export function decodeHeads(b: Buffer): Head[] {
 
 /** Reference counts ('r', u32 LE) and dead byte counters ('x', u64 LE). */
 export function encodeCount(n: number, bytes: 4 | 8): Buffer {
-  const b = Buffer.alloc(bytes);
+  // From Node's pool (every byte is written below): Buffer.alloc makes an ArrayBuffer of its own
+  // for each of the tens of thousands of counters one large put's batch can hold.
+  const b = Buffer.allocUnsafe(bytes);
   if (bytes === 4) b.writeUInt32LE(n, 0);
   else b.writeBigUInt64LE(BigInt(n), 0);
   return b;

@@ -1,6 +1,9 @@
 /** Small byte helpers shared by the on-disk formats. All integers on disk are little-endian. */
 
 export function toHex(bytes: Uint8Array): string {
+  // A Buffer (nearly every caller's) directly: a view made for each call is garbage, and the end
+  // of a large put asks for the hex of every chunk id at once.
+  if (Buffer.isBuffer(bytes)) return bytes.toString('hex');
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
 }
 

@@ -167,7 +167,10 @@ export class Writer {
       return await body(chunks);
     } finally {
       const unpin = () => {
-        for (const c of chunks) if (c.id !== NO_ID) this.#held.unpin(toHex(c.id));
+        for (let i = 0; i < chunks.length; i++) {
+          const { id } = chunks[i]!;
+          if (id !== NO_ID) this.#held.unpin(toHex(id));
+        }
       };
       settled.then(unpin, unpin);
     }
@@ -411,7 +414,8 @@ export class Writer {
     this.#checkDiskFullEpoch(link);
     const chunkIds = record.chunks.map((c) => c.id);
     const prepare = chunkIds.length === 0 ? undefined : () => {
-      for (const id of chunkIds) this.#index.changeRef(id, +1);
+      // Indexed, not for-of, as the other per-chunk loops of a put's end (see index/counters.ts).
+      for (let i = 0; i < chunkIds.length; i++) this.#index.changeRef(chunkIds[i]!, +1);
     };
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {

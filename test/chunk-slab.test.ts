@@ -65,6 +65,9 @@ describe('seal pool and slab', () => {
     chunk.set(plain);
     const ticket = await pool.identify(chunk, true);
     expect(ticket.id.equals(keys.chunkId(plain))).toBe(true);
+    // A put holds every chunk's id until its record commits: the id is copied into Node's pool of
+    // small buffers, not kept as the 32-byte ArrayBuffer structured clone made for it.
+    expect(ticket.id.buffer.byteLength).toBe(Buffer.poolSize);
     const sealed = await pool.seal(ticket, EntryKind.Chunk, true);
     expect(sealed.bytes.buffer).toBe(pool.slab.memory); // sealed in place
     expect(sealed.bytes.byteOffset).toBe(chunk.byteOffset);
