@@ -375,9 +375,14 @@ describe('ec 4+2 repair on six members', () => {
     expect(perBlock([k1]).every((s) => s.length === 1)).toBe(true);
     await k1.kill9();
     await waitFor(() => perBlock([a, k2]).every((s) => new Set(s).size === 3), 60_000, 'every block back at three shards on a and k2');
-    // k1 comes back with its old shards: each block has four shard files, one index twice.
+    // k1 comes back with its old shards: each block has four shard files, one index twice. Its own
+    // files are the premise; a or k2 may already have removed its duplicate by the time the test
+    // looks (a CI run saw three files of a block here, not four), and the sampling below starts then.
     const back = await startNode(k1.dir);
-    expect(perBlock([a, back, k2]).every((s) => s.length === 4)).toBe(true);
+    const returned = perBlock([back]);
+    expect(returned.every((s) => s.length === 1), `k1's shards after its restart: ${JSON.stringify(returned)}`).toBe(true);
+    const atReturn = perBlock([a, back, k2]);
+    expect(atReturn.every((s) => s.length >= 3 && s.length <= 4 && new Set(s).size === 3), `shards per block at k1's return: ${JSON.stringify(atReturn)}`).toBe(true);
     // Sampled all along: never fewer than three distinct shards; in the end three files, one a member.
     let fewest = Infinity;
     await waitFor(() => {
