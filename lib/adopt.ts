@@ -276,7 +276,7 @@ export class Adopter {
       addStat(delta, 'uniqueBytes', record.inline.byteLength);
       addStat(delta, 'chunkStoredBytes', record.inline.byteLength);
     }
-    for (const c of record.chunks) this.#index.changeRef(c.id, 1);
+    for (let i = 0; i < record.chunks.length; i++) this.#index.changeRef(record.chunks.id(i), 1);
     if (record.parent) ops.push({ type: 'put', key: keys.child(record.parent, id), value: EMPTY });
   }
 }

@@ -47,6 +47,7 @@ import { parseLink } from './put-options.js';
 import type { Query } from './query.js';
 import type { Reader } from './read.js';
 import { type RebuildReport, rebuildIndex } from './rebuild.js';
+import { ChunkList } from './chunk-list.js';
 import type { ObjectRecord } from './record.js';
 import type { Snapshots } from './snapshots.js';
 import type { Writer } from './write.js';
@@ -315,7 +316,7 @@ export class OuroDB {
     this.#life.checkWritable();
     const link = parseLink({ key, ifHead: options.ifHead, prev: options.prev, created: options.created, expectHash: options.expectHash });
     while (this.#life.exclusive) await this.#life.exclusive;
-    const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: [], key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
+    const record: ObjectRecord = { type: 'tombstone', size: 0, chunks: new ChunkList(), key, parent: null, prev: [], created: link.created ?? Date.now(), meta: {}, inline: null };
     const op = this.#writer.writeRecord(record, link, options.durability ?? this.#writer.durability);
     this.#life.track(op);
     try {

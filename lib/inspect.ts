@@ -101,7 +101,7 @@ export async function inspectBlock(dir: string, idPrefix: string, creds?: Creden
           const plain = openEntry(dbKeys.data, bytes, { id: row.id, kind: row.kind }, file, row.offset);
           const show = (hash: Buffer, bytes: Buffer) => {
             const r = decodeRecord(bytes, toHex(hash));
-            return { type: r.type, size: r.size, key: r.key, parent: r.parent && toHex(r.parent), prev: r.prev.map(toHex), created: new Date(r.created).toISOString(), meta: r.meta, chunks: r.chunks.map((c) => ({ id: toHex(c.id), size: c.size })), inline: r.inline ? r.inline.byteLength : null };
+            return { type: r.type, size: r.size, key: r.key, parent: r.parent && toHex(r.parent), prev: r.prev.map(toHex), created: new Date(r.created).toISOString(), meta: r.meta, chunks: Array.from(r.chunks, (c) => ({ id: toHex(c.id), size: c.size })), inline: r.inline ? r.inline.byteLength : null };
           };
           if (row.kind === EntryKind.Object) view.record = show(row.id, plain);
           if (row.kind === EntryKind.Pack) view.records = decodePack(plain, `${file}@${row.offset}`).map((p) => ({ hash: toHex(p.hash), ...show(p.hash, plain.subarray(p.offset, p.offset + p.length)) }));

@@ -267,7 +267,7 @@ export class Query {
             created: r.created,
             meta: r.meta,
             size: r.size,
-            chunkSizes: r.chunks.map((c) => c.size),
+            chunkSizes: [...r.chunks.sizes()],
             data: () => {
               if (!reader.open) throw new BadArgumentError("an object's data() must be read while db.objects() is being iterated (its snapshot is closed)");
               return this.#reader.stream(r, snapshot);

@@ -114,16 +114,16 @@ export class Reader {
     }
     let next = 0;
     let at = 0; // where chunk `next` begins in the value
-    while (at + record.chunks[next]!.size <= start) at += record.chunks[next++]!.size;
+    const chunks = record.chunks;
+    while (at + chunks.size(next) <= start) at += chunks.size(next++);
     const reads: Array<{ read: Promise<Buffer>; at: number }> = [];
     let readAt = at;
     const refill = () => {
-      while (reads.length < READ_AHEAD && next < record.chunks.length && readAt < end) {
-        const c = record.chunks[next++]!;
-        const read = this.entry(EntryKind.Chunk, c.id, snapshot);
+      while (reads.length < READ_AHEAD && next < chunks.length && readAt < end) {
+        const read = this.entry(EntryKind.Chunk, chunks.id(next), snapshot);
         read.catch(() => {});
         reads.push({ read, at: readAt });
-        readAt += c.size;
+        readAt += chunks.size(next++);
       }
     };
     refill();

@@ -31,6 +31,7 @@
  * stored bytes, so no re-encoding is ever needed to verify a record.
  */
 import { Packr } from 'msgpackr/pack';
+import { ChunkList } from './chunk-list.js';
 import { ID_BYTES } from './crypto.js';
 import { CorruptionError, UnsupportedVersionError } from './errors.js';
 
@@ -43,15 +44,10 @@ export type ObjectType = 'value' | 'tombstone' | 'purge';
 const TYPE_CODES: Record<ObjectType, number> = { value: 0, tombstone: 1, purge: 2 };
 const TYPES: ObjectType[] = ['value', 'tombstone', 'purge'];
 
-export interface ChunkRef {
-  id: Buffer;
-  size: number;
-}
-
 export interface ObjectRecord {
   type: ObjectType;
   size: number;
-  chunks: ChunkRef[];
+  chunks: ChunkList;
   key: string | null;
   parent: Buffer | null;
   prev: Buffer[];
@@ -71,21 +67,14 @@ function compareUtf8(a: string, b: string): number {
 }
 
 /** The chunk ids of a record back to back, as field 3 holds them. */
-function chunkIds(r: ObjectRecord): Buffer {
-  const ids = Buffer.allocUnsafe(r.chunks.length * ID_BYTES);
-  r.chunks.forEach((c, i) => c.id.copy(ids, i * ID_BYTES));
-  return ids;
-}
-
 export function encodeRecord(r: ObjectRecord): Buffer {
-  const ids = chunkIds(r);
   const meta = Object.keys(r.meta).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
   return packr.pack([
     RECORD_VERSION,
     TYPE_CODES[r.type],
     r.size,
-    ids,
-    r.chunks.map((c) => c.size),
+    r.chunks.ids(),
+    r.chunks.sizes(),
     r.key,
     r.parent,
     r.prev,
@@ -103,7 +92,7 @@ export function encodeRecord(r: ObjectRecord): Buffer {
  */
 export function comparedFields(r: ObjectRecord, ignoreMeta: ReadonlySet<string>): Buffer {
   const meta = Object.keys(r.meta).filter((k) => !ignoreMeta.has(k)).sort(compareUtf8).map((k) => [k, r.meta[k]!]);
-  return packr.pack([TYPE_CODES[r.type], r.size, chunkIds(r), r.chunks.map((c) => c.size), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
+  return packr.pack([TYPE_CODES[r.type], r.size, r.chunks.ids(), r.chunks.sizes(), r.inline, r.parent, meta, [...ignoreMeta].sort(compareUtf8)]);
 }
 
 /** A Buffer over the same memory (no copy: see decodeRecord). */
@@ -139,8 +128,8 @@ export function decodeRecord(bytes: Uint8Array, where: string): ObjectRecord {
   if (!Array.isArray(meta) || !meta.every((m) => Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string')) throw bad('meta');
   if (inline !== null && !(inline instanceof Uint8Array && inline.byteLength === size && ids.byteLength === 0)) throw bad('inline value');
   const idBuf = Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength);
-  const chunks: ChunkRef[] = (sizes as number[]).map((s, i) => ({ id: idBuf.subarray(i * ID_BYTES, (i + 1) * ID_BYTES), size: s }));
-  if (inline === null && chunks.reduce((n, c) => n + c.size, 0) !== size) throw bad('chunk sizes do not add up to size');
+  const chunks = new ChunkList(idBuf, sizes as number[]);
+  if (inline === null && chunks.totalSize !== size) throw bad('chunk sizes do not add up to size');
   const metaObj: Record<string, string> = {};
   for (const [k, v] of meta as [string, string][]) metaObj[k] = v;
   return {

@@ -28,12 +28,12 @@ import type { Heads, KeyName } from './heads.js';
 import type { Lifecycle } from './lifecycle.js';
 import { type Link, checkExpected, checkHeads, parseLink, rowHasContent, smallValue, validateMeta } from './put-options.js';
 import type { Reader } from './read.js';
-import { type ChunkRef, INLINE_MAX_BYTES, type ObjectRecord, comparedFields, encodeRecord } from './record.js';
+import { ChunkList } from './chunk-list.js';
+import { INLINE_MAX_BYTES, type ObjectRecord, comparedFields, encodeRecord } from './record.js';
 import { OFFLOAD_MIN_BYTES, SMALL_BATCH_MAX_BYTES, SealPool } from './seal-pool.js';
 import type { Durability, PutOptions, PutResult, PutValue } from './types.js';
 import { nextHeads, versionNumber } from './versions.js';
 
-const NO_ID = Buffer.alloc(0);
 const NO_NAMES: ReadonlySet<string> = new Set();
 /**
  * Puts in flight from which a small entry (an object record, #identifyRecord, or a chunk under
@@ -130,7 +130,7 @@ export class Writer {
 
   putValue(value: PutValue, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
     const small = smallValue(value);
-    return small ? this.#putRecord(small, [], meta, durability, link) : this.put(value, meta, durability, link);
+    return small ? this.#putRecord(small, new ChunkList(), meta, durability, link) : this.put(value, meta, durability, link);
   }
 
   /**
@@ -158,8 +158,8 @@ export class Writer {
    * Runs a chunked write whose `body` fills `chunks`, pinning each of them (in the body: see
    * InFlight.pin) until the record that references them commits.
    */
-  async #pinning(link: Link, body: (chunks: ChunkRef[]) => Promise<PutResult>): Promise<PutResult> {
-    const chunks: ChunkRef[] = [];
+  async #pinning(link: Link, body: (chunks: ChunkList) => Promise<PutResult>): Promise<PutResult> {
+    const chunks = new ChunkList();
     // Pins end when the record's commit lands (not when a relaxed put returns, which is earlier).
     let settled: Promise<void> = Promise.resolve();
     link.onQueued = (committed) => (settled = committed);
@@ -167,10 +167,8 @@ export class Writer {
       return await body(chunks);
     } finally {
       const unpin = () => {
-        for (let i = 0; i < chunks.length; i++) {
-          const { id } = chunks[i]!;
-          if (id !== NO_ID) this.#held.unpin(toHex(id));
-        }
+        // A place without an id (its seal failed) was never pinned.
+        for (let i = 0; i < chunks.length; i++) if (chunks.has(i)) this.#held.unpin(chunks.id(i));
       };
       settled.then(unpin, unpin);
     }
@@ -209,7 +207,7 @@ export class Writer {
     }
     const size = records.reduce((n, r) => n + r.size, 0);
     if (size <= INLINE_MAX_BYTES && records.every((r) => r.chunks.length === 0)) {
-      return this.#putRecord(Buffer.concat(records.map((r) => r.inline ?? EMPTY)), [], meta, durability, link);
+      return this.#putRecord(Buffer.concat(records.map((r) => r.inline ?? EMPTY)), new ChunkList(), meta, durability, link);
     }
     return this.#pinning(link, async (chunks) => {
       const sealing: Promise<unknown>[] = [];
@@ -230,11 +228,12 @@ export class Writer {
           continue;
         }
         if (run.length > 0) await storeRun();
-        for (const c of r.chunks) {
-          const hex = toHex(c.id);
-          this.#held.pin(hex);
-          chunks.push({ id: c.id, size: c.size });
-          if (!this.#held.isPending(hex) && !this.#held.isStored(keys.chunk(c.id), hex)) throw new NotFoundError(`a chunk of the value ${toHex(parts[records.indexOf(r)]!)} is gone (purged and collected while it was concatenated)`);
+        for (let i = 0; i < r.chunks.length; i++) {
+          const id = r.chunks.id(i);
+          const hex = toHex(id);
+          this.#held.pin(id);
+          chunks.push(id, r.chunks.size(i));
+          if (!this.#held.isPending(hex) && !this.#held.isStored(keys.chunk(id), hex)) throw new NotFoundError(`a chunk of the value ${toHex(parts[records.indexOf(r)]!)} is gone (purged and collected while it was concatenated)`);
         }
       }
       if (run.length > 0) await storeRun();
@@ -244,7 +243,7 @@ export class Writer {
     });
   }
 
-  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
+  async #putChunked(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, owned: boolean, chunks: ChunkList, meta: Record<string, string>, durability: Durability, link: Link, cut = false): Promise<PutResult> {
     // Up to SEAL_AHEAD chunks are being sealed while the next ones are cut and hashed. Every one
     // is appended (queued for commit) before the object record is, which is what lets the put
     // wait on the record's commit alone (commits go in queue order).
@@ -284,7 +283,7 @@ export class Writer {
    * small ones too, in batches, while other puts are in flight (sealed before the dedup check:
    * see lib/seal-pool.ts); a lone put's small chunk here.
    */
-  #storeChunk(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
+  #storeChunk(chunk: Uint8Array, chunks: ChunkList, owned: boolean): Promise<unknown> {
     const size = chunk.byteLength;
     const small = size < OFFLOAD_MIN_BYTES;
     // Work the pool would take, kept here while the handle has sealed too little to be worth a
@@ -300,15 +299,15 @@ export class Writer {
         if (inflight || this.#held.isStored(keys.chunk(id), idHex)) {
           // As CommitPipeline.store answers for a stored chunk: the entry on its way, or none once committed.
           this.#smallHit(true);
-          chunks.push({ id, size });
-          this.#held.pin(idHex);
+          chunks.push(id, size);
+          this.#held.pin(id);
           return Promise.resolve(inflight);
         }
       }
-      const at = chunks.push({ id: NO_ID, size }) - 1;
+      const at = chunks.reserve(size);
       return this.#sealPool.sealSmall(EntryKind.Chunk, chunk, this.#compression).then(({ id, sealed }) => {
-        chunks[at] = { id, size };
-        this.#held.pin(toHex(id));
+        chunks.set(at, id);
+        this.#held.pin(id);
         let found = false;
         const stored = this.#commit.store(EntryKind.Chunk, id, () => sealed, 0, 0, () => (found = true));
         this.#smallHit(found); // CommitPipeline.store tells a stored chunk before its first await
@@ -316,13 +315,13 @@ export class Writer {
       });
     }
     if (small) return this.#sealChunkHere(chunk, chunks, owned);
-    const at = chunks.push({ id: NO_ID, size }) - 1;
+    const at = chunks.reserve(size);
     if (this.#largeHits < LARGE_HITS_IDENTIFY_FIRST) {
       // Mostly new chunks lately: hashed and sealed in one round trip to the pool; one found
       // stored was sealed for nothing and is let go.
       return this.#sealPool.identifyAndSeal(chunk, owned, EntryKind.Chunk, this.#compression).then((sealed) => {
-        chunks[at] = { id: sealed.id, size };
-        this.#held.pin(toHex(sealed.id));
+        chunks.set(at, sealed.id);
+        this.#held.pin(sealed.id);
         let found = false;
         const stored = this.#commit.store(EntryKind.Chunk, sealed.id, () => sealed, 0, 0, () => {
           found = true;
@@ -333,8 +332,8 @@ export class Writer {
       });
     }
     return this.#sealPool.identify(chunk, owned).then((ticket) => {
-      chunks[at] = { id: ticket.id, size };
-      this.#held.pin(toHex(ticket.id));
+      chunks.set(at, ticket.id);
+      this.#held.pin(ticket.id);
       let found = false;
       const stored = this.#commit.store(EntryKind.Chunk, ticket.id, () => this.#sealPool.seal(ticket, EntryKind.Chunk, this.#compression), 0, 0, () => {
         found = true;
@@ -360,10 +359,10 @@ export class Writer {
    * that glibc's heap kept for the rest of the put: the 1 GiB ingest's peak RSS ~15-20 MiB
    * higher (docs/performance.md, "The library's memory while ingesting").
    */
-  #sealChunkHere(chunk: Uint8Array, chunks: ChunkRef[], owned: boolean): Promise<unknown> {
+  #sealChunkHere(chunk: Uint8Array, chunks: ChunkList, owned: boolean): Promise<unknown> {
     const id = this.#keys.chunkId(chunk);
-    chunks.push({ id, size: chunk.byteLength });
-    this.#held.pin(toHex(id));
+    chunks.push(id, chunk.byteLength);
+    this.#held.pin(id);
     const giveBack = owned ? () => this.#sealPool.giveBack(chunk) : undefined;
     const seal = (): SealedEntry => {
       let sealed: SealedEntry;
@@ -395,8 +394,8 @@ export class Writer {
   }
 
   /** Stores the object record of a value whose chunks are stored (or that goes inline). */
-  async #putRecord(inline: Uint8Array | null, chunks: ChunkRef[], meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
-    const size = inline ? inline.byteLength : chunks.reduce((n, c) => n + c.size, 0);
+  async #putRecord(inline: Uint8Array | null, chunks: ChunkList, meta: Record<string, string>, durability: Durability, link: Link): Promise<PutResult> {
+    const size = inline ? inline.byteLength : chunks.totalSize;
     const record: ObjectRecord = { type: 'value', size, chunks, key: null, parent: link.parent, prev: [], created: link.created ?? Date.now(), meta, inline };
     const hash = await this.writeRecord(record, link, durability);
     return { hash: toHex(hash), size, ...(link.kept ? { unchanged: true } : {}) };
@@ -412,10 +411,10 @@ export class Writer {
   async writeRecord(record: ObjectRecord, link: Link, durability: Durability): Promise<Buffer> {
     link.signal?.throwIfAborted();
     this.#checkDiskFullEpoch(link);
-    const chunkIds = record.chunks.map((c) => c.id);
-    const prepare = chunkIds.length === 0 ? undefined : () => {
+    const chunks = record.chunks;
+    const prepare = chunks.length === 0 ? undefined : () => {
       // Indexed, not for-of, as the other per-chunk loops of a put's end (see index/counters.ts).
-      for (let i = 0; i < chunkIds.length; i++) this.#index.changeRef(chunkIds[i]!, +1);
+      for (let i = 0; i < chunks.length; i++) this.#index.changeRef(chunks.id(i), +1);
     };
     const inlineSize = record.inline ? record.inline.byteLength : 0;
     if (!link.key) {
@@ -569,10 +568,10 @@ export class Writer {
             addStat(delta, 'uniqueBytes', -r.inline.byteLength);
             addStat(delta, 'chunkStoredBytes', -r.inline.byteLength);
           }
-          for (const c of r.chunks) this.#index.changeRef(c.id, -1);
+          for (let c = 0; c < r.chunks.length; c++) this.#index.changeRef(r.chunks.id(c), -1);
         });
       };
-      const marker: ObjectRecord = { type: 'purge', size: 0, chunks: [], key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
+      const marker: ObjectRecord = { type: 'purge', size: 0, chunks: new ChunkList(), key, parent: null, prev: versions.map((v) => v.hash).sort(Buffer.compare), created: Date.now(), meta: {}, inline: null };
       const bytes = encodeRecord(marker);
       const hash = this.#keys.objectId(bytes);
       const entry = await this.#commit.store(EntryKind.Object, hash, () => sealEntry(this.#keys.data, EntryKind.Object, hash, bytes, this.#compression), 0, 0, undefined, { ops, prepare, marker: true });

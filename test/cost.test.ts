@@ -12,6 +12,7 @@ import { AeadKey, FREE_NOW_MIN_BYTES, freeNow, nextNonce, xchachaOpen, xchachaSe
 import { maybeCompress } from '../lib/entry.js';
 import { OuroDB } from '../lib/index.js';
 import { decodeRecord, encodeRecord } from '../lib/record.js';
+import { ChunkList } from '../lib/chunk-list.js';
 import { CountingVfs, blockFiles, pseudoRandom, pseudoRandomStream, tempDir } from './helpers.js';
 import { type VfsFile, nodeVfs } from '../lib/vfs/index.js';
 import { EntryKind, readEntryHeader } from '../blockstore/format.js';
@@ -249,7 +250,7 @@ describe('a handle that seals little never starts a seal worker (sealInlineBytes
 describe('a cached object record holds its own bytes only', () => {
   it('decodes a record read as a slice of a larger buffer into memory of its own, parent and prev as views of it', () => {
     const id = (n: number) => Buffer.alloc(32, n);
-    const encoded = encodeRecord({ type: 'value', size: 3, chunks: [], key: 'tree/a.js', parent: id(1), prev: [id(2), id(3)], created: Date.now(), meta: { type: 'file' }, inline: Buffer.from('abc') });
+    const encoded = encodeRecord({ type: 'value', size: 3, chunks: new ChunkList(), key: 'tree/a.js', parent: id(1), prev: [id(2), id(3)], created: Date.now(), meta: { type: 'file' }, inline: Buffer.from('abc') });
     // As lib/read.ts gets a record out of an opened pack: a slice of a larger buffer.
     const pack = Buffer.alloc(64 * 1024);
     encoded.copy(pack, 1000);

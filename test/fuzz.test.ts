@@ -19,6 +19,7 @@ import { AeadKey, deriveKey, xchachaSeal } from '../lib/crypto.js';
 import { openEntry, sealEntry } from '../lib/entry.js';
 import { OuroDB, OuroError, exportArchive, importArchive } from '../lib/index.js';
 import { decodeRecord, encodeRecord } from '../lib/record.js';
+import { ChunkList } from '../lib/chunk-list.js';
 import { decodeWalRecords, encodeWalRecords } from '../wal/record.js';
 import { pseudoRandom, tempDir } from './helpers.js';
 
@@ -52,7 +53,7 @@ const mutate = (bytes: Buffer) =>
     fc.uint8Array({ maxLength: 600 }).map((r) => Buffer.concat([bytes, Buffer.from(r)])),
   );
 
-const record = encodeRecord({ type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [crypto.randomBytes(32)], created: 1, meta: { a: 'b' }, inline: Buffer.from('abc') });
+const record = encodeRecord({ type: 'value', size: 3, chunks: new ChunkList(), key: 'k', parent: null, prev: [crypto.randomBytes(32)], created: 1, meta: { a: 'b' }, inline: Buffer.from('abc') });
 
 describe('decoders on hostile bytes', () => {
   it('object records', () => {

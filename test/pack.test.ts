@@ -18,6 +18,7 @@ import { INDEX_FORMAT_VERSION, OuroDB, OuroError } from '../lib/index.js';
 import { DESCRIPTOR_FILE, readDescriptor, unlock } from '../lib/keyring.js';
 import { decodePack, encodePack, recordInPack } from '../lib/pack.js';
 import { type ObjectRecord, decodeRecord, encodeRecord } from '../lib/record.js';
+import { ChunkList } from '../lib/chunk-list.js';
 import { nodeVfs } from '../lib/vfs/index.js';
 import { blockFiles, pseudoRandom, tempDir } from './helpers.js';
 
@@ -277,7 +278,7 @@ describe('records of concurrent puts', () => {
 });
 
 describe('object record bytes (FORMAT.md, "Object record")', () => {
-  const record = (over: Partial<ObjectRecord>): ObjectRecord => ({ type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [], created: 1_700_000_000_000, meta: { a: 'b' }, inline: Buffer.from('abc'), ...over });
+  const record = (over: Partial<ObjectRecord>): ObjectRecord => ({ type: 'value', size: 3, chunks: new ChunkList(), key: 'k', parent: null, prev: [], created: 1_700_000_000_000, meta: { a: 'b' }, inline: Buffer.from('abc'), ...over });
 
   it('are written as the format gives them: shortest integers below 2^32, float64 above, shortest headers', () => {
     // Spelled out from FORMAT.md, not from the encoder's output.
@@ -297,7 +298,7 @@ describe('object record bytes (FORMAT.md, "Object record")', () => {
     ].join('');
     expect(encodeRecord(record({})).toString('hex')).toBe(expected);
     const id = Buffer.alloc(32, 7);
-    const chunked = encodeRecord(record({ size: 70_000, chunks: [{ id, size: 300 }, { id, size: 69_700 }], key: null, meta: {}, inline: null, created: 200 }));
+    const chunked = encodeRecord(record({ size: 70_000, chunks: ChunkList.of([{ id, size: 300 }, { id, size: 69_700 }]), key: null, meta: {}, inline: null, created: 200 }));
     const ids = `c440${id.toString('hex').repeat(2)}`; // bin 8 of 64 bytes
     expect(chunked.toString('hex')).toBe(`9b0100ce00011170${ids}92cd012cce00011044c0c090ccc890c0`);
   });

@@ -6,8 +6,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RecordCache } from '../lib/record-cache.js';
 import { type ObjectRecord, encodeRecord } from '../lib/record.js';
+import { ChunkList } from '../lib/chunk-list.js';
 
-const record = (n: number): ObjectRecord => ({ type: 'value', size: n, chunks: [], key: null, parent: null, prev: [], created: n, meta: {}, inline: null });
+const record = (n: number): ObjectRecord => ({ type: 'value', size: n, chunks: new ChunkList(), key: null, parent: null, prev: [], created: n, meta: {}, inline: null });
 
 describe('record cache', () => {
   it('keeps the most recently used records within its byte bound, whatever the sequence', () => {
@@ -80,7 +81,7 @@ describe('record cache', () => {
 
   it("keeps a put's record by its own copy of the encoded bytes, decoded when first read", () => {
     const cache = new RecordCache(1 << 20);
-    const r: ObjectRecord = { type: 'value', size: 3, chunks: [], key: 'k', parent: null, prev: [], created: 7, meta: { a: 'b' }, inline: Buffer.from('abc') };
+    const r: ObjectRecord = { type: 'value', size: 3, chunks: new ChunkList(), key: 'k', parent: null, prev: [], created: 7, meta: { a: 'b' }, inline: Buffer.from('abc') };
     const encoded = encodeRecord(r);
     cache.setEncoded('h1', encoded, cache.generation);
     expect(cache.bytes).toBe(encoded.byteLength);
