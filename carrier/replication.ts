@@ -112,6 +112,8 @@ export class Replicator implements ReplicaSource {
 
   async start(): Promise<void> {
     const h = this.#ctx.host;
+    // Before any block can arrive: its directories then cost no push a mkdir.
+    await this.#ctx.shelf.prepare();
     const transfers = this.#transfers;
     const repair = this.#repair;
     await h.handleStream('block-put', (stream, ctx) => transfers.onPut(stream, ctx.peer));

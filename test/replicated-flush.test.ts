@@ -261,6 +261,8 @@ describe('a seal whose registration ran out of disk space', () => {
 describe('a keyless member receiving pushes', () => {
   it('makes its incoming/ directory again when it was removed from outside (directories are made once per process)', async () => {
     const { a, b, db } = await twoMembers();
+    // Made as the node started, before any block came (DirShelf.prepare): every fan-out directory.
+    expect(fs.readdirSync(path.join(b.dir, 'replicas', 'blocks')).length).toBe(256);
     await db.put(crypto.randomBytes(1024));
     await db.flush({ replicas: 2, signal: AbortSignal.timeout(20_000) });
     fs.rmSync(path.join(b.dir, 'replicas', 'incoming'), { recursive: true });

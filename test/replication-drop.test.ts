@@ -25,6 +25,7 @@ class MemoryShelf {
   readonly held = new Set<string>();
   removeGate: Promise<void> | undefined;
   removeStarted = gate();
+  async prepare(): Promise<void> {}
   path(id: string): string {
     return `/nonexistent/ourodb-test/${id}`;
   }

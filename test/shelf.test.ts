@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { blockIndexOf, readBlockIndex } from '../blockstore/store.js';
 import { DirShelf } from '../carrier/shelf.js';
 import { OuroDB } from '../lib/index.js';
@@ -96,4 +96,47 @@ describe('DirShelf.keep', () => {
     expect(await shelf.keep(second, id, undefined, a!)).toBe(true);
     expect(fs.readFileSync(shelf.path(id))).toEqual(a!);
   });
+
+  it('is prepared with its 256 fan-out directories, so that keeping a block makes none (and one removed is made again)', async () => {
+    const [a, b] = await twoBlocks();
+    const ida = await idOf(a!);
+    const idb = await idOf(b!);
+    const mkdir = vi.spyOn(fs.promises, 'mkdir');
+    try {
+      // Unprepared, as before: the first block kept in a fan-out directory makes it.
+      const plain = new DirShelf(tempDir());
+      const s0 = await plain.staging(ida);
+      fs.writeFileSync(s0, a!);
+      mkdir.mockClear();
+      expect(await plain.keep(s0, ida, undefined, a!)).toBe(true);
+      expect(mkdir.mock.calls.map((c) => String(c[0]))).toContain(path.dirname(plain.path(ida)));
+
+      const shelf = new DirShelf(tempDir());
+      await shelf.prepare();
+      const made = fs.readdirSync(path.join(shelf.root, 'blocks')).sort();
+      expect(made).toEqual(Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0')));
+      expect(fs.existsSync(path.join(shelf.root, 'incoming'))).toBe(true);
+      mkdir.mockClear();
+      const s1 = await shelf.staging(ida);
+      fs.writeFileSync(s1, a!);
+      expect(await shelf.keep(s1, ida, undefined, a!)).toBe(true);
+      expect(mkdir).not.toHaveBeenCalled();
+      // A fan-out directory removed from outside after that: the rename fails, and it is made again.
+      fs.rmSync(path.dirname(shelf.path(idb)), { recursive: true, force: true });
+      const s2 = await shelf.staging(idb);
+      fs.writeFileSync(s2, b!);
+      expect(await shelf.keep(s2, idb, undefined, b!)).toBe(true);
+      expect(fs.readFileSync(shelf.path(idb))).toEqual(b!);
+      // Prepared again with every directory there (a restart: a path this process has not made,
+      // through a symlink to the same node directory): each is asked for, none is made.
+      const link = `${tempDir()}-link`;
+      fs.symlinkSync(path.dirname(shelf.root), link);
+      mkdir.mockClear();
+      await new DirShelf(link).prepare();
+      expect(await Promise.all(mkdir.mock.results.map((r) => r.value))).toEqual(Array.from({ length: 256 }, () => undefined));
+    } finally {
+      mkdir.mockRestore();
+    }
+  });
 });
+
