@@ -5,14 +5,14 @@
  * Why packed: a put holds its chunk list until its record commits, and a large value has many
  * chunks (~4,000 per GiB at the default 256 KiB average). As `{ id, size }` objects, each with a
  * Buffer view of its id, the list and its pins kept ~320 bytes per chunk live for the whole put:
- * ~10 MiB of V8 heap by the end of an 8 GiB put, which V8's heap growth roughly doubles in RSS
- * (docs/performance.md, "Cost per byte, eighth round"). Packed, a chunk costs its 32-byte id and
+ * ~10 MiB of V8 heap by the end of an 8 GiB put (docs/performance.md, "Cost per byte, eighth
+ * round"; with the pins' smaller keys, ~110 bytes now). Packed, a chunk costs its 32-byte id and
  * an 8-byte size (plus the doubling's slack), and a decoded record's list is a view of the
  * record's own bytes: no object per chunk on either path.
  *
  * A put learns its chunks' ids out of order (the seal pool answers when it answers) but must list
  * them in value order, so a place can be taken first (`reserve`) and its id set later (`set`);
- * `complete` says whether every place has its id, and `ids` refuses a list that is not.
+ * `ids` refuses a list with a place still without its id.
  */
 import { ID_BYTES } from './crypto.js';
 
@@ -59,11 +59,6 @@ export class ChunkList {
   /** The sum of the chunks' sizes. */
   get totalSize(): number {
     return this.#bytes;
-  }
-
-  /** Whether every place has its id. */
-  get complete(): boolean {
-    return this.#unset === 0;
   }
 
   /** Appends a chunk whose id is known; returns its place. */
